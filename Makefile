@@ -1,0 +1,41 @@
+# replctl — the commands the README promises. `make test` is the one command that runs all tests.
+SHELL := /bin/bash
+GO ?= go
+WORKFLOWCHECK := go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0
+TEST_TIMEOUT ?= 40m
+
+.PHONY: all build dev test test-deps vet workflowcheck unit smoke
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -o bin/replctl ./cmd/replctl
+
+# Runs everything on the embedded default (what `go run ./cmd/replctl dev` does).
+dev:
+	$(GO) run ./cmd/replctl dev
+
+# Everything the tests need that Go does not bring: OpenSSH's sshd (real SSH tests), rsync,
+# jq and curl (smoke test).
+test-deps:
+	@if ! command -v /usr/sbin/sshd >/dev/null || ! command -v rsync >/dev/null || ! command -v jq >/dev/null || ! command -v curl >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl >/dev/null; fi; \
+	fi
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+# Static check that workflow code is deterministic.
+workflowcheck:
+	$(GO) run $(WORKFLOWCHECK) ./workflows/...
+
+unit:
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# End to end on the embedded default: `replctl dev`, `replctl start orders --wait`, diff.
+smoke:
+	bash test/smoke-dev.sh
+
+test: test-deps vet workflowcheck unit smoke

@@ -1,0 +1,430 @@
+// Package activities holds the steps of a replication as Temporal activities. One Agent value
+// per host is registered on that host's task queue (RunScript, Push, Pull) and on the shared
+// queue (Plan). The I/O lives in the subpackages dataplane (images and replicas) and hostexec
+// (a host's scripts, locally or over SSH).
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/replctl/replctl/activities/dataplane"
+	"github.com/replctl/replctl/activities/hostexec"
+	"github.com/replctl/replctl/config"
+)
+
+// Registered activity names: stable, because recorded histories refer to them.
+const (
+	PlanName      = "Plan"
+	RunScriptName = "RunScript"
+	PushName      = "Push"
+	PullName      = "Pull"
+)
+
+// Error types of the non-retryable application errors activities return. The workflow never
+// hands these to another agent: another agent would fail the same way.
+const (
+	ErrTypeBadInput        = "BadInput"
+	ErrTypeFenced          = "Fenced"
+	ErrTypeVerify          = "VerifyFailed"
+	ErrTypeScriptFailed    = "ScriptFailed"
+	ErrTypeHostUnreachable = "HostUnreachable"
+	ErrTypeHostKey         = "HostKeyMismatch"
+	ErrTypeMisrouted       = "Misrouted"
+)
+
+// Agent is the activities of one host, with what they keep between calls.
+type Agent struct {
+	// Host is the name of the host this agent runs on: it must match the queue it polls.
+	Host string
+	// ConfigFile is read by Plan at the start of every run.
+	ConfigFile string
+	// StateDir is the agent's private directory (repository client state and caches).
+	StateDir string
+
+	reposOnce sync.Once
+	repos     *dataplane.Repos
+}
+
+// NewAgent returns the activities of host. stateDir "" picks a directory under the user's
+// cache dir.
+func NewAgent(host, configFile, stateDir string) (*Agent, error) {
+	if stateDir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("agent %s: no state dir configured and no user cache dir: %w", host, err)
+		}
+		stateDir = filepath.Join(base, "replctl", host)
+	}
+	return &Agent{Host: host, ConfigFile: configFile, StateDir: stateDir}, nil
+}
+
+// Close releases the repositories the agent keeps open.
+func (a *Agent) Close() error {
+	if a.repos != nil {
+		return a.repos.Close()
+	}
+	return nil
+}
+
+func (a *Agent) dataplane() *dataplane.Repos {
+	a.reposOnce.Do(func() { a.repos = dataplane.NewRepos(func(string, ...any) {}) })
+	return a.repos
+}
+
+// PlanInput is the input of Plan.
+type PlanInput struct {
+	Job string
+}
+
+// PlanResult is the plan of one run.
+type PlanResult struct {
+	Plan Plan
+	// Agent is the agent that read the config.
+	Agent string
+}
+
+// Plan reads the config file and resolves a job. A missing job or an invalid config is bad
+// input: no other agent would do better.
+func (a *Agent) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
+	if in.Job == "" {
+		return PlanResult{}, badInput(errors.New(`workflow input needs a job name: {"job": "NAME"}`))
+	}
+	cfg, err := config.Load(a.ConfigFile)
+	if err != nil {
+		return PlanResult{}, badInput(fmt.Errorf("agent %s: %w", a.Host, err))
+	}
+	p, err := NewPlan(cfg, in.Job)
+	if err != nil {
+		return PlanResult{}, badInput(err)
+	}
+	return PlanResult{Plan: p, Agent: a.Host}, nil
+}
+
+// ScriptInput is the input of RunScript.
+type ScriptInput struct {
+	Job   string
+	RunID string
+	// Step is quiesce, resume or takeover.
+	Step string
+	// Agent is the agent whose queue this was sent to.
+	Agent string
+	// Host is the host the script belongs to and runs on.
+	Host   HostPlan
+	Script string
+	// FailedHost is the host being taken over (takeover scripts).
+	FailedHost string
+	// SourcePath is the source dataset as Host sees it ("" if not attached).
+	SourcePath string
+	Timeout    time.Duration
+}
+
+// ScriptResult is what a script run did. It is recorded in history, so the output is a tail.
+type ScriptResult struct {
+	Step       string
+	Host       string
+	Agent      string
+	Script     string
+	Remote     bool
+	ExitCode   int
+	TimedOut   bool
+	OutputTail string
+	Duration   time.Duration
+}
+
+// RunScript runs a host's script on that host: as a local process when the host is this
+// machine (or is configured `connect: local`), over SSH otherwise. A non-zero exit fails the
+// activity with ErrTypeScriptFailed and the result as details.
+func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (ScriptResult, error) {
+	if err := a.checkRoute(in.Agent); err != nil {
+		return ScriptResult{}, err
+	}
+	req := hostexec.Request{
+		Host:       in.Host.Name,
+		ScriptsDir: in.Host.Scripts,
+		Script:     in.Script,
+		Timeout:    in.Timeout,
+		Env: []string{
+			"REPLCTL_JOB=" + in.Job,
+			"REPLCTL_STEP=" + in.Step,
+			"REPLCTL_HOST=" + in.Host.Name,
+			"REPLCTL_AGENT=" + a.Host,
+			"REPLCTL_FAILED_HOST=" + in.FailedHost,
+			"REPLCTL_RUN_ID=" + in.RunID,
+			"REPLCTL_SOURCE_PATH=" + in.SourcePath,
+			"REPLCTL_STATE_DIR=" + in.Host.State,
+		},
+	}
+	// Our own host's scripts always run locally, even if others reach us over SSH.
+	if in.Host.SSH != nil && in.Host.Name != a.Host {
+		req.SSH = &hostexec.SSHTarget{Address: in.Host.SSH.Address, User: in.Host.SSH.User, KeyFile: in.Host.SSH.KeyFile, KnownHostsFile: in.Host.SSH.KnownHostsFile, ConnectTimeout: in.Host.SSH.ConnectTimeout}
+	}
+	stop := heartbeatEvery(ctx, time.Second, func() any { return Progress{Step: in.Step, Phase: "script " + in.Script} })
+	res, err := hostexec.Run(ctx, req)
+	stop()
+	out := ScriptResult{Step: in.Step, Host: in.Host.Name, Agent: a.Host, Script: in.Script, Remote: res.Remote, ExitCode: res.ExitCode, TimedOut: res.TimedOut, OutputTail: res.OutputTail, Duration: res.Duration}
+	switch {
+	case errors.Is(err, hostexec.ErrHostKey):
+		return out, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeHostKey, err)
+	case errors.Is(err, hostexec.ErrUnreachable):
+		return out, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeHostUnreachable, err)
+	case errors.Is(err, hostexec.ErrNoScript):
+		return out, badInput(err)
+	case err != nil:
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		return out, err
+	}
+	if res.ExitCode != 0 || res.TimedOut {
+		why := fmt.Sprintf("exited %d", res.ExitCode)
+		if res.TimedOut {
+			why = fmt.Sprintf("timed out after %s", in.Timeout)
+		}
+		msg := fmt.Sprintf("%s script %s on host %s (run by agent %s) %s: %s", in.Step, in.Script, in.Host.Name, a.Host, why, lastLine(res.OutputTail))
+		return out, temporal.NewNonRetryableApplicationError(msg, ErrTypeScriptFailed, nil, out)
+	}
+	return out, nil
+}
+
+// RepoLocation is a repository as the executing host sees it.
+type RepoLocation struct {
+	Dir          string
+	PasswordFile string
+}
+
+// Progress is the heartbeat detail of a step: a resume cursor for the agent that takes over.
+type Progress struct {
+	Step       string
+	Phase      string
+	BytesDone  int64
+	BytesTotal int64
+	FilesDone  int64
+	FilesTotal int64
+	// Staging is the pull's staging directory: a taker links what is already there.
+	Staging string
+	Agent   string
+	Epoch   int64
+}
+
+// PushInput is the input of Push.
+type PushInput struct {
+	Job       string
+	RunID     string
+	Agent     string
+	SourceDir string
+	Dataset   string
+	Repo      RepoLocation
+	// Resume is the failed attempt's last progress, if any. The repository's checkpoints
+	// carry what was uploaded; this is for the record.
+	Resume *Progress
+}
+
+// PushResult names the image a push made.
+type PushResult struct {
+	Agent    string
+	ImageID  string
+	Bytes    int64
+	Files    int64
+	Reused   int64
+	Duration time.Duration
+}
+
+// Push makes a point-in-time image of the (quiesced) source dataset in the job's repository.
+func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
+	if err := a.checkRoute(in.Agent); err != nil {
+		return PushResult{}, err
+	}
+	start := time.Now()
+	hb := newHeartbeater(ctx, Progress{Step: "push", Phase: "open", Agent: a.Host})
+	defer hb.stop()
+	res, err := a.dataplane().Push(ctx, dataplane.PushRequest{
+		Repo:      a.repoConfig(in.Repo),
+		Job:       in.Job,
+		SourceDir: in.SourceDir,
+		Dataset:   in.Dataset,
+		Tags:      map[string]string{"run": in.RunID, "agent": a.Host},
+	}, func(p dataplane.Progress) { hb.update(fromDataplane("push", a.Host, p, "", 0)) })
+	if err != nil {
+		return PushResult{}, classify(ctx, "push", err, hb.last())
+	}
+	return PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start)}, nil
+}
+
+// PullInput is the input of Pull.
+type PullInput struct {
+	Job         string
+	RunID       string
+	Agent       string
+	ImageID     string
+	TargetRoot  string
+	Dataset     string
+	Repo        RepoLocation
+	ReplicaName string
+	// Epoch fences this attempt: the target refuses it once a newer one was recorded.
+	Epoch int64
+	// ResumeFrom is the staging dir of a failed attempt whose restored files may be reused.
+	ResumeFrom string
+	Keep       int
+}
+
+// PullResult names the replica a pull published.
+type PullResult struct {
+	Agent       string
+	ReplicaName string
+	ReplicaPath string
+	LinkPath    string
+	Bytes       int64
+	Files       int64
+	Linked      int64
+	Restored    int64
+	Verified    bool
+	Epoch       int64
+	Duration    time.Duration
+}
+
+// Pull materialises an image on the target, verifies it and publishes it atomically.
+func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
+	if err := a.checkRoute(in.Agent); err != nil {
+		return PullResult{}, err
+	}
+	start := time.Now()
+	hb := newHeartbeater(ctx, Progress{Step: "pull", Phase: "open", Agent: a.Host, Epoch: in.Epoch})
+	defer hb.stop()
+	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
+		Repo:        a.repoConfig(in.Repo),
+		Job:         in.Job,
+		ImageID:     in.ImageID,
+		TargetRoot:  in.TargetRoot,
+		Dataset:     in.Dataset,
+		ReplicaName: in.ReplicaName,
+		Epoch:       in.Epoch,
+		Agent:       a.Host,
+		ResumeFrom:  in.ResumeFrom,
+		Keep:        in.Keep,
+	}, func(p dataplane.Progress) { hb.update(fromDataplane("pull", a.Host, p, "", in.Epoch)) })
+	if err != nil {
+		return PullResult{}, classify(ctx, "pull", err, hb.last())
+	}
+	return PullResult{Agent: a.Host, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: in.Epoch, Duration: time.Since(start)}, nil
+}
+
+func (a *Agent) repoConfig(r RepoLocation) dataplane.RepoConfig {
+	return dataplane.RepoConfig{Dir: r.Dir, PasswordFile: r.PasswordFile, ClientDir: filepath.Join(a.StateDir, "repositories")}
+}
+
+// checkRoute refuses work sent to the wrong agent: two agents configured with the same host
+// name would otherwise both take a host's steps.
+func (a *Agent) checkRoute(agent string) error {
+	if agent != a.Host {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("step for agent %q reached agent %q: two agents poll the same host queue; check --host", agent, a.Host), ErrTypeMisrouted, nil)
+	}
+	return nil
+}
+
+func fromDataplane(step, agent string, p dataplane.Progress, staging string, epoch int64) Progress {
+	if staging == "" {
+		staging = p.Staging
+	}
+	return Progress{Step: step, Phase: p.Phase, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, FilesDone: p.FilesDone, FilesTotal: p.FilesTotal, Staging: staging, Agent: agent, Epoch: epoch}
+}
+
+// classify turns a data-plane error into what the workflow needs to decide: bad input, a
+// fence refusal and a failed verification are final; anything else may be retried, and its
+// last progress travels with it so a taker can resume.
+func classify(ctx context.Context, step string, err error, last Progress) error {
+	switch {
+	case errors.Is(err, dataplane.ErrBadInput), errors.Is(err, dataplane.ErrNotFound):
+		return badInput(err)
+	case errors.Is(err, dataplane.ErrFenced):
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeFenced, err)
+	case errors.Is(err, dataplane.ErrVerify):
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeVerify, err, last)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v", step, err), "StepFailed", err, last)
+}
+
+func badInput(err error) error {
+	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
+}
+
+func lastLine(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			return s[i+1:]
+		}
+	}
+	return s
+}
+
+// heartbeater sends the latest progress as heartbeat details: on every update (the SDK
+// throttles them) and from a ticker, so a step that is busy inside one large file still
+// proves it is alive.
+type heartbeater struct {
+	mu   sync.Mutex
+	p    Progress
+	stop func()
+}
+
+func newHeartbeater(ctx context.Context, p Progress) *heartbeater {
+	h := &heartbeater{p: p}
+	h.stop = heartbeatEvery(ctx, time.Second, func() any { return h.last() })
+	return h
+}
+
+func (h *heartbeater) update(p Progress) {
+	h.mu.Lock()
+	h.p = p
+	h.mu.Unlock()
+}
+
+func (h *heartbeater) last() Progress {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.p
+}
+
+// heartbeatEvery records details() as a heartbeat now and every interval until stop is
+// called. The interval only bounds how stale details get; the SDK decides when to send.
+func heartbeatEvery(ctx context.Context, interval time.Duration, details func() any) (stop func()) {
+	if !activity.IsActivity(ctx) {
+		return func() {}
+	}
+	if hbt := activity.GetInfo(ctx).HeartbeatTimeout; hbt > 0 && hbt/4 < interval {
+		interval = hbt / 4
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	activity.RecordHeartbeat(ctx, details())
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx, details())
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}

@@ -1,0 +1,28 @@
+// Package dataplane moves directory trees between storage systems through a
+// kopia repository used as a library.
+//
+// A push takes a point-in-time image of a quiesced source directory into the
+// job's repository (a kopia filesystem repository on shared storage: the
+// durable meeting point of agents on different hosts). A pull materialises an
+// image on a target storage mount as a new replica: it builds the replica in a
+// staging directory, verifies it against the image, and publishes it
+// atomically by renaming a symlink.
+//
+// Target layout under the target mount T for dataset D:
+//
+//	T/D                                          symlink (relative) to the current replica
+//	T/.replctl/replicas/<esc(D)>/<replica>/       published replicas
+//	T/.replctl/meta/<esc(D)>/<replica>.json       what each replica was built from
+//	T/.replctl/staging/<esc(D)>/<replica>.e<N>/   a pull in progress (epoch N)
+//	T/.replctl/fence/<esc(D)>.json, .lock         highest epoch seen (fencing)
+//
+// Replicas share unchanged files with older replicas through HARD LINKS (like
+// rsync --link-dest): a file whose content, size, mode, owner and mtime did not
+// change is linked, never copied, and a changed file gets a new inode. Because
+// the inodes are shared, replicas MUST be treated as read-only: modifying a
+// file of a replica in place would modify the same file in every other replica
+// that links it. Nothing in this package writes into an existing inode.
+//
+// The package imports neither Temporal nor other packages of this module:
+// plain values in, plain values out, progress through callbacks.
+package dataplane

@@ -1,0 +1,386 @@
+package dataplane
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	replctlDir   = ".replctl"
+	maxComponent = 240 // leaves room for suffixes below NAME_MAX (255)
+	dirMode      = 0o755
+)
+
+// escapeDataset encodes a dataset path as one safe, reversible path
+// component: bytes outside [A-Za-z0-9-_.,+=@] (and a leading '.') become %XX.
+func escapeDataset(d string) string {
+	var b strings.Builder
+
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		safe := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			strings.IndexByte("-_.,+=@", c) >= 0
+		if !safe || (i == 0 && c == '.') {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+
+		b.WriteByte(c)
+	}
+
+	return b.String()
+}
+
+// unescapeDataset reverses escapeDataset.
+func unescapeDataset(s string) (string, error) {
+	var b strings.Builder
+
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("bad escape in %q", s)
+		}
+
+		v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("bad escape in %q: %w", s, err)
+		}
+
+		b.WriteByte(byte(v))
+		i += 2
+	}
+
+	return b.String(), nil
+}
+
+// layout names every path a pull uses for one dataset on one target.
+type layout struct {
+	root     string // T
+	dataset  string // D
+	esc      string // escaped D
+	link     string // T/D
+	replicas string // T/.replctl/replicas/<esc>
+	meta     string // T/.replctl/meta/<esc>
+	staging  string // T/.replctl/staging/<esc>
+	fence    string // T/.replctl/fence/<esc>.json
+}
+
+func newLayout(targetRoot, dataset string) layout {
+	esc := escapeDataset(dataset)
+	base := filepath.Join(targetRoot, replctlDir)
+
+	return layout{
+		root:     targetRoot,
+		dataset:  dataset,
+		esc:      esc,
+		link:     filepath.Join(targetRoot, filepath.FromSlash(dataset)),
+		replicas: filepath.Join(base, "replicas", esc),
+		meta:     filepath.Join(base, "meta", esc),
+		staging:  filepath.Join(base, "staging", esc),
+		fence:    filepath.Join(base, "fence", esc+".json"),
+	}
+}
+
+func (l layout) replicaDir(name string) string { return filepath.Join(l.replicas, name) }
+func (l layout) metaFile(name string) string   { return filepath.Join(l.meta, name+".json") }
+func (l layout) stagingDir(name string, epoch int64) string {
+	return filepath.Join(l.staging, name+".e"+strconv.FormatInt(epoch, 10))
+}
+
+// StagingPath returns the staging directory a pull with these parameters
+// uses, so a caller can record it (e.g. in heartbeat details) before the pull
+// starts and pass it as PullRequest.ResumeFrom to a later attempt.
+func StagingPath(targetRoot, dataset, replicaName string, epoch int64) (string, error) {
+	if err := checkAbs("TargetRoot", targetRoot); err != nil {
+		return "", err
+	}
+
+	if err := checkDataset("Dataset", dataset); err != nil {
+		return "", err
+	}
+
+	if err := checkName("ReplicaName", replicaName); err != nil {
+		return "", err
+	}
+
+	return newLayout(targetRoot, dataset).stagingDir(replicaName, epoch), nil
+}
+
+// stagingNameRE matches staging dir names: <replica>.e<epoch>[.old<nanos>].
+var stagingNameRE = regexp.MustCompile(`^(.+)\.e(-?[0-9]+)(\.old[0-9]+)?$`)
+
+func parseStagingName(n string) (replica string, epoch int64, ok bool) {
+	m := stagingNameRE.FindStringSubmatch(n)
+	if m == nil {
+		return "", 0, false
+	}
+
+	e, err := strconv.ParseInt(m[2], 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+
+	return m[1], e, true
+}
+
+// checkLinkParents refuses a dataset whose parent directories under the
+// target root are symlinks: publishing must not follow links out of T.
+func (l layout) checkLinkParents() error {
+	rel := filepath.Dir(filepath.FromSlash(l.dataset))
+	if rel == "." {
+		return nil
+	}
+
+	p := l.root
+	for _, c := range strings.Split(rel, string(filepath.Separator)) {
+		p = filepath.Join(p, c)
+
+		st, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+
+		if err != nil {
+			return fmt.Errorf("checking %s: %w", p, err)
+		}
+
+		if !st.IsDir() {
+			return badInput("Dataset", "%s exists and is not a directory (it must not be a symlink either)", p)
+		}
+	}
+
+	return nil
+}
+
+// currentReplica returns the replica name T/D points to, "" if T/D does not
+// exist, or an error if T/D exists and is not a replctl replica link.
+func (l layout) currentReplica() (string, error) {
+	st, err := os.Lstat(l.link)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+
+	if err != nil {
+		return "", fmt.Errorf("checking %s: %w", l.link, err)
+	}
+
+	notOurs := fmt.Errorf("%w: %s exists and is not a replctl replica link; move it away", ErrBadInput, l.link)
+	if st.Mode()&os.ModeSymlink == 0 {
+		return "", notOurs
+	}
+
+	target, err := os.Readlink(l.link)
+	if err != nil {
+		return "", fmt.Errorf("reading link %s: %w", l.link, err)
+	}
+
+	if filepath.IsAbs(target) {
+		return "", notOurs
+	}
+
+	abs := filepath.Join(filepath.Dir(l.link), target)
+	if filepath.Dir(abs) != l.replicas {
+		return "", notOurs
+	}
+
+	return filepath.Base(abs), nil
+}
+
+// replicaMeta is written next to each published replica (meta/<name>.json).
+type replicaMeta struct {
+	Job       string    `json:"job"`
+	Image     string    `json:"image"`
+	Root      string    `json:"root"`
+	Epoch     int64     `json:"epoch"`
+	Agent     string    `json:"agent"`
+	Verified  bool      `json:"verified"`
+	Published time.Time `json:"published"`
+}
+
+func readMeta(path string) (*replicaMeta, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+
+	var m replicaMeta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", path, err)
+	}
+
+	return &m, nil
+}
+
+// writeFileAtomic writes data to path via temp file + fsync + rename + dir fsync.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("creating temp file for %s: %w", path, err)
+	}
+
+	tmp := f.Name()
+	defer os.Remove(tmp) //nolint:errcheck // no-op after a successful rename
+
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", tmp, err)
+	}
+
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("fsync %s: %w", tmp, err)
+	}
+
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("closing %s: %w", tmp, err)
+	}
+
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
+	}
+
+	return syncDir(dir)
+}
+
+// syncDir fsyncs a directory so renames/creations in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("opening dir %s for fsync: %w", dir, err)
+	}
+	defer d.Close()
+
+	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+
+	return nil
+}
+
+// syncFS flushes all dirty data of the filesystem holding path (syncfs(2)):
+// one call instead of an fsync per restored file.
+func syncFS(path string) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("opening %s for syncfs: %w", path, err)
+	}
+	defer d.Close()
+
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", path, err)
+	}
+
+	return nil
+}
+
+// removeTree removes a tree even when directories in it are read-only
+// (replicas keep the image's modes, e.g. 0555 directories).
+func removeTree(path string) error {
+	err := os.RemoveAll(path)
+	if err == nil {
+		return nil
+	}
+
+	// Make every directory writable, then retry.
+	_ = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+
+		return nil
+	})
+
+	if err := os.RemoveAll(path); err != nil {
+		return fmt.Errorf("removing %s: %w", path, err)
+	}
+
+	return nil
+}
+
+// ReplicaInfo describes one published replica of a dataset.
+type ReplicaInfo struct {
+	Name    string
+	Path    string
+	Current bool      // T/D points to it
+	ModTime time.Time // publish time (from its meta record; directory mtime if none)
+}
+
+// ListReplicas lists the published replicas of dataset under targetRoot,
+// newest first.
+func ListReplicas(targetRoot, dataset string) ([]ReplicaInfo, error) {
+	if err := checkAbs("TargetRoot", targetRoot); err != nil {
+		return nil, err
+	}
+
+	if err := checkDataset("Dataset", dataset); err != nil {
+		return nil, err
+	}
+
+	return newLayout(targetRoot, dataset).listReplicas()
+}
+
+func (l layout) listReplicas() ([]ReplicaInfo, error) {
+	ents, err := os.ReadDir(l.replicas)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+
+	if err != nil {
+		return nil, fmt.Errorf("listing replicas in %s: %w", l.replicas, err)
+	}
+
+	cur, err := l.currentReplica()
+	if err != nil {
+		return nil, err
+	}
+
+	var out []ReplicaInfo
+
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+
+		ri := ReplicaInfo{Name: e.Name(), Path: l.replicaDir(e.Name()), Current: e.Name() == cur}
+
+		if m, err := readMeta(l.metaFile(e.Name())); err == nil {
+			ri.ModTime = m.Published
+		} else if info, err := e.Info(); err == nil {
+			ri.ModTime = info.ModTime()
+		}
+
+		out = append(out, ri)
+	}
+
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].ModTime.Equal(out[j].ModTime) {
+			return out[i].ModTime.After(out[j].ModTime)
+		}
+
+		return out[i].Name > out[j].Name
+	})
+
+	return out, nil
+}

@@ -1,0 +1,365 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kopia/kopia/fs/localfs"
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/snapshot"
+	"github.com/kopia/kopia/snapshot/policy"
+	"github.com/kopia/kopia/snapshot/upload"
+)
+
+// PushRequest asks for a point-in-time image of SourceDir.
+type PushRequest struct {
+	Repo RepoConfig
+	// Job names the replication job; images of a job share one snapshot
+	// source, so every push is incremental against the job's previous image,
+	// whichever host or mount path took it.
+	Job string
+	// SourceDir is the absolute, quiesced source directory. It must not itself
+	// be a symlink; symlinks inside it are stored as symlinks (never followed).
+	SourceDir string
+	// Dataset is the relative dataset path (part of the snapshot source identity).
+	Dataset string
+	// Tags are recorded on the image (e.g. run id, agent).
+	Tags map[string]string
+	// CheckpointInterval between checkpoints of a long push (default 5s, max 45m):
+	// a rerun after a crash reuses what was checkpointed.
+	CheckpointInterval time.Duration
+	// Parallel file reads (default runtime.NumCPU()).
+	Parallel int
+}
+
+// PushResult describes the image a push created.
+type PushResult struct {
+	ImageID   string // snapshot manifest ID
+	RootID    string // root directory object ID
+	Bytes     int64  // total file bytes in the image
+	Files     int64  // total files in the image
+	Reused    int64  // files not re-read (unchanged since the previous image)
+	StartTime time.Time
+}
+
+// imagePin marks our images: kopia's own retention (run at every checkpoint)
+// never deletes pinned snapshots; PruneImages owns image retention.
+const imagePin = "replctl"
+
+// sourceInfo is the snapshot source identity shared by all images of a job.
+func sourceInfo(job, dataset string) snapshot.SourceInfo {
+	return snapshot.SourceInfo{Host: "replctl", UserName: job, Path: "/" + dataset}
+}
+
+func checkJob(job string) error {
+	if job == "" {
+		return badInput("Job", "must not be empty")
+	}
+
+	if strings.ContainsAny(job, "@:/\x00\n") {
+		return badInput("Job", "%q must not contain '@', ':', '/', NUL or newline", job)
+	}
+
+	return nil
+}
+
+// pushPolicy is the snapshot policy of every push: exact copies, no ignore
+// files, no compression (fastest here), errors fail the push.
+func pushPolicy(parallel int) *policy.Policy {
+	p := *policy.DefaultPolicy
+	p.FilesPolicy = policy.FilesPolicy{}
+	p.CompressionPolicy = policy.CompressionPolicy{CompressorName: "none"}
+	p.MetadataCompressionPolicy = policy.MetadataCompressionPolicy{CompressorName: "none"}
+	f := policy.OptionalBool(false)
+	p.ErrorHandlingPolicy.IgnoreFileErrors = &f
+	p.ErrorHandlingPolicy.IgnoreDirectoryErrors = &f
+	par := policy.OptionalInt(parallel)
+	p.UploadPolicy.MaxParallelFileReads = &par
+	none := policy.LogDetailNone
+	p.LoggingPolicy = policy.LoggingPolicy{
+		Directories: policy.DirLoggingPolicy{Snapshotted: &none, Ignored: &none},
+		Entries:     policy.EntryLoggingPolicy{Snapshotted: &none, Ignored: &none, CacheHit: &none, CacheMiss: &none},
+	}
+
+	return &p
+}
+
+// Push takes an image of req.SourceDir into the job's repository, creating
+// the repository if it does not exist.
+func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progress)) (PushResult, error) {
+	if err := validatePush(&req); err != nil {
+		return PushResult{}, err
+	}
+
+	rep, err := r.open(ctx, req.Repo, true)
+	if err != nil {
+		return PushResult{}, err
+	}
+
+	rp := newReporter(progress)
+	rp.setPhase("scan", 0, 0)
+
+	si := sourceInfo(req.Job, req.Dataset)
+
+	wctx, w, err := rep.NewWriter(ctx, repo.WriteSessionOptions{Purpose: "replctl push " + req.Job})
+	if err != nil {
+		return PushResult{}, fmt.Errorf("opening repository writer for %s: %w", req.Repo.Dir, err)
+	}
+	defer w.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+
+	prev, err := snapshot.FindPreviousManifests(wctx, w, si, nil)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("finding previous images of job %s: %w", req.Job, err)
+	}
+
+	src, err := localfs.Directory(req.SourceDir)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("opening source %s: %w", req.SourceDir, err)
+	}
+
+	u := upload.NewUploader(w)
+	u.ParallelUploads = req.Parallel
+	u.CheckpointInterval = req.CheckpointInterval
+	u.DisableIgnoreRules = true
+	u.EnableActions = false
+	u.CheckpointLabels = req.Tags
+	u.Progress = &uploadProgress{rp: rp}
+
+	// The uploader does not watch ctx; cancel it explicitly.
+	stop := context.AfterFunc(ctx, u.Cancel)
+	defer stop()
+
+	start := time.Now()
+
+	man, err := u.Upload(wctx, src, policy.BuildTree(nil, pushPolicy(req.Parallel)), si, prev...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return PushResult{}, fmt.Errorf("push of %s stopped: %w", req.SourceDir, context.Cause(ctx))
+		}
+
+		return PushResult{}, fmt.Errorf("uploading %s: %w", req.SourceDir, err)
+	}
+
+	man.Tags = req.Tags
+
+	if man.IncompleteReason != "" || ctx.Err() != nil {
+		// Keep what was uploaded as an incomplete image so a rerun reuses it.
+		sctx := context.WithoutCancel(wctx)
+		if man.IncompleteReason == "" {
+			man.IncompleteReason = upload.IncompleteReasonCanceled
+		}
+
+		if _, serr := snapshot.SaveSnapshot(sctx, w, man); serr == nil {
+			_ = w.Flush(sctx)
+		}
+
+		if ctx.Err() != nil {
+			return PushResult{}, fmt.Errorf("push of %s stopped: %w", req.SourceDir, context.Cause(ctx))
+		}
+
+		return PushResult{}, fmt.Errorf("push of %s incomplete: %s", req.SourceDir, man.IncompleteReason)
+	}
+
+	if man.Stats.ErrorCount > 0 {
+		return PushResult{}, fmt.Errorf("push of %s: %d entries could not be read", req.SourceDir, man.Stats.ErrorCount)
+	}
+
+	man.Pins = []string{imagePin}
+
+	id, err := snapshot.SaveSnapshot(wctx, w, man)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("saving image of %s: %w", req.SourceDir, err)
+	}
+
+	if err := w.Flush(wctx); err != nil {
+		return PushResult{}, fmt.Errorf("flushing repository %s: %w", req.Repo.Dir, err)
+	}
+
+	rp.final()
+
+	res := PushResult{
+		ImageID:   string(id),
+		RootID:    man.RootObjectID().String(),
+		Bytes:     man.Stats.TotalFileSize,
+		Files:     int64(man.Stats.TotalFileCount),
+		Reused:    int64(man.Stats.CachedFiles),
+		StartTime: man.StartTime.ToTime(),
+	}
+
+	r.log("pushed image", "job", req.Job, "image", res.ImageID, "files", res.Files, "bytes", res.Bytes,
+		"reused", res.Reused, "took", time.Since(start).Round(time.Millisecond))
+
+	return res, nil
+}
+
+func validatePush(req *PushRequest) error {
+	if err := req.Repo.validate(); err != nil {
+		return err
+	}
+
+	if err := checkJob(req.Job); err != nil {
+		return err
+	}
+
+	if err := checkDataset("Dataset", req.Dataset); err != nil {
+		return err
+	}
+
+	if err := checkAbs("SourceDir", req.SourceDir); err != nil {
+		return err
+	}
+
+	st, err := os.Lstat(req.SourceDir)
+	if err != nil {
+		return badInput("SourceDir", "%v", err)
+	}
+
+	if st.Mode()&os.ModeSymlink != 0 {
+		return badInput("SourceDir", "%s is a symlink; the source dir itself must not be a symlink (pass the real path)", req.SourceDir)
+	}
+
+	if !st.IsDir() {
+		return badInput("SourceDir", "%s is not a directory", req.SourceDir)
+	}
+
+	for k := range req.Tags {
+		switch k {
+		case "type", "hostname", "username", "path", "":
+			return badInput("Tags", "key %q is reserved", k)
+		}
+	}
+
+	switch {
+	case req.CheckpointInterval == 0:
+		req.CheckpointInterval = 5 * time.Second
+	case req.CheckpointInterval < 0 || req.CheckpointInterval > upload.DefaultCheckpointInterval:
+		return badInput("CheckpointInterval", "%v must be in (0, %v]", req.CheckpointInterval, upload.DefaultCheckpointInterval)
+	}
+
+	if req.Parallel <= 0 {
+		req.Parallel = runtime.NumCPU()
+	}
+
+	return nil
+}
+
+// uploadProgress adapts kopia's upload progress to our reporter.
+type uploadProgress struct {
+	upload.NullUploadProgress
+
+	rp *reporter
+}
+
+func (p *uploadProgress) Enabled() bool { return true }
+
+func (p *uploadProgress) EstimationParameters() upload.EstimationParameters {
+	return upload.EstimationParameters{Type: upload.EstimationTypeClassic}
+}
+
+func (p *uploadProgress) EstimatedDataSize(files, bytes int64) {
+	if p.rp.phase.Load().(string) == "scan" {
+		done, filesDone := p.rp.bytesDone.Load(), p.rp.filesDone.Load()
+		p.rp.setPhase("upload", bytes, files)
+		p.rp.bytesDone.Add(done)
+		p.rp.filesDone.Add(filesDone)
+
+		return
+	}
+
+	p.rp.bytesTotal.Store(bytes)
+	p.rp.filesTotal.Store(files)
+}
+
+func (p *uploadProgress) HashingFile(fname string)         { p.rp.setPath(fname) }
+func (p *uploadProgress) HashedBytes(n int64)              { p.rp.addBytes(n) }
+func (p *uploadProgress) CachedFile(_ string, size int64)  { p.rp.addBytes(size) }
+func (p *uploadProgress) FinishedFile(_ string, err error) { p.rp.addFile(0) }
+
+// PruneImages keeps the newest keep complete images of the job's dataset and
+// deletes older ones, plus incomplete checkpoints older than the newest
+// complete image. It returns how many image manifests were deleted. The
+// space of deleted images is reclaimed by kopia maintenance (not run here).
+func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset string, keep int) (int, error) {
+	if err := checkJob(job); err != nil {
+		return 0, err
+	}
+
+	if err := checkDataset("Dataset", dataset); err != nil {
+		return 0, err
+	}
+
+	if keep < 1 {
+		return 0, badInput("keep", "%d must be at least 1", keep)
+	}
+
+	rep, err := r.open(ctx, cfg, false)
+	if err != nil {
+		return 0, err
+	}
+
+	mans, err := snapshot.ListSnapshots(ctx, rep, sourceInfo(job, dataset))
+	if err != nil {
+		return 0, fmt.Errorf("listing images of job %s: %w", job, err)
+	}
+
+	sort.Slice(mans, func(i, j int) bool { return mans[i].StartTime.After(mans[j].StartTime) })
+
+	var (
+		del          []*snapshot.Manifest
+		complete     int
+		newestDone   *snapshot.Manifest
+		newestDoneAt time.Time
+	)
+
+	for _, m := range mans {
+		if m.IncompleteReason == "" {
+			complete++
+			if newestDone == nil {
+				newestDone, newestDoneAt = m, m.StartTime.ToTime()
+			}
+
+			if complete > keep {
+				del = append(del, m)
+			}
+		}
+	}
+
+	for _, m := range mans {
+		if m.IncompleteReason != "" && newestDone != nil && m.StartTime.ToTime().Before(newestDoneAt) {
+			del = append(del, m)
+		}
+	}
+
+	if len(del) == 0 {
+		return 0, nil
+	}
+
+	wctx, w, err := rep.NewWriter(ctx, repo.WriteSessionOptions{Purpose: "replctl prune " + job})
+	if err != nil {
+		return 0, fmt.Errorf("opening repository writer for %s: %w", cfg.Dir, err)
+	}
+	defer w.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+
+	n := 0
+
+	for _, m := range del {
+		if err := w.DeleteManifest(wctx, m.ID); err != nil {
+			return n, fmt.Errorf("deleting image %s of job %s: %w", m.ID, job, err)
+		}
+
+		n++
+	}
+
+	if err := w.Flush(wctx); err != nil {
+		return 0, fmt.Errorf("flushing repository %s: %w", cfg.Dir, err)
+	}
+
+	r.log("pruned images", "job", job, "dataset", dataset, "deleted", n, "kept", min(complete, keep))
+
+	return n, nil
+}

@@ -1,0 +1,409 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/blob"
+	"github.com/kopia/kopia/repo/blob/filesystem"
+	"github.com/kopia/kopia/repo/content"
+	"github.com/kopia/kopia/repo/format"
+)
+
+// RepoConfig locates a job's repository and this agent's client state for it.
+type RepoConfig struct {
+	// Dir is the absolute directory of the kopia filesystem repository
+	// (typically on shared storage).
+	Dir string
+	// PasswordFile holds the repository password. Empty: <Dir>.password,
+	// created (0600, 32 random bytes hex) together with the repository.
+	PasswordFile string
+	// ClientDir is an absolute per-host directory for kopia client state
+	// (config, caches); a subdirectory per repository is derived from Dir.
+	ClientDir string
+}
+
+func (c RepoConfig) validate() error {
+	if err := checkAbs("Repo.Dir", c.Dir); err != nil {
+		return err
+	}
+
+	if err := checkAbs("Repo.ClientDir", c.ClientDir); err != nil {
+		return err
+	}
+
+	if c.PasswordFile != "" {
+		if err := checkAbs("Repo.PasswordFile", c.PasswordFile); err != nil {
+			return err
+		}
+	}
+
+	return nil
+}
+
+func (c RepoConfig) passwordFile() string {
+	if c.PasswordFile != "" {
+		return c.PasswordFile
+	}
+
+	return c.Dir + ".password"
+}
+
+func (c RepoConfig) key() string {
+	return c.Dir + "\x00" + c.passwordFile() + "\x00" + c.ClientDir
+}
+
+// clientDir is the per-repository kopia client state directory.
+func (c RepoConfig) clientDir() string {
+	h := sha256.Sum256([]byte(c.Dir))
+	return filepath.Join(c.ClientDir, "repo-"+hex.EncodeToString(h[:8]))
+}
+
+// Kopia's client cache sizes; without sizes kopia runs without a cache (and
+// some code paths dereference a nil cache).
+const (
+	contentCacheBytes  = 512 << 20
+	metadataCacheBytes = 512 << 20
+)
+
+// Repos is a cache of open repositories, safe for concurrent use. Opening a
+// kopia repository derives keys from the password (scrypt) and loads indexes,
+// so repositories stay open across calls until Close.
+type Repos struct {
+	log func(msg string, kv ...any)
+
+	mu    sync.Mutex
+	repos map[string]*openRepo
+}
+
+type openRepo struct {
+	mu  sync.Mutex // serializes opening
+	rep repo.Repository
+}
+
+// NewRepos returns an empty cache. log receives occasional diagnostics (may be nil).
+func NewRepos(log func(msg string, kv ...any)) *Repos {
+	if log == nil {
+		log = func(string, ...any) {}
+	}
+
+	return &Repos{log: log, repos: map[string]*openRepo{}}
+}
+
+// Close closes all open repositories.
+func (r *Repos) Close() error {
+	r.mu.Lock()
+	repos := r.repos
+	r.repos = map[string]*openRepo{}
+	r.mu.Unlock()
+
+	var errs []error
+
+	for k, o := range repos {
+		o.mu.Lock()
+		if o.rep != nil {
+			if err := o.rep.Close(context.Background()); err != nil {
+				errs = append(errs, fmt.Errorf("closing repository %s: %w", strings.SplitN(k, "\x00", 2)[0], err))
+			}
+
+			o.rep = nil
+		}
+		o.mu.Unlock()
+	}
+
+	return errors.Join(errs...)
+}
+
+// open returns the open repository for cfg; with create it initializes a
+// missing repository, otherwise a missing one is ErrNotFound. The repository's
+// indexes are refreshed so writes of other agents are visible.
+func (r *Repos) open(ctx context.Context, cfg RepoConfig, create bool) (repo.DirectRepository, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+
+	r.mu.Lock()
+	o := r.repos[cfg.key()]
+	if o == nil {
+		o = &openRepo{}
+		r.repos[cfg.key()] = o
+	}
+	r.mu.Unlock()
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+
+	if o.rep == nil {
+		rep, err := r.openUncached(ctx, cfg, create)
+		if err != nil {
+			return nil, err
+		}
+
+		o.rep = rep
+	} else if err := o.rep.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("refreshing repository %s: %w", cfg.Dir, err)
+	}
+
+	dr, ok := o.rep.(repo.DirectRepository)
+	if !ok {
+		return nil, fmt.Errorf("repository %s is not a direct repository", cfg.Dir)
+	}
+
+	return dr, nil
+}
+
+func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (repo.Repository, error) {
+	initialized, err := repoInitialized(ctx, cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+
+	if !initialized {
+		if !create {
+			return nil, fmt.Errorf("%w: no kopia repository at %s", ErrNotFound, cfg.Dir)
+		}
+
+		if err := initRepo(ctx, cfg, r.log); err != nil {
+			return nil, err
+		}
+	}
+
+	pw, err := readPassword(cfg.passwordFile())
+	if err != nil {
+		return nil, err
+	}
+
+	cdir := cfg.clientDir()
+	if err := os.MkdirAll(cdir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating client dir %s: %w", cdir, err)
+	}
+
+	cfgFile := filepath.Join(cdir, "repository.config")
+
+	opts := &repo.Options{
+		DisableRepositoryLog: true,
+		// Kopia's default calls os.Exit; an agent must survive and report instead.
+		OnFatalError: func(err error) { r.log("kopia fatal error", "repo", cfg.Dir, "err", err) },
+	}
+
+	if _, err := os.Stat(cfgFile); err == nil {
+		rep, err := repo.Open(ctx, cfgFile, pw, opts)
+		if err == nil {
+			return rep, nil
+		}
+
+		// A stale config (e.g. repository re-created): reconnect once.
+		r.log("reconnecting repository", "repo", cfg.Dir, "err", err)
+
+		_ = repo.Disconnect(ctx, cfgFile)
+	}
+
+	if err := connectRepo(ctx, cfg, cfgFile, pw); err != nil {
+		return nil, err
+	}
+
+	rep, err := repo.Open(ctx, cfgFile, pw, opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening repository %s: %w", cfg.Dir, err)
+	}
+
+	return rep, nil
+}
+
+func connectRepo(ctx context.Context, cfg RepoConfig, cfgFile, pw string) error {
+	st, err := filesystem.New(ctx, &filesystem.Options{Path: cfg.Dir}, false)
+	if err != nil {
+		return fmt.Errorf("opening repository storage %s: %w", cfg.Dir, err)
+	}
+	defer st.Close(ctx) //nolint:errcheck
+
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "replctl"
+	}
+
+	err = repo.Connect(ctx, cfgFile, st, pw, &repo.ConnectOptions{
+		ClientOptions: repo.ClientOptions{Hostname: host, Username: "replctl"},
+		CachingOptions: content.CachingOptions{
+			CacheDirectory:         filepath.Join(filepath.Dir(cfgFile), "cache"),
+			ContentCacheSizeBytes:  contentCacheBytes,
+			MetadataCacheSizeBytes: metadataCacheBytes,
+		},
+	})
+	if errors.Is(err, repo.ErrInvalidPassword) {
+		return fmt.Errorf("%w: wrong password in %s for repository %s", ErrBadInput, cfg.passwordFile(), cfg.Dir)
+	}
+
+	if err != nil {
+		return fmt.Errorf("connecting to repository %s: %w", cfg.Dir, err)
+	}
+
+	return nil
+}
+
+// repoInitialized reports whether dir holds a kopia repository.
+func repoInitialized(ctx context.Context, dir string) (bool, error) {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+
+	st, err := filesystem.New(ctx, &filesystem.Options{Path: dir}, false)
+	if err != nil {
+		return false, fmt.Errorf("opening repository storage %s: %w", dir, err)
+	}
+	defer st.Close(ctx) //nolint:errcheck
+
+	_, err = st.GetMetadata(ctx, format.KopiaRepositoryBlobID)
+	if errors.Is(err, blob.ErrBlobNotFound) {
+		return false, nil
+	}
+
+	if err != nil {
+		return false, fmt.Errorf("checking repository %s: %w", dir, err)
+	}
+
+	return true, nil
+}
+
+// initRepo creates the repository without locks, safely against other agents
+// doing the same at the same time (possibly on other hosts, over shared
+// storage where flock may not be reliable):
+//
+//  1. The password file is created by link(2) of a complete temp file: link
+//     fails if the name exists, so exactly one password wins and every agent
+//     then reads that one.
+//  2. The repository is initialized in a private temp dir next to Dir and
+//     renamed to Dir. rename(2) of a directory only succeeds if Dir is
+//     missing or empty, so exactly one initialization wins; a loser deletes
+//     its temp dir and uses the winner's repository (same password).
+func initRepo(ctx context.Context, cfg RepoConfig, log func(string, ...any)) error {
+	parent := filepath.Dir(cfg.Dir)
+	if err := os.MkdirAll(parent, dirMode); err != nil {
+		return fmt.Errorf("creating parent of repository %s: %w", cfg.Dir, err)
+	}
+
+	if err := ensurePasswordFile(cfg.passwordFile()); err != nil {
+		return err
+	}
+
+	pw, err := readPassword(cfg.passwordFile())
+	if err != nil {
+		return err
+	}
+
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(cfg.Dir)+".init-")
+	if err != nil {
+		return fmt.Errorf("creating temp dir for repository %s: %w", cfg.Dir, err)
+	}
+	defer os.RemoveAll(tmp) //nolint:errcheck // no-op after a successful rename
+
+	st, err := filesystem.New(ctx, &filesystem.Options{Path: tmp}, true)
+	if err != nil {
+		return fmt.Errorf("creating repository storage in %s: %w", tmp, err)
+	}
+
+	err = repo.Initialize(ctx, st, &repo.NewRepositoryOptions{
+		BlockFormat: format.ContentFormat{
+			Hash:       "BLAKE3-256",
+			Encryption: "AES256-GCM-HMAC-SHA256",
+		},
+	}, pw)
+	st.Close(ctx) //nolint:errcheck
+
+	if err != nil {
+		return fmt.Errorf("initializing repository in %s: %w", tmp, err)
+	}
+
+	if err := os.Chmod(tmp, dirMode); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+
+	if err := os.Rename(tmp, cfg.Dir); err != nil {
+		// Lost the race (or Dir is a non-empty non-repository).
+		ok, ierr := repoInitialized(ctx, cfg.Dir)
+		if ierr == nil && ok {
+			log("repository initialized concurrently by another agent", "repo", cfg.Dir)
+			return nil
+		}
+
+		return fmt.Errorf("%w: Repo.Dir: %s exists and is not a kopia repository (rename: %v)", ErrBadInput, cfg.Dir, err)
+	}
+
+	if err := syncDir(parent); err != nil {
+		return err
+	}
+
+	log("initialized repository", "repo", cfg.Dir)
+
+	return nil
+}
+
+func ensurePasswordFile(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return fmt.Errorf("generating password: %w", err)
+	}
+
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-password-*")
+	if err != nil {
+		return fmt.Errorf("creating password file %s: %w", path, err)
+	}
+
+	tmp := f.Name()
+	defer os.Remove(tmp) //nolint:errcheck
+
+	_, err = f.WriteString(hex.EncodeToString(secret) + "\n")
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+
+	if err == nil {
+		err = f.Sync()
+	}
+
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+
+	if err != nil {
+		return fmt.Errorf("writing password file %s: %w", tmp, err)
+	}
+
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating password file %s: %w", path, err)
+	}
+
+	return syncDir(filepath.Dir(path))
+}
+
+func readPassword(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w: password file %s does not exist", ErrNotFound, path)
+	}
+
+	if err != nil {
+		return "", fmt.Errorf("reading password file %s: %w", path, err)
+	}
+
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("%w: password file %s is empty", ErrBadInput, path)
+	}
+
+	return pw, nil
+}

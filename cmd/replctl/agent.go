@@ -1,0 +1,69 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+
+	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/workers"
+)
+
+// AgentOptions are the flags of `replctl agent`.
+type AgentOptions struct {
+	Host string
+}
+
+// NewCmdAgent is `replctl agent --host NAME`: the agent of one host.
+func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
+	o := &AgentOptions{}
+	cmd := &cobra.Command{
+		Use:   "agent --host NAME",
+		Short: "Run the agent of one host: its own task queue plus the shared workflow worker",
+		Args:  exactArgs(0, "no arguments (the host is given with --host)"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Host == "" {
+				return usageError("agent needs --host NAME (one of the config's hosts)")
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			cfg, err := f.Config()
+			if err != nil {
+				return err
+			}
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			a, err := startAgent(c, cfg, o.Host)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(f.ErrOut, "agent %s polling %s and %s\n", o.Host, "replctl-host-"+o.Host, cfg.Temporal.TaskQueue)
+			<-cmd.Context().Done()
+			a.Stop()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.Host, "host", "", "name of this host in the config")
+	return cmd
+}
+
+// startAgent starts the agent of host.
+func startAgent(c client.Client, cfg *config.Config, host string) (*workers.Agent, error) {
+	h, err := cfg.Host(host)
+	if err != nil {
+		return nil, &ExitError{Code: ExitUsage, Err: err}
+	}
+	a, err := workers.NewAgent(workers.Options{Client: c, Host: h.Name, ConfigFile: cfg.File, StateDir: h.State, SharedQueue: cfg.Temporal.TaskQueue})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Start(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func run(t *testing.T, cmd *cobra.Command, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func exitCode(err error) int {
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	if err != nil {
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+func TestStartParsesArgsAndFlags(t *testing.T) {
+	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+	var got *StartOptions
+	cmd := NewCmdStart(f, func(o *StartOptions) error { got = o; return nil })
+	_, err := run(t, cmd, "orders", "--wait", "-o", "json")
+	require.NoError(t, err)
+	assert.Equal(t, &StartOptions{Job: "orders", Wait: true, Output: "json"}, got)
+}
+
+func TestStartRejectsBadUsage(t *testing.T) {
+	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+	for _, args := range [][]string{{}, {"a", "b"}, {"orders", "-o", "yaml"}} {
+		cmd := NewCmdStart(f, func(*StartOptions) error { t.Fatal("must not run"); return nil })
+		_, err := run(t, cmd, args...)
+		assert.Equal(t, ExitUsage, exitCode(err), "args %v: %v", args, err)
+	}
+}
+
+func TestStatusParsesArgs(t *testing.T) {
+	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+	var got *StatusOptions
+	cmd := NewCmdStatus(f, func(o *StatusOptions) error { got = o; return nil })
+	_, err := run(t, cmd, "orders", "--run", "abc")
+	require.NoError(t, err)
+	assert.Equal(t, &StatusOptions{Job: "orders", RunID: "abc", Output: "table"}, got)
+}
+
+func TestAgentNeedsHost(t *testing.T) {
+	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+	cmd := NewCmdAgent(f, func(*AgentOptions) error { t.Fatal("must not run"); return nil })
+	_, err := run(t, cmd)
+	assert.Equal(t, ExitUsage, exitCode(err))
+	assert.Contains(t, err.Error(), "--host")
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Setenv("REPLCTL_STATE", t.TempDir())
+	var out bytes.Buffer
+	f := NewFactory(&out, &out)
+	root := NewCmdRoot(f)
+	root.SetOut(&out)
+	root.SetArgs([]string{"config", "validate", "../../config/examples/dev.yaml"})
+	require.NoError(t, root.Execute())
+	assert.Contains(t, out.String(), "dev.yaml: ok")
+
+	invalid, err := filepath.Glob("../../config/samples/invalid/*.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, invalid)
+	for _, file := range invalid {
+		f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+		root := NewCmdRoot(f)
+		root.SetArgs([]string{"config", "validate", file})
+		err := root.Execute()
+		assert.Equal(t, ExitUsage, exitCode(err), "%s: %v", file, err)
+		if err != nil {
+			assert.Contains(t, err.Error(), filepath.Base(file), "error names the file")
+		}
+	}
+}
+
+func TestWriteSampleIsComplete(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ds")
+	n, size, err := writeSample(dir, "orders")
+	require.NoError(t, err)
+	assert.Greater(t, n, 100)
+	assert.Greater(t, size, int64(1<<20))
+	_, err = os.Stat(dir + ".creating")
+	assert.True(t, os.IsNotExist(err), "temp dir renamed away")
+	target, err := os.Readlink(filepath.Join(dir, "latest"))
+	require.NoError(t, err)
+	_, err = os.Stat(filepath.Join(dir, target))
+	assert.NoError(t, err)
+}

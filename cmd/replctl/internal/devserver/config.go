@@ -1,0 +1,228 @@
+package devserver
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	uiserver "github.com/temporalio/ui-server/v2/server"
+	uiconfig "github.com/temporalio/ui-server/v2/server/config"
+	uiserveroptions "github.com/temporalio/ui-server/v2/server/server_options"
+	"go.temporal.io/server/common/authorization"
+	"go.temporal.io/server/common/cluster"
+	"go.temporal.io/server/common/config"
+	"go.temporal.io/server/common/dynamicconfig"
+	"go.temporal.io/server/common/log"
+	"go.temporal.io/server/common/membership/static"
+	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
+	"go.temporal.io/server/common/primitives"
+	sqliteschema "go.temporal.io/server/schema/sqlite"
+	"go.temporal.io/server/temporal"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+const (
+	clusterName = "active"
+	storeName   = "sqlite-default"
+	// busyTimeoutMS makes SQLite wait for a lock instead of failing at once
+	// when another connection (e.g. someone inspecting the file) holds it.
+	busyTimeoutMS = "10000"
+	// namespaceRefreshInterval is shorter than the server default (2 s) so that
+	// newly added search attributes are usable sooner; it costs one small
+	// namespace table read per service per interval.
+	namespaceRefreshInterval = time.Second
+)
+
+// memDBCounter makes in-memory database names unique within the process: the
+// SQLite plugin keeps one connection per DSN for the life of the process, so a
+// reused name would share state with an earlier server.
+var memDBCounter atomic.Int64
+
+// prepareDB returns the SQL config for o.DBFile, creating the directory and the
+// schema for a new file and the namespace when it is missing. For a file DB it
+// holds the DB lock until release is called.
+func prepareDB(o Options) (_ *config.SQL, release func(), err error) {
+	release = func() {}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+	conf := &config.SQL{
+		PluginName:        sqliteplugin.PluginName,
+		ConnectAttributes: map[string]string{"busy_timeout": busyTimeoutMS},
+	}
+	if o.DBFile == "" {
+		conf.ConnectAttributes["mode"] = "memory"
+		conf.ConnectAttributes["cache"] = "shared"
+		conf.DatabaseName = fmt.Sprintf("replctl-%d-%d-%d", os.Getpid(), memDBCounter.Add(1), rand.Uint32())
+	} else {
+		path, err := filepath.Abs(o.DBFile)
+		if err != nil {
+			return nil, release, fmt.Errorf("DB file %q: %w", o.DBFile, err)
+		}
+		// The plugin builds a "file:<path>?<params>" URI without escaping.
+		if strings.ContainsAny(path, "?#%") {
+			return nil, release, fmt.Errorf("DB file %q: path must not contain '?', '#' or '%%'", path)
+		}
+		conf.DatabaseName = path
+		conf.ConnectAttributes["mode"] = "rwc"
+		// WAL lets readers (and a second connection) work while the server writes.
+		conf.ConnectAttributes["journal_mode"] = "wal"
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, release, fmt.Errorf("create directory for DB file %s: %w", path, err)
+		}
+		if release, err = lockDB(path); err != nil {
+			return nil, func() {}, err
+		}
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			if err := sqliteschema.SetupSchema(conf); err != nil {
+				// Don't leave a half-initialised file that the next start would trust.
+				for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+					_ = os.Remove(path + suffix)
+				}
+				return nil, release, fmt.Errorf("set up Temporal schema in %s: %w", path, err)
+			}
+		} else if err != nil {
+			return nil, release, fmt.Errorf("DB file %s: %w", path, err)
+		}
+	}
+
+	ns, err := sqliteschema.NewNamespaceConfig(clusterName, o.Namespace, false, o.SearchAttributes)
+	if err != nil {
+		return nil, release, fmt.Errorf("namespace %q: %w", o.Namespace, err)
+	}
+	ns.Detail.Config.Retention = durationpb.New(NamespaceRetention)
+	// No-op when the namespace already exists; search attributes of an existing
+	// namespace are ensured through the OperatorService after start.
+	if err := sqliteschema.CreateNamespaces(conf, ns); err != nil {
+		return nil, release, fmt.Errorf("create namespace %q in %s: %w", o.Namespace, dbName(o), err)
+	}
+	return conf, release, nil
+}
+
+func dbName(o Options) string {
+	if o.DBFile == "" {
+		return "in-memory DB"
+	}
+	return o.DBFile
+}
+
+// devDynamicConfig tunes the server for one dev box (values after the CLI's
+// dev server, plus single task queue partitions).
+func devDynamicConfig() dynamicconfig.StaticClient {
+	return dynamicconfig.StaticClient{
+		// Search attributes are visible right after they are added.
+		dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
+		dynamicconfig.ForceNexusEndpointRefreshOnRead.Key():         true,
+		// Bypassing the caches above costs persistence calls; raise the limits.
+		dynamicconfig.FrontendPersistenceMaxQPS.Key():                    10000,
+		dynamicconfig.HistoryPersistenceMaxQPS.Key():                     45000,
+		dynamicconfig.HistoryCacheHostLevelMaxSize.Key():                 8096,
+		dynamicconfig.FrontendMaxNamespaceVisibilityRPSPerInstance.Key(): 100,
+		// One partition per task queue: a task is matched to any poller at once,
+		// and a queue without pollers is noticed by schedule-to-start timeouts
+		// without tasks sitting in another partition.
+		dynamicconfig.MatchingNumTaskqueueReadPartitions.Key():  1,
+		dynamicconfig.MatchingNumTaskqueueWritePartitions.Key(): 1,
+		// Every service reloads namespaces (and with them search attribute
+		// aliases) this often; Start waits one interval after adding aliases.
+		dynamicconfig.NamespaceCacheRefreshInterval.Key(): namespaceRefreshInterval,
+	}
+}
+
+// serverOptions builds the temporal.NewServer options for o.
+func serverOptions(o Options, p portSet, sqlConf *config.SQL, zl *zap.Logger) ([]temporal.ServerOption, error) {
+	frontendDial := p.frontendDialAddr(o.IP)
+	conf := &config.Config{}
+	conf.Global.Membership.MaxJoinDuration = 30 * time.Second
+	conf.Global.Membership.BroadcastAddress = internalIP
+	conf.Persistence.DefaultStore = storeName
+	conf.Persistence.VisibilityStore = storeName
+	conf.Persistence.NumHistoryShards = 1 // one process, one SQLite writer
+	conf.Persistence.DataStores = map[string]config.DataStore{storeName: {SQL: sqlConf}}
+	conf.ClusterMetadata = &cluster.Config{
+		EnableGlobalNamespace:    false,
+		FailoverVersionIncrement: 10,
+		MasterClusterName:        clusterName,
+		CurrentClusterName:       clusterName,
+		ClusterInformation: map[string]cluster.ClusterInformation{
+			// ClusterID empty: the server generates one and keeps the persisted one.
+			clusterName: {Enabled: true, InitialFailoverVersion: 1, RPCAddress: frontendDial},
+		},
+	}
+	conf.DCRedirectionPolicy.Policy = "noop"
+	service := func(ip string, port int) config.Service {
+		var s config.Service
+		s.RPC.GRPCPort = port
+		s.RPC.BindOnIP = ip
+		return s
+	}
+	conf.Services = map[string]config.Service{
+		string(primitives.FrontendService): service(o.IP, p.frontend),
+		string(primitives.HistoryService):  service(internalIP, p.history),
+		string(primitives.MatchingService): service(internalIP, p.matching),
+		string(primitives.WorkerService):   service(internalIP, p.worker),
+	}
+	conf.Archival.History.State = "disabled"
+	conf.Archival.Visibility.State = "disabled"
+	conf.NamespaceDefaults.Archival.History.State = "disabled"
+	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
+	// The server's own system workers dial the frontend through this.
+	conf.PublicClient.HostPort = frontendDial
+
+	logger := log.NewZapLogger(zl)
+	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
+	if err != nil {
+		return nil, fmt.Errorf("create authorizer: %w", err)
+	}
+	claimMapper, err := authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, logger)
+	if err != nil {
+		return nil, fmt.Errorf("create claim mapper: %w", err)
+	}
+	local := func(port int) static.Hosts {
+		return static.SingleLocalHost(net.JoinHostPort(internalIP, strconv.Itoa(port)))
+	}
+	return []temporal.ServerOption{
+		temporal.WithConfig(conf),
+		temporal.ForServices(temporal.DefaultServices),
+		temporal.WithStaticHosts(map[primitives.ServiceName]static.Hosts{
+			primitives.FrontendService: static.SingleLocalHost(frontendDial),
+			primitives.HistoryService:  local(p.history),
+			primitives.MatchingService: local(p.matching),
+			primitives.WorkerService:   local(p.worker),
+		}),
+		temporal.WithLogger(logger),
+		temporal.WithAuthorizer(authorizer),
+		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
+		temporal.WithDynamicConfigClient(devDynamicConfig()),
+	}, nil
+}
+
+// buildUI configures the Web UI server for the frontend in p.
+func buildUI(o Options, p portSet) *uiserver.Server {
+	host := o.IP
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // the UI joins host and port with Sprintf
+	}
+	return uiserver.NewServer(uiserveroptions.WithConfigProvider(&uiconfig.Config{
+		Host:                host,
+		Port:                p.ui,
+		TemporalGRPCAddress: p.frontendDialAddr(o.IP),
+		EnableUI:            true,
+		DefaultNamespace:    o.Namespace,
+		// The UI is served over plain HTTP: secure cookies would never be sent back.
+		CORS:             uiconfig.CORS{CookieInsecure: true},
+		HideLogs:         true,
+		DisableNewsFetch: true, // no internet on our machines
+	}))
+}

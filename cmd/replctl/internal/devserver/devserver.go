@@ -1,0 +1,196 @@
+// Package devserver runs a real Temporal server (SQLite persistence, one history
+// shard, all four services in this process) and, optionally, the Temporal Web UI.
+// It backs `replctl server` and `replctl dev`.
+//
+// The shape follows the dev server of the public Temporal CLI: the server
+// config is built by hand instead of loaded from YAML, services find each other
+// through static hosts (no ringpop), and the UI server runs in a goroutine.
+package devserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	uiserver "github.com/temporalio/ui-server/v2/server"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/server/temporal"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+)
+
+// Defaults. Start applies DefaultIP, DefaultNamespace and DefaultLogLevel to
+// empty fields; a zero Port or UIPort means "pick a free port", so DefaultPort
+// and DefaultUIPort are for the caller's flags.
+const (
+	DefaultIP        = "127.0.0.1"
+	DefaultPort      = 7233
+	DefaultUIPort    = 8233
+	DefaultNamespace = "default"
+	DefaultLogLevel  = "warn"
+	// NamespaceRetention is the workflow retention of a namespace created by Start.
+	NamespaceRetention = 7 * 24 * time.Hour
+)
+
+// readyTimeout bounds how long Start waits for the frontend, the namespace and
+// the search attributes when the caller's context has no earlier deadline.
+const readyTimeout = 60 * time.Second
+
+// Options configures Start. The zero value is an in-memory server with UI on
+// free loopback ports.
+type Options struct {
+	DBFile           string                            // SQLite file; "" = in-memory (tests)
+	IP               string                            // default "127.0.0.1"
+	Port             int                               // frontend gRPC, default 7233; 0 = pick a free port
+	UIPort           int                               // default 8233; -1 = no UI; 0 = pick free
+	Namespace        string                            // default "default"; created if missing, retention 7 days
+	SearchAttributes map[string]enums.IndexedValueType // ensured (added if missing) on every start
+	Logger           *zap.Logger                       // server logs go here at LogLevel and above; nil = stderr
+	LogLevel         string                            // default "warn"; debug|info|warn|error|off
+}
+
+// Server is a running Temporal server plus optional Web UI. Stop it with Stop.
+type Server struct {
+	server       temporal.Server
+	ui           *uiserver.Server
+	conn         *grpc.ClientConn
+	unlockDB     func()
+	level        zap.AtomicLevel
+	frontendAddr string
+	uiAddr       string
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start starts the Temporal server (and the UI unless UIPort is -1). It returns
+// once the frontend answers, the namespace exists and every requested search
+// attribute is defined and visible to the services. Both ports are checked
+// before anything starts, so a busy port gives a clear error and no side effects
+// beyond creating the DB directory.
+func Start(ctx context.Context, o Options) (*Server, error) {
+	o, level, err := normalize(o)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := allocatePorts(o)
+	if err != nil {
+		return nil, err
+	}
+	sqlConf, unlockDB, err := prepareDB(o)
+	if err != nil {
+		return nil, err
+	}
+
+	logger := o.Logger.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return levelCore{Core: c, level: level}
+	})).Named("temporal")
+	opts, err := serverOptions(o, ports, sqlConf, logger)
+	if err != nil {
+		unlockDB()
+		return nil, err
+	}
+	ts, err := temporal.NewServer(opts...)
+	if err != nil {
+		unlockDB()
+		return nil, fmt.Errorf("create temporal server: %w", err)
+	}
+	if err := ts.Start(); err != nil {
+		// Start may have brought up some services before failing.
+		level.SetLevel(quietLevel(level.Level()))
+		_ = ts.Stop()
+		unlockDB()
+		return nil, fmt.Errorf("start temporal server (frontend %s): %w", ports.frontendAddr(o.IP), err)
+	}
+
+	s := &Server{
+		server:       ts,
+		unlockDB:     unlockDB,
+		level:        level,
+		frontendAddr: ports.frontendDialAddr(o.IP),
+	}
+	if o.UIPort != -1 {
+		s.ui = buildUI(o, ports)
+		s.uiAddr = "http://" + net.JoinHostPort(dialHost(o.IP), strconv.Itoa(ports.ui))
+		ui := s.ui
+		// Start blocks until Stop; it exits the process on a bind error, which is
+		// why the port was checked up front.
+		go func() { _ = ui.Start() }()
+	}
+
+	readyCtx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if err := s.ready(readyCtx, o); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// ready waits for the frontend, ensures namespace and search attributes, and
+// waits for the UI port to accept connections.
+func (s *Server) ready(ctx context.Context, o Options) error {
+	conn, err := dialFrontend(s.frontendAddr)
+	if err != nil {
+		return err
+	}
+	s.conn = conn
+	if err := waitFrontend(ctx, conn, s.frontendAddr); err != nil {
+		return err
+	}
+	if err := ensureNamespace(ctx, conn, o.Namespace); err != nil {
+		return err
+	}
+	if err := ensureSearchAttributes(ctx, conn, o.Namespace, o.SearchAttributes); err != nil {
+		return err
+	}
+	if s.ui != nil {
+		if err := waitTCP(ctx, s.uiAddr[len("http://"):]); err != nil {
+			return fmt.Errorf("web UI at %s did not come up: %w", s.uiAddr, err)
+		}
+	}
+	return nil
+}
+
+// FrontendAddress returns the host:port clients dial for the frontend gRPC API.
+// When the server listens on all interfaces, this is the loopback address.
+func (s *Server) FrontendAddress() string { return s.frontendAddr }
+
+// UIAddress returns the Web UI base URL (http://host:port), or "" without UI.
+func (s *Server) UIAddress() string { return s.uiAddr }
+
+// Stop stops the UI and the server and waits for them. Server logs are muted
+// while shutting down: services cancelled mid-call log errors such as
+// "context canceled" that mean nothing. A failed shutdown is reported through
+// the returned error instead. Calling Stop again returns the first result.
+func (s *Server) Stop() error {
+	s.stopOnce.Do(func() {
+		s.level.SetLevel(quietLevel(s.level.Level()))
+		if s.ui != nil {
+			s.ui.Stop()
+		}
+		var errs []error
+		if s.conn != nil {
+			if err := s.conn.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close admin connection: %w", err))
+			}
+		}
+		if err := s.server.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stop temporal server: %w", err))
+		}
+		s.unlockDB()
+		s.stopErr = errors.Join(errs...)
+	})
+	return s.stopErr
+}
+
+// quietLevel is the level used while shutting down: only panics and fatal
+// errors still get through.
+func quietLevel(cur zapcore.Level) zapcore.Level {
+	return max(cur, zapcore.DPanicLevel)
+}

@@ -1,0 +1,221 @@
+package devserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// offLevel disables all logging: it is above every zap level.
+const offLevel = zapcore.FatalLevel + 1
+
+// normalize validates o, fills in defaults and returns the log level switch.
+func normalize(o Options) (Options, zap.AtomicLevel, error) {
+	var zero zap.AtomicLevel
+	if o.IP == "" || o.IP == "localhost" {
+		// The server wants a literal IP for binding and broadcast.
+		o.IP = DefaultIP
+	}
+	if net.ParseIP(o.IP) == nil {
+		return o, zero, fmt.Errorf("IP %q is not an IP address", o.IP)
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return o, zero, fmt.Errorf("frontend port %d out of range 0..65535", o.Port)
+	}
+	if o.UIPort < -1 || o.UIPort > 65535 {
+		return o, zero, fmt.Errorf("UI port %d out of range -1..65535", o.UIPort)
+	}
+	if o.Port > 0 && o.Port == o.UIPort {
+		return o, zero, fmt.Errorf("frontend and UI both set to port %d", o.Port)
+	}
+	if o.Namespace == "" {
+		o.Namespace = DefaultNamespace
+	}
+	for name, typ := range o.SearchAttributes {
+		if name == "" {
+			return o, zero, errors.New("search attribute with empty name")
+		}
+		if _, ok := enums.IndexedValueType_name[int32(typ)]; !ok || typ == enums.INDEXED_VALUE_TYPE_UNSPECIFIED {
+			return o, zero, fmt.Errorf("search attribute %q has invalid type %d", name, typ)
+		}
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = DefaultLogLevel
+	}
+	lvl, err := parseLevel(o.LogLevel)
+	if err != nil {
+		return o, zero, err
+	}
+	if o.Logger == nil {
+		enc := zap.NewDevelopmentEncoderConfig()
+		enc.EncodeTime = zapcore.ISO8601TimeEncoder
+		o.Logger = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), zapcore.DebugLevel))
+	}
+	return o, zap.NewAtomicLevelAt(lvl), nil
+}
+
+func parseLevel(s string) (zapcore.Level, error) {
+	switch strings.ToLower(s) {
+	case "off", "none", "never":
+		return offLevel, nil
+	case "warning":
+		return zapcore.WarnLevel, nil
+	}
+	lvl, err := zapcore.ParseLevel(s)
+	if err != nil {
+		return 0, fmt.Errorf("log level %q: want debug, info, warn, error or off", s)
+	}
+	return lvl, nil
+}
+
+// levelCore filters a zap core by a level that can change at run time (Stop
+// raises it). zap.IncreaseLevel would complain when the wrapped core is
+// already stricter; this just takes the stricter of both.
+type levelCore struct {
+	zapcore.Core
+	level zapcore.LevelEnabler
+}
+
+func (c levelCore) Enabled(l zapcore.Level) bool {
+	return c.level.Enabled(l) && c.Core.Enabled(l)
+}
+
+func (c levelCore) With(fields []zapcore.Field) zapcore.Core {
+	return levelCore{Core: c.Core.With(fields), level: c.level}
+}
+
+func (c levelCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if !c.level.Enabled(e.Level) || isExpectedWarning(e) {
+		return ce
+	}
+	return c.Core.Check(e, ce)
+}
+
+// isExpectedWarning matches warnings the server logs on every start of this
+// configuration: they describe a choice, not a problem.
+func isExpectedWarning(e zapcore.Entry) bool {
+	// We run without the frontend HTTP API (one less port to open); Nexus
+	// HTTP endpoints are not used by replctl.
+	return e.Level == zapcore.WarnLevel && strings.HasPrefix(e.Message, "HTTP API port has not been set")
+}
+
+// portSet holds every port the server will bind.
+type portSet struct {
+	frontend                  int
+	ui                        int // 0 when no UI
+	history, matching, worker int // internal services, bound on loopback
+}
+
+// internalIP is where the non-frontend services listen: nothing outside this
+// process needs them.
+const internalIP = "127.0.0.1"
+
+func (p portSet) frontendAddr(ip string) string {
+	return net.JoinHostPort(ip, strconv.Itoa(p.frontend))
+}
+
+func (p portSet) frontendDialAddr(ip string) string {
+	return net.JoinHostPort(dialHost(ip), strconv.Itoa(p.frontend))
+}
+
+// dialHost turns a bind IP into one a local client can connect to.
+func dialHost(ip string) string {
+	parsed := net.ParseIP(ip)
+	switch {
+	case parsed == nil || !parsed.IsUnspecified():
+		return ip
+	case parsed.To4() != nil:
+		return "127.0.0.1"
+	default:
+		return "::1"
+	}
+}
+
+// allocatePorts checks the requested ports are free and picks the free ones.
+// Listeners are held until every port is chosen so that none is picked twice.
+func allocatePorts(o Options) (portSet, error) {
+	var p portSet
+	if o.Port > 0 {
+		if err := checkPortFree(o.IP, o.Port, "--port"); err != nil {
+			return p, err
+		}
+		p.frontend = o.Port
+	}
+	if o.UIPort > 0 {
+		if err := checkPortFree(o.IP, o.UIPort, "--ui-port"); err != nil {
+			return p, err
+		}
+		p.ui = o.UIPort
+	}
+
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			_ = l.Close()
+		}
+	}()
+	pick := func(ip string) (int, error) {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return 0, fmt.Errorf("pick a free port on %s: %w", ip, err)
+		}
+		held = append(held, l)
+		return l.Addr().(*net.TCPAddr).Port, nil
+	}
+	var err error
+	if p.frontend == 0 {
+		if p.frontend, err = pick(o.IP); err != nil {
+			return p, err
+		}
+	}
+	if o.UIPort == 0 {
+		if p.ui, err = pick(o.IP); err != nil {
+			return p, err
+		}
+	}
+	for _, dst := range []*int{&p.history, &p.matching, &p.worker} {
+		if *dst, err = pick(internalIP); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// checkPortFree fails when ip:port cannot be bound. flag names the option the
+// user can change.
+func checkPortFree(ip string, port int, flag string) error {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("port %d on %s is in use (is another replctl server running? use %s)", port, ip, flag)
+		}
+		return fmt.Errorf("cannot listen on port %d on %s (use %s): %w", port, ip, flag, err)
+	}
+	return l.Close()
+}
+
+// waitTCP waits until addr accepts TCP connections.
+func waitTCP(ctx context.Context, addr string) error {
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %v)", addr, ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

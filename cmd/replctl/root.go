@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+	"go.uber.org/zap"
+
+	"github.com/replctl/replctl/config"
+)
+
+// Exit codes of replctl (documented in the README).
+const (
+	ExitOK          = 0
+	ExitFailure      = 1 // anything else: unreachable server, I/O
+	ExitUsage       = 2 // bad flags, arguments or config
+	ExitRunFailed   = 3 // the run ended failed or cancelled
+	ExitLeftQuiesce = 4 // the run ended failed AND left an application host quiesced
+)
+
+// ExitError carries the process exit code of a command.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit %d", e.Code)
+	}
+	return e.Err.Error()
+}
+func (e *ExitError) Unwrap() error { return e.Err }
+
+func usageError(format string, a ...any) error {
+	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, a...)}
+}
+
+// DefaultConfig is the config used when neither --config nor REPLCTL_CONFIG is given: the
+// sample of `replctl dev`, relative to the working directory (a clone of the repository).
+const DefaultConfig = "config/examples/dev.yaml"
+
+// Factory hands commands what they share: output streams, global flags, the config, a
+// Temporal client. Commands get it in their constructor so tests can swap parts.
+type Factory struct {
+	Out, ErrOut io.Writer
+	ConfigFile  string
+	Address     string
+	Namespace   string
+	LogLevel    string
+	// StateDir is where REPLCTL_STATE points when it is not set (the dev sample uses it).
+	StateDir string
+
+	logger *zap.Logger
+	cfg    *config.Config
+	// Dial connects to Temporal; tests may replace it.
+	Dial func(ctx context.Context, o client.Options) (client.Client, error)
+}
+
+// NewFactory returns the factory of the real program.
+func NewFactory(out, errOut io.Writer) *Factory {
+	return &Factory{Out: out, ErrOut: errOut, Dial: func(ctx context.Context, o client.Options) (client.Client, error) {
+		return client.DialContext(ctx, o)
+	}}
+}
+
+// Logger is the process logger (zap), built once from --log-level.
+func (f *Factory) Logger() *zap.Logger {
+	if f.logger == nil {
+		f.logger = newLogger(f.ErrOut, f.LogLevel)
+	}
+	return f.logger
+}
+
+// Config loads the config file once.
+func (f *Factory) Config() (*config.Config, error) {
+	if f.cfg != nil {
+		return f.cfg, nil
+	}
+	if err := f.ensureStateEnv(); err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(f.ConfigFile)
+	if err != nil {
+		return nil, &ExitError{Code: ExitUsage, Err: err}
+	}
+	f.cfg = cfg
+	return cfg, nil
+}
+
+// ensureStateEnv points REPLCTL_STATE (used by the dev sample config) at --state-dir when
+// the environment does not set it.
+func (f *Factory) ensureStateEnv() error {
+	if os.Getenv("REPLCTL_STATE") != "" || f.StateDir == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(f.StateDir)
+	if err != nil {
+		return err
+	}
+	return os.Setenv("REPLCTL_STATE", abs)
+}
+
+// ClientOptions are the Temporal connection settings: flags win over the config file.
+func (f *Factory) ClientOptions() (client.Options, error) {
+	cfg, err := f.Config()
+	if err != nil {
+		return client.Options{}, err
+	}
+	o := client.Options{HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace, Logger: newSDKLogger(f.Logger())}
+	if f.Address != "" {
+		o.HostPort = f.Address
+	}
+	if f.Namespace != "" {
+		o.Namespace = f.Namespace
+	}
+	return o, nil
+}
+
+// Client dials Temporal, retrying for a few seconds (a server that just started may not
+// answer yet).
+func (f *Factory) Client(ctx context.Context) (client.Client, error) {
+	o, err := f.ClientOptions()
+	if err != nil {
+		return nil, err
+	}
+	var last error
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := f.Dial(ctx, o)
+		if err == nil {
+			return c, nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return nil, fmt.Errorf("cannot reach Temporal at %s (namespace %s): %w; is `replctl dev` or `replctl server` running?", o.HostPort, o.Namespace, last)
+}
+
+// NewCmdRoot is the replctl command with all subcommands.
+func NewCmdRoot(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:           "replctl",
+		Short:         "Replicate datasets between storage systems, application-consistently, with agents that take over for each other",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	def := os.Getenv("REPLCTL_CONFIG")
+	if def == "" {
+		def = DefaultConfig
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVarP(&f.ConfigFile, "config", "c", def, "config file (env REPLCTL_CONFIG)")
+	pf.StringVar(&f.Address, "address", "", "Temporal frontend host:port (overrides the config)")
+	pf.StringVarP(&f.Namespace, "namespace", "n", "", "Temporal namespace (overrides the config)")
+	pf.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&f.StateDir, "state-dir", ".replctl-dev", "state dir of the dev sample: sets REPLCTL_STATE when it is unset")
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError("%v (see %s --help)", err, c.CommandPath()) })
+
+	cmd.AddCommand(NewCmdServer(f, nil), NewCmdAgent(f, nil), NewCmdDev(f, nil), NewCmdStart(f, nil), NewCmdStatus(f, nil), NewCmdConfig(f))
+	return cmd
+}
+
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError("%s wants %s (got %d argument(s): %s)", cmd.CommandPath(), what, len(args), strings.Join(args, " "))
+		}
+		return nil
+	}
+}

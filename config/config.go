@@ -1,0 +1,345 @@
+// Package config defines the schema of replctl's YAML configuration and loads it
+// strictly: unknown or duplicate keys, missing references and unsafe names are
+// errors, and every error names the file, the line and the field path.
+//
+// A config describes the storage systems, the hosts that run agents (and which
+// storage each host has mounted where), and the replication jobs. See
+// REFERENCE.md in this directory for every key, its default and its rules.
+package config
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults applied by Parse when a key is absent (or null).
+const (
+	DefaultTemporalAddress   = "127.0.0.1:7233"
+	DefaultTemporalNamespace = "default"
+	DefaultTaskQueue         = "replctl"
+	DefaultSSHPort           = "22"
+	DefaultSSHTimeout        = 10 * time.Second
+	DefaultScriptTimeout     = 5 * time.Minute
+	DefaultHeartbeat         = 5 * time.Second
+	DefaultScheduleToStart   = 10 * time.Second
+	DefaultStartToClose      = time.Hour
+	DefaultReplicas          = 3
+	DefaultImages            = 10
+	DefaultRepositoryPath    = ".replctl/repository"
+	DefaultTimeZone          = "UTC"
+	DefaultOverlap           = "skip"
+
+	// MinHeartbeat and MinScheduleToStart are the smallest accepted timeouts:
+	// shorter ones make agents flap between hosts on ordinary scheduling jitter.
+	MinHeartbeat       = time.Second
+	MinScheduleToStart = time.Second
+)
+
+// Values of Job.OnUnreachableHost.
+const (
+	OnUnreachableFail     = "fail"
+	OnUnreachableContinue = "continue"
+)
+
+// OverlapPolicies are the accepted values of Schedule.Overlap, named after
+// Temporal's schedule overlap policies.
+var OverlapPolicies = []string{"skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"}
+
+// Config is a whole replctl configuration file.
+type Config struct {
+	File     string    `yaml:"-"` // absolute path it was loaded from
+	Temporal Temporal  `yaml:"temporal"`
+	Storage  []Storage `yaml:"storage"`
+	Hosts    []Host    `yaml:"hosts"`
+	Jobs     []Job     `yaml:"jobs"`
+}
+
+// Temporal says how agents and the CLI reach the Temporal frontend.
+type Temporal struct {
+	Address    string `yaml:"address"`      // host:port, default 127.0.0.1:7233
+	Namespace  string `yaml:"namespace"`    // default "default"
+	TaskQueue  string `yaml:"task_queue"`   // shared workflow queue, default "replctl"
+	TLS        *TLS   `yaml:"tls"`          // optional; nil = plain gRPC
+	APIKeyFile string `yaml:"api_key_file"` // optional file holding an API key
+}
+
+// TLS configures TLS to the Temporal frontend. All file fields are resolved paths.
+type TLS struct {
+	CA         string `yaml:"ca"`          // CA bundle; empty = system roots
+	Cert       string `yaml:"cert"`        // client certificate (mTLS), together with Key
+	Key        string `yaml:"key"`         // client private key
+	ServerName string `yaml:"server_name"` // overrides the name checked in the server certificate
+}
+
+// Storage is one storage system (an array, a file system) that holds datasets.
+type Storage struct {
+	Name string `yaml:"name"`
+	Path string `yaml:"path"` // where the storage lives (for validation/tools); optional
+}
+
+// Host is a machine that runs a replctl agent.
+type Host struct {
+	Name    string            `yaml:"name"`
+	Attach  map[string]string `yaml:"attach"`  // storage name -> mount path on this host
+	Scripts string            `yaml:"scripts"` // scripts dir on this host
+	State   string            `yaml:"state"`   // agent's private state dir (kopia client config/cache); optional
+	Connect Connect           `yaml:"connect"`
+}
+
+// Mount returns where storage is mounted on h, and whether it is attached at all.
+func (h Host) Mount(storage string) (string, bool) {
+	p, ok := h.Attach[storage]
+	return p, ok
+}
+
+// Connect is how other agents reach this host to run its scripts. In YAML it
+// is the string `local` (scripts run as local processes: same machine) or a
+// mapping {ssh: {...}}. Absent means local.
+type Connect struct {
+	SSH *SSH
+}
+
+// Local reports whether the host's scripts run as local processes.
+func (c Connect) Local() bool { return c.SSH == nil }
+
+// SSH describes an SSH connection to a host.
+type SSH struct {
+	Address    string        `yaml:"address"`     // host:port (port default 22)
+	User       string        `yaml:"user"`        // login name
+	Key        string        `yaml:"key"`         // private key file
+	KnownHosts string        `yaml:"known_hosts"` // required, always enforced
+	Timeout    time.Duration `yaml:"timeout"`     // connect timeout, default 10s
+}
+
+// UnmarshalYAML accepts `local`, null, or a mapping with the single key `ssh`.
+// yaml.v3 does not pass KnownFields into custom unmarshalers, so the keys of
+// the ssh mapping are checked here.
+func (c *Connect) UnmarshalYAML(n *yaml.Node) error {
+	n = deref(n)
+	switch {
+	case isNull(n):
+		c.SSH = nil
+		return nil
+	case n.Kind == yaml.ScalarNode:
+		if n.Value != "local" {
+			return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, connectScalarMsg(n.Value))}}
+		}
+		c.SSH = nil
+		return nil
+	case n.Kind != yaml.MappingNode:
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, connectKindMsg)}}
+	}
+	var errs []string
+	var sshNode *yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value != "ssh" {
+			errs = append(errs, fmt.Sprintf("line %d: unknown key %q in connect (want `local` or {ssh: {...}})", k.Line, k.Value))
+			continue
+		}
+		sshNode = v
+	}
+	if sshNode == nil && len(errs) == 0 {
+		errs = append(errs, fmt.Sprintf("line %d: connect mapping needs the key ssh", n.Line))
+	}
+	if sshNode != nil {
+		sshNode = deref(sshNode)
+		if sshNode.Kind != yaml.MappingNode {
+			errs = append(errs, fmt.Sprintf("line %d: ssh must be a mapping", sshNode.Line))
+		} else {
+			known := yamlFieldNames(sshType)
+			for i := 0; i < len(sshNode.Content); i += 2 {
+				k := sshNode.Content[i]
+				if !slices.Contains(known, k.Value) {
+					errs = append(errs, fmt.Sprintf("line %d: unknown key %q in ssh (known: %s)", k.Line, k.Value, strings.Join(known, ", ")))
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return &yaml.TypeError{Errors: errs}
+	}
+	var s SSH
+	if err := sshNode.Decode(&s); err != nil {
+		return err
+	}
+	c.SSH = &s
+	return nil
+}
+
+// MarshalYAML writes `local` or {ssh: {...}}, the forms UnmarshalYAML reads.
+func (c Connect) MarshalYAML() (any, error) {
+	if c.Local() {
+		return "local", nil
+	}
+	return map[string]*SSH{"ssh": c.SSH}, nil
+}
+
+const connectKindMsg = "connect must be `local` or a mapping {ssh: {...}}"
+
+func connectScalarMsg(v string) string {
+	return fmt.Sprintf("connect %q is not valid: want `local` or a mapping {ssh: {...}}", v)
+}
+
+// Job is one replication job: a dataset on a source storage copied to a
+// dataset on a target storage, with the application quiesced around it.
+type Job struct {
+	Name              string      `yaml:"name"`
+	Source            Endpoint    `yaml:"source"`
+	Target            Endpoint    `yaml:"target"`
+	Application       Application `yaml:"application"`
+	Order             Order       `yaml:"order"`
+	Timeouts          Timeouts    `yaml:"timeouts"`
+	OnUnreachableHost string      `yaml:"on_unreachable_host"` // "fail" (default) | "continue"
+	Schedule          *Schedule   `yaml:"schedule"`            // optional
+	Retention         Retention   `yaml:"retention"`
+	Repository        Repository  `yaml:"repository"`
+}
+
+// Hosts returns every host named in the job's orders, each once, in the order
+// application, source, target.
+func (j *Job) Hosts() []string {
+	var out []string
+	for _, list := range [][]string{j.Order.Application, j.Order.Source, j.Order.Target} {
+		for _, h := range list {
+			if !slices.Contains(out, h) {
+				out = append(out, h)
+			}
+		}
+	}
+	return out
+}
+
+// Endpoint is a dataset (a directory, relative to the storage root) on a storage system.
+type Endpoint struct {
+	Storage string `yaml:"storage"`
+	Dataset string `yaml:"dataset"`
+}
+
+// String renders the endpoint as storage:dataset for messages.
+func (e Endpoint) String() string { return e.Storage + ":" + e.Dataset }
+
+// Application is the application whose data a job replicates.
+type Application struct {
+	Host     string        `yaml:"host"`     // where the application runs; must be order.application[0]
+	Quiesce  string        `yaml:"quiesce"`  // script names in the host's scripts dir; each optional
+	Resume   string        `yaml:"resume"`   //
+	Takeover string        `yaml:"takeover"` //
+	Timeout  time.Duration `yaml:"timeout"`  // per script run, default 5m
+}
+
+// HasScripts reports whether the job names any script.
+func (a Application) HasScripts() bool {
+	return a.Quiesce != "" || a.Resume != "" || a.Takeover != ""
+}
+
+// Order lists, per role, the hosts that may do the work, in order of preference:
+// the first reachable one does it and the next takes over when it fails.
+type Order struct {
+	Application []string `yaml:"application"` // default [application.host]
+	Source      []string `yaml:"source"`
+	Target      []string `yaml:"target"`
+}
+
+// Timeouts are the Temporal activity timeouts of a job's agent work.
+type Timeouts struct {
+	Heartbeat       time.Duration `yaml:"heartbeat"`         // default 5s, min 1s
+	ScheduleToStart time.Duration `yaml:"schedule_to_start"` // default 10s, min 1s
+	StartToClose    time.Duration `yaml:"start_to_close"`    // default 1h, > heartbeat
+}
+
+// Schedule runs a job periodically with a Temporal schedule.
+type Schedule struct {
+	Cron           string        `yaml:"cron"`
+	TimeZone       string        `yaml:"time_zone"` // IANA name, default UTC
+	Overlap        string        `yaml:"overlap"`   // one of OverlapPolicies, default skip
+	CatchupWindow  time.Duration `yaml:"catchup_window"`
+	Jitter         time.Duration `yaml:"jitter"`
+	PauseOnFailure bool          `yaml:"pause_on_failure"`
+}
+
+// Retention says how many replicas (target copies) and images (repository
+// snapshots) a job keeps.
+type Retention struct {
+	Replicas int `yaml:"replicas"` // default 3, >= 1
+	Images   int `yaml:"images"`   // default 10, >= 1
+}
+
+// Repository is where a job keeps its images (a kopia repository).
+type Repository struct {
+	Storage      string `yaml:"storage"`       // default: the target storage
+	Path         string `yaml:"path"`          // dir inside that storage, default .replctl/repository
+	PasswordFile string `yaml:"password_file"` // optional; empty = a password file kept next to the repository
+}
+
+// Job returns the job called name.
+func (c *Config) Job(name string) (*Job, error) {
+	for i := range c.Jobs {
+		if c.Jobs[i].Name == name {
+			return &c.Jobs[i], nil
+		}
+	}
+	names := make([]string, len(c.Jobs))
+	for i, j := range c.Jobs {
+		names[i] = j.Name
+	}
+	return nil, fmt.Errorf("%sjob %q is not defined (jobs: %s)", c.filePrefix(), name, listOrNone(names))
+}
+
+// Host returns the host called name.
+func (c *Config) Host(name string) (*Host, error) {
+	for i := range c.Hosts {
+		if c.Hosts[i].Name == name {
+			return &c.Hosts[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%shost %q is not defined (hosts: %s)", c.filePrefix(), name, listOrNone(c.hostNames()))
+}
+
+// StorageByName returns the storage system called name.
+func (c *Config) StorageByName(name string) (*Storage, error) {
+	for i := range c.Storage {
+		if c.Storage[i].Name == name {
+			return &c.Storage[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%sstorage %q is not defined (storage: %s)", c.filePrefix(), name, listOrNone(c.storageNames()))
+}
+
+func (c *Config) filePrefix() string {
+	if c.File == "" {
+		return ""
+	}
+	return c.File + ": "
+}
+
+func (c *Config) hostNames() []string {
+	out := make([]string, len(c.Hosts))
+	for i, h := range c.Hosts {
+		out[i] = h.Name
+	}
+	return out
+}
+
+func (c *Config) storageNames() []string {
+	out := make([]string, len(c.Storage))
+	for i, s := range c.Storage {
+		out[i] = s.Name
+	}
+	return out
+}
+
+// listOrNone renders names sorted and comma-separated, or "none".
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	s := slices.Clone(names)
+	sort.Strings(s)
+	return strings.Join(s, ", ")
+}

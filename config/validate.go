@@ -1,0 +1,714 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	_ "time/tzdata" // time_zone must load on hosts without tzdata (scratch containers)
+)
+
+// NamePattern is the pattern of storage, host and job names: they become parts
+// of Temporal task queues, workflow IDs and file names, so they stay plain.
+const NamePattern = `^[a-z0-9][a-z0-9_-]{0,62}$`
+
+var (
+	nameRE    = regexp.MustCompile(NamePattern)
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	cronRE    = regexp.MustCompile(`^[0-9A-Za-z*?/,-]+$`)
+)
+
+// minCatchupWindow is the smallest catchup window a Temporal schedule honours
+// (the server silently raises smaller ones).
+const minCatchupWindow = 10 * time.Second
+
+// Validate does for a Config built in Go what Parse does after decoding: it
+// fills defaults (for zero values), expands ${NAME} in path fields, resolves
+// relative paths against the directory of c.File (the working directory when
+// c.File is empty) and checks every rule. Call it once: expansion is not
+// idempotent for values that contain "${" after expansion.
+func (c *Config) Validate() error {
+	src := &source{file: c.File, lines: map[string]int{}, set: map[string]bool{}, byLine: map[int]string{}}
+	if errs := check(c, src); len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// checker fills defaults, resolves paths and validates one Config, collecting
+// every problem with its field path.
+type checker struct {
+	c    *Config
+	src  *source
+	dir  string // base of relative paths
+	errs ErrorList
+	// hostIdx and storageIdx map names to their first index.
+	hostIdx    map[string]int
+	storageIdx map[string]int
+}
+
+func check(c *Config, src *source) ErrorList {
+	k := &checker{c: c, src: src, hostIdx: map[string]int{}, storageIdx: map[string]int{}}
+	if c.File != "" {
+		k.dir = filepath.Dir(c.File)
+	} else if wd, err := os.Getwd(); err == nil {
+		k.dir = wd
+	}
+	k.temporal()
+	k.storage()
+	k.hosts()
+	k.jobs()
+	return k.errs.sorted()
+}
+
+func (k *checker) errorf(p, format string, args ...any) {
+	k.errs = append(k.errs, k.src.errAt(k.line(p), p, fmt.Sprintf(format, args...)))
+}
+
+// line finds the line of p or, for a field that was not written, of its
+// nearest written ancestor.
+func (k *checker) line(p string) int {
+	for {
+		if l, ok := k.src.lines[p]; ok {
+			return l
+		}
+		if p == "" {
+			return 0
+		}
+		p = parentPath(p)
+	}
+}
+
+// given reports whether the field at p was written (YAML) or is non-zero (Go).
+func (k *checker) given(p string, zero bool) bool {
+	if k.src.yaml {
+		return k.src.set[p]
+	}
+	return !zero
+}
+
+// resolve expands ${NAME} in a path field and makes it absolute and clean.
+func (k *checker) resolve(p, value string, required bool) string {
+	v, err := expandEnv(value)
+	if err != nil {
+		k.errorf(p, "%v", err)
+		return value
+	}
+	switch {
+	case v == "":
+		if required {
+			k.errorf(p, "required: a path")
+		}
+		return ""
+	case strings.HasPrefix(v, "~"):
+		k.errorf(p, "path %q: ~ is not expanded; use ${HOME} or an absolute path", v)
+		return v
+	case strings.ContainsRune(v, 0):
+		k.errorf(p, "path %q contains a NUL byte", v)
+		return v
+	}
+	if !filepath.IsAbs(v) {
+		v = filepath.Join(k.dir, v)
+	}
+	return filepath.Clean(v)
+}
+
+// expandEnv replaces each ${NAME} with the environment variable NAME; an unset
+// or empty variable is an error, so a path never silently becomes "/storage".
+func expandEnv(s string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if !strings.HasPrefix(s[i:], "${") {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		end := strings.IndexByte(s[i+2:], '}')
+		if end < 0 {
+			return "", fmt.Errorf("%q: unterminated ${ (write ${NAME})", s)
+		}
+		name := s[i+2 : i+2+end]
+		if !envNameRE.MatchString(name) {
+			return "", fmt.Errorf("%q: ${%s} is not a valid environment variable reference", s, name)
+		}
+		val, ok := os.LookupEnv(name)
+		if !ok {
+			return "", fmt.Errorf("environment variable %s is not set (used in %q)", name, s)
+		}
+		if val == "" {
+			return "", fmt.Errorf("environment variable %s is empty (used in %q)", name, s)
+		}
+		b.WriteString(val)
+		i += end + 3
+	}
+	return b.String(), nil
+}
+
+// name checks the name of item idx of listPath (a storage system, host or
+// job) and that it is unique among seen (name -> first index).
+func (k *checker) name(listPath string, idx int, kind, name string, seen map[string]int) {
+	np := fmt.Sprintf("%s[%d].name", listPath, idx)
+	switch {
+	case name == "":
+		k.errorf(np, "required: a %s name", kind)
+		return
+	case !nameRE.MatchString(name):
+		k.errorf(np, "%s name %q is not valid: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit (%s)", kind, name, NamePattern)
+	}
+	if first, dup := seen[name]; dup {
+		k.errorf(np, "%s %q is defined twice (first at %s[%d], line %d)", kind, name, listPath, first, k.line(fmt.Sprintf("%s[%d]", listPath, first)))
+		return
+	}
+	seen[name] = idx
+}
+
+func (k *checker) temporal() {
+	t := &k.c.Temporal
+	const tp = "temporal"
+	if !k.given(tp+".address", t.Address == "") {
+		t.Address = DefaultTemporalAddress
+	} else if err := checkHostPort(t.Address, false); err != nil {
+		k.errorf(tp+".address", "%v", err)
+	}
+	if !k.given(tp+".namespace", t.Namespace == "") {
+		t.Namespace = DefaultTemporalNamespace
+	} else if strings.TrimSpace(t.Namespace) == "" {
+		k.errorf(tp+".namespace", "must not be empty (default %q)", DefaultTemporalNamespace)
+	}
+	if !k.given(tp+".task_queue", t.TaskQueue == "") {
+		t.TaskQueue = DefaultTaskQueue
+	} else if strings.TrimSpace(t.TaskQueue) == "" {
+		k.errorf(tp+".task_queue", "must not be empty (default %q)", DefaultTaskQueue)
+	}
+	if tls := t.TLS; tls != nil {
+		tls.CA = k.resolve(tp+".tls.ca", tls.CA, false)
+		tls.Cert = k.resolve(tp+".tls.cert", tls.Cert, false)
+		tls.Key = k.resolve(tp+".tls.key", tls.Key, false)
+		switch {
+		case tls.Cert != "" && tls.Key == "":
+			k.errorf(tp+".tls.key", "required with tls.cert: the client certificate's private key")
+		case tls.Key != "" && tls.Cert == "":
+			k.errorf(tp+".tls.cert", "required with tls.key: the client certificate")
+		}
+	}
+	t.APIKeyFile = k.resolve(tp+".api_key_file", t.APIKeyFile, false)
+}
+
+// checkHostPort accepts host:port (or, unless ssh, a gRPC target with a scheme
+// such as dns:///host:port).
+func checkHostPort(addr string, ssh bool) error {
+	if !ssh && strings.Contains(addr, "://") {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q is not host:port", addr)
+	}
+	if host == "" {
+		return fmt.Errorf("address %q has no host", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("address %q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
+
+func (k *checker) storage() {
+	for i := range k.c.Storage {
+		s := &k.c.Storage[i]
+		p := fmt.Sprintf("storage[%d]", i)
+		k.name("storage", i, "storage", s.Name, k.storageIdx)
+		s.Path = k.resolve(p+".path", s.Path, false)
+	}
+}
+
+func (k *checker) hosts() {
+	for i := range k.c.Hosts {
+		h := &k.c.Hosts[i]
+		p := fmt.Sprintf("hosts[%d]", i)
+		k.name("hosts", i, "host", h.Name, k.hostIdx)
+
+		storages := make([]string, 0, len(h.Attach))
+		for s := range h.Attach {
+			storages = append(storages, s)
+		}
+		sort.Strings(storages)
+		mountOf := map[string]string{} // mount path -> storage, to catch two storages on one path
+		for _, s := range storages {
+			ap := p + ".attach." + s
+			if _, ok := k.storageIdx[s]; !ok {
+				k.errorf(ap, "storage %q is not defined (storage: %s)", s, listOrNone(k.c.storageNames()))
+			}
+			if h.Attach[s] == "" {
+				k.errorf(ap, "required: the absolute path where storage %q is mounted on host %q", s, h.Name)
+				continue
+			}
+			m := k.resolve(ap, h.Attach[s], true)
+			h.Attach[s] = m
+			if !filepath.IsAbs(m) {
+				continue // resolve reported it
+			}
+			if other, dup := mountOf[m]; dup {
+				k.errorf(ap, "mount path %s is also the mount path of storage %q on this host", m, other)
+			}
+			mountOf[m] = s
+		}
+		h.Scripts = k.resolve(p+".scripts", h.Scripts, false)
+		h.State = k.resolve(p+".state", h.State, false)
+		if h.Connect.SSH != nil {
+			k.ssh(p+".connect.ssh", h.Connect.SSH)
+		}
+	}
+}
+
+func (k *checker) ssh(p string, s *SSH) {
+	switch {
+	case s.Address == "":
+		k.errorf(p+".address", "required: host or host:port (port default %s)", DefaultSSHPort)
+	default:
+		if _, _, err := net.SplitHostPort(s.Address); err != nil {
+			// No port given: add the default. Brackets of a bare IPv6 literal go first.
+			s.Address = net.JoinHostPort(strings.Trim(s.Address, "[]"), DefaultSSHPort)
+		}
+		if err := checkHostPort(s.Address, true); err != nil {
+			k.errorf(p+".address", "%v", err)
+		}
+	}
+	if s.User == "" {
+		k.errorf(p+".user", "required: the login name on the host")
+	}
+	if s.Key == "" {
+		k.errorf(p+".key", "required: the private key file for %s", s.Address)
+	}
+	s.Key = k.resolve(p+".key", s.Key, false)
+	if s.KnownHosts == "" {
+		k.errorf(p+".known_hosts", "required: a known_hosts file; the host key of %s is always checked", s.Address)
+	}
+	s.KnownHosts = k.resolve(p+".known_hosts", s.KnownHosts, false)
+	if !k.given(p+".timeout", s.Timeout == 0) {
+		s.Timeout = DefaultSSHTimeout
+	} else if s.Timeout <= 0 {
+		k.errorf(p+".timeout", "must be positive (default %s)", DefaultSSHTimeout)
+	}
+}
+
+func (k *checker) jobs() {
+	jobIdx := map[string]int{}
+	for i := range k.c.Jobs {
+		k.job(i, jobIdx)
+	}
+	k.scriptDirs()
+	k.crossJob()
+}
+
+func (k *checker) job(i int, jobIdx map[string]int) {
+	j := &k.c.Jobs[i]
+	p := fmt.Sprintf("jobs[%d]", i)
+	k.name("jobs", i, "job", j.Name, jobIdx)
+
+	srcOK := k.endpoint(p+".source", j.Source)
+	dstOK := k.endpoint(p+".target", j.Target)
+	if srcOK && dstOK && j.Source.Storage == j.Target.Storage {
+		switch a, b := j.Source.Dataset, j.Target.Dataset; {
+		case a == b:
+			k.errorf(p+".target", "target %s is the same as the source; a job copies between two different places", j.Target)
+		case within(b, a):
+			k.errorf(p+".target.dataset", "target %s is inside the source %s", j.Target, j.Source)
+		case within(a, b):
+			k.errorf(p+".target.dataset", "target %s contains the source %s", j.Target, j.Source)
+		}
+	}
+
+	k.application(p+".application", &j.Application)
+
+	if j.OnUnreachableHost == "" && !k.given(p+".on_unreachable_host", true) {
+		j.OnUnreachableHost = OnUnreachableFail
+	} else if j.OnUnreachableHost != OnUnreachableFail && j.OnUnreachableHost != OnUnreachableContinue {
+		k.errorf(p+".on_unreachable_host", "%q is not valid: want %q (default) or %q", j.OnUnreachableHost, OnUnreachableFail, OnUnreachableContinue)
+	}
+
+	k.repository(p+".repository", j)
+	k.orders(p, j)
+	k.timeouts(p+".timeouts", &j.Timeouts)
+	if j.Schedule != nil {
+		k.schedule(p+".schedule", j.Schedule)
+	}
+
+	rp := p + ".retention"
+	if !k.given(rp+".replicas", j.Retention.Replicas == 0) {
+		j.Retention.Replicas = DefaultReplicas
+	} else if j.Retention.Replicas < 1 {
+		k.errorf(rp+".replicas", "must be at least 1 (default %d), got %d", DefaultReplicas, j.Retention.Replicas)
+	}
+	if !k.given(rp+".images", j.Retention.Images == 0) {
+		j.Retention.Images = DefaultImages
+	} else if j.Retention.Images < 1 {
+		k.errorf(rp+".images", "must be at least 1 (default %d), got %d", DefaultImages, j.Retention.Images)
+	}
+}
+
+// endpoint checks a source or target; ok means storage and dataset are usable
+// for further checks.
+func (k *checker) endpoint(p string, e Endpoint) bool {
+	ok := true
+	if e.Storage == "" {
+		k.errorf(p+".storage", "required: the name of a storage system (storage: %s)", listOrNone(k.c.storageNames()))
+		ok = false
+	} else if _, def := k.storageIdx[e.Storage]; !def {
+		k.errorf(p+".storage", "storage %q is not defined (storage: %s)", e.Storage, listOrNone(k.c.storageNames()))
+		ok = false
+	}
+	if err := checkDataset(e.Dataset); err != nil {
+		k.errorf(p+".dataset", "%v", err)
+		ok = false
+	}
+	return ok
+}
+
+// checkDataset: a dataset is a relative, slash-separated path of plain names
+// that stays inside the storage root; names starting with "." are reserved
+// (the repository lives in .replctl by default).
+func checkDataset(d string) error {
+	if d == "" {
+		return fmt.Errorf("required: a directory relative to the storage root, such as orders or apps/orders")
+	}
+	if strings.HasPrefix(d, "/") {
+		return fmt.Errorf("dataset %q is absolute: give a path relative to the storage root", d)
+	}
+	for c := range strings.SplitSeq(d, "/") {
+		switch {
+		case c == "":
+			return fmt.Errorf("dataset %q has an empty component (no \"//\", no leading or trailing \"/\")", d)
+		case c == "." || c == "..":
+			return fmt.Errorf("dataset %q cannot escape the storage root: %q is not allowed", d, c)
+		case strings.HasPrefix(c, "."):
+			return fmt.Errorf("dataset %q: component %q starts with \".\"; hidden names are reserved for replctl", d, c)
+		case hasControl(c):
+			return fmt.Errorf("dataset %q contains a control character", d)
+		}
+	}
+	return nil
+}
+
+// checkRepoPath is checkDataset allowing hidden components (the default is
+// .replctl/repository).
+func checkRepoPath(d string) error {
+	if strings.HasPrefix(d, "/") {
+		return fmt.Errorf("path %q is absolute: give a directory relative to the storage root", d)
+	}
+	for c := range strings.SplitSeq(d, "/") {
+		switch {
+		case c == "":
+			return fmt.Errorf("path %q has an empty component (no \"//\", no leading or trailing \"/\")", d)
+		case c == "." || c == "..":
+			return fmt.Errorf("path %q cannot escape the storage root: %q is not allowed", d, c)
+		case hasControl(c):
+			return fmt.Errorf("path %q contains a control character", d)
+		}
+	}
+	return nil
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+// within reports whether dataset a lies strictly inside dataset b.
+func within(a, b string) bool { return strings.HasPrefix(a, b+"/") }
+
+// overlaps reports whether two datasets of one storage share files.
+func overlaps(a, b string) bool { return a == b || within(a, b) || within(b, a) }
+
+func (k *checker) application(p string, a *Application) {
+	if a.Host == "" {
+		k.errorf(p+".host", "required: the host the application runs on (hosts: %s)", listOrNone(k.c.hostNames()))
+	} else if _, ok := k.hostIdx[a.Host]; !ok {
+		k.errorf(p+".host", "host %q is not defined (hosts: %s)", a.Host, listOrNone(k.c.hostNames()))
+	}
+	for _, s := range []struct{ key, name string }{{"quiesce", a.Quiesce}, {"resume", a.Resume}, {"takeover", a.Takeover}} {
+		if s.name != "" || k.given(p+"."+s.key, true) {
+			if err := checkScriptName(s.name); err != nil {
+				k.errorf(p+"."+s.key, "%v", err)
+			}
+		}
+	}
+	if !k.given(p+".timeout", a.Timeout == 0) {
+		a.Timeout = DefaultScriptTimeout
+	} else if a.Timeout <= 0 {
+		k.errorf(p+".timeout", "must be positive (default %s)", DefaultScriptTimeout)
+	}
+}
+
+// checkScriptName: scripts are file names inside the host's scripts dir.
+func checkScriptName(s string) error {
+	const rule = `give a plain file name in the scripts dir (no "/", not "." or "..", not starting with "." or "-")`
+	switch {
+	case s == "":
+		return fmt.Errorf("script name is empty: %s, or leave the key out", rule)
+	case strings.Contains(s, "/") || s == "." || s == "..":
+		return fmt.Errorf("script %q cannot leave the scripts dir: %s", s, rule)
+	case strings.HasPrefix(s, "."), strings.HasPrefix(s, "-"):
+		return fmt.Errorf("script %q is not valid: %s", s, rule)
+	case strings.ContainsRune(s, 0), hasControl(s):
+		return fmt.Errorf("script %q contains a NUL or control character: %s", s, rule)
+	}
+	return nil
+}
+
+func (k *checker) repository(p string, j *Job) {
+	r := &j.Repository
+	if r.Storage == "" {
+		r.Storage = j.Target.Storage
+	} else if _, ok := k.storageIdx[r.Storage]; !ok {
+		k.errorf(p+".storage", "storage %q is not defined (storage: %s)", r.Storage, listOrNone(k.c.storageNames()))
+	}
+	if r.Path == "" && !k.given(p+".path", true) {
+		r.Path = DefaultRepositoryPath
+	} else if r.Path == "" {
+		k.errorf(p+".path", "must not be empty (default %s)", DefaultRepositoryPath)
+	} else if err := checkRepoPath(r.Path); err != nil {
+		k.errorf(p+".path", "%v", err)
+	}
+	r.PasswordFile = k.resolve(p+".password_file", r.PasswordFile, false)
+}
+
+// orders fills order.application and checks every order of job j.
+func (k *checker) orders(jp string, j *Job) {
+	p := jp + ".order"
+	o := &j.Order
+	if len(o.Application) == 0 {
+		// Defaulted from application.host, which application() checked.
+		if j.Application.Host != "" {
+			o.Application = []string{j.Application.Host}
+		}
+	} else {
+		if j.Application.Host != "" && o.Application[0] != j.Application.Host {
+			k.errorf(p+".application[0]", "is %q but must be the application host %q (%s.application.host): the application starts where it runs now", o.Application[0], j.Application.Host, jp)
+		}
+		k.orderList(p+".application", o.Application, false)
+	}
+	k.orderList(p+".source", o.Source, true)
+	k.orderList(p+".target", o.Target, true)
+
+	repo := j.Repository.Storage
+	k.attachments(p+".source", o.Source, "source", j.Source.Storage, repo)
+	k.attachments(p+".target", o.Target, "target", j.Target.Storage, repo)
+}
+
+func (k *checker) orderList(p string, hosts []string, required bool) {
+	if len(hosts) == 0 {
+		if required {
+			k.errorf(p, "required: list at least one host, in order of preference (hosts: %s)", listOrNone(k.c.hostNames()))
+		}
+		return
+	}
+	for i, h := range hosts {
+		ip := fmt.Sprintf("%s[%d]", p, i)
+		if first := slices.Index(hosts, h); first < i {
+			k.errorf(ip, "host %q is listed twice (also at %s[%d])", h, p, first)
+			continue
+		}
+		if _, ok := k.hostIdx[h]; !ok {
+			k.errorf(ip, "host %q is not defined (hosts: %s)", h, listOrNone(k.c.hostNames()))
+		}
+	}
+}
+
+// attachments checks that every host of an order has the role's storage and
+// the repository's storage mounted.
+func (k *checker) attachments(p string, hosts []string, role, storage, repo string) {
+	for i, name := range hosts {
+		hi, ok := k.hostIdx[name]
+		if !ok || slices.Index(hosts, name) < i {
+			continue // reported by orderList
+		}
+		h := k.c.Hosts[hi]
+		ip := fmt.Sprintf("%s[%d]", p, i)
+		if _, def := k.storageIdx[storage]; def {
+			if _, ok := h.Mount(storage); !ok {
+				what := role
+				if storage == repo {
+					what = role + " and repository"
+				}
+				k.errorf(ip, "host %q is not attached to storage %q (%s); attach it (hosts[%d].attach), or remove it from the order%s", name, storage, what, hi, sshLater(storage == repo))
+			}
+		}
+		if _, def := k.storageIdx[repo]; def && repo != storage {
+			if _, ok := h.Mount(repo); !ok {
+				k.errorf(ip, "host %q is not attached to storage %q (repository); attach it (hosts[%d].attach), or remove it from the order%s", name, repo, hi, sshLater(true))
+			}
+		}
+	}
+}
+
+func sshLater(repo bool) string {
+	if repo {
+		return " (reaching a repository over SSH is not supported yet)"
+	}
+	return ""
+}
+
+func (k *checker) timeouts(p string, t *Timeouts) {
+	if !k.given(p+".heartbeat", t.Heartbeat == 0) {
+		t.Heartbeat = DefaultHeartbeat
+	} else if t.Heartbeat < MinHeartbeat {
+		k.errorf(p+".heartbeat", "%s is too short: at least %s (default %s)", t.Heartbeat, MinHeartbeat, DefaultHeartbeat)
+	}
+	if !k.given(p+".schedule_to_start", t.ScheduleToStart == 0) {
+		t.ScheduleToStart = DefaultScheduleToStart
+	} else if t.ScheduleToStart < MinScheduleToStart {
+		k.errorf(p+".schedule_to_start", "%s is too short: at least %s (default %s)", t.ScheduleToStart, MinScheduleToStart, DefaultScheduleToStart)
+	}
+	if !k.given(p+".start_to_close", t.StartToClose == 0) {
+		t.StartToClose = DefaultStartToClose
+	}
+	if t.StartToClose <= t.Heartbeat {
+		k.errorf(p+".start_to_close", "%s must be longer than the heartbeat timeout %s", t.StartToClose, t.Heartbeat)
+	}
+}
+
+func (k *checker) schedule(p string, s *Schedule) {
+	if strings.TrimSpace(s.Cron) == "" {
+		k.errorf(p+".cron", `required with schedule: a cron expression such as "0 2 * * *", "@daily" or "@every 6h"`)
+	} else if err := checkCron(s.Cron); err != nil {
+		k.errorf(p+".cron", "%v", err)
+	}
+	if !k.given(p+".time_zone", s.TimeZone == "") {
+		s.TimeZone = DefaultTimeZone
+	} else if _, err := time.LoadLocation(s.TimeZone); err != nil || s.TimeZone == "" || s.TimeZone == "Local" {
+		k.errorf(p+".time_zone", "time zone %q does not load: use an IANA name such as UTC or Europe/Berlin", s.TimeZone)
+	}
+	if !k.given(p+".overlap", s.Overlap == "") {
+		s.Overlap = DefaultOverlap
+	} else if !slices.Contains(OverlapPolicies, s.Overlap) {
+		k.errorf(p+".overlap", "%q is not valid: want one of %s", s.Overlap, strings.Join(OverlapPolicies, ", "))
+	}
+	switch {
+	case s.CatchupWindow < 0:
+		k.errorf(p+".catchup_window", "must not be negative")
+	case s.CatchupWindow > 0 && s.CatchupWindow < minCatchupWindow:
+		k.errorf(p+".catchup_window", "%s is below Temporal's minimum of %s", s.CatchupWindow, minCatchupWindow)
+	}
+	if s.Jitter < 0 {
+		k.errorf(p+".jitter", "must not be negative")
+	}
+}
+
+// checkCron is a light syntax check of a Temporal cron string: 5 fields
+// (Temporal also takes 6-7: year, seconds), a descriptor such as @daily, or
+// @every <duration>[/<offset>]. Temporal checks value ranges when the
+// schedule is created.
+func checkCron(c string) error {
+	c, _, _ = strings.Cut(c, "#") // Temporal takes a trailing "# comment"
+	c = strings.TrimSpace(c)
+	if strings.HasPrefix(c, "TZ=") || strings.HasPrefix(c, "CRON_TZ=") {
+		return fmt.Errorf("cron %q: put the time zone in time_zone, not in the cron string", c)
+	}
+	if rest, ok := strings.CutPrefix(c, "@every"); ok {
+		rest = strings.TrimSpace(rest)
+		every, offset, hasOffset := strings.Cut(rest, "/")
+		d, err := parseCronDuration(every)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("cron %q: @every needs a positive duration such as @every 6h or @every 1d/2h", c)
+		}
+		if hasOffset {
+			if o, err := parseCronDuration(offset); err != nil || o < 0 {
+				return fmt.Errorf("cron %q: offset after / must be a duration such as 30m", c)
+			}
+		}
+		return nil
+	}
+	if strings.HasPrefix(c, "@") {
+		switch c {
+		case "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly":
+			return nil
+		}
+		return fmt.Errorf("cron %q: unknown descriptor (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @every <duration>)", c)
+	}
+	fields := strings.Fields(c)
+	if len(fields) < 5 || len(fields) > 7 {
+		return fmt.Errorf("cron %q has %d fields: want 5 (minute hour day-of-month month day-of-week)", c, len(fields))
+	}
+	for i, f := range fields {
+		if !cronRE.MatchString(f) {
+			return fmt.Errorf("cron %q: field %d %q has characters cron does not use", c, i+1, f)
+		}
+	}
+	return nil
+}
+
+// parseCronDuration is time.ParseDuration plus whole days ("2d"), which
+// Temporal accepts after @every.
+func parseCronDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return 0, err
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// scriptDirs: a host in the application order of a job that names a script
+// runs those scripts, so it needs a scripts dir.
+func (k *checker) scriptDirs() {
+	reported := map[int]bool{}
+	for i, j := range k.c.Jobs {
+		if !j.Application.HasScripts() {
+			continue
+		}
+		for _, name := range j.Order.Application {
+			hi, ok := k.hostIdx[name]
+			if !ok || reported[hi] || k.c.Hosts[hi].Scripts != "" {
+				continue
+			}
+			reported[hi] = true
+			k.errorf(fmt.Sprintf("hosts[%d].scripts", hi), "required: host %q runs the scripts of job %q (it is in jobs[%d].order.application); set its scripts dir", name, j.Name, i)
+		}
+	}
+}
+
+// crossJob checks what jobs must not share: a target dataset, and the files
+// of any dataset with a repository.
+func (k *checker) crossJob() {
+	jobs := k.c.Jobs
+	for i := range jobs {
+		for j := 0; j < i; j++ {
+			a, b := jobs[i].Target, jobs[j].Target
+			if a.Storage != "" && a.Storage == b.Storage && a.Dataset != "" && b.Dataset != "" && overlaps(a.Dataset, b.Dataset) {
+				k.errorf(fmt.Sprintf("jobs[%d].target", i), "target %s overlaps the target %s of job %q (jobs[%d]): two jobs would overwrite each other", a, b, jobs[j].Name, j)
+			}
+		}
+	}
+	for i, jb := range jobs {
+		r := jb.Repository
+		if r.Storage == "" || checkRepoPath(r.Path) != nil {
+			continue
+		}
+		rp := path.Clean(r.Path)
+		for j, other := range jobs {
+			for _, e := range []struct {
+				role string
+				ep   Endpoint
+			}{{"source", other.Source}, {"target", other.Target}} {
+				if e.ep.Storage != r.Storage || e.ep.Dataset == "" || !overlaps(rp, e.ep.Dataset) {
+					continue
+				}
+				whose := "its"
+				if j != i {
+					whose = fmt.Sprintf("job %q's", other.Name)
+				}
+				k.errorf(fmt.Sprintf("jobs[%d].repository.path", i), "repository %s:%s overlaps %s %s dataset %s; keep the repository apart from datasets", r.Storage, rp, whose, e.role, e.ep)
+			}
+		}
+	}
+}

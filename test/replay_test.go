@@ -1,0 +1,82 @@
+package test
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/replctl/replctl/workers"
+	"github.com/replctl/replctl/workflows"
+)
+
+// -record makes the integration tests write their runs' histories to testdata/histories,
+// for the replay tests. Re-record after a deliberate, versioned workflow change.
+var record = flag.Bool("record", false, "record workflow histories of integration runs into testdata/histories")
+
+const historiesDir = "testdata/histories"
+
+func recordHistory(t *testing.T, e *env, workflowID, runID, name string) {
+	t.Helper()
+	if !*record {
+		return
+	}
+	iter := e.c.GetWorkflowHistory(context.Background(), workflowID, runID, false, 0)
+	h := &historypb.History{}
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		require.NoError(t, err)
+		h.Events = append(h.Events, ev)
+	}
+	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(historiesDir, name+".json"), b, 0o644))
+}
+
+func histories(t *testing.T) []string {
+	files, err := filepath.Glob(filepath.Join(historiesDir, "*.json"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files, "no recorded histories in %s (run the integration tests with -record)", historiesDir)
+	return files
+}
+
+// Every recorded history replays against the current workflow code: a change that would
+// break running workflows fails here.
+func TestReplayRecordedHistories(t *testing.T) {
+	for _, f := range histories(t) {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			workers.Register(r)
+			require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f))
+		})
+	}
+}
+
+// A workflow that skips quiesce (a non-deterministic change made without
+// workflow.GetVersion) must fail replay of every recorded history.
+func TestReplayDetectsNonDeterministicChange(t *testing.T) {
+	for _, f := range histories(t) {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflowWithOptions(skipsQuiesce, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
+			err := r.ReplayWorkflowHistoryFromJSONFile(nil, f)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "nondeterministic")
+		})
+	}
+}
+
+// skipsQuiesce plans like Replication but then goes straight to the pull.
+func skipsQuiesce(ctx workflow.Context, in workflows.ReplicationInput) (workflows.Status, error) {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: 30e9, TaskQueue: "replctl-host-b1"})
+	err := workflow.ExecuteActivity(ctx, "Pull", in).Get(ctx, nil)
+	return workflows.Status{}, err
+}
+

@@ -1,0 +1,195 @@
+package test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/replctl/replctl/workflows"
+)
+
+// A run quiesces, pushes, resumes and pulls, and leaves a verified replica identical to the
+// source. A second run after changes publishes a new replica that shares unchanged files
+// with the first one instead of copying them.
+func TestReplicationGivesIdenticalReplica(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 120, 32<<10, 1)
+	e.startAgents("a1", "a2", "b1", "b2")
+
+	st, err := e.wait(e.start("orders"))
+	require.NoError(t, err)
+	assert.Equal(t, workflows.PhaseCompleted, st.Phase)
+	assert.Empty(t, st.Takeovers)
+	assert.Empty(t, st.QuiescedHost)
+	require.NotNil(t, st.Replica)
+	assert.True(t, st.Replica.Verified)
+	assert.Equal(t, "b1", st.Replica.Agent)
+	assert.Equal(t, workflows.RoleAgents{Application: "a1", Source: "a1", Target: "b1"}, st.Agents)
+	assert.Equal(t, e.sourceDir(), st.SourcePath)
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+	resolved, err := filepath.EvalSymlinks(e.targetLink())
+	require.NoError(t, err)
+	assert.Equal(t, st.Replica.Path, resolved)
+	// quiesce then resume, both by the application host's own agent.
+	m := e.markers("a1")
+	require.Len(t, m, 2, "markers: %v", m)
+	assert.True(t, strings.HasPrefix(m[0], "quiesce host=a1 agent=a1"), m[0])
+	assert.True(t, strings.HasPrefix(m[1], "resume host=a1 agent=a1"), m[1])
+
+	// Change the source: modify one file, delete one, add one.
+	changed := filepath.Join(e.sourceDir(), "d01/s1/f00001.bin")
+	require.NoError(t, os.WriteFile(changed, []byte("new content"), 0o644))
+	require.NoError(t, os.Remove(filepath.Join(e.sourceDir(), "d02/s2/f00002.bin")))
+	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "added.txt"), []byte("added"), 0o644))
+	first := st.Replica.Path
+
+	st2, err := e.wait(e.start("orders"))
+	require.NoError(t, err)
+	require.NotNil(t, st2.Replica)
+	assert.NotEqual(t, first, st2.Replica.Path)
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+	assert.Greater(t, st2.Replica.Linked, int64(100), "unchanged files are linked, not copied")
+	// An unchanged file is the same inode in both replicas; the changed one is not, and the
+	// old replica still has the old content.
+	sameInode := func(rel string) bool {
+		a, err := os.Stat(filepath.Join(first, rel))
+		require.NoError(t, err)
+		b, err := os.Stat(filepath.Join(st2.Replica.Path, rel))
+		require.NoError(t, err)
+		return a.Sys().(*syscall.Stat_t).Ino == b.Sys().(*syscall.Stat_t).Ino
+	}
+	assert.True(t, sameInode("d00/s0/f00000.bin"))
+	assert.False(t, sameInode("d01/s1/f00001.bin"))
+	old, err := os.ReadFile(filepath.Join(first, "d01/s1/f00001.bin"))
+	require.NoError(t, err)
+	assert.NotEqual(t, "new content", string(old))
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "normal")
+}
+
+// The pushing agent is killed in the middle of the push: the next source agent runs the
+// takeover script for the dead host, pushes again, and the replica is still identical.
+// The application host's agent is the dead one, so resume is taken over too.
+func TestKilledPushAgentIsTakenOver(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 300, 512<<10, 2)
+	e.startAgents("a1", "a2", "b1", "b2")
+	run := e.start("orders")
+	who := e.waitStarted(run, "Push")
+	require.Equal(t, "replctl-agent-a1", who)
+	e.freeze("a1") // stop it at once, so the push cannot finish; then crash it
+	e.kill("a1")
+
+	st, err := e.wait(run)
+	require.NoError(t, err)
+	require.NotEmpty(t, st.Takeovers)
+	tk := st.Takeovers[0]
+	assert.Equal(t, []string{"source", "push", "a1", "a2"}, []string{tk.Role, tk.Step, tk.From, tk.To})
+	assert.Contains(t, tk.Reason, "heartbeat timeout")
+	assert.Equal(t, "a2", st.Agents.Source)
+	assert.Equal(t, "a2", st.Agents.Application, "resume moved to a2 because a1 is dead")
+	assert.Empty(t, st.QuiescedHost)
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+	// a2 ran the takeover script and the resume script for a1, on a1 (local here).
+	m := strings.Join(e.markers("a1"), "\n")
+	assert.Contains(t, m, "takeover host=a1 agent=a2 failed=a1")
+	assert.Contains(t, m, "resume host=a1 agent=a2")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover")
+}
+
+// The pulling agent is killed in the middle of the pull: the next target agent continues
+// and the published replica is identical and verified.
+func TestKilledPullAgentIsTakenOver(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 300, 512<<10, 3)
+	e.startAgents("a1", "a2", "b1", "b2")
+	run := e.start("orders")
+	who := e.waitStarted(run, "Pull")
+	require.Equal(t, "replctl-agent-b1", who)
+	e.freeze("b1")
+	e.kill("b1")
+
+	st, err := e.wait(run)
+	require.NoError(t, err)
+	require.Len(t, st.Takeovers, 1)
+	tk := st.Takeovers[0]
+	assert.Equal(t, []string{"target", "pull", "b1", "b2"}, []string{tk.Role, tk.Step, tk.From, tk.To})
+	require.NotNil(t, st.Replica)
+	assert.Equal(t, "b2", st.Replica.Agent)
+	assert.True(t, st.Replica.Verified)
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+	assert.Contains(t, strings.Join(e.markers("b1"), "\n"), "takeover host=b1 agent=b2 failed=b1")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "pull-takeover")
+}
+
+// The application host's agent is dead from the start: quiesce waits for it for the
+// schedule-to-start timeout, then a2 runs a1's takeover, quiesce and resume scripts.
+func TestDeadApplicationAgent(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 20, 8<<10, 4)
+	e.startAgents("a2", "b1", "b2")
+
+	st, err := e.wait(e.start("orders"))
+	require.NoError(t, err)
+	assert.Equal(t, "a2", st.Agents.Application)
+	assert.Equal(t, "a2", st.Agents.Source, "the source order starts at a1 too, which is dead")
+	require.NotEmpty(t, st.Takeovers)
+	assert.Equal(t, "quiesce", st.Takeovers[0].Step)
+	assert.Contains(t, st.Takeovers[0].Reason, "schedule-to-start")
+	m := e.markers("a1")
+	require.GreaterOrEqual(t, len(m), 3, "markers: %v", m)
+	assert.True(t, strings.HasPrefix(m[0], "takeover host=a1 agent=a2 failed=a1"), m[0])
+	assert.True(t, strings.HasPrefix(m[1], "quiesce host=a1 agent=a2"), m[1])
+	assert.True(t, strings.HasPrefix(m[len(m)-1], "resume host=a1 agent=a2"), m[len(m)-1])
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-application-agent")
+}
+
+// When every agent of a role is gone the run fails, naming the role, the agents and why.
+func TestExhaustedOrderFailsWithReasons(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 5, 4<<10, 5)
+	e.startAgents("a1", "a2", "b2") // b1, the target's primary, is dead from the start
+	st, err := e.wait(e.start("orders"))
+	require.NoError(t, err, "with b1 dead the pull moves on to b2")
+	assert.Equal(t, "b2", st.Agents.Target)
+
+	e.kill("b2")
+	e.kill("a2")
+	st, err = e.wait(e.start("orders"))
+	require.Error(t, err)
+	msg := err.Error()
+	assert.Contains(t, msg, "pull failed on every target agent in order [b1, b2, a2]")
+	assert.Contains(t, msg, "b1: schedule-to-start timeout")
+	assert.Contains(t, msg, "a2: schedule-to-start timeout")
+}
+
+// Bad workflow input (as typed into the Temporal UI) is rejected with a clear,
+// non-retryable error.
+func TestBadWorkflowInput(t *testing.T) {
+	e := newEnv(t)
+	e.startAgents("a1")
+	for _, tc := range []struct{ job, want string }{
+		{"", `want {"job": "NAME"}`},
+		{"../etc", `want {"job": "NAME"}`},
+		{"nope", `"nope"`},
+	} {
+		run, err := e.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
+			TaskQueue: workflows.DefaultTaskQueue,
+		}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: tc.job})
+		require.NoError(t, err)
+		_, err = e.wait(run)
+		require.Error(t, err, "job %q", tc.job)
+		var appErr *temporal.ApplicationError
+		require.ErrorAs(t, err, &appErr)
+		assert.Equal(t, "BadInput", appErr.Type())
+		assert.Contains(t, err.Error(), tc.want)
+	}
+}

@@ -1,0 +1,91 @@
+// Package workers assembles an agent: the Temporal worker on its host's own task queue (the
+// host's activities) plus the workflow worker on the shared queue, which every agent runs so
+// that no single host is needed for the orchestration.
+package workers
+
+import (
+	"errors"
+	"fmt"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/workflows"
+)
+
+// Options configure one agent.
+type Options struct {
+	// Client is connected to the Temporal namespace of the config.
+	Client client.Client
+	// Host is the host this agent runs on; it polls activities.HostQueue(Host).
+	Host string
+	// ConfigFile is what the Plan activity reads at the start of each run.
+	ConfigFile string
+	// StateDir is the agent's private state dir ("" = default under the user cache dir).
+	StateDir string
+	// SharedQueue is the workflow task queue (default workflows.DefaultTaskQueue).
+	SharedQueue string
+	// Identity shown in the Temporal UI (default "replctl-agent-<host>").
+	Identity string
+}
+
+// Agent is one host's workers.
+type Agent struct {
+	Host       string
+	Activities *activities.Agent
+	host       worker.Worker
+	shared     worker.Worker
+}
+
+// NewAgent builds an agent's two workers; Start runs them.
+func NewAgent(o Options) (*Agent, error) {
+	if o.Client == nil || o.Host == "" || o.ConfigFile == "" {
+		return nil, errors.New("workers.NewAgent: Client, Host and ConfigFile are required")
+	}
+	if o.SharedQueue == "" {
+		o.SharedQueue = workflows.DefaultTaskQueue
+	}
+	if o.Identity == "" {
+		o.Identity = "replctl-agent-" + o.Host
+	}
+	acts, err := activities.NewAgent(o.Host, o.ConfigFile, o.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	hostW := worker.New(o.Client, activities.HostQueue(o.Host), worker.Options{Identity: o.Identity})
+	hostW.RegisterActivityWithOptions(acts.RunScript, activity.RegisterOptions{Name: activities.RunScriptName})
+	hostW.RegisterActivityWithOptions(acts.Push, activity.RegisterOptions{Name: activities.PushName})
+	hostW.RegisterActivityWithOptions(acts.Pull, activity.RegisterOptions{Name: activities.PullName})
+
+	sharedW := worker.New(o.Client, o.SharedQueue, worker.Options{Identity: o.Identity})
+	Register(sharedW)
+	sharedW.RegisterActivityWithOptions(acts.Plan, activity.RegisterOptions{Name: activities.PlanName})
+	return &Agent{Host: o.Host, Activities: acts, host: hostW, shared: sharedW}, nil
+}
+
+// Register registers the workflows on w under their stable names (also used by replayers).
+func Register(w worker.WorkflowRegistry) {
+	w.RegisterWorkflowWithOptions(workflows.Replication, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
+}
+
+// Start starts both workers.
+func (a *Agent) Start() error {
+	if err := a.host.Start(); err != nil {
+		return fmt.Errorf("agent %s: host worker: %w", a.Host, err)
+	}
+	if err := a.shared.Start(); err != nil {
+		a.host.Stop()
+		return fmt.Errorf("agent %s: workflow worker: %w", a.Host, err)
+	}
+	return nil
+}
+
+// Stop stops both workers and closes the agent's repositories.
+func (a *Agent) Stop() {
+	a.shared.Stop()
+	a.host.Stop()
+	_ = a.Activities.Close()
+}

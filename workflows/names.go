@@ -1,0 +1,42 @@
+// Package workflows holds the replication workflow: the step sequence (replication.go) and the
+// takeover protocol (takeover.go). Workflow code is deterministic: it reads no config, no
+// clock but workflow.Now, and ranges over no map.
+package workflows
+
+import (
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+)
+
+// ReplicationWorkflowName is the registered name of the replication workflow; recorded
+// histories and schedules refer to it.
+const ReplicationWorkflowName = "Replication"
+
+// DefaultTaskQueue is the shared queue every agent's workflow worker polls.
+const DefaultTaskQueue = "replctl"
+
+// StatusQuery is the query that returns a run's Status.
+const StatusQuery = "status"
+
+// WorkflowID is the ID of a job's runs: one per job, so two runs of a job never overlap.
+func WorkflowID(job string) string { return "replctl-" + job }
+
+// Search attributes every run sets, so the Temporal UI can filter runs by them. The server
+// (or the operator, on an existing cluster) registers them: see SearchAttributes.
+var (
+	AttrJob           = temporal.NewSearchAttributeKeyKeyword("ReplctlJob")
+	AttrPhase         = temporal.NewSearchAttributeKeyKeyword("ReplctlPhase")
+	AttrAgent         = temporal.NewSearchAttributeKeyKeyword("ReplctlAgent")
+	AttrSourceStorage = temporal.NewSearchAttributeKeyKeyword("ReplctlSourceStorage")
+	AttrTargetStorage = temporal.NewSearchAttributeKeyKeyword("ReplctlTargetStorage")
+	AttrQuiescedHost  = temporal.NewSearchAttributeKeyKeyword("ReplctlQuiescedHost")
+)
+
+// SearchAttributes lists the custom search attributes with their types, for registration.
+func SearchAttributes() map[string]enums.IndexedValueType {
+	m := map[string]enums.IndexedValueType{}
+	for _, k := range []temporal.SearchAttributeKeyKeyword{AttrJob, AttrPhase, AttrAgent, AttrSourceStorage, AttrTargetStorage, AttrQuiescedHost} {
+		m[k.GetName()] = enums.INDEXED_VALUE_TYPE_KEYWORD
+	}
+	return m
+}

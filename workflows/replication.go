@@ -1,0 +1,302 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replctl/replctl/activities"
+)
+
+// jobName is what a job name may look like (the config enforces the same rule).
+var jobName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Replication runs one replication of a job: plan, quiesce, push, resume, pull. Resume runs
+// whenever quiesce started, even when the run fails or is cancelled.
+func Replication(ctx workflow.Context, in ReplicationInput) (Status, error) {
+	w := &replication{in: in}
+	w.status = Status{Job: in.Job, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID, Phase: PhasePlanning, StartedAt: workflow.GetInfo(ctx).WorkflowStartTime}
+	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return w.status, nil }); err != nil {
+		return w.status, err
+	}
+	return w.run(ctx)
+}
+
+// replication is the state of one run.
+type replication struct {
+	in     ReplicationInput
+	plan   activities.Plan
+	status Status
+	roles  struct{ application, source, target *role }
+	epoch  int64
+	image  string
+	// quiesceStarted is set once the quiesce step was scheduled: from then on resume must run.
+	quiesceStarted bool
+}
+
+func (w *replication) run(ctx workflow.Context) (Status, error) {
+	err := w.setup(ctx)
+	if err == nil {
+		err = w.replicate(ctx)
+	}
+	w.status.FinishedAt = workflow.Now(ctx)
+	switch {
+	case err == nil:
+		w.setPhase(ctx, PhaseCompleted)
+	case temporal.IsCanceledError(err):
+		w.status.Error = "cancelled"
+		w.setPhase(workflowDisconnected(ctx), PhaseCancelled)
+	default:
+		w.status.Error = rootMessage(err)
+		w.setPhase(workflowDisconnected(ctx), PhaseFailed)
+	}
+	w.upsertMemo(workflowDisconnected(ctx))
+	return w.status, err
+}
+
+// setup checks the input and has an agent resolve the job into a plan.
+func (w *replication) setup(ctx workflow.Context) error {
+	if !jobName.MatchString(w.in.Job) {
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf(`bad workflow input: job %q: want {"job": "NAME"} with NAME matching %s`, w.in.Job, jobName), activities.ErrTypeBadInput, nil)
+	}
+	w.upsert(ctx, AttrJob.ValueSet(w.in.Job), AttrPhase.ValueSet(PhasePlanning))
+	// Any agent may plan: the activity runs on the shared queue every agent polls.
+	pctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5, NonRetryableErrorTypes: []string{activities.ErrTypeBadInput}},
+		Summary:             "plan " + w.in.Job,
+	})
+	var res activities.PlanResult
+	if err := workflow.ExecuteActivity(pctx, activities.PlanName, activities.PlanInput{Job: w.in.Job}).Get(ctx, &res); err != nil {
+		return err
+	}
+	w.plan = res.Plan
+	w.roles.application = newRole(RoleApplication, w.plan.Order.Application)
+	w.roles.source = newRole(RoleSource, w.plan.Order.Source)
+	w.roles.target = newRole(RoleTarget, w.plan.Order.Target)
+	w.upsert(ctx, AttrSourceStorage.ValueSet(w.plan.Source.Storage), AttrTargetStorage.ValueSet(w.plan.Target.Storage))
+	return nil
+}
+
+// replicate runs the steps. The push runs while the application is quiesced, so the image
+// is application-consistent; the pull runs after resume, so the application is frozen only
+// for the push.
+func (w *replication) replicate(ctx workflow.Context) error {
+	err := w.quiesce(ctx)
+	if err == nil {
+		err = w.push(ctx)
+	}
+	if w.quiesceStarted {
+		// Resume even if the run is failing or cancelled: never leave the application frozen.
+		if rerr := w.resume(workflowDisconnected(ctx)); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return w.pull(ctx)
+}
+
+func (w *replication) quiesce(ctx workflow.Context) error {
+	app := w.plan.Application
+	if app.Quiesce == "" {
+		w.status.CrashConsistent = true
+		w.note("job has no quiesce script: the image is crash-consistent")
+		return nil
+	}
+	host, err := w.plan.Host(app.Host)
+	if err != nil {
+		return err
+	}
+	w.setPhase(ctx, PhaseQuiescing)
+	w.quiesceStarted = true
+	w.status.QuiescedHost = app.Host
+	w.upsert(ctx, AttrQuiescedHost.ValueSet(app.Host))
+	return w.onRole(ctx, w.roles.application, "quiesce", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+		return w.script(ctx, "quiesce", agent, host, app.Quiesce, "")
+	})
+}
+
+func (w *replication) resume(ctx workflow.Context) error {
+	app := w.plan.Application
+	if app.Resume == "" {
+		w.note("job has no resume script")
+		w.clearQuiesced(ctx)
+		return nil
+	}
+	host, err := w.plan.Host(app.Host)
+	if err != nil {
+		return err
+	}
+	w.setPhase(ctx, PhaseResuming)
+	err = w.onRole(ctx, w.roles.application, "resume", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+		return w.script(ctx, "resume", agent, host, app.Resume, "")
+	})
+	if err != nil {
+		return fmt.Errorf("host %s LEFT QUIESCED: resume failed: %w", app.Host, err)
+	}
+	w.clearQuiesced(ctx)
+	return nil
+}
+
+func (w *replication) push(ctx workflow.Context) error {
+	w.setPhase(ctx, PhasePushing)
+	return w.onRole(ctx, w.roles.source, "push", func(ctx workflow.Context, agent string, resume *activities.Progress) error {
+		src, err := w.plan.SourceDir(agent)
+		if err != nil {
+			return nonRetryable(err)
+		}
+		repo, err := w.plan.RepoDir(agent)
+		if err != nil {
+			return nonRetryable(err)
+		}
+		w.status.SourcePath = src
+		var res activities.PushResult
+		err = workflow.ExecuteActivity(ctx, activities.PushName, activities.PushInput{
+			Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: w.plan.Source.Dataset,
+			Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile}, Resume: resume,
+		}).Get(ctx, &res)
+		if err != nil {
+			return err
+		}
+		w.image = res.ImageID
+		w.status.Image = res.ImageID
+		w.status.Progress = Progress{Step: "push", BytesDone: res.Bytes, BytesTotal: res.Bytes, FilesDone: res.Files, FilesTotal: res.Files}
+		return nil
+	})
+}
+
+func (w *replication) pull(ctx workflow.Context) error {
+	w.setPhase(ctx, PhasePulling)
+	info := workflow.GetInfo(ctx)
+	replicaName := info.WorkflowStartTime.UTC().Format("20060102T150405Z") + "-" + shortID(info.WorkflowExecution.RunID)
+	return w.onRole(ctx, w.roles.target, "pull", func(ctx workflow.Context, agent string, resume *activities.Progress) error {
+		root, err := w.plan.TargetRoot(agent)
+		if err != nil {
+			return nonRetryable(err)
+		}
+		repo, err := w.plan.RepoDir(agent)
+		if err != nil {
+			return nonRetryable(err)
+		}
+		in := activities.PullInput{
+			Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, ImageID: w.image, TargetRoot: root,
+			Dataset: w.plan.Target.Dataset, Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile},
+			ReplicaName: replicaName, Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
+		}
+		if resume != nil && resume.Step == "pull" {
+			in.ResumeFrom = resume.Staging
+		}
+		var res activities.PullResult
+		if err := workflow.ExecuteActivity(ctx, activities.PullName, in).Get(ctx, &res); err != nil {
+			return err
+		}
+		w.status.Progress = Progress{Step: "pull", BytesDone: res.Bytes, BytesTotal: res.Bytes, FilesDone: res.Files, FilesTotal: res.Files}
+		w.status.Replica = &Replica{Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Linked: res.Linked, Restored: res.Restored}
+		return nil
+	})
+}
+
+// script runs one of host's scripts on agent and records the result.
+func (w *replication) script(ctx workflow.Context, step, agent string, host activities.HostPlan, script, failedHost string) error {
+	src, _ := w.plan.SourceDir(host.Name) // "" when the host does not see the source
+	in := activities.ScriptInput{
+		Job: w.plan.Job, RunID: w.status.RunID, Step: step, Agent: agent, Host: host, Script: script,
+		FailedHost: failedHost, SourcePath: src, Timeout: w.plan.Application.Timeout,
+	}
+	var res activities.ScriptResult
+	err := workflow.ExecuteActivity(ctx, activities.RunScriptName, in).Get(ctx, &res)
+	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeScriptFailed && appErr.HasDetails() {
+			_ = appErr.Details(&res)
+		}
+	}
+	if res.Step != "" {
+		w.status.Scripts = append(w.status.Scripts, res)
+	}
+	return err
+}
+
+// nextEpoch issues the fencing epoch of a pull attempt: it only increases, within a run
+// (max with the last one) and across runs (runs of a job never overlap and time moves on).
+func (w *replication) nextEpoch(ctx workflow.Context) int64 {
+	e := workflow.Now(ctx).UnixNano()
+	if e <= w.epoch {
+		e = w.epoch + 1
+	}
+	w.epoch = e
+	return e
+}
+
+func (w *replication) setAgent(ctx workflow.Context, roleName, agent string) {
+	switch roleName {
+	case RoleApplication:
+		w.status.Agents.Application = agent
+	case RoleSource:
+		w.status.Agents.Source = agent
+	case RoleTarget:
+		w.status.Agents.Target = agent
+	}
+	w.upsert(ctx, AttrAgent.ValueSet(agent))
+}
+
+func (w *replication) setPhase(ctx workflow.Context, phase string) {
+	w.status.Phase = phase
+	w.upsert(ctx, AttrPhase.ValueSet(phase))
+}
+
+func (w *replication) clearQuiesced(ctx workflow.Context) {
+	w.status.QuiescedHost = ""
+	w.upsert(ctx, AttrQuiescedHost.ValueUnset())
+}
+
+func (w *replication) note(s string) { w.status.Notes = append(w.status.Notes, s) }
+
+func (w *replication) upsert(ctx workflow.Context, updates ...temporal.SearchAttributeUpdate) {
+	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
+		workflow.GetLogger(ctx).Warn("search attributes not updated", "error", err)
+	}
+}
+
+// upsertMemo leaves a one-line summary on the run for the Temporal UI.
+func (w *replication) upsertMemo(ctx workflow.Context) {
+	s := w.status
+	summary := fmt.Sprintf("%s %s", s.Job, s.Phase)
+	if s.Replica != nil {
+		summary += fmt.Sprintf(": replica %s by %s", s.Replica.Name, s.Replica.Agent)
+	}
+	if n := len(s.Takeovers); n > 0 {
+		summary += fmt.Sprintf(", %d takeover(s)", n)
+	}
+	if s.QuiescedHost != "" {
+		summary += ", HOST LEFT QUIESCED: " + s.QuiescedHost
+	}
+	if err := workflow.UpsertMemo(ctx, map[string]any{"summary": summary}); err != nil {
+		workflow.GetLogger(ctx).Warn("memo not updated", "error", err)
+	}
+}
+
+func workflowDisconnected(ctx workflow.Context) workflow.Context {
+	d, _ := workflow.NewDisconnectedContext(ctx)
+	return d
+}
+
+func nonRetryable(err error) error {
+	return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeBadInput, err)
+}
+
+func shortID(id string) string {
+	id = strings.ReplaceAll(id, "-", "")
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}

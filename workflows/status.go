@@ -1,0 +1,94 @@
+package workflows
+
+import (
+	"time"
+
+	"github.com/replctl/replctl/activities"
+)
+
+// Phases of a run, in order; a run ends in completed, failed or cancelled.
+const (
+	PhasePlanning  = "planning"
+	PhaseQuiescing = "quiescing"
+	PhasePushing   = "pushing"
+	PhaseResuming  = "resuming"
+	PhasePulling   = "pulling"
+	PhaseCompleted = "completed"
+	PhaseFailed    = "failed"
+	PhaseCancelled = "cancelled"
+)
+
+// Roles of a job; each has its own takeover order.
+const (
+	RoleApplication = "application"
+	RoleSource      = "source"
+	RoleTarget      = "target"
+)
+
+// ReplicationInput is the one input of the replication workflow, so the Temporal UI's start
+// form can start a run with {"job": "NAME"}.
+type ReplicationInput struct {
+	Job string `json:"job"`
+}
+
+// Status is what the status query returns while a run goes on, and the run's result.
+type Status struct {
+	Job        string     `json:"job"`
+	RunID      string     `json:"run_id"`
+	Phase      string     `json:"phase"`
+	Agents     RoleAgents `json:"agents"`
+	Takeovers  []Takeover `json:"takeovers"`
+	Progress   Progress   `json:"progress"`
+	SourcePath string     `json:"source_path,omitempty"`
+	Image      string     `json:"image,omitempty"`
+	Replica    *Replica   `json:"replica,omitempty"`
+	// QuiescedHost names the application host while it is quiesced; a run that ends with it
+	// set left the application frozen.
+	QuiescedHost string                    `json:"quiesced_host,omitempty"`
+	Scripts      []activities.ScriptResult `json:"scripts,omitempty"`
+	// CrashConsistent is set when the run went on without the application's scripts.
+	CrashConsistent bool      `json:"crash_consistent,omitempty"`
+	Notes           []string  `json:"notes,omitempty"`
+	Error           string    `json:"error,omitempty"`
+	StartedAt       time.Time `json:"started_at"`
+	FinishedAt      time.Time `json:"finished_at,omitzero"`
+}
+
+// RoleAgents is the active agent of each role.
+type RoleAgents struct {
+	Application string `json:"application,omitempty"`
+	Source      string `json:"source,omitempty"`
+	Target      string `json:"target,omitempty"`
+}
+
+// Takeover records one move of a step from an agent to the next one in the role's order.
+type Takeover struct {
+	Role   string    `json:"role"`
+	Step   string    `json:"step"`
+	From   string    `json:"from"`
+	To     string    `json:"to,omitempty"`
+	Reason string    `json:"reason"`
+	Time   time.Time `json:"time"`
+}
+
+// Progress of the data steps as last reported to the workflow (at the end of each step;
+// `replctl status` adds the live heartbeat of the running step).
+type Progress struct {
+	Step       string `json:"step,omitempty"`
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	FilesDone  int64  `json:"files_done"`
+	FilesTotal int64  `json:"files_total"`
+}
+
+// Replica is the replica a run published.
+type Replica struct {
+	Name     string `json:"name"`
+	Path     string `json:"path"`
+	Link     string `json:"link"`
+	Agent    string `json:"agent"`
+	Epoch    int64  `json:"epoch"`
+	Verified bool   `json:"verified"`
+	Linked   int64  `json:"linked_files"`
+	Restored int64  `json:"restored_files"`
+}

@@ -1,0 +1,216 @@
+package workflows
+
+// The takeover protocol, in one place. Every step of a run belongs to a role (application,
+// source, target) whose agents are tried in the order fixed in the configuration:
+//
+//  1. The step is sent to the current agent's own task queue with a heartbeat timeout (an
+//     agent that died, stalled or was cut off stops heartbeating) and a schedule-to-start
+//     timeout (nobody polls the queue). Temporal does not retry it: a retry would go back to
+//     the same queue, and moving on is this code's job.
+//  2. A timeout means the agent is lost: the takeover is recorded, the role's index moves to
+//     the next agent (and stays there for the rest of the run), and that agent first runs the
+//     job's takeover script for the failed host ON the failed host (hostexec decides: local
+//     process or SSH), then runs the step again from the failed attempt's last heartbeat
+//     (the resume cursor).
+//  3. A retryable error is retried on the same agent a few times, then treated as lost.
+//  4. A non-retryable error (bad input, fenced, verification failed, script failed) ends
+//     the step: another agent would fail the same way.
+//  5. When the order is exhausted the step fails with an error naming the role, every agent
+//     tried and why each failed.
+// An unreachable failed host (its takeover script cannot run) is handled by the job's
+// on_unreachable_host policy: fail stops the run, continue goes on crash-consistent.
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replctl/replctl/activities"
+)
+
+// attemptsPerAgent is how often a step is tried on one agent for retryable errors.
+const attemptsPerAgent = 3
+
+// role is one role's takeover order and the index of its current agent.
+type role struct {
+	name  string
+	order []string
+	idx   int
+	// tried records, per agent, why it failed: for the exhausted-order error.
+	tried []string
+	// pending are failed hosts whose takeover script the next agent runs before the step.
+	pending []string
+}
+
+func newRole(name string, order []string) *role {
+	return &role{name: name, order: append([]string(nil), order...)}
+}
+
+// current is the role's active agent, "" when the order is exhausted.
+func (r *role) current() string {
+	if r.idx < len(r.order) {
+		return r.order[r.idx]
+	}
+	return ""
+}
+
+// attempt runs a step once on agent; resume is the last progress of a failed attempt.
+type attempt func(ctx workflow.Context, agent string, resume *activities.Progress) error
+
+// onRole runs a step on the role's current agent and takes over along the order.
+func (w *replication) onRole(ctx workflow.Context, r *role, step string, run attempt) error {
+	var resume *activities.Progress
+	failures := 0
+	for r.current() != "" {
+		agent := r.current()
+		w.setAgent(ctx, r.name, agent)
+		err := w.runTakeoverScripts(ctx, r, agent)
+		if err == nil {
+			err = run(w.stepContext(ctx, r, step, agent), agent, resume)
+		}
+		if err == nil {
+			return nil
+		}
+		if temporal.IsCanceledError(err) || ctx.Err() != nil {
+			return err
+		}
+		reason, lost, progress := lostAgent(err)
+		if progress != nil {
+			resume = progress
+		}
+		if !lost {
+			if !isRetryable(err) {
+				return err
+			}
+			failures++
+			if failures < attemptsPerAgent {
+				_ = workflow.Sleep(ctx, time.Duration(failures)*time.Second)
+				continue
+			}
+			reason = fmt.Sprintf("failed %d times: %s", failures, rootMessage(err))
+		}
+		failures = 0
+		w.takeover(ctx, r, step, agent, reason)
+	}
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("%s failed on every %s agent in order [%s]: %s", step, r.name, strings.Join(r.order, ", "), strings.Join(r.tried, "; ")),
+		"OrderExhausted", nil)
+}
+
+// takeover records that agent lost step and moves the role to the next agent.
+func (w *replication) takeover(ctx workflow.Context, r *role, step, agent, reason string) {
+	r.tried = append(r.tried, agent+": "+reason)
+	r.pending = append(r.pending, agent)
+	r.idx++
+	t := Takeover{Role: r.name, Step: step, From: agent, To: r.current(), Reason: reason, Time: workflow.Now(ctx)}
+	w.status.Takeovers = append(w.status.Takeovers, t)
+	workflow.GetLogger(ctx).Warn("takeover", "role", r.name, "step", step, "from", agent, "to", t.To, "reason", reason)
+}
+
+// runTakeoverScripts has agent run the takeover script of each host the role lost, on that
+// host. A host that cannot be reached is subject to the job's on_unreachable_host policy.
+func (w *replication) runTakeoverScripts(ctx workflow.Context, r *role, agent string) error {
+	for len(r.pending) > 0 {
+		failed := r.pending[0]
+		script := w.plan.Application.Takeover
+		host, err := w.plan.Host(failed)
+		if err != nil {
+			return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeBadInput, nil)
+		}
+		if script == "" || host.Scripts == "" {
+			w.note(fmt.Sprintf("no takeover script for host %s: %s took over without one", failed, agent))
+			r.pending = r.pending[1:]
+			continue
+		}
+		sctx := w.stepContext(ctx, r, "takeover", agent)
+		err = w.script(sctx, "takeover", agent, host, script, failed)
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && (appErr.Type() == activities.ErrTypeHostUnreachable) && w.plan.OnUnreachableHost == "continue" {
+			w.status.CrashConsistent = true
+			w.note(fmt.Sprintf("host %s unreachable for its takeover script; continuing crash-consistent (on_unreachable_host: continue): %s", failed, rootMessage(err)))
+			err = nil
+		}
+		if err != nil {
+			return err
+		}
+		r.pending = r.pending[1:]
+	}
+	return nil
+}
+
+// stepContext is the activity options of one attempt of a step on agent.
+func (w *replication) stepContext(ctx workflow.Context, r *role, step, agent string) workflow.Context {
+	t := w.plan.Timeouts
+	startToClose := t.StartToClose
+	if step == "quiesce" || step == "resume" || step == "takeover" {
+		startToClose = w.plan.Application.Timeout + t.Heartbeat
+	}
+	summary := step + " on " + agent
+	if r.idx > 0 {
+		summary += " (took over from " + r.order[r.idx-1] + ")"
+	}
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:              activities.HostQueue(agent),
+		ScheduleToStartTimeout: t.ScheduleToStart,
+		StartToCloseTimeout:    startToClose,
+		HeartbeatTimeout:       t.Heartbeat,
+		RetryPolicy:            &temporal.RetryPolicy{MaximumAttempts: 1},
+		Summary:                summary,
+	})
+}
+
+// lostAgent tells whether err means the agent is lost (a timeout), why, and the last
+// progress the failed attempt reported.
+func lostAgent(err error) (reason string, lost bool, progress *activities.Progress) {
+	var te *temporal.TimeoutError
+	if errors.As(err, &te) {
+		switch te.TimeoutType() {
+		case enumspb.TIMEOUT_TYPE_HEARTBEAT:
+			reason = "heartbeat timeout: agent died, stalled or was cut off"
+		case enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START:
+			reason = "schedule-to-start timeout: no agent is polling its queue"
+		case enumspb.TIMEOUT_TYPE_START_TO_CLOSE:
+			reason = "start-to-close timeout: step took longer than allowed"
+		default:
+			reason = "timeout: " + te.TimeoutType().String()
+		}
+		if te.HasLastHeartbeatDetails() {
+			var p activities.Progress
+			if te.LastHeartbeatDetails(&p) == nil {
+				progress = &p
+			}
+		}
+		return reason, true, progress
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.HasDetails() {
+		var p activities.Progress
+		if appErr.Details(&p) == nil && p.Step != "" {
+			progress = &p
+		}
+	}
+	return "", false, progress
+}
+
+func isRetryable(err error) bool {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return !appErr.NonRetryable()
+	}
+	var panicErr *temporal.PanicError
+	return !errors.As(err, &panicErr)
+}
+
+// rootMessage is the innermost message of an activity error chain: the part worth showing.
+func rootMessage(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Message()
+	}
+	return err.Error()
+}
