@@ -39,3 +39,28 @@ smoke:
 	bash test/smoke-dev.sh
 
 test: test-deps vet workflowcheck unit smoke
+
+# --- harnesses (each owned by its directory) ---
+TRIALS ?= 20
+.PHONY: chaos bench bench-small images compose-up compose-test
+# Randomized fault trials: agents as processes, real server; prints one summary line.
+chaos:
+	bash test/chaos/run.sh $(TRIALS)
+
+# Benchmark against cp -a and rsync -a --delete in the same run (full size: datasets A and B).
+bench:
+	bash test/bench/run.sh full
+
+# The same benchmark on small datasets (CI runs this so the command cannot rot).
+bench-small:
+	bash test/bench/run.sh small
+
+# Container images for the multi-host deployment, built offline from Debian packages.
+images:
+	bash deploy/images.sh
+
+compose-up: images
+	bash deploy/compose-up.sh
+
+compose-test:
+	bash deploy/compose-test.sh

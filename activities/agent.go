@@ -209,7 +209,8 @@ type Progress struct {
 	BytesTotal int64
 	FilesDone  int64
 	FilesTotal int64
-	// Staging is the pull's staging directory: a taker links what is already there.
+	// Staging is the pull's staging directory, relative to the target root: a taker links
+	// what is already there.
 	Staging string
 	Agent   string
 	Epoch   int64
@@ -271,7 +272,8 @@ type PullInput struct {
 	ReplicaName string
 	// Epoch fences this attempt: the target refuses it once a newer one was recorded.
 	Epoch int64
-	// ResumeFrom is the staging dir of a failed attempt whose restored files may be reused.
+	// ResumeFrom is the staging dir of a failed attempt whose restored files may be reused,
+	// relative to the target root.
 	ResumeFrom string
 	Keep       int
 }
@@ -297,7 +299,24 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		return PullResult{}, err
 	}
 	start := time.Now()
-	hb := newHeartbeater(ctx, Progress{Step: "pull", Phase: "open", Agent: a.Host, Epoch: in.Epoch})
+	// The staging dir travels in heartbeats relative to the target root: the taker may see
+	// the target storage at another mount path.
+	staging, err := dataplane.StagingPath(in.TargetRoot, in.Dataset, in.ReplicaName, in.Epoch)
+	if err != nil {
+		return PullResult{}, badInput(err)
+	}
+	stagingRel, err := filepath.Rel(in.TargetRoot, staging)
+	if err != nil {
+		return PullResult{}, badInput(err)
+	}
+	resumeFrom := ""
+	if in.ResumeFrom != "" {
+		if !filepath.IsLocal(in.ResumeFrom) {
+			return PullResult{}, badInput(fmt.Errorf("resume staging dir %q must be relative to the target root", in.ResumeFrom))
+		}
+		resumeFrom = filepath.Join(in.TargetRoot, in.ResumeFrom)
+	}
+	hb := newHeartbeater(ctx, Progress{Step: "pull", Phase: "open", Agent: a.Host, Epoch: in.Epoch, Staging: stagingRel})
 	defer hb.stop()
 	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
 		Repo:        a.repoConfig(in.Repo),
@@ -308,9 +327,9 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		ReplicaName: in.ReplicaName,
 		Epoch:       in.Epoch,
 		Agent:       a.Host,
-		ResumeFrom:  in.ResumeFrom,
+		ResumeFrom:  resumeFrom,
 		Keep:        in.Keep,
-	}, func(p dataplane.Progress) { hb.update(fromDataplane("pull", a.Host, p, "", in.Epoch)) })
+	}, func(p dataplane.Progress) { hb.update(fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)) })
 	if err != nil {
 		return PullResult{}, classify(ctx, "pull", err, hb.last())
 	}
@@ -331,9 +350,6 @@ func (a *Agent) checkRoute(agent string) error {
 }
 
 func fromDataplane(step, agent string, p dataplane.Progress, staging string, epoch int64) Progress {
-	if staging == "" {
-		staging = p.Staging
-	}
 	return Progress{Step: step, Phase: p.Phase, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, FilesDone: p.FilesDone, FilesTotal: p.FilesTotal, Staging: staging, Agent: agent, Epoch: epoch}
 }
 

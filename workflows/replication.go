@@ -294,9 +294,10 @@ func nonRetryable(err error) error {
 }
 
 func shortID(id string) string {
+	// Run IDs are UUIDv7: the leading digits are a timestamp, the trailing ones random.
 	id = strings.ReplaceAll(id, "-", "")
 	if len(id) > 8 {
-		return id[:8]
+		return id[len(id)-8:]
 	}
 	return id
 }

@@ -185,10 +185,13 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	res := PushResult{
 		ImageID:   string(id),
 		RootID:    man.RootObjectID().String(),
-		Bytes:     man.Stats.TotalFileSize,
-		Files:     int64(man.Stats.TotalFileCount),
 		Reused:    int64(man.Stats.CachedFiles),
 		StartTime: man.StartTime.ToTime(),
+	}
+
+	// man.Stats counts only files read by this push; the summary covers all.
+	if s := man.RootEntry.DirSummary; s != nil {
+		res.Files, res.Bytes = s.TotalFileCount, s.TotalFileSize
 	}
 
 	r.log("pushed image", "job", req.Job, "image", res.ImageID, "files", res.Files, "bytes", res.Bytes,

@@ -84,6 +84,8 @@ type Repos struct {
 
 	mu    sync.Mutex
 	repos map[string]*openRepo
+
+	hooks pullHooks // tests only
 }
 
 type openRepo struct {

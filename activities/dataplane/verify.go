@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"sort"
 	"sync"
 	"syscall"
@@ -20,7 +21,6 @@ import (
 	"github.com/kopia/kopia/repo/hashing"
 	"github.com/kopia/kopia/repo/object"
 	"github.com/kopia/kopia/snapshot"
-	"github.com/kopia/kopia/snapshot/snapshotfs"
 )
 
 // Content verification recomputes each file's kopia object from the file on
@@ -208,16 +208,14 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 
 	var jobs []contentJob
 
-	rootEnt, ok := snapshotfs.EntryFromDirEntry(dr, root).(kfs.Directory)
-	if !ok {
-		return fmt.Errorf("image root %v is not a directory", root.ObjectID)
-	}
-
-	if err := verifyMeta(dir, ".", root, o.checkOwner); err != nil {
+	// A directory's own metadata is checked after its contents, so the most
+	// specific difference (e.g. an extra file rather than the changed mtime
+	// of its directory) is the one reported.
+	if err := walkVerify(ctx, dr, root.ObjectID, dir, ".", o, &jobs); err != nil {
 		return err
 	}
 
-	if err := walkVerify(ctx, dr, rootEnt, dir, ".", o, &jobs); err != nil {
+	if err := verifyMeta(dir, ".", root, o.checkOwner); err != nil {
 		return err
 	}
 
@@ -259,14 +257,14 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 	return err
 }
 
-func walkVerify(ctx context.Context, dr repo.DirectRepository, d kfs.Directory, dir, rel string, o verifyOptions, jobs *[]contentJob) error {
+func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir, rel string, o verifyOptions, jobs *[]contentJob) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 
-	ents, err := kfs.GetAllEntries(ctx, d)
+	ents, err := readImageDir(ctx, dr, d)
 	if err != nil {
-		return fmt.Errorf("reading image directory %s: %w", rel, err)
+		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
 
 	have, err := os.ReadDir(filepath.Join(dir, filepath.FromSlash(rel)))
@@ -276,7 +274,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d kfs.Directory, 
 
 	want := map[string]bool{}
 	for _, e := range ents {
-		want[e.Name()] = true
+		want[e.Name] = true
 	}
 
 	var extra []string
@@ -292,40 +290,33 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d kfs.Directory, 
 		return fmt.Errorf("%w: %s: unexpected entry not in the image", ErrVerify, path.Join(rel, extra[0]))
 	}
 
-	for _, e := range ents {
-		crel := path.Join(rel, e.Name())
+	for _, de := range ents {
+		crel := path.Join(rel, de.Name)
 
-		hd, ok := e.(snapshot.HasDirEntry)
-		if !ok {
-			return fmt.Errorf("image entry %s has no dir entry", crel)
-		}
-
-		de := hd.DirEntry()
-
-		if err := verifyMeta(dir, crel, de, o.checkOwner); err != nil {
-			return err
+		if de.Type != snapshot.EntryTypeDirectory {
+			if err := verifyMeta(dir, crel, de, o.checkOwner); err != nil {
+				return err
+			}
 		}
 
 		switch de.Type {
 		case snapshot.EntryTypeDirectory:
-			sub, ok := e.(kfs.Directory)
-			if !ok {
-				return fmt.Errorf("image entry %s is not a directory", crel)
+			if st, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(crel))); err != nil || !st.IsDir() {
+				return verifyMeta(dir, crel, de, o.checkOwner) // reports the type/existence difference
 			}
 
-			if err := walkVerify(ctx, dr, sub, dir, crel, o, jobs); err != nil {
+			if err := walkVerify(ctx, dr, de.ObjectID, dir, crel, o, jobs); err != nil {
+				return err
+			}
+
+			if err := verifyMeta(dir, crel, de, o.checkOwner); err != nil {
 				return err
 			}
 
 		case snapshot.EntryTypeSymlink:
-			sl, ok := e.(kfs.Symlink)
-			if !ok {
-				return fmt.Errorf("image entry %s is not a symlink", crel)
-			}
-
-			want, err := sl.Readlink(ctx)
+			want, err := readImageSymlink(ctx, dr, de)
 			if err != nil {
-				return fmt.Errorf("reading image symlink %s: %w", crel, err)
+				return fmt.Errorf("image symlink %s: %w", crel, err)
 			}
 
 			got, err := os.Readlink(filepath.Join(dir, filepath.FromSlash(crel)))
@@ -461,4 +452,42 @@ func parallelDo(ctx context.Context, workers, n int, fn func(i int) error) error
 	}
 
 	return ctx.Err()
+}
+
+// VerifyReplica checks that dir (e.g. a published replica) is identical to
+// image imageID of the job's dataset (same checks as a pull's "full"
+// verification). It returns nil, ErrVerify naming the first difference,
+// ErrNotFound, or another error.
+func (r *Repos) VerifyReplica(ctx context.Context, cfg RepoConfig, job, dataset, imageID, dir string, parallel int) error {
+	if err := checkJob(job); err != nil {
+		return err
+	}
+
+	if err := checkDataset("Dataset", dataset); err != nil {
+		return err
+	}
+
+	if err := checkAbs("dir", dir); err != nil {
+		return err
+	}
+
+	if imageID == "" {
+		return badInput("ImageID", "must not be empty")
+	}
+
+	dr, err := r.open(ctx, cfg, false)
+	if err != nil {
+		return err
+	}
+
+	man, err := loadImage(ctx, dr, imageID, job, dataset)
+	if err != nil {
+		return err
+	}
+
+	if parallel <= 0 {
+		parallel = runtime.NumCPU()
+	}
+
+	return verifyTree(ctx, dr, man.RootEntry, dir, verifyOptions{checkOwner: os.Geteuid() == 0, parallel: parallel})
 }

@@ -23,6 +23,20 @@
 //
 // Anything else (invalid request, unreadable private key or known_hosts file)
 // is a plain error: a local configuration problem.
+//
+// Local runs exec the script directly (it needs a #! line) with /dev/null as
+// stdin, ScriptsDir as working directory, PATH and HOME plus Request.Env as
+// environment, in its own process group.
+//
+// SSH runs open one connection per Run with two sessions: a check (`test`
+// commands, giving ErrNoScript) and the run itself. The remote login shell
+// must be POSIX (sh, bash, dash, ksh, zsh). The script gets /dev/null as
+// stdin; a small shell wrapper watches the session's stdin and KILLs the
+// session's process group when it closes, so the script and its children
+// die on timeout, on cancellation and also when the agent's connection
+// drops. In both modes a background process the script leaves behind (a
+// daemon started by a resume script) survives a normal exit, and Run waits
+// at most about a second for it to release the output pipes.
 package hostexec
 
 import (
@@ -96,7 +110,9 @@ type Result struct {
 	// signal or its status is unknown. Over SSH a script killed by a signal
 	// other than our timeout kill reports 128+signal, as a shell does.
 	ExitCode int
-	// TimedOut is true when Request.Timeout expired and the script was killed.
+	// TimedOut is true when Request.Timeout expired and the script was killed
+	// (error nil). Over SSH it is also set, with an ErrUnreachable error,
+	// when the timeout expired before the script could start.
 	TimedOut bool
 	// OutputTail holds the last Request.OutputTail bytes of combined output
 	// as valid UTF-8 (invalid bytes become U+FFFD). When output was dropped

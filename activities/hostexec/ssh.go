@@ -3,6 +3,7 @@ package hostexec
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -63,74 +64,75 @@ func runSSH(ctx, runCtx context.Context, r *Request, tail *tailBuffer, res *Resu
 	// Pre-check in its own session, so a missing script is a clear
 	// ErrNoScript instead of an ambiguous exit code 126/127 of the real run.
 	checkOut := newTailBuffer(512)
-	checkErr, killed := runSession(runCtx, client, checkCommand(r), checkOut)
+	check, killed := runSession(runCtx, client, checkCommand(r), checkOut)
 	if killed {
 		return interruptedBeforeStart(ctx, where, res)
 	}
-	switch code, known := exitStatus(checkErr); {
-	case !known:
-		return fmt.Errorf("%s: checking script: %w: %w", where, ErrUnreachable, checkErr)
-	case code == 0:
-	case code == checkNoDir:
+	switch {
+	case !check.known:
+		return fmt.Errorf("%s: checking script: %w: %w", where, ErrUnreachable, check.err)
+	case check.code == 0:
+	case check.code == checkNoDir:
 		return fmt.Errorf("%s: scripts dir %s does not exist: %w", where, r.ScriptsDir, ErrNoScript)
-	case code == checkNoFile:
+	case check.code == checkNoFile:
 		return fmt.Errorf("%s: script %s/%s does not exist: %w", where, r.ScriptsDir, r.Script, ErrNoScript)
-	case code == checkNotRegular:
+	case check.code == checkNotRegular:
 		return fmt.Errorf("%s: script %s/%s is not a regular file: %w", where, r.ScriptsDir, r.Script, ErrNoScript)
-	case code == checkNotExec:
+	case check.code == checkNotExec:
 		return fmt.Errorf("%s: script %s/%s is not executable: %w", where, r.ScriptsDir, r.Script, ErrNoScript)
 	default:
-		return fmt.Errorf("%s: checking script %s/%s: unexpected exit %d (is the login shell POSIX?): %q",
-			where, r.ScriptsDir, r.Script, code, checkOut.String())
+		return fmt.Errorf("%s: checking script %s/%s: unexpected exit %d signal %q (is the login shell POSIX?): %q",
+			where, r.ScriptsDir, r.Script, check.code, check.signal, checkOut.String())
 	}
 
-	waitErr, killed := runSession(runCtx, client, runCommand(r), tail)
-	code, known := exitStatus(waitErr)
-	if known {
-		res.ExitCode = code
+	run, killed := runSession(runCtx, client, runCommand(r), tail)
+	if run.known {
+		res.ExitCode = run.code
 	}
-	if killed && (!known || code == -1) {
+	if killed && (!run.known || run.code == -1) {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%s: script %s killed: %w", where, r.Script, err)
 		}
 		res.TimedOut = true
 		return nil
 	}
-	if !known {
-		return fmt.Errorf("%s: connection lost while %s ran, outcome unknown: %w: %w", where, r.Script, ErrUnreachable, waitErr)
+	if !run.known {
+		return fmt.Errorf("%s: connection lost while %s ran, outcome unknown: %w: %w", where, r.Script, ErrUnreachable, run.err)
 	}
 	return nil
 }
 
-// runSession runs cmd in a new session and waits for its exit status. If
-// runCtx ends first it asks for the command to be killed (a KILL signal
-// request, which OpenSSH delivers to the session's process group, and EOF on
-// stdin, see runCommand) and waits up to killGrace for the exit status;
-// killed reports that. Like the local WaitDelay, output is read for at most
-// drainDelay after the exit status, so a daemon the script left holding its
-// stdout cannot block the run.
-func runSession(runCtx context.Context, client *ssh.Client, cmd string, out io.Writer) (waitErr error, killed bool) {
-	sess, err := client.NewSession()
+// exitInfo is how a remote command ended.
+type exitInfo struct {
+	known  bool   // an exit-status or exit-signal arrived
+	code   int    // exit status; -1 when signal is set
+	signal string // e.g. "KILL" when killed by a signal
+	err    error  // why the outcome is unknown
+}
+
+// runSession runs cmd on a new session channel and waits for its exit
+// status. It uses the raw channel rather than ssh.Session because
+// Session.Wait returns only when the channel closes, which sshd delays until
+// every process holding the script's stdout/stderr exits: a resume script
+// starting a daemon would block the run. Here, as with the local WaitDelay,
+// output is read for at most drainDelay after the exit status.
+//
+// If runCtx ends first it asks for the command to be killed (a KILL signal
+// request, which OpenSSH delivers to the session's process group when the
+// session is privilege separated, and EOF on stdin, see runCommand) and
+// waits up to killGrace for the exit status; killed reports that.
+func runSession(runCtx context.Context, client *ssh.Client, cmd string, out io.Writer) (info exitInfo, killed bool) {
+	ch, reqs, err := client.OpenChannel("session", nil)
 	if err != nil {
-		return err, false
+		return exitInfo{code: -1, err: fmt.Errorf("opening session: %w", err)}, false
 	}
-	defer sess.Close()
-	// Held open for the run: closing it is the kill request runCommand's
-	// watcher acts on.
-	stdin, err := sess.StdinPipe()
-	if err != nil {
-		return err, false
-	}
-	stdout, err := sess.StdoutPipe()
-	if err != nil {
-		return err, false
-	}
-	stderr, err := sess.StderrPipe()
-	if err != nil {
-		return err, false
-	}
+	defer ch.Close()
+
+	exited := make(chan exitInfo, 1)
+	go func() { exited <- awaitExit(reqs) }()
+
 	var copying sync.WaitGroup
-	for _, pipe := range []io.Reader{stdout, stderr} {
+	for _, pipe := range []io.Reader{ch, ch.Stderr()} {
 		copying.Go(func() { _, _ = io.Copy(out, pipe) })
 	}
 	defer func() {
@@ -142,42 +144,64 @@ func runSession(runCtx context.Context, client *ssh.Client, cmd string, out io.W
 		}
 	}()
 
-	if err := sess.Start(cmd); err != nil {
-		return err, false
+	ok, err := ch.SendRequest("exec", true, ssh.Marshal(struct{ Command string }{cmd}))
+	if err != nil {
+		return exitInfo{code: -1, err: fmt.Errorf("starting command: %w", err)}, false
 	}
-	done := make(chan error, 1)
-	go func() { done <- sess.Wait() }()
+	if !ok {
+		return exitInfo{code: -1, err: errors.New("server refused to run the command")}, false
+	}
+	// stdin stays open for the run: closing it is the kill request that
+	// runCommand's watcher acts on.
+
 	select {
-	case err := <-done:
-		return err, false
+	case info := <-exited:
+		return info, false
 	case <-runCtx.Done():
 	}
-	_ = sess.Signal(ssh.SIGKILL) // works for non-root (privilege separated) sessions
-	_ = stdin.Close()            // works everywhere with runCommand's watcher
+	_, _ = ch.SendRequest("signal", false, ssh.Marshal(struct{ Signal string }{string(ssh.SIGKILL)}))
+	_ = ch.CloseWrite()
 	select {
-	case err := <-done:
-		return err, true
+	case info := <-exited:
+		return info, true
 	case <-time.After(killGrace):
-		// No answer: tear the connection down, which unblocks Wait.
+		// No answer: tear the connection down, which ends awaitExit.
 		client.Close()
-		return <-done, true
+		return <-exited, true
 	}
 }
 
-// exitStatus maps a session's Wait error to an exit code: -1 for a signal.
-// known is false when no exit status arrived (connection or channel lost).
-func exitStatus(err error) (code int, known bool) {
-	if err == nil {
-		return 0, true
-	}
-	var ee *ssh.ExitError
-	if errors.As(err, &ee) {
-		if ee.Signal() != "" {
-			return -1, true
+// awaitExit reads the session's requests until an exit-status or
+// exit-signal arrives or the channel closes, then keeps discarding them so
+// the connection never blocks on an unread request.
+func awaitExit(reqs <-chan *ssh.Request) exitInfo {
+	info := exitInfo{code: -1, err: errors.New("session closed without an exit status")}
+	for req := range reqs {
+		switch req.Type {
+		case "exit-status":
+			if len(req.Payload) >= 4 {
+				info = exitInfo{known: true, code: int(binary.BigEndian.Uint32(req.Payload))}
+			}
+		case "exit-signal":
+			var sig struct {
+				Signal     string
+				CoreDumped bool
+				Error      string
+				Lang       string
+			}
+			if ssh.Unmarshal(req.Payload, &sig) == nil {
+				info = exitInfo{known: true, code: -1, signal: sig.Signal}
+			}
 		}
-		return ee.ExitStatus(), true
+		if req.WantReply {
+			_ = req.Reply(false, nil)
+		}
+		if info.known {
+			go ssh.DiscardRequests(reqs)
+			return info
+		}
 	}
-	return -1, false
+	return info
 }
 
 // interruptedBeforeStart reports that ctx or the timeout ended before the
@@ -420,11 +444,11 @@ func runCommand(r *Request) string {
 		b.WriteByte(' ')
 	}
 	fmt.Fprintf(&b, "./%s 3<&- &\n", shellQuote(r.Script))
-	// After the script starts, the shell's own stderr is silenced: bash
-	// reports the killed watcher ("Killed ...") there, which must not mix
-	// with the script's output.
+	// After the script starts, the shell lets go of the channel's output:
+	// bash reports the killed watcher ("Killed ...") on its stderr, which must
+	// not mix with the script's output.
 	b.WriteString(`s=$!
-exec 2>/dev/null
+exec >/dev/null 2>&1
 { while read -r _ <&3; do :; done; kill -s KILL 0; } &
 w=$!
 wait "$s"

@@ -192,6 +192,10 @@ func (s *Server) Stop() {
 	})
 }
 
+// Pid is the process id of the listening sshd; connections are handled by
+// its child processes.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Log returns what sshd logged so far.
 func (s *Server) Log() string { return s.log.String() }
 

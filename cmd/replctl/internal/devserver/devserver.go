@@ -71,8 +71,9 @@ type Server struct {
 // Start starts the Temporal server (and the UI unless UIPort is -1). It returns
 // once the frontend answers, the namespace exists and every requested search
 // attribute is defined and visible to the services. Both ports are checked
-// before anything starts, so a busy port gives a clear error and no side effects
-// beyond creating the DB directory.
+// before anything is created or started, so a busy port gives a clear error
+// and no side effects. A file DB is locked (DBFile + ".lock") while the server
+// runs, so a second server on the same file is refused.
 func Start(ctx context.Context, o Options) (*Server, error) {
 	o, level, err := normalize(o)
 	if err != nil {

@@ -1,0 +1,149 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestMeasurePushPull times push and pull of a generated tree. It is skipped
+// unless REPLCTL_MEASURE is set:
+//
+//	REPLCTL_MEASURE=1 go test ./activities/dataplane -run TestMeasurePushPull -v
+//
+// Knobs: REPLCTL_MEASURE_FILES (default 20000), REPLCTL_MEASURE_MB (total
+// size, default 200), REPLCTL_MEASURE_DIR (where to create data; default a
+// temp dir). Times include the final syncfs of each pull (durable replica).
+func TestMeasurePushPull(t *testing.T) {
+	if os.Getenv("REPLCTL_MEASURE") == "" {
+		t.Skip("set REPLCTL_MEASURE=1 to run")
+	}
+
+	files := envInt("REPLCTL_MEASURE_FILES", 20000)
+	totalMB := envInt("REPLCTL_MEASURE_MB", 200)
+
+	base := os.Getenv("REPLCTL_MEASURE_DIR")
+	if base == "" {
+		base = t.TempDir()
+	} else {
+		base = filepath.Join(base, fmt.Sprintf("measure-%d", time.Now().UnixNano()))
+		t.Cleanup(func() { _ = removeTree(base) })
+	}
+
+	e := &env{
+		t:      t,
+		repos:  NewRepos(nil),
+		cfg:    RepoConfig{Dir: filepath.Join(base, "repo"), ClientDir: filepath.Join(base, "client")},
+		src:    filepath.Join(base, "src"),
+		target: filepath.Join(base, "target"),
+		job:    "measure",
+		ds:     "bench/data",
+	}
+	t.Cleanup(func() { _ = e.repos.Close() })
+	require.NoError(t, os.MkdirAll(e.target, 0o755))
+
+	size := totalMB << 20 / files
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	buf := make([]byte, size)
+
+	t0 := time.Now()
+
+	for i := range files {
+		for j := 0; j+8 <= len(buf); j += 8 {
+			v := rng.Uint64()
+			for k := range 8 {
+				buf[j+k] = byte(v >> (8 * k))
+			}
+		}
+
+		writeFile(t, filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i)), buf, 0o644, baseTime)
+	}
+
+	t.Logf("generated %d files x %d bytes (%d MiB) in %v", files, size, totalMB, time.Since(t0).Round(time.Millisecond))
+
+	ctx := context.Background()
+
+	timed := func(what string, fn func() string) {
+		start := time.Now()
+		detail := fn()
+
+		t.Logf("%-34s %8v  %s", what, time.Since(start).Round(time.Millisecond), detail)
+	}
+
+	var img1, img2 string
+
+	timed("push (full)", func() string {
+		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+		require.NoError(t, err)
+		img1 = r.ImageID
+
+		return fmt.Sprintf("files=%d bytes=%d reused=%d", r.Files, r.Bytes, r.Reused)
+	})
+
+	pull := func(img, name, verify string) string {
+		req := e.pullReq(img, name)
+		req.Verify = verify
+		phaseStart := map[string]time.Time{}
+		r, err := e.repos.Pull(ctx, req, func(p Progress) {
+			if _, ok := phaseStart[p.Phase]; !ok {
+				phaseStart[p.Phase] = time.Now()
+			}
+		})
+		require.NoError(t, err)
+
+		return fmt.Sprintf("linked=%d restored=%d verified=%v phases=%v", r.Linked, r.Restored, r.Verified, phaseOffsets(phaseStart))
+	}
+
+	timed("pull (full, verify=full)", func() string { return pull(img1, "p1", "full") })
+
+	// change 1% of the files
+	for i := 0; i < files; i += 100 {
+		writeFile(t, filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i)), []byte(strconv.Itoa(i)+" changed"), 0o644, baseTime.Add(time.Hour))
+	}
+
+	timed("push (1% changed)", func() string {
+		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+		require.NoError(t, err)
+		img2 = r.ImageID
+
+		return fmt.Sprintf("files=%d reused=%d", r.Files, r.Reused)
+	})
+
+	timed("pull (1% changed, verify=full)", func() string { return pull(img2, "p2", "full") })
+	timed("pull (same image, verify=changed)", func() string { return pull(img2, "p3", "changed") })
+
+	require.NoError(t, e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, img2, e.replicaDir(), 0))
+}
+
+func phaseOffsets(m map[string]time.Time) string {
+	var first time.Time
+	for _, v := range m {
+		if first.IsZero() || v.Before(first) {
+			first = v
+		}
+	}
+
+	s := ""
+	for _, ph := range []string{"link", "restore", "verify", "publish"} {
+		if v, ok := m[ph]; ok {
+			s += fmt.Sprintf(" %s@%v", ph, v.Sub(first).Round(time.Millisecond))
+		}
+	}
+
+	return s
+}
+
+func envInt(k string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+		return v
+	}
+
+	return def
+}

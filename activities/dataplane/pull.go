@@ -1,0 +1,930 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	kfs "github.com/kopia/kopia/fs"
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/manifest"
+	"github.com/kopia/kopia/repo/object"
+	"github.com/kopia/kopia/snapshot"
+	"golang.org/x/sys/unix"
+)
+
+// PullRequest asks for image ImageID to be materialised as a new replica of
+// Dataset under TargetRoot.
+type PullRequest struct {
+	Repo    RepoConfig
+	Job     string
+	ImageID string
+	// TargetRoot is the absolute target storage mount T.
+	TargetRoot string
+	// Dataset D is relative; T/D becomes a symlink to the replica.
+	Dataset string
+	// ReplicaName is caller-unique, e.g. 20261123T014500Z-<run8>.
+	ReplicaName string
+	// Epoch fences stale agents: the pull refuses to run or publish once a
+	// higher epoch is recorded for the dataset. Use a new, higher epoch for
+	// every attempt that may overlap an earlier one.
+	Epoch int64
+	Agent string
+	// ResumeFrom is the staging dir of a failed earlier attempt (see
+	// StagingPath); its complete files are hard-linked, never modified.
+	ResumeFrom string
+	// Keep is the number of replicas kept (default 3, including the current).
+	Keep int
+	// Verify is "full" (default: every file's content is checked) or
+	// "changed" (content of files hard-linked from the verified current
+	// replica with an unchanged object ID is not re-read).
+	Verify string
+	// WriteDeadline, if set, is when this attempt must stop writing: no write
+	// or publish after it (ErrFenced).
+	WriteDeadline time.Time
+	// Parallel file writers/verifiers (default runtime.NumCPU()).
+	Parallel int
+}
+
+// PullResult describes a pull. On error the fields known so far are set
+// (StagingPath in particular, for ResumeFrom).
+type PullResult struct {
+	ReplicaName, ReplicaPath, LinkPath, StagingPath string
+	Bytes, Files                                    int64 // totals of the image
+	Linked                                          int64 // files hard-linked from an earlier replica or attempt
+	Restored                                        int64 // files written from the repository
+	Verified                                        bool
+}
+
+// pullHooks lets tests act at precise points of a pull.
+type pullHooks struct {
+	afterFileRestored func(n int64)        // after each restored file (n restored so far)
+	beforeVerify      func(staging string) // after all writes, before verification
+}
+
+// Pull materialises an image as a new replica: staging, verification,
+// atomic publish (symlink swap), fencing and retention. See the package doc.
+func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progress)) (PullResult, error) {
+	var res PullResult
+
+	if err := validatePull(&req); err != nil {
+		return res, err
+	}
+
+	l := newLayout(req.TargetRoot, req.Dataset)
+	staging := l.stagingDir(req.ReplicaName, req.Epoch)
+	res = PullResult{
+		ReplicaName: req.ReplicaName,
+		ReplicaPath: l.replicaDir(req.ReplicaName),
+		LinkPath:    l.link,
+		StagingPath: staging,
+	}
+
+	if req.ResumeFrom != "" && filepath.Dir(req.ResumeFrom) != l.staging {
+		return res, badInput("ResumeFrom", "%s is not a staging dir of dataset %s (expected in %s)", req.ResumeFrom, req.Dataset, l.staging)
+	}
+
+	if req.ResumeFrom == staging {
+		req.ResumeFrom = "" // our own earlier try: handled below
+	}
+
+	if err := l.checkLinkParents(); err != nil {
+		return res, err
+	}
+
+	dr, err := r.open(ctx, req.Repo, false)
+	if err != nil {
+		return res, err
+	}
+
+	man, err := loadImage(ctx, dr, req.ImageID, req.Job, req.Dataset)
+	if err != nil {
+		return res, err
+	}
+
+	if s := man.RootEntry.DirSummary; s != nil {
+		res.Files, res.Bytes = s.TotalFileCount, s.TotalFileSize
+	}
+
+	fence := OpenFence(req.TargetRoot, req.Dataset)
+	if err := fence.Advance(req.Epoch, req.Agent); err != nil {
+		return res, err
+	}
+
+	g := newGuard(ctx, fence, req.Epoch, req.WriteDeadline)
+	if err := g.check(false); err != nil {
+		return res, err
+	}
+
+	cur, err := l.currentReplica()
+	if err != nil {
+		return res, err
+	}
+
+	// Already published by an earlier try of this pull whose result got lost.
+	if _, err := os.Lstat(res.ReplicaPath); err == nil {
+		m, merr := readMeta(l.metaFile(req.ReplicaName))
+		if cur == req.ReplicaName && merr == nil && m.Image == req.ImageID {
+			res.Verified = m.Verified
+			res.StagingPath = ""
+			l.retain(req.Keep, req.Epoch, r.log)
+
+			return res, nil
+		}
+
+		return res, badInput("ReplicaName", "replica %s already exists", res.ReplicaPath)
+	}
+
+	for _, d := range []string{l.replicas, l.meta, l.staging} {
+		if err := os.MkdirAll(d, dirMode); err != nil {
+			return res, fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+
+	p := &puller{
+		ctx:      ctx,
+		dr:       dr,
+		g:        g,
+		rp:       newReporter(progress),
+		staging:  staging,
+		isRoot:   os.Geteuid() == 0,
+		parallel: req.Parallel,
+		hooks:    r.hooks,
+		trusted:  map[string]bool{},
+	}
+
+	// A staging dir with our own name is an earlier try with the same epoch
+	// (a retry on this host): move it aside and resume from it.
+	if _, err := os.Lstat(staging); err == nil {
+		aside := staging + ".old" + strconv.FormatInt(time.Now().UnixNano(), 10)
+		if err := os.Rename(staging, aside); err != nil {
+			return res, fmt.Errorf("moving earlier staging %s aside: %w", staging, err)
+		}
+
+		p.resume = append(p.resume, aside)
+	}
+
+	if req.ResumeFrom != "" {
+		if st, err := os.Lstat(req.ResumeFrom); err == nil && st.IsDir() {
+			p.resume = append(p.resume, req.ResumeFrom)
+		} else {
+			r.log("resume dir not usable, starting from scratch", "dir", req.ResumeFrom, "err", err)
+		}
+	}
+
+	if cur != "" {
+		p.cur = l.replicaDir(cur)
+		p.setPrevious(l.metaFile(cur), req.Job, r.log)
+	}
+
+	if err := os.Mkdir(staging, 0o700); err != nil {
+		return res, fmt.Errorf("creating staging dir: %w", err)
+	}
+
+	err = p.build(man.RootEntry)
+	res.Linked, res.Restored = p.linked.Load(), p.restored.Load()
+
+	if err != nil {
+		return res, err
+	}
+
+	if p.hooks.beforeVerify != nil {
+		p.hooks.beforeVerify(staging)
+	}
+
+	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp}
+	if req.Verify == "changed" {
+		vo.skipContent = func(rel string) bool { return p.trusted[rel] }
+	}
+
+	if err := verifyTree(ctx, dr, man.RootEntry, staging, vo); err != nil {
+		return res, err
+	}
+
+	res.Verified = true
+
+	if err := p.publish(l, req, man); err != nil {
+		return res, err
+	}
+
+	res.StagingPath = ""
+
+	p.rp.final()
+	l.retain(req.Keep, req.Epoch, r.log)
+
+	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,
+		"files", res.Files, "linked", res.Linked, "restored", res.Restored)
+
+	return res, nil
+}
+
+func validatePull(req *PullRequest) error {
+	if err := req.Repo.validate(); err != nil {
+		return err
+	}
+
+	if err := checkJob(req.Job); err != nil {
+		return err
+	}
+
+	if req.ImageID == "" {
+		return badInput("ImageID", "must not be empty")
+	}
+
+	if err := checkAbs("TargetRoot", req.TargetRoot); err != nil {
+		return err
+	}
+
+	if st, err := os.Stat(req.TargetRoot); err != nil || !st.IsDir() {
+		return badInput("TargetRoot", "%s is not an existing directory", req.TargetRoot)
+	}
+
+	if err := checkDataset("Dataset", req.Dataset); err != nil {
+		return err
+	}
+
+	if err := checkName("ReplicaName", req.ReplicaName); err != nil {
+		return err
+	}
+
+	if req.ResumeFrom != "" {
+		if err := checkAbs("ResumeFrom", req.ResumeFrom); err != nil {
+			return err
+		}
+	}
+
+	switch {
+	case req.Keep == 0:
+		req.Keep = 3
+	case req.Keep < 0:
+		return badInput("Keep", "%d must be at least 1", req.Keep)
+	}
+
+	switch req.Verify {
+	case "":
+		req.Verify = "full"
+	case "full", "changed":
+	default:
+		return badInput("Verify", "%q must be \"full\" or \"changed\"", req.Verify)
+	}
+
+	if req.Parallel <= 0 {
+		req.Parallel = runtime.NumCPU()
+	}
+
+	return nil
+}
+
+// loadImage loads a complete image of the job's dataset.
+func loadImage(ctx context.Context, rep repo.Repository, id, job, dataset string) (*snapshot.Manifest, error) {
+	man, err := snapshot.LoadSnapshot(ctx, rep, manifest.ID(id))
+	if errors.Is(err, snapshot.ErrSnapshotNotFound) {
+		return nil, fmt.Errorf("%w: image %s", ErrNotFound, id)
+	}
+
+	if err != nil {
+		return nil, fmt.Errorf("loading image %s: %w", id, err)
+	}
+
+	if want := sourceInfo(job, dataset); man.Source != want {
+		return nil, badInput("ImageID", "image %s is of %v, not of job %s dataset %s", id, man.Source, job, dataset)
+	}
+
+	if man.IncompleteReason != "" {
+		return nil, badInput("ImageID", "image %s is incomplete (%s)", id, man.IncompleteReason)
+	}
+
+	if man.RootEntry == nil || man.RootEntry.Type != snapshot.EntryTypeDirectory {
+		return nil, badInput("ImageID", "image %s has no root directory", id)
+	}
+
+	return man, nil
+}
+
+// puller builds one staging tree.
+type puller struct {
+	ctx      context.Context
+	dr       repo.DirectRepository
+	g        *guard
+	rp       *reporter
+	staging  string
+	resume   []string // earlier attempts' staging dirs (read + link only)
+	cur      string   // current replica dir ("" if none)
+	prevRoot *object.ID // root dir object of the current replica's image
+	trustCur bool // current replica was verified against prevRoot
+	isRoot   bool
+	parallel int
+	hooks    pullHooks
+
+	dirs     []dirItem   // every image dir, pre-order
+	toWrite  []writeItem // files and symlinks to write from the repository
+	resumeCk []writeItem // files with an exact-metadata candidate in a resume dir
+	trusted  map[string]bool
+
+	linked, restored atomic.Int64
+}
+
+type dirItem struct {
+	rel string
+	de  *snapshot.DirEntry
+}
+
+type writeItem struct {
+	rel  string
+	de   *snapshot.DirEntry
+	from string // resume candidate path (resumeCk only)
+}
+
+// setPrevious loads what the current replica was built from, so unchanged
+// files (same object ID in both images) can be linked from it.
+func (p *puller) setPrevious(metaFile, job string, log func(string, ...any)) {
+	m, err := readMeta(metaFile)
+	if err != nil || m.Job != job || m.Root == "" {
+		log("current replica has no usable meta; not linking from it", "meta", metaFile, "err", err)
+		return
+	}
+
+	oid, err := object.ParseID(m.Root)
+	if err != nil {
+		log("bad root in replica meta", "meta", metaFile, "err", err)
+		return
+	}
+
+	p.prevRoot = &oid
+	p.trustCur = m.Verified
+}
+
+// build fills the staging dir: plan + hard links ("link"), then writes
+// ("restore"), then directory attributes.
+func (p *puller) build(root *snapshot.DirEntry) error {
+	var files, bytes int64
+	if s := root.DirSummary; s != nil {
+		files, bytes = s.TotalFileCount, s.TotalFileSize
+	}
+
+	p.rp.setPhase("link", bytes, files)
+
+	p.dirs = append(p.dirs, dirItem{rel: ".", de: root})
+
+	if err := p.plan(root.ObjectID, p.prevRoot, "."); err != nil {
+		return err
+	}
+
+	if err := p.linkResumed(); err != nil {
+		return err
+	}
+
+	var wbytes int64
+	for _, it := range p.toWrite {
+		wbytes += it.de.FileSize
+	}
+
+	p.rp.setPhase("restore", wbytes, int64(len(p.toWrite)))
+
+	if err := parallelDo(p.ctx, p.parallel, len(p.toWrite), func(i int) error {
+		return p.write(p.toWrite[i])
+	}); err != nil {
+		if gerr := p.g.tripped(); gerr != nil {
+			return gerr
+		}
+
+		return err
+	}
+
+	// Children first, so setting a parent's mtime is the last change in it.
+	for i := len(p.dirs) - 1; i >= 0; i-- {
+		d := p.dirs[i]
+		if err := p.setAttrs(filepath.Join(p.staging, filepath.FromSlash(d.rel)), d.de, false); err != nil {
+			return err
+		}
+	}
+
+	return nil
+}
+
+// plan walks one image directory: creates it in staging, links files that
+// are provably unchanged from the current replica, queues the rest.
+func (p *puller) plan(d object.ID, prev *object.ID, rel string) error {
+	if err := p.g.check(false); err != nil {
+		return err
+	}
+
+	ents, err := readImageDir(p.ctx, p.dr, d)
+	if err != nil {
+		return fmt.Errorf("image directory %s: %w", rel, err)
+	}
+
+	var prevEnts map[string]*snapshot.DirEntry
+
+	if prev != nil {
+		// Unreadable (e.g. pruned and garbage-collected): just link nothing.
+		if pe, err := readImageDir(p.ctx, p.dr, *prev); err == nil {
+			prevEnts = make(map[string]*snapshot.DirEntry, len(pe))
+			for _, e := range pe {
+				prevEnts[e.Name] = e
+			}
+		}
+	}
+
+	for _, de := range ents {
+		crel := path.Join(rel, de.Name)
+		dst := filepath.Join(p.staging, filepath.FromSlash(crel))
+
+		switch de.Type {
+		case snapshot.EntryTypeDirectory:
+			if err := os.Mkdir(dst, 0o700); err != nil {
+				return fmt.Errorf("creating %s: %w", dst, err)
+			}
+
+			p.dirs = append(p.dirs, dirItem{rel: crel, de: de})
+
+			var psub *object.ID
+			if pe := prevEnts[de.Name]; pe != nil && pe.Type == snapshot.EntryTypeDirectory {
+				psub = &pe.ObjectID
+			}
+
+			if err := p.plan(de.ObjectID, psub, crel); err != nil {
+				return err
+			}
+
+		case snapshot.EntryTypeSymlink:
+			p.toWrite = append(p.toWrite, writeItem{rel: crel, de: de})
+
+		case snapshot.EntryTypeFile:
+			if err := p.g.check(true); err != nil {
+				return err
+			}
+
+			if p.planFile(crel, de, prevEnts[de.Name], dst) {
+				p.rp.addFile(de.FileSize)
+			}
+
+		default:
+			return fmt.Errorf("image entry %s has unsupported type %q", crel, de.Type)
+		}
+	}
+
+	return nil
+}
+
+// planFile links the file from the current replica if provably unchanged
+// and reports true; otherwise queues it (resume check or write).
+func (p *puller) planFile(rel string, de, prev *snapshot.DirEntry, dst string) bool {
+	for _, rs := range p.resume {
+		src := filepath.Join(rs, filepath.FromSlash(rel))
+		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
+			p.resumeCk = append(p.resumeCk, writeItem{rel: rel, de: de, from: src})
+			return false
+		}
+	}
+
+	// Same object ID in the image the current replica was verified against
+	// and identical metadata on disk: the content is the image's content.
+	if p.cur != "" && prev != nil && prev.Type == snapshot.EntryTypeFile && prev.ObjectID == de.ObjectID {
+		src := filepath.Join(p.cur, filepath.FromSlash(rel))
+		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
+			if err := os.Link(src, dst); err == nil {
+				p.linked.Add(1)
+				p.trusted[rel] = p.trustCur
+
+				return true
+			}
+		}
+	}
+
+	p.toWrite = append(p.toWrite, writeItem{rel: rel, de: de})
+
+	return false
+}
+
+// linkResumed checks candidates from resume dirs by content (a stale
+// attempt's files are never trusted on metadata alone) and links the good
+// ones; the others are written from the repository.
+func (p *puller) linkResumed() error {
+	if len(p.resumeCk) == 0 {
+		return nil
+	}
+
+	h, err := newContentHasher(p.dr)
+	if err != nil {
+		return err
+	}
+
+	var mu sync.Mutex
+
+	err = parallelDo(p.ctx, p.parallel, len(p.resumeCk), func(i int) error {
+		it := p.resumeCk[i]
+		if err := p.g.check(true); err != nil {
+			return err
+		}
+
+		dst := filepath.Join(p.staging, filepath.FromSlash(it.rel))
+
+		err := h.check(p.ctx, it.from, it.de.ObjectID, it.de.FileSize, nil)
+		if err == nil {
+			// Re-check metadata: the stale writer may have replaced the file.
+			if st, serr := os.Lstat(it.from); serr == nil && p.exactMeta(st, it.de) {
+				err = os.Link(it.from, dst)
+			} else {
+				err = errContent
+			}
+		}
+
+		if err != nil {
+			if p.ctx.Err() != nil {
+				return p.ctx.Err()
+			}
+
+			mu.Lock()
+			p.toWrite = append(p.toWrite, writeItem{rel: it.rel, de: it.de})
+			mu.Unlock()
+
+			return nil
+		}
+
+		p.linked.Add(1)
+		p.rp.addFile(it.de.FileSize)
+
+		return nil
+	})
+	if err != nil {
+		if gerr := p.g.tripped(); gerr != nil {
+			return gerr
+		}
+
+		return err
+	}
+
+	return nil
+}
+
+// exactMeta reports whether st matches de exactly (type, size, mtime to the
+// nanosecond, mode, and owner when we can set owners). Stricter than kopia's
+// incremental restore, which skips files whose size matches and mtime is
+// within 2 s and never re-applies mode/owner to skipped files.
+func (p *puller) exactMeta(st os.FileInfo, de *snapshot.DirEntry) bool {
+	if !st.Mode().IsRegular() || st.Size() != de.FileSize ||
+		st.ModTime().UnixNano() != de.ModTime.ToTime().UnixNano() ||
+		st.Mode()&kfs.ModBits != os.FileMode(de.Permissions)&kfs.ModBits {
+		return false
+	}
+
+	if p.isRoot {
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok || sys.Uid != de.UserID || sys.Gid != de.GroupID {
+			return false
+		}
+	}
+
+	return true
+}
+
+const copyChunk = 1 << 20
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return &b }}
+
+// write creates one file or symlink from the repository under a temporary
+// name (O_EXCL: never opens an existing inode), applies its attributes, and
+// renames it into place, so a final name only ever holds a complete entry.
+func (p *puller) write(it writeItem) error {
+	if err := p.g.check(true); err != nil {
+		return err
+	}
+
+	p.rp.setPath(it.rel)
+
+	dst := filepath.Join(p.staging, filepath.FromSlash(it.rel))
+	tmp := filepath.Join(filepath.Dir(dst), ".replctl-tmp-"+randHex(8))
+
+	var err error
+	if it.de.Type == snapshot.EntryTypeSymlink {
+		err = p.writeSymlink(it, tmp)
+	} else {
+		err = p.writeFile(it, tmp)
+	}
+
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+
+	if err != nil {
+		_ = os.Remove(tmp)
+
+		if gerr := p.g.tripped(); gerr != nil {
+			return gerr
+		}
+
+		return fmt.Errorf("restoring %s: %w", it.rel, err)
+	}
+
+	n := p.restored.Add(1)
+	p.rp.addFile(0)
+
+	if p.hooks.afterFileRestored != nil {
+		p.hooks.afterFileRestored(n)
+	}
+
+	return nil
+}
+
+func (p *puller) writeFile(it writeItem, tmp string) error {
+	r, err := p.dr.OpenObject(p.ctx, it.de.ObjectID)
+	if err != nil {
+		return fmt.Errorf("opening image object %v: %w", it.de.ObjectID, err)
+	}
+	defer r.Close()
+
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+
+	var n int64
+
+	for {
+		if err := p.g.check(false); err != nil {
+			f.Close()
+			return err
+		}
+
+		m, rerr := io.ReadFull(r, *bp)
+		if m > 0 {
+			if _, err := f.Write((*bp)[:m]); err != nil {
+				f.Close()
+				return err
+			}
+
+			n += int64(m)
+			p.rp.addBytes(int64(m))
+		}
+
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+
+		if rerr != nil {
+			f.Close()
+			return fmt.Errorf("reading image object %v: %w", it.de.ObjectID, rerr)
+		}
+	}
+
+	if err := f.Close(); err != nil {
+		return err
+	}
+
+	if n != it.de.FileSize {
+		return fmt.Errorf("image object %v has %d bytes, entry says %d", it.de.ObjectID, n, it.de.FileSize)
+	}
+
+	return p.setAttrs(tmp, it.de, false)
+}
+
+func (p *puller) writeSymlink(it writeItem, tmp string) error {
+	target, err := readImageSymlink(p.ctx, p.dr, it.de)
+	if err != nil {
+		return err
+	}
+
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+
+	return p.setAttrs(tmp, it.de, true)
+}
+
+// setAttrs applies owner (when root), mode, and mtime (atime = mtime, as
+// kopia does) to path. Owner first: chown clears setuid/setgid bits.
+func (p *puller) setAttrs(path string, de *snapshot.DirEntry, symlink bool) error {
+	if p.isRoot {
+		if err := os.Lchown(path, int(de.UserID), int(de.GroupID)); err != nil {
+			return fmt.Errorf("chown %s: %w", path, err)
+		}
+	}
+
+	if !symlink {
+		if err := os.Chmod(path, os.FileMode(de.Permissions)&kfs.ModBits); err != nil {
+			return fmt.Errorf("chmod %s: %w", path, err)
+		}
+	}
+
+	ts := unix.NsecToTimespec(de.ModTime.ToTime().UnixNano())
+
+	flags := 0
+	if symlink {
+		flags = unix.AT_SYMLINK_NOFOLLOW
+	}
+
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, []unix.Timespec{ts, ts}, flags); err != nil {
+		return fmt.Errorf("setting times of %s: %w", path, err)
+	}
+
+	return nil
+}
+
+// publish moves the verified staging dir to its replica name and swaps the
+// T/D symlink to it, under the fence lock and only if no newer epoch exists.
+func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) error {
+	p.rp.setPhase("publish", 0, 0)
+
+	if err := p.g.check(false); err != nil {
+		return err
+	}
+
+	// Restored data must be durable before any name points to it.
+	if err := syncFS(p.staging); err != nil {
+		return err
+	}
+
+	final := l.replicaDir(req.ReplicaName)
+	fence := p.g.fence
+
+	return fence.withLock(func() error {
+		if err := fence.check(req.Epoch); err != nil {
+			return err
+		}
+
+		if !req.WriteDeadline.IsZero() && time.Now().After(req.WriteDeadline) {
+			return fmt.Errorf("%w: write deadline passed (%s) before publish", ErrFenced, req.WriteDeadline.Format(time.RFC3339Nano))
+		}
+
+		if err := p.ctx.Err(); err != nil {
+			return fmt.Errorf("pull stopped before publish: %w", context.Cause(p.ctx))
+		}
+
+		// T/D may have changed since we started: never clobber user data.
+		if _, err := l.currentReplica(); err != nil {
+			return err
+		}
+
+		if err := renameDir(p.staging, final, p.isRoot); err != nil {
+			return err
+		}
+
+		// Renaming may touch the moved dir; restore the image's root times.
+		if err := p.setAttrs(final, man.RootEntry, false); err != nil {
+			return err
+		}
+
+		if err := syncDir(l.staging); err != nil {
+			return err
+		}
+
+		if err := syncDir(l.replicas); err != nil {
+			return err
+		}
+
+		meta, err := json.Marshal(replicaMeta{
+			Job: req.Job, Image: req.ImageID, Root: man.RootObjectID().String(),
+			Epoch: req.Epoch, Agent: req.Agent, Verified: true, Published: time.Now().UTC(),
+		})
+		if err != nil {
+			return err
+		}
+
+		if err := writeFileAtomic(l.metaFile(req.ReplicaName), meta, 0o644); err != nil {
+			return err
+		}
+
+		parent := filepath.Dir(l.link)
+		if err := os.MkdirAll(parent, dirMode); err != nil {
+			return fmt.Errorf("creating %s: %w", parent, err)
+		}
+
+		target, err := filepath.Rel(parent, final)
+		if err != nil {
+			return err
+		}
+
+		tmp := filepath.Join(parent, ".replctl-link-"+randHex(8))
+		if err := os.Symlink(target, tmp); err != nil {
+			return fmt.Errorf("creating temp link %s: %w", tmp, err)
+		}
+
+		// rename(2) replaces T/D atomically: readers see the old or the new replica.
+		if err := os.Rename(tmp, l.link); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("publishing %s: %w", l.link, err)
+		}
+
+		return syncDir(parent)
+	})
+}
+
+// renameDir renames a staging dir into place. Moving a directory to another
+// parent updates its ".." entry, which needs write permission on it: a
+// non-root agent lends itself u+w for the rename if the image's mode lacks it.
+func renameDir(from, to string, isRoot bool) error {
+	if _, err := os.Lstat(to); err == nil {
+		return fmt.Errorf("%w: replica %s already exists", ErrBadInput, to)
+	}
+
+	var restore os.FileMode
+
+	if !isRoot {
+		if st, err := os.Stat(from); err == nil && st.Mode().Perm()&0o200 == 0 {
+			restore = st.Mode() & kfs.ModBits
+			_ = os.Chmod(from, restore|0o200)
+		}
+	}
+
+	err := os.Rename(from, to)
+
+	if restore != 0 {
+		if err == nil {
+			_ = os.Chmod(to, restore)
+		} else {
+			_ = os.Chmod(from, restore)
+		}
+	}
+
+	if err != nil {
+		return fmt.Errorf("renaming %s to %s: %w", from, to, err)
+	}
+
+	return nil
+}
+
+// retain keeps the newest keep replicas (the current one always) and
+// removes leftover staging dirs of epochs up to ours. Errors are logged, not
+// returned: the new replica is already published.
+func (l layout) retain(keep int, epoch int64, log func(string, ...any)) {
+	reps, err := l.listReplicas()
+	if err != nil {
+		log("retention: listing replicas failed", "err", err)
+		return
+	}
+
+	kept := map[string]bool{}
+
+	for _, ri := range reps {
+		if ri.Current {
+			kept[ri.Name] = true
+		}
+	}
+
+	for _, ri := range reps {
+		if len(kept) >= keep {
+			break
+		}
+
+		kept[ri.Name] = true
+	}
+
+	for _, ri := range reps {
+		if kept[ri.Name] {
+			continue
+		}
+
+		// Re-check right before deleting: never delete what T/D points to.
+		if cur, err := l.currentReplica(); err != nil || cur == ri.Name {
+			continue
+		}
+
+		if err := removeTree(ri.Path); err != nil {
+			log("retention: removing replica failed", "replica", ri.Path, "err", err)
+			continue
+		}
+
+		_ = os.Remove(l.metaFile(ri.Name))
+	}
+
+	ents, err := os.ReadDir(l.staging)
+	if err != nil {
+		return
+	}
+
+	for _, e := range ents {
+		_, ep, ok := parseStagingName(e.Name())
+		if !ok || ep > epoch {
+			continue
+		}
+
+		if err := removeTree(filepath.Join(l.staging, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log("retention: removing staging failed", "dir", e.Name(), "err", err)
+		}
+	}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+
+	return hex.EncodeToString(b)
+}
