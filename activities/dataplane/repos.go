@@ -222,6 +222,20 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 	return rep, nil
 }
 
+var noCache = os.Getenv("REPLCTL_NOCACHE") != ""
+
+func cachingOptions(cfgFile string) content.CachingOptions {
+	if noCache {
+		return content.CachingOptions{}
+	}
+
+	return content.CachingOptions{
+		CacheDirectory:         filepath.Join(filepath.Dir(cfgFile), "cache"),
+		ContentCacheSizeBytes:  contentCacheBytes,
+		MetadataCacheSizeBytes: metadataCacheBytes,
+	}
+}
+
 func connectRepo(ctx context.Context, cfg RepoConfig, cfgFile, pw string) error {
 	st, err := filesystem.New(ctx, &filesystem.Options{Path: cfg.Dir}, false)
 	if err != nil {
@@ -236,11 +250,7 @@ func connectRepo(ctx context.Context, cfg RepoConfig, cfgFile, pw string) error 
 
 	err = repo.Connect(ctx, cfgFile, st, pw, &repo.ConnectOptions{
 		ClientOptions: repo.ClientOptions{Hostname: host, Username: "replctl"},
-		CachingOptions: content.CachingOptions{
-			CacheDirectory:         filepath.Join(filepath.Dir(cfgFile), "cache"),
-			ContentCacheSizeBytes:  contentCacheBytes,
-			MetadataCacheSizeBytes: metadataCacheBytes,
-		},
+		CachingOptions: cachingOptions(cfgFile),
 	})
 	if errors.Is(err, repo.ErrInvalidPassword) {
 		return fmt.Errorf("%w: wrong password in %s for repository %s", ErrBadInput, cfg.passwordFile(), cfg.Dir)

@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
@@ -13,6 +16,8 @@ import (
 // AgentOptions are the flags of `replctl agent`.
 type AgentOptions struct {
 	Host string
+	// PprofAddr serves net/http/pprof there when set (profiling the data plane).
+	PprofAddr string
 }
 
 // NewCmdAgent is `replctl agent --host NAME`: the agent of one host.
@@ -33,6 +38,11 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if o.PprofAddr != "" {
+				if err := servePprof(o.PprofAddr); err != nil {
+					return err
+				}
+			}
 			c, err := f.Client(cmd.Context())
 			if err != nil {
 				return err
@@ -49,7 +59,18 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.Host, "host", "", "name of this host in the config")
+	cmd.Flags().StringVar(&o.PprofAddr, "pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	return cmd
+}
+
+// servePprof serves the profiling endpoints on addr in the background.
+func servePprof(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--pprof %s: %w", addr, err)
+	}
+	go func() { _ = http.Serve(ln, nil) }()
+	return nil
 }
 
 // startAgent starts the agent of host.

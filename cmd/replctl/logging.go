@@ -22,7 +22,9 @@ func newLogger(w io.Writer, level string) *zap.Logger {
 // sdkLogger hands the Temporal SDK's logs to zap.
 type sdkLogger struct{ s *zap.SugaredLogger }
 
-func newSDKLogger(z *zap.Logger) log.Logger { return sdkLogger{z.WithOptions(zap.AddCallerSkip(1)).Sugar()} }
+func newSDKLogger(z *zap.Logger) log.Logger {
+	return sdkLogger{z.WithOptions(zap.AddCallerSkip(1)).Sugar()}
+}
 
 func (l sdkLogger) Debug(msg string, kv ...any) { l.s.Debugw(msg, fixKV(kv)...) }
 func (l sdkLogger) Info(msg string, kv ...any)  { l.s.Infow(msg, fixKV(kv)...) }

@@ -19,7 +19,7 @@ import (
 // Exit codes of replctl (documented in the README).
 const (
 	ExitOK          = 0
-	ExitFailure      = 1 // anything else: unreachable server, I/O
+	ExitFailure     = 1 // anything else: unreachable server, I/O
 	ExitUsage       = 2 // bad flags, arguments or config
 	ExitRunFailed   = 3 // the run ended failed or cancelled
 	ExitLeftQuiesce = 4 // the run ended failed AND left an application host quiesced
