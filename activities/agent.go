@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/replctl/replctl/activities/dataplane"
@@ -167,9 +166,12 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (ScriptResult, er
 	if in.Host.SSH != nil && in.Host.Name != a.Host {
 		req.SSH = &hostexec.SSHTarget{Address: in.Host.SSH.Address, User: in.Host.SSH.User, KeyFile: in.Host.SSH.KeyFile, KnownHostsFile: in.Host.SSH.KnownHostsFile, ConnectTimeout: in.Host.SSH.ConnectTimeout}
 	}
-	stop := heartbeatEvery(ctx, time.Second, func() any { return Progress{Step: in.Step, Phase: "script " + in.Script} })
+	ctx, l, err := startLease(ctx, Progress{Step: in.Step, Phase: "script " + in.Script, Agent: a.Host})
+	if err != nil {
+		return ScriptResult{}, err
+	}
 	res, err := hostexec.Run(ctx, req)
-	stop()
+	l.stop()
 	out := ScriptResult{Step: in.Step, Host: in.Host.Name, Agent: a.Host, Script: in.Script, Remote: res.Remote, ExitCode: res.ExitCode, TimedOut: res.TimedOut, OutputTail: res.OutputTail, Duration: res.Duration}
 	switch {
 	case errors.Is(err, hostexec.ErrHostKey):
@@ -179,8 +181,8 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (ScriptResult, er
 	case errors.Is(err, hostexec.ErrNoScript):
 		return out, badInput(err)
 	case err != nil:
-		if ctx.Err() != nil {
-			return out, ctx.Err()
+		if c := leaseCause(ctx); c != nil {
+			return out, c
 		}
 		return out, err
 	}
@@ -245,7 +247,10 @@ func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
 		return PushResult{}, err
 	}
 	start := time.Now()
-	hb := newHeartbeater(ctx, Progress{Step: "push", Phase: "open", Agent: a.Host})
+	ctx, hb, err := startLease(ctx, Progress{Step: "push", Phase: "open", Agent: a.Host})
+	if err != nil {
+		return PushResult{}, err
+	}
 	defer hb.stop()
 	res, err := a.dataplane().Push(ctx, dataplane.PushRequest{
 		Repo:      a.repoConfig(in.Repo),
@@ -255,7 +260,7 @@ func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
 		Tags:      map[string]string{"run": in.RunID, "agent": a.Host},
 	}, func(p dataplane.Progress) { hb.update(fromDataplane("push", a.Host, p, "", 0)) })
 	if err != nil {
-		return PushResult{}, classify(ctx, "push", err, hb.last())
+		return PushResult{}, classify(ctx, "push", err, hb.progress())
 	}
 	return PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start)}, nil
 }
@@ -290,6 +295,8 @@ type PullResult struct {
 	Restored    int64
 	Verified    bool
 	Epoch       int64
+	// ResumedFrom is the failed attempt's staging dir this pull reused ("" = fresh).
+	ResumedFrom string
 	Duration    time.Duration
 }
 
@@ -316,7 +323,10 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		}
 		resumeFrom = filepath.Join(in.TargetRoot, in.ResumeFrom)
 	}
-	hb := newHeartbeater(ctx, Progress{Step: "pull", Phase: "open", Agent: a.Host, Epoch: in.Epoch, Staging: stagingRel})
+	ctx, hb, err := startLease(ctx, Progress{Step: "pull", Phase: "open", Agent: a.Host, Epoch: in.Epoch, Staging: stagingRel})
+	if err != nil {
+		return PullResult{}, err
+	}
 	defer hb.stop()
 	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
 		Repo:        a.repoConfig(in.Repo),
@@ -331,9 +341,9 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		Keep:        in.Keep,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)) })
 	if err != nil {
-		return PullResult{}, classify(ctx, "pull", err, hb.last())
+		return PullResult{}, classify(ctx, "pull", err, hb.progress())
 	}
-	return PullResult{Agent: a.Host, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: in.Epoch, Duration: time.Since(start)}, nil
+	return PullResult{Agent: a.Host, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: in.Epoch, ResumedFrom: in.ResumeFrom, Duration: time.Since(start)}, nil
 }
 
 func (a *Agent) repoConfig(r RepoLocation) dataplane.RepoConfig {
@@ -364,6 +374,8 @@ func classify(ctx context.Context, step string, err error, last Progress) error 
 		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeFenced, err)
 	case errors.Is(err, dataplane.ErrVerify):
 		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeVerify, err, last)
+	case leaseCause(ctx) != nil:
+		return fmt.Errorf("%s stopped: %w", step, leaseCause(ctx))
 	case ctx.Err() != nil:
 		return ctx.Err()
 	}
@@ -384,63 +396,4 @@ func lastLine(s string) string {
 		}
 	}
 	return s
-}
-
-// heartbeater sends the latest progress as heartbeat details: on every update (the SDK
-// throttles them) and from a ticker, so a step that is busy inside one large file still
-// proves it is alive.
-type heartbeater struct {
-	mu   sync.Mutex
-	p    Progress
-	stop func()
-}
-
-func newHeartbeater(ctx context.Context, p Progress) *heartbeater {
-	h := &heartbeater{p: p}
-	h.stop = heartbeatEvery(ctx, time.Second, func() any { return h.last() })
-	return h
-}
-
-func (h *heartbeater) update(p Progress) {
-	h.mu.Lock()
-	h.p = p
-	h.mu.Unlock()
-}
-
-func (h *heartbeater) last() Progress {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.p
-}
-
-// heartbeatEvery records details() as a heartbeat now and every interval until stop is
-// called. The interval only bounds how stale details get; the SDK decides when to send.
-func heartbeatEvery(ctx context.Context, interval time.Duration, details func() any) (stop func()) {
-	if !activity.IsActivity(ctx) {
-		return func() {}
-	}
-	if hbt := activity.GetInfo(ctx).HeartbeatTimeout; hbt > 0 && hbt/4 < interval {
-		interval = hbt / 4
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	activity.RecordHeartbeat(ctx, details())
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx, details())
-			}
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }

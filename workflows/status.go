@@ -91,4 +91,6 @@ type Replica struct {
 	Verified bool   `json:"verified"`
 	Linked   int64  `json:"linked_files"`
 	Restored int64  `json:"restored_files"`
+	// ResumedFrom is the staging dir of a failed attempt the publishing pull continued.
+	ResumedFrom string `json:"resumed_from,omitempty"`
 }

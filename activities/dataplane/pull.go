@@ -322,10 +322,10 @@ type puller struct {
 	g        *guard
 	rp       *reporter
 	staging  string
-	resume   []string // earlier attempts' staging dirs (read + link only)
-	cur      string   // current replica dir ("" if none)
+	resume   []string   // earlier attempts' staging dirs (read + link only)
+	cur      string     // current replica dir ("" if none)
 	prevRoot *object.ID // root dir object of the current replica's image
-	trustCur bool // current replica was verified against prevRoot
+	trustCur bool       // current replica was verified against prevRoot
 	isRoot   bool
 	parallel int
 	hooks    pullHooks

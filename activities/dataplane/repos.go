@@ -249,7 +249,7 @@ func connectRepo(ctx context.Context, cfg RepoConfig, cfgFile, pw string) error 
 	}
 
 	err = repo.Connect(ctx, cfgFile, st, pw, &repo.ConnectOptions{
-		ClientOptions: repo.ClientOptions{Hostname: host, Username: "replctl"},
+		ClientOptions:  repo.ClientOptions{Hostname: host, Username: "replctl"},
 		CachingOptions: cachingOptions(cfgFile),
 	})
 	if errors.Is(err, repo.ErrInvalidPassword) {

@@ -1,0 +1,268 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replctl/replctl/activities"
+)
+
+// fakeAgents plays the agents of a test run: each activity looks at the queue it was sent
+// to, so tests can make one host's agent fail.
+type fakeAgents struct {
+	mu    sync.Mutex
+	calls []string // "step@agent" or "script:step:host@agent"
+	// fail returns the error an activity on agent fails with, or nil.
+	fail func(kind, agent string) error
+	// plan, if set, edits the plan the fake Plan activity returns.
+	plan func(*activities.Plan)
+}
+
+func agentOf(ctx context.Context) string {
+	q := activity.GetInfo(ctx).TaskQueue
+	return q[len("replctl-host-"):]
+}
+
+func (f *fakeAgents) record(s string) {
+	f.mu.Lock()
+	f.calls = append(f.calls, s)
+	f.mu.Unlock()
+}
+
+func (f *fakeAgents) RunScript(ctx context.Context, in activities.ScriptInput) (activities.ScriptResult, error) {
+	agent := agentOf(ctx)
+	f.record("script:" + in.Step + ":" + in.Host.Name + "@" + agent)
+	if err := f.fail("script:"+in.Step, agent); err != nil {
+		return activities.ScriptResult{}, err
+	}
+	return activities.ScriptResult{Step: in.Step, Host: in.Host.Name, Agent: agent, Script: in.Script}, nil
+}
+
+func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activities.PushResult, error) {
+	agent := agentOf(ctx)
+	f.record("push@" + agent)
+	if err := f.fail("push", agent); err != nil {
+		return activities.PushResult{}, err
+	}
+	return activities.PushResult{Agent: agent, ImageID: "img-1", Bytes: 10, Files: 2}, nil
+}
+
+func (f *fakeAgents) Pull(ctx context.Context, in activities.PullInput) (activities.PullResult, error) {
+	agent := agentOf(ctx)
+	f.record("pull@" + agent)
+	if err := f.fail("pull", agent); err != nil {
+		return activities.PullResult{}, err
+	}
+	return activities.PullResult{Agent: agent, ReplicaName: in.ReplicaName, ReplicaPath: in.TargetRoot + "/r", Verified: true, Epoch: in.Epoch, ResumedFrom: in.ResumeFrom}, nil
+}
+
+func testPlan() activities.Plan {
+	host := func(name string) activities.HostPlan {
+		return activities.HostPlan{Name: name, Queue: activities.HostQueue(name), Scripts: "/scripts", Mounts: []activities.Mount{{Storage: "a", Path: "/a"}, {Storage: "b", Path: "/b"}}}
+	}
+	return activities.Plan{
+		Job: "orders", Source: activities.Endpoint{Storage: "a", Dataset: "orders"}, Target: activities.Endpoint{Storage: "b", Dataset: "orders"},
+		Application:       activities.Application{Host: "a1", Quiesce: "freeze.sh", Resume: "thaw.sh", Takeover: "takeover.sh", Timeout: time.Minute},
+		Order:             activities.Order{Application: []string{"a1", "a2"}, Source: []string{"a1", "a2", "b2"}, Target: []string{"b1", "b2"}},
+		Hosts:             []activities.HostPlan{host("a1"), host("a2"), host("b1"), host("b2")},
+		Timeouts:          activities.Timeouts{Heartbeat: 2 * time.Second, ScheduleToStart: 3 * time.Second, StartToClose: time.Hour},
+		OnUnreachableHost: "fail", Retention: activities.Retention{Replicas: 3, Images: 10},
+		Repository: activities.Repository{Storage: "b", Path: ".replctl/repository"},
+	}
+}
+
+func runWorkflow(t *testing.T, f *fakeAgents) (Status, error, *testsuite.TestWorkflowEnvironment) {
+	t.Helper()
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(Replication, workflowOptions())
+	env.RegisterActivityWithOptions(func(ctx context.Context, in activities.PlanInput) (activities.PlanResult, error) {
+		if in.Job != "orders" {
+			return activities.PlanResult{}, temporal.NewNonRetryableApplicationError(`job "`+in.Job+`" is not defined`, activities.ErrTypeBadInput, nil)
+		}
+		p := testPlan()
+		if f.plan != nil {
+			f.plan(&p)
+		}
+		return activities.PlanResult{Plan: p}, nil
+	}, activityOptions(activities.PlanName))
+	env.RegisterActivityWithOptions(f.RunScript, activityOptions(activities.RunScriptName))
+	env.RegisterActivityWithOptions(f.Push, activityOptions(activities.PushName))
+	env.RegisterActivityWithOptions(f.Pull, activityOptions(activities.PullName))
+	env.ExecuteWorkflow(ReplicationWorkflowName, ReplicationInput{Job: "orders"})
+	require.True(t, env.IsWorkflowCompleted())
+	var st Status
+	err := env.GetWorkflowError()
+	if err == nil {
+		require.NoError(t, env.GetWorkflowResult(&st))
+	} else {
+		v, qerr := env.QueryWorkflow(StatusQuery)
+		require.NoError(t, qerr)
+		require.NoError(t, v.Get(&st))
+	}
+	return st, err, env
+}
+
+func heartbeatTimeout() error {
+	return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil, activities.Progress{Step: "pull", Staging: ".replctl/staging/x"})
+}
+
+func TestStepsRunInOrderOnPrimaries(t *testing.T) {
+	f := &fakeAgents{fail: func(string, string) error { return nil }}
+	st, err, _ := runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
+	assert.Equal(t, PhaseCompleted, st.Phase)
+	assert.Equal(t, "img-1", st.Image)
+	assert.Empty(t, st.QuiescedHost)
+	assert.True(t, st.Replica.Verified)
+}
+
+func TestHeartbeatTimeoutMovesStepToNextAgent(t *testing.T) {
+	f := &fakeAgents{}
+	f.fail = func(kind, agent string) error {
+		if kind == "pull" && agent == "b1" {
+			return heartbeatTimeout()
+		}
+		return nil
+	}
+	st, err, _ := runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "script:takeover:b1@b2", "pull@b2"}, f.calls)
+	require.Len(t, st.Takeovers, 1)
+	assert.Equal(t, Takeover{Role: "target", Step: "pull", From: "b1", To: "b2", Reason: "heartbeat timeout: agent died, stalled or was cut off", Time: st.Takeovers[0].Time}, st.Takeovers[0])
+	assert.Equal(t, ".replctl/staging/x", st.Replica.ResumedFrom, "the taker resumes from the failed attempt's staging dir")
+	assert.Equal(t, "b2", st.Agents.Target)
+}
+
+// Once a1 failed, later steps of the same role start at a2 (sticky index); resume, on the
+// application order, still runs on a1 if a1 is alive for it.
+func TestTakeoverIsStickyAndResumeAlwaysRuns(t *testing.T) {
+	f := &fakeAgents{}
+	f.fail = func(kind, agent string) error {
+		if agent == "a1" && kind == "push" {
+			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)
+		}
+		if kind == "push" { // every other source agent fails for good
+			return temporal.NewNonRetryableApplicationError("source is gone", activities.ErrTypeBadInput, nil)
+		}
+		return nil
+	}
+	st, err, _ := runWorkflow(t, f)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "source is gone")
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a1"}, f.calls,
+		"non-retryable error stops the step without takeover, and resume still runs")
+	assert.Equal(t, PhaseFailed, st.Phase)
+	assert.Empty(t, st.QuiescedHost)
+}
+
+func TestExhaustedOrderNamesEveryAgent(t *testing.T) {
+	f := &fakeAgents{}
+	f.fail = func(kind, agent string) error {
+		if kind == "pull" || (kind == "script:takeover" && agent == "b2") {
+			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)
+		}
+		return nil
+	}
+	_, err, _ := runWorkflow(t, f)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "pull failed on every target agent in order [b1, b2]")
+	assert.Contains(t, err.Error(), "b1: schedule-to-start timeout")
+	assert.Contains(t, err.Error(), "b2: schedule-to-start timeout")
+}
+
+func TestRetryableErrorsRetrySameAgentThenTakeOver(t *testing.T) {
+	f := &fakeAgents{}
+	f.fail = func(kind, agent string) error {
+		if kind == "push" && agent == "a1" {
+			return temporal.NewApplicationError("disk hiccup", "StepFailed")
+		}
+		return nil
+	}
+	st, err, _ := runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a1", "pull@b1"}, f.calls)
+	require.Len(t, st.Takeovers, 1)
+	assert.Contains(t, st.Takeovers[0].Reason, "failed 3 times: disk hiccup")
+}
+
+func TestResumeFailureLeavesHostQuiescedLoudly(t *testing.T) {
+	f := &fakeAgents{}
+	f.fail = func(kind, agent string) error {
+		if kind == "script:resume" {
+			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)
+		}
+		return nil
+	}
+	st, err, _ := runWorkflow(t, f)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "host a1 LEFT QUIESCED")
+	assert.Equal(t, "a1", st.QuiescedHost)
+	assert.Equal(t, PhaseFailed, st.Phase)
+}
+
+func TestUnreachableFailedHostPolicy(t *testing.T) {
+	f := &fakeAgents{}
+	f.fail = func(kind, agent string) error {
+		switch {
+		case kind == "push" && agent == "a1":
+			return heartbeatTimeout()
+		case kind == "script:takeover":
+			return temporal.NewNonRetryableApplicationError("dial a1: connection refused", activities.ErrTypeHostUnreachable, nil)
+		}
+		return nil
+	}
+	_, err, _ := runWorkflow(t, f)
+	require.Error(t, err, "default policy is fail")
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr))
+	assert.Equal(t, activities.ErrTypeHostUnreachable, appErr.Type())
+}
+
+func TestUnreachableFailedHostPolicyContinue(t *testing.T) {
+	f := &fakeAgents{plan: func(p *activities.Plan) { p.OnUnreachableHost = "continue" }}
+	f.fail = func(kind, agent string) error {
+		switch {
+		case kind == "push" && agent == "a1":
+			return heartbeatTimeout()
+		case kind == "script:takeover":
+			return temporal.NewNonRetryableApplicationError("dial a1: connection refused", activities.ErrTypeHostUnreachable, nil)
+		}
+		return nil
+	}
+	st, err, _ := runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.True(t, st.CrashConsistent)
+	require.NotEmpty(t, st.Notes)
+	assert.Contains(t, st.Notes[len(st.Notes)-1], "continuing crash-consistent")
+	assert.Equal(t, "a2", st.Agents.Source)
+}
+
+func workflowOptions() workflow.RegisterOptions {
+	return workflow.RegisterOptions{Name: ReplicationWorkflowName}
+}
+func activityOptions(name string) activity.RegisterOptions {
+	return activity.RegisterOptions{Name: name}
+}
+
+func TestBadJobNameIsRejectedBeforePlanning(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(Replication, workflowOptions())
+	env.ExecuteWorkflow(ReplicationWorkflowName, ReplicationInput{Job: "../x"})
+	err := env.GetWorkflowError()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `want {"job": "NAME"}`)
+}
