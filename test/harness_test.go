@@ -24,6 +24,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/server/temporaltest"
 
+	"github.com/replctl/replctl/activities/hostexec/sshtest"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -65,7 +66,7 @@ storage:
   - {name: array-a, path: %[1]s/storage/array-a}
   - {name: array-b, path: %[1]s/storage/array-b}
 hosts:
-  - {name: a1, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a1}
+  - {name: a1, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a1%[4]s}
   - {name: a2, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a2}
   - {name: b1, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b1}
   - {name: b2, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b2}
@@ -88,15 +89,27 @@ jobs:
 const testScript = `#!/bin/sh
 set -eu
 mkdir -p "$REPLCTL_STATE_DIR"
-echo "$REPLCTL_STEP host=$REPLCTL_HOST agent=$REPLCTL_AGENT failed=${REPLCTL_FAILED_HOST:-} run=$REPLCTL_RUN_ID" >> "$REPLCTL_STATE_DIR/markers.log"
+echo "$REPLCTL_STEP host=$REPLCTL_HOST agent=$REPLCTL_AGENT failed=${REPLCTL_FAILED_HOST:-} via=${SSH_CONNECTION:+ssh}${SSH_CONNECTION:-local} run=$REPLCTL_RUN_ID" >> "$REPLCTL_STATE_DIR/markers.log"
 `
 
-func newEnv(t *testing.T) *env {
-	return newEnvTimeouts(t, "1s", "2s")
+// envOptions vary the test world.
+type envOptions struct {
+	heartbeat, scheduleToStart string
+	// a1SSH, when set, makes other agents reach host a1 over SSH.
+	a1SSH *sshtest.Server
 }
 
-func newEnvTimeouts(t *testing.T, heartbeat, scheduleToStart string) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
+
+func newEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
+	if o.heartbeat == "" {
+		o.heartbeat, o.scheduleToStart = "1s", "2s"
+	}
+	connect := ""
+	if s := o.a1SSH; s != nil {
+		connect = fmt.Sprintf(", connect: {ssh: {address: %q, user: %s, key: %s, known_hosts: %s}}", s.Addr, s.User, s.KeyFile, s.KnownHostsFile)
+	}
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, agents: map[string]*exec.Cmd{}}
 	for _, d := range []string{"storage/array-a", "storage/array-b", "scripts"} {
@@ -106,7 +119,7 @@ func newEnvTimeouts(t *testing.T, heartbeat, scheduleToStart string) *env {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(testScript), 0o755))
 	}
 	e.cfgFile = filepath.Join(dir, "replctl.yaml")
-	require.NoError(t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(envConfig, dir, heartbeat, scheduleToStart)), 0o644))
+	require.NoError(t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(envConfig, dir, o.heartbeat, o.scheduleToStart, connect)), 0o644))
 
 	e.ts = temporaltest.NewServer(temporaltest.WithT(t))
 	e.c = e.ts.GetDefaultClient()
@@ -204,7 +217,7 @@ func (e *env) waitStarted(run client.WorkflowRun, activity string) string {
 	return ""
 }
 
-func (e *env) sourceDir() string { return filepath.Join(e.dir, "storage/array-a/orders") }
+func (e *env) sourceDir() string  { return filepath.Join(e.dir, "storage/array-a/orders") }
 func (e *env) targetLink() string { return filepath.Join(e.dir, "storage/array-b/orders") }
 
 // markers returns the script calls logged for host.

@@ -79,4 +79,3 @@ func skipsQuiesce(ctx workflow.Context, in workflows.ReplicationInput) (workflow
 	err := workflow.ExecuteActivity(ctx, "Pull", in).Get(ctx, nil)
 	return workflows.Status{}, err
 }
-

@@ -37,6 +37,8 @@ type replication struct {
 	image  string
 	// quiesceStarted is set once the quiesce step was scheduled: from then on resume must run.
 	quiesceStarted bool
+	// takenOver are the failed hosts whose takeover script ran in this run.
+	takenOver []string
 }
 
 func (w *replication) run(ctx workflow.Context) (Status, error) {
@@ -119,9 +121,13 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	w.quiesceStarted = true
 	w.status.QuiescedHost = app.Host
 	w.upsert(ctx, AttrQuiescedHost.ValueSet(app.Host))
-	return w.onRole(ctx, w.roles.application, "quiesce", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+	err = w.onRole(ctx, w.roles.application, "quiesce", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		return w.script(ctx, "quiesce", agent, host, app.Quiesce, "")
 	})
+	if w.continueUnreachable(err, "quiesce of host "+app.Host) {
+		return nil
+	}
+	return err
 }
 
 func (w *replication) resume(ctx workflow.Context) error {

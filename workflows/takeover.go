@@ -122,6 +122,11 @@ func (w *replication) runTakeoverScripts(ctx workflow.Context, r *role, agent st
 		if err != nil {
 			return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeBadInput, nil)
 		}
+		if w.tookOver(ctx, failed) {
+			w.note(fmt.Sprintf("takeover script of host %s already ran in this run: not run again for %s", failed, r.name))
+			r.pending = r.pending[1:]
+			continue
+		}
 		if script == "" || host.Scripts == "" {
 			w.note(fmt.Sprintf("no takeover script for host %s: %s took over without one", failed, agent))
 			r.pending = r.pending[1:]
@@ -129,18 +134,39 @@ func (w *replication) runTakeoverScripts(ctx workflow.Context, r *role, agent st
 		}
 		sctx := w.stepContext(ctx, r, "takeover", agent)
 		err = w.script(sctx, "takeover", agent, host, script, failed)
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) && (appErr.Type() == activities.ErrTypeHostUnreachable) && w.plan.OnUnreachableHost == "continue" {
-			w.status.CrashConsistent = true
-			w.note(fmt.Sprintf("host %s unreachable for its takeover script; continuing crash-consistent (on_unreachable_host: continue): %s", failed, rootMessage(err)))
+		if w.continueUnreachable(err, "takeover script of host "+failed) {
 			err = nil
 		}
 		if err != nil {
 			return err
 		}
+		w.takenOver = append(w.takenOver, failed)
 		r.pending = r.pending[1:]
 	}
 	return nil
+}
+
+// tookOver tells whether failed's takeover script already ran in this run (a host whose
+// agent died is usually lost for several roles: its script runs once).
+func (w *replication) tookOver(ctx workflow.Context, failed string) bool {
+	done := false
+	for _, h := range w.takenOver {
+		done = done || h == failed
+	}
+	// Runs recorded before this change ran the script once per role.
+	return done && workflow.GetVersion(ctx, "takeover-script-once-per-host", workflow.DefaultVersion, 1) == 1
+}
+
+// continueUnreachable applies on_unreachable_host: true when err says a host could not be
+// reached and the job's policy is to go on crash-consistent (recorded in the status).
+func (w *replication) continueUnreachable(err error, what string) bool {
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != activities.ErrTypeHostUnreachable || w.plan.OnUnreachableHost != "continue" {
+		return false
+	}
+	w.status.CrashConsistent = true
+	w.note(fmt.Sprintf("%s: host unreachable; continuing crash-consistent (on_unreachable_host: continue): %s", what, rootMessage(err)))
+	return true
 }
 
 // stepContext is the activity options of one attempt of a step on agent.

@@ -90,6 +90,7 @@ func TestMeasurePushPull(t *testing.T) {
 	pull := func(img, name, verify string) string {
 		req := e.pullReq(img, name)
 		req.Verify = verify
+		req.Parallel = envInt("REPLCTL_MEASURE_PARALLEL", 0)
 		phaseStart := map[string]time.Time{}
 		r, err := e.repos.Pull(ctx, req, func(p Progress) {
 			if _, ok := phaseStart[p.Phase]; !ok {

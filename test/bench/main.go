@@ -1,0 +1,320 @@
+// Command bench measures replctl against cp -a and rsync -a --delete on the same machine, in
+// the same run: full and 1 % incremental replication of a large-file dataset (A) and a
+// small-file dataset (B), the application's freeze window, the agents' peak RSS, the
+// orchestration overhead (an empty dataset) and the takeover latency after kill -9 of the
+// pushing agent. `make bench` / `make bench-small` run it through test/bench/run.sh.
+//
+// Timings are reported, never asserted: the command fails only when something breaks,
+// e.g. a replica that differs from its source.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// options are the command's flags.
+type options struct {
+	mode      string
+	dir       string
+	bin       string
+	runs      int
+	emptyRuns int
+	takeovers int
+	heartbeat time.Duration
+	timeout   time.Duration
+	step      time.Duration
+	profile   bool
+	only      string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.mode, "mode", "small", "dataset sizes: small (CI) or full")
+	flag.StringVar(&o.dir, "dir", envOr("BENCH_DIR", "/tmp/replctl-bench"), "bench directory: cached datasets, targets, results (env BENCH_DIR)")
+	flag.StringVar(&o.bin, "replctl", "bin/replctl", "replctl binary to benchmark")
+	flag.IntVar(&o.runs, "runs", 3, "timed runs per tool, dataset and mode (medians are reported)")
+	flag.IntVar(&o.emptyRuns, "empty-runs", 5, "timed runs of the empty dataset (orchestration overhead)")
+	flag.IntVar(&o.takeovers, "takeovers", 2, "takeover samples (kill -9 of the pushing agent)")
+	flag.DurationVar(&o.heartbeat, "heartbeat", 2*time.Second, "heartbeat timeout of the bench jobs")
+	flag.DurationVar(&o.timeout, "timeout", 0, "limit for the whole bench (default 45m small, 4h full)")
+	flag.DurationVar(&o.step, "step-timeout", 0, "limit for one copy by any tool (default 10m small, 60m full)")
+	flag.BoolVar(&o.profile, "profile", true, "take CPU profiles of a full push and pull of dataset B")
+	flag.StringVar(&o.only, "only", "", "comma list of phases to run (a,b,empty,takeover,profile); default all")
+	flag.Parse()
+	if o.mode != "small" && o.mode != "full" {
+		fmt.Fprintf(os.Stderr, "bench: -mode %q: want small or full\n", o.mode)
+		os.Exit(2)
+	}
+	if o.timeout == 0 {
+		o.timeout = map[string]time.Duration{"small": 45 * time.Minute, "full": 4 * time.Hour}[o.mode]
+	}
+	if o.step == 0 {
+		o.step = map[string]time.Duration{"small": 10 * time.Minute, "full": 60 * time.Minute}[o.mode]
+	}
+	if o.runs < 1 {
+		o.runs = 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	err := run(ctx, o)
+	cancel()
+	stop()
+	// Whatever happened, no server or agent outlives the bench.
+	stopAll()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (the whole bench is limited to %s: -timeout)", err, o.timeout)
+		}
+		fmt.Fprintln(os.Stderr, "bench: FAILED:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// specs are the datasets of each mode.
+func specs(mode string) []Spec {
+	if mode == "full" {
+		return []Spec{
+			{Name: "a", Files: 2048, MinSize: 1 << 20, MaxSize: 1 << 20, PerDir: 256, Seed: 1},
+			{Name: "b", Files: 200000, MinSize: 1024, MaxSize: 8192, PerDir: 1000, AddDel: 20, Seed: 2},
+		}
+	}
+	return []Spec{
+		{Name: "a", Files: 64, MinSize: 1 << 20, MaxSize: 1 << 20, PerDir: 16, Seed: 1},
+		{Name: "b", Files: 5000, MinSize: 1024, MaxSize: 8192, PerDir: 500, AddDel: 5, Seed: 2},
+	}
+}
+
+// bench is one bench run's state.
+type bench struct {
+	o         options
+	h         *replctlHarness
+	report    *Report
+	datasets  map[string]*Dataset
+	srcDigest map[string]Digest // dataset → digest of its current state
+	logMu     sync.Mutex
+	logFile   *os.File
+}
+
+func (b *bench) logf(format string, args ...any) {
+	line := time.Now().Format("15:04:05") + " " + fmt.Sprintf(format, args...)
+	b.logMu.Lock()
+	defer b.logMu.Unlock()
+	fmt.Println(line)
+	if b.logFile != nil {
+		fmt.Fprintln(b.logFile, line)
+	}
+}
+
+func (b *bench) phase(name string) bool {
+	if b.o.only == "" {
+		return true
+	}
+	for _, p := range strings.Split(b.o.only, ",") {
+		if strings.TrimSpace(p) == name {
+			return true
+		}
+	}
+	return false
+}
+
+func run(ctx context.Context, o options) error {
+	var err error
+	if o.dir, err = filepath.Abs(o.dir); err != nil {
+		return err
+	}
+	if o.bin, err = filepath.Abs(o.bin); err != nil {
+		return err
+	}
+	if _, err := os.Stat(o.bin); err != nil {
+		return fmt.Errorf("replctl binary %s: %w (run.sh builds it)", o.bin, err)
+	}
+	for _, tool := range []string{"rsync", "cp", "sync"} {
+		if _, err := lookPath(tool); err != nil {
+			return fmt.Errorf("%s not found on PATH: install it (`make test-deps` installs rsync)", tool)
+		}
+	}
+	work := filepath.Join(o.dir, "work")
+	for _, d := range []string{o.dir, filepath.Join(o.dir, "data"), filepath.Join(o.dir, "meta")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	b := &bench{o: o, datasets: map[string]*Dataset{}, srcDigest: map[string]Digest{}}
+	if b.logFile, err = os.Create(filepath.Join(o.dir, "bench.log")); err != nil {
+		return err
+	}
+	defer b.logFile.Close()
+	b.report = newReport(o)
+	b.logf("replctl bench, mode %s, %d run(s) per tool, dir %s", o.mode, o.runs, o.dir)
+	b.logf("machine: %s", b.report.Machine)
+
+	// Probe once whether the page cache can be dropped; every timed run says so again.
+	b.report.CacheDrop = dropCaches()
+	if b.report.CacheDrop {
+		b.logf("page cache: dropped before every timed run (sync; echo 3 > /proc/sys/vm/drop_caches)")
+	} else {
+		b.logf("page cache: CANNOT be dropped here (needs root and a writable /proc/sys): timings are warm-cache")
+	}
+
+	// The working area holds targets and agent state; it is rebuilt every run.
+	b.logf("cleaning %s", work)
+	if err := removeAll(ctx, work); err != nil {
+		return err
+	}
+	for _, d := range []string{"logs", "storage", "hosts", "peers"} {
+		if err := os.MkdirAll(filepath.Join(work, d), 0o755); err != nil {
+			return err
+		}
+	}
+
+	for _, s := range specs(o.mode) {
+		ds, err := PrepareDataset(s, filepath.Join(o.dir, "data", s.Name), filepath.Join(o.dir, "meta"), b.logf)
+		if err != nil {
+			return err
+		}
+		b.datasets[s.Name] = ds
+		b.report.Datasets = append(b.report.Datasets, ds.Spec)
+	}
+	if err := os.MkdirAll(filepath.Join(o.dir, "data", "empty"), 0o755); err != nil {
+		return err
+	}
+
+	b.h = &replctlHarness{
+		bin: o.bin, work: work, srcRoot: filepath.Join(o.dir, "data"), heartbeat: o.heartbeat,
+		cfgFile: filepath.Join(work, "replctl.yaml"), markers: filepath.Join(work, "markers.log"),
+		agents: map[string]*proc{}, pprof: map[string]string{}, logf: b.logf,
+		jobs: []benchJob{
+			{Name: "bench-a", Dataset: "a", Target: "tgt-a"},
+			{Name: "bench-b", Dataset: "b", Target: "tgt-b"},
+			{Name: "bench-empty", Dataset: "empty", Target: "tgt-empty"},
+			{Name: "bench-tk-a", Dataset: "a", Target: "tgt-tk-a"},
+			{Name: "bench-tk-b", Dataset: "b", Target: "tgt-tk-b"},
+		},
+	}
+	for _, host := range []string{"a1", "b1"} {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		b.h.pprof[host] = fmt.Sprintf("127.0.0.1:%d", port)
+	}
+	if err := b.h.writeScripts(); err != nil {
+		return err
+	}
+	b.logf("starting replctl server")
+	if err := b.h.startServer(ctx); err != nil {
+		return err
+	}
+	defer b.h.stopServer()
+	defer b.h.stopAgents()
+	if err := b.h.writeConfig(); err != nil {
+		return err
+	}
+	if out, err := runCmd(ctx, time.Minute, o.bin, "config", "validate", b.h.cfgFile); err != nil {
+		return fmt.Errorf("bench config %s is invalid: %w\n%s", b.h.cfgFile, err, out)
+	}
+	for _, j := range b.h.jobs {
+		if err := b.h.wipeTarget(ctx, j); err != nil {
+			return err
+		}
+	}
+	b.logf("server on %s; config %s", b.h.addr, b.h.cfgFile)
+
+	// Write what we have even when a later phase fails: partial results are still results.
+	defer func() {
+		b.report.Finished = time.Now()
+		if err := b.report.write(o.dir); err != nil {
+			b.logf("writing results: %v", err)
+		}
+	}()
+
+	for _, name := range []string{"a", "b"} {
+		if !b.phase(name) {
+			continue
+		}
+		if err := b.datasetPhase(ctx, b.datasets[name]); err != nil {
+			return fmt.Errorf("dataset %s: %w", name, err)
+		}
+	}
+	if b.phase("empty") {
+		if err := b.emptyPhase(ctx); err != nil {
+			return fmt.Errorf("empty dataset: %w", err)
+		}
+	}
+	if b.phase("takeover") && o.takeovers > 0 {
+		if err := b.takeoverPhase(ctx); err != nil {
+			return fmt.Errorf("takeover: %w", err)
+		}
+	}
+	if b.phase("profile") && o.profile {
+		if err := b.profilePhase(ctx); err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
+	}
+	b.report.finish()
+	fmt.Println()
+	fmt.Print(b.report.text())
+	b.logf("results: %s and %s", filepath.Join(o.dir, "results.md"), filepath.Join(o.dir, "results.json"))
+	return nil
+}
+
+func lookPath(tool string) (string, error) {
+	for _, d := range filepath.SplitList(os.Getenv("PATH")) {
+		p := filepath.Join(d, tool)
+		if info, err := os.Stat(p); err == nil && !info.IsDir() && info.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", os.ErrNotExist
+}
+
+// machineInfo describes the machine for the report.
+func machineInfo() string {
+	mem, _ := procMeminfoKB("MemTotal")
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("%d CPUs, %.1f GiB RAM, Linux %s, %s", runtime.NumCPU(), float64(mem)/(1<<20), strings.TrimSpace(string(kernel)), runtime.Version())
+}
+
+func procMeminfoKB(key string) (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, key+":") {
+			var v int64
+			_, err := fmt.Sscanf(strings.TrimSpace(line[len(key)+1:]), "%d", &v)
+			return v, err
+		}
+	}
+	return 0, fmt.Errorf("/proc/meminfo has no %s", key)
+}
+
+// load1 is the 1-minute load average: other work on the machine skews timings.
+func load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	var v float64
+	fmt.Sscanf(string(b), "%f", &v)
+	return v
+}

@@ -1,0 +1,558 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func (b *bench) job(name string) benchJob {
+	for _, j := range b.h.jobs {
+		if j.Name == name {
+			return j
+		}
+	}
+	panic("bench: no job " + name)
+}
+
+// rotate returns tools rotated by r, so every tool runs first, middle and last in turn.
+func rotate(tools []string, r int) []string {
+	r %= len(tools)
+	return append(append([]string(nil), tools[r:]...), tools[:r]...)
+}
+
+// datasetPhase measures full copies (replctl, rsync, cp) and then 1 % incremental ones
+// (replctl, rsync) of one dataset.
+func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
+	name := ds.Spec.Name
+	job := b.job("bench-" + name)
+	if err := b.digestSource(ds); err != nil {
+		return err
+	}
+	for r := 1; r <= b.o.runs; r++ {
+		for _, tool := range rotate([]string{"replctl", "rsync", "cp"}, r-1) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var s *Sample
+			var err error
+			if tool == "replctl" {
+				s, err = b.replctlFull(ctx, job, ds)
+			} else {
+				s, err = b.peer(ctx, tool, ds, true)
+			}
+			if err != nil {
+				return fmt.Errorf("full copy %d by %s: %w", r, tool, err)
+			}
+			s.Round = r
+			b.record(s)
+		}
+	}
+	// cp's copy is not needed any more; rsync's is the incremental starting point.
+	if err := removeAll(ctx, b.peerDir("cp", name)); err != nil {
+		return err
+	}
+	for r := 1; r <= b.o.runs; r++ {
+		m, err := ds.Mutate()
+		if err != nil {
+			return err
+		}
+		b.logf("dataset %s: mutation %d: %d rewritten, %d deleted, %d added", name, m.Round, len(m.Rewrite), len(m.Delete), len(m.Add))
+		if err := b.digestSource(ds); err != nil {
+			return err
+		}
+		for _, tool := range rotate([]string{"replctl", "rsync"}, r-1) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var s *Sample
+			if tool == "replctl" {
+				s, err = b.replctlIncremental(ctx, job, ds)
+			} else {
+				s, err = b.peer(ctx, tool, ds, false)
+			}
+			if err != nil {
+				return fmt.Errorf("incremental copy %d by %s: %w", r, tool, err)
+			}
+			s.Round = r
+			b.record(s)
+		}
+	}
+	if err := ds.Revert(); err != nil {
+		return err
+	}
+	delete(b.srcDigest, name)
+	return removeAll(ctx, b.peerDir("rsync", name))
+}
+
+func (b *bench) record(s *Sample) {
+	b.report.Samples = append(b.report.Samples, *s)
+	extra := ""
+	if s.Tool == "replctl" {
+		extra = fmt.Sprintf(", workflow %.2fs, steps %s, rss %s", s.WorkflowSeconds, fmtSteps(s.Steps), fmtRSS(s.PeakRSS))
+	} else {
+		extra = fmt.Sprintf(", rss %s", fmtRSS(s.PeakRSS))
+	}
+	b.logf("  %-7s %-11s %-7s #%d: %.2fs (sync %.2fs), freeze %.2fs%s", s.Dataset, s.Mode, s.Tool, s.Round, s.Seconds, s.SyncSeconds, s.FreezeSeconds, extra)
+}
+
+func (b *bench) digestSource(ds *Dataset) error {
+	d, err := TreeDigest(ds.Dir)
+	if err != nil {
+		return err
+	}
+	b.srcDigest[ds.Spec.Name] = d
+	return nil
+}
+
+// verify compares a copy with the source's current digest.
+func (b *bench) verify(ds *Dataset, copyDir, who string) error {
+	got, err := TreeDigest(copyDir)
+	if err != nil {
+		return err
+	}
+	if diff := b.srcDigest[ds.Spec.Name].Diff(got); diff != "" {
+		return fmt.Errorf("REPLICA DIFFERS from source %s: %s's copy %s: %s", ds.Dir, who, copyDir, diff)
+	}
+	return nil
+}
+
+// prepareTimed drops the page cache and samples the load right before a timed run.
+func (b *bench) prepareTimed(s *Sample) {
+	s.CacheDropped = dropCaches()
+	s.Load1 = load1()
+}
+
+// finalSync runs the `sync` every timed run ends with.
+func finalSync(ctx context.Context) (time.Duration, error) {
+	t := time.Now()
+	_, err := runCmd(ctx, 10*time.Minute, "sync")
+	return time.Since(t), err
+}
+
+func (b *bench) replctlFull(ctx context.Context, job benchJob, ds *Dataset) (*Sample, error) {
+	// Fresh target and fresh repository: agents are restarted with empty state, because
+	// they keep repositories open and cache their contents.
+	if err := b.h.wipeTarget(ctx, job); err != nil {
+		return nil, err
+	}
+	if err := b.h.restartAgents(ctx, true); err != nil {
+		return nil, err
+	}
+	return b.replctlTimed(ctx, job, ds, "full")
+}
+
+func (b *bench) replctlIncremental(ctx context.Context, job benchJob, ds *Dataset) (*Sample, error) {
+	return b.replctlTimed(ctx, job, ds, "incremental")
+}
+
+// replctlTimed runs one timed `replctl start --wait` plus sync and verifies the replica.
+func (b *bench) replctlTimed(ctx context.Context, job benchJob, ds *Dataset, mode string) (*Sample, error) {
+	s := &Sample{Dataset: ds.Spec.Name, Mode: mode, Tool: "replctl"}
+	if err := b.h.resetPeaks(); err != nil {
+		return nil, err
+	}
+	b.prepareTimed(s)
+	t0 := time.Now()
+	r, err := b.h.run(ctx, job.Name, b.o.step)
+	if err != nil {
+		return nil, err
+	}
+	syncd, err := finalSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.Seconds = time.Since(t0).Seconds()
+	s.SyncSeconds = syncd.Seconds()
+	s.PeakRSS = b.h.peaks()
+	if err := fillReplctl(s, r); err != nil {
+		return nil, err
+	}
+	if r.Status.Replica == nil || !r.Status.Replica.Verified {
+		return nil, fmt.Errorf("run %s published no verified replica", r.Status.RunID)
+	}
+	if err := b.verify(ds, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl"); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// fillReplctl takes the freeze window and step times of a run from its history and markers.
+func fillReplctl(s *Sample, r *replctlRun) error {
+	fr, err := r.History.freeze()
+	if err != nil {
+		return fmt.Errorf("run %s: %w", r.Status.RunID, err)
+	}
+	s.FreezeSeconds = fr.Seconds()
+	if q, ok := r.Markers["quiesce-end"]; ok {
+		if rs, ok := r.Markers["resume-start"]; ok {
+			s.FreezeScriptSeconds = rs.Sub(q).Seconds()
+		}
+	}
+	s.WorkflowSeconds = r.History.End.Sub(r.History.Start).Seconds()
+	s.CLISeconds = r.Elapsed.Seconds()
+	s.Steps = r.History.steps()
+	s.PushFiles, s.PushReused = r.History.pushStats()
+	if rep := r.Status.Replica; rep != nil {
+		s.Linked, s.Restored = rep.Linked, rep.Restored
+	}
+	return nil
+}
+
+func (b *bench) peerDir(tool, dataset string) string {
+	return filepath.Join(b.h.work, "peers", tool+"-"+dataset)
+}
+
+// peer runs cp -a (full) or rsync -a --delete (full into an empty target, or incremental
+// onto its previous copy), then sync, and verifies the copy.
+func (b *bench) peer(ctx context.Context, tool string, ds *Dataset, full bool) (*Sample, error) {
+	mode := "incremental"
+	if full {
+		mode = "full"
+	}
+	s := &Sample{Dataset: ds.Spec.Name, Mode: mode, Tool: tool}
+	dst := b.peerDir(tool, ds.Spec.Name)
+	if full {
+		if err := removeAll(ctx, dst); err != nil {
+			return nil, err
+		}
+	}
+	var args []string
+	switch tool {
+	case "cp":
+		args = []string{"-a", ds.Dir, dst}
+	case "rsync":
+		args = []string{"-a", "--delete", ds.Dir + "/", dst + "/"}
+	}
+	b.prepareTimed(s)
+	cctx, cancel := context.WithTimeout(ctx, b.o.step)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, tool, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	t0 := time.Now()
+	err := cmd.Run()
+	copyTime := time.Since(t0)
+	if cctx.Err() == context.DeadlineExceeded {
+		return nil, fmt.Errorf("%s %s: timed out after %s", tool, strings.Join(args, " "), b.o.step)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w: %s", tool, strings.Join(args, " "), err, tail(out.String(), 2000))
+	}
+	syncd, err := finalSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.Seconds = time.Since(t0).Seconds()
+	s.SyncSeconds = syncd.Seconds()
+	// A consistent copy by cp or rsync needs the application frozen for the whole copy.
+	s.FreezeSeconds = copyTime.Seconds()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		s.PeakRSS = map[string]int64{tool: ru.Maxrss * 1024} // KiB on Linux; includes reaped children
+	}
+	if err := b.verify(ds, dst, tool); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// emptyPhase measures the orchestration overhead: replication of an empty dataset end to
+// end, with warm agents (the first run, which creates the repository, is reported apart).
+func (b *bench) emptyPhase(ctx context.Context) error {
+	job := b.job("bench-empty")
+	if err := b.h.wipeTarget(ctx, job); err != nil {
+		return err
+	}
+	if err := b.h.restartAgents(ctx, false); err != nil {
+		return err
+	}
+	empty := &Dataset{Spec: Spec{Name: "empty"}, Dir: filepath.Join(b.o.dir, "data", "empty")}
+	if err := b.digestSource(empty); err != nil {
+		return err
+	}
+	for r := 0; r <= b.o.emptyRuns; r++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		mode := "empty"
+		if r == 0 {
+			mode = "empty-first"
+		}
+		// No cache drop: this measures orchestration, not I/O.
+		s := &Sample{Dataset: "empty", Mode: mode, Tool: "replctl", Round: r, Load1: load1()}
+		if err := b.h.resetPeaks(); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		rr, err := b.h.run(ctx, job.Name, 5*time.Minute)
+		if err != nil {
+			return err
+		}
+		syncd, err := finalSync(ctx)
+		if err != nil {
+			return err
+		}
+		s.Seconds = time.Since(t0).Seconds()
+		s.SyncSeconds = syncd.Seconds()
+		s.PeakRSS = b.h.peaks()
+		if err := fillReplctl(s, rr); err != nil {
+			return err
+		}
+		if err := b.verify(empty, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl"); err != nil {
+			return err
+		}
+		b.record(s)
+	}
+	return nil
+}
+
+// takeoverPhase kills the pushing agent a1 (kill -9) mid-push and measures how long until
+// the next agent (a2) starts its first activity, from the run's history. The dataset is
+// the one whose full push took longest, so the kill lands inside the push.
+func (b *bench) takeoverPhase(ctx context.Context) error {
+	dsName, pushSecs := "a", 0.0
+	for _, name := range []string{"a", "b"} {
+		if p := median(b.report.values(name, "full", "replctl", func(s Sample) float64 { return s.Steps["push"] })); p > pushSecs {
+			dsName, pushSecs = name, p
+		}
+	}
+	ds := b.datasets[dsName]
+	if err := b.digestSource(ds); err != nil {
+		return err
+	}
+	job := b.job("bench-tk-" + dsName)
+	delay := time.Duration(pushSecs / 3 * float64(time.Second))
+	b.logf("takeover: kill -9 of a1 %s after its push of dataset %s starts (full push median %.2fs), heartbeat timeout %s",
+		delay.Round(time.Millisecond), dsName, pushSecs, b.o.heartbeat)
+	for i := 1; i <= b.o.takeovers; i++ {
+		t, err := b.takeoverSample(ctx, job, ds, delay)
+		if err != nil {
+			return fmt.Errorf("sample %d: %w", i, err)
+		}
+		t.Sample = i
+		b.report.Takeovers = append(b.report.Takeovers, *t)
+		if t.Missed != "" {
+			b.logf("  takeover #%d: MISSED: %s", i, t.Missed)
+		} else {
+			b.logf("  takeover #%d: a2's first activity (%s) started %.3fs after the kill (heartbeat timeout fired after %.3fs); run took %.2fs",
+				i, t.FirstActivity, t.LatencySeconds, t.DetectSeconds, t.RunSeconds)
+		}
+	}
+	return nil
+}
+
+func (b *bench) takeoverSample(ctx context.Context, job benchJob, ds *Dataset, delay time.Duration) (*TakeoverSample, error) {
+	if err := b.h.wipeTarget(ctx, job); err != nil {
+		return nil, err
+	}
+	if err := b.h.restartAgents(ctx, true); err != nil {
+		return nil, err
+	}
+	dropCaches()
+	t := &TakeoverSample{Dataset: ds.Spec.Name}
+	ids, wait, err := b.h.startCLI(ctx, job.Name, b.o.step)
+	if err != nil {
+		return nil, err
+	}
+	var runID string
+	select {
+	case runID = <-ids:
+	case <-time.After(time.Minute):
+		_, werr := wait()
+		return nil, fmt.Errorf("replctl start %s printed no run ID within a minute: %v", job.Name, werr)
+	}
+	wfID := "replctl-" + job.Name
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		started, running, err := b.h.pendingStarted(ctx, wfID, runID, "Push")
+		if err != nil {
+			return nil, err
+		}
+		if started {
+			break
+		}
+		if !running || time.Now().After(deadline) {
+			_, werr := wait()
+			return nil, fmt.Errorf("push of run %s never seen running (run over: %t): %v", runID, !running, werr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(delay)
+	killedAt := time.Now()
+	b.h.agents["a1"].kill()
+	delete(b.h.agents, "a1")
+	r, err := wait()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.h.complete(ctx, r); err != nil {
+		return nil, err
+	}
+	t.RunSeconds = r.Elapsed.Seconds()
+	t.KillAfterPushStart = delay.Seconds()
+	if p := r.History.find("Push", "", ""); p != nil && p.Outcome == "completed" && p.Identity == "replctl-agent-a1" {
+		t.Missed = "a1 finished its push before the kill"
+	} else {
+		first := r.History.firstStartBy("replctl-agent-a2", killedAt)
+		if first == nil {
+			return nil, fmt.Errorf("run %s: no activity of a2 after a1 was killed", runID)
+		}
+		t.LatencySeconds = first.Started.Sub(killedAt).Seconds()
+		t.FirstActivity = first.Type
+		if first.Step != "" {
+			t.FirstActivity += " " + first.Step
+		}
+		if to := r.History.find("Push", "", "timed_out"); to != nil {
+			t.DetectSeconds = to.Closed.Sub(killedAt).Seconds()
+		}
+		if ts, ok := r.Markers["takeover-start"]; ok {
+			t.ScriptSeconds = ts.Sub(killedAt).Seconds()
+		}
+		if len(r.Status.Takeovers) == 0 {
+			return nil, fmt.Errorf("run %s: a1 was killed mid-push but the status records no takeover", runID)
+		}
+	}
+	if r.Status.Replica == nil || !r.Status.Replica.Verified {
+		return nil, fmt.Errorf("run %s published no verified replica after the takeover", runID)
+	}
+	if err := b.verify(ds, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl (after takeover)"); err != nil {
+		return nil, err
+	}
+	// The next phase needs a1 again; restartAgents brings everyone back.
+	return t, b.h.restartAgents(ctx, false)
+}
+
+// profilePhase takes CPU profiles of a full push (a1) and pull (b1) of dataset B, outside
+// the timed runs, and keeps `go tool pprof -top` of each.
+func (b *bench) profilePhase(ctx context.Context) error {
+	ds := b.datasets["b"]
+	job := b.job("bench-b")
+	if err := b.digestSource(ds); err != nil {
+		return err
+	}
+	if err := b.h.wipeTarget(ctx, job); err != nil {
+		return err
+	}
+	if err := b.h.restartAgents(ctx, true); err != nil {
+		return err
+	}
+	est := median(b.report.values("b", "full", "replctl", func(s Sample) float64 { return s.Seconds }))
+	if est == 0 {
+		est = 60
+	}
+	secs := int(math.Min(900, math.Ceil(est*1.5+5)))
+	dir := filepath.Join(b.o.dir, "profiles")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	dropCaches()
+	type result struct {
+		host string
+		err  error
+	}
+	done := make(chan result, 2)
+	for _, host := range []string{"a1", "b1"} {
+		go func() {
+			done <- result{host, fetchProfile(ctx, b.h.pprof[host], secs, filepath.Join(dir, "cpu-"+host+".pb.gz"))}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // let both profiles start before the run
+	b.logf("profile: %ds CPU profiles of a1 (push) and b1 (pull) during a full replication of dataset b", secs)
+	t0 := time.Now()
+	r, err := b.h.run(ctx, job.Name, b.o.step)
+	if err != nil {
+		return err
+	}
+	b.logf("profile: profiled run took %.2fs (push %.2fs, pull %.2fs); waiting for the profiles", time.Since(t0).Seconds(), r.History.steps()["push"], r.History.steps()["pull"])
+	if err := b.verify(ds, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl (profiled)"); err != nil {
+		return err
+	}
+	steps := r.History.steps()
+	b.report.Profile = &ProfileInfo{RunSeconds: time.Since(t0).Seconds(), PushSeconds: steps["push"], PullSeconds: steps["pull"], Top: map[string]string{}}
+	for range 2 {
+		res := <-done
+		if res.err != nil {
+			return fmt.Errorf("CPU profile of %s: %w", res.host, res.err)
+		}
+		file := filepath.Join(dir, "cpu-"+res.host+".pb.gz")
+		top, err := runCmd(ctx, 2*time.Minute, "go", "tool", "pprof", "-top", "-nodecount=30", file)
+		if err != nil {
+			return err
+		}
+		cum, err := runCmd(ctx, 2*time.Minute, "go", "tool", "pprof", "-top", "-cum", "-nodecount=40", file)
+		if err != nil {
+			return err
+		}
+		txt := filepath.Join(dir, "cpu-"+res.host+".top.txt")
+		if err := os.WriteFile(txt, []byte(top+"\n--- by cumulative time ---\n"+cum), 0o644); err != nil {
+			return err
+		}
+		b.report.Profile.Top[res.host] = top
+		b.report.Profile.Files = append(b.report.Profile.Files, file, txt)
+	}
+	sort.Strings(b.report.Profile.Files)
+	return nil
+}
+
+// fetchProfile fetches a CPU profile of secs seconds from a net/http/pprof endpoint.
+func fetchProfile(ctx context.Context, addr string, secs int, file string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+60)*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 2000))
+		return fmt.Errorf("GET %s: %s: %s", req.URL, resp.Status, body)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("profile from %s: %w", addr, err)
+	}
+	return f.Close()
+}
+
+func fmtSteps(m map[string]float64) string {
+	var parts []string
+	for _, k := range []string{"plan", "quiesce", "push", "resume", "pull", "takeover"} {
+		if v, ok := m[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.2fs", k, v))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func fmtRSS(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %s", k, mib(m[k])))
+	}
+	return strings.Join(parts, " ")
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }

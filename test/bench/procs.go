@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// proc is a long-running child process (server or agent) in its own process group, so it
+// and whatever it spawned can be stopped together.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	log     *os.File
+	started time.Time
+	done    chan struct{}
+	err     error
+}
+
+// procs tracks every long-running child so that they are all stopped on exit, even on a
+// failure or a signal.
+var procs struct {
+	sync.Mutex
+	live map[*proc]bool
+}
+
+func startProc(name, logPath string, bin string, args ...string) (*proc, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(logf, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Pdeathsig: if the bench itself dies (even SIGKILL), its children die with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logf, started: time.Now(), done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	procs.Lock()
+	if procs.live == nil {
+		procs.live = map[*proc]bool{}
+	}
+	procs.live[p] = true
+	procs.Unlock()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL to the process group, like a crash, and waits for the process.
+func (p *proc) kill() {
+	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+	<-p.done
+	p.forget()
+}
+
+// stop asks the process to stop (SIGTERM), and kills its group after grace.
+func (p *proc) stop(grace time.Duration) {
+	if !p.exited() {
+		_ = syscall.Kill(p.pid(), syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+		}
+	}
+	// Leftovers of the group (e.g. a script the agent ran) go too.
+	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+	<-p.done
+	p.forget()
+}
+
+func (p *proc) forget() {
+	procs.Lock()
+	delete(procs.live, p)
+	procs.Unlock()
+}
+
+// stopAll stops every tracked child; used on exit and on signals.
+func stopAll() {
+	procs.Lock()
+	var all []*proc
+	for p := range procs.live {
+		all = append(all, p)
+	}
+	procs.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range all {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.stop(5 * time.Second) }()
+	}
+	wg.Wait()
+}
+
+// waitLog waits until the process's log contains substr.
+func (p *proc) waitLog(ctx context.Context, substr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(p.log.Name())
+		// Only what this start wrote: the log is appended across restarts.
+		if i := bytes.LastIndex(b, []byte("=== ")); i >= 0 {
+			b = b[i:]
+		}
+		if bytes.Contains(b, []byte(substr)) {
+			return nil
+		}
+		if p.exited() {
+			return fmt.Errorf("%s exited before it was ready (%v); log %s:\n%s", p.name, p.err, p.log.Name(), tail(string(b), 2000))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready within %s (no %q in %s)", p.name, timeout, substr, p.log.Name())
+}
+
+// procStatusKB reads a "Key:   N kB" field of /proc/PID/status.
+func procStatusKB(pid int, key string) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, key+":") {
+			fields := strings.Fields(line[len(key)+1:])
+			if len(fields) == 0 {
+				break
+			}
+			return strconv.ParseInt(fields[0], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, key)
+}
+
+// resetPeakRSS resets the process's VmHWM to its current RSS (clear_refs value 5).
+func resetPeakRSS(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
+// peakRSS is the process's VmHWM in bytes.
+func peakRSS(pid int) (int64, error) {
+	kb, err := procStatusKB(pid, "VmHWM")
+	return kb * 1024, err
+}
+
+// runCmd runs a short command with a timeout and returns its combined output.
+func runCmd(ctx context.Context, timeout time.Duration, bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() == context.DeadlineExceeded {
+		return string(out), fmt.Errorf("%s %s: timed out after %s", bin, strings.Join(args, " "), timeout)
+	}
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, tail(string(out), 2000))
+	}
+	return string(out), nil
+}
+
+// syncFS flushes every filesystem (the `sync` every timed run ends with).
+func syncFS() error {
+	syscall.Sync()
+	return nil
+}
+
+// dropCaches empties the page cache, dentries and inodes so the next run reads from disk.
+// It reports false when the machine does not allow it (not root, read-only /proc/sys).
+func dropCaches() bool {
+	syscall.Sync()
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0) == nil
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// removeAll removes a tree, making read-only directories writable first when needed.
+func removeAll(ctx context.Context, dir string) error {
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	if _, err := runCmd(ctx, 10*time.Minute, "chmod", "-R", "u+w", dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}

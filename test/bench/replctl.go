@@ -1,0 +1,555 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
+)
+
+// Agents the harness runs: a1 is the application and source host, b1 the target host, a2
+// the next application/source host (takes over when a1 is killed).
+var agentHosts = []string{"a1", "a2", "b1"}
+
+// jobDatasets maps each bench job to its source dataset; every job has its own target
+// storage (tgt-<job>) holding the replicas and the repository, so a fresh target is one rm.
+type benchJob struct {
+	Name    string // job name
+	Dataset string // source (and target) dataset name
+	Target  string // target storage name
+}
+
+// replctlHarness runs replctl's server and agents as processes with a generated config.
+type replctlHarness struct {
+	bin       string
+	work      string // BENCH_DIR/work
+	srcRoot   string // the source storage (BENCH_DIR/data)
+	cfgFile   string
+	markers   string // where the bench's scripts log their times
+	heartbeat time.Duration
+	addr      string
+	server    *proc
+	serverDB  string
+	c         client.Client
+	agents    map[string]*proc
+	pprof     map[string]string // host → pprof address
+	jobs      []benchJob
+	logf      func(string, ...any)
+}
+
+func (h *replctlHarness) targetRoot(j benchJob) string {
+	return filepath.Join(h.work, "storage", j.Target)
+}
+
+// configYAML is the bench config. The source storage is the dataset cache; each job has
+// its own target storage with its own repository on it (target side, same disk).
+func (h *replctlHarness) writeConfig() error {
+	var b strings.Builder
+	storages := []string{"src"}
+	paths := map[string]string{"src": h.srcRoot}
+	for _, j := range h.jobs {
+		storages = append(storages, j.Target)
+		paths[j.Target] = h.targetRoot(j)
+	}
+	fmt.Fprintf(&b, "# Written by test/bench: replctl benchmark config.\n")
+	fmt.Fprintf(&b, "temporal: {address: %q, namespace: default}\n", h.addr)
+	b.WriteString("storage:\n")
+	for _, s := range storages {
+		fmt.Fprintf(&b, "  - {name: %s, path: %q}\n", s, paths[s])
+	}
+	b.WriteString("hosts:\n")
+	for _, host := range []string{"a1", "a2", "b1", "b2"} {
+		fmt.Fprintf(&b, "  - name: %s\n    attach:\n", host)
+		for _, s := range storages {
+			fmt.Fprintf(&b, "      %s: %q\n", s, paths[s])
+		}
+		fmt.Fprintf(&b, "    scripts: %q\n    state: %q\n    connect: local\n",
+			filepath.Join(h.work, "scripts"), filepath.Join(h.work, "hosts", host))
+	}
+	b.WriteString("jobs:\n")
+	for _, j := range h.jobs {
+		fmt.Fprintf(&b, `  - name: %s
+    source: {storage: src, dataset: %s}
+    target: {storage: %s, dataset: %s}
+    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, takeover: takeover.sh, timeout: 60s}
+    order: {application: [a1, a2], source: [a1, a2], target: [b1, a2]}
+    timeouts: {heartbeat: %s, schedule_to_start: 10s, start_to_close: 2h}
+    retention: {replicas: 2, images: 10}
+    repository: {storage: %s, path: .replctl/repository}
+`, j.Name, j.Dataset, j.Target, j.Dataset, h.heartbeat, j.Target)
+	}
+	if err := os.MkdirAll(filepath.Dir(h.cfgFile), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(h.cfgFile, []byte(b.String()), 0o644)
+}
+
+// writeScripts writes the application scripts. quiesce logs when it ENDS and resume when
+// it STARTS (ns since the epoch): the application's freeze window as the scripts see it.
+func (h *replctlHarness) writeScripts() error {
+	dir := filepath.Join(h.work, "scripts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	scripts := map[string]string{
+		"freeze.sh": "#!/bin/sh\n# bench quiesce hook: nothing to freeze; logs when it finished.\n" +
+			"echo \"$REPLCTL_RUN_ID quiesce-end $(date +%s%N)\" >> " + strconv.Quote(h.markers) + "\n",
+		"thaw.sh": "#!/bin/sh\n# bench resume hook: logs when it started.\n" +
+			"echo \"$REPLCTL_RUN_ID resume-start $(date +%s%N)\" >> " + strconv.Quote(h.markers) + "\n",
+		"takeover.sh": "#!/bin/sh\n# bench takeover hook: logs when it ran and for whom.\n" +
+			"echo \"$REPLCTL_RUN_ID takeover-start $(date +%s%N) failed=$REPLCTL_FAILED_HOST agent=$REPLCTL_AGENT\" >> " + strconv.Quote(h.markers) + "\n",
+	}
+	for name, body := range scripts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startServer starts `replctl server` on a free port with its SQLite file in a temp dir and
+// connects a client.
+func (h *replctlHarness) startServer(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	dbDir, err := os.MkdirTemp("", "replctl-bench-server-")
+	if err != nil {
+		return err
+	}
+	h.serverDB = filepath.Join(dbDir, "temporal.db")
+	h.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	h.server, err = startProc("server", filepath.Join(h.work, "logs", "server.log"), h.bin,
+		"server", "--db", h.serverDB, "--port", strconv.Itoa(port), "--ui-port", "-1", "--ip", "127.0.0.1")
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := client.DialContext(dctx, client.Options{HostPort: h.addr, Namespace: "default", Logger: quietLogger{}})
+		if err == nil {
+			_, err = c.CheckHealth(dctx, &client.CheckHealthRequest{})
+			if err == nil {
+				// The namespace must answer too, not only the frontend.
+				_, err = c.DescribeTaskQueue(dctx, "replctl", enums.TASK_QUEUE_TYPE_WORKFLOW)
+			}
+			if err == nil {
+				cancel()
+				h.c = c
+				return nil
+			}
+			c.Close()
+		}
+		cancel()
+		if h.server.exited() || time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(h.work, "logs", "server.log"))
+			return fmt.Errorf("replctl server on %s not ready (%v); log:\n%s", h.addr, err, tail(string(b), 3000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (h *replctlHarness) stopServer() {
+	if h.c != nil {
+		h.c.Close()
+	}
+	if h.server != nil {
+		h.server.stop(15 * time.Second)
+	}
+	if h.serverDB != "" {
+		os.RemoveAll(filepath.Dir(h.serverDB))
+	}
+}
+
+// startAgent starts `replctl agent --host host` and waits until it polls.
+func (h *replctlHarness) startAgent(ctx context.Context, host string) error {
+	args := []string{"agent", "--host", host, "--config", h.cfgFile, "--address", h.addr, "--log-level", "warn"}
+	if a := h.pprof[host]; a != "" {
+		args = append(args, "--pprof", a)
+	}
+	p, err := startProc("agent "+host, filepath.Join(h.work, "logs", "agent-"+host+".log"), h.bin, args...)
+	if err != nil {
+		return err
+	}
+	h.agents[host] = p
+	return p.waitLog(ctx, "agent "+host+" polling", 60*time.Second)
+}
+
+// restartAgents stops all agents, optionally wipes their state dirs (kopia client config
+// and caches, for a fresh repository), and starts them again.
+func (h *replctlHarness) restartAgents(ctx context.Context, wipeState bool) error {
+	h.stopAgents()
+	if wipeState {
+		for _, host := range agentHosts {
+			if err := removeAll(ctx, filepath.Join(h.work, "hosts", host)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, host := range agentHosts {
+		if err := h.startAgent(ctx, host); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *replctlHarness) stopAgents() {
+	for host, p := range h.agents {
+		p.stop(10 * time.Second)
+		delete(h.agents, host)
+	}
+}
+
+// wipeTarget removes a job's target storage (replicas, repository, fence) and recreates
+// it empty.
+func (h *replctlHarness) wipeTarget(ctx context.Context, j benchJob) error {
+	root := h.targetRoot(j)
+	if err := removeAll(ctx, root); err != nil {
+		return err
+	}
+	return os.MkdirAll(root, 0o755)
+}
+
+// resetPeaks resets the peak RSS of every running agent.
+func (h *replctlHarness) resetPeaks() error {
+	for host, p := range h.agents {
+		if err := resetPeakRSS(p.pid()); err != nil {
+			return fmt.Errorf("reset peak RSS of agent %s (pid %d): %w", host, p.pid(), err)
+		}
+	}
+	return nil
+}
+
+func (h *replctlHarness) peaks() map[string]int64 {
+	out := map[string]int64{}
+	for host, p := range h.agents {
+		if v, err := peakRSS(p.pid()); err == nil {
+			out[host] = v
+		}
+	}
+	return out
+}
+
+// cliStatus is the part of `replctl start --wait -o json` the bench reads.
+type cliStatus struct {
+	WorkflowID string `json:"workflow_id"`
+	RunID      string `json:"run_id"`
+	Phase      string `json:"phase"`
+	Error      string `json:"error"`
+	Replica    *struct {
+		Path     string `json:"path"`
+		Link     string `json:"link"`
+		Agent    string `json:"agent"`
+		Verified bool   `json:"verified"`
+		Linked   int64  `json:"linked_files"`
+		Restored int64  `json:"restored_files"`
+	} `json:"replica"`
+	Takeovers []struct {
+		Step, From, To, Reason string
+	} `json:"takeovers"`
+	Scripts []struct {
+		Step     string
+		Agent    string
+		Duration time.Duration
+	} `json:"scripts"`
+}
+
+// replctlRun is one `replctl start JOB --wait` as the bench saw it.
+type replctlRun struct {
+	Status  cliStatus
+	Elapsed time.Duration // the CLI's wall time
+	History *runHistory
+	// Markers are the script times of this run (quiesce-end, resume-start, takeover-start).
+	Markers map[string]time.Time
+}
+
+// startCLI launches `replctl start JOB --wait -o json`; runID receives the run ID as soon as
+// the CLI prints it. wait returns the CLI's result.
+func (h *replctlHarness) startCLI(ctx context.Context, job string, timeout time.Duration) (runID <-chan string, wait func() (*replctlRun, error), err error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	cmd := exec.CommandContext(cctx, h.bin, "start", job, "--wait", "-o", "json", "--config", h.cfgFile, "--address", h.addr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	ids := make(chan string, 1)
+	var errText strings.Builder
+	scanned := make(chan struct{})
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("replctl start %s: %w", job, err)
+	}
+	go func() {
+		defer close(scanned)
+		re := regexp.MustCompile(` run (\S+)`)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			errText.WriteString(line + "\n")
+			if m := re.FindStringSubmatch(line); m != nil && strings.HasPrefix(line, "started job") {
+				select {
+				case ids <- m[1]:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	wait = func() (*replctlRun, error) {
+		defer cancel()
+		<-scanned
+		err := cmd.Wait()
+		r := &replctlRun{Elapsed: time.Since(began)}
+		if cctx.Err() == context.DeadlineExceeded {
+			return r, fmt.Errorf("replctl start %s: no result within %s", job, timeout)
+		}
+		if jerr := json.Unmarshal([]byte(stdout.String()), &r.Status); jerr != nil && err == nil {
+			err = fmt.Errorf("replctl start %s -o json: unreadable output: %w: %s", job, jerr, tail(stdout.String(), 500))
+		}
+		if err != nil {
+			return r, fmt.Errorf("replctl start %s: %w (phase %q, error %q): %s", job, err, r.Status.Phase, r.Status.Error, tail(errText.String(), 2000))
+		}
+		return r, nil
+	}
+	return ids, wait, nil
+}
+
+// run starts a job, waits for it and reads its history and script markers.
+func (h *replctlHarness) run(ctx context.Context, job string, timeout time.Duration) (*replctlRun, error) {
+	_, wait, err := h.startCLI(ctx, job, timeout)
+	if err != nil {
+		return nil, err
+	}
+	r, err := wait()
+	if err != nil {
+		return r, err
+	}
+	return r, h.complete(ctx, r)
+}
+
+// complete adds the run's history and markers.
+func (h *replctlHarness) complete(ctx context.Context, r *replctlRun) error {
+	hist, err := h.history(ctx, r.Status.WorkflowID, r.Status.RunID)
+	if err != nil {
+		return err
+	}
+	r.History = hist
+	r.Markers, err = h.readMarkers(r.Status.RunID)
+	return err
+}
+
+func (h *replctlHarness) readMarkers(runID string) (map[string]time.Time, error) {
+	b, err := os.ReadFile(h.markers)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	out := map[string]time.Time{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != runID {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			continue
+		}
+		if _, seen := out[f[1]]; !seen {
+			out[f[1]] = time.Unix(0, ns)
+		}
+	}
+	return out, nil
+}
+
+// activityRecord is one activity attempt in a run's history.
+type activityRecord struct {
+	Type      string
+	Queue     string
+	Step      string // RunScript: quiesce, resume or takeover
+	Identity  string // worker that started it
+	Scheduled time.Time
+	Started   time.Time
+	Closed    time.Time
+	Outcome   string // completed, failed, timed_out, canceled ("" while open)
+	Result    json.RawMessage
+}
+
+// runHistory is what the bench takes from a run's workflow history.
+type runHistory struct {
+	Start, End time.Time
+	Activities []*activityRecord
+}
+
+func (h *replctlHarness) history(ctx context.Context, wfID, runID string) (*runHistory, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	it := h.c.GetWorkflowHistory(ctx, wfID, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var events []*historypb.HistoryEvent
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			return nil, fmt.Errorf("history of %s run %s: %w", wfID, runID, err)
+		}
+		events = append(events, ev)
+	}
+	return parseHistory(events), nil
+}
+
+// parseHistory extracts the run's start/end and every activity attempt's timeline.
+func parseHistory(events []*historypb.HistoryEvent) *runHistory {
+	rh := &runHistory{}
+	byID := map[int64]*activityRecord{}
+	for _, ev := range events {
+		t := ev.GetEventTime().AsTime()
+		switch ev.GetEventType() {
+		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+			rh.Start = t
+		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, enums.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+			enums.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, enums.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+			enums.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+			rh.End = t
+		case enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+			a := ev.GetActivityTaskScheduledEventAttributes()
+			r := &activityRecord{Type: a.GetActivityType().GetName(), Queue: a.GetTaskQueue().GetName(), Scheduled: t}
+			if r.Type == "RunScript" && len(a.GetInput().GetPayloads()) > 0 {
+				var in struct{ Step string }
+				if json.Unmarshal(a.GetInput().GetPayloads()[0].GetData(), &in) == nil {
+					r.Step = in.Step
+				}
+			}
+			byID[ev.GetEventId()] = r
+			rh.Activities = append(rh.Activities, r)
+		case enums.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+			a := ev.GetActivityTaskStartedEventAttributes()
+			if r := byID[a.GetScheduledEventId()]; r != nil {
+				r.Started, r.Identity = t, a.GetIdentity()
+			}
+		case enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+			a := ev.GetActivityTaskCompletedEventAttributes()
+			if r := byID[a.GetScheduledEventId()]; r != nil {
+				r.Closed, r.Outcome = t, "completed"
+				if p := a.GetResult().GetPayloads(); len(p) > 0 {
+					r.Result = p[0].GetData()
+				}
+			}
+		case enums.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+			if r := byID[ev.GetActivityTaskFailedEventAttributes().GetScheduledEventId()]; r != nil {
+				r.Closed, r.Outcome = t, "failed"
+			}
+		case enums.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+			if r := byID[ev.GetActivityTaskTimedOutEventAttributes().GetScheduledEventId()]; r != nil {
+				r.Closed, r.Outcome = t, "timed_out"
+			}
+		case enums.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+			if r := byID[ev.GetActivityTaskCanceledEventAttributes().GetScheduledEventId()]; r != nil {
+				r.Closed, r.Outcome = t, "canceled"
+			}
+		}
+	}
+	return rh
+}
+
+// find returns the first activity attempt matching typ (and step, for RunScript).
+func (rh *runHistory) find(typ, step string, outcome string) *activityRecord {
+	for _, a := range rh.Activities {
+		if a.Type == typ && (step == "" || a.Step == step) && (outcome == "" || a.Outcome == outcome) {
+			return a
+		}
+	}
+	return nil
+}
+
+// freeze is the application's freeze window from the history: the completion of the
+// quiesce script's activity to the start of the resume script's activity.
+func (rh *runHistory) freeze() (time.Duration, error) {
+	q := rh.find("RunScript", "quiesce", "completed")
+	r := rh.find("RunScript", "resume", "")
+	if q == nil || r == nil || r.Started.IsZero() {
+		return 0, errors.New("history has no completed quiesce and started resume script")
+	}
+	return r.Started.Sub(q.Closed), nil
+}
+
+// steps is the duration (start to close) of each completed step activity.
+func (rh *runHistory) steps() map[string]float64 {
+	out := map[string]float64{}
+	for _, a := range rh.Activities {
+		if a.Outcome != "completed" || a.Started.IsZero() {
+			continue
+		}
+		name := strings.ToLower(a.Type)
+		if a.Type == "RunScript" {
+			name = a.Step
+		}
+		out[name] += a.Closed.Sub(a.Started).Seconds()
+	}
+	return out
+}
+
+// firstStartBy is the first activity attempt started by identity after t.
+func (rh *runHistory) firstStartBy(identity string, after time.Time) *activityRecord {
+	var best *activityRecord
+	for _, a := range rh.Activities {
+		if a.Identity == identity && a.Started.After(after) && (best == nil || a.Started.Before(best.Started)) {
+			best = a
+		}
+	}
+	return best
+}
+
+// pushReused reads the push result's Reused/Files counters.
+func (rh *runHistory) pushStats() (files, reused int64) {
+	if a := rh.find("Push", "", "completed"); a != nil {
+		var res struct{ Files, Reused int64 }
+		if json.Unmarshal(a.Result, &res) == nil {
+			return res.Files, res.Reused
+		}
+	}
+	return 0, 0
+}
+
+// pendingStarted reports whether the latest run of wfID has a started activity of type typ.
+func (h *replctlHarness) pendingStarted(ctx context.Context, wfID, runID, typ string) (bool, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d, err := h.c.DescribeWorkflowExecution(ctx, wfID, runID)
+	if err != nil {
+		return false, false, err
+	}
+	running := d.GetWorkflowExecutionInfo().GetStatus() == enums.WORKFLOW_EXECUTION_STATUS_RUNNING
+	for _, pa := range d.GetPendingActivities() {
+		if pa.GetActivityType().GetName() == typ && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
+			return true, running, nil
+		}
+	}
+	return false, running, nil
+}
+
+// quietLogger drops the SDK client's log lines (the bench prints its own).
+type quietLogger struct{}
+
+func (quietLogger) Debug(string, ...any) {}
+func (quietLogger) Info(string, ...any)  {}
+func (quietLogger) Warn(string, ...any)  {}
+func (quietLogger) Error(string, ...any) {}

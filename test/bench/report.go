@@ -1,0 +1,439 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Sample is one timed run of one tool.
+type Sample struct {
+	Dataset string `json:"dataset"`
+	Mode    string `json:"mode"` // full, incremental, empty, empty-first
+	Tool    string `json:"tool"` // replctl, rsync, cp
+	Round   int    `json:"round"`
+	// Seconds is end to end, including the final sync.
+	Seconds     float64 `json:"seconds"`
+	SyncSeconds float64 `json:"sync_seconds"`
+	// FreezeSeconds: replctl = quiesce script's activity completed → resume script's
+	// activity started (history); rsync/cp = the copy itself (a consistent copy needs the
+	// application frozen throughout).
+	FreezeSeconds float64 `json:"freeze_seconds"`
+	// FreezeScriptSeconds is the same window as the scripts logged it (quiesce end → resume start).
+	FreezeScriptSeconds float64            `json:"freeze_script_seconds,omitempty"`
+	WorkflowSeconds     float64            `json:"workflow_seconds,omitempty"`
+	CLISeconds          float64            `json:"cli_seconds,omitempty"`
+	Steps               map[string]float64 `json:"steps,omitempty"`
+	// PeakRSS per process: agents (a1, a2, b1) or the peer tool, bytes.
+	PeakRSS      map[string]int64 `json:"peak_rss,omitempty"`
+	PushFiles    int64            `json:"push_files,omitempty"`
+	PushReused   int64            `json:"push_reused,omitempty"`
+	Linked       int64            `json:"linked_files,omitempty"`
+	Restored     int64            `json:"restored_files,omitempty"`
+	CacheDropped bool             `json:"cache_dropped"`
+	Load1        float64          `json:"load1"`
+}
+
+// TakeoverSample is one kill -9 of the pushing agent.
+type TakeoverSample struct {
+	Sample             int     `json:"sample"`
+	Dataset            string  `json:"dataset"`
+	KillAfterPushStart float64 `json:"kill_after_push_start_seconds"`
+	// LatencySeconds: kill → first activity started by the next agent (history).
+	LatencySeconds float64 `json:"latency_seconds"`
+	FirstActivity  string  `json:"first_activity"`
+	// DetectSeconds: kill → the push's heartbeat timeout event.
+	DetectSeconds float64 `json:"detect_seconds"`
+	// ScriptSeconds: kill → the takeover script started (its own log).
+	ScriptSeconds float64 `json:"takeover_script_seconds"`
+	RunSeconds    float64 `json:"run_seconds"`
+	Missed        string  `json:"missed,omitempty"`
+}
+
+// ProfileInfo is the CPU profiling run of a full B push and pull.
+type ProfileInfo struct {
+	RunSeconds  float64           `json:"run_seconds"`
+	PushSeconds float64           `json:"push_seconds"`
+	PullSeconds float64           `json:"pull_seconds"`
+	Files       []string          `json:"files"`
+	Top         map[string]string `json:"top"`
+}
+
+// Row is one line of the results table.
+type Row struct {
+	Dataset string  `json:"dataset"`
+	Mode    string  `json:"mode"`
+	Tool    string  `json:"tool"`
+	Runs    int     `json:"runs"`
+	Median  float64 `json:"median_seconds"`
+	Freeze  float64 `json:"median_freeze_seconds"`
+	// PeakRSS is the largest peak over the runs, per process.
+	PeakRSS map[string]int64 `json:"peak_rss"`
+	// Ratios of replctl's median to the peer's (replctl rows only; 0 = not measured).
+	VsRsync float64 `json:"replctl_over_rsync,omitempty"`
+	VsCp    float64 `json:"replctl_over_cp,omitempty"`
+}
+
+// Goal is one goal of the issue with the measured value.
+type Goal struct {
+	Name     string  `json:"name"`
+	Measured string  `json:"measured"`
+	Limit    string  `json:"limit"`
+	Met      bool    `json:"met"`
+	Value    float64 `json:"value"`
+	Known    bool    `json:"known"` // false when the inputs were not measured
+}
+
+// Report is everything the bench measured; results.md and results.json are written from it.
+type Report struct {
+	Mode      string           `json:"mode"`
+	Started   time.Time        `json:"started"`
+	Finished  time.Time        `json:"finished"`
+	Machine   string           `json:"machine"`
+	CacheDrop bool             `json:"page_cache_dropped"`
+	RSSMethod string           `json:"rss_method"`
+	Heartbeat string           `json:"heartbeat_timeout"`
+	Runs      int              `json:"runs"`
+	Datasets  []Spec           `json:"datasets"`
+	Samples   []Sample         `json:"samples"`
+	Takeovers []TakeoverSample `json:"takeovers"`
+	Profile   *ProfileInfo     `json:"profile,omitempty"`
+	Rows      []Row            `json:"rows"`
+	Goals     []Goal           `json:"goals"`
+	heartbeat time.Duration
+}
+
+func newReport(o options) *Report {
+	return &Report{
+		Mode: o.mode, Started: time.Now(), Machine: machineInfo(), Runs: o.runs,
+		Heartbeat: o.heartbeat.String(), heartbeat: o.heartbeat,
+		RSSMethod: "VmHWM of each agent process from /proc/PID/status, reset with `echo 5 > /proc/PID/clear_refs` before every timed run; " +
+			"agents are also restarted (empty state) before every full run because a full run uses a fresh repository. " +
+			"cp/rsync: ru_maxrss of the process tree (wait4).",
+	}
+}
+
+// values returns f of every sample of (dataset, mode, tool).
+func (r *Report) values(dataset, mode, tool string, f func(Sample) float64) []float64 {
+	var out []float64
+	for _, s := range r.Samples {
+		if s.Dataset == dataset && s.Mode == mode && s.Tool == tool {
+			out = append(out, f(s))
+		}
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// finish computes the table rows and the goals.
+func (r *Report) finish() {
+	r.Rows = nil
+	type key struct{ d, m, t string }
+	seen := map[key]bool{}
+	for _, s := range r.Samples {
+		k := key{s.Dataset, s.Mode, s.Tool}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		row := Row{Dataset: s.Dataset, Mode: s.Mode, Tool: s.Tool, PeakRSS: map[string]int64{}}
+		for _, x := range r.Samples {
+			if x.Dataset == s.Dataset && x.Mode == s.Mode && x.Tool == s.Tool {
+				row.Runs++
+				for p, v := range x.PeakRSS {
+					row.PeakRSS[p] = max(row.PeakRSS[p], v)
+				}
+			}
+		}
+		row.Median = median(r.values(s.Dataset, s.Mode, s.Tool, func(s Sample) float64 { return s.Seconds }))
+		row.Freeze = median(r.values(s.Dataset, s.Mode, s.Tool, func(s Sample) float64 { return s.FreezeSeconds }))
+		r.Rows = append(r.Rows, row)
+	}
+	for i := range r.Rows {
+		row := &r.Rows[i]
+		if row.Tool != "replctl" {
+			continue
+		}
+		if v := r.row(row.Dataset, row.Mode, "rsync"); v != nil && v.Median > 0 {
+			row.VsRsync = row.Median / v.Median
+		}
+		if v := r.row(row.Dataset, row.Mode, "cp"); v != nil && v.Median > 0 {
+			row.VsCp = row.Median / v.Median
+		}
+	}
+	r.Goals = r.goals()
+}
+
+func (r *Report) row(dataset, mode, tool string) *Row {
+	for i := range r.Rows {
+		if x := &r.Rows[i]; x.Dataset == dataset && x.Mode == mode && x.Tool == tool {
+			return x
+		}
+	}
+	return nil
+}
+
+// goals evaluates the issue's goals on the medians.
+func (r *Report) goals() []Goal {
+	var gs []Goal
+	ratio := func(name string, num, den *Row, numFreeze, denFreeze bool, limit float64) {
+		g := Goal{Name: name, Limit: fmt.Sprintf("≤ %.1f×", limit)}
+		if num != nil && den != nil {
+			a, b := num.Median, den.Median
+			if numFreeze {
+				a = num.Freeze
+			}
+			if denFreeze {
+				b = den.Freeze
+			}
+			if b > 0 {
+				g.Known, g.Value = true, a/b
+				g.Met = g.Value <= limit
+				g.Measured = fmt.Sprintf("%.2f× (%.2fs vs %.2fs)", g.Value, a, b)
+			}
+		}
+		gs = append(gs, g)
+	}
+	for _, d := range []string{"a", "b"} {
+		D := strings.ToUpper(d)
+		ratio("freeze window, 1% incremental, "+D+": replctl freeze / rsync incremental copy",
+			r.row(d, "incremental", "replctl"), r.row(d, "incremental", "rsync"), true, true, 0.5)
+	}
+	for _, d := range []string{"a", "b"} {
+		D := strings.ToUpper(d)
+		ratio("end to end, 1% incremental, "+D+": replctl / rsync",
+			r.row(d, "incremental", "replctl"), r.row(d, "incremental", "rsync"), false, false, 1.0)
+	}
+	for _, d := range []string{"a", "b"} {
+		D := strings.ToUpper(d)
+		ratio("end to end, full, "+D+": replctl / rsync",
+			r.row(d, "full", "replctl"), r.row(d, "full", "rsync"), false, false, 1.3)
+	}
+	// Peak RSS of any agent over every replctl run on B.
+	g := Goal{Name: "agent peak RSS on B (any agent, full and incremental)", Limit: "≤ 256 MiB"}
+	var peak int64
+	who := ""
+	for _, s := range r.Samples {
+		if s.Dataset == "b" && s.Tool == "replctl" && (s.Mode == "full" || s.Mode == "incremental") {
+			for p, v := range s.PeakRSS {
+				if v > peak {
+					peak, who = v, fmt.Sprintf("%s, %s #%d", p, s.Mode, s.Round)
+				}
+			}
+		}
+	}
+	if peak > 0 {
+		g.Known, g.Value = true, float64(peak)
+		g.Met = peak <= 256<<20
+		g.Measured = fmt.Sprintf("%s (%s)", mib(peak), who)
+	}
+	gs = append(gs, g)
+
+	g = Goal{Name: "empty-dataset replication, end to end (median, warm agents)", Limit: "≤ 0.50 s"}
+	if row := r.row("empty", "empty", "replctl"); row != nil {
+		g.Known, g.Value = true, row.Median
+		g.Met = row.Median <= 0.5
+		wf := median(r.values("empty", "empty", "replctl", func(s Sample) float64 { return s.WorkflowSeconds }))
+		g.Measured = fmt.Sprintf("%.3fs (workflow alone %.3fs)", row.Median, wf)
+	}
+	gs = append(gs, g)
+
+	limit := r.heartbeat + time.Second
+	g = Goal{Name: "takeover: kill -9 of the pushing agent → next agent's first activity (worst sample)", Limit: fmt.Sprintf("≤ %.2f s (heartbeat %s + 1 s)", limit.Seconds(), r.heartbeat)}
+	var worst float64
+	n := 0
+	for _, t := range r.Takeovers {
+		if t.Missed == "" {
+			n++
+			worst = math.Max(worst, t.LatencySeconds)
+		}
+	}
+	if n > 0 {
+		g.Known, g.Value = true, worst
+		g.Met = worst <= limit.Seconds()
+		g.Measured = fmt.Sprintf("%.3fs (worst of %d)", worst, n)
+	}
+	gs = append(gs, g)
+	return gs
+}
+
+func fmtRatio(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func fmtRowRSS(row Row) string {
+	if row.Tool != "replctl" {
+		return fmtRSS(row.PeakRSS)
+	}
+	var parts []string
+	for _, h := range []string{"a1", "b1"} {
+		if v, ok := row.PeakRSS[h]; ok {
+			parts = append(parts, fmt.Sprintf("%s %s", h, mib(v)))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// table is the results table in markdown (also readable as plain text).
+func (r *Report) table() string {
+	var b strings.Builder
+	b.WriteString("| dataset | mode | tool | runs | median time | freeze window | peak RSS | replctl/rsync | replctl/cp |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	for _, row := range r.Rows {
+		freeze := fmt.Sprintf("%.2f s", row.Freeze)
+		if strings.HasPrefix(row.Mode, "empty") {
+			freeze = fmt.Sprintf("%.3f s", row.Freeze)
+		}
+		med := fmt.Sprintf("%.2f s", row.Median)
+		if strings.HasPrefix(row.Mode, "empty") {
+			med = fmt.Sprintf("%.3f s", row.Median)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s |\n", strings.ToUpper(row.Dataset), row.Mode, row.Tool, row.Runs,
+			med, freeze, fmtRowRSS(row), fmtRatio(row.VsRsync), fmtRatio(row.VsCp))
+	}
+	return b.String()
+}
+
+func (r *Report) goalTable() string {
+	var b strings.Builder
+	b.WriteString("| goal | measured | limit | result |\n|---|---|---|---|\n")
+	for _, g := range r.Goals {
+		res, meas := "MISSED", g.Measured
+		if g.Met {
+			res = "met"
+		}
+		if !g.Known {
+			res, meas = "not measured", "–"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", g.Name, meas, g.Limit, res)
+	}
+	return b.String()
+}
+
+func (r *Report) header() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mode %s, %d timed run(s) per tool and mode (medians), alternating order; %s\n", r.Mode, r.Runs, r.Machine)
+	for _, s := range r.Datasets {
+		fmt.Fprintf(&b, "dataset %s: %d files of %s–%s (%s)", strings.ToUpper(s.Name), s.Files, human(int64(s.MinSize)), human(int64(s.MaxSize)), human(s.Bytes()))
+		fmt.Fprintf(&b, "; 1%% mutation = %d rewritten", max(1, s.Files/100))
+		if s.AddDel > 0 {
+			fmt.Fprintf(&b, ", %d added, %d deleted", s.AddDel, s.AddDel)
+		}
+		b.WriteString("\n")
+	}
+	if r.CacheDrop {
+		b.WriteString("page cache: DROPPED before every timed run (sync; echo 3 > /proc/sys/vm/drop_caches)\n")
+	} else {
+		b.WriteString("page cache: could NOT be dropped (no permission): warm-cache timings\n")
+	}
+	fmt.Fprintf(&b, "every time includes a final `sync`; replctl = `replctl start JOB --wait` (server + agents as processes, heartbeat %s)\n", r.Heartbeat)
+	fmt.Fprintf(&b, "peak RSS: %s\n", r.RSSMethod)
+	var loads []float64
+	for _, s := range r.Samples {
+		loads = append(loads, s.Load1)
+	}
+	if len(loads) > 0 {
+		sort.Float64s(loads)
+		fmt.Fprintf(&b, "1-min load average before the timed runs: median %.1f, max %.1f (other work on the machine skews timings)\n", median(loads), loads[len(loads)-1])
+	}
+	return b.String()
+}
+
+func (r *Report) takeoverText() string {
+	var b strings.Builder
+	for _, t := range r.Takeovers {
+		if t.Missed != "" {
+			fmt.Fprintf(&b, "- sample %d (dataset %s): missed: %s\n", t.Sample, strings.ToUpper(t.Dataset), t.Missed)
+			continue
+		}
+		fmt.Fprintf(&b, "- sample %d (dataset %s, a1 killed %.2fs into its push): heartbeat timeout after %.3fs, a2's first activity (%s) after %.3fs, takeover script after %.3fs; run done in %.2fs, replica verified\n",
+			t.Sample, strings.ToUpper(t.Dataset), t.KillAfterPushStart, t.DetectSeconds, t.FirstActivity, t.LatencySeconds, t.ScriptSeconds, t.RunSeconds)
+	}
+	return b.String()
+}
+
+// text is what the command prints at the end.
+func (r *Report) text() string {
+	var b strings.Builder
+	b.WriteString("== replctl benchmark ==\n")
+	b.WriteString(r.header())
+	b.WriteString("\n")
+	b.WriteString(r.table())
+	b.WriteString("\ngoals:\n")
+	b.WriteString(r.goalTable())
+	if len(r.Takeovers) > 0 {
+		b.WriteString("\ntakeover samples:\n")
+		b.WriteString(r.takeoverText())
+	}
+	if p := r.Profile; p != nil {
+		fmt.Fprintf(&b, "\nCPU profiles of a full B replication (push %.2fs on a1, pull %.2fs on b1): %s\n", p.PushSeconds, p.PullSeconds, strings.Join(p.Files, ", "))
+		for _, h := range []string{"a1", "b1"} {
+			fmt.Fprintf(&b, "\n-- %s (%s), go tool pprof -top --\n%s", h, map[string]string{"a1": "push", "b1": "pull"}[h], firstLines(p.Top[h], 22))
+		}
+	}
+	return b.String()
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "")
+}
+
+// write stores results.md (table, goals, raw JSON) and results.json under dir.
+func (r *Report) write(dir string) error {
+	if r.Rows == nil {
+		r.finish()
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), js, 0o644); err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# replctl benchmark (%s, %s)\n\n", r.Mode, r.Started.Format(time.RFC3339))
+	for _, l := range strings.Split(strings.TrimSpace(r.header()), "\n") {
+		fmt.Fprintf(&b, "- %s\n", l)
+	}
+	b.WriteString("\n## Results\n\n")
+	b.WriteString(r.table())
+	b.WriteString("\n## Goals\n\n")
+	b.WriteString(r.goalTable())
+	if len(r.Takeovers) > 0 {
+		b.WriteString("\n## Takeover samples\n\n")
+		b.WriteString(r.takeoverText())
+	}
+	if p := r.Profile; p != nil {
+		fmt.Fprintf(&b, "\n## CPU profiles (full B: push %.2f s on a1, pull %.2f s on b1)\n", p.PushSeconds, p.PullSeconds)
+		for _, h := range []string{"a1", "b1"} {
+			fmt.Fprintf(&b, "\n### %s\n\n```\n%s```\n", h, firstLines(p.Top[h], 30))
+		}
+	}
+	b.WriteString("\n## Raw data\n\n```json\n")
+	b.Write(js)
+	b.WriteString("\n```\n")
+	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(b.String()), 0o644)
+}

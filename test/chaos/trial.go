@@ -1,0 +1,605 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/replctl/replctl/workflows"
+)
+
+// Fault kinds (the brief's a–e), plus the two kinds that inject nothing mid-step.
+const (
+	kindKill      = "kill"     // a: kill -9 of the agent running the step
+	kindStop      = "stop"     // b: SIGSTOP of that agent, SIGCONT after the takeover
+	kindCut       = "cut"      // c: its proxy drops and refuses its connections until the takeover
+	kindKillApp   = "kill-app" // d: kill -9 of the application host's agent during quiesce
+	kindRestart   = "restart"  // e: kill -9 and restart of the Temporal server
+	kindNone      = "none"     // warm-up run: no fault
+	kindDeadQueue = "dead"     // the agent is killed before its step is scheduled
+)
+
+// faultKinds are the kinds the trials cycle through, round-robin.
+var faultKinds = []string{kindKill, kindStop, kindCut, kindKillApp, kindRestart}
+
+// kindSteps are the steps each kind may hit.
+var kindSteps = map[string][]string{
+	kindKill:    {"quiesce", "push", "resume", "pull"},
+	kindStop:    {"quiesce", "push", "resume", "pull"},
+	kindCut:     {"quiesce", "push", "resume", "pull"},
+	kindKillApp: {"quiesce"},
+	kindRestart: {"quiesce", "push", "resume", "pull"},
+}
+
+// trialResult is everything one trial saw.
+type trialResult struct {
+	label, kind, step string
+	gen               int
+	runID             string
+
+	victim   string
+	delay    time.Duration // from the step's start to the fault
+	faultAt  time.Time
+	healedAt time.Time // SIGCONT or proxy restore
+	missed   string    // why no fault was injected mid-step, if so
+
+	takeovers []workflows.Takeover
+	from, to  string
+	latency   time.Duration // fault → the next agent's first activity start
+	hasLat    bool
+	dead      []time.Duration // dead-queue takeovers: scheduled → next agent's start
+
+	completed   bool
+	runErr      string
+	corrupt     bool
+	frozen      bool
+	stale       bool
+	early       bool // replica of a superseded epoch, published before the fence moved
+	reader      readerCounts
+	problems    []string
+	notes       []string
+	replicaName string
+	began       time.Time
+	took        time.Duration
+}
+
+func (r *trialResult) problem(format string, a ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, a...))
+}
+
+func (r *trialResult) note(format string, a ...any) {
+	r.notes = append(r.notes, fmt.Sprintf(format, a...))
+}
+
+// ok tells whether the trial passed every check.
+func (r *trialResult) ok() bool {
+	return r.completed && !r.corrupt && !r.frozen && !r.stale && r.reader.problems() == 0
+}
+
+// harness runs trials in a world.
+type harness struct {
+	w      *world
+	opt    options
+	rng    *rand.Rand // fault choices (main goroutine only)
+	wrng   *rand.Rand // the application writer's sizes
+	gens   *generations
+	genN   int
+	reader *reader
+	// est is the expected duration of each step, for "a random moment 0–80% into it".
+	est map[string]time.Duration
+	// reconnectRestarts counts agents restarted because they did not poll again in time.
+	reconnectRestarts int
+}
+
+// runTrial runs one replication with one fault and checks the outcome.
+func (h *harness) runTrial(ctx context.Context, label, kind, step, deadVictim string) *trialResult {
+	r := &trialResult{label: label, kind: kind, step: step, began: time.Now()}
+	defer func() { r.took = time.Since(r.began) }()
+
+	// 1. A new generation of the source: the application wrote it before this run.
+	h.genN++
+	g, err := writeGeneration(h.w.source(), h.genN, h.opt.shape, h.wrng)
+	if err != nil {
+		r.problem("writing generation %d: %v", h.genN, err)
+		return r
+	}
+	h.gens.add(g)
+	r.gen = g.N
+
+	if kind == kindDeadQueue {
+		r.victim = deadVictim
+		r.faultAt = time.Now()
+		h.w.agents[deadVictim].proc.kill()
+	}
+
+	// 2. The run.
+	run, err := h.w.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: workflows.WorkflowID(job), TaskQueue: workflows.DefaultTaskQueue,
+		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WorkflowExecutionTimeout: h.opt.runTimeout,
+	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: job})
+	if err != nil {
+		r.problem("starting run: %v", err)
+		return r
+	}
+	r.runID = run.GetRunID()
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wt := newWatcher(h.w.c, run.GetID(), run.GetRunID())
+	go wt.run(wctx)
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- h.applicationWriter(wctx, wt) }()
+
+	// 3. The fault.
+	if kind != kindNone && kind != kindDeadQueue {
+		h.inject(ctx, wt, r)
+	}
+
+	// 4. The end of the run, then time for a zombie to try its luck.
+	st, runErr := h.waitRun(ctx, run)
+	r.completed = runErr == nil
+	if runErr != nil {
+		r.runErr = runErr.Error()
+		if st.Error != "" {
+			r.runErr = st.Error
+		}
+	}
+	r.takeovers = st.Takeovers
+	if err := <-writerDone; err != nil {
+		r.problem("application writer: %v", err)
+	}
+	if !r.healedAt.IsZero() {
+		sleepUntil(ctx, r.healedAt.Add(h.opt.zombieWait))
+	}
+
+	// 5. Checks.
+	h.check(ctx, r, run, st, g)
+	var rp []string
+	r.reader, rp = h.reader.takeTrial()
+	r.problems = append(r.problems, rp...)
+	return r
+}
+
+// applicationWriter stands in for the application: once the resume step completed (the
+// run is pulling), it writes the next generation into the source. The replica must still be
+// the generation at quiesce time.
+func (h *harness) applicationWriter(ctx context.Context, wt *watcher) error {
+	for {
+		s := wt.snap()
+		if s.phase == workflows.PhasePulling || s.phase == workflows.PhaseCompleted {
+			n := h.genN + 1
+			g, err := writeGeneration(h.w.source(), n, h.opt.shape, h.wrng)
+			if err != nil {
+				return err
+			}
+			h.gens.add(g)
+			h.genN = n
+			return nil
+		}
+		if !s.open {
+			return nil // the run ended before it resumed the application: nothing to write
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// inject waits until the step's activity is running, sleeps a random 0–80 % of the step's
+// expected duration and injects the fault.
+func (h *harness) inject(ctx context.Context, wt *watcher, r *trialResult) {
+	deadline := time.Now().Add(h.opt.runTimeout)
+	var victim string
+	var stepStart time.Time
+	for {
+		s := wt.snap()
+		if host, started, ok := s.running(r.step); ok {
+			victim, stepStart = host, started
+			break
+		}
+		if !s.open || phaseRank(s.phase) > phaseRank(stepPhase(r.step)) {
+			r.missed = fmt.Sprintf("step %s was never seen running (phase %q)", r.step, s.phase)
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			r.missed = fmt.Sprintf("step %s did not start within %s", r.step, h.opt.runTimeout)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	planned := time.Duration(h.rng.Float64() * 0.8 * float64(h.est[r.step]))
+	sleepUntil(ctx, stepStart.Add(planned))
+	if r.kind == kindKillApp {
+		victim = appHost
+	}
+	r.victim = victim
+	a := h.w.agents[victim]
+	if r.kind != kindRestart && a == nil {
+		r.missed = fmt.Sprintf("step %s runs on unknown worker %q", r.step, victim)
+		return
+	}
+	r.faultAt = time.Now()
+	r.delay = r.faultAt.Sub(stepStart)
+	switch r.kind {
+	case kindKill, kindKillApp:
+		a.proc.kill()
+	case kindStop:
+		if err := a.proc.signal(syscall.SIGSTOP); err != nil {
+			r.problem("SIGSTOP agent %s: %v", victim, err)
+			return
+		}
+		a.stopped = true
+		h.waitTakeover(ctx, wt, r)
+		_ = a.proc.signal(syscall.SIGCONT)
+		a.stopped = false
+		r.healedAt = time.Now()
+	case kindCut:
+		a.proxy.Stop()
+		a.cut = true
+		h.waitTakeover(ctx, wt, r)
+		if err := a.proxy.Start(); err != nil {
+			r.problem("restoring the proxy of agent %s: %v", victim, err)
+		}
+		a.cut = false
+		r.healedAt = time.Now()
+	case kindRestart:
+		r.victim = "server"
+		if err := h.w.restartServer(ctx); err != nil {
+			r.problem("restarting the Temporal server: %v", err)
+		}
+		r.note("server back after %s", time.Since(r.faultAt).Round(time.Millisecond))
+	}
+}
+
+// waitTakeover waits until another agent than the victim started an activity after the
+// fault (the takeover happened), or the run ended, or the limit passed.
+func (h *harness) waitTakeover(ctx context.Context, wt *watcher, r *trialResult) {
+	limit := time.Now().Add(60 * time.Second)
+	nextHistory := time.Now()
+	for time.Now().Before(limit) && ctx.Err() == nil {
+		s := wt.snap()
+		if _, ok := s.startedByOther(r.victim, r.faultAt); ok {
+			return
+		}
+		if !s.open {
+			return
+		}
+		// Short activities (the takeover script) may start and end between two
+		// descriptions: the history has them.
+		if time.Now().After(nextHistory) {
+			nextHistory = time.Now().Add(200 * time.Millisecond)
+			hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			as, err := loadHistory(hctx, h.w.c, wt.id, wt.runID)
+			cancel()
+			if err == nil {
+				for _, a := range as {
+					if who := a.agent(); who != "" && who != r.victim && a.Started.After(r.faultAt) {
+						return
+					}
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.note("no takeover seen within 60s of the fault")
+}
+
+// waitRun waits for the run to end and returns its status. Errors talking to the server (it
+// may be restarting) are retried until the run's own timeout has surely passed.
+func (h *harness) waitRun(ctx context.Context, run client.WorkflowRun) (workflows.Status, error) {
+	deadline := time.Now().Add(h.opt.runTimeout + 30*time.Second)
+	for {
+		var st workflows.Status
+		cctx, cancel := context.WithDeadline(ctx, deadline)
+		err := run.Get(cctx, &st)
+		cancel()
+		if err == nil {
+			return st, nil
+		}
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		d, derr := h.w.c.DescribeWorkflowExecution(dctx, run.GetID(), run.GetRunID())
+		dcancel()
+		if derr == nil && d.GetWorkflowExecutionInfo().GetStatus() != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			// A failed run has no result: ask it for its status.
+			qctx, qcancel := context.WithTimeout(ctx, 10*time.Second)
+			if v, qerr := h.w.c.QueryWorkflow(qctx, run.GetID(), run.GetRunID(), workflows.StatusQuery); qerr == nil {
+				_ = v.Get(&st)
+			}
+			qcancel()
+			return st, fmt.Errorf("run %s ended %s: %w", run.GetRunID(), strings.ToLower(strings.TrimPrefix(d.GetWorkflowExecutionInfo().GetStatus().String(), "WORKFLOW_EXECUTION_STATUS_")), err)
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return st, fmt.Errorf("run %s did not end within %s: %w", run.GetRunID(), h.opt.runTimeout, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// replicaMeta is the target's record of a published replica (T/.replctl/meta/<D>/<r>.json).
+type replicaMeta struct {
+	Image     string    `json:"image"`
+	Epoch     int64     `json:"epoch"`
+	Agent     string    `json:"agent"`
+	Published time.Time `json:"published"`
+}
+
+// check runs the checker on a finished run: corrupt, frozen, stale_accepted, and the
+// takeover latency.
+func (h *harness) check(ctx context.Context, r *trialResult, run client.WorkflowRun, st workflows.Status, quiesced *generation) {
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	hist, err := loadHistory(hctx, h.w.c, run.GetID(), run.GetRunID())
+	cancel()
+	if err != nil {
+		r.problem("reading the run's history: %v", err)
+	}
+	if r.completed {
+		for step, d := range stepDurations(hist) {
+			if old, ok := h.est[step]; ok {
+				h.est[step] = (old + d) / 2
+			}
+		}
+	}
+
+	// Takeover latency: fault → the next agent's first activity start.
+	if !r.faultAt.IsZero() && r.kind != kindDeadQueue {
+		for _, t := range st.Takeovers {
+			if t.Time.Before(r.faultAt) || t.To == "" {
+				continue
+			}
+			r.from, r.to = t.From, t.To
+			if a := firstStartBy(hist, t.To, r.faultAt); a != nil {
+				r.latency, r.hasLat = a.Started.Sub(r.faultAt), true
+			}
+			break
+		}
+		if r.missed == "" && r.kind != kindRestart && r.to == "" {
+			// Did the step end before the fault landed?
+			for _, a := range hist {
+				if a.Step == r.step && a.agent() == r.victim && a.Outcome == "completed" && a.Closed.Before(r.faultAt) {
+					r.note("the step had already completed on %s when the fault landed", r.victim)
+					break
+				}
+			}
+		}
+	}
+	// Dead queue: a step scheduled on a queue nobody polls → the next agent's start.
+	if r.kind == kindDeadQueue {
+		for _, a := range hist {
+			if a.Outcome != "timed out (schedule_to_start)" {
+				continue
+			}
+			host := strings.TrimPrefix(a.Queue, "replctl-host-")
+			for _, t := range st.Takeovers {
+				if t.From == host && t.Step == a.Step && t.To != "" {
+					if n := firstStartBy(hist, t.To, a.Closed); n != nil {
+						r.dead = append(r.dead, n.Started.Sub(a.Scheduled))
+						r.from, r.to = t.From, t.To
+					}
+					break
+				}
+			}
+		}
+	}
+
+	// corrupt: the published replica must be the generation at quiesce time.
+	dir, err := resolveLink(h.w.targetLink())
+	switch {
+	case err != nil || dir == "":
+		if r.completed {
+			r.corrupt = true
+			r.problem("corrupt: %s does not resolve to a replica: %v", h.w.targetLink(), err)
+		}
+	default:
+		r.replicaName = filepath.Base(dir)
+		if st.Replica != nil && st.Replica.Name != r.replicaName {
+			r.corrupt = true
+			r.problem("corrupt: %s points to %s, the run reports replica %s", h.w.targetLink(), r.replicaName, st.Replica.Name)
+		}
+		if r.completed {
+			got, err := digestTree(dir)
+			if err != nil {
+				r.corrupt = true
+				r.problem("corrupt: reading replica %s: %v", dir, err)
+			} else if d := diffTree(quiesced.Files, got, 6); len(d) > 0 {
+				r.corrupt = true
+				r.problem("corrupt: replica %s differs from generation %d (digest %s, replica %s): %s",
+					r.replicaName, quiesced.N, quiesced.digest(), treeDigest(got), strings.Join(d, "; "))
+			}
+		}
+	}
+
+	// frozen: the application's QUIESCED flag, and the markers of this run.
+	if _, err := os.Stat(filepath.Join(h.w.hostDir(appHost), "QUIESCED")); err == nil {
+		r.frozen = true
+		r.problem("frozen: %s still exists", filepath.Join(h.w.hostDir(appHost), "QUIESCED"))
+	}
+	if q, res, err := lastMarkers(filepath.Join(h.w.hostDir(appHost), "markers.log"), r.runID); err != nil {
+		r.problem("reading markers: %v", err)
+	} else if q >= 0 && res < q {
+		r.frozen = true
+		r.problem("frozen: markers of run %s show a quiesce (line %d) without a later resume", r.runID, q+1)
+	}
+	if st.QuiescedHost != "" {
+		r.frozen = true
+		r.problem("frozen: the run reports host %s left quiesced", st.QuiescedHost)
+	}
+
+	// stale_accepted: no replica may be published after a higher epoch was recorded by
+	// the fence; and the current replica should come from the highest epoch issued.
+	fences := h.reader.fenceRecords()
+	metas, err := readMetas(h.w.metaDir())
+	if err != nil {
+		r.problem("reading replica metas: %v", err)
+	}
+	for name, m := range metas {
+		if m.Published.Before(r.began) {
+			continue // an earlier trial's replica
+		}
+		for _, f := range fences {
+			if f.Epoch > m.Epoch && f.Recorded.Before(m.Published) {
+				r.stale = true
+				r.problem("stale_accepted: replica %s published by %s at %s with epoch %d, after the fence recorded epoch %d (agent %s) at %s",
+					name, m.Agent, m.Published.Format(time.RFC3339Nano), m.Epoch, f.Epoch, f.Agent, f.Recorded.Format(time.RFC3339Nano))
+				break
+			}
+		}
+	}
+	if ents, err := os.ReadDir(h.w.replicasDir()); err == nil {
+		for _, e := range ents {
+			if _, ok := metas[e.Name()]; !ok && e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+				r.note("replica dir %s has no meta record", e.Name())
+			}
+		}
+	}
+	if st.Replica != nil {
+		top := maxEpoch(hist)
+		m, ok := metas[st.Replica.Name]
+		switch {
+		case !ok:
+			r.problem("stale_accepted: the run's replica %s has no meta record", st.Replica.Name)
+			r.stale = true
+		case m.Epoch < top:
+			// Published by an earlier attempt whose completion was lost; the taker found it
+			// published with the same image and accepted it. Stale only if the fence had
+			// moved before the publish (checked above).
+			r.early = true
+			r.note("replica %s has epoch %d (agent %s, published %s); the run issued up to %d; status says epoch %d agent %s",
+				st.Replica.Name, m.Epoch, m.Agent, m.Published.Format("15:04:05.000"), top, st.Replica.Epoch, st.Replica.Agent)
+		case m.Epoch > top:
+			r.stale = true
+			r.problem("stale_accepted: replica %s has epoch %d, higher than any this run issued (%d)", st.Replica.Name, m.Epoch, top)
+		}
+	}
+	if !r.completed {
+		for _, a := range hist {
+			if a.Outcome != "completed" {
+				r.note("attempt %s/%s on %s by %q: %s", a.Type, a.Step, a.Queue, a.agent(), a.Outcome)
+			}
+		}
+	}
+}
+
+// lastMarkers returns the index of the last quiesce and the last resume marker of run (-1
+// when none).
+func lastMarkers(path, runID string) (quiesce, resume int, err error) {
+	quiesce, resume = -1, -1
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return quiesce, resume, nil
+	}
+	if err != nil {
+		return quiesce, resume, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for i := 0; sc.Scan(); i++ {
+		line := sc.Text()
+		if !strings.Contains(line, " run="+runID) {
+			continue
+		}
+		switch {
+		case strings.Contains(line, " step=quiesce "):
+			quiesce = i
+		case strings.Contains(line, " step=resume "):
+			resume = i
+		}
+	}
+	return quiesce, resume, sc.Err()
+}
+
+// readMetas reads every replica meta record of the dataset.
+func readMetas(dir string) (map[string]replicaMeta, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]replicaMeta{}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		var m replicaMeta
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, fmt.Errorf("parsing %s: %w", e.Name(), err)
+		}
+		out[strings.TrimSuffix(e.Name(), ".json")] = m
+	}
+	return out, nil
+}
+
+// heal brings every agent back for the next trial: SIGCONT, proxy restored, killed agents
+// restarted; and waits until each one polls again.
+func (h *harness) heal(ctx context.Context, r *trialResult) error {
+	for _, host := range hosts {
+		a := h.w.agents[host]
+		if a.stopped {
+			_ = a.proc.signal(syscall.SIGCONT)
+			a.stopped = false
+		}
+		if a.cut {
+			if err := a.proxy.Start(); err != nil {
+				return fmt.Errorf("restoring the proxy of agent %s: %w", host, err)
+			}
+			a.cut = false
+		}
+		since := time.Time{}
+		switch {
+		case !a.proc.alive():
+			if err := a.proc.start(); err != nil {
+				return err
+			}
+			since = a.proc.started
+		case r.kind == kindCut && host == r.victim:
+			since = r.healedAt
+		case r.kind == kindRestart:
+			since = r.faultAt
+		default:
+			continue
+		}
+		if err := h.w.waitPolling(ctx, host, since, h.opt.reconnectWait); err != nil {
+			// The agent is alive but did not come back to the server in time: restart it
+			// so the next trial starts from a known state, and say so.
+			r.note("agent %s did not poll again within %s; restarted it", host, h.opt.reconnectWait)
+			h.reconnectRestarts++
+			a.proc.kill()
+			if err := a.proc.start(); err != nil {
+				return err
+			}
+			if err := h.w.waitPolling(ctx, host, a.proc.started, 60*time.Second); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func sleepUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
