@@ -1,6 +1,9 @@
 # replctl — the commands the README promises. `make test` is the one command that runs all tests.
 SHELL := /bin/bash
 GO ?= go
+# One build configuration for binaries and tests: static binaries (container images FROM
+# scratch) and one shared build cache, so the Temporal server compiles once.
+export CGO_ENABLED := 0
 WORKFLOWCHECK := go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0
 TEST_TIMEOUT ?= 40m
 

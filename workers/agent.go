@@ -69,6 +69,7 @@ func NewAgent(o Options) (*Agent, error) {
 // Register registers the workflows on w under their stable names (also used by replayers).
 func Register(w worker.WorkflowRegistry) {
 	w.RegisterWorkflowWithOptions(workflows.Replication, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.Scheduled, workflow.RegisterOptions{Name: workflows.ScheduledWorkflowName})
 }
 
 // Start starts both workers.

@@ -266,3 +266,19 @@ func TestBadJobNameIsRejectedBeforePlanning(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `want {"job": "NAME"}`)
 }
+
+func TestScheduledStartsTheJobsRunAsChild(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(Scheduled, workflow.RegisterOptions{Name: ScheduledWorkflowName})
+	env.RegisterWorkflowWithOptions(func(ctx workflow.Context, in ReplicationInput) (Status, error) {
+		assert.Equal(t, WorkflowID("orders"), workflow.GetInfo(ctx).WorkflowExecution.ID, "the run has the job's workflow ID")
+		return Status{Job: in.Job, Phase: PhaseCompleted}, nil
+	}, workflow.RegisterOptions{Name: ReplicationWorkflowName})
+	env.ExecuteWorkflow(ScheduledWorkflowName, ReplicationInput{Job: "orders"})
+	require.NoError(t, env.GetWorkflowError())
+	var res ScheduledResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	assert.True(t, res.Started)
+	assert.Equal(t, PhaseCompleted, res.Phase)
+}
