@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -76,10 +77,27 @@ func TestPushPullRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, again.Verified)
 
+	// A try that moved the replica into place but failed before swapping
+	// the link is completed by its retry.
+	require.NoError(t, os.Remove(e.link()))
+	again, err = e.repos.Pull(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.Equal(t, res.ReplicaPath, e.replicaDir())
+
+	// A symlink at T/D that points elsewhere is not ours: never replaced.
+	require.NoError(t, os.Remove(e.link()))
+	require.NoError(t, os.Symlink("../../elsewhere", e.link()))
+	_, err = e.repos.Pull(context.Background(), req, nil)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.Contains(t, err.Error(), "is not a replctl replica link")
+	target, err = os.Readlink(e.link())
+	require.NoError(t, err)
+	require.Equal(t, "../../elsewhere", target)
+
 	// A second Repos (another agent, same client dir) opens the existing repository.
 	r2 := NewRepos(nil)
 	defer r2.Close()
-	require.NoError(t, r2.VerifyReplica(context.Background(), e.cfg, e.job, e.ds, pres.ImageID, e.replicaDir(), 0))
+	require.NoError(t, r2.VerifyReplica(context.Background(), e.cfg, e.job, e.ds, pres.ImageID, res.ReplicaPath, 0))
 }
 
 func TestIncrementalPullHardLinks(t *testing.T) {
@@ -272,7 +290,7 @@ func TestFencedMidRestore(t *testing.T) {
 	e.repos.hooks.afterFileRestored = func(n int64) {
 		if n == 20 {
 			go func() { advanced <- fence.Advance(100, "usurper") }()
-			require.NoError(t, <-advanced)
+			assert.NoError(t, <-advanced)
 		}
 	}
 	defer func() { e.repos.hooks = pullHooks{} }()
@@ -491,6 +509,11 @@ func TestRetentionAndPrune(t *testing.T) {
 	n, err = e.repos.PruneImages(context.Background(), e.cfg, e.job, e.ds, 2)
 	require.NoError(t, err)
 	require.Zero(t, n)
+
+	// Maintenance runs (it deletes nothing yet: kopia's safety margins are 24h+).
+	require.NoError(t, e.repos.Maintain(context.Background(), e.cfg, false))
+	require.NoError(t, e.repos.Maintain(context.Background(), e.cfg, true))
+	require.NoError(t, e.repos.VerifyReplica(context.Background(), e.cfg, e.job, e.ds, images[3], e.replicaDir(), 0))
 }
 
 func TestBadInput(t *testing.T) {
@@ -627,4 +650,18 @@ func TestErrorsAreDistinct(t *testing.T) {
 			require.Equal(t, i == j, errors.Is(a, b))
 		}
 	}
+}
+
+func TestSpecialFilesAreSkipped(t *testing.T) {
+	e := newEnv(t)
+	writeFile(t, filepath.Join(e.src, "f"), []byte("x"), 0o644, baseTime)
+	require.NoError(t, unix.Mkfifo(filepath.Join(e.src, "fifo"), 0o644))
+
+	var last Progress
+
+	res, err := e.repos.Pull(context.Background(), e.pullReq(e.push().ImageID, "r1"), func(p Progress) { last = p })
+	require.NoError(t, err)
+	require.FileExists(t, filepath.Join(res.ReplicaPath, "f"))
+	require.NoFileExists(t, filepath.Join(res.ReplicaPath, "fifo"), "kopia stores no fifos, sockets or devices")
+	require.Equal(t, "publish", last.Phase, "the final report comes last")
 }

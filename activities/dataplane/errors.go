@@ -25,7 +25,7 @@ func badInput(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrBadInput, field, fmt.Sprintf(format, args...))
 }
 
-// checkAbsDir validates that p is an absolute, clean path.
+// checkAbs validates that p is an absolute, clean path.
 func checkAbs(field, p string) error {
 	if p == "" {
 		return badInput(field, "must not be empty")

@@ -131,7 +131,7 @@ func (f *Fence) Advance(epoch int64, agent string) error {
 	})
 }
 
-// checkUnlocked returns ErrFenced if a newer epoch than ours is recorded.
+// check returns ErrFenced if a newer epoch than ours is recorded (no lock).
 func (f *Fence) check(epoch int64) error {
 	r, err := f.read()
 	if err != nil {

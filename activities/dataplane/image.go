@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/object"
@@ -28,6 +29,13 @@ func readImageDir(ctx context.Context, rep repo.Repository, oid object.ID) ([]*s
 
 	if dm.StreamType != "kopia:directory" {
 		return nil, fmt.Errorf("image object %v is not a directory (stream %q)", oid, dm.StreamType)
+	}
+
+	// Names become paths under staging: never let one escape it.
+	for _, e := range dm.Entries {
+		if e == nil || e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsAny(e.Name, "/\x00") {
+			return nil, fmt.Errorf("image directory object %v has an invalid entry name", oid)
+		}
 	}
 
 	return dm.Entries, nil

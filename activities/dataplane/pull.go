@@ -135,18 +135,32 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		return res, err
 	}
 
-	// Already published by an earlier try of this pull whose result got lost.
+	// An earlier try of this pull got as far as the replica dir: either it
+	// published and its result got lost, or it failed between moving the
+	// verified replica into place and swapping the link. Finish the job.
 	if _, err := os.Lstat(res.ReplicaPath); err == nil {
 		m, merr := readMeta(l.metaFile(req.ReplicaName))
-		if cur == req.ReplicaName && merr == nil && m.Image == req.ImageID {
-			res.Verified = m.Verified
-			res.StagingPath = ""
-			l.retain(req.Keep, req.Epoch, r.log)
-
-			return res, nil
+		if merr != nil || m.Image != req.ImageID || !m.Verified {
+			return res, badInput("ReplicaName", "replica %s already exists", res.ReplicaPath)
 		}
 
-		return res, badInput("ReplicaName", "replica %s already exists", res.ReplicaPath)
+		if cur != req.ReplicaName {
+			err := fence.withLock(func() error {
+				if err := publishAllowed(ctx, fence, req); err != nil {
+					return err
+				}
+
+				return l.swapLink(res.ReplicaPath)
+			})
+			if err != nil {
+				return res, err
+			}
+		}
+
+		res.Verified, res.StagingPath = true, ""
+		l.retain(req.Keep, req.Epoch, r.log)
+
+		return res, nil
 	}
 
 	for _, d := range []string{l.replicas, l.meta, l.staging} {
@@ -155,11 +169,14 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		}
 	}
 
+	rp := newReporter(progress)
+	defer rp.final()
+
 	p := &puller{
 		ctx:      ctx,
 		dr:       dr,
 		g:        g,
-		rp:       newReporter(progress),
+		rp:       rp,
 		staging:  staging,
 		isRoot:   os.Geteuid() == 0,
 		parallel: req.Parallel,
@@ -223,7 +240,6 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	res.StagingPath = ""
 
-	p.rp.final()
 	l.retain(req.Keep, req.Epoch, r.log)
 
 	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,
@@ -685,15 +701,30 @@ func (p *puller) writeFile(it writeItem, tmp string) error {
 		}
 	}
 
+	if n != it.de.FileSize {
+		f.Close()
+		return fmt.Errorf("image object %v has %d bytes, entry says %d", it.de.ObjectID, n, it.de.FileSize)
+	}
+
+	// Owner and mode through the open fd (no path lookups); chown first, it
+	// clears setuid/setgid.
+	if p.isRoot {
+		if err := f.Chown(int(it.de.UserID), int(it.de.GroupID)); err != nil {
+			f.Close()
+			return fmt.Errorf("chown %s: %w", tmp, err)
+		}
+	}
+
+	if err := f.Chmod(os.FileMode(it.de.Permissions) & kfs.ModBits); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+
 	if err := f.Close(); err != nil {
 		return err
 	}
 
-	if n != it.de.FileSize {
-		return fmt.Errorf("image object %v has %d bytes, entry says %d", it.de.ObjectID, n, it.de.FileSize)
-	}
-
-	return p.setAttrs(tmp, it.de, false)
+	return setMtime(tmp, it.de, false)
 }
 
 func (p *puller) writeSymlink(it writeItem, tmp string) error {
@@ -724,6 +755,11 @@ func (p *puller) setAttrs(path string, de *snapshot.DirEntry, symlink bool) erro
 		}
 	}
 
+	return setMtime(path, de, symlink)
+}
+
+// setMtime sets atime and mtime to the entry's mtime, to the nanosecond.
+func setMtime(path string, de *snapshot.DirEntry, symlink bool) error {
 	ts := unix.NsecToTimespec(de.ModTime.ToTime().UnixNano())
 
 	flags := 0
@@ -756,16 +792,8 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 	fence := p.g.fence
 
 	return fence.withLock(func() error {
-		if err := fence.check(req.Epoch); err != nil {
+		if err := publishAllowed(p.ctx, fence, req); err != nil {
 			return err
-		}
-
-		if !req.WriteDeadline.IsZero() && time.Now().After(req.WriteDeadline) {
-			return fmt.Errorf("%w: write deadline passed (%s) before publish", ErrFenced, req.WriteDeadline.Format(time.RFC3339Nano))
-		}
-
-		if err := p.ctx.Err(); err != nil {
-			return fmt.Errorf("pull stopped before publish: %w", context.Cause(p.ctx))
 		}
 
 		// T/D may have changed since we started: never clobber user data.
@@ -802,29 +830,56 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 			return err
 		}
 
-		parent := filepath.Dir(l.link)
-		if err := os.MkdirAll(parent, dirMode); err != nil {
-			return fmt.Errorf("creating %s: %w", parent, err)
-		}
-
-		target, err := filepath.Rel(parent, final)
-		if err != nil {
-			return err
-		}
-
-		tmp := filepath.Join(parent, ".replctl-link-"+randHex(8))
-		if err := os.Symlink(target, tmp); err != nil {
-			return fmt.Errorf("creating temp link %s: %w", tmp, err)
-		}
-
-		// rename(2) replaces T/D atomically: readers see the old or the new replica.
-		if err := os.Rename(tmp, l.link); err != nil {
-			_ = os.Remove(tmp)
-			return fmt.Errorf("publishing %s: %w", l.link, err)
-		}
-
-		return syncDir(parent)
+		return l.swapLink(final)
 	})
+}
+
+// publishAllowed is checked under the fence lock right before publishing.
+func publishAllowed(ctx context.Context, fence *Fence, req PullRequest) error {
+	if err := fence.check(req.Epoch); err != nil {
+		return err
+	}
+
+	if !req.WriteDeadline.IsZero() && time.Now().After(req.WriteDeadline) {
+		return fmt.Errorf("%w: write deadline passed (%s) before publish", ErrFenced, req.WriteDeadline.Format(time.RFC3339Nano))
+	}
+
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pull stopped before publish: %w", context.Cause(ctx))
+	}
+
+	return nil
+}
+
+// swapLink points T/D at replica dir final: a temp symlink renamed over T/D.
+// rename(2) is atomic: readers see the old or the new replica, never a mix
+// or nothing. Refuses if T/D is not ours (user data is never clobbered).
+func (l layout) swapLink(final string) error {
+	if _, err := l.currentReplica(); err != nil {
+		return err
+	}
+
+	parent := filepath.Dir(l.link)
+	if err := os.MkdirAll(parent, dirMode); err != nil {
+		return fmt.Errorf("creating %s: %w", parent, err)
+	}
+
+	target, err := filepath.Rel(parent, final)
+	if err != nil {
+		return err
+	}
+
+	tmp := filepath.Join(parent, ".replctl-link-"+randHex(8))
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("creating temp link %s: %w", tmp, err)
+	}
+
+	if err := os.Rename(tmp, l.link); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("publishing %s: %w", l.link, err)
+	}
+
+	return syncDir(parent)
 }
 
 // renameDir renames a staging dir into place. Moving a directory to another

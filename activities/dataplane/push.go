@@ -102,6 +102,8 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	}
 
 	rp := newReporter(progress)
+	defer rp.final()
+
 	rp.setPhase("scan", 0, 0)
 
 	si := sourceInfo(req.Job, req.Dataset)
@@ -179,8 +181,6 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	if err := w.Flush(wctx); err != nil {
 		return PushResult{}, fmt.Errorf("flushing repository %s: %w", req.Repo.Dir, err)
 	}
-
-	rp.final()
 
 	res := PushResult{
 		ImageID:   string(id),

@@ -31,6 +31,12 @@ type RepoConfig struct {
 	// ClientDir is an absolute per-host directory for kopia client state
 	// (config, caches); a subdirectory per repository is derived from Dir.
 	ClientDir string
+	// CacheMB sizes kopia's local content and metadata caches (each) under
+	// ClientDir. 0 (default): no cache. The repository is itself a filesystem,
+	// and kopia's cache writes every content it reads to a cache file: a full
+	// pull of 20k small files measured ~2x slower with a cache than without.
+	// A cache may help when the shared storage has high latency.
+	CacheMB int
 }
 
 func (c RepoConfig) validate() error {
@@ -69,13 +75,6 @@ func (c RepoConfig) clientDir() string {
 	return filepath.Join(c.ClientDir, "repo-"+hex.EncodeToString(h[:8]))
 }
 
-// Kopia's client cache sizes; without sizes kopia runs without a cache (and
-// some code paths dereference a nil cache).
-const (
-	contentCacheBytes  = 512 << 20
-	metadataCacheBytes = 512 << 20
-)
-
 // Repos is a cache of open repositories, safe for concurrent use. Opening a
 // kopia repository derives keys from the password (scrypt) and loads indexes,
 // so repositories stay open across calls until Close.
@@ -102,7 +101,7 @@ func NewRepos(log func(msg string, kv ...any)) *Repos {
 	return &Repos{log: log, repos: map[string]*openRepo{}}
 }
 
-// Close closes all open repositories.
+// Close closes all open repositories. Call it after all operations returned.
 func (r *Repos) Close() error {
 	r.mu.Lock()
 	repos := r.repos
@@ -199,6 +198,11 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 	}
 
 	if _, err := os.Stat(cfgFile); err == nil {
+		// CacheMB may have changed since the client state was created.
+		if err := repo.SetCachingOptions(ctx, cfgFile, cfg.cachingOptions(cfgFile)); err != nil {
+			r.log("updating cache settings failed", "repo", cfg.Dir, "err", err)
+		}
+
 		rep, err := repo.Open(ctx, cfgFile, pw, opts)
 		if err == nil {
 			return rep, nil
@@ -222,17 +226,18 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 	return rep, nil
 }
 
-var noCache = os.Getenv("REPLCTL_NOCACHE") != ""
-
-func cachingOptions(cfgFile string) content.CachingOptions {
-	if noCache {
-		return content.CachingOptions{}
+// cachingOptions returns kopia's client cache settings. Without CacheMB
+// there is no cache directory at all (kopia's supported "no cache" mode; a
+// cache directory with zero sizes makes kopia dereference a nil cache).
+func (c RepoConfig) cachingOptions(cfgFile string) *content.CachingOptions {
+	if c.CacheMB <= 0 {
+		return &content.CachingOptions{}
 	}
 
-	return content.CachingOptions{
+	return &content.CachingOptions{
 		CacheDirectory:         filepath.Join(filepath.Dir(cfgFile), "cache"),
-		ContentCacheSizeBytes:  contentCacheBytes,
-		MetadataCacheSizeBytes: metadataCacheBytes,
+		ContentCacheSizeBytes:  int64(c.CacheMB) << 20,
+		MetadataCacheSizeBytes: int64(c.CacheMB) << 20,
 	}
 }
 
@@ -250,7 +255,7 @@ func connectRepo(ctx context.Context, cfg RepoConfig, cfgFile, pw string) error 
 
 	err = repo.Connect(ctx, cfgFile, st, pw, &repo.ConnectOptions{
 		ClientOptions:  repo.ClientOptions{Hostname: host, Username: "replctl"},
-		CachingOptions: cachingOptions(cfgFile),
+		CachingOptions: *cfg.cachingOptions(cfgFile),
 	})
 	if errors.Is(err, repo.ErrInvalidPassword) {
 		return fmt.Errorf("%w: wrong password in %s for repository %s", ErrBadInput, cfg.passwordFile(), cfg.Dir)

@@ -81,6 +81,9 @@ func newContentHasher(dr repo.DirectRepository) (*contentHasher, error) {
 // errContent describes a content mismatch (wrapped into ErrVerify by callers).
 var errContent = errors.New("content differs from the image")
 
+// errRepoRead marks failures to read the image itself (not a verdict on the file).
+var errRepoRead = errors.New("reading the image failed")
+
 // check verifies that the file at p has exactly the content of object oid
 // (size bytes long). It returns errContent (wrapped) on mismatch.
 func (h *contentHasher) check(ctx context.Context, p string, oid object.ID, size int64, onBytes func(int64)) error {
@@ -121,7 +124,7 @@ func (h *contentHasher) checkRange(ctx context.Context, f *os.File, oid object.I
 	if idx, ok := oid.IndexObjectID(); ok {
 		entries, err := object.LoadIndexObject(ctx, h.cr, idx)
 		if err != nil {
-			return 0, fmt.Errorf("loading index object %v: %w", idx, err)
+			return 0, fmt.Errorf("%w: loading index object %v: %w", errRepoRead, idx, err)
 		}
 
 		var total int64
@@ -208,6 +211,10 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 
 	var jobs []contentJob
 
+	if o.rp != nil {
+		o.rp.setPhase("verify", 0, 0)
+	}
+
 	// A directory's own metadata is checked after its contents, so the most
 	// specific difference (e.g. an extra file rather than the changed mtime
 	// of its directory) is the one reported.
@@ -225,7 +232,8 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 	}
 
 	if o.rp != nil {
-		o.rp.setPhase("verify", totalBytes, int64(len(jobs)))
+		o.rp.bytesTotal.Store(totalBytes)
+		o.rp.filesTotal.Store(int64(len(jobs)))
 	}
 
 	err = parallelDo(ctx, o.parallel, len(jobs), func(i int) error {
@@ -240,8 +248,8 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 			}
 		})
 		if err != nil {
-			if ctx.Err() != nil {
-				return err
+			if ctx.Err() != nil || errors.Is(err, errRepoRead) {
+				return fmt.Errorf("verifying %s: %w", j.rel, err)
 			}
 
 			return fmt.Errorf("%w: %s: %v", ErrVerify, j.rel, err)
