@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/replctl/replctl/activities/dataplane"
@@ -142,7 +143,7 @@ type ScriptResult struct {
 // RunScript runs a host's script on that host: as a local process when the host is this
 // machine (or is configured `connect: local`), over SSH otherwise. A non-zero exit fails the
 // activity with ErrTypeScriptFailed and the result as details.
-func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (ScriptResult, error) {
+func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, rerr error) {
 	if err := a.checkRoute(in.Agent); err != nil {
 		return ScriptResult{}, err
 	}
@@ -170,8 +171,10 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (ScriptResult, er
 	if err != nil {
 		return ScriptResult{}, err
 	}
+	began := time.Now()
 	res, err := hostexec.Run(ctx, req)
 	l.stop()
+	defer func() { observe(ctx, in.Job, "script_"+in.Step, began, rerr, 0, 0) }()
 	out := ScriptResult{Step: in.Step, Host: in.Host.Name, Agent: a.Host, Script: in.Script, Remote: res.Remote, ExitCode: res.ExitCode, TimedOut: res.TimedOut, OutputTail: res.OutputTail, Duration: res.Duration}
 	switch {
 	case errors.Is(err, hostexec.ErrHostKey):
@@ -259,6 +262,7 @@ func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
 		Dataset:   in.Dataset,
 		Tags:      map[string]string{"run": in.RunID, "agent": a.Host},
 	}, func(p dataplane.Progress) { hb.update(fromDataplane("push", a.Host, p, "", 0)) })
+	observe(ctx, in.Job, "push", start, err, res.Bytes, res.Files)
 	if err != nil {
 		return PushResult{}, classify(ctx, "push", err, hb.progress())
 	}
@@ -340,6 +344,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		ResumeFrom:  resumeFrom,
 		Keep:        in.Keep,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)) })
+	observe(ctx, in.Job, "pull", start, err, res.Bytes, res.Files)
 	if err != nil {
 		return PullResult{}, classify(ctx, "pull", err, hb.progress())
 	}
@@ -396,4 +401,21 @@ func lastLine(s string) string {
 		}
 	}
 	return s
+}
+
+// observe records a step's duration and outcome (and data volume) in the agent's metrics.
+func observe(ctx context.Context, job, step string, start time.Time, err error, bytes, files int64) {
+	if !activity.IsActivity(ctx) {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	mh := activity.GetMetricsHandler(ctx).WithTags(map[string]string{"job": job, "step": step})
+	mh.WithTags(map[string]string{"result": result}).Timer("replctl_step_duration_seconds").Record(time.Since(start))
+	if err == nil && bytes > 0 {
+		mh.Counter("replctl_" + step + "_bytes_total").Inc(bytes)
+		mh.Counter("replctl_" + step + "_files_total").Inc(files)
+	}
 }

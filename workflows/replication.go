@@ -58,6 +58,12 @@ func (w *replication) run(ctx workflow.Context) (Status, error) {
 		w.setPhase(workflowDisconnected(ctx), PhaseFailed)
 	}
 	w.upsertMemo(workflowDisconnected(ctx))
+	mh := workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"job": w.in.Job})
+	mh.WithTags(map[string]string{"phase": w.status.Phase}).Counter("replctl_runs_total").Inc(1)
+	if err == nil {
+		// Prometheus alerts on time() - this: the age of the newest good replica (RPO).
+		mh.Gauge("replctl_last_replica_timestamp_seconds").Update(float64(w.status.FinishedAt.Unix()))
+	}
 	return w.status, err
 }
 

@@ -109,6 +109,8 @@ func (w *replication) takeover(ctx workflow.Context, r *role, step, agent, reaso
 	r.idx++
 	t := Takeover{Role: r.name, Step: step, From: agent, To: r.current(), Reason: reason, Time: workflow.Now(ctx)}
 	w.status.Takeovers = append(w.status.Takeovers, t)
+	workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"job": w.plan.Job, "role": r.name, "step": step, "reason": reasonKind(reason)}).
+		Counter("replctl_takeovers_total").Inc(1)
 	workflow.GetLogger(ctx).Warn("takeover", "role", r.name, "step", step, "from", agent, "to", t.To, "reason", reason)
 }
 
@@ -221,6 +223,16 @@ func lostAgent(err error) (reason string, lost bool, progress *activities.Progre
 		}
 	}
 	return "", false, progress
+}
+
+// reasonKind is a takeover reason's first words, a bounded label value for metrics.
+func reasonKind(reason string) string {
+	for _, k := range []string{"heartbeat timeout", "schedule-to-start timeout", "start-to-close timeout"} {
+		if strings.HasPrefix(reason, k) {
+			return strings.ReplaceAll(k, " ", "_")
+		}
+	}
+	return "errors"
 }
 
 func isRetryable(err error) bool {

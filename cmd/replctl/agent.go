@@ -18,6 +18,8 @@ type AgentOptions struct {
 	Host string
 	// PprofAddr serves net/http/pprof there when set (profiling the data plane).
 	PprofAddr string
+	// MetricsAddr serves Prometheus metrics there when set.
+	MetricsAddr string
 }
 
 // NewCmdAgent is `replctl agent --host NAME`: the agent of one host.
@@ -37,6 +39,11 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			cfg, err := f.Config()
 			if err != nil {
 				return err
+			}
+			if o.MetricsAddr != "" {
+				if err := serveMetrics(f, o.MetricsAddr); err != nil {
+					return err
+				}
 			}
 			if o.PprofAddr != "" {
 				if err := servePprof(o.PprofAddr); err != nil {
@@ -59,6 +66,7 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.Host, "host", "", "name of this host in the config")
+	cmd.Flags().StringVar(&o.MetricsAddr, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464")
 	cmd.Flags().StringVar(&o.PprofAddr, "pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	return cmd
 }

@@ -25,6 +25,8 @@ type DevOptions struct {
 	Run string
 	// Exit stops everything after the --run job ended (its exit code is dev's).
 	Exit bool
+	// MetricsAddr serves the agents' Prometheus metrics there when set.
+	MetricsAddr string
 }
 
 // NewCmdDev is `replctl dev`: the embedded server, the Web UI and every agent of the config
@@ -48,6 +50,7 @@ func NewCmdDev(f *Factory, runF func(*DevOptions) error) *cobra.Command {
 	o.Server.AddFlags(cmd.Flags(), "")
 	cmd.Flags().BoolVar(&o.Sample, "sample", true, "create a small sample dataset for jobs whose source dataset does not exist")
 	cmd.Flags().StringVar(&o.Run, "run", "", "run this job once everything is up, wait for it and print its status")
+	cmd.Flags().StringVar(&o.MetricsAddr, "metrics", "", "serve the agents' Prometheus metrics at http://ADDR/metrics")
 	cmd.Flags().BoolVar(&o.Exit, "exit", false, "with --run: stop after the run, exiting with its exit code")
 	return cmd
 }
@@ -70,6 +73,11 @@ func runDev(cmd *cobra.Command, f *Factory, o *DevOptions) error {
 	}
 	if o.Sample {
 		if err := makeSamples(f, cfg); err != nil {
+			return err
+		}
+	}
+	if o.MetricsAddr != "" {
+		if err := serveMetrics(f, o.MetricsAddr); err != nil {
 			return err
 		}
 	}
@@ -102,6 +110,7 @@ func runDev(cmd *cobra.Command, f *Factory, o *DevOptions) error {
 		names = append(names, j.Name)
 	}
 	fmt.Fprintf(f.ErrOut, "%d agents running (%s); jobs: %s\n", len(agents), hostNames(agents), strings.Join(names, ", "))
+	syncSchedulesOnStart(ctx, f, c, cfg)
 	if o.Run != "" {
 		if _, err := cfg.Job(o.Run); err != nil {
 			return &ExitError{Code: ExitUsage, Err: err}
