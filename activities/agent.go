@@ -27,6 +27,7 @@ const (
 	RunScriptName = "RunScript"
 	PushName      = "Push"
 	PullName      = "Pull"
+	MaintainName  = "Maintain"
 )
 
 // Error types of the non-retryable application errors activities return. The workflow never
@@ -285,6 +286,10 @@ type PullInput struct {
 	// relative to the target root.
 	ResumeFrom string
 	Keep       int
+	// SourceDataset and KeepImages: after publishing, images of the job beyond the newest
+	// KeepImages are deleted from the repository (0 = keep all).
+	SourceDataset string
+	KeepImages    int
 }
 
 // PullResult names the replica a pull published.
@@ -348,7 +353,53 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	if err != nil {
 		return PullResult{}, classify(ctx, "pull", err, hb.progress())
 	}
+	if in.KeepImages > 0 {
+		// Image retention is housekeeping: the replica is published, a failure here only
+		// leaves older images for the next run (or maintenance) to prune.
+		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, in.KeepImages); perr != nil {
+			activity.GetLogger(ctx).Warn("image retention failed", "job", in.Job, "error", perr)
+		} else if n > 0 {
+			activity.GetLogger(ctx).Info("pruned images", "job", in.Job, "deleted", n)
+		}
+	}
 	return PullResult{Agent: a.Host, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: in.Epoch, ResumedFrom: in.ResumeFrom, Duration: time.Since(start)}, nil
+}
+
+// MaintainInput is the input of Maintain.
+type MaintainInput struct {
+	Job   string
+	Agent string
+	Repo  RepoLocation
+	// Full also collects contents no image refers to (after pruning, killed pushes).
+	Full bool
+}
+
+// MaintainResult says who maintained the repository and how long it took.
+type MaintainResult struct {
+	Agent    string
+	Full     bool
+	Duration time.Duration
+}
+
+// Maintain runs repository maintenance. Only one agent may do it at a time for a
+// repository: the RepositoryMaintenance workflow (one workflow ID per repository) is the
+// single owner.
+func (a *Agent) Maintain(ctx context.Context, in MaintainInput) (MaintainResult, error) {
+	if err := a.checkRoute(in.Agent); err != nil {
+		return MaintainResult{}, err
+	}
+	start := time.Now()
+	ctx, l, err := startLease(ctx, Progress{Step: "maintain", Phase: "maintain", Agent: a.Host})
+	if err != nil {
+		return MaintainResult{}, err
+	}
+	defer l.stop()
+	err = a.dataplane().Maintain(ctx, a.repoConfig(in.Repo), in.Full)
+	observe(ctx, in.Job, "maintain", start, err, 0, 0)
+	if err != nil {
+		return MaintainResult{}, classify(ctx, "maintain", err, l.progress())
+	}
+	return MaintainResult{Agent: a.Host, Full: in.Full, Duration: time.Since(start)}, nil
 }
 
 func (a *Agent) repoConfig(r RepoLocation) dataplane.RepoConfig {

@@ -59,6 +59,7 @@ func NewAgent(o Options) (*Agent, error) {
 	hostW.RegisterActivityWithOptions(acts.RunScript, activity.RegisterOptions{Name: activities.RunScriptName})
 	hostW.RegisterActivityWithOptions(acts.Push, activity.RegisterOptions{Name: activities.PushName})
 	hostW.RegisterActivityWithOptions(acts.Pull, activity.RegisterOptions{Name: activities.PullName})
+	hostW.RegisterActivityWithOptions(acts.Maintain, activity.RegisterOptions{Name: activities.MaintainName})
 
 	sharedW := worker.New(o.Client, o.SharedQueue, worker.Options{Identity: o.Identity})
 	Register(sharedW)
@@ -70,6 +71,7 @@ func NewAgent(o Options) (*Agent, error) {
 func Register(w worker.WorkflowRegistry) {
 	w.RegisterWorkflowWithOptions(workflows.Replication, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Scheduled, workflow.RegisterOptions{Name: workflows.ScheduledWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.Maintenance, workflow.RegisterOptions{Name: workflows.MaintenanceWorkflowName})
 }
 
 // Start starts both workers.

@@ -282,3 +282,31 @@ func TestScheduledStartsTheJobsRunAsChild(t *testing.T) {
 	assert.True(t, res.Started)
 	assert.Equal(t, PhaseCompleted, res.Phase)
 }
+
+func TestMaintenanceRunsOnTargetOrderWithTakeover(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(Maintenance, workflow.RegisterOptions{Name: MaintenanceWorkflowName})
+	f := &fakeAgents{fail: func(string, string) error { return nil }}
+	env.RegisterActivityWithOptions(func(ctx context.Context, in activities.PlanInput) (activities.PlanResult, error) {
+		return activities.PlanResult{Plan: testPlan()}, nil
+	}, activityOptions(activities.PlanName))
+	env.RegisterActivityWithOptions(f.RunScript, activityOptions(activities.RunScriptName))
+	var ran []string
+	env.RegisterActivityWithOptions(func(ctx context.Context, in activities.MaintainInput) (activities.MaintainResult, error) {
+		agent := agentOf(ctx)
+		ran = append(ran, agent+":"+in.Repo.Dir)
+		if agent == "b1" {
+			return activities.MaintainResult{}, temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)
+		}
+		return activities.MaintainResult{Agent: agent, Full: in.Full}, nil
+	}, activityOptions(activities.MaintainName))
+	env.ExecuteWorkflow(MaintenanceWorkflowName, MaintenanceInput{Job: "orders", Full: true})
+	require.NoError(t, env.GetWorkflowError())
+	var res MaintenanceResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	assert.Equal(t, []string{"b1:/b/.replctl/repository", "b2:/b/.replctl/repository"}, ran)
+	assert.Equal(t, "b2", res.Result.Agent)
+	assert.True(t, res.Result.Full)
+	assert.Equal(t, "replctl-maintenance-array-b-_replctl_repository", MaintenanceID("array-b", ".replctl/repository"))
+}
