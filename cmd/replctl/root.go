@@ -57,6 +57,8 @@ type Factory struct {
 	LogLevel    string
 	// StateDir is where REPLCTL_STATE points when it is not set (the dev sample uses it).
 	StateDir string
+	// Conn holds the TLS and API key flags of the Temporal connection (tls.go).
+	Conn ConnectionFlags
 
 	logger *zap.Logger
 	cfg    *config.Config
@@ -108,18 +110,20 @@ func (f *Factory) ensureStateEnv() error {
 	return os.Setenv("REPLCTL_STATE", abs)
 }
 
-// ClientOptions are the Temporal connection settings: flags win over the config file.
+// ClientOptions are the Temporal connection settings: address, namespace, TLS and API key,
+// each from its flag, else the TEMPORAL_* environment variable, else the config file.
 func (f *Factory) ClientOptions() (client.Options, error) {
 	cfg, err := f.Config()
 	if err != nil {
 		return client.Options{}, err
 	}
-	o := client.Options{HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace, Logger: newSDKLogger(f.Logger())}
-	if f.Address != "" {
-		o.HostPort = f.Address
+	conn, err := resolveConnection(f, cfg.Temporal, os.Getenv)
+	if err != nil {
+		return client.Options{}, err
 	}
-	if f.Namespace != "" {
-		o.Namespace = f.Namespace
+	o := client.Options{Logger: newSDKLogger(f.Logger())}
+	if err := conn.apply(&o); err != nil {
+		return client.Options{}, &ExitError{Code: ExitUsage, Err: err}
 	}
 	return o, nil
 }
@@ -145,6 +149,9 @@ func (f *Factory) Client(ctx context.Context) (client.Client, error) {
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+	if hint := dialHint(o, last); hint != "" {
+		return nil, fmt.Errorf("cannot connect to Temporal at %s (namespace %s): %w%s", o.HostPort, o.Namespace, last, hint)
+	}
 	return nil, fmt.Errorf("cannot reach Temporal at %s (namespace %s): %w; is `replctl dev` or `replctl server` running?", o.HostPort, o.Namespace, last)
 }
 
@@ -162,13 +169,15 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVarP(&f.ConfigFile, "config", "c", def, "config file (env REPLCTL_CONFIG)")
-	pf.StringVar(&f.Address, "address", "", "Temporal frontend host:port (overrides the config)")
-	pf.StringVarP(&f.Namespace, "namespace", "n", "", "Temporal namespace (overrides the config)")
+	pf.StringVar(&f.Address, "address", "", "Temporal frontend host:port (env "+EnvAddress+"; overrides the config)")
+	pf.StringVarP(&f.Namespace, "namespace", "n", "", "Temporal namespace (env "+EnvNamespace+"; overrides the config)")
+	f.Conn.AddFlags(pf)
 	pf.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&f.StateDir, "state-dir", ".replctl-dev", "state dir of the dev sample: sets REPLCTL_STATE when it is unset")
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError("%v (see %s --help)", err, c.CommandPath()) })
 
-	cmd.AddCommand(NewCmdServer(f, nil), NewCmdAgent(f, nil), NewCmdDev(f, nil), NewCmdStart(f, nil), NewCmdStatus(f, nil), NewCmdConfig(f))
+	cmd.AddCommand(NewCmdServer(f, nil), NewCmdAgent(f, nil), NewCmdDev(f, nil), withJobCompletion(f, NewCmdStart(f, nil)), NewCmdStatus(f, nil), NewCmdConfig(f),
+		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil))
 	return cmd
 }
 

@@ -21,6 +21,8 @@ type ServerOptions struct {
 	UIPort    int
 	Namespace string
 	LogLevel  string
+	// TLS of the frontend; only `replctl server` has these flags (tls.go).
+	TLS ServerTLSFlags
 }
 
 // AddFlags registers the options' flags on fs.
@@ -34,14 +36,19 @@ func (o *ServerOptions) AddFlags(fs *pflag.FlagSet, defaultDB string) {
 }
 
 func (o *ServerOptions) start(ctx context.Context, f *Factory) (*devserver.Server, error) {
+	tlsOpts, err := o.TLS.options()
+	if err != nil {
+		return nil, err
+	}
 	s, err := devserver.Start(ctx, devserver.Options{
 		DBFile: o.DBFile, IP: o.IP, Port: o.Port, UIPort: o.UIPort, Namespace: o.Namespace,
 		SearchAttributes: workflows.SearchAttributes(), Logger: f.Logger().Named("temporal"), LogLevel: o.LogLevel,
+		TLS: tlsOpts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded Temporal server: %w", err)
 	}
-	fmt.Fprintf(f.ErrOut, "Temporal server on %s (namespace %s, db %s)\n", s.FrontendAddress(), o.Namespace, dbLabel(o.DBFile))
+	fmt.Fprintf(f.ErrOut, "Temporal server on %s (namespace %s, db %s%s)\n", s.FrontendAddress(), o.Namespace, dbLabel(o.DBFile), tlsLabel(tlsOpts, s))
 	if ui := s.UIAddress(); ui != "" {
 		fmt.Fprintf(f.ErrOut, "Temporal Web UI on %s\n", ui)
 	}
@@ -78,6 +85,7 @@ func NewCmdServer(f *Factory, runF func(*ServerOptions) error) *cobra.Command {
 		},
 	}
 	o.AddFlags(cmd.Flags(), "replctl-temporal.db")
+	o.TLS.AddFlags(cmd.Flags())
 	return cmd
 }
 

@@ -141,7 +141,7 @@ func devDynamicConfig() dynamicconfig.StaticClient {
 }
 
 // serverOptions builds the temporal.NewServer options for o.
-func serverOptions(o Options, p portSet, sqlConf *config.SQL, zl *zap.Logger) ([]temporal.ServerOption, error) {
+func serverOptions(o Options, p portSet, sqlConf *config.SQL, tlsConf *serverTLS, zl *zap.Logger) ([]temporal.ServerOption, error) {
 	frontendDial := p.frontendDialAddr(o.IP)
 	conf := &config.Config{}
 	conf.Global.Membership.MaxJoinDuration = 30 * time.Second
@@ -179,6 +179,7 @@ func serverOptions(o Options, p portSet, sqlConf *config.SQL, zl *zap.Logger) ([
 	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
 	// The server's own system workers dial the frontend through this.
 	conf.PublicClient.HostPort = frontendDial
+	tlsConf.apply(conf) // no-op without TLS
 
 	logger := log.NewZapLogger(zl)
 	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
@@ -209,7 +210,7 @@ func serverOptions(o Options, p portSet, sqlConf *config.SQL, zl *zap.Logger) ([
 }
 
 // buildUI configures the Web UI server for the frontend in p.
-func buildUI(o Options, p portSet) *uiserver.Server {
+func buildUI(o Options, p portSet, tlsConf *serverTLS) *uiserver.Server {
 	host := o.IP
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]" // the UI joins host and port with Sprintf
@@ -218,6 +219,7 @@ func buildUI(o Options, p portSet) *uiserver.Server {
 		Host:                host,
 		Port:                p.ui,
 		TemporalGRPCAddress: p.frontendDialAddr(o.IP),
+		TLS:                 tlsConf.uiTLS(), // zero (plain gRPC) without TLS
 		EnableUI:            true,
 		DefaultNamespace:    o.Namespace,
 		// The UI is served over plain HTTP: secure cookies would never be sent back.

@@ -52,6 +52,7 @@ type Options struct {
 	SearchAttributes map[string]enums.IndexedValueType // ensured (added if missing) on every start
 	Logger           *zap.Logger                       // server logs go here at LogLevel and above; nil = stderr
 	LogLevel         string                            // default "warn"; debug|info|warn|error|off
+	TLS              *TLSOptions                       // TLS or mutual TLS on the frontend; nil = plain gRPC
 }
 
 // Server is a running Temporal server plus optional Web UI. Stop it with Stop.
@@ -63,6 +64,7 @@ type Server struct {
 	level        zap.AtomicLevel
 	frontendAddr string
 	uiAddr       string
+	tls          *serverTLS // nil = plain gRPC
 
 	stopOnce sync.Once
 	stopErr  error
@@ -79,6 +81,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	tlsConf, err := loadServerTLS(o.TLS)
+	if err != nil {
+		return nil, err
+	}
 	ports, err := allocatePorts(o)
 	if err != nil {
 		return nil, err
@@ -91,7 +97,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	logger := o.Logger.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return levelCore{Core: c, level: level}
 	})).Named("temporal")
-	opts, err := serverOptions(o, ports, sqlConf, logger)
+	opts, err := serverOptions(o, ports, sqlConf, tlsConf, logger)
 	if err != nil {
 		unlockDB()
 		return nil, err
@@ -114,9 +120,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		unlockDB:     unlockDB,
 		level:        level,
 		frontendAddr: ports.frontendDialAddr(o.IP),
+		tls:          tlsConf,
 	}
 	if o.UIPort != -1 {
-		s.ui = buildUI(o, ports)
+		s.ui = buildUI(o, ports, tlsConf)
 		s.uiAddr = "http://" + net.JoinHostPort(dialHost(o.IP), strconv.Itoa(ports.ui))
 		ui := s.ui
 		// Start blocks until Stop; it exits the process on a bind error, which is
@@ -136,7 +143,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 // ready waits for the frontend, ensures namespace and search attributes, and
 // waits for the UI port to accept connections.
 func (s *Server) ready(ctx context.Context, o Options) error {
-	conn, err := dialFrontend(s.frontendAddr)
+	conn, err := dialFrontend(s.frontendAddr, s.tls.transportCredentials())
 	if err != nil {
 		return err
 	}
@@ -161,6 +168,15 @@ func (s *Server) ready(ctx context.Context, o Options) error {
 // FrontendAddress returns the host:port clients dial for the frontend gRPC API.
 // When the server listens on all interfaces, this is the loopback address.
 func (s *Server) FrontendAddress() string { return s.frontendAddr }
+
+// TLSServerName returns the name a client must check in the frontend's certificate (the
+// first name of the certificate), or "" when the frontend is plain gRPC.
+func (s *Server) TLSServerName() string {
+	if s.tls == nil {
+		return ""
+	}
+	return s.tls.serverName
+}
 
 // UIAddress returns the Web UI base URL (http://host:port), or "" without UI.
 func (s *Server) UIAddress() string { return s.uiAddr }

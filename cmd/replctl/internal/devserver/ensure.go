@@ -14,7 +14,6 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -23,8 +22,8 @@ import (
 // readiness context ends.
 const callTimeout = 5 * time.Second
 
-func dialFrontend(addr string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func dialFrontend(addr string, transport grpc.DialOption) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr, transport)
 	if err != nil {
 		return nil, fmt.Errorf("connect to frontend %s: %w", addr, err)
 	}

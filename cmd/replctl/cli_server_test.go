@@ -1,0 +1,525 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+	"go.uber.org/zap"
+
+	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
+	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/workers"
+	"github.com/replctl/replctl/workflows"
+)
+
+// cliConfig is the test world: two storage systems, four hosts, the job orders (with
+// scripts that log each call and sleep while the file <dir>/slow names a duration) and the
+// job ticker (no scripts). %[1]s is the test dir, %[2]s the orders schedule, %[3]s ticker's.
+const cliConfig = `
+temporal: {address: 127.0.0.1:7233, namespace: default}
+storage:
+  - {name: array-a, path: %[1]s/storage/array-a}
+  - {name: array-b, path: %[1]s/storage/array-b}
+hosts:
+  - {name: a1, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a1}
+  - {name: a2, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a2}
+  - {name: b1, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b1}
+  - {name: b2, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b2}
+jobs:
+  - name: orders
+    source: {storage: array-a, dataset: orders}
+    target: {storage: array-b, dataset: orders}
+    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, takeover: takeover.sh, timeout: 30s}
+    order: {application: [a1, a2], source: [a1, a2, b2], target: [b1, b2, a2]}
+    timeouts: {heartbeat: 1s, schedule_to_start: 2s, start_to_close: 5m}
+    retention: {replicas: 3, images: 10}
+    %[2]s
+  - name: ticker
+    source: {storage: array-a, dataset: ticker}
+    target: {storage: array-b, dataset: ticker}
+    application: {host: a1}
+    order: {application: [a1], source: [a1], target: [b1]}
+    timeouts: {heartbeat: 1s, schedule_to_start: 2s, start_to_close: 5m}
+    %[3]s
+`
+
+const ordersSchedule = `schedule: {cron: "30 3 * * *", time_zone: Europe/Berlin, overlap: buffer_one, catchup_window: 1m, jitter: 10s, pause_on_failure: true}`
+
+const cliScript = `#!/bin/sh
+set -eu
+mkdir -p "$REPLCTL_STATE_DIR"
+echo "$REPLCTL_STEP host=$REPLCTL_HOST agent=$REPLCTL_AGENT run=$REPLCTL_RUN_ID" >> "$REPLCTL_STATE_DIR/markers.log"
+if [ "$REPLCTL_STEP" = quiesce ] && [ -f %[1]s/slow ]; then exec sleep "$(cat %[1]s/slow)"; fi
+`
+
+// cliEnv is an embedded Temporal server with the four agents of cliConfig in this process.
+type cliEnv struct {
+	t       *testing.T
+	dir     string
+	cfgFile string
+	addr    string
+	c       client.Client
+	cfg     *config.Config
+	agents  map[string]*workers.Agent
+}
+
+func newCLIEnv(t *testing.T) *cliEnv {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("REPLCTL_STATE", dir)
+	e := &cliEnv{t: t, dir: dir, cfgFile: filepath.Join(dir, "replctl.yaml"), agents: map[string]*workers.Agent{}}
+	for _, d := range []string{"storage/array-a", "storage/array-b", "scripts"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
+	}
+	for _, s := range []string{"freeze.sh", "thaw.sh", "takeover.sh"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(fmt.Sprintf(cliScript, dir)), 0o755))
+	}
+	for _, ds := range []string{"orders", "ticker"} {
+		for i := 0; i < 12; i++ {
+			p := filepath.Join(dir, "storage/array-a", ds, fmt.Sprintf("d%d", i%3), fmt.Sprintf("f%02d", i))
+			require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+			require.NoError(t, os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 4096+i*100), 0o644))
+		}
+	}
+	e.writeConfig(ordersSchedule, "")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := devserver.Start(ctx, devserver.Options{Port: 0, UIPort: -1, SearchAttributes: workflows.SearchAttributes(), Logger: zap.NewNop(), LogLevel: "error"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Stop() })
+	e.addr = srv.FrontendAddress()
+	e.c, err = client.DialContext(ctx, client.Options{HostPort: e.addr, Namespace: "default", Logger: newSDKLogger(zap.NewNop())})
+	require.NoError(t, err)
+	t.Cleanup(e.c.Close)
+	e.cfg, err = config.Load(e.cfgFile)
+	require.NoError(t, err)
+	for _, h := range []string{"a1", "a2", "b1", "b2"} {
+		e.startAgent(h)
+	}
+	return e
+}
+
+func (e *cliEnv) writeConfig(orders, ticker string) {
+	e.t.Helper()
+	require.NoError(e.t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(cliConfig, e.dir, orders, ticker)), 0o644))
+}
+
+func (e *cliEnv) startAgent(host string) {
+	e.t.Helper()
+	a, err := startAgent(e.c, e.cfg, host)
+	require.NoError(e.t, err)
+	e.agents[host] = a
+	e.t.Cleanup(func() {
+		if e.agents[host] == a {
+			a.Stop()
+		}
+	})
+}
+
+func (e *cliEnv) stopAgent(host string) {
+	e.agents[host].Stop()
+	delete(e.agents, host)
+}
+
+// cli runs replctl with args against the test server and returns stdout, stderr and the
+// error (exitCode tells the process exit code it stands for).
+func (e *cliEnv) cli(args ...string) (string, string, error) {
+	e.t.Helper()
+	var out, errOut bytes.Buffer
+	f := NewFactory(&out, &errOut)
+	root := NewCmdRoot(f)
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(append([]string{"--config", e.cfgFile, "--address", e.addr, "--log-level", "error"}, args...))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	return out.String(), errOut.String(), err
+}
+
+// cliJSON runs replctl with args (which include -o json) and decodes its output into v.
+func (e *cliEnv) cliJSON(v any, args ...string) {
+	e.t.Helper()
+	out, errOut, err := e.cli(args...)
+	require.NoError(e.t, err, "replctl %s: %s", strings.Join(args, " "), errOut)
+	require.NoError(e.t, json.Unmarshal([]byte(out), v), "replctl %s printed: %s", strings.Join(args, " "), out)
+}
+
+// eventually retries check (which returns nil when satisfied) until timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+func (e *cliEnv) markers(host string) string {
+	b, _ := os.ReadFile(filepath.Join(e.dir, "hosts", host, "markers.log"))
+	return string(b)
+}
+
+func (e *cliEnv) setSlow(d string) {
+	p := filepath.Join(e.dir, "slow")
+	if d == "" {
+		require.NoError(e.t, os.Remove(p))
+		return
+	}
+	require.NoError(e.t, os.WriteFile(p, []byte(d), 0o644))
+}
+
+// waitPhase waits until the latest run of job reports phase.
+func (e *cliEnv) waitPhase(job, phase string) string {
+	e.t.Helper()
+	var runID string
+	eventually(e.t, 30*time.Second, "job "+job+" reaching phase "+phase, func() error {
+		q, err := e.c.QueryWorkflow(context.Background(), workflows.WorkflowID(job), "", workflows.StatusQuery)
+		if err != nil {
+			return err
+		}
+		var st workflows.Status
+		if err := q.Get(&st); err != nil {
+			return err
+		}
+		if st.Phase != phase {
+			return fmt.Errorf("phase %s", st.Phase)
+		}
+		runID = st.RunID
+		return nil
+	})
+	return runID
+}
+
+func TestCLIAgainstRealServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Temporal server")
+	}
+	began := time.Now()
+	e := newCLIEnv(t)
+	t.Logf("server and agents up in %s", time.Since(began).Round(time.Millisecond))
+
+	t.Run("schedule sync creates, keeps and deletes schedules", func(t *testing.T) {
+		ctx := context.Background()
+		// A leftover replctl schedule of a job that is gone, and somebody else's schedule.
+		for _, id := range []string{workflows.ScheduleID("gone"), "someone-else"} {
+			_, err := e.c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+				ID: id, Spec: client.ScheduleSpec{CronExpressions: []string{"0 0 1 1 *"}}, Paused: true,
+				Action: &client.ScheduleWorkflowAction{Workflow: "Nothing", TaskQueue: "nowhere"},
+			})
+			require.NoError(t, err)
+		}
+		var changes []scheduleChange
+		eventually(t, 10*time.Second, "sync deleting the stale schedule (schedule list lags)", func() error {
+			changes = nil
+			out, errOut, err := e.cli("schedule", "sync", "-o", "json")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, errOut)
+			}
+			if err := json.Unmarshal([]byte(out), &changes); err != nil {
+				return err
+			}
+			for _, ch := range changes {
+				if ch.ScheduleID == workflows.ScheduleID("gone") && ch.Change == "deleted" {
+					return nil
+				}
+			}
+			return fmt.Errorf("changes %+v", changes)
+		})
+		var orders []string
+		for _, ch := range changes {
+			if ch.Job == "orders" {
+				orders = append(orders, ch.Change)
+			}
+		}
+		require.Subset(t, []string{"created", "unchanged"}, orders)
+		_, err := e.c.ScheduleClient().GetHandle(ctx, "someone-else").Describe(ctx)
+		require.NoError(t, err, "a schedule without replctl's ID prefix is left alone")
+
+		var v scheduleView
+		e.cliJSON(&v, "schedule", "describe", "orders", "-o", "json")
+		require.Equal(t, "30 3 * * *", v.Cron)
+		require.Contains(t, v.Spec, "min=30 hour=3", "the server compiled the cron string")
+		require.Equal(t, "Europe/Berlin", v.TimeZone)
+		require.Equal(t, "buffer_one", v.Overlap)
+		require.Equal(t, "1m0s", v.CatchupWindow)
+		require.Equal(t, "10s", v.Jitter)
+		require.True(t, v.PauseOnFailure)
+		require.Equal(t, workflows.ScheduledWorkflowName, v.Workflow)
+		require.Equal(t, "replctl", v.TaskQueue)
+		require.True(t, v.Synced, "differences: %v", v.Differences)
+		require.NotEmpty(t, v.Next)
+
+		out, _, err := e.cli("schedule", "sync")
+		require.NoError(t, err)
+		require.Regexp(t, `unchanged\s+orders\s+replctl-schedule-orders`, out)
+
+		// An operator's pause survives a sync.
+		out, _, err = e.cli("schedule", "pause", "orders", "--note", "array maintenance")
+		require.NoError(t, err)
+		require.Contains(t, out, "paused schedule replctl-schedule-orders")
+		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
+		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "unchanged", Detail: specSummary(fingerprintOf(e.cfg.Jobs[0].Schedule, "replctl")), Paused: true})
+		var views []*scheduleView
+		e.cliJSON(&views, "schedule", "list", "-o", "json")
+		require.Len(t, views, 1)
+		require.True(t, views[0].Paused)
+		require.Equal(t, "array maintenance", views[0].Note)
+		_, _, err = e.cli("schedule", "unpause", "orders")
+		require.NoError(t, err)
+		out, _, err = e.cli("schedule", "list")
+		require.NoError(t, err)
+		require.Regexp(t, `orders\s+30 3 \* \* \*\s+active`, out)
+	})
+
+	var firstRun string
+	t.Run("schedule trigger makes a run and a replica", func(t *testing.T) {
+		var res struct {
+			workflows.ScheduledResult
+			Error string `json:"error"`
+		}
+		e.cliJSON(&res, "schedule", "trigger", "orders", "--wait", "-o", "json")
+		require.Empty(t, res.Error)
+		require.True(t, res.Started)
+		require.Equal(t, workflows.PhaseCompleted, res.Phase)
+		firstRun = res.RunID
+
+		var reps replicasView
+		e.cliJSON(&reps, "replicas", "orders", "-o", "json")
+		require.Len(t, reps.Replicas, 1)
+		r := reps.Replicas[0]
+		require.True(t, r.Current)
+		require.NotNil(t, r.Verified)
+		require.True(t, *r.Verified)
+		require.Equal(t, "b1", r.Agent)
+		require.EqualValues(t, 12, r.Files)
+		require.Greater(t, r.Bytes, int64(12*4096))
+		require.Greater(t, r.AddedBytes, int64(0))
+		out, _, err := e.cli("replicas", "orders")
+		require.NoError(t, err)
+		require.Regexp(t, `\*\s+`+r.Name+`.*yes\s+b1`, out)
+	})
+
+	t.Run("list shows the scheduled run", func(t *testing.T) {
+		eventually(t, 10*time.Second, "visibility showing the run", func() error {
+			var rows []runRow
+			out, _, err := e.cli("list", "--job", "orders", "--since", "1h", "-o", "json")
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal([]byte(out), &rows); err != nil {
+				return err
+			}
+			if len(rows) != 1 || rows[0].RunID != firstRun || rows[0].Status != "completed" || rows[0].Phase != workflows.PhaseCompleted {
+				return fmt.Errorf("rows %+v", rows)
+			}
+			require.Equal(t, "schedule", rows[0].Trigger)
+			require.Equal(t, "orders", rows[0].Job)
+			return nil
+		})
+		var rows []runRow
+		e.cliJSON(&rows, "list", "--job", "orders", "--status", "failed", "-o", "json")
+		require.Empty(t, rows)
+		out, _, err := e.cli("list", "--status", "completed")
+		require.NoError(t, err)
+		require.Regexp(t, `orders\s+`+firstRun+`\s+completed\s+completed\s+schedule`, out)
+	})
+
+	t.Run("history lists the steps with agents and hosts", func(t *testing.T) {
+		var h historyView
+		e.cliJSON(&h, "history", "orders", "-o", "json")
+		require.Equal(t, firstRun, h.RunID)
+		require.Equal(t, "completed", h.Status)
+		var got []string
+		for _, s := range h.Steps {
+			require.True(t, s.OK, "%+v", s)
+			got = append(got, fmt.Sprintf("%s %s %s/%s", s.Kind, s.Step, s.Agent, s.Host))
+		}
+		require.Len(t, got, 5)
+		require.Regexp(t, `^step plan (a1|a2|b1|b2)/`, got[0], "plan runs on any agent")
+		require.Equal(t, []string{"step quiesce a1/a1", "step push a1/a1", "step resume a1/a1", "step pull b1/b1"}, got[1:])
+	})
+
+	t.Run("status shows the replica and the RPO", func(t *testing.T) {
+		var v statusView
+		e.cliJSON(&v, "status", "orders", "-o", "json")
+		require.Equal(t, workflows.PhaseCompleted, v.Phase)
+		require.Equal(t, "completed", v.ExecutionStatus)
+		require.NotNil(t, v.LastReplica)
+		require.Equal(t, firstRun, v.LastReplica.RunID)
+		require.NotNil(t, v.RPO)
+		require.False(t, v.RPO.Late)
+		// Daily at 03:30 Berlin time: 24 h, 23 h or 25 h around a DST change.
+		require.InDelta(t, 24, v.RPO.Interval.Hours(), 1.01)
+
+		var byRun statusView
+		e.cliJSON(&byRun, "status", "--run", firstRun, "-o", "json")
+		require.Equal(t, "orders", byRun.Job)
+		require.Equal(t, firstRun, byRun.RunID)
+		out, _, err := e.cli("status", "orders")
+		require.NoError(t, err)
+		require.Regexp(t, `rpo\s+ok: last replica \d+s old, schedule "30 3 \* \* \*" allows`, out)
+	})
+
+	t.Run("a takeover shows in history and status", func(t *testing.T) {
+		e.stopAgent("b1")
+		out, errOut, err := e.cli("start", "orders", "--wait")
+		require.NoError(t, err, "%s%s", out, errOut)
+		e.startAgent("b1")
+		var h historyView
+		e.cliJSON(&h, "history", "orders", "-o", "json")
+		var takeover *historyRow
+		for i, s := range h.Steps {
+			if s.Kind == "takeover" {
+				takeover = &h.Steps[i]
+				require.Equal(t, "step", h.Steps[i-1].Kind)
+				require.Equal(t, "b1", h.Steps[i-1].Agent, "the lost attempt precedes the takeover")
+				require.Equal(t, "schedule_to_start", h.Steps[i-1].TimeoutType)
+				require.False(t, h.Steps[i-1].OK)
+				require.Equal(t, "takeover", h.Steps[i+1].Step, "the taker first runs the failed host's takeover script")
+				require.Equal(t, "b2", h.Steps[i+1].Agent)
+				require.Equal(t, "b1", h.Steps[i+1].Host, "on the failed host")
+			}
+		}
+		require.NotNil(t, takeover, "steps: %+v", h.Steps)
+		require.Equal(t, "pull", takeover.Step)
+		require.Equal(t, "b1", takeover.From)
+		require.Equal(t, "b2", takeover.Agent)
+		require.Contains(t, takeover.Result, "schedule-to-start")
+		last := h.Steps[len(h.Steps)-1]
+		require.Equal(t, "pull", last.Step)
+		require.Equal(t, "b2", last.Agent)
+		require.True(t, last.OK)
+		out, _, err = e.cli("history", "orders")
+		require.NoError(t, err)
+		require.Regexp(t, `TAKEOVER\s+pull -> b2\s+b2\s+b1`, out)
+
+		var v statusView
+		e.cliJSON(&v, "status", "orders", "-o", "json")
+		require.Len(t, v.Takeovers, 1)
+		require.Equal(t, "b2", v.Agents.Target)
+	})
+
+	t.Run("status --watch follows a run to its end", func(t *testing.T) {
+		e.setSlow("1.5")
+		defer e.setSlow("")
+		_, errOut, err := e.cli("start", "orders")
+		require.NoError(t, err, errOut)
+		out, errOut, err := e.cli("status", "orders", "--watch", "--interval", "100ms")
+		require.NoError(t, err, "%s%s", out, errOut)
+		require.Contains(t, out, "watching job orders run")
+		require.Regexp(t, `\d\d:\d\d:\d\d quiescing +agents application=a1`, out)
+		require.Regexp(t, `(?m)^\d\d:\d\d:\d\d run ended: completed$`, out)
+		require.Regexp(t, `phase\s+completed`, out)
+		require.NotContains(t, out, "\x1b[", "no ANSI codes when stdout is not a terminal")
+	})
+
+	t.Run("cancel stops the run and still resumes the application", func(t *testing.T) {
+		e.setSlow("5")
+		defer e.setSlow("")
+		_, errOut, err := e.cli("start", "orders")
+		require.NoError(t, err, errOut)
+		runID := e.waitPhase("orders", workflows.PhaseQuiescing)
+		var v statusView
+		e.cliJSON(&v, "cancel", "orders", "--wait", "-o", "json")
+		require.Equal(t, runID, v.RunID)
+		require.Equal(t, workflows.PhaseCancelled, v.Phase)
+		require.Equal(t, "cancelled", v.ExecutionStatus)
+		require.Empty(t, v.QuiescedHost, "resume ran")
+		require.Contains(t, e.markers("a1"), "resume host=a1 agent=a1 run="+runID)
+
+		_, _, err = e.cli("cancel", "orders")
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "has no running run")
+		require.Equal(t, ExitFailure, exitCode(err))
+	})
+
+	t.Run("a schedule fires by itself", func(t *testing.T) {
+		e.writeConfig(strings.Replace(ordersSchedule, "30 3", "45 3", 1), `schedule: {cron: "@every 2s"}`)
+		var changes []scheduleChange
+		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
+		require.Contains(t, changes, scheduleChange{Job: "ticker", ScheduleID: workflows.ScheduleID("ticker"), Change: "created", Detail: `cron "@every 2s" UTC, overlap skip`})
+		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "updated", Detail: `cron "30 3 * * *" -> "45 3 * * *"`})
+
+		eventually(t, 30*time.Second, "the ticker schedule publishing a replica", func() error {
+			var reps replicasView
+			out, _, err := e.cli("replicas", "ticker", "-o", "json")
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal([]byte(out), &reps); err != nil {
+				return err
+			}
+			if len(reps.Replicas) == 0 {
+				return fmt.Errorf("no replica yet")
+			}
+			return nil
+		})
+		_, _, err := e.cli("schedule", "pause", "ticker")
+		require.NoError(t, err)
+		var v scheduleView
+		e.cliJSON(&v, "schedule", "describe", "ticker", "-o", "json")
+		require.True(t, v.Paused)
+		require.Equal(t, "@every 2s", v.Spec)
+		require.GreaterOrEqual(t, v.Actions, 1)
+		require.NotEmpty(t, v.Recent)
+		require.True(t, strings.HasPrefix(v.Recent[0].WorkflowID, workflows.ScheduleID("ticker")))
+
+		var st statusView
+		e.cliJSON(&st, "status", "ticker", "-o", "json")
+		require.NotNil(t, st.RPO)
+		require.Equal(t, 2*time.Second, st.RPO.Interval)
+
+		out, _, err := e.cli("schedule", "delete", "ticker")
+		require.NoError(t, err)
+		require.Contains(t, out, "would recreate it")
+		_, _, err = e.cli("schedule", "describe", "ticker")
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "schedule sync")
+
+		out, _, err = e.cli("schedule", "backfill", "orders", "--start", "-1h")
+		require.NoError(t, err)
+		require.Contains(t, out, "backfill of schedule replctl-schedule-orders")
+	})
+
+	t.Run("replicas says when the target is not reachable", func(t *testing.T) {
+		b, err := os.ReadFile(e.cfgFile)
+		require.NoError(t, err)
+		far := filepath.Join(e.dir, "far.yaml")
+		missing := filepath.Join(e.dir, "not-mounted")
+		require.NoError(t, os.WriteFile(far, bytes.Replace(b, []byte("name: array-b, path: "+e.dir+"/storage/array-b"), []byte("name: array-b, path: "+missing), 1), 0o644))
+		_, _, err = e.cli("--config", far, "replicas", "orders")
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "target storage array-b is not reachable from this machine at "+missing)
+	})
+
+	t.Run("completion", func(t *testing.T) {
+		out, _, err := e.cli("completion", "bash")
+		require.NoError(t, err)
+		require.Contains(t, out, "bash completion")
+		out, _, err = e.cli("__complete", "status", "")
+		require.NoError(t, err)
+		require.Contains(t, out, "orders\nticker\n")
+		out, _, err = e.cli("__complete", "start", "o")
+		require.NoError(t, err)
+		require.Contains(t, out, "orders\n")
+		require.NotContains(t, out, "ticker")
+	})
+	t.Logf("whole CLI test took %s", time.Since(began).Round(time.Millisecond))
+}

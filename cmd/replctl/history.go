@@ -1,0 +1,404 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/api/enums/v1"
+	failurepb "go.temporal.io/api/failure/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/converter"
+
+	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/workflows"
+)
+
+// HistoryOptions are the arguments and flags of `replctl history`.
+type HistoryOptions struct {
+	Job    string
+	RunID  string
+	Output string
+}
+
+// NewCmdHistory is `replctl history JOB [--run RUN]`.
+func NewCmdHistory(f *Factory, runF func(*HistoryOptions) error) *cobra.Command {
+	o := &HistoryOptions{}
+	cmd := &cobra.Command{
+		Use:   "history JOB",
+		Short: "Show the steps of a run from its Temporal history: agent, host, timing, result, takeovers",
+		Long: "Show every step (activity) of a run from its Temporal history: the step, the agent whose queue it\n" +
+			"was sent to, the host it acted on (a takeover script runs on the failed host), start, duration\n" +
+			"and result (ok, the error, or the timeout that made the next agent take over). Takeovers are\n" +
+			"rows of their own.",
+		Args:              exactArgs(1, "one job name"),
+		ValidArgsFunction: completeJobs(f, false),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Job = args[0]
+			if err := checkOutput(o.Output); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return runHistory(cmd.Context(), f, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.RunID, "run", "", "run ID (default: the latest run)")
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	return cmd
+}
+
+// historyView is a run's history as `replctl history` shows it.
+type historyView struct {
+	Job        string       `json:"job"`
+	WorkflowID string       `json:"workflow_id"`
+	RunID      string       `json:"run_id"`
+	Status     string       `json:"status"`
+	Start      time.Time    `json:"start"`
+	End        time.Time    `json:"end,omitzero"`
+	Error      string       `json:"error,omitempty"`
+	Steps      []historyRow `json:"steps"`
+}
+
+// historyRow is one activity of a run, or (Kind "takeover") one move to the next agent.
+type historyRow struct {
+	Kind     string `json:"kind"` // step or takeover
+	Step     string `json:"step"`
+	Activity string `json:"activity,omitempty"`
+	// Agent is the agent whose queue the step was sent to (for a takeover: the new agent).
+	Agent string `json:"agent"`
+	// Host is the host the step acted on: a takeover script runs on the failed host.
+	Host      string    `json:"host,omitempty"`
+	From      string    `json:"from,omitempty"` // takeover: the agent that lost the step
+	Identity  string    `json:"worker_identity,omitempty"`
+	TaskQueue string    `json:"task_queue,omitempty"`
+	Attempt   int32     `json:"attempt,omitempty"`
+	Scheduled time.Time `json:"scheduled,omitzero"`
+	Started   time.Time `json:"started,omitzero"`
+	Ended     time.Time `json:"ended,omitzero"`
+	Duration  string    `json:"duration,omitempty"`
+	// Result is ok, running, cancelled, the error message or the timeout.
+	Result      string `json:"result"`
+	OK          bool   `json:"ok"`
+	ErrorType   string `json:"error_type,omitempty"`
+	TimeoutType string `json:"timeout_type,omitempty"`
+	Detail      string `json:"detail,omitempty"`
+
+	activityID      string
+	tookOver        string
+	cancelRequested bool // "took over from X" of the step's summary
+}
+
+func runHistory(ctx context.Context, f *Factory, o *HistoryOptions) error {
+	c, err := f.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	id := workflows.WorkflowID(o.Job)
+	desc, err := c.DescribeWorkflowExecution(ctx, id, o.RunID)
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		if o.RunID != "" {
+			return fmt.Errorf("job %s has no run %s (workflow %s); `replctl list --job %s` shows its runs", o.Job, o.RunID, id, o.Job)
+		}
+		return fmt.Errorf("job %s has no runs yet (no workflow %s): start one with `replctl start %s`", o.Job, id, o.Job)
+	}
+	if err != nil {
+		return fmt.Errorf("describe run of job %s: %w", o.Job, err)
+	}
+	info := desc.GetWorkflowExecutionInfo()
+	v := historyView{Job: o.Job, WorkflowID: id, RunID: info.GetExecution().GetRunId(), Status: executionStatusName(info.GetStatus()), Start: info.GetStartTime().AsTime()}
+	var events []*historypb.HistoryEvent
+	it := c.GetWorkflowHistory(ctx, id, v.RunID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			return fmt.Errorf("read history of job %s run %s: %w", o.Job, v.RunID, err)
+		}
+		events = append(events, e)
+	}
+	v.Steps, v.End, v.Error = historyRows(events, time.Now())
+	// A running activity's started event is written only when it ends: take it from the
+	// pending activities.
+	for _, pa := range desc.GetPendingActivities() {
+		for i := range v.Steps {
+			r := &v.Steps[i]
+			if r.Kind == "step" && r.Result == "running" && r.activityID == pa.GetActivityId() && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
+				r.Started = pa.GetLastStartedTime().AsTime()
+				r.Identity = pa.GetLastWorkerIdentity()
+				r.Attempt = pa.GetAttempt()
+				r.Duration = time.Since(r.Started).Round(time.Millisecond).String()
+			}
+		}
+	}
+	if o.Output == "json" {
+		return writeJSON(f.Out, v)
+	}
+	printHistory(f.Out, v)
+	return nil
+}
+
+// historyRows turns a run's events into step rows (in schedule order) with takeover rows
+// before the first step an agent ran in place of another.
+func historyRows(events []*historypb.HistoryEvent, now time.Time) (rows []historyRow, end time.Time, runErr string) {
+	byID := map[int64]int{}
+	dc := converter.GetDefaultDataConverter()
+	for _, e := range events {
+		t := e.GetEventTime().AsTime()
+		switch e.GetEventType() {
+		case enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+			a := e.GetActivityTaskScheduledEventAttributes()
+			r := historyRow{Kind: "step", Activity: a.GetActivityType().GetName(), TaskQueue: a.GetTaskQueue().GetName(), Scheduled: t, Result: "running", activityID: a.GetActivityId()}
+			describeInput(&r, a.GetInput(), dc)
+			if md := e.GetUserMetadata(); md != nil && md.GetSummary() != nil {
+				var summary string
+				if dc.FromPayload(md.GetSummary(), &summary) == nil {
+					if _, from, ok := strings.Cut(summary, "(took over from "); ok {
+						r.tookOver = strings.TrimSuffix(from, ")")
+					}
+				}
+			}
+			byID[e.GetEventId()] = len(rows)
+			rows = append(rows, r)
+		case enums.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+			a := e.GetActivityTaskStartedEventAttributes()
+			if i, ok := byID[a.GetScheduledEventId()]; ok {
+				rows[i].Started, rows[i].Identity, rows[i].Attempt = t, a.GetIdentity(), a.GetAttempt()
+			}
+		case enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+			a := e.GetActivityTaskCompletedEventAttributes()
+			if i, ok := byID[a.GetScheduledEventId()]; ok {
+				r := &rows[i]
+				r.Ended, r.Result, r.OK = t, "ok", true
+				if a.GetIdentity() != "" {
+					r.Identity = a.GetIdentity()
+				}
+				describeResult(r, a.GetResult(), dc)
+			}
+		case enums.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+			a := e.GetActivityTaskFailedEventAttributes()
+			if i, ok := byID[a.GetScheduledEventId()]; ok {
+				r := &rows[i]
+				r.Ended = t
+				r.Result, r.ErrorType = failureMessage(a.GetFailure())
+				if a.GetIdentity() != "" {
+					r.Identity = a.GetIdentity()
+				}
+			}
+		case enums.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+			a := e.GetActivityTaskTimedOutEventAttributes()
+			if i, ok := byID[a.GetScheduledEventId()]; ok {
+				r := &rows[i]
+				r.Ended = t
+				tt := a.GetFailure().GetTimeoutFailureInfo().GetTimeoutType()
+				if tt == enums.TIMEOUT_TYPE_UNSPECIFIED {
+					tt = a.GetFailure().GetCause().GetTimeoutFailureInfo().GetTimeoutType()
+				}
+				r.TimeoutType = enumName(tt.String(), "TIMEOUT_TYPE_")
+				r.Result = "timeout: " + strings.ReplaceAll(r.TimeoutType, "_", "-") + " (" + timeoutMeaning(tt, r.Agent) + ")"
+			}
+		case enums.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED:
+			a := e.GetActivityTaskCancelRequestedEventAttributes()
+			if i, ok := byID[a.GetScheduledEventId()]; ok {
+				rows[i].cancelRequested = true
+			}
+		case enums.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+			a := e.GetActivityTaskCanceledEventAttributes()
+			if i, ok := byID[a.GetScheduledEventId()]; ok {
+				rows[i].Ended, rows[i].Result = t, "cancelled"
+			}
+		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, enums.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+			end = t
+		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+			end = t
+			runErr, _ = failureMessage(e.GetWorkflowExecutionFailedEventAttributes().GetFailure())
+		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
+			end, runErr = t, "cancelled"
+		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+			end, runErr = t, "terminated: "+e.GetWorkflowExecutionTerminatedEventAttributes().GetReason()
+		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+			end, runErr = t, "run timed out"
+		}
+	}
+	for i := range rows {
+		r := &rows[i]
+		from := r.Started
+		if from.IsZero() {
+			from = r.Scheduled
+		}
+		switch {
+		case !r.Ended.IsZero():
+			r.Duration = r.Ended.Sub(from).Round(time.Millisecond).String()
+		case end.IsZero():
+			r.Duration = now.Sub(from).Round(time.Millisecond).String()
+		case r.cancelRequested:
+			// The run did not wait for the step to acknowledge the cancellation.
+			r.Result = "cancelled with the run"
+		default:
+			// The run ended without closing the step (e.g. terminated).
+			r.Result = "abandoned when the run ended"
+		}
+	}
+	return withTakeovers(rows), end, runErr
+}
+
+// withTakeovers inserts a takeover row before the first step an agent ran in place of
+// another one (its summary says "took over from X"), with the reason the last step of X
+// failed.
+func withTakeovers(rows []historyRow) []historyRow {
+	out := make([]historyRow, 0, len(rows))
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if r.tookOver != "" && !seen[r.tookOver+">"+r.Agent] {
+			seen[r.tookOver+">"+r.Agent] = true
+			t := historyRow{Kind: "takeover", Agent: r.Agent, From: r.tookOver, Host: r.tookOver, Scheduled: r.Scheduled, Started: r.Scheduled}
+			for i := len(out) - 1; i >= 0; i-- {
+				if p := out[i]; p.Kind == "step" && p.Agent == r.tookOver && !p.OK {
+					t.Step, t.Result = p.Step, "took over: "+p.Result
+					break
+				}
+			}
+			if t.Result == "" {
+				t.Step, t.Result = r.Step, "took over"
+			}
+			out = append(out, t)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// describeInput fills step, agent and host from an activity's input.
+func describeInput(r *historyRow, in *commonpb.Payloads, dc converter.DataConverter) {
+	r.Agent = strings.TrimPrefix(r.TaskQueue, activities.HostQueue(""))
+	r.Host = r.Agent
+	switch r.Activity {
+	case activities.RunScriptName:
+		var si activities.ScriptInput
+		if dc.FromPayloads(in, &si) == nil {
+			r.Step, r.Host = si.Step, si.Host.Name
+			r.Detail = si.Script
+			if si.FailedHost != "" {
+				r.Detail += " of failed host " + si.FailedHost
+			}
+		}
+	case activities.PushName:
+		r.Step = "push"
+	case activities.PullName:
+		r.Step = "pull"
+		var pi activities.PullInput
+		if dc.FromPayloads(in, &pi) == nil {
+			r.Detail = fmt.Sprintf("epoch %d", pi.Epoch)
+		}
+	case activities.PlanName:
+		r.Step, r.Agent, r.Host = "plan", "", ""
+	default:
+		r.Step = strings.ToLower(r.Activity)
+	}
+}
+
+// describeResult adds what a successful step produced.
+func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConverter) {
+	switch r.Activity {
+	case activities.PlanName:
+		var p activities.PlanResult
+		if dc.FromPayloads(res, &p) == nil {
+			r.Agent, r.Host = p.Agent, p.Agent
+		}
+	case activities.RunScriptName:
+		var s activities.ScriptResult
+		if dc.FromPayloads(res, &s) == nil {
+			r.Detail = fmt.Sprintf("%s: exit %d", s.Script, s.ExitCode)
+			if s.Remote {
+				r.Detail += " over ssh"
+			}
+		}
+	case activities.PushName:
+		var p activities.PushResult
+		if dc.FromPayloads(res, &p) == nil {
+			r.Detail = fmt.Sprintf("image %s: %d files, %s", p.ImageID, p.Files, humanBytes(p.Bytes))
+		}
+	case activities.PullName:
+		var p activities.PullResult
+		if dc.FromPayloads(res, &p) == nil {
+			r.Detail = fmt.Sprintf("replica %s (verified=%t, epoch %d): %d files, %s", p.ReplicaName, p.Verified, p.Epoch, p.Files, humanBytes(p.Bytes))
+		}
+	}
+	if r.Agent == "" {
+		r.Agent = strings.TrimPrefix(r.Identity, "replctl-agent-")
+		r.Host = r.Agent
+	}
+}
+
+// failureMessage is the most telling message of a failure chain and its error type.
+func failureMessage(f *failurepb.Failure) (msg, typ string) {
+	if f == nil {
+		return "failed", ""
+	}
+	msg, typ = f.GetMessage(), f.GetApplicationFailureInfo().GetType()
+	// Activity and child-workflow wrappers say only "activity error": use their cause.
+	for (f.GetActivityFailureInfo() != nil || f.GetChildWorkflowExecutionFailureInfo() != nil) && f.GetCause() != nil {
+		f = f.GetCause()
+		msg, typ = f.GetMessage(), f.GetApplicationFailureInfo().GetType()
+	}
+	if msg == "" {
+		msg = "failed"
+	}
+	return msg, typ
+}
+
+func timeoutMeaning(tt enums.TimeoutType, agent string) string {
+	switch tt {
+	case enums.TIMEOUT_TYPE_HEARTBEAT:
+		return "agent " + agent + " died, stalled or was cut off"
+	case enums.TIMEOUT_TYPE_SCHEDULE_TO_START:
+		return "no agent polled queue " + activities.HostQueue(agent)
+	case enums.TIMEOUT_TYPE_START_TO_CLOSE:
+		return "the step took longer than start_to_close"
+	}
+	return "timeout"
+}
+
+func printHistory(w io.Writer, v historyView) {
+	fmt.Fprintf(w, "job %s  workflow %s  run %s  %s  started %s", v.Job, v.WorkflowID, v.RunID, v.Status, v.Start.Local().Format(time.DateTime))
+	if !v.End.IsZero() {
+		fmt.Fprintf(w, "  took %s", v.End.Sub(v.Start).Round(time.Millisecond))
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tACTIVITY\tAGENT\tHOST\tSTART\tDURATION\tRESULT")
+	for _, r := range v.Steps {
+		if r.Kind == "takeover" {
+			fmt.Fprintf(tw, "TAKEOVER\t%s -> %s\t%s\t%s\t%s\t\t%s\n", r.Step, r.Agent, r.Agent, r.From, r.Started.Local().Format("15:04:05.000"), r.Result)
+			continue
+		}
+		res := r.Result
+		if r.Detail != "" {
+			res += " (" + r.Detail + ")"
+		}
+		if r.ErrorType != "" {
+			res += " [" + r.ErrorType + "]"
+		}
+		start := r.Started
+		if start.IsZero() {
+			start = r.Scheduled
+			if r.Result == "running" {
+				res = "waiting for agent " + dash(r.Agent) + " to pick it up"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Step, r.Activity, dash(r.Agent), dash(r.Host), start.Local().Format("15:04:05.000"), r.Duration, res)
+	}
+	tw.Flush()
+	if v.Error != "" {
+		fmt.Fprintf(w, "run error: %s\n", v.Error)
+	}
+}

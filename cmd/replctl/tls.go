@@ -1,0 +1,290 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.temporal.io/sdk/client"
+
+	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
+	"github.com/replctl/replctl/config"
+)
+
+// Environment variables of the Temporal connection: the names the Temporal CLI and SDKs use.
+// Each setting is taken from the flag, else the environment, else the config file.
+const (
+	EnvAddress       = "TEMPORAL_ADDRESS"
+	EnvNamespace     = "TEMPORAL_NAMESPACE"
+	EnvTLS           = "TEMPORAL_TLS" // true/false: force TLS on (system roots) or off
+	EnvTLSCA         = "TEMPORAL_TLS_CA"
+	EnvTLSCert       = "TEMPORAL_TLS_CERT"
+	EnvTLSKey        = "TEMPORAL_TLS_KEY"
+	EnvTLSServerName = "TEMPORAL_TLS_SERVER_NAME"
+	EnvAPIKey        = "TEMPORAL_API_KEY"
+)
+
+// envAliases are the names of the SDK's environment configuration for the same settings;
+// the short names above win when both are set.
+var envAliases = map[string]string{
+	EnvTLSCA:   "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+	EnvTLSCert: "TEMPORAL_TLS_CLIENT_CERT_PATH",
+	EnvTLSKey:  "TEMPORAL_TLS_CLIENT_KEY_PATH",
+}
+
+// ConnectionFlags are the Temporal connection flags every command has, besides --address
+// and --namespace (Factory.Address, Factory.Namespace).
+type ConnectionFlags struct {
+	TLS           bool // --tls: TLS on with the system's roots; --tls=false: off
+	TLSCA         string
+	TLSCert       string
+	TLSKey        string
+	TLSServerName string
+	APIKey        string
+	APIKeyFile    string
+
+	fs *pflag.FlagSet // tells which flags were given
+}
+
+// AddFlags registers the connection flags on fs (the root command's persistent flags).
+func (c *ConnectionFlags) AddFlags(fs *pflag.FlagSet) {
+	c.fs = fs
+	fs.BoolVar(&c.TLS, "tls", false, "connect to Temporal with TLS even without other TLS settings (--tls=false: never) (env "+EnvTLS+")")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "CA certificates (PEM) that sign Temporal's server certificate; default: system roots (env "+EnvTLSCA+")")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "client certificate (PEM) for mutual TLS, with --tls-key (env "+EnvTLSCert+")")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "private key (PEM) of --tls-cert (env "+EnvTLSKey+")")
+	fs.StringVar(&c.TLSServerName, "tls-server-name", "", "name to check in Temporal's server certificate; default: host of --address (env "+EnvTLSServerName+")")
+	fs.StringVar(&c.APIKey, "api-key", "", "Temporal API key, e.g. for Temporal Cloud; prefer --api-key-file or the environment (env "+EnvAPIKey+")")
+	fs.StringVar(&c.APIKeyFile, "api-key-file", "", "file holding the Temporal API key")
+}
+
+// given tells whether the flag name was set on the command line.
+func (c *ConnectionFlags) given(name string) bool {
+	return c.fs != nil && c.fs.Changed(name)
+}
+
+// setting is one connection setting and where it came from, for error messages.
+type setting struct {
+	value  string
+	source string // "--tls-cert", "TEMPORAL_TLS_CERT", "config temporal.tls.cert"
+}
+
+func (s setting) String() string { return fmt.Sprintf("%s (from %s)", s.value, s.source) }
+
+// connection is the resolved Temporal connection of a command.
+type connection struct {
+	address, namespace        setting
+	tls                       bool // use TLS
+	tlsOff                    bool // TLS explicitly off
+	ca, cert, key, serverName setting
+	apiKey                    setting // value is the key itself; source says where it came from
+}
+
+// resolveConnection applies the precedence flags > environment > config file to every
+// setting. getenv is os.Getenv (tests pass their own).
+func resolveConnection(f *Factory, t config.Temporal, getenv func(string) string) (connection, error) {
+	c := &f.Conn
+	env := func(name string) setting {
+		if v := getenv(name); v != "" {
+			return setting{v, name}
+		}
+		if alias := envAliases[name]; alias != "" {
+			if v := getenv(alias); v != "" {
+				return setting{v, alias}
+			}
+		}
+		return setting{}
+	}
+	pick := func(flagValue, flag, envName, cfgValue, cfgKey string) setting {
+		if flagValue != "" {
+			return setting{flagValue, "--" + flag}
+		}
+		if s := env(envName); s.value != "" {
+			return s
+		}
+		if cfgValue != "" {
+			return setting{cfgValue, "config " + cfgKey}
+		}
+		return setting{}
+	}
+	var cfgTLS config.TLS
+	if t.TLS != nil {
+		cfgTLS = *t.TLS
+	}
+	r := connection{
+		address:    pick(f.Address, "address", EnvAddress, t.Address, "temporal.address"),
+		namespace:  pick(f.Namespace, "namespace", EnvNamespace, t.Namespace, "temporal.namespace"),
+		ca:         pick(c.TLSCA, "tls-ca", EnvTLSCA, cfgTLS.CA, "temporal.tls.ca"),
+		cert:       pick(c.TLSCert, "tls-cert", EnvTLSCert, cfgTLS.Cert, "temporal.tls.cert"),
+		key:        pick(c.TLSKey, "tls-key", EnvTLSKey, cfgTLS.Key, "temporal.tls.key"),
+		serverName: pick(c.TLSServerName, "tls-server-name", EnvTLSServerName, cfgTLS.ServerName, "temporal.tls.server_name"),
+	}
+	r.tls = t.TLS != nil || r.ca.value != "" || r.cert.value != "" || r.key.value != "" || r.serverName.value != ""
+	switch {
+	case c.given("tls"):
+		r.tls, r.tlsOff = c.TLS, !c.TLS
+	case getenv(EnvTLS) != "":
+		on, err := strconv.ParseBool(getenv(EnvTLS))
+		if err != nil {
+			return r, usageError("%s=%q: want true or false", EnvTLS, getenv(EnvTLS))
+		}
+		r.tls, r.tlsOff = on, !on
+	}
+
+	switch {
+	case c.APIKey != "" && c.APIKeyFile != "":
+		return r, usageError("--api-key and --api-key-file both given: use one")
+	case c.APIKey != "":
+		r.apiKey = setting{c.APIKey, "--api-key"}
+	case c.APIKeyFile != "":
+		key, err := readAPIKey(c.APIKeyFile, "--api-key-file")
+		if err != nil {
+			return r, err
+		}
+		r.apiKey = setting{key, "--api-key-file " + c.APIKeyFile}
+	case getenv(EnvAPIKey) != "":
+		r.apiKey = setting{strings.TrimSpace(getenv(EnvAPIKey)), EnvAPIKey}
+	case t.APIKeyFile != "":
+		key, err := readAPIKey(t.APIKeyFile, "config temporal.api_key_file")
+		if err != nil {
+			return r, err
+		}
+		r.apiKey = setting{key, "config temporal.api_key_file " + t.APIKeyFile}
+	}
+	return r, nil
+}
+
+// readAPIKey reads an API key file; from names the setting that pointed to it.
+func readAPIKey(file, from string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("temporal API key (from %s): %w", from, err)
+	}
+	key := strings.TrimSpace(string(b))
+	if key == "" {
+		return "", fmt.Errorf("temporal API key file %s (from %s) is empty", file, from)
+	}
+	return key, nil
+}
+
+// apply sets the connection on o: address, namespace, TLS and API key.
+func (r connection) apply(o *client.Options) error {
+	o.HostPort, o.Namespace = r.address.value, r.namespace.value
+	if r.apiKey.value != "" {
+		o.Credentials = client.NewAPIKeyStaticCredentials(r.apiKey.value)
+	}
+	if r.tlsOff {
+		// Also keeps an API key from turning TLS on (a plain test server).
+		o.ConnectionOptions.TLSDisabled = true
+		return nil
+	}
+	if !r.tls {
+		return nil
+	}
+	tc, err := r.tlsConfig()
+	if err != nil {
+		return err
+	}
+	o.ConnectionOptions.TLS = tc
+	return nil
+}
+
+// tlsConfig loads the TLS material, with errors that name each file and where it was set.
+func (r connection) tlsConfig() (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: r.serverName.value}
+	if r.ca.value != "" {
+		pem, err := os.ReadFile(r.ca.value)
+		if err != nil {
+			return nil, fmt.Errorf("TLS CA certificates (from %s): %w", r.ca.source, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("TLS CA file %s: no PEM certificate in it", r.ca)
+		}
+		tc.RootCAs = pool
+	}
+	switch {
+	case r.cert.value != "" && r.key.value == "":
+		return nil, fmt.Errorf("TLS client certificate %s needs its private key (--tls-key, %s or temporal.tls.key)", r.cert, EnvTLSKey)
+	case r.key.value != "" && r.cert.value == "":
+		return nil, fmt.Errorf("TLS client key %s needs its certificate (--tls-cert, %s or temporal.tls.cert)", r.key, EnvTLSCert)
+	case r.cert.value != "":
+		if _, err := os.Stat(r.cert.value); err != nil {
+			return nil, fmt.Errorf("TLS client certificate (from %s): %w", r.cert.source, err)
+		}
+		if _, err := os.Stat(r.key.value); err != nil {
+			return nil, fmt.Errorf("TLS client key (from %s): %w", r.key.source, err)
+		}
+		pair, err := tls.LoadX509KeyPair(r.cert.value, r.key.value)
+		if err != nil {
+			return nil, fmt.Errorf("TLS client certificate %s with key %s: %w", r.cert, r.key, err)
+		}
+		if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err == nil && time.Now().After(leaf.NotAfter) {
+			return nil, fmt.Errorf("TLS client certificate %s expired on %s", r.cert, leaf.NotAfter.Format(time.RFC3339))
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
+}
+
+// dialHint explains a failed connection when TLS is the likely cause.
+func dialHint(o client.Options, err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate"):
+		return "; the server wants a client certificate it trusts: give --tls-cert and --tls-key (or TEMPORAL_TLS_CERT/KEY, temporal.tls.cert/key)"
+	case strings.Contains(msg, "unknown authority") || strings.Contains(msg, "x509:"):
+		return "; the server's certificate is not trusted or not valid for this name: check --tls-ca and --tls-server-name"
+	case o.ConnectionOptions.TLS == nil && (strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF") || strings.Contains(msg, "first record does not look like")):
+		return "; if the server uses TLS, give --tls or --tls-ca"
+	case o.ConnectionOptions.TLS != nil && strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return "; the server does not speak TLS: drop the TLS settings"
+	}
+	return ""
+}
+
+// ServerTLSFlags are the TLS flags of `replctl server` (they shadow the client flags of the
+// same names there).
+type ServerTLSFlags struct {
+	CA, Cert, Key     string
+	RequireClientCert bool
+}
+
+// AddFlags registers the server's TLS flags on fs.
+func (s *ServerTLSFlags) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&s.Cert, "tls-cert", "", "server certificate (PEM) of the frontend: turns TLS on")
+	fs.StringVar(&s.Key, "tls-key", "", "private key (PEM) of --tls-cert")
+	fs.StringVar(&s.CA, "tls-ca", "", "CA certificates (PEM) that client certificates must chain to (with --tls-require-client-cert)")
+	fs.BoolVar(&s.RequireClientCert, "tls-require-client-cert", false, "mutual TLS: refuse clients without a certificate signed by --tls-ca")
+}
+
+// options converts the flags for devserver; nil without TLS.
+func (s *ServerTLSFlags) options() (*devserver.TLSOptions, error) {
+	if s.Cert == "" && s.Key == "" && s.CA == "" && !s.RequireClientCert {
+		return nil, nil
+	}
+	if s.Cert == "" || s.Key == "" {
+		return nil, usageError("server TLS needs --tls-cert and --tls-key")
+	}
+	if s.RequireClientCert && s.CA == "" {
+		return nil, usageError("--tls-require-client-cert needs --tls-ca (the CA that signs client certificates)")
+	}
+	return &devserver.TLSOptions{CertFile: s.Cert, KeyFile: s.Key, CAFile: s.CA, RequireClientCert: s.RequireClientCert}, nil
+}
+
+// tlsLabel describes the frontend's TLS mode for the server's start message.
+func tlsLabel(t *devserver.TLSOptions, s *devserver.Server) string {
+	switch {
+	case t == nil:
+		return ""
+	case t.RequireClientCert:
+		return fmt.Sprintf(", mutual TLS: client certificates signed by %s required; certificate name %s", t.CAFile, s.TLSServerName())
+	default:
+		return fmt.Sprintf(", TLS; certificate name %s", s.TLSServerName())
+	}
+}
