@@ -193,3 +193,24 @@ func TestBadWorkflowInput(t *testing.T) {
 		assert.Contains(t, err.Error(), tc.want)
 	}
 }
+
+// Repository maintenance runs on one target agent; a second one for the same repository
+// is refused while the first runs (one owner per repository).
+func TestRepositoryMaintenance(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 30, 16<<10, 8)
+	e.startAgents("a1", "b1")
+	_, err := e.wait(e.start("orders"))
+	require.NoError(t, err)
+
+	id := workflows.MaintenanceID("array-b", ".replctl/repository")
+	opts := client.StartWorkflowOptions{ID: id, TaskQueue: workflows.DefaultTaskQueue, WorkflowExecutionErrorWhenAlreadyStarted: true}
+	run, err := e.c.ExecuteWorkflow(context.Background(), opts, workflows.MaintenanceWorkflowName, workflows.MaintenanceInput{Job: "orders", Full: true})
+	require.NoError(t, err)
+	_, err = e.c.ExecuteWorkflow(context.Background(), opts, workflows.MaintenanceWorkflowName, workflows.MaintenanceInput{Job: "orders"})
+	require.Error(t, err, "a second maintainer of the same repository is refused")
+	var res workflows.MaintenanceResult
+	require.NoError(t, run.Get(context.Background(), &res))
+	assert.Equal(t, "b1", res.Result.Agent)
+	assert.True(t, res.Result.Full)
+}

@@ -106,3 +106,14 @@ func TestWriteSampleIsComplete(t *testing.T) {
 	_, err = os.Stat(filepath.Join(dir, target))
 	assert.NoError(t, err)
 }
+
+func TestMaintainParsesArgs(t *testing.T) {
+	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+	var got *MaintainOptions
+	cmd := NewCmdMaintain(f, func(o *MaintainOptions) error { got = o; return nil })
+	_, err := run(t, cmd, "orders", "--full", "--wait")
+	require.NoError(t, err)
+	assert.Equal(t, &MaintainOptions{Job: "orders", Full: true, Wait: true}, got)
+	_, err = run(t, NewCmdMaintain(f, nil))
+	assert.Equal(t, ExitUsage, exitCode(err))
+}
