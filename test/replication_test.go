@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -85,11 +86,13 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	who := e.waitStarted(run, "Push")
 	require.Equal(t, "replctl-agent-a1", who)
 	e.freeze("a1") // stop it at once, so the push cannot finish; then crash it
+	killedAt := time.Now()
 	e.kill("a1")
 
 	st, err := e.wait(run)
 	require.NoError(t, err)
 	require.NotEmpty(t, st.Takeovers)
+	t.Logf("takeover recorded %s after the kill (heartbeat timeout 1s)", st.Takeovers[0].Time.Sub(killedAt).Round(time.Millisecond))
 	tk := st.Takeovers[0]
 	assert.Equal(t, []string{"source", "push", "a1", "a2"}, []string{tk.Role, tk.Step, tk.From, tk.To})
 	assert.Contains(t, tk.Reason, "heartbeat timeout")

@@ -51,6 +51,11 @@ func NewAgent(o Options) (*Agent, error) {
 	if o.Identity == "" {
 		o.Identity = "replctl-agent-" + o.Host
 	}
+	// No sticky workflow cache: with it, the next workflow task of a run whose agent was
+	// just killed waits on the dead agent's sticky queue for the sticky schedule-to-start
+	// timeout (5 s) before any other agent gets it, which adds 5 s to every takeover.
+	// Replication histories are short, so replaying them on every task costs little.
+	worker.SetStickyWorkflowCacheSize(0)
 	acts, err := activities.NewAgent(o.Host, o.ConfigFile, o.StateDir)
 	if err != nil {
 		return nil, err
