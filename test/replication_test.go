@@ -152,7 +152,7 @@ func TestDeadApplicationAgent(t *testing.T) {
 	assert.True(t, strings.HasPrefix(m[1], "quiesce host=a1 agent=a2"), m[1])
 	assert.True(t, strings.HasPrefix(m[len(m)-1], "resume host=a1 agent=a2"), m[len(m)-1])
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
-	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-application-agent")
+	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-application-agent-skip-lost")
 }
 
 // When every agent of a role is gone the run fails, naming the role, the agents and why.

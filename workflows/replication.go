@@ -13,6 +13,10 @@ import (
 	"github.com/replctl/replctl/activities"
 )
 
+// ErrTypeLeftQuiesced is the error type of a run whose resume step could not run: the
+// application host may still be frozen.
+const ErrTypeLeftQuiesced = "HostLeftQuiesced"
+
 // jobName is what a job name may look like (the config enforces the same rule).
 var jobName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
@@ -103,7 +107,12 @@ func (w *replication) replicate(ctx workflow.Context) error {
 	if w.quiesceStarted {
 		// Resume even if the run is failing or cancelled: never leave the application frozen.
 		if rerr := w.resume(workflowDisconnected(ctx)); rerr != nil {
-			err = errors.Join(err, rerr)
+			// Leaving the application frozen outranks whatever else failed: it names the type.
+			msg := rootMessage(rerr)
+			if err != nil {
+				msg += "; before that: " + rootMessage(err)
+			}
+			err = temporal.NewNonRetryableApplicationError(msg, ErrTypeLeftQuiesced, rerr)
 		}
 	}
 	if err != nil {
@@ -152,7 +161,7 @@ func (w *replication) resume(ctx workflow.Context) error {
 		return w.script(ctx, "resume", agent, host, app.Resume, "")
 	})
 	if err != nil {
-		return fmt.Errorf("host %s LEFT QUIESCED: resume failed: %w", app.Host, err)
+		return fmt.Errorf("host %s LEFT QUIESCED: resume failed: %s", app.Host, rootMessage(err))
 	}
 	w.clearQuiesced(ctx)
 	return nil

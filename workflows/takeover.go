@@ -68,6 +68,12 @@ func (w *replication) onRole(ctx workflow.Context, r *role, step string, run att
 	failures := 0
 	for r.current() != "" {
 		agent := r.current()
+		if w.lostEarlier(ctx, agent) {
+			// Lost in another role of this run: don't wait a schedule-to-start timeout to
+			// learn it again.
+			w.takeover(ctx, r, step, agent, "skipped: agent lost earlier in this run")
+			continue
+		}
 		w.setAgent(ctx, r.name, agent)
 		err := w.runTakeoverScripts(ctx, r, agent)
 		if err == nil {
@@ -100,6 +106,16 @@ func (w *replication) onRole(ctx workflow.Context, r *role, step string, run att
 	return temporal.NewNonRetryableApplicationError(
 		fmt.Sprintf("%s failed on every %s agent in order [%s]: %s", step, r.name, strings.Join(r.order, ", "), strings.Join(r.tried, "; ")),
 		"OrderExhausted", nil)
+}
+
+// lostEarlier tells whether agent was taken over from earlier in this run.
+func (w *replication) lostEarlier(ctx workflow.Context, agent string) bool {
+	lost := false
+	for _, t := range w.status.Takeovers {
+		lost = lost || t.From == agent
+	}
+	// Runs recorded before this change tried every agent of each role again.
+	return lost && workflow.GetVersion(ctx, "skip-agents-lost-earlier", workflow.DefaultVersion, 1) == 1
 }
 
 // takeover records that agent lost step and moves the role to the next agent.
@@ -227,7 +243,7 @@ func lostAgent(err error) (reason string, lost bool, progress *activities.Progre
 
 // reasonKind is a takeover reason's first words, a bounded label value for metrics.
 func reasonKind(reason string) string {
-	for _, k := range []string{"heartbeat timeout", "schedule-to-start timeout", "start-to-close timeout"} {
+	for _, k := range []string{"heartbeat timeout", "schedule-to-start timeout", "start-to-close timeout", "skipped"} {
 		if strings.HasPrefix(reason, k) {
 			return strings.ReplaceAll(k, " ", "_")
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -170,4 +171,15 @@ func filterPrefix(d Digest, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// watchTree sees the peak RSS of a grandchild (dd's 64 MiB buffer under sh).
+func TestWatchTreePeak(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "dd if=/dev/zero of=/dev/null bs=64M count=40 2>/dev/null; true")
+	require.NoError(t, cmd.Start())
+	w := watchTree(cmd.Process.Pid, 5*time.Millisecond)
+	require.NoError(t, cmd.Wait())
+	peak := w.finish()
+	require.GreaterOrEqual(t, peak, int64(64<<20), "dd's buffer")
+	require.Less(t, peak, int64(160<<20))
 }

@@ -209,6 +209,12 @@ func run(ctx context.Context, o options) error {
 			{Name: "bench-tk-b", Dataset: "b", Target: "tgt-tk-b"},
 		},
 	}
+	if err := resetPeakRSS(os.Getpid()); err != nil {
+		b.h.restartForRSS = true
+		b.report.RSSMethod = "VmHWM of each agent process from /proc/PID/status; clear_refs is not permitted here (" + err.Error() +
+			"), so agents are RESTARTED before every timed run to reset it. cp/rsync: sum of the VmHWM of every process of the tool, polled every 20 ms while it runs."
+	}
+	b.logf("peak RSS: %s", b.report.RSSMethod)
 	for _, host := range []string{"a1", "b1"} {
 		port, err := freePort()
 		if err != nil {

@@ -158,7 +158,7 @@ func (b *bench) replctlIncremental(ctx context.Context, job benchJob, ds *Datase
 // replctlTimed runs one timed `replctl start --wait` plus sync and verifies the replica.
 func (b *bench) replctlTimed(ctx context.Context, job benchJob, ds *Dataset, mode string) (*Sample, error) {
 	s := &Sample{Dataset: ds.Spec.Name, Mode: mode, Tool: "replctl"}
-	if err := b.h.resetPeaks(); err != nil {
+	if err := b.h.resetPeaks(ctx); err != nil {
 		return nil, err
 	}
 	b.prepareTimed(s)
@@ -241,8 +241,13 @@ func (b *bench) peer(ctx context.Context, tool string, ds *Dataset, full bool) (
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %w", tool, err)
+	}
+	peak := watchTree(cmd.Process.Pid, 20*time.Millisecond)
+	err := cmd.Wait()
 	copyTime := time.Since(t0)
+	s.PeakRSS = map[string]int64{tool: peak.finish()}
 	if cctx.Err() == context.DeadlineExceeded {
 		return nil, fmt.Errorf("%s %s: timed out after %s", tool, strings.Join(args, " "), b.o.step)
 	}
@@ -257,9 +262,6 @@ func (b *bench) peer(ctx context.Context, tool string, ds *Dataset, full bool) (
 	s.SyncSeconds = syncd.Seconds()
 	// A consistent copy by cp or rsync needs the application frozen for the whole copy.
 	s.FreezeSeconds = copyTime.Seconds()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		s.PeakRSS = map[string]int64{tool: ru.Maxrss * 1024} // KiB on Linux; includes reaped children
-	}
 	if err := b.verify(ds, dst, tool); err != nil {
 		return nil, err
 	}
@@ -290,7 +292,7 @@ func (b *bench) emptyPhase(ctx context.Context) error {
 		}
 		// No cache drop: this measures orchestration, not I/O.
 		s := &Sample{Dataset: "empty", Mode: mode, Tool: "replctl", Round: r, Load1: load1()}
-		if err := b.h.resetPeaks(); err != nil {
+		if err := b.h.resetPeaks(ctx); err != nil {
 			return err
 		}
 		t0 := time.Now()
@@ -344,8 +346,8 @@ func (b *bench) takeoverPhase(ctx context.Context) error {
 		if t.Missed != "" {
 			b.logf("  takeover #%d: MISSED: %s", i, t.Missed)
 		} else {
-			b.logf("  takeover #%d: a2's first activity (%s) started %.3fs after the kill (heartbeat timeout fired after %.3fs); run took %.2fs",
-				i, t.FirstActivity, t.LatencySeconds, t.DetectSeconds, t.RunSeconds)
+			b.logf("  takeover #%d: a2's first activity (%s) started %.3fs after the kill (heartbeat timeout fired after %.3fs; workflow task timeouts: %s); run took %.2fs",
+				i, t.FirstActivity, t.LatencySeconds, t.DetectSeconds, orNone(t.WorkflowTaskTimeouts), t.RunSeconds)
 		}
 	}
 	return nil
@@ -414,6 +416,12 @@ func (b *bench) takeoverSample(ctx context.Context, job benchJob, ds *Dataset, d
 		}
 		if to := r.History.find("Push", "", "timed_out"); to != nil {
 			t.DetectSeconds = to.Closed.Sub(killedAt).Seconds()
+		}
+		t.Timeline = r.History.timeline(killedAt)
+		for _, wt := range r.History.WorkflowTaskTimeouts {
+			if wt.Time.After(killedAt) {
+				t.WorkflowTaskTimeouts = append(t.WorkflowTaskTimeouts, fmt.Sprintf("%s after %.3fs", wt.Type, wt.Time.Sub(killedAt).Seconds()))
+			}
 		}
 		if ts, ok := r.Markers["takeover-start"]; ok {
 			t.ScriptSeconds = ts.Sub(killedAt).Seconds()
@@ -530,6 +538,13 @@ func fetchProfile(ctx context.Context, addr string, secs int, file string) error
 		return fmt.Errorf("profile from %s: %w", addr, err)
 	}
 	return f.Close()
+}
+
+func orNone(v []string) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	return strings.Join(v, ", ")
 }
 
 func fmtSteps(m map[string]float64) string {

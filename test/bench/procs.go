@@ -174,6 +174,75 @@ func peakRSS(pid int) (int64, error) {
 	return kb * 1024, err
 }
 
+// treePeak follows a process tree while it runs and records each process's peak RSS
+// (VmHWM). wait4's ru_maxrss is no use for children of a Go program: they are started
+// with vfork, so the exec'ing child inherits the parent's high-water mark.
+type treePeak struct {
+	root  int
+	mu    sync.Mutex
+	peaks map[int]int64 // pid → VmHWM bytes
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func watchTree(pid int, every time.Duration) *treePeak {
+	t := &treePeak{root: pid, peaks: map[int]int64{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			t.sample()
+			select {
+			case <-t.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return t
+}
+
+// sample reads VmHWM of the root and its descendants (via /proc/PID/task/TID/children).
+func (t *treePeak) sample() {
+	queue := []int{t.root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if v, err := procStatusKB(pid, "VmHWM"); err == nil {
+			t.mu.Lock()
+			t.peaks[pid] = max(t.peaks[pid], v*1024)
+			t.mu.Unlock()
+		}
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					queue = append(queue, c)
+				}
+			}
+		}
+	}
+}
+
+// finish stops watching and returns the sum of the peaks of every process seen (the
+// tree's processes run at the same time, e.g. rsync's sender, generator and receiver).
+func (t *treePeak) finish() int64 {
+	close(t.stop)
+	<-t.done
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var sum int64
+	for _, v := range t.peaks {
+		sum += v
+	}
+	return sum
+}
+
 // runCmd runs a short command with a timeout and returns its combined output.
 func runCmd(ctx context.Context, timeout time.Duration, bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

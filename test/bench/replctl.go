@@ -49,6 +49,8 @@ type replctlHarness struct {
 	pprof     map[string]string // host → pprof address
 	jobs      []benchJob
 	logf      func(string, ...any)
+	// restartForRSS: clear_refs is not permitted, so agents are restarted to reset peaks.
+	restartForRSS bool
 }
 
 func (h *replctlHarness) targetRoot(j benchJob) string {
@@ -227,8 +229,12 @@ func (h *replctlHarness) wipeTarget(ctx context.Context, j benchJob) error {
 	return os.MkdirAll(root, 0o755)
 }
 
-// resetPeaks resets the peak RSS of every running agent.
-func (h *replctlHarness) resetPeaks() error {
+// resetPeaks resets the peak RSS of every running agent: with clear_refs when the machine
+// allows it, else by restarting the agents (keeping their state).
+func (h *replctlHarness) resetPeaks(ctx context.Context) error {
+	if h.restartForRSS {
+		return h.restartAgents(ctx, false)
+	}
 	for host, p := range h.agents {
 		if err := resetPeakRSS(p.pid()); err != nil {
 			return fmt.Errorf("reset peak RSS of agent %s (pid %d): %w", host, p.pid(), err)
@@ -399,6 +405,14 @@ type activityRecord struct {
 type runHistory struct {
 	Start, End time.Time
 	Activities []*activityRecord
+	// WorkflowTaskTimeouts are the times of workflow tasks that timed out, e.g. one sent to
+	// the sticky queue of a dead worker (schedule-to-start).
+	WorkflowTaskTimeouts []workflowTaskTimeout
+}
+
+type workflowTaskTimeout struct {
+	Time time.Time
+	Type string
 }
 
 func (h *replctlHarness) history(ctx context.Context, wfID, runID string) (*runHistory, error) {
@@ -429,6 +443,10 @@ func parseHistory(events []*historypb.HistoryEvent) *runHistory {
 			enums.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, enums.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
 			enums.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
 			rh.End = t
+		case enums.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+			rh.WorkflowTaskTimeouts = append(rh.WorkflowTaskTimeouts, workflowTaskTimeout{
+				Time: t, Type: strings.ToLower(strings.TrimPrefix(ev.GetWorkflowTaskTimedOutEventAttributes().GetTimeoutType().String(), "TIMEOUT_TYPE_")),
+			})
 		case enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
 			a := ev.GetActivityTaskScheduledEventAttributes()
 			r := &activityRecord{Type: a.GetActivityType().GetName(), Queue: a.GetTaskQueue().GetName(), Scheduled: t}
@@ -503,6 +521,29 @@ func (rh *runHistory) steps() map[string]float64 {
 			name = a.Step
 		}
 		out[name] += a.Closed.Sub(a.Started).Seconds()
+	}
+	return out
+}
+
+// timeline describes every activity attempt with times relative to t0.
+func (rh *runHistory) timeline(t0 time.Time) []string {
+	rel := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return fmt.Sprintf("%+.3f", t.Sub(t0).Seconds())
+	}
+	var out []string
+	for _, a := range rh.Activities {
+		name := a.Type
+		if a.Step != "" {
+			name += " " + a.Step
+		}
+		out = append(out, fmt.Sprintf("%-18s on %-19s scheduled %8s started %8s closed %8s %-9s by %s",
+			name, a.Queue, rel(a.Scheduled), rel(a.Started), rel(a.Closed), a.Outcome, strings.TrimPrefix(a.Identity, "replctl-agent-")))
+	}
+	for _, w := range rh.WorkflowTaskTimeouts {
+		out = append(out, fmt.Sprintf("workflow task timed out (%s) at %s", w.Type, rel(w.Time)))
 	}
 	return out
 }

@@ -49,6 +49,11 @@ type TakeoverSample struct {
 	FirstActivity  string  `json:"first_activity"`
 	// DetectSeconds: kill → the push's heartbeat timeout event.
 	DetectSeconds float64 `json:"detect_seconds"`
+	// WorkflowTaskTimeouts after the kill: a workflow task sent to the dead agent's sticky
+	// queue waits for its schedule-to-start timeout before another agent gets it.
+	WorkflowTaskTimeouts []string `json:"workflow_task_timeouts,omitempty"`
+	// Timeline lists every activity attempt relative to the kill (seconds).
+	Timeline []string `json:"timeline,omitempty"`
 	// ScriptSeconds: kill → the takeover script started (its own log).
 	ScriptSeconds float64 `json:"takeover_script_seconds"`
 	RunSeconds    float64 `json:"run_seconds"`
@@ -114,7 +119,7 @@ func newReport(o options) *Report {
 		Heartbeat: o.heartbeat.String(), heartbeat: o.heartbeat,
 		RSSMethod: "VmHWM of each agent process from /proc/PID/status, reset with `echo 5 > /proc/PID/clear_refs` before every timed run; " +
 			"agents are also restarted (empty state) before every full run because a full run uses a fresh repository. " +
-			"cp/rsync: ru_maxrss of the process tree (wait4).",
+			"cp/rsync: sum of the VmHWM of every process of the tool, polled every 20 ms while it runs.",
 	}
 }
 
@@ -340,10 +345,24 @@ func (r *Report) header() string {
 		}
 		b.WriteString("\n")
 	}
-	if r.CacheDrop {
-		b.WriteString("page cache: DROPPED before every timed run (sync; echo 3 > /proc/sys/vm/drop_caches)\n")
-	} else {
-		b.WriteString("page cache: could NOT be dropped (no permission): warm-cache timings\n")
+	timed, dropped := 0, 0
+	for _, s := range r.Samples {
+		if !strings.HasPrefix(s.Mode, "empty") { // the empty dataset runs warm on purpose
+			timed++
+			if s.CacheDropped {
+				dropped++
+			}
+		}
+	}
+	switch {
+	case timed > 0 && dropped == timed:
+		fmt.Fprintf(&b, "page cache: DROPPED before every timed run (%d of %d; sync; echo 3 > /proc/sys/vm/drop_caches); empty-dataset runs are warm on purpose\n", dropped, timed)
+	case dropped > 0:
+		fmt.Fprintf(&b, "page cache: dropped before only %d of %d timed runs: mixed cold/warm timings\n", dropped, timed)
+	case r.CacheDrop:
+		b.WriteString("page cache: can be dropped here (sync; echo 3 > /proc/sys/vm/drop_caches)\n")
+	default:
+		b.WriteString("page cache: could NOT be dropped (needs root and a writable /proc/sys): warm-cache timings\n")
 	}
 	fmt.Fprintf(&b, "every time includes a final `sync`; replctl = `replctl start JOB --wait` (server + agents as processes, heartbeat %s)\n", r.Heartbeat)
 	fmt.Fprintf(&b, "peak RSS: %s\n", r.RSSMethod)
@@ -365,8 +384,8 @@ func (r *Report) takeoverText() string {
 			fmt.Fprintf(&b, "- sample %d (dataset %s): missed: %s\n", t.Sample, strings.ToUpper(t.Dataset), t.Missed)
 			continue
 		}
-		fmt.Fprintf(&b, "- sample %d (dataset %s, a1 killed %.2fs into its push): heartbeat timeout after %.3fs, a2's first activity (%s) after %.3fs, takeover script after %.3fs; run done in %.2fs, replica verified\n",
-			t.Sample, strings.ToUpper(t.Dataset), t.KillAfterPushStart, t.DetectSeconds, t.FirstActivity, t.LatencySeconds, t.ScriptSeconds, t.RunSeconds)
+		fmt.Fprintf(&b, "- sample %d (dataset %s, a1 killed %.2fs into its push): heartbeat timeout after %.3fs, workflow task timeouts: %s, a2's first activity (%s) after %.3fs, takeover script after %.3fs; run done in %.2fs, replica verified\n",
+			t.Sample, strings.ToUpper(t.Dataset), t.KillAfterPushStart, t.DetectSeconds, orNone(t.WorkflowTaskTimeouts), t.FirstActivity, t.LatencySeconds, t.ScriptSeconds, t.RunSeconds)
 	}
 	return b.String()
 }
@@ -425,6 +444,11 @@ func (r *Report) write(dir string) error {
 	if len(r.Takeovers) > 0 {
 		b.WriteString("\n## Takeover samples\n\n")
 		b.WriteString(r.takeoverText())
+	}
+	for _, t := range r.Takeovers {
+		if len(t.Timeline) > 0 {
+			fmt.Fprintf(&b, "\nTimeline of takeover sample %d (seconds relative to the kill):\n\n```\n%s\n```\n", t.Sample, strings.Join(t.Timeline, "\n"))
+		}
 	}
 	if p := r.Profile; p != nil {
 		fmt.Fprintf(&b, "\n## CPU profiles (full B: push %.2f s on a1, pull %.2f s on b1)\n", p.PushSeconds, p.PullSeconds)

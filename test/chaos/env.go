@@ -173,24 +173,24 @@ type agent struct {
 	proxy *toxiproxy.Proxy
 	// cut is set while the proxy refuses this agent's connections.
 	cut bool
-	// stoppedAt is set while the process is SIGSTOPped.
+	// stopped is set while the process is SIGSTOPped.
 	stopped bool
 }
 
 // world is the test world: directories, config, the server, the agents and a client.
 type world struct {
-	dir      string
-	bin      string
-	cfgFile  string
-	srvPort  int
-	srv      *proc
-	agents   map[string]*agent
-	toxi     *toxiproxy.ApiServer
-	c        client.Client
-	sdkLog   *os.File
-	hbTO     time.Duration
-	s2sTO    time.Duration
-	scriptSl time.Duration
+	dir         string
+	bin         string
+	cfgFile     string
+	srvPort     int
+	srv         *proc
+	agents      map[string]*agent
+	toxi        *toxiproxy.ApiServer
+	c           client.Client
+	sdkLog      *os.File
+	hbTO        time.Duration
+	s2sTO       time.Duration
+	scriptSleep time.Duration
 }
 
 func (w *world) source() string     { return filepath.Join(w.dir, "storage/array-a", job) }
@@ -220,7 +220,7 @@ func freePort() (int, error) {
 // newWorld lays out dir (config, scripts, storage) and starts the server, the proxies and the
 // agents. On error the caller still calls teardown.
 func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Duration) (*world, error) {
-	w := &world{dir: dir, bin: bin, agents: map[string]*agent{}, hbTO: hb, s2sTO: s2s, scriptSl: scriptSleep}
+	w := &world{dir: dir, bin: bin, agents: map[string]*agent{}, hbTO: hb, s2sTO: s2s, scriptSleep: scriptSleep}
 	for _, d := range []string{"storage/array-a/" + job, "storage/array-b", "scripts", "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return w, err

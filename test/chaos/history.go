@@ -16,7 +16,11 @@ import (
 	"github.com/replctl/replctl/workflows"
 )
 
-// attempt is one activity of a run as its history tells it.
+// workflowTask is the Type and Step of the workflow tasks loadHistory reports.
+const workflowTask = "WorkflowTask"
+
+// attempt is one activity of a run as its history tells it, or a workflow task that timed
+// out (Type workflowTask).
 type attempt struct {
 	ScheduledID int64
 	Type        string // Plan, RunScript, Push, Pull
@@ -26,18 +30,20 @@ type attempt struct {
 	Started     time.Time // zero if it never started
 	Identity    string    // worker that started it
 	Closed      time.Time
-	Outcome     string // completed, failed, timed out (heartbeat), ...
-	Epoch       int64  // Pull attempts only
+	Outcome     string // completed, failed: …, timed out (Heartbeat), ...
+	TimedOut    enums.TimeoutType
+	Epoch       int64 // Pull attempts only
 }
 
 // agent is the host whose agent started the attempt ("" if none did).
 func (a *attempt) agent() string { return strings.TrimPrefix(a.Identity, "replctl-agent-") }
 
-// loadHistory reads a run's activity attempts in schedule order.
+// loadHistory reads a run's activity attempts (and timed-out workflow tasks) in order.
 func loadHistory(ctx context.Context, c client.Client, id, runID string) ([]*attempt, error) {
 	dc := converter.GetDefaultDataConverter()
 	it := c.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	byID := map[int64]*attempt{}
+	wfTasks := map[int64]*attempt{}
 	var out []*attempt
 	for it.HasNext() {
 		ev, err := it.Next()
@@ -89,7 +95,22 @@ func loadHistory(ctx context.Context, c client.Client, id, runID string) ([]*att
 				if tt == enums.TIMEOUT_TYPE_UNSPECIFIED {
 					tt = at.GetFailure().GetCause().GetTimeoutFailureInfo().GetTimeoutType()
 				}
-				a.Closed, a.Outcome = t, "timed out ("+strings.ToLower(strings.TrimPrefix(tt.String(), "TIMEOUT_TYPE_"))+")"
+				a.Closed, a.Outcome, a.TimedOut = t, "timed out ("+tt.String()+")", tt
+			}
+		case enums.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+			at := ev.GetWorkflowTaskScheduledEventAttributes()
+			q := at.GetTaskQueue().GetName()
+			if at.GetTaskQueue().GetKind() == enums.TASK_QUEUE_KIND_STICKY {
+				q = "sticky queue of " + at.GetTaskQueue().GetNormalName()
+			}
+			wfTasks[ev.GetEventId()] = &attempt{ScheduledID: ev.GetEventId(), Type: workflowTask, Step: workflowTask, Queue: q, Scheduled: t}
+		case enums.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+			// Only timed-out workflow tasks are kept: they delay the run (e.g. a task
+			// waiting on the sticky queue of an agent that is gone).
+			at := ev.GetWorkflowTaskTimedOutEventAttributes()
+			if a := wfTasks[at.GetScheduledEventId()]; a != nil {
+				a.Closed, a.Outcome, a.TimedOut = t, "timed out ("+at.GetTimeoutType().String()+")", at.GetTimeoutType()
+				out = append(out, a)
 			}
 		case enums.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
 			if a := byID[ev.GetActivityTaskCanceledEventAttributes().GetScheduledEventId()]; a != nil {
@@ -122,10 +143,16 @@ func firstStartBy(as []*attempt, host string, after time.Time) *attempt {
 	return best
 }
 
-// stepDurations returns, per step, how long its completed attempts ran.
+// stepDurations returns, per step, how long its first attempt ran, when that attempt
+// completed (a taker's attempt reuses the lost one's work and says little about the step).
 func stepDurations(as []*attempt) map[string]time.Duration {
 	out := map[string]time.Duration{}
+	seen := map[string]bool{}
 	for _, a := range as {
+		if seen[a.Step] || a.Type == workflowTask {
+			continue
+		}
+		seen[a.Step] = true
 		if a.Outcome == "completed" && !a.Started.IsZero() {
 			out[a.Step] = a.Closed.Sub(a.Started)
 		}

@@ -130,7 +130,14 @@ func run(ctx context.Context, o options, out io.Writer) (ok bool, err error) {
 	}
 	fmt.Fprintf(out, "chaos: world %s, seed %d, heartbeat=%s schedule_to_start=%s\n", dir, o.seed, o.heartbeat, o.s2s)
 
-	w, err := newWorld(ctx, dir, bin, o.heartbeat, o.s2s, o.scriptSleep)
+	// A private copy of the binary: a rebuild of bin/replctl during a long run must not
+	// change the agents restarted between trials.
+	own := filepath.Join(dir, "replctl")
+	if err := copyExecutable(bin, own); err != nil {
+		_ = os.RemoveAll(dir)
+		return false, err
+	}
+	w, err := newWorld(ctx, dir, own, o.heartbeat, o.s2s, o.scriptSleep)
 	defer func() {
 		w.teardown()
 		if !ok || err != nil {
@@ -156,6 +163,7 @@ func run(ctx context.Context, o options, out io.Writer) (ok bool, err error) {
 		est: map[string]time.Duration{
 			"quiesce": o.scriptSleep, "resume": o.scriptSleep, "push": time.Second, "pull": time.Second,
 		},
+		perByte: map[string]float64{},
 	}
 	h.reader = newReader(w.targetLink(), w.fenceFile(), h.gens, o.seed)
 	rctx, rcancel := context.WithCancel(ctx)
@@ -173,14 +181,22 @@ func run(ctx context.Context, o options, out io.Writer) (ok bool, err error) {
 	if err := h.heal(ctx, warm); err != nil {
 		return false, err
 	}
-	fmt.Fprintf(out, "chaos: step estimates quiesce=%s push=%s resume=%s pull=%s\n",
-		secs(h.est["quiesce"]), secs(h.est["push"]), secs(h.est["resume"]), secs(h.est["pull"]))
+	fmt.Fprintf(out, "chaos: step estimates quiesce=%s resume=%s push=%.0fMB/s pull=%.0fMB/s\n",
+		secs(h.est["quiesce"]), secs(h.est["resume"]), mbps(h.perByte["push"]), mbps(h.perByte["pull"]))
 
+	// Each kind cycles through its steps in a random order: random, yet 4 rounds of kinds
+	// cover every (kind, step) pair.
+	rotation := map[string][]string{}
+	for _, k := range faultKinds {
+		s := append([]string(nil), kindSteps[k]...)
+		h.rng.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
+		rotation[k] = s
+	}
 	var results, dead []*trialResult
 	for i := 0; i < o.trials && ctx.Err() == nil; i++ {
 		kind := faultKinds[i%len(faultKinds)]
-		steps := kindSteps[kind]
-		step := steps[h.rng.IntN(len(steps))]
+		steps := rotation[kind]
+		step := steps[(i/len(faultKinds))%len(steps)]
 		r := h.runTrial(ctx, fmt.Sprintf("trial %d/%d", i+1, o.trials), kind, step, "")
 		printTrial(out, r)
 		results = append(results, r)
@@ -204,6 +220,24 @@ func run(ctx context.Context, o options, out io.Writer) (ok bool, err error) {
 	rcancel()
 	<-readerDone
 	return printSummary(out, o, h, results, dead), nil
+}
+
+// copyExecutable copies the binary src to dst (mode 0755).
+func copyExecutable(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copying %s to %s: %w", src, dst, err)
+	}
+	return out.Close()
 }
 
 // printTrial prints the one line of a trial, then its problems and notes indented.
@@ -263,7 +297,8 @@ func printTrial(out io.Writer, r *trialResult) {
 // printSummary prints the per-kind latencies, the dead-queue figures, the reader's totals
 // and, last, the one summary line. It returns whether everything passed.
 func printSummary(out io.Writer, o options, h *harness, results, dead []*trialResult) bool {
-	var completed, corrupt, frozen, stale, early, missed int
+	var completed, corrupt, frozen, stale, early, missed, late, delayed int
+	wfTimeouts := map[string]int{}
 	var all []time.Duration
 	perKind := map[string][]time.Duration{}
 	for _, r := range results {
@@ -276,6 +311,11 @@ func printSummary(out io.Writer, o options, h *harness, results, dead []*trialRe
 		early += b2i(r.early)
 		if r.missed != "" {
 			missed++
+		}
+		late += b2i(r.late)
+		delayed += b2i(len(r.wfTimeouts) > 0)
+		for _, t := range r.wfTimeouts {
+			wfTimeouts[t]++
 		}
 		if r.hasLat {
 			all = append(all, r.latency)
@@ -307,8 +347,16 @@ func printSummary(out io.Writer, o options, h *harness, results, dead []*trialRe
 		len(dead), countOK(dead), len(dl), pct(dl, 0.5), pct(dl, 0.99), pct(dl, 1), secs(goal), met, len(dl))
 	rt := h.reader.totals()
 	fmt.Fprintf(out, "reader samples=%d full_checks=%d partial=%d mixed=%d bad_content=%d\n", rt.Samples, rt.Full, rt.Partial, rt.Mixed, rt.Bad)
-	fmt.Fprintf(out, "notes early_publish=%d (replica published by a superseded attempt before the fence moved: accepted, not stale) faults_missed=%d agent_restarts_for_reconnect=%d\n",
-		early, missed, h.reconnectRestarts)
+	fmt.Fprintf(out, "notes early_publish=%d (replica published by a superseded attempt before the fence moved: accepted, not stale) faults_missed=%d faults_after_step=%d agent_restarts_for_reconnect=%d\n",
+		early, missed, late, h.reconnectRestarts)
+	var wt []string
+	for _, k := range sortedKeys(wfTimeouts) {
+		wt = append(wt, fmt.Sprintf("%s=%d", k, wfTimeouts[k]))
+	}
+	if len(wt) == 0 {
+		wt = []string{"none"}
+	}
+	fmt.Fprintf(out, "workflow_task_timeouts trials=%d %s (a lost agent's sticky queue or a frozen poller holds the next workflow task)\n", delayed, strings.Join(wt, " "))
 	fmt.Fprintf(out, "trials=%d completed=%d corrupt=%d mixed=%d frozen=%d stale_accepted=%d takeover_p50=%s takeover_p99=%s\n",
 		len(results), completed, corrupt, rt.Mixed, frozen, stale, pct(all, 0.5), pct(all, 0.99))
 	return completed == len(results) && corrupt == 0 && frozen == 0 && stale == 0 && rt.problems() == 0 && deadOK
@@ -324,6 +372,14 @@ func pct(ds []time.Duration, p float64) string {
 	i := int(float64(len(s))*p+0.999999) - 1
 	i = max(0, min(i, len(s)-1))
 	return secs(s[i])
+}
+
+// mbps turns seconds per byte into MB/s.
+func mbps(secPerByte float64) float64 {
+	if secPerByte <= 0 {
+		return 0
+	}
+	return 1 / secPerByte / 1e6
 }
 
 func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + "s" }

@@ -46,6 +46,7 @@ var kindSteps = map[string][]string{
 type trialResult struct {
 	label, kind, step string
 	gen               int
+	genBytes          int64
 	runID             string
 
 	victim   string
@@ -53,12 +54,16 @@ type trialResult struct {
 	faultAt  time.Time
 	healedAt time.Time // SIGCONT or proxy restore
 	missed   string    // why no fault was injected mid-step, if so
+	late     bool      // the step had already completed when the fault landed
 
 	takeovers []workflows.Takeover
 	from, to  string
 	latency   time.Duration // fault → the next agent's first activity start
 	hasLat    bool
 	dead      []time.Duration // dead-queue takeovers: scheduled → next agent's start
+	// wfTimeouts are the timeout types of the run's timed-out workflow tasks (each one
+	// delays the run, e.g. by waiting on the sticky queue of a lost agent).
+	wfTimeouts []string
 
 	completed   bool
 	runErr      string
@@ -96,8 +101,10 @@ type harness struct {
 	gens   *generations
 	genN   int
 	reader *reader
-	// est is the expected duration of each step, for "a random moment 0–80% into it".
-	est map[string]time.Duration
+	// est is the expected duration of the script steps and perByte that of the data steps
+	// per byte of the generation, for "a random moment 0–80% into the step".
+	est     map[string]time.Duration
+	perByte map[string]float64
 	// reconnectRestarts counts agents restarted because they did not poll again in time.
 	reconnectRestarts int
 }
@@ -115,7 +122,7 @@ func (h *harness) runTrial(ctx context.Context, label, kind, step, deadVictim st
 		return r
 	}
 	h.gens.add(g)
-	r.gen = g.N
+	r.gen, r.genBytes = g.N, g.Bytes
 
 	if kind == kindDeadQueue {
 		r.victim = deadVictim
@@ -171,6 +178,14 @@ func (h *harness) runTrial(ctx context.Context, label, kind, step, deadVictim st
 	return r
 }
 
+// estimate is how long step should take for a generation of the given size.
+func (h *harness) estimate(step string, bytes int64) time.Duration {
+	if pb := h.perByte[step]; pb > 0 {
+		return time.Duration(pb * float64(bytes) * float64(time.Second))
+	}
+	return h.est[step]
+}
+
 // applicationWriter stands in for the application: once the resume step completed (the
 // run is pulling), it writes the next generation into the source. The replica must still be
 // the generation at quiesce time.
@@ -220,7 +235,7 @@ func (h *harness) inject(ctx context.Context, wt *watcher, r *trialResult) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	planned := time.Duration(h.rng.Float64() * 0.8 * float64(h.est[r.step]))
+	planned := time.Duration(h.rng.Float64() * 0.8 * float64(h.estimate(r.step, r.genBytes)))
 	sleepUntil(ctx, stepStart.Add(planned))
 	if r.kind == kindKillApp {
 		victim = appHost
@@ -319,7 +334,7 @@ func (h *harness) waitRun(ctx context.Context, run client.WorkflowRun) (workflow
 				_ = v.Get(&st)
 			}
 			qcancel()
-			return st, fmt.Errorf("run %s ended %s: %w", run.GetRunID(), strings.ToLower(strings.TrimPrefix(d.GetWorkflowExecutionInfo().GetStatus().String(), "WORKFLOW_EXECUTION_STATUS_")), err)
+			return st, fmt.Errorf("run %s ended %s: %w", run.GetRunID(), strings.ToLower(d.GetWorkflowExecutionInfo().GetStatus().String()), err)
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			return st, fmt.Errorf("run %s did not end within %s: %w", run.GetRunID(), h.opt.runTimeout, err)
@@ -347,7 +362,12 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 	}
 	if r.completed {
 		for step, d := range stepDurations(hist) {
-			if old, ok := h.est[step]; ok {
+			if pb := d.Seconds() / float64(quiesced.Bytes); step == "push" || step == "pull" {
+				if old := h.perByte[step]; old > 0 {
+					pb = (old + pb) / 2
+				}
+				h.perByte[step] = pb
+			} else if old, ok := h.est[step]; ok {
 				h.est[step] = (old + d) / 2
 			}
 		}
@@ -365,20 +385,29 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 			}
 			break
 		}
-		if r.missed == "" && r.kind != kindRestart && r.to == "" {
-			// Did the step end before the fault landed?
-			for _, a := range hist {
-				if a.Step == r.step && a.agent() == r.victim && a.Outcome == "completed" && a.Closed.Before(r.faultAt) {
-					r.note("the step had already completed on %s when the fault landed", r.victim)
-					break
-				}
+	}
+	for _, a := range hist {
+		if a.Type == workflowTask {
+			r.wfTimeouts = append(r.wfTimeouts, a.TimedOut.String())
+			r.note("workflow task on %s scheduled %s %s after %s", a.Queue, a.Scheduled.Local().Format("15:04:05.000"), a.Outcome, secs(a.Closed.Sub(a.Scheduled)))
+		}
+	}
+	if r.missed == "" && !r.faultAt.IsZero() && r.kind != kindDeadQueue && r.kind != kindRestart {
+		for _, a := range hist {
+			if a.Step == r.step && a.agent() == r.victim && a.Outcome == "completed" && a.Closed.Before(r.faultAt) {
+				r.late = true
+				r.note("step %s had completed on %s %s before the fault: the fault hit what came next", r.step, r.victim, secs(r.faultAt.Sub(a.Closed)))
+				break
 			}
 		}
+	}
+	for _, t := range st.Takeovers {
+		r.note("takeover %s %s->%s at %s: %s", t.Step, t.From, dash(t.To), t.Time.Local().Format("15:04:05.000"), t.Reason)
 	}
 	// Dead queue: a step scheduled on a queue nobody polls → the next agent's start.
 	if r.kind == kindDeadQueue {
 		for _, a := range hist {
-			if a.Outcome != "timed out (schedule_to_start)" {
+			if a.TimedOut != enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
 				continue
 			}
 			host := strings.TrimPrefix(a.Queue, "replctl-host-")
@@ -483,9 +512,9 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 			r.problem("stale_accepted: replica %s has epoch %d, higher than any this run issued (%d)", st.Replica.Name, m.Epoch, top)
 		}
 	}
-	if !r.completed {
+	if !r.completed || (r.kind == kindDeadQueue && len(r.dead) == 0) {
 		for _, a := range hist {
-			if a.Outcome != "completed" {
+			if a.Outcome != "completed" && a.Type != workflowTask {
 				r.note("attempt %s/%s on %s by %q: %s", a.Type, a.Step, a.Queue, a.agent(), a.Outcome)
 			}
 		}
@@ -550,6 +579,12 @@ func readMetas(dir string) (map[string]replicaMeta, error) {
 // heal brings every agent back for the next trial: SIGCONT, proxy restored, killed agents
 // restarted; and waits until each one polls again.
 func (h *harness) heal(ctx context.Context, r *trialResult) error {
+	if !h.w.srv.alive() {
+		r.note("the Temporal server was down after the trial; restarting it")
+		if err := h.w.startServer(ctx); err != nil {
+			return err
+		}
+	}
 	for _, host := range hosts {
 		a := h.w.agents[host]
 		if a.stopped {

@@ -1,0 +1,303 @@
+// Package compose_test runs replctl end to end on the docker-compose deployment
+// (docker-compose.yml): a Temporal container and four host containers with sshd and an agent
+// each, faults injected with docker itself (kill, pause, network disconnect). Each test gets
+// its own compose project (fresh volumes, random published ports) and tears it down, also
+// when it fails.
+//
+// Skipped unless REPLCTL_COMPOSE=1. Run it with `make compose-test` (deploy/compose-test.sh),
+// which builds the images and SSH keys first.
+package compose_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/replctl/replctl/workflows"
+)
+
+var (
+	repoRoot   string
+	composeCmd []string // docker-compose, or docker compose
+	replctlBin string   // the replctl binary for CLI calls from this machine
+	// runPrefix starts every compose project name of this run, so the wrapper script can
+	// remove leftovers of a crashed run.
+	runPrefix string
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("REPLCTL_COMPOSE") != "1" {
+		fmt.Println("compose tests skipped: set REPLCTL_COMPOSE=1 (make compose-test)")
+		os.Exit(0)
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		panic(err)
+	}
+	repoRoot = root
+	if _, err := exec.LookPath("docker-compose"); err == nil {
+		composeCmd = []string{"docker-compose"}
+	} else if exec.Command("docker", "compose", "version").Run() == nil {
+		composeCmd = []string{"docker", "compose"}
+	} else {
+		fmt.Fprintln(os.Stderr, "compose tests: neither docker-compose nor `docker compose` is available")
+		os.Exit(1)
+	}
+	replctlBin = os.Getenv("REPLCTL_BIN")
+	if replctlBin == "" {
+		replctlBin = filepath.Join(repoRoot, ".deploy/build/replctl")
+	}
+	if _, err := os.Stat(replctlBin); err != nil {
+		fmt.Fprintf(os.Stderr, "compose tests: replctl binary %s missing: run make images first (%v)\n", replctlBin, err)
+		os.Exit(1)
+	}
+	runPrefix = os.Getenv("REPLCTL_COMPOSE_PREFIX")
+	if runPrefix == "" {
+		runPrefix = fmt.Sprintf("replctl-t%d", os.Getpid())
+	}
+	os.Exit(m.Run())
+}
+
+// deployment is one compose project: Temporal plus hosts a1, a2, b1, b2.
+type deployment struct {
+	t       *testing.T
+	project string
+	port    int // Temporal frontend, published on 127.0.0.1
+	env     []string
+	c       client.Client
+	ids     map[string]string // service → container ID
+}
+
+// up starts a fresh deployment and registers its teardown.
+func up(t *testing.T) *deployment {
+	t.Helper()
+	name := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), ""))
+	d := &deployment{t: t, project: runPrefix + "-" + name, ids: map[string]string{}}
+	d.port = freePort(t)
+	d.env = append(os.Environ(),
+		"COMPOSE_PROJECT_NAME="+d.project,
+		"REPLCTL_TEMPORAL_PORT="+strconv.Itoa(d.port),
+		"REPLCTL_UI_PORT="+strconv.Itoa(freePort(t)),
+		"REPLCTL_AGENT_RESTART=",
+	)
+	t.Cleanup(d.down)
+	began := time.Now()
+	d.compose("up", "-d")
+	for _, s := range []string{"temporal", "a1", "a2", "b1", "b2"} {
+		d.ids[s] = strings.TrimSpace(d.compose("ps", "-q", s))
+		require.NotEmpty(t, d.ids[s], "no container for service %s", s)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for {
+		c, err := client.DialContext(ctx, client.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", d.port), Namespace: "default", Logger: quietLogger{}})
+		if err == nil {
+			d.c = c
+			break
+		}
+		require.NoError(t, ctx.Err(), "Temporal of project %s did not answer: %v", d.project, err)
+		time.Sleep(300 * time.Millisecond)
+	}
+	for _, h := range []string{"a1", "a2", "b1", "b2"} {
+		d.waitPolling(ctx, h)
+	}
+	t.Logf("deployment %s up in %s (Temporal on 127.0.0.1:%d)", d.project, time.Since(began).Round(time.Millisecond), d.port)
+	return d
+}
+
+// down removes the project's containers, networks and volumes; on failure it first logs the
+// containers' output.
+func (d *deployment) down() {
+	if d.c != nil {
+		d.c.Close()
+	}
+	for _, id := range d.ids {
+		_ = exec.Command("docker", "unpause", id).Run() // a paused container cannot be stopped
+	}
+	if d.t.Failed() {
+		out, _ := d.composeErr("logs", "--no-color", "--tail=60")
+		d.t.Logf("logs of %s:\n%s", d.project, out)
+	}
+	began := time.Now()
+	if out, err := d.composeErr("down", "-v", "--remove-orphans", "-t", "2"); err != nil {
+		d.t.Errorf("tearing down %s: %v\n%s", d.project, err, out)
+	}
+	d.t.Logf("deployment %s removed in %s", d.project, time.Since(began).Round(time.Millisecond))
+}
+
+// compose runs a compose command of the project and returns its standard output.
+func (d *deployment) compose(args ...string) string {
+	d.t.Helper()
+	out, err := d.composeErr(args...)
+	require.NoError(d.t, err, "%s %s:\n%s", strings.Join(composeCmd, " "), strings.Join(args, " "), out)
+	return out
+}
+
+func (d *deployment) composeErr(args ...string) (string, error) {
+	full := append(append(append([]string{}, composeCmd[1:]...), "-f", filepath.Join(repoRoot, "docker-compose.yml"), "--project-directory", repoRoot), args...)
+	cmd := exec.Command(composeCmd[0], full...)
+	cmd.Env = d.env
+	cmd.Dir = repoRoot
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// docker runs a docker command and returns its output.
+func (d *deployment) docker(args ...string) string {
+	d.t.Helper()
+	out, err := exec.Command("docker", args...).CombinedOutput()
+	require.NoError(d.t, err, "docker %s:\n%s", strings.Join(args, " "), out)
+	return string(out)
+}
+
+// sh runs a shell command inside a service's container.
+func (d *deployment) sh(service, script string) string {
+	d.t.Helper()
+	return d.docker("exec", d.ids[service], "bash", "-c", script)
+}
+
+// waitPolling waits until host's agent polls its task queue.
+func (d *deployment) waitPolling(ctx context.Context, host string) {
+	d.t.Helper()
+	for {
+		resp, err := d.c.DescribeTaskQueue(ctx, "replctl-host-"+host, enums.TASK_QUEUE_TYPE_ACTIVITY)
+		if err == nil && len(resp.GetPollers()) > 0 {
+			return
+		}
+		require.NoError(d.t, ctx.Err(), "agent %s never polled its queue (last error: %v)", host, err)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// seed writes a dataset into the source that takes a few seconds to push and pull (many
+// small files, some large ones), so faults can hit a running step.
+func (d *deployment) seed() {
+	d.t.Helper()
+	began := time.Now()
+	d.sh("a1", `set -e
+		cd /srv/array-a/orders && mkdir -p small big
+		for i in 0 1; do mkdir small/$i; (cd small/$i && head -c $((10000 * 4096)) /dev/urandom | split -b 4096 -a 5 -d - s); done
+		(cd big && head -c $((48 << 20)) /dev/urandom | split -b $((1 << 20)) -a 3 -d - b)
+		ln -s big/b000 link-to-big; mkdir -p empty-dir; chmod 0750 empty-dir; touch empty; chmod 0600 empty`)
+	d.t.Logf("seeded 20,048 files, 128 MiB in %s", time.Since(began).Round(time.Millisecond))
+}
+
+// start starts a run of job.
+func (d *deployment) start(job string) client.WorkflowRun {
+	d.t.Helper()
+	run, err := d.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
+		ID: workflows.WorkflowID(job), TaskQueue: workflows.DefaultTaskQueue, WorkflowExecutionTimeout: 5 * time.Minute,
+	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: job})
+	require.NoError(d.t, err)
+	return run
+}
+
+// wait waits for a run; a failed run's status comes from its status query.
+func (d *deployment) wait(run client.WorkflowRun) (workflows.Status, error) {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	began := time.Now()
+	var st workflows.Status
+	err := run.Get(ctx, &st)
+	d.t.Logf("run %s ended after %s more (error: %v)", run.GetRunID(), time.Since(began).Round(time.Millisecond), err)
+	if err != nil {
+		if v, qerr := d.c.QueryWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.StatusQuery); qerr == nil {
+			_ = v.Get(&st)
+		}
+	}
+	return st, err
+}
+
+// waitStarted waits until the run's activity is running and returns the host running it.
+func (d *deployment) waitStarted(run client.WorkflowRun, activity string) string {
+	d.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		desc, err := d.c.DescribeWorkflowExecution(context.Background(), run.GetID(), run.GetRunID())
+		require.NoError(d.t, err)
+		for _, pa := range desc.GetPendingActivities() {
+			if pa.GetActivityType().GetName() == activity && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
+				return strings.TrimPrefix(pa.GetLastWorkerIdentity(), "replctl-agent-")
+			}
+		}
+		if s := desc.GetWorkflowExecutionInfo().GetStatus(); s != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			d.t.Fatalf("run ended (%s) before %s started", s, activity)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.t.Fatalf("%s did not start within 2 minutes", activity)
+	return ""
+}
+
+// killAgent kills the agent process inside host's container (kill -9); sshd and the
+// container stay up.
+func (d *deployment) killAgent(host string) {
+	d.t.Helper()
+	d.sh(host, `kill -9 "$(cat /run/replctl-agent.pid)"`)
+}
+
+// digest is tree-digest of dir inside service's container.
+func (d *deployment) digest(service, dir string) string {
+	d.t.Helper()
+	return strings.TrimSpace(d.sh(service, "tree-digest "+dir))
+}
+
+// freezeDigest is the digest freeze.sh recorded for the run on the application host.
+func (d *deployment) freezeDigest(host, job, runID string) string {
+	d.t.Helper()
+	return strings.TrimSpace(d.sh(host, fmt.Sprintf("cat /var/lib/replctl/digests/%s-%s", job, runID)))
+}
+
+// markers are the script calls logged on host.
+func (d *deployment) markers(host string) string {
+	d.t.Helper()
+	return d.sh(host, "cat /var/lib/replctl/markers.log 2>/dev/null || true")
+}
+
+// fenceEpoch reads the target's fence record of dataset from service's view of array-b.
+func (d *deployment) fenceEpoch(service, dataset string) int64 {
+	d.t.Helper()
+	out := d.sh(service, fmt.Sprintf(`sed -n 's/.*"epoch": *\([0-9]*\).*/\1/p' /srv/array-b/.replctl/fence/%s.json`, dataset))
+	n, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+	require.NoError(d.t, err, "fence record of %s: %q", dataset, out)
+	return n
+}
+
+// network is the project's name of a network of docker-compose.yml.
+func (d *deployment) network(key string) string { return d.project + "_" + key }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// quietLogger drops the SDK client's logs (retries while the server starts).
+type quietLogger struct{}
+
+func (quietLogger) Debug(string, ...any) {}
+func (quietLogger) Info(string, ...any)  {}
+func (quietLogger) Warn(string, ...any)  {}
+func (quietLogger) Error(string, ...any) {}
