@@ -18,7 +18,8 @@ import (
 )
 
 // -record makes the integration tests write their runs' histories to testdata/histories,
-// for the replay tests. Re-record after a deliberate, versioned workflow change.
+// for the replay tests; existing files are kept. After a deliberate, versioned workflow
+// change, give the test's recording a new name and record it.
 var record = flag.Bool("record", false, "record workflow histories of integration runs into testdata/histories")
 
 const historiesDir = "testdata/histories"
@@ -26,6 +27,13 @@ const historiesDir = "testdata/histories"
 func recordHistory(t *testing.T, e *env, workflowID, runID, name string) {
 	t.Helper()
 	if !*record {
+		return
+	}
+	file := filepath.Join(historiesDir, name+".json")
+	if _, err := os.Stat(file); err == nil {
+		// Recorded histories are what older code wrote: keep them, so replay keeps proving
+		// that old runs still replay. New behaviour gets a new name.
+		t.Logf("history %s exists: not overwritten", file)
 		return
 	}
 	iter := e.c.GetWorkflowHistory(context.Background(), workflowID, runID, false, 0)
@@ -37,7 +45,7 @@ func recordHistory(t *testing.T, e *env, workflowID, runID, name string) {
 	}
 	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(h)
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(historiesDir, name+".json"), b, 0o644))
+	require.NoError(t, os.WriteFile(file, b, 0o644))
 }
 
 func histories(t *testing.T) []string {
