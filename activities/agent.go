@@ -286,6 +286,8 @@ type PullInput struct {
 	// relative to the target root.
 	ResumeFrom string
 	Keep       int
+	// Verify is "changed" (default) or "full".
+	Verify string
 	// SourceDataset and KeepImages: after publishing, images of the job beyond the newest
 	// KeepImages are deleted from the repository (0 = keep all).
 	SourceDataset string
@@ -347,6 +349,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		Epoch:       in.Epoch,
 		Agent:       a.Host,
 		ResumeFrom:  resumeFrom,
+		Verify:      in.Verify,
 		Keep:        in.Keep,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)) })
 	observe(ctx, in.Job, "pull", start, err, res.Bytes, res.Files)

@@ -22,8 +22,10 @@ type Plan struct {
 	Hosts             []HostPlan
 	Timeouts          Timeouts
 	OnUnreachableHost string
-	Retention         Retention
-	Repository        Repository
+	// Verify is "changed" or "full": see config.Job.Verify.
+	Verify     string
+	Retention  Retention
+	Repository Repository
 }
 
 // Endpoint is a dataset on a storage system.
@@ -111,6 +113,7 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		Order:             Order{Application: clone(j.Order.Application), Source: clone(j.Order.Source), Target: clone(j.Order.Target)},
 		Timeouts:          Timeouts{Heartbeat: j.Timeouts.Heartbeat, ScheduleToStart: j.Timeouts.ScheduleToStart, StartToClose: j.Timeouts.StartToClose},
 		OnUnreachableHost: j.OnUnreachableHost,
+		Verify:            j.Verify,
 		Retention:         Retention{Replicas: j.Retention.Replicas, Images: j.Retention.Images},
 		Repository:        Repository{Storage: j.Repository.Storage, Path: j.Repository.Path, PasswordFile: j.Repository.PasswordFile},
 	}

@@ -40,6 +40,12 @@ const (
 	MinScheduleToStart = time.Second
 )
 
+// Values of Job.Verify.
+const (
+	VerifyChanged = "changed"
+	VerifyFull    = "full"
+)
+
 // Values of Job.OnUnreachableHost.
 const (
 	OnUnreachableFail     = "fail"
@@ -196,9 +202,13 @@ type Job struct {
 	Order             Order       `yaml:"order"`
 	Timeouts          Timeouts    `yaml:"timeouts"`
 	OnUnreachableHost string      `yaml:"on_unreachable_host"` // "fail" (default) | "continue"
-	Schedule          *Schedule   `yaml:"schedule"`            // optional
-	Retention         Retention   `yaml:"retention"`
-	Repository        Repository  `yaml:"repository"`
+	// Verify is how much of each replica's content is re-checked against the image before
+	// publish: "changed" (default: every file written for this replica; files hard-linked
+	// from the verified current replica keep their checked metadata) or "full" (all).
+	Verify     string     `yaml:"verify"`
+	Schedule   *Schedule  `yaml:"schedule"` // optional
+	Retention  Retention  `yaml:"retention"`
+	Repository Repository `yaml:"repository"`
 }
 
 // Hosts returns every host named in the job's orders, each once, in the order

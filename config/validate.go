@@ -334,6 +334,12 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 		k.errorf(p+".on_unreachable_host", "%q is not valid: want %q (default) or %q", j.OnUnreachableHost, OnUnreachableFail, OnUnreachableContinue)
 	}
 
+	if j.Verify == "" && !k.given(p+".verify", true) {
+		j.Verify = VerifyChanged
+	} else if j.Verify != VerifyChanged && j.Verify != VerifyFull {
+		k.errorf(p+".verify", "%q is not valid: want %q (default) or %q", j.Verify, VerifyChanged, VerifyFull)
+	}
+
 	k.repository(p+".repository", j)
 	k.orders(p, j)
 	k.timeouts(p+".timeouts", &j.Timeouts)

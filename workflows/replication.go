@@ -211,7 +211,7 @@ func (w *replication) pull(ctx workflow.Context) error {
 			Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, ImageID: w.image, TargetRoot: root,
 			Dataset: w.plan.Target.Dataset, Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile},
 			ReplicaName: replicaName, Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
-			SourceDataset: w.plan.Source.Dataset, KeepImages: w.plan.Retention.Images,
+			SourceDataset: w.plan.Source.Dataset, KeepImages: w.plan.Retention.Images, Verify: w.plan.Verify,
 		}
 		if resume != nil && resume.Step == "pull" {
 			in.ResumeFrom = resume.Staging
