@@ -28,6 +28,7 @@ const (
 	PushName      = "Push"
 	PullName      = "Pull"
 	MaintainName  = "Maintain"
+	TestCopyName  = "TestCopy"
 )
 
 // Error types of the non-retryable application errors activities return. The workflow never
@@ -403,6 +404,55 @@ func (a *Agent) Maintain(ctx context.Context, in MaintainInput) (MaintainResult,
 		return MaintainResult{}, classify(ctx, "maintain", err, l.progress())
 	}
 	return MaintainResult{Agent: a.Host, Full: in.Full, Duration: time.Since(start)}, nil
+}
+
+// TestCopyInput is the input of TestCopy.
+type TestCopyInput struct {
+	Job        string
+	Agent      string
+	TargetRoot string
+	Dataset    string
+	// Replica to copy ("" = the current one); Name of the copy.
+	Replica string
+	Name    string
+	// Cleanup removes the copy instead of opening it.
+	Cleanup bool
+}
+
+// TestCopyResult is where the writable test copy is.
+type TestCopyResult struct {
+	Agent   string
+	Name    string
+	Path    string
+	Replica string
+	Files   int64
+	Bytes   int64
+	Cloned  int64
+	Removed bool
+}
+
+// TestCopy opens (or, with Cleanup, removes) a writable copy of a replica on the target for
+// a failover test; published replicas are never touched.
+func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult, error) {
+	if err := a.checkRoute(in.Agent); err != nil {
+		return TestCopyResult{}, err
+	}
+	ctx, l, err := startLease(ctx, Progress{Step: "test-copy", Phase: "copy", Agent: a.Host})
+	if err != nil {
+		return TestCopyResult{}, err
+	}
+	defer l.stop()
+	if in.Cleanup {
+		if err := dataplane.RemoveTestCopy(in.TargetRoot, in.Dataset, in.Name); err != nil {
+			return TestCopyResult{}, classify(ctx, "test-copy", err, l.progress())
+		}
+		return TestCopyResult{Agent: a.Host, Name: in.Name, Removed: true}, nil
+	}
+	tc, err := dataplane.OpenTestCopy(ctx, in.TargetRoot, in.Dataset, in.Replica, in.Name)
+	if err != nil {
+		return TestCopyResult{}, classify(ctx, "test-copy", err, l.progress())
+	}
+	return TestCopyResult{Agent: a.Host, Name: tc.Name, Path: tc.Path, Replica: tc.Replica, Files: tc.Files, Bytes: tc.Bytes, Cloned: tc.Cloned}, nil
 }
 
 func (a *Agent) repoConfig(r RepoLocation) dataplane.RepoConfig {

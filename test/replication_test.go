@@ -217,3 +217,43 @@ func TestRepositoryMaintenance(t *testing.T) {
 	assert.Equal(t, "b1", res.Result.Agent)
 	assert.True(t, res.Result.Full)
 }
+
+// A test failover opens a writable copy of the current replica at a separate path; writing
+// it leaves the replica alone, and a later replication still publishes normally.
+func TestTestFailoverCopy(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 20, 8<<10, 9)
+	e.startAgents("a1", "b1")
+	st, err := e.wait(e.start("orders"))
+	require.NoError(t, err)
+	want := treeDigest(t, e.targetLink())
+
+	run, err := e.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: workflows.TestFailoverID("orders", "t1"), TaskQueue: workflows.DefaultTaskQueue},
+		workflows.TestFailoverWorkflowName, workflows.TestFailoverInput{Job: "orders", Name: "t1", By: "tester@test"})
+	require.NoError(t, err)
+	var res workflows.TestFailoverResult
+	require.NoError(t, run.Get(context.Background(), &res))
+	assert.Equal(t, st.Replica.Name, res.Copy.Replica)
+	assert.Equal(t, want, treeDigest(t, res.Copy.Path), "the copy equals the replica")
+	require.NoError(t, os.WriteFile(filepath.Join(res.Copy.Path, "written-by-test.txt"), []byte("x"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(res.Copy.Path, "d00/s0/f00000.bin"), []byte("changed"), 0o644))
+	assert.Equal(t, want, treeDigest(t, e.targetLink()), "the replica is untouched")
+	desc, err := e.c.DescribeWorkflowExecution(context.Background(), run.GetID(), run.GetRunID())
+	require.NoError(t, err)
+	assert.Contains(t, string(desc.GetWorkflowExecutionInfo().GetMemo().GetFields()["summary"].GetData()), "by tester@test", "who tested is recorded")
+
+	_, err = e.wait(e.start("orders"))
+	require.NoError(t, err)
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+
+	run, err = e.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: workflows.TestFailoverID("orders", "t1"), TaskQueue: workflows.DefaultTaskQueue},
+		workflows.TestFailoverWorkflowName, workflows.TestFailoverInput{Job: "orders", Name: "t1", Cleanup: true})
+	require.NoError(t, err)
+	require.NoError(t, run.Get(context.Background(), &res))
+	_, err = os.Stat(filepath.Join(e.dir, "storage/array-b/.replctl/test-failover"))
+	require.NoError(t, err)
+	entries, err := os.ReadDir(filepath.Join(e.dir, "storage/array-b/.replctl/test-failover/orders"))
+	if err == nil {
+		assert.Empty(t, entries, "cleanup removed the copy")
+	}
+}
