@@ -202,6 +202,9 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, 
 	return out, nil
 }
 
+// pushCheckpointInterval bounds what a taker re-reads after a push was lost.
+const pushCheckpointInterval = 3 * time.Second
+
 // RepoLocation is a repository as the executing host sees it.
 type RepoLocation struct {
 	Dir          string
@@ -263,6 +266,9 @@ func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
 		SourceDir: in.SourceDir,
 		Dataset:   in.Dataset,
 		Tags:      map[string]string{"run": in.RunID, "agent": a.Host},
+		// A taker re-reads what the lost attempt read since its last checkpoint: measured
+		// as about one interval of work, so keep it short (the goal is <= 5 s of work).
+		CheckpointInterval: pushCheckpointInterval,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane("push", a.Host, p, "", 0)) })
 	observe(ctx, in.Job, "push", start, err, res.Bytes, res.Files)
 	if err != nil {
