@@ -179,7 +179,7 @@ func (e *env) start(job string) client.WorkflowRun {
 	e.t.Helper()
 	run, err := e.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
 		ID: workflows.WorkflowID(job), TaskQueue: workflows.DefaultTaskQueue,
-		WorkflowExecutionTimeout: 3 * time.Minute,
+		WorkflowExecutionTimeout: 3 * time.Minute, WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
 	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: job})
 	require.NoError(e.t, err)
 	return run

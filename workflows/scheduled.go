@@ -37,6 +37,7 @@ func Scheduled(ctx workflow.Context, in ReplicationInput) (ScheduledResult, erro
 		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		// The run outlives a terminated trigger: it must resume the application whatever happens.
 		ParentClosePolicy:        enums.PARENT_CLOSE_POLICY_ABANDON,
+		WorkflowTaskTimeout:      WorkflowTaskTimeout,
 		WorkflowExecutionTimeout: 24 * time.Hour,
 	})
 	child := workflow.ExecuteChildWorkflow(cctx, ReplicationWorkflowName, in)

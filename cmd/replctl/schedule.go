@@ -443,6 +443,7 @@ func scheduleAction(job, taskQueue string, fp specFingerprint) *client.ScheduleW
 		Workflow:              workflows.ScheduledWorkflowName,
 		Args:                  []any{workflows.ReplicationInput{Job: job}},
 		TaskQueue:             taskQueue,
+		WorkflowTaskTimeout:   workflows.WorkflowTaskTimeout,
 		Memo:                  map[string]any{specMemoKey: fp.String()},
 		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.AttrJob.ValueSet(job)),
 		StaticSummary:         "scheduled run of job " + job,

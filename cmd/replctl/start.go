@@ -67,6 +67,7 @@ func runStart(cmd *cobra.Command, f *Factory, o *StartOptions) error {
 func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string, o *StartOptions) error {
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       workflows.WorkflowID(o.Job),
+		WorkflowTaskTimeout:                      workflows.WorkflowTaskTimeout,
 		TaskQueue:                                taskQueue,
 		WorkflowIDReusePolicy:                    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowIDConflictPolicy:                 enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,

@@ -82,7 +82,7 @@ func runTestFailover(ctx context.Context, f *Factory, o *TestFailoverOptions) er
 	}
 	defer c.Close()
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: workflows.TestFailoverID(o.Job, o.Name), TaskQueue: cfg.Temporal.TaskQueue,
+		ID: workflows.TestFailoverID(o.Job, o.Name), TaskQueue: cfg.Temporal.TaskQueue, WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
 		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 	}, workflows.TestFailoverWorkflowName, workflows.TestFailoverInput{Job: o.Job, Replica: o.Replica, Name: o.Name, Cleanup: o.Cleanup, By: whoAmI()})
 	if err != nil {
