@@ -347,17 +347,18 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	defer hb.stop()
 	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
-		Repo:        a.repoConfig(in.Repo),
-		Job:         in.Job,
-		ImageID:     in.ImageID,
-		TargetRoot:  in.TargetRoot,
-		Dataset:     in.Dataset,
-		ReplicaName: in.ReplicaName,
-		Epoch:       in.Epoch,
-		Agent:       a.Host,
-		ResumeFrom:  resumeFrom,
-		Verify:      in.Verify,
-		Keep:        in.Keep,
+		Repo:          a.repoConfig(in.Repo),
+		Job:           in.Job,
+		ImageID:       in.ImageID,
+		TargetRoot:    in.TargetRoot,
+		Dataset:       in.Dataset,
+		SourceDataset: in.SourceDataset,
+		ReplicaName:   in.ReplicaName,
+		Epoch:         in.Epoch,
+		Agent:         a.Host,
+		ResumeFrom:    resumeFrom,
+		Verify:        in.Verify,
+		Keep:          in.Keep,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)) })
 	observe(ctx, in.Job, "pull", start, err, res.Bytes, res.Files)
 	if err != nil {

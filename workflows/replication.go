@@ -139,7 +139,7 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	err = w.onRole(ctx, w.roles.application, "quiesce", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		return w.script(ctx, "quiesce", agent, host, app.Quiesce, "")
 	})
-	if w.continueUnreachable(err, "quiesce of host "+app.Host) {
+	if w.continueUnreachable(err, "quiesce of host "+app.Host, app.Host) {
 		return nil
 	}
 	return err

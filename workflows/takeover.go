@@ -152,7 +152,7 @@ func (w *replication) runTakeoverScripts(ctx workflow.Context, r *role, agent st
 		}
 		sctx := w.stepContext(ctx, r, "takeover", agent)
 		err = w.script(sctx, "takeover", agent, host, script, failed)
-		if w.continueUnreachable(err, "takeover script of host "+failed) {
+		if w.continueUnreachable(err, "takeover script of host "+failed, failed) {
 			err = nil
 		}
 		if err != nil {
@@ -177,13 +177,19 @@ func (w *replication) tookOver(ctx workflow.Context, failed string) bool {
 
 // continueUnreachable applies on_unreachable_host: true when err says a host could not be
 // reached and the job's policy is to go on crash-consistent (recorded in the status).
-func (w *replication) continueUnreachable(err error, what string) bool {
+// Only the application host's scripts make the image application-consistent: an
+// unreachable source or target host changes nothing about the image.
+func (w *replication) continueUnreachable(err error, what, host string) bool {
 	var appErr *temporal.ApplicationError
 	if !errors.As(err, &appErr) || appErr.Type() != activities.ErrTypeHostUnreachable || w.plan.OnUnreachableHost != "continue" {
 		return false
 	}
-	w.status.CrashConsistent = true
-	w.note(fmt.Sprintf("%s: host unreachable; continuing crash-consistent (on_unreachable_host: continue): %s", what, rootMessage(err)))
+	if host == w.plan.Application.Host {
+		w.status.CrashConsistent = true
+		w.note(fmt.Sprintf("%s: host unreachable; continuing crash-consistent (on_unreachable_host: continue): %s", what, rootMessage(err)))
+	} else {
+		w.note(fmt.Sprintf("%s: host unreachable; continuing (on_unreachable_host: continue): %s", what, rootMessage(err)))
+	}
 	return true
 }
 

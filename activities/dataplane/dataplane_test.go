@@ -665,3 +665,24 @@ func TestSpecialFilesAreSkipped(t *testing.T) {
 	require.NoFileExists(t, filepath.Join(res.ReplicaPath, "fifo"), "kopia stores no fifos, sockets or devices")
 	require.Equal(t, "publish", last.Phase, "the final report comes last")
 }
+
+// A job may publish its source dataset under another name on the target.
+func TestPullToDatasetWithAnotherName(t *testing.T) {
+	e := newEnv(t)
+	makeTree(t, e.src)
+	pres := e.push()
+	req := e.pullReq(pres.ImageID, "r1")
+	req.Dataset, req.SourceDataset = "elsewhere/copy", e.ds
+	res, err := e.repos.Pull(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.True(t, res.Verified)
+	requireSameTree(t, e.src, res.ReplicaPath)
+	resolved, err := filepath.EvalSymlinks(filepath.Join(e.target, "elsewhere/copy"))
+	require.NoError(t, err)
+	require.Equal(t, res.ReplicaPath, resolved)
+
+	req = e.pullReq(pres.ImageID, "r2")
+	req.Dataset = "elsewhere/copy" // without SourceDataset the image is not this dataset's
+	_, err = e.repos.Pull(context.Background(), req, nil)
+	require.ErrorIs(t, err, ErrBadInput)
+}

@@ -37,6 +37,9 @@ type PullRequest struct {
 	TargetRoot string
 	// Dataset D is relative; T/D becomes a symlink to the replica.
 	Dataset string
+	// SourceDataset is the dataset the image was pushed from (its snapshot identity);
+	// "" means the same name as Dataset.
+	SourceDataset string
 	// ReplicaName is caller-unique, e.g. 20261123T014500Z-<run8>.
 	ReplicaName string
 	// Epoch fences stale agents: the pull refuses to run or publish once a
@@ -111,7 +114,11 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		return res, err
 	}
 
-	man, err := loadImage(ctx, dr, req.ImageID, req.Job, req.Dataset)
+	src := req.SourceDataset
+	if src == "" {
+		src = req.Dataset
+	}
+	man, err := loadImage(ctx, dr, req.ImageID, req.Job, src)
 	if err != nil {
 		return res, err
 	}
@@ -269,6 +276,11 @@ func validatePull(req *PullRequest) error {
 		return badInput("TargetRoot", "%s is not an existing directory", req.TargetRoot)
 	}
 
+	if req.SourceDataset != "" {
+		if err := checkDataset("SourceDataset", req.SourceDataset); err != nil {
+			return err
+		}
+	}
 	if err := checkDataset("Dataset", req.Dataset); err != nil {
 		return err
 	}

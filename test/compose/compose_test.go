@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ import (
 // freeze.sh took on a1), although the application went on writing after the thaw.
 func TestReplicationEqualsQuiescedSource(t *testing.T) {
 	d := up(t)
-	d.seed()
+	d.seed("orders")
 	out, err := exec.Command(replctlBin, "start", "orders", "--wait", "-o", "json",
 		"--config", repoRoot+"/config/examples/compose.yaml", "--address", fmt.Sprintf("127.0.0.1:%d", d.port)).Output()
 	require.NoError(t, err, "replctl start orders --wait: %s", out)
@@ -38,10 +39,33 @@ func TestReplicationEqualsQuiescedSource(t *testing.T) {
 	assert.Contains(t, m, "step=quiesce job=orders host=a1 agent=a1 failed= via=local")
 	assert.Contains(t, m, "step=resume job=orders host=a1 agent=a1 failed= via=local")
 
-	// The application was thawed and went on writing: the source moved on.
-	assert.Eventually(t, func() bool { return d.digest("a1", "/srv/array-a/orders") != frozen }, 10*time.Second, 200*time.Millisecond,
-		"the sample application writes again after the thaw")
-	assert.True(t, strings.HasPrefix(d.sh("a1", "sample-app status /srv/array-a/orders"), "running"))
+	// The application was thawed and went on writing past the replica's last transaction.
+	replicaSeq := seqOf(t, d.sh("b1", "cat /srv/array-b/orders/seq"))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		state, seq := appStatus(t, d, "a1", "/srv/array-a/orders")
+		if state == "running" && seq > replicaSeq {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "sample application not writing after the thaw: %s at %d, replica at %d", state, seq, replicaSeq)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// appStatus is `sample-app status DIR` on host: running|frozen|stopped and the last
+// transaction's sequence number.
+func appStatus(t *testing.T, d *deployment, host, dir string) (string, int) {
+	t.Helper()
+	f := strings.Fields(d.sh(host, "sample-app status "+dir))
+	require.Len(t, f, 2)
+	return f[0], seqOf(t, f[1])
+}
+
+func seqOf(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	require.NoError(t, err, "sequence number %q", s)
+	return n
 }
 
 // kill -9 of the agent inside a1 while it pushes; a1's sshd stays up. a2 takes over: it runs
@@ -49,7 +73,7 @@ func TestReplicationEqualsQuiescedSource(t *testing.T) {
 // quiesced image.
 func TestKilledAgentHostScriptsRunOverSSH(t *testing.T) {
 	d := up(t)
-	d.seed()
+	d.seed("orders")
 	run := d.start("orders")
 	require.Equal(t, "a1", d.waitStarted(run, "Push"))
 	d.killAgent("a1")
@@ -69,64 +93,85 @@ func TestKilledAgentHostScriptsRunOverSSH(t *testing.T) {
 	assert.Contains(t, m, "step=takeover job=orders host=a1 agent=a2 failed=a1 via=ssh", "a2 ran a1's takeover script on a1 over SSH")
 	assert.Contains(t, m, "step=resume job=orders host=a1 agent=a2 failed= via=ssh", "a2 thawed a1's application over SSH")
 	assert.Equal(t, d.freezeDigest("a1", "orders", st.RunID), d.digest("b1", "/srv/array-b/orders"))
-	assert.True(t, strings.HasPrefix(d.sh("a1", "sample-app status /srv/array-a/orders"), "running"), "application thawed")
+	state, _ := appStatus(t, d, "a1", "/srv/array-a/orders")
+	assert.Equal(t, "running", state, "application thawed")
 }
 
-// docker kill of the whole a1 container while it pushes, job with on_unreachable_host: fail.
-// a1's takeover script cannot run anywhere: the run fails and says why; nothing is published.
-func TestKilledHostFailPolicy(t *testing.T) {
+// docker kill of the whole a1 container (the application host) while it pushes, job with
+// on_unreachable_host: fail. a1's takeover script cannot run anywhere, nor can its resume
+// script: the run fails, says which host was unreachable, and that a1 may be left quiesced.
+func TestKilledAppHostFailPolicy(t *testing.T) {
 	d := up(t)
-	d.seed()
+	d.seed("orders")
 	run := d.start("orders")
 	require.Equal(t, "a1", d.waitStarted(run, "Push"))
 	d.docker("kill", d.ids["a1"])
 
 	st, err := d.wait(run)
 	require.Error(t, err)
-	t.Logf("run error: %v", err)
-	t.Logf("status: phase=%s quiesced_host=%q error=%q notes=%q", st.Phase, st.QuiescedHost, st.Error, st.Notes)
+	t.Logf("status: phase=%s quiesced_host=%q error=%q", st.Phase, st.QuiescedHost, st.Error)
 	assert.Equal(t, workflows.PhaseFailed, st.Phase)
-	msg := strings.ToLower(err.Error() + " " + st.Error)
-	assert.Contains(t, msg, "a1")
-	assert.Contains(t, msg, "unreachable", "the error says a host could not be reached")
+	assert.Regexp(t, `host "?a1"?.*unreachable`, err.Error(), "the error names the unreachable host")
+	assert.Contains(t, err.Error(), "a1 LEFT QUIESCED")
+	assert.Equal(t, "a1", st.QuiescedHost, "the status keeps the host that may still be frozen")
 	assert.False(t, st.CrashConsistent)
 	assert.Nil(t, st.Replica)
-	assert.Equal(t, "a1", st.QuiescedHost, "a1 could not be thawed: the status says it was left quiesced")
-	assert.Contains(t, d.sh("b1", "ls -A /srv/array-b"), ".replctl")
 	assert.NotContains(t, d.sh("b1", "ls -A /srv/array-b"), "orders", "nothing published")
 }
 
-// The same fault with on_unreachable_host: continue: the run goes on without a1's scripts,
-// completes on a2 and b1, and says it is crash-consistent. a1 is gone, so its application
-// stopped writing: the replica equals the source as a2 sees it.
-func TestKilledHostContinuePolicy(t *testing.T) {
+// killTargetHost kills the whole b1 container while it pulls job's replica: b2 takes over,
+// but b1's takeover script cannot run.
+func killTargetHost(t *testing.T, job string) (*deployment, workflows.Status, error) {
 	d := up(t)
-	d.seed()
-	run := d.start("orders-cc")
-	require.Equal(t, "a1", d.waitStarted(run, "Push"))
-	d.docker("kill", d.ids["a1"])
-
+	d.seed(job)
+	run := d.start(job)
+	require.Equal(t, "b1", d.waitStarted(run, "Pull"))
+	d.docker("kill", d.ids["b1"])
 	st, err := d.wait(run)
+	return d, st, err
+}
+
+// on_unreachable_host: fail (job orders): the run stops before b2 pulls, with an error that
+// names b1; the application was already thawed, nothing is published.
+func TestKilledTargetHostFailPolicy(t *testing.T) {
+	d, st, err := killTargetHost(t, "orders")
+	require.Error(t, err)
+	assert.Equal(t, workflows.PhaseFailed, st.Phase)
+	assert.Regexp(t, `host "?b1"?.*unreachable`, err.Error())
+	assert.Empty(t, st.QuiescedHost, "the application was thawed before the pull")
+	assert.False(t, st.CrashConsistent)
+	assert.Nil(t, st.Replica)
+	assert.NotContains(t, d.sh("b2", "ls -A /srv/array-b"), "orders", "nothing published")
+	state, _ := appStatus(t, d, "a1", "/srv/array-a/orders")
+	assert.Equal(t, "running", state, "application thawed before the pull")
+}
+
+// on_unreachable_host: continue (job ledger): b2 goes on without b1's takeover script,
+// publishes, and a note names b1. The image was taken while the application was quiesced, so
+// the run is NOT crash-consistent (only an unreachable application host makes it so), and
+// the replica equals the quiesced source.
+func TestKilledTargetHostContinuePolicy(t *testing.T) {
+	d, st, err := killTargetHost(t, "ledger")
 	require.NoError(t, err)
 	t.Logf("notes: %q", st.Notes)
 	assert.Equal(t, workflows.PhaseCompleted, st.Phase)
-	assert.True(t, st.CrashConsistent, "status says crash-consistent")
-	assert.Contains(t, strings.Join(st.Notes, "\n"), "a1")
-	assert.Equal(t, "a2", st.Agents.Source)
+	assert.False(t, st.CrashConsistent, "an unreachable target host does not make the image crash-consistent")
+	assert.Contains(t, strings.Join(st.Notes, "\n"), "b1")
 	require.NotNil(t, st.Replica)
-	assert.Empty(t, st.QuiescedHost)
-	assert.Equal(t, d.digest("a2", "/srv/array-a/orders"), d.digest("b1", "/srv/array-b/orders-cc"))
+	assert.Equal(t, "b2", st.Replica.Agent)
+	assert.Equal(t, d.freezeDigest("a1", "ledger", st.RunID), d.digest("b2", "/srv/array-b/ledger"))
 }
 
-// b1 is cut off from Temporal (docker network disconnect) while it pulls; its host keeps its
-// storage and sshd. b2 takes over with a newer epoch and publishes; b1, a zombie that may
-// still write into its own staging, is refused: the published replica and the fence carry
-// b2's epoch, and after b1 is reconnected nothing changes.
+// b1 is cut off from Temporal (docker network disconnect) in the middle of its pull; its host
+// keeps its storage and sshd, so it is a zombie writer until its write lease expires. b2
+// takes over (running b1's takeover script over SSH) with a newer epoch and publishes. The
+// published replica and the fence carry b2's epoch, b1 says it stopped, and after b1 is
+// reconnected nothing changes.
 func TestDisconnectedPullAgentIsFenced(t *testing.T) {
 	d := up(t)
-	d.seed()
+	d.seed("orders")
 	run := d.start("orders")
-	require.Equal(t, "b1", d.waitStarted(run, "Pull"))
+	require.Equal(t, "b1", d.waitProgress(run, "Pull"))
 	d.docker("network", "disconnect", d.network("temporal"), d.ids["b1"])
 
 	st, err := d.wait(run)
@@ -135,29 +180,32 @@ func TestDisconnectedPullAgentIsFenced(t *testing.T) {
 	assert.Equal(t, "b2", st.Replica.Agent, "the taker published")
 	require.NotEmpty(t, st.Takeovers)
 	assert.Equal(t, "b1", st.Takeovers[0].From)
+	assert.False(t, st.CrashConsistent, "b1's takeover script ran over the hosts network")
+	assert.Contains(t, d.markers("b1"), "step=takeover job=orders host=b1 agent=b2 failed=b1 via=ssh")
 	assert.Equal(t, st.Replica.Epoch, d.fenceEpoch("b2", "orders"), "the fence holds the taker's epoch")
 	published := strings.TrimSpace(d.sh("b2", "readlink /srv/array-b/orders"))
 	frozen := d.freezeDigest("a1", "orders", st.RunID)
 	assert.Equal(t, frozen, d.digest("b2", "/srv/array-b/orders"))
 
 	d.docker("network", "connect", d.network("temporal"), d.ids["b1"])
-	time.Sleep(5 * time.Second) // the zombie learns it lost, at its next heartbeat
+	time.Sleep(5 * time.Second) // let the zombie try whatever it still would
 	assert.Equal(t, published, strings.TrimSpace(d.sh("b2", "readlink /srv/array-b/orders")), "the zombie did not publish")
 	assert.Equal(t, frozen, d.digest("b2", "/srv/array-b/orders"), "nor change the replica")
 	assert.Equal(t, st.Replica.Epoch, d.fenceEpoch("b1", "orders"), "nor move the fence")
 	logs := d.docker("logs", d.ids["b1"])
-	assert.Regexp(t, `write lease expired|heartbeat refused|fenced`, logs, "b1 says why it stopped")
-	t.Logf("b1 log tail:\n%s", tailLines(logs, 15))
+	assert.Regexp(t, `write lease expired|heartbeat refused|fenced`, logs, "b1 says why it stopped writing")
+	t.Logf("b1 log tail:\n%s", tailLines(logs, 12))
 }
 
-// b1 is frozen (docker pause: agent and sshd) while it pulls, job with on_unreachable_host:
-// continue (b1's takeover script cannot run on a frozen host). b2 takes over and publishes;
-// when b1 wakes up it is a zombie and must not publish or change anything.
+// b1 is frozen (docker pause: agent and sshd) in the middle of its pull, job ledger
+// (on_unreachable_host: continue, since b1's takeover script cannot run on a frozen host).
+// b2 takes over and publishes; when b1 is thawed it is a zombie with a stale epoch and an
+// expired lease: it must not publish or change anything.
 func TestPausedPullAgentIsAZombie(t *testing.T) {
 	d := up(t)
-	d.seed()
-	run := d.start("orders-cc")
-	require.Equal(t, "b1", d.waitStarted(run, "Pull"))
+	d.seed("ledger")
+	run := d.start("ledger")
+	require.Equal(t, "b1", d.waitProgress(run, "Pull"))
 	d.docker("pause", d.ids["b1"])
 
 	st, err := d.wait(run)
@@ -165,16 +213,19 @@ func TestPausedPullAgentIsAZombie(t *testing.T) {
 	require.NotNil(t, st.Replica)
 	assert.Equal(t, "b2", st.Replica.Agent)
 	t.Logf("notes: %q", st.Notes)
-	published := strings.TrimSpace(d.sh("b2", "readlink /srv/array-b/orders-cc"))
-	frozen := d.freezeDigest("a1", "orders-cc", st.RunID)
-	assert.Equal(t, frozen, d.digest("b2", "/srv/array-b/orders-cc"))
+	published := strings.TrimSpace(d.sh("b2", "readlink /srv/array-b/ledger"))
+	frozen := d.freezeDigest("a1", "ledger", st.RunID)
+	assert.Equal(t, frozen, d.digest("b2", "/srv/array-b/ledger"))
+	assert.Equal(t, st.Replica.Epoch, d.fenceEpoch("b2", "ledger"))
 
 	d.docker("unpause", d.ids["b1"])
 	time.Sleep(5 * time.Second)
-	assert.Equal(t, published, strings.TrimSpace(d.sh("b2", "readlink /srv/array-b/orders-cc")), "the zombie did not publish")
-	assert.Equal(t, frozen, d.digest("b2", "/srv/array-b/orders-cc"), "nor change the replica")
-	assert.Equal(t, st.Replica.Epoch, d.fenceEpoch("b2", "orders-cc"))
-	t.Logf("b1 log tail:\n%s", tailLines(d.docker("logs", d.ids["b1"]), 15))
+	assert.Equal(t, published, strings.TrimSpace(d.sh("b2", "readlink /srv/array-b/ledger")), "the zombie did not publish")
+	assert.Equal(t, frozen, d.digest("b2", "/srv/array-b/ledger"), "nor change the replica")
+	assert.Equal(t, st.Replica.Epoch, d.fenceEpoch("b1", "ledger"), "nor move the fence")
+	logs := d.docker("logs", d.ids["b1"])
+	assert.Regexp(t, `write lease expired|heartbeat refused|fenced`, logs, "b1 says why it stopped writing")
+	t.Logf("b1 log tail:\n%s", tailLines(logs, 12))
 }
 
 func tailLines(s string, n int) string {

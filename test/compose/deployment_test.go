@@ -25,7 +25,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -86,16 +88,27 @@ func up(t *testing.T) *deployment {
 	t.Helper()
 	name := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), ""))
 	d := &deployment{t: t, project: runPrefix + "-" + name, ids: map[string]string{}}
-	d.port = freePort(t)
-	d.env = append(os.Environ(),
-		"COMPOSE_PROJECT_NAME="+d.project,
-		"REPLCTL_TEMPORAL_PORT="+strconv.Itoa(d.port),
-		"REPLCTL_UI_PORT="+strconv.Itoa(freePort(t)),
-		"REPLCTL_AGENT_RESTART=",
-	)
 	t.Cleanup(d.down)
 	began := time.Now()
-	d.compose("up", "-d")
+	// The published ports are picked free here but bound later by Docker: another process
+	// may take one in between, then try other ports.
+	for attempt := 1; ; attempt++ {
+		d.port = freePort(t)
+		d.env = append(os.Environ(),
+			"COMPOSE_PROJECT_NAME="+d.project,
+			"REPLCTL_TEMPORAL_PORT="+strconv.Itoa(d.port),
+			"REPLCTL_UI_PORT="+strconv.Itoa(freePort(t)),
+			"REPLCTL_AGENT_RESTART=",
+		)
+		out, err := d.composeErr("up", "-d")
+		if err == nil {
+			break
+		}
+		portTaken := strings.Contains(out, "port is already allocated") || strings.Contains(out, "address already in use")
+		require.True(t, portTaken && attempt < 3, "compose up -d of %s:\n%s", d.project, out)
+		t.Logf("a published port was taken meanwhile; again with other ports")
+		_, _ = d.composeErr("down", "-v", "--remove-orphans", "-t", "1")
+	}
 	for _, s := range []string{"temporal", "a1", "a2", "b1", "b2"} {
 		d.ids[s] = strings.TrimSpace(d.compose("ps", "-q", s))
 		require.NotEmpty(t, d.ids[s], "no container for service %s", s)
@@ -188,17 +201,17 @@ func (d *deployment) waitPolling(ctx context.Context, host string) {
 	}
 }
 
-// seed writes a dataset into the source that takes a few seconds to push and pull (many
-// small files, some large ones), so faults can hit a running step.
-func (d *deployment) seed() {
+// seed writes into a source dataset on array-a data that takes a few seconds to push and
+// pull (many small files, some large ones), so faults can hit a running step.
+func (d *deployment) seed(dataset string) {
 	d.t.Helper()
 	began := time.Now()
 	d.sh("a1", `set -e
-		cd /srv/array-a/orders && mkdir -p small big
+		mkdir -p /srv/array-a/`+dataset+` && cd /srv/array-a/`+dataset+` && mkdir -p small big
 		for i in 0 1; do mkdir small/$i; (cd small/$i && head -c $((10000 * 4096)) /dev/urandom | split -b 4096 -a 5 -d - s); done
 		(cd big && head -c $((48 << 20)) /dev/urandom | split -b $((1 << 20)) -a 3 -d - b)
 		ln -s big/b000 link-to-big; mkdir -p empty-dir; chmod 0750 empty-dir; touch empty; chmod 0600 empty`)
-	d.t.Logf("seeded 20,048 files, 128 MiB in %s", time.Since(began).Round(time.Millisecond))
+	d.t.Logf("seeded %s: 20,048 files, 128 MiB in %s", dataset, time.Since(began).Round(time.Millisecond))
 }
 
 // start starts a run of job.
@@ -246,6 +259,33 @@ func (d *deployment) waitStarted(run client.WorkflowRun, activity string) string
 		time.Sleep(20 * time.Millisecond)
 	}
 	d.t.Fatalf("%s did not start within 2 minutes", activity)
+	return ""
+}
+
+// waitProgress waits until the run's activity is running and has reported progress (files
+// written or uploaded) and returns the host running it.
+func (d *deployment) waitProgress(run client.WorkflowRun, activity string) string {
+	d.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		desc, err := d.c.DescribeWorkflowExecution(context.Background(), run.GetID(), run.GetRunID())
+		require.NoError(d.t, err)
+		for _, pa := range desc.GetPendingActivities() {
+			if pa.GetActivityType().GetName() != activity || pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED || pa.GetHeartbeatDetails() == nil {
+				continue
+			}
+			var p activities.Progress
+			if err := converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &p); err == nil && p.FilesDone > 0 {
+				d.t.Logf("%s on %s: %d of %d files done", activity, p.Agent, p.FilesDone, p.FilesTotal)
+				return strings.TrimPrefix(pa.GetLastWorkerIdentity(), "replctl-agent-")
+			}
+		}
+		if s := desc.GetWorkflowExecutionInfo().GetStatus(); s != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			d.t.Fatalf("run ended (%s) before %s reported progress", s, activity)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.t.Fatalf("%s reported no progress within 2 minutes", activity)
 	return ""
 }
 
