@@ -235,15 +235,22 @@ func (r connection) tlsConfig() (*tls.Config, error) {
 // dialHint explains a failed connection when TLS is the likely cause.
 func dialHint(o client.Options, err error) string {
 	msg := err.Error()
+	tc := o.ConnectionOptions.TLS
+	// A server that requires client certificates sends an alert and closes the connection;
+	// depending on timing the client sees the alert or only the closed connection.
+	closed := strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF")
 	switch {
-	case strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate"):
-		return "; the server wants a client certificate it trusts: give --tls-cert and --tls-key (or TEMPORAL_TLS_CERT/KEY, temporal.tls.cert/key)"
-	case strings.Contains(msg, "unknown authority") || strings.Contains(msg, "x509:"):
+	case strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate") ||
+		tc != nil && len(tc.Certificates) == 0 && closed:
+		return "; the server may want a client certificate it trusts: give --tls-cert and --tls-key (or TEMPORAL_TLS_CERT/KEY, temporal.tls.cert/key)"
+	case strings.Contains(msg, "unknown certificate authority"):
+		return "; the server does not trust this client certificate (signed by another CA?)"
+	case strings.Contains(msg, "x509:") || strings.Contains(msg, "unknown authority"):
 		return "; the server's certificate is not trusted or not valid for this name: check --tls-ca and --tls-server-name"
-	case o.ConnectionOptions.TLS == nil && (strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF") || strings.Contains(msg, "first record does not look like")):
-		return "; if the server uses TLS, give --tls or --tls-ca"
-	case o.ConnectionOptions.TLS != nil && strings.Contains(msg, "first record does not look like a TLS handshake"):
+	case tc != nil && strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return "; the server does not speak TLS: drop the TLS settings"
+	case tc == nil && closed:
+		return "; if the server uses TLS, give --tls or --tls-ca"
 	}
 	return ""
 }

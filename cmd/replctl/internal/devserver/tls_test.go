@@ -1,0 +1,198 @@
+package devserver
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+)
+
+// pki is a test CA with a server certificate (127.0.0.1, localhost), a client certificate it
+// signed, and a client certificate of another CA, all as PEM files in a temp dir.
+type pki struct {
+	ca                        string
+	serverCert, serverKey     string
+	clientCert, clientKey     string
+	strangerCert, strangerKey string
+}
+
+func newPKI(t *testing.T) pki {
+	t.Helper()
+	dir := t.TempDir()
+	caCert, caKey := pkiCA(t, "test CA")
+	otherCert, otherKey := pkiCA(t, "other CA")
+	p := pki{ca: filepath.Join(dir, "ca.pem")}
+	pkiWriteCert(t, p.ca, caCert)
+	p.serverCert, p.serverKey = pkiLeaf(t, dir, "server", caCert, caKey, &x509.Certificate{
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	p.clientCert, p.clientKey = pkiLeaf(t, dir, "client", caCert, caKey, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	p.strangerCert, p.strangerKey = pkiLeaf(t, dir, "stranger", otherCert, otherKey, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return p
+}
+
+func pkiCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return cert, key
+}
+
+func pkiLeaf(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	tmpl.Subject = pkix.Name{CommonName: name}
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+	pkiWriteCert(t, certFile, cert)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return certFile, keyFile
+}
+
+func pkiWriteCert(t *testing.T, file string, cert *x509.Certificate) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644))
+}
+
+// tlsClient dials the server with TLS trusting the test CA and presenting certFile/keyFile
+// (none when empty).
+func tlsClient(t *testing.T, p pki, addr, certFile, keyFile string) (client.Client, error) {
+	t.Helper()
+	caPEM, err := os.ReadFile(p.ca)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(caPEM))
+	tc := &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		require.NoError(t, err)
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return client.DialContext(ctx, client.Options{HostPort: addr, Namespace: DefaultNamespace, ConnectionOptions: client.ConnectionOptions{TLS: tc}})
+}
+
+// The frontend with mutual TLS: a client with a certificate of the CA runs a workflow; no
+// certificate, a certificate of another CA, or no TLS at all are refused. The server's own
+// clients (system workers, Web UI) still work.
+func TestMutualTLSFrontend(t *testing.T) {
+	p := newPKI(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Options{TLS: &TLSOptions{CertFile: p.serverCert, KeyFile: p.serverKey, CAFile: p.ca, RequireClientCert: true}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Stop() })
+	require.Equal(t, "localhost", s.TLSServerName())
+
+	c, err := tlsClient(t, p, s.FrontendAddress(), p.clientCert, p.clientKey)
+	require.NoError(t, err, "client with a certificate of the CA")
+	defer c.Close()
+	out, err := runGreeting(ctx, c, "tls-greet", "mtls")
+	require.NoError(t, err)
+	require.Equal(t, "hello mtls", out)
+
+	_, err = tlsClient(t, p, s.FrontendAddress(), "", "")
+	require.Error(t, err, "client without a certificate")
+	// The alert, or only the closed connection (timing).
+	require.Regexp(t, `certificate required|bad certificate|broken pipe|connection reset|EOF`, err.Error())
+	t.Logf("without a client certificate: %v", err)
+
+	_, err = tlsClient(t, p, s.FrontendAddress(), p.strangerCert, p.strangerKey)
+	// The server closes the connection after its alert; depending on timing the client sees
+	// the alert or only the closed connection.
+	require.Error(t, err, "client with a certificate of another CA")
+	t.Logf("with a certificate of another CA: %v", err)
+
+	plainCtx, plainCancel := context.WithTimeout(ctx, 5*time.Second)
+	defer plainCancel()
+	_, err = client.DialContext(plainCtx, client.Options{HostPort: s.FrontendAddress(), Namespace: DefaultNamespace})
+	require.Error(t, err, "plaintext client")
+
+	// The UI's API proxy only answers if the UI reached the frontend over mTLS.
+	resp, err := http.Get(s.UIAddress() + "/api/v1/namespaces/" + DefaultNamespace)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	var ns struct {
+		NamespaceInfo struct{ Name string } `json:"namespaceInfo"`
+	}
+	require.NoError(t, json.Unmarshal(body, &ns))
+	require.Equal(t, DefaultNamespace, ns.NamespaceInfo.Name)
+}
+
+// TLS without client certificates: any TLS client that trusts the server works.
+func TestTLSFrontendWithoutClientCerts(t *testing.T) {
+	p := newPKI(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := Start(ctx, Options{UIPort: -1, TLS: &TLSOptions{CertFile: p.serverCert, KeyFile: p.serverKey}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Stop() })
+	c, err := tlsClient(t, p, s.FrontendAddress(), "", "")
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.WorkflowService().DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: DefaultNamespace})
+	require.NoError(t, err)
+}
+
+// Bad TLS settings are refused before anything starts, with errors naming the file.
+func TestTLSOptionsErrors(t *testing.T) {
+	p := newPKI(t)
+	garbage := filepath.Join(t.TempDir(), "garbage.pem")
+	require.NoError(t, os.WriteFile(garbage, []byte("not a certificate\n"), 0o644))
+	for name, tc := range map[string]struct {
+		o    TLSOptions
+		want string
+	}{
+		"key of another certificate": {TLSOptions{CertFile: p.serverCert, KeyFile: p.clientKey}, "private key does not match public key"},
+		"missing key":                {TLSOptions{CertFile: p.serverCert}, "--tls-key"},
+		"missing certificate file":   {TLSOptions{CertFile: "/nonexistent/server.pem", KeyFile: p.serverKey}, "/nonexistent/server.pem"},
+		"mTLS without CA":            {TLSOptions{CertFile: p.serverCert, KeyFile: p.serverKey, RequireClientCert: true}, "--tls-ca"},
+		"CA without certificate":     {TLSOptions{CertFile: p.serverCert, KeyFile: p.serverKey, CAFile: garbage}, "no PEM certificate"},
+		"certificate without SAN":    {TLSOptions{CertFile: p.clientCert, KeyFile: p.clientKey}, "no DNS name or IP address"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Start(context.Background(), Options{UIPort: -1, TLS: &tc.o})
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
+	"github.com/replctl/replctl/config"
+)
+
+// tlsFiles is a test CA with a server certificate (localhost, 127.0.0.1) and a client
+// certificate, as PEM files.
+type tlsFiles struct {
+	dir, ca, serverCert, serverKey, clientCert, clientKey string
+}
+
+func newTLSFiles(t *testing.T) tlsFiles {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "replctl test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	ca, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	f := tlsFiles{dir: dir, ca: filepath.Join(dir, "ca.pem")}
+	require.NoError(t, os.WriteFile(f.ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644))
+	leaf := func(name string, tmpl *x509.Certificate) (string, string) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+		tmpl.Subject = pkix.Name{CommonName: name}
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		require.NoError(t, err)
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+		require.NoError(t, err)
+		certFile, keyFile := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+		require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
+		require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+		return certFile, keyFile
+	}
+	f.serverCert, f.serverKey = leaf("server", &x509.Certificate{
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	f.clientCert, f.clientKey = leaf("client", &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return f
+}
+
+// rootWith parses args with the root command's persistent flags into a new factory whose
+// config file is cfgFile.
+func rootWith(t *testing.T, cfgFile string, args ...string) *Factory {
+	t.Helper()
+	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+	cmd := NewCmdRoot(f)
+	require.NoError(t, cmd.PersistentFlags().Parse(append([]string{"--config", cfgFile}, args...)))
+	return f
+}
+
+func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// Every connection setting comes from its flag, else the environment, else the config.
+func TestConnectionPrecedence(t *testing.T) {
+	cfg := config.Temporal{
+		Address: "cfg:7233", Namespace: "cfg-ns",
+		TLS:        &config.TLS{CA: "/cfg/ca.pem", Cert: "/cfg/cert.pem", Key: "/cfg/key.pem", ServerName: "cfg.example"},
+		APIKeyFile: "/cfg/api-key",
+	}
+	env := map[string]string{
+		EnvAddress: "env:7233", EnvNamespace: "env-ns", EnvTLSCA: "/env/ca.pem",
+		"TEMPORAL_TLS_CLIENT_CERT_PATH": "/env/cert.pem", EnvTLSKey: "/env/key.pem", EnvAPIKey: "env-key",
+	}
+
+	f := rootWith(t, "unused.yaml", "--address", "flag:7233", "--tls-ca", "/flag/ca.pem")
+	r, err := resolveConnection(f, cfg, envOf(env))
+	require.NoError(t, err)
+	require.Equal(t, setting{"flag:7233", "--address"}, r.address)
+	require.Equal(t, setting{"env-ns", EnvNamespace}, r.namespace)
+	require.Equal(t, setting{"/flag/ca.pem", "--tls-ca"}, r.ca)
+	require.Equal(t, setting{"/env/cert.pem", "TEMPORAL_TLS_CLIENT_CERT_PATH"}, r.cert, "the SDK's name works too")
+	require.Equal(t, setting{"/env/key.pem", EnvTLSKey}, r.key)
+	require.Equal(t, setting{"cfg.example", "config temporal.tls.server_name"}, r.serverName)
+	require.Equal(t, setting{"env-key", EnvAPIKey}, r.apiKey)
+	require.True(t, r.tls)
+
+	// Nothing but the config: plain gRPC unless the config has a tls section.
+	r, err = resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{Address: "cfg:7233", Namespace: "ns"}, envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, "cfg:7233", r.address.value)
+	require.False(t, r.tls)
+	require.Empty(t, r.apiKey.value)
+
+	// TLS forced on (system roots) or off, from the environment or the flag (which wins).
+	r, err = resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{}, envOf(map[string]string{EnvTLS: "true"}))
+	require.NoError(t, err)
+	require.True(t, r.tls)
+	r, err = resolveConnection(rootWith(t, "unused.yaml", "--tls=false"), cfg, envOf(map[string]string{EnvTLS: "true", EnvAPIKey: "k"}))
+	require.NoError(t, err)
+	require.True(t, r.tlsOff)
+	require.Equal(t, "k", r.apiKey.value)
+	var o client.Options
+	require.NoError(t, r.apply(&o))
+	require.Nil(t, o.ConnectionOptions.TLS)
+	require.True(t, o.ConnectionOptions.TLSDisabled, "an API key must not turn TLS back on")
+	_, err = resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{}, envOf(map[string]string{EnvTLS: "maybe"}))
+	require.ErrorContains(t, err, `TEMPORAL_TLS="maybe"`)
+
+	// API key: --api-key-file beats the environment; an empty file is an error naming it.
+	keyFile := filepath.Join(t.TempDir(), "key")
+	require.NoError(t, os.WriteFile(keyFile, []byte("  file-key\n"), 0o600))
+	r, err = resolveConnection(rootWith(t, "unused.yaml", "--api-key-file", keyFile), cfg, envOf(env))
+	require.NoError(t, err)
+	require.Equal(t, "file-key", r.apiKey.value)
+	require.NoError(t, os.WriteFile(keyFile, nil, 0o600))
+	_, err = resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{APIKeyFile: keyFile}, envOf(nil))
+	require.ErrorContains(t, err, keyFile+" (from config temporal.api_key_file) is empty")
+	_, err = resolveConnection(rootWith(t, "unused.yaml", "--api-key", "k", "--api-key-file", keyFile), cfg, envOf(nil))
+	require.ErrorContains(t, err, "use one")
+}
+
+// Unreadable or mismatched TLS files give errors that name the file and where it was set.
+func TestClientTLSErrors(t *testing.T) {
+	files := newTLSFiles(t)
+	garbage := filepath.Join(files.dir, "garbage.pem")
+	require.NoError(t, os.WriteFile(garbage, []byte("hello\n"), 0o644))
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"certificate without key": {[]string{"--tls-cert", files.clientCert}, "needs its private key"},
+		"key without certificate": {[]string{"--tls-key", files.clientKey}, "needs its certificate"},
+		"key of another certificate": {[]string{"--tls-cert", files.clientCert, "--tls-key", files.serverKey},
+			"private key does not match public key"},
+		"missing CA file":     {[]string{"--tls-ca", "/nonexistent/ca.pem"}, "TLS CA certificates (from --tls-ca): open /nonexistent/ca.pem"},
+		"CA file not PEM":     {[]string{"--tls-ca", garbage}, "no PEM certificate"},
+		"missing client cert": {[]string{"--tls-cert", "/nonexistent/c.pem", "--tls-key", files.clientKey}, "TLS client certificate (from --tls-cert): stat /nonexistent/c.pem"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := resolveConnection(rootWith(t, "unused.yaml", tc.args...), config.Temporal{Address: "x:1", Namespace: "n"}, envOf(nil))
+			require.NoError(t, err)
+			var o client.Options
+			err = r.apply(&o)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+// `replctl server` has its own --tls-* flags (they shadow the client flags there).
+func TestServerTLSFlags(t *testing.T) {
+	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+	var got *ServerOptions
+	root := NewCmdRoot(f)
+	for _, c := range root.Commands() {
+		if c.Name() == "server" {
+			root.RemoveCommand(c)
+		}
+	}
+	root.AddCommand(NewCmdServer(f, func(o *ServerOptions) error { got = o; return nil }))
+	root.SetArgs([]string{"server", "--tls-cert", "s.pem", "--tls-key", "s.key", "--tls-ca", "ca.pem", "--tls-require-client-cert"})
+	require.NoError(t, root.Execute())
+	opts, err := got.TLS.options()
+	require.NoError(t, err)
+	require.Equal(t, &devserver.TLSOptions{CertFile: "s.pem", KeyFile: "s.key", CAFile: "ca.pem", RequireClientCert: true}, opts)
+	require.Empty(t, f.Conn.TLSCert, "the client flag is not set by the server's flag")
+
+	_, err = (&ServerTLSFlags{Cert: "s.pem", Key: "s.key", RequireClientCert: true}).options()
+	require.ErrorContains(t, err, "--tls-require-client-cert needs --tls-ca")
+	opts, err = (&ServerTLSFlags{}).options()
+	require.NoError(t, err)
+	require.Nil(t, opts)
+}
+
+// The embedded server with mutual TLS required: the CLI's connection settings from the
+// config file or the environment reach it; without a client certificate the connection is
+// refused and the error says what to give.
+func TestClientAgainstMutualTLSServer(t *testing.T) {
+	files := newTLSFiles(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	srv, err := devserver.Start(ctx, devserver.Options{UIPort: -1, LogLevel: "error",
+		TLS: &devserver.TLSOptions{CertFile: files.serverCert, KeyFile: files.serverKey, CAFile: files.ca, RequireClientCert: true}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Stop() })
+
+	writeCfg := func(tls string) string {
+		file := filepath.Join(t.TempDir(), "replctl.yaml")
+		require.NoError(t, os.WriteFile(file, []byte(fmt.Sprintf("temporal:\n  address: %s\n  namespace: default\n%s", srv.FrontendAddress(), tls)), 0o644))
+		return file
+	}
+	describe := func(f *Factory) error {
+		o, err := f.ClientOptions()
+		require.NoError(t, err)
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer dcancel()
+		c, err := client.DialContext(dctx, o)
+		if err != nil {
+			return fmt.Errorf("%w%s", err, dialHint(o, err))
+		}
+		defer c.Close()
+		_, err = c.WorkflowService().DescribeNamespace(dctx, &workflowservice.DescribeNamespaceRequest{Namespace: "default"})
+		return err
+	}
+
+	// All from the config file.
+	cfgTLS := fmt.Sprintf("  tls:\n    ca: %s\n    cert: %s\n    key: %s\n    server_name: localhost\n", files.ca, files.clientCert, files.clientKey)
+	require.NoError(t, describe(rootWith(t, writeCfg(cfgTLS))))
+
+	// All from the environment, the config has no TLS.
+	plainCfg := writeCfg("")
+	t.Setenv(EnvTLSCA, files.ca)
+	t.Setenv(EnvTLSCert, files.clientCert)
+	t.Setenv(EnvTLSKey, files.clientKey)
+	t.Setenv(EnvTLSServerName, "localhost")
+	require.NoError(t, describe(rootWith(t, plainCfg)))
+
+	// No client certificate: refused, with a hint.
+	os.Unsetenv(EnvTLSCert)
+	os.Unsetenv(EnvTLSKey)
+	err = describe(rootWith(t, plainCfg))
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "give --tls-cert and --tls-key")
+	t.Logf("refused: %v", err)
+
+	// A server certificate not valid for the name asked for.
+	err = describe(rootWith(t, plainCfg, "--tls-server-name", "other.example", "--tls-cert", files.clientCert, "--tls-key", files.clientKey))
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "check --tls-ca and --tls-server-name")
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Starts the compose deployment (docker-compose.yml): SSH keys first (deploy/keys.sh, kept in
+# .deploy/keys), then the containers; waits until Temporal answers and every agent polls.
+# Images must exist (`make compose-up` builds them first with deploy/images.sh).
+# Environment: see docker-compose.yml (COMPOSE_PROJECT_NAME, REPLCTL_TEMPORAL_PORT, …).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+for img in replctl-server replctl-host; do
+	docker image inspect "$img:${REPLCTL_IMAGE_TAG:-latest}" >/dev/null 2>&1 ||
+		die "image $img:${REPLCTL_IMAGE_TAG:-latest} is missing: run make images (deploy/images.sh)"
+done
+bash "$DEPLOY_DIR/keys.sh"
+compose up -d --remove-orphans
+port=${REPLCTL_TEMPORAL_PORT:-7233}
+
+# Ready when the frontend accepts connections and each host's log says its agent polls.
+deadline=$((SECONDS + 120))
+for h in a1 a2 b1 b2; do
+	until compose logs --no-color "$h" 2>/dev/null | grep -q "agent $h polling"; do
+		[ $SECONDS -lt $deadline ] || {
+			compose logs --no-color --tail=30 temporal "$h" >&2
+			die "agent $h did not start within 120s (logs above)"
+		}
+		sleep 1
+	done
+done
+log "deployment up: Temporal on 127.0.0.1:$port, Web UI on http://127.0.0.1:${REPLCTL_UI_PORT:-8233}"
+log "try: replctl start orders --wait --config config/examples/compose.yaml --address 127.0.0.1:$port"
+log "stop: bash deploy/compose-down.sh  (add -v to delete the volumes: storage and Temporal's DB)"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Generates the SSH keys of the compose deployment (once; existing keys are kept):
+#   KEYS/agent/id_ed25519        the key agents log in with (user root) to run a host's scripts
+#   KEYS/agent/authorized_keys   its public key: mounted into every host
+#   KEYS/agent/known_hosts       every host's key under its compose hostname: the agents check it
+#   KEYS/hosts/HOST/ssh_host_ed25519_key  each host's own sshd key (mounted only into HOST)
+# KEYS is $REPLCTL_KEYS_DIR, default .deploy/keys (ignored by git). Never commit these.
+# Usage: deploy/keys.sh [HOST...]   (default: a1 a2 b1 b2)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+init_state
+keys=${REPLCTL_KEYS_DIR:-$STATE_DIR/keys}
+hosts=("$@")
+[ ${#hosts[@]} -gt 0 ] || hosts=(a1 a2 b1 b2)
+mkdir -p "$keys/agent" "$keys/hosts"
+chmod 700 "$keys"
+
+# keygen FILE COMMENT makes an unencrypted ed25519 key pair unless FILE exists. Without a local
+# ssh-keygen it uses the one in the host image.
+keygen() {
+	[ -s "$1" ] && return 0
+	if command -v ssh-keygen >/dev/null 2>&1; then
+		ssh-keygen -q -t ed25519 -N '' -C "$2" -f "$1"
+	else
+		local dir base
+		dir=$(cd "$(dirname "$1")" && pwd) base=$(basename "$1")
+		docker run --rm --entrypoint /bin/sh -v "$dir:/k" replctl-host:"${REPLCTL_IMAGE_TAG:-latest}" -c \
+			"ssh-keygen -q -t ed25519 -N '' -C '$2' -f '/k/$base' && chown $(id -u):$(id -g) '/k/$base' '/k/$base.pub'"
+	fi
+}
+
+keygen "$keys/agent/id_ed25519" replctl-agent
+cp "$keys/agent/id_ed25519.pub" "$keys/agent/authorized_keys"
+: >"$keys/agent/known_hosts.new"
+for h in "${hosts[@]}"; do
+	mkdir -p "$keys/hosts/$h"
+	keygen "$keys/hosts/$h/ssh_host_ed25519_key" "$h"
+	# "HOST key-type key": the name agents dial (port 22), as in the config's connect.ssh.address.
+	echo "$h $(cut -d' ' -f1,2 "$keys/hosts/$h/ssh_host_ed25519_key.pub")" >>"$keys/agent/known_hosts.new"
+done
+mv "$keys/agent/known_hosts.new" "$keys/agent/known_hosts"
+# Readable by the containers' root only; the host directories hold private keys.
+chmod 600 "$keys/agent/id_ed25519" "$keys"/hosts/*/ssh_host_ed25519_key
+log "SSH keys in $keys (hosts: ${hosts[*]})"
