@@ -373,7 +373,9 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 			activity.GetLogger(ctx).Info("pruned images", "job", in.Job, "deleted", n)
 		}
 	}
-	return PullResult{Agent: a.Host, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: in.Epoch, ResumedFrom: in.ResumeFrom, Duration: time.Since(start)}, nil
+	// The replica may have been published by an earlier attempt whose result was lost:
+	// report who really published it.
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, Duration: time.Since(start)}, nil
 }
 
 // MaintainInput is the input of Maintain.

@@ -71,6 +71,10 @@ type PullResult struct {
 	Linked                                          int64 // files hard-linked from an earlier replica or attempt
 	Restored                                        int64 // files written from the repository
 	Verified                                        bool
+	// PublishedBy and PublishedEpoch name the attempt that published the replica: an
+	// earlier attempt whose result was lost, when this one found its work done.
+	PublishedBy    string
+	PublishedEpoch int64
 }
 
 // pullHooks lets tests act at precise points of a pull.
@@ -152,8 +156,19 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		}
 
 		if cur != req.ReplicaName {
+			// This attempt publishes what the earlier one built: the record says so.
+			m.Agent, m.Epoch, m.Published = req.Agent, req.Epoch, time.Now().UTC()
 			err := fence.withLock(func() error {
 				if err := publishAllowed(ctx, fence, req); err != nil {
+					return err
+				}
+
+				b, err := json.Marshal(m)
+				if err != nil {
+					return err
+				}
+
+				if err := writeFileAtomic(l.metaFile(req.ReplicaName), b, 0o644); err != nil {
 					return err
 				}
 
@@ -165,6 +180,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		}
 
 		res.Verified, res.StagingPath = true, ""
+		res.PublishedBy, res.PublishedEpoch = m.Agent, m.Epoch
 		l.retain(req.Keep, req.Epoch, r.log)
 
 		return res, nil
@@ -244,6 +260,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	if err := p.publish(l, req, man); err != nil {
 		return res, err
 	}
+	res.PublishedBy, res.PublishedEpoch = req.Agent, req.Epoch
 
 	res.StagingPath = ""
 
@@ -813,6 +830,20 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 			return err
 		}
 
+		// The meta record goes first: a replica dir that exists always has one, so a
+		// retry after a crash between the two steps can finish the publish.
+		meta, err := json.Marshal(replicaMeta{
+			Job: req.Job, Image: req.ImageID, Root: man.RootObjectID().String(),
+			Epoch: req.Epoch, Agent: req.Agent, Verified: true, Published: time.Now().UTC(),
+		})
+		if err != nil {
+			return err
+		}
+
+		if err := writeFileAtomic(l.metaFile(req.ReplicaName), meta, 0o644); err != nil {
+			return err
+		}
+
 		if err := renameDir(p.staging, final, p.isRoot); err != nil {
 			return err
 		}
@@ -827,18 +858,6 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 		}
 
 		if err := syncDir(l.replicas); err != nil {
-			return err
-		}
-
-		meta, err := json.Marshal(replicaMeta{
-			Job: req.Job, Image: req.ImageID, Root: man.RootObjectID().String(),
-			Epoch: req.Epoch, Agent: req.Agent, Verified: true, Published: time.Now().UTC(),
-		})
-		if err != nil {
-			return err
-		}
-
-		if err := writeFileAtomic(l.metaFile(req.ReplicaName), meta, 0o644); err != nil {
 			return err
 		}
 

@@ -135,6 +135,7 @@ func (h *harness) runTrial(ctx context.Context, label, kind, step, deadVictim st
 		ID: workflows.WorkflowID(job), TaskQueue: workflows.DefaultTaskQueue,
 		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowExecutionTimeout: h.opt.runTimeout,
+		WorkflowTaskTimeout:      workflows.WorkflowTaskTimeout, // as `replctl start` sets it
 	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: job})
 	if err != nil {
 		r.problem("starting run: %v", err)
