@@ -19,11 +19,11 @@ dev:
 	$(GO) run ./cmd/replctl dev
 
 # Everything the tests need that Go does not bring: OpenSSH's sshd (real SSH tests), rsync,
-# jq and curl (smoke test).
+# jq and curl (smoke test), debootstrap (container images of the compose suite).
 test-deps:
-	@if ! command -v /usr/sbin/sshd >/dev/null || ! command -v rsync >/dev/null || ! command -v jq >/dev/null || ! command -v curl >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl >/dev/null; fi; \
+	@if ! command -v /usr/sbin/sshd >/dev/null || ! command -v rsync >/dev/null || ! command -v jq >/dev/null || ! command -v curl >/dev/null || ! command -v debootstrap >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl debootstrap >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl debootstrap >/dev/null; fi; \
 	fi
 
 vet:
