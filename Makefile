@@ -61,9 +61,10 @@ chaos:
 bench:
 	bash test/bench/run.sh full
 
-# The same benchmark on small datasets (CI runs this so the command cannot rot).
+# The same benchmark on small datasets (CI runs this so the command cannot rot), in its own
+# directory so it never disturbs a full benchmark's datasets.
 bench-small:
-	bash test/bench/run.sh small
+	BENCH_DIR=$${BENCH_DIR:-/tmp/replctl-bench-small} bash test/bench/run.sh small
 
 # Container images for the multi-host deployment, built offline from Debian packages.
 images:
