@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	taskqueuepb "go.temporal.io/api/taskqueue/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 func tinySpec() Spec {
@@ -156,8 +162,12 @@ func TestGoals(t *testing.T) {
 	require.Zero(t, row.VsCp)
 
 	dir := t.TempDir()
-	require.NoError(t, r.write(dir))
+	require.NoError(t, r.write(dir, "small"))
 	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	require.NoError(t, err)
+	mdSmall, err := os.ReadFile(filepath.Join(dir, "results-small.md"))
+	require.NoError(t, err)
+	require.Equal(t, md, mdSmall)
 	require.NoError(t, err)
 	require.Contains(t, string(md), "| A | incremental | replctl | 3 | 2.00 s |")
 	require.Contains(t, string(md), "MISSED")
@@ -182,4 +192,84 @@ func TestWatchTreePeak(t *testing.T) {
 	peak := w.finish()
 	require.GreaterOrEqual(t, peak, int64(64<<20), "dd's buffer")
 	require.Less(t, peak, int64(160<<20))
+}
+
+// A second bench of the same mode on one directory is refused while the first holds the lock.
+func TestLockDir(t *testing.T) {
+	f := filepath.Join(t.TempDir(), ".lock-small")
+	unlock, err := lockDir(f)
+	require.NoError(t, err)
+	_, err = lockDir(f)
+	require.ErrorContains(t, err, "another bench of this mode is running")
+	require.ErrorContains(t, err, fmt.Sprint(os.Getpid()))
+	unlock()
+	unlock2, err := lockDir(f)
+	require.NoError(t, err)
+	unlock2()
+}
+
+// The freeze window, step times and the takeover's first start come out of a history.
+func TestParseHistory(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(ms int) *timestamppb.Timestamp {
+		return timestamppb.New(t0.Add(time.Duration(ms) * time.Millisecond))
+	}
+	var evs []*historypb.HistoryEvent
+	add := func(ms int, typ enums.EventType, attrs any) int64 {
+		ev := &historypb.HistoryEvent{EventId: int64(len(evs) + 1), EventTime: at(ms), EventType: typ}
+		switch a := attrs.(type) {
+		case *historypb.ActivityTaskScheduledEventAttributes:
+			ev.Attributes = &historypb.HistoryEvent_ActivityTaskScheduledEventAttributes{ActivityTaskScheduledEventAttributes: a}
+		case *historypb.ActivityTaskStartedEventAttributes:
+			ev.Attributes = &historypb.HistoryEvent_ActivityTaskStartedEventAttributes{ActivityTaskStartedEventAttributes: a}
+		case *historypb.ActivityTaskCompletedEventAttributes:
+			ev.Attributes = &historypb.HistoryEvent_ActivityTaskCompletedEventAttributes{ActivityTaskCompletedEventAttributes: a}
+		case *historypb.ActivityTaskTimedOutEventAttributes:
+			ev.Attributes = &historypb.HistoryEvent_ActivityTaskTimedOutEventAttributes{ActivityTaskTimedOutEventAttributes: a}
+		case *historypb.WorkflowTaskTimedOutEventAttributes:
+			ev.Attributes = &historypb.HistoryEvent_WorkflowTaskTimedOutEventAttributes{WorkflowTaskTimedOutEventAttributes: a}
+		}
+		evs = append(evs, ev)
+		return ev.EventId
+	}
+	activity := func(typ, queue, step, who string, sched, start, end int, outcome enums.EventType) {
+		in := &commonpb.Payloads{Payloads: []*commonpb.Payload{{Data: []byte(`{"Step":"` + step + `"}`)}}}
+		id := add(sched, enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, &historypb.ActivityTaskScheduledEventAttributes{
+			ActivityType: &commonpb.ActivityType{Name: typ}, TaskQueue: &taskqueuepb.TaskQueue{Name: queue}, Input: in})
+		// As with a retry policy: the started event is written when the attempt closes.
+		add(start, enums.EVENT_TYPE_ACTIVITY_TASK_STARTED, &historypb.ActivityTaskStartedEventAttributes{ScheduledEventId: id, Identity: who})
+		if outcome == enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED {
+			res := &commonpb.Payloads{Payloads: []*commonpb.Payload{{Data: []byte(`{"Files":10,"Reused":7}`)}}}
+			add(end, outcome, &historypb.ActivityTaskCompletedEventAttributes{ScheduledEventId: id, Result: res})
+		} else {
+			add(end, outcome, &historypb.ActivityTaskTimedOutEventAttributes{ScheduledEventId: id})
+		}
+	}
+	done := enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+	add(0, enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, nil)
+	activity("RunScript", "replctl-host-a1", "quiesce", "replctl-agent-a1", 10, 12, 40, done)
+	activity("Push", "replctl-host-a1", "", "replctl-agent-a1", 50, 52, 2600, enums.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT)
+	add(2610, enums.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT, &historypb.WorkflowTaskTimedOutEventAttributes{TimeoutType: enums.TIMEOUT_TYPE_SCHEDULE_TO_START})
+	activity("RunScript", "replctl-host-a2", "takeover", "replctl-agent-a2", 2620, 2630, 2650, done)
+	activity("Push", "replctl-host-a2", "", "replctl-agent-a2", 2660, 2670, 3000, done)
+	activity("RunScript", "replctl-host-a2", "resume", "replctl-agent-a2", 3010, 3040, 3060, done)
+	add(4000, enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, nil)
+
+	rh := parseHistory(evs)
+	fr, err := rh.freeze()
+	require.NoError(t, err)
+	require.Equal(t, 3000*time.Millisecond, fr) // quiesce closed at 40 ms, resume started at 3040 ms
+	require.Equal(t, 4*time.Second, rh.End.Sub(rh.Start))
+	steps := rh.steps()
+	require.InDelta(t, 0.33, steps["push"], 1e-9) // only the completed attempt
+	require.InDelta(t, 0.02, steps["takeover"], 1e-9)
+	first := rh.firstStartBy("replctl-agent-a2", t0.Add(100*time.Millisecond))
+	require.NotNil(t, first)
+	require.Equal(t, "takeover", first.Step)
+	require.Equal(t, t0.Add(2630*time.Millisecond), first.Started)
+	require.Len(t, rh.WorkflowTaskTimeouts, 1)
+	require.Equal(t, "schedule_to_start", rh.WorkflowTaskTimeouts[0].Type)
+	files, reused := rh.pushStats()
+	require.Equal(t, [2]int64{10, 7}, [2]int64{files, reused})
+	require.Len(t, rh.timeline(t0), 6) // 5 activities + 1 workflow task timeout
 }

@@ -36,6 +36,7 @@ type options struct {
 	step      time.Duration
 	profile   bool
 	only      string
+	rev       string
 }
 
 func main() {
@@ -50,6 +51,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 0, "limit for the whole bench (default 45m small, 4h full)")
 	flag.DurationVar(&o.step, "step-timeout", 0, "limit for one copy by any tool (default 10m small, 60m full)")
 	flag.BoolVar(&o.profile, "profile", true, "take CPU profiles of a full push and pull of dataset B")
+	flag.StringVar(&o.rev, "rev", "", "what replctl was built from (run.sh passes the git commit)")
 	flag.StringVar(&o.only, "only", "", "comma list of phases to run (a,b,empty,takeover,profile); default all")
 	flag.Parse()
 	if o.mode != "small" && o.mode != "full" {
@@ -73,6 +75,9 @@ func main() {
 	// Whatever happened, no server or agent outlives the bench.
 	stopAll()
 	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			err = fmt.Errorf("interrupted (%w); its servers and agents are stopped", err)
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w (the whole bench is limited to %s: -timeout)", err, o.timeout)
 		}
@@ -151,20 +156,47 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("%s not found on PATH: install it (`make test-deps` installs rsync)", tool)
 		}
 	}
-	work := filepath.Join(o.dir, "work")
-	for _, d := range []string{o.dir, filepath.Join(o.dir, "data"), filepath.Join(o.dir, "meta")} {
+	// Each mode has its own cached datasets, work area, log, profiles and lock, so a small run
+	// (CI) and a full run can share BENCH_DIR; two runs of one mode cannot.
+	work := filepath.Join(o.dir, "work", o.mode)
+	dataDir, metaDir := filepath.Join(o.dir, "data", o.mode), filepath.Join(o.dir, "meta", o.mode)
+	for _, d := range []string{o.dir, dataDir, metaDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
 	}
+	unlock, err := lockDir(filepath.Join(o.dir, ".lock-"+o.mode))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// Entries of an older layout (directly under data/, meta/, work/, profiles/) are stale.
+	for _, d := range []string{"data", "meta", "work", "profiles"} {
+		ents, _ := os.ReadDir(filepath.Join(o.dir, d))
+		for _, e := range ents {
+			if e.Name() != "small" && e.Name() != "full" {
+				if err := removeAll(ctx, filepath.Join(o.dir, d, e.Name())); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, f := range []string{"bench", "bench.log"} { // older layout, too
+		if err := os.Remove(filepath.Join(o.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
 	b := &bench{o: o, datasets: map[string]*Dataset{}, srcDigest: map[string]Digest{}}
-	if b.logFile, err = os.Create(filepath.Join(o.dir, "bench.log")); err != nil {
+	if b.logFile, err = os.Create(filepath.Join(o.dir, "bench-"+o.mode+".log")); err != nil {
 		return err
 	}
 	defer b.logFile.Close()
 	b.report = newReport(o)
 	b.logf("replctl bench, mode %s, %d run(s) per tool, dir %s", o.mode, o.runs, o.dir)
 	b.logf("machine: %s", b.report.Machine)
+	if o.rev != "" {
+		b.logf("replctl built from %s", o.rev)
+	}
 
 	// Probe once whether the page cache can be dropped; every timed run says so again.
 	b.report.CacheDrop = dropCaches()
@@ -186,19 +218,19 @@ func run(ctx context.Context, o options) error {
 	}
 
 	for _, s := range specs(o.mode) {
-		ds, err := PrepareDataset(s, filepath.Join(o.dir, "data", s.Name), filepath.Join(o.dir, "meta"), b.logf)
+		ds, err := PrepareDataset(s, filepath.Join(dataDir, s.Name), metaDir, b.logf)
 		if err != nil {
 			return err
 		}
 		b.datasets[s.Name] = ds
 		b.report.Datasets = append(b.report.Datasets, ds.Spec)
 	}
-	if err := os.MkdirAll(filepath.Join(o.dir, "data", "empty"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dataDir, "empty"), 0o755); err != nil {
 		return err
 	}
 
 	b.h = &replctlHarness{
-		bin: o.bin, work: work, srcRoot: filepath.Join(o.dir, "data"), heartbeat: o.heartbeat,
+		bin: o.bin, work: work, srcRoot: dataDir, heartbeat: o.heartbeat,
 		cfgFile: filepath.Join(work, "replctl.yaml"), markers: filepath.Join(work, "markers.log"),
 		agents: map[string]*proc{}, pprof: map[string]string{}, logf: b.logf,
 		jobs: []benchJob{
@@ -247,7 +279,7 @@ func run(ctx context.Context, o options) error {
 	// Write what we have even when a later phase fails: partial results are still results.
 	defer func() {
 		b.report.Finished = time.Now()
-		if err := b.report.write(o.dir); err != nil {
+		if err := b.report.write(o.dir, o.mode); err != nil {
 			b.logf("writing results: %v", err)
 		}
 	}()
@@ -278,7 +310,7 @@ func run(ctx context.Context, o options) error {
 	b.report.finish()
 	fmt.Println()
 	fmt.Print(b.report.text())
-	b.logf("results: %s and %s", filepath.Join(o.dir, "results.md"), filepath.Join(o.dir, "results.json"))
+	b.logf("results: %s and %s (also results-%s.md/.json)", filepath.Join(o.dir, "results.md"), filepath.Join(o.dir, "results.json"), o.mode)
 	return nil
 }
 

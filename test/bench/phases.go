@@ -278,7 +278,7 @@ func (b *bench) emptyPhase(ctx context.Context) error {
 	if err := b.h.restartAgents(ctx, false); err != nil {
 		return err
 	}
-	empty := &Dataset{Spec: Spec{Name: "empty"}, Dir: filepath.Join(b.o.dir, "data", "empty")}
+	empty := &Dataset{Spec: Spec{Name: "empty"}, Dir: filepath.Join(b.h.srcRoot, "empty")}
 	if err := b.digestSource(empty); err != nil {
 		return err
 	}
@@ -440,8 +440,8 @@ func (b *bench) takeoverSample(ctx context.Context, job benchJob, ds *Dataset, d
 	return t, b.h.restartAgents(ctx, false)
 }
 
-// profilePhase takes CPU profiles of a full push (a1) and pull (b1) of dataset B, outside
-// the timed runs, and keeps `go tool pprof -top` of each.
+// profilePhase takes CPU profiles of a full push (a1) and pull (b1) of dataset B, then of a
+// 1 % incremental one, outside the timed runs, and keeps `go tool pprof -top` of each.
 func (b *bench) profilePhase(ctx context.Context) error {
 	ds := b.datasets["b"]
 	job := b.job("bench-b")
@@ -454,62 +454,87 @@ func (b *bench) profilePhase(ctx context.Context) error {
 	if err := b.h.restartAgents(ctx, true); err != nil {
 		return err
 	}
-	est := median(b.report.values("b", "full", "replctl", func(s Sample) float64 { return s.Seconds }))
-	if est == 0 {
-		est = 60
+	for _, mode := range []string{"full", "incremental"} {
+		if mode == "incremental" {
+			if _, err := ds.Mutate(); err != nil {
+				return err
+			}
+			if err := b.digestSource(ds); err != nil {
+				return err
+			}
+		}
+		est := median(b.report.values("b", mode, "replctl", func(s Sample) float64 { return s.Seconds }))
+		if est == 0 {
+			est = 60
+		}
+		p, err := b.profiledRun(ctx, job, ds, mode, int(math.Min(900, math.Ceil(est*1.5+5))))
+		if err != nil {
+			return err
+		}
+		b.report.Profiles = append(b.report.Profiles, *p)
 	}
-	secs := int(math.Min(900, math.Ceil(est*1.5+5)))
-	dir := filepath.Join(b.o.dir, "profiles")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := ds.Revert(); err != nil {
 		return err
+	}
+	delete(b.srcDigest, ds.Spec.Name)
+	return nil
+}
+
+// profiledRun runs one replication of job while a1 and b1 record CPU profiles of secs.
+func (b *bench) profiledRun(ctx context.Context, job benchJob, ds *Dataset, mode string, secs int) (*ProfileRun, error) {
+	dir := filepath.Join(b.o.dir, "profiles", b.o.mode)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
 	}
 	dropCaches()
 	type result struct {
 		host string
 		err  error
 	}
+	file := func(host string) string {
+		return filepath.Join(dir, fmt.Sprintf("cpu-%s-%s-%s.pb.gz", ds.Spec.Name, mode, host))
+	}
 	done := make(chan result, 2)
 	for _, host := range []string{"a1", "b1"} {
-		go func() {
-			done <- result{host, fetchProfile(ctx, b.h.pprof[host], secs, filepath.Join(dir, "cpu-"+host+".pb.gz"))}
-		}()
+		go func() { done <- result{host, fetchProfile(ctx, b.h.pprof[host], secs, file(host))} }()
 	}
 	time.Sleep(300 * time.Millisecond) // let both profiles start before the run
-	b.logf("profile: %ds CPU profiles of a1 (push) and b1 (pull) during a full replication of dataset b", secs)
+	b.logf("profile: %ds CPU profiles of a1 (push) and b1 (pull) during the %s replication of dataset %s", secs, mode, ds.Spec.Name)
 	t0 := time.Now()
 	r, err := b.h.run(ctx, job.Name, b.o.step)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	b.logf("profile: profiled run took %.2fs (push %.2fs, pull %.2fs); waiting for the profiles", time.Since(t0).Seconds(), r.History.steps()["push"], r.History.steps()["pull"])
-	if err := b.verify(ds, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl (profiled)"); err != nil {
-		return err
-	}
+	elapsed := time.Since(t0)
 	steps := r.History.steps()
-	b.report.Profile = &ProfileInfo{RunSeconds: time.Since(t0).Seconds(), PushSeconds: steps["push"], PullSeconds: steps["pull"], Top: map[string]string{}}
+	b.logf("profile: profiled run took %.2fs (push %.2fs, pull %.2fs); waiting for the profiles", elapsed.Seconds(), steps["push"], steps["pull"])
+	if err := b.verify(ds, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl (profiled)"); err != nil {
+		return nil, err
+	}
+	p := &ProfileRun{Dataset: ds.Spec.Name, Mode: mode, RunSeconds: elapsed.Seconds(), PushSeconds: steps["push"], PullSeconds: steps["pull"], Top: map[string]string{}}
 	for range 2 {
 		res := <-done
 		if res.err != nil {
-			return fmt.Errorf("CPU profile of %s: %w", res.host, res.err)
+			return nil, fmt.Errorf("CPU profile of %s: %w", res.host, res.err)
 		}
-		file := filepath.Join(dir, "cpu-"+res.host+".pb.gz")
-		top, err := runCmd(ctx, 2*time.Minute, "go", "tool", "pprof", "-top", "-nodecount=30", file)
+		f := file(res.host)
+		top, err := runCmd(ctx, 2*time.Minute, "go", "tool", "pprof", "-top", "-nodecount=30", f)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		cum, err := runCmd(ctx, 2*time.Minute, "go", "tool", "pprof", "-top", "-cum", "-nodecount=40", file)
+		cum, err := runCmd(ctx, 2*time.Minute, "go", "tool", "pprof", "-top", "-cum", "-nodecount=50", f)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		txt := filepath.Join(dir, "cpu-"+res.host+".top.txt")
+		txt := strings.TrimSuffix(f, ".pb.gz") + ".top.txt"
 		if err := os.WriteFile(txt, []byte(top+"\n--- by cumulative time ---\n"+cum), 0o644); err != nil {
-			return err
+			return nil, err
 		}
-		b.report.Profile.Top[res.host] = top
-		b.report.Profile.Files = append(b.report.Profile.Files, file, txt)
+		p.Top[res.host] = top
+		p.Files = append(p.Files, f, txt)
 	}
-	sort.Strings(b.report.Profile.Files)
-	return nil
+	sort.Strings(p.Files)
+	return p, nil
 }
 
 // fetchProfile fetches a CPU profile of secs seconds from a net/http/pprof endpoint.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -280,6 +281,25 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lockDir takes an exclusive lock (flock) on file for the life of the process; a second
+// bench of the same mode on the same directory is refused instead of wiping the first
+// one's targets.
+func lockDir(file string) (unlock func(), err error) {
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(file)
+		f.Close()
+		return nil, fmt.Errorf("another bench of this mode is running on %s (lock %s held by pid %s): wait for it or set BENCH_DIR to another directory",
+			filepath.Dir(file), file, strings.TrimSpace(string(b)))
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() { f.Close() }, nil
 }
 
 // removeAll removes a tree, making read-only directories writable first when needed.

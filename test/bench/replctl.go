@@ -25,8 +25,8 @@ import (
 // the next application/source host (takes over when a1 is killed).
 var agentHosts = []string{"a1", "a2", "b1"}
 
-// jobDatasets maps each bench job to its source dataset; every job has its own target
-// storage (tgt-<job>) holding the replicas and the repository, so a fresh target is one rm.
+// benchJob is one job of the bench config. Every job has its own target storage holding its
+// replicas and its repository, so a fresh target (and repository) is one rm.
 type benchJob struct {
 	Name    string // job name
 	Dataset string // source (and target) dataset name
@@ -36,8 +36,8 @@ type benchJob struct {
 // replctlHarness runs replctl's server and agents as processes with a generated config.
 type replctlHarness struct {
 	bin       string
-	work      string // BENCH_DIR/work
-	srcRoot   string // the source storage (BENCH_DIR/data)
+	work      string // BENCH_DIR/work/<mode>
+	srcRoot   string // the source storage (BENCH_DIR/data/<mode>)
 	cfgFile   string
 	markers   string // where the bench's scripts log their times
 	heartbeat time.Duration
@@ -57,7 +57,7 @@ func (h *replctlHarness) targetRoot(j benchJob) string {
 	return filepath.Join(h.work, "storage", j.Target)
 }
 
-// configYAML is the bench config. The source storage is the dataset cache; each job has
+// writeConfig writes the bench config. The source storage is the dataset cache; each job has
 // its own target storage with its own repository on it (target side, same disk).
 func (h *replctlHarness) writeConfig() error {
 	var b strings.Builder
@@ -445,7 +445,7 @@ func parseHistory(events []*historypb.HistoryEvent) *runHistory {
 			rh.End = t
 		case enums.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
 			rh.WorkflowTaskTimeouts = append(rh.WorkflowTaskTimeouts, workflowTaskTimeout{
-				Time: t, Type: strings.ToLower(strings.TrimPrefix(ev.GetWorkflowTaskTimedOutEventAttributes().GetTimeoutType().String(), "TIMEOUT_TYPE_")),
+				Time: t, Type: strings.ToLower(strings.TrimPrefix(enums.TimeoutType_name[int32(ev.GetWorkflowTaskTimedOutEventAttributes().GetTimeoutType())], "TIMEOUT_TYPE_")),
 			})
 		case enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
 			a := ev.GetActivityTaskScheduledEventAttributes()
@@ -559,7 +559,7 @@ func (rh *runHistory) firstStartBy(identity string, after time.Time) *activityRe
 	return best
 }
 
-// pushReused reads the push result's Reused/Files counters.
+// pushStats reads the push result's Files/Reused counters.
 func (rh *runHistory) pushStats() (files, reused int64) {
 	if a := rh.find("Push", "", "completed"); a != nil {
 		var res struct{ Files, Reused int64 }

@@ -60,8 +60,10 @@ type TakeoverSample struct {
 	Missed        string  `json:"missed,omitempty"`
 }
 
-// ProfileInfo is the CPU profiling run of a full B push and pull.
-type ProfileInfo struct {
+// ProfileRun is one CPU-profiled replication (push on a1, pull on b1).
+type ProfileRun struct {
+	Dataset     string            `json:"dataset"`
+	Mode        string            `json:"mode"`
 	RunSeconds  float64           `json:"run_seconds"`
 	PushSeconds float64           `json:"push_seconds"`
 	PullSeconds float64           `json:"pull_seconds"`
@@ -100,6 +102,7 @@ type Report struct {
 	Started   time.Time        `json:"started"`
 	Finished  time.Time        `json:"finished"`
 	Machine   string           `json:"machine"`
+	Rev       string           `json:"replctl_rev,omitempty"`
 	CacheDrop bool             `json:"page_cache_dropped"`
 	RSSMethod string           `json:"rss_method"`
 	Heartbeat string           `json:"heartbeat_timeout"`
@@ -107,7 +110,7 @@ type Report struct {
 	Datasets  []Spec           `json:"datasets"`
 	Samples   []Sample         `json:"samples"`
 	Takeovers []TakeoverSample `json:"takeovers"`
-	Profile   *ProfileInfo     `json:"profile,omitempty"`
+	Profiles  []ProfileRun     `json:"profiles,omitempty"`
 	Rows      []Row            `json:"rows"`
 	Goals     []Goal           `json:"goals"`
 	heartbeat time.Duration
@@ -115,7 +118,7 @@ type Report struct {
 
 func newReport(o options) *Report {
 	return &Report{
-		Mode: o.mode, Started: time.Now(), Machine: machineInfo(), Runs: o.runs,
+		Mode: o.mode, Started: time.Now(), Machine: machineInfo(), Runs: o.runs, Rev: o.rev,
 		Heartbeat: o.heartbeat.String(), heartbeat: o.heartbeat,
 		RSSMethod: "VmHWM of each agent process from /proc/PID/status, reset with `echo 5 > /proc/PID/clear_refs` before every timed run; " +
 			"agents are also restarted (empty state) before every full run because a full run uses a fresh repository. " +
@@ -337,6 +340,9 @@ func (r *Report) goalTable() string {
 func (r *Report) header() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mode %s, %d timed run(s) per tool and mode (medians), alternating order; %s\n", r.Mode, r.Runs, r.Machine)
+	if r.Rev != "" {
+		fmt.Fprintf(&b, "replctl built from %s\n", r.Rev)
+	}
 	for _, s := range r.Datasets {
 		fmt.Fprintf(&b, "dataset %s: %d files of %s–%s (%s)", strings.ToUpper(s.Name), s.Files, human(int64(s.MinSize)), human(int64(s.MaxSize)), human(s.Bytes()))
 		fmt.Fprintf(&b, "; 1%% mutation = %d rewritten", max(1, s.Files/100))
@@ -403,8 +409,8 @@ func (r *Report) text() string {
 		b.WriteString("\ntakeover samples:\n")
 		b.WriteString(r.takeoverText())
 	}
-	if p := r.Profile; p != nil {
-		fmt.Fprintf(&b, "\nCPU profiles of a full B replication (push %.2fs on a1, pull %.2fs on b1): %s\n", p.PushSeconds, p.PullSeconds, strings.Join(p.Files, ", "))
+	for _, p := range r.Profiles {
+		fmt.Fprintf(&b, "\nCPU profiles of a %s %s replication (push %.2fs on a1, pull %.2fs on b1): %s\n", p.Mode, strings.ToUpper(p.Dataset), p.PushSeconds, p.PullSeconds, strings.Join(p.Files, ", "))
 		for _, h := range []string{"a1", "b1"} {
 			fmt.Fprintf(&b, "\n-- %s (%s), go tool pprof -top --\n%s", h, map[string]string{"a1": "push", "b1": "pull"}[h], firstLines(p.Top[h], 22))
 		}
@@ -420,16 +426,14 @@ func firstLines(s string, n int) string {
 	return strings.Join(lines, "")
 }
 
-// write stores results.md (table, goals, raw JSON) and results.json under dir.
-func (r *Report) write(dir string) error {
+// write stores results-<mode>.md (table, goals, raw JSON) and results-<mode>.json under
+// dir, and the same as results.md / results.json (the latest run of any mode).
+func (r *Report) write(dir, mode string) error {
 	if r.Rows == nil {
 		r.finish()
 	}
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "results.json"), js, 0o644); err != nil {
 		return err
 	}
 	var b strings.Builder
@@ -450,8 +454,8 @@ func (r *Report) write(dir string) error {
 			fmt.Fprintf(&b, "\nTimeline of takeover sample %d (seconds relative to the kill):\n\n```\n%s\n```\n", t.Sample, strings.Join(t.Timeline, "\n"))
 		}
 	}
-	if p := r.Profile; p != nil {
-		fmt.Fprintf(&b, "\n## CPU profiles (full B: push %.2f s on a1, pull %.2f s on b1)\n", p.PushSeconds, p.PullSeconds)
+	for _, p := range r.Profiles {
+		fmt.Fprintf(&b, "\n## CPU profiles, %s %s (push %.2f s on a1, pull %.2f s on b1)\n", p.Mode, strings.ToUpper(p.Dataset), p.PushSeconds, p.PullSeconds)
 		for _, h := range []string{"a1", "b1"} {
 			fmt.Fprintf(&b, "\n### %s\n\n```\n%s```\n", h, firstLines(p.Top[h], 30))
 		}
@@ -459,5 +463,21 @@ func (r *Report) write(dir string) error {
 	b.WriteString("\n## Raw data\n\n```json\n")
 	b.Write(js)
 	b.WriteString("\n```\n")
-	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(b.String()), 0o644)
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{
+		{"results-" + mode + ".json", js}, {"results-" + mode + ".md", []byte(b.String())},
+		{"results.json", js}, {"results.md", []byte(b.String())},
+	} {
+		// Written aside and renamed: a concurrent run of the other mode never leaves half a file.
+		tmp := filepath.Join(dir, "."+f.name+".tmp-"+mode)
+		if err := os.WriteFile(tmp, f.data, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, f.name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

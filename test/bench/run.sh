@@ -26,14 +26,25 @@ mkdir -p "$BENCH_DIR"
 
 echo "bench: building bin/replctl" >&2
 CGO_ENABLED=0 timeout 30m go build -o bin/replctl ./cmd/replctl
+# The bench runs its own copies, so a rebuild of bin/replctl (or another bench) during a
+# long run cannot swap binaries under it.
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/replctl-bench-bin.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+cp bin/replctl "$tmp/replctl"
 echo "bench: building the bench command" >&2
-timeout 15m go build -o "$BENCH_DIR/bench" ./test/bench
+timeout 15m go build -o "$tmp/bench" ./test/bench
 
-# The bench stops its own processes on SIGTERM; the outer timeout is a backstop
+# Which replctl is measured: the commit and how many files differ from it.
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+dirty="$( (git status --porcelain 2>/dev/null || true) | wc -l | tr -d ' ')"
+[ "$dirty" = 0 ] || rev="$rev + $dirty uncommitted file(s)"
+
+# The bench stops its own processes on SIGTERM/SIGINT; the outer timeout is a backstop
+# (--foreground: Ctrl-C reaches the bench; its servers and agents die with it)
 # (the command's own -timeout is 45m small / 4h full).
 case "$mode" in
   small) limit=50m ;;
   full) limit=270m ;;
 esac
 # shellcheck disable=SC2086
-exec timeout --kill-after=60s "$limit" "$BENCH_DIR/bench" -mode "$mode" -dir "$BENCH_DIR" -replctl bin/replctl ${BENCH_ARGS:-}
+timeout --foreground --kill-after=60s "$limit" "$tmp/bench" -mode "$mode" -dir "$BENCH_DIR" -replctl "$tmp/replctl" -rev "$rev" ${BENCH_ARGS:-}
