@@ -308,6 +308,14 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	b.report.finish()
+	// The copies take several GiB (full); logs and config stay. After a failure everything
+	// stays, for a look at what broke.
+	b.h.stopAgents()
+	for _, d := range []string{"storage", "peers", "hosts"} {
+		if err := removeAll(ctx, filepath.Join(work, d)); err != nil {
+			return err
+		}
+	}
 	fmt.Println()
 	fmt.Print(b.report.text())
 	b.logf("results: %s and %s (also results-%s.md/.json)", filepath.Join(o.dir, "results.md"), filepath.Join(o.dir, "results.json"), o.mode)
