@@ -146,7 +146,8 @@ type ScriptResult struct {
 // machine (or is configured `connect: local`), over SSH otherwise. A non-zero exit fails the
 // activity with ErrTypeScriptFailed and the result as details.
 func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, rerr error) {
-	if err := a.checkRoute(in.Agent); err != nil {
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: in.Step, Phase: "script " + in.Script})
+	if err != nil {
 		return ScriptResult{}, err
 	}
 	req := hostexec.Request{
@@ -168,10 +169,6 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, 
 	// Our own host's scripts always run locally, even if others reach us over SSH.
 	if in.Host.SSH != nil && in.Host.Name != a.Host {
 		req.SSH = &hostexec.SSHTarget{Address: in.Host.SSH.Address, User: in.Host.SSH.User, KeyFile: in.Host.SSH.KeyFile, KnownHostsFile: in.Host.SSH.KnownHostsFile, ConnectTimeout: in.Host.SSH.ConnectTimeout}
-	}
-	ctx, l, err := startLease(ctx, Progress{Step: in.Step, Phase: "script " + in.Script, Agent: a.Host})
-	if err != nil {
-		return ScriptResult{}, err
 	}
 	began := time.Now()
 	res, err := hostexec.Run(ctx, req)
@@ -251,11 +248,8 @@ type PushResult struct {
 
 // Push makes a point-in-time image of the (quiesced) source dataset in the job's repository.
 func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
-	if err := a.checkRoute(in.Agent); err != nil {
-		return PushResult{}, err
-	}
 	start := time.Now()
-	ctx, hb, err := startLease(ctx, Progress{Step: "push", Phase: "open", Agent: a.Host})
+	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: "push", Phase: "open"})
 	if err != nil {
 		return PushResult{}, err
 	}
@@ -320,9 +314,6 @@ type PullResult struct {
 
 // Pull materialises an image on the target, verifies it and publishes it atomically.
 func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
-	if err := a.checkRoute(in.Agent); err != nil {
-		return PullResult{}, err
-	}
 	start := time.Now()
 	// The staging dir travels in heartbeats relative to the target root: the taker may see
 	// the target storage at another mount path.
@@ -341,7 +332,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		}
 		resumeFrom = filepath.Join(in.TargetRoot, in.ResumeFrom)
 	}
-	ctx, hb, err := startLease(ctx, Progress{Step: "pull", Phase: "open", Agent: a.Host, Epoch: in.Epoch, Staging: stagingRel})
+	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: "pull", Phase: "open", Epoch: in.Epoch, Staging: stagingRel})
 	if err != nil {
 		return PullResult{}, err
 	}
@@ -398,11 +389,8 @@ type MaintainResult struct {
 // repository: the RepositoryMaintenance workflow (one workflow ID per repository) is the
 // single owner.
 func (a *Agent) Maintain(ctx context.Context, in MaintainInput) (MaintainResult, error) {
-	if err := a.checkRoute(in.Agent); err != nil {
-		return MaintainResult{}, err
-	}
 	start := time.Now()
-	ctx, l, err := startLease(ctx, Progress{Step: "maintain", Phase: "maintain", Agent: a.Host})
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "maintain", Phase: "maintain"})
 	if err != nil {
 		return MaintainResult{}, err
 	}
@@ -443,10 +431,7 @@ type TestCopyResult struct {
 // TestCopy opens (or, with Cleanup, removes) a writable copy of a replica on the target for
 // a failover test; published replicas are never touched.
 func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult, error) {
-	if err := a.checkRoute(in.Agent); err != nil {
-		return TestCopyResult{}, err
-	}
-	ctx, l, err := startLease(ctx, Progress{Step: "test-copy", Phase: "copy", Agent: a.Host})
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "test-copy", Phase: "copy"})
 	if err != nil {
 		return TestCopyResult{}, err
 	}
@@ -466,6 +451,16 @@ func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult,
 
 func (a *Agent) repoConfig(r RepoLocation) dataplane.RepoConfig {
 	return dataplane.RepoConfig{Dir: r.Dir, PasswordFile: r.PasswordFile, ClientDir: filepath.Join(a.StateDir, "repositories")}
+}
+
+// begin starts an attempt on this agent: it refuses work sent to another agent's queue and
+// starts the write lease with p as the first heartbeat.
+func (a *Agent) begin(ctx context.Context, agent string, p Progress) (context.Context, *lease, error) {
+	if err := a.checkRoute(agent); err != nil {
+		return ctx, nil, err
+	}
+	p.Agent = a.Host
+	return startLease(ctx, p)
 }
 
 // checkRoute refuses work sent to the wrong agent: two agents configured with the same host

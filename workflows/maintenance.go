@@ -36,13 +36,12 @@ type MaintenanceResult struct {
 // Maintenance plans the job and runs Maintain on the job's target order (those agents see
 // the repository), with the same takeover protocol as a replication step.
 func Maintenance(ctx workflow.Context, in MaintenanceInput) (MaintenanceResult, error) {
-	w := &replication{in: ReplicationInput{Job: in.Job}}
-	w.status = Status{Job: in.Job, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID, Phase: PhasePlanning, StartedAt: workflow.GetInfo(ctx).WorkflowStartTime}
-	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return w.status, nil }); err != nil {
+	w, err := newReplication(ctx, in.Job)
+	if err != nil {
 		return MaintenanceResult{}, err
 	}
 	var res activities.MaintainResult
-	err := w.setup(ctx)
+	err = w.setup(ctx)
 	if err == nil {
 		w.setPhase(ctx, "maintaining")
 		err = w.onRole(ctx, w.roles.target, "maintain", func(ctx workflow.Context, agent string, _ *activities.Progress) error {

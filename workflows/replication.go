@@ -23,12 +23,21 @@ var jobName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // Replication runs one replication of a job: plan, quiesce, push, resume, pull. Resume runs
 // whenever quiesce started, even when the run fails or is cancelled.
 func Replication(ctx workflow.Context, in ReplicationInput) (Status, error) {
-	w := &replication{in: in}
-	w.status = Status{Job: in.Job, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID, Phase: PhasePlanning, StartedAt: workflow.GetInfo(ctx).WorkflowStartTime}
-	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return w.status, nil }); err != nil {
+	w, err := newReplication(ctx, in.Job)
+	if err != nil {
 		return w.status, err
 	}
 	return w.run(ctx)
+}
+
+// newReplication is the state of a run of job (a replication, a maintenance, a test
+// failover: they share the plan and the takeover protocol), answering the status query.
+func newReplication(ctx workflow.Context, job string) (*replication, error) {
+	info := workflow.GetInfo(ctx)
+	w := &replication{in: ReplicationInput{Job: job}}
+	w.status = Status{Job: job, RunID: info.WorkflowExecution.RunID, Phase: PhasePlanning, StartedAt: info.WorkflowStartTime}
+	err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return w.status, nil })
+	return w, err
 }
 
 // replication is the state of one run.

@@ -33,10 +33,12 @@ type TestFailoverResult struct {
 
 // TestFailover runs TestCopy on the job's target order with the takeover protocol.
 func TestFailover(ctx workflow.Context, in TestFailoverInput) (TestFailoverResult, error) {
-	w := &replication{in: ReplicationInput{Job: in.Job}}
-	w.status = Status{Job: in.Job, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID, Phase: PhasePlanning, StartedAt: workflow.GetInfo(ctx).WorkflowStartTime}
+	w, err := newReplication(ctx, in.Job)
+	if err != nil {
+		return TestFailoverResult{}, err
+	}
 	var res activities.TestCopyResult
-	err := w.setup(ctx)
+	err = w.setup(ctx)
 	if err == nil {
 		w.setPhase(ctx, "test-failover")
 		err = w.onRole(ctx, w.roles.target, "test-copy", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
