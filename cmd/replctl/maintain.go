@@ -45,13 +45,9 @@ func NewCmdMaintain(f *Factory, runF func(*MaintainOptions) error) *cobra.Comman
 }
 
 func runMaintain(ctx context.Context, f *Factory, o *MaintainOptions) error {
-	cfg, err := f.Config()
+	cfg, j, err := f.Job(o.Job)
 	if err != nil {
 		return err
-	}
-	j, err := cfg.Job(o.Job)
-	if err != nil {
-		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	c, err := f.Client(ctx)
 	if err != nil {

@@ -84,13 +84,9 @@ type replicasView struct {
 }
 
 func runReplicas(f *Factory, o *ReplicasOptions) error {
-	cfg, err := f.Config()
+	cfg, j, err := f.Job(o.Job)
 	if err != nil {
 		return err
-	}
-	j, err := cfg.Job(o.Job)
-	if err != nil {
-		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	v, err := listJobReplicas(cfg, j, !o.NoSize, time.Now())
 	if err != nil {

@@ -97,6 +97,20 @@ func (f *Factory) Config() (*config.Config, error) {
 	return cfg, nil
 }
 
+// Job loads the config and looks job up in it; an unknown job is a usage error that lists
+// the jobs there are.
+func (f *Factory) Job(name string) (*config.Config, *config.Job, error) {
+	cfg, err := f.Config()
+	if err != nil {
+		return nil, nil, err
+	}
+	j, err := cfg.Job(name)
+	if err != nil {
+		return nil, nil, &ExitError{Code: ExitUsage, Err: err}
+	}
+	return cfg, j, nil
+}
+
 // ensureStateEnv points REPLCTL_STATE (used by the dev sample config) at --state-dir when
 // the environment does not set it.
 func (f *Factory) ensureStateEnv() error {

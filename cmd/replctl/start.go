@@ -48,12 +48,9 @@ func NewCmdStart(f *Factory, runF func(*StartOptions) error) *cobra.Command {
 
 func runStart(cmd *cobra.Command, f *Factory, o *StartOptions) error {
 	ctx := cmd.Context()
-	cfg, err := f.Config()
+	cfg, _, err := f.Job(o.Job)
 	if err != nil {
 		return err
-	}
-	if _, err := cfg.Job(o.Job); err != nil {
-		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	c, err := f.Client(ctx)
 	if err != nil {

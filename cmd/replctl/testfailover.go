@@ -69,12 +69,9 @@ func whoAmI() string {
 }
 
 func runTestFailover(ctx context.Context, f *Factory, o *TestFailoverOptions) error {
-	cfg, err := f.Config()
+	cfg, _, err := f.Job(o.Job)
 	if err != nil {
 		return err
-	}
-	if _, err := cfg.Job(o.Job); err != nil {
-		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	c, err := f.Client(ctx)
 	if err != nil {
