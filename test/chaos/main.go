@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ import (
 // options are the harness's flags.
 type options struct {
 	trials, deadQueue int
+	kinds             []string // fault kinds to cycle through (default faultKinds)
 	bin               string
 	heartbeat, s2s    time.Duration
 	scriptSleep       time.Duration
@@ -49,6 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.trials, "trials", 20, "fault trials (kinds round-robin: kill, stop, cut, kill-app, restart)")
 	fs.IntVar(&o.deadQueue, "dead-queue", 3, "extra trials where an agent is killed before its step is scheduled")
+	kinds := fs.String("kinds", strings.Join(faultKinds, ","), "comma-separated fault kinds to cycle through")
 	fs.StringVar(&o.bin, "bin", "bin/replctl", "the replctl binary")
 	fs.DurationVar(&o.heartbeat, "heartbeat", 2*time.Second, "the job's heartbeat timeout")
 	fs.DurationVar(&o.s2s, "schedule-to-start", 3*time.Second, "the job's schedule-to-start timeout")
@@ -77,6 +80,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.trials = n
 	}
 	o.shape.SizeMin, o.shape.SizeMax = int64(*sizeMin)<<10, int64(*sizeMax)<<10
+	for _, k := range strings.Split(*kinds, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		if !slices.Contains(faultKinds, k) {
+			return o, fmt.Errorf("-kinds: unknown fault kind %q (kinds: %s)", k, strings.Join(faultKinds, ", "))
+		}
+		o.kinds = append(o.kinds, k)
+	}
+	if len(o.kinds) == 0 {
+		return o, fmt.Errorf("-kinds: want at least one of %s", strings.Join(faultKinds, ", "))
+	}
 	switch {
 	case o.trials < 0 || o.deadQueue < 0:
 		return o, errors.New("-trials and -dead-queue must not be negative")
@@ -187,16 +202,16 @@ func run(ctx context.Context, o options, out io.Writer) (ok bool, err error) {
 	// Each kind cycles through its steps in a random order: random, yet 4 rounds of kinds
 	// cover every (kind, step) pair.
 	rotation := map[string][]string{}
-	for _, k := range faultKinds {
+	for _, k := range o.kinds {
 		s := append([]string(nil), kindSteps[k]...)
 		h.rng.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
 		rotation[k] = s
 	}
 	var results, dead []*trialResult
 	for i := 0; i < o.trials && ctx.Err() == nil; i++ {
-		kind := faultKinds[i%len(faultKinds)]
+		kind := o.kinds[i%len(o.kinds)]
 		steps := rotation[kind]
-		step := steps[(i/len(faultKinds))%len(steps)]
+		step := steps[(i/len(o.kinds))%len(steps)]
 		r := h.runTrial(ctx, fmt.Sprintf("trial %d/%d", i+1, o.trials), kind, step, "")
 		printTrial(out, r)
 		results = append(results, r)
