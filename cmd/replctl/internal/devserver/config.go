@@ -137,8 +137,25 @@ func devDynamicConfig() dynamicconfig.StaticClient {
 		// Every service reloads namespaces (and with them search attribute
 		// aliases) this often; Start waits one interval after adding aliases.
 		dynamicconfig.NamespaceCacheRefreshInterval.Key(): namespaceRefreshInterval,
+		// A frozen agent (SIGSTOP, paused VM or container) keeps its TCP connection and
+		// its outstanding workflow-task polls; matching may hand it the very workflow task
+		// that would move the step to the next agent, which then waits out the
+		// workflow-task timeout. Pinging idle clients every second and dropping those
+		// that do not answer cancels a frozen agent's polls before its heartbeat timeout
+		// fires (design.md, "Takeover latency").
+		dynamicconfig.KeepAliveTime.Key():    FrontendKeepAliveTime,
+		dynamicconfig.KeepAliveTimeout.Key(): FrontendKeepAliveTimeout,
 	}
 }
+
+// FrontendKeepAliveTime and FrontendKeepAliveTimeout are the frontend's gRPC keepalive
+// settings: after KeepAliveTime without a frame from a client the server pings it, and
+// closes the connection when no answer comes within KeepAliveTimeout. gRPC does not allow
+// a ping interval under one second.
+const (
+	FrontendKeepAliveTime    = time.Second
+	FrontendKeepAliveTimeout = 500 * time.Millisecond
+)
 
 // serverOptions builds the temporal.NewServer options for o.
 func serverOptions(o Options, p portSet, sqlConf *config.SQL, tlsConf *serverTLS, zl *zap.Logger) ([]temporal.ServerOption, error) {
