@@ -143,6 +143,16 @@ func firstStartBy(as []*attempt, host string, after time.Time) *attempt {
 	return best
 }
 
+// lostAttempt is host's first attempt the server timed out after the fault.
+func lostAttempt(as []*attempt, host string, after time.Time) *attempt {
+	for _, a := range as {
+		if a.agent() == host && a.Type != workflowTask && a.TimedOut != enums.TIMEOUT_TYPE_UNSPECIFIED && a.Closed.After(after) {
+			return a
+		}
+	}
+	return nil
+}
+
 // stepDurations returns, per step, how long its first attempt ran, when that attempt
 // completed (a taker's attempt reuses the lost one's work and says little about the step).
 func stepDurations(as []*attempt) map[string]time.Duration {

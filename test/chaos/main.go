@@ -7,7 +7,7 @@
 //
 //	trials=N completed=N corrupt=0 mixed=0 frozen=0 stale_accepted=0 takeover_p50=…s takeover_p99=…s
 //
-// and exits non-zero if any trial did not complete or any counter is not zero. Run it
+// (takeover percentiles over the agent faults; the server-restart kind has its own line), and exits non-zero if any trial did not complete or any counter is not zero. Run it
 // with `make chaos TRIALS=20` (test/chaos/run.sh builds bin/replctl first).
 package main
 
@@ -316,6 +316,7 @@ func printSummary(out io.Writer, o options, h *harness, results, dead []*trialRe
 	wfTimeouts := map[string]int{}
 	var all []time.Duration
 	perKind := map[string][]time.Duration{}
+	detect, handoff := map[string][]time.Duration{}, map[string][]time.Duration{}
 	for _, r := range results {
 		if r.completed {
 			completed++
@@ -333,8 +334,16 @@ func printSummary(out io.Writer, o options, h *harness, results, dead []*trialRe
 			wfTimeouts[t]++
 		}
 		if r.hasLat {
-			all = append(all, r.latency)
+			// The headline is the agent-loss takeover; a server restart's takeovers also
+			// wait for the server to come back and are reported on their own kind line.
+			if r.kind != kindRestart {
+				all = append(all, r.latency)
+			}
 			perKind[r.kind] = append(perKind[r.kind], r.latency)
+			if r.hasDetect {
+				detect[r.kind] = append(detect[r.kind], r.detect)
+				handoff[r.kind] = append(handoff[r.kind], r.latency-r.detect)
+			}
 		}
 	}
 	fmt.Fprintf(out, "chaos: heartbeat=%s schedule_to_start=%s seed=%d files=%d-%d size=%d-%dKiB script_sleep=%s\n",
@@ -345,7 +354,9 @@ func printSummary(out io.Writer, o options, h *harness, results, dead []*trialRe
 			n += b2i(r.kind == k)
 		}
 		ls := perKind[k]
-		fmt.Fprintf(out, "kind %-8s trials=%d takeovers=%d latency p50=%s p99=%s max=%s\n", k, n, len(ls), pct(ls, 0.5), pct(ls, 0.99), pct(ls, 1))
+		fmt.Fprintf(out, "kind %-8s trials=%d takeovers=%d latency p50=%s p99=%s max=%s (fault->timed out p50=%s p99=%s; timed out->next start p50=%s p99=%s)\n",
+			k, n, len(ls), pct(ls, 0.5), pct(ls, 0.99), pct(ls, 1),
+			pct(detect[k], 0.5), pct(detect[k], 0.99), pct(handoff[k], 0.5), pct(handoff[k], 0.99))
 	}
 	deadOK := true
 	var dl []time.Duration

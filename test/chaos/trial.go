@@ -60,6 +60,10 @@ type trialResult struct {
 	from, to  string
 	latency   time.Duration // fault → the next agent's first activity start
 	hasLat    bool
+	// detect is fault → the server timing out the lost attempt (the rest of latency is the
+	// hand-off: workflow task, scheduling on the next queue, its agent starting).
+	detect    time.Duration
+	hasDetect bool
 	dead      []time.Duration // dead-queue takeovers: scheduled → next agent's start
 	// wfTimeouts are the timeout types of the run's timed-out workflow tasks (each one
 	// delays the run, e.g. by waiting on the sticky queue of a lost agent).
@@ -383,6 +387,9 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 			r.from, r.to = t.From, t.To
 			if a := firstStartBy(hist, t.To, r.faultAt); a != nil {
 				r.latency, r.hasLat = a.Started.Sub(r.faultAt), true
+			}
+			if a := lostAttempt(hist, t.From, r.faultAt); a != nil {
+				r.detect, r.hasDetect = a.Closed.Sub(r.faultAt), true
 			}
 			break
 		}
