@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -182,4 +183,31 @@ func TestFailbackBadInputIsNonRetryable(t *testing.T) {
 		assert.True(t, appErr.NonRetryable())
 		assert.Empty(t, f.calls, "nothing ran")
 	}
+}
+
+// Failback of a group from the second target of a fan-out: that target's order pushes each
+// dataset's replica, the source order restores each in place; no group publish on the source.
+func TestFailbackOfGroupFromSecondTarget(t *testing.T) {
+	f := &fakeAgents{fail: func(string, string) error { return nil }}
+	f.plan = func(p *activities.Plan) {
+		groupPlan(p)
+		p.Targets = []activities.TargetPlan{
+			{Endpoint: p.Target, Order: []string{"b1", "b2"}},
+			{Endpoint: activities.Endpoint{Storage: "c", Dataset: "c/db", Datasets: []string{"c/db", "c/logs"}}, Order: []string{"c1"}},
+		}
+	}
+	st, err, _ := runWorkflowInput(t, f, ReplicationInput{Job: "orders", Direction: DirectionFailback, From: "c"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"push@c1", "push@c1", "pull@a1", "pull@a1"}, f.calls, "no failback application: nothing to quiesce")
+	assert.Equal(t, "/c/c/db", f.pushes[0].SourceDir)
+	assert.Equal(t, "c/logs", f.pushes[1].Dataset)
+	for i, ds := range []string{"db", "logs"} {
+		assert.True(t, f.pulls[i].InPlace)
+		assert.False(t, f.pulls[i].Defer)
+		assert.Equal(t, "orders/"+ds, f.pulls[i].Dataset)
+		assert.Equal(t, "c/"+ds, f.pulls[i].SourceDataset, "the image's identity is the target dataset")
+		assert.Equal(t, "img-c/"+ds, f.pulls[i].ImageID)
+	}
+	assert.True(t, st.CrashConsistent)
+	assert.Contains(t, strings.Join(st.Notes, "\n"), "job has no failback.application")
 }
