@@ -150,6 +150,7 @@ func TestFailbackAfterRun(t *testing.T) {
 	out, err := e.cli("failback", "orders", "--wait")
 	require.Error(t, err, out)
 	assert.Contains(t, out, "the target has no replica to fail back")
+	t.Logf("failback without a replica:\n%s", out)
 
 	st, err := e.wait(e.start("orders"))
 	require.NoError(t, err)
@@ -175,6 +176,9 @@ func TestFailbackAfterRun(t *testing.T) {
 		written = append(written, after-before)
 		t.Logf("failback %d: %d KiB changed on DR; repository grew by %d KiB (dataset %d KiB)", i+1, change>>10, (after-before)>>10, dirBytes(t, e.sourceDir())>>10)
 		assert.Contains(t, out, "direction")
+		if i == 0 {
+			t.Logf("replctl failback orders --wait:\n%s", out)
+		}
 
 		assert.Equal(t, want, treeDigest(t, e.sourceDir()), "the source holds the DR side's data")
 		fi, err := os.Lstat(e.sourceDir())
