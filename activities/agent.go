@@ -29,6 +29,8 @@ const (
 	PullName      = "Pull"
 	MaintainName  = "Maintain"
 	TestCopyName  = "TestCopy"
+	// PublishGroupName publishes every dataset of a consistency group at once.
+	PublishGroupName = "PublishGroup"
 )
 
 // Error types of the non-retryable application errors activities return. The workflow never
@@ -221,6 +223,8 @@ type Progress struct {
 	Staging string
 	Agent   string
 	Epoch   int64
+	// Dataset is the dataset a pull of a consistency group was working on.
+	Dataset string `json:",omitempty"`
 }
 
 // PushInput is the input of Push.
@@ -234,6 +238,9 @@ type PushInput struct {
 	// Resume is the failed attempt's last progress, if any. The repository's checkpoints
 	// carry what was uploaded; this is for the record.
 	Resume *Progress
+	// FollowLink (failback): SourceDir is a target's dataset link; the replica it points to
+	// is pushed, and a dataset without a replica is refused.
+	FollowLink bool `json:",omitempty"`
 }
 
 // PushResult names the image a push made.
@@ -254,6 +261,13 @@ func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
 		return PushResult{}, err
 	}
 	defer hb.stop()
+	if in.FollowLink {
+		real, err := replicaBehind(in.SourceDir)
+		if err != nil {
+			return PushResult{}, badInput(err)
+		}
+		in.SourceDir = real
+	}
 	res, err := a.dataplane().Push(ctx, dataplane.PushRequest{
 		Repo:      a.repoConfig(in.Repo),
 		Job:       in.Job,
@@ -293,6 +307,12 @@ type PullInput struct {
 	// KeepImages are deleted from the repository (0 = keep all).
 	SourceDataset string
 	KeepImages    int
+	// Defer (consistency groups): build, verify and move the replica into place, but leave
+	// the dataset link to PublishGroup.
+	Defer bool `json:",omitempty"`
+	// InPlace (failback): the dataset becomes a plain directory holding the replica; a
+	// directory that was there is kept under .replctl/failback/.
+	InPlace bool `json:",omitempty"`
 }
 
 // PullResult names the replica a pull published.
@@ -309,7 +329,9 @@ type PullResult struct {
 	Epoch       int64
 	// ResumedFrom is the failed attempt's staging dir this pull reused ("" = fresh).
 	ResumedFrom string
-	Duration    time.Duration
+	// SavedPrevious (failback) is where the directory that was at the dataset path was kept.
+	SavedPrevious string `json:",omitempty"`
+	Duration      time.Duration
 }
 
 // Pull materialises an image on the target, verifies it and publishes it atomically.
@@ -332,11 +354,22 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		}
 		resumeFrom = filepath.Join(in.TargetRoot, in.ResumeFrom)
 	}
-	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: "pull", Phase: "open", Epoch: in.Epoch, Staging: stagingRel})
+	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: "pull", Phase: "open", Epoch: in.Epoch, Staging: stagingRel, Dataset: in.Dataset})
 	if err != nil {
 		return PullResult{}, err
 	}
 	defer hb.stop()
+	var saved string
+	if in.InPlace {
+		done, s, err := beforeInPlace(in)
+		if err != nil {
+			return PullResult{}, classify(ctx, "pull", err, hb.progress())
+		}
+		if done != nil {
+			return *done, nil
+		}
+		saved = s
+	}
 	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
 		Repo:          a.repoConfig(in.Repo),
 		Job:           in.Job,
@@ -350,12 +383,23 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		ResumeFrom:    resumeFrom,
 		Verify:        in.Verify,
 		Keep:          in.Keep,
-	}, func(p dataplane.Progress) { hb.update(fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)) })
+		Defer:         in.Defer,
+	}, func(p dataplane.Progress) {
+		pr := fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)
+		pr.Dataset = in.Dataset
+		hb.update(pr)
+	})
 	observe(ctx, in.Job, "pull", start, err, res.Bytes, res.Files)
 	if err != nil {
 		return PullResult{}, classify(ctx, "pull", err, hb.progress())
 	}
-	if in.KeepImages > 0 {
+	if in.InPlace {
+		if err := afterInPlace(res.ReplicaPath, res.LinkPath); err != nil {
+			return PullResult{}, classify(ctx, "pull", err, hb.progress())
+		}
+		res.ReplicaPath = res.LinkPath
+	}
+	if in.KeepImages > 0 && !in.InPlace {
 		// Image retention is housekeeping: the replica is published, a failure here only
 		// leaves older images for the next run (or maintenance) to prune.
 		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, in.KeepImages); perr != nil {
@@ -366,7 +410,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
-	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, Duration: time.Since(start)}, nil
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
 }
 
 // MaintainInput is the input of Maintain.

@@ -26,12 +26,57 @@ type Plan struct {
 	Verify     string
 	Retention  Retention
 	Repository Repository
+	// Targets are the targets of a fan-out job (nil for one target: Target and
+	// Order.Target). Target and Order.Target then describe the first one.
+	Targets []TargetPlan `json:",omitempty"`
+	// Failback is the target side's application, if the job names one.
+	Failback *Application `json:",omitempty"`
 }
 
-// Endpoint is a dataset on a storage system.
+// Endpoint is a dataset on a storage system, or a consistency group of datasets.
 type Endpoint struct {
 	Storage string
+	// Dataset is the single dataset, or the first of a group.
 	Dataset string
+	// Datasets are a consistency group's datasets (nil for a single dataset).
+	Datasets []string `json:",omitempty"`
+}
+
+// List returns the endpoint's datasets.
+func (e Endpoint) List() []string {
+	if len(e.Datasets) > 0 {
+		return e.Datasets
+	}
+	return []string{e.Dataset}
+}
+
+// Group reports whether the endpoint is a consistency group (published all or none).
+func (e Endpoint) Group() bool { return len(e.Datasets) > 0 }
+
+// TargetPlan is one target of a job with the hosts that write it.
+type TargetPlan struct {
+	Endpoint
+	Order []string
+}
+
+// AllTargets returns every target of the plan: Targets, or the single Target.
+func (p Plan) AllTargets() []TargetPlan {
+	if len(p.Targets) > 0 {
+		return p.Targets
+	}
+	return []TargetPlan{{Endpoint: p.Target, Order: p.Order.Target}}
+}
+
+// FindTarget returns the target on storage ("" = the first one).
+func (p Plan) FindTarget(storage string) (TargetPlan, error) {
+	var names []string
+	for _, t := range p.AllTargets() {
+		if storage == "" || t.Storage == storage {
+			return t, nil
+		}
+		names = append(names, t.Storage)
+	}
+	return TargetPlan{}, fmt.Errorf("job %q has no target on storage %q (targets: %v)", p.Job, storage, names)
 }
 
 // Application names the application host and its script names.
@@ -104,21 +149,34 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
+	targets := j.AllTargets()
 	p := Plan{
 		Job:               j.Name,
 		ConfigFile:        cfg.File,
-		Source:            Endpoint{Storage: j.Source.Storage, Dataset: j.Source.Dataset},
-		Target:            Endpoint{Storage: j.Target.Storage, Dataset: j.Target.Dataset},
+		Source:            endpoint(j.Source),
+		Target:            endpoint(targets[0].Endpoint()),
 		Application:       Application{Host: j.Application.Host, Quiesce: j.Application.Quiesce, Resume: j.Application.Resume, Takeover: j.Application.Takeover, Timeout: j.Application.Timeout},
-		Order:             Order{Application: clone(j.Order.Application), Source: clone(j.Order.Source), Target: clone(j.Order.Target)},
+		Order:             Order{Application: clone(j.Order.Application), Source: clone(j.Order.Source), Target: clone(targets[0].Order)},
 		Timeouts:          Timeouts{Heartbeat: j.Timeouts.Heartbeat, ScheduleToStart: j.Timeouts.ScheduleToStart, StartToClose: j.Timeouts.StartToClose},
 		OnUnreachableHost: j.OnUnreachableHost,
 		Verify:            j.Verify,
 		Retention:         Retention{Replicas: j.Retention.Replicas, Images: j.Retention.Images},
 		Repository:        Repository{Storage: j.Repository.Storage, Path: j.Repository.Path, PasswordFile: j.Repository.PasswordFile},
 	}
+	lists := [][]string{p.Order.Application, p.Order.Source, p.Order.Target}
+	if len(j.Targets) > 0 {
+		for _, t := range targets {
+			p.Targets = append(p.Targets, TargetPlan{Endpoint: endpoint(t.Endpoint()), Order: clone(t.Order)})
+			lists = append(lists, t.Order)
+		}
+	}
+	if f := j.Failback; f != nil {
+		a := f.Application
+		p.Failback = &Application{Host: a.Host, Quiesce: a.Quiesce, Resume: a.Resume, Timeout: a.Timeout}
+		lists = append(lists, []string{a.Host})
+	}
 	seen := map[string]bool{}
-	for _, list := range [][]string{p.Order.Application, p.Order.Source, p.Order.Target} {
+	for _, list := range lists {
 		for _, name := range list {
 			if seen[name] {
 				continue
@@ -178,6 +236,15 @@ func (p Plan) TargetRoot(host string) (string, error) {
 	return h.Mount(p.Target.Storage)
 }
 
+// RootOf is storage's mount path on host.
+func (p Plan) RootOf(host, storage string) (string, error) {
+	h, err := p.Host(host)
+	if err != nil {
+		return "", err
+	}
+	return h.Mount(storage)
+}
+
 // TargetLink is the path readers use for the current replica, as host sees it.
 func (p Plan) TargetLink(host string) (string, error) { return p.datasetDir(host, p.Target) }
 
@@ -195,15 +262,25 @@ func (p Plan) RepoDir(host string) (string, error) {
 }
 
 func (p Plan) datasetDir(host string, e Endpoint) (string, error) {
-	h, err := p.Host(host)
+	return p.DatasetDir(host, e.Storage, e.Dataset)
+}
+
+// DatasetDir is dataset on storage as host sees it.
+func (p Plan) DatasetDir(host, storage, dataset string) (string, error) {
+	root, err := p.RootOf(host, storage)
 	if err != nil {
 		return "", err
 	}
-	root, err := h.Mount(e.Storage)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(root, filepath.FromSlash(path.Clean(e.Dataset))), nil
+	return filepath.Join(root, filepath.FromSlash(path.Clean(dataset))), nil
 }
 
 func clone(s []string) []string { return append([]string(nil), s...) }
+
+// endpoint resolves a config endpoint; Dataset is the first dataset of a group.
+func endpoint(e config.Endpoint) Endpoint {
+	out := Endpoint{Storage: e.Storage, Dataset: e.Dataset}
+	if len(e.Datasets) > 0 {
+		out.Dataset, out.Datasets = e.Datasets[0], clone(e.Datasets)
+	}
+	return out
+}

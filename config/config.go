@@ -209,13 +209,52 @@ type Job struct {
 	Schedule   *Schedule  `yaml:"schedule"` // optional
 	Retention  Retention  `yaml:"retention"`
 	Repository Repository `yaml:"repository"`
+	// Targets fans one source out to several targets, each with its own takeover order.
+	// It replaces target + order.target (the single-target form stays valid).
+	Targets []Target `yaml:"targets"`
+	// Failback, when given, names the application on the target side that `replctl
+	// failback` quiesces while it copies the target's replica back to the source.
+	Failback *Failback `yaml:"failback"`
+}
+
+// Target is one target of a fan-out job: an endpoint plus the hosts that write it.
+type Target struct {
+	Storage  string   `yaml:"storage"`
+	Dataset  string   `yaml:"dataset"`
+	Datasets []string `yaml:"datasets"`
+	Order    []string `yaml:"order"`
+}
+
+// Endpoint returns the target's datasets as an Endpoint.
+func (t Target) Endpoint() Endpoint {
+	return Endpoint{Storage: t.Storage, Dataset: t.Dataset, Datasets: t.Datasets}
+}
+
+// Failback is what `replctl failback` needs beyond the job's endpoints and orders.
+type Failback struct {
+	// Application runs on the target side while the job is failed over; its quiesce and
+	// resume scripts run around the failback push. The takeover script is not used.
+	Application Application `yaml:"application"`
+}
+
+// AllTargets returns the job's targets: the targets list, or the single target with
+// order.target.
+func (j *Job) AllTargets() []Target {
+	if len(j.Targets) > 0 {
+		return j.Targets
+	}
+	return []Target{{Storage: j.Target.Storage, Dataset: j.Target.Dataset, Datasets: j.Target.Datasets, Order: j.Order.Target}}
 }
 
 // Hosts returns every host named in the job's orders, each once, in the order
 // application, source, target.
 func (j *Job) Hosts() []string {
 	var out []string
-	for _, list := range [][]string{j.Order.Application, j.Order.Source, j.Order.Target} {
+	lists := [][]string{j.Order.Application, j.Order.Source}
+	for _, t := range j.AllTargets() {
+		lists = append(lists, t.Order)
+	}
+	for _, list := range lists {
 		for _, h := range list {
 			if !slices.Contains(out, h) {
 				out = append(out, h)
@@ -225,14 +264,33 @@ func (j *Job) Hosts() []string {
 	return out
 }
 
-// Endpoint is a dataset (a directory, relative to the storage root) on a storage system.
+// Endpoint is a dataset (a directory, relative to the storage root) on a storage system,
+// or a consistency group of datasets (Datasets) copied at one point in time and published
+// together. Exactly one of Dataset and Datasets is given.
 type Endpoint struct {
-	Storage string `yaml:"storage"`
-	Dataset string `yaml:"dataset"`
+	Storage  string   `yaml:"storage"`
+	Dataset  string   `yaml:"dataset"`
+	Datasets []string `yaml:"datasets"`
 }
 
-// String renders the endpoint as storage:dataset for messages.
-func (e Endpoint) String() string { return e.Storage + ":" + e.Dataset }
+// List returns the endpoint's datasets: Datasets, or the single Dataset.
+func (e Endpoint) List() []string {
+	if len(e.Datasets) > 0 {
+		return e.Datasets
+	}
+	if e.Dataset == "" {
+		return nil
+	}
+	return []string{e.Dataset}
+}
+
+// String renders the endpoint as storage:dataset (storage:[a, b] for a group) for messages.
+func (e Endpoint) String() string {
+	if len(e.Datasets) > 0 {
+		return e.Storage + ":[" + strings.Join(e.Datasets, ", ") + "]"
+	}
+	return e.Storage + ":" + e.Dataset
+}
 
 // Application is the application whose data a job replicates.
 type Application struct {

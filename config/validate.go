@@ -314,16 +314,25 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 	k.name("jobs", i, "job", j.Name, jobIdx)
 
 	srcOK := k.endpoint(p+".source", j.Source)
-	dstOK := k.endpoint(p+".target", j.Target)
-	if srcOK && dstOK && j.Source.Storage == j.Target.Storage {
-		switch a, b := j.Source.Dataset, j.Target.Dataset; {
-		case a == b:
-			k.errorf(p+".target", "target %s is the same as the source; a job copies between two different places", j.Target)
-		case within(b, a):
-			k.errorf(p+".target.dataset", "target %s is inside the source %s", j.Target, j.Source)
-		case within(a, b):
-			k.errorf(p+".target.dataset", "target %s contains the source %s", j.Target, j.Source)
+	if len(j.Targets) > 0 {
+		// Fan-out: targets replaces target and order.target.
+		if j.Target.Storage != "" || j.Target.Dataset != "" || len(j.Target.Datasets) > 0 || k.given(p+".target", true) {
+			k.errorf(p+".target", "give either target (with order.target) or targets, not both")
 		}
+		if len(j.Order.Target) > 0 {
+			k.errorf(p+".order.target", "not used with targets: each entry of targets has its own order")
+		}
+		for ti, t := range j.Targets {
+			tp := fmt.Sprintf("%s.targets[%d]", p, ti)
+			if first := slices.IndexFunc(j.Targets, func(o Target) bool { return o.Storage == t.Storage }); t.Storage != "" && first < ti {
+				k.errorf(tp+".storage", "storage %q is already a target of this job (targets[%d]); one target per storage", t.Storage, first)
+			}
+			if k.endpoint(tp, t.Endpoint()) && srcOK {
+				k.pair(p, tp, j.Source, t.Endpoint())
+			}
+		}
+	} else if k.endpoint(p+".target", j.Target) && srcOK {
+		k.pair(p, p+".target", j.Source, j.Target)
 	}
 
 	k.application(p+".application", &j.Application)
@@ -360,7 +369,7 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 	}
 }
 
-// endpoint checks a source or target; ok means storage and dataset are usable
+// endpoint checks a source or target; ok means storage and datasets are usable
 // for further checks.
 func (k *checker) endpoint(p string, e Endpoint) bool {
 	ok := true
@@ -371,11 +380,65 @@ func (k *checker) endpoint(p string, e Endpoint) bool {
 		k.errorf(p+".storage", "storage %q is not defined (storage: %s)", e.Storage, listOrNone(k.c.storageNames()))
 		ok = false
 	}
-	if err := checkDataset(e.Dataset); err != nil {
-		k.errorf(p+".dataset", "%v", err)
+	if len(e.Datasets) == 0 {
+		if k.given(p+".datasets", true) {
+			k.errorf(p+".datasets", "a consistency group needs at least one dataset; or give dataset for a single one")
+			return false
+		}
+		if err := checkDataset(e.Dataset); err != nil {
+			k.errorf(p+".dataset", "%v", err)
+			ok = false
+		}
+		return ok
+	}
+	if e.Dataset != "" {
+		k.errorf(p+".dataset", "give either dataset or datasets (a consistency group), not both")
 		ok = false
 	}
+	for i, d := range e.Datasets {
+		dp := fmt.Sprintf("%s.datasets[%d]", p, i)
+		if err := checkDataset(d); err != nil {
+			k.errorf(dp, "%v", err)
+			ok = false
+			continue
+		}
+		for j := 0; j < i; j++ {
+			if overlaps(d, e.Datasets[j]) {
+				k.errorf(dp, "dataset %q overlaps %q (datasets[%d]): the datasets of a group are separate directories", d, e.Datasets[j], j)
+				ok = false
+			}
+		}
+	}
 	return ok
+}
+
+// pair checks a source against one target: as many datasets (paired in order), and no
+// target dataset equal to, inside or containing a source dataset on the same storage.
+func (k *checker) pair(jp, tp string, src, dst Endpoint) {
+	s, d := src.List(), dst.List()
+	if len(s) != len(d) {
+		k.errorf(tp, "target %s has %d dataset(s) but the source %s has %d: the datasets are paired in order", dst, len(d), src, len(s))
+		return
+	}
+	if src.Storage != dst.Storage {
+		return
+	}
+	field := tp + ".dataset"
+	if len(dst.Datasets) > 0 {
+		field = tp + ".datasets"
+	}
+	for _, a := range s {
+		for _, b := range d {
+			switch {
+			case a == b:
+				k.errorf(tp, "target %s is the same as the source %s; a job copies between two different places", dst.Storage+":"+b, src.Storage+":"+a)
+			case within(b, a):
+				k.errorf(field, "target %s:%s is inside the source %s:%s", dst.Storage, b, src.Storage, a)
+			case within(a, b):
+				k.errorf(field, "target %s:%s contains the source %s:%s", dst.Storage, b, src.Storage, a)
+			}
+		}
+	}
 }
 
 // checkDataset: a dataset is a relative, slash-separated path of plain names
@@ -471,7 +534,7 @@ func checkScriptName(s string) error {
 func (k *checker) repository(p string, j *Job) {
 	r := &j.Repository
 	if r.Storage == "" {
-		r.Storage = j.Target.Storage
+		r.Storage = j.AllTargets()[0].Storage
 	} else if _, ok := k.storageIdx[r.Storage]; !ok {
 		k.errorf(p+".storage", "storage %q is not defined (storage: %s)", r.Storage, listOrNone(k.c.storageNames()))
 	}
@@ -501,11 +564,24 @@ func (k *checker) orders(jp string, j *Job) {
 		k.orderList(p+".application", o.Application, false)
 	}
 	k.orderList(p+".source", o.Source, true)
-	k.orderList(p+".target", o.Target, true)
-
 	repo := j.Repository.Storage
 	k.attachments(p+".source", o.Source, "source", j.Source.Storage, repo)
-	k.attachments(p+".target", o.Target, "target", j.Target.Storage, repo)
+	if len(j.Targets) == 0 {
+		k.orderList(p+".target", o.Target, true)
+		k.attachments(p+".target", o.Target, "target", j.Target.Storage, repo)
+	}
+	for ti, t := range j.Targets {
+		tp := fmt.Sprintf("%s.targets[%d].order", jp, ti)
+		k.orderList(tp, t.Order, true)
+		k.attachments(tp, t.Order, "target", t.Storage, repo)
+	}
+	if f := j.Failback; f != nil {
+		fp := jp + ".failback.application"
+		k.application(fp, &f.Application)
+		if f.Application.Takeover != "" {
+			k.errorf(fp+".takeover", "not used by failback: the failback order is the job's target order")
+		}
+	}
 }
 
 func (k *checker) orderList(p string, hosts []string, required bool) {
@@ -669,6 +745,12 @@ func parseCronDuration(s string) (time.Duration, error) {
 func (k *checker) scriptDirs() {
 	reported := map[int]bool{}
 	for i, j := range k.c.Jobs {
+		if f := j.Failback; f != nil && f.Application.HasScripts() {
+			if hi, ok := k.hostIdx[f.Application.Host]; ok && !reported[hi] && k.c.Hosts[hi].Scripts == "" {
+				reported[hi] = true
+				k.errorf(fmt.Sprintf("hosts[%d].scripts", hi), "required: host %q runs the failback scripts of job %q (jobs[%d].failback.application.host); set its scripts dir", f.Application.Host, j.Name, i)
+			}
+		}
 		if !j.Application.HasScripts() {
 			continue
 		}
@@ -688,10 +770,20 @@ func (k *checker) scriptDirs() {
 func (k *checker) crossJob() {
 	jobs := k.c.Jobs
 	for i := range jobs {
-		for j := 0; j < i; j++ {
-			a, b := jobs[i].Target, jobs[j].Target
-			if a.Storage != "" && a.Storage == b.Storage && a.Dataset != "" && b.Dataset != "" && overlaps(a.Dataset, b.Dataset) {
-				k.errorf(fmt.Sprintf("jobs[%d].target", i), "target %s overlaps the target %s of job %q (jobs[%d]): two jobs would overwrite each other", a, b, jobs[j].Name, j)
+		for _, a := range jobs[i].AllTargets() {
+			for j := 0; j < i; j++ {
+				for _, b := range jobs[j].AllTargets() {
+					if a.Storage == "" || a.Storage != b.Storage {
+						continue
+					}
+					for _, da := range a.Endpoint().List() {
+						for _, db := range b.Endpoint().List() {
+							if overlaps(da, db) {
+								k.errorf(fmt.Sprintf("jobs[%d].target", i), "target %s:%s overlaps the target %s:%s of job %q (jobs[%d]): two jobs would overwrite each other", a.Storage, da, b.Storage, db, jobs[j].Name, j)
+							}
+						}
+					}
+				}
 			}
 		}
 	}
@@ -702,11 +794,18 @@ func (k *checker) crossJob() {
 		}
 		rp := path.Clean(r.Path)
 		for j, other := range jobs {
-			for _, e := range []struct {
+			eps := []struct {
 				role string
 				ep   Endpoint
-			}{{"source", other.Source}, {"target", other.Target}} {
-				if e.ep.Storage != r.Storage || e.ep.Dataset == "" || !overlaps(rp, e.ep.Dataset) {
+			}{{"source", other.Source}}
+			for _, t := range other.AllTargets() {
+				eps = append(eps, struct {
+					role string
+					ep   Endpoint
+				}{"target", t.Endpoint()})
+			}
+			for _, e := range eps {
+				if e.ep.Storage != r.Storage || !slices.ContainsFunc(e.ep.List(), func(d string) bool { return d != "" && overlaps(rp, d) }) {
 					continue
 				}
 				whose := "its"

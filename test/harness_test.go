@@ -97,6 +97,9 @@ type envOptions struct {
 	heartbeat, scheduleToStart string
 	// a1SSH, when set, makes other agents reach host a1 over SSH.
 	a1SSH *sshtest.Server
+	// config replaces envConfig (same format arguments); storage dirs are made for every
+	// storage/array-* path it names.
+	config string
 }
 
 func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
@@ -112,14 +115,18 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	}
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, agents: map[string]*exec.Cmd{}}
-	for _, d := range []string{"storage/array-a", "storage/array-b", "scripts"} {
+	tmpl := envConfig
+	if o.config != "" {
+		tmpl = o.config
+	}
+	for _, d := range []string{"storage/array-a", "storage/array-b", "storage/array-c", "scripts"} {
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
 	}
 	for _, s := range []string{"freeze.sh", "thaw.sh", "takeover.sh"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(testScript), 0o755))
 	}
 	e.cfgFile = filepath.Join(dir, "replctl.yaml")
-	require.NoError(t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(envConfig, dir, o.heartbeat, o.scheduleToStart, connect)), 0o644))
+	require.NoError(t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(tmpl, dir, o.heartbeat, o.scheduleToStart, connect)), 0o644))
 
 	e.ts = temporaltest.NewServer(temporaltest.WithT(t))
 	e.c = e.ts.GetDefaultClient()

@@ -27,6 +27,7 @@ func Replication(ctx workflow.Context, in ReplicationInput) (Status, error) {
 	if err != nil {
 		return w.status, err
 	}
+	w.in = in
 	return w.run(ctx)
 }
 
@@ -48,6 +49,13 @@ type replication struct {
 	roles  struct{ application, source, target *role }
 	epoch  int64
 	image  string
+	// images are the images of every dataset pushed (a consistency group has several).
+	images []string
+	// groups is set when the run uses the per-target pull (consistency groups, fan-out;
+	// versioned: runs recorded before it pulled one dataset to one target).
+	groups bool
+	// failback is the target a failback run copies from (nil: a replication).
+	failback *activities.TargetPlan
 	// quiesceStarted is set once the quiesce step was scheduled: from then on resume must run.
 	quiesceStarted bool
 	// takenOver are the failed hosts whose takeover script ran in this run.
@@ -56,6 +64,9 @@ type replication struct {
 
 func (w *replication) run(ctx workflow.Context) (Status, error) {
 	err := w.setup(ctx)
+	if err == nil && w.in.Direction == DirectionFailback {
+		err = w.setupFailback(ctx)
+	}
 	if err == nil {
 		err = w.replicate(ctx)
 	}
@@ -86,6 +97,16 @@ func (w *replication) setup(ctx workflow.Context) error {
 		return temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf(`bad workflow input: job %q: want {"job": "NAME"} with NAME matching %s`, w.in.Job, jobName), activities.ErrTypeBadInput, nil)
 	}
+	switch w.in.Direction {
+	case "", DirectionReplicate, DirectionFailback:
+	default:
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf(`bad workflow input: direction %q: want %q (default) or %q, e.g. {"job": %q, "direction": "failback"}`, w.in.Direction, DirectionReplicate, DirectionFailback, w.in.Job), activities.ErrTypeBadInput, nil)
+	}
+	if w.in.From != "" && w.in.Direction != DirectionFailback {
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf(`bad workflow input: "from" (%q) is only used with "direction": "failback"`, w.in.From), activities.ErrTypeBadInput, nil)
+	}
 	w.upsert(ctx, AttrJob.ValueSet(w.in.Job), AttrPhase.ValueSet(PhasePlanning))
 	// Any agent may plan: the activity runs on the shared queue every agent polls.
 	pctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -109,6 +130,8 @@ func (w *replication) setup(ctx workflow.Context) error {
 // is application-consistent; the pull runs after resume, so the application is frozen only
 // for the push.
 func (w *replication) replicate(ctx workflow.Context) error {
+	// Runs recorded before consistency groups and fan-out pulled one dataset to one target.
+	w.groups = w.failback != nil || workflow.GetVersion(ctx, "groups-fanout", workflow.DefaultVersion, 1) == 1
 	err := w.quiesce(ctx)
 	if err == nil {
 		err = w.push(ctx)
@@ -126,6 +149,9 @@ func (w *replication) replicate(ctx workflow.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	if w.groups {
+		return w.pullTargets(ctx)
 	}
 	return w.pull(ctx)
 }
@@ -178,27 +204,46 @@ func (w *replication) resume(ctx workflow.Context) error {
 
 func (w *replication) push(ctx workflow.Context) error {
 	w.setPhase(ctx, PhasePushing)
+	// A consistency group's datasets are all pushed in this one step, while quiesced: the
+	// images are of one point in time. A failback pushes the target's replicas.
+	storage, datasets := w.plan.Source.Storage, w.plan.Source.List()
+	if w.failback != nil {
+		storage, datasets = w.failback.Storage, w.failback.List()
+	}
 	return w.onRole(ctx, w.roles.source, "push", func(ctx workflow.Context, agent string, resume *activities.Progress) error {
-		src, err := w.plan.SourceDir(agent)
-		if err != nil {
-			return nonRetryable(err)
-		}
 		repo, err := w.plan.RepoDir(agent)
 		if err != nil {
 			return nonRetryable(err)
 		}
-		w.status.SourcePath = src
-		var res activities.PushResult
-		err = workflow.ExecuteActivity(ctx, activities.PushName, activities.PushInput{
-			Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: w.plan.Source.Dataset,
-			Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile}, Resume: resume,
-		}).Get(ctx, &res)
-		if err != nil {
-			return err
+		images := make([]string, len(datasets))
+		var total Progress
+		for i, ds := range datasets {
+			src, err := w.plan.DatasetDir(agent, storage, ds)
+			if err != nil {
+				return nonRetryable(err)
+			}
+			if i == 0 {
+				w.status.SourcePath = src
+			}
+			var res activities.PushResult
+			err = workflow.ExecuteActivity(ctx, activities.PushName, activities.PushInput{
+				Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: ds,
+				Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile}, Resume: resume,
+				FollowLink: w.failback != nil,
+			}).Get(ctx, &res)
+			if err != nil {
+				return err
+			}
+			images[i] = res.ImageID
+			total.BytesDone += res.Bytes
+			total.FilesDone += res.Files
 		}
-		w.image = res.ImageID
-		w.status.Image = res.ImageID
-		w.status.Progress = Progress{Step: "push", BytesDone: res.Bytes, BytesTotal: res.Bytes, FilesDone: res.Files, FilesTotal: res.Files}
+		w.image, w.images = images[0], images
+		w.status.Image = images[0]
+		if len(images) > 1 {
+			w.status.Images = images
+		}
+		w.status.Progress = Progress{Step: "push", BytesDone: total.BytesDone, BytesTotal: total.BytesDone, FilesDone: total.FilesDone, FilesTotal: total.FilesDone}
 		return nil
 	})
 }

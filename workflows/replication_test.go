@@ -28,6 +28,9 @@ type fakeAgents struct {
 	fail func(kind, agent string) error
 	// plan, if set, edits the plan the fake Plan activity returns.
 	plan func(*activities.Plan)
+	// pushes and pulls are the inputs of every push and pull, in order.
+	pushes []activities.PushInput
+	pulls  []activities.PullInput
 }
 
 func agentOf(ctx context.Context) string {
@@ -53,15 +56,25 @@ func (f *fakeAgents) RunScript(ctx context.Context, in activities.ScriptInput) (
 func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activities.PushResult, error) {
 	agent := agentOf(ctx)
 	f.record("push@" + agent)
+	f.mu.Lock()
+	f.pushes = append(f.pushes, in)
+	f.mu.Unlock()
 	if err := f.fail("push", agent); err != nil {
 		return activities.PushResult{}, err
 	}
-	return activities.PushResult{Agent: agent, ImageID: "img-1", Bytes: 10, Files: 2}, nil
+	img := "img-1"
+	if in.Dataset != "orders" {
+		img = "img-" + in.Dataset
+	}
+	return activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2}, nil
 }
 
 func (f *fakeAgents) Pull(ctx context.Context, in activities.PullInput) (activities.PullResult, error) {
 	agent := agentOf(ctx)
-	f.record("pull@" + agent)
+	f.mu.Lock() // calls and pulls in the same order, even for parallel pulls
+	f.calls = append(f.calls, "pull@"+agent)
+	f.pulls = append(f.pulls, in)
+	f.mu.Unlock()
 	if err := f.fail("pull", agent); err != nil {
 		return activities.PullResult{}, err
 	}
@@ -70,20 +83,34 @@ func (f *fakeAgents) Pull(ctx context.Context, in activities.PullInput) (activit
 
 func testPlan() activities.Plan {
 	host := func(name string) activities.HostPlan {
-		return activities.HostPlan{Name: name, Queue: activities.HostQueue(name), Scripts: "/scripts", Mounts: []activities.Mount{{Storage: "a", Path: "/a"}, {Storage: "b", Path: "/b"}}}
+		return activities.HostPlan{Name: name, Queue: activities.HostQueue(name), Scripts: "/scripts", Mounts: []activities.Mount{{Storage: "a", Path: "/a"}, {Storage: "b", Path: "/b"}, {Storage: "c", Path: "/c"}}}
 	}
 	return activities.Plan{
 		Job: "orders", Source: activities.Endpoint{Storage: "a", Dataset: "orders"}, Target: activities.Endpoint{Storage: "b", Dataset: "orders"},
 		Application:       activities.Application{Host: "a1", Quiesce: "freeze.sh", Resume: "thaw.sh", Takeover: "takeover.sh", Timeout: time.Minute},
 		Order:             activities.Order{Application: []string{"a1", "a2"}, Source: []string{"a1", "a2", "b2"}, Target: []string{"b1", "b2"}},
-		Hosts:             []activities.HostPlan{host("a1"), host("a2"), host("b1"), host("b2")},
+		Hosts:             []activities.HostPlan{host("a1"), host("a2"), host("b1"), host("b2"), host("c1")},
 		Timeouts:          activities.Timeouts{Heartbeat: 2 * time.Second, ScheduleToStart: 3 * time.Second, StartToClose: time.Hour},
 		OnUnreachableHost: "fail", Retention: activities.Retention{Replicas: 3, Images: 10},
 		Repository: activities.Repository{Storage: "b", Path: ".replctl/repository"},
 	}
 }
 
+func (f *fakeAgents) PublishGroup(ctx context.Context, in activities.PublishGroupInput) (activities.PublishGroupResult, error) {
+	agent := agentOf(ctx)
+	f.record("publish@" + agent)
+	if err := f.fail("publish", agent); err != nil {
+		return activities.PublishGroupResult{}, err
+	}
+	return activities.PublishGroupResult{Agent: agent, Current: in.TargetRoot + "/.replctl/groups/" + in.Job + "/current", Links: in.Datasets, Epoch: in.Epoch}, nil
+}
+
 func runWorkflow(t *testing.T, f *fakeAgents) (Status, error, *testsuite.TestWorkflowEnvironment) {
+	t.Helper()
+	return runWorkflowInput(t, f, ReplicationInput{Job: "orders"})
+}
+
+func runWorkflowInput(t *testing.T, f *fakeAgents, in ReplicationInput) (Status, error, *testsuite.TestWorkflowEnvironment) {
 	t.Helper()
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
@@ -101,7 +128,8 @@ func runWorkflow(t *testing.T, f *fakeAgents) (Status, error, *testsuite.TestWor
 	env.RegisterActivityWithOptions(f.RunScript, activityOptions(activities.RunScriptName))
 	env.RegisterActivityWithOptions(f.Push, activityOptions(activities.PushName))
 	env.RegisterActivityWithOptions(f.Pull, activityOptions(activities.PullName))
-	env.ExecuteWorkflow(ReplicationWorkflowName, ReplicationInput{Job: "orders"})
+	env.RegisterActivityWithOptions(f.PublishGroup, activityOptions(activities.PublishGroupName))
+	env.ExecuteWorkflow(ReplicationWorkflowName, in)
 	require.True(t, env.IsWorkflowCompleted())
 	var st Status
 	err := env.GetWorkflowError()

@@ -29,7 +29,18 @@ const (
 // form can start a run with {"job": "NAME"}.
 type ReplicationInput struct {
 	Job string `json:"job"`
+	// Direction is "replicate" (the default, also "") or "failback": copy the target's
+	// current replica back to the source (replctl failback).
+	Direction string `json:"direction,omitempty"`
+	// From is the target storage a failback copies from ("" = the job's first target).
+	From string `json:"from,omitempty"`
 }
+
+// Directions of a run.
+const (
+	DirectionReplicate = "replicate"
+	DirectionFailback  = "failback"
+)
 
 // Status is what the status query returns while a run goes on, and the run's result.
 type Status struct {
@@ -42,6 +53,13 @@ type Status struct {
 	SourcePath string     `json:"source_path,omitempty"`
 	Image      string     `json:"image,omitempty"`
 	Replica    *Replica   `json:"replica,omitempty"`
+	// Direction is set for a failback run.
+	Direction string `json:"direction,omitempty"`
+	// Images are the images of every dataset of a consistency group, in config order.
+	Images []string `json:"images,omitempty"`
+	// Targets is the result per target (every target of a fan-out; the one target of a
+	// consistency group).
+	Targets []TargetStatus `json:"targets,omitempty"`
 	// QuiescedHost names the application host while it is quiesced; a run that ends with it
 	// set left the application frozen.
 	QuiescedHost string                    `json:"quiesced_host,omitempty"`
@@ -69,6 +87,29 @@ type Takeover struct {
 	To     string    `json:"to,omitempty"`
 	Reason string    `json:"reason"`
 	Time   time.Time `json:"time"`
+	// Target is the target storage of a fan-out pull's takeover.
+	Target string `json:"target,omitempty"`
+}
+
+// Phases of one target of a run (TargetStatus.Phase).
+const (
+	TargetPending    = "pending"
+	TargetPulling    = "pulling"
+	TargetPublishing = "publishing"
+	TargetCompleted  = "completed"
+	TargetFailed     = "failed"
+)
+
+// TargetStatus is one target's part of a run: its own pull step and takeover order.
+type TargetStatus struct {
+	Storage string `json:"storage"`
+	Phase   string `json:"phase"`
+	Agent   string `json:"agent,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Replicas holds one replica per dataset (a consistency group has several).
+	Replicas []Replica `json:"replicas,omitempty"`
+	// Group is the group's current link once a consistency group is published.
+	Group string `json:"group,omitempty"`
 }
 
 // Progress of the data steps as last reported to the workflow (at the end of each step;
@@ -83,6 +124,8 @@ type Progress struct {
 
 // Replica is the replica a run published.
 type Replica struct {
+	// Dataset is the target dataset (set for runs with per-target results).
+	Dataset  string `json:"dataset,omitempty"`
 	Name     string `json:"name"`
 	Path     string `json:"path"`
 	Link     string `json:"link"`

@@ -45,6 +45,8 @@ type role struct {
 	tried []string
 	// pending are failed hosts whose takeover script the next agent runs before the step.
 	pending []string
+	// target is the target storage of one pull of a fan-out ("" otherwise).
+	target string
 }
 
 func newRole(name string, order []string) *role {
@@ -123,7 +125,7 @@ func (w *replication) takeover(ctx workflow.Context, r *role, step, agent, reaso
 	r.tried = append(r.tried, agent+": "+reason)
 	r.pending = append(r.pending, agent)
 	r.idx++
-	t := Takeover{Role: r.name, Step: step, From: agent, To: r.current(), Reason: reason, Time: workflow.Now(ctx)}
+	t := Takeover{Role: r.name, Step: step, From: agent, To: r.current(), Reason: reason, Time: workflow.Now(ctx), Target: r.target}
 	w.status.Takeovers = append(w.status.Takeovers, t)
 	workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"job": w.plan.Job, "role": r.name, "step": step, "reason": reasonKind(reason)}).
 		Counter("replctl_takeovers_total").Inc(1)

@@ -194,11 +194,17 @@ func (l layout) currentReplica() (string, error) {
 	}
 
 	abs := filepath.Join(filepath.Dir(l.link), target)
-	if filepath.Dir(abs) != l.replicas {
+	if filepath.Dir(abs) == l.replicas {
+		return filepath.Base(abs), nil
+	}
+
+	// A consistency group's dataset links through the group's current link
+	// (T/.replctl/groups/<job>/current/<D>, see group.go): follow it.
+	if !strings.HasPrefix(abs, filepath.Join(l.root, replctlDir, "groups")+string(filepath.Separator)) {
 		return "", notOurs
 	}
 
-	return filepath.Base(abs), nil
+	return l.groupReplica()
 }
 
 // replicaMeta is written next to each published replica (meta/<name>.json).

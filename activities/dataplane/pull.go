@@ -61,6 +61,10 @@ type PullRequest struct {
 	WriteDeadline time.Time
 	// Parallel file writers/verifiers (default runtime.NumCPU()).
 	Parallel int
+	// Defer builds, verifies and moves the replica into place (with its meta record) but
+	// leaves T/D and retention alone: PublishGroup points every dataset of a consistency
+	// group at its new replica at once.
+	Defer bool
 }
 
 // PullResult describes a pull. On error the fields known so far are set
@@ -155,7 +159,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 			return res, badInput("ReplicaName", "replica %s already exists", res.ReplicaPath)
 		}
 
-		if cur != req.ReplicaName {
+		if cur != req.ReplicaName && !req.Defer {
 			// This attempt publishes what the earlier one built: the record says so.
 			m.Agent, m.Epoch, m.Published = req.Agent, req.Epoch, time.Now().UTC()
 			err := fence.withLock(func() error {
@@ -181,7 +185,9 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 		res.Verified, res.StagingPath = true, ""
 		res.PublishedBy, res.PublishedEpoch = m.Agent, m.Epoch
-		l.retain(req.Keep, req.Epoch, r.log)
+		if !req.Defer {
+			l.retain(req.Keep, req.Epoch, r.log)
+		}
 
 		return res, nil
 	}
@@ -264,7 +270,9 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	res.StagingPath = ""
 
-	l.retain(req.Keep, req.Epoch, r.log)
+	if !req.Defer {
+		l.retain(req.Keep, req.Epoch, r.log)
+	}
 
 	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,
 		"files", res.Files, "linked", res.Linked, "restored", res.Restored)
@@ -859,6 +867,10 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 
 		if err := syncDir(l.replicas); err != nil {
 			return err
+		}
+
+		if req.Defer {
+			return nil
 		}
 
 		return l.swapLink(final)

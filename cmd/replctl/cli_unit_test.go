@@ -227,3 +227,30 @@ func TestMeasureTreeCountsHardLinksOnce(t *testing.T) {
 	require.GreaterOrEqual(t, r2.AddedBytes, int64(32<<10))
 	require.Less(t, r2.AddedBytes, int64(64<<10), "the shared file is not counted again")
 }
+
+// Fan-out and group runs show a line per target (with its datasets) and name the target of
+// a takeover; a plain run does not get target lines.
+func TestPrintStatusTargets(t *testing.T) {
+	v := statusView{WorkflowID: "replctl-orders"}
+	v.Job, v.RunID, v.Phase = "orders", "r1", workflows.PhaseFailed
+	v.Images = []string{"i1", "i2"}
+	v.Targets = []workflows.TargetStatus{
+		{Storage: "array-b", Phase: workflows.TargetCompleted, Agent: "b2", Group: "/b/.replctl/groups/orders/current",
+			Replicas: []workflows.Replica{{Dataset: "orders/db", Path: "/b/.replctl/replicas/db/r", Verified: true}, {Dataset: "orders/logs", Path: "/b/.replctl/replicas/logs/r", Verified: true}}},
+		{Storage: "array-c", Phase: workflows.TargetFailed, Agent: "c1", Error: "pull failed on every target agent in order [c1]"},
+	}
+	v.Takeovers = []workflows.Takeover{{Role: "target", Step: "pull", From: "b1", To: "b2", Reason: "heartbeat timeout", Target: "array-b"}}
+	var out bytes.Buffer
+	printStatus(&out, v)
+	s := out.String()
+	require.Contains(t, s, "images          i1, i2 (one point in time)")
+	require.Contains(t, s, "target array-b  completed on b2: 2 datasets published together (/b/.replctl/groups/orders/current)")
+	require.Contains(t, s, "  orders/logs   /b/.replctl/replicas/logs/r (verified=true)")
+	require.Contains(t, s, "target array-c  failed on c1: pull failed on every target agent in order [c1]")
+	require.Contains(t, s, "target array-b pull: b1 -> b2")
+
+	out.Reset()
+	v.Images, v.Targets, v.Takeovers = nil, []workflows.TargetStatus{{Storage: "array-b", Phase: workflows.TargetCompleted, Replicas: []workflows.Replica{{Dataset: "orders"}}}}, nil
+	printStatus(&out, v)
+	require.NotContains(t, out.String(), "target array-b")
+}

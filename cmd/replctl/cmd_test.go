@@ -117,3 +117,17 @@ func TestMaintainParsesArgs(t *testing.T) {
 	_, err = run(t, NewCmdMaintain(f, nil))
 	assert.Equal(t, ExitUsage, exitCode(err))
 }
+
+func TestFailbackParsesArgsAndFlags(t *testing.T) {
+	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+	var got *FailbackOptions
+	cmd := NewCmdFailback(f, func(o *FailbackOptions) error { got = o; return nil })
+	_, err := run(t, cmd, "orders", "--from", "array-b", "--wait", "-o", "json")
+	require.NoError(t, err)
+	assert.Equal(t, &FailbackOptions{Job: "orders", From: "array-b", Wait: true, Output: "json"}, got)
+	for _, args := range [][]string{{}, {"a", "b"}, {"orders", "-o", "yaml"}} {
+		cmd := NewCmdFailback(f, func(*FailbackOptions) error { t.Fatal("must not run"); return nil })
+		_, err := run(t, cmd, args...)
+		assert.Equal(t, ExitUsage, exitCode(err), "args %v: %v", args, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -298,7 +299,12 @@ func describeInput(r *historyRow, in *commonpb.Payloads, dc converter.DataConver
 		var pi activities.PullInput
 		if dc.FromPayloads(in, &pi) == nil {
 			r.Detail = fmt.Sprintf("epoch %d", pi.Epoch)
+			if pi.Defer || pi.InPlace {
+				r.Detail += " dataset " + pi.Dataset
+			}
 		}
+	case activities.PublishGroupName:
+		r.Step = "publish"
 	case activities.PlanName:
 		r.Step, r.Agent, r.Host = "plan", "", ""
 	default:
@@ -331,6 +337,11 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 		var p activities.PullResult
 		if dc.FromPayloads(res, &p) == nil {
 			r.Detail = fmt.Sprintf("replica %s (verified=%t, epoch %d): %d files, %s", p.ReplicaName, p.Verified, p.Epoch, p.Files, humanBytes(p.Bytes))
+		}
+	case activities.PublishGroupName:
+		var p activities.PublishGroupResult
+		if dc.FromPayloads(res, &p) == nil {
+			r.Detail = fmt.Sprintf("group of %d datasets published: %s -> %s (epoch %d)", len(p.Links), p.Current, filepath.Base(p.Dir), p.Epoch)
 		}
 	}
 	if r.Agent == "" {

@@ -102,7 +102,7 @@ func runReplicas(f *Factory, o *ReplicasOptions) error {
 // targetRoot is the job's target storage path as this machine sees it (from the config),
 // with a clear error when it is not configured or not reachable.
 func targetRoot(cfg *config.Config, j *config.Job) (string, error) {
-	st, err := cfg.StorageByName(j.Target.Storage)
+	st, err := cfg.StorageByName(j.AllTargets()[0].Storage)
 	if err != nil {
 		return "", err
 	}
@@ -125,11 +125,14 @@ func listJobReplicas(cfg *config.Config, j *config.Job, measure bool, now time.T
 	if err != nil {
 		return nil, err
 	}
-	infos, err := dataplane.ListReplicas(root, j.Target.Dataset)
+	// The first target's first dataset: a group's replicas share their names, so one
+	// dataset's list is the group's.
+	ds := j.AllTargets()[0].Endpoint().List()[0]
+	infos, err := dataplane.ListReplicas(root, ds)
 	if err != nil {
-		return nil, fmt.Errorf("job %s: list replicas of dataset %s under %s: %w", j.Name, j.Target.Dataset, root, err)
+		return nil, fmt.Errorf("job %s: list replicas of dataset %s under %s: %w", j.Name, ds, root, err)
 	}
-	v := &replicasView{Job: j.Name, TargetRoot: root, Dataset: j.Target.Dataset, Link: filepath.Join(root, filepath.FromSlash(j.Target.Dataset)), Replicas: []replicaRow{}}
+	v := &replicasView{Job: j.Name, TargetRoot: root, Dataset: ds, Link: filepath.Join(root, filepath.FromSlash(ds)), Replicas: []replicaRow{}}
 	for _, ri := range infos {
 		r := replicaRow{Name: ri.Name, Path: ri.Path, Current: ri.Current, Published: ri.ModTime, Age: now.Sub(ri.ModTime).Round(time.Second).String()}
 		if m, err := readReplicaMeta(ri.Path); err == nil {

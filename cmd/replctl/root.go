@@ -191,7 +191,8 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError("%v (see %s --help)", err, c.CommandPath()) })
 
 	cmd.AddCommand(NewCmdServer(f, nil), NewCmdAgent(f, nil), NewCmdDev(f, nil), withJobCompletion(f, NewCmdStart(f, nil)), NewCmdStatus(f, nil), NewCmdConfig(f),
-		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil))
+		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil),
+		withJobCompletion(f, NewCmdFailback(f, nil)))
 	return cmd
 }
 

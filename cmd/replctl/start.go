@@ -19,6 +19,9 @@ type StartOptions struct {
 	Job    string
 	Wait   bool
 	Output string
+	// Direction and From are set by `replctl failback` (see workflows.ReplicationInput).
+	Direction string
+	From      string
 }
 
 // NewCmdStart is `replctl start JOB [--wait]`.
@@ -69,7 +72,7 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 		WorkflowIDReusePolicy:                    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowIDConflictPolicy:                 enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: o.Job})
+	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: o.Job, Direction: o.Direction, From: o.From})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
 		return fmt.Errorf("a run of job %s is already in progress (run %s): see `replctl status %s`", o.Job, already.RunId, o.Job)
@@ -77,7 +80,11 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 	if err != nil {
 		return fmt.Errorf("start job %s: %w", o.Job, err)
 	}
-	fmt.Fprintf(f.ErrOut, "started job %s: workflow %s run %s\n", o.Job, run.GetID(), run.GetRunID())
+	what := "job " + o.Job
+	if o.Direction == workflows.DirectionFailback {
+		what = "failback of job " + o.Job
+	}
+	fmt.Fprintf(f.ErrOut, "started %s: workflow %s run %s\n", what, run.GetID(), run.GetRunID())
 	if !o.Wait {
 		return nil
 	}

@@ -421,11 +421,16 @@ func printStatus(w io.Writer, v statusView) {
 		}
 	}
 	fmt.Fprintf(tw, "phase\t%s\n", phase)
+	if s.Direction != "" {
+		fmt.Fprintf(tw, "direction\t%s: the target's replica is copied back to the source\n", s.Direction)
+	}
 	fmt.Fprintf(tw, "agents\tapplication=%s source=%s target=%s\n", dash(s.Agents.Application), dash(s.Agents.Source), dash(s.Agents.Target))
 	if s.SourcePath != "" {
 		fmt.Fprintf(tw, "source\t%s\n", s.SourcePath)
 	}
-	if s.Image != "" {
+	if len(s.Images) > 1 {
+		fmt.Fprintf(tw, "images\t%s (one point in time)\n", strings.Join(s.Images, ", "))
+	} else if s.Image != "" {
 		fmt.Fprintf(tw, "image\t%s\n", s.Image)
 	}
 	if s.Progress.Step != "" {
@@ -437,6 +442,14 @@ func printStatus(w io.Writer, v statusView) {
 	if r := s.Replica; r != nil {
 		fmt.Fprintf(tw, "replica\t%s (verified=%t, by %s, epoch %d)\n", r.Path, r.Verified, r.Agent, r.Epoch)
 		fmt.Fprintf(tw, "published at\t%s\n", r.Link)
+	}
+	if showTargets(s) {
+		for _, t := range s.Targets {
+			fmt.Fprintf(tw, "target %s\t%s\n", t.Storage, targetLine(t))
+			for _, r := range t.Replicas {
+				fmt.Fprintf(tw, "  %s\t%s (verified=%t)\n", r.Dataset, r.Path, r.Verified)
+			}
+		}
 	}
 	for _, t := range s.Takeovers {
 		fmt.Fprintf(tw, "takeover\t%s\n", takeoverLine(t))
@@ -473,7 +486,32 @@ func takeoverLine(t workflows.Takeover) string {
 	if to == "" {
 		to = "(none left)"
 	}
-	return fmt.Sprintf("%s %s: %s -> %s at %s: %s", t.Role, t.Step, t.From, to, t.Time.Local().Format("15:04:05.000"), t.Reason)
+	r := t.Role
+	if t.Target != "" {
+		r += " " + t.Target
+	}
+	return fmt.Sprintf("%s %s: %s -> %s at %s: %s", r, t.Step, t.From, to, t.Time.Local().Format("15:04:05.000"), t.Reason)
+}
+
+// showTargets: per-target lines only say more than the replica line for fan-out and groups.
+func showTargets(s workflows.Status) bool {
+	return len(s.Targets) > 1 || (len(s.Targets) == 1 && (len(s.Targets[0].Replicas) > 1 || s.Targets[0].Group != "" || s.Targets[0].Phase == workflows.TargetFailed))
+}
+
+func targetLine(t workflows.TargetStatus) string {
+	out := t.Phase
+	if t.Agent != "" {
+		out += " on " + t.Agent
+	}
+	switch {
+	case t.Error != "":
+		out += ": " + t.Error
+	case t.Group != "" && t.Phase == workflows.TargetCompleted:
+		out += fmt.Sprintf(": %d datasets published together (%s)", len(t.Replicas), t.Group)
+	case len(t.Replicas) == 1 && t.Phase == workflows.TargetCompleted:
+		out += ": published " + t.Replicas[0].Link
+	}
+	return out
 }
 
 func rpoLine(r *rpoView) string {

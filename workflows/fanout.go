@@ -1,0 +1,173 @@
+package workflows
+
+// Per-target pulls: consistency groups (several datasets published together, all or none),
+// fan-out (one source, several targets, each with its own pull step and takeover order) and
+// failback (the target's replica copied back to the source).
+
+import (
+	"fmt"
+	"strings"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replctl/replctl/activities"
+)
+
+// pullTargets pulls the images to every target. Targets run in parallel (one coroutine
+// each, deterministic); a failed target does not stop the others, but fails the run.
+func (w *replication) pullTargets(ctx workflow.Context) error {
+	w.setPhase(ctx, PhasePulling)
+	targets := w.plan.AllTargets()
+	if w.failback != nil {
+		// Failback: the source storage is the one target, written in place.
+		targets = []activities.TargetPlan{{Endpoint: w.plan.Source, Order: w.plan.Order.Source}}
+	}
+	w.status.Targets = make([]TargetStatus, len(targets))
+	roles := make([]*role, len(targets))
+	for i, t := range targets {
+		w.status.Targets[i] = TargetStatus{Storage: t.Storage, Phase: TargetPending}
+		roles[i] = newRole(RoleTarget, t.Order)
+		if len(targets) > 1 {
+			roles[i].target = t.Storage
+		}
+	}
+	if w.failback != nil {
+		roles[0] = w.roles.target
+	}
+	errs := make([]error, len(targets))
+	if len(targets) == 1 {
+		errs[0] = w.pullTarget(ctx, 0, targets[0], roles[0])
+	} else {
+		wg := workflow.NewWaitGroup(ctx)
+		for i := range targets {
+			wg.Add(1)
+			workflow.Go(ctx, func(ctx workflow.Context) {
+				defer wg.Done()
+				errs[i] = w.pullTarget(ctx, i, targets[i], roles[i])
+			})
+		}
+		wg.Wait(ctx)
+	}
+	var failed []string
+	var first error
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		if temporal.IsCanceledError(err) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
+		failed = append(failed, fmt.Sprintf("target %s: %s", targets[i].Storage, rootMessage(err)))
+	}
+	switch {
+	case first == nil:
+		return nil
+	case len(targets) == 1:
+		return first
+	}
+	ok := len(targets) - len(failed)
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("%d of %d targets failed (%d published): %s", len(failed), len(targets), ok, strings.Join(failed, "; ")), "TargetsFailed", first)
+}
+
+// pullTarget is one target's pull step: every dataset is pulled (a group's with its
+// publish deferred) and a group is then published at once, all under the takeover protocol.
+func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.TargetPlan, r *role) error {
+	ts := &w.status.Targets[idx]
+	info := workflow.GetInfo(ctx)
+	replicaName := info.WorkflowStartTime.UTC().Format("20060102T150405Z") + "-" + shortID(info.WorkflowExecution.RunID)
+	srcs := w.plan.Source.List()
+	if w.failback != nil {
+		srcs = w.failback.List()
+	}
+	group := t.Group() && w.failback == nil
+	err := w.onRole(ctx, r, "pull", func(ctx workflow.Context, agent string, resume *activities.Progress) error {
+		ts.Agent, ts.Phase, ts.Replicas = agent, TargetPulling, nil
+		root, err := w.plan.RootOf(agent, t.Storage)
+		if err != nil {
+			return nonRetryable(err)
+		}
+		repo, err := w.plan.RepoDir(agent)
+		if err != nil {
+			return nonRetryable(err)
+		}
+		var done Progress
+		for i, ds := range t.List() {
+			in := activities.PullInput{
+				Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, ImageID: w.images[i], TargetRoot: root,
+				Dataset: ds, Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile},
+				ReplicaName: replicaName, Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
+				SourceDataset: srcs[i], KeepImages: w.plan.Retention.Images, Verify: w.plan.Verify,
+				Defer: group, InPlace: w.failback != nil,
+			}
+			if w.failback != nil {
+				in.KeepImages = 0
+			}
+			if resume != nil && resume.Step == "pull" && (resume.Dataset == "" || resume.Dataset == ds) {
+				in.ResumeFrom = resume.Staging
+			}
+			var res activities.PullResult
+			if err := workflow.ExecuteActivity(ctx, activities.PullName, in).Get(ctx, &res); err != nil {
+				return err
+			}
+			done.BytesDone += res.Bytes
+			done.FilesDone += res.Files
+			ts.Replicas = append(ts.Replicas, Replica{Dataset: ds, Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Linked: res.Linked, Restored: res.Restored, ResumedFrom: res.ResumedFrom})
+			if res.SavedPrevious != "" {
+				w.note(fmt.Sprintf("failback: the directory that was at %s is kept at %s", res.LinkPath, res.SavedPrevious))
+			}
+		}
+		if group {
+			ts.Phase = TargetPublishing
+			var res activities.PublishGroupResult
+			err := workflow.ExecuteActivity(ctx, activities.PublishGroupName, activities.PublishGroupInput{
+				Job: w.plan.Job, Agent: agent, TargetRoot: root, ReplicaName: replicaName, Datasets: t.List(),
+				Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
+			}).Get(ctx, &res)
+			if err != nil {
+				return err
+			}
+			ts.Group = res.Current
+		}
+		if idx == 0 {
+			w.status.Progress = Progress{Step: "pull", BytesDone: done.BytesDone, BytesTotal: done.BytesDone, FilesDone: done.FilesDone, FilesTotal: done.FilesDone}
+			rep := ts.Replicas[0]
+			w.status.Replica = &rep
+		}
+		return nil
+	})
+	if err != nil {
+		ts.Phase, ts.Error = TargetFailed, rootMessage(err)
+		return err
+	}
+	ts.Phase = TargetCompleted
+	return nil
+}
+
+// setupFailback turns the plan around for a failback: the application is the target
+// side's (failback.application, if configured), the target's order pushes its current
+// replica, and the source order writes it back into the source dataset.
+func (w *replication) setupFailback(ctx workflow.Context) error {
+	t, err := w.plan.FindTarget(w.in.From)
+	if err != nil {
+		return temporal.NewNonRetryableApplicationError("bad workflow input: "+err.Error(), activities.ErrTypeBadInput, nil)
+	}
+	w.failback = &t
+	w.status.Direction = DirectionFailback
+	app := activities.Application{Host: t.Order[0], Timeout: w.plan.Application.Timeout}
+	if w.plan.Failback != nil {
+		app = *w.plan.Failback
+	} else {
+		w.note("job has no failback.application: the target side's application is not quiesced; stop it before failing back")
+	}
+	w.plan.Application = app
+	w.roles.application = newRole(RoleApplication, []string{app.Host})
+	w.roles.source = newRole(RoleSource, t.Order)
+	w.roles.target = newRole(RoleTarget, w.plan.Order.Source)
+	w.upsert(ctx, AttrSourceStorage.ValueSet(t.Storage), AttrTargetStorage.ValueSet(w.plan.Source.Storage))
+	return nil
+}
