@@ -293,6 +293,11 @@ type PullInput struct {
 	// KeepImages are deleted from the repository (0 = keep all).
 	SourceDataset string
 	KeepImages    int
+	// KeepWithin and KeepImagesWithin add keep-within windows to Keep and KeepImages (0 = off).
+	// When a workflow sends neither (runs started before the workflow passed them), the pull
+	// reads them from the agent's config for the job.
+	KeepWithin       time.Duration
+	KeepImagesWithin time.Duration
 }
 
 // PullResult names the replica a pull published.
@@ -337,6 +342,9 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		return PullResult{}, err
 	}
 	defer hb.stop()
+	if in.KeepWithin == 0 && in.KeepImagesWithin == 0 {
+		in.KeepWithin, in.KeepImagesWithin = a.keepWithinFromConfig(ctx, in.Job)
+	}
 	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
 		Repo:          a.repoConfig(in.Repo),
 		Job:           in.Job,
@@ -350,6 +358,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		ResumeFrom:    resumeFrom,
 		Verify:        in.Verify,
 		Keep:          in.Keep,
+		KeepWithin:    in.KeepWithin,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)) })
 	observe(ctx, in.Job, "pull", start, err, res.Bytes, res.Files)
 	if err != nil {
@@ -358,7 +367,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	if in.KeepImages > 0 {
 		// Image retention is housekeeping: the replica is published, a failure here only
 		// leaves older images for the next run (or maintenance) to prune.
-		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, in.KeepImages); perr != nil {
+		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, dataplane.Retention{Last: in.KeepImages, Within: in.KeepImagesWithin}); perr != nil {
 			activity.GetLogger(ctx).Warn("image retention failed", "job", in.Job, "error", perr)
 		} else if n > 0 {
 			activity.GetLogger(ctx).Info("pruned images", "job", in.Job, "deleted", n)
@@ -367,6 +376,20 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
 	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, Duration: time.Since(start)}, nil
+}
+
+// keepWithinFromConfig returns the job's keep-within windows (replicas, images) from the
+// agent's config. Retention is housekeeping: a config that does not load keeps keep-last only.
+func (a *Agent) keepWithinFromConfig(ctx context.Context, job string) (replicas, images time.Duration) {
+	cfg, err := config.Load(a.ConfigFile)
+	if err == nil {
+		var j *config.Job
+		if j, err = cfg.Job(job); err == nil {
+			return j.Retention.ReplicasWithin, j.Retention.ImagesWithin
+		}
+	}
+	activity.GetLogger(ctx).Warn("keep_within not applied: cannot read the job's retention", "job", job, "error", err)
+	return 0, 0
 }
 
 // MaintainInput is the input of Maintain.

@@ -388,6 +388,9 @@ type specFingerprint struct {
 	PauseOnFailure bool   `json:"pause_on_failure,omitempty"`
 	TaskQueue      string `json:"task_queue"`
 	Workflow       string `json:"workflow"`
+	// Job and Full: the owner job and kind of a repository's maintenance schedule.
+	Job  string `json:"job,omitempty"`
+	Full bool   `json:"full,omitempty"`
 }
 
 func (s specFingerprint) String() string {
@@ -468,6 +471,8 @@ func syncSchedulesOnStart(ctx context.Context, f *Factory, c client.Client, cfg 
 type scheduleChange struct {
 	Job        string `json:"job,omitempty"`
 	ScheduleID string `json:"schedule_id"`
+	// Repository is set on a repository's maintenance schedule (storage:path); Job owns it.
+	Repository string `json:"repository,omitempty"`
 	// Change is created, updated, deleted or unchanged.
 	Change string `json:"change"`
 	Detail string `json:"detail,omitempty"`
@@ -499,6 +504,9 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 			fail(scheduleChange{Job: j.Name, ScheduleID: id, Change: "describe"}, err)
 			continue
 		}
+		if !exists {
+			desc = nil
+		}
 		if j.Schedule == nil {
 			if exists {
 				ch := scheduleChange{Job: j.Name, ScheduleID: id, Change: "deleted", Detail: "job has no schedule in the config"}
@@ -518,44 +526,22 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 			fail(scheduleChange{Job: j.Name, ScheduleID: id, Change: "created"}, err)
 			continue
 		}
-		if !exists {
-			ch := scheduleChange{Job: j.Name, ScheduleID: id, Change: "created", Detail: specSummary(fp)}
-			if !dryRun {
-				if _, err := sc.Create(ctx, want); err != nil {
-					fail(ch, err)
-					continue
-				}
-			}
-			changes = append(changes, ch)
+		ch, err := upsertSchedule(ctx, sc, h, desc, want, fp, scheduleChange{Job: j.Name, ScheduleID: id}, dryRun)
+		if err != nil {
+			fail(ch, err)
 			continue
-		}
-		diff := scheduleDiff(desc, want, fp)
-		paused := desc.Schedule.State != nil && desc.Schedule.State.Paused
-		if len(diff) == 0 {
-			changes = append(changes, scheduleChange{Job: j.Name, ScheduleID: id, Change: "unchanged", Detail: specSummary(fp), Paused: paused})
-			continue
-		}
-		ch := scheduleChange{Job: j.Name, ScheduleID: id, Change: "updated", Detail: strings.Join(diff, "; "), Paused: paused}
-		if !dryRun {
-			err := h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
-				s := in.Description.Schedule
-				spec := want.Spec
-				s.Spec = &spec
-				s.Action = want.Action
-				s.Policy = &client.SchedulePolicies{Overlap: want.Overlap, CatchupWindow: want.CatchupWindow, PauseOnFailure: want.PauseOnFailure}
-				// s.State is kept: an operator's pause survives a sync.
-				return &client.ScheduleUpdate{Schedule: &s}, nil
-			}})
-			if err != nil {
-				fail(ch, err)
-				continue
-			}
 		}
 		changes = append(changes, ch)
 	}
 
-	// Schedules of jobs that are no longer in the config. List is eventually consistent;
-	// the loop above already handled every job the config names.
+	mchanges, merrs := syncMaintenanceSchedules(ctx, sc, cfg, dryRun)
+	changes, errs = append(changes, mchanges...), append(errs, merrs...)
+	for _, ch := range mchanges {
+		wanted[ch.ScheduleID] = true
+	}
+
+	// Schedules of jobs (and repositories) that are no longer in the config. List is
+	// eventually consistent; the loops above already handled everything the config names.
 	it, err := sc.List(ctx, client.ScheduleListOptions{})
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list schedules: %w", err))
@@ -566,12 +552,15 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 				errs = append(errs, fmt.Errorf("list schedules: %w", err))
 				break
 			}
-			if !strings.HasPrefix(e.ID, scheduleIDPrefix) || wanted[e.ID] || slices.ContainsFunc(changes, func(ch scheduleChange) bool { return ch.ScheduleID == e.ID }) {
+			isMaint := strings.HasPrefix(e.ID, workflows.MaintenanceSchedulePrefix)
+			if !(strings.HasPrefix(e.ID, scheduleIDPrefix) || isMaint) || wanted[e.ID] || slices.ContainsFunc(changes, func(ch scheduleChange) bool { return ch.ScheduleID == e.ID }) {
 				continue
 			}
 			job := strings.TrimPrefix(e.ID, scheduleIDPrefix)
 			ch := scheduleChange{Job: job, ScheduleID: e.ID, Change: "deleted", Detail: "job is not in the config"}
-			if _, err := cfg.Job(job); err == nil {
+			if isMaint {
+				ch = scheduleChange{ScheduleID: e.ID, Change: "deleted", Detail: "repository maintenance: no job of the config uses the repository"}
+			} else if _, err := cfg.Job(job); err == nil {
 				ch.Detail = "job has no schedule in the config"
 			}
 			if !dryRun {
@@ -590,6 +579,39 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 		return changes, fmt.Errorf("schedule sync incomplete (the other schedules were synced): %w", errors.Join(errs...))
 	}
 	return changes, nil
+}
+
+// upsertSchedule creates the schedule want when desc is nil, else updates it when it differs
+// from want (keeping an operator's pause), and says what it did in ch.
+func upsertSchedule(ctx context.Context, sc client.ScheduleClient, h client.ScheduleHandle, desc *client.ScheduleDescription, want client.ScheduleOptions, fp specFingerprint, ch scheduleChange, dryRun bool) (scheduleChange, error) {
+	if desc == nil {
+		ch.Change, ch.Detail = "created", specSummary(fp)
+		if !dryRun {
+			if _, err := sc.Create(ctx, want); err != nil {
+				return ch, err
+			}
+		}
+		return ch, nil
+	}
+	diff := scheduleDiff(desc, want, fp)
+	ch.Paused = desc.Schedule.State != nil && desc.Schedule.State.Paused
+	if len(diff) == 0 {
+		ch.Change, ch.Detail = "unchanged", specSummary(fp)
+		return ch, nil
+	}
+	ch.Change, ch.Detail = "updated", strings.Join(diff, "; ")
+	if dryRun {
+		return ch, nil
+	}
+	return ch, h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
+		s := in.Description.Schedule
+		spec := want.Spec
+		s.Spec = &spec
+		s.Action = want.Action
+		s.Policy = &client.SchedulePolicies{Overlap: want.Overlap, CatchupWindow: want.CatchupWindow, PauseOnFailure: want.PauseOnFailure}
+		// s.State is kept: an operator's pause survives a sync.
+		return &client.ScheduleUpdate{Schedule: &s}, nil
+	}})
 }
 
 // scheduleDiff lists what differs between a described schedule and the wanted one.
@@ -613,8 +635,8 @@ func scheduleDiff(d *client.ScheduleDescription, want client.ScheduleOptions, fp
 	case !ok:
 		diff = append(diff, "action is not a workflow start")
 	default:
-		if name, _ := a.Workflow.(string); name != workflows.ScheduledWorkflowName {
-			diff = append(diff, fmt.Sprintf("workflow %q -> %q", name, workflows.ScheduledWorkflowName))
+		if name, _ := a.Workflow.(string); name != fp.Workflow {
+			diff = append(diff, fmt.Sprintf("workflow %q -> %q", name, fp.Workflow))
 		}
 		if a.TaskQueue != fp.TaskQueue {
 			diff = append(diff, fmt.Sprintf("task queue %q -> %q", a.TaskQueue, fp.TaskQueue))
@@ -668,6 +690,8 @@ func fingerprintDiff(old, cur specFingerprint) []string {
 	add("pause_on_failure", strconv.FormatBool(old.PauseOnFailure), strconv.FormatBool(cur.PauseOnFailure))
 	add("task_queue", old.TaskQueue, cur.TaskQueue)
 	add("workflow", old.Workflow, cur.Workflow)
+	add("job", old.Job, cur.Job)
+	add("full", strconv.FormatBool(old.Full), strconv.FormatBool(cur.Full))
 	return d
 }
 
@@ -721,8 +745,10 @@ func printScheduleChanges(w io.Writer, changes []scheduleChange, dryRun bool) {
 			state = "FAILED to " + strings.TrimSuffix(ch.Change, "d")
 		}
 		detail := ch.Detail
-		if ch.Paused {
+		if ch.Paused && ch.Repository == "" {
 			detail += " (paused: `replctl schedule unpause " + ch.Job + "`)"
+		} else if ch.Paused {
+			detail += " (paused on the server)"
 		}
 		if ch.Error != "" {
 			detail = ch.Error
