@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Screenshots of the Temporal Web UI served by `replctl dev`, taken with headless Chromium
 # (Debian: apt-get install -y chromium). Starts dev on non-default ports with a fresh state
-# dir, runs the job orders, then captures the workflow list (docs/ui-list.png) and the
-# finished run's event history (docs/ui-run.png). Not run by CI.
+# dir, runs the job orders, then captures the workflow list (docs/ui-list.png), the finished
+# run's timeline with the activity summaries (docs/ui-run.png) and its event history
+# (docs/ui-history.png). Not run by CI.
 #   PORT=17233 UI_PORT=18233 bash test/ui-screenshot.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +29,11 @@ done
 # A second run, so the list shows more than one row (and the UI a takeover-free history).
 rc start orders --wait >/dev/null
 shoot() { # $1 = output file, $2 = URL
-  "$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1400,1000 \
+  "$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1400,${HEIGHT:-1000} \
     --virtual-time-budget=15000 --screenshot="$1" "$2" >/dev/null 2>&1
   echo "wrote $1 ($2)"
 }
 base="http://127.0.0.1:$ui/namespaces/default/workflows"
 shoot docs/ui-list.png "$base"
-shoot docs/ui-run.png "$base/replctl-orders/$run/history"
+shoot docs/ui-run.png "$base/replctl-orders/$run/timeline"
+shoot docs/ui-history.png "$base/replctl-orders/$run/history"

@@ -458,7 +458,11 @@ func scheduleAction(job, taskQueue string, fp specFingerprint) *client.ScheduleW
 func syncSchedulesOnStart(ctx context.Context, f *Factory, c client.Client, cfg *config.Config) {
 	changes, err := syncSchedules(ctx, c, cfg, false)
 	for _, ch := range changes {
-		if ch.Change != "unchanged" && ch.Error == "" {
+		switch {
+		case ch.Change == "unchanged" || ch.Error != "":
+		case ch.Repository != "":
+			fmt.Fprintf(f.ErrOut, "maintenance schedule of repository %s %s (%s)\n", ch.Repository, ch.Change, ch.Detail)
+		default:
 			fmt.Fprintf(f.ErrOut, "schedule of job %s %s (%s)\n", ch.Job, ch.Change, ch.Detail)
 		}
 	}
