@@ -35,7 +35,8 @@ pids+=($!)
 for _ in $(seq 1 120); do rc list >/dev/null 2>&1 && break; sleep 1; done
 declare -A agent
 for h in a1 a2 b1 b2; do
-  rc agent --host "$h" >"$work/agent-$h.log" 2>&1 &
+  # The binary itself (not through rc): $! must be the agent's own pid for kill -9.
+  "$bin" --config "$cfg" --address "127.0.0.1:$port" --log-level warn agent --host "$h" >"$work/agent-$h.log" 2>&1 &
   agent[$h]=$!; pids+=($!)
 done
 sleep 3
@@ -57,12 +58,13 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 [ -n "$victim" ] || { echo "push never got going; watch output:"; cat "$work/watch.txt"; exit 1; }
-echo "kill -9 agent $victim (pid ${agent[$victim]}) at $(date +%T)"
+killed_at=$(date +%T)
 kill -9 "${agent[$victim]}"
+echo "kill -9 agent $victim (pid ${agent[$victim]}) at $killed_at"
 wait "$watch" && code=0 || code=$?
 {
   echo "# replctl status orders --watch   (stdout not a terminal: one line per change)"
-  echo "# push agent $victim killed with kill -9 at $(date +%T) after a third of the data; $size_mb MiB random data"
+  echo "# push agent $victim killed with kill -9 at $killed_at after a third of the data; $size_mb MiB random data"
   cat "$work/watch.txt"
   echo "# exit code: $code"
 } >"$out"
