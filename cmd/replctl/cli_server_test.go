@@ -279,14 +279,19 @@ func TestCLIAgainstRealServer(t *testing.T) {
 		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "unchanged", Detail: specSummary(fingerprintOf(e.cfg.Jobs[0].Schedule, "replctl")), Paused: true})
 		var views []*scheduleView
 		e.cliJSON(&views, "schedule", "list", "-o", "json")
-		require.Len(t, views, 1)
+		require.Len(t, views, 2, "the job's schedule and the shared repository's maintenance schedule")
 		require.True(t, views[0].Paused)
 		require.Equal(t, "array maintenance", views[0].Note)
+		require.Equal(t, "array-b:.replctl/repository", views[1].Repository)
+		require.Equal(t, "orders", views[1].Job, "the first job using the repository owns its maintenance")
+		require.Equal(t, "@daily", views[1].Cron)
+		require.True(t, views[1].Synced, "differences: %v", views[1].Differences)
 		_, _, err = e.cli("schedule", "unpause", "orders")
 		require.NoError(t, err)
 		out, _, err = e.cli("schedule", "list")
 		require.NoError(t, err)
 		require.Regexp(t, `orders\s+30 3 \* \* \*\s+active`, out)
+		require.Regexp(t, `maintenance array-b:.replctl/repository \(orders\)\s+@daily\s+active\s+-\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+in sync`, out)
 	})
 
 	var firstRun string

@@ -766,6 +766,8 @@ func printScheduleChanges(w io.Writer, changes []scheduleChange, dryRun bool) {
 type scheduleView struct {
 	Job        string `json:"job"`
 	ScheduleID string `json:"schedule_id"`
+	// Repository is set on a repository's maintenance schedule (storage:path); Job owns it.
+	Repository string `json:"repository,omitempty"`
 	// InConfig tells whether the config has a schedule for the job.
 	InConfig bool `json:"in_config"`
 	// Synced is false when the schedule differs from the config (run schedule sync).
@@ -1017,7 +1019,8 @@ func listSchedules(ctx context.Context, c client.Client, cfg *config.Config) ([]
 		}
 		views = append(views, newScheduleView(cfg, job, d))
 	}
-	return views, nil
+	mviews, err := listMaintenanceSchedules(ctx, c, cfg)
+	return append(views, mviews...), err
 }
 
 func printScheduleList(w io.Writer, views []*scheduleView) {
@@ -1053,7 +1056,11 @@ func printScheduleList(w io.Writer, views []*scheduleView) {
 		case !v.Synced:
 			conf = "differs"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Job, spec, state, last, next, conf)
+		who := v.Job
+		if v.Repository != "" {
+			who = "maintenance " + v.Repository + " (" + dash(v.Job) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", who, spec, state, last, next, conf)
 	}
 	tw.Flush()
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
@@ -93,4 +96,63 @@ func kindOf(fp specFingerprint) string {
 		return "full"
 	}
 	return "quick"
+}
+
+// listMaintenanceSchedules describes the maintenance schedules the config asks for and
+// those the server lists with their ID prefix (e.g. of a repository no job uses any more).
+func listMaintenanceSchedules(ctx context.Context, c client.Client, cfg *config.Config) ([]*scheduleView, error) {
+	uses := map[string]config.RepositoryUse{}
+	var ids []string
+	for _, u := range cfg.Repositories() {
+		id := workflows.MaintenanceScheduleID(u.Storage, u.Path)
+		uses[id] = u
+		if u.Maintenance.Cron != config.MaintenanceOff {
+			ids = append(ids, id)
+		}
+	}
+	it, err := c.ScheduleClient().List(ctx, client.ScheduleListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list schedules: %w", err)
+	}
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			return nil, fmt.Errorf("list schedules: %w", err)
+		}
+		if strings.HasPrefix(e.ID, workflows.MaintenanceSchedulePrefix) && !slices.Contains(ids, e.ID) {
+			ids = append(ids, e.ID)
+		}
+	}
+	var views []*scheduleView
+	for _, id := range ids {
+		u, inConfig := uses[id]
+		repo := u.Storage + ":" + u.Path
+		if !inConfig {
+			repo = "(not in the config)"
+		}
+		d, err := c.ScheduleClient().GetHandle(ctx, id).Describe(ctx)
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) {
+			if inConfig {
+				views = append(views, &scheduleView{Job: u.Jobs[0], ScheduleID: id, Repository: repo, InConfig: true, Spec: "(not on the server: run `replctl schedule sync`)"})
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("describe schedule %s: %w", id, err)
+		}
+		v := newScheduleView(nil, "", d)
+		v.ScheduleID, v.Repository = id, repo
+		var fp specFingerprint
+		if json.Unmarshal([]byte(actionFingerprint(d.Schedule.Action)), &fp) == nil {
+			v.Job = fp.Job
+		}
+		if inConfig && u.Maintenance.Cron != config.MaintenanceOff {
+			want, fp := desiredMaintenanceSchedule(cfg, u)
+			v.InConfig, v.Differences = true, scheduleDiff(d, want, fp)
+			v.Synced = len(v.Differences) == 0
+		}
+		views = append(views, v)
+	}
+	return views, nil
 }
