@@ -600,13 +600,14 @@ func TestCLIAgainstRealServer(t *testing.T) {
 	})
 
 	t.Run("a schedule fires by itself", func(t *testing.T) {
-		e.writeConfig(strings.Replace(ordersSchedule, "30 3", "45 3", 1), `schedule: {cron: "@every 2s"}`)
+		// keep_within keeps every replica of the last hour although replicas is 1.
+		e.writeConfig(strings.Replace(ordersSchedule, "30 3", "45 3", 1), "schedule: {cron: \"@every 2s\"}\n    retention: {replicas: 1, keep_within: 1h}")
 		var changes []scheduleChange
 		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
 		require.Contains(t, changes, scheduleChange{Job: "ticker", ScheduleID: workflows.ScheduleID("ticker"), Change: "created", Detail: `cron "@every 2s" UTC, overlap skip`})
 		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "updated", Detail: `cron "30 3 * * *" -> "45 3 * * *"`})
 
-		eventually(t, 30*time.Second, "the ticker schedule publishing a replica", func() error {
+		eventually(t, 40*time.Second, "the ticker schedule publishing replicas, all kept by keep_within", func() error {
 			var reps replicasView
 			out, _, err := e.cli("replicas", "ticker", "-o", "json")
 			if err != nil {
@@ -615,8 +616,8 @@ func TestCLIAgainstRealServer(t *testing.T) {
 			if err := json.Unmarshal([]byte(out), &reps); err != nil {
 				return err
 			}
-			if len(reps.Replicas) == 0 {
-				return fmt.Errorf("no replica yet")
+			if len(reps.Replicas) < 3 {
+				return fmt.Errorf("%d replicas", len(reps.Replicas))
 			}
 			return nil
 		})
