@@ -294,8 +294,8 @@ type PullInput struct {
 	SourceDataset string
 	KeepImages    int
 	// KeepWithin and KeepImagesWithin add keep-within windows to Keep and KeepImages (0 = off).
-	// When a workflow sends neither (runs started before the workflow passed them), the pull
-	// reads them from the agent's config for the job.
+	// The plan has them (Plan.Retention), but the Replication workflow does not pass them yet:
+	// when both are 0 the pull reads them from the agent's config for the job.
 	KeepWithin       time.Duration
 	KeepImagesWithin time.Duration
 }
