@@ -411,12 +411,34 @@ func TestCLIAgainstRealServer(t *testing.T) {
 			return nil
 		})
 
+		// The maintenance schedule by job name: describe, pause, trigger (a paused one too).
+		var v scheduleView
+		e.cliJSON(&v, "schedule", "describe", "ticker", "--maintenance", "-o", "json")
+		require.Equal(t, id, v.ScheduleID)
+		require.Equal(t, "orders", v.Job, "owned by the first job using the repository")
+		require.True(t, v.Synced, "differences: %v", v.Differences)
+		out, _, err := e.cli("schedule", "pause", "orders", "--maintenance")
+		require.NoError(t, err)
+		require.Contains(t, out, "paused schedule "+id)
+		var res struct {
+			workflows.ScheduledResult
+			Error string `json:"error"`
+		}
+		e.cliJSON(&res, "schedule", "trigger", "orders", "--maintenance", "--wait", "--overlap", "allow_all", "-o", "json")
+		require.Empty(t, res.Error)
+		if res.Started { // else a tick's maintenance was still going: skipped, which is right too
+			require.Equal(t, workflows.PhaseCompleted, res.Phase)
+		}
+
 		off := "repository: {maintenance: {cron: \"off\"}}"
 		e.writeConfig(ordersSchedule+"\n    "+off, off)
 		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
 		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: id, Repository: "array-b:.replctl/repository", Change: "deleted", Detail: "repository maintenance is off in the config"})
+		_, _, err = e.cli("schedule", "describe", "orders", "--maintenance")
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "has no maintenance schedule on the server")
 		e.writeConfig(ordersSchedule, "")
-		out, _, err := e.cli("schedule", "sync")
+		out, _, err = e.cli("schedule", "sync")
 		require.NoError(t, err)
 		require.Regexp(t, `created\s+orders\s+`+id+`\s+repository maintenance \(full\), cron "@daily" UTC`, out)
 	})

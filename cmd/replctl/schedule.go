@@ -47,8 +47,11 @@ type ScheduleOptions struct {
 	// DryRun makes sync report what it would change without changing it.
 	DryRun bool
 	// Wait makes trigger wait for the scheduled run and report how it ended.
-	Wait   bool
-	Output string
+	Wait bool
+	// Maintenance makes describe, pause, unpause, trigger and delete act on the maintenance
+	// schedule of the job's repository instead of the job's own schedule.
+	Maintenance bool
+	Output      string
 }
 
 // NewCmdSchedule is `replctl schedule` and its subcommands. runF, when set, receives the
@@ -88,6 +91,9 @@ func NewCmdSchedule(f *Factory, runF func(*ScheduleOptions) error) *cobra.Comman
 		if jobArg {
 			c.Args = exactArgs(1, "one job name")
 			c.ValidArgsFunction = completeJobs(f, true)
+			if o.Action != "backfill" {
+				c.Flags().BoolVar(&o.Maintenance, "maintenance", false, "act on the maintenance schedule of the job's repository")
+			}
 		} else {
 			c.Args = exactArgs(0, "no arguments")
 		}
@@ -231,7 +237,11 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 		printScheduleList(f.Out, views)
 		return nil
 	case "describe":
-		v, err := describeSchedule(ctx, c, cfg, o.Job)
+		describe := describeSchedule
+		if o.Maintenance {
+			describe = describeMaintenanceSchedule
+		}
+		v, err := describe(ctx, c, cfg, o.Job)
 		if err != nil {
 			return err
 		}
@@ -243,6 +253,13 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 	}
 
 	h := c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(o.Job))
+	if o.Maintenance {
+		u, err := repositoryOf(cfg, o.Job)
+		if err != nil {
+			return err
+		}
+		h = c.ScheduleClient().GetHandle(ctx, workflows.MaintenanceScheduleID(u.Storage, u.Path))
+	}
 	overlap := enums.SCHEDULE_OVERLAP_POLICY_UNSPECIFIED
 	if o.Overlap != "" {
 		overlap, _ = overlapPolicy(o.Overlap) // checked in o.check
@@ -280,6 +297,9 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 	default:
 		return usageError("unknown schedule action %q", o.Action)
 	}
+	if err != nil && o.Maintenance {
+		return maintenanceScheduleError(err, o.Job, h.GetID(), o.Action)
+	}
 	if err != nil {
 		return scheduleError(err, o.Job, o.Action)
 	}
@@ -304,7 +324,7 @@ func scheduleError(err error, job, action string) error {
 func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.ScheduleHandle, o *ScheduleOptions, overlap enums.ScheduleOverlapPolicy) error {
 	before, err := h.Describe(ctx)
 	if err != nil {
-		return scheduleError(err, o.Job, "trigger")
+		return triggerError(o, h.GetID(), err)
 	}
 	known := map[string]bool{}
 	for _, a := range before.Info.RecentActions {
@@ -313,11 +333,13 @@ func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.
 		}
 	}
 	if err := h.Trigger(ctx, client.ScheduleTriggerOptions{Overlap: overlap}); err != nil {
-		return scheduleError(err, o.Job, "trigger")
+		return triggerError(o, h.GetID(), err)
 	}
 	fmt.Fprintf(f.ErrOut, "triggered schedule %s of job %s\n", h.GetID(), o.Job)
 	if !o.Wait {
-		fmt.Fprintf(f.ErrOut, "follow it with: replctl status %s --watch\n", o.Job)
+		if !o.Maintenance {
+			fmt.Fprintf(f.ErrOut, "follow it with: replctl status %s --watch\n", o.Job)
+		}
 		return nil
 	}
 	// The schedule starts the trigger workflow asynchronously: wait for it to show up.
@@ -326,7 +348,7 @@ func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.
 	for started == nil {
 		d, err := h.Describe(ctx)
 		if err != nil {
-			return scheduleError(err, o.Job, "trigger")
+			return triggerError(o, h.GetID(), err)
 		}
 		for _, a := range d.Info.RecentActions {
 			if r := a.StartWorkflowResult; r != nil && !known[r.WorkflowID+"/"+r.FirstExecutionRunID] {
@@ -376,6 +398,13 @@ func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.
 		return &ExitError{Code: ExitRunFailed, Err: fmt.Errorf("scheduled run of job %s failed: %w; see `replctl history %s`", o.Job, runErr, o.Job)}
 	}
 	return nil
+}
+
+func triggerError(o *ScheduleOptions, id string, err error) error {
+	if o.Maintenance {
+		return maintenanceScheduleError(err, o.Job, id, "trigger")
+	}
+	return scheduleError(err, o.Job, "trigger")
 }
 
 // specFingerprint is what a schedule was synced from (stored in the action's memo).
