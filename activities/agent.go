@@ -313,6 +313,9 @@ type PullInput struct {
 	// InPlace (failback): the dataset becomes a plain directory holding the replica; a
 	// directory that was there is kept under .replctl/failback/.
 	InPlace bool `json:",omitempty"`
+	// KeepWithin and KeepImagesWithin add keep-within windows to Keep and KeepImages (0 = off).
+	KeepWithin       time.Duration `json:",omitempty"`
+	KeepImagesWithin time.Duration `json:",omitempty"`
 }
 
 // PullResult names the replica a pull published.
@@ -383,6 +386,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		ResumeFrom:    resumeFrom,
 		Verify:        in.Verify,
 		Keep:          in.Keep,
+		KeepWithin:    in.KeepWithin,
 		Defer:         in.Defer,
 	}, func(p dataplane.Progress) {
 		pr := fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)
@@ -402,7 +406,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	if in.KeepImages > 0 && !in.InPlace {
 		// Image retention is housekeeping: the replica is published, a failure here only
 		// leaves older images for the next run (or maintenance) to prune.
-		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, in.KeepImages); perr != nil {
+		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, dataplane.Retention{Last: in.KeepImages, Within: in.KeepImagesWithin}); perr != nil {
 			activity.GetLogger(ctx).Warn("image retention failed", "job", in.Job, "error", perr)
 		} else if n > 0 {
 			activity.GetLogger(ctx).Info("pruned images", "job", in.Job, "deleted", n)

@@ -23,7 +23,9 @@ type PublishGroupInput struct {
 	Datasets    []string
 	// Epoch fences the publish on every dataset of the group.
 	Epoch int64
-	Keep  int
+	// Keep and KeepWithin are the replica retention applied per dataset after the publish.
+	Keep       int
+	KeepWithin time.Duration `json:",omitempty"`
 }
 
 // PublishGroupResult says where the group is published.
@@ -47,7 +49,7 @@ func (a *Agent) PublishGroup(ctx context.Context, in PublishGroupInput) (Publish
 	defer l.stop()
 	res, err := dataplane.PublishGroup(ctx, dataplane.GroupPublishRequest{
 		TargetRoot: in.TargetRoot, Job: in.Job, ReplicaName: in.ReplicaName, Datasets: in.Datasets,
-		Epoch: in.Epoch, Agent: a.Host, Keep: in.Keep,
+		Epoch: in.Epoch, Agent: a.Host, Keep: in.Keep, KeepWithin: in.KeepWithin,
 	})
 	observe(ctx, in.Job, "publish", start, err, 0, 0)
 	if err != nil {

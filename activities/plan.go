@@ -102,10 +102,13 @@ type Timeouts struct {
 	StartToClose    time.Duration
 }
 
-// Retention says how many replicas and images a job keeps.
+// Retention says which replicas and images a job keeps: the newest Replicas/Images plus
+// those younger than ReplicasWithin/ImagesWithin (0 = off), see config.Retention.
 type Retention struct {
-	Replicas int
-	Images   int
+	Replicas       int
+	Images         int
+	ReplicasWithin time.Duration
+	ImagesWithin   time.Duration
 }
 
 // Repository is where a job's images live: a directory inside a storage system.
@@ -160,7 +163,7 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		Timeouts:          Timeouts{Heartbeat: j.Timeouts.Heartbeat, ScheduleToStart: j.Timeouts.ScheduleToStart, StartToClose: j.Timeouts.StartToClose},
 		OnUnreachableHost: j.OnUnreachableHost,
 		Verify:            j.Verify,
-		Retention:         Retention{Replicas: j.Retention.Replicas, Images: j.Retention.Images},
+		Retention:         Retention{Replicas: j.Retention.Replicas, Images: j.Retention.Images, ReplicasWithin: j.Retention.ReplicasWithin, ImagesWithin: j.Retention.ImagesWithin},
 		Repository:        Repository{Storage: j.Repository.Storage, Path: j.Repository.Path, PasswordFile: j.Repository.PasswordFile},
 	}
 	lists := [][]string{p.Order.Application, p.Order.Source, p.Order.Target}

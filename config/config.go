@@ -31,6 +31,7 @@ const (
 	DefaultReplicas          = 3
 	DefaultImages            = 10
 	DefaultRepositoryPath    = ".replctl/repository"
+	DefaultMaintenanceCron   = "@daily"
 	DefaultTimeZone          = "UTC"
 	DefaultOverlap           = "skip"
 
@@ -331,11 +332,19 @@ type Schedule struct {
 	PauseOnFailure bool          `yaml:"pause_on_failure"`
 }
 
-// Retention says how many replicas (target copies) and images (repository
-// snapshots) a job keeps.
+// Retention says which replicas (target copies) and images (repository
+// snapshots) a job keeps: the newest Replicas/Images of each, plus every one
+// younger than the kind's keep-within duration (measured from the newest of
+// that kind, like restic's --keep-within).
 type Retention struct {
 	Replicas int `yaml:"replicas"` // default 3, >= 1
 	Images   int `yaml:"images"`   // default 10, >= 1
+	// KeepWithin is the keep-within duration of both kinds; 0 = off.
+	KeepWithin time.Duration `yaml:"keep_within"`
+	// ReplicasWithin and ImagesWithin override KeepWithin per kind; Validate
+	// fills them from KeepWithin when not given.
+	ReplicasWithin time.Duration `yaml:"replicas_within"`
+	ImagesWithin   time.Duration `yaml:"images_within"`
 }
 
 // Repository is where a job keeps its images (a kopia repository).
@@ -343,6 +352,57 @@ type Repository struct {
 	Storage      string `yaml:"storage"`       // default: the target storage
 	Path         string `yaml:"path"`          // dir inside that storage, default .replctl/repository
 	PasswordFile string `yaml:"password_file"` // optional; empty = a password file kept next to the repository
+	// Maintenance is the repository's maintenance schedule (one per repository: jobs sharing
+	// a repository must agree on it).
+	Maintenance Maintenance `yaml:"maintenance"`
+}
+
+// MaintenanceOff as Maintenance.Cron means the repository gets no maintenance schedule.
+const MaintenanceOff = "off"
+
+// Maintenance is when a repository is maintained (kopia maintenance from an agent of the
+// owning job's target order), as a Temporal schedule created by `replctl schedule sync`.
+type Maintenance struct {
+	Cron     string `yaml:"cron"`      // default DefaultMaintenanceCron; "off" = no schedule
+	TimeZone string `yaml:"time_zone"` // default UTC
+	// Quick runs kopia's quick maintenance instead of the full one; only full maintenance
+	// reclaims the space of pruned images and killed pushes.
+	Quick bool `yaml:"quick"`
+}
+
+// String is a short form for messages: cron "@daily" UTC, full.
+func (m Maintenance) String() string {
+	if m.Cron == MaintenanceOff {
+		return "off"
+	}
+	kind := "full"
+	if m.Quick {
+		kind = "quick"
+	}
+	return fmt.Sprintf("cron %q %s, %s", m.Cron, m.TimeZone, kind)
+}
+
+// RepositoryUse is one repository of the config and the jobs keeping images in it.
+type RepositoryUse struct {
+	Storage string
+	Path    string
+	// Jobs use the repository, in config order; Jobs[0] owns its maintenance schedule.
+	Jobs        []string
+	Maintenance Maintenance
+}
+
+// Repositories lists the repositories the jobs use, in the order of their first job.
+func (c *Config) Repositories() []RepositoryUse {
+	var out []RepositoryUse
+	for _, j := range c.Jobs {
+		i := slices.IndexFunc(out, func(u RepositoryUse) bool { return u.Storage == j.Repository.Storage && u.Path == j.Repository.Path })
+		if i < 0 {
+			out = append(out, RepositoryUse{Storage: j.Repository.Storage, Path: j.Repository.Path, Maintenance: j.Repository.Maintenance})
+			i = len(out) - 1
+		}
+		out[i].Jobs = append(out[i].Jobs, j.Name)
+	}
+	return out
 }
 
 // Job returns the job called name.

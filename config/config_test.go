@@ -152,7 +152,7 @@ func TestDevExample(t *testing.T) {
 	require.Equal(t, Order{Application: []string{"a1", "a2"}, Source: []string{"a1", "a2", "b2"}, Target: []string{"b1", "b2", "a2"}}, orders.Order)
 	require.Equal(t, Timeouts{Heartbeat: 2 * time.Second, ScheduleToStart: 5 * time.Second, StartToClose: 30 * time.Minute}, orders.Timeouts)
 	require.Equal(t, Retention{Replicas: 3, Images: 10}, orders.Retention)
-	require.Equal(t, Repository{Storage: "array-b", Path: DefaultRepositoryPath}, orders.Repository)
+	require.Equal(t, Repository{Storage: "array-b", Path: DefaultRepositoryPath, Maintenance: Maintenance{Cron: DefaultMaintenanceCron, TimeZone: DefaultTimeZone}}, orders.Repository)
 	require.Equal(t, OnUnreachableFail, orders.OnUnreachableHost)
 	require.Nil(t, orders.Schedule)
 
@@ -228,7 +228,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, Timeouts{Heartbeat: 5 * time.Second, ScheduleToStart: 10 * time.Second, StartToClose: time.Hour}, j.Timeouts)
 	require.Equal(t, "fail", j.OnUnreachableHost)
 	require.Equal(t, Retention{Replicas: 3, Images: 10}, j.Retention)
-	require.Equal(t, Repository{Storage: "dst", Path: ".replctl/repository"}, j.Repository, "repository.storage defaults to the target storage")
+	require.Equal(t, Repository{Storage: "dst", Path: ".replctl/repository", Maintenance: Maintenance{Cron: "@daily", TimeZone: "UTC"}}, j.Repository, "repository.storage defaults to the target storage")
 	require.Nil(t, j.Schedule)
 
 	c = mustParse(t, minimal+"    schedule: {cron: \"0 3 * * *\"}\n")
@@ -240,6 +240,36 @@ func TestNullMeansDefault(t *testing.T) {
 	require.Equal(t, DefaultHeartbeat, c.Jobs[0].Timeouts.Heartbeat)
 	require.Equal(t, DefaultStartToClose, c.Jobs[0].Timeouts.StartToClose)
 	require.Equal(t, DefaultReplicas, c.Jobs[0].Retention.Replicas)
+}
+
+func TestRetentionKeepWithin(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       Retention
+	}{
+		{"off by default", "    retention: {replicas: 2}\n", Retention{Replicas: 2, Images: 10}},
+		{"keep_within applies to both kinds", "    retention: {keep_within: 24h}\n",
+			Retention{Replicas: 3, Images: 10, KeepWithin: 24 * time.Hour, ReplicasWithin: 24 * time.Hour, ImagesWithin: 24 * time.Hour}},
+		{"per-kind key overrides", "    retention: {keep_within: 24h, images_within: 168h}\n",
+			Retention{Replicas: 3, Images: 10, KeepWithin: 24 * time.Hour, ReplicasWithin: 24 * time.Hour, ImagesWithin: 168 * time.Hour}},
+		{"an explicit 0s turns one kind off", "    retention: {keep_within: 1h, replicas_within: 0s}\n",
+			Retention{Replicas: 3, Images: 10, KeepWithin: time.Hour, ImagesWithin: time.Hour}},
+		{"per-kind key alone", "    retention: {replicas_within: 30m}\n",
+			Retention{Replicas: 3, Images: 10, ReplicasWithin: 30 * time.Minute}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, mustParse(t, minimal+tc.yaml).Jobs[0].Retention)
+		})
+	}
+}
+
+func TestRepositoryMaintenance(t *testing.T) {
+	c := mustParse(t, minimal+"    repository: {maintenance: {cron: \"0 4 * * *\", time_zone: Europe/Berlin, quick: true}}\n")
+	require.Equal(t, Maintenance{Cron: "0 4 * * *", TimeZone: "Europe/Berlin", Quick: true}, c.Jobs[0].Repository.Maintenance)
+	require.Equal(t, `cron "0 4 * * *" Europe/Berlin, quick`, c.Jobs[0].Repository.Maintenance.String())
+	c = mustParse(t, minimal+"    repository: {maintenance: {cron: \"off\"}}\n")
+	require.Equal(t, "off", c.Jobs[0].Repository.Maintenance.String())
+	require.Equal(t, []RepositoryUse{{Storage: "dst", Path: ".replctl/repository", Jobs: []string{"j1"}, Maintenance: Maintenance{Cron: "off", TimeZone: "UTC"}}}, c.Repositories())
 }
 
 func TestEnvExpansion(t *testing.T) {

@@ -306,6 +306,7 @@ func (k *checker) jobs() {
 	}
 	k.scriptDirs()
 	k.crossJob()
+	k.sharedMaintenance()
 }
 
 func (k *checker) job(i int, jobIdx map[string]int) {
@@ -366,6 +367,26 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 		j.Retention.Images = DefaultImages
 	} else if j.Retention.Images < 1 {
 		k.errorf(rp+".images", "must be at least 1 (default %d), got %d", DefaultImages, j.Retention.Images)
+	}
+	k.keepWithin(rp, &j.Retention)
+}
+
+// keepWithin checks the keep-within durations and fills the per-kind ones
+// from keep_within when they are not given.
+func (k *checker) keepWithin(rp string, r *Retention) {
+	for _, f := range []struct {
+		key string
+		d   *time.Duration
+	}{{"keep_within", &r.KeepWithin}, {"replicas_within", &r.ReplicasWithin}, {"images_within", &r.ImagesWithin}} {
+		if *f.d < 0 {
+			k.errorf(rp+"."+f.key, "must not be negative (0 = off), got %s", *f.d)
+		}
+	}
+	if !k.given(rp+".replicas_within", r.ReplicasWithin == 0) {
+		r.ReplicasWithin = r.KeepWithin
+	}
+	if !k.given(rp+".images_within", r.ImagesWithin == 0) {
+		r.ImagesWithin = r.KeepWithin
 	}
 }
 
@@ -546,6 +567,42 @@ func (k *checker) repository(p string, j *Job) {
 		k.errorf(p+".path", "%v", err)
 	}
 	r.PasswordFile = k.resolve(p+".password_file", r.PasswordFile, false)
+
+	mp := p + ".maintenance"
+	m := &r.Maintenance
+	if !k.given(mp+".cron", m.Cron == "") {
+		m.Cron = DefaultMaintenanceCron
+	} else if strings.TrimSpace(m.Cron) == "" {
+		k.errorf(mp+".cron", `must not be empty: a cron expression such as "@daily", or %q for no maintenance schedule`, MaintenanceOff)
+	} else if m.Cron != MaintenanceOff {
+		if err := checkCron(m.Cron); err != nil {
+			k.errorf(mp+".cron", "%v", err)
+		}
+	}
+	if !k.given(mp+".time_zone", m.TimeZone == "") {
+		m.TimeZone = DefaultTimeZone
+	} else if _, err := time.LoadLocation(m.TimeZone); err != nil || m.TimeZone == "" || m.TimeZone == "Local" {
+		k.errorf(mp+".time_zone", "time zone %q does not load: use an IANA name such as UTC or Europe/Berlin", m.TimeZone)
+	}
+}
+
+// sharedMaintenance checks that jobs sharing a repository ask for the same maintenance
+// schedule: a repository has one maintenance schedule, owned by the first job using it.
+func (k *checker) sharedMaintenance() {
+	first := map[[2]string]int{}
+	for i := range k.c.Jobs {
+		r := &k.c.Jobs[i].Repository
+		key := [2]string{r.Storage, r.Path}
+		o, ok := first[key]
+		if !ok {
+			first[key] = i
+			continue
+		}
+		if want := k.c.Jobs[o].Repository.Maintenance; r.Maintenance != want {
+			k.errorf(fmt.Sprintf("jobs[%d].repository.maintenance", i), "job %s shares repository %s:%s with job %s, whose maintenance is %s; a repository has one maintenance schedule: give both jobs the same (or set it on neither)",
+				k.c.Jobs[i].Name, r.Storage, r.Path, k.c.Jobs[o].Name, want)
+		}
+	}
 }
 
 // orders fills order.application and checks every order of job j.

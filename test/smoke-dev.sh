@@ -23,4 +23,8 @@ src=$(jq -r .source_path "$work/status.json")
 replica=$(jq -r .replica.path "$work/status.json")
 diff -r "$src" "$replica" || fail "replica differs from source"
 curl -fsS -o /dev/null "http://127.0.0.1:$ui/" || fail "Web UI not answering on $ui"
+# dev synced the schedules on start: both repositories have their maintenance schedule.
+"$bin" --address "127.0.0.1:$port" schedule sync --dry-run -o json >"$work/sync.json" || fail "schedule sync --dry-run"
+[ "$(jq '[.[] | select(.repository != null and .change == "unchanged")] | length' "$work/sync.json")" = 2 ] ||
+  fail "dev did not sync the repository maintenance schedules: $(cat "$work/sync.json")"
 echo "smoke: replctl dev + start orders --wait OK in $(( (end - start) / 1000000 )) ms; diff -r $src $replica: identical"

@@ -79,6 +79,7 @@ func Register(w worker.WorkflowRegistry) {
 	w.RegisterWorkflowWithOptions(workflows.Replication, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Scheduled, workflow.RegisterOptions{Name: workflows.ScheduledWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Maintenance, workflow.RegisterOptions{Name: workflows.MaintenanceWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.ScheduledMaintenance, workflow.RegisterOptions{Name: workflows.ScheduledMaintenanceWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.TestFailover, workflow.RegisterOptions{Name: workflows.TestFailoverWorkflowName})
 }
 

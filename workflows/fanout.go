@@ -102,6 +102,7 @@ func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.Tar
 				Dataset: ds, Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile},
 				ReplicaName: replicaName, Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
 				SourceDataset: srcs[i], KeepImages: w.plan.Retention.Images, Verify: w.plan.Verify,
+				KeepWithin: w.plan.Retention.ReplicasWithin, KeepImagesWithin: w.plan.Retention.ImagesWithin,
 				Defer: group, InPlace: w.failback != nil,
 			}
 			if w.failback != nil {
@@ -126,7 +127,7 @@ func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.Tar
 			var res activities.PublishGroupResult
 			err := workflow.ExecuteActivity(ctx, activities.PublishGroupName, activities.PublishGroupInput{
 				Job: w.plan.Job, Agent: agent, TargetRoot: root, ReplicaName: replicaName, Datasets: t.List(),
-				Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
+				Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas, KeepWithin: w.plan.Retention.ReplicasWithin,
 			}).Get(ctx, &res)
 			if err != nil {
 				return err

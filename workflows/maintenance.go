@@ -58,7 +58,7 @@ func Maintenance(ctx workflow.Context, in MaintenanceInput) (MaintenanceResult, 
 	w.status.FinishedAt = workflow.Now(ctx)
 	if err != nil {
 		w.status.Error = rootMessage(err)
-		w.setPhase(ctx, PhaseFailed)
+		w.setPhase(workflowDisconnected(ctx), endPhase(ctx, err))
 	} else {
 		w.setPhase(ctx, PhaseCompleted)
 	}

@@ -266,6 +266,7 @@ func (w *replication) pull(ctx workflow.Context) error {
 			Dataset: w.plan.Target.Dataset, Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile},
 			ReplicaName: replicaName, Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
 			SourceDataset: w.plan.Source.Dataset, KeepImages: w.plan.Retention.Images, Verify: w.plan.Verify,
+			KeepWithin: w.plan.Retention.ReplicasWithin, KeepImagesWithin: w.plan.Retention.ImagesWithin,
 		}
 		if resume != nil && resume.Step == "pull" {
 			in.ResumeFrom = resume.Staging

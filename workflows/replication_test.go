@@ -344,3 +344,27 @@ func TestMaintenanceRunsOnTargetOrderWithTakeover(t *testing.T) {
 	assert.True(t, res.Result.Full)
 	assert.Equal(t, "replctl-maintenance-array-b-_replctl_repository", MaintenanceID("array-b", ".replctl/repository"))
 }
+
+func TestScheduledMaintenanceStartsMaintenanceUnderTheRepositoryID(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(ScheduledMaintenance, workflow.RegisterOptions{Name: ScheduledMaintenanceWorkflowName})
+	env.RegisterWorkflowWithOptions(func(ctx workflow.Context, in MaintenanceInput) (MaintenanceResult, error) {
+		assert.Equal(t, MaintenanceID("array-b", ".replctl/repository"), workflow.GetInfo(ctx).WorkflowExecution.ID, "one owner per repository")
+		assert.Equal(t, MaintenanceInput{Job: "orders", Full: true}, in)
+		return MaintenanceResult{Status: Status{Job: in.Job, Phase: PhaseCompleted}}, nil
+	}, workflow.RegisterOptions{Name: MaintenanceWorkflowName})
+	env.ExecuteWorkflow(ScheduledMaintenanceWorkflowName, ScheduledMaintenanceInput{Job: "orders", Storage: "array-b", Path: ".replctl/repository", Full: true})
+	require.NoError(t, env.GetWorkflowError())
+	var res ScheduledResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	assert.True(t, res.Started)
+	assert.Equal(t, PhaseCompleted, res.Phase)
+	assert.Equal(t, "replctl-maintenance-schedule-array-b-_replctl_repository", MaintenanceScheduleID("array-b", ".replctl/repository"))
+
+	env = s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(ScheduledMaintenance, workflow.RegisterOptions{Name: ScheduledMaintenanceWorkflowName})
+	env.ExecuteWorkflow(ScheduledMaintenanceWorkflowName, ScheduledMaintenanceInput{Job: "orders"})
+	require.Error(t, env.GetWorkflowError())
+	assert.Contains(t, env.GetWorkflowError().Error(), "bad maintenance schedule input")
+}

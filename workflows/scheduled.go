@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
@@ -56,4 +57,53 @@ func Scheduled(ctx workflow.Context, in ReplicationInput) (ScheduledResult, erro
 		return res, err
 	}
 	return res, nil
+}
+
+// ScheduledMaintenanceWorkflowName is the workflow a repository's maintenance schedule
+// starts. Like Scheduled, it starts the real Maintenance as a child under the repository's
+// MaintenanceID, so scheduled and manual maintenance never overlap (one owner at a time).
+const ScheduledMaintenanceWorkflowName = "ScheduledMaintenance"
+
+// MaintenanceScheduleID is the ID of the maintenance schedule of the repository at path
+// inside storage. Its prefix differs from ScheduleID's, so no job name can collide with it.
+func MaintenanceScheduleID(storage, path string) string {
+	return MaintenanceSchedulePrefix + strings.TrimPrefix(MaintenanceID(storage, path), "replctl-maintenance-")
+}
+
+// MaintenanceSchedulePrefix begins the ID of every repository maintenance schedule.
+const MaintenanceSchedulePrefix = "replctl-maintenance-schedule-"
+
+// ScheduledMaintenanceInput names the repository (for the child's workflow ID) and the job
+// whose plan maintains it (its target order does the work).
+type ScheduledMaintenanceInput struct {
+	Job     string `json:"job"`
+	Storage string `json:"storage"`
+	Path    string `json:"path"`
+	Full    bool   `json:"full"`
+}
+
+// ScheduledMaintenance starts one Maintenance of a repository and waits for it; a tick that
+// finds a maintenance of the repository going is skipped.
+func ScheduledMaintenance(ctx workflow.Context, in ScheduledMaintenanceInput) (ScheduledResult, error) {
+	if !jobName.MatchString(in.Job) || in.Storage == "" || in.Path == "" {
+		return ScheduledResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(`bad maintenance schedule input %+v: want {"job": "NAME", "storage": "S", "path": "P"}`, in), "BadInput", nil)
+	}
+	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID:               MaintenanceID(in.Storage, in.Path),
+		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		ParentClosePolicy:        enums.PARENT_CLOSE_POLICY_ABANDON,
+		WorkflowTaskTimeout:      WorkflowTaskTimeout,
+		WorkflowExecutionTimeout: 24 * time.Hour,
+	})
+	child := workflow.ExecuteChildWorkflow(cctx, MaintenanceWorkflowName, MaintenanceInput{Job: in.Job, Full: in.Full})
+	var exec workflow.Execution
+	if err := child.GetChildWorkflowExecution().Get(ctx, &exec); err != nil {
+		if temporal.IsWorkflowExecutionAlreadyStartedError(err) {
+			return ScheduledResult{Reason: "a maintenance of repository " + in.Storage + ":" + in.Path + " is in progress: tick skipped"}, nil
+		}
+		return ScheduledResult{}, err
+	}
+	var res MaintenanceResult
+	err := child.Get(ctx, &res)
+	return ScheduledResult{Started: true, RunID: exec.RunID, Phase: res.Status.Phase}, err
 }

@@ -55,7 +55,7 @@ func TestFailover(ctx workflow.Context, in TestFailoverInput) (TestFailoverResul
 	w.status.FinishedAt = workflow.Now(ctx)
 	if err != nil {
 		w.status.Error = rootMessage(err)
-		w.setPhase(ctx, PhaseFailed)
+		w.setPhase(workflowDisconnected(ctx), endPhase(ctx, err))
 		return TestFailoverResult{Status: w.status}, err
 	}
 	w.setPhase(ctx, PhaseCompleted)

@@ -497,7 +497,7 @@ func TestRetentionAndPrune(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, metas, 2)
 
-	n, err := e.repos.PruneImages(context.Background(), e.cfg, e.job, e.ds, 2)
+	n, err := e.repos.PruneImages(context.Background(), e.cfg, e.job, e.ds, Retention{Last: 2})
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 
@@ -508,7 +508,7 @@ func TestRetentionAndPrune(t *testing.T) {
 	e.pull(images[3], "again")
 	require.Equal(t, "v3", string(must(os.ReadFile(filepath.Join(e.link(), "f.txt")))))
 
-	n, err = e.repos.PruneImages(context.Background(), e.cfg, e.job, e.ds, 2)
+	n, err = e.repos.PruneImages(context.Background(), e.cfg, e.job, e.ds, Retention{Last: 2})
 	require.NoError(t, err)
 	require.Zero(t, n)
 
@@ -516,6 +516,51 @@ func TestRetentionAndPrune(t *testing.T) {
 	require.NoError(t, e.repos.Maintain(context.Background(), e.cfg, false))
 	require.NoError(t, e.repos.Maintain(context.Background(), e.cfg, true))
 	require.NoError(t, e.repos.VerifyReplica(context.Background(), e.cfg, e.job, e.ds, images[3], e.replicaDir(), 0))
+}
+
+// Keep-within on a real repository and target: everything inside the window survives a
+// keep-last of 1; a window too short to reach the older ones falls back to keep-last.
+func TestRetentionKeepWithin(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	var images []string
+
+	for i := range 3 {
+		writeFile(t, filepath.Join(e.src, "f.txt"), []byte(fmt.Sprintf("v%d", i)), 0o644, baseTime.Add(time.Duration(i)*time.Second))
+		img := e.push().ImageID
+		images = append(images, img)
+
+		req := e.pullReq(img, fmt.Sprintf("r%d", i))
+		req.Keep, req.KeepWithin = 1, time.Hour
+		_, err := e.repos.Pull(ctx, req, nil)
+		require.NoError(t, err)
+	}
+
+	reps, err := ListReplicas(e.target, e.ds)
+	require.NoError(t, err)
+	require.Len(t, reps, 3, "all replicas are younger than keep_within")
+
+	n, err := e.repos.PruneImages(ctx, e.cfg, e.job, e.ds, Retention{Last: 1, Within: time.Hour})
+	require.NoError(t, err)
+	require.Zero(t, n, "all images are younger than keep_within")
+
+	// The images were taken at least a few milliseconds apart: a 1 ns window holds only the newest.
+	n, err = e.repos.PruneImages(ctx, e.cfg, e.job, e.ds, Retention{Last: 1, Within: time.Nanosecond})
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	_, err = e.repos.Pull(ctx, e.pullReq(images[0], "gone"), nil)
+	require.ErrorIs(t, err, ErrNotFound)
+
+	req := e.pullReq(images[2], "r3")
+	req.Keep, req.KeepWithin = 1, time.Nanosecond
+	_, err = e.repos.Pull(ctx, req, nil)
+	require.NoError(t, err)
+	reps, err = ListReplicas(e.target, e.ds)
+	require.NoError(t, err)
+	require.Len(t, reps, 1)
+	require.Equal(t, "r3", reps[0].Name)
+	require.True(t, reps[0].Current)
 }
 
 func TestBadInput(t *testing.T) {

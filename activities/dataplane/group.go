@@ -39,6 +39,8 @@ type GroupPublishRequest struct {
 	WriteDeadline time.Time
 	// Keep is the number of replicas kept per dataset (default 3, including the current).
 	Keep int
+	// KeepWithin also keeps every replica younger than this, measured from the newest (0 = off).
+	KeepWithin time.Duration
 }
 
 // GroupPublishResult says where the group's replicas are visible.
@@ -166,7 +168,7 @@ func PublishGroup(ctx context.Context, req GroupPublishRequest) (GroupPublishRes
 
 	for _, l := range ls {
 		res.Links = append(res.Links, l.link)
-		l.retain(req.Keep, req.Epoch, func(string, ...any) {})
+		l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, func(string, ...any) {})
 	}
 
 	pruneGroupDirs(gd, ls[0])

@@ -52,6 +52,8 @@ type PullRequest struct {
 	ResumeFrom string
 	// Keep is the number of replicas kept (default 3, including the current).
 	Keep int
+	// KeepWithin also keeps every replica younger than this (0 = off): see Retention.
+	KeepWithin time.Duration
 	// Verify is "full" (default: every file's content is checked) or
 	// "changed" (content of files hard-linked from the verified current
 	// replica with an unchanged object ID is not re-read).
@@ -186,7 +188,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		res.Verified, res.StagingPath = true, ""
 		res.PublishedBy, res.PublishedEpoch = m.Agent, m.Epoch
 		if !req.Defer {
-			l.retain(req.Keep, req.Epoch, r.log)
+			l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, r.log)
 		}
 
 		return res, nil
@@ -271,7 +273,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	res.StagingPath = ""
 
 	if !req.Defer {
-		l.retain(req.Keep, req.Epoch, r.log)
+		l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, r.log)
 	}
 
 	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,
@@ -959,31 +961,17 @@ func renameDir(from, to string, isRoot bool) error {
 	return nil
 }
 
-// retain keeps the newest keep replicas (the current one always) and
+// retain keeps the replicas pol selects (the current one always) and
 // removes leftover staging dirs of epochs up to ours. Errors are logged, not
 // returned: the new replica is already published.
-func (l layout) retain(keep int, epoch int64, log func(string, ...any)) {
+func (l layout) retain(pol Retention, epoch int64, log func(string, ...any)) {
 	reps, err := l.listReplicas()
 	if err != nil {
 		log("retention: listing replicas failed", "err", err)
 		return
 	}
 
-	kept := map[string]bool{}
-
-	for _, ri := range reps {
-		if ri.Current {
-			kept[ri.Name] = true
-		}
-	}
-
-	for _, ri := range reps {
-		if len(kept) >= keep {
-			break
-		}
-
-		kept[ri.Name] = true
-	}
+	kept := selectRetained(replicaItems(reps), pol)
 
 	for _, ri := range reps {
 		if kept[ri.Name] {

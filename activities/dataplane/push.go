@@ -283,11 +283,12 @@ func (p *uploadProgress) HashedBytes(n int64)              { p.rp.addBytes(n) }
 func (p *uploadProgress) CachedFile(_ string, size int64)  { p.rp.addBytes(size) }
 func (p *uploadProgress) FinishedFile(_ string, err error) { p.rp.addFile(0) }
 
-// PruneImages keeps the newest keep complete images of the job's dataset and
-// deletes older ones, plus incomplete checkpoints older than the newest
+// PruneImages keeps the complete images of the job's dataset that pol selects
+// (the newest pol.Last, plus those within pol.Within of the newest) and
+// deletes the others, plus incomplete checkpoints older than the newest
 // complete image. It returns how many image manifests were deleted. The
 // space of deleted images is reclaimed by kopia maintenance (not run here).
-func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset string, keep int) (int, error) {
+func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset string, pol Retention) (int, error) {
 	if err := checkJob(job); err != nil {
 		return 0, err
 	}
@@ -296,8 +297,8 @@ func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset st
 		return 0, err
 	}
 
-	if keep < 1 {
-		return 0, badInput("keep", "%d must be at least 1", keep)
+	if pol.Last < 1 {
+		return 0, badInput("keep", "%d must be at least 1", pol.Last)
 	}
 
 	rep, err := r.open(ctx, cfg, false)
@@ -314,21 +315,25 @@ func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset st
 
 	var (
 		del          []*snapshot.Manifest
-		complete     int
+		done         []retentionItem
 		newestDone   *snapshot.Manifest
 		newestDoneAt time.Time
 	)
 
 	for _, m := range mans {
 		if m.IncompleteReason == "" {
-			complete++
+			done = append(done, retentionItem{Name: string(m.ID), Time: m.StartTime.ToTime()})
 			if newestDone == nil {
 				newestDone, newestDoneAt = m, m.StartTime.ToTime()
 			}
+		}
+	}
 
-			if complete > keep {
-				del = append(del, m)
-			}
+	kept := selectRetained(done, pol)
+
+	for _, m := range mans {
+		if m.IncompleteReason == "" && !kept[string(m.ID)] {
+			del = append(del, m)
 		}
 	}
 
@@ -362,7 +367,7 @@ func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset st
 		return 0, fmt.Errorf("flushing repository %s: %w", cfg.Dir, err)
 	}
 
-	r.log("pruned images", "job", job, "dataset", dataset, "deleted", n, "kept", min(complete, keep))
+	r.log("pruned images", "job", job, "dataset", dataset, "deleted", n, "kept", len(kept))
 
 	return n, nil
 }

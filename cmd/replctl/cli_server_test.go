@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"go.uber.org/zap"
 
@@ -278,14 +279,19 @@ func TestCLIAgainstRealServer(t *testing.T) {
 		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "unchanged", Detail: specSummary(fingerprintOf(e.cfg.Jobs[0].Schedule, "replctl")), Paused: true})
 		var views []*scheduleView
 		e.cliJSON(&views, "schedule", "list", "-o", "json")
-		require.Len(t, views, 1)
+		require.Len(t, views, 2, "the job's schedule and the shared repository's maintenance schedule")
 		require.True(t, views[0].Paused)
 		require.Equal(t, "array maintenance", views[0].Note)
+		require.Equal(t, "array-b:.replctl/repository", views[1].Repository)
+		require.Equal(t, "orders", views[1].Job, "the first job using the repository owns its maintenance")
+		require.Equal(t, "@daily", views[1].Cron)
+		require.True(t, views[1].Synced, "differences: %v", views[1].Differences)
 		_, _, err = e.cli("schedule", "unpause", "orders")
 		require.NoError(t, err)
 		out, _, err = e.cli("schedule", "list")
 		require.NoError(t, err)
 		require.Regexp(t, `orders\s+30 3 \* \* \*\s+active`, out)
+		require.Regexp(t, `maintenance array-b:.replctl/repository \(orders\)\s+@daily\s+active\s+-\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+in sync`, out)
 	})
 
 	var firstRun string
@@ -377,6 +383,171 @@ func TestCLIAgainstRealServer(t *testing.T) {
 		require.Regexp(t, `rpo\s+ok: last replica \d+s old, schedule "30 3 \* \* \*" allows`, out)
 	})
 
+	t.Run("schedule sync owns the repository maintenance schedule", func(t *testing.T) {
+		ctx := context.Background()
+		id := workflows.MaintenanceScheduleID("array-b", ".replctl/repository")
+		d, err := e.c.ScheduleClient().GetHandle(ctx, id).Describe(ctx)
+		require.NoError(t, err, "the first sync created the maintenance schedule of the shared repository")
+		a, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction)
+		require.True(t, ok)
+		require.Equal(t, workflows.ScheduledMaintenanceWorkflowName, a.Workflow)
+		require.Equal(t, enums.SCHEDULE_OVERLAP_POLICY_SKIP, d.Schedule.Policy.Overlap)
+
+		// Both jobs share the repository, so both say when; the schedule fires by itself.
+		every := "repository: {maintenance: {cron: \"@every 2s\", quick: true}}"
+		e.writeConfig(ordersSchedule+"\n    "+every, every)
+		var changes []scheduleChange
+		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
+		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: id, Repository: "array-b:.replctl/repository", Change: "updated",
+			Detail: `cron "@daily" -> "@every 2s"; full "true" -> "false"`})
+		eventually(t, 30*time.Second, "a scheduled maintenance completing", func() error {
+			desc, err := e.c.DescribeWorkflowExecution(ctx, workflows.MaintenanceID("array-b", ".replctl/repository"), "")
+			if err != nil {
+				return err
+			}
+			if st := desc.WorkflowExecutionInfo.Status; st != enums.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+				return fmt.Errorf("maintenance %s", st)
+			}
+			return nil
+		})
+
+		// The maintenance schedule by job name: describe, pause, trigger (a paused one too).
+		var v scheduleView
+		e.cliJSON(&v, "schedule", "describe", "ticker", "--maintenance", "-o", "json")
+		require.Equal(t, id, v.ScheduleID)
+		require.Equal(t, "orders", v.Job, "owned by the first job using the repository")
+		require.True(t, v.Synced, "differences: %v", v.Differences)
+		out, _, err := e.cli("schedule", "pause", "orders", "--maintenance")
+		require.NoError(t, err)
+		require.Contains(t, out, "paused schedule "+id)
+		var res struct {
+			workflows.ScheduledResult
+			Error string `json:"error"`
+		}
+		e.cliJSON(&res, "schedule", "trigger", "orders", "--maintenance", "--wait", "--overlap", "allow_all", "-o", "json")
+		require.Empty(t, res.Error)
+		if res.Started { // else a tick's maintenance was still going: skipped, which is right too
+			require.Equal(t, workflows.PhaseCompleted, res.Phase)
+		}
+
+		off := "repository: {maintenance: {cron: \"off\"}}"
+		e.writeConfig(ordersSchedule+"\n    "+off, off)
+		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
+		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: id, Repository: "array-b:.replctl/repository", Change: "deleted", Detail: "repository maintenance is off in the config"})
+		_, _, err = e.cli("schedule", "describe", "orders", "--maintenance")
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "has no maintenance schedule on the server")
+		e.writeConfig(ordersSchedule, "")
+		out, _, err = e.cli("schedule", "sync")
+		require.NoError(t, err)
+		require.Regexp(t, `created\s+orders\s+`+id+`\s+repository maintenance \(full\), cron "@daily" UTC`, out)
+	})
+
+	t.Run("maintain runs on the target order and a cancel reads as cancelled", func(t *testing.T) {
+		var out, errOut string
+		eventually(t, 20*time.Second, "maintain starting (a scheduled one may still be going)", func() error {
+			var err error
+			out, errOut, err = e.cli("maintain", "orders", "--full", "--wait")
+			if err != nil && strings.Contains(err.Error(), "already running") {
+				return err
+			}
+			require.NoError(t, err, errOut)
+			return nil
+		})
+		require.Regexp(t, `maintenance \(full=true\) done by (b1|b2|a2)`, out)
+		require.Contains(t, errOut, "started maintenance of array-b:.replctl/repository")
+
+		// No agent of the target order: the maintenance waits for one, and is cancelled.
+		for _, h := range []string{"b1", "b2", "a2"} {
+			e.stopAgent(h)
+		}
+		defer func() {
+			for _, h := range []string{"b1", "b2", "a2"} {
+				e.startAgent(h)
+			}
+		}()
+		errc := make(chan error, 1)
+		go func() { _, _, err := e.cli("maintain", "orders", "--wait"); errc <- err }()
+		id := workflows.MaintenanceID("array-b", ".replctl/repository")
+		eventually(t, 10*time.Second, "the maintenance running", func() error {
+			d, err := e.c.DescribeWorkflowExecution(context.Background(), id, "")
+			if err != nil {
+				return err
+			}
+			if d.WorkflowExecutionInfo.Status != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+				return fmt.Errorf("status %s", d.WorkflowExecutionInfo.Status)
+			}
+			return nil
+		})
+		require.NoError(t, e.c.CancelWorkflow(context.Background(), id, ""))
+		err := <-errc
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "maintenance of array-b:.replctl/repository was canceled")
+		require.Equal(t, ExitRunFailed, exitCode(err))
+		q, err := e.c.QueryWorkflow(context.Background(), id, "", workflows.StatusQuery)
+		require.NoError(t, err)
+		var st workflows.Status
+		require.NoError(t, q.Get(&st))
+		require.Equal(t, workflows.PhaseCancelled, st.Phase)
+	})
+
+	t.Run("test-failover opens a writable copy and --cleanup removes it", func(t *testing.T) {
+		var res workflows.TestFailoverResult
+		e.cliJSON(&res, "test-failover", "orders", "--name", "drill", "-o", "json")
+		c := res.Copy
+		require.Equal(t, "b1", c.Agent)
+		require.EqualValues(t, 12, c.Files)
+		require.DirExists(t, c.Path)
+		probe := filepath.Join(c.Path, "written-by-the-test")
+		require.NoError(t, os.WriteFile(probe, []byte("x"), 0o644), "the test copy is writable")
+		var reps replicasView
+		e.cliJSON(&reps, "replicas", "orders", "-o", "json")
+		require.Equal(t, reps.Replicas[0].Name, c.Replica, "the current replica by default")
+		require.NoFileExists(t, filepath.Join(reps.Replicas[0].Path, "written-by-the-test"), "the replica is untouched")
+		d, err := e.c.DescribeWorkflowExecution(context.Background(), workflows.TestFailoverID("orders", "drill"), "")
+		require.NoError(t, err)
+		require.Contains(t, d.WorkflowExecutionInfo.Memo.Fields, "by", "who tested is recorded")
+
+		out, errOut, err := e.cli("test-failover", "orders", "--name", "drill", "--cleanup")
+		require.NoError(t, err, errOut)
+		require.Contains(t, out, "test copy drill of job orders removed (by b1)")
+		require.NoDirExists(t, c.Path)
+
+		// A cancelled test failover says so (no target agent to do it).
+		for _, h := range []string{"b1", "b2", "a2"} {
+			e.stopAgent(h)
+		}
+		defer func() {
+			for _, h := range []string{"b1", "b2", "a2"} {
+				e.startAgent(h)
+			}
+		}()
+		errc := make(chan error, 1)
+		go func() { _, _, err := e.cli("test-failover", "orders", "--name", "drill2"); errc <- err }()
+		id := workflows.TestFailoverID("orders", "drill2")
+		eventually(t, 10*time.Second, "the test failover running", func() error {
+			_, err := e.c.DescribeWorkflowExecution(context.Background(), id, "")
+			return err
+		})
+		require.NoError(t, e.c.CancelWorkflow(context.Background(), id, ""))
+		err = <-errc
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "test failover of orders was canceled")
+		require.Equal(t, ExitRunFailed, exitCode(err))
+	})
+
+	t.Run("config validate", func(t *testing.T) {
+		out, _, err := e.cli("config", "validate")
+		require.NoError(t, err)
+		require.Contains(t, out, ": ok (2 storage systems, 4 hosts, 2 jobs)")
+		bad := filepath.Join(e.dir, "bad.yaml")
+		require.NoError(t, os.WriteFile(bad, []byte("jobs: []\nnope: 1\n"), 0o644))
+		_, _, err = e.cli("config", "validate", bad)
+		require.Error(t, err)
+		require.Equal(t, ExitUsage, exitCode(err))
+		require.Contains(t, err.Error(), bad+":2")
+	})
+
 	t.Run("a takeover shows in history and status", func(t *testing.T) {
 		e.stopAgent("b1")
 		out, errOut, err := e.cli("start", "orders", "--wait")
@@ -451,13 +622,14 @@ func TestCLIAgainstRealServer(t *testing.T) {
 	})
 
 	t.Run("a schedule fires by itself", func(t *testing.T) {
-		e.writeConfig(strings.Replace(ordersSchedule, "30 3", "45 3", 1), `schedule: {cron: "@every 2s"}`)
+		// keep_within keeps every replica of the last hour although replicas is 1.
+		e.writeConfig(strings.Replace(ordersSchedule, "30 3", "45 3", 1), "schedule: {cron: \"@every 2s\"}\n    retention: {replicas: 1, keep_within: 1h}")
 		var changes []scheduleChange
 		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
 		require.Contains(t, changes, scheduleChange{Job: "ticker", ScheduleID: workflows.ScheduleID("ticker"), Change: "created", Detail: `cron "@every 2s" UTC, overlap skip`})
 		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "updated", Detail: `cron "30 3 * * *" -> "45 3 * * *"`})
 
-		eventually(t, 30*time.Second, "the ticker schedule publishing a replica", func() error {
+		eventually(t, 40*time.Second, "the ticker schedule publishing replicas, all kept by keep_within", func() error {
 			var reps replicasView
 			out, _, err := e.cli("replicas", "ticker", "-o", "json")
 			if err != nil {
@@ -466,8 +638,8 @@ func TestCLIAgainstRealServer(t *testing.T) {
 			if err := json.Unmarshal([]byte(out), &reps); err != nil {
 				return err
 			}
-			if len(reps.Replicas) == 0 {
-				return fmt.Errorf("no replica yet")
+			if len(reps.Replicas) < 3 {
+				return fmt.Errorf("%d replicas", len(reps.Replicas))
 			}
 			return nil
 		})
@@ -513,6 +685,12 @@ func TestCLIAgainstRealServer(t *testing.T) {
 		out, _, err := e.cli("completion", "bash")
 		require.NoError(t, err)
 		require.Contains(t, out, "bash completion")
+		out, _, err = e.cli("completion", "zsh")
+		require.NoError(t, err)
+		require.Contains(t, out, "#compdef replctl")
+		out, _, err = e.cli("completion", "fish")
+		require.NoError(t, err)
+		require.Contains(t, out, "complete -c replctl")
 		out, _, err = e.cli("__complete", "status", "")
 		require.NoError(t, err)
 		require.Contains(t, out, "orders\nticker\n")

@@ -191,9 +191,43 @@ func TestWatcherOutput(t *testing.T) {
 	v.Agents.Source = "a2"
 	w.show(v, now.Add(progressEvery+1500*time.Millisecond))
 	require.Contains(t, pipe.String(), "TAKEOVER source push: a1 -> a2")
-	require.Contains(t, pipe.String(), "source=a2")
+	require.Contains(t, pipe.String(), "source=a2 target=- takeovers=1")
 	require.NotContains(t, pipe.String(), "\x1b[")
 	require.False(t, isTerminal(&pipe))
+}
+
+func TestRateTracker(t *testing.T) {
+	t0 := time.Now()
+	step := func(agent, phase string, done int64, hb time.Duration) *liveStep {
+		return &liveStep{Activity: activities.PullName, Attempt: 1, LastHeartbeat: t0.Add(hb), BytesPerSecond: 999, ETA: "average",
+			Progress: &activities.Progress{Step: "pull", Phase: phase, Agent: agent, BytesDone: done, BytesTotal: 100 << 20}}
+	}
+	var r rateTracker
+	l := step("b1", "restore", 10<<20, 0)
+	r.update(l)
+	require.Zero(t, l.BytesPerSecond, "one heartbeat of a step: no rate yet")
+	require.Empty(t, l.ETA)
+	l = step("b1", "restore", 20<<20, time.Second)
+	r.update(l)
+	require.Equal(t, float64(10<<20), l.BytesPerSecond)
+	require.Equal(t, "8s", l.ETA)
+	l = step("b1", "restore", 40<<20, 2*time.Second)
+	r.update(l)
+	require.Equal(t, float64(15<<20), l.BytesPerSecond, "smoothed: half the new 20 MiB/s, half the old 10")
+	require.Equal(t, "4s", l.ETA)
+	l = step("b1", "restore", 40<<20, 2*time.Second)
+	r.update(l)
+	require.Equal(t, float64(15<<20), l.BytesPerSecond, "no new heartbeat: the rate stays")
+
+	// A phase change, or another agent taking over, starts over.
+	l = step("b1", "verify", 5<<20, 3*time.Second)
+	r.update(l)
+	require.Zero(t, l.BytesPerSecond)
+	l = step("b2", "verify", 60<<20, 4*time.Second)
+	r.update(l)
+	require.Zero(t, l.BytesPerSecond, "a taker's first heartbeat counts reused bytes: no rate from it")
+	r.update(nil)
+	require.Empty(t, r.key)
 }
 
 func TestFormatSpec(t *testing.T) {

@@ -74,7 +74,7 @@ func runMaintain(ctx context.Context, f *Factory, o *MaintainOptions) error {
 	}
 	var res workflows.MaintenanceResult
 	if err := run.Get(ctx, &res); err != nil {
-		return &ExitError{Code: ExitRunFailed, Err: fmt.Errorf("maintenance failed: %w", err)}
+		return runEndError(fmt.Sprintf("maintenance of %s:%s", j.Repository.Storage, j.Repository.Path), err)
 	}
 	fmt.Fprintf(f.Out, "maintenance (full=%t) done by %s in %s\n", res.Result.Full, res.Result.Agent, res.Result.Duration.Round(1e6))
 	return nil

@@ -47,8 +47,11 @@ type ScheduleOptions struct {
 	// DryRun makes sync report what it would change without changing it.
 	DryRun bool
 	// Wait makes trigger wait for the scheduled run and report how it ended.
-	Wait   bool
-	Output string
+	Wait bool
+	// Maintenance makes describe, pause, unpause, trigger and delete act on the maintenance
+	// schedule of the job's repository instead of the job's own schedule.
+	Maintenance bool
+	Output      string
 }
 
 // NewCmdSchedule is `replctl schedule` and its subcommands. runF, when set, receives the
@@ -88,6 +91,9 @@ func NewCmdSchedule(f *Factory, runF func(*ScheduleOptions) error) *cobra.Comman
 		if jobArg {
 			c.Args = exactArgs(1, "one job name")
 			c.ValidArgsFunction = completeJobs(f, true)
+			if o.Action != "backfill" {
+				c.Flags().BoolVar(&o.Maintenance, "maintenance", false, "act on the maintenance schedule of the job's repository")
+			}
 		} else {
 			c.Args = exactArgs(0, "no arguments")
 		}
@@ -231,7 +237,11 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 		printScheduleList(f.Out, views)
 		return nil
 	case "describe":
-		v, err := describeSchedule(ctx, c, cfg, o.Job)
+		describe := describeSchedule
+		if o.Maintenance {
+			describe = describeMaintenanceSchedule
+		}
+		v, err := describe(ctx, c, cfg, o.Job)
 		if err != nil {
 			return err
 		}
@@ -243,6 +253,13 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 	}
 
 	h := c.ScheduleClient().GetHandle(ctx, workflows.ScheduleID(o.Job))
+	if o.Maintenance {
+		u, err := repositoryOf(cfg, o.Job)
+		if err != nil {
+			return err
+		}
+		h = c.ScheduleClient().GetHandle(ctx, workflows.MaintenanceScheduleID(u.Storage, u.Path))
+	}
 	overlap := enums.SCHEDULE_OVERLAP_POLICY_UNSPECIFIED
 	if o.Overlap != "" {
 		overlap, _ = overlapPolicy(o.Overlap) // checked in o.check
@@ -280,6 +297,9 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 	default:
 		return usageError("unknown schedule action %q", o.Action)
 	}
+	if err != nil && o.Maintenance {
+		return maintenanceScheduleError(err, o.Job, h.GetID(), o.Action)
+	}
 	if err != nil {
 		return scheduleError(err, o.Job, o.Action)
 	}
@@ -304,7 +324,7 @@ func scheduleError(err error, job, action string) error {
 func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.ScheduleHandle, o *ScheduleOptions, overlap enums.ScheduleOverlapPolicy) error {
 	before, err := h.Describe(ctx)
 	if err != nil {
-		return scheduleError(err, o.Job, "trigger")
+		return triggerError(o, h.GetID(), err)
 	}
 	known := map[string]bool{}
 	for _, a := range before.Info.RecentActions {
@@ -313,11 +333,13 @@ func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.
 		}
 	}
 	if err := h.Trigger(ctx, client.ScheduleTriggerOptions{Overlap: overlap}); err != nil {
-		return scheduleError(err, o.Job, "trigger")
+		return triggerError(o, h.GetID(), err)
 	}
 	fmt.Fprintf(f.ErrOut, "triggered schedule %s of job %s\n", h.GetID(), o.Job)
 	if !o.Wait {
-		fmt.Fprintf(f.ErrOut, "follow it with: replctl status %s --watch\n", o.Job)
+		if !o.Maintenance {
+			fmt.Fprintf(f.ErrOut, "follow it with: replctl status %s --watch\n", o.Job)
+		}
 		return nil
 	}
 	// The schedule starts the trigger workflow asynchronously: wait for it to show up.
@@ -326,7 +348,7 @@ func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.
 	for started == nil {
 		d, err := h.Describe(ctx)
 		if err != nil {
-			return scheduleError(err, o.Job, "trigger")
+			return triggerError(o, h.GetID(), err)
 		}
 		for _, a := range d.Info.RecentActions {
 			if r := a.StartWorkflowResult; r != nil && !known[r.WorkflowID+"/"+r.FirstExecutionRunID] {
@@ -378,6 +400,13 @@ func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.
 	return nil
 }
 
+func triggerError(o *ScheduleOptions, id string, err error) error {
+	if o.Maintenance {
+		return maintenanceScheduleError(err, o.Job, id, "trigger")
+	}
+	return scheduleError(err, o.Job, "trigger")
+}
+
 // specFingerprint is what a schedule was synced from (stored in the action's memo).
 type specFingerprint struct {
 	Cron           string `json:"cron"`
@@ -388,6 +417,9 @@ type specFingerprint struct {
 	PauseOnFailure bool   `json:"pause_on_failure,omitempty"`
 	TaskQueue      string `json:"task_queue"`
 	Workflow       string `json:"workflow"`
+	// Job and Full: the owner job and kind of a repository's maintenance schedule.
+	Job  string `json:"job,omitempty"`
+	Full bool   `json:"full,omitempty"`
 }
 
 func (s specFingerprint) String() string {
@@ -455,7 +487,11 @@ func scheduleAction(job, taskQueue string, fp specFingerprint) *client.ScheduleW
 func syncSchedulesOnStart(ctx context.Context, f *Factory, c client.Client, cfg *config.Config) {
 	changes, err := syncSchedules(ctx, c, cfg, false)
 	for _, ch := range changes {
-		if ch.Change != "unchanged" && ch.Error == "" {
+		switch {
+		case ch.Change == "unchanged" || ch.Error != "":
+		case ch.Repository != "":
+			fmt.Fprintf(f.ErrOut, "maintenance schedule of repository %s %s (%s)\n", ch.Repository, ch.Change, ch.Detail)
+		default:
 			fmt.Fprintf(f.ErrOut, "schedule of job %s %s (%s)\n", ch.Job, ch.Change, ch.Detail)
 		}
 	}
@@ -468,6 +504,8 @@ func syncSchedulesOnStart(ctx context.Context, f *Factory, c client.Client, cfg 
 type scheduleChange struct {
 	Job        string `json:"job,omitempty"`
 	ScheduleID string `json:"schedule_id"`
+	// Repository is set on a repository's maintenance schedule (storage:path); Job owns it.
+	Repository string `json:"repository,omitempty"`
 	// Change is created, updated, deleted or unchanged.
 	Change string `json:"change"`
 	Detail string `json:"detail,omitempty"`
@@ -499,6 +537,9 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 			fail(scheduleChange{Job: j.Name, ScheduleID: id, Change: "describe"}, err)
 			continue
 		}
+		if !exists {
+			desc = nil
+		}
 		if j.Schedule == nil {
 			if exists {
 				ch := scheduleChange{Job: j.Name, ScheduleID: id, Change: "deleted", Detail: "job has no schedule in the config"}
@@ -518,44 +559,22 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 			fail(scheduleChange{Job: j.Name, ScheduleID: id, Change: "created"}, err)
 			continue
 		}
-		if !exists {
-			ch := scheduleChange{Job: j.Name, ScheduleID: id, Change: "created", Detail: specSummary(fp)}
-			if !dryRun {
-				if _, err := sc.Create(ctx, want); err != nil {
-					fail(ch, err)
-					continue
-				}
-			}
-			changes = append(changes, ch)
+		ch, err := upsertSchedule(ctx, sc, h, desc, want, fp, scheduleChange{Job: j.Name, ScheduleID: id}, dryRun)
+		if err != nil {
+			fail(ch, err)
 			continue
-		}
-		diff := scheduleDiff(desc, want, fp)
-		paused := desc.Schedule.State != nil && desc.Schedule.State.Paused
-		if len(diff) == 0 {
-			changes = append(changes, scheduleChange{Job: j.Name, ScheduleID: id, Change: "unchanged", Detail: specSummary(fp), Paused: paused})
-			continue
-		}
-		ch := scheduleChange{Job: j.Name, ScheduleID: id, Change: "updated", Detail: strings.Join(diff, "; "), Paused: paused}
-		if !dryRun {
-			err := h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
-				s := in.Description.Schedule
-				spec := want.Spec
-				s.Spec = &spec
-				s.Action = want.Action
-				s.Policy = &client.SchedulePolicies{Overlap: want.Overlap, CatchupWindow: want.CatchupWindow, PauseOnFailure: want.PauseOnFailure}
-				// s.State is kept: an operator's pause survives a sync.
-				return &client.ScheduleUpdate{Schedule: &s}, nil
-			}})
-			if err != nil {
-				fail(ch, err)
-				continue
-			}
 		}
 		changes = append(changes, ch)
 	}
 
-	// Schedules of jobs that are no longer in the config. List is eventually consistent;
-	// the loop above already handled every job the config names.
+	mchanges, merrs := syncMaintenanceSchedules(ctx, sc, cfg, dryRun)
+	changes, errs = append(changes, mchanges...), append(errs, merrs...)
+	for _, ch := range mchanges {
+		wanted[ch.ScheduleID] = true
+	}
+
+	// Schedules of jobs (and repositories) that are no longer in the config. List is
+	// eventually consistent; the loops above already handled everything the config names.
 	it, err := sc.List(ctx, client.ScheduleListOptions{})
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list schedules: %w", err))
@@ -566,12 +585,15 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 				errs = append(errs, fmt.Errorf("list schedules: %w", err))
 				break
 			}
-			if !strings.HasPrefix(e.ID, scheduleIDPrefix) || wanted[e.ID] || slices.ContainsFunc(changes, func(ch scheduleChange) bool { return ch.ScheduleID == e.ID }) {
+			isMaint := strings.HasPrefix(e.ID, workflows.MaintenanceSchedulePrefix)
+			if !(strings.HasPrefix(e.ID, scheduleIDPrefix) || isMaint) || wanted[e.ID] || slices.ContainsFunc(changes, func(ch scheduleChange) bool { return ch.ScheduleID == e.ID }) {
 				continue
 			}
 			job := strings.TrimPrefix(e.ID, scheduleIDPrefix)
 			ch := scheduleChange{Job: job, ScheduleID: e.ID, Change: "deleted", Detail: "job is not in the config"}
-			if _, err := cfg.Job(job); err == nil {
+			if isMaint {
+				ch = scheduleChange{ScheduleID: e.ID, Change: "deleted", Detail: "repository maintenance: no job of the config uses the repository"}
+			} else if _, err := cfg.Job(job); err == nil {
 				ch.Detail = "job has no schedule in the config"
 			}
 			if !dryRun {
@@ -590,6 +612,39 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 		return changes, fmt.Errorf("schedule sync incomplete (the other schedules were synced): %w", errors.Join(errs...))
 	}
 	return changes, nil
+}
+
+// upsertSchedule creates the schedule want when desc is nil, else updates it when it differs
+// from want (keeping an operator's pause), and says what it did in ch.
+func upsertSchedule(ctx context.Context, sc client.ScheduleClient, h client.ScheduleHandle, desc *client.ScheduleDescription, want client.ScheduleOptions, fp specFingerprint, ch scheduleChange, dryRun bool) (scheduleChange, error) {
+	if desc == nil {
+		ch.Change, ch.Detail = "created", specSummary(fp)
+		if !dryRun {
+			if _, err := sc.Create(ctx, want); err != nil {
+				return ch, err
+			}
+		}
+		return ch, nil
+	}
+	diff := scheduleDiff(desc, want, fp)
+	ch.Paused = desc.Schedule.State != nil && desc.Schedule.State.Paused
+	if len(diff) == 0 {
+		ch.Change, ch.Detail = "unchanged", specSummary(fp)
+		return ch, nil
+	}
+	ch.Change, ch.Detail = "updated", strings.Join(diff, "; ")
+	if dryRun {
+		return ch, nil
+	}
+	return ch, h.Update(ctx, client.ScheduleUpdateOptions{DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
+		s := in.Description.Schedule
+		spec := want.Spec
+		s.Spec = &spec
+		s.Action = want.Action
+		s.Policy = &client.SchedulePolicies{Overlap: want.Overlap, CatchupWindow: want.CatchupWindow, PauseOnFailure: want.PauseOnFailure}
+		// s.State is kept: an operator's pause survives a sync.
+		return &client.ScheduleUpdate{Schedule: &s}, nil
+	}})
 }
 
 // scheduleDiff lists what differs between a described schedule and the wanted one.
@@ -613,8 +668,8 @@ func scheduleDiff(d *client.ScheduleDescription, want client.ScheduleOptions, fp
 	case !ok:
 		diff = append(diff, "action is not a workflow start")
 	default:
-		if name, _ := a.Workflow.(string); name != workflows.ScheduledWorkflowName {
-			diff = append(diff, fmt.Sprintf("workflow %q -> %q", name, workflows.ScheduledWorkflowName))
+		if name, _ := a.Workflow.(string); name != fp.Workflow {
+			diff = append(diff, fmt.Sprintf("workflow %q -> %q", name, fp.Workflow))
 		}
 		if a.TaskQueue != fp.TaskQueue {
 			diff = append(diff, fmt.Sprintf("task queue %q -> %q", a.TaskQueue, fp.TaskQueue))
@@ -668,6 +723,8 @@ func fingerprintDiff(old, cur specFingerprint) []string {
 	add("pause_on_failure", strconv.FormatBool(old.PauseOnFailure), strconv.FormatBool(cur.PauseOnFailure))
 	add("task_queue", old.TaskQueue, cur.TaskQueue)
 	add("workflow", old.Workflow, cur.Workflow)
+	add("job", old.Job, cur.Job)
+	add("full", strconv.FormatBool(old.Full), strconv.FormatBool(cur.Full))
 	return d
 }
 
@@ -721,8 +778,10 @@ func printScheduleChanges(w io.Writer, changes []scheduleChange, dryRun bool) {
 			state = "FAILED to " + strings.TrimSuffix(ch.Change, "d")
 		}
 		detail := ch.Detail
-		if ch.Paused {
+		if ch.Paused && ch.Repository == "" {
 			detail += " (paused: `replctl schedule unpause " + ch.Job + "`)"
+		} else if ch.Paused {
+			detail += " (paused on the server)"
 		}
 		if ch.Error != "" {
 			detail = ch.Error
@@ -736,6 +795,8 @@ func printScheduleChanges(w io.Writer, changes []scheduleChange, dryRun bool) {
 type scheduleView struct {
 	Job        string `json:"job"`
 	ScheduleID string `json:"schedule_id"`
+	// Repository is set on a repository's maintenance schedule (storage:path); Job owns it.
+	Repository string `json:"repository,omitempty"`
 	// InConfig tells whether the config has a schedule for the job.
 	InConfig bool `json:"in_config"`
 	// Synced is false when the schedule differs from the config (run schedule sync).
@@ -987,7 +1048,8 @@ func listSchedules(ctx context.Context, c client.Client, cfg *config.Config) ([]
 		}
 		views = append(views, newScheduleView(cfg, job, d))
 	}
-	return views, nil
+	mviews, err := listMaintenanceSchedules(ctx, c, cfg)
+	return append(views, mviews...), err
 }
 
 func printScheduleList(w io.Writer, views []*scheduleView) {
@@ -1023,7 +1085,11 @@ func printScheduleList(w io.Writer, views []*scheduleView) {
 		case !v.Synced:
 			conf = "differs"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.Job, spec, state, last, next, conf)
+		who := v.Job
+		if v.Repository != "" {
+			who = "maintenance " + v.Repository + " (" + dash(v.Job) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", who, spec, state, last, next, conf)
 	}
 	tw.Flush()
 }

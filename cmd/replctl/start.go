@@ -111,6 +111,9 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 			code = ExitLeftQuiesce
 			runErr = fmt.Errorf("%w; HOST %s WAS LEFT QUIESCED", runErr, st.QuiescedHost)
 		}
+		if code == ExitRunFailed {
+			return runEndError("run of job "+o.Job, runErr)
+		}
 		return &ExitError{Code: code, Err: fmt.Errorf("run of job %s failed: %w", o.Job, runErr)}
 	}
 	return nil

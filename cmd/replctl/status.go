@@ -599,10 +599,14 @@ func watchStatus(ctx context.Context, f *Factory, c client.Client, cfg *config.C
 	}
 	src := &statusSource{c: c, cfg: cfg, job: o.Job, runID: o.RunID}
 	var w watcher
+	var rate rateTracker
 	w.tty = isTerminal(f.Out)
 	w.out = f.Out
 	for first := true; ; first = false {
 		v, status, err := src.fetch(ctx, time.Now())
+		if err == nil {
+			rate.update(v.Live)
+		}
 		switch {
 		case ctx.Err() != nil:
 			w.stop()
@@ -696,6 +700,9 @@ func (w *watcher) show(v statusView, now time.Time) {
 // watchLine is one line of a non-terminal watch.
 func watchLine(v statusView) string {
 	s := fmt.Sprintf("%-10s agents application=%s source=%s target=%s", v.Phase, dash(v.Agents.Application), dash(v.Agents.Source), dash(v.Agents.Target))
+	if n := len(v.Takeovers); n > 0 {
+		s += fmt.Sprintf(" takeovers=%d", n)
+	}
 	if v.Live != nil {
 		s += " | " + liveLine(v.Live)
 	}

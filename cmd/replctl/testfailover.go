@@ -87,7 +87,7 @@ func runTestFailover(ctx context.Context, f *Factory, o *TestFailoverOptions) er
 	}
 	var res workflows.TestFailoverResult
 	if err := run.Get(ctx, &res); err != nil {
-		return &ExitError{Code: ExitRunFailed, Err: fmt.Errorf("test failover of %s: %w", o.Job, err)}
+		return runEndError("test failover of "+o.Job, err)
 	}
 	if o.Output == "json" {
 		return writeJSON(f.Out, res)
