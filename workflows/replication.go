@@ -183,7 +183,7 @@ func (w *replication) push(ctx workflow.Context) error {
 		if err != nil {
 			return nonRetryable(err)
 		}
-		repo, err := w.plan.RepoDir(agent)
+		repo, err := w.plan.Repo(agent)
 		if err != nil {
 			return nonRetryable(err)
 		}
@@ -191,7 +191,7 @@ func (w *replication) push(ctx workflow.Context) error {
 		var res activities.PushResult
 		err = workflow.ExecuteActivity(ctx, activities.PushName, activities.PushInput{
 			Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: w.plan.Source.Dataset,
-			Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile}, Resume: resume,
+			Repo: repo, Resume: resume,
 		}).Get(ctx, &res)
 		if err != nil {
 			return err
@@ -212,13 +212,13 @@ func (w *replication) pull(ctx workflow.Context) error {
 		if err != nil {
 			return nonRetryable(err)
 		}
-		repo, err := w.plan.RepoDir(agent)
+		repo, err := w.plan.Repo(agent)
 		if err != nil {
 			return nonRetryable(err)
 		}
 		in := activities.PullInput{
 			Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, ImageID: w.image, TargetRoot: root,
-			Dataset: w.plan.Target.Dataset, Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile},
+			Dataset: w.plan.Target.Dataset, Repo: repo,
 			ReplicaName: replicaName, Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
 			SourceDataset: w.plan.Source.Dataset, KeepImages: w.plan.Retention.Images, Verify: w.plan.Verify,
 		}
