@@ -97,6 +97,8 @@ type envOptions struct {
 	heartbeat, scheduleToStart string
 	// a1SSH, when set, makes other agents reach host a1 over SSH.
 	a1SSH *sshtest.Server
+	// config, when set, replaces envConfig (same placeholders; %[4]s may be unused).
+	config string
 }
 
 func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
@@ -119,7 +121,11 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(testScript), 0o755))
 	}
 	e.cfgFile = filepath.Join(dir, "replctl.yaml")
-	require.NoError(t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(envConfig, dir, o.heartbeat, o.scheduleToStart, connect)), 0o644))
+	tmpl := envConfig
+	if o.config != "" {
+		tmpl = o.config
+	}
+	require.NoError(t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(tmpl, dir, o.heartbeat, o.scheduleToStart, connect)), 0o644))
 
 	e.ts = temporaltest.NewServer(temporaltest.WithT(t))
 	e.c = e.ts.GetDefaultClient()
