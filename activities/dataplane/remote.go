@@ -135,6 +135,7 @@ func dialSFTP(ctx context.Context, h RemoteHost) (*sftp.Client, *ssh.Client, err
 		sftp.UseConcurrentReads(true),
 		sftp.UseConcurrentWrites(true),
 		sftp.MaxConcurrentRequestsPerFile(64),
+		sftp.MaxPacketUnchecked(1<<18-1024),
 	)
 	if err != nil {
 		sc.Close()
