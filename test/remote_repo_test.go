@@ -14,7 +14,8 @@ import (
 )
 
 // remoteRepoConfig: the source host a1 is attached to array-a only; the repository is on
-// array-b, which b1 and b2 mount and serve over SSH (%[5]s, %[6]s: their connect settings).
+// array-b, which b1 and b2 mount and serve over SSH (%[4]s, %[5]s: their connect settings,
+// filled in before the harness formats the rest).
 const remoteRepoConfig = `
 temporal: {address: 127.0.0.1:7233, namespace: default}
 storage:

@@ -3,7 +3,6 @@ package hostexec
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -40,6 +39,3 @@ func Dial(ctx context.Context, t *SSHTarget) (*ssh.Client, error) {
 	}()
 	return client, nil
 }
-
-// ConnectTimeoutOf is t's connect timeout with the default applied.
-func ConnectTimeoutOf(t *SSHTarget) time.Duration { return connectTimeout(t) }
