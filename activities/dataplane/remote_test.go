@@ -2,9 +2,12 @@ package dataplane
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -110,4 +113,44 @@ func TestRemoteHostKeyEnforced(t *testing.T) {
 	res := e.pull(pres.ImageID, "r1")
 	requireSameTree(t, e.src, e.replicaDir())
 	require.True(t, res.Verified)
+}
+
+// sessionPIDs lists the per-connection sshd processes of s (children of the listener).
+func sessionPIDs(t *testing.T, s *sshtest.Server) []int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", s.Pid(), s.Pid()))
+	require.NoError(t, err)
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		require.NoError(t, err)
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// TestRemoteReconnectsAfterLostConnection: an open repository whose host dies (listener
+// and sessions gone) is used again: the lost connection is re-dialled, hosts in order,
+// and the second host serves the next push.
+func TestRemoteReconnectsAfterLostConnection(t *testing.T) {
+	b1, b2 := sshtest.Start(t), sshtest.Start(t)
+	e := newEnv(t)
+	e.cfg.Remote = []RemoteHost{remoteHost("b1", b1, e.cfg.Dir), remoteHost("b2", b2, e.cfg.Dir)}
+	makeTree(t, e.src)
+	e.push()
+	require.Zero(t, accepted(b2))
+
+	sessions := sessionPIDs(t, b1)
+	require.NotEmpty(t, sessions, "the open repository holds a session on b1")
+	b1.Stop()
+	for _, pid := range sessions {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	}
+
+	writeFile(t, filepath.Join(e.src, "after-loss.txt"), []byte("second push\n"), 0o644, baseTime)
+	pres := e.push() // the same Repos: its repository stays open, its connection is redialled
+	require.Positive(t, accepted(b2), "b2 serves after b1 is lost")
+	res := e.pull(pres.ImageID, "r1")
+	require.True(t, res.Verified)
+	requireSameTree(t, e.src, e.replicaDir())
 }
