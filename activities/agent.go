@@ -208,6 +208,10 @@ const pushCheckpointInterval = 3 * time.Second
 type RepoLocation struct {
 	Dir          string
 	PasswordFile string
+	// Via, when set, says this host is not attached to the repository storage: the
+	// repository is reached over SFTP through the first of these hosts that answers,
+	// and Dir is Via[0]'s view of it.
+	Via []RepoHost `json:",omitempty"`
 }
 
 // Progress is the heartbeat detail of a step: a resume cursor for the agent that takes over.
@@ -498,7 +502,14 @@ func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult,
 }
 
 func (a *Agent) repoConfig(r RepoLocation) dataplane.RepoConfig {
-	return dataplane.RepoConfig{Dir: r.Dir, PasswordFile: r.PasswordFile, ClientDir: filepath.Join(a.StateDir, "repositories")}
+	cfg := dataplane.RepoConfig{Dir: r.Dir, PasswordFile: r.PasswordFile, ClientDir: filepath.Join(a.StateDir, "repositories")}
+	for _, h := range r.Via {
+		cfg.Remote = append(cfg.Remote, dataplane.RemoteHost{
+			Name: h.Name, Address: h.SSH.Address, User: h.SSH.User, KeyFile: h.SSH.KeyFile,
+			KnownHostsFile: h.SSH.KnownHostsFile, ConnectTimeout: h.SSH.ConnectTimeout, Dir: h.Dir,
+		})
+	}
+	return cfg
 }
 
 // begin starts an attempt on this agent: it refuses work sent to another agent's queue and

@@ -116,6 +116,18 @@ type Repository struct {
 	Storage      string
 	Path         string
 	PasswordFile string
+	// Via lists, in takeover order, the hosts attached to the repository storage that
+	// have an SSH connection: agents not attached to it reach the repository through
+	// them over SFTP. Empty when every order host is attached.
+	Via []RepoHost `json:",omitempty"`
+}
+
+// RepoHost is a host the repository can be reached through over SSH.
+type RepoHost struct {
+	Name string
+	// Dir is the repository directory as this host sees it.
+	Dir string
+	SSH SSH
 }
 
 // HostPlan is what a run needs to know about one host.
@@ -192,7 +204,54 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 			p.Hosts = append(p.Hosts, hostPlan(h))
 		}
 	}
+	p.Repository.Via = repoVia(cfg, p)
 	return p, nil
+}
+
+// repoVia lists the hosts to reach the repository through when an order host is not
+// attached to its storage: those of the target order, then of the source order, then
+// any other attached host (config order), keeping those with an SSH connection.
+func repoVia(cfg *config.Config, p Plan) []RepoHost {
+	needed := false
+	for _, name := range append(clone(p.Order.Source), p.Order.Target...) {
+		if h, err := cfg.Host(name); err == nil {
+			if _, ok := h.Mount(p.Repository.Storage); !ok {
+				needed = true
+			}
+		}
+	}
+	if !needed {
+		return nil
+	}
+	var names []string
+	names = append(names, p.Order.Target...)
+	names = append(names, p.Order.Source...)
+	for _, h := range cfg.Hosts {
+		names = append(names, h.Name)
+	}
+	var via []RepoHost
+	seen := map[string]bool{}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		h, err := cfg.Host(name)
+		if err != nil || h.Connect.SSH == nil {
+			continue
+		}
+		root, ok := h.Mount(p.Repository.Storage)
+		if !ok {
+			continue
+		}
+		ssh := h.Connect.SSH
+		via = append(via, RepoHost{
+			Name: h.Name,
+			Dir:  filepath.Join(root, filepath.FromSlash(p.Repository.Path)),
+			SSH:  SSH{Address: ssh.Address, User: ssh.User, KeyFile: ssh.Key, KnownHostsFile: ssh.KnownHosts, ConnectTimeout: ssh.Timeout},
+		})
+	}
+	return via
 }
 
 func hostPlan(h *config.Host) HostPlan {
@@ -262,6 +321,19 @@ func (p Plan) RepoDir(host string) (string, error) {
 		return "", err
 	}
 	return filepath.Join(root, filepath.FromSlash(p.Repository.Path)), nil
+}
+
+// Repo is the repository as host sees it: its directory when host is attached to the
+// repository storage, otherwise the hosts to reach it through over SSH.
+func (p Plan) Repo(host string) (RepoLocation, error) {
+	dir, err := p.RepoDir(host)
+	if err == nil {
+		return RepoLocation{Dir: dir, PasswordFile: p.Repository.PasswordFile}, nil
+	}
+	if _, herr := p.Host(host); herr != nil || len(p.Repository.Via) == 0 {
+		return RepoLocation{}, err
+	}
+	return RepoLocation{Dir: p.Repository.Via[0].Dir, PasswordFile: p.Repository.PasswordFile, Via: append([]RepoHost(nil), p.Repository.Via...)}, nil
 }
 
 func (p Plan) datasetDir(host string, e Endpoint) (string, error) {

@@ -660,8 +660,9 @@ func (k *checker) orderList(p string, hosts []string, required bool) {
 	}
 }
 
-// attachments checks that every host of an order has the role's storage and
-// the repository's storage mounted.
+// attachments checks that every host of an order has the role's storage
+// mounted, and can reach the repository: mounted too, or over SSH through a
+// host attached to the repository storage.
 func (k *checker) attachments(p string, hosts []string, role, storage, repo string) {
 	for i, name := range hosts {
 		hi, ok := k.hostIdx[name]
@@ -676,22 +677,38 @@ func (k *checker) attachments(p string, hosts []string, role, storage, repo stri
 				if storage == repo {
 					what = role + " and repository"
 				}
-				k.errorf(ip, "host %q is not attached to storage %q (%s); attach it (hosts[%d].attach), or remove it from the order%s", name, storage, what, hi, sshLater(storage == repo))
+				k.errorf(ip, "host %q is not attached to storage %q (%s); attach it (hosts[%d].attach), or remove it from the order", name, storage, what, hi)
 			}
 		}
 		if _, def := k.storageIdx[repo]; def && repo != storage {
-			if _, ok := h.Mount(repo); !ok {
-				k.errorf(ip, "host %q is not attached to storage %q (repository); attach it (hosts[%d].attach), or remove it from the order%s", name, repo, hi, sshLater(true))
+			if _, ok := h.Mount(repo); !ok && len(k.sshHostsOf(repo)) == 0 {
+				k.errorf(ip, "host %q is not attached to storage %q (repository), and no host attached to %q has connect: {ssh: ...} to reach it through (attached: %s); attach it (hosts[%d].attach), or give a host attached to %q an ssh connection",
+					name, repo, repo, listOrNone(k.attachedTo(repo)), hi, repo)
 			}
 		}
 	}
 }
 
-func sshLater(repo bool) string {
-	if repo {
-		return " (reaching a repository over SSH is not supported yet)"
+// attachedTo lists the hosts attached to storage, in config order.
+func (k *checker) attachedTo(storage string) []string {
+	var out []string
+	for _, h := range k.c.Hosts {
+		if _, ok := h.Mount(storage); ok {
+			out = append(out, h.Name)
+		}
 	}
-	return ""
+	return out
+}
+
+// sshHostsOf lists the hosts attached to storage that other agents reach over SSH.
+func (k *checker) sshHostsOf(storage string) []string {
+	var out []string
+	for _, h := range k.c.Hosts {
+		if _, ok := h.Mount(storage); ok && h.Connect.SSH != nil {
+			out = append(out, h.Name)
+		}
+	}
+	return out
 }
 
 func (k *checker) timeouts(p string, t *Timeouts) {

@@ -97,8 +97,7 @@ type envOptions struct {
 	heartbeat, scheduleToStart string
 	// a1SSH, when set, makes other agents reach host a1 over SSH.
 	a1SSH *sshtest.Server
-	// config replaces envConfig (same format arguments); storage dirs are made for every
-	// storage/array-* path it names.
+	// config, when set, replaces envConfig (same placeholders; %[4]s may be unused).
 	config string
 }
 

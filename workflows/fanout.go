@@ -91,7 +91,7 @@ func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.Tar
 		if err != nil {
 			return nonRetryable(err)
 		}
-		repo, err := w.plan.RepoDir(agent)
+		repo, err := w.plan.Repo(agent)
 		if err != nil {
 			return nonRetryable(err)
 		}
@@ -99,7 +99,7 @@ func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.Tar
 		for i, ds := range t.List() {
 			in := activities.PullInput{
 				Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, ImageID: w.images[i], TargetRoot: root,
-				Dataset: ds, Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile},
+				Dataset: ds, Repo: repo,
 				ReplicaName: replicaName, Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
 				SourceDataset: srcs[i], KeepImages: w.plan.Retention.Images, Verify: w.plan.Verify,
 				KeepWithin: w.plan.Retention.ReplicasWithin, KeepImagesWithin: w.plan.Retention.ImagesWithin,

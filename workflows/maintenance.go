@@ -45,13 +45,13 @@ func Maintenance(ctx workflow.Context, in MaintenanceInput) (MaintenanceResult, 
 	if err == nil {
 		w.setPhase(ctx, "maintaining")
 		err = w.onRole(ctx, w.roles.target, "maintain", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
-			repo, err := w.plan.RepoDir(agent)
+			repo, err := w.plan.Repo(agent)
 			if err != nil {
 				return nonRetryable(err)
 			}
 			return workflow.ExecuteActivity(ctx, activities.MaintainName, activities.MaintainInput{
 				Job: w.plan.Job, Agent: agent, Full: in.Full,
-				Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile},
+				Repo: repo,
 			}).Get(ctx, &res)
 		})
 	}

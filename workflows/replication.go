@@ -211,7 +211,7 @@ func (w *replication) push(ctx workflow.Context) error {
 		storage, datasets = w.failback.Storage, w.failback.List()
 	}
 	return w.onRole(ctx, w.roles.source, "push", func(ctx workflow.Context, agent string, resume *activities.Progress) error {
-		repo, err := w.plan.RepoDir(agent)
+		repo, err := w.plan.Repo(agent)
 		if err != nil {
 			return nonRetryable(err)
 		}
@@ -228,7 +228,7 @@ func (w *replication) push(ctx workflow.Context) error {
 			var res activities.PushResult
 			err = workflow.ExecuteActivity(ctx, activities.PushName, activities.PushInput{
 				Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: ds,
-				Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile}, Resume: resume,
+				Repo: repo, Resume: resume,
 				FollowLink: w.failback != nil,
 			}).Get(ctx, &res)
 			if err != nil {
@@ -257,13 +257,13 @@ func (w *replication) pull(ctx workflow.Context) error {
 		if err != nil {
 			return nonRetryable(err)
 		}
-		repo, err := w.plan.RepoDir(agent)
+		repo, err := w.plan.Repo(agent)
 		if err != nil {
 			return nonRetryable(err)
 		}
 		in := activities.PullInput{
 			Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, ImageID: w.image, TargetRoot: root,
-			Dataset: w.plan.Target.Dataset, Repo: activities.RepoLocation{Dir: repo, PasswordFile: w.plan.Repository.PasswordFile},
+			Dataset: w.plan.Target.Dataset, Repo: repo,
 			ReplicaName: replicaName, Epoch: w.nextEpoch(ctx), Keep: w.plan.Retention.Replicas,
 			SourceDataset: w.plan.Source.Dataset, KeepImages: w.plan.Retention.Images, Verify: w.plan.Verify,
 			KeepWithin: w.plan.Retention.ReplicasWithin, KeepImagesWithin: w.plan.Retention.ImagesWithin,

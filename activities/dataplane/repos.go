@@ -37,6 +37,10 @@ type RepoConfig struct {
 	// pull of 20k small files measured ~2x slower with a cache than without.
 	// A cache may help when the shared storage has high latency.
 	CacheMB int
+	// Remote, when set, means this host is not attached to the repository's
+	// storage: it is reached over SFTP through the first of these hosts that
+	// answers (remote.go). Dir is then Remote[0].Dir, for messages.
+	Remote []RemoteHost
 }
 
 func (c RepoConfig) validate() error {
@@ -66,7 +70,7 @@ func (c RepoConfig) passwordFile() string {
 }
 
 func (c RepoConfig) key() string {
-	return c.Dir + "\x00" + c.passwordFile() + "\x00" + c.ClientDir
+	return c.Dir + "\x00" + c.passwordFile() + "\x00" + c.ClientDir + remoteKey(c.Remote)
 }
 
 // clientDir is the per-repository kopia client state directory.
@@ -164,6 +168,10 @@ func (r *Repos) open(ctx context.Context, cfg RepoConfig, create bool) (repo.Dir
 }
 
 func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (repo.Repository, error) {
+	if len(cfg.Remote) > 0 {
+		return r.openRemote(ctx, cfg, create)
+	}
+
 	initialized, err := repoInitialized(ctx, cfg.Dir)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,371 @@
+package dataplane
+
+// A repository on storage this agent is not attached to is reached over SFTP
+// through the hosts attached to that storage. The blob layout is kopia's
+// sharded filesystem layout, so agents that mount the storage and agents that
+// come over SFTP share one repository.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kopia/kopia/repo/blob"
+	"github.com/kopia/kopia/repo/blob/retrying"
+	"github.com/kopia/kopia/repo/blob/sharded"
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/replctl/replctl/activities/hostexec"
+)
+
+// RemoteHost is a host attached to the repository's storage, reached over SSH.
+type RemoteHost struct {
+	// Name is the host's name in the config, for messages.
+	Name string `json:"name"`
+	// Address is host or host:port (port 22 by default).
+	Address string `json:"address"`
+	// User is the login name.
+	User string `json:"user"`
+	// KeyFile is an unencrypted private key on this agent's host.
+	KeyFile string `json:"keyFile"`
+	// KnownHostsFile is an OpenSSH known_hosts file on this agent's host; it is
+	// always enforced.
+	KnownHostsFile string `json:"knownHostsFile"`
+	// ConnectTimeout bounds dial plus handshake; 0 means hostexec's default.
+	ConnectTimeout time.Duration `json:"connectTimeout,omitempty"`
+	// Dir is the absolute repository directory as this host sees it.
+	Dir string `json:"dir"`
+}
+
+func (h RemoteHost) target() *hostexec.SSHTarget {
+	return &hostexec.SSHTarget{Address: h.Address, User: h.User, KeyFile: h.KeyFile, KnownHostsFile: h.KnownHostsFile, ConnectTimeout: h.ConnectTimeout}
+}
+
+// remoteStorageType names the kopia storage provider below in repository configs.
+const remoteStorageType = "replctl-sftp"
+
+// remoteOptions is the provider's configuration, stored in the agent's kopia
+// client config.
+type remoteOptions struct {
+	Hosts []RemoteHost `json:"hosts"`
+	sharded.Options
+}
+
+func init() {
+	blob.AddSupportedStorage(remoteStorageType, remoteOptions{}, newRemoteStorage)
+}
+
+// remoteKey distinguishes a remote repository from a local one with the same Dir.
+func remoteKey(hosts []RemoteHost) string {
+	var b strings.Builder
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "\x00%s@%s:%s", h.User, h.Address, h.Dir)
+	}
+	return b.String()
+}
+
+// sftpLink is one SFTP session to the first of hosts that answers; it is
+// re-dialled (hosts in order again) after the connection is lost.
+type sftpLink struct {
+	hosts []RemoteHost
+
+	mu     sync.Mutex
+	client *sftp.Client
+	ssh    *ssh.Client
+	host   int // index in hosts of the connected host
+	closed bool
+}
+
+func newSFTPLink(hosts []RemoteHost) (*sftpLink, error) {
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("%w: remote repository: no hosts to reach it through", ErrBadInput)
+	}
+	for _, h := range hosts {
+		if !path.IsAbs(h.Dir) {
+			return nil, fmt.Errorf("%w: remote repository: host %s: Dir %q is not absolute", ErrBadInput, h.Name, h.Dir)
+		}
+	}
+	return &sftpLink{hosts: hosts}, nil
+}
+
+// get returns the session and the connected host, dialling in order if needed.
+func (l *sftpLink) get(ctx context.Context) (*sftp.Client, RemoteHost, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, RemoteHost{}, errors.New("remote repository: connection closed")
+	}
+	if l.client != nil {
+		return l.client, l.hosts[l.host], nil
+	}
+	var tried []string
+	for i, h := range l.hosts {
+		if err := ctx.Err(); err != nil {
+			return nil, RemoteHost{}, err
+		}
+		c, sc, err := dialSFTP(ctx, h)
+		if err != nil {
+			tried = append(tried, fmt.Sprintf("%s (%v)", h.Name, err))
+			continue
+		}
+		l.client, l.ssh, l.host = c, sc, i
+		return c, h, nil
+	}
+	return nil, RemoteHost{}, fmt.Errorf("remote repository %s: no host attached to its storage could be reached over SSH; tried in order: %s",
+		l.hosts[0].Dir, strings.Join(tried, "; "))
+}
+
+func dialSFTP(ctx context.Context, h RemoteHost) (*sftp.Client, *ssh.Client, error) {
+	sc, err := hostexec.Dial(ctx, h.target())
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := sftp.NewClient(sc,
+		sftp.UseConcurrentReads(true),
+		sftp.UseConcurrentWrites(true),
+		sftp.MaxConcurrentRequestsPerFile(64),
+		sftp.MaxPacketUnchecked(1<<18-1024),
+	)
+	if err != nil {
+		sc.Close()
+		return nil, nil, fmt.Errorf("starting sftp on %s: %w", h.Address, err)
+	}
+	return c, sc, nil
+}
+
+// do runs fn with the session. An error that means the connection is gone
+// drops the session, so the next call (kopia retries blob operations) dials
+// again, trying the hosts in order.
+func (l *sftpLink) do(ctx context.Context, fn func(c *sftp.Client, h RemoteHost) error) error {
+	c, h, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	err = fn(c, h)
+	if err != nil && connectionLost(err) {
+		l.drop(c)
+		return fmt.Errorf("host %s: connection lost: %w", h.Name, err)
+	}
+	return err
+}
+
+func (l *sftpLink) drop(c *sftp.Client) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.client == c && c != nil {
+		l.client.Close()
+		l.ssh.Close()
+		l.client, l.ssh = nil, nil
+	}
+}
+
+func (l *sftpLink) Close() {
+	l.mu.Lock()
+	c := l.client
+	l.mu.Unlock()
+	l.drop(c)
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+}
+
+func connectionLost(err error) bool {
+	var ne net.Error
+	return errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.Is(err, sftp.ErrSSHFxNoConnection) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.As(err, &ne)
+}
+
+func notExist(err error) bool { return err != nil && errors.Is(err, fs.ErrNotExist) }
+
+// remoteStorage is a kopia blob.Storage over SFTP. The sharded layer works on
+// paths under "/", which each host maps onto its own repository directory.
+type remoteStorage struct {
+	sharded.Storage
+	blob.DefaultProviderImplementation
+	opts remoteOptions
+	link *sftpLink
+}
+
+func newRemoteStorage(ctx context.Context, opts *remoteOptions, isCreate bool) (blob.Storage, error) {
+	link, err := newSFTPLink(opts.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	st := &remoteStorage{opts: *opts, link: link}
+	st.Storage = sharded.New(st, "/", opts.Options, isCreate)
+	// Connect now: a repository nobody can reach fails here, with every host's reason.
+	if err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		if _, err := c.Stat(h.Dir); err != nil {
+			if notExist(err) && isCreate {
+				return c.MkdirAll(h.Dir)
+			}
+			return fmt.Errorf("repository directory %s on host %s: %w", h.Dir, h.Name, err)
+		}
+		return nil
+	}); err != nil {
+		link.Close()
+		return nil, err
+	}
+	return retrying.NewWrapper(st), nil
+}
+
+func hostPath(h RemoteHost, p string) string { return path.Join(h.Dir, p) }
+
+// GetBlobFromPath implements sharded.Impl.
+func (s *remoteStorage) GetBlobFromPath(ctx context.Context, _, p string, offset, length int64, output blob.OutputBuffer) error {
+	return s.link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		f, err := c.Open(hostPath(h, p))
+		if notExist(err) {
+			return blob.ErrBlobNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("opening %s on host %s: %w", hostPath(h, p), h.Name, err)
+		}
+		defer f.Close() //nolint:errcheck
+		output.Reset()
+		if length < 0 {
+			if _, err := f.WriteTo(output); err != nil {
+				return fmt.Errorf("reading %s on host %s: %w", hostPath(h, p), h.Name, err)
+			}
+			return nil
+		}
+		buf := make([]byte, length)
+		n, err := f.ReadAt(buf, offset)
+		if int64(n) < length {
+			if err == nil || errors.Is(err, io.EOF) {
+				return fmt.Errorf("%w: %s has no %d bytes at offset %d", blob.ErrInvalidRange, p, length, offset)
+			}
+			return fmt.Errorf("reading %s on host %s: %w", hostPath(h, p), h.Name, err)
+		}
+		_, err = output.Write(buf)
+		return err
+	})
+}
+
+// GetMetadataFromPath implements sharded.Impl.
+func (s *remoteStorage) GetMetadataFromPath(ctx context.Context, _, p string) (blob.Metadata, error) {
+	var md blob.Metadata
+	err := s.link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		fi, err := c.Stat(hostPath(h, p))
+		if notExist(err) {
+			return blob.ErrBlobNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("stat %s on host %s: %w", hostPath(h, p), h.Name, err)
+		}
+		md = blob.Metadata{Length: fi.Size(), Timestamp: fi.ModTime()}
+		return nil
+	})
+	return md, err
+}
+
+// PutBlobInPath implements sharded.Impl: a temp file renamed over the name, so
+// readers never see a partial blob.
+func (s *remoteStorage) PutBlobInPath(ctx context.Context, _, p string, data blob.Bytes, opts blob.PutOptions) error {
+	if opts.HasRetentionOptions() {
+		return fmt.Errorf("%w: blob retention", blob.ErrUnsupportedPutBlobOption)
+	}
+	if opts.DoNotRecreate {
+		return fmt.Errorf("%w: do-not-recreate", blob.ErrUnsupportedPutBlobOption)
+	}
+	return s.link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		full := hostPath(h, p)
+		tmp := full + ".tmp." + randomHex(8)
+		f, err := c.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		if notExist(err) {
+			if err := c.MkdirAll(path.Dir(full)); err != nil {
+				return fmt.Errorf("creating %s on host %s: %w", path.Dir(full), h.Name, err)
+			}
+			f, err = c.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		}
+		if err != nil {
+			return fmt.Errorf("creating %s on host %s: %w", tmp, h.Name, err)
+		}
+		r := data.Reader()
+		_, err = f.ReadFromWithConcurrency(r, 0)
+		r.Close() //nolint:errcheck
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = c.PosixRename(tmp, full)
+		}
+		if err != nil {
+			_ = c.Remove(tmp)
+			return fmt.Errorf("writing %s on host %s: %w", full, h.Name, err)
+		}
+		if t := opts.SetModTime; !t.IsZero() {
+			if err := c.Chtimes(full, t, t); err != nil {
+				return fmt.Errorf("setting times of %s on host %s: %w", full, h.Name, err)
+			}
+		}
+		if opts.GetModTime != nil {
+			fi, err := c.Stat(full)
+			if err != nil {
+				return fmt.Errorf("stat %s on host %s: %w", full, h.Name, err)
+			}
+			*opts.GetModTime = fi.ModTime()
+		}
+		return nil
+	})
+}
+
+// DeleteBlobInPath implements sharded.Impl; a missing blob is not an error.
+func (s *remoteStorage) DeleteBlobInPath(ctx context.Context, _, p string) error {
+	return s.link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		if err := c.Remove(hostPath(h, p)); err != nil && !notExist(err) {
+			return fmt.Errorf("removing %s on host %s: %w", hostPath(h, p), h.Name, err)
+		}
+		return nil
+	})
+}
+
+// ReadDir implements sharded.Impl.
+func (s *remoteStorage) ReadDir(ctx context.Context, dir string) ([]os.FileInfo, error) {
+	var out []os.FileInfo
+	err := s.link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		var err error
+		out, err = c.ReadDir(hostPath(h, dir))
+		return err
+	})
+	return out, err
+}
+
+// ConnectionInfo implements blob.Storage: what kopia stores to reopen us.
+func (s *remoteStorage) ConnectionInfo() blob.ConnectionInfo {
+	o := s.opts
+	return blob.ConnectionInfo{Type: remoteStorageType, Config: &o}
+}
+
+// DisplayName implements blob.Storage.
+func (s *remoteStorage) DisplayName() string {
+	names := make([]string, len(s.opts.Hosts))
+	for i, h := range s.opts.Hosts {
+		names[i] = h.Name
+	}
+	return fmt.Sprintf("SFTP %s via %s", s.opts.Hosts[0].Dir, strings.Join(names, ", "))
+}
+
+// Close implements blob.Storage.
+func (s *remoteStorage) Close(context.Context) error {
+	s.link.Close()
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

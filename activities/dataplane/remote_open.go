@@ -1,0 +1,270 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/blob"
+	"github.com/kopia/kopia/repo/format"
+	"github.com/pkg/sftp"
+)
+
+// openRemote is openUncached for a repository reached over SFTP (cfg.Remote).
+// The default password file is <Dir>.password next to the repository on the
+// remote storage, read (and on creation written) over SFTP; an explicit
+// PasswordFile is a file on this agent's host, as for a local repository.
+func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (repo.Repository, error) {
+	link, err := newSFTPLink(cfg.Remote)
+	if err != nil {
+		return nil, err
+	}
+	defer link.Close()
+
+	initialized, err := remoteInitialized(ctx, link, cfg.Remote)
+	if err != nil {
+		return nil, err
+	}
+	if !initialized {
+		if !create {
+			return nil, fmt.Errorf("%w: no kopia repository at %s (over SFTP via %s)", ErrNotFound, cfg.Dir, hostNames(cfg.Remote))
+		}
+		if err := initRemoteRepo(ctx, link, cfg, r.log); err != nil {
+			return nil, err
+		}
+	}
+
+	pw, err := readRemotePassword(ctx, link, cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	h := sha256.Sum256([]byte(cfg.Dir + remoteKey(cfg.Remote)))
+	cdir := filepath.Join(cfg.ClientDir, "repo-sftp-"+hex.EncodeToString(h[:8]))
+	if err := os.MkdirAll(cdir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating client dir %s: %w", cdir, err)
+	}
+	cfgFile := filepath.Join(cdir, "repository.config")
+
+	// The stored connection names the hosts; reconnect every time so that a
+	// changed host list (config edit) is always what is used.
+	_ = repo.Disconnect(ctx, cfgFile)
+	st, err := newRemoteStorage(ctx, &remoteOptions{Hosts: cfg.Remote}, false)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "replctl"
+	}
+	err = repo.Connect(ctx, cfgFile, st, pw, &repo.ConnectOptions{
+		ClientOptions:  repo.ClientOptions{Hostname: host, Username: "replctl"},
+		CachingOptions: *cfg.cachingOptions(cfgFile),
+	})
+	st.Close(ctx) //nolint:errcheck
+	if errors.Is(err, repo.ErrInvalidPassword) {
+		return nil, fmt.Errorf("%w: wrong password in %s for repository %s", ErrBadInput, remotePasswordName(cfg), cfg.Dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connecting to repository %s over SFTP: %w", cfg.Dir, err)
+	}
+	rep, err := repo.Open(ctx, cfgFile, pw, &repo.Options{
+		DisableRepositoryLog: true,
+		OnFatalError:         func(err error) { r.log("kopia fatal error", "repo", cfg.Dir, "err", err) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening repository %s over SFTP: %w", cfg.Dir, err)
+	}
+	return rep, nil
+}
+
+func hostNames(hosts []RemoteHost) string {
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// remoteInitialized reports whether the repository exists. Like the local
+// check it looks at the directory first: opening storage in a missing
+// directory would create it, and then initialization could not rename into it.
+func remoteInitialized(ctx context.Context, link *sftpLink, hosts []RemoteHost) (bool, error) {
+	exists := false
+	err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		_, err := c.Stat(h.Dir)
+		if notExist(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("checking repository %s on host %s: %w", h.Dir, h.Name, err)
+		}
+		exists = true
+		return nil
+	})
+	if err != nil || !exists {
+		return false, err
+	}
+	st, err := newRemoteStorage(ctx, &remoteOptions{Hosts: hosts}, false)
+	if err != nil {
+		return false, err
+	}
+	defer st.Close(ctx) //nolint:errcheck
+	_, err = st.GetMetadata(ctx, format.KopiaRepositoryBlobID)
+	if errors.Is(err, blob.ErrBlobNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("checking repository %s: %w", hosts[0].Dir, err)
+	}
+	return true, nil
+}
+
+// initRemoteRepo creates the repository as initRepo does locally, with the
+// same race rules: the password file by hard link of a complete temp file
+// (OpenSSH's hardlink extension), the repository in a temp directory renamed
+// into place (posix-rename: fails unless the target is missing or empty).
+func initRemoteRepo(ctx context.Context, link *sftpLink, cfg RepoConfig, log func(string, ...any)) error {
+	if cfg.PasswordFile != "" {
+		if err := ensurePasswordFile(cfg.PasswordFile); err != nil {
+			return err
+		}
+	} else if err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		return ensureRemotePasswordFile(c, h)
+	}); err != nil {
+		return err
+	}
+	pw, err := readRemotePassword(ctx, link, cfg)
+	if err != nil {
+		return err
+	}
+
+	base := "." + path.Base(cfg.Remote[0].Dir) + ".init-" + randomHex(8)
+	tmpHosts := make([]RemoteHost, len(cfg.Remote))
+	for i, h := range cfg.Remote {
+		h.Dir = path.Join(path.Dir(h.Dir), base)
+		tmpHosts[i] = h
+	}
+	defer func() {
+		_ = link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+			_ = c.RemoveAll(path.Join(path.Dir(h.Dir), base)) // gone after a successful rename
+			return nil
+		})
+	}()
+
+	st, err := newRemoteStorage(ctx, &remoteOptions{Hosts: tmpHosts}, true)
+	if err != nil {
+		return fmt.Errorf("creating repository storage next to %s: %w", cfg.Dir, err)
+	}
+	err = repo.Initialize(ctx, st, &repo.NewRepositoryOptions{
+		BlockFormat: format.ContentFormat{Hash: "BLAKE3-256", Encryption: "AES256-GCM-HMAC-SHA256"},
+	}, pw)
+	st.Close(ctx) //nolint:errcheck
+	if err != nil {
+		return fmt.Errorf("initializing repository next to %s over SFTP: %w", cfg.Dir, err)
+	}
+
+	var renameErr error
+	if err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		tmp := path.Join(path.Dir(h.Dir), base)
+		if err := c.Chmod(tmp, dirMode); err != nil {
+			return fmt.Errorf("chmod %s on host %s: %w", tmp, h.Name, err)
+		}
+		renameErr = c.PosixRename(tmp, h.Dir)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if renameErr != nil {
+		ok, ierr := remoteInitialized(ctx, link, cfg.Remote)
+		if ierr == nil && ok {
+			log("repository initialized concurrently by another agent", "repo", cfg.Dir)
+			return nil
+		}
+		return fmt.Errorf("%w: Repo.Dir: %s exists and is not a kopia repository (rename over SFTP: %v)", ErrBadInput, cfg.Dir, renameErr)
+	}
+	log("initialized repository over SFTP", "repo", cfg.Dir)
+	return nil
+}
+
+func remotePasswordName(cfg RepoConfig) string {
+	if cfg.PasswordFile != "" {
+		return cfg.PasswordFile
+	}
+	return cfg.Dir + ".password (on the repository storage)"
+}
+
+func readRemotePassword(ctx context.Context, link *sftpLink, cfg RepoConfig) (string, error) {
+	if cfg.PasswordFile != "" {
+		return readPassword(cfg.PasswordFile)
+	}
+	var b []byte
+	err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+		name := h.Dir + ".password"
+		f, err := c.Open(name)
+		if notExist(err) {
+			return fmt.Errorf("%w: password file %s does not exist on host %s", ErrNotFound, name, h.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("reading password file %s on host %s: %w", name, h.Name, err)
+		}
+		defer f.Close() //nolint:errcheck
+		var sb strings.Builder
+		if _, err := f.WriteTo(&sb); err != nil {
+			return fmt.Errorf("reading password file %s on host %s: %w", name, h.Name, err)
+		}
+		b = []byte(sb.String())
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("%w: password file %s is empty", ErrBadInput, remotePasswordName(cfg))
+	}
+	return pw, nil
+}
+
+// ensureRemotePasswordFile creates <Dir>.password with a random secret unless
+// it exists. The hard link fails if another agent won; its password stays.
+func ensureRemotePasswordFile(c *sftp.Client, h RemoteHost) error {
+	name := h.Dir + ".password"
+	if _, err := c.Stat(name); err == nil {
+		return nil
+	}
+	if err := c.MkdirAll(path.Dir(name)); err != nil {
+		return fmt.Errorf("creating %s on host %s: %w", path.Dir(name), h.Name, err)
+	}
+	tmp := path.Join(path.Dir(name), ".tmp-password-"+randomHex(8))
+	f, err := c.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return fmt.Errorf("creating %s on host %s: %w", tmp, h.Name, err)
+	}
+	defer c.Remove(tmp) //nolint:errcheck
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod %s on host %s: %w", tmp, h.Name, err)
+	}
+	_, err = f.Write([]byte(randomHex(32) + "\n"))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s on host %s: %w", tmp, h.Name, err)
+	}
+	if err := c.Link(tmp, name); err != nil {
+		if _, serr := c.Stat(name); serr == nil {
+			return nil // another agent's password won
+		}
+		return fmt.Errorf("creating password file %s on host %s: %w", name, h.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/replctl/replctl/activities/hostexec/sshtest"
+)
+
+// remoteHost describes sshd s as a host attached to the repository storage;
+// both test servers see the same files, as two hosts attached to one array do.
+func remoteHost(name string, s *sshtest.Server, dir string) RemoteHost {
+	return RemoteHost{Name: name, Address: s.Addr, User: s.User, KeyFile: s.KeyFile, KnownHostsFile: s.KnownHostsFile, ConnectTimeout: 5 * time.Second, Dir: dir}
+}
+
+func accepted(s *sshtest.Server) int { return strings.Count(s.Log(), "Accepted publickey") }
+
+// TestRemoteRepository pushes and pulls through real sshd servers: the
+// repository is created over SFTP, an agent attached to the storage reads what
+// came over SFTP (and the reverse), and when the first host is down the
+// second is used; with both down the error names each host and why.
+func TestRemoteRepository(t *testing.T) {
+	b1, b2 := sshtest.Start(t), sshtest.Start(t)
+	e := newEnv(t)
+	dir := e.cfg.Dir
+	local := e.cfg
+	remote := e.cfg
+	remote.Remote = []RemoteHost{remoteHost("b1", b1, dir), remoteHost("b2", b2, dir)}
+	e.cfg = remote
+
+	makeTree(t, e.src)
+	pres := e.push()
+	require.EqualValues(t, 27, pres.Files)
+	require.Positive(t, accepted(b1), "the first host in order was used")
+	require.Zero(t, accepted(b2), "the second host was not needed")
+
+	// Created over SFTP: the repository and its private password file.
+	st, err := os.Stat(dir + ".password")
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	_, err = os.Stat(filepath.Join(dir, "kopia.repository.f"))
+	require.NoError(t, err)
+
+	res := e.pull(pres.ImageID, "r1")
+	require.True(t, res.Verified)
+	requireSameTree(t, e.src, e.replicaDir())
+
+	// An agent attached to the storage opens the same repository directly.
+	direct := NewRepos(nil)
+	defer direct.Close()
+	require.NoError(t, direct.VerifyReplica(context.Background(), local, e.job, e.ds, pres.ImageID, e.replicaDir(), 0))
+	writeFile(t, filepath.Join(e.src, "added-locally.txt"), []byte("local push\n"), 0o644, baseTime)
+	lres, err := direct.Push(context.Background(), PushRequest{Repo: local, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+	require.NoError(t, err)
+
+	// b1 goes down: a fresh agent reaches the repository through b2 and pulls
+	// the image the local agent pushed.
+	b1.Stop()
+	before := accepted(b2)
+	viaB2 := NewRepos(func(msg string, kv ...any) { t.Logf("%s %v", msg, kv) })
+	defer viaB2.Close()
+	e.repos = viaB2
+	res = e.pull(lres.ImageID, "r2")
+	require.True(t, res.Verified)
+	require.Positive(t, res.Linked, "unchanged files are hard-linked from r1")
+	requireSameTree(t, e.src, e.replicaDir())
+	require.Greater(t, accepted(b2), before, "b2 served the pull")
+
+	// Both down: the error says which hosts were tried, in order, and why.
+	b2.Stop()
+	down := NewRepos(nil)
+	defer down.Close()
+	_, err = down.Push(context.Background(), PushRequest{Repo: remote, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+	require.Error(t, err)
+	t.Logf("both hosts down: %v", err)
+	msg := err.Error()
+	require.Contains(t, msg, "tried in order: b1 (")
+	require.Contains(t, msg, "; b2 (")
+	require.Contains(t, msg, "connection refused")
+	require.Less(t, strings.Index(msg, "b1 ("), strings.Index(msg, "b2 ("))
+}
+
+// TestRemoteHostKeyEnforced: a host whose key is not the one in known_hosts is
+// refused (never trusted), and the next host is used.
+func TestRemoteHostKeyEnforced(t *testing.T) {
+	b1, b2 := sshtest.Start(t), sshtest.Start(t)
+	e := newEnv(t)
+	bad := remoteHost("b1", b1, e.cfg.Dir)
+	// b2's known_hosts has no entry for b1's address.
+	bad.KnownHostsFile = b2.KnownHostsFile
+	e.cfg.Remote = []RemoteHost{bad}
+	makeTree(t, e.src)
+
+	_, err := e.repos.Push(context.Background(), PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+	require.Error(t, err)
+	t.Logf("unknown host key: %v", err)
+	require.Contains(t, err.Error(), "b1 (")
+	require.Contains(t, err.Error(), "known_hosts")
+	require.Zero(t, accepted(b1), "no login to a host with an unknown key")
+
+	e.cfg.Remote = []RemoteHost{bad, remoteHost("b2", b2, e.cfg.Dir)}
+	pres := e.push()
+	require.Positive(t, accepted(b2))
+	res := e.pull(pres.ImageID, "r1")
+	requireSameTree(t, e.src, e.replicaDir())
+	require.True(t, res.Verified)
+}
+
+// sessionPIDs lists the per-connection sshd processes of s (children of the listener).
+func sessionPIDs(t *testing.T, s *sshtest.Server) []int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", s.Pid(), s.Pid()))
+	require.NoError(t, err)
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		require.NoError(t, err)
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// TestRemoteReconnectsAfterLostConnection: an open repository whose host dies (listener
+// and sessions gone) is used again: the lost connection is re-dialled, hosts in order,
+// and the second host serves the next push.
+func TestRemoteReconnectsAfterLostConnection(t *testing.T) {
+	b1, b2 := sshtest.Start(t), sshtest.Start(t)
+	e := newEnv(t)
+	e.cfg.Remote = []RemoteHost{remoteHost("b1", b1, e.cfg.Dir), remoteHost("b2", b2, e.cfg.Dir)}
+	makeTree(t, e.src)
+	e.push()
+	require.Zero(t, accepted(b2))
+
+	sessions := sessionPIDs(t, b1)
+	require.NotEmpty(t, sessions, "the open repository holds a session on b1")
+	b1.Stop()
+	for _, pid := range sessions {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	}
+
+	writeFile(t, filepath.Join(e.src, "after-loss.txt"), []byte("second push\n"), 0o644, baseTime)
+	pres := e.push() // the same Repos: its repository stays open, its connection is redialled
+	require.Positive(t, accepted(b2), "b2 serves after b1 is lost")
+	res := e.pull(pres.ImageID, "r1")
+	require.True(t, res.Verified)
+	requireSameTree(t, e.src, e.replicaDir())
+}
