@@ -539,6 +539,7 @@ func fromDataplane(step, agent string, p dataplane.Progress, staging string, epo
 // fence refusal and a failed verification are final; anything else may be retried, and its
 // last progress travels with it so a taker can resume.
 func classify(ctx context.Context, step string, err error, last Progress) error {
+	expireIfDue(ctx)
 	switch {
 	case errors.Is(err, dataplane.ErrBadInput), errors.Is(err, dataplane.ErrNotFound):
 		return badInput(err)

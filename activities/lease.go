@@ -107,7 +107,25 @@ func (l *lease) start(ctx context.Context, c heartbeatClient, token []byte, hbTi
 			}
 		}
 	}()
-	return wctx, l, nil
+	return context.WithValue(wctx, leaseKey{}, l), l, nil
+}
+
+type leaseKey struct{}
+
+// expireIfDue ends the lease of ctx now if its expiry has passed. A process that was
+// frozen (SIGSTOP, a paused container) wakes with the expiry timer and its writers racing;
+// a writer's error is then reported as what it is, a lost lease.
+func expireIfDue(ctx context.Context) {
+	l, ok := ctx.Value(leaseKey{}).(*lease)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	due := !l.expiry.IsZero() && time.Now().After(l.expiry)
+	l.mu.Unlock()
+	if due && l.cancel != nil {
+		l.cancel(ErrLeaseExpired)
+	}
 }
 
 // refused maps a heartbeat error that means "stop, this attempt is over" to ErrTakenOver.

@@ -105,3 +105,21 @@ func TestLeaseFirstHeartbeatMustSucceed(t *testing.T) {
 	_, _, err := l.start(context.Background(), srv, nil, time.Second)
 	assert.ErrorIs(t, err, ErrTakenOver)
 }
+
+// A process that wakes after its lease ran out (SIGSTOP, a paused container) reports a
+// writer's error as the lost lease, even before the expiry timer has fired.
+func TestClassifyReportsLeaseDueOnWake(t *testing.T) {
+	srv := &fakeServer{}
+	l := &lease{details: Progress{Step: "pull"}, done: make(chan struct{})}
+	ctx, l, err := l.start(context.Background(), srv, nil, 10*time.Second)
+	require.NoError(t, err)
+	defer l.stop()
+	require.NoError(t, ctx.Err(), "lease valid")
+
+	l.mu.Lock()
+	l.expiry = time.Now().Add(-time.Millisecond) // as seen by a process that slept past it
+	l.mu.Unlock()
+	got := classify(ctx, "pull", errors.New("rename staging/x: no such file or directory"), Progress{})
+	require.ErrorIs(t, got, ErrLeaseExpired)
+	assert.Contains(t, got.Error(), "pull stopped")
+}
