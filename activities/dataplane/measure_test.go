@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,7 +75,8 @@ func TestMeasurePushPull(t *testing.T) {
 		start := time.Now()
 		detail := fn()
 
-		t.Logf("%-34s %8v  %s", what, time.Since(start).Round(time.Millisecond), detail)
+		t.Logf("%-34s %8v  %s VmHWM=%s", what, time.Since(start).Round(time.Millisecond), detail, vmHWM())
+		resetHWM()
 	}
 
 	var img1, img2 string
@@ -122,6 +124,24 @@ func TestMeasurePushPull(t *testing.T) {
 
 	require.NoError(t, e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, img2, e.replicaDir(), 0))
 }
+
+// vmHWM is this process's peak RSS (since the last resetHWM) from /proc.
+func vmHWM() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			return strings.Join(strings.Fields(v), "")
+		}
+	}
+
+	return "?"
+}
+
+func resetHWM() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
 
 func phaseOffsets(m map[string]time.Time) string {
 	var first time.Time

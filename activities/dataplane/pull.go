@@ -489,7 +489,7 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 		}
 	}
 
-	if err := p.plan(root.ObjectID, p.prevRoot, ".", srcFd, dstFd); err != nil {
+	if err := p.planTree(root.ObjectID, p.prevRoot, srcFd, dstFd); err != nil {
 		return err
 	}
 
@@ -542,16 +542,86 @@ func openDirFd(dirFd int, name string) (int, error) {
 	}
 }
 
-// plan walks one image directory: creates it in staging, links files that
-// are provably unchanged from the current replica, queues the rest. srcFd is
-// the same directory in the current replica (-1: none), dstFd the one in
-// staging; names are resolved relative to them (one lookup per entry).
-func (p *puller) plan(d object.ID, prev *object.ID, rel string, srcFd, dstFd int) error {
+// fileJob is one staging directory's files (and symlinks) to link or queue.
+// Its fds are dups owned by the job: the worker closes them.
+type fileJob struct {
+	rel          string
+	ents         []*snapshot.DirEntry
+	prevOf       func(de *snapshot.DirEntry) *snapshot.DirEntry
+	srcFd, dstFd int
+}
+
+// planTree walks the image from root: directories are created by this
+// goroutine (pre-order, as build needs them), while parallel workers stat and
+// link each directory's files, so a mostly unchanged tree is linked on every
+// core.
+func (p *puller) planTree(root object.ID, prev *object.ID, srcFd, dstFd int) error {
+	jobs := make(chan fileJob, 2*p.parallel)
+
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+
+	for range p.parallel {
+		wg.Add(1)
+
+		go func() {
+			defer wg.Done()
+
+			for j := range jobs {
+				if ctx.Err() == nil {
+					if err := p.planFiles(j); err != nil {
+						fail(err)
+					}
+				}
+
+				closeFd(j.srcFd)
+				closeFd(j.dstFd)
+			}
+		}()
+	}
+
+	err := p.plan(ctx, jobs, root, prev, ".", srcFd, dstFd)
+
+	close(jobs)
+	wg.Wait()
+
+	if firstErr != nil {
+		return firstErr
+	}
+
+	if err != nil {
+		return err
+	}
+
+	return p.ctx.Err()
+}
+
+func closeFd(fd int) {
+	if fd >= 0 {
+		_ = unix.Close(fd)
+	}
+}
+
+// plan walks one image directory: creates its subdirectories in staging,
+// hands its files to the workers and recurses. srcFd is the same directory
+// in the current replica (-1: none), dstFd the one in staging; names are
+// resolved relative to them (one lookup per entry, no symlink followed).
+func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, prev *object.ID, rel string, srcFd, dstFd int) error {
 	if err := p.g.check(false); err != nil {
 		return err
 	}
 
-	ents, err := readImageDir(p.ctx, p.dr, d)
+	ents, err := readImageDir(ctx, p.dr, d)
 	if err != nil {
 		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
@@ -569,7 +639,7 @@ func (p *puller) plan(d object.ID, prev *object.ID, rel string, srcFd, dstFd int
 
 	if prev != nil && !same {
 		// Unreadable (e.g. pruned and garbage-collected): just link nothing.
-		if pe, err := readImageDir(p.ctx, p.dr, *prev); err == nil {
+		if pe, err := readImageDir(ctx, p.dr, *prev); err == nil {
 			prevEnts = make(map[string]*snapshot.DirEntry, len(pe))
 			for _, e := range pe {
 				prevEnts[e.Name] = e
@@ -585,29 +655,33 @@ func (p *puller) plan(d object.ID, prev *object.ID, rel string, srcFd, dstFd int
 		return prevEnts[de.Name]
 	}
 
+	job := fileJob{rel: rel, ents: ents, prevOf: prevOf, srcFd: -1, dstFd: -1}
+
+	if job.dstFd, err = unix.Dup(dstFd); err != nil {
+		return fmt.Errorf("dup: %w", err)
+	}
+
+	if srcFd >= 0 {
+		if job.srcFd, err = unix.Dup(srcFd); err != nil {
+			closeFd(job.dstFd)
+			return fmt.Errorf("dup: %w", err)
+		}
+	}
+
+	select {
+	case jobs <- job:
+	case <-ctx.Done():
+		closeFd(job.srcFd)
+		closeFd(job.dstFd)
+
+		return ctx.Err()
+	}
+
 	for _, de := range ents {
-		crel := path.Join(rel, de.Name)
-
-		switch de.Type {
-		case snapshot.EntryTypeDirectory:
-			if err := p.planDir(de, prevOf(de), crel, srcFd, dstFd); err != nil {
+		if de.Type == snapshot.EntryTypeDirectory {
+			if err := p.planDir(ctx, jobs, de, prevOf(de), path.Join(rel, de.Name), srcFd, dstFd); err != nil {
 				return err
 			}
-
-		case snapshot.EntryTypeSymlink:
-			p.toWrite = append(p.toWrite, writeItem{rel: crel, de: de})
-
-		case snapshot.EntryTypeFile:
-			if err := p.g.check(true); err != nil {
-				return err
-			}
-
-			if p.planFile(crel, de, prevOf(de), srcFd, dstFd) {
-				p.rp.addFile(de.FileSize)
-			}
-
-		default:
-			return fmt.Errorf("image entry %s has unsupported type %q", crel, de.Type)
 		}
 	}
 
@@ -615,7 +689,7 @@ func (p *puller) plan(d object.ID, prev *object.ID, rel string, srcFd, dstFd int
 }
 
 // planDir creates a subdirectory in staging and plans it.
-func (p *puller) planDir(de, prev *snapshot.DirEntry, rel string, srcFd, dstFd int) error {
+func (p *puller) planDir(ctx context.Context, jobs chan<- fileJob, de, prev *snapshot.DirEntry, rel string, srcFd, dstFd int) error {
 	if err := unix.Mkdirat(dstFd, de.Name, 0o700); err != nil {
 		return fmt.Errorf("creating %s in staging: %w", rel, err)
 	}
@@ -639,17 +713,59 @@ func (p *puller) planDir(de, prev *snapshot.DirEntry, rel string, srcFd, dstFd i
 		}
 	}
 
-	return p.plan(de.ObjectID, psub, rel, subSrc, subDst)
+	return p.plan(ctx, jobs, de.ObjectID, psub, rel, subSrc, subDst)
 }
 
+// planFiles links or queues the files and symlinks of one directory.
+func (p *puller) planFiles(j fileJob) error {
+	var writes, checks []writeItem
+
+	for _, de := range j.ents {
+		crel := path.Join(j.rel, de.Name)
+
+		switch de.Type {
+		case snapshot.EntryTypeDirectory:
+		case snapshot.EntryTypeSymlink:
+			writes = append(writes, writeItem{rel: crel, de: de})
+
+		case snapshot.EntryTypeFile:
+			if err := p.g.check(true); err != nil {
+				return err
+			}
+
+			switch from := p.planFile(crel, de, j.prevOf(de), j.srcFd, j.dstFd); {
+			case from == linkedFromCur:
+				p.rp.addFile(de.FileSize)
+			case from != "":
+				checks = append(checks, writeItem{rel: crel, de: de, from: from})
+			default:
+				writes = append(writes, writeItem{rel: crel, de: de})
+			}
+
+		default:
+			return fmt.Errorf("image entry %s has unsupported type %q", crel, de.Type)
+		}
+	}
+
+	p.trustMu.Lock()
+	p.toWrite = append(p.toWrite, writes...)
+	p.resumeCk = append(p.resumeCk, checks...)
+	p.trustMu.Unlock()
+
+	return nil
+}
+
+// linkedFromCur is planFile's answer for a file it linked.
+const linkedFromCur = "\x00linked"
+
 // planFile links the file from the current replica if provably unchanged
-// and reports true; otherwise queues it (resume check or write).
-func (p *puller) planFile(rel string, de, prev *snapshot.DirEntry, srcFd, dstFd int) bool {
+// (returns linkedFromCur), returns a resume candidate's path to check, or ""
+// (write it).
+func (p *puller) planFile(rel string, de, prev *snapshot.DirEntry, srcFd, dstFd int) string {
 	for _, rs := range p.resume {
 		src := filepath.Join(rs, filepath.FromSlash(rel))
 		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
-			p.resumeCk = append(p.resumeCk, writeItem{rel: rel, de: de, from: src})
-			return false
+			return src
 		}
 	}
 
@@ -660,6 +776,7 @@ func (p *puller) planFile(rel string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 		if err := unix.Fstatat(srcFd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && p.exactStat(&st, de) {
 			if err := unix.Linkat(srcFd, de.Name, dstFd, de.Name, 0); err == nil {
 				p.linked.Add(1)
+
 				t := trustMeta
 				if p.trustCur {
 					t |= trustContent
@@ -669,14 +786,12 @@ func (p *puller) planFile(rel string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 				p.trusted[rel] = t
 				p.trustMu.Unlock()
 
-				return true
+				return linkedFromCur
 			}
 		}
 	}
 
-	p.toWrite = append(p.toWrite, writeItem{rel: rel, de: de})
-
-	return false
+	return ""
 }
 
 // linkResumed checks candidates from resume dirs by content (a stale
