@@ -205,7 +205,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		isRoot:   os.Geteuid() == 0,
 		parallel: req.Parallel,
 		hooks:    r.hooks,
-		trusted:  map[string]trust{},
+		trusted:  map[*snapshot.DirEntry]trust{},
 
 		dirCache:   map[object.ID][]*snapshot.DirEntry{},
 		cacheLeft:  dirCacheEntries,
@@ -253,8 +253,8 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir}
 	if req.Verify == "changed" {
-		vo.skipContent = func(rel string) bool { return p.trusted[rel]&trustContent != 0 }
-		vo.skipMeta = func(rel string) bool { return p.trusted[rel]&trustMeta != 0 }
+		vo.skipContent = func(de *snapshot.DirEntry) bool { return p.trusted[de]&trustContent != 0 }
+		vo.skipMeta = func(de *snapshot.DirEntry) bool { return p.trusted[de]&trustMeta != 0 }
 	}
 
 	if err := verifyTree(ctx, dr, man.RootEntry, staging, vo); err != nil {
@@ -385,9 +385,11 @@ type puller struct {
 	toWrite  []writeItem // files and symlinks to write from the repository
 	resumeCk []writeItem // files with an exact-metadata candidate in a resume dir
 
-	// trusted: what verify "changed" need not re-check of a file.
+	// trusted: what verify "changed" need not re-check of a file, by image
+	// entry (verification sees the same entries through dirCache; an entry
+	// decoded again is simply checked in full).
 	trustMu sync.Mutex
-	trusted map[string]trust
+	trusted map[*snapshot.DirEntry]trust
 
 	// dirCache holds image directories decoded by plan for verification to
 	// reuse (each once), up to cacheLeft entries in all (bounded memory).
@@ -725,29 +727,27 @@ func (p *puller) planFiles(j fileJob) error {
 	var writes, checks []writeItem
 
 	for _, de := range j.ents {
-		crel := path.Join(j.rel, de.Name)
-
 		switch de.Type {
 		case snapshot.EntryTypeDirectory:
 		case snapshot.EntryTypeSymlink:
-			writes = append(writes, writeItem{rel: crel, de: de})
+			writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), de: de})
 
 		case snapshot.EntryTypeFile:
 			if err := p.g.check(true); err != nil {
 				return err
 			}
 
-			switch from := p.planFile(crel, de, j.prevOf(de), j.srcFd, j.dstFd); {
+			switch from := p.planFile(j.rel, de, j.prevOf(de), j.srcFd, j.dstFd); {
 			case from == linkedFromCur:
 				p.rp.addFile(de.FileSize)
 			case from != "":
-				checks = append(checks, writeItem{rel: crel, de: de, from: from})
+				checks = append(checks, writeItem{rel: path.Join(j.rel, de.Name), de: de, from: from})
 			default:
-				writes = append(writes, writeItem{rel: crel, de: de})
+				writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), de: de})
 			}
 
 		default:
-			return fmt.Errorf("image entry %s has unsupported type %q", crel, de.Type)
+			return fmt.Errorf("image entry %s has unsupported type %q", path.Join(j.rel, de.Name), de.Type)
 		}
 	}
 
@@ -762,12 +762,12 @@ func (p *puller) planFiles(j fileJob) error {
 // linkedFromCur is planFile's answer for a file it linked.
 const linkedFromCur = "\x00linked"
 
-// planFile links the file from the current replica if provably unchanged
-// (returns linkedFromCur), returns a resume candidate's path to check, or ""
-// (write it).
-func (p *puller) planFile(rel string, de, prev *snapshot.DirEntry, srcFd, dstFd int) string {
+// planFile links file de of image directory dir from the current replica if
+// provably unchanged (returns linkedFromCur), returns a resume candidate's
+// path to check, or "" (write it).
+func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) string {
 	for _, rs := range p.resume {
-		src := filepath.Join(rs, filepath.FromSlash(rel))
+		src := filepath.Join(rs, filepath.FromSlash(dir), de.Name)
 		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
 			return src
 		}
@@ -787,7 +787,7 @@ func (p *puller) planFile(rel string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 				}
 
 				p.trustMu.Lock()
-				p.trusted[rel] = t
+				p.trusted[de] = t
 				p.trustMu.Unlock()
 
 				return linkedFromCur
@@ -952,7 +952,7 @@ func (p *puller) write(it writeItem) error {
 
 	if hashed {
 		p.trustMu.Lock()
-		p.trusted[it.rel] = trustContent
+		p.trusted[it.de] = trustContent
 		p.trustMu.Unlock()
 	}
 
