@@ -422,9 +422,14 @@ type dirItem struct {
 
 type writeItem struct {
 	rel  string
+	dir  string // image directory of rel (shared by a directory's items)
 	de   *snapshot.DirEntry
 	from string // resume candidate path (resumeCk only)
 }
+
+// writeBatch is at most this many consecutive toWrite items of one directory,
+// written by one worker through one directory fd.
+const writeBatch = 64
 
 // setPrevious loads what the current replica was built from, so unchanged
 // files (same object ID in both images) can be linked from it.
@@ -510,8 +515,20 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 
 	p.rp.setPhase("restore", wbytes, int64(len(p.toWrite)))
 
-	if err := parallelDo(p.ctx, p.parallel, len(p.toWrite), func(i int) error {
-		return p.write(p.toWrite[i])
+	// planFiles queued each directory's items together: batches of one
+	// directory, each resolved through one directory fd.
+	var batches []int // start indexes; the end is the next start
+
+	for i, it := range p.toWrite {
+		if len(batches) == 0 || i-batches[len(batches)-1] >= writeBatch || p.toWrite[i-1].dir != it.dir {
+			batches = append(batches, i)
+		}
+	}
+
+	batches = append(batches, len(p.toWrite))
+
+	if err := parallelDo(p.ctx, p.parallel, len(batches)-1, func(b int) error {
+		return p.writeDir(p.toWrite[batches[b]:batches[b+1]])
 	}); err != nil {
 		if gerr := p.g.tripped(); gerr != nil {
 			return gerr
@@ -730,7 +747,7 @@ func (p *puller) planFiles(j fileJob) error {
 		switch de.Type {
 		case snapshot.EntryTypeDirectory:
 		case snapshot.EntryTypeSymlink:
-			writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), de: de})
+			writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), dir: j.rel, de: de})
 
 		case snapshot.EntryTypeFile:
 			if err := p.g.check(true); err != nil {
@@ -741,9 +758,9 @@ func (p *puller) planFiles(j fileJob) error {
 			case from == linkedFromCur:
 				p.rp.addFile(de.FileSize)
 			case from != "":
-				checks = append(checks, writeItem{rel: path.Join(j.rel, de.Name), de: de, from: from})
+				checks = append(checks, writeItem{rel: path.Join(j.rel, de.Name), dir: j.rel, de: de, from: from})
 			default:
-				writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), de: de})
+				writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), dir: j.rel, de: de})
 			}
 
 		default:
@@ -837,7 +854,7 @@ func (p *puller) linkResumed() error {
 			}
 
 			mu.Lock()
-			p.toWrite = append(p.toWrite, writeItem{rel: it.rel, de: it.de})
+			p.toWrite = append(p.toWrite, writeItem{rel: it.rel, dir: it.dir, de: it.de})
 			mu.Unlock()
 
 			return nil
@@ -914,18 +931,36 @@ const copyChunk = 1 << 20
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return &b }}
 
+// writeDir writes items, all of one directory, through one directory fd.
+func (p *puller) writeDir(items []writeItem) error {
+	dir := filepath.Join(p.staging, filepath.FromSlash(items[0].dir))
+
+	fd, err := openDirFd(unix.AT_FDCWD, dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd) //nolint:errcheck
+
+	for _, it := range items {
+		if err := p.write(fd, it); err != nil {
+			return err
+		}
+	}
+
+	return nil
+}
+
 // write creates one file or symlink from the repository directly under its
-// final name in the private staging dir. O_EXCL (symlink(2) likewise) never
-// opens an existing inode. A file that fails half-way is removed; one left by
-// a crash has the wrong mtime or content, and a resuming pull checks both.
-func (p *puller) write(it writeItem) error {
+// final name in the private staging dir (dirFd is its directory). O_EXCL
+// (symlink(2) likewise) never opens an existing inode. A file that fails
+// half-way is removed; one left by a crash has the wrong mtime or content,
+// and a resuming pull checks both.
+func (p *puller) write(dirFd int, it writeItem) error {
 	if err := p.g.check(true); err != nil {
 		return err
 	}
 
 	p.rp.setPath(it.rel)
-
-	dst := filepath.Join(p.staging, filepath.FromSlash(it.rel))
 
 	var (
 		hashed bool
@@ -933,14 +968,14 @@ func (p *puller) write(it writeItem) error {
 	)
 
 	if it.de.Type == snapshot.EntryTypeSymlink {
-		err = p.writeSymlink(it, dst)
+		err = p.writeSymlink(dirFd, it)
 	} else {
-		hashed, err = p.writeFile(it, dst)
+		hashed, err = p.writeFile(dirFd, it)
 	}
 
 	if err != nil {
 		if !errors.Is(err, fs.ErrExist) { // never remove what another step created
-			_ = os.Remove(dst)
+			_ = unix.Unlinkat(dirFd, it.de.Name, 0)
 		}
 
 		if gerr := p.g.tripped(); gerr != nil {
@@ -973,11 +1008,15 @@ var errNotPlain = errors.New("object has compressed contents")
 // writeFile creates dst with the object's content, owner, mode and mtime. It
 // reports whether every byte written was hashed against the image's content
 // IDs (with hashWrites, unless the object has compressed contents).
-func (p *puller) writeFile(it writeItem, dst string) (bool, error) {
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+func (p *puller) writeFile(dirFd int, it writeItem) (bool, error) {
+	dst := it.rel
+
+	fd, err := unix.Openat(dirFd, it.de.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return false, err
+		return false, &fs.PathError{Op: "create", Path: dst, Err: err}
 	}
+
+	f := os.NewFile(uintptr(fd), dst)
 
 	hashed := p.hashWrites
 
@@ -1018,7 +1057,7 @@ func (p *puller) writeFile(it writeItem, dst string) (bool, error) {
 		return false, err
 	}
 
-	return hashed, setMtime(dst, it.de, false)
+	return hashed, setMtimeAt(dirFd, it.de.Name, it.de, false)
 }
 
 // writeObject writes object oid to f at offset off, content by content; with
@@ -1131,17 +1170,23 @@ func (p *puller) copyObject(f *os.File, oid object.ID) (int64, error) {
 	}
 }
 
-func (p *puller) writeSymlink(it writeItem, dst string) error {
+func (p *puller) writeSymlink(dirFd int, it writeItem) error {
 	target, err := readImageSymlink(p.ctx, p.dr, it.de)
 	if err != nil {
 		return err
 	}
 
-	if err := os.Symlink(target, dst); err != nil {
-		return err
+	if err := unix.Symlinkat(target, dirFd, it.de.Name); err != nil {
+		return &fs.PathError{Op: "symlink", Path: it.rel, Err: err}
 	}
 
-	return p.setAttrs(dst, it.de, true)
+	if p.isRoot {
+		if err := unix.Fchownat(dirFd, it.de.Name, int(it.de.UserID), int(it.de.GroupID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown %s: %w", it.rel, err)
+		}
+	}
+
+	return setMtimeAt(dirFd, it.de.Name, it.de, true)
 }
 
 // setAttrs applies owner (when root), mode, and mtime (atime = mtime, as
@@ -1164,6 +1209,11 @@ func (p *puller) setAttrs(path string, de *snapshot.DirEntry, symlink bool) erro
 
 // setMtime sets atime and mtime to the entry's mtime, to the nanosecond.
 func setMtime(path string, de *snapshot.DirEntry, symlink bool) error {
+	return setMtimeAt(unix.AT_FDCWD, path, de, symlink)
+}
+
+// setMtimeAt is setMtime for name relative to dirFd.
+func setMtimeAt(dirFd int, name string, de *snapshot.DirEntry, symlink bool) error {
 	ts := unix.NsecToTimespec(de.ModTime.ToTime().UnixNano())
 
 	flags := 0
@@ -1171,8 +1221,8 @@ func setMtime(path string, de *snapshot.DirEntry, symlink bool) error {
 		flags = unix.AT_SYMLINK_NOFOLLOW
 	}
 
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, []unix.Timespec{ts, ts}, flags); err != nil {
-		return fmt.Errorf("setting times of %s: %w", path, err)
+	if err := unix.UtimesNanoAt(dirFd, name, []unix.Timespec{ts, ts}, flags); err != nil {
+		return fmt.Errorf("setting times of %s: %w", name, err)
 	}
 
 	return nil
