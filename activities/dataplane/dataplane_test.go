@@ -714,3 +714,30 @@ func TestRepositoryFormat(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 10<<20, mp.MaxPackSize)
 }
+
+// Identical directories share one image object; a pull with "changed"
+// verification builds and checks each of them at its own place, also when
+// linking from the current replica.
+func TestIdenticalDirectories(t *testing.T) {
+	e := newEnv(t)
+
+	for _, d := range []string{"x", "y", "z/x"} {
+		for i := range 5 {
+			writeFile(t, filepath.Join(e.src, d, fmt.Sprintf("f%d", i)), []byte(fmt.Sprintf("same %d", i)), 0o644, baseTime)
+		}
+	}
+
+	for _, name := range []string{"r1", "r2"} {
+		req := e.pullReq(e.push().ImageID, name)
+		req.Verify = "changed"
+		r, err := e.repos.Pull(context.Background(), req, nil)
+		require.NoError(t, err)
+		requireSameTree(t, e.src, r.ReplicaPath)
+
+		if name == "r2" {
+			require.EqualValues(t, 14, r.Linked, "all but the changed y/f0")
+		}
+
+		writeFile(t, filepath.Join(e.src, "y", "f0"), []byte("changed"), 0o644, baseTime.Add(time.Hour))
+	}
+}

@@ -207,7 +207,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		hooks:    r.hooks,
 		trusted:  map[*snapshot.DirEntry]trust{},
 
-		dirCache:   map[object.ID][]*snapshot.DirEntry{},
+		dirCache:   map[string]cachedDir{},
 		cacheLeft:  dirCacheEntries,
 		hashWrites: req.Verify == "changed",
 	}
@@ -391,9 +391,11 @@ type puller struct {
 	trustMu sync.Mutex
 	trusted map[*snapshot.DirEntry]trust
 
-	// dirCache holds image directories decoded by plan for verification to
-	// reuse (each once), up to cacheLeft entries in all (bounded memory).
-	dirCache  map[object.ID][]*snapshot.DirEntry
+	// dirCache holds image directories decoded by plan, by path, for
+	// verification to reuse (each once), up to cacheLeft entries in all
+	// (bounded memory). By path, not object ID: trust belongs to the entries
+	// of one place in the tree, even when two directories are identical.
+	dirCache  map[string]cachedDir
 	cacheLeft int
 	h         *contentHasher
 	// hashWrites: hash written contents against their IDs (verify
@@ -454,13 +456,21 @@ func (p *puller) setPrevious(metaFile, job string, log func(string, ...any)) {
 // between planning and verification (about 200 bytes each).
 const dirCacheEntries = 1 << 18
 
-// cachedDir returns an image directory plan decoded (once), or decodes it.
-func (p *puller) cachedDir(ctx context.Context, dr repo.DirectRepository, oid object.ID) ([]*snapshot.DirEntry, error) {
-	if ents, ok := p.dirCache[oid]; ok {
-		delete(p.dirCache, oid)
-		p.cacheLeft += len(ents)
+type cachedDir struct {
+	oid  object.ID
+	ents []*snapshot.DirEntry
+}
 
-		return ents, nil
+// cachedDir returns image directory oid at rel as plan decoded it (once), or
+// decodes it.
+func (p *puller) cachedDir(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error) {
+	if c, ok := p.dirCache[rel]; ok {
+		delete(p.dirCache, rel)
+		p.cacheLeft += len(c.ents)
+
+		if c.oid == oid {
+			return c.ents, nil
+		}
 	}
 
 	return readImageDir(ctx, dr, oid)
@@ -650,7 +660,7 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, pre
 	}
 
 	if len(ents) <= p.cacheLeft {
-		p.dirCache[d] = ents
+		p.dirCache[rel] = cachedDir{oid: d, ents: ents}
 		p.cacheLeft -= len(ents)
 	}
 

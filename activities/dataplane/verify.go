@@ -193,8 +193,8 @@ type verifyOptions struct {
 	skipContent func(de *snapshot.DirEntry) bool // content known good (may be nil)
 	skipMeta    func(de *snapshot.DirEntry) bool // file metadata known good (may be nil): only its type is checked
 	rp          *reporter                        // may be nil
-	// readDir decodes an image directory (nil: readImageDir).
-	readDir func(ctx context.Context, dr repo.DirectRepository, oid object.ID) ([]*snapshot.DirEntry, error)
+	// readDir decodes image directory oid at rel (nil: readImageDir).
+	readDir func(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error)
 }
 
 type contentJob struct {
@@ -215,7 +215,7 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 	var jobs []contentJob
 
 	if o.readDir == nil {
-		o.readDir = func(ctx context.Context, dr repo.DirectRepository, oid object.ID) ([]*snapshot.DirEntry, error) {
+		o.readDir = func(ctx context.Context, dr repo.DirectRepository, oid object.ID, _ string) ([]*snapshot.DirEntry, error) {
 			return readImageDir(ctx, dr, oid)
 		}
 	}
@@ -279,7 +279,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		return err
 	}
 
-	ents, err := o.readDir(ctx, dr, d)
+	ents, err := o.readDir(ctx, dr, d, rel)
 	if err != nil {
 		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
