@@ -205,7 +205,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		isRoot:   os.Geteuid() == 0,
 		parallel: req.Parallel,
 		hooks:    r.hooks,
-		trusted:  map[*snapshot.DirEntry]trust{},
+		trusted:  map[entryKey]trust{},
 
 		dirCache:   map[string]cachedDir{},
 		cacheLeft:  dirCacheEntries,
@@ -253,8 +253,12 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir}
 	if req.Verify == "changed" {
-		vo.skipContent = func(de *snapshot.DirEntry) bool { return p.trusted[de]&trustContent != 0 }
-		vo.skipMeta = func(de *snapshot.DirEntry) bool { return p.trusted[de]&trustMeta != 0 }
+		vo.skipContent = func(dir string, de *snapshot.DirEntry) bool {
+			return p.trusted[entryKey{dir, de.Name}]&trustContent != 0
+		}
+		vo.skipMeta = func(dir string, de *snapshot.DirEntry) bool {
+			return p.trusted[entryKey{dir, de.Name}]&trustMeta != 0
+		}
 	}
 
 	if err := verifyTree(ctx, dr, man.RootEntry, staging, vo); err != nil {
@@ -385,16 +389,14 @@ type puller struct {
 	toWrite  []writeItem // files and symlinks to write from the repository
 	resumeCk []writeItem // files with an exact-metadata candidate in a resume dir
 
-	// trusted: what verify "changed" need not re-check of a file, by image
-	// entry (verification sees the same entries through dirCache; an entry
-	// decoded again is simply checked in full).
+	// trusted: what verify "changed" need not re-check of a file, by its
+	// place in the tree.
 	trustMu sync.Mutex
-	trusted map[*snapshot.DirEntry]trust
+	trusted map[entryKey]trust
 
 	// dirCache holds image directories decoded by plan, by path, for
 	// verification to reuse (each once), up to cacheLeft entries in all
-	// (bounded memory). By path, not object ID: trust belongs to the entries
-	// of one place in the tree, even when two directories are identical.
+	// (bounded memory; verification decodes the others again).
 	dirCache  map[string]cachedDir
 	cacheLeft int
 	h         *contentHasher
@@ -404,6 +406,9 @@ type puller struct {
 
 	linked, restored atomic.Int64
 }
+
+// entryKey names a file by image directory (as in writeItem.dir) and name.
+type entryKey struct{ dir, name string }
 
 // trust says what verify "changed" need not re-check of a file.
 type trust uint8
@@ -454,7 +459,7 @@ func (p *puller) setPrevious(metaFile, job string, log func(string, ...any)) {
 
 // dirCacheEntries bounds the image directory entries a pull keeps decoded
 // between planning and verification (about 200 bytes each).
-const dirCacheEntries = 1 << 18
+const dirCacheEntries = 1 << 16
 
 type cachedDir struct {
 	oid  object.ID
@@ -814,7 +819,7 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 				}
 
 				p.trustMu.Lock()
-				p.trusted[de] = t
+				p.trusted[entryKey{dir, de.Name}] = t
 				p.trustMu.Unlock()
 
 				return linkedFromCur
@@ -997,7 +1002,7 @@ func (p *puller) write(dirFd int, it writeItem) error {
 
 	if hashed {
 		p.trustMu.Lock()
-		p.trusted[it.de] = trustContent
+		p.trusted[entryKey{it.dir, it.de.Name}] = trustContent
 		p.trustMu.Unlock()
 	}
 

@@ -190,9 +190,9 @@ func (h *contentHasher) checkRange(ctx context.Context, f *os.File, oid object.I
 type verifyOptions struct {
 	checkOwner  bool
 	parallel    int
-	skipContent func(de *snapshot.DirEntry) bool // content known good (may be nil)
-	skipMeta    func(de *snapshot.DirEntry) bool // file metadata known good (may be nil): only its type is checked
-	rp          *reporter                        // may be nil
+	skipContent func(dir string, de *snapshot.DirEntry) bool // content known good (may be nil)
+	skipMeta    func(dir string, de *snapshot.DirEntry) bool // file metadata known good (may be nil): only its type is checked
+	rp          *reporter                                    // may be nil
 	// readDir decodes image directory oid at rel (nil: readImageDir).
 	readDir func(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error)
 }
@@ -316,7 +316,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 
 		switch {
 		case de.Type == snapshot.EntryTypeDirectory:
-		case de.Type == snapshot.EntryTypeFile && o.skipMeta != nil && o.skipMeta(de):
+		case de.Type == snapshot.EntryTypeFile && o.skipMeta != nil && o.skipMeta(rel, de):
 			// The entry must still be the regular file that was checked.
 			if t, ok := haveType[de.Name]; !ok || t != 0 {
 				return verifyMeta(dir, crel, de, o.checkOwner) // names the difference
@@ -357,7 +357,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 			}
 
 		case snapshot.EntryTypeFile:
-			if o.skipContent == nil || !o.skipContent(de) {
+			if o.skipContent == nil || !o.skipContent(rel, de) {
 				*jobs = append(*jobs, contentJob{rel: crel, de: de, full: filepath.Join(dir, filepath.FromSlash(crel))})
 			}
 
