@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kopia/kopia/repo/format"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -732,4 +734,55 @@ func TestPullToDatasetWithAnotherName(t *testing.T) {
 	req.Dataset = "elsewhere/copy" // without SourceDataset the image is not this dataset's
 	_, err = e.repos.Pull(context.Background(), req, nil)
 	require.ErrorIs(t, err, ErrBadInput)
+}
+
+// New repositories use PBKDF2 (not scrypt's 64 MiB per open) and kopia's
+// smallest pack size; both bound an agent's memory.
+func TestRepositoryFormat(t *testing.T) {
+	e := newEnv(t)
+	makeTree(t, e.src)
+	e.push()
+
+	require.Contains(t, format.SupportedFormatBlobKeyDerivationAlgorithms(), pbkdf2Algorithm)
+
+	var fb struct {
+		KeyAlgo string `json:"keyAlgo"`
+	}
+
+	require.NoError(t, json.Unmarshal(must(os.ReadFile(filepath.Join(e.cfg.Dir, format.KopiaRepositoryBlobID+".f"))), &fb))
+	require.Equal(t, pbkdf2Algorithm, fb.KeyAlgo)
+
+	dr, err := e.repos.open(context.Background(), e.cfg, false)
+	require.NoError(t, err)
+
+	mp, err := dr.ContentReader().ContentFormat().GetMutableParameters(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 10<<20, mp.MaxPackSize)
+}
+
+// Identical directories share one image object; a pull with "changed"
+// verification builds and checks each of them at its own place, also when
+// linking from the current replica.
+func TestIdenticalDirectories(t *testing.T) {
+	e := newEnv(t)
+
+	for _, d := range []string{"x", "y", "z/x"} {
+		for i := range 5 {
+			writeFile(t, filepath.Join(e.src, d, fmt.Sprintf("f%d", i)), []byte(fmt.Sprintf("same %d", i)), 0o644, baseTime)
+		}
+	}
+
+	for _, name := range []string{"r1", "r2"} {
+		req := e.pullReq(e.push().ImageID, name)
+		req.Verify = "changed"
+		r, err := e.repos.Pull(context.Background(), req, nil)
+		require.NoError(t, err)
+		requireSameTree(t, e.src, r.ReplicaPath)
+
+		if name == "r2" {
+			require.EqualValues(t, 14, r.Linked, "all but the changed y/f0")
+		}
+
+		writeFile(t, filepath.Join(e.src, "y", "f0"), []byte("changed"), 0o644, baseTime.Add(time.Hour))
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,8 @@ import (
 //
 // Knobs: REPLCTL_MEASURE_FILES (default 20000), REPLCTL_MEASURE_MB (total
 // size, default 200), REPLCTL_MEASURE_DIR (where to create data; default a
-// temp dir). Times include the final syncfs of each pull (durable replica).
+// temp dir), REPLCTL_MEASURE_VERIFY (verification of the first two pulls,
+// default full). Times include the final syncfs of each pull (durable replica).
 func TestMeasurePushPull(t *testing.T) {
 	if os.Getenv("REPLCTL_MEASURE") == "" {
 		t.Skip("set REPLCTL_MEASURE=1 to run")
@@ -74,7 +76,8 @@ func TestMeasurePushPull(t *testing.T) {
 		start := time.Now()
 		detail := fn()
 
-		t.Logf("%-34s %8v  %s", what, time.Since(start).Round(time.Millisecond), detail)
+		t.Logf("%-34s %8v  %s VmHWM=%s", what, time.Since(start).Round(time.Millisecond), detail, vmHWM())
+		resetHWM()
 	}
 
 	var img1, img2 string
@@ -102,7 +105,13 @@ func TestMeasurePushPull(t *testing.T) {
 		return fmt.Sprintf("linked=%d restored=%d verified=%v phases=%v", r.Linked, r.Restored, r.Verified, phaseOffsets(phaseStart))
 	}
 
-	timed("pull (full, verify=full)", func() string { return pull(img1, "p1", "full") })
+	// REPLCTL_MEASURE_VERIFY: verification of the first two pulls (default full).
+	verify := os.Getenv("REPLCTL_MEASURE_VERIFY")
+	if verify == "" {
+		verify = "full"
+	}
+
+	timed("pull (full, verify="+verify+")", func() string { return pull(img1, "p1", verify) })
 
 	// change 1% of the files
 	for i := 0; i < files; i += 100 {
@@ -117,11 +126,29 @@ func TestMeasurePushPull(t *testing.T) {
 		return fmt.Sprintf("files=%d reused=%d", r.Files, r.Reused)
 	})
 
-	timed("pull (1% changed, verify=full)", func() string { return pull(img2, "p2", "full") })
+	timed("pull (1% changed, verify="+verify+")", func() string { return pull(img2, "p2", verify) })
 	timed("pull (same image, verify=changed)", func() string { return pull(img2, "p3", "changed") })
 
 	require.NoError(t, e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, img2, e.replicaDir(), 0))
 }
+
+// vmHWM is this process's peak RSS (since the last resetHWM) from /proc.
+func vmHWM() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			return strings.Join(strings.Fields(v), "")
+		}
+	}
+
+	return "?"
+}
+
+func resetHWM() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
 
 func phaseOffsets(m map[string]time.Time) string {
 	var first time.Time

@@ -7,7 +7,8 @@ import (
 )
 
 // Progress is a small progress report; callers heartbeat with it, so it must
-// stay tiny. Phases: "scan", "upload" (push); "link", "restore", "verify",
+// stay tiny. Phases: "scan", "upload" (push; totals are the previous image's,
+// 0 for a first push); "link", "restore", "verify",
 // "publish" (pull).
 type Progress struct {
 	Phase                 string

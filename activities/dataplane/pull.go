@@ -21,6 +21,7 @@ import (
 
 	kfs "github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/content"
 	"github.com/kopia/kopia/repo/manifest"
 	"github.com/kopia/kopia/repo/object"
 	"github.com/kopia/kopia/snapshot"
@@ -212,7 +213,11 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		isRoot:   os.Geteuid() == 0,
 		parallel: req.Parallel,
 		hooks:    r.hooks,
-		trusted:  map[string]bool{},
+		trusted:  map[entryKey]trust{},
+
+		dirCache:   map[string]cachedDir{},
+		cacheLeft:  dirCacheEntries,
+		hashWrites: req.Verify == "changed",
 	}
 
 	// A staging dir with our own name is an earlier try with the same epoch
@@ -254,9 +259,14 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		p.hooks.beforeVerify(staging)
 	}
 
-	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp}
+	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir}
 	if req.Verify == "changed" {
-		vo.skipContent = func(rel string) bool { return p.trusted[rel] }
+		vo.skipContent = func(dir string, de *snapshot.DirEntry) bool {
+			return p.trusted[entryKey{dir, de.Name}]&trustContent != 0
+		}
+		vo.skipMeta = func(dir string, de *snapshot.DirEntry) bool {
+			return p.trusted[entryKey{dir, de.Name}]&trustMeta != 0
+		}
 	}
 
 	if err := verifyTree(ctx, dr, man.RootEntry, staging, vo); err != nil {
@@ -388,10 +398,39 @@ type puller struct {
 	dirs     []dirItem   // every image dir, pre-order
 	toWrite  []writeItem // files and symlinks to write from the repository
 	resumeCk []writeItem // files with an exact-metadata candidate in a resume dir
-	trusted  map[string]bool
+
+	// trusted: what verify "changed" need not re-check of a file, by its
+	// place in the tree.
+	trustMu sync.Mutex
+	trusted map[entryKey]trust
+
+	// dirCache holds image directories decoded by plan, by path, for
+	// verification to reuse (each once), up to cacheLeft entries in all
+	// (bounded memory; verification decodes the others again).
+	dirCache  map[string]cachedDir
+	cacheLeft int
+	h         *contentHasher
+	// hashWrites: hash written contents against their IDs (verify
+	// "changed"; "full" reads every file back instead).
+	hashWrites bool
 
 	linked, restored atomic.Int64
 }
+
+// entryKey names a file by image directory (as in writeItem.dir) and name.
+type entryKey struct{ dir, name string }
+
+// trust says what verify "changed" need not re-check of a file.
+type trust uint8
+
+const (
+	// trustContent: linked from the verified current replica with an
+	// unchanged object ID, or hashed against its content IDs while written.
+	trustContent trust = 1 << iota
+	// trustMeta: its inode's metadata was checked exactly against the image
+	// right before it was linked (verification would lstat the same inode).
+	trustMeta
+)
 
 type dirItem struct {
 	rel string
@@ -400,9 +439,14 @@ type dirItem struct {
 
 type writeItem struct {
 	rel  string
+	dir  string // image directory of rel (shared by a directory's items)
 	de   *snapshot.DirEntry
 	from string // resume candidate path (resumeCk only)
 }
+
+// writeBatch is at most this many consecutive toWrite items of one directory,
+// written by one worker through one directory fd.
+const writeBatch = 64
 
 // setPrevious loads what the current replica was built from, so unchanged
 // files (same object ID in both images) can be linked from it.
@@ -423,6 +467,30 @@ func (p *puller) setPrevious(metaFile, job string, log func(string, ...any)) {
 	p.trustCur = m.Verified
 }
 
+// dirCacheEntries bounds the image directory entries a pull keeps decoded
+// between planning and verification (about 200 bytes each).
+const dirCacheEntries = 1 << 16
+
+type cachedDir struct {
+	oid  object.ID
+	ents []*snapshot.DirEntry
+}
+
+// cachedDir returns image directory oid at rel as plan decoded it (once), or
+// decodes it.
+func (p *puller) cachedDir(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error) {
+	if c, ok := p.dirCache[rel]; ok {
+		delete(p.dirCache, rel)
+		p.cacheLeft += len(c.ents)
+
+		if c.oid == oid {
+			return c.ents, nil
+		}
+	}
+
+	return readImageDir(ctx, dr, oid)
+}
+
 // build fills the staging dir: plan + hard links ("link"), then writes
 // ("restore"), then directory attributes.
 func (p *puller) build(root *snapshot.DirEntry) error {
@@ -431,11 +499,33 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 		files, bytes = s.TotalFileCount, s.TotalFileSize
 	}
 
+	h, err := newContentHasher(p.dr)
+	if err != nil {
+		return err
+	}
+
+	p.h = h
+
 	p.rp.setPhase("link", bytes, files)
 
 	p.dirs = append(p.dirs, dirItem{rel: ".", de: root})
 
-	if err := p.plan(root.ObjectID, p.prevRoot, "."); err != nil {
+	dstFd, err := openDirFd(unix.AT_FDCWD, p.staging)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dstFd) //nolint:errcheck
+
+	srcFd := -1
+
+	if p.cur != "" && p.prevRoot != nil {
+		if fd, err := openDirFd(unix.AT_FDCWD, p.cur); err == nil {
+			srcFd = fd
+			defer unix.Close(srcFd) //nolint:errcheck
+		}
+	}
+
+	if err := p.planTree(root.ObjectID, p.prevRoot, srcFd, dstFd); err != nil {
 		return err
 	}
 
@@ -450,8 +540,20 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 
 	p.rp.setPhase("restore", wbytes, int64(len(p.toWrite)))
 
-	if err := parallelDo(p.ctx, p.parallel, len(p.toWrite), func(i int) error {
-		return p.write(p.toWrite[i])
+	// planFiles queued each directory's items together: batches of one
+	// directory, each resolved through one directory fd.
+	var batches []int // start indexes; the end is the next start
+
+	for i, it := range p.toWrite {
+		if len(batches) == 0 || i-batches[len(batches)-1] >= writeBatch || p.toWrite[i-1].dir != it.dir {
+			batches = append(batches, i)
+		}
+	}
+
+	batches = append(batches, len(p.toWrite))
+
+	if err := parallelDo(p.ctx, p.parallel, len(batches)-1, func(b int) error {
+		return p.writeDir(p.toWrite[batches[b]:batches[b+1]])
 	}); err != nil {
 		if gerr := p.g.tripped(); gerr != nil {
 			return gerr
@@ -471,23 +573,121 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 	return nil
 }
 
-// plan walks one image directory: creates it in staging, links files that
-// are provably unchanged from the current replica, queues the rest.
-func (p *puller) plan(d object.ID, prev *object.ID, rel string) error {
+// openDirFd opens a directory for *at calls only (O_PATH), never following a
+// symlink in its last component.
+func openDirFd(dirFd int, name string) (int, error) {
+	for {
+		fd, err := unix.Openat(dirFd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+
+		if err != nil {
+			return -1, fmt.Errorf("opening directory %s: %w", name, err)
+		}
+
+		return fd, nil
+	}
+}
+
+// fileJob is one staging directory's files (and symlinks) to link or queue.
+// Its fds are dups owned by the job: the worker closes them.
+type fileJob struct {
+	rel          string
+	ents         []*snapshot.DirEntry
+	prevOf       func(de *snapshot.DirEntry) *snapshot.DirEntry
+	srcFd, dstFd int
+}
+
+// planTree walks the image from root: directories are created by this
+// goroutine (pre-order, as build needs them), while parallel workers stat and
+// link each directory's files, so a mostly unchanged tree is linked on every
+// core.
+func (p *puller) planTree(root object.ID, prev *object.ID, srcFd, dstFd int) error {
+	jobs := make(chan fileJob, 2*p.parallel)
+
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+
+	for range p.parallel {
+		wg.Add(1)
+
+		go func() {
+			defer wg.Done()
+
+			for j := range jobs {
+				if ctx.Err() == nil {
+					if err := p.planFiles(j); err != nil {
+						fail(err)
+					}
+				}
+
+				closeFd(j.srcFd)
+				closeFd(j.dstFd)
+			}
+		}()
+	}
+
+	err := p.plan(ctx, jobs, root, prev, ".", srcFd, dstFd)
+
+	close(jobs)
+	wg.Wait()
+
+	if firstErr != nil {
+		return firstErr
+	}
+
+	if err != nil {
+		return err
+	}
+
+	return p.ctx.Err()
+}
+
+func closeFd(fd int) {
+	if fd >= 0 {
+		_ = unix.Close(fd)
+	}
+}
+
+// plan walks one image directory: creates its subdirectories in staging,
+// hands its files to the workers and recurses. srcFd is the same directory
+// in the current replica (-1: none), dstFd the one in staging; names are
+// resolved relative to them (one lookup per entry, no symlink followed).
+func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, prev *object.ID, rel string, srcFd, dstFd int) error {
 	if err := p.g.check(false); err != nil {
 		return err
 	}
 
-	ents, err := readImageDir(p.ctx, p.dr, d)
+	ents, err := readImageDir(ctx, p.dr, d)
 	if err != nil {
 		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
 
+	if len(ents) <= p.cacheLeft {
+		p.dirCache[rel] = cachedDir{oid: d, ents: ents}
+		p.cacheLeft -= len(ents)
+	}
+
+	// The same directory object in both images: identical entries, no need
+	// to decode the previous one.
+	same := prev != nil && *prev == d
+
 	var prevEnts map[string]*snapshot.DirEntry
 
-	if prev != nil {
+	if prev != nil && !same {
 		// Unreadable (e.g. pruned and garbage-collected): just link nothing.
-		if pe, err := readImageDir(p.ctx, p.dr, *prev); err == nil {
+		if pe, err := readImageDir(ctx, p.dr, *prev); err == nil {
 			prevEnts = make(map[string]*snapshot.DirEntry, len(pe))
 			for _, e := range pe {
 				prevEnts[e.Name] = e
@@ -495,75 +695,149 @@ func (p *puller) plan(d object.ID, prev *object.ID, rel string) error {
 		}
 	}
 
+	prevOf := func(de *snapshot.DirEntry) *snapshot.DirEntry {
+		if same {
+			return de
+		}
+
+		return prevEnts[de.Name]
+	}
+
+	job := fileJob{rel: rel, ents: ents, prevOf: prevOf, srcFd: -1, dstFd: -1}
+
+	if job.dstFd, err = unix.Dup(dstFd); err != nil {
+		return fmt.Errorf("dup: %w", err)
+	}
+
+	if srcFd >= 0 {
+		if job.srcFd, err = unix.Dup(srcFd); err != nil {
+			closeFd(job.dstFd)
+			return fmt.Errorf("dup: %w", err)
+		}
+	}
+
+	select {
+	case jobs <- job:
+	case <-ctx.Done():
+		closeFd(job.srcFd)
+		closeFd(job.dstFd)
+
+		return ctx.Err()
+	}
+
 	for _, de := range ents {
-		crel := path.Join(rel, de.Name)
-		dst := filepath.Join(p.staging, filepath.FromSlash(crel))
-
-		switch de.Type {
-		case snapshot.EntryTypeDirectory:
-			if err := os.Mkdir(dst, 0o700); err != nil {
-				return fmt.Errorf("creating %s: %w", dst, err)
-			}
-
-			p.dirs = append(p.dirs, dirItem{rel: crel, de: de})
-
-			var psub *object.ID
-			if pe := prevEnts[de.Name]; pe != nil && pe.Type == snapshot.EntryTypeDirectory {
-				psub = &pe.ObjectID
-			}
-
-			if err := p.plan(de.ObjectID, psub, crel); err != nil {
+		if de.Type == snapshot.EntryTypeDirectory {
+			if err := p.planDir(ctx, jobs, de, prevOf(de), path.Join(rel, de.Name), srcFd, dstFd); err != nil {
 				return err
 			}
-
-		case snapshot.EntryTypeSymlink:
-			p.toWrite = append(p.toWrite, writeItem{rel: crel, de: de})
-
-		case snapshot.EntryTypeFile:
-			if err := p.g.check(true); err != nil {
-				return err
-			}
-
-			if p.planFile(crel, de, prevEnts[de.Name], dst) {
-				p.rp.addFile(de.FileSize)
-			}
-
-		default:
-			return fmt.Errorf("image entry %s has unsupported type %q", crel, de.Type)
 		}
 	}
 
 	return nil
 }
 
-// planFile links the file from the current replica if provably unchanged
-// and reports true; otherwise queues it (resume check or write).
-func (p *puller) planFile(rel string, de, prev *snapshot.DirEntry, dst string) bool {
+// planDir creates a subdirectory in staging and plans it.
+func (p *puller) planDir(ctx context.Context, jobs chan<- fileJob, de, prev *snapshot.DirEntry, rel string, srcFd, dstFd int) error {
+	if err := unix.Mkdirat(dstFd, de.Name, 0o700); err != nil {
+		return fmt.Errorf("creating %s in staging: %w", rel, err)
+	}
+
+	p.dirs = append(p.dirs, dirItem{rel: rel, de: de})
+
+	subDst, err := openDirFd(dstFd, de.Name)
+	if err != nil {
+		return fmt.Errorf("staging %s: %w", rel, err)
+	}
+	defer unix.Close(subDst) //nolint:errcheck
+
+	var psub *object.ID
+
+	subSrc := -1
+
+	if prev != nil && prev.Type == snapshot.EntryTypeDirectory && srcFd >= 0 {
+		if fd, err := openDirFd(srcFd, de.Name); err == nil {
+			psub, subSrc = &prev.ObjectID, fd
+			defer unix.Close(subSrc) //nolint:errcheck
+		}
+	}
+
+	return p.plan(ctx, jobs, de.ObjectID, psub, rel, subSrc, subDst)
+}
+
+// planFiles links or queues the files and symlinks of one directory.
+func (p *puller) planFiles(j fileJob) error {
+	var writes, checks []writeItem
+
+	for _, de := range j.ents {
+		switch de.Type {
+		case snapshot.EntryTypeDirectory:
+		case snapshot.EntryTypeSymlink:
+			writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), dir: j.rel, de: de})
+
+		case snapshot.EntryTypeFile:
+			if err := p.g.check(true); err != nil {
+				return err
+			}
+
+			switch from := p.planFile(j.rel, de, j.prevOf(de), j.srcFd, j.dstFd); {
+			case from == linkedFromCur:
+				p.rp.addFile(de.FileSize)
+			case from != "":
+				checks = append(checks, writeItem{rel: path.Join(j.rel, de.Name), dir: j.rel, de: de, from: from})
+			default:
+				writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), dir: j.rel, de: de})
+			}
+
+		default:
+			return fmt.Errorf("image entry %s has unsupported type %q", path.Join(j.rel, de.Name), de.Type)
+		}
+	}
+
+	p.trustMu.Lock()
+	p.toWrite = append(p.toWrite, writes...)
+	p.resumeCk = append(p.resumeCk, checks...)
+	p.trustMu.Unlock()
+
+	return nil
+}
+
+// linkedFromCur is planFile's answer for a file it linked.
+const linkedFromCur = "\x00linked"
+
+// planFile links file de of image directory dir from the current replica if
+// provably unchanged (returns linkedFromCur), returns a resume candidate's
+// path to check, or "" (write it).
+func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) string {
 	for _, rs := range p.resume {
-		src := filepath.Join(rs, filepath.FromSlash(rel))
+		src := filepath.Join(rs, filepath.FromSlash(dir), de.Name)
 		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
-			p.resumeCk = append(p.resumeCk, writeItem{rel: rel, de: de, from: src})
-			return false
+			return src
 		}
 	}
 
 	// Same object ID in the image the current replica was verified against
 	// and identical metadata on disk: the content is the image's content.
-	if p.cur != "" && prev != nil && prev.Type == snapshot.EntryTypeFile && prev.ObjectID == de.ObjectID {
-		src := filepath.Join(p.cur, filepath.FromSlash(rel))
-		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
-			if err := os.Link(src, dst); err == nil {
+	if srcFd >= 0 && prev != nil && prev.Type == snapshot.EntryTypeFile && prev.ObjectID == de.ObjectID {
+		var st unix.Stat_t
+		if err := unix.Fstatat(srcFd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && p.exactStat(&st, de) {
+			if err := unix.Linkat(srcFd, de.Name, dstFd, de.Name, 0); err == nil {
 				p.linked.Add(1)
-				p.trusted[rel] = p.trustCur
 
-				return true
+				t := trustMeta
+				if p.trustCur {
+					t |= trustContent
+				}
+
+				p.trustMu.Lock()
+				p.trusted[entryKey{dir, de.Name}] = t
+				p.trustMu.Unlock()
+
+				return linkedFromCur
 			}
 		}
 	}
 
-	p.toWrite = append(p.toWrite, writeItem{rel: rel, de: de})
-
-	return false
+	return ""
 }
 
 // linkResumed checks candidates from resume dirs by content (a stale
@@ -605,7 +879,7 @@ func (p *puller) linkResumed() error {
 			}
 
 			mu.Lock()
-			p.toWrite = append(p.toWrite, writeItem{rel: it.rel, de: it.de})
+			p.toWrite = append(p.toWrite, writeItem{rel: it.rel, dir: it.dir, de: it.de})
 			mu.Unlock()
 
 			return nil
@@ -648,42 +922,98 @@ func (p *puller) exactMeta(st os.FileInfo, de *snapshot.DirEntry) bool {
 	return true
 }
 
+// exactStat is exactMeta for a raw stat result.
+func (p *puller) exactStat(st *unix.Stat_t, de *snapshot.DirEntry) bool {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != de.FileSize ||
+		st.Mtim.Nano() != de.ModTime.ToTime().UnixNano() ||
+		os.FileMode(st.Mode)&os.ModePerm != os.FileMode(de.Permissions)&os.ModePerm ||
+		modeExtra(st.Mode) != os.FileMode(de.Permissions)&kfs.ModBits&^os.ModePerm {
+		return false
+	}
+
+	return !p.isRoot || (st.Uid == de.UserID && st.Gid == de.GroupID)
+}
+
+// modeExtra converts setuid/setgid/sticky bits of a raw mode to Go's FileMode bits.
+func modeExtra(m uint32) os.FileMode {
+	var fm os.FileMode
+	if m&unix.S_ISUID != 0 {
+		fm |= os.ModeSetuid
+	}
+
+	if m&unix.S_ISGID != 0 {
+		fm |= os.ModeSetgid
+	}
+
+	if m&unix.S_ISVTX != 0 {
+		fm |= os.ModeSticky
+	}
+
+	return fm
+}
+
 const copyChunk = 1 << 20
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return &b }}
 
-// write creates one file or symlink from the repository under a temporary
-// name (O_EXCL: never opens an existing inode), applies its attributes, and
-// renames it into place, so a final name only ever holds a complete entry.
-func (p *puller) write(it writeItem) error {
+// writeDir writes items, all of one directory, through one directory fd.
+func (p *puller) writeDir(items []writeItem) error {
+	dir := filepath.Join(p.staging, filepath.FromSlash(items[0].dir))
+
+	fd, err := openDirFd(unix.AT_FDCWD, dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd) //nolint:errcheck
+
+	for _, it := range items {
+		if err := p.write(fd, it); err != nil {
+			return err
+		}
+	}
+
+	return nil
+}
+
+// write creates one file or symlink from the repository directly under its
+// final name in the private staging dir (dirFd is its directory). O_EXCL
+// (symlink(2) likewise) never opens an existing inode. A file that fails
+// half-way is removed; one left by a crash has the wrong mtime or content,
+// and a resuming pull checks both.
+func (p *puller) write(dirFd int, it writeItem) error {
 	if err := p.g.check(true); err != nil {
 		return err
 	}
 
 	p.rp.setPath(it.rel)
 
-	dst := filepath.Join(p.staging, filepath.FromSlash(it.rel))
-	tmp := filepath.Join(filepath.Dir(dst), ".replctl-tmp-"+randHex(8))
+	var (
+		hashed bool
+		err    error
+	)
 
-	var err error
 	if it.de.Type == snapshot.EntryTypeSymlink {
-		err = p.writeSymlink(it, tmp)
+		err = p.writeSymlink(dirFd, it)
 	} else {
-		err = p.writeFile(it, tmp)
-	}
-
-	if err == nil {
-		err = os.Rename(tmp, dst)
+		hashed, err = p.writeFile(dirFd, it)
 	}
 
 	if err != nil {
-		_ = os.Remove(tmp)
+		if !errors.Is(err, fs.ErrExist) { // never remove what another step created
+			_ = unix.Unlinkat(dirFd, it.de.Name, 0)
+		}
 
 		if gerr := p.g.tripped(); gerr != nil {
 			return gerr
 		}
 
 		return fmt.Errorf("restoring %s: %w", it.rel, err)
+	}
+
+	if hashed {
+		p.trustMu.Lock()
+		p.trusted[entryKey{it.dir, it.de.Name}] = trustContent
+		p.trustMu.Unlock()
 	}
 
 	n := p.restored.Add(1)
@@ -696,17 +1026,144 @@ func (p *puller) write(it writeItem) error {
 	return nil
 }
 
-func (p *puller) writeFile(it writeItem, tmp string) error {
-	r, err := p.dr.OpenObject(p.ctx, it.de.ObjectID)
+// errNotPlain: the object has compressed contents, which cannot be hashed
+// against their IDs while writing.
+var errNotPlain = errors.New("object has compressed contents")
+
+// writeFile creates dst with the object's content, owner, mode and mtime. It
+// reports whether every byte written was hashed against the image's content
+// IDs (with hashWrites, unless the object has compressed contents).
+func (p *puller) writeFile(dirFd int, it writeItem) (bool, error) {
+	dst := it.rel
+
+	fd, err := unix.Openat(dirFd, it.de.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return fmt.Errorf("opening image object %v: %w", it.de.ObjectID, err)
+		return false, &fs.PathError{Op: "create", Path: dst, Err: err}
+	}
+
+	f := os.NewFile(uintptr(fd), dst)
+
+	hashed := p.hashWrites
+
+	n, err := p.writeObject(f, it.de.ObjectID, it.de.FileSize, 0)
+	if errors.Is(err, errNotPlain) {
+		hashed = false
+
+		if _, err = f.Seek(0, io.SeekStart); err == nil {
+			if err = f.Truncate(0); err == nil {
+				n, err = p.copyObject(f, it.de.ObjectID)
+			}
+		}
+	}
+
+	if err == nil && n != it.de.FileSize {
+		err = fmt.Errorf("image object %v has %d bytes, entry says %d", it.de.ObjectID, n, it.de.FileSize)
+	}
+
+	// Owner and mode through the open fd (no path lookups); chown first, it
+	// clears setuid/setgid.
+	if err == nil && p.isRoot {
+		if err = f.Chown(int(it.de.UserID), int(it.de.GroupID)); err != nil {
+			err = fmt.Errorf("chown %s: %w", dst, err)
+		}
+	}
+
+	if err == nil {
+		if err = f.Chmod(os.FileMode(it.de.Permissions) & kfs.ModBits); err != nil {
+			err = fmt.Errorf("chmod %s: %w", dst, err)
+		}
+	}
+
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+
+	if err != nil {
+		return false, err
+	}
+
+	return hashed, setMtimeAt(dirFd, it.de.Name, it.de, false)
+}
+
+// writeObject writes object oid to f at offset off, content by content; with
+// hashWrites it checks that each content's bytes hash to its ID with the
+// repository's keyed hash (the same check verification does on a read-back).
+// It returns the bytes written, errNotPlain for compressed contents.
+func (p *puller) writeObject(f *os.File, oid object.ID, limit, off int64) (int64, error) {
+	if idx, ok := oid.IndexObjectID(); ok {
+		entries, err := object.LoadIndexObject(p.ctx, p.h.cr, idx)
+		if err != nil {
+			return 0, fmt.Errorf("loading index object %v: %w", idx, err)
+		}
+
+		var total int64
+
+		for _, e := range entries {
+			if e.Start != total || total+e.Length > limit {
+				return 0, fmt.Errorf("index object %v: entry %d+%d does not continue at %d within %d bytes", idx, e.Start, e.Length, total, limit)
+			}
+
+			n, err := p.writeObject(f, e.Object, e.Length, off+total)
+			if err != nil {
+				return 0, err
+			}
+
+			total += n
+		}
+
+		return total, nil
+	}
+
+	cid, compressed, ok := oid.ContentID()
+	if !ok {
+		return 0, fmt.Errorf("unsupported object ID %v", oid)
+	}
+
+	if compressed {
+		return 0, errNotPlain
+	}
+
+	if err := p.g.check(false); err != nil {
+		return 0, err
+	}
+
+	data, err := p.dr.ContentReader().GetContent(p.ctx, cid)
+	if err != nil {
+		return 0, fmt.Errorf("reading image content %v: %w", cid, err)
+	}
+
+	if int64(len(data)) > limit {
+		return 0, fmt.Errorf("image content %v has %d bytes, more than the %d expected", cid, len(data), limit)
+	}
+
+	if p.hashWrites {
+		got, err := content.IDFromHash(cid.Prefix(), p.h.hash(data))
+		if err != nil {
+			return 0, fmt.Errorf("hashing: %w", err)
+		}
+
+		if got != cid {
+			return 0, fmt.Errorf("%w: image content %v hashes to %v", ErrVerify, cid, got)
+		}
+	}
+
+	if _, err := f.WriteAt(data, off); err != nil {
+		return 0, err
+	}
+
+	p.rp.addBytes(int64(len(data)))
+
+	return int64(len(data)), nil
+}
+
+// copyObject streams object oid into f through kopia's object reader (for
+// objects writeObject cannot hash); verification reads such files back.
+func (p *puller) copyObject(f *os.File, oid object.ID) (int64, error) {
+	r, err := p.dr.OpenObject(p.ctx, oid)
+	if err != nil {
+		return 0, fmt.Errorf("opening image object %v: %w", oid, err)
 	}
 	defer r.Close()
-
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
 
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -715,15 +1172,13 @@ func (p *puller) writeFile(it writeItem, tmp string) error {
 
 	for {
 		if err := p.g.check(false); err != nil {
-			f.Close()
-			return err
+			return n, err
 		}
 
 		m, rerr := io.ReadFull(r, *bp)
 		if m > 0 {
 			if _, err := f.Write((*bp)[:m]); err != nil {
-				f.Close()
-				return err
+				return n, err
 			}
 
 			n += int64(m)
@@ -731,52 +1186,32 @@ func (p *puller) writeFile(it writeItem, tmp string) error {
 		}
 
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			break
+			return n, nil
 		}
 
 		if rerr != nil {
-			f.Close()
-			return fmt.Errorf("reading image object %v: %w", it.de.ObjectID, rerr)
+			return n, fmt.Errorf("reading image object %v: %w", oid, rerr)
 		}
 	}
-
-	if n != it.de.FileSize {
-		f.Close()
-		return fmt.Errorf("image object %v has %d bytes, entry says %d", it.de.ObjectID, n, it.de.FileSize)
-	}
-
-	// Owner and mode through the open fd (no path lookups); chown first, it
-	// clears setuid/setgid.
-	if p.isRoot {
-		if err := f.Chown(int(it.de.UserID), int(it.de.GroupID)); err != nil {
-			f.Close()
-			return fmt.Errorf("chown %s: %w", tmp, err)
-		}
-	}
-
-	if err := f.Chmod(os.FileMode(it.de.Permissions) & kfs.ModBits); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-
-	if err := f.Close(); err != nil {
-		return err
-	}
-
-	return setMtime(tmp, it.de, false)
 }
 
-func (p *puller) writeSymlink(it writeItem, tmp string) error {
+func (p *puller) writeSymlink(dirFd int, it writeItem) error {
 	target, err := readImageSymlink(p.ctx, p.dr, it.de)
 	if err != nil {
 		return err
 	}
 
-	if err := os.Symlink(target, tmp); err != nil {
-		return err
+	if err := unix.Symlinkat(target, dirFd, it.de.Name); err != nil {
+		return &fs.PathError{Op: "symlink", Path: it.rel, Err: err}
 	}
 
-	return p.setAttrs(tmp, it.de, true)
+	if p.isRoot {
+		if err := unix.Fchownat(dirFd, it.de.Name, int(it.de.UserID), int(it.de.GroupID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown %s: %w", it.rel, err)
+		}
+	}
+
+	return setMtimeAt(dirFd, it.de.Name, it.de, true)
 }
 
 // setAttrs applies owner (when root), mode, and mtime (atime = mtime, as
@@ -799,6 +1234,11 @@ func (p *puller) setAttrs(path string, de *snapshot.DirEntry, symlink bool) erro
 
 // setMtime sets atime and mtime to the entry's mtime, to the nanosecond.
 func setMtime(path string, de *snapshot.DirEntry, symlink bool) error {
+	return setMtimeAt(unix.AT_FDCWD, path, de, symlink)
+}
+
+// setMtimeAt is setMtime for name relative to dirFd.
+func setMtimeAt(dirFd int, name string, de *snapshot.DirEntry, symlink bool) error {
 	ts := unix.NsecToTimespec(de.ModTime.ToTime().UnixNano())
 
 	flags := 0
@@ -806,8 +1246,8 @@ func setMtime(path string, de *snapshot.DirEntry, symlink bool) error {
 		flags = unix.AT_SYMLINK_NOFOLLOW
 	}
 
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, []unix.Timespec{ts, ts}, flags); err != nil {
-		return fmt.Errorf("setting times of %s: %w", path, err)
+	if err := unix.UtimesNanoAt(dirFd, name, []unix.Timespec{ts, ts}, flags); err != nil {
+		return fmt.Errorf("setting times of %s: %w", name, err)
 	}
 
 	return nil

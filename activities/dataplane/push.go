@@ -119,6 +119,22 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		return PushResult{}, fmt.Errorf("finding previous images of job %s: %w", req.Job, err)
 	}
 
+	// Progress totals come from the newest previous image: kopia's estimator
+	// (a second walk of the whole source) cost ~9% of a push's CPU.
+	var estBytes, estFiles int64
+	var newest time.Time
+
+	for _, m := range prev {
+		if m.RootEntry == nil || m.RootEntry.DirSummary == nil || !m.StartTime.ToTime().After(newest) {
+			continue
+		}
+
+		s := m.RootEntry.DirSummary
+		newest, estBytes, estFiles = m.StartTime.ToTime(), s.TotalFileSize, s.TotalFileCount
+	}
+
+	rp.setPhase("upload", estBytes, estFiles)
+
 	src, err := localfs.Directory(req.SourceDir)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("opening source %s: %w", req.SourceDir, err)
@@ -258,25 +274,9 @@ type uploadProgress struct {
 	rp *reporter
 }
 
-func (p *uploadProgress) Enabled() bool { return true }
-
-func (p *uploadProgress) EstimationParameters() upload.EstimationParameters {
-	return upload.EstimationParameters{Type: upload.EstimationTypeClassic}
-}
-
-func (p *uploadProgress) EstimatedDataSize(files, bytes int64) {
-	if p.rp.phase.Load().(string) == "scan" {
-		done, filesDone := p.rp.bytesDone.Load(), p.rp.filesDone.Load()
-		p.rp.setPhase("upload", bytes, files)
-		p.rp.bytesDone.Add(done)
-		p.rp.filesDone.Add(filesDone)
-
-		return
-	}
-
-	p.rp.bytesTotal.Store(bytes)
-	p.rp.filesTotal.Store(files)
-}
+// Enabled is false: it only switches kopia's size estimator off (a second
+// walk of the source); the callbacks below are still called.
+func (p *uploadProgress) Enabled() bool { return false }
 
 func (p *uploadProgress) HashingFile(fname string)         { p.rp.setPath(fname) }
 func (p *uploadProgress) HashedBytes(n int64)              { p.rp.addBytes(n) }

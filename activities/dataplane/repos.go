@@ -338,9 +338,17 @@ func initRepo(ctx context.Context, cfg RepoConfig, log func(string, ...any)) err
 	}
 
 	err = repo.Initialize(ctx, st, &repo.NewRepositoryOptions{
+		// kopia's default (scrypt-65536-8-1) allocates 64 MiB at every open,
+		// the largest part of an agent's peak RSS. The password is 256 random
+		// bits, so a memory-hard key derivation adds no strength.
+		FormatBlockKeyDerivationAlgorithm: pbkdf2Algorithm,
 		BlockFormat: format.ContentFormat{
 			Hash:       "BLAKE3-256",
 			Encryption: "AES256-GCM-HMAC-SHA256",
+			// kopia's smallest pack size (default 20 MiB): a push holds a
+			// pack being filled and packs being written per content kind, so
+			// this bounds an agent's memory.
+			MutableParameters: format.MutableParameters{MaxPackSize: 10 << 20},
 		},
 	}, pw)
 	st.Close(ctx) //nolint:errcheck
@@ -372,6 +380,10 @@ func initRepo(ctx context.Context, cfg RepoConfig, log func(string, ...any)) err
 
 	return nil
 }
+
+// pbkdf2Algorithm is kopia's PBKDF2 key derivation (its name in kopia's
+// internal crypto package, checked against the supported list in a test).
+const pbkdf2Algorithm = "pbkdf2-sha256-600000"
 
 func ensurePasswordFile(path string) error {
 	if _, err := os.Stat(path); err == nil {

@@ -190,8 +190,11 @@ func (h *contentHasher) checkRange(ctx context.Context, f *os.File, oid object.I
 type verifyOptions struct {
 	checkOwner  bool
 	parallel    int
-	skipContent func(rel string) bool // content known good (may be nil)
-	rp          *reporter             // may be nil
+	skipContent func(dir string, de *snapshot.DirEntry) bool // content known good (may be nil)
+	skipMeta    func(dir string, de *snapshot.DirEntry) bool // file metadata known good (may be nil): only its type is checked
+	rp          *reporter                                    // may be nil
+	// readDir decodes image directory oid at rel (nil: readImageDir).
+	readDir func(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error)
 }
 
 type contentJob struct {
@@ -210,6 +213,12 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 	}
 
 	var jobs []contentJob
+
+	if o.readDir == nil {
+		o.readDir = func(ctx context.Context, dr repo.DirectRepository, oid object.ID, _ string) ([]*snapshot.DirEntry, error) {
+			return readImageDir(ctx, dr, oid)
+		}
+	}
 
 	if o.rp != nil {
 		o.rp.setPhase("verify", 0, 0)
@@ -270,7 +279,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		return err
 	}
 
-	ents, err := readImageDir(ctx, dr, d)
+	ents, err := o.readDir(ctx, dr, d, rel)
 	if err != nil {
 		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
@@ -280,14 +289,18 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		return fmt.Errorf("%w: %s: %v", ErrVerify, rel, err)
 	}
 
-	want := map[string]bool{}
+	want := make(map[string]bool, len(ents))
 	for _, e := range ents {
 		want[e.Name] = true
 	}
 
 	var extra []string
 
+	haveType := make(map[string]fs.FileMode, len(have))
+
 	for _, e := range have {
+		haveType[e.Name()] = e.Type()
+
 		if !want[e.Name()] {
 			extra = append(extra, e.Name())
 		}
@@ -301,7 +314,14 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 	for _, de := range ents {
 		crel := path.Join(rel, de.Name)
 
-		if de.Type != snapshot.EntryTypeDirectory {
+		switch {
+		case de.Type == snapshot.EntryTypeDirectory:
+		case de.Type == snapshot.EntryTypeFile && o.skipMeta != nil && o.skipMeta(rel, de):
+			// The entry must still be the regular file that was checked.
+			if t, ok := haveType[de.Name]; !ok || t != 0 {
+				return verifyMeta(dir, crel, de, o.checkOwner) // names the difference
+			}
+		default:
 			if err := verifyMeta(dir, crel, de, o.checkOwner); err != nil {
 				return err
 			}
@@ -337,7 +357,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 			}
 
 		case snapshot.EntryTypeFile:
-			if o.skipContent == nil || !o.skipContent(crel) {
+			if o.skipContent == nil || !o.skipContent(rel, de) {
 				*jobs = append(*jobs, contentJob{rel: crel, de: de, full: filepath.Join(dir, filepath.FromSlash(crel))})
 			}
 
