@@ -60,25 +60,12 @@ func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (re
 	if err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "replctl"
-	}
-	err = repo.Connect(ctx, cfgFile, st, pw, &repo.ConnectOptions{
-		ClientOptions:  repo.ClientOptions{Hostname: host, Username: "replctl"},
-		CachingOptions: *cfg.cachingOptions(cfgFile),
-	})
+	err = connectStorage(ctx, st, cfg, cfgFile, pw, remotePasswordName(cfg), " over SFTP")
 	st.Close(ctx) //nolint:errcheck
-	if errors.Is(err, repo.ErrInvalidPassword) {
-		return nil, fmt.Errorf("%w: wrong password in %s for repository %s", ErrBadInput, remotePasswordName(cfg), cfg.Dir)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("connecting to repository %s over SFTP: %w", cfg.Dir, err)
+		return nil, err
 	}
-	rep, err := repo.Open(ctx, cfgFile, pw, &repo.Options{
-		DisableRepositoryLog: true,
-		OnFatalError:         func(err error) { r.log("kopia fatal error", "repo", cfg.Dir, "err", err) },
-	})
+	rep, err := repo.Open(ctx, cfgFile, pw, r.openOptions(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("opening repository %s over SFTP: %w", cfg.Dir, err)
 	}

@@ -199,11 +199,7 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 
 	cfgFile := filepath.Join(cdir, "repository.config")
 
-	opts := &repo.Options{
-		DisableRepositoryLog: true,
-		// Kopia's default calls os.Exit; an agent must survive and report instead.
-		OnFatalError: func(err error) { r.log("kopia fatal error", "repo", cfg.Dir, "err", err) },
-	}
+	opts := r.openOptions(cfg)
 
 	if _, err := os.Stat(cfgFile); err == nil {
 		// CacheMB may have changed since the client state was created.
@@ -249,30 +245,42 @@ func (c RepoConfig) cachingOptions(cfgFile string) *content.CachingOptions {
 	}
 }
 
+// openOptions are kopia's open options for cfg's repository.
+func (r *Repos) openOptions(cfg RepoConfig) *repo.Options {
+	return &repo.Options{
+		DisableRepositoryLog: true,
+		// Kopia's default calls os.Exit; an agent must survive and report instead.
+		OnFatalError: func(err error) { r.log("kopia fatal error", "repo", cfg.Dir, "err", err) },
+	}
+}
+
 func connectRepo(ctx context.Context, cfg RepoConfig, cfgFile, pw string) error {
 	st, err := filesystem.New(ctx, &filesystem.Options{Path: cfg.Dir}, false)
 	if err != nil {
 		return fmt.Errorf("opening repository storage %s: %w", cfg.Dir, err)
 	}
 	defer st.Close(ctx) //nolint:errcheck
+	return connectStorage(ctx, st, cfg, cfgFile, pw, cfg.passwordFile(), "")
+}
 
+// connectStorage writes kopia's client config cfgFile for the repository in st (mounted or
+// reached over SFTP). pwName (where the password came from) and via (how the storage is
+// reached: "" or " over SFTP") go into its error messages.
+func connectStorage(ctx context.Context, st blob.Storage, cfg RepoConfig, cfgFile, pw, pwName, via string) error {
 	host, _ := os.Hostname()
 	if host == "" {
 		host = "replctl"
 	}
-
-	err = repo.Connect(ctx, cfgFile, st, pw, &repo.ConnectOptions{
+	err := repo.Connect(ctx, cfgFile, st, pw, &repo.ConnectOptions{
 		ClientOptions:  repo.ClientOptions{Hostname: host, Username: "replctl"},
 		CachingOptions: *cfg.cachingOptions(cfgFile),
 	})
 	if errors.Is(err, repo.ErrInvalidPassword) {
-		return fmt.Errorf("%w: wrong password in %s for repository %s", ErrBadInput, cfg.passwordFile(), cfg.Dir)
+		return fmt.Errorf("%w: wrong password in %s for repository %s", ErrBadInput, pwName, cfg.Dir)
 	}
-
 	if err != nil {
-		return fmt.Errorf("connecting to repository %s: %w", cfg.Dir, err)
+		return fmt.Errorf("connecting to repository %s%s: %w", cfg.Dir, via, err)
 	}
-
 	return nil
 }
 
