@@ -232,17 +232,7 @@ func publishGroupLocked(ls []layout, gd, name string) error {
 		return err
 	}
 
-	tl := filepath.Join(gd, ".current-"+randHex(4))
-	if err := os.Symlink(name, tl); err != nil {
-		return fmt.Errorf("creating %s: %w", tl, err)
-	}
-
-	if err := os.Rename(tl, cur); err != nil {
-		_ = os.Remove(tl)
-		return fmt.Errorf("publishing group %s: %w", cur, err)
-	}
-
-	return syncDir(gd)
+	return replaceLink(name, cur, ".current-", "publishing group")
 }
 
 // linkIntoGroup makes T/D the link T/D → .replctl/groups/<job>/current/<D>.
@@ -261,17 +251,7 @@ func (l layout) linkIntoGroup(gd string) error {
 		return nil
 	}
 
-	tmp := filepath.Join(parent, ".replctl-link-"+randHex(8))
-	if err := os.Symlink(target, tmp); err != nil {
-		return fmt.Errorf("creating temp link %s: %w", tmp, err)
-	}
-
-	if err := os.Rename(tmp, l.link); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("linking %s into its group: %w", l.link, err)
-	}
-
-	return syncDir(parent)
+	return replaceLink(target, l.link, ".replctl-link-", "linking into its group")
 }
 
 // pruneGroupDirs removes group replica dirs whose replicas retention removed

@@ -1354,14 +1354,22 @@ func (l layout) swapLink(final string) error {
 		return err
 	}
 
-	tmp := filepath.Join(parent, ".replctl-link-"+randHex(8))
+	return replaceLink(target, l.link, ".replctl-link-", "publishing")
+}
+
+// replaceLink points link at target: a temp symlink (tmpPrefix + random) beside link renamed
+// over it, then the parent dir synced. rename(2) is atomic: readers see the old target or
+// the new one. what names the operation in the error.
+func replaceLink(target, link, tmpPrefix, what string) error {
+	parent := filepath.Dir(link)
+	tmp := filepath.Join(parent, tmpPrefix+randHex(8))
 	if err := os.Symlink(target, tmp); err != nil {
 		return fmt.Errorf("creating temp link %s: %w", tmp, err)
 	}
 
-	if err := os.Rename(tmp, l.link); err != nil {
+	if err := os.Rename(tmp, link); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("publishing %s: %w", l.link, err)
+		return fmt.Errorf("%s %s: %w", what, link, err)
 	}
 
 	return syncDir(parent)
