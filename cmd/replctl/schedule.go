@@ -1009,6 +1009,25 @@ func printScheduleView(w io.Writer, v *scheduleView) {
 	tw.Flush()
 }
 
+// serverScheduleIDs lists the IDs of the server's schedules that start with prefix.
+func serverScheduleIDs(ctx context.Context, c client.Client, prefix string) ([]string, error) {
+	it, err := c.ScheduleClient().List(ctx, client.ScheduleListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list schedules: %w", err)
+	}
+	var ids []string
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			return nil, fmt.Errorf("list schedules: %w", err)
+		}
+		if strings.HasPrefix(e.ID, prefix) {
+			ids = append(ids, e.ID)
+		}
+	}
+	return ids, nil
+}
+
 // listSchedules describes every replctl schedule: those the config asks for and those the
 // server lists with replctl's ID prefix. Describing (not only listing) gives up-to-date
 // state even when the list lags behind.
@@ -1019,16 +1038,12 @@ func listSchedules(ctx context.Context, c client.Client, cfg *config.Config) ([]
 			jobs = append(jobs, j.Name)
 		}
 	}
-	it, err := c.ScheduleClient().List(ctx, client.ScheduleListOptions{})
+	ids, err := serverScheduleIDs(ctx, c, scheduleIDPrefix)
 	if err != nil {
-		return nil, fmt.Errorf("list schedules: %w", err)
+		return nil, err
 	}
-	for it.HasNext() {
-		e, err := it.Next()
-		if err != nil {
-			return nil, fmt.Errorf("list schedules: %w", err)
-		}
-		if job, ok := strings.CutPrefix(e.ID, scheduleIDPrefix); ok && !slices.Contains(jobs, job) {
+	for _, id := range ids {
+		if job := strings.TrimPrefix(id, scheduleIDPrefix); !slices.Contains(jobs, job) {
 			jobs = append(jobs, job)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
@@ -110,17 +109,13 @@ func listMaintenanceSchedules(ctx context.Context, c client.Client, cfg *config.
 			ids = append(ids, id)
 		}
 	}
-	it, err := c.ScheduleClient().List(ctx, client.ScheduleListOptions{})
+	listed, err := serverScheduleIDs(ctx, c, workflows.MaintenanceSchedulePrefix)
 	if err != nil {
-		return nil, fmt.Errorf("list schedules: %w", err)
+		return nil, err
 	}
-	for it.HasNext() {
-		e, err := it.Next()
-		if err != nil {
-			return nil, fmt.Errorf("list schedules: %w", err)
-		}
-		if strings.HasPrefix(e.ID, workflows.MaintenanceSchedulePrefix) && !slices.Contains(ids, e.ID) {
-			ids = append(ids, e.ID)
+	for _, id := range listed {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
 		}
 	}
 	var views []*scheduleView
