@@ -26,6 +26,7 @@ const (
 	PlanName      = "Plan"
 	RunScriptName = "RunScript"
 	PushName      = "Push"
+	PrecopyName   = "Precopy"
 	PullName      = "Pull"
 	MaintainName  = "Maintain"
 	TestCopyName  = "TestCopy"
@@ -257,18 +258,62 @@ type PushResult struct {
 	Duration time.Duration
 }
 
+// PrecopyInput is the input of Precopy.
+type PrecopyInput struct {
+	Job       string
+	RunID     string
+	Agent     string
+	SourceDir string
+	Dataset   string
+	Repo      RepoLocation
+	// First: copy also when the job has no image yet (config precopy: always).
+	First bool `json:",omitempty"`
+}
+
+// PrecopyResult tells what a precopy stored.
+type PrecopyResult struct {
+	Agent    string
+	Bytes    int64
+	Files    int64
+	Reused   int64 // files not read: unchanged since the job's previous image
+	Duration time.Duration
+	// Skipped: nothing to gain (the job has no image yet and First was not set).
+	Skipped bool `json:",omitempty"`
+}
+
+// Precopy copies the LIVE source dataset into the job's repository before the application
+// is quiesced, making no image: the push that follows, while quiesced, re-reads only the
+// files changed since the previous image (from the page cache) and stores nothing the
+// precopy already stored, so the freeze window shrinks to about a walk of the tree.
+func (a *Agent) Precopy(ctx context.Context, in PrecopyInput) (PrecopyResult, error) {
+	res, err := a.push(ctx, PushInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo}, "precopy", in.First)
+	return PrecopyResult{Agent: res.Agent, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: res.Duration, Skipped: res.skipped}, err
+}
+
 // Push makes a point-in-time image of the (quiesced) source dataset in the job's repository.
 func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
+	res, err := a.push(ctx, in, "push", false)
+	return res.PushResult, err
+}
+
+// pushResult is a PushResult plus whether a precopy was skipped.
+type pushResult struct {
+	PushResult
+	skipped bool
+}
+
+// push runs a push, or (step "precopy") a precopy of the live source.
+func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirst bool) (pushResult, error) {
 	start := time.Now()
-	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: "push", Phase: "open"})
+	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: step, Phase: "open"})
 	if err != nil {
-		return PushResult{}, err
+		return pushResult{}, err
 	}
 	defer hb.stop()
 	if in.FollowLink {
 		real, err := replicaBehind(in.SourceDir)
 		if err != nil {
-			return PushResult{}, badInput(err)
+			return pushResult{}, badInput(err)
 		}
 		in.SourceDir = real
 	}
@@ -281,12 +326,14 @@ func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
 		// A taker re-reads what the lost attempt read since its last checkpoint: measured
 		// as about one interval of work, so keep it short (the goal is <= 5 s of work).
 		CheckpointInterval: pushCheckpointInterval,
-	}, func(p dataplane.Progress) { hb.update(fromDataplane("push", a.Host, p, "", 0)) })
-	observe(ctx, in.Job, "push", start, err, res.Bytes, res.Files)
+		Precopy:            step == "precopy",
+		PrecopyFirst:       precopyFirst,
+	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })
+	observe(ctx, in.Job, step, start, err, res.Bytes, res.Files)
 	if err != nil {
-		return PushResult{}, classify(ctx, "push", err, hb.progress())
+		return pushResult{}, classify(ctx, step, err, hb.progress())
 	}
-	return PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start)}, nil
+	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start)}, res.Skipped}, nil
 }
 
 // PullInput is the input of Pull.

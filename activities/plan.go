@@ -23,7 +23,9 @@ type Plan struct {
 	Timeouts          Timeouts
 	OnUnreachableHost string
 	// Verify is "changed" or "full": see config.Job.Verify.
-	Verify     string
+	Verify string
+	// Precopy is "auto", "always" or "never": see config.Job.Precopy.
+	Precopy    string `json:",omitempty"`
 	Retention  Retention
 	Repository Repository
 	// Targets are the targets of a fan-out job (nil for one target: Target and
@@ -175,6 +177,7 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		Timeouts:          Timeouts{Heartbeat: j.Timeouts.Heartbeat, ScheduleToStart: j.Timeouts.ScheduleToStart, StartToClose: j.Timeouts.StartToClose},
 		OnUnreachableHost: j.OnUnreachableHost,
 		Verify:            j.Verify,
+		Precopy:           j.Precopy,
 		Retention:         Retention{Replicas: j.Retention.Replicas, Images: j.Retention.Images, ReplicasWithin: j.Retention.ReplicasWithin, ImagesWithin: j.Retention.ImagesWithin},
 		Repository:        Repository{Storage: j.Repository.Storage, Path: j.Repository.Path, PasswordFile: j.Repository.PasswordFile},
 	}

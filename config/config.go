@@ -47,6 +47,13 @@ const (
 	VerifyFull    = "full"
 )
 
+// Values of Job.Precopy.
+const (
+	PrecopyAuto   = "auto"
+	PrecopyAlways = "always"
+	PrecopyNever  = "never"
+)
+
 // Values of Job.OnUnreachableHost.
 const (
 	OnUnreachableFail     = "fail"
@@ -206,7 +213,12 @@ type Job struct {
 	// Verify is how much of each replica's content is re-checked against the image before
 	// publish: "changed" (default: every file written for this replica; files hard-linked
 	// from the verified current replica keep their checked metadata) or "full" (all).
-	Verify     string     `yaml:"verify"`
+	Verify string `yaml:"verify"`
+	// Precopy is when the source is copied into the repository once while the application
+	// still runs, before quiesce, so the quiesced push only re-reads what changed meanwhile:
+	// "auto" (default: when the job has a quiesce script and a previous image), "always"
+	// (also the first run) or "never".
+	Precopy    string     `yaml:"precopy"`
 	Schedule   *Schedule  `yaml:"schedule"` // optional
 	Retention  Retention  `yaml:"retention"`
 	Repository Repository `yaml:"repository"`

@@ -350,6 +350,12 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 		k.errorf(p+".verify", "%q is not valid: want %q (default) or %q", j.Verify, VerifyChanged, VerifyFull)
 	}
 
+	if j.Precopy == "" && !k.given(p+".precopy", true) {
+		j.Precopy = PrecopyAuto
+	} else if j.Precopy != PrecopyAuto && j.Precopy != PrecopyAlways && j.Precopy != PrecopyNever {
+		k.errorf(p+".precopy", "%q is not valid: want %q (default), %q or %q", j.Precopy, PrecopyAuto, PrecopyAlways, PrecopyNever)
+	}
+
 	k.repository(p+".repository", j)
 	k.orders(p, j)
 	k.timeouts(p+".timeouts", &j.Timeouts)

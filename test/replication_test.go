@@ -44,6 +44,9 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	require.Len(t, m, 2, "markers: %v", m)
 	assert.True(t, strings.HasPrefix(m[0], "quiesce host=a1 agent=a1"), m[0])
 	assert.True(t, strings.HasPrefix(m[1], "resume host=a1 agent=a1"), m[1])
+	// precopy auto (the default): no image yet, so nothing to copy ahead of the freeze.
+	require.NotNil(t, st.Precopy)
+	assert.True(t, st.Precopy.Skipped)
 
 	// Change the source: modify one file, delete one, add one.
 	changed := filepath.Join(e.sourceDir(), "d01/s1/f00001.bin")
@@ -58,6 +61,11 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	assert.NotEqual(t, first, st2.Replica.Path)
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
 	assert.Greater(t, st2.Replica.Linked, int64(100), "unchanged files are linked, not copied")
+	// The second run copied the live source before quiesce.
+	require.NotNil(t, st2.Precopy)
+	assert.False(t, st2.Precopy.Skipped)
+	assert.Equal(t, "a1", st2.Precopy.Agent)
+	assert.Greater(t, st2.Precopy.Files, int64(100))
 	// An unchanged file is the same inode in both replicas; the changed one is not, and the
 	// old replica still has the old content.
 	sameInode := func(rel string) bool {
@@ -72,7 +80,8 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	old, err := os.ReadFile(filepath.Join(first, "d01/s1/f00001.bin"))
 	require.NoError(t, err)
 	assert.NotEqual(t, "new content", string(old))
-	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "normal")
+	// normal.json is this run as recorded before the precopy; precopy.json with it.
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy")
 }
 
 // The pushing agent is killed in the middle of the push: the next source agent runs the

@@ -63,6 +63,7 @@ func NewAgent(o Options) (*Agent, error) {
 	hostW := worker.New(o.Client, activities.HostQueue(o.Host), worker.Options{Identity: o.Identity})
 	hostW.RegisterActivityWithOptions(acts.RunScript, activity.RegisterOptions{Name: activities.RunScriptName})
 	hostW.RegisterActivityWithOptions(acts.Push, activity.RegisterOptions{Name: activities.PushName})
+	hostW.RegisterActivityWithOptions(acts.Precopy, activity.RegisterOptions{Name: activities.PrecopyName})
 	hostW.RegisterActivityWithOptions(acts.Pull, activity.RegisterOptions{Name: activities.PullName})
 	hostW.RegisterActivityWithOptions(acts.Maintain, activity.RegisterOptions{Name: activities.MaintainName})
 	hostW.RegisterActivityWithOptions(acts.TestCopy, activity.RegisterOptions{Name: activities.TestCopyName})

@@ -69,6 +69,15 @@ func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activit
 	return activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2}, nil
 }
 
+func (f *fakeAgents) Precopy(ctx context.Context, in activities.PrecopyInput) (activities.PrecopyResult, error) {
+	agent := agentOf(ctx)
+	f.record("precopy@" + agent)
+	if err := f.fail("precopy", agent); err != nil {
+		return activities.PrecopyResult{}, err
+	}
+	return activities.PrecopyResult{Agent: agent, Bytes: 10, Files: 2, Reused: 1}, nil
+}
+
 func (f *fakeAgents) Pull(ctx context.Context, in activities.PullInput) (activities.PullResult, error) {
 	agent := agentOf(ctx)
 	f.mu.Lock() // calls and pulls in the same order, even for parallel pulls
@@ -127,6 +136,7 @@ func runWorkflowInput(t *testing.T, f *fakeAgents, in ReplicationInput) (Status,
 	}, activityOptions(activities.PlanName))
 	env.RegisterActivityWithOptions(f.RunScript, activityOptions(activities.RunScriptName))
 	env.RegisterActivityWithOptions(f.Push, activityOptions(activities.PushName))
+	env.RegisterActivityWithOptions(f.Precopy, activityOptions(activities.PrecopyName))
 	env.RegisterActivityWithOptions(f.Pull, activityOptions(activities.PullName))
 	env.RegisterActivityWithOptions(f.PublishGroup, activityOptions(activities.PublishGroupName))
 	env.ExecuteWorkflow(ReplicationWorkflowName, in)
@@ -156,6 +166,67 @@ func TestStepsRunInOrderOnPrimaries(t *testing.T) {
 	assert.Equal(t, "img-1", st.Image)
 	assert.Empty(t, st.QuiescedHost)
 	assert.True(t, st.Replica.Verified)
+}
+
+// With precopy on, the source agent copies the live source before quiesce; the push and the
+// rest of the run are unchanged.
+func TestPrecopyRunsBeforeQuiesce(t *testing.T) {
+	f := &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) { p.Precopy = "auto" }}
+	st, err, _ := runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
+	require.NotNil(t, st.Precopy)
+	assert.Equal(t, Precopy{Agent: "a1", Bytes: 10, Files: 2, Reused: 1, Seconds: st.Precopy.Seconds}, *st.Precopy)
+
+	for _, mode := range []string{"never", ""} {
+		f := &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) { p.Precopy = mode }}
+		st, err, _ := runWorkflow(t, f)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls, "precopy %q", mode)
+		assert.Nil(t, st.Precopy)
+	}
+
+	// Without a quiesce script there is no freeze to shorten.
+	f = &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) { p.Precopy = "always"; p.Application.Quiesce = "" }}
+	_, err, _ = runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.NotContains(t, f.calls, "precopy@a1")
+}
+
+// A precopy only saves work: when it fails, the run notes it and pushes everything while
+// quiesced.
+func TestFailedPrecopyIsNotedAndRunGoesOn(t *testing.T) {
+	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always" }}
+	f.fail = func(kind, agent string) error {
+		if kind == "precopy" {
+			return temporal.NewNonRetryableApplicationError("disk read error", "Failed", nil)
+		}
+		return nil
+	}
+	st, err, _ := runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
+	assert.Nil(t, st.Precopy)
+	assert.Contains(t, strings.Join(st.Notes, "\n"), "precopy failed, so the push reads everything while quiesced: disk read error")
+}
+
+// An agent lost during the precopy is taken over like in any step: the next source agent
+// runs the takeover script for the lost host, copies again, and the application role skips
+// the lost agent too.
+func TestPrecopyAgentLostIsTakenOver(t *testing.T) {
+	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "auto" }}
+	f.fail = func(kind, agent string) error {
+		if kind == "precopy" && agent == "a1" {
+			return heartbeatTimeout()
+		}
+		return nil
+	}
+	st, err, _ := runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"precopy@a1", "script:takeover:a1@a2", "precopy@a2", "script:quiesce:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.calls)
+	require.Len(t, st.Takeovers, 2)
+	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[0].Role, st.Takeovers[0].Step, st.Takeovers[0].From, st.Takeovers[0].To})
+	assert.Equal(t, "a2", st.Precopy.Agent)
 }
 
 func TestHeartbeatTimeoutMovesStepToNextAgent(t *testing.T) {

@@ -8,14 +8,16 @@ import (
 
 // Phases of a run, in order; a run ends in completed, failed or cancelled.
 const (
-	PhasePlanning  = "planning"
-	PhaseQuiescing = "quiescing"
-	PhasePushing   = "pushing"
-	PhaseResuming  = "resuming"
-	PhasePulling   = "pulling"
-	PhaseCompleted = "completed"
-	PhaseFailed    = "failed"
-	PhaseCancelled = "cancelled"
+	PhasePlanning = "planning"
+	// PhasePrecopying: the source is copied while the application still runs (config precopy).
+	PhasePrecopying = "precopying"
+	PhaseQuiescing  = "quiescing"
+	PhasePushing    = "pushing"
+	PhaseResuming   = "resuming"
+	PhasePulling    = "pulling"
+	PhaseCompleted  = "completed"
+	PhaseFailed     = "failed"
+	PhaseCancelled  = "cancelled"
 )
 
 // Roles of a job; each has its own takeover order.
@@ -64,12 +66,26 @@ type Status struct {
 	// set left the application frozen.
 	QuiescedHost string                    `json:"quiesced_host,omitempty"`
 	Scripts      []activities.ScriptResult `json:"scripts,omitempty"`
+	// Precopy is what the precopy (before quiesce) stored, if one ran.
+	Precopy *Precopy `json:"precopy,omitempty"`
 	// CrashConsistent is set when the run went on without the application's scripts.
 	CrashConsistent bool      `json:"crash_consistent,omitempty"`
 	Notes           []string  `json:"notes,omitempty"`
 	Error           string    `json:"error,omitempty"`
 	StartedAt       time.Time `json:"started_at"`
 	FinishedAt      time.Time `json:"finished_at,omitzero"`
+}
+
+// Precopy is what a run's precopy did: copied the live source into the repository before
+// quiesce, so the push made while quiesced re-read only the files changed meanwhile.
+type Precopy struct {
+	Agent   string  `json:"agent"`
+	Bytes   int64   `json:"bytes"`
+	Files   int64   `json:"files"`
+	Reused  int64   `json:"reused"`
+	Seconds float64 `json:"seconds"`
+	// Skipped: the job had no image yet (precopy auto); the first push copies everything.
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 // RoleAgents is the active agent of each role.

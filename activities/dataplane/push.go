@@ -35,6 +35,13 @@ type PushRequest struct {
 	CheckpointInterval time.Duration
 	// Parallel file reads (default runtime.NumCPU()).
 	Parallel int
+	// Precopy copies the LIVE source into the repository without making an image: the
+	// quiesced push that follows re-reads only what changed since the job's previous image,
+	// from the page cache, and finds its content already stored. Files that vanish or
+	// fail to read while the application writes are skipped.
+	Precopy bool
+	// PrecopyFirst runs a precopy also when the job has no image yet (a first, full copy).
+	PrecopyFirst bool
 }
 
 // PushResult describes the image a push created.
@@ -45,6 +52,8 @@ type PushResult struct {
 	Files     int64  // total files in the image
 	Reused    int64  // files not re-read (unchanged since the previous image)
 	StartTime time.Time
+	// Skipped: a precopy that had nothing to gain (no previous image, not PrecopyFirst).
+	Skipped bool
 }
 
 // imagePin marks our images: kopia's own retention (run at every checkpoint)
@@ -54,6 +63,12 @@ const imagePin = "replctl"
 // sourceInfo is the snapshot source identity shared by all images of a job.
 func sourceInfo(job, dataset string) snapshot.SourceInfo {
 	return snapshot.SourceInfo{Host: "replctl", UserName: job, Path: "/" + dataset}
+}
+
+// precopySourceInfo is where a precopy's checkpoints go: apart from the job's images, so
+// no image listing, retention or incremental push ever sees the live (inconsistent) tree.
+func precopySourceInfo(job, dataset string) snapshot.SourceInfo {
+	return snapshot.SourceInfo{Host: "replctl-precopy", UserName: job, Path: "/" + dataset}
 }
 
 func checkJob(job string) error {
@@ -69,13 +84,14 @@ func checkJob(job string) error {
 }
 
 // pushPolicy is the snapshot policy of every push: exact copies, no ignore
-// files, no compression (fastest here), errors fail the push.
-func pushPolicy(parallel int) *policy.Policy {
+// files, no compression (fastest here), errors fail the push. A precopy reads a
+// live tree, where files vanish under it: its read errors are skipped.
+func pushPolicy(parallel int, precopy bool) *policy.Policy {
 	p := *policy.DefaultPolicy
 	p.FilesPolicy = policy.FilesPolicy{}
 	p.CompressionPolicy = policy.CompressionPolicy{CompressorName: "none"}
 	p.MetadataCompressionPolicy = policy.MetadataCompressionPolicy{CompressorName: "none"}
-	f := policy.OptionalBool(false)
+	f := policy.OptionalBool(precopy)
 	p.ErrorHandlingPolicy.IgnoreFileErrors = &f
 	p.ErrorHandlingPolicy.IgnoreDirectoryErrors = &f
 	par := policy.OptionalInt(parallel)
@@ -119,6 +135,23 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		return PushResult{}, fmt.Errorf("finding previous images of job %s: %w", req.Job, err)
 	}
 
+	if req.Precopy {
+		if len(prev) == 0 && !req.PrecopyFirst {
+			r.log("precopy skipped: no previous image", "job", req.Job, "dataset", req.Dataset)
+			return PushResult{Skipped: true}, nil
+		}
+
+		// The precopy is incremental against the job's images and against a lost
+		// precopy's checkpoints (a taker does not read again what it stored).
+		pre, err := snapshot.FindPreviousManifests(wctx, w, precopySourceInfo(req.Job, req.Dataset), nil)
+		if err != nil {
+			return PushResult{}, fmt.Errorf("finding precopy checkpoints of job %s: %w", req.Job, err)
+		}
+
+		prev = append(prev, pre...)
+		si = precopySourceInfo(req.Job, req.Dataset)
+	}
+
 	// Progress totals come from the newest previous image: kopia's estimator
 	// (a second walk of the whole source) cost ~9% of a push's CPU.
 	var estBytes, estFiles int64
@@ -154,7 +187,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	start := time.Now()
 
-	man, err := u.Upload(wctx, src, policy.BuildTree(nil, pushPolicy(req.Parallel)), si, prev...)
+	man, err := u.Upload(wctx, src, policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return PushResult{}, fmt.Errorf("push of %s stopped: %w", req.SourceDir, context.Cause(ctx))
@@ -164,6 +197,10 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	}
 
 	man.Tags = req.Tags
+
+	if req.Precopy && ctx.Err() == nil {
+		return r.finishPrecopy(wctx, w, req, man, start)
+	}
 
 	if man.IncompleteReason != "" || ctx.Err() != nil {
 		// Keep what was uploaded as an incomplete image so a rerun reuses it.
@@ -215,6 +252,43 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	return res, nil
 }
+
+// finishPrecopy makes what a precopy stored durable and drops its checkpoints: it leaves
+// content in the repository, never an image.
+func (r *Repos) finishPrecopy(ctx context.Context, w repo.RepositoryWriter, req PushRequest, man *snapshot.Manifest, start time.Time) (PushResult, error) {
+	if err := w.Flush(ctx); err != nil {
+		return PushResult{}, fmt.Errorf("flushing repository %s after precopy: %w", req.Repo.Dir, err)
+	}
+
+	cps, err := snapshot.ListSnapshotManifests(ctx, w, ptr(precopySourceInfo(req.Job, req.Dataset)), nil)
+	if err != nil {
+		return PushResult{}, fmt.Errorf("listing precopy checkpoints of job %s: %w", req.Job, err)
+	}
+
+	for _, id := range cps {
+		if err := w.DeleteManifest(ctx, id); err != nil {
+			return PushResult{}, fmt.Errorf("deleting precopy checkpoint %s: %w", id, err)
+		}
+	}
+
+	if len(cps) > 0 {
+		if err := w.Flush(ctx); err != nil {
+			return PushResult{}, fmt.Errorf("flushing repository %s after precopy: %w", req.Repo.Dir, err)
+		}
+	}
+
+	res := PushResult{StartTime: man.StartTime.ToTime(), Reused: int64(man.Stats.CachedFiles)}
+	if s := man.RootEntry; s != nil && s.DirSummary != nil {
+		res.Files, res.Bytes = s.DirSummary.TotalFileCount, s.DirSummary.TotalFileSize
+	}
+
+	r.log("precopy done", "job", req.Job, "dataset", req.Dataset, "files", res.Files, "bytes", res.Bytes,
+		"reused", res.Reused, "read", man.Stats.NonCachedFiles, "skipped_errors", man.Stats.ErrorCount, "took", time.Since(start).Round(time.Millisecond))
+
+	return res, nil
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func validatePush(req *PushRequest) error {
 	if err := req.Repo.validate(); err != nil {

@@ -1,0 +1,108 @@
+package dataplane
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kopia/kopia/snapshot"
+	"github.com/stretchr/testify/require"
+)
+
+func (e *env) precopy(first bool) PushResult {
+	e.t.Helper()
+
+	res, err := e.repos.Push(context.Background(), PushRequest{
+		Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Precopy: true, PrecopyFirst: first,
+	}, nil)
+	require.NoError(e.t, err)
+
+	return res
+}
+
+// repoBytes is the size of every blob in the repository.
+func repoBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+
+	var n int64
+
+	require.NoError(t, filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+
+		st, err := d.Info()
+		if err == nil {
+			n += st.Size()
+		}
+
+		return err
+	}))
+
+	return n
+}
+
+// manifests counts the snapshot manifests of a source.
+func (e *env) manifests(si snapshot.SourceInfo) int {
+	e.t.Helper()
+
+	rep, err := e.repos.open(context.Background(), e.cfg, false)
+	require.NoError(e.t, err)
+
+	ids, err := snapshot.ListSnapshotManifests(context.Background(), rep, &si, nil)
+	require.NoError(e.t, err)
+
+	return len(ids)
+}
+
+// A precopy stores the live source's new content but makes no image; the push that follows
+// stores no file content again, takes what changed after the precopy, and the replica is
+// exact.
+func TestPrecopyStoresContentNotImages(t *testing.T) {
+	e := newEnv(t)
+	makeTree(t, e.src)
+
+	// No image yet: nothing to gain unless asked (precopy: always).
+	require.True(t, e.precopy(false).Skipped)
+	require.Equal(t, 0, e.manifests(sourceInfo(e.job, e.ds)))
+
+	p1 := e.push()
+	e.pull(p1.ImageID, "r1")
+
+	big := randBytes(t, 8<<20)
+	writeFile(t, filepath.Join(e.src, "new-big.bin"), big, 0o644, baseTime)
+	writeFile(t, filepath.Join(e.src, "top.txt"), []byte("written before the precopy\n"), 0o644, baseTime.Add(time.Hour))
+
+	pre := e.precopy(false)
+	require.False(t, pre.Skipped)
+	require.Empty(t, pre.ImageID, "a precopy makes no image")
+	require.Greater(t, pre.Reused, int64(20), "unchanged files are not read by the precopy either")
+	require.Equal(t, 1, e.manifests(sourceInfo(e.job, e.ds)), "images: only the first push's")
+	require.Equal(t, 0, e.manifests(precopySourceInfo(e.job, e.ds)), "the precopy's checkpoints are gone")
+
+	// Written after the precopy, while the application still ran: the push must take it.
+	writeFile(t, filepath.Join(e.src, "top.txt"), []byte("written after the precopy\n"), 0o644, baseTime.Add(2*time.Hour))
+
+	before := repoBytes(t, e.cfg.Dir)
+	p2 := e.push()
+	grown := repoBytes(t, e.cfg.Dir) - before
+	require.Less(t, grown, int64(1<<20), "the push stored %d bytes: the 8 MiB file's content was stored by the precopy", grown)
+
+	r2 := e.pull(p2.ImageID, "r2")
+	requireSameTree(t, e.src, r2.ReplicaPath)
+	require.Equal(t, "written after the precopy\n", string(must(os.ReadFile(filepath.Join(r2.ReplicaPath, "top.txt")))))
+
+	// precopy: always copies on the first run too.
+	e2 := newEnv(t)
+	makeTree(t, e2.src)
+	first := e2.precopy(true)
+	require.False(t, first.Skipped)
+	require.Positive(t, first.Files)
+	before = repoBytes(t, e2.cfg.Dir)
+	p := e2.push()
+	require.Less(t, repoBytes(t, e2.cfg.Dir)-before, int64(1<<20))
+	requireSameTree(t, e2.src, e2.pull(p.ImageID, "r1").ReplicaPath)
+}
