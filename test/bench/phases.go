@@ -574,7 +574,7 @@ func orNone(v []string) string {
 
 func fmtSteps(m map[string]float64) string {
 	var parts []string
-	for _, k := range []string{"plan", "quiesce", "push", "resume", "pull", "takeover"} {
+	for _, k := range []string{"plan", "precopy", "quiesce", "push", "resume", "pull", "takeover"} {
 		if v, ok := m[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s %.2fs", k, v))
 		}
