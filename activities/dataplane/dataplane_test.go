@@ -499,6 +499,16 @@ func TestRetentionAndPrune(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, metas, 2)
 
+	// The retired replicas left the replicas dir in one rename and are deleted in the
+	// background; a crash's leftovers are swept by the next pull.
+	WaitTrash()
+	trashDir := newLayout(e.target, e.ds).trashDir()
+	require.Empty(t, must(os.ReadDir(trashDir)))
+	leftover := filepath.Join(trashDir, "r9.123", "d")
+	require.NoError(t, os.MkdirAll(leftover, 0o755))
+	writeFile(t, filepath.Join(leftover, "f"), []byte("x"), 0o444, baseTime)
+	require.NoError(t, os.Chmod(leftover, 0o500))
+
 	n, err := e.repos.PruneImages(context.Background(), e.cfg, e.job, e.ds, Retention{Last: 2})
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
@@ -508,6 +518,8 @@ func TestRetentionAndPrune(t *testing.T) {
 
 	// The newest images remain pullable.
 	e.pull(images[3], "again")
+	WaitTrash()
+	require.Empty(t, must(os.ReadDir(trashDir)), "the leftover was swept")
 	require.Equal(t, "v3", string(must(os.ReadFile(filepath.Join(e.link(), "f.txt")))))
 
 	n, err = e.repos.PruneImages(context.Background(), e.cfg, e.job, e.ds, Retention{Last: 2})

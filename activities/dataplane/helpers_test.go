@@ -48,6 +48,7 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, os.MkdirAll(e.src, 0o755))
 	require.NoError(t, os.MkdirAll(e.target, 0o755))
 	t.Cleanup(func() { require.NoError(t, e.repos.Close()) })
+	t.Cleanup(WaitTrash) // before t.TempDir's removal: the sweeper may still be deleting
 
 	return e
 }

@@ -1431,13 +1431,15 @@ func (l layout) retain(pol Retention, epoch int64, log func(string, ...any)) {
 			continue
 		}
 
-		if err := removeTree(ri.Path); err != nil {
+		if err := l.moveToTrash(ri.Path); err != nil {
 			log("retention: removing replica failed", "replica", ri.Path, "err", err)
 			continue
 		}
 
 		_ = os.Remove(l.metaFile(ri.Name))
 	}
+
+	defer trash.sweep(l.trashDir(), log)
 
 	ents, err := os.ReadDir(l.staging)
 	if err != nil {
@@ -1450,7 +1452,7 @@ func (l layout) retain(pol Retention, epoch int64, log func(string, ...any)) {
 			continue
 		}
 
-		if err := removeTree(filepath.Join(l.staging, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := l.moveToTrash(filepath.Join(l.staging, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			log("retention: removing staging failed", "dir", e.Name(), "err", err)
 		}
 	}

@@ -98,7 +98,7 @@ func (b *bench) record(s *Sample) {
 	b.report.Samples = append(b.report.Samples, *s)
 	extra := ""
 	if s.Tool == "replctl" {
-		extra = fmt.Sprintf(", workflow %.2fs, steps %s, rss %s", s.WorkflowSeconds, fmtSteps(s.Steps), fmtRSS(s.PeakRSS))
+		extra = fmt.Sprintf(", workflow %.2fs, steps %s, rss %s, background deletion after the run %.2fs", s.WorkflowSeconds, fmtSteps(s.Steps), fmtRSS(s.PeakRSS), s.TrashSeconds)
 	} else {
 		extra = fmt.Sprintf(", rss %s", fmtRSS(s.PeakRSS))
 	}
@@ -183,7 +183,32 @@ func (b *bench) replctlTimed(ctx context.Context, job benchJob, ds *Dataset, mod
 	if err := b.verify(ds, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl"); err != nil {
 		return nil, err
 	}
+	t1 := time.Now()
+	if err := waitEmptyTrash(ctx, b.h.targetRoot(job)); err != nil {
+		return nil, err
+	}
+	s.TrashSeconds = time.Since(t1).Seconds()
 	return s, nil
+}
+
+// waitEmptyTrash waits until the agents deleted every retired replica under the target's
+// trash dir (T/.replctl/trash/<dataset>/...), which they do in the background after a run.
+func waitEmptyTrash(ctx context.Context, target string) error {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		left, _ := filepath.Glob(filepath.Join(target, ".replctl", "trash", "*", "*"))
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the agents did not empty the trash of %s within 10 minutes: %v", target, left)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // fillReplctl takes the freeze window and step times of a run from its history and markers.

@@ -26,6 +26,10 @@ type Sample struct {
 	FreezeSeconds float64 `json:"freeze_seconds"`
 	// FreezeScriptSeconds is the same window as the scripts logged it (quiesce end → resume start).
 	FreezeScriptSeconds float64            `json:"freeze_script_seconds,omitempty"`
+	// TrashSeconds: after a replctl run, how long the target agent went on deleting the
+	// retired replica in the background (not part of Seconds; waited for, so it never
+	// overlaps the next timed run).
+	TrashSeconds float64 `json:"trash_seconds,omitempty"`
 	WorkflowSeconds     float64            `json:"workflow_seconds,omitempty"`
 	CLISeconds          float64            `json:"cli_seconds,omitempty"`
 	Steps               map[string]float64 `json:"steps,omitempty"`

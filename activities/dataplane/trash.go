@@ -1,0 +1,108 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Retired replicas and staging dirs are renamed into a trash dir on the same file system
+// (T/.replctl/trash/<escaped dataset>) and deleted there in the background:
+//   - a replica leaves the replicas dir in one rename, so nobody ever sees a half-deleted
+//     replica under its name;
+//   - a pull is done when its replica is published; deleting the old replica's files
+//     (one unlink per file, ~2.6 s for 200,000 files here) no longer delays the run.
+// A trash dir left by a crash is emptied by the next pull of the dataset on any agent.
+
+// trashDir is where retired trees of the dataset wait for deletion.
+func (l layout) trashDir() string {
+	return filepath.Join(l.root, replctlDir, "trash", l.esc)
+}
+
+// moveToTrash renames path into the dataset's trash dir.
+func (l layout) moveToTrash(path string) error {
+	dir := l.trashDir()
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return fmt.Errorf("creating trash dir: %w", err)
+	}
+
+	to := filepath.Join(dir, filepath.Base(path)+"."+strconv.FormatInt(time.Now().UnixNano(), 10))
+	if err := os.Rename(path, to); err != nil {
+		return fmt.Errorf("moving %s to the trash: %w", path, err)
+	}
+
+	return nil
+}
+
+// sweeper empties trash dirs in the background, one goroutine per dir at a time.
+type sweeper struct {
+	mu      sync.Mutex
+	running map[string]bool
+	again   map[string]bool
+	wg      sync.WaitGroup
+}
+
+var trash = &sweeper{running: map[string]bool{}, again: map[string]bool{}}
+
+// sweep starts emptying dir unless that is already going on, in which case the running
+// sweep looks at dir once more when it is done.
+func (s *sweeper) sweep(dir string, log func(string, ...any)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	if s.running[dir] {
+		s.again[dir] = true
+		return
+	}
+
+	s.running[dir] = true
+	s.wg.Add(1)
+
+	go func() {
+		defer s.wg.Done()
+
+		for {
+			emptyDir(dir, log)
+
+			s.mu.Lock()
+			if !s.again[dir] {
+				delete(s.running, dir)
+				s.mu.Unlock()
+
+				return
+			}
+
+			delete(s.again, dir)
+			s.mu.Unlock()
+		}
+	}()
+}
+
+// wait blocks until no sweep is running (tests, and an agent shutting down).
+func (s *sweeper) wait() { s.wg.Wait() }
+
+// WaitTrash blocks until the background deletion of retired replicas is done.
+func WaitTrash() { trash.wait() }
+
+// emptyDir removes every entry of dir (not dir itself).
+func emptyDir(dir string, log func(string, ...any)) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			log("trash: listing failed", "dir", dir, "err", err)
+		}
+
+		return
+	}
+
+	for _, e := range ents {
+		if err := removeTree(filepath.Join(dir, e.Name())); err != nil {
+			log("trash: removing failed", "path", filepath.Join(dir, e.Name()), "err", err)
+		}
+	}
+}
