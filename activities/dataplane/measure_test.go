@@ -5,6 +5,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -174,4 +175,63 @@ func envInt(k string, def int) int {
 	}
 
 	return def
+}
+
+// TestMeasureParallel times a cold push and pull of an existing tree at several numbers of
+// parallel workers (page cache dropped before each step when allowed). Skipped unless
+// REPLCTL_MEASURE_SRC names the tree:
+//
+//	REPLCTL_MEASURE_SRC=/tmp/replctl-bench/data/full/b REPLCTL_MEASURE_PARALLEL=2,8 \
+//	  go test ./activities/dataplane -run TestMeasureParallel -v -timeout 1h
+func TestMeasureParallel(t *testing.T) {
+	src := os.Getenv("REPLCTL_MEASURE_SRC")
+	if src == "" {
+		t.Skip("set REPLCTL_MEASURE_SRC to run")
+	}
+
+	for _, ps := range strings.Split(envString("REPLCTL_MEASURE_PARALLEL", "2,8"), ",") {
+		par, err := strconv.Atoi(ps)
+		require.NoError(t, err)
+
+		base := filepath.Join(filepath.Dir(src), fmt.Sprintf("measure-par-%d", time.Now().UnixNano()))
+		repos := NewRepos(nil)
+		cfg := RepoConfig{Dir: filepath.Join(base, "repo"), ClientDir: filepath.Join(base, "client")}
+		target := filepath.Join(base, "target")
+		require.NoError(t, os.MkdirAll(target, 0o755))
+
+		dropped := dropPageCache()
+		t0 := time.Now()
+		p, err := repos.Push(context.Background(), PushRequest{Repo: cfg, Job: "measure", SourceDir: src, Dataset: "m", Parallel: par}, nil)
+		require.NoError(t, err)
+		push := time.Since(t0)
+
+		if os.Getenv("REPLCTL_MEASURE_LIST") != "" {
+			out, _ := exec.Command("sh", "-c", "cd "+cfg.Dir+" && find . -type f | cut -c3-3 | sort | uniq -c | tr '\\n' ' '").CombinedOutput()
+			t.Logf("repository blobs by first letter: %s", out)
+		}
+
+		dropPageCache()
+		t0 = time.Now()
+		_, err = repos.Pull(context.Background(), PullRequest{Repo: cfg, Job: "measure", ImageID: p.ImageID, TargetRoot: target, Dataset: "m", ReplicaName: "r1", Epoch: 1, Agent: "a", Parallel: par, Verify: "changed"}, nil)
+		require.NoError(t, err)
+		pull := time.Since(t0)
+
+		t.Logf("parallel %2d: push %.2fs pull %.2fs (%d files, %.0f MiB; page cache dropped: %t)", par, push.Seconds(), pull.Seconds(), p.Files, float64(p.Bytes)/(1<<20), dropped)
+		require.NoError(t, repos.Close())
+		require.NoError(t, removeTree(base))
+	}
+}
+
+func envString(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+
+	return def
+}
+
+func dropPageCache() bool {
+	_, _ = exec.Command("sync").CombinedOutput()
+
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0) == nil
 }

@@ -333,6 +333,14 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 		if dc.FromPayloads(res, &p) == nil {
 			r.Detail = fmt.Sprintf("image %s: %d files, %s", p.ImageID, p.Files, humanBytes(p.Bytes))
 		}
+	case activities.PrecopyName:
+		var p activities.PrecopyResult
+		if dc.FromPayloads(res, &p) == nil {
+			r.Detail = fmt.Sprintf("live source: %d files, %s, %d unchanged", p.Files, humanBytes(p.Bytes), p.Reused)
+			if p.Skipped {
+				r.Detail = "skipped: the job has no image yet"
+			}
+		}
 	case activities.PullName:
 		var p activities.PullResult
 		if dc.FromPayloads(res, &p) == nil {

@@ -69,6 +69,8 @@ func loadHistory(ctx context.Context, c client.Client, id, runID string) ([]*att
 				a.Step, a.Epoch = "pull", in.Epoch
 			case activities.PushName:
 				a.Step = "push"
+			case activities.PrecopyName:
+				a.Step = "precopy"
 			case activities.PlanName:
 				a.Step = "plan"
 			}
@@ -228,7 +230,7 @@ func (w *watcher) snap() snapshot {
 
 // phaseRank orders the phases of a run; the closing phases rank last.
 func phaseRank(p string) int {
-	for i, q := range []string{workflows.PhasePlanning, workflows.PhaseQuiescing, workflows.PhasePushing, workflows.PhaseResuming, workflows.PhasePulling} {
+	for i, q := range []string{workflows.PhasePlanning, workflows.PhasePrecopying, workflows.PhaseQuiescing, workflows.PhasePushing, workflows.PhaseResuming, workflows.PhasePulling} {
 		if p == q {
 			return i
 		}
@@ -242,6 +244,8 @@ func phaseRank(p string) int {
 // stepPhase is the phase during which a step runs.
 func stepPhase(step string) string {
 	switch step {
+	case "precopy":
+		return workflows.PhasePrecopying
 	case "quiesce":
 		return workflows.PhaseQuiescing
 	case "push":
@@ -256,6 +260,8 @@ func stepPhase(step string) string {
 // stepType is the activity type that runs a step.
 func stepType(step string) string {
 	switch step {
+	case "precopy":
+		return activities.PrecopyName
 	case "push":
 		return activities.PushName
 	case "pull":

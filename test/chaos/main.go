@@ -176,7 +176,7 @@ func run(ctx context.Context, o options, out io.Writer) (ok bool, err error) {
 		wrng: rand.New(rand.NewPCG(o.seed, 2)),
 		gens: &generations{},
 		est: map[string]time.Duration{
-			"quiesce": o.scriptSleep, "resume": o.scriptSleep, "push": time.Second, "pull": time.Second,
+			"quiesce": o.scriptSleep, "resume": o.scriptSleep, "precopy": time.Second, "push": time.Second, "pull": time.Second,
 		},
 		perByte: map[string]float64{},
 	}

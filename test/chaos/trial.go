@@ -35,9 +35,9 @@ var faultKinds = []string{kindKill, kindStop, kindCut, kindKillApp, kindRestart}
 
 // kindSteps are the steps each kind may hit.
 var kindSteps = map[string][]string{
-	kindKill:    {"quiesce", "push", "resume", "pull"},
-	kindStop:    {"quiesce", "push", "resume", "pull"},
-	kindCut:     {"quiesce", "push", "resume", "pull"},
+	kindKill:    {"precopy", "quiesce", "push", "resume", "pull"},
+	kindStop:    {"precopy", "quiesce", "push", "resume", "pull"},
+	kindCut:     {"precopy", "quiesce", "push", "resume", "pull"},
 	kindKillApp: {"quiesce"},
 	kindRestart: {"quiesce", "push", "resume", "pull"},
 }
@@ -367,7 +367,7 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 	}
 	if r.completed {
 		for step, d := range stepDurations(hist) {
-			if pb := d.Seconds() / float64(quiesced.Bytes); step == "push" || step == "pull" {
+			if pb := d.Seconds() / float64(quiesced.Bytes); step == "precopy" || step == "push" || step == "pull" {
 				if old := h.perByte[step]; old > 0 {
 					pb = (old + pb) / 2
 				}
