@@ -87,6 +87,28 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 			b.record(s)
 		}
 	}
+	// The same 1 % change with `precopy: never`: the shortest end to end, the longest freeze.
+	if err := b.withPrecopy("never", func() error {
+		for r := 1; r <= b.o.runs; r++ {
+			m, err := ds.Mutate()
+			if err != nil {
+				return err
+			}
+			b.logf("dataset %s: mutation %d: %d rewritten, %d deleted, %d added (for precopy: never)", name, m.Round, len(m.Rewrite), len(m.Delete), len(m.Add))
+			if err := b.digestSource(ds); err != nil {
+				return err
+			}
+			s, err := b.replctlTimed(ctx, job, ds, "incremental", toolNoPrecopy)
+			if err != nil {
+				return fmt.Errorf("incremental copy %d by %s: %w", r, toolNoPrecopy, err)
+			}
+			s.Round = r
+			b.record(s)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	if err := ds.Revert(); err != nil {
 		return err
 	}
@@ -97,7 +119,7 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 func (b *bench) record(s *Sample) {
 	b.report.Samples = append(b.report.Samples, *s)
 	extra := ""
-	if s.Tool == "replctl" {
+	if strings.HasPrefix(s.Tool, "replctl") {
 		extra = fmt.Sprintf(", workflow %.2fs, steps %s, rss %s, background deletion after the run %.2fs", s.WorkflowSeconds, fmtSteps(s.Steps), fmtRSS(s.PeakRSS), s.TrashSeconds)
 	} else {
 		extra = fmt.Sprintf(", rss %s", fmtRSS(s.PeakRSS))
@@ -148,16 +170,34 @@ func (b *bench) replctlFull(ctx context.Context, job benchJob, ds *Dataset) (*Sa
 	if err := b.h.restartAgents(ctx, true); err != nil {
 		return nil, err
 	}
-	return b.replctlTimed(ctx, job, ds, "full")
+	return b.replctlTimed(ctx, job, ds, "full", "replctl")
 }
 
 func (b *bench) replctlIncremental(ctx context.Context, job benchJob, ds *Dataset) (*Sample, error) {
-	return b.replctlTimed(ctx, job, ds, "incremental")
+	return b.replctlTimed(ctx, job, ds, "incremental", "replctl")
+}
+
+// toolNoPrecopy labels replctl runs of jobs with `precopy: never`.
+const toolNoPrecopy = "replctl-noprecopy"
+
+// withPrecopy runs f with every job's precopy set to mode (the agents read the config at
+// each run's Plan), then restores the default.
+func (b *bench) withPrecopy(mode string, f func() error) error {
+	b.h.precopy = mode
+	if err := b.h.writeConfig(); err != nil {
+		return err
+	}
+	err := f()
+	b.h.precopy = ""
+	if werr := b.h.writeConfig(); err == nil {
+		err = werr
+	}
+	return err
 }
 
 // replctlTimed runs one timed `replctl start --wait` plus sync and verifies the replica.
-func (b *bench) replctlTimed(ctx context.Context, job benchJob, ds *Dataset, mode string) (*Sample, error) {
-	s := &Sample{Dataset: ds.Spec.Name, Mode: mode, Tool: "replctl"}
+func (b *bench) replctlTimed(ctx context.Context, job benchJob, ds *Dataset, mode, tool string) (*Sample, error) {
+	s := &Sample{Dataset: ds.Spec.Name, Mode: mode, Tool: tool}
 	if err := b.h.resetPeaks(ctx); err != nil {
 		return nil, err
 	}

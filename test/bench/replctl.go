@@ -51,6 +51,8 @@ type replctlHarness struct {
 	logf      func(string, ...any)
 	// restartForRSS: clear_refs is not permitted, so agents are restarted to reset peaks.
 	restartForRSS bool
+	// precopy is the jobs' precopy setting ("" = the default, auto).
+	precopy string
 }
 
 func (h *replctlHarness) targetRoot(j benchJob) string {
@@ -93,6 +95,9 @@ func (h *replctlHarness) writeConfig() error {
     retention: {replicas: 2, images: 10}
     repository: {storage: %s, path: .replctl/repository}
 `, j.Name, j.Dataset, j.Target, j.Dataset, h.heartbeat, j.Target)
+		if h.precopy != "" {
+			fmt.Fprintf(&b, "    precopy: %s\n", h.precopy)
+		}
 	}
 	if err := os.MkdirAll(filepath.Dir(h.cfgFile), 0o755); err != nil {
 		return err

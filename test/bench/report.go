@@ -179,7 +179,7 @@ func (r *Report) finish() {
 	}
 	for i := range r.Rows {
 		row := &r.Rows[i]
-		if row.Tool != "replctl" {
+		if !strings.HasPrefix(row.Tool, "replctl") {
 			continue
 		}
 		if v := r.row(row.Dataset, row.Mode, "rsync"); v != nil && v.Median > 0 {
@@ -232,6 +232,16 @@ func (r *Report) goals() []Goal {
 		ratio("end to end, 1% incremental, "+D+": replctl / rsync",
 			r.row(d, "incremental", "replctl"), r.row(d, "incremental", "rsync"), false, false, 1.0)
 	}
+	// The same two with `precopy: never` (not the default): shorter end to end, longer freeze.
+	for _, d := range []string{"a", "b"} {
+		D := strings.ToUpper(d)
+		if row := r.row(d, "incremental", toolNoPrecopy); row != nil {
+			ratio("(precopy: never) end to end, 1% incremental, "+D+": replctl / rsync",
+				row, r.row(d, "incremental", "rsync"), false, false, 1.0)
+			ratio("(precopy: never) freeze window, 1% incremental, "+D+": replctl freeze / rsync incremental copy",
+				row, r.row(d, "incremental", "rsync"), true, true, 0.5)
+		}
+	}
 	for _, d := range []string{"a", "b"} {
 		D := strings.ToUpper(d)
 		ratio("end to end, full, "+D+": replctl / rsync",
@@ -242,7 +252,7 @@ func (r *Report) goals() []Goal {
 	var peak int64
 	who := ""
 	for _, s := range r.Samples {
-		if s.Dataset == "b" && s.Tool == "replctl" && (s.Mode == "full" || s.Mode == "incremental") {
+		if s.Dataset == "b" && strings.HasPrefix(s.Tool, "replctl") && (s.Mode == "full" || s.Mode == "incremental") {
 			for p, v := range s.PeakRSS {
 				if v > peak {
 					peak, who = v, fmt.Sprintf("%s, %s #%d", p, s.Mode, s.Round)
@@ -293,7 +303,7 @@ func fmtRatio(v float64) string {
 }
 
 func fmtRowRSS(row Row) string {
-	if row.Tool != "replctl" {
+	if !strings.HasPrefix(row.Tool, "replctl") {
 		return fmtRSS(row.PeakRSS)
 	}
 	var parts []string
