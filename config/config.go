@@ -216,8 +216,8 @@ type Job struct {
 	Verify string `yaml:"verify"`
 	// Precopy is when the source is copied into the repository once while the application
 	// still runs, before quiesce, so the quiesced push only re-reads what changed meanwhile:
-	// "auto" (default: when the job has a quiesce script and a previous image), "always"
-	// (also the first run) or "never".
+	// "auto" (default: when the job has a quiesce script and a previous image of at least
+	// 10,000 files or 256 MiB), "always" (every run, also the first) or "never".
 	Precopy    string     `yaml:"precopy"`
 	Schedule   *Schedule  `yaml:"schedule"` // optional
 	Retention  Retention  `yaml:"retention"`

@@ -82,6 +82,7 @@ jobs:
     timeouts: {heartbeat: %[2]s, schedule_to_start: %[3]s, start_to_close: 5m}
     retention: {replicas: 3, images: 10}
     repository: {storage: array-b}
+    precopy: always   # every run copies ahead of quiesce, so every test exercises the precopy
 `
 
 // testScript logs every call to the marker log of the host it is for, so tests can see

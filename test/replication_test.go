@@ -44,9 +44,10 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	require.Len(t, m, 2, "markers: %v", m)
 	assert.True(t, strings.HasPrefix(m[0], "quiesce host=a1 agent=a1"), m[0])
 	assert.True(t, strings.HasPrefix(m[1], "resume host=a1 agent=a1"), m[1])
-	// precopy auto (the default): no image yet, so nothing to copy ahead of the freeze.
+	// precopy always (the test world's config): the first run copies ahead of the freeze too.
 	require.NotNil(t, st.Precopy)
-	assert.True(t, st.Precopy.Skipped)
+	assert.False(t, st.Precopy.Skipped)
+	assert.Greater(t, st.Precopy.Files, int64(100))
 
 	// Change the source: modify one file, delete one, add one.
 	changed := filepath.Join(e.sourceDir(), "d01/s1/f00001.bin")

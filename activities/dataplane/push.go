@@ -40,9 +40,19 @@ type PushRequest struct {
 	// from the page cache, and finds its content already stored. Files that vanish or
 	// fail to read while the application writes are skipped.
 	Precopy bool
-	// PrecopyFirst runs a precopy also when the job has no image yet (a first, full copy).
+	// PrecopyFirst runs a precopy always (config precopy: always), also when the job has
+	// no image yet or a small one.
 	PrecopyFirst bool
 }
+
+// A precopy (config precopy: auto) runs only when the job's previous image holds at least
+// PrecopyMinFiles files or PrecopyMinBytes bytes: below both, the quiesced push takes
+// about as long as the precopy's own bookkeeping (measured: an empty dataset's run took
+// 0.18 s longer with a precopy than without).
+const (
+	PrecopyMinFiles = 10_000
+	PrecopyMinBytes = 256 << 20
+)
 
 // PushResult describes the image a push created.
 type PushResult struct {
@@ -135,23 +145,6 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		return PushResult{}, fmt.Errorf("finding previous images of job %s: %w", req.Job, err)
 	}
 
-	if req.Precopy {
-		if len(prev) == 0 && !req.PrecopyFirst {
-			r.log("precopy skipped: no previous image", "job", req.Job, "dataset", req.Dataset)
-			return PushResult{Skipped: true}, nil
-		}
-
-		// The precopy is incremental against the job's images and against a lost
-		// precopy's checkpoints (a taker does not read again what it stored).
-		pre, err := snapshot.FindPreviousManifests(wctx, w, precopySourceInfo(req.Job, req.Dataset), nil)
-		if err != nil {
-			return PushResult{}, fmt.Errorf("finding precopy checkpoints of job %s: %w", req.Job, err)
-		}
-
-		prev = append(prev, pre...)
-		si = precopySourceInfo(req.Job, req.Dataset)
-	}
-
 	// Progress totals come from the newest previous image: kopia's estimator
 	// (a second walk of the whole source) cost ~9% of a push's CPU.
 	var estBytes, estFiles int64
@@ -164,6 +157,29 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 		s := m.RootEntry.DirSummary
 		newest, estBytes, estFiles = m.StartTime.ToTime(), s.TotalFileSize, s.TotalFileCount
+	}
+
+	if req.Precopy {
+		switch {
+		case req.PrecopyFirst:
+		case len(prev) == 0:
+			r.log("precopy skipped: no previous image", "job", req.Job, "dataset", req.Dataset)
+			return PushResult{Skipped: true}, nil
+		case estFiles < PrecopyMinFiles && estBytes < PrecopyMinBytes:
+			// A push of so small a tree is as quick as the precopy's own bookkeeping.
+			r.log("precopy skipped: small dataset", "job", req.Job, "dataset", req.Dataset, "files", estFiles, "bytes", estBytes)
+			return PushResult{Skipped: true}, nil
+		}
+
+		// The precopy is incremental against the job's images and against a lost
+		// precopy's checkpoints (a taker does not read again what it stored).
+		pre, err := snapshot.FindPreviousManifests(wctx, w, precopySourceInfo(req.Job, req.Dataset), nil)
+		if err != nil {
+			return PushResult{}, fmt.Errorf("finding precopy checkpoints of job %s: %w", req.Job, err)
+		}
+
+		prev = append(prev, pre...)
+		si = precopySourceInfo(req.Job, req.Dataset)
 	}
 
 	rp.setPhase("upload", estBytes, estFiles)

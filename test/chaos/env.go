@@ -59,6 +59,7 @@ jobs:
     timeouts: {heartbeat: %[2]s, schedule_to_start: %[3]s, start_to_close: 5m}
     retention: {replicas: 3, images: 10}
     repository: {storage: array-b}
+    precopy: always   # small datasets: auto would skip it, and faults could not hit it
 `
 
 // scriptTemplate is freeze.sh, thaw.sh and takeover.sh at once (they differ only by the step
