@@ -288,3 +288,19 @@ func TestPrintStatusTargets(t *testing.T) {
 	printStatus(&out, v)
 	require.NotContains(t, out.String(), "target array-b")
 }
+
+// A run's precopy shows in its status: what it copied ahead of the freeze, or that it was
+// skipped.
+func TestPrintStatusPrecopy(t *testing.T) {
+	v := statusView{WorkflowID: "replctl-orders"}
+	v.Job, v.RunID, v.Phase = "orders", "r1", workflows.PhaseCompleted
+	v.Precopy = &workflows.Precopy{Agent: "a1", Files: 200000, Bytes: 3 << 30, Reused: 198000, Seconds: 4.81}
+	var out bytes.Buffer
+	printStatus(&out, v)
+	require.Contains(t, out.String(), "precopy  by a1 before quiesce: 200000 files, 3.0 GiB (198000 unchanged) in 4.8s")
+
+	out.Reset()
+	v.Precopy = &workflows.Precopy{Agent: "a2", Skipped: true}
+	printStatus(&out, v)
+	require.Contains(t, out.String(), "precopy  skipped by a2: no image yet, or a small one")
+}

@@ -433,6 +433,13 @@ func printStatus(w io.Writer, v statusView) {
 	} else if s.Image != "" {
 		fmt.Fprintf(tw, "image\t%s\n", s.Image)
 	}
+	if p := s.Precopy; p != nil {
+		if p.Skipped {
+			fmt.Fprintf(tw, "precopy\tskipped by %s: no image yet, or a small one\n", p.Agent)
+		} else {
+			fmt.Fprintf(tw, "precopy\tby %s before quiesce: %d files, %s (%d unchanged) in %.1fs\n", p.Agent, p.Files, humanBytes(p.Bytes), p.Reused, p.Seconds)
+		}
+	}
 	if s.Progress.Step != "" {
 		fmt.Fprintf(tw, "progress\t%s: %d files, %s\n", s.Progress.Step, s.Progress.FilesDone, humanBytes(s.Progress.BytesDone))
 	}
