@@ -798,3 +798,33 @@ func TestIdenticalDirectories(t *testing.T) {
 		writeFile(t, filepath.Join(e.src, "y", "f0"), []byte("changed"), 0o644, baseTime.Add(time.Hour))
 	}
 }
+
+// "changed" verification trusts each file for exactly what was checked of it: a file written
+// in a directory of linked files still has its metadata verified.
+func TestChangedVerifyTrustIsPerFile(t *testing.T) {
+	e := newEnv(t)
+	makeTree(t, e.src)
+	e.pull(e.push().ImageID, "r1")
+
+	writeFile(t, filepath.Join(e.src, "many", "f07.txt"), []byte("FILE 7\n"), 0o644, baseTime.Add(time.Hour))
+	setTimesDeepestFirst(t, e.src, baseTime.Add(-2*time.Hour))
+	img := e.push().ImageID
+
+	e.repos.hooks.beforeVerify = func(staging string) {
+		require.NoError(t, os.Chmod(filepath.Join(staging, "many", "f07.txt"), 0o600))
+	}
+	req := e.pullReq(img, "r2")
+	req.Verify = "changed"
+	res, err := e.repos.Pull(context.Background(), req, nil)
+	require.ErrorIs(t, err, ErrVerify)
+	require.Contains(t, err.Error(), "many/f07.txt: mode")
+	require.EqualValues(t, 1+2, res.Restored, "the changed file and the 2 symlinks were written")
+
+	e.repos.hooks = pullHooks{}
+	req = e.pullReq(img, "r3")
+	req.Verify = "changed"
+	res, err = e.repos.Pull(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 1+2, res.Restored)
+	requireSameTree(t, e.src, res.ReplicaPath)
+}

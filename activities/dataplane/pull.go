@@ -213,7 +213,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		isRoot:   os.Geteuid() == 0,
 		parallel: req.Parallel,
 		hooks:    r.hooks,
-		trusted:  map[entryKey]trust{},
+		trusted:  map[string]*dirTrust{},
 
 		dirCache:   map[string]cachedDir{},
 		cacheLeft:  dirCacheEntries,
@@ -250,6 +250,9 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	err = p.build(man.RootEntry)
 	res.Linked, res.Restored = p.linked.Load(), p.restored.Load()
+	// What was written is not needed for verification: without these lists, the
+	// entries of directories that are not in dirCache can be collected.
+	p.dirs, p.toWrite, p.resumeCk = nil, nil, nil
 
 	if err != nil {
 		return res, err
@@ -261,11 +264,11 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir}
 	if req.Verify == "changed" {
-		vo.skipContent = func(dir string, de *snapshot.DirEntry) bool {
-			return p.trusted[entryKey{dir, de.Name}]&trustContent != 0
+		vo.skipContent = func(dir string, d object.ID, i int) bool {
+			return p.trustOf(dir, d, i)&trustContent != 0
 		}
-		vo.skipMeta = func(dir string, de *snapshot.DirEntry) bool {
-			return p.trusted[entryKey{dir, de.Name}]&trustMeta != 0
+		vo.skipMeta = func(dir string, d object.ID, i int) bool {
+			return p.trustOf(dir, d, i)&trustMeta != 0
 		}
 	}
 
@@ -395,14 +398,15 @@ type puller struct {
 	parallel int
 	hooks    pullHooks
 
-	dirs     []dirItem   // every image dir, pre-order
-	toWrite  []writeItem // files and symlinks to write from the repository
-	resumeCk []writeItem // files with an exact-metadata candidate in a resume dir
+	dirs     []dirItem    // every image dir, pre-order
+	listMu   sync.Mutex   // guards toWrite and resumeCk while planning
+	toWrite  []writeGroup // files and symlinks to write from the repository
+	resumeCk []resumeItem // files with an exact-metadata candidate in a resume dir
 
-	// trusted: what verify "changed" need not re-check of a file, by its
-	// place in the tree.
-	trustMu sync.Mutex
-	trusted map[entryKey]trust
+	// trusted: what verify "changed" need not re-check of each file, by
+	// image directory (as in writeGroup.dir). Filled in by plan only; the
+	// flags by the one worker that handles each file.
+	trusted map[string]*dirTrust
 
 	// dirCache holds image directories decoded by plan, by path, for
 	// verification to reuse (each once), up to cacheLeft entries in all
@@ -417,8 +421,24 @@ type puller struct {
 	linked, restored atomic.Int64
 }
 
-// entryKey names a file by image directory (as in writeItem.dir) and name.
-type entryKey struct{ dir, name string }
+// dirTrust is what verify "changed" need not re-check of the files of one
+// image directory: flags[i] is for the directory object's entry i (a decoded
+// directory object always lists its entries in the same order). One byte per
+// entry: a pull of many small files keeps one for each of them.
+type dirTrust struct {
+	oid   object.ID
+	flags []trust
+}
+
+// trustOf returns the trust of entry i of image directory object d at dir.
+func (p *puller) trustOf(dir string, d object.ID, i int) trust {
+	dt := p.trusted[dir]
+	if dt == nil || dt.oid != d || i < 0 || i >= len(dt.flags) {
+		return 0
+	}
+
+	return dt.flags[i]
+}
 
 // trust says what verify "changed" need not re-check of a file.
 type trust uint8
@@ -437,14 +457,31 @@ type dirItem struct {
 	de  *snapshot.DirEntry
 }
 
-type writeItem struct {
-	rel  string
-	dir  string // image directory of rel (shared by a directory's items)
-	de   *snapshot.DirEntry
-	from string // resume candidate path (resumeCk only)
+// writeGroup is files and symlinks of one image directory to write. It is
+// small per file (16 bytes beside the entry itself): a full pull lists every
+// file of the image.
+type writeGroup struct {
+	dir  string // image directory (relative, slash-separated)
+	dt   *dirTrust
+	ents []writeEnt
 }
 
-// writeBatch is at most this many consecutive toWrite items of one directory,
+// writeEnt is entry idx of its directory.
+type writeEnt struct {
+	de  *snapshot.DirEntry
+	idx int
+}
+
+// rel is the file's path relative to the image root.
+func (g *writeGroup) rel(e writeEnt) string { return path.Join(g.dir, e.de.Name) }
+
+// resumeItem is a file with a candidate in a resume dir (path from).
+type resumeItem struct {
+	g    writeGroup // the file alone
+	from string
+}
+
+// writeBatch is at most this many consecutive entries of one writeGroup,
 // written by one worker through one directory fd.
 const writeBatch = 64
 
@@ -533,27 +570,32 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 		return err
 	}
 
-	var wbytes int64
-	for _, it := range p.toWrite {
-		wbytes += it.de.FileSize
-	}
+	var wbytes, wfiles int64
 
-	p.rp.setPhase("restore", wbytes, int64(len(p.toWrite)))
+	// Batches of one directory, each resolved through one directory fd.
+	type batch struct{ g, start, end int }
 
-	// planFiles queued each directory's items together: batches of one
-	// directory, each resolved through one directory fd.
-	var batches []int // start indexes; the end is the next start
+	var batches []batch
 
-	for i, it := range p.toWrite {
-		if len(batches) == 0 || i-batches[len(batches)-1] >= writeBatch || p.toWrite[i-1].dir != it.dir {
-			batches = append(batches, i)
+	for gi, g := range p.toWrite {
+		for _, e := range g.ents {
+			wbytes += e.de.FileSize
+		}
+
+		wfiles += int64(len(g.ents))
+
+		for s := 0; s < len(g.ents); s += writeBatch {
+			batches = append(batches, batch{gi, s, min(s+writeBatch, len(g.ents))})
 		}
 	}
 
-	batches = append(batches, len(p.toWrite))
+	p.rp.setPhase("restore", wbytes, wfiles)
 
-	if err := parallelDo(p.ctx, p.parallel, len(batches)-1, func(b int) error {
-		return p.writeDir(p.toWrite[batches[b]:batches[b+1]])
+	if err := parallelDo(p.ctx, p.parallel, len(batches), func(b int) error {
+		bt := batches[b]
+		g := &p.toWrite[bt.g]
+
+		return p.writeDir(g, g.ents[bt.start:bt.end])
 	}); err != nil {
 		if gerr := p.g.tripped(); gerr != nil {
 			return gerr
@@ -594,6 +636,7 @@ func openDirFd(dirFd int, name string) (int, error) {
 // Its fds are dups owned by the job: the worker closes them.
 type fileJob struct {
 	rel          string
+	dt           *dirTrust
 	ents         []*snapshot.DirEntry
 	prevOf       func(de *snapshot.DirEntry) *snapshot.DirEntry
 	srcFd, dstFd int
@@ -703,7 +746,10 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, pre
 		return prevEnts[de.Name]
 	}
 
-	job := fileJob{rel: rel, ents: ents, prevOf: prevOf, srcFd: -1, dstFd: -1}
+	dt := &dirTrust{oid: d, flags: make([]trust, len(ents))}
+	p.trusted[rel] = dt
+
+	job := fileJob{rel: rel, dt: dt, ents: ents, prevOf: prevOf, srcFd: -1, dstFd: -1}
 
 	if job.dstFd, err = unix.Dup(dstFd); err != nil {
 		return fmt.Errorf("dup: %w", err)
@@ -766,26 +812,30 @@ func (p *puller) planDir(ctx context.Context, jobs chan<- fileJob, de, prev *sna
 
 // planFiles links or queues the files and symlinks of one directory.
 func (p *puller) planFiles(j fileJob) error {
-	var writes, checks []writeItem
+	var (
+		writes []writeEnt
+		checks []resumeItem
+	)
 
-	for _, de := range j.ents {
+	for i, de := range j.ents {
 		switch de.Type {
 		case snapshot.EntryTypeDirectory:
 		case snapshot.EntryTypeSymlink:
-			writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), dir: j.rel, de: de})
+			writes = append(writes, writeEnt{de: de, idx: i})
 
 		case snapshot.EntryTypeFile:
 			if err := p.g.check(true); err != nil {
 				return err
 			}
 
-			switch from := p.planFile(j.rel, de, j.prevOf(de), j.srcFd, j.dstFd); {
+			switch from, t := p.planFile(j.rel, de, j.prevOf(de), j.srcFd, j.dstFd); {
 			case from == linkedFromCur:
+				j.dt.flags[i] = t
 				p.rp.addFile(de.FileSize)
 			case from != "":
-				checks = append(checks, writeItem{rel: path.Join(j.rel, de.Name), dir: j.rel, de: de, from: from})
+				checks = append(checks, resumeItem{g: writeGroup{dir: j.rel, dt: j.dt, ents: []writeEnt{{de: de, idx: i}}}, from: from})
 			default:
-				writes = append(writes, writeItem{rel: path.Join(j.rel, de.Name), dir: j.rel, de: de})
+				writes = append(writes, writeEnt{de: de, idx: i})
 			}
 
 		default:
@@ -793,10 +843,12 @@ func (p *puller) planFiles(j fileJob) error {
 		}
 	}
 
-	p.trustMu.Lock()
-	p.toWrite = append(p.toWrite, writes...)
+	p.listMu.Lock()
+	if len(writes) > 0 {
+		p.toWrite = append(p.toWrite, writeGroup{dir: j.rel, dt: j.dt, ents: writes})
+	}
 	p.resumeCk = append(p.resumeCk, checks...)
-	p.trustMu.Unlock()
+	p.listMu.Unlock()
 
 	return nil
 }
@@ -805,13 +857,13 @@ func (p *puller) planFiles(j fileJob) error {
 const linkedFromCur = "\x00linked"
 
 // planFile links file de of image directory dir from the current replica if
-// provably unchanged (returns linkedFromCur), returns a resume candidate's
-// path to check, or "" (write it).
-func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) string {
+// provably unchanged (returns linkedFromCur and the file's trust), returns a
+// resume candidate's path to check, or "" (write it).
+func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (string, trust) {
 	for _, rs := range p.resume {
 		src := filepath.Join(rs, filepath.FromSlash(dir), de.Name)
 		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
-			return src
+			return src, 0
 		}
 	}
 
@@ -828,16 +880,12 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 					t |= trustContent
 				}
 
-				p.trustMu.Lock()
-				p.trusted[entryKey{dir, de.Name}] = t
-				p.trustMu.Unlock()
-
-				return linkedFromCur
+				return linkedFromCur, t
 			}
 		}
 	}
 
-	return ""
+	return "", 0
 }
 
 // linkResumed checks candidates from resume dirs by content (a stale
@@ -861,12 +909,13 @@ func (p *puller) linkResumed() error {
 			return err
 		}
 
-		dst := filepath.Join(p.staging, filepath.FromSlash(it.rel))
+		de := it.g.ents[0].de
+		dst := filepath.Join(p.staging, filepath.FromSlash(it.g.rel(it.g.ents[0])))
 
-		err := h.check(p.ctx, it.from, it.de.ObjectID, it.de.FileSize, nil)
+		err := h.check(p.ctx, it.from, de.ObjectID, de.FileSize, nil)
 		if err == nil {
 			// Re-check metadata: the stale writer may have replaced the file.
-			if st, serr := os.Lstat(it.from); serr == nil && p.exactMeta(st, it.de) {
+			if st, serr := os.Lstat(it.from); serr == nil && p.exactMeta(st, de) {
 				err = os.Link(it.from, dst)
 			} else {
 				err = errContent
@@ -879,14 +928,14 @@ func (p *puller) linkResumed() error {
 			}
 
 			mu.Lock()
-			p.toWrite = append(p.toWrite, writeItem{rel: it.rel, dir: it.dir, de: it.de})
+			p.toWrite = append(p.toWrite, it.g)
 			mu.Unlock()
 
 			return nil
 		}
 
 		p.linked.Add(1)
-		p.rp.addFile(it.de.FileSize)
+		p.rp.addFile(de.FileSize)
 
 		return nil
 	})
@@ -956,9 +1005,9 @@ const copyChunk = 1 << 20
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return &b }}
 
-// writeDir writes items, all of one directory, through one directory fd.
-func (p *puller) writeDir(items []writeItem) error {
-	dir := filepath.Join(p.staging, filepath.FromSlash(items[0].dir))
+// writeDir writes ents of g through one directory fd.
+func (p *puller) writeDir(g *writeGroup, ents []writeEnt) error {
+	dir := filepath.Join(p.staging, filepath.FromSlash(g.dir))
 
 	fd, err := openDirFd(unix.AT_FDCWD, dir)
 	if err != nil {
@@ -966,8 +1015,8 @@ func (p *puller) writeDir(items []writeItem) error {
 	}
 	defer unix.Close(fd) //nolint:errcheck
 
-	for _, it := range items {
-		if err := p.write(fd, it); err != nil {
+	for _, e := range ents {
+		if err := p.write(fd, g, e); err != nil {
 			return err
 		}
 	}
@@ -980,40 +1029,39 @@ func (p *puller) writeDir(items []writeItem) error {
 // (symlink(2) likewise) never opens an existing inode. A file that fails
 // half-way is removed; one left by a crash has the wrong mtime or content,
 // and a resuming pull checks both.
-func (p *puller) write(dirFd int, it writeItem) error {
+func (p *puller) write(dirFd int, g *writeGroup, e writeEnt) error {
 	if err := p.g.check(true); err != nil {
 		return err
 	}
 
-	p.rp.setPath(it.rel)
+	rel := g.rel(e)
+	p.rp.setPath(rel)
 
 	var (
 		hashed bool
 		err    error
 	)
 
-	if it.de.Type == snapshot.EntryTypeSymlink {
-		err = p.writeSymlink(dirFd, it)
+	if e.de.Type == snapshot.EntryTypeSymlink {
+		err = p.writeSymlink(dirFd, rel, e.de)
 	} else {
-		hashed, err = p.writeFile(dirFd, it)
+		hashed, err = p.writeFile(dirFd, rel, e.de)
 	}
 
 	if err != nil {
 		if !errors.Is(err, fs.ErrExist) { // never remove what another step created
-			_ = unix.Unlinkat(dirFd, it.de.Name, 0)
+			_ = unix.Unlinkat(dirFd, e.de.Name, 0)
 		}
 
 		if gerr := p.g.tripped(); gerr != nil {
 			return gerr
 		}
 
-		return fmt.Errorf("restoring %s: %w", it.rel, err)
+		return fmt.Errorf("restoring %s: %w", rel, err)
 	}
 
 	if hashed {
-		p.trustMu.Lock()
-		p.trusted[entryKey{it.dir, it.de.Name}] = trustContent
-		p.trustMu.Unlock()
+		g.dt.flags[e.idx] = trustContent // this file's own byte: no lock
 	}
 
 	n := p.restored.Add(1)
@@ -1033,10 +1081,8 @@ var errNotPlain = errors.New("object has compressed contents")
 // writeFile creates dst with the object's content, owner, mode and mtime. It
 // reports whether every byte written was hashed against the image's content
 // IDs (with hashWrites, unless the object has compressed contents).
-func (p *puller) writeFile(dirFd int, it writeItem) (bool, error) {
-	dst := it.rel
-
-	fd, err := unix.Openat(dirFd, it.de.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, error) {
+	fd, err := unix.Openat(dirFd, de.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return false, &fs.PathError{Op: "create", Path: dst, Err: err}
 	}
@@ -1045,31 +1091,31 @@ func (p *puller) writeFile(dirFd int, it writeItem) (bool, error) {
 
 	hashed := p.hashWrites
 
-	n, err := p.writeObject(f, it.de.ObjectID, it.de.FileSize, 0)
+	n, err := p.writeObject(f, de.ObjectID, de.FileSize, 0)
 	if errors.Is(err, errNotPlain) {
 		hashed = false
 
 		if _, err = f.Seek(0, io.SeekStart); err == nil {
 			if err = f.Truncate(0); err == nil {
-				n, err = p.copyObject(f, it.de.ObjectID)
+				n, err = p.copyObject(f, de.ObjectID)
 			}
 		}
 	}
 
-	if err == nil && n != it.de.FileSize {
-		err = fmt.Errorf("image object %v has %d bytes, entry says %d", it.de.ObjectID, n, it.de.FileSize)
+	if err == nil && n != de.FileSize {
+		err = fmt.Errorf("image object %v has %d bytes, entry says %d", de.ObjectID, n, de.FileSize)
 	}
 
 	// Owner and mode through the open fd (no path lookups); chown first, it
 	// clears setuid/setgid.
 	if err == nil && p.isRoot {
-		if err = f.Chown(int(it.de.UserID), int(it.de.GroupID)); err != nil {
+		if err = f.Chown(int(de.UserID), int(de.GroupID)); err != nil {
 			err = fmt.Errorf("chown %s: %w", dst, err)
 		}
 	}
 
 	if err == nil {
-		if err = f.Chmod(os.FileMode(it.de.Permissions) & kfs.ModBits); err != nil {
+		if err = f.Chmod(os.FileMode(de.Permissions) & kfs.ModBits); err != nil {
 			err = fmt.Errorf("chmod %s: %w", dst, err)
 		}
 	}
@@ -1082,7 +1128,7 @@ func (p *puller) writeFile(dirFd int, it writeItem) (bool, error) {
 		return false, err
 	}
 
-	return hashed, setMtimeAt(dirFd, it.de.Name, it.de, false)
+	return hashed, setMtimeAt(dirFd, de.Name, de, false)
 }
 
 // writeObject writes object oid to f at offset off, content by content; with
@@ -1195,23 +1241,23 @@ func (p *puller) copyObject(f *os.File, oid object.ID) (int64, error) {
 	}
 }
 
-func (p *puller) writeSymlink(dirFd int, it writeItem) error {
-	target, err := readImageSymlink(p.ctx, p.dr, it.de)
+func (p *puller) writeSymlink(dirFd int, rel string, de *snapshot.DirEntry) error {
+	target, err := readImageSymlink(p.ctx, p.dr, de)
 	if err != nil {
 		return err
 	}
 
-	if err := unix.Symlinkat(target, dirFd, it.de.Name); err != nil {
-		return &fs.PathError{Op: "symlink", Path: it.rel, Err: err}
+	if err := unix.Symlinkat(target, dirFd, de.Name); err != nil {
+		return &fs.PathError{Op: "symlink", Path: rel, Err: err}
 	}
 
 	if p.isRoot {
-		if err := unix.Fchownat(dirFd, it.de.Name, int(it.de.UserID), int(it.de.GroupID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("chown %s: %w", it.rel, err)
+		if err := unix.Fchownat(dirFd, de.Name, int(de.UserID), int(de.GroupID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown %s: %w", rel, err)
 		}
 	}
 
-	return setMtimeAt(dirFd, it.de.Name, it.de, true)
+	return setMtimeAt(dirFd, de.Name, de, true)
 }
 
 // setAttrs applies owner (when root), mode, and mtime (atime = mtime, as

@@ -188,19 +188,22 @@ func (h *contentHasher) checkRange(ctx context.Context, f *os.File, oid object.I
 
 // verifyOptions tune verifyTree.
 type verifyOptions struct {
-	checkOwner  bool
-	parallel    int
-	skipContent func(dir string, de *snapshot.DirEntry) bool // content known good (may be nil)
-	skipMeta    func(dir string, de *snapshot.DirEntry) bool // file metadata known good (may be nil): only its type is checked
-	rp          *reporter                                    // may be nil
+	checkOwner bool
+	parallel   int
+	// skipContent: the content of entry i of image directory object d at dir
+	// is known good (may be nil).
+	skipContent func(dir string, d object.ID, i int) bool
+	// skipMeta: that file's metadata is known good, only its type is checked
+	// (may be nil).
+	skipMeta func(dir string, d object.ID, i int) bool
+	rp       *reporter // may be nil
 	// readDir decodes image directory oid at rel (nil: readImageDir).
 	readDir func(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error)
 }
 
 type contentJob struct {
-	rel  string
-	de   *snapshot.DirEntry
-	full string
+	rel string
+	de  *snapshot.DirEntry
 }
 
 // verifyTree compares dir with the image rooted at root: same names and
@@ -251,7 +254,7 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 			o.rp.setPath(j.rel)
 		}
 
-		err := h.check(ctx, j.full, j.de.ObjectID, j.de.FileSize, func(n int64) {
+		err := h.check(ctx, filepath.Join(dir, filepath.FromSlash(j.rel)), j.de.ObjectID, j.de.FileSize, func(n int64) {
 			if o.rp != nil {
 				o.rp.addBytes(n)
 			}
@@ -311,12 +314,12 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		return fmt.Errorf("%w: %s: unexpected entry not in the image", ErrVerify, path.Join(rel, extra[0]))
 	}
 
-	for _, de := range ents {
+	for i, de := range ents {
 		crel := path.Join(rel, de.Name)
 
 		switch {
 		case de.Type == snapshot.EntryTypeDirectory:
-		case de.Type == snapshot.EntryTypeFile && o.skipMeta != nil && o.skipMeta(rel, de):
+		case de.Type == snapshot.EntryTypeFile && o.skipMeta != nil && o.skipMeta(rel, d, i):
 			// The entry must still be the regular file that was checked.
 			if t, ok := haveType[de.Name]; !ok || t != 0 {
 				return verifyMeta(dir, crel, de, o.checkOwner) // names the difference
@@ -357,8 +360,8 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 			}
 
 		case snapshot.EntryTypeFile:
-			if o.skipContent == nil || !o.skipContent(rel, de) {
-				*jobs = append(*jobs, contentJob{rel: crel, de: de, full: filepath.Join(dir, filepath.FromSlash(crel))})
+			if o.skipContent == nil || !o.skipContent(rel, d, i) {
+				*jobs = append(*jobs, contentJob{rel: crel, de: de})
 			}
 
 		default:

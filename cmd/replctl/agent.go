@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof"
+	"os"
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
@@ -20,6 +21,12 @@ type AgentOptions struct {
 	PprofAddr string
 	// MetricsAddr serves Prometheus metrics there when set.
 	MetricsAddr string
+	// MemoryLimit is the --memory-limit flag (a size, or 0 for none).
+	MemoryLimit string
+	// MemoryLimitBytes is the soft memory limit to set (math.MaxInt64: none) when
+	// SetMemoryLimit; otherwise GOMEMLIMIT is in effect and left alone.
+	MemoryLimitBytes int64
+	SetMemoryLimit   bool
 }
 
 // NewCmdAgent is `replctl agent --host NAME`: the agent of one host.
@@ -33,9 +40,15 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			if o.Host == "" {
 				return usageError("agent needs --host NAME (one of the config's hosts)")
 			}
+			var err error
+			o.MemoryLimitBytes, o.SetMemoryLimit, err = memoryLimit(o.MemoryLimit, cmd.Flags().Changed("memory-limit"), os.Getenv("GOMEMLIMIT"))
+			if err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(o)
 			}
+			applyMemoryLimit(o.MemoryLimitBytes, o.SetMemoryLimit)
 			cfg, err := f.Config()
 			if err != nil {
 				return err
@@ -67,6 +80,8 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Host, "host", "", "name of this host in the config")
 	cmd.Flags().StringVar(&o.MetricsAddr, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464")
+	cmd.Flags().StringVar(&o.MemoryLimit, "memory-limit", DefaultAgentMemoryLimit,
+		"soft limit of the Go runtime's memory (the collector works harder near it; the binary's own pages come on top), e.g. 256MiB; 0: none. Default: GOMEMLIMIT when set, else "+DefaultAgentMemoryLimit)
 	cmd.Flags().StringVar(&o.PprofAddr, "pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	return cmd
 }
