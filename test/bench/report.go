@@ -25,14 +25,14 @@ type Sample struct {
 	// application frozen throughout).
 	FreezeSeconds float64 `json:"freeze_seconds"`
 	// FreezeScriptSeconds is the same window as the scripts logged it (quiesce end → resume start).
-	FreezeScriptSeconds float64            `json:"freeze_script_seconds,omitempty"`
+	FreezeScriptSeconds float64 `json:"freeze_script_seconds,omitempty"`
 	// TrashSeconds: after a replctl run, how long the target agent went on deleting the
 	// retired replica in the background (not part of Seconds; waited for, so it never
 	// overlaps the next timed run).
-	TrashSeconds float64 `json:"trash_seconds,omitempty"`
-	WorkflowSeconds     float64            `json:"workflow_seconds,omitempty"`
-	CLISeconds          float64            `json:"cli_seconds,omitempty"`
-	Steps               map[string]float64 `json:"steps,omitempty"`
+	TrashSeconds    float64            `json:"trash_seconds,omitempty"`
+	WorkflowSeconds float64            `json:"workflow_seconds,omitempty"`
+	CLISeconds      float64            `json:"cli_seconds,omitempty"`
+	Steps           map[string]float64 `json:"steps,omitempty"`
 	// PeakRSS per process: agents (a1, a2, b1) or the peer tool, bytes.
 	PeakRSS      map[string]int64 `json:"peak_rss,omitempty"`
 	PushFiles    int64            `json:"push_files,omitempty"`
