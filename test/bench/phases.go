@@ -62,12 +62,7 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 		return err
 	}
 	for r := 1; r <= b.o.runs; r++ {
-		m, err := ds.Mutate()
-		if err != nil {
-			return err
-		}
-		b.logf("dataset %s: mutation %d: %d rewritten, %d deleted, %d added", name, m.Round, len(m.Rewrite), len(m.Delete), len(m.Add))
-		if err := b.digestSource(ds); err != nil {
+		if err := b.mutate(ds, ""); err != nil {
 			return err
 		}
 		for _, tool := range rotate([]string{"replctl", "rsync"}, r-1) {
@@ -75,6 +70,7 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 				return err
 			}
 			var s *Sample
+			var err error
 			if tool == "replctl" {
 				s, err = b.replctlIncremental(ctx, job, ds)
 			} else {
@@ -90,12 +86,7 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 	// The same 1 % change with `precopy: never`: the shortest end to end, the longest freeze.
 	if err := b.withPrecopy("never", func() error {
 		for r := 1; r <= b.o.runs; r++ {
-			m, err := ds.Mutate()
-			if err != nil {
-				return err
-			}
-			b.logf("dataset %s: mutation %d: %d rewritten, %d deleted, %d added (for precopy: never)", name, m.Round, len(m.Rewrite), len(m.Delete), len(m.Add))
-			if err := b.digestSource(ds); err != nil {
+			if err := b.mutate(ds, " (for precopy: never)"); err != nil {
 				return err
 			}
 			s, err := b.replctlTimed(ctx, job, ds, "incremental", toolNoPrecopy)
@@ -171,6 +162,16 @@ func (b *bench) replctlFull(ctx context.Context, job benchJob, ds *Dataset) (*Sa
 		return nil, err
 	}
 	return b.replctlTimed(ctx, job, ds, "full", "replctl")
+}
+
+// mutate applies the dataset's next 1 % mutation and takes the source's new digest.
+func (b *bench) mutate(ds *Dataset, note string) error {
+	m, err := ds.Mutate()
+	if err != nil {
+		return err
+	}
+	b.logf("dataset %s: mutation %d: %d rewritten, %d deleted, %d added%s", ds.Spec.Name, m.Round, len(m.Rewrite), len(m.Delete), len(m.Add), note)
+	return b.digestSource(ds)
 }
 
 func (b *bench) replctlIncremental(ctx context.Context, job benchJob, ds *Dataset) (*Sample, error) {
