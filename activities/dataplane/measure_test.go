@@ -205,11 +205,6 @@ func TestMeasureParallel(t *testing.T) {
 		require.NoError(t, err)
 		push := time.Since(t0)
 
-		if os.Getenv("REPLCTL_MEASURE_LIST") != "" {
-			out, _ := exec.Command("sh", "-c", "cd "+cfg.Dir+" && find . -type f | cut -c3-3 | sort | uniq -c | tr '\\n' ' '").CombinedOutput()
-			t.Logf("repository blobs by first letter: %s", out)
-		}
-
 		dropPageCache()
 		t0 = time.Now()
 		_, err = repos.Pull(context.Background(), PullRequest{Repo: cfg, Job: "measure", ImageID: p.ImageID, TargetRoot: target, Dataset: "m", ReplicaName: "r1", Epoch: 1, Agent: "a", Parallel: par, Verify: "changed"}, nil)

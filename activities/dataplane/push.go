@@ -276,7 +276,9 @@ func (r *Repos) finishPrecopy(ctx context.Context, w repo.RepositoryWriter, req 
 		return PushResult{}, fmt.Errorf("flushing repository %s after precopy: %w", req.Repo.Dir, err)
 	}
 
-	cps, err := snapshot.ListSnapshotManifests(ctx, w, ptr(precopySourceInfo(req.Job, req.Dataset)), nil)
+	pre := precopySourceInfo(req.Job, req.Dataset)
+
+	cps, err := snapshot.ListSnapshotManifests(ctx, w, &pre, nil)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("listing precopy checkpoints of job %s: %w", req.Job, err)
 	}
@@ -303,8 +305,6 @@ func (r *Repos) finishPrecopy(ctx context.Context, w repo.RepositoryWriter, req 
 
 	return res, nil
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func validatePush(req *PushRequest) error {
 	if err := req.Repo.validate(); err != nil {
