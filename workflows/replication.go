@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/config"
 )
 
 // ErrTypeLeftQuiesced is the error type of a run whose resume step could not run: the
@@ -159,19 +160,13 @@ func (w *replication) replicate(ctx workflow.Context) error {
 	return w.pull(ctx)
 }
 
-// Values of Plan.Precopy (config.Job.Precopy).
-const (
-	precopyAuto   = "auto"
-	precopyAlways = "always"
-)
-
 // precopy copies the live source into the repository before quiesce, so the push made while
 // quiesced only re-reads what changed since the previous image and stores nothing new: the
 // freeze window shrinks to about a walk of the tree. It only saves work: a failure is noted
 // and the push does everything while quiesced. It returns an error only when cancelled.
 func (w *replication) precopy(ctx workflow.Context) error {
 	mode := w.plan.Precopy
-	if w.plan.Application.Quiesce == "" || w.failback != nil || (mode != precopyAuto && mode != precopyAlways) {
+	if w.plan.Application.Quiesce == "" || w.failback != nil || (mode != config.PrecopyAuto && mode != config.PrecopyAlways) {
 		return nil
 	}
 	// Runs recorded before the precopy went straight to quiesce.
@@ -195,7 +190,7 @@ func (w *replication) precopy(ctx workflow.Context) error {
 			var res activities.PrecopyResult
 			err = workflow.ExecuteActivity(ctx, activities.PrecopyName, activities.PrecopyInput{
 				Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: ds,
-				Repo: repo, First: mode == precopyAlways,
+				Repo: repo, First: mode == config.PrecopyAlways,
 			}).Get(ctx, &res)
 			if err != nil {
 				return err
