@@ -198,8 +198,11 @@ func (w *replication) precopy(ctx workflow.Context) error {
 			sum.Bytes += res.Bytes
 			sum.Files += res.Files
 			sum.Reused += res.Reused
-			sum.Skipped = res.Skipped
+			if res.Skipped {
+				sum.SkippedDatasets++
+			}
 		}
+		sum.Skipped = len(datasets) > 0 && sum.SkippedDatasets == len(datasets)
 		sum.Seconds = workflow.Now(ctx).Sub(started).Seconds()
 		w.status.Precopy = &sum
 		return nil

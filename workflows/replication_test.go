@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,8 @@ type fakeAgents struct {
 	// pushes and pulls are the inputs of every push and pull, in order.
 	pushes []activities.PushInput
 	pulls  []activities.PullInput
+	// precopySkips are the datasets whose precopy reports Skipped.
+	precopySkips []string
 }
 
 func agentOf(ctx context.Context) string {
@@ -74,6 +77,9 @@ func (f *fakeAgents) Precopy(ctx context.Context, in activities.PrecopyInput) (a
 	f.record("precopy@" + agent)
 	if err := f.fail("precopy", agent); err != nil {
 		return activities.PrecopyResult{}, err
+	}
+	if slices.Contains(f.precopySkips, in.Dataset) {
+		return activities.PrecopyResult{Agent: agent, Skipped: true}, nil
 	}
 	return activities.PrecopyResult{Agent: agent, Bytes: 10, Files: 2, Reused: 1}, nil
 }
@@ -191,6 +197,33 @@ func TestPrecopyRunsBeforeQuiesce(t *testing.T) {
 	_, err, _ = runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.NotContains(t, f.calls, "precopy@a1")
+}
+
+// In a consistency group the precopy summary says skipped only when every dataset was
+// skipped, and counts the skipped ones otherwise.
+func TestGroupPrecopySummaryCountsSkippedDatasets(t *testing.T) {
+	group := func(p *activities.Plan) {
+		p.Precopy = "auto"
+		p.Source = activities.Endpoint{Storage: "a", Dataset: "orders/db", Datasets: []string{"orders/db", "orders/logs"}}
+		p.Target = activities.Endpoint{Storage: "b", Dataset: "dr/db", Datasets: []string{"dr/db", "dr/logs"}}
+	}
+	for _, tc := range []struct {
+		skips   []string
+		want    Precopy
+		comment string
+	}{
+		{nil, Precopy{Agent: "a1", Bytes: 20, Files: 4, Reused: 2}, "none skipped"},
+		{[]string{"orders/logs"}, Precopy{Agent: "a1", Bytes: 10, Files: 2, Reused: 1, SkippedDatasets: 1}, "the last skipped"},
+		{[]string{"orders/db"}, Precopy{Agent: "a1", Bytes: 10, Files: 2, Reused: 1, SkippedDatasets: 1}, "the first skipped"},
+		{[]string{"orders/db", "orders/logs"}, Precopy{Agent: "a1", Skipped: true, SkippedDatasets: 2}, "all skipped"},
+	} {
+		f := &fakeAgents{fail: func(string, string) error { return nil }, plan: group, precopySkips: tc.skips}
+		st, err, _ := runWorkflow(t, f)
+		require.NoError(t, err, tc.comment)
+		require.NotNil(t, st.Precopy, tc.comment)
+		tc.want.Seconds = st.Precopy.Seconds
+		assert.Equal(t, tc.want, *st.Precopy, tc.comment)
+	}
 }
 
 // A precopy only saves work: when it fails, the run notes it and pushes everything while

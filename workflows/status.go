@@ -84,8 +84,12 @@ type Precopy struct {
 	Files   int64   `json:"files"`
 	Reused  int64   `json:"reused"`
 	Seconds float64 `json:"seconds"`
-	// Skipped: the job had no image yet (precopy auto); the first push copies everything.
+	// Skipped: precopy auto skipped every dataset (no image yet, or a small one); the push
+	// copies everything while quiesced.
 	Skipped bool `json:"skipped,omitempty"`
+	// SkippedDatasets counts the datasets of a consistency group the precopy skipped; when
+	// it is under the group's size, the others were copied.
+	SkippedDatasets int `json:"skipped_datasets,omitempty"`
 }
 
 // RoleAgents is the active agent of each role.

@@ -300,7 +300,12 @@ func TestPrintStatusPrecopy(t *testing.T) {
 	require.Contains(t, out.String(), "precopy  by a1 before quiesce: 200000 files, 3.0 GiB (198000 unchanged) in 4.8s")
 
 	out.Reset()
-	v.Precopy = &workflows.Precopy{Agent: "a2", Skipped: true}
+	v.Precopy = &workflows.Precopy{Agent: "a1", Files: 10, Bytes: 1 << 20, Reused: 9, Seconds: 0.5, SkippedDatasets: 1}
+	printStatus(&out, v)
+	require.Contains(t, out.String(), "precopy  by a1 before quiesce: 10 files, 1.0 MiB (9 unchanged) in 0.5s; 1 dataset(s) skipped: no image yet, or a small one")
+
+	out.Reset()
+	v.Precopy = &workflows.Precopy{Agent: "a2", Skipped: true, SkippedDatasets: 1}
 	printStatus(&out, v)
 	require.Contains(t, out.String(), "precopy  skipped by a2: no image yet, or a small one")
 }

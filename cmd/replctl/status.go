@@ -437,7 +437,11 @@ func printStatus(w io.Writer, v statusView) {
 		if p.Skipped {
 			fmt.Fprintf(tw, "precopy\tskipped by %s: no image yet, or a small one\n", p.Agent)
 		} else {
-			fmt.Fprintf(tw, "precopy\tby %s before quiesce: %d files, %s (%d unchanged) in %.1fs\n", p.Agent, p.Files, humanBytes(p.Bytes), p.Reused, p.Seconds)
+			skipped := ""
+			if p.SkippedDatasets > 0 {
+				skipped = fmt.Sprintf("; %d dataset(s) skipped: no image yet, or a small one", p.SkippedDatasets)
+			}
+			fmt.Fprintf(tw, "precopy\tby %s before quiesce: %d files, %s (%d unchanged) in %.1fs%s\n", p.Agent, p.Files, humanBytes(p.Bytes), p.Reused, p.Seconds, skipped)
 		}
 	}
 	if s.Progress.Step != "" {
