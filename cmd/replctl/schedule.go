@@ -1009,8 +1009,9 @@ func printScheduleView(w io.Writer, v *scheduleView) {
 	tw.Flush()
 }
 
-// serverScheduleIDs lists the IDs of the server's schedules that start with prefix.
-func serverScheduleIDs(ctx context.Context, c client.Client, prefix string) ([]string, error) {
+// serverScheduleIDs lists the IDs of the server's replctl schedules (jobs' and
+// maintenance), in one pass over the server's list.
+func serverScheduleIDs(ctx context.Context, c client.Client) ([]string, error) {
 	it, err := c.ScheduleClient().List(ctx, client.ScheduleListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list schedules: %w", err)
@@ -1021,7 +1022,7 @@ func serverScheduleIDs(ctx context.Context, c client.Client, prefix string) ([]s
 		if err != nil {
 			return nil, fmt.Errorf("list schedules: %w", err)
 		}
-		if strings.HasPrefix(e.ID, prefix) {
+		if strings.HasPrefix(e.ID, scheduleIDPrefix) || strings.HasPrefix(e.ID, workflows.MaintenanceSchedulePrefix) {
 			ids = append(ids, e.ID)
 		}
 	}
@@ -1038,12 +1039,13 @@ func listSchedules(ctx context.Context, c client.Client, cfg *config.Config) ([]
 			jobs = append(jobs, j.Name)
 		}
 	}
-	ids, err := serverScheduleIDs(ctx, c, scheduleIDPrefix)
+	listed, err := serverScheduleIDs(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range ids {
-		if job := strings.TrimPrefix(id, scheduleIDPrefix); !slices.Contains(jobs, job) {
+	for _, id := range listed {
+		job, ok := strings.CutPrefix(id, scheduleIDPrefix)
+		if ok && !slices.Contains(jobs, job) {
 			jobs = append(jobs, job)
 		}
 	}
@@ -1063,7 +1065,7 @@ func listSchedules(ctx context.Context, c client.Client, cfg *config.Config) ([]
 		}
 		views = append(views, newScheduleView(cfg, job, d))
 	}
-	mviews, err := listMaintenanceSchedules(ctx, c, cfg)
+	mviews, err := listMaintenanceSchedules(ctx, c, cfg, listed)
 	return append(views, mviews...), err
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
@@ -98,8 +99,9 @@ func kindOf(fp specFingerprint) string {
 }
 
 // listMaintenanceSchedules describes the maintenance schedules the config asks for and
-// those the server lists with their ID prefix (e.g. of a repository no job uses any more).
-func listMaintenanceSchedules(ctx context.Context, c client.Client, cfg *config.Config) ([]*scheduleView, error) {
+// those of listed (the server's schedule IDs) with their ID prefix (e.g. of a repository
+// no job uses any more).
+func listMaintenanceSchedules(ctx context.Context, c client.Client, cfg *config.Config, listed []string) ([]*scheduleView, error) {
 	uses := map[string]config.RepositoryUse{}
 	var ids []string
 	for _, u := range cfg.Repositories() {
@@ -109,12 +111,8 @@ func listMaintenanceSchedules(ctx context.Context, c client.Client, cfg *config.
 			ids = append(ids, id)
 		}
 	}
-	listed, err := serverScheduleIDs(ctx, c, workflows.MaintenanceSchedulePrefix)
-	if err != nil {
-		return nil, err
-	}
 	for _, id := range listed {
-		if !slices.Contains(ids, id) {
+		if strings.HasPrefix(id, workflows.MaintenanceSchedulePrefix) && !slices.Contains(ids, id) {
 			ids = append(ids, id)
 		}
 	}
