@@ -446,7 +446,31 @@ func TestMaintenanceRunsOnTargetOrderWithTakeover(t *testing.T) {
 	assert.Equal(t, []string{"b1:/b/.replctl/repository", "b2:/b/.replctl/repository"}, ran)
 	assert.Equal(t, "b2", res.Result.Agent)
 	assert.True(t, res.Result.Full)
-	assert.Equal(t, "replctl-maintenance-array-b-_replctl_repository", MaintenanceID("array-b", ".replctl/repository"))
+	assert.Equal(t, "replctl-maintenance-array%2Db-.replctl%2Frepository", MaintenanceID("array-b", ".replctl/repository"))
+}
+
+// Maintenance IDs keep one maintainer per repository, so different repositories must never
+// share one; the IDs before escaping did (LegacyMaintenanceID).
+func TestMaintenanceIDsAreDistinctPerRepository(t *testing.T) {
+	repos := [][2]string{
+		{"a-b", "c"}, {"a", "b-c"}, {"a", "b/c"}, {"a", "b.c"}, {"a", "b_c"}, {"a", "b%2Fc"},
+		{"a", "b%2Dc"}, {"a-b", "c/d"}, {"a", "b-c/d"}, {"array-b", ".replctl/repository"},
+	}
+	seen := map[string][2]string{}
+	legacy := map[string]bool{}
+	legacyCollides := false
+	for _, r := range repos {
+		id := MaintenanceID(r[0], r[1])
+		if other, ok := seen[id]; ok {
+			t.Errorf("repositories %v and %v share maintenance ID %s", other, r, id)
+		}
+		seen[id] = r
+		assert.NotEqual(t, MaintenanceScheduleID(r[0], r[1]), id)
+		l := LegacyMaintenanceID(r[0], r[1])
+		legacyCollides = legacyCollides || legacy[l]
+		legacy[l] = true
+	}
+	assert.True(t, legacyCollides, "the list holds repositories the old IDs confused")
 }
 
 func TestScheduledMaintenanceStartsMaintenanceUnderTheRepositoryID(t *testing.T) {
@@ -464,11 +488,29 @@ func TestScheduledMaintenanceStartsMaintenanceUnderTheRepositoryID(t *testing.T)
 	require.NoError(t, env.GetWorkflowResult(&res))
 	assert.True(t, res.Started)
 	assert.Equal(t, PhaseCompleted, res.Phase)
-	assert.Equal(t, "replctl-maintenance-schedule-array-b-_replctl_repository", MaintenanceScheduleID("array-b", ".replctl/repository"))
+	assert.Equal(t, "replctl-maintenance-schedule-array%2Db-.replctl%2Frepository", MaintenanceScheduleID("array-b", ".replctl/repository"))
+	assert.Equal(t, "replctl-maintenance-schedule-array-b-_replctl_repository", LegacyMaintenanceScheduleID("array-b", ".replctl/repository"))
 
 	env = s.NewTestWorkflowEnvironment()
 	env.RegisterWorkflowWithOptions(ScheduledMaintenance, workflow.RegisterOptions{Name: ScheduledMaintenanceWorkflowName})
 	env.ExecuteWorkflow(ScheduledMaintenanceWorkflowName, ScheduledMaintenanceInput{Job: "orders"})
 	require.Error(t, env.GetWorkflowError())
 	assert.Contains(t, env.GetWorkflowError().Error(), "bad maintenance schedule input")
+}
+
+// A scheduled maintenance recorded before the escaped IDs keeps starting its child under
+// the old ID when it replays.
+func TestScheduledMaintenanceBeforeEscapedIDsUsesTheLegacyID(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(ScheduledMaintenance, workflow.RegisterOptions{Name: ScheduledMaintenanceWorkflowName})
+	var childID string
+	env.RegisterWorkflowWithOptions(func(ctx workflow.Context, in MaintenanceInput) (MaintenanceResult, error) {
+		childID = workflow.GetInfo(ctx).WorkflowExecution.ID
+		return MaintenanceResult{Status: Status{Job: in.Job, Phase: PhaseCompleted}}, nil
+	}, workflow.RegisterOptions{Name: MaintenanceWorkflowName})
+	env.OnGetVersion("maintenance-id-escaped", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
+	env.ExecuteWorkflow(ScheduledMaintenanceWorkflowName, ScheduledMaintenanceInput{Job: "orders", Storage: "array-b", Path: ".replctl/repository"})
+	require.NoError(t, env.GetWorkflowError())
+	assert.Equal(t, "replctl-maintenance-array-b-_replctl_repository", childID)
 }

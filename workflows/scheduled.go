@@ -67,7 +67,13 @@ const ScheduledMaintenanceWorkflowName = "ScheduledMaintenance"
 // MaintenanceScheduleID is the ID of the maintenance schedule of the repository at path
 // inside storage. Its prefix differs from ScheduleID's, so no job name can collide with it.
 func MaintenanceScheduleID(storage, path string) string {
-	return MaintenanceSchedulePrefix + strings.TrimPrefix(MaintenanceID(storage, path), "replctl-maintenance-")
+	return MaintenanceSchedulePrefix + strings.TrimPrefix(MaintenanceID(storage, path), maintenanceIDPrefix)
+}
+
+// LegacyMaintenanceScheduleID is MaintenanceScheduleID before storage and path were escaped
+// (see LegacyMaintenanceID); schedule sync replaces such a schedule.
+func LegacyMaintenanceScheduleID(storage, path string) string {
+	return MaintenanceSchedulePrefix + strings.TrimPrefix(LegacyMaintenanceID(storage, path), maintenanceIDPrefix)
 }
 
 // MaintenanceSchedulePrefix begins the ID of every repository maintenance schedule.
@@ -88,8 +94,13 @@ func ScheduledMaintenance(ctx workflow.Context, in ScheduledMaintenanceInput) (S
 	if !jobName.MatchString(in.Job) || in.Storage == "" || in.Path == "" {
 		return ScheduledResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(`bad maintenance schedule input %+v: want {"job": "NAME", "storage": "S", "path": "P"}`, in), "BadInput", nil)
 	}
+	id := MaintenanceID(in.Storage, in.Path)
+	// Runs recorded before the escaped IDs started their child under the old one.
+	if workflow.GetVersion(ctx, "maintenance-id-escaped", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		id = LegacyMaintenanceID(in.Storage, in.Path)
+	}
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-		WorkflowID:               MaintenanceID(in.Storage, in.Path),
+		WorkflowID:               id,
 		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		ParentClosePolicy:        enums.PARENT_CLOSE_POLICY_ABANDON,
 		WorkflowTaskTimeout:      WorkflowTaskTimeout,

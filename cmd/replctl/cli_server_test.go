@@ -218,8 +218,10 @@ func TestCLIAgainstRealServer(t *testing.T) {
 
 	t.Run("schedule sync creates, keeps and deletes schedules", func(t *testing.T) {
 		ctx := context.Background()
-		// A leftover replctl schedule of a job that is gone, and somebody else's schedule.
-		for _, id := range []string{workflows.ScheduleID("gone"), "someone-else"} {
+		// A leftover replctl schedule of a job that is gone, a maintenance schedule under the
+		// old (unescaped) ID of the config's repository, and somebody else's schedule.
+		legacy := workflows.LegacyMaintenanceScheduleID("array-b", ".replctl/repository")
+		for _, id := range []string{workflows.ScheduleID("gone"), legacy, "someone-else"} {
 			_, err := e.c.ScheduleClient().Create(ctx, client.ScheduleOptions{
 				ID: id, Spec: client.ScheduleSpec{CronExpressions: []string{"0 0 1 1 *"}}, Paused: true,
 				Action: &client.ScheduleWorkflowAction{Workflow: "Nothing", TaskQueue: "nowhere"},
@@ -236,10 +238,14 @@ func TestCLIAgainstRealServer(t *testing.T) {
 			if err := json.Unmarshal([]byte(out), &changes); err != nil {
 				return err
 			}
+			gone, replaced := false, false
 			for _, ch := range changes {
-				if ch.ScheduleID == workflows.ScheduleID("gone") && ch.Change == "deleted" {
-					return nil
-				}
+				gone = gone || ch.ScheduleID == workflows.ScheduleID("gone") && ch.Change == "deleted"
+				replaced = replaced || ch.ScheduleID == legacy && ch.Change == "deleted" &&
+					ch.Detail == "repository maintenance: replaced by "+workflows.MaintenanceScheduleID("array-b", ".replctl/repository")+" (IDs now escape storage and path)"
+			}
+			if gone && replaced {
+				return nil
 			}
 			return fmt.Errorf("changes %+v", changes)
 		})

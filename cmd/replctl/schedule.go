@@ -575,6 +575,12 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 
 	// Schedules of jobs (and repositories) that are no longer in the config. List is
 	// eventually consistent; the loops above already handled everything the config names.
+	legacyMaint := map[string]string{} // old-format maintenance schedule ID -> current one
+	for _, u := range cfg.Repositories() {
+		if old, id := workflows.LegacyMaintenanceScheduleID(u.Storage, u.Path), workflows.MaintenanceScheduleID(u.Storage, u.Path); old != id {
+			legacyMaint[old] = id
+		}
+	}
 	it, err := sc.List(ctx, client.ScheduleListOptions{})
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list schedules: %w", err))
@@ -593,6 +599,9 @@ func syncSchedules(ctx context.Context, c client.Client, cfg *config.Config, dry
 			ch := scheduleChange{Job: job, ScheduleID: e.ID, Change: "deleted", Detail: "job is not in the config"}
 			if isMaint {
 				ch = scheduleChange{ScheduleID: e.ID, Change: "deleted", Detail: "repository maintenance: no job of the config uses the repository"}
+				if id, ok := legacyMaint[e.ID]; ok {
+					ch.Detail = "repository maintenance: replaced by " + id + " (IDs now escape storage and path)"
+				}
 			} else if _, err := cfg.Job(job); err == nil {
 				ch.Detail = "job has no schedule in the config"
 			}
