@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -67,18 +68,45 @@ func TestReplayRecordedHistories(t *testing.T) {
 	}
 }
 
-// A workflow that skips quiesce (a non-deterministic change made without
-// workflow.GetVersion) must fail replay of every recorded history.
+// A changed workflow (a non-deterministic change made without workflow.GetVersion) must
+// fail replay of every recorded history: a replication that skips quiesce, a scheduled
+// maintenance that starts no child.
 func TestReplayDetectsNonDeterministicChange(t *testing.T) {
 	for _, f := range histories(t) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
-			r.RegisterWorkflowWithOptions(skipsQuiesce, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
+			switch wt := workflowType(t, f); wt {
+			case workflows.ReplicationWorkflowName:
+				r.RegisterWorkflowWithOptions(skipsQuiesce, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
+			case workflows.ScheduledMaintenanceWorkflowName:
+				r.RegisterWorkflowWithOptions(startsNoChild, workflow.RegisterOptions{Name: workflows.ScheduledMaintenanceWorkflowName})
+			default:
+				t.Fatalf("history of workflow type %q: add a non-deterministic variant of it here", wt)
+			}
 			err := r.ReplayWorkflowHistoryFromJSONFile(nil, f)
 			require.Error(t, err)
 			require.Contains(t, err.Error(), "TMPRL1100", "a non-determinism error")
 		})
 	}
+}
+
+// workflowType is the workflow type of the recorded history in file.
+func workflowType(t *testing.T, file string) string {
+	t.Helper()
+	fh, err := os.Open(file)
+	require.NoError(t, err)
+	defer fh.Close()
+	h, err := client.HistoryFromJSON(fh, client.HistoryJSONOptions{})
+	require.NoError(t, err)
+	require.NotEmpty(t, h.Events, file)
+	started := h.Events[0].GetWorkflowExecutionStartedEventAttributes()
+	require.NotNil(t, started, "%s: first event is not WorkflowExecutionStarted", file)
+	return started.GetWorkflowType().GetName()
+}
+
+// startsNoChild returns at once where ScheduledMaintenance starts its child.
+func startsNoChild(ctx workflow.Context, in workflows.ScheduledMaintenanceInput) (workflows.ScheduledResult, error) {
+	return workflows.ScheduledResult{}, nil
 }
 
 // skipsQuiesce plans like Replication but then goes straight to the pull.
