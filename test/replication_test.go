@@ -213,7 +213,8 @@ func TestBadWorkflowInput(t *testing.T) {
 }
 
 // Repository maintenance runs on one target agent; a second one for the same repository
-// is refused while the first runs (one owner per repository).
+// is refused while the first runs (one owner per repository); a scheduled one runs under
+// the same ID.
 func TestRepositoryMaintenance(t *testing.T) {
 	e := newEnv(t)
 	writeDataset(t, e.sourceDir(), 30, 16<<10, 8)
@@ -231,31 +232,23 @@ func TestRepositoryMaintenance(t *testing.T) {
 	require.NoError(t, run.Get(context.Background(), &res))
 	assert.Equal(t, "b1", res.Result.Agent)
 	assert.True(t, res.Result.Full)
-}
 
-// A maintenance schedule's tick (ScheduledMaintenance) maintains the repository through a
-// child under the repository's maintenance ID, on a target agent.
-func TestScheduledMaintenanceRun(t *testing.T) {
-	e := newEnv(t)
-	writeDataset(t, e.sourceDir(), 10, 8<<10, 10)
-	e.startAgents("a1", "b1")
-	_, err := e.wait(e.start("orders"))
-	require.NoError(t, err)
-
+	// A maintenance schedule's tick (ScheduledMaintenance) maintains the repository through
+	// a child under the same ID.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	run, err := e.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	srun, err := e.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: "test-scheduled-maintenance", TaskQueue: workflows.DefaultTaskQueue, WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
 	}, workflows.ScheduledMaintenanceWorkflowName, workflows.ScheduledMaintenanceInput{Job: "orders", Storage: "array-b", Path: ".replctl/repository"})
 	require.NoError(t, err)
-	var res workflows.ScheduledResult
-	require.NoError(t, run.Get(ctx, &res))
-	require.True(t, res.Started)
-	require.Equal(t, workflows.PhaseCompleted, res.Phase)
+	var sres workflows.ScheduledResult
+	require.NoError(t, srun.Get(ctx, &sres))
+	require.True(t, sres.Started)
+	require.Equal(t, workflows.PhaseCompleted, sres.Phase)
 	var child workflows.MaintenanceResult
-	require.NoError(t, e.c.GetWorkflow(ctx, workflows.MaintenanceID("array-b", ".replctl/repository"), "").Get(ctx, &child))
+	require.NoError(t, e.c.GetWorkflow(ctx, id, "").Get(ctx, &child))
 	require.Equal(t, "b1", child.Result.Agent)
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "scheduled-maintenance")
+	recordHistory(t, e, srun.GetID(), srun.GetRunID(), "scheduled-maintenance")
 }
 
 // A test failover opens a writable copy of the current replica at a separate path; writing
