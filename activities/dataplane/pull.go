@@ -134,9 +134,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		return res, err
 	}
 
-	if s := man.RootEntry.DirSummary; s != nil {
-		res.Files, res.Bytes = s.TotalFileCount, s.TotalFileSize
-	}
+	res.Files, res.Bytes = treeTotals(man.RootEntry)
 
 	fence := OpenFence(req.TargetRoot, req.Dataset)
 	if err := fence.Advance(req.Epoch, req.Agent); err != nil {
@@ -531,10 +529,7 @@ func (p *puller) cachedDir(ctx context.Context, dr repo.DirectRepository, oid ob
 // build fills the staging dir: plan + hard links ("link"), then writes
 // ("restore"), then directory attributes.
 func (p *puller) build(root *snapshot.DirEntry) error {
-	var files, bytes int64
-	if s := root.DirSummary; s != nil {
-		files, bytes = s.TotalFileCount, s.TotalFileSize
-	}
+	files, bytes := treeTotals(root)
 
 	h, err := newContentHasher(p.dr)
 	if err != nil {

@@ -251,17 +251,8 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		return PushResult{}, fmt.Errorf("flushing repository %s: %w", req.Repo.Dir, err)
 	}
 
-	res := PushResult{
-		ImageID:   string(id),
-		RootID:    man.RootObjectID().String(),
-		Reused:    int64(man.Stats.CachedFiles),
-		StartTime: man.StartTime.ToTime(),
-	}
-
-	// man.Stats counts only files read by this push; the summary covers all.
-	if s := man.RootEntry.DirSummary; s != nil {
-		res.Files, res.Bytes = s.TotalFileCount, s.TotalFileSize
-	}
+	res := manifestResult(man)
+	res.ImageID, res.RootID = string(id), man.RootObjectID().String()
 
 	r.log("pushed image", "job", req.Job, "image", res.ImageID, "files", res.Files, "bytes", res.Bytes,
 		"reused", res.Reused, "took", time.Since(start).Round(time.Millisecond))
@@ -295,15 +286,31 @@ func (r *Repos) finishPrecopy(ctx context.Context, w repo.RepositoryWriter, req 
 		}
 	}
 
-	res := PushResult{StartTime: man.StartTime.ToTime(), Reused: int64(man.Stats.CachedFiles)}
-	if s := man.RootEntry; s != nil && s.DirSummary != nil {
-		res.Files, res.Bytes = s.DirSummary.TotalFileCount, s.DirSummary.TotalFileSize
-	}
+	res := manifestResult(man)
 
 	r.log("precopy done", "job", req.Job, "dataset", req.Dataset, "files", res.Files, "bytes", res.Bytes,
 		"reused", res.Reused, "read", man.Stats.NonCachedFiles, "skipped_errors", man.Stats.ErrorCount, "took", time.Since(start).Round(time.Millisecond))
 
 	return res, nil
+}
+
+// manifestResult is what an upload's manifest tells of a push or precopy. man.Stats counts
+// only the files this upload read; the root's summary covers all.
+func manifestResult(man *snapshot.Manifest) PushResult {
+	res := PushResult{Reused: int64(man.Stats.CachedFiles), StartTime: man.StartTime.ToTime()}
+	res.Files, res.Bytes = treeTotals(man.RootEntry)
+
+	return res
+}
+
+// treeTotals is the number of files and bytes under an image directory (0, 0 without a
+// summary).
+func treeTotals(e *snapshot.DirEntry) (files, bytes int64) {
+	if e == nil || e.DirSummary == nil {
+		return 0, 0
+	}
+
+	return e.DirSummary.TotalFileCount, e.DirSummary.TotalFileSize
 }
 
 func validatePush(req *PushRequest) error {
