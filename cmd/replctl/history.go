@@ -338,7 +338,7 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 		if dc.FromPayloads(res, &p) == nil {
 			r.Detail = fmt.Sprintf("live source: %d files, %s, %d unchanged", p.Files, humanBytes(p.Bytes), p.Reused)
 			if p.Skipped {
-				r.Detail = "skipped: no image yet, or a small one"
+				r.Detail = "skipped: " + precopySkipReason
 			}
 		}
 	case activities.PullName:

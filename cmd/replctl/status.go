@@ -402,6 +402,9 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// precopySkipReason says why precopy auto skips a dataset (status and history).
+const precopySkipReason = "no image yet, or a small one"
+
 // printStatus writes the human form of a status.
 func printStatus(w io.Writer, v statusView) {
 	s := v.Status
@@ -435,11 +438,11 @@ func printStatus(w io.Writer, v statusView) {
 	}
 	if p := s.Precopy; p != nil {
 		if p.Skipped {
-			fmt.Fprintf(tw, "precopy\tskipped by %s: no image yet, or a small one\n", p.Agent)
+			fmt.Fprintf(tw, "precopy\tskipped by %s: %s\n", p.Agent, precopySkipReason)
 		} else {
 			skipped := ""
 			if p.SkippedDatasets > 0 {
-				skipped = fmt.Sprintf("; %d dataset(s) skipped: no image yet, or a small one", p.SkippedDatasets)
+				skipped = fmt.Sprintf("; %d dataset(s) skipped: %s", p.SkippedDatasets, precopySkipReason)
 			}
 			fmt.Fprintf(tw, "precopy\tby %s before quiesce: %d files, %s (%d unchanged) in %.1fs%s\n", p.Agent, p.Files, humanBytes(p.Bytes), p.Reused, p.Seconds, skipped)
 		}
