@@ -45,12 +45,7 @@ func TestGroupIsQuiescedImagedAndPublishedTogether(t *testing.T) {
 // built replicas) and publishes the group; its pull resumes the dataset it was on.
 func TestGroupPublishTakeover(t *testing.T) {
 	f := &fakeAgents{plan: groupPlan}
-	f.fail = func(kind, agent string) error {
-		if kind == "publish" && agent == "b1" {
-			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil, activities.Progress{Step: "publish"})
-		}
-		return nil
-	}
+	f.fail = failOn("publish", "b1", temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil, activities.Progress{Step: "publish"}))
 	st, err, _ := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "script:resume:a1@a1",
@@ -65,12 +60,7 @@ func TestGroupPublishTakeover(t *testing.T) {
 // A failed publish fails the run and the target; nothing is reported as published.
 func TestGroupPublishRefusedFailsTheTarget(t *testing.T) {
 	f := &fakeAgents{plan: groupPlan}
-	f.fail = func(kind, agent string) error {
-		if kind == "publish" {
-			return temporal.NewNonRetryableApplicationError("fenced: newer epoch", activities.ErrTypeFenced, nil)
-		}
-		return nil
-	}
+	f.fail = failOn("publish", "", temporal.NewNonRetryableApplicationError("fenced: newer epoch", activities.ErrTypeFenced, nil))
 	st, err, _ := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "fenced: newer epoch")

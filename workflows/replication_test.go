@@ -159,6 +159,16 @@ func runWorkflowInput(t *testing.T, f *fakeAgents, in ReplicationInput) (Status,
 	return st, err, env
 }
 
+// failOn fails every activity of kind (on agent, or on any agent when agent is "") with err.
+func failOn(kind, agent string, err error) func(string, string) error {
+	return func(k, a string) error {
+		if k == kind && (agent == "" || a == agent) {
+			return err
+		}
+		return nil
+	}
+}
+
 func heartbeatTimeout() error {
 	return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil, activities.Progress{Step: "pull", Staging: ".replctl/staging/x"})
 }
@@ -230,12 +240,7 @@ func TestGroupPrecopySummaryCountsSkippedDatasets(t *testing.T) {
 // quiesced.
 func TestFailedPrecopyIsNotedAndRunGoesOn(t *testing.T) {
 	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always" }}
-	f.fail = func(kind, agent string) error {
-		if kind == "precopy" {
-			return temporal.NewNonRetryableApplicationError("disk read error", "Failed", nil)
-		}
-		return nil
-	}
+	f.fail = failOn("precopy", "", temporal.NewNonRetryableApplicationError("disk read error", "Failed", nil))
 	st, err, _ := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
@@ -248,12 +253,7 @@ func TestFailedPrecopyIsNotedAndRunGoesOn(t *testing.T) {
 // the lost agent too.
 func TestPrecopyAgentLostIsTakenOver(t *testing.T) {
 	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "auto" }}
-	f.fail = func(kind, agent string) error {
-		if kind == "precopy" && agent == "a1" {
-			return heartbeatTimeout()
-		}
-		return nil
-	}
+	f.fail = failOn("precopy", "a1", heartbeatTimeout())
 	st, err, _ := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"precopy@a1", "script:takeover:a1@a2", "precopy@a2", "script:quiesce:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.calls)
@@ -264,12 +264,7 @@ func TestPrecopyAgentLostIsTakenOver(t *testing.T) {
 
 func TestHeartbeatTimeoutMovesStepToNextAgent(t *testing.T) {
 	f := &fakeAgents{}
-	f.fail = func(kind, agent string) error {
-		if kind == "pull" && agent == "b1" {
-			return heartbeatTimeout()
-		}
-		return nil
-	}
+	f.fail = failOn("pull", "b1", heartbeatTimeout())
 	st, err, _ := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "script:takeover:b1@b2", "pull@b2"}, f.calls)
@@ -318,12 +313,7 @@ func TestExhaustedOrderNamesEveryAgent(t *testing.T) {
 
 func TestRetryableErrorsRetrySameAgentThenTakeOver(t *testing.T) {
 	f := &fakeAgents{}
-	f.fail = func(kind, agent string) error {
-		if kind == "push" && agent == "a1" {
-			return temporal.NewApplicationError("disk hiccup", "StepFailed")
-		}
-		return nil
-	}
+	f.fail = failOn("push", "a1", temporal.NewApplicationError("disk hiccup", "StepFailed"))
 	st, err, _ := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.calls)
@@ -334,12 +324,7 @@ func TestRetryableErrorsRetrySameAgentThenTakeOver(t *testing.T) {
 
 func TestResumeFailureLeavesHostQuiescedLoudly(t *testing.T) {
 	f := &fakeAgents{}
-	f.fail = func(kind, agent string) error {
-		if kind == "script:resume" {
-			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)
-		}
-		return nil
-	}
+	f.fail = failOn("script:resume", "", temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil))
 	st, err, _ := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "host a1 LEFT QUIESCED")
