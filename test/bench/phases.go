@@ -110,7 +110,7 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 func (b *bench) record(s *Sample) {
 	b.report.Samples = append(b.report.Samples, *s)
 	extra := ""
-	if strings.HasPrefix(s.Tool, "replctl") {
+	if isReplctl(s.Tool) {
 		extra = fmt.Sprintf(", workflow %.2fs, steps %s, rss %s, background deletion after the run %.2fs", s.WorkflowSeconds, fmtSteps(s.Steps), fmtRSS(s.PeakRSS), s.TrashSeconds)
 	} else {
 		extra = fmt.Sprintf(", rss %s", fmtRSS(s.PeakRSS))
@@ -180,6 +180,9 @@ func (b *bench) replctlIncremental(ctx context.Context, job benchJob, ds *Datase
 
 // toolNoPrecopy labels replctl runs of jobs with `precopy: never`.
 const toolNoPrecopy = "replctl-noprecopy"
+
+// isReplctl tells replctl's samples and rows (every variant) from the peer tools'.
+func isReplctl(tool string) bool { return strings.HasPrefix(tool, "replctl") }
 
 // withPrecopy runs f with every job's precopy set to mode (the agents read the config at
 // each run's Plan), then restores the default.

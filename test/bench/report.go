@@ -179,7 +179,7 @@ func (r *Report) finish() {
 	}
 	for i := range r.Rows {
 		row := &r.Rows[i]
-		if !strings.HasPrefix(row.Tool, "replctl") {
+		if !isReplctl(row.Tool) {
 			continue
 		}
 		if v := r.row(row.Dataset, row.Mode, "rsync"); v != nil && v.Median > 0 {
@@ -252,7 +252,7 @@ func (r *Report) goals() []Goal {
 	var peak int64
 	who := ""
 	for _, s := range r.Samples {
-		if s.Dataset == "b" && strings.HasPrefix(s.Tool, "replctl") && (s.Mode == "full" || s.Mode == "incremental") {
+		if s.Dataset == "b" && isReplctl(s.Tool) && (s.Mode == "full" || s.Mode == "incremental") {
 			for p, v := range s.PeakRSS {
 				if v > peak {
 					peak, who = v, fmt.Sprintf("%s, %s #%d", p, s.Mode, s.Round)
@@ -303,7 +303,7 @@ func fmtRatio(v float64) string {
 }
 
 func fmtRowRSS(row Row) string {
-	if !strings.HasPrefix(row.Tool, "replctl") {
+	if !isReplctl(row.Tool) {
 		return fmtRSS(row.PeakRSS)
 	}
 	var parts []string
