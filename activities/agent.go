@@ -153,6 +153,13 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, 
 	if err != nil {
 		return ScriptResult{}, err
 	}
+	// From here on, the host, its scripts dir, SSH target and source path are this agent's
+	// own values: the input's were only compared with them.
+	in.Host, in.SourcePath, err = a.authorizeScript(ctx, in)
+	if err != nil {
+		l.stop()
+		return ScriptResult{}, err
+	}
 	req := hostexec.Request{
 		Host:       in.Host.Name,
 		ScriptsDir: in.Host.Scripts,
@@ -310,6 +317,10 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 		return pushResult{}, err
 	}
 	defer hb.stop()
+	in.SourceDir, in.Repo, err = a.authorizePush(ctx, step, in)
+	if err != nil {
+		return pushResult{}, err
+	}
 	if in.FollowLink {
 		real, err := replicaBehind(in.SourceDir)
 		if err != nil {
@@ -391,6 +402,13 @@ type PullResult struct {
 // Pull materialises an image on the target, verifies it and publishes it atomically.
 func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	start := time.Now()
+	if err := a.checkRoute(in.Agent); err != nil {
+		return PullResult{}, err
+	}
+	var err error
+	if in.TargetRoot, in.Repo, err = a.authorizePull(ctx, in); err != nil {
+		return PullResult{}, err
+	}
 	// The staging dir travels in heartbeats relative to the target root: the taker may see
 	// the target storage at another mount path.
 	staging, err := dataplane.StagingPath(in.TargetRoot, in.Dataset, in.ReplicaName, in.Epoch)
@@ -494,6 +512,9 @@ func (a *Agent) Maintain(ctx context.Context, in MaintainInput) (MaintainResult,
 		return MaintainResult{}, err
 	}
 	defer l.stop()
+	if in.Repo, err = a.authorizeMaintain(ctx, in); err != nil {
+		return MaintainResult{}, err
+	}
 	err = a.dataplane().Maintain(ctx, a.repoConfig(in.Repo), in.Full)
 	observe(ctx, in.Job, "maintain", start, err, 0, 0)
 	if err != nil {
@@ -535,6 +556,9 @@ func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult,
 		return TestCopyResult{}, err
 	}
 	defer l.stop()
+	if err := a.authorizeTestCopy(ctx, in); err != nil {
+		return TestCopyResult{}, err
+	}
 	if in.Cleanup {
 		if err := dataplane.RemoveTestCopy(in.TargetRoot, in.Dataset, in.Name); err != nil {
 			return TestCopyResult{}, classify(ctx, "test-copy", err, l.progress())

@@ -47,6 +47,9 @@ func (a *Agent) PublishGroup(ctx context.Context, in PublishGroupInput) (Publish
 		return PublishGroupResult{}, err
 	}
 	defer l.stop()
+	if err := a.authorizePublishGroup(ctx, in); err != nil {
+		return PublishGroupResult{}, err
+	}
 	res, err := dataplane.PublishGroup(ctx, dataplane.GroupPublishRequest{
 		TargetRoot: in.TargetRoot, Job: in.Job, ReplicaName: in.ReplicaName, Datasets: in.Datasets,
 		Epoch: in.Epoch, Agent: a.Host, Keep: in.Keep, KeepWithin: in.KeepWithin,

@@ -140,11 +140,14 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 }
 
 // startAgent starts `replctl agent --host host` as its own process.
-func (e *env) startAgent(host string) {
+func (e *env) startAgent(host string) { e.startAgentConfig(host, e.cfgFile) }
+
+// startAgentConfig starts host's agent with its own config file.
+func (e *env) startAgentConfig(host, cfgFile string) {
 	e.t.Helper()
 	logf, err := os.OpenFile(filepath.Join(e.dir, "agent-"+host+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(e.t, err)
-	cmd := exec.Command(replctlBin, "agent", "--host", host, "--config", e.cfgFile,
+	cmd := exec.Command(replctlBin, "agent", "--host", host, "--config", cfgFile,
 		"--address", e.ts.GetFrontendHostPort(), "--namespace", e.ts.GetDefaultNamespace(), "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(e.t, cmd.Start())
@@ -200,6 +203,16 @@ func (e *env) wait(run client.WorkflowRun) (workflows.Status, error) {
 	var st workflows.Status
 	err := run.Get(ctx, &st)
 	return st, err
+}
+
+// status queries a run's status (also of a run that failed).
+func (e *env) status(run client.WorkflowRun) workflows.Status {
+	e.t.Helper()
+	v, err := e.c.QueryWorkflow(context.Background(), run.GetID(), run.GetRunID(), workflows.StatusQuery)
+	require.NoError(e.t, err)
+	var st workflows.Status
+	require.NoError(e.t, v.Get(&st))
+	return st
 }
 
 // waitStarted waits until the run's activity of the given type is running and returns the

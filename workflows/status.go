@@ -20,11 +20,11 @@ const (
 	PhaseCancelled  = "cancelled"
 )
 
-// Roles of a job; each has its own takeover order.
+// Roles of a job; each has its own takeover order (the agents check the same names).
 const (
-	RoleApplication = "application"
-	RoleSource      = "source"
-	RoleTarget      = "target"
+	RoleApplication = activities.RoleApplication
+	RoleSource      = activities.RoleSource
+	RoleTarget      = activities.RoleTarget
 )
 
 // ReplicationInput is the one input of the replication workflow, so the Temporal UI's start

@@ -1,0 +1,197 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/replctl/replctl/config"
+)
+
+// sampleAgent is the agent of host in config/samples/group-fanout.yaml, with the plan the
+// workflow would send it for job orders.
+func sampleAgent(t *testing.T, host string) (*Agent, Plan) {
+	t.Helper()
+	const file = "../config/samples/group-fanout.yaml"
+	cfg, err := config.Load(file)
+	require.NoError(t, err)
+	p, err := NewPlan(cfg, "orders")
+	require.NoError(t, err)
+	return &Agent{Host: host, ConfigFile: file}, p
+}
+
+// requireRefused asserts err is a Refused application error whose message holds each want.
+func requireRefused(t *testing.T, err error, want ...string) {
+	t.Helper()
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "want a Refused application error, got %v", err)
+	assert.Equal(t, ErrTypeRefused, appErr.Type())
+	assert.True(t, appErr.NonRetryable(), "a refusal is final")
+	for _, w := range want {
+		assert.Contains(t, appErr.Error(), w)
+	}
+}
+
+// Inputs the workflow builds from the plan pass; each foreign value is refused, naming the
+// field and both values.
+func TestAuthorityPush(t *testing.T) {
+	ctx := context.Background()
+	a, p := sampleAgent(t, "a1")
+	src, err := p.DatasetDir("a1", "array-a", "orders/db")
+	require.NoError(t, err)
+	repo, err := p.Repo("a1")
+	require.NoError(t, err)
+	good := PushInput{Job: "orders", Agent: "a1", SourceDir: src, Dataset: "orders/db", Repo: repo}
+	dir, own, err := a.authorizePush(ctx, "push", good)
+	require.NoError(t, err)
+	assert.Equal(t, src, dir)
+	assert.Equal(t, repo, own)
+
+	for name, c := range map[string]struct {
+		mutate func(*PushInput)
+		want   []string
+	}{
+		"source dir /":       {func(in *PushInput) { in.SourceDir = "/" }, []string{"SourceDir", `"/"`, `"/mnt/a/orders/db"`}},
+		"dataset not job's":  {func(in *PushInput) { in.Dataset, in.SourceDir = "etc", "/mnt/a/etc" }, []string{"Dataset", `"etc"`}},
+		"job not in config":  {func(in *PushInput) { in.Job = "payroll" }, []string{"Job", "payroll"}},
+		"repository moved":   {func(in *PushInput) { in.Repo.Dir = "/tmp/evil" }, []string{"Repo.Dir", "/tmp/evil", "/mnt/b/.replctl/repository"}},
+		"password file":      {func(in *PushInput) { in.Repo.PasswordFile = "/etc/shadow" }, []string{"Repo.PasswordFile", "/etc/shadow"}},
+		"repository via ssh": {func(in *PushInput) { in.Repo.Via = []RepoHost{{Name: "x", Dir: "/", SSH: SSH{Address: "evil:22"}}} }, []string{"Repo.Via", "evil:22"}},
+		"failback push of a source dataset": {func(in *PushInput) { in.FollowLink = true }, []string{"Dataset", "not a dataset of a target whose order holds agent a1"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := good
+			c.mutate(&in)
+			_, _, err := a.authorizePush(ctx, "push", in)
+			requireRefused(t, err, c.want...)
+		})
+	}
+
+	// An agent outside the source order may not push, even with the right paths.
+	b1, _ := sampleAgent(t, "b1")
+	in := good
+	in.Agent = "b1"
+	_, _, err = b1.authorizePush(ctx, "precopy", in)
+	requireRefused(t, err, "Precopy", `"b1" is not in the job's source order [a1]`)
+}
+
+func TestAuthorityPull(t *testing.T) {
+	ctx := context.Background()
+	a, p := sampleAgent(t, "c1")
+	repo, err := p.Repo("c1")
+	require.NoError(t, err)
+	good := PullInput{Job: "orders", Agent: "c1", ImageID: "k1", TargetRoot: "/mnt/c", Dataset: "dr/orders-logs",
+		Repo: repo, ReplicaName: "r", Epoch: 1, Keep: p.Retention.Replicas, SourceDataset: "orders/logs",
+		KeepImages: p.Retention.Images, Verify: p.Verify, Defer: true}
+	root, _, err := a.authorizePull(ctx, good)
+	require.NoError(t, err)
+	assert.Equal(t, "/mnt/c", root)
+
+	for name, c := range map[string]struct {
+		mutate func(*PullInput)
+		want   []string
+	}{
+		"target root /etc":       {func(in *PullInput) { in.TargetRoot = "/etc" }, []string{"TargetRoot", `"/etc"`, `"/mnt/c"`}},
+		"other target's dataset": {func(in *PullInput) { in.Dataset = "orders/db" }, []string{"Dataset", "orders/db"}},
+		"source dataset swapped": {func(in *PullInput) { in.SourceDataset = "orders/db" }, []string{"SourceDataset", "orders/db", "orders/logs"}},
+		"retention 1 replica":    {func(in *PullInput) { in.Keep = 1 }, []string{"Keep"}},
+		"image retention 1":      {func(in *PullInput) { in.KeepImages = 1 }, []string{"KeepImages"}},
+		"verify weakened":        {func(in *PullInput) { in.Verify = "none" }, []string{"Verify"}},
+		"group publish early":    {func(in *PullInput) { in.Defer = false }, []string{"Defer"}},
+		"failback into source":   {func(in *PullInput) { in.InPlace = true }, []string{`"c1" is not in the job's source order`}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := good
+			c.mutate(&in)
+			_, _, err := a.authorizePull(ctx, in)
+			requireRefused(t, err, c.want...)
+		})
+	}
+}
+
+func TestAuthorityScript(t *testing.T) {
+	ctx := context.Background()
+	a, p := sampleAgent(t, "a1")
+	host, err := p.Host("a1")
+	require.NoError(t, err)
+	good := ScriptInput{Job: "orders", Step: "quiesce", Agent: "a1", Host: host, Script: "freeze.sh", SourcePath: "/mnt/a/orders/db"}
+	own, src, err := a.authorizeScript(ctx, good)
+	require.NoError(t, err)
+	assert.Equal(t, host, own)
+	assert.Equal(t, "/mnt/a/orders/db", src)
+
+	for name, c := range map[string]struct {
+		mutate func(*ScriptInput)
+		want   []string
+	}{
+		"scripts dir /tmp":    {func(in *ScriptInput) { in.Host.Scripts = "/tmp" }, []string{"Host.Scripts", `"/tmp"`, `"/etc/replctl/scripts"`}},
+		"other script":        {func(in *ScriptInput) { in.Script = "rm.sh" }, []string{"Script", "rm.sh", "freeze.sh"}},
+		"ssh to elsewhere":    {func(in *ScriptInput) { in.Host.SSH = &SSH{Address: "evil:22", User: "root"} }, []string{"Host.SSH", "evil:22", "no SSH (local)"}},
+		"unknown host":        {func(in *ScriptInput) { in.Host.Name = "x9" }, []string{"Host", "x9"}},
+		"not the app host":    {func(in *ScriptInput) { in.Host, _ = p.Host("c1"); in.Host.Scripts = "" }, []string{"Host", `"c1"`, `"a1"`}},
+		"state dir":           {func(in *ScriptInput) { in.Host.State = "/root" }, []string{"Host.State", "/root"}},
+		"source path":         {func(in *ScriptInput) { in.SourcePath = "/" }, []string{"SourcePath"}},
+		"unknown step":        {func(in *ScriptInput) { in.Step = "shell" }, []string{"Step", "shell"}},
+		"takeover of nobody":  {func(in *ScriptInput) { in.Step, in.Script, in.FailedHost = "takeover", "", "a1" }, []string{"FailedHost", `"a1" does not come before agent a1`}},
+		"takeover of another": {func(in *ScriptInput) { in.Step, in.Script, in.FailedHost = "takeover", "", "b1" }, []string{"FailedHost", `"b1"`, `"a1"`}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := good
+			c.mutate(&in)
+			_, _, err := a.authorizeScript(ctx, in)
+			requireRefused(t, err, c.want...)
+		})
+	}
+
+	// b2 follows b1 in the array-b target order: it may run b1's takeover script (the job
+	// has none, so the script name is ""), c1 may not.
+	b1, err := p.Host("b1")
+	require.NoError(t, err)
+	tk := ScriptInput{Job: "orders", Step: "takeover", Host: b1, FailedHost: "b1"}
+	b2, _ := sampleAgent(t, "b2")
+	_, _, err = b2.authorizeScript(ctx, tk)
+	require.NoError(t, err)
+	c1, _ := sampleAgent(t, "c1")
+	_, _, err = c1.authorizeScript(ctx, tk)
+	requireRefused(t, err, `"b1" does not come before agent c1`)
+
+	// The failback application (b1) is quiesced by b1 only.
+	fb := ScriptInput{Job: "orders", Step: "resume", Agent: "b1", Host: b1, Script: "thaw.sh"}
+	b1a, _ := sampleAgent(t, "b1")
+	_, _, err = b1a.authorizeScript(ctx, fb)
+	require.NoError(t, err)
+	_, _, err = b2.authorizeScript(ctx, fb)
+	requireRefused(t, err, `"b2" is not in the job's application order [b1]`)
+}
+
+func TestAuthorityTargetSteps(t *testing.T) {
+	ctx := context.Background()
+	b2, p := sampleAgent(t, "b2")
+	pg := PublishGroupInput{Job: "orders", Agent: "b2", TargetRoot: "/mnt/b", ReplicaName: "r", Datasets: []string{"orders/db", "orders/logs"}, Keep: p.Retention.Replicas}
+	require.NoError(t, b2.authorizePublishGroup(ctx, pg))
+	bad := pg
+	bad.Datasets = []string{"orders/db"}
+	requireRefused(t, b2.authorizePublishGroup(ctx, bad), "Datasets")
+	bad = pg
+	bad.TargetRoot = "/"
+	requireRefused(t, b2.authorizePublishGroup(ctx, bad), "TargetRoot", `"/"`, `"/mnt/b"`)
+
+	tc := TestCopyInput{Job: "orders", Agent: "b2", TargetRoot: "/mnt/b", Dataset: "orders/db"}
+	require.NoError(t, b2.authorizeTestCopy(ctx, tc))
+	tc.TargetRoot = "/var"
+	requireRefused(t, b2.authorizeTestCopy(ctx, tc), "TargetRoot", "/var")
+
+	repo, err := p.Repo("b2")
+	require.NoError(t, err)
+	_, err = b2.authorizeMaintain(ctx, MaintainInput{Job: "orders", Agent: "b2", Repo: repo})
+	require.NoError(t, err)
+	_, err = b2.authorizeMaintain(ctx, MaintainInput{Job: "orders", Agent: "b2", Repo: RepoLocation{Dir: "/home"}})
+	requireRefused(t, err, "Repo.Dir", "/home")
+	a1, _ := sampleAgent(t, "a1")
+	_, err = a1.authorizeMaintain(ctx, MaintainInput{Job: "orders", Agent: "a1", Repo: repo})
+	requireRefused(t, err, `"a1" is not in the job's target order [b1 b2]`)
+}
