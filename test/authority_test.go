@@ -3,6 +3,9 @@ package test
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +57,12 @@ func hostile(ctx workflow.Context, in hostileInput) error {
 // non-retryable Refused naming the field and both values, and nothing runs or is written.
 func TestHostileWorkflowIsRefused(t *testing.T) {
 	e := newEnv(t)
-	e.startAgents("a1", "a2")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	metrics := l.Addr().String()
+	require.NoError(t, l.Close())
+	e.startAgentConfig("a1", e.cfgFile, "--metrics", metrics)
+	e.startAgent("a2")
 
 	// What an attacker would like to reach: a script of its own, a secret tree outside
 	// every dataset, a repository and a target of its own.
@@ -142,6 +150,14 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 		warned += strings.Count(string(logb), "refused activity input")
 	}
 	assert.Equal(t, len(cases), warned)
+	// And counted per activity and field.
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Regexp(t, `replctl_refused_total\{[^}]*activity="Push"[^}]*field="SourceDir"[^}]*\} 1`, string(body))
+	assert.Regexp(t, `replctl_refused_total\{[^}]*activity="RunScript"[^}]*field="Host.Scripts"[^}]*\} 1`, string(body))
 }
 
 // Configs that differ between hosts: an agent acts on its own config only. Here b1's config

@@ -142,13 +142,14 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 // startAgent starts `replctl agent --host host` as its own process.
 func (e *env) startAgent(host string) { e.startAgentConfig(host, e.cfgFile) }
 
-// startAgentConfig starts host's agent with its own config file.
-func (e *env) startAgentConfig(host, cfgFile string) {
+// startAgentConfig starts host's agent with its own config file and extra flags.
+func (e *env) startAgentConfig(host, cfgFile string, flags ...string) {
 	e.t.Helper()
 	logf, err := os.OpenFile(filepath.Join(e.dir, "agent-"+host+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(e.t, err)
 	cmd := exec.Command(replctlBin, "agent", "--host", host, "--config", cfgFile,
 		"--address", e.ts.GetFrontendHostPort(), "--namespace", e.ts.GetDefaultNamespace(), "--log-level", "warn")
+	cmd.Args = append(cmd.Args, flags...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(e.t, cmd.Start())
 	e.agents[host] = cmd
