@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -23,12 +24,26 @@ var jobName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // Replication runs one replication of a job: plan, quiesce, push, resume, pull. Resume runs
 // whenever quiesce started, even when the run fails or is cancelled.
-func Replication(ctx workflow.Context, in ReplicationInput) (Status, error) {
+//
+// Its input is decoded strictly here (input.go), and a run refuses to start unless its
+// workflow ID is its job's, before any script runs.
+func Replication(ctx workflow.Context, raw converter.RawValue) (Status, error) {
+	// A pure function of the payload bytes (it sorts the keys it reads from a map):
+	//workflowcheck:ignore
+	in, lenient, inErr := decodeReplicationInput(raw)
+	// Runs recorded before strict input took the SDK's lenient decoding and any workflow ID.
+	if workflow.GetVersion(ctx, "strict-input-one-run-per-job", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		in, inErr = lenient, nil
+	} else if inErr == nil && jobName.MatchString(in.Job) {
+		// (A bad job name is refused by setup with the name rule.)
+		inErr = holdsJob(ctx, in.Job)
+	}
 	w, err := newReplication(ctx, in.Job)
 	if err != nil {
 		return w.status, err
 	}
 	w.in = in
+	w.inputErr = inErr
 	return w.run(ctx)
 }
 
@@ -44,12 +59,14 @@ func newReplication(ctx workflow.Context, job string) (*replication, error) {
 
 // replication is the state of one run.
 type replication struct {
-	in     ReplicationInput
-	plan   activities.Plan
-	status Status
-	roles  struct{ application, source, target *role }
-	epoch  int64
-	image  string
+	in ReplicationInput
+	// inputErr refuses the run before anything is planned: bad input, or not the job's ID.
+	inputErr error
+	plan     activities.Plan
+	status   Status
+	roles    struct{ application, source, target *role }
+	epoch    int64
+	image    string
 	// images are the images of every dataset pushed (a consistency group has several).
 	images []string
 	// groups is set when the run uses the per-target pull (consistency groups, fan-out;
@@ -64,7 +81,10 @@ type replication struct {
 }
 
 func (w *replication) run(ctx workflow.Context) (Status, error) {
-	err := w.setup(ctx)
+	err := w.inputErr
+	if err == nil {
+		err = w.setup(ctx)
+	}
 	if err == nil && w.in.Direction == DirectionFailback {
 		err = w.setupFailback(ctx)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
@@ -145,6 +146,7 @@ func runWorkflowInput(t *testing.T, f *fakeAgents, in ReplicationInput) (Status,
 	env.RegisterActivityWithOptions(f.Precopy, activityOptions(activities.PrecopyName))
 	env.RegisterActivityWithOptions(f.Pull, activityOptions(activities.PullName))
 	env.RegisterActivityWithOptions(f.PublishGroup, activityOptions(activities.PublishGroupName))
+	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: WorkflowID(in.Job)})
 	env.ExecuteWorkflow(ReplicationWorkflowName, in)
 	require.True(t, env.IsWorkflowCompleted())
 	var st Status
