@@ -320,3 +320,34 @@ func TestClientAgainstMutualTLSServer(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "check --tls-ca and --tls-server-name")
 }
+
+// `replctl config validate` refuses a secret file on this host that others can read, with
+// the field, the file, its mode and the fix; the same config passes once it is 0600.
+func TestConfigValidateChecksSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "orders.password")
+	require.NoError(t, os.WriteFile(pw, []byte("x\n"), 0o600))
+	require.NoError(t, os.Chmod(pw, 0o644))
+	cfg := filepath.Join(dir, "replctl.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(`storage: [{name: src}, {name: dst}]
+hosts: [{name: h1, attach: {src: /mnt/src, dst: /mnt/dst}}]
+jobs:
+  - name: j1
+    source: {storage: src, dataset: data}
+    target: {storage: dst, dataset: data}
+    application: {host: h1}
+    order: {source: [h1], target: [h1]}
+    repository: {password_file: `+pw+`}
+`), 0o644))
+	_, _, err := runCLI(t, "config", "validate", cfg)
+	var ee *ExitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, ExitUsage, ee.Code)
+	require.ErrorContains(t, err, "jobs[0].repository.password_file: repository password file "+pw+" has mode 0644")
+	require.ErrorContains(t, err, "chmod 600 "+pw)
+
+	require.NoError(t, os.Chmod(pw, 0o600))
+	out, _, err := runCLI(t, "config", "validate", cfg)
+	require.NoError(t, err)
+	require.Contains(t, out, ": ok (")
+}
