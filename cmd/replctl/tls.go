@@ -147,12 +147,6 @@ func resolveConnection(f *Factory, t config.Temporal, getenv func(string) string
 		}
 		r.tls, r.tlsOff = on, !on
 	}
-	if !r.tls && !r.tlsOff && !loopbackAddress(r.address.value) {
-		return r, usageError("Temporal address %s is not a loopback address and no TLS is set up: plain gRPC would carry "+
-			"workflow data, credentials and control of the agents in clear over the network. Give TLS settings "+
-			"(--tls-ca, --tls-cert/--tls-key or --tls; %s/%s/%s; config temporal.tls), or say plain gRPC is intended: "+
-			"--tls=false (%s=false, config temporal.plaintext: true)", r.address, EnvTLSCA, EnvTLSCert, EnvTLSKey, EnvTLS)
-	}
 
 	switch {
 	case c.APIKey != "" && c.APIKeyFile != "":
@@ -173,6 +167,13 @@ func resolveConnection(f *Factory, t config.Temporal, getenv func(string) string
 			return r, err
 		}
 		r.apiKey = setting{key, "config temporal.api_key_file " + t.APIKeyFile}
+	}
+	// An API key turns TLS on in the SDK (unless TLS is off explicitly).
+	if !r.tls && !r.tlsOff && r.apiKey.value == "" && !loopbackAddress(r.address.value) {
+		return r, usageError("Temporal address %s is not a loopback address and no TLS is set up: plain gRPC would carry "+
+			"workflow data, credentials and control of the agents in clear over the network. Give TLS settings "+
+			"(--tls-ca, --tls-cert/--tls-key or --tls; %s/%s/%s; config temporal.tls), or say plain gRPC is intended: "+
+			"--tls=false (%s=false, config temporal.plaintext: true)", r.address, EnvTLSCA, EnvTLSCert, EnvTLSKey, EnvTLS)
 	}
 	return r, nil
 }

@@ -190,8 +190,14 @@ func TestPlaintextOnlyOnLoopback(t *testing.T) {
 		require.NoError(t, r.apply(&o), name)
 		require.True(t, o.ConnectionOptions.TLSDisabled, name)
 	}
+	// An API key turns TLS on (Temporal Cloud): not refused.
+	r, err := resolveConnection(rootWith(t, "unused.yaml"), remote, envOf(map[string]string{EnvAPIKey: "k"}))
+	require.NoError(t, err)
+	var o client.Options
+	require.NoError(t, r.apply(&o))
+	require.False(t, o.ConnectionOptions.TLSDisabled)
 	// TLS from anywhere is enough, and TLS from the environment wins over config plaintext.
-	r, err := resolveConnection(rootWith(t, "unused.yaml", "--tls"), remote, envOf(nil))
+	r, err = resolveConnection(rootWith(t, "unused.yaml", "--tls"), remote, envOf(nil))
 	require.NoError(t, err)
 	require.True(t, r.tls)
 	r, err = resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{Address: remote.Address, Plaintext: true}, envOf(map[string]string{EnvTLSCA: "/ca.pem"}))
