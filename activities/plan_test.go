@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -83,5 +84,6 @@ func TestPlanRepoAllAttached(t *testing.T) {
 	require.Empty(t, p.Repository.Via)
 	loc, err := p.Repo("a1")
 	require.NoError(t, err)
-	require.Equal(t, RepoLocation{Dir: "/mnt/b/.replctl/repository"}, loc)
+	// The password file is on the host (the config's secrets_dir), not beside the repository.
+	require.Equal(t, RepoLocation{Dir: "/mnt/b/.replctl/repository", PasswordFile: filepath.Join(filepath.Dir(cfg.File), "secrets", "array-b-replctl-repository.password")}, loc)
 }

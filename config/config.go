@@ -66,11 +66,16 @@ var OverlapPolicies = []string{"skip", "buffer_one", "buffer_all", "cancel_other
 
 // Config is a whole replctl configuration file.
 type Config struct {
-	File     string    `yaml:"-"` // absolute path it was loaded from
-	Temporal Temporal  `yaml:"temporal"`
-	Storage  []Storage `yaml:"storage"`
-	Hosts    []Host    `yaml:"hosts"`
-	Jobs     []Job     `yaml:"jobs"`
+	File     string   `yaml:"-"` // absolute path it was loaded from
+	Temporal Temporal `yaml:"temporal"`
+	// SecretsDir is the directory on each host that holds the repository password files
+	// not given by repository.password_file; default: "secrets" beside the config file.
+	// It must not be on storage that other hosts' users can read (never beside the
+	// repository).
+	SecretsDir string    `yaml:"secrets_dir"`
+	Storage    []Storage `yaml:"storage"`
+	Hosts      []Host    `yaml:"hosts"`
+	Jobs       []Job     `yaml:"jobs"`
 }
 
 // Temporal says how agents and the CLI reach the Temporal frontend.
@@ -80,6 +85,12 @@ type Temporal struct {
 	TaskQueue  string `yaml:"task_queue"`   // shared workflow queue, default "replctl"
 	TLS        *TLS   `yaml:"tls"`          // optional; nil = plain gRPC
 	APIKeyFile string `yaml:"api_key_file"` // optional file holding an API key
+	// Plaintext says plain gRPC (no TLS) is intended even to an address that is not
+	// loopback; without it (or --tls=false) such a connection is refused.
+	Plaintext bool `yaml:"plaintext"`
+	// CodecKeyFile turns the payload codec on: a file (mode 0600) holding the AES-256
+	// key that encrypts every payload the agents and the CLI put into Temporal.
+	CodecKeyFile string `yaml:"codec_key_file"`
 }
 
 // TLS configures TLS to the Temporal frontend. All file fields are resolved paths.
@@ -361,9 +372,11 @@ type Retention struct {
 
 // Repository is where a job keeps its images (a kopia repository).
 type Repository struct {
-	Storage      string `yaml:"storage"`       // default: the target storage
-	Path         string `yaml:"path"`          // dir inside that storage, default .replctl/repository
-	PasswordFile string `yaml:"password_file"` // optional; empty = a password file kept next to the repository
+	Storage string `yaml:"storage"` // default: the target storage
+	Path    string `yaml:"path"`    // dir inside that storage, default .replctl/repository
+	// PasswordFile holds the repository password on each host that uses the repository
+	// (mode 0600, the same password everywhere). Default: secrets_dir/PasswordFileName.
+	PasswordFile string `yaml:"password_file"`
 	// Maintenance is the repository's maintenance schedule (one per repository: jobs sharing
 	// a repository must agree on it).
 	Maintenance Maintenance `yaml:"maintenance"`

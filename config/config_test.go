@@ -152,7 +152,9 @@ func TestDevExample(t *testing.T) {
 	require.Equal(t, Order{Application: []string{"a1", "a2"}, Source: []string{"a1", "a2", "b2"}, Target: []string{"b1", "b2", "a2"}}, orders.Order)
 	require.Equal(t, Timeouts{Heartbeat: 2 * time.Second, ScheduleToStart: 5 * time.Second, StartToClose: 30 * time.Minute}, orders.Timeouts)
 	require.Equal(t, Retention{Replicas: 3, Images: 10}, orders.Retention)
-	require.Equal(t, Repository{Storage: "array-b", Path: DefaultRepositoryPath, Maintenance: Maintenance{Cron: DefaultMaintenanceCron, TimeZone: DefaultTimeZone}}, orders.Repository)
+	require.Equal(t, filepath.Join(state, "secrets"), c.SecretsDir)
+	require.Equal(t, Repository{Storage: "array-b", Path: DefaultRepositoryPath, PasswordFile: filepath.Join(state, "secrets", "array-b-replctl-repository.password"),
+		Maintenance: Maintenance{Cron: DefaultMaintenanceCron, TimeZone: DefaultTimeZone}}, orders.Repository)
 	require.Equal(t, OnUnreachableFail, orders.OnUnreachableHost)
 	require.Nil(t, orders.Schedule)
 
@@ -228,7 +230,8 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, Timeouts{Heartbeat: 5 * time.Second, ScheduleToStart: 10 * time.Second, StartToClose: time.Hour}, j.Timeouts)
 	require.Equal(t, "fail", j.OnUnreachableHost)
 	require.Equal(t, Retention{Replicas: 3, Images: 10}, j.Retention)
-	require.Equal(t, Repository{Storage: "dst", Path: ".replctl/repository", Maintenance: Maintenance{Cron: "@daily", TimeZone: "UTC"}}, j.Repository, "repository.storage defaults to the target storage")
+	require.Equal(t, Repository{Storage: "dst", Path: ".replctl/repository", PasswordFile: filepath.Join(filepath.Dir(c.File), "secrets", "dst-replctl-repository.password"),
+		Maintenance: Maintenance{Cron: "@daily", TimeZone: "UTC"}}, j.Repository, "repository.storage defaults to the target storage; the password file to secrets/ beside the config")
 	require.Nil(t, j.Schedule)
 
 	c = mustParse(t, minimal+"    schedule: {cron: \"0 3 * * *\"}\n")
@@ -450,7 +453,7 @@ func TestStructuralErrors(t *testing.T) {
 		"- a\n- b\n":                             ":1: top level must be a mapping",
 		"jobs: []\n---\njobs: []\n":              ":2: only one YAML document is allowed",
 		"jobs: [\n":                              "did not find expected node content",
-		"temporal: {adress: x}\n":                ":1: temporal.adress: unknown key (known keys here: address, namespace, task_queue, tls, api_key_file)",
+		"temporal: {adress: x}\n":                ":1: temporal.adress: unknown key (known keys here: address, namespace, task_queue, tls, api_key_file, plaintext, codec_key_file)",
 		"jobs:\n  - name: a\n    name: b\n":      ":3: jobs[0].name: duplicate key (first given at line 2)",
 		"storage: {name: a}\n":                   ":1: storage: must be a list, not a mapping",
 		"jobs:\n  - retention: {images: many}\n": `:2: jobs[0].retention.images: cannot use "many" as an integer`,

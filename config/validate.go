@@ -62,6 +62,7 @@ func check(c *Config, src *source) ErrorList {
 		k.dir = wd
 	}
 	k.temporal()
+	k.secretsDir()
 	k.storage()
 	k.hosts()
 	k.jobs()
@@ -199,6 +200,23 @@ func (k *checker) temporal() {
 		}
 	}
 	t.APIKeyFile = k.resolve(tp+".api_key_file", t.APIKeyFile, false)
+	if t.Plaintext && t.TLS != nil {
+		k.errorf(tp+".plaintext", "plaintext: true and a tls section contradict each other: drop plaintext to use TLS, or the tls section for plain gRPC")
+	}
+	if t.CodecKeyFile == "" && k.given(tp+".codec_key_file", true) {
+		k.errorf(tp+".codec_key_file", "must not be empty: the file holding the payload codec key, or leave the key out (no codec)")
+	}
+	t.CodecKeyFile = k.resolve(tp+".codec_key_file", t.CodecKeyFile, false)
+}
+
+// secretsDir resolves secrets_dir; default: "secrets" beside the config file, a place on
+// the host itself, never on the repository storage.
+func (k *checker) secretsDir() {
+	if k.c.SecretsDir == "" && !k.given("secrets_dir", true) {
+		k.c.SecretsDir = filepath.Join(k.dir, "secrets")
+		return
+	}
+	k.c.SecretsDir = k.resolve("secrets_dir", k.c.SecretsDir, true)
 }
 
 // checkHostPort accepts host:port (or, unless ssh, a gRPC target with a scheme
@@ -572,7 +590,16 @@ func (k *checker) repository(p string, j *Job) {
 	} else if err := checkRepoPath(r.Path); err != nil {
 		k.errorf(p+".path", "%v", err)
 	}
-	r.PasswordFile = k.resolve(p+".password_file", r.PasswordFile, false)
+	switch {
+	case r.PasswordFile == "" && k.given(p+".password_file", true):
+		k.errorf(p+".password_file", "must not be empty: a file on each host holding the repository password, or leave the key out (default %s/%s)",
+			k.c.SecretsDir, PasswordFileName(r.Storage, r.Path))
+	case r.PasswordFile == "":
+		r.PasswordFile = filepath.Join(k.c.SecretsDir, PasswordFileName(r.Storage, r.Path))
+	default:
+		r.PasswordFile = k.resolve(p+".password_file", r.PasswordFile, false)
+		k.passwordBesideRepository(p, j)
+	}
 
 	mp := p + ".maintenance"
 	m := &r.Maintenance
@@ -589,6 +616,34 @@ func (k *checker) repository(p string, j *Job) {
 		m.TimeZone = DefaultTimeZone
 	} else if _, err := time.LoadLocation(m.TimeZone); err != nil || m.TimeZone == "" || m.TimeZone == "Local" {
 		k.errorf(mp+".time_zone", "time zone %q does not load: use an IANA name such as UTC or Europe/Berlin", m.TimeZone)
+	}
+}
+
+// PasswordFileName is the name of a repository's password file in secrets_dir:
+// <storage>-<path>.password, the path's "/" as "-" and its leading dots dropped
+// (array-b-replctl-repository.password for the default path). Two repositories whose
+// names collide share the password, which is harmless.
+func PasswordFileName(storage, repoPath string) string {
+	parts := strings.Split(repoPath, "/")
+	for i, p := range parts {
+		parts[i] = strings.TrimLeft(p, ".")
+	}
+	return storage + "-" + strings.Join(parts, "-") + ".password"
+}
+
+// passwordBesideRepository refuses a password file on the repository's own storage (as a
+// host attached to it sees it): whoever can read the repository would get its key too.
+func (k *checker) passwordBesideRepository(p string, j *Job) {
+	for _, h := range k.c.Hosts {
+		root, ok := h.Mount(j.Repository.Storage)
+		if !ok || root == "" {
+			continue
+		}
+		if rel, err := filepath.Rel(root, j.Repository.PasswordFile); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			k.errorf(p+".password_file", "%s is on storage %s (mounted at %s on host %s), where the repository is: whoever can read the repository would read its password too; keep it on each host instead (default %s/%s)",
+				j.Repository.PasswordFile, j.Repository.Storage, root, h.Name, k.c.SecretsDir, PasswordFileName(j.Repository.Storage, j.Repository.Path))
+			return
+		}
 	}
 }
 

@@ -4,6 +4,8 @@
 #   KEYS/agent/authorized_keys   its public key: mounted into every host
 #   KEYS/agent/known_hosts       every host's key under its compose hostname: the agents check it
 #   KEYS/hosts/HOST/ssh_host_ed25519_key  each host's own sshd key (mounted only into HOST)
+#   KEYS/agent/secrets/*.password  the repository passwords (secrets_dir of
+#                                config/examples/compose.yaml): the same on every host, 0600
 # KEYS is $REPLCTL_KEYS_DIR, default .deploy/keys (ignored by git). Never commit these.
 # Usage: deploy/keys.sh [HOST...]   (default: a1 a2 b1 b2)
 set -euo pipefail
@@ -40,6 +42,16 @@ for h in "${hosts[@]}"; do
 	echo "$h $(cut -d' ' -f1,2 "$keys/hosts/$h/ssh_host_ed25519_key.pub")" >>"$keys/agent/known_hosts.new"
 done
 mv "$keys/agent/known_hosts.new" "$keys/agent/known_hosts"
+# Repository passwords, one per repository of config/examples/compose.yaml (named as
+# config.PasswordFileName does): every host reads the same password from its own mount,
+# never from the repository storage. Agents refuse them unless they are 0600.
+mkdir -p "$keys/agent/secrets"
+chmod 700 "$keys/agent/secrets"
+for repo in vault array-a array-b; do
+	pw="$keys/agent/secrets/$repo-replctl-repository.password"
+	[ -s "$pw" ] && continue
+	(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$pw.new" && echo >>"$pw.new" && mv "$pw.new" "$pw")
+done
 # Readable by the containers' root only; the host directories hold private keys.
-chmod 600 "$keys/agent/id_ed25519" "$keys"/hosts/*/ssh_host_ed25519_key
+chmod 600 "$keys/agent/id_ed25519" "$keys"/hosts/*/ssh_host_ed25519_key "$keys"/agent/secrets/*.password
 log "SSH keys in $keys (hosts: ${hosts[*]})"

@@ -57,8 +57,13 @@ func TestPushOverSFTPToRepositoryOnOtherStorage(t *testing.T) {
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
 	assert.Contains(t, b1.Log(), "Accepted publickey", "a1 reached the repository through b1")
 	assert.NotContains(t, b2.Log(), "Accepted publickey", "b2 was not needed")
-	_, err = os.Stat(filepath.Join(e.dir, "storage/array-b/.replctl/repository.password"))
-	require.NoError(t, err, "the password file was created next to the repository, over SFTP")
+	// The password file is on the hosts (secrets/ beside the config they share here),
+	// private, and nothing lies beside the repository on its storage.
+	pw, err := os.Stat(filepath.Join(e.dir, "secrets", "array-b-replctl-repository.password"))
+	require.NoError(t, err, "the password file was created in the hosts' secrets dir")
+	assert.Equal(t, os.FileMode(0o600), pw.Mode().Perm())
+	_, err = os.Lstat(filepath.Join(e.dir, "storage/array-b/.replctl/repository.password"))
+	assert.True(t, os.IsNotExist(err), "no password file beside the repository: %v", err)
 	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-over-sftp")
 
 	// b1's sshd stops listening (its agent stays up and pulls). Open sessions would

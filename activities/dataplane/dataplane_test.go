@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -35,10 +36,16 @@ func TestPushPullRoundTrip(t *testing.T) {
 	require.EqualValues(t, 27, pres.Files)
 	require.NotEmpty(t, pushProgress, "push reports progress at least once (at the end)")
 
-	// The password file was created next to the repository, private.
-	st, err := os.Stat(e.cfg.Dir + ".password")
+	// The password file was created where the config says (on this host, not beside the
+	// repository), private, in a private directory.
+	st, err := os.Stat(e.cfg.PasswordFile)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	st, err = os.Stat(filepath.Dir(e.cfg.PasswordFile))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), st.Mode().Perm())
+	_, err = os.Lstat(e.cfg.Dir + ".password")
+	require.ErrorIs(t, err, fs.ErrNotExist, "nothing beside the repository")
 
 	var phases []string
 
@@ -669,7 +676,7 @@ func TestConcurrentInit(t *testing.T) {
 			defer r.Close()
 
 			results[i], errs[i] = r.Push(context.Background(), PushRequest{
-				Repo: RepoConfig{Dir: repoDir, ClientDir: filepath.Join(base, fmt.Sprintf("client%d", i))},
+				Repo: RepoConfig{Dir: repoDir, PasswordFile: filepath.Join(base, "secrets", "pw"), ClientDir: filepath.Join(base, fmt.Sprintf("client%d", i))},
 				Job:  "j", SourceDir: src, Dataset: "d",
 			}, nil)
 		}()

@@ -38,7 +38,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{
 		t:      t,
 		repos:  NewRepos(func(msg string, kv ...any) { t.Logf("%s %v", msg, kv) }),
-		cfg:    RepoConfig{Dir: filepath.Join(base, "repo"), ClientDir: filepath.Join(base, "client")},
+		cfg:    RepoConfig{Dir: filepath.Join(base, "repo"), PasswordFile: filepath.Join(base, "secrets", "repo.password"), ClientDir: filepath.Join(base, "client")},
 		src:    filepath.Join(base, "src"),
 		target: filepath.Join(base, "target"),
 		job:    "job1",

@@ -43,7 +43,7 @@ func TestMeasurePushPull(t *testing.T) {
 	e := &env{
 		t:      t,
 		repos:  NewRepos(nil),
-		cfg:    RepoConfig{Dir: filepath.Join(base, "repo"), ClientDir: filepath.Join(base, "client")},
+		cfg:    RepoConfig{Dir: filepath.Join(base, "repo"), PasswordFile: filepath.Join(base, "secrets", "repo.password"), ClientDir: filepath.Join(base, "client")},
 		src:    filepath.Join(base, "src"),
 		target: filepath.Join(base, "target"),
 		job:    "measure",
@@ -195,7 +195,7 @@ func TestMeasureParallel(t *testing.T) {
 
 		base := filepath.Join(filepath.Dir(src), fmt.Sprintf("measure-par-%d", time.Now().UnixNano()))
 		repos := NewRepos(nil)
-		cfg := RepoConfig{Dir: filepath.Join(base, "repo"), ClientDir: filepath.Join(base, "client")}
+		cfg := RepoConfig{Dir: filepath.Join(base, "repo"), PasswordFile: filepath.Join(base, "secrets", "repo.password"), ClientDir: filepath.Join(base, "client")}
 		target := filepath.Join(base, "target")
 		require.NoError(t, os.MkdirAll(target, 0o755))
 

@@ -18,9 +18,8 @@ import (
 )
 
 // openRemote is openUncached for a repository reached over SFTP (cfg.Remote).
-// The default password file is <Dir>.password next to the repository on the
-// remote storage, read (and on creation written) over SFTP; an explicit
-// PasswordFile is a file on this agent's host, as for a local repository.
+// The password file is a file on this agent's host, as for a local repository:
+// never read from the repository's storage.
 func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (repo.Repository, error) {
 	link, err := newSFTPLink(cfg.Remote)
 	if err != nil {
@@ -41,7 +40,7 @@ func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (re
 		}
 	}
 
-	pw, err := readRemotePassword(ctx, link, cfg)
+	pw, err := readPassword(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +59,7 @@ func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (re
 	if err != nil {
 		return nil, err
 	}
-	err = connectStorage(ctx, st, cfg, cfgFile, pw, remotePasswordName(cfg), " over SFTP")
+	err = connectStorage(ctx, st, cfg, cfgFile, pw, " over SFTP")
 	st.Close(ctx) //nolint:errcheck
 	if err != nil {
 		return nil, err
@@ -115,20 +114,14 @@ func remoteInitialized(ctx context.Context, link *sftpLink, hosts []RemoteHost) 
 }
 
 // initRemoteRepo creates the repository as initRepo does locally, with the
-// same race rules: the password file by hard link of a complete temp file
-// (OpenSSH's hardlink extension), the repository in a temp directory renamed
-// into place (posix-rename: fails unless the target is missing or empty).
+// same race rules: the (local) password file by hard link of a complete temp
+// file, the repository in a temp directory renamed into place (posix-rename:
+// fails unless the target is missing or empty).
 func initRemoteRepo(ctx context.Context, link *sftpLink, cfg RepoConfig, log func(string, ...any)) error {
-	if cfg.PasswordFile != "" {
-		if err := ensurePasswordFile(cfg.PasswordFile); err != nil {
-			return err
-		}
-	} else if err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
-		return ensureRemotePasswordFile(c, h)
-	}); err != nil {
+	if err := ensurePasswordFile(cfg.PasswordFile); err != nil {
 		return err
 	}
-	pw, err := readRemotePassword(ctx, link, cfg)
+	pw, err := readPassword(cfg)
 	if err != nil {
 		return err
 	}
@@ -178,80 +171,5 @@ func initRemoteRepo(ctx context.Context, link *sftpLink, cfg RepoConfig, log fun
 		return fmt.Errorf("%w: Repo.Dir: %s exists and is not a kopia repository (rename over SFTP: %v)", ErrBadInput, cfg.Dir, renameErr)
 	}
 	log("initialized repository over SFTP", "repo", cfg.Dir)
-	return nil
-}
-
-func remotePasswordName(cfg RepoConfig) string {
-	if cfg.PasswordFile != "" {
-		return cfg.PasswordFile
-	}
-	return cfg.Dir + ".password (on the repository storage)"
-}
-
-func readRemotePassword(ctx context.Context, link *sftpLink, cfg RepoConfig) (string, error) {
-	if cfg.PasswordFile != "" {
-		return readPassword(cfg.PasswordFile)
-	}
-	var b []byte
-	err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
-		name := h.Dir + ".password"
-		f, err := c.Open(name)
-		if notExist(err) {
-			return fmt.Errorf("%w: password file %s does not exist on host %s", ErrNotFound, name, h.Name)
-		}
-		if err != nil {
-			return fmt.Errorf("reading password file %s on host %s: %w", name, h.Name, err)
-		}
-		defer f.Close() //nolint:errcheck
-		var sb strings.Builder
-		if _, err := f.WriteTo(&sb); err != nil {
-			return fmt.Errorf("reading password file %s on host %s: %w", name, h.Name, err)
-		}
-		b = []byte(sb.String())
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	pw := strings.TrimRight(string(b), "\r\n")
-	if pw == "" {
-		return "", fmt.Errorf("%w: password file %s is empty", ErrBadInput, remotePasswordName(cfg))
-	}
-	return pw, nil
-}
-
-// ensureRemotePasswordFile creates <Dir>.password with a random secret unless
-// it exists. The hard link fails if another agent won; its password stays.
-func ensureRemotePasswordFile(c *sftp.Client, h RemoteHost) error {
-	name := h.Dir + ".password"
-	if _, err := c.Stat(name); err == nil {
-		return nil
-	}
-	if err := c.MkdirAll(path.Dir(name)); err != nil {
-		return fmt.Errorf("creating %s on host %s: %w", path.Dir(name), h.Name, err)
-	}
-	tmp := path.Join(path.Dir(name), ".tmp-password-"+randomHex(8))
-	f, err := c.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
-	if err != nil {
-		return fmt.Errorf("creating %s on host %s: %w", tmp, h.Name, err)
-	}
-	defer c.Remove(tmp) //nolint:errcheck
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s on host %s: %w", tmp, h.Name, err)
-	}
-	_, err = f.Write([]byte(randomHex(32) + "\n"))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s on host %s: %w", tmp, h.Name, err)
-	}
-	if err := c.Link(tmp, name); err != nil {
-		if _, serr := c.Stat(name); serr == nil {
-			return nil // another agent's password won
-		}
-		return fmt.Errorf("creating password file %s on host %s: %w", name, h.Name, err)
-	}
 	return nil
 }

@@ -43,10 +43,13 @@ func TestRemoteRepository(t *testing.T) {
 	require.Positive(t, accepted(b1), "the first host in order was used")
 	require.Zero(t, accepted(b2), "the second host was not needed")
 
-	// Created over SFTP: the repository and its private password file.
-	st, err := os.Stat(dir + ".password")
+	// Created over SFTP: the repository; its password file is a private file on this host,
+	// none on the repository storage.
+	st, err := os.Stat(e.cfg.PasswordFile)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	_, err = os.Lstat(dir + ".password")
+	require.True(t, os.IsNotExist(err), "no password file beside the repository: %v", err)
 	_, err = os.Stat(filepath.Join(dir, "kopia.repository.f"))
 	require.NoError(t, err)
 

@@ -18,6 +18,8 @@ import (
 	"github.com/kopia/kopia/repo/blob/filesystem"
 	"github.com/kopia/kopia/repo/content"
 	"github.com/kopia/kopia/repo/format"
+
+	"github.com/replctl/replctl/internal/secret"
 )
 
 // RepoConfig locates a job's repository and this agent's client state for it.
@@ -25,8 +27,11 @@ type RepoConfig struct {
 	// Dir is the absolute directory of the kopia filesystem repository
 	// (typically on shared storage).
 	Dir string
-	// PasswordFile holds the repository password. Empty: <Dir>.password,
-	// created (0600, 32 random bytes hex) together with the repository.
+	// PasswordFile holds the repository password: an absolute path on this
+	// host, required, never on the repository storage (the config's default is
+	// in the host's secrets_dir). It must be private (mode 0600: secret.ReadFile);
+	// the agent that initializes the repository creates it (32 random bytes,
+	// hex) if it is missing. Other hosts need a copy of the same file.
 	PasswordFile string
 	// ClientDir is an absolute per-host directory for kopia client state
 	// (config, caches); a subdirectory per repository is derived from Dir.
@@ -52,25 +57,13 @@ func (c RepoConfig) validate() error {
 		return err
 	}
 
-	if c.PasswordFile != "" {
-		if err := checkAbs("Repo.PasswordFile", c.PasswordFile); err != nil {
-			return err
-		}
-	}
-
-	return nil
-}
-
-func (c RepoConfig) passwordFile() string {
-	if c.PasswordFile != "" {
-		return c.PasswordFile
-	}
-
-	return c.Dir + ".password"
+	// An empty PasswordFile used to mean <Dir>.password, beside the repository:
+	// that default is gone (whoever reads the storage would read the key).
+	return checkAbs("Repo.PasswordFile", c.PasswordFile)
 }
 
 func (c RepoConfig) key() string {
-	return c.Dir + "\x00" + c.passwordFile() + "\x00" + c.ClientDir + remoteKey(c.Remote)
+	return c.Dir + "\x00" + c.PasswordFile + "\x00" + c.ClientDir + remoteKey(c.Remote)
 }
 
 // clientDir is the per-repository kopia client state directory.
@@ -187,7 +180,7 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 		}
 	}
 
-	pw, err := readPassword(cfg.passwordFile())
+	pw, err := readPassword(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -260,13 +253,13 @@ func connectRepo(ctx context.Context, cfg RepoConfig, cfgFile, pw string) error 
 		return fmt.Errorf("opening repository storage %s: %w", cfg.Dir, err)
 	}
 	defer st.Close(ctx) //nolint:errcheck
-	return connectStorage(ctx, st, cfg, cfgFile, pw, cfg.passwordFile(), "")
+	return connectStorage(ctx, st, cfg, cfgFile, pw, "")
 }
 
 // connectStorage writes kopia's client config cfgFile for the repository in st (mounted or
-// reached over SFTP). pwName (where the password came from) and via (how the storage is
-// reached: "" or " over SFTP") go into its error messages.
-func connectStorage(ctx context.Context, st blob.Storage, cfg RepoConfig, cfgFile, pw, pwName, via string) error {
+// reached over SFTP). via (how the storage is reached: "" or " over SFTP") goes into its
+// error messages.
+func connectStorage(ctx context.Context, st blob.Storage, cfg RepoConfig, cfgFile, pw, via string) error {
 	host, _ := os.Hostname()
 	if host == "" {
 		host = "replctl"
@@ -276,7 +269,8 @@ func connectStorage(ctx context.Context, st blob.Storage, cfg RepoConfig, cfgFil
 		CachingOptions: *cfg.cachingOptions(cfgFile),
 	})
 	if errors.Is(err, repo.ErrInvalidPassword) {
-		return fmt.Errorf("%w: wrong password in %s for repository %s", ErrBadInput, pwName, cfg.Dir)
+		return fmt.Errorf("%w: wrong password in %s for repository %s%s: the repository was made with another password; copy the password file from a host where the repository opens (the one that created it), mode 0600",
+			ErrBadInput, cfg.PasswordFile, cfg.Dir, via)
 	}
 	if err != nil {
 		return fmt.Errorf("connecting to repository %s%s: %w", cfg.Dir, via, err)
@@ -325,11 +319,11 @@ func initRepo(ctx context.Context, cfg RepoConfig, log func(string, ...any)) err
 		return fmt.Errorf("creating parent of repository %s: %w", cfg.Dir, err)
 	}
 
-	if err := ensurePasswordFile(cfg.passwordFile()); err != nil {
+	if err := ensurePasswordFile(cfg.PasswordFile); err != nil {
 		return err
 	}
 
-	pw, err := readPassword(cfg.passwordFile())
+	pw, err := readPassword(cfg)
 	if err != nil {
 		return err
 	}
@@ -393,14 +387,20 @@ func initRepo(ctx context.Context, cfg RepoConfig, log func(string, ...any)) err
 // internal crypto package, checked against the supported list in a test).
 const pbkdf2Algorithm = "pbkdf2-sha256-600000"
 
+// ensurePasswordFile creates the password file path (0600, in a directory created 0700
+// if missing) unless it exists.
 func ensurePasswordFile(path string) error {
-	if _, err := os.Stat(path); err == nil {
+	if _, err := os.Lstat(path); err == nil {
 		return nil
 	}
 
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
+	pw := make([]byte, 32)
+	if _, err := rand.Read(pw); err != nil {
 		return fmt.Errorf("generating password: %w", err)
+	}
+
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("creating the directory of password file %s: %w", path, err)
 	}
 
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-password-*")
@@ -411,7 +411,7 @@ func ensurePasswordFile(path string) error {
 	tmp := f.Name()
 	defer os.Remove(tmp) //nolint:errcheck
 
-	_, err = f.WriteString(hex.EncodeToString(secret) + "\n")
+	_, err = f.WriteString(hex.EncodeToString(pw) + "\n")
 	if err == nil {
 		err = f.Chmod(0o600)
 	}
@@ -435,14 +435,17 @@ func ensurePasswordFile(path string) error {
 	return syncDir(filepath.Dir(path))
 }
 
-func readPassword(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("%w: password file %s does not exist", ErrNotFound, path)
-	}
-
-	if err != nil {
-		return "", fmt.Errorf("reading password file %s: %w", path, err)
+// readPassword reads cfg's password file, which must be private (secret.ReadFile).
+func readPassword(cfg RepoConfig) (string, error) {
+	path := cfg.PasswordFile
+	b, err := secret.ReadFile(path, "repository password file")
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("%w: password file %s of repository %s does not exist on this host%s", ErrNotFound, path, cfg.Dir, legacyPasswordHint(cfg))
+	case errors.Is(err, secret.ErrInsecure):
+		return "", fmt.Errorf("%w: %w", ErrBadInput, err)
+	case err != nil:
+		return "", err
 	}
 
 	pw := strings.TrimRight(string(b), "\r\n")
@@ -451,4 +454,22 @@ func readPassword(path string) (string, error) {
 	}
 
 	return pw, nil
+}
+
+// legacyPasswordHint tells how to migrate when the old default password file,
+// <Dir>.password beside the repository, is still there; "" otherwise. Over SFTP the old
+// file is on the remote storage: the hint names it without looking.
+func legacyPasswordHint(cfg RepoConfig) string {
+	old := cfg.Dir + ".password"
+	if len(cfg.Remote) > 0 {
+		return fmt.Sprintf("; releases before this one kept it beside the repository (%s on host %s): copy that file here (mode 0600), then delete it from the storage",
+			old, cfg.Remote[0].Name)
+	}
+
+	if _, err := os.Lstat(old); err != nil {
+		return "; copy it (mode 0600) from a host that has it"
+	}
+
+	return fmt.Sprintf("; the old default %s beside the repository is there: move it (install -m 600 %s %s && rm %s), and the same file to every host using the repository",
+		old, old, cfg.PasswordFile, old)
 }

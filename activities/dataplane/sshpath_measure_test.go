@@ -60,7 +60,7 @@ func TestMeasureSSHPath(t *testing.T) {
 	}
 	mib := float64(files*size) / (1 << 20)
 
-	cfg := RepoConfig{Dir: filepath.Join(base, "repo"), ClientDir: filepath.Join(base, "client"),
+	cfg := RepoConfig{Dir: filepath.Join(base, "repo"), PasswordFile: filepath.Join(base, "secrets", "repo.password"), ClientDir: filepath.Join(base, "client"),
 		Remote: []RemoteHost{remoteHost("b1", s, filepath.Join(base, "repo"))}}
 	repos := NewRepos(nil)
 	t.Cleanup(func() { _ = repos.Close() })
@@ -89,7 +89,7 @@ func TestMeasureSSHPath(t *testing.T) {
 
 	// The same push and pull on a local repository, to separate kopia's own cost
 	// (chunking, hashing, encryption, verification) from the transport.
-	local := RepoConfig{Dir: filepath.Join(base, "local-repo"), ClientDir: filepath.Join(base, "client")}
+	local := RepoConfig{Dir: filepath.Join(base, "local-repo"), PasswordFile: filepath.Join(base, "secrets", "local.password"), ClientDir: filepath.Join(base, "client")}
 	localTarget := filepath.Join(base, "local-target")
 	require.NoError(t, os.MkdirAll(localTarget, 0o755))
 	localPush := timeIt(func() {

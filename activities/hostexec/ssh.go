@@ -8,13 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/replctl/replctl/internal/secret"
 )
 
 const (
@@ -347,11 +348,12 @@ func knownAlgorithms(cb ssh.HostKeyCallback, addr string) ([]string, error) {
 	return algos, nil
 }
 
-// loadSigner reads an unencrypted private key.
+// loadSigner reads an unencrypted private key; one that group or others can read is
+// refused (secret.ReadFile).
 func loadSigner(file string) (ssh.Signer, error) {
-	pem, err := os.ReadFile(file)
+	pem, err := secret.ReadFile(file, "SSH private key")
 	if err != nil {
-		return nil, fmt.Errorf("reading private key: %w", err)
+		return nil, err
 	}
 	signer, err := ssh.ParsePrivateKey(pem)
 	var pm *ssh.PassphraseMissingError

@@ -261,6 +261,17 @@ func TestSSHUnreachable(t *testing.T) {
 		require.ErrorContains(t, err, "unable to authenticate")
 	})
 
+	t.Run("key readable by others", func(t *testing.T) {
+		tg := target(srv)
+		tg.KeyFile = filepath.Join(t.TempDir(), "loose")
+		sshtest.GenerateKey(t, "", tg.KeyFile)
+		require.NoError(t, os.Chmod(tg.KeyFile, 0o644))
+		res, err := Run(context.Background(), Request{Host: "h3", ScriptsDir: dir, Script: "quiesce", SSH: tg})
+		require.ErrorContains(t, err, "SSH private key "+tg.KeyFile+" has mode 0644")
+		require.ErrorContains(t, err, "chmod 600 "+tg.KeyFile)
+		require.Equal(t, -1, res.ExitCode, "nothing ran")
+	})
+
 	t.Run("silent listener times out", func(t *testing.T) {
 		// Accepts TCP but never speaks SSH: the handshake deadline applies.
 		l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -41,6 +41,11 @@ func NewCmdConfigValidate(f *Factory, runF func(file string) error) *cobra.Comma
 			if err != nil {
 				return &ExitError{Code: ExitUsage, Err: err}
 			}
+			// Secret files present on this host must be private; the others are checked
+			// where they are used.
+			if err := cfg.CheckSecretFiles(); err != nil {
+				return &ExitError{Code: ExitUsage, Err: err}
+			}
 			fmt.Fprintf(f.Out, "%s: ok (%d storage systems, %d hosts, %d jobs)\n", cfg.File, len(cfg.Storage), len(cfg.Hosts), len(cfg.Jobs))
 			return nil
 		},

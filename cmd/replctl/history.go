@@ -19,6 +19,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/internal/codec"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -127,7 +128,10 @@ func runHistory(ctx context.Context, f *Factory, o *HistoryOptions) error {
 		}
 		events = append(events, e)
 	}
-	v.Steps, v.End, v.Error = historyRows(events, time.Now())
+	if err := checkCodecKey(f.DataConverter(), events); err != nil {
+		return fmt.Errorf("read history of job %s run %s: %w", o.Job, v.RunID, err)
+	}
+	v.Steps, v.End, v.Error = historyRows(events, time.Now(), f.DataConverter())
 	// A running activity's started event is written only when it ends: take it from the
 	// pending activities.
 	for _, pa := range desc.GetPendingActivities() {
@@ -148,11 +152,25 @@ func runHistory(ctx context.Context, f *Factory, o *HistoryOptions) error {
 	return nil
 }
 
+// checkCodecKey fails when the run's input was encrypted with another payload codec key
+// than dc's: every detail of the history would be missing, not just one.
+func checkCodecKey(dc converter.DataConverter, events []*historypb.HistoryEvent) error {
+	for _, e := range events {
+		if a := e.GetWorkflowExecutionStartedEventAttributes(); a != nil && a.GetInput() != nil {
+			var v any
+			if err := dc.FromPayloads(a.GetInput(), &v); errors.Is(err, codec.ErrWrongKey) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // historyRows turns a run's events into step rows (in schedule order) with takeover rows
 // before the first step an agent ran in place of another.
-func historyRows(events []*historypb.HistoryEvent, now time.Time) (rows []historyRow, end time.Time, runErr string) {
+// dc decodes the events' payloads (the connection's: with the payload codec when it is on).
+func historyRows(events []*historypb.HistoryEvent, now time.Time, dc converter.DataConverter) (rows []historyRow, end time.Time, runErr string) {
 	byID := map[int64]int{}
-	dc := converter.GetDefaultDataConverter()
 	for _, e := range events {
 		t := e.GetEventTime().AsTime()
 		switch e.GetEventType() {
@@ -190,7 +208,7 @@ func historyRows(events []*historypb.HistoryEvent, now time.Time) (rows []histor
 			if i, ok := byID[a.GetScheduledEventId()]; ok {
 				r := &rows[i]
 				r.Ended = t
-				r.Result, r.ErrorType = failureMessage(a.GetFailure())
+				r.Result, r.ErrorType = failureMessage(a.GetFailure(), dc)
 				if a.GetIdentity() != "" {
 					r.Identity = a.GetIdentity()
 				}
@@ -221,7 +239,7 @@ func historyRows(events []*historypb.HistoryEvent, now time.Time) (rows []histor
 			end = t
 		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
 			end = t
-			runErr, _ = failureMessage(e.GetWorkflowExecutionFailedEventAttributes().GetFailure())
+			runErr, _ = failureMessage(e.GetWorkflowExecutionFailedEventAttributes().GetFailure(), dc)
 		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
 			end, runErr = t, "cancelled"
 		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
@@ -358,15 +376,18 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 	}
 }
 
-// failureMessage is the most telling message of a failure chain and its error type.
-func failureMessage(f *failurepb.Failure) (msg, typ string) {
+// failureMessage is the most telling message of a failure chain and its error type. dc
+// decodes messages the payload codec encrypted (they read "Encoded failure" without it).
+func failureMessage(f *failurepb.Failure, dc converter.DataConverter) (msg, typ string) {
 	if f == nil {
 		return "failed", ""
 	}
+	converter.DecodeCommonFailureAttributes(dc, f)
 	msg, typ = f.GetMessage(), f.GetApplicationFailureInfo().GetType()
 	// Activity and child-workflow wrappers say only "activity error": use their cause.
 	for (f.GetActivityFailureInfo() != nil || f.GetChildWorkflowExecutionFailureInfo() != nil) && f.GetCause() != nil {
 		f = f.GetCause()
+		converter.DecodeCommonFailureAttributes(dc, f)
 		msg, typ = f.GetMessage(), f.GetApplicationFailureInfo().GetType()
 	}
 	if msg == "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -19,6 +20,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/replctl/replctl/internal/codec"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -153,7 +155,7 @@ func runList(ctx context.Context, f *Factory, o *ListOptions) error {
 		return err
 	}
 	defer c.Close()
-	rows, err := listRuns(ctx, c, q, o.Limit)
+	rows, err := listRuns(ctx, c, q, o.Limit, f.DataConverter())
 	if err != nil {
 		return err
 	}
@@ -165,7 +167,7 @@ func runList(ctx context.Context, f *Factory, o *ListOptions) error {
 }
 
 // listRuns pages through the visibility API until limit runs are found.
-func listRuns(ctx context.Context, c client.Client, query string, limit int) ([]runRow, error) {
+func listRuns(ctx context.Context, c client.Client, query string, limit int, dc converter.DataConverter) ([]runRow, error) {
 	rows := []runRow{}
 	var token []byte
 	for {
@@ -176,7 +178,13 @@ func listRuns(ctx context.Context, c client.Client, query string, limit int) ([]
 			return nil, fmt.Errorf("list runs (query %s): %w", query, err)
 		}
 		for _, e := range resp.GetExecutions() {
-			rows = append(rows, newRunRow(e, time.Now()))
+			if p := e.GetMemo().GetFields()["summary"]; p != nil {
+				var s string
+				if err := dc.FromPayload(p, &s); errors.Is(err, codec.ErrWrongKey) {
+					return nil, fmt.Errorf("run summary of %s: %w", e.GetExecution().GetWorkflowId(), err)
+				}
+			}
+			rows = append(rows, newRunRow(e, time.Now(), dc))
 			if len(rows) == limit {
 				return rows, nil
 			}
@@ -188,7 +196,8 @@ func listRuns(ctx context.Context, c client.Client, query string, limit int) ([]
 	}
 }
 
-func newRunRow(e *workflowpb.WorkflowExecutionInfo, now time.Time) runRow {
+// newRunRow is a run's row; dc decodes the memo (encrypted when a payload codec is on).
+func newRunRow(e *workflowpb.WorkflowExecutionInfo, now time.Time, dc converter.DataConverter) runRow {
 	attrs := e.GetSearchAttributes().GetIndexedFields()
 	r := runRow{
 		WorkflowID:   e.GetExecution().GetWorkflowId(),
@@ -198,7 +207,7 @@ func newRunRow(e *workflowpb.WorkflowExecutionInfo, now time.Time) runRow {
 		Agent:        payloadString(attrs[workflows.AttrAgent.GetName()]),
 		Job:          payloadString(attrs[workflows.AttrJob.GetName()]),
 		QuiescedHost: payloadString(attrs[workflows.AttrQuiescedHost.GetName()]),
-		Summary:      payloadString(e.GetMemo().GetFields()["summary"]),
+		Summary:      memoString(dc, e.GetMemo().GetFields()["summary"]),
 		Start:        e.GetStartTime().AsTime(),
 		Trigger:      "manual",
 	}
@@ -250,6 +259,15 @@ func payloadString(p *commonpb.Payload) string {
 	}
 	var s string
 	if err := converter.GetDefaultDataConverter().FromPayload(p, &s); err != nil {
+		return ""
+	}
+	return s
+}
+
+// memoString decodes a string memo with dc ("" if absent or not decodable).
+func memoString(dc converter.DataConverter, p *commonpb.Payload) string {
+	var s string
+	if p == nil || dc.FromPayload(p, &s) != nil {
 		return ""
 	}
 	return s

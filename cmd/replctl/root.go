@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.uber.org/zap"
 
 	"github.com/replctl/replctl/config"
@@ -60,8 +61,9 @@ type Factory struct {
 	// Conn holds the TLS and API key flags of the Temporal connection (tls.go).
 	Conn ConnectionFlags
 
-	logger *zap.Logger
-	cfg    *config.Config
+	logger        *zap.Logger
+	cfg           *config.Config
+	dataConverter converter.DataConverter // set by ClientOptions
 	// Dial connects to Temporal; tests may replace it.
 	Dial func(ctx context.Context, o client.Options) (client.Client, error)
 }
@@ -139,7 +141,18 @@ func (f *Factory) ClientOptions() (client.Options, error) {
 	if err := conn.apply(&o); err != nil {
 		return client.Options{}, &ExitError{Code: ExitUsage, Err: err}
 	}
+	f.dataConverter = o.DataConverter
 	return o, nil
+}
+
+// DataConverter is the data converter of the Temporal connection (with the payload codec
+// when one is set up), for commands that decode payloads of history events or memos
+// themselves. Valid after ClientOptions (Client) ran; the SDK's default before.
+func (f *Factory) DataConverter() converter.DataConverter {
+	if f.dataConverter == nil {
+		return converter.GetDefaultDataConverter()
+	}
+	return f.dataConverter
 }
 
 // Client dials Temporal, retrying for a few seconds (a server that just started may not
@@ -192,7 +205,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 
 	cmd.AddCommand(NewCmdServer(f, nil), NewCmdAgent(f, nil), NewCmdDev(f, nil), withJobCompletion(f, NewCmdStart(f, nil)), NewCmdStatus(f, nil), NewCmdConfig(f),
 		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil),
-		withJobCompletion(f, NewCmdFailback(f, nil)))
+		withJobCompletion(f, NewCmdFailback(f, nil)), NewCmdCodecServer(f, nil))
 	return cmd
 }
 

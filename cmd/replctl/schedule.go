@@ -476,7 +476,7 @@ func scheduleAction(job, taskQueue string, fp specFingerprint) *client.ScheduleW
 		Args:                  []any{workflows.ReplicationInput{Job: job}},
 		TaskQueue:             taskQueue,
 		WorkflowTaskTimeout:   workflows.WorkflowTaskTimeout,
-		Memo:                  map[string]any{specMemoKey: fp.String()},
+		Memo:                  map[string]any{specMemoKey: clearMemo(fp.String())},
 		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.AttrJob.ValueSet(job)),
 		StaticSummary:         "scheduled run of job " + job,
 	}
@@ -735,6 +735,17 @@ func fingerprintDiff(old, cur specFingerprint) []string {
 	add("job", old.Job, cur.Job)
 	add("full", strconv.FormatBool(old.Full), strconv.FormatBool(cur.Full))
 	return d
+}
+
+// clearMemo encodes a memo value with the SDK's default converter, so that a payload codec
+// leaves it as it is: schedule fingerprints (cron, time zone, policies, job name) hold
+// nothing secret, and every replctl reads them back whatever its codec key.
+func clearMemo(s string) *commonpb.Payload {
+	p, err := converter.GetDefaultDataConverter().ToPayload(s)
+	if err != nil {
+		panic(err) // a string always encodes
+	}
+	return p
 }
 
 // actionFingerprint reads the sync fingerprint from a described action ("" if none).

@@ -38,7 +38,7 @@ func desiredMaintenanceSchedule(cfg *config.Config, u config.RepositoryUse) (cli
 			Args:                  []any{workflows.ScheduledMaintenanceInput{Job: u.Jobs[0], Storage: u.Storage, Path: u.Path, Full: !m.Quick}},
 			TaskQueue:             cfg.Temporal.TaskQueue,
 			WorkflowTaskTimeout:   workflows.WorkflowTaskTimeout,
-			Memo:                  map[string]any{specMemoKey: fp.String()},
+			Memo:                  map[string]any{specMemoKey: clearMemo(fp.String())},
 			TypedSearchAttributes: temporal.NewSearchAttributes(workflows.AttrJob.ValueSet(u.Jobs[0])),
 			StaticSummary:         fmt.Sprintf("scheduled %s maintenance of repository %s (job %s)", kind, repo, u.Jobs[0]),
 		},

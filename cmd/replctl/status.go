@@ -21,6 +21,7 @@ import (
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/codec"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -223,12 +224,19 @@ func (s *statusSource) fetch(ctx context.Context, now time.Time) (statusView, en
 	got := false
 	if status == enums.WORKFLOW_EXECUTION_STATUS_COMPLETED {
 		// The result is in the history: no agent needed.
-		got = s.c.GetWorkflow(ctx, id, runID).Get(ctx, &v.Status) == nil
+		err := s.c.GetWorkflow(ctx, id, runID).Get(ctx, &v.Status)
+		if errors.Is(err, codec.ErrWrongKey) {
+			return statusView{}, 0, fmt.Errorf("read the result of job %s run %s: %w", s.job, runID, err)
+		}
+		got = err == nil
 	}
 	if !got {
 		q, err := s.c.QueryWorkflow(ctx, id, runID, workflows.StatusQuery)
 		if err == nil {
 			err = q.Get(&v.Status)
+		}
+		if errors.Is(err, codec.ErrWrongKey) {
+			return statusView{}, 0, fmt.Errorf("status query of job %s run %s: %w", s.job, runID, err)
 		}
 		if err != nil {
 			v.Warning = fmt.Sprintf("status query of job %s run %s failed (are agents running? `replctl agent` or `replctl dev`): %v", s.job, runID, err)

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/codec"
+	"github.com/replctl/replctl/internal/secret"
 )
 
 // Environment variables of the Temporal connection: the names the Temporal CLI and SDKs use.
@@ -27,6 +30,8 @@ const (
 	EnvTLSKey        = "TEMPORAL_TLS_KEY"
 	EnvTLSServerName = "TEMPORAL_TLS_SERVER_NAME"
 	EnvAPIKey        = "TEMPORAL_API_KEY"
+	// EnvCodecKeyFile names the payload codec's key file (replctl's own setting).
+	EnvCodecKeyFile = "REPLCTL_CODEC_KEY_FILE"
 )
 
 // envAliases are the names of the SDK's environment configuration for the same settings;
@@ -47,6 +52,7 @@ type ConnectionFlags struct {
 	TLSServerName string
 	APIKey        string
 	APIKeyFile    string
+	CodecKeyFile  string // --codec-key-file: turns the payload codec on
 
 	fs *pflag.FlagSet // tells which flags were given
 }
@@ -61,6 +67,7 @@ func (c *ConnectionFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.TLSServerName, "tls-server-name", "", "name to check in Temporal's server certificate; default: host of --address (env "+EnvTLSServerName+")")
 	fs.StringVar(&c.APIKey, "api-key", "", "Temporal API key, e.g. for Temporal Cloud; prefer --api-key-file or the environment (env "+EnvAPIKey+")")
 	fs.StringVar(&c.APIKeyFile, "api-key-file", "", "file holding the Temporal API key")
+	fs.StringVar(&c.CodecKeyFile, "codec-key-file", "", "payload codec key file (mode 0600): encrypt every payload put into Temporal with it, and decrypt with it (env "+EnvCodecKeyFile+"; config temporal.codec_key_file)")
 }
 
 // given tells whether the flag name was set on the command line.
@@ -83,6 +90,7 @@ type connection struct {
 	tlsOff                    bool // TLS explicitly off
 	ca, cert, key, serverName setting
 	apiKey                    setting // value is the key itself; source says where it came from
+	codecKeyFile              setting // the payload codec's key file; empty: no codec
 }
 
 // resolveConnection applies the precedence flags > environment > config file to every
@@ -117,14 +125,18 @@ func resolveConnection(f *Factory, t config.Temporal, getenv func(string) string
 		cfgTLS = *t.TLS
 	}
 	r := connection{
-		address:    pick(f.Address, "address", EnvAddress, t.Address, "temporal.address"),
-		namespace:  pick(f.Namespace, "namespace", EnvNamespace, t.Namespace, "temporal.namespace"),
-		ca:         pick(c.TLSCA, "tls-ca", EnvTLSCA, cfgTLS.CA, "temporal.tls.ca"),
-		cert:       pick(c.TLSCert, "tls-cert", EnvTLSCert, cfgTLS.Cert, "temporal.tls.cert"),
-		key:        pick(c.TLSKey, "tls-key", EnvTLSKey, cfgTLS.Key, "temporal.tls.key"),
-		serverName: pick(c.TLSServerName, "tls-server-name", EnvTLSServerName, cfgTLS.ServerName, "temporal.tls.server_name"),
+		address:      pick(f.Address, "address", EnvAddress, t.Address, "temporal.address"),
+		namespace:    pick(f.Namespace, "namespace", EnvNamespace, t.Namespace, "temporal.namespace"),
+		ca:           pick(c.TLSCA, "tls-ca", EnvTLSCA, cfgTLS.CA, "temporal.tls.ca"),
+		cert:         pick(c.TLSCert, "tls-cert", EnvTLSCert, cfgTLS.Cert, "temporal.tls.cert"),
+		key:          pick(c.TLSKey, "tls-key", EnvTLSKey, cfgTLS.Key, "temporal.tls.key"),
+		serverName:   pick(c.TLSServerName, "tls-server-name", EnvTLSServerName, cfgTLS.ServerName, "temporal.tls.server_name"),
+		codecKeyFile: pick(c.CodecKeyFile, "codec-key-file", EnvCodecKeyFile, t.CodecKeyFile, "temporal.codec_key_file"),
 	}
 	r.tls = t.TLS != nil || r.ca.value != "" || r.cert.value != "" || r.key.value != "" || r.serverName.value != ""
+	// Config's plaintext applies unless TLS settings came from flags or the environment
+	// (a tls section together with plaintext is a config error).
+	r.tlsOff = t.Plaintext && !r.tls
 	switch {
 	case c.given("tls"):
 		r.tls, r.tlsOff = c.TLS, !c.TLS
@@ -156,14 +168,45 @@ func resolveConnection(f *Factory, t config.Temporal, getenv func(string) string
 		}
 		r.apiKey = setting{key, "config temporal.api_key_file " + t.APIKeyFile}
 	}
+	// An API key turns TLS on in the SDK (unless TLS is off explicitly).
+	if !r.tls && !r.tlsOff && r.apiKey.value == "" && !loopbackAddress(r.address.value) {
+		return r, usageError("Temporal address %s is not a loopback address and no TLS is set up: plain gRPC would carry "+
+			"workflow data, credentials and control of the agents in clear over the network. Give TLS settings "+
+			"(--tls-ca, --tls-cert/--tls-key or --tls; %s/%s/%s; config temporal.tls), or say plain gRPC is intended: "+
+			"--tls=false (%s=false, config temporal.plaintext: true)", r.address, EnvTLSCA, EnvTLSCert, EnvTLSKey, EnvTLS)
+	}
 	return r, nil
 }
 
-// readAPIKey reads an API key file; from names the setting that pointed to it.
-func readAPIKey(file, from string) (string, error) {
-	b, err := os.ReadFile(file)
+// loopbackAddress tells whether the gRPC target addr stays on this machine: a loopback IP
+// (127.0.0.0/8, ::1), localhost, a unix socket, or empty (the SDK's default,
+// localhost:7233). Any other name may resolve to another machine.
+func loopbackAddress(addr string) bool {
+	if addr == "" || strings.HasPrefix(addr, "unix:") {
+		return true
+	}
+	a := strings.TrimPrefix(addr, "dns:///")
+	if strings.Contains(a, "://") {
+		return false
+	}
+	host, _, err := net.SplitHostPort(a)
 	if err != nil {
-		return "", fmt.Errorf("temporal API key (from %s): %w", from, err)
+		host = a
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// readAPIKey reads an API key file; from names the setting that pointed to it. A file
+// that group or others can read is refused.
+func readAPIKey(file, from string) (string, error) {
+	b, err := secret.ReadFile(file, "Temporal API key file")
+	if err != nil {
+		return "", fmt.Errorf("%w (from %s)", err, from)
 	}
 	key := strings.TrimSpace(string(b))
 	if key == "" {
@@ -172,9 +215,17 @@ func readAPIKey(file, from string) (string, error) {
 	return key, nil
 }
 
-// apply sets the connection on o: address, namespace, TLS and API key.
+// apply sets the connection on o: address, namespace, TLS, API key and payload codec.
 func (r connection) apply(o *client.Options) error {
 	o.HostPort, o.Namespace = r.address.value, r.namespace.value
+	if r.codecKeyFile.value != "" {
+		c, err := codec.Load(r.codecKeyFile.value)
+		if err != nil {
+			return fmt.Errorf("%w (from %s)", err, r.codecKeyFile.source)
+		}
+		o.DataConverter = c.DataConverter()
+		o.FailureConverter = codec.FailureConverter(o.DataConverter)
+	}
 	if r.apiKey.value != "" {
 		o.Credentials = client.NewAPIKeyStaticCredentials(r.apiKey.value)
 	}
@@ -214,13 +265,15 @@ func (r connection) tlsConfig() (*tls.Config, error) {
 	case r.key.value != "" && r.cert.value == "":
 		return nil, fmt.Errorf("TLS client key %s needs its certificate (--tls-cert, %s or temporal.tls.cert)", r.key, EnvTLSCert)
 	case r.cert.value != "":
-		if _, err := os.Stat(r.cert.value); err != nil {
+		certPEM, err := os.ReadFile(r.cert.value)
+		if err != nil {
 			return nil, fmt.Errorf("TLS client certificate (from %s): %w", r.cert.source, err)
 		}
-		if _, err := os.Stat(r.key.value); err != nil {
-			return nil, fmt.Errorf("TLS client key (from %s): %w", r.key.source, err)
+		keyPEM, err := secret.ReadFile(r.key.value, "TLS client key")
+		if err != nil {
+			return nil, fmt.Errorf("%w (from %s)", err, r.key.source)
 		}
-		pair, err := tls.LoadX509KeyPair(r.cert.value, r.key.value)
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
 			return nil, fmt.Errorf("TLS client certificate %s with key %s: %w", r.cert, r.key, err)
 		}
@@ -280,6 +333,9 @@ func (s *ServerTLSFlags) options() (*devserver.TLSOptions, error) {
 	}
 	if s.RequireClientCert && s.CA == "" {
 		return nil, usageError("--tls-require-client-cert needs --tls-ca (the CA that signs client certificates)")
+	}
+	if err := secret.Check(s.Key, "TLS server key (--tls-key)"); err != nil {
+		return nil, &ExitError{Code: ExitUsage, Err: err}
 	}
 	return &devserver.TLSOptions{CertFile: s.Cert, KeyFile: s.Key, CAFile: s.CA, RequireClientCert: s.RequireClientCert}, nil
 }

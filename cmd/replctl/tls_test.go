@@ -107,10 +107,11 @@ func TestConnectionPrecedence(t *testing.T) {
 	require.Equal(t, setting{"env-key", EnvAPIKey}, r.apiKey)
 	require.True(t, r.tls)
 
-	// Nothing but the config: plain gRPC unless the config has a tls section.
-	r, err = resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{Address: "cfg:7233", Namespace: "ns"}, envOf(nil))
+	// Nothing but the config: plain gRPC to a loopback address unless the config has a tls
+	// section.
+	r, err = resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{Address: "127.0.0.1:7233", Namespace: "ns"}, envOf(nil))
 	require.NoError(t, err)
-	require.Equal(t, "cfg:7233", r.address.value)
+	require.Equal(t, "127.0.0.1:7233", r.address.value)
 	require.False(t, r.tls)
 	require.Empty(t, r.apiKey.value)
 
@@ -140,6 +141,69 @@ func TestConnectionPrecedence(t *testing.T) {
 	require.ErrorContains(t, err, keyFile+" (from config temporal.api_key_file) is empty")
 	_, err = resolveConnection(rootWith(t, "unused.yaml", "--api-key", "k", "--api-key-file", keyFile), cfg, envOf(nil))
 	require.ErrorContains(t, err, "use one")
+	// An API key file that group or others can read is refused, naming file, mode and fix.
+	require.NoError(t, os.WriteFile(keyFile, []byte("file-key\n"), 0o600))
+	require.NoError(t, os.Chmod(keyFile, 0o644))
+	_, err = resolveConnection(rootWith(t, "unused.yaml", "--api-key-file", keyFile), cfg, envOf(nil))
+	require.ErrorContains(t, err, "Temporal API key file "+keyFile+" has mode 0644")
+	require.ErrorContains(t, err, "chmod 600 "+keyFile)
+	require.ErrorContains(t, err, "(from --api-key-file)")
+}
+
+// Plain gRPC is used silently only on loopback; to any other address it needs an explicit
+// --tls=false, TEMPORAL_TLS=false or temporal.plaintext, and the refusal names the address
+// and both fixes.
+func TestPlaintextOnlyOnLoopback(t *testing.T) {
+	for _, addr := range []string{"", "127.0.0.1:7233", "127.8.9.10:7233", "[::1]:7233", "localhost:7233", "LOCALHOST.:1", "dns:///localhost:7233", "unix:///run/temporal.sock"} {
+		r, err := resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{Address: addr, Namespace: "ns"}, envOf(nil))
+		require.NoError(t, err, addr)
+		require.False(t, r.tls || r.tlsOff, addr)
+	}
+	for _, addr := range []string{"10.0.0.5:7233", "temporal:7233", "[2001:db8::1]:7233", "0.0.0.0:7233", "dns:///temporal.example:7233", "localhost.example:7233"} {
+		_, err := resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{Address: addr, Namespace: "ns"}, envOf(nil))
+		require.Error(t, err, addr)
+		var ee *ExitError
+		require.ErrorAs(t, err, &ee)
+		require.Equal(t, ExitUsage, ee.Code)
+		require.ErrorContains(t, err, "Temporal address "+addr+" (from config temporal.address) is not a loopback address and no TLS is set up")
+		require.ErrorContains(t, err, "Give TLS settings (--tls-ca")
+		require.ErrorContains(t, err, "--tls=false (TEMPORAL_TLS=false, config temporal.plaintext: true)")
+	}
+	remote := config.Temporal{Address: "10.0.0.5:7233", Namespace: "ns"}
+	_, err := resolveConnection(rootWith(t, "unused.yaml", "--address", "temporal:7233"), remote, envOf(nil))
+	require.ErrorContains(t, err, "temporal:7233 (from --address)")
+
+	// Each explicit way out: the flag, the environment, the config.
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+		cfg  config.Temporal
+	}{
+		"--tls=false":        {args: []string{"--tls=false"}, cfg: remote},
+		"TEMPORAL_TLS=false": {env: map[string]string{EnvTLS: "false"}, cfg: remote},
+		"temporal.plaintext": {cfg: config.Temporal{Address: remote.Address, Namespace: "ns", Plaintext: true}},
+	} {
+		r, err := resolveConnection(rootWith(t, "unused.yaml", tc.args...), tc.cfg, envOf(tc.env))
+		require.NoError(t, err, name)
+		require.True(t, r.tlsOff, name)
+		var o client.Options
+		require.NoError(t, r.apply(&o), name)
+		require.True(t, o.ConnectionOptions.TLSDisabled, name)
+	}
+	// An API key turns TLS on (Temporal Cloud): not refused.
+	r, err := resolveConnection(rootWith(t, "unused.yaml"), remote, envOf(map[string]string{EnvAPIKey: "k"}))
+	require.NoError(t, err)
+	var o client.Options
+	require.NoError(t, r.apply(&o))
+	require.False(t, o.ConnectionOptions.TLSDisabled)
+	// TLS from anywhere is enough, and TLS from the environment wins over config plaintext.
+	r, err = resolveConnection(rootWith(t, "unused.yaml", "--tls"), remote, envOf(nil))
+	require.NoError(t, err)
+	require.True(t, r.tls)
+	r, err = resolveConnection(rootWith(t, "unused.yaml"), config.Temporal{Address: remote.Address, Plaintext: true}, envOf(map[string]string{EnvTLSCA: "/ca.pem"}))
+	require.NoError(t, err)
+	require.True(t, r.tls)
+	require.False(t, r.tlsOff)
 }
 
 // Unreadable or mismatched TLS files give errors that name the file and where it was set.
@@ -147,6 +211,10 @@ func TestClientTLSErrors(t *testing.T) {
 	files := newTLSFiles(t)
 	garbage := filepath.Join(files.dir, "garbage.pem")
 	require.NoError(t, os.WriteFile(garbage, []byte("hello\n"), 0o644))
+	looseKey := filepath.Join(files.dir, "loose.key")
+	b, err := os.ReadFile(files.clientKey)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(looseKey, b, 0o644))
 	for name, tc := range map[string]struct {
 		args []string
 		want string
@@ -157,7 +225,9 @@ func TestClientTLSErrors(t *testing.T) {
 			"private key does not match public key"},
 		"missing CA file":     {[]string{"--tls-ca", "/nonexistent/ca.pem"}, "TLS CA certificates (from --tls-ca): open /nonexistent/ca.pem"},
 		"CA file not PEM":     {[]string{"--tls-ca", garbage}, "no PEM certificate"},
-		"missing client cert": {[]string{"--tls-cert", "/nonexistent/c.pem", "--tls-key", files.clientKey}, "TLS client certificate (from --tls-cert): stat /nonexistent/c.pem"},
+		"missing client cert": {[]string{"--tls-cert", "/nonexistent/c.pem", "--tls-key", files.clientKey}, "TLS client certificate (from --tls-cert): open /nonexistent/c.pem"},
+		"client key readable by others": {[]string{"--tls-cert", files.clientCert, "--tls-key", looseKey},
+			"TLS client key " + looseKey + " has mode 0644: group or others can read or change it; run `chmod 600 " + looseKey + "`"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r, err := resolveConnection(rootWith(t, "unused.yaml", tc.args...), config.Temporal{Address: "x:1", Namespace: "n"}, envOf(nil))
@@ -181,15 +251,20 @@ func TestServerTLSFlags(t *testing.T) {
 		}
 	}
 	root.AddCommand(NewCmdServer(f, func(o *ServerOptions) error { got = o; return nil }))
-	root.SetArgs([]string{"server", "--tls-cert", "s.pem", "--tls-key", "s.key", "--tls-ca", "ca.pem", "--tls-require-client-cert"})
+	files := newTLSFiles(t)
+	root.SetArgs([]string{"server", "--tls-cert", files.serverCert, "--tls-key", files.serverKey, "--tls-ca", files.ca, "--tls-require-client-cert"})
 	require.NoError(t, root.Execute())
 	opts, err := got.TLS.options()
 	require.NoError(t, err)
-	require.Equal(t, &devserver.TLSOptions{CertFile: "s.pem", KeyFile: "s.key", CAFile: "ca.pem", RequireClientCert: true}, opts)
+	require.Equal(t, &devserver.TLSOptions{CertFile: files.serverCert, KeyFile: files.serverKey, CAFile: files.ca, RequireClientCert: true}, opts)
 	require.Empty(t, f.Conn.TLSCert, "the client flag is not set by the server's flag")
 
 	_, err = (&ServerTLSFlags{Cert: "s.pem", Key: "s.key", RequireClientCert: true}).options()
 	require.ErrorContains(t, err, "--tls-require-client-cert needs --tls-ca")
+	// A server key that group or others can read is refused before anything listens.
+	require.NoError(t, os.Chmod(files.serverKey, 0o640))
+	_, err = (&ServerTLSFlags{Cert: files.serverCert, Key: files.serverKey}).options()
+	require.ErrorContains(t, err, "TLS server key (--tls-key) "+files.serverKey+" has mode 0640")
 	opts, err = (&ServerTLSFlags{}).options()
 	require.NoError(t, err)
 	require.Nil(t, opts)
@@ -250,4 +325,35 @@ func TestClientAgainstMutualTLSServer(t *testing.T) {
 	err = describe(rootWith(t, plainCfg, "--tls-server-name", "other.example", "--tls-cert", files.clientCert, "--tls-key", files.clientKey))
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "check --tls-ca and --tls-server-name")
+}
+
+// `replctl config validate` refuses a secret file on this host that others can read, with
+// the field, the file, its mode and the fix; the same config passes once it is 0600.
+func TestConfigValidateChecksSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "orders.password")
+	require.NoError(t, os.WriteFile(pw, []byte("x\n"), 0o600))
+	require.NoError(t, os.Chmod(pw, 0o644))
+	cfg := filepath.Join(dir, "replctl.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(`storage: [{name: src}, {name: dst}]
+hosts: [{name: h1, attach: {src: /mnt/src, dst: /mnt/dst}}]
+jobs:
+  - name: j1
+    source: {storage: src, dataset: data}
+    target: {storage: dst, dataset: data}
+    application: {host: h1}
+    order: {source: [h1], target: [h1]}
+    repository: {password_file: `+pw+`}
+`), 0o644))
+	_, _, err := runCLI(t, "config", "validate", cfg)
+	var ee *ExitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, ExitUsage, ee.Code)
+	require.ErrorContains(t, err, "jobs[0].repository.password_file: repository password file "+pw+" has mode 0644")
+	require.ErrorContains(t, err, "chmod 600 "+pw)
+
+	require.NoError(t, os.Chmod(pw, 0o600))
+	out, _, err := runCLI(t, "config", "validate", cfg)
+	require.NoError(t, err)
+	require.Contains(t, out, ": ok (")
 }

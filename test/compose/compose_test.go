@@ -40,11 +40,12 @@ func TestReplicationEqualsQuiescedSource(t *testing.T) {
 	assert.Contains(t, m, "step=resume job=orders host=a1 agent=a1 failed= via=local")
 
 	// Job orders keeps its repository on the vault, which only site B mounts: a1 pushed
-	// over SFTP through b1 and created the repository (and its password file) there.
+	// over SFTP through b1 and created the repository there, with the password from its own
+	// secrets dir (deploy/keys.sh): no password file lies beside the repository.
 	assert.Equal(t, "a1", st.Agents.Source)
 	assert.Equal(t, "absent", strings.TrimSpace(d.sh("a1", "test -e /srv/vault && echo mounted || echo absent")))
 	vault := d.sh("b1", "ls -A /srv/vault/.replctl/ /srv/vault/.replctl/repository/")
-	assert.Contains(t, vault, "repository.password")
+	assert.NotContains(t, vault, "repository.password")
 	assert.Contains(t, vault, "kopia.repository.f")
 
 	// The application was thawed and went on writing past the replica's last transaction.
