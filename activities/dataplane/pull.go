@@ -246,7 +246,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		if isDirAt(dirs.staging, filepath.Base(req.ResumeFrom)) {
 			p.resume = append(p.resume, req.ResumeFrom)
 		} else {
-			r.log("resume dir not usable, starting from scratch", "dir", req.ResumeFrom, "err", err)
+			r.log("resume dir not usable (missing or not a directory), starting from scratch", "dir", req.ResumeFrom)
 		}
 	}
 
