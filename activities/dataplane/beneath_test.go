@@ -253,3 +253,20 @@ func TestDatasetNamesStayBeneath(t *testing.T) {
 		require.ErrorIs(t, checkDataset("Dataset", d), ErrBadInput, d)
 	}
 }
+
+// Removal by fds (trash, test copies) removes a symlink inside the tree, never what it
+// points to, and copes with read-only directories.
+func TestRemoveAllAtDoesNotFollowSymlinks(t *testing.T) {
+	outside := t.TempDir()
+	writeFile(t, filepath.Join(outside, "keep"), []byte("not ours"), 0o644, baseTime)
+
+	base := t.TempDir()
+	tree := filepath.Join(base, "tree")
+	writeFile(t, filepath.Join(tree, "ro", "f"), []byte("x"), 0o444, baseTime)
+	require.NoError(t, os.Symlink(outside, filepath.Join(tree, "ro", "out")))
+	require.NoError(t, os.Chmod(filepath.Join(tree, "ro"), 0o555))
+
+	require.NoError(t, removeTree(tree))
+	require.NoDirExists(t, tree)
+	require.FileExists(t, filepath.Join(outside, "keep"))
+}
