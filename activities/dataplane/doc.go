@@ -16,6 +16,9 @@
 //	T/.replctl/staging/<esc(D)>/<replica>.e<N>/   a pull in progress (epoch N)
 //	T/.replctl/fence/<esc(D)>.json, .lock         highest epoch seen (fencing)
 //
+// Every directory below T is opened beneath T's fd without following a symlink, and
+// T/.replctl must be the agent user's alone (see beneath.go).
+//
 // Replicas share unchanged files with older replicas through HARD LINKS (like
 // rsync --link-dest): a file whose content, size, mode, owner and mtime did not
 // change is linked, never copied, and a changed file gets a new inode. Because

@@ -35,6 +35,10 @@ func checkAbs(field, p string) error {
 		return badInput(field, "%q is not an absolute path", p)
 	}
 
+	if strings.IndexByte(p, 0) >= 0 {
+		return badInput(field, "%q contains a NUL byte", p)
+	}
+
 	if filepath.Clean(p) != p {
 		return badInput(field, "%q is not a clean path (want %q)", p, filepath.Clean(p))
 	}
@@ -47,6 +51,10 @@ func checkAbs(field, p string) error {
 func checkDataset(field, d string) error {
 	if d == "" {
 		return badInput(field, "must not be empty")
+	}
+
+	if strings.IndexByte(d, 0) >= 0 {
+		return badInput(field, "%q contains a NUL byte", d)
 	}
 
 	if filepath.IsAbs(d) || strings.HasPrefix(d, "/") {

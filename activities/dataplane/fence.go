@@ -19,6 +19,7 @@ import (
 // T/.replctl/fence/<esc(D)>.json. Writers take an exclusive flock on the
 // sibling .lock file; readers just read the JSON (it is replaced atomically).
 type Fence struct {
+	root string // T
 	path string // .json record
 	lock string // .lock file for flock
 	err  error  // from OpenFence input validation
@@ -43,13 +44,34 @@ func OpenFence(targetRoot, dataset string) *Fence {
 
 	p := newLayout(targetRoot, dataset).fence
 
-	return &Fence{path: p, lock: strings.TrimSuffix(p, ".json") + ".lock"}
+	return &Fence{root: targetRoot, path: p, lock: strings.TrimSuffix(p, ".json") + ".lock"}
+}
+
+// dir opens T/.replctl/fence beneath T (checked strictly; created with create).
+func (f *Fence) dir(create bool) (int, error) {
+	root, err := openRoot(f.root)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(root) //nolint:errcheck
+
+	return ctlDir(root, f.root, create, dirMode, "fence")
 }
 
 func (f *Fence) read() (fenceRecord, error) {
 	var r fenceRecord
 
-	b, err := os.ReadFile(f.path)
+	d, err := f.dir(false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, nil
+	}
+
+	if err != nil {
+		return r, err
+	}
+	defer unix.Close(d) //nolint:errcheck
+
+	b, err := readFileAt(d, filepath.Dir(f.path), filepath.Base(f.path))
 	if errors.Is(err, fs.ErrNotExist) {
 		return r, nil
 	}
@@ -78,14 +100,18 @@ func (f *Fence) Current() (int64, error) {
 
 // withLock runs fn under an exclusive flock of the fence's lock file.
 func (f *Fence) withLock(fn func() error) error {
-	if err := os.MkdirAll(filepath.Dir(f.lock), dirMode); err != nil {
-		return fmt.Errorf("creating fence dir: %w", err)
+	d, err := f.dir(true)
+	if err != nil {
+		return err
 	}
+	defer unix.Close(d) //nolint:errcheck
 
-	lf, err := os.OpenFile(f.lock, os.O_RDWR|os.O_CREATE, 0o644)
+	fd, err := unix.Openat(d, filepath.Base(f.lock), unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return fmt.Errorf("opening fence lock %s: %w", f.lock, err)
 	}
+
+	lf := os.NewFile(uintptr(fd), f.lock)
 	defer lf.Close()
 
 	for {
@@ -127,7 +153,13 @@ func (f *Fence) Advance(epoch int64, agent string) error {
 			return err
 		}
 
-		return writeFileAtomic(f.path, b, 0o644)
+		d, err := f.dir(false)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(d) //nolint:errcheck
+
+		return writeFileAt(d, filepath.Dir(f.path), filepath.Base(f.path), b, 0o644)
 	})
 }
 

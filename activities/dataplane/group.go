@@ -23,6 +23,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // GroupPublishRequest names the replicas (built with PullRequest.Defer) of every dataset of
@@ -159,7 +161,7 @@ func PublishGroup(ctx context.Context, req GroupPublishRequest) (GroupPublishRes
 			}
 		}
 
-		return publishGroupLocked(ls, gd, req.ReplicaName)
+		return publishGroupLocked(ls, req.Job, req.ReplicaName)
 	}
 
 	if err := locked(0); err != nil {
@@ -171,107 +173,154 @@ func PublishGroup(ctx context.Context, req GroupPublishRequest) (GroupPublishRes
 		l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, func(string, ...any) {})
 	}
 
-	pruneGroupDirs(gd, ls[0])
+	pruneGroupDirs(req.Job, ls[0])
 
 	return res, nil
 }
 
-func publishGroupLocked(ls []layout, gd, name string) error {
-	for _, l := range ls {
+// publishGroupLocked does the group's publish under every fence lock. T, the
+// group dir and each T/D's parent are resolved again here, beneath T without
+// following symlinks, and every link and rename is made relative to their fds.
+func publishGroupLocked(ls []layout, job, name string) error {
+	root, err := openRoot(ls[0].root)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(root) //nolint:errcheck
+
+	parents := make([]int, len(ls))
+	for i := range parents {
+		parents[i] = -1
+	}
+
+	defer func() {
+		for _, fd := range parents {
+			closeFd(fd)
+		}
+	}()
+
+	for i, l := range ls {
+		if parents[i], err = l.linkParent(root, true); err != nil {
+			return err
+		}
+
 		// Never clobber user data at T/D.
-		if _, err := l.currentReplica(); err != nil {
+		if _, err := l.currentReplicaAt(parents[i]); err != nil {
 			return err
 		}
 	}
 
-	if err := os.MkdirAll(gd, dirMode); err != nil {
-		return fmt.Errorf("creating %s: %w", gd, err)
-	}
+	gd := groupDir(ls[0].root, job)
 
-	cur := filepath.Join(gd, "current")
-	if target, err := os.Readlink(cur); err == nil && target == name {
+	gfd, err := ctlDir(root, ls[0].root, true, dirMode, "groups", escapeDataset(job))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(gfd) //nolint:errcheck
+
+	if target, err := readlinkAt(gfd, "current"); err == nil && target == name {
 		return nil // published by an earlier attempt whose result was lost
 	}
 
 	// The group's replica dir: one link per dataset. Built aside and renamed into place,
 	// so a half-built one is never the target of current.
 	dir := filepath.Join(gd, name)
-	tmp := filepath.Join(gd, ".tmp-"+name+"-"+randHex(4))
-	if err := os.Mkdir(tmp, dirMode); err != nil {
-		return fmt.Errorf("creating %s: %w", tmp, err)
+	tmp := ".tmp-" + name + "-" + randHex(4)
+
+	tfd, err := dirAt(gfd, gd, tmp, true, true, dirMode)
+	if err != nil {
+		return err
 	}
 
 	for _, l := range ls {
 		rel, err := filepath.Rel(dir, l.replicaDir(name))
-		if err != nil {
-			return err
+		if err == nil {
+			err = unix.Symlinkat(rel, tfd, l.esc)
 		}
 
-		if err := os.Symlink(rel, filepath.Join(tmp, l.esc)); err != nil {
+		if err != nil {
+			closeFd(tfd)
 			return fmt.Errorf("linking %s into the group: %w", l.dataset, err)
 		}
 	}
 
-	if err := os.RemoveAll(dir); err != nil { // a leftover of an earlier attempt, never current
+	closeFd(tfd)
+
+	if err := removeAllAt(gfd, name); err != nil { // a leftover of an earlier attempt, never current
 		return fmt.Errorf("removing %s: %w", dir, err)
 	}
 
-	if err := os.Rename(tmp, dir); err != nil {
-		return fmt.Errorf("renaming %s: %w", tmp, err)
+	if err := unix.Renameat(gfd, tmp, gfd, name); err != nil {
+		return fmt.Errorf("renaming %s: %w", filepath.Join(gd, tmp), err)
 	}
 
 	// Fixed dataset links into the group. Before the first swap they dangle (none
 	// visible); afterwards they show the old group replica until the swap.
-	for _, l := range ls {
-		if err := l.linkIntoGroup(gd); err != nil {
+	for i, l := range ls {
+		if err := l.linkIntoGroup(parents[i], gd); err != nil {
 			return err
 		}
 	}
 
-	if err := syncDir(gd); err != nil {
+	if err := fsyncDirFd(gfd, gd); err != nil {
 		return err
 	}
 
-	return replaceLink(name, cur, ".current-", "publishing group")
+	return replaceLinkAt(gfd, gd, "current", name, ".current-", "publishing group")
 }
 
-// linkIntoGroup makes T/D the link T/D → .replctl/groups/<job>/current/<D>.
-func (l layout) linkIntoGroup(gd string) error {
-	parent := filepath.Dir(l.link)
-	if err := os.MkdirAll(parent, dirMode); err != nil {
-		return fmt.Errorf("creating %s: %w", parent, err)
-	}
+// linkIntoGroup makes T/D (in its parent dir, open as parent) the link
+// T/D → .replctl/groups/<job>/current/<D>.
+func (l layout) linkIntoGroup(parent int, gd string) error {
+	dir := filepath.Dir(l.link)
 
-	target, err := filepath.Rel(parent, filepath.Join(gd, "current", l.esc))
+	target, err := filepath.Rel(dir, filepath.Join(gd, "current", l.esc))
 	if err != nil {
 		return err
 	}
 
-	if t, err := os.Readlink(l.link); err == nil && t == target {
+	if t, err := readlinkAt(parent, filepath.Base(l.link)); err == nil && t == target {
 		return nil
 	}
 
-	return replaceLink(target, l.link, ".replctl-link-", "linking into its group")
+	return replaceLinkAt(parent, dir, filepath.Base(l.link), target, ".replctl-link-", "linking into its group")
 }
 
 // pruneGroupDirs removes group replica dirs whose replicas retention removed
 // (never the current one).
-func pruneGroupDirs(gd string, first layout) {
-	cur, _ := os.Readlink(filepath.Join(gd, "current"))
+func pruneGroupDirs(job string, first layout) {
+	root, err := openRoot(first.root)
+	if err != nil {
+		return
+	}
+	defer unix.Close(root) //nolint:errcheck
 
-	ents, err := os.ReadDir(gd)
+	gfd, err := ctlDir(root, first.root, false, dirMode, "groups", escapeDataset(job))
+	if err != nil {
+		return
+	}
+	defer unix.Close(gfd) //nolint:errcheck
+
+	rfd, err := ctlDir(root, first.root, false, dirMode, "replicas", first.esc)
+	if err != nil {
+		return
+	}
+	defer unix.Close(rfd) //nolint:errcheck
+
+	cur, _ := readlinkAt(gfd, "current")
+
+	names, err := dirNames(gfd)
 	if err != nil {
 		return
 	}
 
-	for _, e := range ents {
-		n := e.Name()
+	for _, n := range names {
 		if n == "current" || n == cur || strings.HasPrefix(n, ".") {
 			continue
 		}
 
-		if _, err := os.Lstat(first.replicaDir(n)); errors.Is(err, fs.ErrNotExist) {
-			_ = os.RemoveAll(filepath.Join(gd, n))
+		if !existsAt(rfd, n) {
+			_ = removeAllAt(gfd, n)
 		}
 	}
 }

@@ -139,39 +139,57 @@ func parseStagingName(n string) (replica string, epoch int64, ok bool) {
 }
 
 // checkLinkParents refuses a dataset whose parent directories under the
-// target root are symlinks: publishing must not follow links out of T.
+// target root are symlinks (or not directories): publishing must not follow
+// links out of T. Missing parents are fine (publish creates them).
 func (l layout) checkLinkParents() error {
-	rel := filepath.Dir(filepath.FromSlash(l.dataset))
-	if rel == "." {
+	root, err := openRoot(l.root)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(root) //nolint:errcheck
+
+	fd, err := l.linkParent(root, false)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 
-	p := l.root
-	for _, c := range strings.Split(rel, string(filepath.Separator)) {
-		p = filepath.Join(p, c)
-
-		st, err := os.Lstat(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-
-		if err != nil {
-			return fmt.Errorf("checking %s: %w", p, err)
-		}
-
-		if !st.IsDir() {
-			return badInput("Dataset", "%s exists and is not a directory (it must not be a symlink either)", p)
-		}
+	if err != nil {
+		return err
 	}
 
-	return nil
+	return unix.Close(fd)
 }
 
 // currentReplica returns the replica name T/D points to, "" if T/D does not
 // exist, or an error if T/D exists and is not a replctl replica link.
 func (l layout) currentReplica() (string, error) {
-	st, err := os.Lstat(l.link)
+	root, err := openRoot(l.root)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(root) //nolint:errcheck
+
+	parent, err := l.linkParent(root, false)
 	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(parent) //nolint:errcheck
+
+	return l.currentReplicaAt(parent)
+}
+
+// currentReplicaAt is currentReplica with T/D's parent directory already open.
+func (l layout) currentReplicaAt(parent int) (string, error) {
+	name := filepath.Base(l.link)
+
+	var st unix.Stat_t
+
+	err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
 		return "", nil
 	}
 
@@ -180,11 +198,11 @@ func (l layout) currentReplica() (string, error) {
 	}
 
 	notOurs := fmt.Errorf("%w: %s exists and is not a replctl replica link; move it away", ErrBadInput, l.link)
-	if st.Mode()&os.ModeSymlink == 0 {
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
 		return "", notOurs
 	}
 
-	target, err := os.Readlink(l.link)
+	target, err := readlinkAt(parent, name)
 	if err != nil {
 		return "", fmt.Errorf("reading link %s: %w", l.link, err)
 	}
@@ -232,44 +250,6 @@ func readMeta(path string) (*replicaMeta, error) {
 	return &m, nil
 }
 
-// writeFileAtomic writes data to path via temp file + fsync + rename + dir fsync.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("creating temp file for %s: %w", path, err)
-	}
-
-	tmp := f.Name()
-	defer os.Remove(tmp) //nolint:errcheck // no-op after a successful rename
-
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", tmp, err)
-	}
-
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", tmp, err)
-	}
-
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
-	}
-
-	return syncDir(dir)
-}
-
 // syncDir fsyncs a directory so renames/creations in it are durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
@@ -302,24 +282,17 @@ func syncFS(path string) error {
 }
 
 // removeTree removes a tree even when directories in it are read-only
-// (replicas keep the image's modes, e.g. 0555 directories).
-func removeTree(path string) error {
-	err := os.RemoveAll(path)
-	if err == nil {
-		return nil
+// (replicas keep the image's modes, e.g. 0555 directories), by fds: no symlink
+// inside it is followed.
+func removeTree(p string) error {
+	parent, err := openatRetry(unix.AT_FDCWD, filepath.Dir(p), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("removing %s: %w", p, err)
 	}
+	defer unix.Close(parent) //nolint:errcheck
 
-	// Make every directory writable, then retry.
-	_ = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o700)
-		}
-
-		return nil
-	})
-
-	if err := os.RemoveAll(path); err != nil {
-		return fmt.Errorf("removing %s: %w", path, err)
+	if err := removeAllAt(parent, filepath.Base(p)); err != nil {
+		return fmt.Errorf("removing %s: %w", p, err)
 	}
 
 	return nil

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	kfs "github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/repo"
@@ -88,6 +89,7 @@ type PullResult struct {
 type pullHooks struct {
 	afterFileRestored func(n int64)        // after each restored file (n restored so far)
 	beforeVerify      func(staging string) // after all writes, before verification
+	beforePublish     func()               // after verification, before publish resolves T again
 }
 
 // Pull materialises an image as a new replica: staging, verification,
@@ -116,9 +118,17 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		req.ResumeFrom = "" // our own earlier try: handled below
 	}
 
+	// Start check: T/D's parents are real directories and T/.replctl (created if
+	// missing) is ours alone; publish checks both again.
 	if err := l.checkLinkParents(); err != nil {
 		return res, err
 	}
+
+	dirs, err := l.openDirs()
+	if err != nil {
+		return res, err
+	}
+	defer dirs.close()
 
 	dr, err := r.open(ctx, req.Repo, false)
 	if err != nil {
@@ -154,7 +164,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	// An earlier try of this pull got as far as the replica dir: either it
 	// published and its result got lost, or it failed between moving the
 	// verified replica into place and swapping the link. Finish the job.
-	if _, err := os.Lstat(res.ReplicaPath); err == nil {
+	if existsAt(dirs.replicas, req.ReplicaName) {
 		m, merr := readMeta(l.metaFile(req.ReplicaName))
 		if merr != nil || m.Image != req.ImageID || !m.Verified {
 			return res, badInput("ReplicaName", "replica %s already exists", res.ReplicaPath)
@@ -173,11 +183,17 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 					return err
 				}
 
-				if err := writeFileAtomic(l.metaFile(req.ReplicaName), b, 0o644); err != nil {
+				pd, err := l.openDirs() // resolved again at publish
+				if err != nil {
+					return err
+				}
+				defer pd.close()
+
+				if err := writeFileAt(pd.meta, l.meta, req.ReplicaName+".json", b, 0o644); err != nil {
 					return err
 				}
 
-				return l.swapLink(res.ReplicaPath)
+				return l.swapLinkAt(pd.root, res.ReplicaPath)
 			})
 			if err != nil {
 				return res, err
@@ -193,25 +209,21 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		return res, nil
 	}
 
-	for _, d := range []string{l.replicas, l.meta, l.staging} {
-		if err := os.MkdirAll(d, dirMode); err != nil {
-			return res, fmt.Errorf("creating %s: %w", d, err)
-		}
-	}
-
 	rp := newReporter(progress)
 	defer rp.final()
 
 	p := &puller{
-		ctx:      ctx,
-		dr:       dr,
-		g:        g,
-		rp:       rp,
-		staging:  staging,
-		isRoot:   os.Geteuid() == 0,
-		parallel: req.Parallel,
-		hooks:    r.hooks,
-		trusted:  map[string]*dirTrust{},
+		ctx:       ctx,
+		dr:        dr,
+		g:         g,
+		rp:        rp,
+		staging:   staging,
+		tdirs:     dirs,
+		stagingFd: -1,
+		isRoot:    os.Geteuid() == 0,
+		parallel:  req.Parallel,
+		hooks:     r.hooks,
+		trusted:   map[string]*dirTrust{},
 
 		dirCache:   map[string]cachedDir{},
 		cacheLeft:  dirCacheEntries,
@@ -220,31 +232,37 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	// A staging dir with our own name is an earlier try with the same epoch
 	// (a retry on this host): move it aside and resume from it.
-	if _, err := os.Lstat(staging); err == nil {
-		aside := staging + ".old" + strconv.FormatInt(time.Now().UnixNano(), 10)
-		if err := os.Rename(staging, aside); err != nil {
+	sname := filepath.Base(staging)
+	if existsAt(dirs.staging, sname) {
+		aside := sname + ".old" + strconv.FormatInt(time.Now().UnixNano(), 10)
+		if err := unix.Renameat(dirs.staging, sname, dirs.staging, aside); err != nil {
 			return res, fmt.Errorf("moving earlier staging %s aside: %w", staging, err)
 		}
 
-		p.resume = append(p.resume, aside)
+		p.resume = append(p.resume, filepath.Join(l.staging, aside))
 	}
 
 	if req.ResumeFrom != "" {
-		if st, err := os.Lstat(req.ResumeFrom); err == nil && st.IsDir() {
+		if isDirAt(dirs.staging, filepath.Base(req.ResumeFrom)) {
 			p.resume = append(p.resume, req.ResumeFrom)
 		} else {
-			r.log("resume dir not usable, starting from scratch", "dir", req.ResumeFrom, "err", err)
+			r.log("resume dir not usable (missing or not a directory), starting from scratch", "dir", req.ResumeFrom)
 		}
 	}
 
 	if cur != "" {
-		p.cur = l.replicaDir(cur)
+		p.cur = cur
 		p.setPrevious(l.metaFile(cur), req.Job, r.log)
 	}
 
-	if err := os.Mkdir(staging, 0o700); err != nil {
-		return res, fmt.Errorf("creating staging dir: %w", err)
+	if err := unix.Mkdirat(dirs.staging, sname, 0o700); err != nil {
+		return res, fmt.Errorf("creating staging dir %s: %w", staging, err)
 	}
+
+	if p.stagingFd, err = openBeneath(dirs.staging, sname, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
+		return res, fmt.Errorf("opening staging dir %s: %w", staging, err)
+	}
+	defer unix.Close(p.stagingFd) //nolint:errcheck
 
 	err = p.build(man.RootEntry)
 	res.Linked, res.Restored = p.linked.Load(), p.restored.Load()
@@ -275,6 +293,10 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	res.Verified = true
+
+	if p.hooks.beforePublish != nil {
+		p.hooks.beforePublish()
+	}
 
 	if err := p.publish(l, req, man); err != nil {
 		return res, err
@@ -383,18 +405,21 @@ func loadImage(ctx context.Context, rep repo.Repository, id, job, dataset string
 
 // puller builds one staging tree.
 type puller struct {
-	ctx      context.Context
-	dr       repo.DirectRepository
-	g        *guard
-	rp       *reporter
-	staging  string
-	resume   []string   // earlier attempts' staging dirs (read + link only)
-	cur      string     // current replica dir ("" if none)
-	prevRoot *object.ID // root dir object of the current replica's image
-	trustCur bool       // current replica was verified against prevRoot
-	isRoot   bool
-	parallel int
-	hooks    pullHooks
+	ctx     context.Context
+	dr      repo.DirectRepository
+	g       *guard
+	rp      *reporter
+	staging string
+	tdirs   *targetDirs // the dataset's directories as resolved at the start
+	// stagingFd is the staging dir: everything in it is created relative to it.
+	stagingFd int
+	resume    []string   // earlier attempts' staging dirs (read + link only)
+	cur       string     // current replica's name ("" if none)
+	prevRoot  *object.ID // root dir object of the current replica's image
+	trustCur  bool       // current replica was verified against prevRoot
+	isRoot    bool
+	parallel  int
+	hooks     pullHooks
 
 	dirs     []dirItem    // every image dir, pre-order
 	listMu   sync.Mutex   // guards toWrite and resumeCk while planning
@@ -542,16 +567,11 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 
 	p.dirs = append(p.dirs, dirItem{rel: ".", de: root})
 
-	dstFd, err := openDirFd(unix.AT_FDCWD, p.staging)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(dstFd) //nolint:errcheck
-
+	dstFd := p.stagingFd
 	srcFd := -1
 
 	if p.cur != "" && p.prevRoot != nil {
-		if fd, err := openDirFd(unix.AT_FDCWD, p.cur); err == nil {
+		if fd, err := openBeneath(p.tdirs.replicas, p.cur, unix.O_PATH|unix.O_DIRECTORY); err == nil {
 			srcFd = fd
 			defer unix.Close(srcFd) //nolint:errcheck
 		}
@@ -602,7 +622,7 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 	// Children first, so setting a parent's mtime is the last change in it.
 	for i := len(p.dirs) - 1; i >= 0; i-- {
 		d := p.dirs[i]
-		if err := p.setAttrs(filepath.Join(p.staging, filepath.FromSlash(d.rel)), d.de, false); err != nil {
+		if err := p.setDirAttrs(p.stagingFd, p.staging, d.rel, d.de); err != nil {
 			return err
 		}
 	}
@@ -905,13 +925,12 @@ func (p *puller) linkResumed() error {
 		}
 
 		de := it.g.ents[0].de
-		dst := filepath.Join(p.staging, filepath.FromSlash(it.g.rel(it.g.ents[0])))
 
 		err := h.check(p.ctx, it.from, de.ObjectID, de.FileSize, nil)
 		if err == nil {
 			// Re-check metadata: the stale writer may have replaced the file.
 			if st, serr := os.Lstat(it.from); serr == nil && p.exactMeta(st, de) {
-				err = os.Link(it.from, dst)
+				err = p.linkResumedFile(it.from, it.g.dir, de.Name)
 			} else {
 				err = errContent
 			}
@@ -978,22 +997,36 @@ func (p *puller) exactStat(st *unix.Stat_t, de *snapshot.DirEntry) bool {
 	return !p.isRoot || (st.Uid == de.UserID && st.Gid == de.GroupID)
 }
 
+// extraBits pairs the setuid/setgid/sticky bits of a raw mode with Go's FileMode bits.
+var extraBits = [...]struct {
+	raw uint32
+	fm  os.FileMode
+}{{unix.S_ISUID, os.ModeSetuid}, {unix.S_ISGID, os.ModeSetgid}, {unix.S_ISVTX, os.ModeSticky}}
+
 // modeExtra converts setuid/setgid/sticky bits of a raw mode to Go's FileMode bits.
 func modeExtra(m uint32) os.FileMode {
 	var fm os.FileMode
-	if m&unix.S_ISUID != 0 {
-		fm |= os.ModeSetuid
-	}
 
-	if m&unix.S_ISGID != 0 {
-		fm |= os.ModeSetgid
-	}
-
-	if m&unix.S_ISVTX != 0 {
-		fm |= os.ModeSticky
+	for _, b := range extraBits {
+		if m&b.raw != 0 {
+			fm |= b.fm
+		}
 	}
 
 	return fm
+}
+
+// unixModeExtra converts Go's setuid/setgid/sticky FileMode bits to raw mode bits.
+func unixModeExtra(m os.FileMode) uint32 {
+	var r uint32
+
+	for _, b := range extraBits {
+		if m&b.fm != 0 {
+			r |= b.raw
+		}
+	}
+
+	return r
 }
 
 const copyChunk = 1 << 20
@@ -1002,11 +1035,9 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return 
 
 // writeDir writes ents of g through one directory fd.
 func (p *puller) writeDir(g *writeGroup, ents []writeEnt) error {
-	dir := filepath.Join(p.staging, filepath.FromSlash(g.dir))
-
-	fd, err := openDirFd(unix.AT_FDCWD, dir)
+	fd, err := openBeneath(p.stagingFd, g.dir, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
-		return err
+		return describeRefusal(p.stagingFd, p.staging, g.dir, err)
 	}
 	defer unix.Close(fd) //nolint:errcheck
 
@@ -1255,30 +1286,47 @@ func (p *puller) writeSymlink(dirFd int, rel string, de *snapshot.DirEntry) erro
 	return setMtimeAt(dirFd, de.Name, de, true)
 }
 
-// setAttrs applies owner (when root), mode, and mtime (atime = mtime, as
-// kopia does) to path. Owner first: chown clears setuid/setgid bits.
-func (p *puller) setAttrs(path string, de *snapshot.DirEntry, symlink bool) error {
+// setDirAttrs applies owner (when root), mode, and mtime (atime = mtime, as
+// kopia does) to directory rel beneath dirFd (at base), through an fd of the
+// directory itself. Owner first: chown clears setuid/setgid bits.
+func (p *puller) setDirAttrs(dirFd int, base, rel string, de *snapshot.DirEntry) error {
+	fd, err := openBeneath(dirFd, rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return describeRefusal(dirFd, base, rel, err)
+	}
+	defer unix.Close(fd) //nolint:errcheck
+
+	full := filepath.Join(base, filepath.FromSlash(rel))
+
 	if p.isRoot {
-		if err := os.Lchown(path, int(de.UserID), int(de.GroupID)); err != nil {
-			return fmt.Errorf("chown %s: %w", path, err)
+		if err := unix.Fchown(fd, int(de.UserID), int(de.GroupID)); err != nil {
+			return fmt.Errorf("chown %s: %w", full, err)
 		}
 	}
 
-	if !symlink {
-		if err := os.Chmod(path, os.FileMode(de.Permissions)&kfs.ModBits); err != nil {
-			return fmt.Errorf("chmod %s: %w", path, err)
-		}
+	if err := unix.Fchmod(fd, uint32(os.FileMode(de.Permissions)&os.ModePerm)|unixModeExtra(os.FileMode(de.Permissions))); err != nil {
+		return fmt.Errorf("chmod %s: %w", full, err)
 	}
 
-	return setMtime(path, de, symlink)
+	ts := unix.NsecToTimespec(de.ModTime.ToTime().UnixNano())
+	if err := futimens(fd, ts); err != nil {
+		return fmt.Errorf("setting times of %s: %w", full, err)
+	}
+
+	return nil
 }
 
-// setMtime sets atime and mtime to the entry's mtime, to the nanosecond.
-func setMtime(path string, de *snapshot.DirEntry, symlink bool) error {
-	return setMtimeAt(unix.AT_FDCWD, path, de, symlink)
+// futimens sets atime and mtime of the open file fd (utimensat with a NULL path).
+func futimens(fd int, ts unix.Timespec) error {
+	times := [2]unix.Timespec{ts, ts}
+	if _, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&times[0])), 0, 0, 0); errno != 0 {
+		return errno
+	}
+
+	return nil
 }
 
-// setMtimeAt is setMtime for name relative to dirFd.
+// setMtimeAt sets atime and mtime of name in dirFd to the entry's mtime, to the nanosecond.
 func setMtimeAt(dirFd int, name string, de *snapshot.DirEntry, symlink bool) error {
 	ts := unix.NsecToTimespec(de.ModTime.ToTime().UnixNano())
 
@@ -1296,6 +1344,9 @@ func setMtimeAt(dirFd int, name string, de *snapshot.DirEntry, symlink bool) err
 
 // publish moves the verified staging dir to its replica name and swaps the
 // T/D symlink to it, under the fence lock and only if no newer epoch exists.
+// The directories are resolved and checked again here, and the renames and
+// the link are made relative to their fds: a directory swapped for a symlink
+// while the pull ran is refused, not followed.
 func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) error {
 	p.rp.setPhase("publish", 0, 0)
 
@@ -1304,8 +1355,8 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 	}
 
 	// Restored data must be durable before any name points to it.
-	if err := syncFS(p.staging); err != nil {
-		return err
+	if err := unix.Syncfs(p.stagingFd); err != nil {
+		return fmt.Errorf("syncfs %s: %w", p.staging, err)
 	}
 
 	final := l.replicaDir(req.ReplicaName)
@@ -1316,8 +1367,23 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 			return err
 		}
 
-		// T/D may have changed since we started: never clobber user data.
-		if _, err := l.currentReplica(); err != nil {
+		pd, err := l.openDirs()
+		if err != nil {
+			return err
+		}
+		defer pd.close()
+
+		// T/D may have changed since we started: never clobber user data, never
+		// follow a parent that became a symlink.
+		parent, err := l.linkParent(pd.root, !req.Defer)
+		if err == nil {
+			_, err = l.currentReplicaAt(parent)
+			closeFd(parent)
+		} else if req.Defer && errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+
+		if err != nil {
 			return err
 		}
 
@@ -1331,24 +1397,24 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 			return err
 		}
 
-		if err := writeFileAtomic(l.metaFile(req.ReplicaName), meta, 0o644); err != nil {
+		if err := writeFileAt(pd.meta, l.meta, req.ReplicaName+".json", meta, 0o644); err != nil {
 			return err
 		}
 
-		if err := renameDir(p.staging, final, p.isRoot); err != nil {
+		if err := renameDirAt(pd.staging, filepath.Base(p.staging), pd.replicas, req.ReplicaName, final, p.isRoot); err != nil {
 			return err
 		}
 
 		// Renaming may touch the moved dir; restore the image's root times.
-		if err := p.setAttrs(final, man.RootEntry, false); err != nil {
+		if err := p.setDirAttrs(pd.replicas, l.replicas, req.ReplicaName, man.RootEntry); err != nil {
 			return err
 		}
 
-		if err := syncDir(l.staging); err != nil {
+		if err := fsyncDirFd(pd.staging, l.staging); err != nil {
 			return err
 		}
 
-		if err := syncDir(l.replicas); err != nil {
+		if err := fsyncDirFd(pd.replicas, l.replicas); err != nil {
 			return err
 		}
 
@@ -1356,7 +1422,7 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 			return nil
 		}
 
-		return l.swapLink(final)
+		return l.swapLinkAt(pd.root, final)
 	})
 }
 
@@ -1377,77 +1443,99 @@ func publishAllowed(ctx context.Context, fence *Fence, req PullRequest) error {
 	return nil
 }
 
-// swapLink points T/D at replica dir final: a temp symlink renamed over T/D.
-// rename(2) is atomic: readers see the old or the new replica, never a mix
-// or nothing. Refuses if T/D is not ours (user data is never clobbered).
-func (l layout) swapLink(final string) error {
-	if _, err := l.currentReplica(); err != nil {
+// swapLinkAt points T/D at replica dir final: a temp symlink renamed over T/D
+// in T/D's parent, opened beneath the root fd without following symlinks (and
+// created if missing). rename(2) is atomic: readers see the old or the new
+// replica, never a mix or nothing. Refuses if T/D is not ours (user data is
+// never clobbered).
+func (l layout) swapLinkAt(root int, final string) error {
+	parent, err := l.linkParent(root, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent) //nolint:errcheck
+
+	if _, err := l.currentReplicaAt(parent); err != nil {
 		return err
 	}
 
-	parent := filepath.Dir(l.link)
-	if err := os.MkdirAll(parent, dirMode); err != nil {
-		return fmt.Errorf("creating %s: %w", parent, err)
-	}
+	dir := filepath.Dir(l.link)
 
-	target, err := filepath.Rel(parent, final)
+	target, err := filepath.Rel(dir, final)
 	if err != nil {
 		return err
 	}
 
-	return replaceLink(target, l.link, ".replctl-link-", "publishing")
+	return replaceLinkAt(parent, dir, filepath.Base(l.link), target, ".replctl-link-", "publishing")
 }
 
-// replaceLink points link at target: a temp symlink (tmpPrefix + random) beside link renamed
-// over it, then the parent dir synced. rename(2) is atomic: readers see the old target or
-// the new one. what names the operation in the error.
-func replaceLink(target, link, tmpPrefix, what string) error {
-	parent := filepath.Dir(link)
-	tmp := filepath.Join(parent, tmpPrefix+randHex(8))
-	if err := os.Symlink(target, tmp); err != nil {
-		return fmt.Errorf("creating temp link %s: %w", tmp, err)
+// renameDirAt renames a staging dir (from in fromDir) into place (to in toDir;
+// toPath names it in errors). Moving a directory to another parent updates its
+// ".." entry, which needs write permission on it: a non-root agent lends
+// itself u+w for the rename if the image's mode lacks it.
+func renameDirAt(fromDir int, from string, toDir int, to, toPath string, isRoot bool) error {
+	if existsAt(toDir, to) {
+		return fmt.Errorf("%w: replica %s already exists", ErrBadInput, toPath)
 	}
 
-	if err := os.Rename(tmp, link); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("%s %s: %w", what, link, err)
+	fd, err := openBeneath(fromDir, from, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("opening %s to move it to %s: %w", from, toPath, err)
 	}
+	defer unix.Close(fd) //nolint:errcheck
 
-	return syncDir(parent)
-}
-
-// renameDir renames a staging dir into place. Moving a directory to another
-// parent updates its ".." entry, which needs write permission on it: a
-// non-root agent lends itself u+w for the rename if the image's mode lacks it.
-func renameDir(from, to string, isRoot bool) error {
-	if _, err := os.Lstat(to); err == nil {
-		return fmt.Errorf("%w: replica %s already exists", ErrBadInput, to)
-	}
-
-	var restore os.FileMode
+	var restore uint32
 
 	if !isRoot {
-		if st, err := os.Stat(from); err == nil && st.Mode().Perm()&0o200 == 0 {
-			restore = st.Mode() & kfs.ModBits
-			_ = os.Chmod(from, restore|0o200)
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&0o200 == 0 {
+			restore = st.Mode & 0o7777
+			_ = unix.Fchmod(fd, restore|0o200)
 		}
 	}
 
-	err := os.Rename(from, to)
+	err = unix.Renameat(fromDir, from, toDir, to)
 
 	if restore != 0 {
-		if err == nil {
-			_ = os.Chmod(to, restore)
-		} else {
-			_ = os.Chmod(from, restore)
-		}
+		_ = unix.Fchmod(fd, restore) // the same inode, wherever it now is
 	}
 
 	if err != nil {
-		return fmt.Errorf("renaming %s to %s: %w", from, to, err)
+		return fmt.Errorf("renaming %s to %s: %w", from, toPath, err)
 	}
 
 	return nil
+}
+
+// existsAt reports whether name exists in dirFd (not following a symlink).
+func existsAt(dirFd int, name string) bool {
+	var st unix.Stat_t
+
+	return unix.Fstatat(dirFd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+}
+
+// linkResumedFile hard-links file from (in a resume dir beside the staging
+// dir) as name in the staging dir's subdirectory dir, both parents opened
+// beneath their roots without following symlinks.
+func (p *puller) linkResumedFile(from, dir, name string) error {
+	rel, err := filepath.Rel(filepath.Dir(p.staging), filepath.Dir(from))
+	if err != nil {
+		return err
+	}
+
+	src, err := openBeneath(p.tdirs.staging, filepath.ToSlash(rel), unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", filepath.Dir(from), err)
+	}
+	defer unix.Close(src) //nolint:errcheck
+
+	dst, err := openBeneath(p.stagingFd, dir, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("opening %s in staging: %w", dir, err)
+	}
+	defer unix.Close(dst) //nolint:errcheck
+
+	return unix.Linkat(src, filepath.Base(from), dst, name, 0)
 }
 
 // retain keeps the replicas pol selects (the current one always) and
@@ -1459,6 +1547,13 @@ func (l layout) retain(pol Retention, epoch int64, log func(string, ...any)) {
 		log("retention: listing replicas failed", "err", err)
 		return
 	}
+
+	dirs, err := l.openDirs()
+	if err != nil {
+		log("retention: opening the dataset's directories failed", "err", err)
+		return
+	}
+	defer dirs.close()
 
 	kept := selectRetained(replicaItems(reps), pol)
 
@@ -1472,29 +1567,29 @@ func (l layout) retain(pol Retention, epoch int64, log func(string, ...any)) {
 			continue
 		}
 
-		if err := l.moveToTrash(ri.Path); err != nil {
+		if err := moveToTrash(dirs.replicas, ri.Name, dirs.trash); err != nil {
 			log("retention: removing replica failed", "replica", ri.Path, "err", err)
 			continue
 		}
 
-		_ = os.Remove(l.metaFile(ri.Name))
+		_ = unix.Unlinkat(dirs.meta, ri.Name+".json", 0)
 	}
 
-	defer trash.sweep(l.trashDir(), log)
+	defer trash.sweep(l, log)
 
-	ents, err := os.ReadDir(l.staging)
+	names, err := dirNames(dirs.staging)
 	if err != nil {
 		return
 	}
 
-	for _, e := range ents {
-		_, ep, ok := parseStagingName(e.Name())
+	for _, n := range names {
+		_, ep, ok := parseStagingName(n)
 		if !ok || ep > epoch {
 			continue
 		}
 
-		if err := l.moveToTrash(filepath.Join(l.staging, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log("retention: removing staging failed", "dir", e.Name(), "err", err)
+		if err := moveToTrash(dirs.staging, n, dirs.trash); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log("retention: removing staging failed", "dir", n, "err", err)
 		}
 	}
 }

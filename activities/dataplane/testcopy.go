@@ -32,6 +32,8 @@ func (l layout) testCopyDir(name string) string {
 
 // OpenTestCopy makes a writable copy of replica (the current one when "") named name. It
 // is written under a temporary name and renamed into place, so a copy is whole or absent.
+// Both trees are walked by directory fds opened without following symlinks (a symlink in
+// the replica is copied as a symlink), beneath T/.replctl checked as for a pull.
 func OpenTestCopy(ctx context.Context, targetRoot, dataset, replica, name string) (TestCopy, error) {
 	if err := checkAbs("TargetRoot", targetRoot); err != nil {
 		return TestCopy{}, err
@@ -56,100 +58,165 @@ func OpenTestCopy(ctx context.Context, targetRoot, dataset, replica, name string
 	if err := checkName("Replica", replica); err != nil {
 		return TestCopy{}, err
 	}
-	src := l.replicaDir(replica)
-	if _, err := os.Stat(src); err != nil {
-		return TestCopy{}, fmt.Errorf("%w: replica %s of %s: %v", ErrNotFound, replica, dataset, err)
-	}
-	dst := l.testCopyDir(name)
-	if _, err := os.Lstat(dst); err == nil {
-		return TestCopy{}, badInput("Name", "test copy %s already exists at %s: clean it up first", name, dst)
-	}
-	tmp := dst + ".creating"
-	if err := os.RemoveAll(tmp); err != nil {
+	root, err := openRoot(targetRoot)
+	if err != nil {
 		return TestCopy{}, err
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	defer unix.Close(root) //nolint:errcheck
+	src := l.replicaDir(replica)
+	rdir, err := ctlDir(root, targetRoot, false, dirMode, "replicas", l.esc)
+	sfd := -1
+	if err == nil {
+		sfd, err = openBeneath(rdir, replica, unix.O_RDONLY|unix.O_DIRECTORY)
+		_ = unix.Close(rdir)
+	}
+	if err != nil {
+		return TestCopy{}, fmt.Errorf("%w: replica %s of %s: %v", ErrNotFound, replica, dataset, err)
+	}
+	defer unix.Close(sfd) //nolint:errcheck
+	dst := l.testCopyDir(name)
+	tdir, err := ctlDir(root, targetRoot, true, dirMode, "test-failover", l.esc)
+	if err != nil {
+		return TestCopy{}, err
+	}
+	defer unix.Close(tdir) //nolint:errcheck
+	if existsAt(tdir, name) {
+		return TestCopy{}, badInput("Name", "test copy %s already exists at %s: clean it up first", name, dst)
+	}
+	tmp := name + ".creating"
+	if err := removeAllAt(tdir, tmp); err != nil {
 		return TestCopy{}, err
 	}
 	tc := TestCopy{Name: name, Path: dst, Replica: replica}
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		out := filepath.Join(tmp, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.IsDir():
-			// Writable for the tester even if the replica's directory is not.
-			if err := os.Mkdir(out, info.Mode().Perm()|0o700); err != nil {
-				return err
-			}
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(target, out)
-		case d.Type().IsRegular():
-			cloned, err := cloneFile(p, out, info.Mode().Perm())
-			if err != nil {
-				return fmt.Errorf("copying %s: %w", rel, err)
-			}
-			tc.Files++
-			tc.Bytes += info.Size()
-			if cloned {
-				tc.Cloned++
-			}
-		}
-		return os.Chtimes(out, info.ModTime(), info.ModTime())
-	})
+	err = copyEntryAt(ctx, sfd, ".", tdir, tmp, ".", &tc)
 	if err == nil {
-		err = os.Rename(tmp, dst)
+		err = unix.Renameat(tdir, tmp, tdir, name)
 	}
 	if err != nil {
-		_ = os.RemoveAll(tmp)
-		return TestCopy{}, err
+		_ = removeAllAt(tdir, tmp)
+		return TestCopy{}, fmt.Errorf("copying replica %s to %s: %w", src, dst, err)
 	}
-	return tc, nil
+	return tc, fsyncDirFd(tdir, filepath.Dir(dst))
 }
 
-// cloneFile makes dst a copy of src: a copy-on-write clone when the filesystem supports it.
-func cloneFile(src, dst string, perm fs.FileMode) (cloned bool, err error) {
-	in, err := os.Open(src)
+// copyEntryAt copies entry name of directory srcDir to dstName in dstDir (rel names it in
+// errors): directories recursively (writable for the tester even if the replica's are not),
+// symlinks as symlinks, regular files cloned; times kept. Other types are skipped.
+func copyEntryAt(ctx context.Context, srcDir int, name string, dstDir int, dstName, rel string, tc *TestCopy) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(srcDir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
+	ts := unix.NsecToTimespec(st.Mtim.Nano())
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if err := unix.Mkdirat(dstDir, dstName, st.Mode&0o777|0o700); err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		in, err := openatRetry(srcDir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		defer unix.Close(in) //nolint:errcheck
+		out, err := openatRetry(dstDir, dstName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		defer unix.Close(out) //nolint:errcheck
+		names, err := dirNames(in)
+		if err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		for _, n := range names {
+			if err := copyEntryAt(ctx, in, n, out, n, filepath.Join(rel, n), tc); err != nil {
+				return err
+			}
+		}
+		// After the entries: creating them changed the directory's times.
+		return futimens(out, ts)
+	case unix.S_IFLNK:
+		target, err := readlinkAt(srcDir, name)
+		if err == nil {
+			err = unix.Symlinkat(target, dstDir, dstName)
+		}
+		if err == nil {
+			err = unix.UtimesNanoAt(dstDir, dstName, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		return nil
+	case unix.S_IFREG:
+		cloned, err := cloneFileAt(srcDir, name, dstDir, dstName, st.Mode&0o777, ts)
+		if err != nil {
+			return fmt.Errorf("copying %s: %w", rel, err)
+		}
+		tc.Files++
+		tc.Bytes += st.Size
+		if cloned {
+			tc.Cloned++
+		}
+	}
+	return nil
+}
+
+// cloneFileAt makes dstName in dstDir a copy of name in srcDir (neither a symlink), with
+// mtime ts: a copy-on-write clone when the filesystem supports it.
+func cloneFileAt(srcDir int, name string, dstDir int, dstName string, perm uint32, ts unix.Timespec) (cloned bool, err error) {
+	ifd, err := openatRetry(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 	if err != nil {
 		return false, err
 	}
+	in := os.NewFile(uintptr(ifd), name)
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm|0o200)
+	ofd, err := unix.Openat(dstDir, dstName, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm|0o200)
 	if err != nil {
 		return false, err
 	}
+	out := os.NewFile(uintptr(ofd), dstName)
 	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
-		return true, out.Close()
-	}
-	// io.Copy between files uses copy_file_range: no data through user space.
-	if _, err := io.Copy(out, in); err != nil {
+		cloned = true
+	} else if _, err := io.Copy(out, in); err != nil { // copy_file_range: no data through user space
 		out.Close()
 		return false, err
 	}
-	return false, out.Close()
+	if err := futimens(int(out.Fd()), ts); err != nil {
+		out.Close()
+		return false, err
+	}
+	return cloned, out.Close()
 }
 
 // RemoveTestCopy deletes the test copy name; a missing one is not an error.
 func RemoveTestCopy(targetRoot, dataset, name string) error {
+	if err := checkAbs("TargetRoot", targetRoot); err != nil {
+		return err
+	}
+	if err := checkDataset("Dataset", dataset); err != nil {
+		return err
+	}
 	if err := checkName("Name", name); err != nil {
 		return err
 	}
-	dst := newLayout(targetRoot, dataset).testCopyDir(name)
-	if err := os.RemoveAll(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	l := newLayout(targetRoot, dataset)
+	root, err := openRoot(targetRoot)
+	if err != nil {
 		return err
+	}
+	defer unix.Close(root) //nolint:errcheck
+	fd, err := ctlDir(root, targetRoot, false, dirMode, "test-failover", l.esc)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd) //nolint:errcheck
+	if err := removeAllAt(fd, name); err != nil {
+		return fmt.Errorf("removing test copy %s: %w", l.testCopyDir(name), err)
 	}
 	return nil
 }

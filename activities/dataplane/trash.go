@@ -4,11 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Retired replicas and staging dirs are renamed into a trash dir on the same file system
@@ -24,16 +25,12 @@ func (l layout) trashDir() string {
 	return filepath.Join(l.root, replctlDir, "trash", l.esc)
 }
 
-// moveToTrash renames path into the dataset's trash dir.
-func (l layout) moveToTrash(path string) error {
-	dir := l.trashDir()
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return fmt.Errorf("creating trash dir: %w", err)
-	}
-
-	to := filepath.Join(dir, filepath.Base(path)+"."+strconv.FormatInt(time.Now().UnixNano(), 10))
-	if err := os.Rename(path, to); err != nil {
-		return fmt.Errorf("moving %s to the trash: %w", path, err)
+// moveToTrash renames name in dirFd into the trash dir trashFd (one rename on
+// one file system, both dirs resolved beneath T).
+func moveToTrash(dirFd int, name string, trashFd int) error {
+	to := name + "." + strconv.FormatInt(time.Now().UnixNano(), 10)
+	if err := unix.Renameat(dirFd, name, trashFd, to); err != nil {
+		return fmt.Errorf("moving %s to the trash: %w", name, err)
 	}
 
 	return nil
@@ -51,7 +48,9 @@ var trash = &sweeper{running: map[string]bool{}, again: map[string]bool{}}
 
 // sweep starts emptying dir unless that is already going on, in which case the running
 // sweep looks at dir once more when it is done.
-func (s *sweeper) sweep(dir string, log func(string, ...any)) {
+func (s *sweeper) sweep(l layout, log func(string, ...any)) {
+	dir := l.trashDir()
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
@@ -67,7 +66,7 @@ func (s *sweeper) sweep(dir string, log func(string, ...any)) {
 		defer s.wg.Done()
 
 		for {
-			emptyDir(dir, log)
+			emptyTrash(l, log)
 
 			s.mu.Lock()
 			if !s.again[dir] {
@@ -87,20 +86,37 @@ func (s *sweeper) sweep(dir string, log func(string, ...any)) {
 // agent that stops mid-sweep leaves the rest to the dataset's next pull).
 func WaitTrash() { trash.wg.Wait() }
 
-// emptyDir removes every entry of dir (not dir itself).
-func emptyDir(dir string, log func(string, ...any)) {
-	ents, err := os.ReadDir(dir)
+// emptyTrash removes every entry of the dataset's trash dir (not the dir itself), resolved
+// beneath T: an entry is removed by fds, no symlink in it followed.
+func emptyTrash(l layout, log func(string, ...any)) {
+	dir := l.trashDir()
+
+	root, err := openRoot(l.root)
+	if err != nil {
+		log("trash: opening the target root failed", "dir", dir, "err", err)
+		return
+	}
+	defer unix.Close(root) //nolint:errcheck
+
+	fd, err := ctlDir(root, l.root, false, 0o700, "trash", l.esc)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			log("trash: listing failed", "dir", dir, "err", err)
+			log("trash: opening failed", "dir", dir, "err", err)
 		}
 
 		return
 	}
+	defer unix.Close(fd) //nolint:errcheck
 
-	for _, e := range ents {
-		if err := removeTree(filepath.Join(dir, e.Name())); err != nil {
-			log("trash: removing failed", "path", filepath.Join(dir, e.Name()), "err", err)
+	names, err := dirNames(fd)
+	if err != nil {
+		log("trash: listing failed", "dir", dir, "err", err)
+		return
+	}
+
+	for _, n := range names {
+		if err := removeAllAt(fd, n); err != nil {
+			log("trash: removing failed", "path", filepath.Join(dir, n), "err", err)
 		}
 	}
 }
