@@ -186,7 +186,11 @@ func switchInPlace(in PullInput, p failbackPaths) (saved string, err error) {
 			lendWrite(p.built, rec.NewMode)
 			lendWrite(p.link, rec.OldMode)
 			if err := unix.Renameat2(unix.AT_FDCWD, p.built, unix.AT_FDCWD, p.link, unix.RENAME_EXCHANGE); err != nil {
-				return fmt.Errorf("exchanging the built tree %s with %s: %w", p.built, p.link, err)
+				hint := ""
+				if errors.Is(err, unix.EINVAL) {
+					hint = " (the source storage's filesystem does not support RENAME_EXCHANGE; nothing was switched)"
+				}
+				return fmt.Errorf("exchanging the built tree %s with %s: %w%s", p.built, p.link, err, hint)
 			}
 		default:
 			return fmt.Errorf("%w: %s is a %s, not a directory: failback replaces a plain directory; move it away", dataplane.ErrBadInput, p.link, lst.Mode().Type())

@@ -70,6 +70,7 @@ func (w *replication) checkFailbackInput(ctx workflow.Context) error {
 // (failback.application, if configured), the target's order pushes its current replica,
 // and the source order writes it back into the source dataset.
 func (w *replication) setupFailback(ctx workflow.Context) error {
+	w.status.Direction = DirectionFailback
 	t, err := w.plan.FindTarget(w.in.From)
 	if err != nil {
 		return badWorkflowInput(err.Error())
@@ -87,7 +88,6 @@ func (w *replication) setupFailback(ctx workflow.Context) error {
 		}
 	}
 	w.failback = &t
-	w.status.Direction = DirectionFailback
 	app := activities.Application{Host: t.Order[0], Timeout: w.plan.Application.Timeout}
 	if w.plan.Failback != nil {
 		app = *w.plan.Failback

@@ -122,6 +122,7 @@ func TestFailbackRefusedUnlessPrimaryStopped(t *testing.T) {
 		requireErrType(t, err, tc.typ)
 		assert.Equal(t, []string{"script:check:a1@a1"}, f.calls, "no push, no pull")
 		assert.Equal(t, PhaseFailed, st.Phase)
+		assert.Equal(t, DirectionFailback, st.Direction, "a refused failback says it was one")
 	}
 }
 
