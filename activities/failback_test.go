@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -79,12 +80,17 @@ type reader struct {
 	sawOld, sawNew, wentBack atomic.Bool
 }
 
+// startReader returns once the reader has read the tree at path once.
 func startReader(t *testing.T, path string) *reader {
 	r := &reader{}
 	r.wg.Add(1)
+	first := make(chan struct{})
 	go func() {
 		defer r.wg.Done()
-		for !r.stop.Load() {
+		for i := 0; !r.stop.Load(); i++ {
+			if i == 1 {
+				close(first)
+			}
 			if _, err := os.Lstat(path); err != nil {
 				r.missing.Add(1)
 				continue
@@ -116,6 +122,7 @@ func startReader(t *testing.T, path string) *reader {
 		}
 	}()
 	t.Cleanup(r.halt)
+	<-first
 	return r
 }
 
@@ -177,11 +184,12 @@ func TestFailbackPullSwitchesAtomically(t *testing.T) {
 	r := startReader(t, w.link)
 	res, err := w.agent.Pull(context.Background(), w.pullInput())
 	require.NoError(t, err)
+	require.Eventually(t, r.sawNew.Load, 10*time.Second, time.Millisecond, "the reader reads the new tree after the switch")
 	r.halt()
 	t.Logf("reader: %d reads, %d missing, %d mixed", r.reads.Load(), r.missing.Load(), r.mixed.Load())
 	assert.Zero(t, r.missing.Load(), "the dataset path never disappeared")
 	assert.Zero(t, r.mixed.Load(), "every read saw one whole tree")
-	assert.True(t, r.sawOld.Load(), "the reader read the old tree while the new one was built")
+	assert.True(t, r.sawOld.Load(), "the reader read the old tree before the switch")
 	assert.True(t, r.sawNew.Load())
 	assert.False(t, r.wentBack.Load())
 	w.assertSwitched(res)

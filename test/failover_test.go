@@ -197,17 +197,23 @@ func TestFailbackAfterRun(t *testing.T) {
 // read must see one whole tree, the old one (no dr-written.bin, f00003 as written) or the
 // new one, and never old again after new.
 type datasetReader struct {
-	stop                     atomic.Bool
-	done                     chan struct{}
-	reads, missing, mixed    int
-	sawOld, sawNew, wentBack bool
+	stop                  atomic.Bool
+	done                  chan struct{}
+	reads, missing, mixed int
+	sawOld, wentBack      bool
+	sawNew                atomic.Bool
 }
 
+// startDatasetReader returns once the reader has read the tree at dir once.
 func startDatasetReader(t *testing.T, dir string) *datasetReader {
 	r := &datasetReader{done: make(chan struct{})}
+	first := make(chan struct{})
 	go func() {
 		defer close(r.done)
-		for !r.stop.Load() {
+		for i := 0; !r.stop.Load(); i++ {
+			if i == 1 {
+				close(first)
+			}
 			fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 			if err != nil {
 				r.missing++
@@ -228,26 +234,28 @@ func startDatasetReader(t *testing.T, dir string) *datasetReader {
 			case n < 0 || isNew != replaced:
 				r.mixed++
 			case isNew:
-				r.sawNew = true
+				r.sawNew.Store(true)
 			default:
-				r.wentBack = r.wentBack || r.sawNew
+				r.wentBack = r.wentBack || r.sawNew.Load()
 				r.sawOld = true
 			}
 		}
 	}()
 	t.Cleanup(func() { r.stop.Store(true); <-r.done })
+	<-first // it has read the old tree once before the failback starts
 	return r
 }
 
 // check stops the reader and asserts what it saw.
 func (r *datasetReader) check(t *testing.T) {
 	t.Helper()
+	require.Eventually(t, r.sawNew.Load, 10*time.Second, time.Millisecond, "the reader reads the new tree after the failback")
 	r.stop.Store(true)
 	<-r.done
 	t.Logf("reader during the failback: %d reads, %d missing, %d mixed", r.reads, r.missing, r.mixed)
 	assert.Zero(t, r.missing, "the source dataset path never disappeared")
 	assert.Zero(t, r.mixed, "every read saw one whole tree")
-	assert.True(t, r.sawOld && r.sawNew, "the reader saw the old tree, then the new one")
+	assert.True(t, r.sawOld, "the reader saw the old tree before the new one")
 	assert.False(t, r.wentBack)
 }
 
