@@ -105,10 +105,14 @@ if [ -f %[1]s/primary-running ]; then echo "application runs (pid file %[1]s/pri
 echo "application stopped"
 `
 
-// newFailbackEnv is the failback test world with the check script and every agent.
+// newFailbackEnv is the failback test world with the check script.
 func newFailbackEnv(t *testing.T) *env {
+	return newFailbackEnvWith(t, envOptions{config: failbackConfig})
+}
+
+func newFailbackEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
-	e := newEnvWith(t, envOptions{config: failbackConfig})
+	e := newEnvWith(t, o)
 	require.NoError(t, os.WriteFile(filepath.Join(e.dir, "scripts/check.sh"), []byte(fmt.Sprintf(checkScript, e.dir)), 0o755))
 	return e
 }
@@ -341,6 +345,37 @@ func TestFailbackGuards(t *testing.T) {
 	require.NoError(t, err, out)
 	assert.Regexp(t, `(?m)^primary +stopped: check script check.sh on host a1 exited 0$`, out)
 	assert.Equal(t, treeDigest(t, e.targetLink()), treeDigest(t, e.sourceDir()))
+}
+
+// The primary host cannot be reached (its agent killed, its sshd stopped): the failback is
+// refused, naming --primary-down, with nothing replaced; with --primary-down it goes on and
+// the run's status says it went on without the check.
+func TestFailbackPrimaryDown(t *testing.T) {
+	sshd := sshtest.Start(t)
+	e := newFailbackEnvWith(t, envOptions{a1SSH: sshd, config: failbackConfig + "    on_unreachable_host: continue\n"})
+	writeDataset(t, e.sourceDir(), 40, 16<<10, 35)
+	e.startAgents("a1", "a2", "b1", "b2")
+	_, err := e.wait(e.start("orders"))
+	require.NoError(t, err)
+	replica, err := filepath.EvalSymlinks(e.targetLink())
+	require.NoError(t, err)
+	writeRandom(t, filepath.Join(replica, "dr-written.bin"), 32<<10, 51)
+	source := treeDigest(t, e.sourceDir())
+
+	e.kill("a1")
+	sshd.Stop()
+	out, err := e.cli("failback", "orders", "--yes", "--wait")
+	assert.Equal(t, 3, exitCodeOf(err), out)
+	assert.Contains(t, out, "the primary application host a1 cannot be reached to check that its application is stopped")
+	assert.Contains(t, out, "start the failback with --primary-down")
+	t.Logf("failback with the primary unreachable:\n%s", out)
+	assert.Equal(t, source, treeDigest(t, e.sourceDir()), "nothing replaced")
+
+	out, err = e.cli("failback", "orders", "--yes", "--wait", "--primary-down")
+	require.NoError(t, err, out)
+	assert.Regexp(t, `(?m)^primary +unreachable, going on because the input says primary_down: the check script check.sh could not run on host a1`, out)
+	assert.Equal(t, treeDigest(t, e.targetLink()), treeDigest(t, e.sourceDir()))
+	t.Logf("failback with --primary-down:\n%s", out)
 }
 
 func countMarkers(lines []string, prefix string) int {
