@@ -175,6 +175,26 @@ func TestFailbackUnreachablePrimary(t *testing.T) {
 	assert.Equal(t, []string{"script:check:a1@a1", "script:takeover:a1@a2", "script:check:a1@a2"}, f.calls)
 	require.Len(t, st.Takeovers, 2)
 	assert.Equal(t, "check", st.Takeovers[0].Step)
+
+	// The primary's agent dead and its host unreachable for the takeover script too
+	// (on_unreachable_host: fail): "primary_down" lets the check's takeover go, and the
+	// pull is taken over by a2 (the failback's application has no takeover script).
+	downAndUnreachable := func(kind, agent string) error {
+		if agent == "a1" {
+			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)
+		}
+		if kind == "script:takeover" || kind == "script:check" {
+			return temporal.NewNonRetryableApplicationError("dial a1: connection refused", activities.ErrTypeHostUnreachable, nil)
+		}
+		return nil
+	}
+	f = &fakeAgents{fail: downAndUnreachable, plan: allowFailback}
+	_, err, _ = runWorkflowInput(t, f, failbackInput())
+	requireErrType(t, err, ErrTypePrimaryUnreachable)
+	f = &fakeAgents{fail: downAndUnreachable, plan: allowFailback}
+	st, err, _ = runWorkflowInput(t, f, in)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"script:check:a1@a1", "script:takeover:a1@a2", "push@b1", "script:takeover:a1@a2", "pull@a2"}, f.calls)
 }
 
 // Without a check script the config may say the operator's confirmation stands for it.
