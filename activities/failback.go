@@ -110,6 +110,10 @@ type switchRecord struct {
 // dataset already (finishing its move of the old tree aside), or nil after making the build
 // root for this attempt's pull.
 func failbackStart(in PullInput, p failbackPaths) (*PullResult, error) {
+	// Nothing is created under a source storage that is not mounted.
+	if st, err := os.Stat(in.TargetRoot); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("%w: TargetRoot: %s is not an existing directory", dataplane.ErrBadInput, in.TargetRoot)
+	}
 	var done *PullResult
 	err := withSwitchLock(p.lock, func() error {
 		rec, err := readSwitchRecord(p.record)

@@ -279,4 +279,13 @@ func TestFailbackSwitchModesAndMissingDataset(t *testing.T) {
 	target, err := os.Readlink(p.link)
 	require.NoError(t, err)
 	assert.Equal(t, "fresh", target)
+
+	// A source storage that is not mounted: refused, nothing created.
+	in.TargetRoot = filepath.Join(root, "not-mounted")
+	p, err = newFailbackPaths(in)
+	require.NoError(t, err)
+	_, err = failbackStart(in, p)
+	require.ErrorIs(t, err, dataplane.ErrBadInput)
+	_, err = os.Stat(in.TargetRoot)
+	assert.ErrorIs(t, err, fs.ErrNotExist)
 }
