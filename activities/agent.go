@@ -372,8 +372,9 @@ type PullInput struct {
 	// Defer (consistency groups): build, verify and move the replica into place, but leave
 	// the dataset link to PublishGroup.
 	Defer bool `json:",omitempty"`
-	// InPlace (failback): the dataset becomes a plain directory holding the replica; a
-	// directory that was there is kept under .replctl/failback/.
+	// InPlace (failback): the replica is built beside the dataset and then switched with the
+	// dataset directory in one atomic step; the directory that was there is kept under
+	// .replctl/failback/ (failback.go).
 	InPlace bool `json:",omitempty"`
 	// KeepWithin and KeepImagesWithin add keep-within windows to Keep and KeepImages (0 = off).
 	KeepWithin       time.Duration `json:",omitempty"`
@@ -409,9 +410,19 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	if in.TargetRoot, in.Repo, err = a.authorizePull(ctx, in); err != nil {
 		return PullResult{}, err
 	}
+	// A failback builds the new tree under a root of its own beside the dataset and switches
+	// it in at the end (failback.go).
+	root := in.TargetRoot
+	var fb failbackPaths
+	if in.InPlace {
+		if fb, err = newFailbackPaths(in); err != nil {
+			return PullResult{}, badInput(err)
+		}
+		root = fb.build
+	}
 	// The staging dir travels in heartbeats relative to the target root: the taker may see
 	// the target storage at another mount path.
-	staging, err := dataplane.StagingPath(in.TargetRoot, in.Dataset, in.ReplicaName, in.Epoch)
+	staging, err := dataplane.StagingPath(root, in.Dataset, in.ReplicaName, in.Epoch)
 	if err != nil {
 		return PullResult{}, badInput(err)
 	}
@@ -431,22 +442,20 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		return PullResult{}, err
 	}
 	defer hb.stop()
-	var saved string
 	if in.InPlace {
-		done, s, err := beforeInPlace(in)
+		done, err := failbackStart(in, fb)
 		if err != nil {
 			return PullResult{}, classify(ctx, "pull", err, hb.progress())
 		}
 		if done != nil {
 			return *done, nil
 		}
-		saved = s
 	}
 	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
 		Repo:          a.repoConfig(in.Repo),
 		Job:           in.Job,
 		ImageID:       in.ImageID,
-		TargetRoot:    in.TargetRoot,
+		TargetRoot:    root,
 		Dataset:       in.Dataset,
 		SourceDataset: in.SourceDataset,
 		ReplicaName:   in.ReplicaName,
@@ -456,7 +465,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		Verify:        in.Verify,
 		Keep:          in.Keep,
 		KeepWithin:    in.KeepWithin,
-		Defer:         in.Defer,
+		Defer:         in.Defer || in.InPlace,
 	}, func(p dataplane.Progress) {
 		pr := fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)
 		pr.Dataset = in.Dataset
@@ -466,11 +475,12 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	if err != nil {
 		return PullResult{}, classify(ctx, "pull", err, hb.progress())
 	}
+	var saved string
 	if in.InPlace {
-		if err := afterInPlace(res.ReplicaPath, res.LinkPath); err != nil {
+		if saved, err = switchInPlace(in, fb); err != nil {
 			return PullResult{}, classify(ctx, "pull", err, hb.progress())
 		}
-		res.ReplicaPath = res.LinkPath
+		res.ReplicaPath, res.LinkPath = fb.link, fb.link
 	}
 	if in.KeepImages > 0 && !in.InPlace {
 		// Image retention is housekeeping: the replica is published, a failure here only

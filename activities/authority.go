@@ -198,6 +198,20 @@ func (a *Agent) authorizeScript(ctx context.Context, in ScriptInput) (HostPlan, 
 		if err := g.same("Script", in.Script, script); err != nil {
 			return HostPlan{}, "", err
 		}
+	case "check":
+		// A failback asks the primary application host whether the application is stopped.
+		if err := g.failbackAllowed(); err != nil {
+			return HostPlan{}, "", err
+		}
+		if err := g.same("Host", in.Host.Name, p.Application.Host); err != nil {
+			return HostPlan{}, "", err
+		}
+		if err := g.inOrder(RoleApplication, p.Order.Application); err != nil {
+			return HostPlan{}, "", err
+		}
+		if err := g.same("Script", in.Script, p.Application.Check); err != nil {
+			return HostPlan{}, "", err
+		}
 	case "takeover":
 		if err := g.same("Script", in.Script, p.Application.Takeover); err != nil {
 			return HostPlan{}, "", err
@@ -209,7 +223,7 @@ func (a *Agent) authorizeScript(ctx context.Context, in ScriptInput) (HostPlan, 
 			return HostPlan{}, "", g.refuse("FailedHost", in.FailedHost, nil, fmt.Sprintf("%q does not come before agent %s in any takeover order of the job in its own config", in.FailedHost, a.Host))
 		}
 	default:
-		return HostPlan{}, "", g.refuse("Step", in.Step, nil, fmt.Sprintf("%q is not a script step (quiesce, resume, takeover)", in.Step))
+		return HostPlan{}, "", g.refuse("Step", in.Step, nil, fmt.Sprintf("%q is not a script step (quiesce, resume, takeover, check)", in.Step))
 	}
 	for _, f := range []struct {
 		field    string
@@ -228,6 +242,15 @@ func (a *Agent) authorizeScript(ctx context.Context, in ScriptInput) (HostPlan, 
 		return HostPlan{}, "", err
 	}
 	return own, src, nil
+}
+
+// failbackAllowed refuses a failback step unless the agent's own config lets the job fail
+// back (failback.allow): a failback replaces a live source dataset.
+func (g *grant) failbackAllowed() error {
+	if fg := g.plan.FailbackGuard; fg != nil && fg.Allow {
+		return nil
+	}
+	return g.refuse("Failback", true, false, "is a failback step, but the job's failback.allow is not true in agent "+g.agent+"'s own config")
 }
 
 // roleLists are the takeover orders of every role of the plan.
@@ -266,6 +289,9 @@ func (a *Agent) authorizePush(ctx context.Context, step string, in PushInput) (s
 	p := g.plan
 	storage := p.Source.Storage
 	if in.FollowLink {
+		if err := g.failbackAllowed(); err != nil {
+			return "", RepoLocation{}, err
+		}
 		t, _, err := g.target(in.Dataset)
 		if err != nil {
 			return "", RepoLocation{}, err
@@ -301,6 +327,9 @@ func (a *Agent) authorizePull(ctx context.Context, in PullInput) (string, RepoLo
 	p := g.plan
 	var storage, source string
 	if in.InPlace {
+		if err := g.failbackAllowed(); err != nil {
+			return "", RepoLocation{}, err
+		}
 		if err := g.inOrder(RoleSource, p.Order.Source); err != nil {
 			return "", RepoLocation{}, err
 		}

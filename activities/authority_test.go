@@ -195,3 +195,52 @@ func TestAuthorityTargetSteps(t *testing.T) {
 	_, err = a1.authorizeMaintain(ctx, MaintainInput{Job: "orders", Agent: "a1", Repo: repo})
 	requireRefused(t, err, `"a1" is not in the job's target order [b1 b2]`)
 }
+
+// Failback steps run only where the agent's own config lets the job fail back; the check
+// script is the job's, on the application host.
+func TestAuthorityFailback(t *testing.T) {
+	ctx := context.Background()
+	const file = "../config/samples/minimal.yaml"
+	cfg, err := config.Load(file)
+	require.NoError(t, err)
+	p, err := NewPlan(cfg, "docs")
+	require.NoError(t, err)
+	require.True(t, p.FailbackGuard == nil || !p.FailbackGuard.Allow, "the sample must not allow failback")
+	h1 := &Agent{Host: "h1", ConfigFile: file}
+	repo, err := p.Repo("h1")
+	require.NoError(t, err)
+	_, _, err = h1.authorizePush(ctx, "push", PushInput{Job: "docs", Agent: "h1", SourceDir: "/srv/backup/docs", Dataset: "docs", Repo: repo, FollowLink: true})
+	requireRefused(t, err, "Failback", "failback.allow is not true in agent h1's own config")
+	_, _, err = h1.authorizePull(ctx, PullInput{Job: "docs", Agent: "h1", TargetRoot: "/srv/primary", Dataset: "docs", SourceDataset: "docs", Repo: repo, InPlace: true, Keep: p.Retention.Replicas, Verify: p.Verify})
+	requireRefused(t, err, "Failback")
+	host, err := p.Host("h1")
+	require.NoError(t, err)
+	_, _, err = h1.authorizeScript(ctx, ScriptInput{Job: "docs", Step: "check", Agent: "h1", Host: host, Script: "", SourcePath: "/srv/primary/docs"})
+	requireRefused(t, err, "Failback")
+
+	// The full sample allows failback with a check script: the check passes only with the
+	// job's script on the application host.
+	t.Setenv("REPLCTL_STATE", t.TempDir())
+	cfg, err = config.Load("../config/samples/full.yaml")
+	require.NoError(t, err)
+	for _, j := range cfg.Jobs {
+		p, err := NewPlan(cfg, j.Name)
+		require.NoError(t, err)
+		if p.FailbackGuard == nil || !p.FailbackGuard.Allow || p.Application.Check == "" {
+			continue
+		}
+		app := p.Order.Application[0]
+		a := &Agent{Host: app, ConfigFile: "../config/samples/full.yaml"}
+		host, err := p.Host(p.Application.Host)
+		require.NoError(t, err)
+		src, _ := p.SourceDir(host.Name)
+		in := ScriptInput{Job: j.Name, Step: "check", Agent: app, Host: host, Script: p.Application.Check, SourcePath: src}
+		_, _, err = a.authorizeScript(ctx, in)
+		require.NoError(t, err)
+		in.Script = "rm-rf.sh"
+		_, _, err = a.authorizeScript(ctx, in)
+		requireRefused(t, err, "Script", "rm-rf.sh", p.Application.Check)
+		return
+	}
+	t.Fatal("config/samples/full.yaml has no job that allows failback with a check script")
+}

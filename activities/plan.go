@@ -33,6 +33,18 @@ type Plan struct {
 	Targets []TargetPlan `json:",omitempty"`
 	// Failback is the target side's application, if the job names one.
 	Failback *Application `json:",omitempty"`
+	// FailbackGuard is the job's failback opt-in (nil: the job has no failback section, so a
+	// failback is refused).
+	FailbackGuard *FailbackGuard `json:",omitempty"`
+}
+
+// FailbackGuard is what the job's config says about failing back.
+type FailbackGuard struct {
+	// Allow is config failback.allow: without it a failback is refused.
+	Allow bool
+	// PrimaryStopped is config failback.primary_stopped: "check" (Application.Check runs on
+	// the primary application host and must say stopped) or "operator" (no check script).
+	PrimaryStopped string
 }
 
 // Endpoint is a dataset on a storage system, or a consistency group of datasets.
@@ -87,7 +99,9 @@ type Application struct {
 	Quiesce  string
 	Resume   string
 	Takeover string
-	Timeout  time.Duration
+	// Check (config application.check) tells a failback whether the application is stopped.
+	Check   string `json:",omitempty"`
+	Timeout time.Duration
 }
 
 // Order is the takeover order of each role: primary first.
@@ -172,7 +186,7 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		ConfigFile:        cfg.File,
 		Source:            endpoint(j.Source),
 		Target:            endpoint(targets[0].Endpoint()),
-		Application:       Application{Host: j.Application.Host, Quiesce: j.Application.Quiesce, Resume: j.Application.Resume, Takeover: j.Application.Takeover, Timeout: j.Application.Timeout},
+		Application:       Application{Host: j.Application.Host, Quiesce: j.Application.Quiesce, Resume: j.Application.Resume, Takeover: j.Application.Takeover, Check: j.Application.Check, Timeout: j.Application.Timeout},
 		Order:             Order{Application: clone(j.Order.Application), Source: clone(j.Order.Source), Target: clone(targets[0].Order)},
 		Timeouts:          Timeouts{Heartbeat: j.Timeouts.Heartbeat, ScheduleToStart: j.Timeouts.ScheduleToStart, StartToClose: j.Timeouts.StartToClose},
 		OnUnreachableHost: j.OnUnreachableHost,
@@ -189,9 +203,11 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		}
 	}
 	if f := j.Failback; f != nil {
-		a := f.Application
-		p.Failback = &Application{Host: a.Host, Quiesce: a.Quiesce, Resume: a.Resume, Timeout: a.Timeout}
-		lists = append(lists, []string{a.Host})
+		p.FailbackGuard = &FailbackGuard{Allow: f.Allow, PrimaryStopped: f.PrimaryStopped}
+		if a := f.Application; a != nil {
+			p.Failback = &Application{Host: a.Host, Quiesce: a.Quiesce, Resume: a.Resume, Timeout: a.Timeout}
+			lists = append(lists, []string{a.Host})
+		}
 	}
 	seen := map[string]bool{}
 	for _, list := range lists {

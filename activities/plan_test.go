@@ -26,6 +26,7 @@ func TestNewPlanGroupFanOutFailback(t *testing.T) {
 	require.NotNil(t, p.Failback)
 	assert.Equal(t, "b1", p.Failback.Host)
 	assert.Equal(t, "freeze.sh", p.Failback.Quiesce)
+	assert.Equal(t, &FailbackGuard{Allow: true, PrimaryStopped: config.PrimaryStoppedOperator}, p.FailbackGuard)
 	var hosts []string
 	for _, h := range p.Hosts {
 		hosts = append(hosts, h.Name)
@@ -45,6 +46,17 @@ func TestNewPlanGroupFanOutFailback(t *testing.T) {
 	assert.Nil(t, p.Targets)
 	assert.Nil(t, p.Source.Datasets)
 	assert.Len(t, p.AllTargets(), 1)
+	assert.Nil(t, p.FailbackGuard, "no failback section: failback is refused")
+
+	// The full sample allows failback with the primary's check script.
+	t.Setenv("REPLCTL_STATE", t.TempDir())
+	cfg, err = config.Load("../config/samples/full.yaml")
+	require.NoError(t, err)
+	p, err = NewPlan(cfg, "billing")
+	require.NoError(t, err)
+	assert.Equal(t, "postgres-stopped.sh", p.Application.Check)
+	assert.Equal(t, &FailbackGuard{Allow: true, PrimaryStopped: config.PrimaryStoppedCheck}, p.FailbackGuard)
+	assert.Nil(t, p.Failback, "no failback.application")
 }
 
 // An order host not attached to the repository storage gets the hosts to reach it

@@ -236,8 +236,9 @@ type Job struct {
 	// Targets fans one source out to several targets, each with its own takeover order.
 	// It replaces target + order.target (the single-target form stays valid).
 	Targets []Target `yaml:"targets"`
-	// Failback, when given, names the application on the target side that `replctl
-	// failback` quiesces while it copies the target's replica back to the source.
+	// Failback allows `replctl failback` (allow) and says how it knows the primary
+	// application is stopped and which application on the target side it quiesces while it
+	// copies the target's replica back to the source. Absent: failback is refused.
 	Failback *Failback `yaml:"failback"`
 }
 
@@ -256,10 +257,30 @@ func (t Target) Endpoint() Endpoint {
 
 // Failback is what `replctl failback` needs beyond the job's endpoints and orders.
 type Failback struct {
+	// Allow must be true for a failback of the job to run at all: a failback replaces the
+	// source dataset with the target's replica.
+	Allow bool `yaml:"allow"`
+	// PrimaryStopped is how a failback knows that the application on the primary is stopped:
+	// "check" (default: the job's application.check script says so) or "operator" (no check
+	// script; the operator's confirmation, `--yes` or the input's "confirm", stands for it).
+	PrimaryStopped string `yaml:"primary_stopped"`
 	// Application runs on the target side while the job is failed over; its quiesce and
 	// resume scripts run around the failback push. The takeover script is not used.
-	Application Application `yaml:"application"`
+	// Optional: without it nothing is quiesced on the target side.
+	Application *Application `yaml:"application"`
 }
+
+// Values of Failback.PrimaryStopped.
+const (
+	PrimaryStoppedCheck    = "check"
+	PrimaryStoppedOperator = "operator"
+)
+
+// Check script exit codes (application.check): the contract between replctl and the script.
+const (
+	CheckExitStopped = 0 // the application is stopped on the host
+	CheckExitRunning = 3 // the application is running; any other exit means unknown
+)
 
 // AllTargets returns the job's targets: the targets list, or the single target with
 // order.target.
@@ -322,12 +343,13 @@ type Application struct {
 	Quiesce  string        `yaml:"quiesce"`  // script names in the host's scripts dir; each optional
 	Resume   string        `yaml:"resume"`   //
 	Takeover string        `yaml:"takeover"` //
+	Check    string        `yaml:"check"`    // failback: exit 0 = application stopped, 3 = running
 	Timeout  time.Duration `yaml:"timeout"`  // per script run, default 5m
 }
 
 // HasScripts reports whether the job names any script.
 func (a Application) HasScripts() bool {
-	return a.Quiesce != "" || a.Resume != "" || a.Takeover != ""
+	return a.Quiesce != "" || a.Resume != "" || a.Takeover != "" || a.Check != ""
 }
 
 // Order lists, per role, the hosts that may do the work, in order of preference:

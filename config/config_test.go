@@ -148,7 +148,8 @@ func TestDevExample(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Endpoint{Storage: "array-a", Dataset: "orders"}, orders.Source)
 	require.Equal(t, Endpoint{Storage: "array-b", Dataset: "orders"}, orders.Target)
-	require.Equal(t, Application{Host: "a1", Quiesce: "freeze.sh", Resume: "thaw.sh", Takeover: "takeover.sh", Timeout: DefaultScriptTimeout}, orders.Application)
+	require.Equal(t, Application{Host: "a1", Quiesce: "freeze.sh", Resume: "thaw.sh", Takeover: "takeover.sh", Check: "check.sh", Timeout: DefaultScriptTimeout}, orders.Application)
+	require.Equal(t, &Failback{Allow: true, PrimaryStopped: PrimaryStoppedCheck}, orders.Failback)
 	require.Equal(t, Order{Application: []string{"a1", "a2"}, Source: []string{"a1", "a2", "b2"}, Target: []string{"b1", "b2", "a2"}}, orders.Order)
 	require.Equal(t, Timeouts{Heartbeat: 2 * time.Second, ScheduleToStart: 5 * time.Second, StartToClose: 30 * time.Minute}, orders.Timeouts)
 	require.Equal(t, Retention{Replicas: 3, Images: 10}, orders.Retention)
@@ -210,8 +211,19 @@ func TestDevScripts(t *testing.T) {
 	require.Contains(t, lines[2], "step=takeover")
 	require.Contains(t, lines[2], "failed_host=a9")
 
+	// check.sh: stopped (exit 0) unless the stand-in application "runs" (exit 3).
+	require.Contains(t, run("check.sh", "check"), "check: application stopped on a1")
+	require.NoError(t, os.WriteFile(filepath.Join(stateDir, "RUNNING"), nil, 0o644))
+	cmd := exec.Command(filepath.Join("examples", "scripts", "check.sh"))
+	cmd.Env = append(os.Environ(), "REPLCTL_HOST=a1", "REPLCTL_STATE_DIR="+stateDir)
+	out3, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	require.Equal(t, CheckExitRunning, exit.ExitCode(), "%s", out3)
+	require.Contains(t, string(out3), "check: application running on a1")
+
 	// An empty REPLCTL_SOURCE_PATH (the host does not see the source) is fine.
-	cmd := exec.Command(filepath.Join("examples", "scripts", "freeze.sh"))
+	cmd = exec.Command(filepath.Join("examples", "scripts", "freeze.sh"))
 	cmd.Env = append(os.Environ(), "REPLCTL_SOURCE_PATH=", "REPLCTL_STATE_DIR="+stateDir)
 	out2, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out2)

@@ -546,7 +546,7 @@ func (k *checker) application(p string, a *Application) {
 	} else if _, ok := k.hostIdx[a.Host]; !ok {
 		k.errorf(p+".host", "host %q is not defined (hosts: %s)", a.Host, listOrNone(k.c.hostNames()))
 	}
-	for _, s := range []struct{ key, name string }{{"quiesce", a.Quiesce}, {"resume", a.Resume}, {"takeover", a.Takeover}} {
+	for _, s := range []struct{ key, name string }{{"quiesce", a.Quiesce}, {"resume", a.Resume}, {"takeover", a.Takeover}, {"check", a.Check}} {
 		if s.name != "" || k.given(p+"."+s.key, true) {
 			if err := checkScriptName(s.name); err != nil {
 				k.errorf(p+"."+s.key, "%v", err)
@@ -693,12 +693,40 @@ func (k *checker) orders(jp string, j *Job) {
 		k.orderList(tp, t.Order, true)
 		k.attachments(tp, t.Order, "target", t.Storage, repo)
 	}
-	if f := j.Failback; f != nil {
+	if j.Failback != nil {
+		k.failback(jp, j)
+	}
+}
+
+// failback checks a job's failback section: the target side's application (optional) and
+// how a failback knows the primary application is stopped.
+func (k *checker) failback(jp string, j *Job) {
+	f := j.Failback
+	if a := f.Application; a != nil {
 		fp := jp + ".failback.application"
-		k.application(fp, &f.Application)
-		if f.Application.Takeover != "" {
+		k.application(fp, a)
+		if a.Takeover != "" {
 			k.errorf(fp+".takeover", "not used by failback: the failback order is the job's target order")
 		}
+		if a.Check != "" {
+			k.errorf(fp+".check", "not used by failback: the primary's %s.application.check tells whether the primary application is stopped", jp)
+		}
+	}
+	pp := jp + ".failback.primary_stopped"
+	switch {
+	case f.PrimaryStopped == "" && !k.given(pp, true):
+		f.PrimaryStopped = PrimaryStoppedCheck
+	case f.PrimaryStopped != PrimaryStoppedCheck && f.PrimaryStopped != PrimaryStoppedOperator:
+		k.errorf(pp, "%q is not valid: want %q (default: %s.application.check says so) or %q (no check script: the operator's --yes says so)", f.PrimaryStopped, PrimaryStoppedCheck, jp, PrimaryStoppedOperator)
+		return
+	}
+	check := j.Application.Check
+	switch {
+	case f.PrimaryStopped == PrimaryStoppedOperator && check != "":
+		k.errorf(pp, "is %q but %s.application.check is set (%s): the check script runs; remove one of them", PrimaryStoppedOperator, jp, check)
+	case f.Allow && f.PrimaryStopped == PrimaryStoppedCheck && check == "":
+		k.errorf(jp+".failback.allow", "failback must know that the primary application is stopped: set %s.application.check (a script that exits %d when it is stopped, %d when it runs) or %s: %s (the operator's --yes says so)",
+			jp, CheckExitStopped, CheckExitRunning, pp, PrimaryStoppedOperator)
 	}
 }
 
@@ -880,7 +908,7 @@ func parseCronDuration(s string) (time.Duration, error) {
 func (k *checker) scriptDirs() {
 	reported := map[int]bool{}
 	for i, j := range k.c.Jobs {
-		if f := j.Failback; f != nil && f.Application.HasScripts() {
+		if f := j.Failback; f != nil && f.Application != nil && f.Application.HasScripts() {
 			if hi, ok := k.hostIdx[f.Application.Host]; ok && !reported[hi] && k.c.Hosts[hi].Scripts == "" {
 				reported[hi] = true
 				k.errorf(fmt.Sprintf("hosts[%d].scripts", hi), "required: host %q runs the failback scripts of job %q (jobs[%d].failback.application.host); set its scripts dir", f.Application.Host, j.Name, i)

@@ -1,14 +1,11 @@
 package test
 
 import (
-	"context"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -133,117 +130,4 @@ func TestFanOutToTwoTargets(t *testing.T) {
 	assert.Equal(t, "added", string(b))
 	_, err = os.Stat(filepath.Join(e.dir, "storage/array-c/copies/orders/added.txt"))
 	assert.ErrorIs(t, err, fs.ErrNotExist, "array-c keeps its previous replica")
-}
-
-// failbackConfig is the test world with a failback application on the target side.
-var failbackConfig = envConfig + "    failback: {application: {host: b1, quiesce: freeze.sh, resume: thaw.sh}}\n"
-
-// Failback: refused without a replica; after a run and changes on the DR side, `replctl
-// failback` puts the target's replica back into the source dataset (a plain directory
-// again; the old one kept aside), writing only the changed data to the repository; the
-// next forward run works as before.
-func TestFailbackAfterRun(t *testing.T) {
-	e := newEnvWith(t, envOptions{config: failbackConfig})
-	writeDataset(t, e.sourceDir(), 150, 64<<10, 31)
-	e.startAgents("a1", "a2", "b1", "b2")
-
-	out, err := e.cli("failback", "orders", "--wait")
-	require.Error(t, err, out)
-	assert.Contains(t, out, "the target has no replica to fail back")
-	t.Logf("failback without a replica:\n%s", out)
-
-	st, err := e.wait(e.start("orders"))
-	require.NoError(t, err)
-	require.NotNil(t, st.Replica)
-
-	repo := filepath.Join(e.dir, "storage/array-b/.replctl/repository")
-	var written []int64
-	for i, change := range []int{256 << 10, 2560 << 10} {
-		// The application ran on the DR side after a failover: it wrote a new file and
-		// replaced another one (new inodes: the replica's other files stay untouched).
-		replica, err := filepath.EvalSymlinks(e.targetLink())
-		require.NoError(t, err)
-		writeRandom(t, filepath.Join(replica, "dr-written.bin"), change, uint64(40+i))
-		tmp := filepath.Join(replica, "d03/s0/.tmp")
-		require.NoError(t, os.WriteFile(tmp, []byte("replaced on DR"), 0o644))
-		require.NoError(t, os.Rename(tmp, filepath.Join(replica, "d03/s0/f00003.bin")))
-		want := treeDigest(t, replica)
-
-		before := dirBytes(t, repo)
-		out, err := e.cli("failback", "orders", "--wait")
-		require.NoError(t, err, out)
-		after := dirBytes(t, repo)
-		written = append(written, after-before)
-		t.Logf("failback %d: %d KiB changed on DR; repository grew by %d KiB (dataset %d KiB)", i+1, change>>10, (after-before)>>10, dirBytes(t, e.sourceDir())>>10)
-		assert.Contains(t, out, "direction")
-		if i == 0 {
-			t.Logf("replctl failback orders --wait:\n%s", out)
-		}
-
-		assert.Equal(t, want, treeDigest(t, e.sourceDir()), "the source holds the DR side's data")
-		fi, err := os.Lstat(e.sourceDir())
-		require.NoError(t, err)
-		assert.True(t, fi.IsDir(), "the source dataset is a plain directory again")
-		kept, err := filepath.Glob(filepath.Join(e.dir, "storage/array-a/.replctl/failback/orders/*.before"))
-		require.NoError(t, err)
-		assert.Len(t, kept, i+1, "the replaced source directory is kept")
-		m := strings.Join(e.markers("b1"), "\n")
-		assert.Contains(t, m, "quiesce host=b1 agent=b1", "the DR side's application is quiesced")
-
-		if i == 0 {
-			// The job's latest run is the failback.
-			d, err := e.c.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID("orders"), "")
-			require.NoError(t, err)
-			recordHistory(t, e, workflows.WorkflowID("orders"), d.GetWorkflowExecutionInfo().GetExecution().GetRunId(), "failback")
-		}
-
-		// Forward again: the next replication starts from the failed-back source.
-		_, err = e.wait(e.start("orders"))
-		require.NoError(t, err)
-		assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
-	}
-	// Only changes move: the repository grows by about the changed bytes, not the dataset.
-	dataset := dirBytes(t, e.sourceDir())
-	assert.Less(t, written[0], dataset/4, "a small change writes far less than the dataset")
-	assert.Greater(t, written[1], written[0]*5, "ten times the change writes several times the bytes")
-	assert.Less(t, written[1], int64(2560<<10)*2)
-}
-
-// cli runs the replctl binary against the test server.
-func (e *env) cli(args ...string) (string, error) {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	args = append(args, "--config", e.cfgFile, "--address", e.ts.GetFrontendHostPort(), "--namespace", e.ts.GetDefaultNamespace())
-	out, err := exec.CommandContext(ctx, replctlBin, args...).CombinedOutput()
-	return string(out), err
-}
-
-func writeRandom(t *testing.T, p string, n int, seed uint64) {
-	t.Helper()
-	dir := t.TempDir()
-	writeDataset(t, dir, 1, 2*n, seed) // one file of n..3n bytes
-	b, err := os.ReadFile(filepath.Join(dir, "d00/s0/f00000.bin"))
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(p, b[:n], 0o644))
-}
-
-// dirBytes is the size of every regular file under dir.
-func dirBytes(t *testing.T, dir string) int64 {
-	t.Helper()
-	var n int64
-	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type().IsRegular() {
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			n += fi.Size()
-		}
-		return nil
-	}))
-	return n
 }

@@ -17,6 +17,13 @@ import (
 // pullTargets pulls the images to every target. Targets run in parallel (one coroutine
 // each, deterministic); a failed target does not stop the others, but fails the run.
 func (w *replication) pullTargets(ctx workflow.Context) error {
+	if w.failback != nil {
+		// The push may have taken long: the primary must still be stopped before its
+		// dataset is replaced.
+		if err := w.recheckPrimary(ctx); err != nil {
+			return err
+		}
+	}
 	w.setPhase(ctx, PhasePulling)
 	targets := w.plan.AllTargets()
 	if w.failback != nil {
@@ -146,29 +153,5 @@ func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.Tar
 		return err
 	}
 	ts.Phase = TargetCompleted
-	return nil
-}
-
-// setupFailback turns the plan around for a failback: the application is the target
-// side's (failback.application, if configured), the target's order pushes its current
-// replica, and the source order writes it back into the source dataset.
-func (w *replication) setupFailback(ctx workflow.Context) error {
-	t, err := w.plan.FindTarget(w.in.From)
-	if err != nil {
-		return temporal.NewNonRetryableApplicationError("bad workflow input: "+err.Error(), activities.ErrTypeBadInput, nil)
-	}
-	w.failback = &t
-	w.status.Direction = DirectionFailback
-	app := activities.Application{Host: t.Order[0], Timeout: w.plan.Application.Timeout}
-	if w.plan.Failback != nil {
-		app = *w.plan.Failback
-	} else {
-		w.note("job has no failback.application: the target side's application is not quiesced; stop it before failing back")
-	}
-	w.plan.Application = app
-	w.roles.application = newRole(RoleApplication, []string{app.Host})
-	w.roles.source = newRole(RoleSource, t.Order)
-	w.roles.target = newRole(RoleTarget, w.plan.Order.Source)
-	w.upsert(ctx, AttrSourceStorage.ValueSet(t.Storage), AttrTargetStorage.ValueSet(w.plan.Source.Storage))
 	return nil
 }

@@ -1,7 +1,6 @@
 package workflows
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -131,73 +130,4 @@ func TestFanOutFailedTargetDoesNotStopTheOthers(t *testing.T) {
 		targets = append(targets, to.Target)
 	}
 	assert.ElementsMatch(t, []string{"b", "c"}, targets, "takeovers name their target")
-}
-
-// Failback: the target side's application is quiesced, the target order pushes the
-// target's replica (following the dataset link), the source order restores it in place.
-func TestFailbackRunsTheJobBackwards(t *testing.T) {
-	f := &fakeAgents{fail: func(string, string) error { return nil }}
-	f.plan = func(p *activities.Plan) {
-		p.Failback = &activities.Application{Host: "b1", Quiesce: "freeze.sh", Resume: "thaw.sh"}
-	}
-	st, err, _ := runWorkflowInput(t, f, ReplicationInput{Job: "orders", Direction: DirectionFailback})
-	require.NoError(t, err)
-	assert.Equal(t, []string{"script:quiesce:b1@b1", "push@b1", "script:resume:b1@b1", "pull@a1"}, f.calls)
-	require.Len(t, f.pushes, 1)
-	assert.True(t, f.pushes[0].FollowLink)
-	assert.Equal(t, "/b/orders", f.pushes[0].SourceDir)
-	require.Len(t, f.pulls, 1)
-	assert.True(t, f.pulls[0].InPlace)
-	assert.Equal(t, "/a", f.pulls[0].TargetRoot)
-	assert.Equal(t, "orders", f.pulls[0].Dataset)
-	assert.Zero(t, f.pulls[0].KeepImages, "failback leaves image retention to replication runs")
-	assert.Equal(t, DirectionFailback, st.Direction)
-}
-
-func TestFailbackBadInputIsNonRetryable(t *testing.T) {
-	for _, tc := range []struct {
-		in   ReplicationInput
-		want string
-	}{
-		{ReplicationInput{Job: "orders", Direction: "sideways"}, `direction "sideways"`},
-		{ReplicationInput{Job: "orders", Direction: DirectionFailback, From: "zz"}, `no target on storage "zz"`},
-		{ReplicationInput{Job: "orders", From: "b"}, `"from" ("b") is only used with "direction": "failback"`},
-	} {
-		f := &fakeAgents{fail: func(string, string) error { return nil }}
-		_, err, _ := runWorkflowInput(t, f, tc.in)
-		require.Error(t, err)
-		assert.Contains(t, err.Error(), tc.want)
-		var appErr *temporal.ApplicationError
-		require.ErrorAs(t, err, &appErr)
-		assert.Equal(t, activities.ErrTypeBadInput, appErr.Type())
-		assert.True(t, appErr.NonRetryable())
-		assert.Empty(t, f.calls, "nothing ran")
-	}
-}
-
-// Failback of a group from the second target of a fan-out: that target's order pushes each
-// dataset's replica, the source order restores each in place; no group publish on the source.
-func TestFailbackOfGroupFromSecondTarget(t *testing.T) {
-	f := &fakeAgents{fail: func(string, string) error { return nil }}
-	f.plan = func(p *activities.Plan) {
-		groupPlan(p)
-		p.Targets = []activities.TargetPlan{
-			{Endpoint: p.Target, Order: []string{"b1", "b2"}},
-			{Endpoint: activities.Endpoint{Storage: "c", Dataset: "c/db", Datasets: []string{"c/db", "c/logs"}}, Order: []string{"c1"}},
-		}
-	}
-	st, err, _ := runWorkflowInput(t, f, ReplicationInput{Job: "orders", Direction: DirectionFailback, From: "c"})
-	require.NoError(t, err)
-	assert.Equal(t, []string{"push@c1", "push@c1", "pull@a1", "pull@a1"}, f.calls, "no failback application: nothing to quiesce")
-	assert.Equal(t, "/c/c/db", f.pushes[0].SourceDir)
-	assert.Equal(t, "c/logs", f.pushes[1].Dataset)
-	for i, ds := range []string{"db", "logs"} {
-		assert.True(t, f.pulls[i].InPlace)
-		assert.False(t, f.pulls[i].Defer)
-		assert.Equal(t, "orders/"+ds, f.pulls[i].Dataset)
-		assert.Equal(t, "c/"+ds, f.pulls[i].SourceDataset, "the image's identity is the target dataset")
-		assert.Equal(t, "img-c/"+ds, f.pulls[i].ImageID)
-	}
-	assert.True(t, st.CrashConsistent)
-	assert.Contains(t, strings.Join(st.Notes, "\n"), "job has no failback.application")
 }

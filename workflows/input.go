@@ -22,7 +22,7 @@ import (
 )
 
 // inputShape is what a Replication input looks like, for error messages.
-const inputShape = `{"job": "NAME"} (a failback: {"job": "NAME", "direction": "failback"}, optionally "from": "STORAGE")`
+const inputShape = `{"job": "NAME"} (a failback: {"job": "NAME", "direction": "failback", "confirm": "NAME"}, optionally "from": "STORAGE" and "primary_down": true)`
 
 // inputKeys are the JSON keys of ReplicationInput, exactly as spelt.
 var inputKeys = func() []string {

@@ -74,6 +74,8 @@ type replication struct {
 	groups bool
 	// failback is the target a failback run copies from (nil: a replication).
 	failback *activities.TargetPlan
+	// guard is a failback's opt-in and primary check (failback.go).
+	guard failbackGuard
 	// quiesceStarted is set once the quiesce step was scheduled: from then on resume must run.
 	quiesceStarted bool
 	// takenOver are the failed hosts whose takeover script ran in this run.
@@ -127,6 +129,9 @@ func (w *replication) setup(ctx workflow.Context) error {
 	if w.in.From != "" && w.in.Direction != DirectionFailback {
 		return temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf(`bad workflow input: "from" (%q) is only used with "direction": "failback"`, w.in.From), activities.ErrTypeBadInput, nil)
+	}
+	if err := w.checkFailbackInput(ctx); err != nil {
+		return err
 	}
 	w.upsert(ctx, AttrJob.ValueSet(w.in.Job), AttrPhase.ValueSet(PhasePlanning))
 	// Any agent may plan: the activity runs on the shared queue every agent polls.

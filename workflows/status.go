@@ -9,6 +9,8 @@ import (
 // Phases of a run, in order; a run ends in completed, failed or cancelled.
 const (
 	PhasePlanning = "planning"
+	// PhaseChecking: a failback runs the primary application's check script.
+	PhaseChecking = "checking"
 	// PhasePrecopying: the source is copied while the application still runs (config precopy).
 	PhasePrecopying = "precopying"
 	PhaseQuiescing  = "quiescing"
@@ -36,6 +38,12 @@ type ReplicationInput struct {
 	Direction string `json:"direction,omitempty"`
 	// From is the target storage a failback copies from ("" = the job's first target).
 	From string `json:"from,omitempty"`
+	// Confirm is a failback's typed confirmation: it must be the job's name, or the run is
+	// refused before anything runs (`replctl failback --yes` sends it).
+	Confirm string `json:"confirm,omitempty"`
+	// PrimaryDown lets a failback go on when the primary application host cannot be reached
+	// to run its check script (`replctl failback --primary-down`); the run notes it.
+	PrimaryDown bool `json:"primary_down,omitempty"`
 }
 
 // Directions of a run.
@@ -57,6 +65,10 @@ type Status struct {
 	Replica    *Replica   `json:"replica,omitempty"`
 	// Direction is set for a failback run.
 	Direction string `json:"direction,omitempty"`
+	// PrimaryCheck is what a failback knew about the primary application before replacing
+	// its dataset: the check script's answer, the operator's word, or "unreachable" with
+	// primary_down.
+	PrimaryCheck string `json:"primary_check,omitempty"`
 	// Images are the images of every dataset of a consistency group, in config order.
 	Images []string `json:"images,omitempty"`
 	// Targets is the result per target (every target of a fan-out; the one target of a

@@ -122,9 +122,9 @@ func TestFailbackParsesArgsAndFlags(t *testing.T) {
 	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
 	var got *FailbackOptions
 	cmd := NewCmdFailback(f, func(o *FailbackOptions) error { got = o; return nil })
-	_, err := run(t, cmd, "orders", "--from", "array-b", "--wait", "-o", "json")
+	_, err := run(t, cmd, "orders", "--from", "array-b", "--wait", "-o", "json", "--yes", "--primary-down")
 	require.NoError(t, err)
-	assert.Equal(t, &FailbackOptions{Job: "orders", From: "array-b", Wait: true, Output: "json"}, got)
+	assert.Equal(t, &FailbackOptions{Job: "orders", From: "array-b", Wait: true, Output: "json", Yes: true, PrimaryDown: true}, got)
 	for _, args := range [][]string{{}, {"a", "b"}, {"orders", "-o", "yaml"}} {
 		cmd := NewCmdFailback(f, func(*FailbackOptions) error { t.Fatal("must not run"); return nil })
 		_, err := run(t, cmd, args...)

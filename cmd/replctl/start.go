@@ -19,9 +19,12 @@ type StartOptions struct {
 	Job    string
 	Wait   bool
 	Output string
-	// Direction and From are set by `replctl failback` (see workflows.ReplicationInput).
-	Direction string
-	From      string
+	// Direction, From, Confirm and PrimaryDown are set by `replctl failback` (see
+	// workflows.ReplicationInput).
+	Direction   string
+	From        string
+	Confirm     string
+	PrimaryDown bool
 }
 
 // NewCmdStart is `replctl start JOB [--wait]`.
@@ -72,7 +75,7 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 		WorkflowIDReusePolicy:                    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowIDConflictPolicy:                 enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: o.Job, Direction: o.Direction, From: o.From})
+	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: o.Job, Direction: o.Direction, From: o.From, Confirm: o.Confirm, PrimaryDown: o.PrimaryDown})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
 		return fmt.Errorf("a run of job %s is already in progress (run %s): see `replctl status %s`", o.Job, already.RunId, o.Job)

@@ -435,6 +435,9 @@ func printStatus(w io.Writer, v statusView) {
 	if s.Direction != "" {
 		fmt.Fprintf(tw, "direction\t%s: the target's replica is copied back to the source\n", s.Direction)
 	}
+	if s.PrimaryCheck != "" {
+		fmt.Fprintf(tw, "primary\t%s\n", s.PrimaryCheck)
+	}
 	fmt.Fprintf(tw, "agents\tapplication=%s source=%s target=%s\n", dash(s.Agents.Application), dash(s.Agents.Source), dash(s.Agents.Target))
 	if s.SourcePath != "" {
 		fmt.Fprintf(tw, "source\t%s\n", s.SourcePath)
