@@ -55,12 +55,12 @@ func TestAuthorityPush(t *testing.T) {
 		mutate func(*PushInput)
 		want   []string
 	}{
-		"source dir /":       {func(in *PushInput) { in.SourceDir = "/" }, []string{"SourceDir", `"/"`, `"/mnt/a/orders/db"`}},
-		"dataset not job's":  {func(in *PushInput) { in.Dataset, in.SourceDir = "etc", "/mnt/a/etc" }, []string{"Dataset", `"etc"`}},
-		"job not in config":  {func(in *PushInput) { in.Job = "payroll" }, []string{"Job", "payroll"}},
-		"repository moved":   {func(in *PushInput) { in.Repo.Dir = "/tmp/evil" }, []string{"Repo.Dir", "/tmp/evil", "/mnt/b/.replctl/repository"}},
-		"password file":      {func(in *PushInput) { in.Repo.PasswordFile = "/etc/shadow" }, []string{"Repo.PasswordFile", "/etc/shadow"}},
-		"repository via ssh": {func(in *PushInput) { in.Repo.Via = []RepoHost{{Name: "x", Dir: "/", SSH: SSH{Address: "evil:22"}}} }, []string{"Repo.Via", "evil:22"}},
+		"source dir /":                      {func(in *PushInput) { in.SourceDir = "/" }, []string{"SourceDir", `"/"`, `"/mnt/a/orders/db"`}},
+		"dataset not job's":                 {func(in *PushInput) { in.Dataset, in.SourceDir = "etc", "/mnt/a/etc" }, []string{"Dataset", `"etc"`}},
+		"job not in config":                 {func(in *PushInput) { in.Job = "payroll" }, []string{"Job", "payroll"}},
+		"repository moved":                  {func(in *PushInput) { in.Repo.Dir = "/tmp/evil" }, []string{"Repo.Dir", "/tmp/evil", "/mnt/b/.replctl/repository"}},
+		"password file":                     {func(in *PushInput) { in.Repo.PasswordFile = "/etc/shadow" }, []string{"Repo.PasswordFile", "/etc/shadow"}},
+		"repository via ssh":                {func(in *PushInput) { in.Repo.Via = []RepoHost{{Name: "x", Dir: "/", SSH: SSH{Address: "evil:22"}}} }, []string{"Repo.Via", "evil:22"}},
 		"failback push of a source dataset": {func(in *PushInput) { in.FollowLink = true }, []string{"Dataset", "not a dataset of a target whose order holds agent a1"}},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -66,7 +66,7 @@ func TestStrictWorkflowInput(t *testing.T) {
 		})
 	}
 	// The good input gets as far as the plan.
-	_, planned := runRaw(t, WorkflowID("orders"), jsonPayload(`{"job":"orders","direction":"failback"}`))
+	_, planned := runRaw(t, WorkflowID("orders"), jsonPayload(`{"job":"orders","direction":"failback","confirm":"orders"}`))
 	assert.True(t, planned)
 }
 
