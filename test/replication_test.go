@@ -200,7 +200,7 @@ func TestBadWorkflowInput(t *testing.T) {
 		{"nope", `"nope"`},
 	} {
 		run, err := e.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
-			TaskQueue: workflows.DefaultTaskQueue,
+			ID: workflows.WorkflowID(tc.job), TaskQueue: workflows.DefaultTaskQueue,
 		}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: tc.job})
 		require.NoError(t, err)
 		_, err = e.wait(run)
