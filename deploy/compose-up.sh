@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts the compose deployment (docker-compose.yml): SSH keys first (deploy/keys.sh, kept in
-# .deploy/keys), then the containers; waits until Temporal answers and every agent polls.
+# Starts the compose deployment (docker-compose.yml): SSH keys and TLS certificates first
+# (deploy/keys.sh, kept in .deploy/keys), then the containers; waits until every agent polls.
 # Images must exist (`make compose-up` builds them first with deploy/images.sh).
 # Environment: see docker-compose.yml (COMPOSE_PROJECT_NAME, REPLCTL_TEMPORAL_PORT, …).
 set -euo pipefail
@@ -25,6 +25,6 @@ for h in a1 a2 b1 b2; do
 		sleep 1
 	done
 done
-log "deployment up: Temporal on 127.0.0.1:$port, Web UI on http://127.0.0.1:${REPLCTL_UI_PORT:-8233}"
+log "deployment up: Temporal on 127.0.0.1:$port (mutual TLS; the CLI uses the operator certificate in ${REPLCTL_KEYS_DIR:-.deploy/keys}/tls/operator)"
 log "try: replctl start orders --wait --config config/examples/compose.yaml --address 127.0.0.1:$port"
 log "stop: bash deploy/compose-down.sh  (add -v to delete the volumes: storage and Temporal's DB)"

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Generates the SSH keys of the compose deployment (once; existing keys are kept):
+# Generates the SSH keys and TLS certificates of the compose deployment (once; existing ones
+# are kept):
 #   KEYS/agent/id_ed25519        the key agents log in with (user root) to run a host's scripts
 #   KEYS/agent/authorized_keys   its public key: mounted into every host
 #   KEYS/agent/known_hosts       every host's key under its compose hostname: the agents check it
 #   KEYS/hosts/HOST/ssh_host_ed25519_key  each host's own sshd key (mounted only into HOST)
 #   KEYS/agent/secrets/*.password  the repository passwords (secrets_dir of
 #                                config/examples/compose.yaml): the same on every host, 0600
-# KEYS is $REPLCTL_KEYS_DIR, default .deploy/keys (ignored by git). Never commit these.
+# Mutual TLS to Temporal (the role is the certificate's subject CN, see README "Security:
+# roles and TLS"):
+#   KEYS/tls/ca/ca.key           the CA's key: never mounted anywhere
+#   KEYS/tls/server/             ca.pem + server.pem/.key for `temporal` (also 127.0.0.1 and
+#                                localhost: the published port): mounted into the server
+#   KEYS/tls/hosts/HOST/         ca.pem + agent.pem/.key, CN host:HOST: mounted only into HOST
+#   KEYS/tls/operator/           ca.pem + operator.pem/.key, CN operator: the CLI on this machine
+#   KEYS/tls/reader/             ca.pem + reader.pem/.key, CN reader: read-only access
+# Private keys are mode 0600. KEYS is $REPLCTL_KEYS_DIR, default .deploy/keys (ignored by
+# git). Never commit these.
 # Usage: deploy/keys.sh [HOST...]   (default: a1 a2 b1 b2)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -55,3 +65,46 @@ done
 # Readable by the containers' root only; the host directories hold private keys.
 chmod 600 "$keys/agent/id_ed25519" "$keys"/hosts/*/ssh_host_ed25519_key "$keys"/agent/secrets/*.password
 log "SSH keys in $keys (hosts: ${hosts[*]})"
+
+# --- TLS: a CA and one certificate per role ---
+command -v openssl >/dev/null 2>&1 || die "openssl is needed to make the TLS certificates"
+tls=$keys/tls
+mkdir -p "$tls/ca"
+chmod 700 "$tls/ca"
+if [ ! -s "$tls/ca/ca.key" ] || [ ! -s "$tls/ca/ca.pem" ]; then
+	(umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$tls/ca/ca.key")
+	openssl req -x509 -new -key "$tls/ca/ca.key" -sha256 -days 3650 -subj "/CN=replctl compose CA" \
+		-addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+		-out "$tls/ca/ca.pem" 2>/dev/null
+fi
+
+# leaf DIR NAME CN USAGE [SAN] makes DIR/NAME.pem and DIR/NAME.key (0600) signed by the CA,
+# with the CA's certificate beside them as DIR/ca.pem; kept when they exist.
+leaf() {
+	local dir=$1 name=$2 cn=$3 usage=$4 san=${5:-} ext
+	mkdir -p "$dir"
+	cp "$tls/ca/ca.pem" "$dir/ca.pem"
+	[ -s "$dir/$name.pem" ] && [ -s "$dir/$name.key" ] && return 0
+	(umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$dir/$name.key")
+	ext=$(mktemp)
+	{
+		echo "basicConstraints=CA:FALSE"
+		echo "keyUsage=critical,digitalSignature"
+		echo "extendedKeyUsage=$usage"
+		[ -z "$san" ] || echo "subjectAltName=$san"
+	} >"$ext"
+	openssl req -new -key "$dir/$name.key" -subj "/CN=$cn" 2>/dev/null |
+		openssl x509 -req -CA "$tls/ca/ca.pem" -CAkey "$tls/ca/ca.key" -CAcreateserial -days 825 -sha256 \
+			-extfile "$ext" -out "$dir/$name.pem" 2>/dev/null
+	rm -f "$ext"
+	chmod 600 "$dir/$name.key"
+}
+
+leaf "$tls/server" server temporal serverAuth "DNS:temporal,DNS:localhost,IP:127.0.0.1"
+for h in "${hosts[@]}"; do
+	leaf "$tls/hosts/$h" agent "host:$h" clientAuth
+done
+leaf "$tls/operator" operator operator clientAuth
+leaf "$tls/reader" reader reader clientAuth
+rm -f "$tls/ca/ca.srl"
+log "TLS certificates in $tls (server temporal; host:${hosts[*]}; operator; reader)"

@@ -78,19 +78,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	dir := t.TempDir()
 	t.Setenv("REPLCTL_STATE", dir)
 	e := &cliEnv{t: t, dir: dir, cfgFile: filepath.Join(dir, "replctl.yaml"), agents: map[string]*workers.Agent{}}
-	for _, d := range []string{"storage/array-a", "storage/array-b", "scripts"} {
-		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
-	}
-	for _, s := range []string{"freeze.sh", "thaw.sh", "takeover.sh"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(fmt.Sprintf(cliScript, dir)), 0o755))
-	}
-	for _, ds := range []string{"orders", "ticker"} {
-		for i := 0; i < 12; i++ {
-			p := filepath.Join(dir, "storage/array-a", ds, fmt.Sprintf("d%d", i%3), fmt.Sprintf("f%02d", i))
-			require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-			require.NoError(t, os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 4096+i*100), 0o644))
-		}
-	}
+	layoutCLIWorld(t, dir)
 	e.writeConfig(ordersSchedule, "")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -108,6 +96,24 @@ func newCLIEnv(t *testing.T) *cliEnv {
 		e.startAgent(h)
 	}
 	return e
+}
+
+// layoutCLIWorld creates the storage, the scripts and the source datasets of cliConfig in dir.
+func layoutCLIWorld(t *testing.T, dir string) {
+	t.Helper()
+	for _, d := range []string{"storage/array-a", "storage/array-b", "scripts"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
+	}
+	for _, s := range []string{"freeze.sh", "thaw.sh", "takeover.sh"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(fmt.Sprintf(cliScript, dir)), 0o755))
+	}
+	for _, ds := range []string{"orders", "ticker"} {
+		for i := 0; i < 12; i++ {
+			p := filepath.Join(dir, "storage/array-a", ds, fmt.Sprintf("d%d", i%3), fmt.Sprintf("f%02d", i))
+			require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+			require.NoError(t, os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 4096+i*100), 0o644))
+		}
+	}
 }
 
 func (e *cliEnv) writeConfig(orders, ticker string) {

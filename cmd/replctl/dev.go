@@ -71,6 +71,9 @@ func runDev(cmd *cobra.Command, f *Factory, o *DevOptions) error {
 	if !cmd.Flags().Changed("server-namespace") {
 		o.Server.Namespace = cfg.Temporal.Namespace
 	}
+	if !cmd.Flags().Changed("task-queue") {
+		o.Server.TaskQueue = cfg.Temporal.TaskQueue
+	}
 	if o.Sample {
 		if err := makeSamples(f, cfg); err != nil {
 			return err

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
+	"github.com/replctl/replctl/internal/secret"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -23,6 +26,51 @@ type ServerOptions struct {
 	LogLevel  string
 	// TLS of the frontend; only `replctl server` has these flags (tls.go).
 	TLS ServerTLSFlags
+	// TaskQueue is the agents' shared workflow queue: with mutual TLS, hosts may poll it and
+	// operators start workflows on it (`dev` takes it from the config).
+	TaskQueue string
+	// InsecureListen allows a non-loopback --ip without mutual TLS, or --ui-ip without the
+	// UI's login and HTTPS.
+	InsecureListen bool
+	UIIP           string
+	UIWriteActions bool
+	UITLSCert      string
+	UITLSKey       string
+	OIDC           OIDCFlags
+}
+
+// OIDCFlags are the Web UI's OpenID Connect login flags.
+type OIDCFlags struct {
+	Issuer, ClientID, ClientSecretFile, CallbackURL string
+	Scopes                                          []string
+}
+
+// options converts the flags; nil when no OIDC flag is given.
+func (o OIDCFlags) options() (*devserver.OIDCOptions, error) {
+	if o.Issuer == "" && o.ClientID == "" && o.ClientSecretFile == "" && o.CallbackURL == "" {
+		return nil, nil
+	}
+	secret := ""
+	if o.ClientSecretFile != "" {
+		var err error
+		if secret, err = readSecretFile(o.ClientSecretFile, "--ui-oidc-client-secret-file"); err != nil {
+			return nil, err
+		}
+	}
+	return &devserver.OIDCOptions{IssuerURL: o.Issuer, ClientID: o.ClientID, ClientSecret: secret, CallbackURL: o.CallbackURL, Scopes: o.Scopes}, nil
+}
+
+// readSecretFile reads a secret that only its owner may read.
+func readSecretFile(file, flag string) (string, error) {
+	b, err := secret.ReadFile(file, flag)
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("%s %s is empty", flag, file)
+	}
+	return v, nil
 }
 
 // AddFlags registers the options' flags on fs.
@@ -33,6 +81,30 @@ func (o *ServerOptions) AddFlags(fs *pflag.FlagSet, defaultDB string) {
 	fs.IntVar(&o.UIPort, "ui-port", 8233, "Temporal Web UI port (-1 = no UI)")
 	fs.StringVar(&o.Namespace, "server-namespace", "default", "namespace the server creates")
 	fs.StringVar(&o.LogLevel, "server-log-level", "warn", "log level of the embedded server")
+	fs.StringVar(&o.TaskQueue, "task-queue", workflows.DefaultTaskQueue, "the agents' shared workflow task queue (config temporal.task_queue): with mutual TLS, what hosts may poll and operators start workflows on")
+	fs.BoolVar(&o.InsecureListen, "insecure-listen", false, "allow a non-loopback --ip without mutual TLS, or --ui-ip without the UI's login and HTTPS: anyone who reaches it gets full access")
+	fs.StringVar(&o.UIIP, "ui-ip", "127.0.0.1", "IP the Web UI listens on")
+	fs.BoolVar(&o.UIWriteActions, "ui-write-actions", false, "let the Web UI start, signal, cancel and terminate workflows (default: read-only)")
+	fs.StringVar(&o.UITLSCert, "ui-tls-cert", "", "certificate (PEM) to serve the Web UI over HTTPS, with --ui-tls-key")
+	fs.StringVar(&o.UITLSKey, "ui-tls-key", "", "private key (PEM) of --ui-tls-cert")
+	fs.StringVar(&o.OIDC.Issuer, "ui-oidc-issuer", "", "Web UI login: OpenID Connect provider URL (needed for the UI with --tls-require-client-cert)")
+	fs.StringVar(&o.OIDC.ClientID, "ui-oidc-client-id", "", "Web UI login: the UI's client ID at the provider")
+	fs.StringVar(&o.OIDC.ClientSecretFile, "ui-oidc-client-secret-file", "", "Web UI login: file holding the client secret (mode 0600)")
+	fs.StringVar(&o.OIDC.CallbackURL, "ui-oidc-callback-url", "", "Web UI login: the UI's URL + /auth/sso/callback, as registered at the provider")
+	fs.StringSliceVar(&o.OIDC.Scopes, "ui-oidc-scopes", nil, "Web UI login: scopes (default openid,profile,email)")
+}
+
+// replctlAccess is what the role authorizer lets hosts and operators use: replctl's
+// registered workflow and activity types on its queues.
+func replctlAccess(taskQueue string) devserver.Access {
+	return devserver.Access{
+		WorkflowTaskQueue: taskQueue,
+		HostQueuePrefix:   activities.HostQueue(""),
+		WorkflowTypes: []string{workflows.ReplicationWorkflowName, workflows.ScheduledWorkflowName, workflows.MaintenanceWorkflowName,
+			workflows.ScheduledMaintenanceWorkflowName, workflows.TestFailoverWorkflowName},
+		ActivityTypes: []string{activities.PlanName, activities.RunScriptName, activities.PushName, activities.PrecopyName,
+			activities.PullName, activities.MaintainName, activities.TestCopyName, activities.PublishGroupName},
+	}
 }
 
 func (o *ServerOptions) start(ctx context.Context, f *Factory) (*devserver.Server, error) {
@@ -40,17 +112,30 @@ func (o *ServerOptions) start(ctx context.Context, f *Factory) (*devserver.Serve
 	if err != nil {
 		return nil, err
 	}
+	oidc, err := o.OIDC.options()
+	if err != nil {
+		return nil, err
+	}
 	s, err := devserver.Start(ctx, devserver.Options{
 		DBFile: o.DBFile, IP: o.IP, Port: o.Port, UIPort: o.UIPort, Namespace: o.Namespace,
 		SearchAttributes: workflows.SearchAttributes(), Logger: f.Logger().Named("temporal"), LogLevel: o.LogLevel,
-		TLS: tlsOpts,
+		TLS: tlsOpts, Access: replctlAccess(o.TaskQueue), InsecureListen: o.InsecureListen,
+		UI: devserver.UIOptions{IP: o.UIIP, WriteActions: o.UIWriteActions, OIDC: oidc, TLSCertFile: o.UITLSCert, TLSKeyFile: o.UITLSKey},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded Temporal server: %w", err)
 	}
-	fmt.Fprintf(f.ErrOut, "Temporal server on %s (namespace %s, db %s%s)\n", s.FrontendAddress(), o.Namespace, dbLabel(o.DBFile), tlsLabel(tlsOpts, s))
+	roles := ""
+	if s.RolesEnforced() {
+		roles = "; roles from the client certificate's CN: host:<name>, operator, reader"
+	}
+	fmt.Fprintf(f.ErrOut, "Temporal server on %s (namespace %s, db %s%s%s)\n", s.FrontendAddress(), o.Namespace, dbLabel(o.DBFile), tlsLabel(tlsOpts, s), roles)
 	if ui := s.UIAddress(); ui != "" {
-		fmt.Fprintf(f.ErrOut, "Temporal Web UI on %s\n", ui)
+		mode := "read-only; --ui-write-actions to start and cancel runs from it"
+		if o.UIWriteActions {
+			mode = "write actions on"
+		}
+		fmt.Fprintf(f.ErrOut, "Temporal Web UI on %s (%s)\n", ui, mode)
 	}
 	return s, nil
 }

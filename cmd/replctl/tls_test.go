@@ -29,6 +29,8 @@ import (
 // certificate, as PEM files.
 type tlsFiles struct {
 	dir, ca, serverCert, serverKey, clientCert, clientKey string
+	// client makes another client certificate of the CA with common name cn (a role).
+	client func(cn string) (certFile, keyFile string)
 }
 
 func newTLSFiles(t *testing.T) tlsFiles {
@@ -67,7 +69,10 @@ func newTLSFiles(t *testing.T) tlsFiles {
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
-	f.clientCert, f.clientKey = leaf("client", &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	f.clientCert, f.clientKey = leaf("operator", &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	f.client = func(cn string) (string, string) {
+		return leaf(cn, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	}
 	return f
 }
 

@@ -184,6 +184,7 @@ type world struct {
 	bin         string
 	cfgFile     string
 	srvPort     int
+	pki         *worldPKI
 	srv         *proc
 	agents      map[string]*agent
 	toxi        *toxiproxy.ApiServer
@@ -244,10 +245,16 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 		return w, err
 	}
 	w.srvPort = port
-	w.srv = &proc{name: "server", bin: bin, logPath: filepath.Join(dir, "logs/server.log"), args: []string{
+	// Mutual TLS with roles, as in production: each agent presents its own host:<name>
+	// certificate (through its proxy: TLS runs end to end), the harness an operator's.
+	w.pki, err = newWorldPKI(filepath.Join(dir, "tls"))
+	if err != nil {
+		return w, fmt.Errorf("TLS certificates: %w", err)
+	}
+	w.srv = &proc{name: "server", bin: bin, logPath: filepath.Join(dir, "logs/server.log"), args: append([]string{
 		"server", "--db", filepath.Join(dir, "t.db"), "--port", strconv.Itoa(port), "--ui-port", "-1",
 		"--server-namespace", "default", "--log-level", "warn",
-	}}
+	}, w.pki.serverArgs()...)}
 	if err := w.startServer(ctx); err != nil {
 		return w, err
 	}
@@ -255,8 +262,12 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 	if err != nil {
 		return w, err
 	}
+	operatorTLS, err := w.pki.clientTLS("operator")
+	if err != nil {
+		return w, err
+	}
 	w.c, err = client.DialContext(ctx, client.Options{
-		HostPort: w.frontend(), Namespace: "default",
+		HostPort: w.frontend(), Namespace: "default", ConnectionOptions: client.ConnectionOptions{TLS: operatorTLS},
 		Logger: sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(w.sdkLog, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 	})
 	if err != nil {
@@ -273,9 +284,13 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 		if err := px.Start(); err != nil {
 			return w, fmt.Errorf("proxy of agent %s on port %d: %w", h, pp, err)
 		}
-		a := &agent{host: h, proxy: px, proc: &proc{name: "agent " + h, bin: bin, logPath: filepath.Join(dir, "logs/agent-"+h+".log"), args: []string{
+		tlsArgs, err := w.pki.clientArgs("host:" + h)
+		if err != nil {
+			return w, err
+		}
+		a := &agent{host: h, proxy: px, proc: &proc{name: "agent " + h, bin: bin, logPath: filepath.Join(dir, "logs/agent-"+h+".log"), args: append([]string{
 			"agent", "--host", h, "--config", w.cfgFile, "--address", px.Listen, "--namespace", "default", "--log-level", "warn",
-		}}}
+		}, tlsArgs...)}}
 		w.agents[h] = a
 		if err := a.proc.start(); err != nil {
 			return w, err

@@ -21,8 +21,8 @@ import (
 func TestReplicationEqualsQuiescedSource(t *testing.T) {
 	d := up(t)
 	d.seed("orders")
-	out, err := exec.Command(replctlBin, "start", "orders", "--wait", "-o", "json",
-		"--config", repoRoot+"/config/examples/compose.yaml", "--address", fmt.Sprintf("127.0.0.1:%d", d.port)).Output()
+	out, err := exec.Command(replctlBin, append([]string{"start", "orders", "--wait", "-o", "json",
+		"--config", repoRoot + "/config/examples/compose.yaml", "--address", fmt.Sprintf("127.0.0.1:%d", d.port)}, operatorArgs()...)...).Output()
 	require.NoError(t, err, "replctl start orders --wait: %s", out)
 	var st workflows.Status
 	require.NoError(t, json.Unmarshal(out, &st), "%s", out)

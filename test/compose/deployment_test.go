@@ -11,6 +11,8 @@ package compose_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -97,7 +99,6 @@ func up(t *testing.T) *deployment {
 		d.env = append(os.Environ(),
 			"COMPOSE_PROJECT_NAME="+d.project,
 			"REPLCTL_TEMPORAL_PORT="+strconv.Itoa(d.port),
-			"REPLCTL_UI_PORT="+strconv.Itoa(freePort(t)),
 			"REPLCTL_AGENT_RESTART=",
 		)
 		out, err := d.composeErr("up", "-d")
@@ -117,7 +118,8 @@ func up(t *testing.T) *deployment {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for {
-		c, err := client.DialContext(ctx, client.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", d.port), Namespace: "default", Logger: quietLogger{}})
+		c, err := client.DialContext(ctx, client.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", d.port), Namespace: "default", Logger: quietLogger{},
+			ConnectionOptions: client.ConnectionOptions{TLS: operatorTLS(t)}})
 		if err == nil {
 			d.c = c
 			break
@@ -325,6 +327,34 @@ func (d *deployment) fenceEpoch(service, dataset string) int64 {
 
 // network is the project's name of a network of docker-compose.yml.
 func (d *deployment) network(key string) string { return d.project + "_" + key }
+
+// keysDir holds deploy/keys.sh's output, as docker-compose.yml finds it.
+func keysDir() string {
+	if d := os.Getenv("REPLCTL_KEYS_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(repoRoot, ".deploy/keys")
+}
+
+// operatorTLS is the operator's mutual TLS (deploy/keys.sh): Temporal in the deployment
+// requires a client certificate, and the operator role may start and watch runs.
+func operatorTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	dir := filepath.Join(keysDir(), "tls/operator")
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "operator.pem"), filepath.Join(dir, "operator.key"))
+	require.NoError(t, err, "operator certificate (deploy/keys.sh)")
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(caPEM), "CA in %s/ca.pem", dir)
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{pair}}
+}
+
+// operatorArgs are the CLI's flags for the same.
+func operatorArgs() []string {
+	dir := filepath.Join(keysDir(), "tls/operator")
+	return []string{"--tls-ca", filepath.Join(dir, "ca.pem"), "--tls-cert", filepath.Join(dir, "operator.pem"), "--tls-key", filepath.Join(dir, "operator.key")}
+}
 
 func freePort(t *testing.T) int {
 	t.Helper()

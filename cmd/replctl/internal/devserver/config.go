@@ -158,6 +158,9 @@ func devDynamicConfig() dynamicconfig.StaticClient {
 		// next token: ~45 ms between scheduled and started, an empty run 0.65 s instead of
 		// 0.22 s (design.md, "Performance").
 		dynamicconfig.TransferProcessorMaxPollRPS.Key(): TransferMaxPollRPS,
+		// The role authorizer's refusals name the role and the call (roles.go); without
+		// this the client sees only "Request unauthorized.".
+		dynamicconfig.ExposeAuthorizerErrors.Key(): true,
 	}
 }
 
@@ -216,13 +219,9 @@ func serverOptions(o Options, p portSet, sqlConf *config.SQL, tlsConf *serverTLS
 	tlsConf.apply(conf) // no-op without TLS
 
 	logger := log.NewZapLogger(zl)
-	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
+	authorizer, claimMapper, err := accessControl(o, conf, tlsConf, logger)
 	if err != nil {
-		return nil, fmt.Errorf("create authorizer: %w", err)
-	}
-	claimMapper, err := authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, logger)
-	if err != nil {
-		return nil, fmt.Errorf("create claim mapper: %w", err)
+		return nil, err
 	}
 	local := func(port int) static.Hosts {
 		return static.SingleLocalHost(net.JoinHostPort(internalIP, strconv.Itoa(port)))
@@ -243,22 +242,55 @@ func serverOptions(o Options, p portSet, sqlConf *config.SQL, tlsConf *serverTLS
 	}, nil
 }
 
+// accessControl returns the frontend's authorizer and claim mapper: with mutual TLS the
+// role ones (roles.go), otherwise the server's defaults, which allow every call (the
+// frontend then listens on loopback unless --insecure-listen).
+func accessControl(o Options, conf *config.Config, tlsConf *serverTLS, logger log.Logger) (authorization.Authorizer, authorization.ClaimMapper, error) {
+	if tlsConf != nil && tlsConf.requireClient {
+		return &roleAuthorizer{namespace: o.Namespace, access: o.Access, logger: logger},
+			&roleClaimMapper{internalCA: tlsConf.internalCA}, nil
+	}
+	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create authorizer: %w", err)
+	}
+	claimMapper, err := authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create claim mapper: %w", err)
+	}
+	return authorizer, claimMapper, nil
+}
+
 // buildUI configures the Web UI server for the frontend in p.
 func buildUI(o Options, p portSet, tlsConf *serverTLS) *uiserver.Server {
-	host := o.IP
+	host := o.UI.IP
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]" // the UI joins host and port with Sprintf
 	}
-	return uiserver.NewServer(uiserveroptions.WithConfigProvider(&uiconfig.Config{
+	c := &uiconfig.Config{
 		Host:                host,
 		Port:                p.ui,
 		TemporalGRPCAddress: p.frontendDialAddr(o.IP),
 		TLS:                 tlsConf.uiTLS(), // zero (plain gRPC) without TLS
 		EnableUI:            true,
 		DefaultNamespace:    o.Namespace,
-		// The UI is served over plain HTTP: secure cookies would never be sent back.
-		CORS:             uiconfig.CORS{CookieInsecure: true},
+		// Over plain HTTP secure cookies would never be sent back.
+		CORS:             uiconfig.CORS{CookieInsecure: o.UI.TLSCertFile == ""},
 		HideLogs:         true,
 		DisableNewsFetch: true, // no internet on our machines
-	}))
+		// The UI server itself refuses every API call but reads and queries (HTTP 405).
+		DisableWriteActions: !o.UI.WriteActions,
+		UIServerTLS:         uiconfig.UIServerTLS{CertFile: o.UI.TLSCertFile, KeyFile: o.UI.TLSKeyFile},
+	}
+	if oi := o.UI.OIDC; oi != nil {
+		scopes := oi.Scopes
+		if len(scopes) == 0 {
+			scopes = []string{"openid", "profile", "email"}
+		}
+		c.Auth = uiconfig.Auth{Enabled: true, Providers: []uiconfig.AuthProvider{{
+			Label: "login", Type: "oidc", ProviderURL: oi.IssuerURL,
+			ClientID: oi.ClientID, ClientSecret: oi.ClientSecret, CallbackURL: oi.CallbackURL, Scopes: scopes,
+		}}}
+	}
+	return uiserver.NewServer(uiserveroptions.WithConfigProvider(c))
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,6 +54,14 @@ type Options struct {
 	Logger           *zap.Logger                       // server logs go here at LogLevel and above; nil = stderr
 	LogLevel         string                            // default "warn"; debug|info|warn|error|off
 	TLS              *TLSOptions                       // TLS or mutual TLS on the frontend; nil = plain gRPC
+	// Access is what hosts and operators may use when the frontend requires client
+	// certificates (TLS.RequireClientCert): then every client certificate names a role
+	// (roles.go). Without mutual TLS there are no roles.
+	Access Access
+	// InsecureListen allows listening on a non-loopback address without authentication:
+	// the frontend without mutual TLS, the Web UI without its own login and HTTPS.
+	InsecureListen bool
+	UI             UIOptions // the Web UI (UIPort -1: none)
 }
 
 // Server is a running Temporal server plus optional Web UI. Stop it with Stop.
@@ -65,6 +74,7 @@ type Server struct {
 	frontendAddr string
 	uiAddr       string
 	tls          *serverTLS // nil = plain gRPC
+	roles        bool       // client certificates name roles (mutual TLS)
 
 	stopOnce sync.Once
 	stopErr  error
@@ -81,9 +91,15 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsConf, err := loadServerTLS(o.TLS)
+	tlsConf, err := loadServerTLS(o.TLS, o.UI.role())
 	if err != nil {
 		return nil, err
+	}
+	if o.UIPort != -1 {
+		// The UI server exits the process when its login provider does not answer.
+		if err := checkOIDC(ctx, o.UI.OIDC); err != nil {
+			return nil, err
+		}
 	}
 	ports, err := allocatePorts(o)
 	if err != nil {
@@ -121,10 +137,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		level:        level,
 		frontendAddr: ports.frontendDialAddr(o.IP),
 		tls:          tlsConf,
+		roles:        tlsConf != nil && tlsConf.requireClient,
 	}
 	if o.UIPort != -1 {
 		s.ui = buildUI(o, ports, tlsConf)
-		s.uiAddr = "http://" + net.JoinHostPort(dialHost(o.IP), strconv.Itoa(ports.ui))
+		s.uiAddr = o.UI.scheme() + "://" + net.JoinHostPort(dialHost(o.UI.IP), strconv.Itoa(ports.ui))
 		ui := s.ui
 		// Start blocks until Stop; it exits the process on a bind error, which is
 		// why the port was checked up front.
@@ -158,7 +175,7 @@ func (s *Server) ready(ctx context.Context, o Options) error {
 		return err
 	}
 	if s.ui != nil {
-		if err := waitTCP(ctx, s.uiAddr[len("http://"):]); err != nil {
+		if err := waitTCP(ctx, strings.SplitN(s.uiAddr, "://", 2)[1]); err != nil {
 			return fmt.Errorf("web UI at %s did not come up: %w", s.uiAddr, err)
 		}
 	}
@@ -178,7 +195,11 @@ func (s *Server) TLSServerName() string {
 	return s.tls.serverName
 }
 
-// UIAddress returns the Web UI base URL (http://host:port), or "" without UI.
+// RolesEnforced tells whether the frontend maps client certificates to roles and refuses
+// what a role may not do (mutual TLS).
+func (s *Server) RolesEnforced() bool { return s.roles }
+
+// UIAddress returns the Web UI base URL (http://host:port, https with UI TLS), or "" without UI.
 func (s *Server) UIAddress() string { return s.uiAddr }
 
 // Stop stops the UI and the server and waits for them. Server logs are muted

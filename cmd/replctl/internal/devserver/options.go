@@ -29,6 +29,23 @@ func normalize(o Options) (Options, zap.AtomicLevel, error) {
 	if net.ParseIP(o.IP) == nil {
 		return o, zero, fmt.Errorf("IP %q is not an IP address", o.IP)
 	}
+	mutualTLS := o.TLS != nil && o.TLS.RequireClientCert
+	if !isLoopback(o.IP) && !mutualTLS && !o.InsecureListen {
+		return o, zero, fmt.Errorf("--ip %s is not a loopback address and the frontend does not require client certificates: "+
+			"anyone who reaches it would have full access to Temporal; use mutual TLS (--tls-cert, --tls-key, --tls-ca, --tls-require-client-cert) or --insecure-listen", o.IP)
+	}
+	if o.UI.IP == "" || o.UI.IP == "localhost" {
+		o.UI.IP = DefaultIP
+	}
+	if net.ParseIP(o.UI.IP) == nil {
+		return o, zero, fmt.Errorf("UI IP %q is not an IP address", o.UI.IP)
+	}
+	if o.UIPort != -1 {
+		if err := o.UI.validate(mutualTLS, o.InsecureListen); err != nil {
+			return o, zero, err
+		}
+	}
+	o.Access = o.Access.withDefaults()
 	if o.Port < 0 || o.Port > 65535 {
 		return o, zero, fmt.Errorf("frontend port %d out of range 0..65535", o.Port)
 	}
@@ -152,7 +169,7 @@ func allocatePorts(o Options) (portSet, error) {
 		p.frontend = o.Port
 	}
 	if o.UIPort > 0 {
-		if err := checkPortFree(o.IP, o.UIPort, "--ui-port"); err != nil {
+		if err := checkPortFree(o.UI.IP, o.UIPort, "--ui-port"); err != nil {
 			return p, err
 		}
 		p.ui = o.UIPort
@@ -179,7 +196,7 @@ func allocatePorts(o Options) (portSet, error) {
 		}
 	}
 	if o.UIPort == 0 {
-		if p.ui, err = pick(o.IP); err != nil {
+		if p.ui, err = pick(o.UI.IP); err != nil {
 			return p, err
 		}
 	}

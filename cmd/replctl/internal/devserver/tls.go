@@ -42,8 +42,8 @@ func (t *TLSOptions) enabled() bool {
 }
 
 // serverTLS is the loaded TLS material of a server: the frontend's settings, and what the
-// server's own clients (system workers, Web UI, the admin connection of Start) present and
-// trust.
+// server's own clients (system workers, the admin connection of Start, the Web UI) present
+// and trust.
 //
 // The own clients get a certificate from a CA made for this process (its key never leaves
 // memory), which the frontend trusts next to CAFile: with mutual TLS they need a client
@@ -56,12 +56,16 @@ type serverTLS struct {
 	internalCert  []byte // PEM: the own clients' certificate
 	internalKey   []byte // PEM: its key
 	internalPair  tls.Certificate
+	internalCA    []byte // DER of the internal CA: the claim mapper recognises its certificates
+	uiCert, uiKey []byte // PEM: the Web UI's certificate (role uiRole) and key
+	uiRole        string
 	serverCertPEM []byte
 	serverKeyPEM  []byte
 }
 
 // loadServerTLS checks and loads o. Every error names the file and what is wrong with it.
-func loadServerTLS(o *TLSOptions) (*serverTLS, error) {
+// uiRole (reader or operator) is the role of the Web UI's client certificate.
+func loadServerTLS(o *TLSOptions, uiRole string) (*serverTLS, error) {
 	if !o.enabled() {
 		return nil, nil
 	}
@@ -115,26 +119,43 @@ func loadServerTLS(o *TLSOptions) (*serverTLS, error) {
 		s.trustPEM = append(s.trustPEM, caPEM)
 		s.clientCAsPEM = append(s.clientCAsPEM, caPEM)
 	}
-	caPEM, certOut, keyOut, err := internalClientCert()
+	ca, err := newInternalCA()
 	if err != nil {
+		return nil, fmt.Errorf("internal CA: %w", err)
+	}
+	s.internalCA = ca.cert.Raw
+	s.clientCAsPEM = append(s.clientCAsPEM, ca.pem())
+	if s.internalCert, s.internalKey, err = ca.client(internalClientCN); err != nil {
 		return nil, fmt.Errorf("internal client certificate: %w", err)
 	}
-	s.clientCAsPEM = append(s.clientCAsPEM, caPEM)
-	s.internalCert, s.internalKey = certOut, keyOut
-	if s.internalPair, err = tls.X509KeyPair(certOut, keyOut); err != nil {
+	if s.internalPair, err = tls.X509KeyPair(s.internalCert, s.internalKey); err != nil {
 		return nil, fmt.Errorf("internal client certificate: %w", err)
 	}
+	// The Web UI never gets the internal certificate: it serves HTTP to whoever reaches it.
+	if s.uiCert, s.uiKey, err = ca.client(uiRole); err != nil {
+		return nil, fmt.Errorf("Web UI client certificate: %w", err)
+	}
+	s.uiRole = uiRole
 	return s, nil
 }
 
-// internalClientCert makes a CA and a client certificate signed by it, both PEM.
-func internalClientCert() (caPEM, certPEM, keyPEM []byte, err error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// internalClientCN is the common name of the internal client's certificate: with mutual
+// TLS, a certificate of the internal CA with this name has full access (roles.go).
+const internalClientCN = "replctl server internal client"
+
+// internalCA is the CA made for one server process; its key never leaves memory.
+type internalCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newInternalCA() (*internalCA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
+	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
 		Subject:               pkix.Name{CommonName: "replctl server internal CA"},
 		NotBefore:             now.Add(-time.Hour),
@@ -144,36 +165,44 @@ func internalClientCert() (caPEM, certPEM, keyPEM []byte, err error) {
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	ca, err := x509.ParseCertificate(caDER)
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
+	return &internalCA{cert: cert, key: key}, nil
+}
+
+func (ca *internalCA) pem() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+}
+
+// client makes a client certificate with common name cn signed by ca, both PEM.
+func (ca *internalCA) client(cn string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: "replctl server internal client"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     ca.NotAfter,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     ca.cert.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
@@ -225,8 +254,8 @@ func (s *serverTLS) uiTLS() uiconfig.TLS {
 	}
 	return uiconfig.TLS{
 		CaData:                 b64(bytes.Join(s.trustPEM, []byte("\n"))),
-		CertData:               b64(s.internalCert),
-		KeyData:                b64(s.internalKey),
+		CertData:               b64(s.uiCert),
+		KeyData:                b64(s.uiKey),
 		ServerName:             s.serverName,
 		EnableHostVerification: true,
 	}
