@@ -48,18 +48,38 @@ func newFailbackWorld(t *testing.T) *failbackWorld {
 	t.Helper()
 	base := t.TempDir()
 	t.Cleanup(dataplane.WaitTrash)
-	a, err := NewAgent("a1", "", filepath.Join(base, "state"))
+	// The agent's own config gives every path the test's inputs use (authority.go).
+	cfgFile := filepath.Join(base, "replctl.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(`
+storage:
+  - {name: primary, path: %[1]s/S}
+  - {name: backup, path: %[1]s/T}
+hosts:
+  - {name: a1, attach: {primary: %[1]s/S, backup: %[1]s/T}}
+jobs:
+  - name: orders
+    source: {storage: primary, dataset: orders}
+    target: {storage: backup, dataset: orders}
+    application: {host: a1}
+    order: {source: [a1], target: [a1]}
+    verify: full
+    retention: {replicas: 3}
+    repository: {storage: backup, path: repo, password_file: %[1]s/repo.password}
+    failback: {allow: true, primary_stopped: operator}
+`, base)), 0o600))
+	a, err := NewAgent("a1", cfgFile, filepath.Join(base, "state"))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, a.Close()) })
 	w := &failbackWorld{t: t, agent: a, root: filepath.Join(base, "S"), repo: RepoLocation{Dir: filepath.Join(base, "T", "repo"), PasswordFile: filepath.Join(base, "repo.password")}}
 	w.link = filepath.Join(w.root, "orders")
 	require.NoError(t, os.WriteFile(w.repo.PasswordFile, []byte("failback-test\n"), 0o600))
-	// The target's replica after the DR side wrote to it: the "new" tree.
-	replica := filepath.Join(base, "T", "orders-replica")
-	writeTree(t, replica, "new", 300)
-	res, err := a.Push(context.Background(), PushInput{Job: "orders", RunID: "r1", Agent: "a1", SourceDir: replica, Dataset: "orders", Repo: w.repo})
+	// The image holds the "new" tree (the target's replica after the DR side wrote to it);
+	// the source dataset then holds the "old" one.
+	writeTree(t, w.link, "new", 300)
+	res, err := a.Push(context.Background(), PushInput{Job: "orders", RunID: "r1", Agent: "a1", SourceDir: w.link, Dataset: "orders", Repo: w.repo})
 	require.NoError(t, err)
 	w.image = res.ImageID
+	require.NoError(t, os.RemoveAll(w.link))
 	writeTree(t, w.link, "old", 200)
 	return w
 }
