@@ -22,14 +22,18 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path"
 	"reflect"
 	"slices"
 	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
+	"golang.org/x/sys/unix"
 
+	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/replctl/replctl/config"
 )
 
@@ -311,6 +315,18 @@ func (a *Agent) authorizePush(ctx context.Context, step string, in PushInput) (s
 	}
 	if err := g.same("SourceDir", in.SourceDir, own); err != nil {
 		return "", RepoLocation{}, err
+	}
+	if !in.FollowLink {
+		// The dataset is read by path: no component of it beneath the storage root may be a
+		// symlink (a missing dataset is left to the push to report).
+		root, _ := p.RootOf(a.Host, storage)
+		fd, err := dataplane.OpenDirBeneath(root, path.Clean(in.Dataset), false)
+		if errors.Is(err, dataplane.ErrUnsafePath) {
+			return "", RepoLocation{}, g.refuse("SourceDir", in.SourceDir, nil, fmt.Sprintf("cannot be read beneath the storage root %s: %v", root, err))
+		}
+		if err == nil {
+			_ = unix.Close(fd)
+		}
 	}
 	repo, err := g.repo(in.Repo)
 	return own, repo, err

@@ -3,6 +3,9 @@ package activities
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -243,4 +246,42 @@ func TestAuthorityFailback(t *testing.T) {
 		return
 	}
 	t.Fatal("config/samples/full.yaml has no job that allows failback with a check script")
+}
+
+// A source dataset reached through a symlink beneath the storage root (the dataset itself or
+// a directory on the way) is refused before the push reads anything.
+func TestAuthorityPushRefusesSymlinkedDataset(t *testing.T) {
+	ctx := context.Background()
+	base := t.TempDir()
+	secret := filepath.Join(base, "secret")
+	require.NoError(t, os.MkdirAll(secret, 0o700))
+	require.NoError(t, os.MkdirAll(filepath.Join(base, "A"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(base, "B"), 0o755))
+	cfgFile := filepath.Join(base, "replctl.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(`
+storage:
+  - {name: a, path: %[1]s/A}
+  - {name: b, path: %[1]s/B}
+hosts:
+  - {name: h1, attach: {a: %[1]s/A, b: %[1]s/B}}
+jobs:
+  - {name: flat, source: {storage: a, dataset: flat}, target: {storage: b, dataset: flat}, application: {host: h1}, order: {source: [h1], target: [h1]}}
+  - {name: nested, source: {storage: a, dataset: app/db}, target: {storage: b, dataset: db}, application: {host: h1}, order: {source: [h1], target: [h1]}}
+`, base)), 0o600))
+	require.NoError(t, os.Symlink(secret, filepath.Join(base, "A/flat")))
+	require.NoError(t, os.Symlink(base, filepath.Join(base, "A/app")))
+	require.NoError(t, os.MkdirAll(filepath.Join(base, "db"), 0o755))
+	a := &Agent{Host: "h1", ConfigFile: cfgFile}
+	for job, ds := range map[string]string{"flat": "flat", "nested": "app/db"} {
+		cfg, err := config.Load(cfgFile)
+		require.NoError(t, err)
+		p, err := NewPlan(cfg, job)
+		require.NoError(t, err)
+		src, err := p.DatasetDir("h1", "a", ds)
+		require.NoError(t, err)
+		repo, err := p.Repo("h1")
+		require.NoError(t, err)
+		_, _, err = a.authorizePush(ctx, "push", PushInput{Job: job, Agent: "h1", SourceDir: src, Dataset: ds, Repo: repo})
+		requireRefused(t, err, "SourceDir", "cannot be read beneath the storage root", "is a symlink")
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -61,6 +62,34 @@ type failbackPaths struct {
 	aside  string // where the old tree is kept
 	record string // the switch record
 	lock   string // serialises the switch between attempts
+	root   string // S: every path above is beneath it
+}
+
+// renameBeneath renames from to to (both beneath root) with renameat2 relative to their
+// parent directories, each opened beneath root without following a symlink: a parent
+// swapped for a symlink since the pull checked it cannot redirect the switch. The parents
+// inside .replctl are checked strictly (owned by the agent, closed to others).
+func (p failbackPaths) renameBeneath(root, from, to string, flags uint) error {
+	open := func(path string) (int, string, error) {
+		rel, err := filepath.Rel(root, filepath.Dir(path))
+		if err != nil || !filepath.IsLocal(rel) && rel != "." {
+			return -1, "", fmt.Errorf("%w: %s is not beneath %s", dataplane.ErrBadInput, path, root)
+		}
+		strict := rel == ".replctl" || strings.HasPrefix(rel, ".replctl/")
+		fd, err := dataplane.OpenDirBeneath(root, filepath.ToSlash(rel), strict)
+		return fd, filepath.Base(path), err
+	}
+	fromFd, fromName, err := open(from)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fromFd) //nolint:errcheck
+	toFd, toName, err := open(to)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(toFd) //nolint:errcheck
+	return unix.Renameat2(fromFd, fromName, toFd, toName, flags)
 }
 
 func newFailbackPaths(in PullInput) (failbackPaths, error) {
@@ -77,6 +106,7 @@ func newFailbackPaths(in PullInput) (failbackPaths, error) {
 		aside:  filepath.Join(dir, in.ReplicaName+".before"),
 		record: filepath.Join(dir, in.ReplicaName+".switch.json"),
 		lock:   filepath.Join(dir, "switch.lock"),
+		root:   in.TargetRoot,
 	}, nil
 }
 
@@ -114,6 +144,11 @@ func failbackStart(in PullInput, p failbackPaths) (*PullResult, error) {
 	if st, err := os.Stat(in.TargetRoot); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("%w: TargetRoot: %s is not an existing directory", dataplane.ErrBadInput, in.TargetRoot)
 	}
+	// Everything below is created by path: first make sure S/.replctl and the failback dir,
+	// where they exist, are real directories of the agent's user (no symlink on the way).
+	if err := p.checkControl(); err != nil {
+		return nil, err
+	}
 	var done *PullResult
 	err := withSwitchLock(p.lock, func() error {
 		rec, err := readSwitchRecord(p.record)
@@ -134,7 +169,31 @@ func failbackStart(in PullInput, p failbackPaths) (*PullResult, error) {
 	if err != nil || done != nil {
 		return done, err
 	}
-	return nil, os.MkdirAll(p.build, 0o755)
+	if err := os.MkdirAll(p.build, 0o755); err != nil {
+		return nil, err
+	}
+	return nil, p.checkControl()
+}
+
+// checkControl refuses a S/.replctl or failback dir of this dataset that is a symlink (or has
+// one on the way), is not the agent's, or is writable by others; missing ones are fine.
+func (p failbackPaths) checkControl() error {
+	rel, err := filepath.Rel(p.root, p.build)
+	if err != nil {
+		return err
+	}
+	parts := strings.Split(filepath.ToSlash(rel), "/")
+	for i := 1; i <= len(parts); i++ {
+		fd, err := dataplane.OpenDirBeneath(p.root, strings.Join(parts[:i], "/"), true)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_ = unix.Close(fd)
+	}
+	return nil
 }
 
 // switchHook, when set (tests), runs right after the exchange: an error stops the switch
@@ -176,7 +235,7 @@ func switchInPlace(in PullInput, p failbackPaths) (saved string, err error) {
 				return err
 			}
 			lendWrite(p.built, rec.NewMode)
-			if err := unix.Renameat2(unix.AT_FDCWD, p.built, unix.AT_FDCWD, p.link, unix.RENAME_NOREPLACE); err != nil {
+			if err := p.renameBeneath(p.root, p.built, p.link, unix.RENAME_NOREPLACE); err != nil {
 				return fmt.Errorf("renaming the built tree %s to %s: %w", p.built, p.link, err)
 			}
 		case lerr != nil:
@@ -189,7 +248,7 @@ func switchInPlace(in PullInput, p failbackPaths) (saved string, err error) {
 			// Moving a directory to another parent rewrites its "..": both need u+w.
 			lendWrite(p.built, rec.NewMode)
 			lendWrite(p.link, rec.OldMode)
-			if err := unix.Renameat2(unix.AT_FDCWD, p.built, unix.AT_FDCWD, p.link, unix.RENAME_EXCHANGE); err != nil {
+			if err := p.renameBeneath(p.root, p.built, p.link, unix.RENAME_EXCHANGE); err != nil {
 				hint := ""
 				if errors.Is(err, unix.EINVAL) {
 					hint = " (the source storage's filesystem does not support RENAME_EXCHANGE; nothing was switched)"
@@ -224,7 +283,7 @@ func finishSwitch(rec *switchRecord, p failbackPaths) (saved string, err error) 
 				return "", err
 			}
 			lendWrite(p.built, rec.OldMode)
-			if err := unix.Renameat2(unix.AT_FDCWD, p.built, unix.AT_FDCWD, p.aside, unix.RENAME_NOREPLACE); err != nil {
+			if err := p.renameBeneath(p.root, p.built, p.aside, unix.RENAME_NOREPLACE); err != nil {
 				return "", fmt.Errorf("keeping the replaced tree aside at %s: %w", p.aside, err)
 			}
 			if err := syncDirs(filepath.Dir(p.built), filepath.Dir(p.aside)); err != nil {

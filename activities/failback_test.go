@@ -309,3 +309,23 @@ func TestFailbackSwitchModesAndMissingDataset(t *testing.T) {
 	_, err = os.Stat(in.TargetRoot)
 	assert.ErrorIs(t, err, fs.ErrNotExist)
 }
+
+// A S/.replctl planted as a symlink to a world-writable dir is refused before anything is
+// built there, and nothing is replaced.
+func TestFailbackRefusesSymlinkedControlDir(t *testing.T) {
+	w := newFailbackWorld(t)
+	evil := filepath.Join(t.TempDir(), "evil")
+	require.NoError(t, os.MkdirAll(evil, 0o777))
+	require.NoError(t, os.Chmod(evil, 0o777))
+	require.NoError(t, os.RemoveAll(filepath.Join(w.root, ".replctl")))
+	require.NoError(t, os.Symlink(evil, filepath.Join(w.root, ".replctl")))
+	_, err := w.agent.Pull(context.Background(), w.pullInput())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), ".replctl is a symlink")
+	left, err := os.ReadDir(evil)
+	require.NoError(t, err)
+	assert.Empty(t, left, "nothing built through the link")
+	for p, v := range treeVersions(t, w.link) {
+		require.Equal(t, "old", v, p)
+	}
+}

@@ -511,3 +511,20 @@ func isDirAt(dirFd int, name string) bool {
 
 	return unix.Fstatat(dirFd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
 }
+
+// OpenDirBeneath opens the existing directory rel (slash-separated, relative) beneath root
+// without following any symlink on the way; with strict, every component must moreover be
+// owned by the agent's user and closed to group and others writing. The caller closes the
+// fd. Callers outside this package (failback's switch) use it to rename relative to
+// directories resolved this way rather than by path.
+func OpenDirBeneath(root, rel string, strict bool) (int, error) {
+	rfd, err := openRoot(root)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(rfd) //nolint:errcheck
+	if rel == "." || rel == "" {
+		return unix.Dup(rfd)
+	}
+	return dirAt(rfd, root, rel, false, strict, 0)
+}
