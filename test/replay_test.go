@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -63,7 +64,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			workers.Register(r)
-			require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f))
+			require.NoError(t, replayFile(t, r, f))
 		})
 	}
 }
@@ -83,11 +84,33 @@ func TestReplayDetectsNonDeterministicChange(t *testing.T) {
 			default:
 				t.Fatalf("history of workflow type %q: add a non-deterministic variant of it here", wt)
 			}
-			err := r.ReplayWorkflowHistoryFromJSONFile(nil, f)
+			err := replayFile(t, r, f)
 			require.Error(t, err)
 			require.Contains(t, err.Error(), "TMPRL1100", "a non-determinism error")
 		})
 	}
+}
+
+// replayFile replays the recorded history in file. A replication run is replayed under its
+// job's workflow ID (the history does not hold its own ID, and the workflow checks it): the
+// job comes from the run's input.
+func replayFile(t *testing.T, r worker.WorkflowReplayer, file string) error {
+	t.Helper()
+	fh, err := os.Open(file)
+	require.NoError(t, err)
+	defer fh.Close()
+	h, err := client.HistoryFromJSON(fh, client.HistoryJSONOptions{})
+	require.NoError(t, err)
+	opts := worker.ReplayWorkflowHistoryOptions{}
+	started := h.Events[0].GetWorkflowExecutionStartedEventAttributes()
+	if started.GetWorkflowType().GetName() == workflows.ReplicationWorkflowName {
+		var in struct{ Job string }
+		if p := started.GetInput().GetPayloads(); len(p) > 0 {
+			_ = json.Unmarshal(p[0].GetData(), &in)
+		}
+		opts.OriginalExecution = workflow.Execution{ID: workflows.WorkflowID(in.Job), RunID: started.GetOriginalExecutionRunId()}
+	}
+	return r.ReplayWorkflowHistoryWithOptions(nil, h, opts)
 }
 
 // workflowType is the workflow type of the recorded history in file.
