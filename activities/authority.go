@@ -67,7 +67,7 @@ func (a *Agent) authorize(ctx context.Context, activityName, job string) (*grant
 
 // refuse returns (and counts, and logs) the refusal of field.
 func (g *grant) refuse(field string, got, own any, why string) error {
-	msg := fmt.Sprintf("agent %s refused %s of job %q: %s %s", g.agent, g.activity, g.job, field, why)
+	msg := fmt.Sprintf("agent %s refused %s of job %q: %s: %s", g.agent, g.activity, g.job, field, why)
 	if why == "" {
 		msg = fmt.Sprintf("agent %s refused %s of job %q: %s is %s in the activity input, but agent %s's own config gives %s",
 			g.agent, g.activity, g.job, field, show(got), g.agent, show(own))
