@@ -182,7 +182,3 @@ func (w *replication) primaryChecked(what string) {
 	}
 	w.status.PrimaryCheck = what
 }
-
-func badWorkflowInput(msg string) error {
-	return temporal.NewNonRetryableApplicationError("bad workflow input: "+msg, activities.ErrTypeBadInput, nil)
-}

@@ -10,8 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 
 	"go.temporal.io/sdk/converter"
@@ -42,60 +43,42 @@ var inputKeys = func() []string {
 func decodeReplicationInput(raw converter.RawValue) (strict, lenient ReplicationInput, err error) {
 	p := raw.Payload()
 	if p == nil || len(p.GetData()) == 0 {
-		return strict, lenient, badInput("no input: want " + inputShape)
+		return strict, lenient, badWorkflowInput("no input: want " + inputShape)
 	}
 	if enc := string(p.GetMetadata()[converter.MetadataEncoding]); enc != converter.MetadataEncodingJSON {
-		return strict, lenient, badInput(fmt.Sprintf("input encoded as %q, not JSON: want %s", enc, inputShape))
+		return strict, lenient, badWorkflowInput(fmt.Sprintf("input encoded as %q, not JSON: want %s", enc, inputShape))
 	}
 	data := p.GetData()
 	_ = json.Unmarshal(data, &lenient)
 	if !json.Valid(data) {
-		return strict, lenient, badInput(fmt.Sprintf("input is not JSON (%s): want %s", clip(data), inputShape))
+		return strict, lenient, badWorkflowInput(fmt.Sprintf("input is not JSON (%s): want %s", clip(data), inputShape))
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
-		return strict, lenient, badInput(fmt.Sprintf("input %s is not a JSON object: want %s", clip(data), inputShape))
+		return strict, lenient, badWorkflowInput(fmt.Sprintf("input %s is not a JSON object: want %s", clip(data), inputShape))
 	}
-	for _, k := range sortedKeys(fields) {
-		if known(k) {
+	// Sorted: workflow code never ranges over a map in map order.
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		if slices.Contains(inputKeys, k) {
 			continue
 		}
 		for _, want := range inputKeys {
 			if strings.EqualFold(k, want) {
-				return strict, lenient, badInput(fmt.Sprintf("input key %q: keys are case-sensitive, did you mean %q? want %s", k, want, inputShape))
+				return strict, lenient, badWorkflowInput(fmt.Sprintf("input key %q: keys are case-sensitive, did you mean %q? want %s", k, want, inputShape))
 			}
 		}
-		return strict, lenient, badInput(fmt.Sprintf("unknown input key %q (known: %s): want %s", k, strings.Join(inputKeys, ", "), inputShape))
+		return strict, lenient, badWorkflowInput(fmt.Sprintf("unknown input key %q (known: %s): want %s", k, strings.Join(inputKeys, ", "), inputShape))
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&strict); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
-			return strict, lenient, badInput(fmt.Sprintf("input key %q is a JSON %s, want a %s: want %s", typeErr.Field, typeErr.Value, typeErr.Type, inputShape))
+			return strict, lenient, badWorkflowInput(fmt.Sprintf("input key %q is a JSON %s, want a %s: want %s", typeErr.Field, typeErr.Value, typeErr.Type, inputShape))
 		}
-		return strict, lenient, badInput(fmt.Sprintf("input: %v: want %s", err, inputShape))
+		return strict, lenient, badWorkflowInput(fmt.Sprintf("input: %v: want %s", err, inputShape))
 	}
 	return strict, lenient, nil
-}
-
-func known(key string) bool {
-	for _, k := range inputKeys {
-		if k == key {
-			return true
-		}
-	}
-	return false
-}
-
-// sortedKeys returns m's keys in order: workflow code never ranges over a map unsorted.
-func sortedKeys(m map[string]json.RawMessage) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func clip(b []byte) string {
@@ -105,7 +88,8 @@ func clip(b []byte) string {
 	return fmt.Sprintf("%q", b)
 }
 
-func badInput(msg string) error {
+// badWorkflowInput refuses a run's input: final, another agent would read it the same way.
+func badWorkflowInput(msg string) error {
 	return temporal.NewNonRetryableApplicationError("bad workflow input: "+msg, activities.ErrTypeBadInput, nil)
 }
 

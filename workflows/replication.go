@@ -117,18 +117,15 @@ func (w *replication) run(ctx workflow.Context) (Status, error) {
 // setup checks the input and has an agent resolve the job into a plan.
 func (w *replication) setup(ctx workflow.Context) error {
 	if !jobName.MatchString(w.in.Job) {
-		return temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf(`bad workflow input: job %q: want {"job": "NAME"} with NAME matching %s`, w.in.Job, jobName), activities.ErrTypeBadInput, nil)
+		return badWorkflowInput(fmt.Sprintf(`job %q: want {"job": "NAME"} with NAME matching %s`, w.in.Job, jobName))
 	}
 	switch w.in.Direction {
 	case "", DirectionReplicate, DirectionFailback:
 	default:
-		return temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf(`bad workflow input: direction %q: want %q (default) or %q, e.g. {"job": %q, "direction": "failback"}`, w.in.Direction, DirectionReplicate, DirectionFailback, w.in.Job), activities.ErrTypeBadInput, nil)
+		return badWorkflowInput(fmt.Sprintf(`direction %q: want %q (default) or %q, e.g. {"job": %q, "direction": "failback"}`, w.in.Direction, DirectionReplicate, DirectionFailback, w.in.Job))
 	}
 	if w.in.From != "" && w.in.Direction != DirectionFailback {
-		return temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf(`bad workflow input: "from" (%q) is only used with "direction": "failback"`, w.in.From), activities.ErrTypeBadInput, nil)
+		return badWorkflowInput(fmt.Sprintf(`"from" (%q) is only used with "direction": "failback"`, w.in.From))
 	}
 	if err := w.checkFailbackInput(ctx); err != nil {
 		return err
