@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
-	"github.com/replctl/replctl/internal/secret"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -53,24 +51,11 @@ func (o OIDCFlags) options() (*devserver.OIDCOptions, error) {
 	secret := ""
 	if o.ClientSecretFile != "" {
 		var err error
-		if secret, err = readSecretFile(o.ClientSecretFile, "--ui-oidc-client-secret-file"); err != nil {
+		if secret, err = readSecretString(o.ClientSecretFile, "--ui-oidc-client-secret-file", ""); err != nil {
 			return nil, err
 		}
 	}
 	return &devserver.OIDCOptions{IssuerURL: o.Issuer, ClientID: o.ClientID, ClientSecret: secret, CallbackURL: o.CallbackURL, Scopes: o.Scopes}, nil
-}
-
-// readSecretFile reads a secret that only its owner may read.
-func readSecretFile(file, flag string) (string, error) {
-	b, err := secret.ReadFile(file, flag)
-	if err != nil {
-		return "", err
-	}
-	v := strings.TrimSpace(string(b))
-	if v == "" {
-		return "", fmt.Errorf("%s %s is empty", flag, file)
-	}
-	return v, nil
 }
 
 // AddFlags registers the options' flags on fs.

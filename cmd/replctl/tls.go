@@ -204,15 +204,29 @@ func loopbackAddress(addr string) bool {
 // readAPIKey reads an API key file; from names the setting that pointed to it. A file
 // that group or others can read is refused.
 func readAPIKey(file, from string) (string, error) {
-	b, err := secret.ReadFile(file, "Temporal API key file")
+	return readSecretString(file, "Temporal API key file", from)
+}
+
+// readSecretString reads a one-line secret (an API key, an OIDC client secret) from a file
+// that only its owner may read, white space trimmed; an empty one is an error. from, when
+// set, says where the file's name came from.
+func readSecretString(file, what, from string) (string, error) {
+	where := file
+	if from != "" {
+		where = fmt.Sprintf("%s (from %s)", file, from)
+	}
+	b, err := secret.ReadFile(file, what)
 	if err != nil {
-		return "", fmt.Errorf("%w (from %s)", err, from)
+		if from != "" {
+			return "", fmt.Errorf("%w (from %s)", err, from)
+		}
+		return "", err
 	}
-	key := strings.TrimSpace(string(b))
-	if key == "" {
-		return "", fmt.Errorf("temporal API key file %s (from %s) is empty", file, from)
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("%s %s is empty", what, where)
 	}
-	return key, nil
+	return v, nil
 }
 
 // apply sets the connection on o: address, namespace, TLS, API key and payload codec.
