@@ -44,6 +44,9 @@ const (
 	ErrTypeHostUnreachable = "HostUnreachable"
 	ErrTypeHostKey         = "HostKeyMismatch"
 	ErrTypeMisrouted       = "Misrouted"
+	// ErrTypeStorageFault: the storage refused (full, over quota, read-only, failing); every
+	// agent of that storage would meet it, so the step is not taken over (faults.go).
+	ErrTypeStorageFault = "StorageFault"
 )
 
 // Agent is the activities of one host, with what they keep between calls.
@@ -342,7 +345,7 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })
 	observe(ctx, in.Job, step, start, err, res.Bytes, res.Files)
 	if err != nil {
-		return pushResult{}, classify(ctx, step, err, hb.progress())
+		return pushResult{}, a.fault(ctx, in.Job, step, err, hb.progress())
 	}
 	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start)}, res.Skipped}, nil
 }
@@ -445,7 +448,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	if in.InPlace {
 		done, err := failbackStart(in, fb)
 		if err != nil {
-			return PullResult{}, classify(ctx, "pull", err, hb.progress())
+			return PullResult{}, a.fault(ctx, in.Job, "pull", err, hb.progress())
 		}
 		if done != nil {
 			return *done, nil
@@ -473,12 +476,12 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	})
 	observe(ctx, in.Job, "pull", start, err, res.Bytes, res.Files)
 	if err != nil {
-		return PullResult{}, classify(ctx, "pull", err, hb.progress())
+		return PullResult{}, a.fault(ctx, in.Job, "pull", err, hb.progress())
 	}
 	var saved string
 	if in.InPlace {
 		if saved, err = switchInPlace(in, fb); err != nil {
-			return PullResult{}, classify(ctx, "pull", err, hb.progress())
+			return PullResult{}, a.fault(ctx, in.Job, "pull", err, hb.progress())
 		}
 		res.ReplicaPath, res.LinkPath = fb.link, fb.link
 	}
@@ -528,7 +531,7 @@ func (a *Agent) Maintain(ctx context.Context, in MaintainInput) (MaintainResult,
 	err = a.dataplane().Maintain(ctx, a.repoConfig(in.Repo), in.Full)
 	observe(ctx, in.Job, "maintain", start, err, 0, 0)
 	if err != nil {
-		return MaintainResult{}, classify(ctx, "maintain", err, l.progress())
+		return MaintainResult{}, a.fault(ctx, in.Job, "maintain", err, l.progress())
 	}
 	return MaintainResult{Agent: a.Host, Full: in.Full, Duration: time.Since(start)}, nil
 }
@@ -571,13 +574,13 @@ func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult,
 	}
 	if in.Cleanup {
 		if err := dataplane.RemoveTestCopy(in.TargetRoot, in.Dataset, in.Name); err != nil {
-			return TestCopyResult{}, classify(ctx, "test-copy", err, l.progress())
+			return TestCopyResult{}, a.fault(ctx, in.Job, "test-copy", err, l.progress())
 		}
 		return TestCopyResult{Agent: a.Host, Name: in.Name, Removed: true}, nil
 	}
 	tc, err := dataplane.OpenTestCopy(ctx, in.TargetRoot, in.Dataset, in.Replica, in.Name)
 	if err != nil {
-		return TestCopyResult{}, classify(ctx, "test-copy", err, l.progress())
+		return TestCopyResult{}, a.fault(ctx, in.Job, "test-copy", err, l.progress())
 	}
 	return TestCopyResult{Agent: a.Host, Name: tc.Name, Path: tc.Path, Replica: tc.Replica, Files: tc.Files, Bytes: tc.Bytes, Cloned: tc.Cloned}, nil
 }
@@ -614,30 +617,6 @@ func (a *Agent) checkRoute(agent string) error {
 
 func fromDataplane(step, agent string, p dataplane.Progress, staging string, epoch int64) Progress {
 	return Progress{Step: step, Phase: p.Phase, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, FilesDone: p.FilesDone, FilesTotal: p.FilesTotal, Staging: staging, Agent: agent, Epoch: epoch}
-}
-
-// classify turns a data-plane error into what the workflow needs to decide: bad input, a
-// fence refusal and a failed verification are final; anything else may be retried, and its
-// last progress travels with it so a taker can resume.
-func classify(ctx context.Context, step string, err error, last Progress) error {
-	expireIfDue(ctx)
-	switch {
-	case errors.Is(err, dataplane.ErrBadInput), errors.Is(err, dataplane.ErrNotFound):
-		return badInput(err)
-	case errors.Is(err, dataplane.ErrFenced):
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeFenced, err)
-	case errors.Is(err, dataplane.ErrVerify):
-		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeVerify, err, last)
-	case leaseCause(ctx) != nil:
-		return fmt.Errorf("%s stopped: %w", step, leaseCause(ctx))
-	case ctx.Err() != nil:
-		return ctx.Err()
-	}
-	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v", step, err), "StepFailed", err, last)
-}
-
-func badInput(err error) error {
-	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
 }
 
 func lastLine(s string) string {

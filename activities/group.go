@@ -50,7 +50,7 @@ func (a *Agent) PublishGroup(ctx context.Context, in PublishGroupInput) (Publish
 	})
 	observe(ctx, in.Job, "publish", start, err, 0, 0)
 	if err != nil {
-		return PublishGroupResult{}, classify(ctx, "publish", err, l.progress())
+		return PublishGroupResult{}, a.fault(ctx, in.Job, "publish", err, l.progress())
 	}
 	return PublishGroupResult{Agent: a.Host, Current: res.Current, Dir: res.Dir, Links: res.Links, Epoch: in.Epoch}, nil
 }

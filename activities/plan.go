@@ -116,6 +116,8 @@ type Timeouts struct {
 	Heartbeat       time.Duration
 	ScheduleToStart time.Duration
 	StartToClose    time.Duration
+	// StorageRetry: how long a step the storage refused is retried on the same agent.
+	StorageRetry time.Duration `json:",omitempty"`
 }
 
 // Retention says which replicas and images a job keeps: the newest Replicas/Images plus
@@ -188,7 +190,7 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		Target:            endpoint(targets[0].Endpoint()),
 		Application:       Application{Host: j.Application.Host, Quiesce: j.Application.Quiesce, Resume: j.Application.Resume, Takeover: j.Application.Takeover, Check: j.Application.Check, Timeout: j.Application.Timeout},
 		Order:             Order{Application: clone(j.Order.Application), Source: clone(j.Order.Source), Target: clone(targets[0].Order)},
-		Timeouts:          Timeouts{Heartbeat: j.Timeouts.Heartbeat, ScheduleToStart: j.Timeouts.ScheduleToStart, StartToClose: j.Timeouts.StartToClose},
+		Timeouts:          Timeouts{Heartbeat: j.Timeouts.Heartbeat, ScheduleToStart: j.Timeouts.ScheduleToStart, StartToClose: j.Timeouts.StartToClose, StorageRetry: j.Timeouts.StorageRetry},
 		OnUnreachableHost: j.OnUnreachableHost,
 		Verify:            j.Verify,
 		Precopy:           j.Precopy,

@@ -28,12 +28,15 @@ const (
 	DefaultHeartbeat         = 5 * time.Second
 	DefaultScheduleToStart   = 10 * time.Second
 	DefaultStartToClose      = time.Hour
-	DefaultReplicas          = 3
-	DefaultImages            = 10
-	DefaultRepositoryPath    = ".replctl/repository"
-	DefaultMaintenanceCron   = "@daily"
-	DefaultTimeZone          = "UTC"
-	DefaultOverlap           = "skip"
+	// MaxStorageRetry bounds timeouts.storage_retry: a run that waits longer for its
+	// storage holds the job (and, for a push, its schedule) for nothing.
+	MaxStorageRetry        = 24 * time.Hour
+	DefaultReplicas        = 3
+	DefaultImages          = 10
+	DefaultRepositoryPath  = ".replctl/repository"
+	DefaultMaintenanceCron = "@daily"
+	DefaultTimeZone        = "UTC"
+	DefaultOverlap         = "skip"
 
 	// MinHeartbeat and MinScheduleToStart are the smallest accepted timeouts:
 	// shorter ones make agents flap between hosts on ordinary scheduling jitter.
@@ -365,6 +368,9 @@ type Timeouts struct {
 	Heartbeat       time.Duration `yaml:"heartbeat"`         // default 5s, min 1s
 	ScheduleToStart time.Duration `yaml:"schedule_to_start"` // default 10s, min 1s
 	StartToClose    time.Duration `yaml:"start_to_close"`    // default 1h, > heartbeat
+	// StorageRetry is how long a step the storage refused (full, read-only, failing) waits
+	// and retries on the same agent before the run fails; 0 (default): fail at once.
+	StorageRetry time.Duration `yaml:"storage_retry"`
 }
 
 // Schedule runs a job periodically with a Temporal schedule.

@@ -817,6 +817,9 @@ func (k *checker) timeouts(p string, t *Timeouts) {
 	if t.StartToClose <= t.Heartbeat {
 		k.errorf(p+".start_to_close", "%s must be longer than the heartbeat timeout %s", t.StartToClose, t.Heartbeat)
 	}
+	if t.StorageRetry < 0 || t.StorageRetry > MaxStorageRetry {
+		k.errorf(p+".storage_retry", "%s is out of range: 0 (fail at once, the default) to %s", t.StorageRetry, MaxStorageRetry)
+	}
 }
 
 func (k *checker) schedule(p string, s *Schedule) {

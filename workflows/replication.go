@@ -233,6 +233,11 @@ func (w *replication) precopy(ctx workflow.Context) error {
 		if temporal.IsCanceledError(err) || ctx.Err() != nil {
 			return err
 		}
+		// A storage that refuses the precopy refuses the push: fail before quiescing.
+		// (Runs recorded before storage faults were told apart went on to quiesce.)
+		if classifyFault(err) == faultStorage && workflow.GetVersion(ctx, "precopy-storage-fault", workflow.DefaultVersion, 1) == 1 {
+			return err
+		}
 		w.note("precopy failed, so the push reads everything while quiesced: " + rootMessage(err))
 	}
 	return nil

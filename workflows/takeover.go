@@ -15,6 +15,9 @@ package workflows
 //  3. A retryable error is retried on the same agent a few times, then treated as lost.
 //  4. A non-retryable error (bad input, fenced, verification failed, script failed) ends
 //     the step: another agent would fail the same way.
+//  4a. A storage fault (the storage is full, over quota, read-only or failing: faults.go)
+//     ends the step too, naming the storage, without a takeover or a takeover script; with
+//     timeouts.storage_retry the step waits and is retried on the same agent until then.
 //  5. When the order is exhausted the step fails with an error naming the role, every agent
 //     tried and why each failed.
 // An unreachable failed host (its takeover script cannot run) is handled by the job's
@@ -26,7 +29,6 @@ import (
 	"strings"
 	"time"
 
-	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -68,6 +70,7 @@ type attempt func(ctx workflow.Context, agent string, resume *activities.Progres
 func (w *replication) onRole(ctx workflow.Context, r *role, step string, run attempt) error {
 	var resume *activities.Progress
 	failures := 0
+	var storage storageWait
 	for r.current() != "" {
 		agent := r.current()
 		if w.lostEarlier(ctx, agent) {
@@ -87,14 +90,20 @@ func (w *replication) onRole(ctx workflow.Context, r *role, step string, run att
 		if temporal.IsCanceledError(err) || ctx.Err() != nil {
 			return err
 		}
-		reason, lost, progress := lostAgent(err)
+		reason, _, progress := lostAgent(err)
 		if progress != nil {
 			resume = progress
 		}
-		if !lost {
-			if !isRetryable(err) {
-				return err
+		switch classifyFault(err) {
+		case faultAgentLost:
+		case faultStorage:
+			if w.waitForStorage(ctx, step, agent, &storage, err) {
+				continue
 			}
+			return err
+		case faultFinal:
+			return err
+		case faultRetry:
 			failures++
 			if failures < attemptsPerAgent {
 				_ = workflow.Sleep(ctx, time.Duration(failures)*time.Second)
@@ -216,39 +225,6 @@ func (w *replication) stepContext(ctx workflow.Context, r *role, step, agent str
 	})
 }
 
-// lostAgent tells whether err means the agent is lost (a timeout), why, and the last
-// progress the failed attempt reported.
-func lostAgent(err error) (reason string, lost bool, progress *activities.Progress) {
-	var te *temporal.TimeoutError
-	if errors.As(err, &te) {
-		switch te.TimeoutType() {
-		case enumspb.TIMEOUT_TYPE_HEARTBEAT:
-			reason = "heartbeat timeout: agent died, stalled or was cut off"
-		case enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START:
-			reason = "schedule-to-start timeout: no agent is polling its queue"
-		case enumspb.TIMEOUT_TYPE_START_TO_CLOSE:
-			reason = "start-to-close timeout: step took longer than allowed"
-		default:
-			reason = "timeout: " + te.TimeoutType().String()
-		}
-		if te.HasLastHeartbeatDetails() {
-			var p activities.Progress
-			if te.LastHeartbeatDetails(&p) == nil {
-				progress = &p
-			}
-		}
-		return reason, true, progress
-	}
-	var appErr *temporal.ApplicationError
-	if errors.As(err, &appErr) && appErr.HasDetails() {
-		var p activities.Progress
-		if appErr.Details(&p) == nil && p.Step != "" {
-			progress = &p
-		}
-	}
-	return "", false, progress
-}
-
 // reasonKind is a takeover reason's first words, a bounded label value for metrics.
 func reasonKind(reason string) string {
 	for _, k := range []string{"heartbeat timeout", "schedule-to-start timeout", "start-to-close timeout", "skipped"} {
@@ -257,15 +233,6 @@ func reasonKind(reason string) string {
 		}
 	}
 	return "errors"
-}
-
-func isRetryable(err error) bool {
-	var appErr *temporal.ApplicationError
-	if errors.As(err, &appErr) {
-		return !appErr.NonRetryable()
-	}
-	var panicErr *temporal.PanicError
-	return !errors.As(err, &panicErr)
 }
 
 // rootMessage is the innermost message of an activity error chain: the part worth showing.

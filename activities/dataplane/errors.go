@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sentinel errors. Returned errors wrap them with details; test with errors.Is.
@@ -96,4 +98,30 @@ func checkName(field, n string) error {
 	}
 
 	return nil
+}
+
+// storageErrnos are the errors a storage system returns whoever asks: full, over quota,
+// read-only, failing. Another agent of the same storage would meet them too.
+var storageErrnos = []unix.Errno{unix.ENOSPC, unix.EDQUOT, unix.EROFS, unix.EIO}
+
+// StorageFault tells whether err is a fault of the storage itself (ENOSPC, EDQUOT, EROFS,
+// EIO) rather than of this agent, and returns the errno. Errors that lost their errno on the
+// way (kopia's blob layer formats some of them into text) are recognised by the errno's
+// message, which the C library fixes.
+func StorageFault(err error) (unix.Errno, bool) {
+	if err == nil {
+		return 0, false
+	}
+	for _, e := range storageErrnos {
+		if errors.Is(err, e) {
+			return e, true
+		}
+	}
+	msg := err.Error()
+	for _, e := range storageErrnos {
+		if strings.Contains(msg, e.Error()) {
+			return e, true
+		}
+	}
+	return 0, false
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -156,6 +157,10 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		return res, err
 	}
 
+	// This attempt holds the newest epoch: what older attempts left is reclaimed before
+	// anything is written.
+	l.reclaim(dirs, req.Epoch, req.ResumeFrom, r.log)
+
 	cur, err := l.currentReplica()
 	if err != nil {
 		return res, err
@@ -264,6 +269,22 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 	defer unix.Close(p.stagingFd) //nolint:errcheck
 
+	// A storage fault (full, read-only, failing) ends the pull on every agent alike: its
+	// staging is removed at once, so the target is back to its usage before the attempt.
+	discard := func(err error) error {
+		if _, ok := StorageFault(err); ok {
+			l.discard(dirs, sname, p.resume, r.log)
+			res.StagingPath = ""
+			// Staging errors name paths relative to the staging dir; the repository's
+			// name its own: say which storage refused.
+			if dir := req.Repo.Dir; dir == "" || !strings.Contains(err.Error(), dir) {
+				err = fmt.Errorf("writing staging dir %s: %w", staging, err)
+			}
+		}
+
+		return err
+	}
+
 	err = p.build(man.RootEntry)
 	res.Linked, res.Restored = p.linked.Load(), p.restored.Load()
 	// What was written is not needed for verification: without these lists, the
@@ -271,7 +292,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	p.dirs, p.toWrite, p.resumeCk = nil, nil, nil
 
 	if err != nil {
-		return res, err
+		return res, discard(err)
 	}
 
 	if p.hooks.beforeVerify != nil {
@@ -289,7 +310,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	if err := verifyTree(ctx, dr, man.RootEntry, staging, vo); err != nil {
-		return res, err
+		return res, discard(err)
 	}
 
 	res.Verified = true
@@ -299,7 +320,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	if err := p.publish(l, req, man); err != nil {
-		return res, err
+		return res, discard(err)
 	}
 	res.PublishedBy, res.PublishedEpoch = req.Agent, req.Epoch
 

@@ -120,3 +120,62 @@ func emptyTrash(l layout, log func(string, ...any)) {
 		}
 	}
 }
+
+// reclaim removes, before a pull writes, the staging dirs that older attempts of the
+// dataset left (a killed agent, a failed run, a fenced attempt), except resumeFrom, which
+// this attempt reuses. Only an attempt holding the newest epoch calls it, so none of them
+// can still publish. Whatever it moved, and whatever a killed agent left in the trash, is
+// deleted before it returns; a trash that this process is already emptying is left to that.
+func (l layout) reclaim(dirs *targetDirs, epoch int64, resumeFrom string, log func(string, ...any)) {
+	names, err := dirNames(dirs.staging)
+	if err != nil {
+		log("reclaim: listing staging dirs failed", "dir", l.staging, "err", err)
+		return
+	}
+
+	moved := 0
+
+	for _, n := range names {
+		_, ep, ok := parseStagingName(n)
+		if !ok || ep >= epoch || (resumeFrom != "" && n == filepath.Base(resumeFrom)) {
+			continue
+		}
+
+		if err := moveToTrash(dirs.staging, n, dirs.trash); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log("reclaim: removing a stale staging dir failed", "dir", filepath.Join(l.staging, n), "err", err)
+			continue
+		}
+
+		log("reclaim: removing the staging dir of an earlier attempt", "dir", filepath.Join(l.staging, n))
+		moved++
+	}
+
+	left, err := dirNames(dirs.trash)
+	if err != nil || len(left) == 0 || (moved == 0 && trash.busy(l.trashDir())) {
+		return
+	}
+
+	emptyTrash(l, log)
+}
+
+// discard removes a failed attempt's staging dir and the earlier attempts' dirs it read
+// from, at once (not in the background): the attempt failed because the storage is full,
+// read-only or failing, and the space must be back when the step ends.
+func (l layout) discard(dirs *targetDirs, staging string, resumed []string, log func(string, ...any)) {
+	for _, n := range append([]string{staging}, resumed...) {
+		n = filepath.Base(n)
+		if err := moveToTrash(dirs.staging, n, dirs.trash); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log("discarding the staging dir of a failed pull failed", "dir", filepath.Join(l.staging, n), "err", err)
+		}
+	}
+
+	emptyTrash(l, log)
+}
+
+// busy tells whether a sweep of dir is running in this process.
+func (s *sweeper) busy(dir string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	return s.running[dir]
+}
