@@ -61,7 +61,7 @@ func NewCmdFailback(f *Factory, runF func(*FailbackOptions) error) *cobra.Comman
 	cmd.Flags().BoolVar(&o.Yes, "yes", false, "replace the source dataset: without it, only show what would be replaced")
 	cmd.Flags().BoolVar(&o.PrimaryDown, "primary-down", false, "the primary host is down: go on when its application check cannot reach it (the run notes it)")
 	cmd.Flags().BoolVarP(&o.Wait, "wait", "w", false, "wait for the run to end; the exit code tells how it ended")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
 
