@@ -204,8 +204,12 @@ func (f *Factory) Client(ctx context.Context) (client.Client, error) {
 // NewCmdRoot is the replctl command with all subcommands.
 func NewCmdRoot(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:           "replctl",
-		Short:         "Replicate datasets between storage systems, application-consistently, with agents that take over for each other",
+		Use:   "replctl",
+		Short: "Replicate datasets between storage systems, application-consistently, with agents that take over for each other",
+		Long: "Replicate datasets between storage systems, application-consistently, with agents that take over for each other.\n" +
+			"Exit codes: 0 ok, 1 error, 2 bad usage or config, 3 the run failed or was cancelled, 4 it failed and\n" +
+			"left an application host quiesced, 5 a run of the job is already going. With -o json a failure prints\n" +
+			"{\"error\": {\"code\", \"kind\", \"message\", ...}} on stdout.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
