@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/replctl/replctl/workflows"
 )
@@ -42,8 +43,10 @@ func testStartRefusedWhileRunning(t *testing.T, e *cliEnv) {
 	t.Logf("start -o json: %s", out)
 	runID := e.waitPhase("orders", workflows.PhaseQuiescing)
 	defer func() {
-		// Let the run end before the next subtest starts one.
-		require.NoError(t, e.c.GetWorkflow(context.Background(), workflows.WorkflowID("orders"), runID).Get(context.Background(), nil))
+		// Let the run (cancelled below) end before the next subtest starts one.
+		err := e.c.GetWorkflow(context.Background(), workflows.WorkflowID("orders"), runID).Get(context.Background(), nil)
+		var canceled *temporal.CanceledError
+		assert.ErrorAs(t, err, &canceled)
 	}()
 	assert.Equal(t, "orders", started.Job)
 	assert.Equal(t, workflows.WorkflowID("orders"), started.WorkflowID)
@@ -69,6 +72,14 @@ func testStartRefusedWhileRunning(t *testing.T, e *cliEnv) {
 	missing := e.cliFailure(ExitFailure, "status", "nosuchjob", "-o", "json")
 	assert.Equal(t, "not_found", missing.Error.Kind)
 	assert.Contains(t, missing.Error.Message, "nosuchjob")
+
+	var cancelled struct {
+		runHandle
+		CancelRequested bool `json:"cancel_requested"`
+	}
+	e.cliJSON(&cancelled, "cancel", "orders", "-o", "json")
+	assert.Equal(t, runID, cancelled.RunID)
+	assert.True(t, cancelled.CancelRequested)
 }
 
 // cliFailure runs replctl with args (which include -o json), expecting it to fail with
