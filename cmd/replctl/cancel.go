@@ -45,7 +45,7 @@ func NewCmdCancel(f *Factory, runF func(*CancelOptions) error) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&o.Wait, "wait", "w", false, "wait for the run to end (after resume) and show its final status")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
 
@@ -59,7 +59,7 @@ func runCancel(ctx context.Context, f *Factory, o *CancelOptions) error {
 	desc, err := c.DescribeWorkflowExecution(ctx, id, "")
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
-		return fmt.Errorf("job %s has no run to cancel (no workflow %s); `replctl list --job %s` shows its runs", o.Job, id, o.Job)
+		return notFoundError("job %s has no run to cancel (no workflow %s); `replctl list --job %s` shows its runs", o.Job, id, o.Job)
 	}
 	if err != nil {
 		return fmt.Errorf("describe the latest run of job %s: %w", o.Job, err)
@@ -76,6 +76,12 @@ func runCancel(ctx context.Context, f *Factory, o *CancelOptions) error {
 	fmt.Fprintf(f.ErrOut, "cancellation of job %s run %s requested: the running step stops; resume still runs if the application was quiesced\n", o.Job, runID)
 	if !o.Wait {
 		fmt.Fprintf(f.ErrOut, "follow it with: replctl status %s --watch\n", o.Job)
+		if o.Output == "json" {
+			return f.PrintJSON(struct {
+				runHandle
+				CancelRequested bool `json:"cancel_requested"`
+			}{runHandle{Job: o.Job, WorkflowID: id, RunID: runID}, true})
+		}
 		return nil
 	}
 	// Get returns once the run closed, i.e. after the resume step.
@@ -91,7 +97,7 @@ func runCancel(ctx context.Context, f *Factory, o *CancelOptions) error {
 		final.ExecutionStatus = executionStatusName(d.GetWorkflowExecutionInfo().GetStatus())
 	}
 	if o.Output == "json" {
-		if err := writeJSON(f.Out, final); err != nil {
+		if err := f.PrintJSON(final); err != nil {
 			return err
 		}
 	} else {

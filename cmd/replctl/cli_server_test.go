@@ -138,8 +138,8 @@ func (e *cliEnv) stopAgent(host string) {
 	delete(e.agents, host)
 }
 
-// cli runs replctl with args against the test server and returns stdout, stderr and the
-// error (exitCode tells the process exit code it stands for).
+// cli runs replctl with args against the test server as main does (execute) and returns
+// stdout, stderr and the error (exitCode tells the process exit code it stands for).
 func (e *cliEnv) cli(args ...string) (string, string, error) {
 	e.t.Helper()
 	var out, errOut bytes.Buffer
@@ -150,7 +150,7 @@ func (e *cliEnv) cli(args ...string) (string, string, error) {
 	root.SetArgs(append([]string{"--config", e.cfgFile, "--address", e.addr, "--log-level", "error"}, args...))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	err := root.ExecuteContext(ctx)
+	err := execute(ctx, f, root)
 	return out.String(), errOut.String(), err
 }
 
@@ -614,6 +614,8 @@ func TestCLIAgainstRealServer(t *testing.T) {
 		require.Regexp(t, `phase\s+completed`, out)
 		require.NotContains(t, out, "\x1b[", "no ANSI codes when stdout is not a terminal")
 	})
+
+	t.Run("a second start is refused while a run is going", func(t *testing.T) { testStartRefusedWhileRunning(t, e) })
 
 	t.Run("cancel stops the run and still resumes the application", func(t *testing.T) {
 		e.setSlow("5")

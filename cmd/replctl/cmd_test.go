@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -20,17 +19,6 @@ func run(t *testing.T, cmd *cobra.Command, args ...string) (string, error) {
 	cmd.SetArgs(args)
 	err := cmd.Execute()
 	return out.String(), err
-}
-
-func exitCode(err error) int {
-	var ee *ExitError
-	if errors.As(err, &ee) {
-		return ee.Code
-	}
-	if err != nil {
-		return ExitFailure
-	}
-	return ExitOK
 }
 
 func TestStartParsesArgsAndFlags(t *testing.T) {

@@ -48,7 +48,7 @@ func runCLI(t *testing.T, args ...string) (string, string, error) {
 	root.SetArgs(args)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	err := root.ExecuteContext(ctx)
+	err := execute(ctx, f, root)
 	return out.String(), errOut.String(), err
 }
 

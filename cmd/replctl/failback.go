@@ -44,7 +44,7 @@ func NewCmdFailback(f *Factory, runF func(*FailbackOptions) error) *cobra.Comman
 			"The job must allow it (failback: {allow: true}). Without --yes the command shows what would be\n" +
 			"replaced and exits 2. Procedure: stop the application on the primary and on the DR side (or let\n" +
 			"failback.application quiesce it), pause the job's schedule, run failback --yes --wait, start the\n" +
-			"application on the primary, unpause the schedule. Exit codes as for start --wait.",
+			"application on the primary, unpause the schedule. Exit codes and -o json as for start (5: a run is going).",
 		Args: exactArgs(1, "one job name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Job = args[0]
@@ -61,7 +61,7 @@ func NewCmdFailback(f *Factory, runF func(*FailbackOptions) error) *cobra.Comman
 	cmd.Flags().BoolVar(&o.Yes, "yes", false, "replace the source dataset: without it, only show what would be replaced")
 	cmd.Flags().BoolVar(&o.PrimaryDown, "primary-down", false, "the primary host is down: go on when its application check cannot reach it (the run notes it)")
 	cmd.Flags().BoolVarP(&o.Wait, "wait", "w", false, "wait for the run to end; the exit code tells how it ended")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
 

@@ -54,7 +54,7 @@ func NewCmdHistory(f *Factory, runF func(*HistoryOptions) error) *cobra.Command 
 		},
 	}
 	cmd.Flags().StringVar(&o.RunID, "run", "", "run ID (default: the latest run)")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
 
@@ -110,9 +110,9 @@ func runHistory(ctx context.Context, f *Factory, o *HistoryOptions) error {
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
 		if o.RunID != "" {
-			return fmt.Errorf("job %s has no run %s (workflow %s); `replctl list --job %s` shows its runs", o.Job, o.RunID, id, o.Job)
+			return notFoundError("job %s has no run %s (workflow %s); `replctl list --job %s` shows its runs", o.Job, o.RunID, id, o.Job)
 		}
-		return fmt.Errorf("job %s has no runs yet (no workflow %s): start one with `replctl start %s`", o.Job, id, o.Job)
+		return notFoundError("job %s has no runs yet (no workflow %s): start one with `replctl start %s`", o.Job, id, o.Job)
 	}
 	if err != nil {
 		return fmt.Errorf("describe run of job %s: %w", o.Job, err)
@@ -146,7 +146,7 @@ func runHistory(ctx context.Context, f *Factory, o *HistoryOptions) error {
 		}
 	}
 	if o.Output == "json" {
-		return writeJSON(f.Out, v)
+		return f.PrintJSON(v)
 	}
 	printHistory(f.Out, v)
 	return nil

@@ -75,7 +75,7 @@ func NewCmdList(f *Factory, runF func(*ListOptions) error) *cobra.Command {
 	cmd.Flags().StringVarP(&o.Status, "status", "s", "", "only runs with this status: running, completed, failed, cancelled, terminated, timed_out")
 	cmd.Flags().StringVar(&o.Since, "since", "", "only runs started within this duration (24h, 7d) or after this RFC 3339 time")
 	cmd.Flags().IntVar(&o.Limit, "limit", 50, "at most this many runs")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	addOutputFlag(cmd, &o.Output)
 	_ = cmd.RegisterFlagCompletionFunc("job", completeJobFlag(f))
 	_ = cmd.RegisterFlagCompletionFunc("status", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"running", "completed", "failed", "cancelled", "terminated", "timed_out"}, cobra.ShellCompDirectiveNoFileComp
@@ -160,7 +160,7 @@ func runList(ctx context.Context, f *Factory, o *ListOptions) error {
 		return err
 	}
 	if o.Output == "json" {
-		return writeJSON(f.Out, rows)
+		return f.PrintJSON(rows)
 	}
 	printRuns(f.Out, rows)
 	return nil

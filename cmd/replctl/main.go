@@ -15,18 +15,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	f := NewFactory(os.Stdout, os.Stderr)
-	cmd := NewCmdRoot(f)
-	err := cmd.ExecuteContext(ctx)
+	err := execute(ctx, f, NewCmdRoot(f))
 	stop()
 	if err != nil {
 		var ee *ExitError
-		if errors.As(err, &ee) {
-			if ee.Err != nil {
-				fmt.Fprintln(os.Stderr, "replctl:", ee.Err)
-			}
-			os.Exit(ee.Code)
+		if !errors.As(err, &ee) || ee.Err != nil {
+			fmt.Fprintln(os.Stderr, "replctl:", err)
 		}
-		fmt.Fprintln(os.Stderr, "replctl:", err)
-		os.Exit(ExitFailure)
+		os.Exit(exitCode(err))
 	}
 }

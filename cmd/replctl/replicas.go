@@ -50,7 +50,7 @@ func NewCmdReplicas(f *Factory, runF func(*ReplicasOptions) error) *cobra.Comman
 		},
 	}
 	cmd.Flags().BoolVar(&o.NoSize, "no-size", false, "do not measure the replicas (no walk of their trees)")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
 
@@ -93,7 +93,7 @@ func runReplicas(f *Factory, o *ReplicasOptions) error {
 		return err
 	}
 	if o.Output == "json" {
-		return writeJSON(f.Out, v)
+		return f.PrintJSON(v)
 	}
 	printReplicas(f.Out, v)
 	return nil

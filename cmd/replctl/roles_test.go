@@ -117,7 +117,7 @@ func TestAgentsAndCLIUnderRoles(t *testing.T) {
 		root.SetArgs(append(append([]string{"--config", cfgFile, "--log-level", "error"}, conn(cn)...), args...))
 		cctx, ccancel := context.WithTimeout(ctx, 90*time.Second)
 		defer ccancel()
-		err := root.ExecuteContext(cctx)
+		err := execute(cctx, f, root)
 		return out.String(), errOut.String(), err
 	}
 

@@ -24,12 +24,19 @@ const (
 	ExitUsage       = 2 // bad flags, arguments or config
 	ExitRunFailed   = 3 // the run ended failed or cancelled
 	ExitLeftQuiesce = 4 // the run ended failed AND left an application host quiesced
+	ExitRunning     = 5 // a run of the job is already going (start, failback)
 )
 
 // ExitError carries the process exit code of a command.
 type ExitError struct {
 	Code int
 	Err  error
+	// Kind names the failure in the JSON error object; empty means the kind of Code
+	// (failureKind). It refines Code, e.g. KindNotFound for an exit 1.
+	Kind string
+	// Run names the run the failure is about (the running run of a refused start), for
+	// the JSON error object.
+	Run *runRef
 }
 
 func (e *ExitError) Error() string {
@@ -42,6 +49,12 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 func usageError(format string, a ...any) error {
 	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, a...)}
+}
+
+// notFoundError is an exit 1 of kind not_found: a run, job or schedule the server does
+// not have.
+func notFoundError(format string, a ...any) error {
+	return &ExitError{Code: ExitFailure, Kind: KindNotFound, Err: fmt.Errorf(format, a...)}
 }
 
 // DefaultConfig is the config used when neither --config nor REPLCTL_CONFIG is given: the
@@ -60,6 +73,12 @@ type Factory struct {
 	StateDir string
 	// Conn holds the TLS and API key flags of the Temporal connection (tls.go).
 	Conn ConnectionFlags
+
+	// holdJSON makes PrintJSON keep the result for execute, which prints it once the
+	// command has ended (jsonResult, set when hasJSON).
+	holdJSON   bool
+	hasJSON    bool
+	jsonResult any
 
 	logger        *zap.Logger
 	cfg           *config.Config
@@ -185,8 +204,12 @@ func (f *Factory) Client(ctx context.Context) (client.Client, error) {
 // NewCmdRoot is the replctl command with all subcommands.
 func NewCmdRoot(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:           "replctl",
-		Short:         "Replicate datasets between storage systems, application-consistently, with agents that take over for each other",
+		Use:   "replctl",
+		Short: "Replicate datasets between storage systems, application-consistently, with agents that take over for each other",
+		Long: "Replicate datasets between storage systems, application-consistently, with agents that take over for each other.\n" +
+			"Exit codes: 0 ok, 1 error, 2 bad usage or config, 3 the run failed or was cancelled, 4 it failed and\n" +
+			"left an application host quiesced, 5 a run of the job is already going. With -o json a failure prints\n" +
+			"{\"error\": {\"code\", \"kind\", \"message\", ...}} on stdout.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

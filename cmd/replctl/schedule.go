@@ -97,7 +97,7 @@ func NewCmdSchedule(f *Factory, runF func(*ScheduleOptions) error) *cobra.Comman
 		} else {
 			c.Args = exactArgs(0, "no arguments")
 		}
-		c.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+		addOutputFlag(c, &o.Output)
 		if setup != nil {
 			setup(c, o)
 		}
@@ -219,7 +219,7 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 	case "sync":
 		changes, err := syncSchedules(ctx, c, cfg, o.DryRun)
 		if o.Output == "json" {
-			if jerr := writeJSON(f.Out, changes); jerr != nil {
+			if jerr := f.PrintJSON(changes); jerr != nil {
 				return jerr
 			}
 		} else {
@@ -232,7 +232,7 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 			return err
 		}
 		if o.Output == "json" {
-			return writeJSON(f.Out, views)
+			return f.PrintJSON(views)
 		}
 		printScheduleList(f.Out, views)
 		return nil
@@ -246,7 +246,7 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 			return err
 		}
 		if o.Output == "json" {
-			return writeJSON(f.Out, v)
+			return f.PrintJSON(v)
 		}
 		printScheduleView(f.Out, v)
 		return nil
@@ -304,7 +304,7 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 		return scheduleError(err, o.Job, o.Action)
 	}
 	if o.Output == "json" {
-		return writeJSON(f.Out, map[string]string{"job": o.Job, "schedule_id": h.GetID(), "action": o.Action, "message": msg})
+		return f.PrintJSON(map[string]string{"job": o.Job, "schedule_id": h.GetID(), "action": o.Action, "message": msg})
 	}
 	fmt.Fprintln(f.Out, msg)
 	return nil
@@ -314,7 +314,7 @@ func runSchedule(ctx context.Context, f *Factory, o *ScheduleOptions) error {
 func scheduleError(err error, job, action string) error {
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
-		return fmt.Errorf("job %s has no schedule on the server (ID %s): give the job a `schedule:` in the config and run `replctl schedule sync`", job, workflows.ScheduleID(job))
+		return notFoundError("job %s has no schedule on the server (ID %s): give the job a `schedule:` in the config and run `replctl schedule sync`", job, workflows.ScheduleID(job))
 	}
 	return fmt.Errorf("schedule %s of job %s: %s: %w", workflows.ScheduleID(job), job, action, err)
 }
@@ -339,6 +339,9 @@ func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.
 	if !o.Wait {
 		if !o.Maintenance {
 			fmt.Fprintf(f.ErrOut, "follow it with: replctl status %s --watch\n", o.Job)
+		}
+		if o.Output == "json" {
+			return f.PrintJSON(map[string]string{"job": o.Job, "schedule_id": h.GetID(), "action": o.Action, "message": "triggered schedule " + h.GetID() + " of job " + o.Job})
 		}
 		return nil
 	}
@@ -381,7 +384,7 @@ func triggerSchedule(ctx context.Context, f *Factory, c client.Client, h client.
 		out.Error = runErr.Error()
 	}
 	if o.Output == "json" {
-		if err := writeJSON(f.Out, out); err != nil {
+		if err := f.PrintJSON(out); err != nil {
 			return err
 		}
 	} else {

@@ -188,7 +188,7 @@ func describeMaintenanceSchedule(ctx context.Context, c client.Client, cfg *conf
 func maintenanceScheduleError(err error, job, id, action string) error {
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
-		return fmt.Errorf("the repository of job %s has no maintenance schedule on the server (ID %s): run `replctl schedule sync` (unless its repository.maintenance.cron is off)", job, id)
+		return notFoundError("the repository of job %s has no maintenance schedule on the server (ID %s): run `replctl schedule sync` (unless its repository.maintenance.cron is off)", job, id)
 	}
 	return fmt.Errorf("maintenance schedule %s (job %s): %s: %w", id, job, action, err)
 }

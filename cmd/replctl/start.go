@@ -34,7 +34,9 @@ func NewCmdStart(f *Factory, runF func(*StartOptions) error) *cobra.Command {
 		Use:   "start JOB",
 		Short: "Start a replication run of a job",
 		Long: "Start a replication run of JOB: quiesce, push, resume, pull.\n" +
-			"With --wait, wait for the run and exit 0 only if it completed (3: failed, 4: failed and left a host quiesced).",
+			"With --wait, wait for the run and exit 0 only if it completed (3: failed, 4: failed and left a host quiesced).\n" +
+			"A run of JOB that is already going refuses the start with exit 5, naming that run.\n" +
+			"With -o json, print the started run (with --wait: its final status), or on failure {\"error\": {...}}.",
 		Args: exactArgs(1, "one job name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Job = args[0]
@@ -48,7 +50,7 @@ func NewCmdStart(f *Factory, runF func(*StartOptions) error) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&o.Wait, "wait", "w", false, "wait for the run to end; the exit code tells how it ended")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
 
@@ -78,7 +80,7 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: o.Job, Direction: o.Direction, From: o.From, Confirm: o.Confirm, PrimaryDown: o.PrimaryDown})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
-		return fmt.Errorf("a run of job %s is already in progress (run %s): see `replctl status %s`", o.Job, already.RunId, o.Job)
+		return alreadyRunning(ctx, c, o.Job, already.RunId)
 	}
 	if err != nil {
 		return fmt.Errorf("start job %s: %w", o.Job, err)
@@ -89,6 +91,9 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 	}
 	fmt.Fprintf(f.ErrOut, "started %s: workflow %s run %s\n", what, run.GetID(), run.GetRunID())
 	if !o.Wait {
+		if o.Output == "json" {
+			return f.PrintJSON(runHandle{Job: o.Job, WorkflowID: run.GetID(), RunID: run.GetRunID()})
+		}
 		return nil
 	}
 	began := time.Now()
@@ -101,7 +106,7 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 		}
 	}
 	if o.Output == "json" {
-		if err := writeJSON(f.Out, statusView{WorkflowID: run.GetID(), Status: st}); err != nil {
+		if err := f.PrintJSON(statusView{WorkflowID: run.GetID(), Status: st}); err != nil {
 			return err
 		}
 	} else {
@@ -120,6 +125,49 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 		return &ExitError{Code: code, Err: fmt.Errorf("run of job %s failed: %w", o.Job, runErr)}
 	}
 	return nil
+}
+
+// runHandle names a run: what `start -o json` prints for a run it started without
+// --wait (statusView, printed with --wait, has the same names).
+type runHandle struct {
+	Job        string `json:"job"`
+	WorkflowID string `json:"workflow_id"`
+	RunID      string `json:"run_id"`
+}
+
+// runningLookup bounds how long a refused start spends asking about the running run.
+const runningLookup = 3 * time.Second
+
+// alreadyRunning is the refusal of a start because a run of job is going (ExitRunning).
+// It names that run with its phase and start time, as far as the server tells within
+// runningLookup: the phase from the run's status query (which needs an agent), else its
+// ReplctlPhase search attribute.
+func alreadyRunning(ctx context.Context, c client.Client, job, runID string) error {
+	ref := &runRef{Job: job, WorkflowID: workflows.WorkflowID(job), RunID: runID}
+	lctx, cancel := context.WithTimeout(ctx, runningLookup)
+	defer cancel()
+	if d, err := c.DescribeWorkflowExecution(lctx, ref.WorkflowID, runID); err == nil {
+		info := d.GetWorkflowExecutionInfo()
+		ref.RunID = info.GetExecution().GetRunId()
+		ref.StartedAt = info.GetStartTime().AsTime()
+		ref.Phase = payloadString(info.GetSearchAttributes().GetIndexedFields()[workflows.AttrPhase.GetName()])
+	}
+	if q, err := c.QueryWorkflow(lctx, ref.WorkflowID, ref.RunID, workflows.StatusQuery); err == nil {
+		var st workflows.Status
+		if q.Get(&st) == nil && st.Phase != "" {
+			ref.Phase = st.Phase
+		}
+	}
+	phase, started := "phase unknown", "start time unknown"
+	if ref.Phase != "" {
+		phase = "phase " + ref.Phase
+	}
+	if !ref.StartedAt.IsZero() {
+		started = fmt.Sprintf("started %s (%s ago)", ref.StartedAt.UTC().Format(time.DateTime+" UTC"), time.Since(ref.StartedAt).Round(time.Second))
+	}
+	return &ExitError{Code: ExitRunning, Run: ref, Err: fmt.Errorf(
+		"a run of job %s is already going: workflow %s run %s, %s, %s; follow it with `replctl status %s --watch` or stop it with `replctl cancel %s`",
+		job, ref.WorkflowID, ref.RunID, phase, started, job, job)}
 }
 
 func checkOutput(o string) error {

@@ -126,7 +126,7 @@ func NewCmdStatus(f *Factory, runF func(*StatusOptions) error) *cobra.Command {
 			return runStatus(cmd, f, o)
 		},
 	}
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	addOutputFlag(cmd, &o.Output)
 	cmd.Flags().StringVar(&o.RunID, "run", "", "run ID (default: the latest run)")
 	cmd.Flags().BoolVarP(&o.Watch, "watch", "w", false, "refresh a live view until the run ends (Ctrl-C stops watching)")
 	cmd.Flags().DurationVar(&o.Interval, "interval", 0, "refresh period of --watch (default 500ms)")
@@ -161,7 +161,7 @@ func runStatus(cmd *cobra.Command, f *Factory, o *StatusOptions) error {
 		return fmt.Errorf("%s", v.Warning)
 	}
 	if o.Output == "json" {
-		return writeJSON(f.Out, v)
+		return f.PrintJSON(v)
 	}
 	printStatus(f.Out, v)
 	return nil
@@ -179,7 +179,7 @@ func jobOfRun(ctx context.Context, c client.Client, runID string) (string, error
 		return "", fmt.Errorf("find run %s: %w", runID, err)
 	}
 	if len(resp.GetExecutions()) == 0 {
-		return "", fmt.Errorf("no replication run %s found (visibility may lag a moment behind a new run; `replctl list` shows runs): give the job too: replctl status JOB --run %s", runID, runID)
+		return "", notFoundError("no replication run %s found (visibility may lag a moment behind a new run; `replctl list` shows runs): give the job too: replctl status JOB --run %s", runID, runID)
 	}
 	return jobOfWorkflowID(resp.GetExecutions()[0].GetExecution().GetWorkflowId()), nil
 }
@@ -207,9 +207,9 @@ func (s *statusSource) fetch(ctx context.Context, now time.Time) (statusView, en
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
 		if s.runID != "" {
-			return statusView{}, 0, fmt.Errorf("job %s has no run %s (workflow %s); `replctl list --job %s` shows its runs", s.job, s.runID, id, s.job)
+			return statusView{}, 0, notFoundError("job %s has no run %s (workflow %s); `replctl list --job %s` shows its runs", s.job, s.runID, id, s.job)
 		}
-		return statusView{}, 0, fmt.Errorf("job %s has no runs yet (no workflow %s): start one with `replctl start %s`", s.job, id, s.job)
+		return statusView{}, 0, notFoundError("job %s has no runs yet (no workflow %s): start one with `replctl start %s`", s.job, id, s.job)
 	}
 	if err != nil {
 		return statusView{}, 0, fmt.Errorf("describe the run of job %s (workflow %s): %w", s.job, id, err)

@@ -55,7 +55,7 @@ func NewCmdTestFailover(f *Factory, runF func(*TestFailoverOptions) error) *cobr
 	}
 	cmd.Flags().StringVar(&o.Name, "name", "test", "name of the test copy (one per name)")
 	cmd.Flags().BoolVar(&o.Cleanup, "cleanup", false, "remove the test copy")
-	cmd.Flags().StringVarP(&o.Output, "output", "o", "table", "output: table or json")
+	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
 
@@ -90,7 +90,7 @@ func runTestFailover(ctx context.Context, f *Factory, o *TestFailoverOptions) er
 		return runEndError("test failover of "+o.Job, err)
 	}
 	if o.Output == "json" {
-		return writeJSON(f.Out, res)
+		return f.PrintJSON(res)
 	}
 	if o.Cleanup {
 		fmt.Fprintf(f.Out, "test copy %s of job %s removed (by %s)\n", o.Name, o.Job, res.Copy.Agent)
