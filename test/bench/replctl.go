@@ -282,6 +282,23 @@ type cliStatus struct {
 	} `json:"scripts"`
 }
 
+// decodeStart reads what `start --wait -o json` printed: the final status, or on failure
+// {"error": {...}, "result": status}, whose error message goes into the status.
+func decodeStart(out string, st *cliStatus) error {
+	var failed struct {
+		Error  *struct{ Message string } `json:"error"`
+		Result *cliStatus                `json:"result"`
+	}
+	if json.Unmarshal([]byte(out), &failed) == nil && failed.Error != nil {
+		if failed.Result != nil {
+			*st = *failed.Result
+		}
+		st.Error = failed.Error.Message
+		return nil
+	}
+	return json.Unmarshal([]byte(out), st)
+}
+
 // replctlRun is one `replctl start JOB --wait` as the bench saw it.
 type replctlRun struct {
 	Status  cliStatus
@@ -336,7 +353,7 @@ func (h *replctlHarness) startCLI(ctx context.Context, job string, timeout time.
 		if cctx.Err() == context.DeadlineExceeded {
 			return r, fmt.Errorf("replctl start %s: no result within %s", job, timeout)
 		}
-		if jerr := json.Unmarshal([]byte(stdout.String()), &r.Status); jerr != nil && err == nil {
+		if jerr := decodeStart(stdout.String(), &r.Status); jerr != nil && err == nil {
 			err = fmt.Errorf("replctl start %s -o json: unreadable output: %w: %s", job, jerr, tail(stdout.String(), 500))
 		}
 		if err != nil {
