@@ -36,7 +36,7 @@ type QuiescedApp struct {
 }
 
 func (q QuiescedApp) String() string {
-	return fmt.Sprintf("host %s (job %s, run %s, quiesced %s ago)", q.Host.Name, q.Job, q.RunID, time.Since(q.Since).Round(time.Second))
+	return fmt.Sprintf("host %s (job %s, run %s)", q.Host.Name, q.Job, q.RunID)
 }
 
 // Quiesced is the set of applications an agent holds quiesced. The zero value is empty and

@@ -32,11 +32,13 @@ type ShutdownOptions struct {
 }
 
 // Shutdown stops agents. When none holds an application quiesced they stop at once. Else
-// they hand over their data steps (in-flight ones fail as retryable "shutting down" errors,
-// new ones are refused, so the workflow moves them to the next agent in the order) but keep
-// polling, so the run can reach them with its resume step, until nothing is held any more
-// or Grace passes or Force fires; whatever is still held then is resumed by the agent
-// itself, locally, before the workers stop.
+// each agent that holds one hands over its data steps (in-flight ones fail as retryable
+// "shutting down" errors, new ones and new quiesce steps are refused, so the workflow moves
+// them to the next agent in the order) but keeps polling, so the run can reach it with its
+// resume step; the other agents (of `dev`) go on working, so the handed-over steps have
+// somewhere to go. The wait ends when nothing is held any more, when Grace passes or when
+// Force fires; whatever is still held then is resumed by its agent itself, locally, before
+// the workers stop.
 func Shutdown(agents []*Agent, o ShutdownOptions) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -49,9 +51,6 @@ func Shutdown(agents []*Agent, o ShutdownOptions) {
 	if len(held(agents)) == 0 {
 		return
 	}
-	for _, a := range agents {
-		a.drain.start()
-	}
 	deadline := time.NewTimer(o.Grace)
 	defer deadline.Stop()
 	var said string
@@ -59,6 +58,7 @@ func Shutdown(agents []*Agent, o ShutdownOptions) {
 	for {
 		h := held(agents)
 		for _, x := range h {
+			x.agent.drain.start()
 			x.agent.settle(x.app, o.Logf)
 		}
 		if h = held(agents); len(h) == 0 {
@@ -66,7 +66,7 @@ func Shutdown(agents []*Agent, o ShutdownOptions) {
 			return
 		}
 		if msg := describeHeld(h); msg != said || time.Since(saidAt) >= 10*time.Second {
-			o.Logf("stopping: waiting up to %s in all for the run to resume %s (data steps are handed to other agents; a second signal resumes it here at once)", o.Grace, msg)
+			o.Logf("stopping: waiting up to %s in all for the run to resume %s (its data steps go to other agents; a second signal resumes it here at once)", o.Grace, msg)
 			said, saidAt = msg, time.Now()
 		}
 		select {
@@ -154,11 +154,11 @@ func (a *Agent) resumeLocally(q activities.QuiescedApp, logf func(string, ...any
 // errShuttingDown is the cancel cause of a data step cut short by Shutdown.
 var errShuttingDown = errors.New("agent shutting down")
 
-// dataSteps are the activities a stopping agent hands over: they may run for long, and a
-// push while quiesced keeps the application frozen.
+// dataSteps are the activities a stopping agent that holds an application quiesced hands
+// over: they may run for long, and a push while quiesced keeps the application frozen.
 var dataSteps = map[string]bool{activities.PushName: true, activities.PrecopyName: true, activities.PullName: true}
 
-// drain fails an agent's data steps once its shutdown began.
+// drain fails an agent's data steps (and refuses quiesce steps) once its shutdown began.
 type drain struct {
 	host    string
 	mu      sync.Mutex
@@ -174,6 +174,26 @@ func (d *drain) start() {
 	for _, cancel := range d.running {
 		cancel(errShuttingDown)
 	}
+}
+
+func (d *drain) draining() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.on
+}
+
+// isQuiesce tells whether a RunScript's arguments are a quiesce step.
+func isQuiesce(args []any) bool {
+	if len(args) == 0 {
+		return false
+	}
+	switch in := args[0].(type) {
+	case activities.ScriptInput:
+		return in.Step == "quiesce"
+	case *activities.ScriptInput:
+		return in != nil && in.Step == "quiesce"
+	}
+	return false
 }
 
 // track gives a data step a context that start cancels; ok is false once draining.
@@ -229,6 +249,10 @@ type drainActivity struct {
 
 func (a *drainActivity) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
 	step := activity.GetInfo(ctx).ActivityType.Name
+	if step == activities.RunScriptName && isQuiesce(in.Args) && a.d.draining() {
+		// A stopping agent takes on nothing new to thaw.
+		return nil, a.d.refusal("quiesce", nil)
+	}
 	if !dataSteps[step] {
 		return a.Next.ExecuteActivity(ctx, in)
 	}
