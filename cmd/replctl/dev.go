@@ -102,8 +102,8 @@ func runDev(cmd *cobra.Command, f *Factory, o *DevOptions) error {
 		return err
 	}
 	defer c.Close()
-	// The agents stop together and before the server: one that holds an application
-	// quiesced keeps them all polling, so the run can still move its steps and resume.
+	// The agents stop together and before the server: while one holds an application
+	// quiesced they all keep working, so the steps it hands over have somewhere to run.
 	var agents []*workers.Agent
 	defer func() { stopAgents(f, agents, o.ShutdownGrace) }()
 	for _, h := range cfg.Hosts {
