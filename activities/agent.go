@@ -60,6 +60,8 @@ type Agent struct {
 
 	reposOnce sync.Once
 	repos     *dataplane.Repos
+	// quiesced holds what this agent quiesced until a resume thaws it (quiesced.go).
+	quiesced Quiesced
 }
 
 // NewAgent returns the activities of host. stateDir "" picks a directory under the user's
@@ -163,29 +165,12 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, 
 		l.stop()
 		return ScriptResult{}, err
 	}
-	req := hostexec.Request{
-		Host:       in.Host.Name,
-		ScriptsDir: in.Host.Scripts,
-		Script:     in.Script,
-		Timeout:    in.Timeout,
-		Env: []string{
-			"REPLCTL_JOB=" + in.Job,
-			"REPLCTL_STEP=" + in.Step,
-			"REPLCTL_HOST=" + in.Host.Name,
-			"REPLCTL_AGENT=" + a.Host,
-			"REPLCTL_FAILED_HOST=" + in.FailedHost,
-			"REPLCTL_RUN_ID=" + in.RunID,
-			"REPLCTL_SOURCE_PATH=" + in.SourcePath,
-			"REPLCTL_STATE_DIR=" + in.Host.State,
-		},
-	}
-	// Our own host's scripts always run locally, even if others reach us over SSH.
-	if in.Host.SSH != nil && in.Host.Name != a.Host {
-		req.SSH = &hostexec.SSHTarget{Address: in.Host.SSH.Address, User: in.Host.SSH.User, KeyFile: in.Host.SSH.KeyFile, KnownHostsFile: in.Host.SSH.KnownHostsFile, ConnectTimeout: in.Host.SSH.ConnectTimeout}
-	}
+	req := a.scriptRequest(in)
+	settled := a.trackScript(ctx, in)
 	began := time.Now()
 	res, err := hostexec.Run(ctx, req)
 	l.stop()
+	settled(err == nil && res.ExitCode == 0 && !res.TimedOut)
 	defer func() { observe(ctx, in.Job, "script_"+in.Step, began, rerr, 0, 0) }()
 	out := ScriptResult{Step: in.Step, Host: in.Host.Name, Agent: a.Host, Script: in.Script, Remote: res.Remote, ExitCode: res.ExitCode, TimedOut: res.TimedOut, OutputTail: res.OutputTail, Duration: res.Duration}
 	switch {

@@ -9,6 +9,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
@@ -38,6 +39,9 @@ type Agent struct {
 	Activities *activities.Agent
 	host       worker.Worker
 	shared     worker.Worker
+	client     client.Client
+	// drain hands the data steps over when Shutdown begins (shutdown.go).
+	drain *drain
 }
 
 // NewAgent builds an agent's two workers; Start runs them.
@@ -60,7 +64,11 @@ func NewAgent(o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	hostW := worker.New(o.Client, activities.HostQueue(o.Host), worker.Options{Identity: o.Identity})
+	d := &drain{host: o.Host}
+	hostW := worker.New(o.Client, activities.HostQueue(o.Host), worker.Options{
+		Identity:     o.Identity,
+		Interceptors: []interceptor.WorkerInterceptor{&drainInterceptor{d: d}},
+	})
 	hostW.RegisterActivityWithOptions(acts.RunScript, activity.RegisterOptions{Name: activities.RunScriptName})
 	hostW.RegisterActivityWithOptions(acts.Push, activity.RegisterOptions{Name: activities.PushName})
 	hostW.RegisterActivityWithOptions(acts.Precopy, activity.RegisterOptions{Name: activities.PrecopyName})
@@ -72,7 +80,7 @@ func NewAgent(o Options) (*Agent, error) {
 	sharedW := worker.New(o.Client, o.SharedQueue, worker.Options{Identity: o.Identity})
 	Register(sharedW)
 	sharedW.RegisterActivityWithOptions(acts.Plan, activity.RegisterOptions{Name: activities.PlanName})
-	return &Agent{Host: o.Host, Activities: acts, host: hostW, shared: sharedW}, nil
+	return &Agent{Host: o.Host, Activities: acts, host: hostW, shared: sharedW, client: o.Client, drain: d}, nil
 }
 
 // Register registers the workflows on w under their stable names (also used by replayers).
@@ -96,7 +104,8 @@ func (a *Agent) Start() error {
 	return nil
 }
 
-// Stop stops both workers and closes the agent's repositories.
+// Stop stops both workers and closes the agent's repositories. It does not wait for what the
+// agent quiesced to be thawed: Shutdown does.
 func (a *Agent) Stop() {
 	a.shared.Stop()
 	a.host.Stop()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
@@ -27,6 +28,9 @@ type AgentOptions struct {
 	// SetMemoryLimit; otherwise GOMEMLIMIT is in effect and left alone.
 	MemoryLimitBytes int64
 	SetMemoryLimit   bool
+	// ShutdownGrace bounds the wait on SIGINT/SIGTERM for the runs to resume what the agent
+	// quiesced (workers.Shutdown).
+	ShutdownGrace time.Duration
 }
 
 // NewCmdAgent is `replctl agent --host NAME`: the agent of one host.
@@ -39,6 +43,9 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Host == "" {
 				return usageError("agent needs --host NAME (one of the config's hosts)")
+			}
+			if err := checkShutdownGrace(o.ShutdownGrace); err != nil {
+				return err
 			}
 			var err error
 			o.MemoryLimitBytes, o.SetMemoryLimit, err = memoryLimit(o.MemoryLimit, cmd.Flags().Changed("memory-limit"), os.Getenv("GOMEMLIMIT"))
@@ -74,7 +81,7 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			}
 			fmt.Fprintf(f.ErrOut, "agent %s polling %s and %s\n", o.Host, "replctl-host-"+o.Host, cfg.Temporal.TaskQueue)
 			<-cmd.Context().Done()
-			a.Stop()
+			stopAgents(f, []*workers.Agent{a}, o.ShutdownGrace)
 			return nil
 		},
 	}
@@ -82,6 +89,7 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 	cmd.Flags().StringVar(&o.MetricsAddr, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464")
 	cmd.Flags().StringVar(&o.MemoryLimit, "memory-limit", DefaultAgentMemoryLimit,
 		"soft limit of the Go runtime's memory (the collector works harder near it; the binary's own pages come on top), e.g. 256MiB; 0: none. Default: GOMEMLIMIT when set, else "+DefaultAgentMemoryLimit)
+	addShutdownGraceFlag(cmd.Flags(), &o.ShutdownGrace)
 	cmd.Flags().StringVar(&o.PprofAddr, "pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	return cmd
 }

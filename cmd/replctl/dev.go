@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -27,6 +28,8 @@ type DevOptions struct {
 	Exit bool
 	// MetricsAddr serves the agents' Prometheus metrics there when set.
 	MetricsAddr string
+	// ShutdownGrace bounds the wait on Ctrl-C for the runs to resume what an agent quiesced.
+	ShutdownGrace time.Duration
 }
 
 // NewCmdDev is `replctl dev`: the embedded server, the Web UI and every agent of the config
@@ -41,6 +44,9 @@ func NewCmdDev(f *Factory, runF func(*DevOptions) error) *cobra.Command {
 			"Then, in another terminal: replctl start orders --wait",
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkShutdownGrace(o.ShutdownGrace); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(o)
 			}
@@ -52,6 +58,7 @@ func NewCmdDev(f *Factory, runF func(*DevOptions) error) *cobra.Command {
 	cmd.Flags().StringVar(&o.Run, "run", "", "run this job once everything is up, wait for it and print its status")
 	cmd.Flags().StringVar(&o.MetricsAddr, "metrics", "", "serve the agents' Prometheus metrics at http://ADDR/metrics")
 	cmd.Flags().BoolVar(&o.Exit, "exit", false, "with --run: stop after the run, exiting with its exit code")
+	addShutdownGraceFlag(cmd.Flags(), &o.ShutdownGrace)
 	return cmd
 }
 
@@ -95,12 +102,10 @@ func runDev(cmd *cobra.Command, f *Factory, o *DevOptions) error {
 		return err
 	}
 	defer c.Close()
+	// The agents stop together and before the server: while one holds an application
+	// quiesced they all keep working, so the steps it hands over have somewhere to run.
 	var agents []*workers.Agent
-	defer func() {
-		for _, a := range agents {
-			a.Stop()
-		}
-	}()
+	defer func() { stopAgents(f, agents, o.ShutdownGrace) }()
 	for _, h := range cfg.Hosts {
 		a, err := startAgent(c, cfg, h.Name)
 		if err != nil {

@@ -1,0 +1,59 @@
+package workers
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/replctl/replctl/activities"
+)
+
+// Starting the drain cancels the data steps in flight with errShuttingDown and refuses new
+// ones; steps that ended are forgotten.
+func TestDrainCancelsInFlightAndRefusesNew(t *testing.T) {
+	d := &drain{host: "a1"}
+	ended, done, ok := d.track(context.Background())
+	require.True(t, ok)
+	done()
+	running, _, ok := d.track(context.Background())
+	require.True(t, ok)
+	assert.Len(t, d.running, 1, "the ended step is forgotten")
+	assert.False(t, d.draining())
+
+	d.start()
+	assert.True(t, d.draining())
+	require.ErrorIs(t, context.Cause(running), errShuttingDown)
+	assert.False(t, errors.Is(context.Cause(ended), errShuttingDown), "the ended step was not cut short")
+	_, _, ok = d.track(context.Background())
+	assert.False(t, ok, "a draining agent takes no new data step")
+}
+
+// The refusal is retryable, says why, and keeps the step's last progress for the next agent.
+func TestDrainRefusalKeepsProgress(t *testing.T) {
+	d := &drain{host: "a1"}
+	p := activities.Progress{Step: "pull", Staging: ".replctl/staging/x", BytesDone: 42}
+	err := d.refusal("Pull", temporal.NewApplicationError("pull: context canceled", "StepFailed", p))
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, err, &appErr)
+	assert.Equal(t, activities.ErrTypeShuttingDown, appErr.Type())
+	assert.False(t, appErr.NonRetryable(), "the workflow retries, then takes over")
+	assert.Contains(t, appErr.Error(), "Pull on agent a1: agent shutting down")
+	var got activities.Progress
+	require.NoError(t, appErr.Details(&got))
+	assert.Equal(t, p, got)
+
+	require.ErrorAs(t, d.refusal("Push", nil), &appErr)
+	assert.False(t, appErr.HasDetails(), "no progress to carry")
+}
+
+func TestIsQuiesce(t *testing.T) {
+	assert.True(t, isQuiesce([]any{activities.ScriptInput{Step: "quiesce"}}))
+	assert.True(t, isQuiesce([]any{&activities.ScriptInput{Step: "quiesce"}}))
+	assert.False(t, isQuiesce([]any{activities.ScriptInput{Step: "resume"}}), "a stopping agent still resumes")
+	assert.False(t, isQuiesce([]any{(*activities.ScriptInput)(nil)}))
+	assert.False(t, isQuiesce(nil))
+}
