@@ -32,6 +32,8 @@ const (
 	TestCopyName  = "TestCopy"
 	// PublishGroupName publishes every dataset of a consistency group at once.
 	PublishGroupName = "PublishGroup"
+	// PreflightName checks the source storage and datasets on disk before quiesce.
+	PreflightName = "Preflight"
 )
 
 // Error types of the non-retryable application errors activities return. The workflow never

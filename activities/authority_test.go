@@ -285,3 +285,41 @@ jobs:
 		requireRefused(t, err, "SourceDir", "cannot be read beneath the storage root", "is a symlink")
 	}
 }
+
+// A preflight input naming other storage, datasets or dirs than the agent's own config, or
+// sent to an agent outside the source order, is refused naming the field and both values.
+func TestAuthorityPreflight(t *testing.T) {
+	ctx := context.Background()
+	a, _ := sampleAgent(t, "a1")
+	good := PreflightInput{Job: "orders", Agent: "a1", Storage: "array-a",
+		Datasets: []string{"orders/db", "orders/logs"}, SourceDirs: []string{"/mnt/a/orders/db", "/mnt/a/orders/logs"}}
+	host, root, dirs, err := a.authorizePreflight(ctx, good)
+	require.NoError(t, err)
+	assert.Equal(t, "a1", host.Name)
+	assert.Equal(t, "/mnt/a", root)
+	assert.Equal(t, good.SourceDirs, dirs)
+
+	for name, c := range map[string]struct {
+		mutate func(*PreflightInput)
+		want   []string
+	}{
+		"source dir /etc":     {func(in *PreflightInput) { in.SourceDirs = []string{"/etc", "/mnt/a/orders/logs"} }, []string{"SourceDirs", "/etc", "/mnt/a/orders/db"}},
+		"target storage":      {func(in *PreflightInput) { in.Storage = "array-b" }, []string{"Storage", `"array-b"`, `"array-a"`}},
+		"one dataset dropped": {func(in *PreflightInput) { in.Datasets, in.SourceDirs = in.Datasets[:1], in.SourceDirs[:1] }, []string{"Datasets", "orders/logs"}},
+		"foreign dataset":     {func(in *PreflightInput) { in.Datasets = []string{"orders/db", "../../etc"} }, []string{"Datasets", "../../etc"}},
+		"job not in config":   {func(in *PreflightInput) { in.Job = "payroll" }, []string{"Job", "payroll"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := good
+			c.mutate(&in)
+			_, _, _, err := a.authorizePreflight(ctx, in)
+			requireRefused(t, err, c.want...)
+		})
+	}
+
+	b1, _ := sampleAgent(t, "b1")
+	in := good
+	in.Agent = "b1"
+	_, _, _, err = b1.authorizePreflight(ctx, in)
+	requireRefused(t, err, "Preflight", `"b1" is not in the job's source order [a1]`)
+}

@@ -154,9 +154,9 @@ func TestDeadApplicationAgent(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "a2", st.Agents.Application)
 	assert.Equal(t, "a2", st.Agents.Source, "the source order starts at a1 too, which is dead")
-	// The precopy (source order a1, a2, b2) meets the dead a1 first; quiesce then skips it.
+	// The preflight (source order a1, a2, b2) meets the dead a1 first; quiesce then skips it.
 	require.GreaterOrEqual(t, len(st.Takeovers), 2)
-	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[0].Role, st.Takeovers[0].Step, st.Takeovers[0].From, st.Takeovers[0].To})
+	assert.Equal(t, []string{"source", "preflight", "a1", "a2"}, []string{st.Takeovers[0].Role, st.Takeovers[0].Step, st.Takeovers[0].From, st.Takeovers[0].To})
 	assert.Contains(t, st.Takeovers[0].Reason, "schedule-to-start")
 	assert.Equal(t, []string{"application", "quiesce", "a1", "a2"}, []string{st.Takeovers[1].Role, st.Takeovers[1].Step, st.Takeovers[1].From, st.Takeovers[1].To})
 	assert.Contains(t, st.Takeovers[1].Reason, "lost earlier")

@@ -76,6 +76,7 @@ func NewAgent(o Options) (*Agent, error) {
 	hostW.RegisterActivityWithOptions(acts.Maintain, activity.RegisterOptions{Name: activities.MaintainName})
 	hostW.RegisterActivityWithOptions(acts.TestCopy, activity.RegisterOptions{Name: activities.TestCopyName})
 	hostW.RegisterActivityWithOptions(acts.PublishGroup, activity.RegisterOptions{Name: activities.PublishGroupName})
+	hostW.RegisterActivityWithOptions(acts.Preflight, activity.RegisterOptions{Name: activities.PreflightName})
 
 	sharedW := worker.New(o.Client, o.SharedQueue, worker.Options{Identity: o.Identity})
 	Register(sharedW)

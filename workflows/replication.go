@@ -155,6 +155,9 @@ func (w *replication) setup(ctx workflow.Context) error {
 func (w *replication) replicate(ctx workflow.Context) error {
 	// Runs recorded before consistency groups and fan-out pulled one dataset to one target.
 	w.groups = w.failback != nil || workflow.GetVersion(ctx, "groups-fanout", workflow.DefaultVersion, 1) == 1
+	if err := w.preflight(ctx); err != nil {
+		return err
+	}
 	if err := w.precopy(ctx); err != nil {
 		return err
 	}

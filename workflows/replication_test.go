@@ -35,6 +35,9 @@ type fakeAgents struct {
 	pulls  []activities.PullInput
 	// precopySkips are the datasets whose precopy reports Skipped.
 	precopySkips []string
+	// preflights are the inputs of every preflight, in order (not in calls: most tests
+	// assert the steps that follow it).
+	preflights []activities.PreflightInput
 }
 
 func agentOf(ctx context.Context) string {
@@ -146,6 +149,7 @@ func runWorkflowInput(t *testing.T, f *fakeAgents, in ReplicationInput) (Status,
 	env.RegisterActivityWithOptions(f.Precopy, activityOptions(activities.PrecopyName))
 	env.RegisterActivityWithOptions(f.Pull, activityOptions(activities.PullName))
 	env.RegisterActivityWithOptions(f.PublishGroup, activityOptions(activities.PublishGroupName))
+	env.RegisterActivityWithOptions(f.Preflight, activityOptions(activities.PreflightName))
 	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: WorkflowID(in.Job)})
 	env.ExecuteWorkflow(ReplicationWorkflowName, in)
 	require.True(t, env.IsWorkflowCompleted())

@@ -278,8 +278,8 @@ func wrapOpen(base, rel string, err error) error {
 	return &os.PathError{Op: "open", Path: filepath.Join(base, rel), Err: err}
 }
 
-// openRoot opens a storage root (configured by the administrator, so it is resolved as
-// given: a symlinked mount point is fine; nothing below it is).
+// openRoot opens a storage root as configured (agents and runs refuse a root that is itself a
+// symlink before they get here, see internal/storagecheck; nothing below it is followed).
 func openRoot(root string) (int, error) {
 	fd, err := openatRetry(unix.AT_FDCWD, root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {

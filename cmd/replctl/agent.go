@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/storagecheck"
 	"github.com/replctl/replctl/workers"
 )
 
@@ -60,6 +61,10 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Before connecting: a bad storage root is the config's fault, whatever the server.
+			if err := checkAgentStorage(cfg, o.Host); err != nil {
+				return err
+			}
 			if o.MetricsAddr != "" {
 				if err := serveMetrics(f, o.MetricsAddr); err != nil {
 					return err
@@ -101,6 +106,16 @@ func servePprof(addr string) error {
 		return fmt.Errorf("--pprof %s: %w", addr, err)
 	}
 	go func() { _ = http.Serve(ln, nil) }()
+	return nil
+}
+
+// checkAgentStorage refuses to start the agent of host when a storage it attaches is missing
+// (not mounted yet: start the agent after the mount), is not a real directory, or is the
+// same directory as another storage or inside it (storagecheck).
+func checkAgentStorage(cfg *config.Config, host string) error {
+	if err := storagecheck.Host(cfg, host); err != nil {
+		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("agent %s does not start: %w", host, err)}
+	}
 	return nil
 }
 

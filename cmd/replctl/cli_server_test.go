@@ -369,11 +369,14 @@ func TestCLIAgainstRealServer(t *testing.T) {
 			require.True(t, s.OK, "%+v", s)
 			got = append(got, fmt.Sprintf("%s %s %s/%s", s.Kind, s.Step, s.Agent, s.Host))
 		}
-		require.Len(t, got, 6)
+		require.Len(t, got, 7)
 		require.Regexp(t, `^step plan (a1|a2|b1|b2)/`, got[0], "plan runs on any agent")
-		// precopy auto: the source agent finds no image yet (and a small dataset) and skips it.
-		require.Equal(t, []string{"step precopy a1/a1", "step quiesce a1/a1", "step push a1/a1", "step resume a1/a1", "step pull b1/b1"}, got[1:])
-		require.Equal(t, "skipped: no image yet, or a small one", h.Steps[1].Detail)
+		// The preflight checks the source on disk first; precopy auto: the source agent finds
+		// no image yet (and a small dataset) and skips it.
+		require.Equal(t, []string{"step preflight a1/a1", "step precopy a1/a1", "step quiesce a1/a1", "step push a1/a1", "step resume a1/a1", "step pull b1/b1"}, got[1:])
+		require.Equal(t, "skipped: no image yet, or a small one", h.Steps[2].Detail)
+		require.Contains(t, h.Steps[1].Detail, "on disk: storage array-a at "+e.dir+"/storage/array-a")
+		require.Contains(t, h.Steps[1].Detail, "; source "+e.dir+"/storage/array-a/orders")
 	})
 
 	t.Run("status shows the replica and the RPO", func(t *testing.T) {

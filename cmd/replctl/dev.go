@@ -86,6 +86,11 @@ func runDev(cmd *cobra.Command, f *Factory, o *DevOptions) error {
 			return err
 		}
 	}
+	for _, h := range cfg.Hosts {
+		if err := checkAgentStorage(cfg, h.Name); err != nil {
+			return err
+		}
+	}
 	if o.MetricsAddr != "" {
 		if err := serveMetrics(f, o.MetricsAddr); err != nil {
 			return err
@@ -153,8 +158,12 @@ func firstOr(s []string, def string) string {
 }
 
 // makeSamples creates a small sample dataset for each job whose source dataset is missing,
-// and each host's state dir.
+// only inside the dev state dir (REPLCTL_STATE): a dataset path that leads out of it (a
+// storage path that is a symlink to /etc, say) refuses them all before any is written.
 func makeSamples(f *Factory, cfg *config.Config) error {
+	state := os.Getenv("REPLCTL_STATE")
+	type sample struct{ job, dir string }
+	var todo []sample
 	for _, j := range cfg.Jobs {
 		p, err := activities.NewPlan(cfg, j.Name)
 		if err != nil {
@@ -167,11 +176,54 @@ func makeSamples(f *Factory, cfg *config.Config) error {
 		if _, err := os.Lstat(src); err == nil {
 			continue
 		}
-		n, size, err := writeSample(src, j.Name)
-		if err != nil {
-			return fmt.Errorf("sample dataset for job %s: %w", j.Name, err)
+		if err := withinStateDir(state, src); err != nil {
+			return &ExitError{Code: ExitUsage, Err: fmt.Errorf("sample dataset for job %s: %w; nothing was written (create the dataset yourself, or run dev with --sample=false)", j.Name, err)}
 		}
-		fmt.Fprintf(f.ErrOut, "created sample dataset %s (%d files, %d KiB)\n", src, n, size/1024)
+		todo = append(todo, sample{j.Name, src})
+	}
+	for _, s := range todo {
+		n, size, err := writeSample(s.dir, s.job)
+		if err != nil {
+			return fmt.Errorf("sample dataset for job %s: %w", s.job, err)
+		}
+		fmt.Fprintf(f.ErrOut, "created sample dataset %s (%d files, %d KiB)\n", s.dir, n, size/1024)
+	}
+	return nil
+}
+
+// withinStateDir refuses a path to be created that resolves (through any symlink on the way)
+// outside the dev state dir state, which it creates when missing.
+func withinStateDir(state, p string) error {
+	if state == "" {
+		return fmt.Errorf("%s: no dev state dir to create it in (set --state-dir or REPLCTL_STATE)", p)
+	}
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return err
+	}
+	realState, err := filepath.EvalSymlinks(state)
+	if err != nil {
+		return err
+	}
+	// The nearest existing parent is resolved; the missing rest has no symlink to follow.
+	existing, rest := filepath.Clean(p), ""
+	for {
+		if _, err := os.Lstat(existing); err == nil {
+			break
+		}
+		parent := filepath.Dir(existing)
+		if parent == existing {
+			break
+		}
+		rest = filepath.Join(filepath.Base(existing), rest)
+		existing = parent
+	}
+	real, err := filepath.EvalSymlinks(existing)
+	if err != nil {
+		return err
+	}
+	real = filepath.Join(real, rest)
+	if !strings.HasPrefix(real, realState+string(filepath.Separator)) {
+		return fmt.Errorf("%s resolves to %s, outside the dev state dir %s (is a storage path a symlink?)", p, real, state)
 	}
 	return nil
 }

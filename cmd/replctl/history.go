@@ -364,6 +364,11 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 		if dc.FromPayloads(res, &p) == nil {
 			r.Detail = fmt.Sprintf("replica %s (verified=%t, epoch %d): %d files, %s", p.ReplicaName, p.Verified, p.Epoch, p.Files, humanBytes(p.Bytes))
 		}
+	case activities.PreflightName:
+		var p activities.PreflightResult
+		if dc.FromPayloads(res, &p) == nil {
+			r.Detail = "on disk: storage " + strings.Join(p.Roots, ", ") + "; source " + strings.Join(p.SourceDirs, ", ")
+		}
 	case activities.PublishGroupName:
 		var p activities.PublishGroupResult
 		if dc.FromPayloads(res, &p) == nil {

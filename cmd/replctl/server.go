@@ -88,7 +88,7 @@ func replctlAccess(taskQueue string) devserver.Access {
 		WorkflowTypes: []string{workflows.ReplicationWorkflowName, workflows.ScheduledWorkflowName, workflows.MaintenanceWorkflowName,
 			workflows.ScheduledMaintenanceWorkflowName, workflows.TestFailoverWorkflowName},
 		ActivityTypes: []string{activities.PlanName, activities.RunScriptName, activities.PushName, activities.PrecopyName,
-			activities.PullName, activities.MaintainName, activities.TestCopyName, activities.PublishGroupName},
+			activities.PullName, activities.MaintainName, activities.TestCopyName, activities.PublishGroupName, activities.PreflightName},
 	}
 }
 

@@ -1,0 +1,128 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/replctl/replctl/activities/dataplane"
+	"github.com/replctl/replctl/internal/storagecheck"
+)
+
+// PreflightInput is the input of Preflight: the run's source datasets as the source agent
+// sees them.
+type PreflightInput struct {
+	Job   string
+	RunID string
+	Agent string
+	// Storage is the source storage; Datasets are its datasets in the job's order and
+	// SourceDirs each of them as Agent sees it.
+	Storage    string
+	Datasets   []string
+	SourceDirs []string
+}
+
+// PreflightResult is what Preflight checked.
+type PreflightResult struct {
+	Agent string
+	// Roots are the storage roots of the agent's host, "storage at path".
+	Roots []string
+	// SourceDirs are the source datasets found to be directories beneath their root.
+	SourceDirs []string
+}
+
+// Preflight checks on disk, before a run quiesces the application, what the push will read:
+// the storage this agent's host attaches (storagecheck: real directories, no two of them one
+// directory or nested) and each source dataset, which must be an existing directory reached
+// beneath the source storage root without a symlink. A problem fails the run as bad input
+// (ErrTypeBadInput) naming the paths: another agent would not do better, a person must fix it.
+func (a *Agent) Preflight(ctx context.Context, in PreflightInput) (PreflightResult, error) {
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "preflight", Phase: "check"})
+	if err != nil {
+		return PreflightResult{}, err
+	}
+	defer l.stop()
+	// From here on the host's mounts, the root and the dataset dirs are this agent's own.
+	host, root, dirs, err := a.authorizePreflight(ctx, in)
+	if err != nil {
+		return PreflightResult{}, err
+	}
+	res := PreflightResult{Agent: a.Host}
+	roots := make([]storagecheck.Root, len(host.Mounts))
+	for i, m := range host.Mounts {
+		roots[i] = storagecheck.Root{Host: host.Name, Storage: m.Storage, Path: m.Path}
+		res.Roots = append(res.Roots, m.Storage+" at "+m.Path)
+	}
+	if err := storagecheck.Check(roots); err != nil {
+		return res, badInput(fmt.Errorf("job %s: storage check on agent %s before quiesce (nothing was run): %w", in.Job, a.Host, err))
+	}
+	var errs []error
+	for i, ds := range in.Datasets {
+		if err := checkSourceDataset(root, ds, dirs[i]); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.SourceDirs = append(res.SourceDirs, dirs[i])
+	}
+	if err := errors.Join(errs...); err != nil {
+		return res, badInput(fmt.Errorf("job %s: source check on agent %s before quiesce (nothing was run): %w", in.Job, a.Host, err))
+	}
+	return res, nil
+}
+
+// checkSourceDataset refuses a source dataset dir (ds beneath root) that is missing, is not
+// a directory, or has a symlink anywhere on its way beneath root.
+func checkSourceDataset(root, ds, dir string) error {
+	fd, err := dataplane.OpenDirBeneath(root, path.Clean(ds), false)
+	switch {
+	case err == nil:
+		_ = unix.Close(fd)
+		return nil
+	case errors.Is(err, dataplane.ErrUnsafePath):
+		return fmt.Errorf("source dataset %s at %s: %w", ds, dir, err)
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("source dataset %s at %s does not exist (storage root %s)", ds, dir, root)
+	}
+	return fmt.Errorf("source dataset %s at %s: %w", ds, dir, err)
+}
+
+// authorizePreflight checks a preflight against the agent's own config and returns its own
+// host, source storage root and source dataset dirs.
+func (a *Agent) authorizePreflight(ctx context.Context, in PreflightInput) (HostPlan, string, []string, error) {
+	g, err := a.authorize(ctx, PreflightName, in.Job)
+	if err != nil {
+		return HostPlan{}, "", nil, err
+	}
+	p := g.plan
+	if err := g.inOrder(RoleSource, p.Order.Source); err != nil {
+		return HostPlan{}, "", nil, err
+	}
+	if err := g.same("Storage", in.Storage, p.Source.Storage); err != nil {
+		return HostPlan{}, "", nil, err
+	}
+	if err := g.same("Datasets", in.Datasets, p.Source.List()); err != nil {
+		return HostPlan{}, "", nil, err
+	}
+	own := make([]string, len(in.Datasets))
+	for i, ds := range in.Datasets {
+		if own[i], err = p.DatasetDir(a.Host, p.Source.Storage, ds); err != nil {
+			return HostPlan{}, "", nil, g.refuse("SourceDirs", in.SourceDirs, "", fmt.Sprintf("cannot be resolved from its own config: %v", err))
+		}
+	}
+	if err := g.same("SourceDirs", in.SourceDirs, own); err != nil {
+		return HostPlan{}, "", nil, err
+	}
+	host, err := p.Host(a.Host)
+	if err != nil {
+		return HostPlan{}, "", nil, g.refuse("Agent", a.Host, nil, err.Error())
+	}
+	root, err := host.Mount(p.Source.Storage)
+	if err != nil {
+		return HostPlan{}, "", nil, g.refuse("Storage", in.Storage, nil, err.Error())
+	}
+	return host, root, own, nil
+}

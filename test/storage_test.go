@@ -1,0 +1,93 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/replctl/replctl/activities"
+)
+
+// A source dataset that is a symlink (here to a directory outside the storage) is refused by
+// the run's preflight on the source agent, before the precopy and the quiesce: the run fails
+// naming the dataset path, and no script ran (the freeze script never logged a call). Once
+// the link is gone and nothing is at the path, a run is refused the same way, saying so.
+func TestSymlinkedSourceDatasetRefusedBeforeQuiesce(t *testing.T) {
+	e := newEnv(t)
+	elsewhere := filepath.Join(e.dir, "elsewhere", "orders")
+	writeDataset(t, elsewhere, 20, 1024, 14)
+	require.NoError(t, os.Symlink(elsewhere, e.sourceDir()))
+	e.startAgents("a1", "a2", "b1", "b2")
+
+	_, err := e.wait(e.start("orders"))
+	require.Error(t, err)
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "want an application error, got %v", err)
+	assert.Equal(t, activities.ErrTypeBadInput, appErr.Type(), "not retried by another agent: %v", err)
+	assert.Contains(t, err.Error(), e.sourceDir(), "the dataset path is named")
+	assert.Contains(t, err.Error(), "symlink")
+	t.Logf("refused: %s", appErr.Message())
+	assert.Empty(t, e.markers("a1"), "no script ran: the application was never quiesced")
+	for _, h := range []string{"a2", "b1", "b2"} {
+		assert.Empty(t, e.markers(h), "no script ran on %s", h)
+	}
+	_, err = os.Lstat(e.targetLink())
+	assert.True(t, os.IsNotExist(err), "nothing was published")
+
+	require.NoError(t, os.Remove(e.sourceDir()))
+	_, err = e.wait(e.start("orders"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), e.sourceDir())
+	assert.Contains(t, err.Error(), "does not exist")
+	assert.Empty(t, e.markers("a1"), "no script ran for a missing dataset either")
+}
+
+// An agent whose host attaches a storage that is a symlink to another storage refuses to
+// start: exit code 2 (bad config) within seconds, naming both storages and both paths; the
+// same agent starts with the config fixed.
+func TestAgentRefusesBadStorageAtStart(t *testing.T) {
+	e := newEnv(t)
+	b, err := os.ReadFile(e.cfgFile)
+	require.NoError(t, err)
+	a, alias := filepath.Join(e.dir, "storage/array-a"), filepath.Join(e.dir, "storage/array-b-alias")
+	require.NoError(t, os.Symlink(a, alias))
+	a1Line := "  - {name: a1, attach: {array-a: " + a + ", array-b: " + filepath.Join(e.dir, "storage/array-b") + "}"
+	require.Contains(t, string(b), a1Line)
+	bad := filepath.Join(e.dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte(strings.Replace(string(b), a1Line, "  - {name: a1, attach: {array-a: "+a+", array-b: "+alias+"}", 1)), 0o644))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, replctlBin, "agent", "--host", "a1", "--config", bad,
+		"--address", e.ts.GetFrontendHostPort(), "--namespace", e.ts.GetDefaultNamespace(), "--log-level", "warn")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	require.NoError(t, ctx.Err(), "the agent must exit by itself; output:\n%s", out.String())
+	var exitErr *exec.ExitError
+	require.True(t, errors.As(err, &exitErr), "want an exit code, got %v; output:\n%s", err, out.String())
+	assert.Equal(t, 2, exitErr.ExitCode(), "bad config: exit code 2; output:\n%s", out.String())
+	assert.Contains(t, out.String(), "host a1")
+	assert.Contains(t, out.String(), "storage array-b at "+alias+" is a symlink to "+a)
+	assert.Contains(t, out.String(), "storage array-b at "+alias+" is the same directory as storage array-a at "+a)
+	assert.NotContains(t, out.String(), "polling", "it never polled")
+	t.Logf("agent output:\n%s", out.String())
+
+	// The good config: the agent starts and polls.
+	e.startAgent("a1")
+	log := filepath.Join(e.dir, "agent-a1.log")
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile(log)
+		return strings.Contains(string(b), "agent a1 polling")
+	}, 20*time.Second, 50*time.Millisecond, "the agent with the good config starts")
+}
