@@ -116,8 +116,9 @@ func TestSIGTERMDuringPushThawsBeforeExit(t *testing.T) {
 
 // With a short --shutdown-grace the run has not resumed a1 by the bound (it is still
 // retrying the push on a1 before handing it over): the agent runs a1's resume script
-// itself, then exits. The run then completes on a2, which resumes a1 again (resume scripts
-// are idempotent).
+// itself, tells the run, then exits. The run then completes on a2, which resumes a1 again
+// (resume scripts are idempotent), and says its image is only crash-consistent: the push
+// read the source after the thaw.
 func TestShutdownGraceBoundResumesLocally(t *testing.T) {
 	e := newSlowPushEnv(t, 22)
 	e.startAgentConfig("a1", e.cfgFile, "--shutdown-grace", "1s")
@@ -134,6 +135,8 @@ func TestShutdownGraceBoundResumesLocally(t *testing.T) {
 	st, err := e.wait(run)
 	require.NoError(t, err)
 	assert.Empty(t, st.QuiescedHost)
+	assert.True(t, st.CrashConsistent, "the push went on after a1's own resume: %q", st.Notes)
+	assert.Contains(t, strings.Join(st.Notes, "\n"), "host a1 was resumed outside the run by agent a1")
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
 }
 

@@ -149,6 +149,13 @@ func (a *Agent) resumeLocally(q activities.QuiescedApp, logf func(string, ...any
 		return
 	}
 	logf("stopping: agent %s ran resume script %s on host %s itself (exit 0, %s)", a.Host, q.Resume, q.Host.Name, res.Duration.Round(time.Millisecond))
+	// The run may still be pushing: it must not call its image application-consistent.
+	if q.WorkflowID != "" {
+		sig := workflows.HostResumed{Host: q.Host.Name, Agent: a.Host, Reason: "agent stopping: resumed the host itself"}
+		if err := a.client.SignalWorkflow(ctx, q.WorkflowID, q.RunID, workflows.HostResumedSignal, sig); err != nil {
+			logf("stopping: could not tell run %s that host %s is resumed: %v", q.RunID, q.Host.Name, err)
+		}
+	}
 }
 
 // errShuttingDown is the cancel cause of a data step cut short by Shutdown.

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
 
 	"github.com/replctl/replctl/activities"
 )
@@ -89,4 +90,36 @@ func TestStorageRetryWaitsOnTheSameAgent(t *testing.T) {
 	assert.Equal(t, pulls, len(f.calls)-3, "every pull on b1: %v", f.calls)
 	assert.GreaterOrEqual(t, pulls, 4, "5 s, 10 s, 20 s, 25 s: at least four tries within the minute")
 	assert.Contains(t, strings.Join(st.Notes, "\n"), "the storage still refused after 1m0s")
+}
+
+// An agent that resumed the host outside the run while the push may still read makes the
+// image crash-consistent; a signal for a host the run does not hold changes nothing.
+func TestHostResumedOutsideTheRunMakesTheImageCrashConsistent(t *testing.T) {
+	for _, c := range []struct {
+		host  string
+		crash bool
+		note  string
+	}{
+		{"a1", true, "host a1 was resumed outside the run by agent a1"},
+		{"b9", false, `ignored a host-resumed signal for host "b9"`},
+	} {
+		pushes := 0
+		f := &fakeAgents{}
+		f.fail = func(kind, agent string) error {
+			if kind == "push" {
+				if pushes++; pushes == 1 {
+					return temporal.NewApplicationError("hiccup", "StepFailed") // retried after 1 s
+				}
+			}
+			return nil
+		}
+		st, err, _ := runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, func(env *testsuite.TestWorkflowEnvironment) {
+			env.RegisterDelayedCallback(func() {
+				env.SignalWorkflow(HostResumedSignal, HostResumed{Host: c.host, Agent: "a1", Reason: "agent stopping"})
+			}, 500*time.Millisecond)
+		})
+		require.NoError(t, err)
+		assert.Equal(t, c.crash, st.CrashConsistent, c.host)
+		assert.Contains(t, strings.Join(st.Notes, "\n"), c.note)
+	}
 }

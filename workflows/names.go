@@ -20,6 +20,17 @@ const DefaultTaskQueue = "replctl"
 // StatusQuery is the query that returns a run's Status.
 const StatusQuery = "status"
 
+// HostResumedSignal tells a run that an agent ran the application's resume script outside
+// the run (a stopping agent at its shutdown grace): the host is no longer frozen.
+const HostResumedSignal = "host-resumed"
+
+// HostResumed is the payload of HostResumedSignal.
+type HostResumed struct {
+	Host   string `json:"host"`
+	Agent  string `json:"agent"`
+	Reason string `json:"reason"`
+}
+
 // WorkflowTaskTimeout is what every starter of replctl workflows sets. A workflow task
 // taken by an agent that then freezes is handed to another agent only after this timeout
 // (default 10 s, which showed as 12–22 s takeovers in fault trials); replctl's workflow tasks

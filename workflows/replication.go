@@ -54,7 +54,30 @@ func newReplication(ctx workflow.Context, job string) (*replication, error) {
 	w := &replication{in: ReplicationInput{Job: job}}
 	w.status = Status{Job: job, RunID: info.WorkflowExecution.RunID, Phase: PhasePlanning, StartedAt: info.WorkflowStartTime}
 	err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return w.status, nil })
+	resumed := workflow.GetSignalChannel(ctx, HostResumedSignal)
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		for {
+			var s HostResumed
+			resumed.Receive(ctx, &s)
+			w.hostResumed(s)
+		}
+	})
 	return w, err
+}
+
+// hostResumed records that an agent thawed the application outside the run. While the run
+// holds the host quiesced and the push may still read, the image can no longer be called
+// application-consistent. The signal can only make the run claim less, never more: Temporal
+// is an untrusted transport.
+func (w *replication) hostResumed(s HostResumed) {
+	if s.Host == "" || s.Host != w.status.QuiescedHost {
+		w.note(fmt.Sprintf("ignored a %s signal for host %q: the run does not hold it quiesced", HostResumedSignal, s.Host))
+		return
+	}
+	if w.status.Phase == PhaseQuiescing || w.status.Phase == PhasePushing {
+		w.status.CrashConsistent = true
+	}
+	w.note(fmt.Sprintf("host %s was resumed outside the run by agent %s (%s) while the run held it quiesced; the image is crash-consistent if the push was still reading", s.Host, s.Agent, s.Reason))
 }
 
 // replication is the state of one run.

@@ -131,6 +131,13 @@ func runWorkflow(t *testing.T, f *fakeAgents) (Status, error, *testsuite.TestWor
 
 func runWorkflowInput(t *testing.T, f *fakeAgents, in ReplicationInput) (Status, error, *testsuite.TestWorkflowEnvironment) {
 	t.Helper()
+	return runWorkflowWith(t, f, in, nil)
+}
+
+// runWorkflowWith runs the workflow after before has set up the test environment (e.g.
+// delayed signals).
+func runWorkflowWith(t *testing.T, f *fakeAgents, in ReplicationInput, before func(*testsuite.TestWorkflowEnvironment)) (Status, error, *testsuite.TestWorkflowEnvironment) {
+	t.Helper()
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	env.RegisterWorkflowWithOptions(Replication, workflowOptions())
@@ -151,6 +158,9 @@ func runWorkflowInput(t *testing.T, f *fakeAgents, in ReplicationInput) (Status,
 	env.RegisterActivityWithOptions(f.PublishGroup, activityOptions(activities.PublishGroupName))
 	env.RegisterActivityWithOptions(f.Preflight, activityOptions(activities.PreflightName))
 	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: WorkflowID(in.Job)})
+	if before != nil {
+		before(env)
+	}
 	env.ExecuteWorkflow(ReplicationWorkflowName, in)
 	require.True(t, env.IsWorkflowCompleted())
 	var st Status

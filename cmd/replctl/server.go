@@ -89,6 +89,7 @@ func replctlAccess(taskQueue string) devserver.Access {
 			workflows.ScheduledMaintenanceWorkflowName, workflows.TestFailoverWorkflowName},
 		ActivityTypes: []string{activities.PlanName, activities.RunScriptName, activities.PushName, activities.PrecopyName,
 			activities.PullName, activities.MaintainName, activities.TestCopyName, activities.PublishGroupName, activities.PreflightName},
+		HostSignals: []string{workflows.HostResumedSignal},
 	}
 }
 

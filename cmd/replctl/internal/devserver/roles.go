@@ -38,6 +38,9 @@ type Access struct {
 	WorkflowTypes []string
 	// ActivityTypes are the activity types a host's workflow task may schedule.
 	ActivityTypes []string
+	// HostSignals are the signals a host's agent may send to a run (a stopping agent tells
+	// the run it thawed the application).
+	HostSignals []string
 }
 
 func (a Access) withDefaults() Access {
@@ -172,6 +175,9 @@ var hostCalls = []string{
 	"PollActivityTaskQueue", "RecordActivityTaskHeartbeat", "RespondActivityTaskCompleted",
 	"RespondActivityTaskFailed", "RespondActivityTaskCanceled",
 	"ShutdownWorker", "RecordWorkerHeartbeat",
+	// A stopping agent asks the runs it quiesced for whether they resumed the host, and
+	// tells them when it resumed it itself (HostSignals only).
+	"QueryWorkflow", "DescribeWorkflowExecution", "SignalWorkflowExecution",
 }
 
 // operatorServiceReads are the OperatorService calls readers and operators may make (the
@@ -312,6 +318,10 @@ func (a *roleAuthorizer) checkHostRequest(p principal, req any) string {
 	case *workflowservice.PollActivityTaskQueueRequest:
 		if q := r.GetTaskQueue().GetName(); q != own && q != a.access.WorkflowTaskQueue {
 			return fmt.Sprintf("%s may poll activity tasks only on %q and %q, not %q", p.name, own, a.access.WorkflowTaskQueue, q)
+		}
+	case *workflowservice.SignalWorkflowExecutionRequest:
+		if !slices.Contains(a.access.HostSignals, r.GetSignalName()) {
+			return fmt.Sprintf("%s may send only the signals %v, not %q", p.name, a.access.HostSignals, r.GetSignalName())
 		}
 	case *workflowservice.RespondWorkflowTaskCompletedRequest:
 		for _, c := range r.GetCommands() {

@@ -41,6 +41,7 @@ var roleAccess = Access{
 	HostQueuePrefix:   "devserver-host-",
 	WorkflowTypes:     []string{"greetWorkflow", "waitWorkflow"},
 	ActivityTypes:     []string{"greet"},
+	HostSignals:       []string{"host-thawed"},
 }
 
 // roleRow is one call of the role table and whether the role may make it.
@@ -96,6 +97,9 @@ func TestRolesTable(t *testing.T) {
 	}
 	signal := func(ctx context.Context, c client.Client) error {
 		return c.SignalWorkflow(ctx, "roles-wait", "", "nothing", "x") // an unhandled signal name: the run goes on
+	}
+	hostSignal := func(ctx context.Context, c client.Client) error {
+		return c.SignalWorkflow(ctx, "roles-wait", "", "host-thawed", "x") // unhandled by roles-wait: the run goes on
 	}
 	query := func(ctx context.Context, c client.Client) error {
 		_, err := c.QueryWorkflow(ctx, "roles-wait", "", "state")
@@ -198,10 +202,12 @@ func TestRolesTable(t *testing.T) {
 		{"host:t1", "PollWorkflowTaskQueue other queue", "refused", pollWorkflow("elsewhere")},
 		{"host:t1", "RespondActivityTaskCompleted (made-up token)", "passes roles", respondForged},
 		{"host:t1", "StartWorkflowExecution", "refused", start("roles-host-start", "greetWorkflow", taskQueue)},
-		{"host:t1", "SignalWorkflowExecution", "refused", signal},
+		{"host:t1", "SignalWorkflowExecution of another signal", "refused", signal},
+		{"host:t1", "SignalWorkflowExecution of its own signal", "allowed", hostSignal},
 		{"host:t1", "RequestCancelWorkflowExecution", "refused", cancelWF("roles-wait")},
 		{"host:t1", "TerminateWorkflowExecution", "refused", terminate},
-		{"host:t1", "QueryWorkflow", "refused", query},
+		{"host:t1", "QueryWorkflow", "allowed", query},
+		{"host:t1", "DescribeWorkflowExecution", "allowed", describe},
 		{"host:t1", "ListWorkflowExecutions", "refused", list},
 		{"host:t1", "CreateSchedule", "refused", schedule("roles-host-schedule", "greetWorkflow")},
 		{"operator", "StartWorkflowExecution greetWorkflow on the shared queue", "allowed", start("roles-op-start", "greetWorkflow", taskQueue)},
