@@ -123,3 +123,20 @@ func TestHostResumedOutsideTheRunMakesTheImageCrashConsistent(t *testing.T) {
 		assert.Contains(t, strings.Join(st.Notes, "\n"), c.note)
 	}
 }
+
+// When every application agent was lost earlier in the run (here: in the precopy), no
+// quiesce script runs (only a1's takeover script, on a2): the run fails without claiming
+// the host was left quiesced.
+func TestNoQuiesceRanNothingToResume(t *testing.T) {
+	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always"; p.Order.Source = []string{"a1", "a2"} }}
+	f.fail = failOn("precopy", "", temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil))
+	st, err, _ := runWorkflow(t, f)
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "LEFT QUIESCED")
+	assert.Contains(t, err.Error(), "quiesce failed on every application agent")
+	assert.Empty(t, st.QuiescedHost)
+	for _, c := range f.calls {
+		assert.NotContains(t, c, "script:quiesce", "no quiesce ran: %v", f.calls)
+		assert.NotContains(t, c, "script:resume", "nothing to resume: %v", f.calls)
+	}
+}

@@ -99,8 +99,10 @@ type replication struct {
 	failback *activities.TargetPlan
 	// guard is a failback's opt-in and primary check (failback.go).
 	guard failbackGuard
-	// quiesceStarted is set once the quiesce step was scheduled: from then on resume must run.
+	// quiesceStarted is set once the quiesce step began: from then on resume must run.
 	quiesceStarted bool
+	// quiesceScheduled is set once a quiesce script was sent to an agent.
+	quiesceScheduled bool
 	// takenOver are the failed hosts whose takeover script ran in this run.
 	takenOver []string
 }
@@ -285,8 +287,17 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	w.status.QuiescedHost = app.Host
 	w.upsert(ctx, AttrQuiescedHost.ValueSet(app.Host))
 	err = w.onRole(ctx, w.roles.application, "quiesce", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+		w.quiesceScheduled = true
 		return w.script(ctx, "quiesce", agent, host, app.Quiesce, "")
 	})
+	// Every application agent was lost earlier in the run, so no quiesce script ran: there
+	// is nothing to resume, and the host was never frozen. (Runs recorded before this
+	// change went on to a resume step that found no agent and reported the host left
+	// quiesced.)
+	if err != nil && !w.quiesceScheduled && workflow.GetVersion(ctx, "no-resume-without-quiesce", workflow.DefaultVersion, 1) == 1 {
+		w.quiesceStarted = false
+		w.clearQuiesced(ctx)
+	}
 	if w.continueUnreachable(err, "quiesce of host "+app.Host, app.Host) {
 		return nil
 	}
