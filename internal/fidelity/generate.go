@@ -50,6 +50,13 @@ const (
 // SpecialFeatures are the entry kinds that are neither file, dir nor symlink.
 var SpecialFeatures = []string{FeatFIFO, FeatSocket, FeatCharDev, FeatBlockDev}
 
+// AllFeatures lists every feature Generate makes, in the order it makes them.
+var AllFeatures = []string{
+	FeatFiles, FeatDirs, FeatModeBits, FeatOwners, FeatSymlinks, FeatHardlinks, FeatSparse,
+	FeatUserXattr, FeatTrusted, FeatCapability, FeatACLAccess, FeatACLDefault, FeatFIFO,
+	FeatSocket, FeatCharDev, FeatBlockDev, FeatNames, FeatDeep, FeatWide,
+}
+
 // Options shape a generated tree. The zero value gives the defaults.
 type Options struct {
 	// Seed makes the tree: the same seed gives the same names, contents and times.
@@ -63,6 +70,9 @@ type Options struct {
 	// Without lists features not to make (see the Feat constants).
 	Without []string
 }
+
+// NotAsked is the Manifest.Skipped reason of a feature Options.Without named.
+const NotAsked = "not asked for (Options.Without)"
 
 // Manifest says what Generate made and what it skipped and why.
 type Manifest struct {
@@ -112,7 +122,7 @@ func Generate(dir string, o Options) (Manifest, error) {
 	}
 	for _, f := range o.Without {
 		g.skip[f] = true
-		g.m.Skipped[f] = "not asked for (Options.Without)"
+		g.m.Skipped[f] = NotAsked
 	}
 	if err := g.build(o); err != nil {
 		return g.m, fmt.Errorf("fidelity: generate %s: %w", dir, err)
