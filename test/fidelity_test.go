@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"maps"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -96,10 +97,13 @@ func logSkipped(t *testing.T, m fidelity.Manifest) {
 	}
 }
 
-// mirror copies src to dst the way the bar did (incrementally on a second call).
+// mirror copies src to a fresh dst the way the bar did. Fresh, because an
+// incremental rsync was seen to leave the root dir with the time it created a new entry
+// in it rather than the source's mtime.
 func mirror(t *testing.T, src, dst string) {
 	t.Helper()
-	out, err := exec.Command("rsync", "-aHAXS", "--numeric-ids", "--delete", src+"/", dst+"/").CombinedOutput()
+	require.NoError(t, os.RemoveAll(dst))
+	out, err := exec.Command("rsync", "-aHAXS", "--numeric-ids", src+"/", dst+"/").CombinedOutput()
 	require.NoError(t, err, "rsync is a test dependency (make test-deps): %s", out)
 }
 
