@@ -3,7 +3,7 @@
 // the trees are equal, 1 when they differ, 2 on bad usage or an error.
 //
 //	go run ./internal/fidelity/cmd/treediff A B
-//	go run ./internal/fidelity/cmd/treediff -generate DIR [-seed N] [-without fifo,socket]
+//	go run ./internal/fidelity/cmd/treediff -generate DIR [-seed N] [-wide N] [-without fifo,socket]
 package main
 
 import (
@@ -21,14 +21,15 @@ import (
 func main() {
 	generate := flag.String("generate", "", "generate the awkward tree into this (new or empty) dir instead of comparing")
 	seed := flag.Uint64("seed", 1, "seed of the generated tree")
+	wide := flag.Int("wide", 0, "files in the wide dir (default 2000)")
 	without := flag.String("without", "", "comma-separated features not to generate")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: treediff A B | treediff -generate DIR [-seed N] [-without f1,f2]")
+		fmt.Fprintln(os.Stderr, "usage: treediff A B | treediff -generate DIR [-seed N] [-wide N] [-without f1,f2]")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	if *generate != "" {
-		o := fidelity.Options{Seed: *seed}
+		o := fidelity.Options{Seed: *seed, WideFiles: *wide}
 		if *without != "" {
 			o.Without = strings.Split(*without, ",")
 		}
