@@ -50,9 +50,7 @@ func generate(t *testing.T, o Options) (string, Manifest) {
 func TestGenerateIsCompleteAndDeterministic(t *testing.T) {
 	a, m := generate(t, small)
 	if os.Geteuid() == 0 {
-		for _, f := range []string{FeatFiles, FeatDirs, FeatModeBits, FeatOwners, FeatSymlinks, FeatHardlinks,
-			FeatSparse, FeatUserXattr, FeatTrusted, FeatCapability, FeatACLAccess, FeatACLDefault, FeatFIFO,
-			FeatSocket, FeatCharDev, FeatBlockDev, FeatNames, FeatDeep, FeatWide} {
+		for _, f := range AllFeatures {
 			assert.NotEmpty(t, m.Made[f], f)
 		}
 	}
