@@ -7,7 +7,7 @@ export CGO_ENABLED := 0
 WORKFLOWCHECK := go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build dev test test-deps vet workflowcheck unit smoke
+.PHONY: all build dev test test-deps vet workflowcheck unit smoke fidelity
 
 all: build
 
@@ -36,6 +36,13 @@ workflowcheck:
 
 unit:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The fidelity suite (verbose): the checker's own tests, rsync -aHAXS as the bar, and a
+# replctl replica of the awkward tree against its source with a table of diffs per class.
+# `unit` runs the same tests as part of ./...
+fidelity:
+	$(GO) test -count=1 -v ./internal/fidelity/...
+	$(GO) test -count=1 -v -run 'TestReplicaFidelityAgainstRsync' ./test/
 
 # End to end on the embedded default: `replctl dev`, `replctl start orders --wait`, diff.
 smoke:
