@@ -1410,10 +1410,12 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 
 		// The meta record goes first: a replica dir that exists always has one, so a
 		// retry after a crash between the two steps can finish the publish.
-		meta, err := json.Marshal(replicaMeta{
+		rm := replicaMeta{
 			Job: req.Job, Image: req.ImageID, Root: man.RootObjectID().String(),
 			Epoch: req.Epoch, Agent: req.Agent, Verified: true, Published: time.Now().UTC(),
-		})
+		}
+		rm.Unsupported, rm.Incomplete = imageUnsupported(man)
+		meta, err := json.Marshal(rm)
 		if err != nil {
 			return err
 		}
