@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kopia/kopia/snapshot"
 	"golang.org/x/sys/unix"
@@ -105,7 +106,11 @@ func (u *Unsupported) String() string {
 	if u.Empty() {
 		return "nothing unsupported"
 	}
-	s := fmt.Sprintf("%d entries cannot be replicated (%s): %s", u.Count, u.Kinds(), strings.Join(u.First, ", "))
+	what := "entries cannot"
+	if u.Count == 1 {
+		what = "entry cannot"
+	}
+	s := fmt.Sprintf("%d %s be replicated (%s): %s", u.Count, what, u.Kinds(), strings.Join(u.First, ", "))
 	if u.Count > len(u.First) {
 		s += fmt.Sprintf(" and %d more", u.Count-len(u.First))
 	}
@@ -132,6 +137,8 @@ type ScanOptions struct {
 	// MaxEntries stops the scan after this many entries (0 = no bound); the summary is then
 	// Partial.
 	MaxEntries int64
+	// MaxTime stops the scan after this long (0 = no bound); the summary is then Partial.
+	MaxTime time.Duration
 	// Parallel directory readers (default 4).
 	Parallel int
 }
@@ -152,7 +159,7 @@ func ScanUnsupported(ctx context.Context, dir string, opt ScanOptions) (*Unsuppo
 	if err != nil {
 		return nil, fmt.Errorf("scanning %s: %w", dir, err)
 	}
-	s := &scan{ctx: ctx, opt: opt, root: dir, sem: make(chan struct{}, opt.Parallel-1), links: map[[2]uint64]string{},
+	s := &scan{ctx: ctx, opt: opt, root: dir, start: time.Now(), sem: make(chan struct{}, opt.Parallel-1), links: map[[2]uint64]string{},
 		sum: Unsupported{ByKind: map[string]int{}}}
 	rootName := opt.Name
 	if rootName == "" {
@@ -173,9 +180,10 @@ func ScanUnsupported(ctx context.Context, dir string, opt ScanOptions) (*Unsuppo
 
 // scan is one ScanUnsupported walk.
 type scan struct {
-	ctx  context.Context
-	opt  ScanOptions
-	root string
+	ctx   context.Context
+	opt   ScanOptions
+	root  string
+	start time.Time
 	// sem holds a token per extra walker: a directory is walked by a new goroutine when one
 	// is free, else by the one that found it.
 	sem chan struct{}
@@ -195,6 +203,9 @@ func (s *scan) stop() bool {
 	defer s.mu.Unlock()
 	if s.err == nil && s.ctx.Err() != nil {
 		s.err = fmt.Errorf("scan of %s stopped: %w", s.root, context.Cause(s.ctx))
+	}
+	if s.opt.MaxTime > 0 && time.Since(s.start) > s.opt.MaxTime {
+		s.sum.Partial = true
 	}
 	return s.err != nil || s.sum.Partial
 }

@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -56,7 +58,7 @@ func makeUnsupportedTree(t *testing.T, dir string) map[string]int {
 	// VFS_CAP_REVISION_2 with cap_net_bind_service (bit 10) permitted and effective.
 	capv := make([]byte, 20)
 	capv[0], capv[3] = 0x01, 0x02 // magic 0x02000001 little-endian, effective flag
-	capv[4+1] = 0x04               // permitted[0] bit 10
+	capv[4+1] = 0x04              // permitted[0] bit 10
 	if err := unix.Lsetxattr(filepath.Join(dir, "cap"), "security.capability", capv, 0); err == nil {
 		want[KindCapability]++
 	} else {
@@ -137,6 +139,10 @@ func TestScanCapsPathsButCountsAll(t *testing.T) {
 	require.True(t, u.Partial, "a bounded scan says it did not see everything")
 	require.Less(t, u.Count, 50)
 
+	u, err = ScanUnsupported(context.Background(), dir, ScanOptions{MaxTime: time.Nanosecond})
+	require.NoError(t, err)
+	require.True(t, u.Partial, "a scan out of time says it did not see everything")
+
 	clean := t.TempDir()
 	makeTree(t, clean)
 	u, err = ScanUnsupported(context.Background(), clean, ScanOptions{})
@@ -201,4 +207,34 @@ func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, m.Incomplete)
 	require.Nil(t, m.Unsupported)
+}
+
+// TestMeasureScan times ScanUnsupported and an unchanged push (which runs the scan beside
+// kopia's walk) on a tree of many small files. Skipped unless REPLCTL_MEASURE is set:
+//
+//	REPLCTL_MEASURE=1 REPLCTL_MEASURE_FILES=200000 go test ./activities/dataplane -run TestMeasureScan -v
+func TestMeasureScan(t *testing.T) {
+	if os.Getenv("REPLCTL_MEASURE") == "" {
+		t.Skip("set REPLCTL_MEASURE=1 to run")
+	}
+	files := envInt("REPLCTL_MEASURE_FILES", 200000)
+	e := newEnv(t)
+	for d := range (files + 199) / 200 {
+		dir := filepath.Join(e.src, fmt.Sprintf("d%04d", d))
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+		for f := range min(200, files-d*200) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d", f)), []byte{byte(f)}, 0o644))
+		}
+	}
+	e.push()
+	for i := range 3 {
+		t0 := time.Now()
+		u, err := ScanUnsupported(context.Background(), e.src, ScanOptions{Parallel: runtime.NumCPU()})
+		require.NoError(t, err)
+		require.True(t, u.Empty())
+		scan := time.Since(t0)
+		t0 = time.Now()
+		e.push()
+		t.Logf("run %d: %d files: scan %v, unchanged push (scan beside it) %v", i, files, scan.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	}
 }
