@@ -251,6 +251,9 @@ type PushInput struct {
 	OnUnsupported string `json:",omitempty"`
 }
 
+// Unsupported summarises the source entries an image cannot hold (dataplane.Unsupported).
+type Unsupported = dataplane.Unsupported
+
 // PushResult names the image a push made.
 type PushResult struct {
 	Agent    string
@@ -260,7 +263,7 @@ type PushResult struct {
 	Reused   int64
 	Duration time.Duration
 	// Unsupported is what the image lacks (on_unsupported: skip); nil when nothing.
-	Unsupported *dataplane.Unsupported `json:",omitempty"`
+	Unsupported *Unsupported `json:",omitempty"`
 }
 
 // PrecopyInput is the input of Precopy.
