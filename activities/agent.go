@@ -399,7 +399,10 @@ type PullResult struct {
 	Linked      int64
 	Restored    int64
 	Verified    bool
-	Epoch       int64
+	// Incomplete: the image lacks entries the data plane cannot replicate (on_unsupported:
+	// skip); Verified says only that the replica matches the image.
+	Incomplete bool `json:",omitempty"`
+	Epoch      int64
 	// ResumedFrom is the failed attempt's staging dir this pull reused ("" = fresh).
 	ResumedFrom string
 	// SavedPrevious (failback) is where the directory that was at the dataset path was kept.
@@ -500,7 +503,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
-	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Incomplete: res.Incomplete, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
 }
 
 // MaintainInput is the input of Maintain.

@@ -80,6 +80,9 @@ type PullResult struct {
 	Linked                                          int64 // files hard-linked from an earlier replica or attempt
 	Restored                                        int64 // files written from the repository
 	Verified                                        bool
+	// Incomplete: the image lacks entries it could not hold (pushed with OnUnsupported
+	// "skip"); the replica's meta record names them.
+	Incomplete bool
 	// PublishedBy and PublishedEpoch name the attempt that published the replica: an
 	// earlier attempt whose result was lost, when this one found its work done.
 	PublishedBy    string
@@ -146,6 +149,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	res.Files, res.Bytes = treeTotals(man.RootEntry)
+	_, res.Incomplete = imageUnsupported(man)
 
 	fence := OpenFence(req.TargetRoot, req.Dataset)
 	if err := fence.Advance(req.Epoch, req.Agent); err != nil {

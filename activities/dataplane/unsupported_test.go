@@ -178,6 +178,8 @@ func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	require.Equal(t, 3, res.Unsupported.Count)
 
 	pres := e.pull(res.ImageID, "r1")
+	require.True(t, pres.Incomplete)
+	require.True(t, pres.Verified, "verified against its image, which lacks the fifo")
 	require.FileExists(t, filepath.Join(pres.ReplicaPath, "f"))
 	require.NoFileExists(t, filepath.Join(pres.ReplicaPath, "fifo"), "kopia stores no fifos, sockets or devices")
 	require.NotEqual(t, inode(t, filepath.Join(pres.ReplicaPath, "a")), inode(t, filepath.Join(pres.ReplicaPath, "b")))
@@ -202,7 +204,7 @@ func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(e.src, "b")))
 	clean := e.push()
 	require.Nil(t, clean.Unsupported)
-	e.pull(clean.ImageID, "r2")
+	require.False(t, e.pull(clean.ImageID, "r2").Incomplete)
 	m, err = readMeta(newLayout(e.target, e.ds).metaFile("r2"))
 	require.NoError(t, err)
 	require.False(t, m.Incomplete)
