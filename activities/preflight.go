@@ -120,7 +120,7 @@ func (a *Agent) preflightUnsupported(ctx context.Context, job string, datasets, 
 	if sum.Partial {
 		msg += fmt.Sprintf(" (the check stopped after %v: there may be more)", preflightScanTime)
 	}
-	return temporal.NewNonRetryableApplicationError(msg, ErrTypeUnsupported, ue, sum)
+	return temporal.NewNonRetryableApplicationError(msg, ErrTypeUnsupported, nil, sum)
 }
 
 // checkSourceDataset refuses a source dataset dir (ds beneath root) that is missing, is not

@@ -413,10 +413,6 @@ func (w *replication) setUnsupported(per []*activities.Unsupported) {
 		sum.Merge(u)
 	}
 	w.status.Unsupported = sum
-	// String sorts the kinds it reads from the map.
-	//workflowcheck:ignore
-	msg := sum.String()
-	w.note("replica INCOMPLETE (on_unsupported: skip): " + msg)
 }
 
 // script runs one of host's scripts on agent and records the result.
