@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/workflows"
@@ -41,4 +42,21 @@ func TestIncompleteReplicaShowsEverywhere(t *testing.T) {
 	printReplicas(&out, &replicasView{Job: "orders", Replicas: []replicaRow{{Name: "r", Verified: &yes, Incomplete: true, Note: "INCOMPLETE: " + u.String()}}})
 	require.Contains(t, out.String(), "yes, INCOMPLETE")
 	require.Contains(t, out.String(), "note: r: INCOMPLETE: 1 entry cannot be replicated (fifo 1): orders/pipe (fifo)")
+}
+
+// `replctl history` marks the push that left entries out and the pull of its image.
+func TestHistoryMarksIncompleteSteps(t *testing.T) {
+	dc := converter.GetDefaultDataConverter()
+	u := &activities.Unsupported{Count: 1, ByKind: map[string]int{"socket": 1}, First: []string{"orders/s (socket)"}}
+	p, err := dc.ToPayloads(activities.PushResult{ImageID: "k1", Files: 3, Bytes: 10, Unsupported: u})
+	require.NoError(t, err)
+	r := &historyRow{Activity: activities.PushName, Agent: "a1"}
+	describeResult(r, p, dc)
+	require.Equal(t, "image k1: 3 files, 10 B; INCOMPLETE: 1 entry cannot be replicated (socket 1): orders/s (socket)", r.Detail)
+
+	p, err = dc.ToPayloads(activities.PullResult{ReplicaName: "r", Verified: true, Incomplete: true, Epoch: 2, Files: 3, Bytes: 10})
+	require.NoError(t, err)
+	r = &historyRow{Activity: activities.PullName, Agent: "b1"}
+	describeResult(r, p, dc)
+	require.Equal(t, "replica r (verified=true, INCOMPLETE, epoch 2): 3 files, 10 B", r.Detail)
 }
