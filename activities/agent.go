@@ -49,6 +49,9 @@ const (
 	// ErrTypeStorageFault: the storage refused (full, over quota, read-only, failing); every
 	// agent of that storage would meet it, so the step is not taken over (faults.go).
 	ErrTypeStorageFault = "StorageFault"
+	// ErrTypeUnsupported: the source holds entries the data plane cannot replicate and the
+	// job's on_unsupported is fail; the details are the dataplane.Unsupported summary.
+	ErrTypeUnsupported = "Unsupported"
 )
 
 // Agent is the activities of one host, with what they keep between calls.
@@ -243,7 +246,13 @@ type PushInput struct {
 	// FollowLink (failback): SourceDir is a target's dataset link; the replica it points to
 	// is pushed, and a dataset without a replica is refused.
 	FollowLink bool `json:",omitempty"`
+	// OnUnsupported is the job's on_unsupported ("fail" or "skip"); the agent refuses any
+	// other value than its own config's.
+	OnUnsupported string `json:",omitempty"`
 }
+
+// Unsupported summarises the source entries an image cannot hold (dataplane.Unsupported).
+type Unsupported = dataplane.Unsupported
 
 // PushResult names the image a push made.
 type PushResult struct {
@@ -253,6 +262,8 @@ type PushResult struct {
 	Files    int64
 	Reused   int64
 	Duration time.Duration
+	// Unsupported is what the image lacks (on_unsupported: skip); nil when nothing.
+	Unsupported *Unsupported `json:",omitempty"`
 }
 
 // PrecopyInput is the input of Precopy.
@@ -307,7 +318,7 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 		return pushResult{}, err
 	}
 	defer hb.stop()
-	in.SourceDir, in.Repo, err = a.authorizePush(ctx, step, in)
+	in, err = a.authorizePush(ctx, step, in)
 	if err != nil {
 		return pushResult{}, err
 	}
@@ -329,12 +340,18 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 		CheckpointInterval: pushCheckpointInterval,
 		Precopy:            step == "precopy",
 		PrecopyFirst:       precopyFirst,
+		OnUnsupported:      in.OnUnsupported,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })
 	observe(ctx, in.Job, step, start, err, res.Bytes, res.Files)
 	if err != nil {
+		var ue *dataplane.UnsupportedError
+		if errors.As(err, &ue) {
+			observeUnsupported(ctx, in.Job, &ue.Summary)
+		}
 		return pushResult{}, a.fault(ctx, in.Job, step, err, hb.progress())
 	}
-	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start)}, res.Skipped}, nil
+	observeUnsupported(ctx, in.Job, res.Unsupported)
+	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported}, res.Skipped}, nil
 }
 
 // PullInput is the input of Pull.
@@ -382,7 +399,10 @@ type PullResult struct {
 	Linked      int64
 	Restored    int64
 	Verified    bool
-	Epoch       int64
+	// Incomplete: the image lacks entries the data plane cannot replicate (on_unsupported:
+	// skip); Verified says only that the replica matches the image.
+	Incomplete bool `json:",omitempty"`
+	Epoch      int64
 	// ResumedFrom is the failed attempt's staging dir this pull reused ("" = fresh).
 	ResumedFrom string
 	// SavedPrevious (failback) is where the directory that was at the dataset path was kept.
@@ -483,7 +503,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
-	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Incomplete: res.Incomplete, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
 }
 
 // MaintainInput is the input of Maintain.
@@ -632,5 +652,16 @@ func observe(ctx context.Context, job, step string, start time.Time, err error, 
 	if err == nil && bytes > 0 {
 		mh.Counter("replctl_" + step + "_bytes_total").Inc(bytes)
 		mh.Counter("replctl_" + step + "_files_total").Inc(files)
+	}
+}
+
+// observeUnsupported counts the entries a push found it cannot replicate, by kind.
+func observeUnsupported(ctx context.Context, job string, u *dataplane.Unsupported) {
+	if u.Empty() || !activity.IsActivity(ctx) {
+		return
+	}
+	mh := activity.GetMetricsHandler(ctx)
+	for kind, n := range u.ByKind {
+		mh.WithTags(map[string]string{"job": job, "kind": kind}).Counter("replctl_unsupported_entries_total").Inc(int64(n))
 	}
 }

@@ -278,43 +278,43 @@ func (p Plan) mayTakeOver(agent, failed string) bool {
 	return false
 }
 
-// authorizePush checks a push or precopy (step) of dataset from sourceDir and returns the
-// agent's own source dir and repository. A failback push (followLink) reads a target's
-// published replica: the agent must be in that target's order.
-func (a *Agent) authorizePush(ctx context.Context, step string, in PushInput) (string, RepoLocation, error) {
+// authorizePush checks a push or precopy (step) of dataset from sourceDir and returns in
+// with the agent's own source dir, repository and on_unsupported policy. A failback push
+// (followLink) reads a target's published replica: the agent must be in that target's order.
+func (a *Agent) authorizePush(ctx context.Context, step string, in PushInput) (PushInput, error) {
 	name := PushName
 	if step == "precopy" {
 		name = PrecopyName
 	}
 	g, err := a.authorize(ctx, name, in.Job)
 	if err != nil {
-		return "", RepoLocation{}, err
+		return PushInput{}, err
 	}
 	p := g.plan
 	storage := p.Source.Storage
 	if in.FollowLink {
 		if err := g.failbackAllowed(); err != nil {
-			return "", RepoLocation{}, err
+			return PushInput{}, err
 		}
 		t, _, err := g.target(in.Dataset)
 		if err != nil {
-			return "", RepoLocation{}, err
+			return PushInput{}, err
 		}
 		storage = t.Storage
 	} else {
 		if err := g.inOrder(RoleSource, p.Order.Source); err != nil {
-			return "", RepoLocation{}, err
+			return PushInput{}, err
 		}
 		if _, err := g.dataset("Dataset", in.Dataset, p.Source); err != nil {
-			return "", RepoLocation{}, err
+			return PushInput{}, err
 		}
 	}
 	own, err := p.DatasetDir(a.Host, storage, in.Dataset)
 	if err != nil {
-		return "", RepoLocation{}, g.refuse("SourceDir", in.SourceDir, "", fmt.Sprintf("cannot be resolved from its own config: %v", err))
+		return PushInput{}, g.refuse("SourceDir", in.SourceDir, "", fmt.Sprintf("cannot be resolved from its own config: %v", err))
 	}
 	if err := g.same("SourceDir", in.SourceDir, own); err != nil {
-		return "", RepoLocation{}, err
+		return PushInput{}, err
 	}
 	if !in.FollowLink {
 		// The dataset is read by path: no component of it beneath the storage root may be a
@@ -322,14 +322,21 @@ func (a *Agent) authorizePush(ctx context.Context, step string, in PushInput) (s
 		root, _ := p.RootOf(a.Host, storage)
 		fd, err := dataplane.OpenDirBeneath(root, path.Clean(in.Dataset), false)
 		if errors.Is(err, dataplane.ErrUnsafePath) {
-			return "", RepoLocation{}, g.refuse("SourceDir", in.SourceDir, nil, fmt.Sprintf("cannot be read beneath the storage root %s: %v", root, err))
+			return PushInput{}, g.refuse("SourceDir", in.SourceDir, nil, fmt.Sprintf("cannot be read beneath the storage root %s: %v", root, err))
 		}
 		if err == nil {
 			_ = unix.Close(fd)
 		}
 	}
-	repo, err := g.repo(in.Repo)
-	return own, repo, err
+	// A workflow from before on_unsupported sends none: the agent's own value applies.
+	if in.OnUnsupported != "" {
+		if err := g.same("OnUnsupported", in.OnUnsupported, p.OnUnsupported); err != nil {
+			return PushInput{}, err
+		}
+	}
+	in.SourceDir, in.OnUnsupported = own, p.OnUnsupported
+	in.Repo, err = g.repo(in.Repo)
+	return in, err
 }
 
 // authorizePull checks a pull and returns the agent's own target root and repository. A

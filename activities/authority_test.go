@@ -49,10 +49,15 @@ func TestAuthorityPush(t *testing.T) {
 	repo, err := p.Repo("a1")
 	require.NoError(t, err)
 	good := PushInput{Job: "orders", Agent: "a1", SourceDir: src, Dataset: "orders/db", Repo: repo}
-	dir, own, err := a.authorizePush(ctx, "push", good)
+	got, err := a.authorizePush(ctx, "push", good)
 	require.NoError(t, err)
-	assert.Equal(t, src, dir)
-	assert.Equal(t, repo, own)
+	assert.Equal(t, src, got.SourceDir)
+	assert.Equal(t, repo, got.Repo)
+	assert.Equal(t, config.OnUnsupportedFail, got.OnUnsupported, "the agent's own policy applies (the default)")
+	withPolicy := good
+	withPolicy.OnUnsupported = config.OnUnsupportedFail
+	_, err = a.authorizePush(ctx, "push", withPolicy)
+	require.NoError(t, err)
 
 	for name, c := range map[string]struct {
 		mutate func(*PushInput)
@@ -65,11 +70,13 @@ func TestAuthorityPush(t *testing.T) {
 		"password file":                     {func(in *PushInput) { in.Repo.PasswordFile = "/etc/shadow" }, []string{"Repo.PasswordFile", "/etc/shadow"}},
 		"repository via ssh":                {func(in *PushInput) { in.Repo.Via = []RepoHost{{Name: "x", Dir: "/", SSH: SSH{Address: "evil:22"}}} }, []string{"Repo.Via", "evil:22"}},
 		"failback push of a source dataset": {func(in *PushInput) { in.FollowLink = true }, []string{"Dataset", "not a dataset of a target whose order holds agent a1"}},
+		"unsupported entries skipped":       {func(in *PushInput) { in.OnUnsupported = "skip" }, []string{"OnUnsupported", `"skip"`, `"fail"`}},
+		"unsupported policy unknown":        {func(in *PushInput) { in.OnUnsupported = "ignore" }, []string{"OnUnsupported", `"ignore"`}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			in := good
 			c.mutate(&in)
-			_, _, err := a.authorizePush(ctx, "push", in)
+			_, err := a.authorizePush(ctx, "push", in)
 			requireRefused(t, err, c.want...)
 		})
 	}
@@ -78,7 +85,7 @@ func TestAuthorityPush(t *testing.T) {
 	b1, _ := sampleAgent(t, "b1")
 	in := good
 	in.Agent = "b1"
-	_, _, err = b1.authorizePush(ctx, "precopy", in)
+	_, err = b1.authorizePush(ctx, "precopy", in)
 	requireRefused(t, err, "Precopy", `"b1" is not in the job's source order [a1]`)
 }
 
@@ -212,7 +219,7 @@ func TestAuthorityFailback(t *testing.T) {
 	h1 := &Agent{Host: "h1", ConfigFile: file}
 	repo, err := p.Repo("h1")
 	require.NoError(t, err)
-	_, _, err = h1.authorizePush(ctx, "push", PushInput{Job: "docs", Agent: "h1", SourceDir: "/srv/backup/docs", Dataset: "docs", Repo: repo, FollowLink: true})
+	_, err = h1.authorizePush(ctx, "push", PushInput{Job: "docs", Agent: "h1", SourceDir: "/srv/backup/docs", Dataset: "docs", Repo: repo, FollowLink: true})
 	requireRefused(t, err, "Failback", "failback.allow is not true in agent h1's own config")
 	_, _, err = h1.authorizePull(ctx, PullInput{Job: "docs", Agent: "h1", TargetRoot: "/srv/primary", Dataset: "docs", SourceDataset: "docs", Repo: repo, InPlace: true, Keep: p.Retention.Replicas, Verify: p.Verify})
 	requireRefused(t, err, "Failback")
@@ -281,7 +288,7 @@ jobs:
 		require.NoError(t, err)
 		repo, err := p.Repo("h1")
 		require.NoError(t, err)
-		_, _, err = a.authorizePush(ctx, "push", PushInput{Job: job, Agent: "h1", SourceDir: src, Dataset: ds, Repo: repo})
+		_, err = a.authorizePush(ctx, "push", PushInput{Job: job, Agent: "h1", SourceDir: src, Dataset: ds, Repo: repo})
 		requireRefused(t, err, "SourceDir", "cannot be read beneath the storage root", "is a symlink")
 	}
 }
@@ -293,11 +300,12 @@ func TestAuthorityPreflight(t *testing.T) {
 	a, _ := sampleAgent(t, "a1")
 	good := PreflightInput{Job: "orders", Agent: "a1", Storage: "array-a",
 		Datasets: []string{"orders/db", "orders/logs"}, SourceDirs: []string{"/mnt/a/orders/db", "/mnt/a/orders/logs"}}
-	host, root, dirs, err := a.authorizePreflight(ctx, good)
+	own, err := a.authorizePreflight(ctx, good)
 	require.NoError(t, err)
-	assert.Equal(t, "a1", host.Name)
-	assert.Equal(t, "/mnt/a", root)
-	assert.Equal(t, good.SourceDirs, dirs)
+	assert.Equal(t, "a1", own.host.Name)
+	assert.Equal(t, "/mnt/a", own.root)
+	assert.Equal(t, good.SourceDirs, own.dirs)
+	assert.Equal(t, config.OnUnsupportedFail, own.onUnsupported)
 
 	for name, c := range map[string]struct {
 		mutate func(*PreflightInput)
@@ -312,7 +320,7 @@ func TestAuthorityPreflight(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := good
 			c.mutate(&in)
-			_, _, _, err := a.authorizePreflight(ctx, in)
+			_, err := a.authorizePreflight(ctx, in)
 			requireRefused(t, err, c.want...)
 		})
 	}
@@ -320,6 +328,6 @@ func TestAuthorityPreflight(t *testing.T) {
 	b1, _ := sampleAgent(t, "b1")
 	in := good
 	in.Agent = "b1"
-	_, _, _, err = b1.authorizePreflight(ctx, in)
+	_, err = b1.authorizePreflight(ctx, in)
 	requireRefused(t, err, "Preflight", `"b1" is not in the job's source order [a1]`)
 }

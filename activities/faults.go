@@ -10,6 +10,8 @@ package activities
 //     takeover script runs; the error names the storage, and the workflow fails the step or
 //     waits within the job's timeouts.storage_retry;
 //   - a failed verification: final, with the staging dir kept for inspection;
+//   - entries the data plane cannot replicate (on_unsupported: fail): final, every agent
+//     would find them;
 //   - a lost lease (frozen or cut-off agent): the agent's own fault, reported as such;
 //   - anything else: retryable on the same agent, then taken over, with the last progress
 //     attached so the taker resumes.
@@ -50,6 +52,13 @@ func classify(ctx context.Context, step string, err error, last Progress) error 
 		return badInput(err)
 	case errors.Is(err, dataplane.ErrFenced):
 		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeFenced, err)
+	case errors.Is(err, dataplane.ErrUnsupported):
+		// Every agent would find the same entries: final, with the summary as details.
+		var ue *dataplane.UnsupportedError
+		if errors.As(err, &ue) {
+			return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeUnsupported, err, ue.Summary)
+		}
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeUnsupported, err)
 	case errors.Is(err, dataplane.ErrVerify):
 		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeVerify, err, last)
 	case leaseCause(ctx) != nil:

@@ -25,9 +25,12 @@ type Plan struct {
 	// Verify is "changed" or "full": see config.Job.Verify.
 	Verify string
 	// Precopy is "auto", "always" or "never": see config.Job.Precopy.
-	Precopy    string `json:",omitempty"`
-	Retention  Retention
-	Repository Repository
+	Precopy string `json:",omitempty"`
+	// OnUnsupported is "fail" or "skip": see config.Job.OnUnsupported ("" in plans recorded
+	// before it existed: fail).
+	OnUnsupported string `json:",omitempty"`
+	Retention     Retention
+	Repository    Repository
 	// Targets are the targets of a fan-out job (nil for one target: Target and
 	// Order.Target). Target and Order.Target then describe the first one.
 	Targets []TargetPlan `json:",omitempty"`
@@ -194,6 +197,7 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		OnUnreachableHost: j.OnUnreachableHost,
 		Verify:            j.Verify,
 		Precopy:           j.Precopy,
+		OnUnsupported:     j.OnUnsupported,
 		Retention:         Retention{Replicas: j.Retention.Replicas, Images: j.Retention.Images, ReplicasWithin: j.Retention.ReplicasWithin, ImagesWithin: j.Retention.ImagesWithin},
 		Repository:        Repository{Storage: j.Repository.Storage, Path: j.Repository.Path, PasswordFile: j.Repository.PasswordFile},
 	}

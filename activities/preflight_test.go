@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/replctl/replctl/config"
 )
 
@@ -109,4 +112,29 @@ func TestPreflightRefusesBadStorageRoot(t *testing.T) {
 	require.NoError(t, os.Symlink(filepath.Join(base, "A"), dir+"/B-alias"))
 	_, err := a.Preflight(context.Background(), in)
 	requireBadInput(t, err, "storage b at "+dir+"/B-alias is the same directory as storage a at "+base+"/A", "is a symlink to")
+}
+
+// Entries the data plane cannot replicate fail the run before quiesce under the default
+// on_unsupported (fail), naming them; with skip the preflight lets the push report them.
+func TestPreflightRefusesUnsupportedEntries(t *testing.T) {
+	a, in, base := preflightWorld(t, "")
+	require.NoError(t, syscall.Mkfifo(filepath.Join(base, "A/app/orders/pipe"), 0o600))
+	_, err := a.Preflight(context.Background(), in)
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "want an Unsupported application error, got %v", err)
+	assert.Equal(t, ErrTypeUnsupported, appErr.Type())
+	assert.True(t, appErr.NonRetryable())
+	assert.Contains(t, appErr.Error(), "job orders: source check on agent h1 before quiesce (nothing was run): "+
+		"1 entry cannot be replicated (fifo 1): app/orders/pipe (fifo); set on_unsupported: skip on job orders")
+	var sum dataplane.Unsupported
+	require.NoError(t, appErr.Details(&sum))
+	assert.Equal(t, map[string]int{"fifo": 1}, sum.ByKind)
+
+	b, err := os.ReadFile(a.ConfigFile)
+	require.NoError(t, err)
+	skip := strings.Replace(string(b), "target: [h1]}}", "target: [h1]}, on_unsupported: skip}", 1)
+	require.NotEqual(t, string(b), skip)
+	require.NoError(t, os.WriteFile(a.ConfigFile, []byte(skip), 0o600))
+	_, err = a.Preflight(context.Background(), in)
+	require.NoError(t, err)
 }

@@ -57,6 +57,12 @@ const (
 	PrecopyNever  = "never"
 )
 
+// Values of Job.OnUnsupported.
+const (
+	OnUnsupportedFail = "fail"
+	OnUnsupportedSkip = "skip"
+)
+
 // Values of Job.OnUnreachableHost.
 const (
 	OnUnreachableFail     = "fail"
@@ -232,10 +238,15 @@ type Job struct {
 	// still runs, before quiesce, so the quiesced push only re-reads what changed meanwhile:
 	// "auto" (default: when the job has a quiesce script and a previous image of at least
 	// 10,000 files or 256 MiB), "always" (every run, also the first) or "never".
-	Precopy    string     `yaml:"precopy"`
-	Schedule   *Schedule  `yaml:"schedule"` // optional
-	Retention  Retention  `yaml:"retention"`
-	Repository Repository `yaml:"repository"`
+	Precopy string `yaml:"precopy"`
+	// OnUnsupported is what a push does with source entries the data plane cannot replicate
+	// (FIFOs, sockets, devices, hard links, xattrs, ACLs, file capabilities): "fail"
+	// (default: the run fails naming them) or "skip" (the replica is made without them and
+	// marked incomplete).
+	OnUnsupported string     `yaml:"on_unsupported"`
+	Schedule      *Schedule  `yaml:"schedule"` // optional
+	Retention     Retention  `yaml:"retention"`
+	Repository    Repository `yaml:"repository"`
 	// Targets fans one source out to several targets, each with its own takeover order.
 	// It replaces target + order.target (the single-target form stays valid).
 	Targets []Target `yaml:"targets"`

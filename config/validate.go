@@ -368,6 +368,12 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 		k.errorf(p+".verify", "%q is not valid: want %q (default) or %q", j.Verify, VerifyChanged, VerifyFull)
 	}
 
+	if j.OnUnsupported == "" && !k.given(p+".on_unsupported", true) {
+		j.OnUnsupported = OnUnsupportedFail
+	} else if j.OnUnsupported != OnUnsupportedFail && j.OnUnsupported != OnUnsupportedSkip {
+		k.errorf(p+".on_unsupported", "%q is not valid: want %q (default: the run fails naming the entries that cannot be replicated) or %q (replicate without them; the replica is marked incomplete)", j.OnUnsupported, OnUnsupportedFail, OnUnsupportedSkip)
+	}
+
 	if j.Precopy == "" && !k.given(p+".precopy", true) {
 		j.Precopy = PrecopyAuto
 	} else if j.Precopy != PrecopyAuto && j.Precopy != PrecopyAlways && j.Precopy != PrecopyNever {

@@ -340,6 +340,7 @@ func (w *replication) push(ctx workflow.Context) error {
 			return nonRetryable(err)
 		}
 		images := make([]string, len(datasets))
+		var unsupported []*activities.Unsupported
 		var total Progress
 		for i, ds := range datasets {
 			src, err := w.plan.DatasetDir(agent, storage, ds)
@@ -353,16 +354,20 @@ func (w *replication) push(ctx workflow.Context) error {
 			err = workflow.ExecuteActivity(ctx, activities.PushName, activities.PushInput{
 				Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: ds,
 				Repo: repo, Resume: resume,
-				FollowLink: w.failback != nil,
+				FollowLink: w.failback != nil, OnUnsupported: w.plan.OnUnsupported,
 			}).Get(ctx, &res)
 			if err != nil {
 				return err
+			}
+			if res.Unsupported != nil {
+				unsupported = append(unsupported, res.Unsupported)
 			}
 			images[i] = res.ImageID
 			total.BytesDone += res.Bytes
 			total.FilesDone += res.Files
 		}
 		w.image, w.images = images[0], images
+		w.setUnsupported(unsupported)
 		w.status.Image = images[0]
 		if len(images) > 1 {
 			w.status.Images = images
@@ -400,9 +405,25 @@ func (w *replication) pull(ctx workflow.Context) error {
 			return err
 		}
 		w.status.Progress = Progress{Step: "pull", BytesDone: res.Bytes, BytesTotal: res.Bytes, FilesDone: res.Files, FilesTotal: res.Files}
-		w.status.Replica = &Replica{Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Linked: res.Linked, Restored: res.Restored, ResumedFrom: res.ResumedFrom}
+		w.status.Replica = &Replica{Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Incomplete: res.Incomplete || w.status.Unsupported != nil, Linked: res.Linked, Restored: res.Restored, ResumedFrom: res.ResumedFrom}
 		return nil
 	})
+}
+
+// setUnsupported records what the pushed images lack (on_unsupported: skip), one summary per
+// dataset: the replicas made from them are incomplete.
+func (w *replication) setUnsupported(per []*activities.Unsupported) {
+	w.status.Unsupported = nil
+	if len(per) == 0 {
+		return
+	}
+	sum := &activities.Unsupported{}
+	for _, u := range per {
+		// Merge ranges over a map only to add counts per key: the result is the same in any order.
+		//workflowcheck:ignore
+		sum.Merge(u)
+	}
+	w.status.Unsupported = sum
 }
 
 // script runs one of host's scripts on agent and records the result.

@@ -38,6 +38,8 @@ type fakeAgents struct {
 	// preflights are the inputs of every preflight, in order (not in calls: most tests
 	// assert the steps that follow it).
 	preflights []activities.PreflightInput
+	// unsupported is what every push reports its image lacks (on_unsupported: skip).
+	unsupported *activities.Unsupported
 }
 
 func agentOf(ctx context.Context) string {
@@ -73,7 +75,7 @@ func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activit
 	if in.Dataset != "orders" {
 		img = "img-" + in.Dataset
 	}
-	return activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2}, nil
+	return activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2, Unsupported: f.unsupported}, nil
 }
 
 func (f *fakeAgents) Precopy(ctx context.Context, in activities.PrecopyInput) (activities.PrecopyResult, error) {

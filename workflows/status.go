@@ -63,6 +63,9 @@ type Status struct {
 	SourcePath string     `json:"source_path,omitempty"`
 	Image      string     `json:"image,omitempty"`
 	Replica    *Replica   `json:"replica,omitempty"`
+	// Unsupported is what the source held that the image lacks (on_unsupported: skip): the
+	// run's replicas are incomplete.
+	Unsupported *activities.Unsupported `json:"unsupported,omitempty"`
 	// Direction is set for a failback run.
 	Direction string `json:"direction,omitempty"`
 	// PrimaryCheck is what a failback knew about the primary application before replacing
@@ -164,8 +167,11 @@ type Replica struct {
 	Agent    string `json:"agent"`
 	Epoch    int64  `json:"epoch"`
 	Verified bool   `json:"verified"`
-	Linked   int64  `json:"linked_files"`
-	Restored int64  `json:"restored_files"`
+	// Incomplete: the image lacks entries the data plane cannot replicate (Status.Unsupported);
+	// Verified says only that the replica matches the image.
+	Incomplete bool  `json:"incomplete,omitempty"`
+	Linked     int64 `json:"linked_files"`
+	Restored   int64 `json:"restored_files"`
 	// ResumedFrom is the staging dir of a failed attempt the publishing pull continued.
 	ResumedFrom string `json:"resumed_from,omitempty"`
 }

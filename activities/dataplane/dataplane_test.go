@@ -712,26 +712,12 @@ func TestEscapeDataset(t *testing.T) {
 }
 
 func TestErrorsAreDistinct(t *testing.T) {
-	all := []error{ErrFenced, ErrVerify, ErrNotFound, ErrBadInput}
+	all := []error{ErrFenced, ErrVerify, ErrNotFound, ErrBadInput, ErrUnsupported}
 	for i, a := range all {
 		for j, b := range all {
 			require.Equal(t, i == j, errors.Is(a, b))
 		}
 	}
-}
-
-func TestSpecialFilesAreSkipped(t *testing.T) {
-	e := newEnv(t)
-	writeFile(t, filepath.Join(e.src, "f"), []byte("x"), 0o644, baseTime)
-	require.NoError(t, unix.Mkfifo(filepath.Join(e.src, "fifo"), 0o644))
-
-	var last Progress
-
-	res, err := e.repos.Pull(context.Background(), e.pullReq(e.push().ImageID, "r1"), func(p Progress) { last = p })
-	require.NoError(t, err)
-	require.FileExists(t, filepath.Join(res.ReplicaPath, "f"))
-	require.NoFileExists(t, filepath.Join(res.ReplicaPath, "fifo"), "kopia stores no fifos, sockets or devices")
-	require.Equal(t, "publish", last.Phase, "the final report comes last")
 }
 
 // A job may publish its source dataset under another name on the target.

@@ -234,6 +234,10 @@ type replicaMeta struct {
 	Agent     string    `json:"agent"`
 	Verified  bool      `json:"verified"`
 	Published time.Time `json:"published"`
+	// Incomplete: the image was pushed with on_unsupported: skip and lacks what Unsupported
+	// names; Verified says only that the replica matches that image.
+	Incomplete  bool         `json:"incomplete,omitempty"`
+	Unsupported *Unsupported `json:"unsupported,omitempty"`
 }
 
 func readMeta(path string) (*replicaMeta, error) {

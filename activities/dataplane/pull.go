@@ -80,6 +80,9 @@ type PullResult struct {
 	Linked                                          int64 // files hard-linked from an earlier replica or attempt
 	Restored                                        int64 // files written from the repository
 	Verified                                        bool
+	// Incomplete: the image lacks entries it could not hold (pushed with OnUnsupported
+	// "skip"); the replica's meta record names them.
+	Incomplete bool
 	// PublishedBy and PublishedEpoch name the attempt that published the replica: an
 	// earlier attempt whose result was lost, when this one found its work done.
 	PublishedBy    string
@@ -146,6 +149,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	res.Files, res.Bytes = treeTotals(man.RootEntry)
+	_, res.Incomplete = imageUnsupported(man)
 
 	fence := OpenFence(req.TargetRoot, req.Dataset)
 	if err := fence.Advance(req.Epoch, req.Agent); err != nil {
@@ -1410,10 +1414,12 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 
 		// The meta record goes first: a replica dir that exists always has one, so a
 		// retry after a crash between the two steps can finish the publish.
-		meta, err := json.Marshal(replicaMeta{
+		rm := replicaMeta{
 			Job: req.Job, Image: req.ImageID, Root: man.RootObjectID().String(),
 			Epoch: req.Epoch, Agent: req.Agent, Verified: true, Published: time.Now().UTC(),
-		})
+		}
+		rm.Unsupported, rm.Incomplete = imageUnsupported(man)
+		meta, err := json.Marshal(rm)
 		if err != nil {
 			return err
 		}

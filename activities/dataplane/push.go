@@ -2,7 +2,9 @@ package dataplane
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"sort"
@@ -43,6 +45,11 @@ type PushRequest struct {
 	// PrecopyFirst runs a precopy always (config precopy: always), also when the job has
 	// no image yet or a small one.
 	PrecopyFirst bool
+	// OnUnsupported is what a push does with entries an image cannot hold (unsupported.go):
+	// "fail" (also "") refuses the push with ErrUnsupported before any image is kept; "skip"
+	// keeps the image without them and reports them in PushResult.Unsupported and in the
+	// image's tag "unsupported". A precopy never checks.
+	OnUnsupported string
 }
 
 // A precopy (config precopy: auto) runs only when the job's previous image holds at least
@@ -64,7 +71,13 @@ type PushResult struct {
 	StartTime time.Time
 	// Skipped: a precopy that had nothing to gain (no previous image, not PrecopyFirst).
 	Skipped bool
+	// Unsupported is what the image lacks (nil: nothing, or a precopy).
+	Unsupported *Unsupported
 }
+
+// unsupportedTag is the image tag holding the JSON Unsupported summary of an image pushed
+// with OnUnsupported "skip": the replica built from it is incomplete.
+const unsupportedTag = "unsupported"
 
 // imagePin marks our images: kopia's own retention (run at every checkpoint)
 // never deletes pinned snapshots; PruneImages owns image retention.
@@ -203,7 +216,36 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	start := time.Now()
 
+	// The scan runs beside the upload (the application is quiesced meanwhile); a refusal
+	// stops the upload as soon as it is known.
+	var scanned chan scanResult
+	if !req.Precopy {
+		scanned = make(chan scanResult, 1)
+		go func() {
+			sum, err := ScanUnsupported(ctx, req.SourceDir, ScanOptions{Name: req.Dataset, Parallel: req.Parallel})
+			if err != nil || (!sum.Empty() && req.OnUnsupported != OnUnsupportedSkip) {
+				u.Cancel()
+			}
+			scanned <- scanResult{sum, err}
+		}()
+	}
+
 	man, err := u.Upload(wctx, src, policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
+
+	var unsupported *Unsupported
+	if scanned != nil {
+		sc := <-scanned
+		if sc.err != nil && ctx.Err() == nil {
+			return PushResult{}, fmt.Errorf("push of %s: %w", req.SourceDir, sc.err)
+		}
+		if !sc.sum.Empty() {
+			if req.OnUnsupported != OnUnsupportedSkip {
+				return PushResult{}, &UnsupportedError{Job: req.Job, Summary: *sc.sum}
+			}
+			unsupported = sc.sum
+		}
+	}
+
 	if err != nil {
 		if ctx.Err() != nil {
 			return PushResult{}, fmt.Errorf("push of %s stopped: %w", req.SourceDir, context.Cause(ctx))
@@ -242,6 +284,19 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	man.Pins = []string{imagePin}
 
+	if unsupported != nil {
+		b, err := json.Marshal(unsupported)
+		if err != nil {
+			return PushResult{}, err
+		}
+		man.Tags = maps.Clone(man.Tags)
+		if man.Tags == nil {
+			man.Tags = map[string]string{}
+		}
+		man.Tags[unsupportedTag] = string(b)
+		r.log("image lacks unsupported entries", "job", req.Job, "dataset", req.Dataset, "summary", unsupported.String())
+	}
+
 	id, err := snapshot.SaveSnapshot(wctx, w, man)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("saving image of %s: %w", req.SourceDir, err)
@@ -253,11 +308,18 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	res := manifestResult(man)
 	res.ImageID, res.RootID = string(id), man.RootObjectID().String()
+	res.Unsupported = unsupported
 
 	r.log("pushed image", "job", req.Job, "image", res.ImageID, "files", res.Files, "bytes", res.Bytes,
 		"reused", res.Reused, "took", time.Since(start).Round(time.Millisecond))
 
 	return res, nil
+}
+
+// scanResult is what the push's ScanUnsupported found.
+type scanResult struct {
+	sum *Unsupported
+	err error
 }
 
 // finishPrecopy makes what a precopy stored durable and drops its checkpoints: it leaves
@@ -345,7 +407,7 @@ func validatePush(req *PushRequest) error {
 
 	for k := range req.Tags {
 		switch k {
-		case "type", "hostname", "username", "path", "":
+		case "type", "hostname", "username", "path", unsupportedTag, "":
 			return badInput("Tags", "key %q is reserved", k)
 		}
 	}
@@ -359,6 +421,14 @@ func validatePush(req *PushRequest) error {
 
 	if req.Parallel <= 0 {
 		req.Parallel = runtime.NumCPU()
+	}
+
+	switch req.OnUnsupported {
+	case "":
+		req.OnUnsupported = OnUnsupportedFail
+	case OnUnsupportedFail, OnUnsupportedSkip:
+	default:
+		return badInput("OnUnsupported", "%q is not valid: want %q or %q", req.OnUnsupported, OnUnsupportedFail, OnUnsupportedSkip)
 	}
 
 	return nil

@@ -350,6 +350,9 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 		var p activities.PushResult
 		if dc.FromPayloads(res, &p) == nil {
 			r.Detail = fmt.Sprintf("image %s: %d files, %s", p.ImageID, p.Files, humanBytes(p.Bytes))
+			if p.Unsupported != nil {
+				r.Detail += "; INCOMPLETE: " + p.Unsupported.String()
+			}
 		}
 	case activities.PrecopyName:
 		var p activities.PrecopyResult
@@ -362,7 +365,7 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 	case activities.PullName:
 		var p activities.PullResult
 		if dc.FromPayloads(res, &p) == nil {
-			r.Detail = fmt.Sprintf("replica %s (verified=%t, epoch %d): %d files, %s", p.ReplicaName, p.Verified, p.Epoch, p.Files, humanBytes(p.Bytes))
+			r.Detail = fmt.Sprintf("replica %s (verified=%t%s, epoch %d): %d files, %s", p.ReplicaName, p.Verified, incompleteMark(p.Incomplete), p.Epoch, p.Files, humanBytes(p.Bytes))
 		}
 	case activities.PreflightName:
 		var p activities.PreflightResult

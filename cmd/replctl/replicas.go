@@ -67,11 +67,15 @@ type replicaRow struct {
 	// share unchanged files as hard links).
 	AddedBytes int64 `json:"added_bytes"`
 	// Verified is nil when the replica has no meta record.
-	Verified *bool  `json:"verified,omitempty"`
-	Agent    string `json:"agent,omitempty"`
-	Epoch    int64  `json:"epoch,omitempty"`
-	Image    string `json:"image,omitempty"`
-	Note     string `json:"note,omitempty"`
+	Verified *bool `json:"verified,omitempty"`
+	// Incomplete: the replica lacks entries the data plane cannot replicate (the job's
+	// on_unsupported is skip); Unsupported says which.
+	Incomplete  bool                   `json:"incomplete,omitempty"`
+	Unsupported *dataplane.Unsupported `json:"unsupported,omitempty"`
+	Agent       string                 `json:"agent,omitempty"`
+	Epoch       int64                  `json:"epoch,omitempty"`
+	Image       string                 `json:"image,omitempty"`
+	Note        string                 `json:"note,omitempty"`
 }
 
 // replicasView is the output of `replctl replicas`.
@@ -137,6 +141,10 @@ func listJobReplicas(cfg *config.Config, j *config.Job, measure bool, now time.T
 		r := replicaRow{Name: ri.Name, Path: ri.Path, Current: ri.Current, Published: ri.ModTime, Age: now.Sub(ri.ModTime).Round(time.Second).String()}
 		if m, err := readReplicaMeta(ri.Path); err == nil {
 			r.Verified, r.Agent, r.Epoch, r.Image = &m.Verified, m.Agent, m.Epoch, m.Image
+			r.Incomplete, r.Unsupported = m.Incomplete, m.Unsupported
+			if m.Incomplete {
+				r.Note = "INCOMPLETE: " + m.Unsupported.String()
+			}
 		} else if errors.Is(err, fs.ErrNotExist) {
 			r.Note = "no meta record (publish time is the directory's mtime)"
 		} else {
@@ -166,6 +174,9 @@ type replicaMeta struct {
 	Agent     string    `json:"agent"`
 	Verified  bool      `json:"verified"`
 	Published time.Time `json:"published"`
+	// Incomplete and Unsupported: what the image lacked (on_unsupported: skip).
+	Incomplete  bool                   `json:"incomplete"`
+	Unsupported *dataplane.Unsupported `json:"unsupported"`
 }
 
 // readReplicaMeta reads the meta record of the replica at path
@@ -237,6 +248,9 @@ func printReplicas(w io.Writer, v *replicasView) {
 			verified = "yes"
 			if !*r.Verified {
 				verified = "NO"
+			}
+			if r.Incomplete {
+				verified += ", INCOMPLETE"
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", cur, r.Name, r.Published.Local().Format(time.DateTime), r.Age, r.Files, humanBytes(r.Bytes), humanBytes(r.AddedBytes), verified, dash(r.Agent))

@@ -68,12 +68,14 @@ type liveStep struct {
 
 // lastReplica is the newest replica of a job, published by a completed run.
 type lastReplica struct {
-	RunID    string    `json:"run_id"`
-	Name     string    `json:"name"`
-	Path     string    `json:"path"`
-	Agent    string    `json:"agent"`
-	Verified bool      `json:"verified"`
-	At       time.Time `json:"at"`
+	RunID    string `json:"run_id"`
+	Name     string `json:"name"`
+	Path     string `json:"path"`
+	Agent    string `json:"agent"`
+	Verified bool   `json:"verified"`
+	// Incomplete: the replica lacks entries the data plane cannot replicate.
+	Incomplete bool      `json:"incomplete,omitempty"`
+	At         time.Time `json:"at"`
 	// RunTook is how long the run that made it took.
 	RunTook time.Duration `json:"run_took_ns"`
 }
@@ -281,7 +283,7 @@ func newLiveStep(activity string, attempt int32, details []*commonpb.Payload, st
 // of the job's latest completed run (visibility).
 func (s *statusSource) lastReplica(ctx context.Context, v statusView) {
 	if r := v.Replica; r != nil && v.Phase == workflows.PhaseCompleted {
-		s.last = &lastReplica{RunID: v.RunID, Name: r.Name, Path: r.Path, Agent: r.Agent, Verified: r.Verified, At: v.FinishedAt, RunTook: v.FinishedAt.Sub(v.StartedAt)}
+		s.last = &lastReplica{RunID: v.RunID, Name: r.Name, Path: r.Path, Agent: r.Agent, Verified: r.Verified, Incomplete: r.Incomplete, At: v.FinishedAt, RunTook: v.FinishedAt.Sub(v.StartedAt)}
 		s.lastChecked = true
 		return
 	}
@@ -306,7 +308,7 @@ func (s *statusSource) lastReplica(ctx context.Context, v statusView) {
 	if at.IsZero() {
 		at = e.GetCloseTime().AsTime()
 	}
-	s.last = &lastReplica{RunID: e.GetExecution().GetRunId(), Name: st.Replica.Name, Path: st.Replica.Path, Agent: st.Replica.Agent, Verified: st.Replica.Verified, At: at, RunTook: at.Sub(st.StartedAt)}
+	s.last = &lastReplica{RunID: e.GetExecution().GetRunId(), Name: st.Replica.Name, Path: st.Replica.Path, Agent: st.Replica.Agent, Verified: st.Replica.Verified, Incomplete: st.Replica.Incomplete, At: at, RunTook: at.Sub(st.StartedAt)}
 }
 
 // rpo compares the last replica's age with the job's schedule; nil for jobs without one.
@@ -465,16 +467,19 @@ func printStatus(w io.Writer, v statusView) {
 		fmt.Fprintf(tw, "running\t%s\n", liveLine(l))
 	}
 	if r := s.Replica; r != nil {
-		fmt.Fprintf(tw, "replica\t%s (verified=%t, by %s, epoch %d)\n", r.Path, r.Verified, r.Agent, r.Epoch)
+		fmt.Fprintf(tw, "replica\t%s (verified=%t%s, by %s, epoch %d)\n", r.Path, r.Verified, incompleteMark(r.Incomplete), r.Agent, r.Epoch)
 		fmt.Fprintf(tw, "published at\t%s\n", r.Link)
 	}
 	if showTargets(s) {
 		for _, t := range s.Targets {
 			fmt.Fprintf(tw, "target %s\t%s\n", t.Storage, targetLine(t))
 			for _, r := range t.Replicas {
-				fmt.Fprintf(tw, "  %s\t%s (verified=%t)\n", r.Dataset, r.Path, r.Verified)
+				fmt.Fprintf(tw, "  %s\t%s (verified=%t%s)\n", r.Dataset, r.Path, r.Verified, incompleteMark(r.Incomplete))
 			}
 		}
+	}
+	if u := s.Unsupported; u != nil {
+		fmt.Fprintf(tw, "INCOMPLETE\t%s (on_unsupported: skip)\n", u.String())
 	}
 	for _, t := range s.Takeovers {
 		fmt.Fprintf(tw, "takeover\t%s\n", takeoverLine(t))
@@ -489,7 +494,7 @@ func printStatus(w io.Writer, v statusView) {
 		fmt.Fprintf(tw, "note\t%s\n", n)
 	}
 	if r := v.LastReplica; r != nil && (s.Replica == nil || r.RunID != s.RunID) {
-		fmt.Fprintf(tw, "last replica\t%s (run %s, %s ago)\n", r.Name, r.RunID, time.Since(r.At).Round(time.Second))
+		fmt.Fprintf(tw, "last replica\t%s (run %s, %s ago%s)\n", r.Name, r.RunID, time.Since(r.At).Round(time.Second), incompleteMark(r.Incomplete))
 	}
 	if r := v.RPO; r != nil {
 		fmt.Fprintf(tw, "rpo\t%s\n", rpoLine(r))
@@ -797,4 +802,13 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// incompleteMark is what a replica's line adds when the replica lacks entries the data plane
+// cannot replicate.
+func incompleteMark(incomplete bool) string {
+	if incomplete {
+		return ", INCOMPLETE"
+	}
+	return ""
 }

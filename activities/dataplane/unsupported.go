@@ -1,0 +1,401 @@
+package dataplane
+
+// What an image cannot hold. The data plane keeps regular files, directories and symlinks with
+// their owner, mode and mtime. kopia skips other entry types without a word (its policy
+// IgnoreUnknownTypes defaults to true), and an image keeps neither hard links nor extended
+// attributes. ScanUnsupported finds such entries so the push can refuse them, or report them,
+// instead of dropping them silently.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kopia/kopia/snapshot"
+	"golang.org/x/sys/unix"
+)
+
+// Kinds of entries an image cannot hold (Unsupported.ByKind). Extended attributes are
+// counted by namespace ("xattr:user", "xattr:trusted", "xattr:security", ...), except POSIX
+// ACLs and file capabilities, which have kinds of their own.
+const (
+	KindFIFO       = "fifo"
+	KindSocket     = "socket"
+	KindDevice     = "device"
+	KindHardlink   = "hardlink"
+	KindACL        = "acl"
+	KindCapability = "capability"
+	kindXattr      = "xattr:"
+)
+
+// Values of PushRequest.OnUnsupported.
+const (
+	OnUnsupportedFail = "fail"
+	OnUnsupportedSkip = "skip"
+)
+
+// UnsupportedFirst is how many entries an Unsupported summary names.
+const UnsupportedFirst = 20
+
+// ErrUnsupported means the source holds entries an image cannot hold and the job's policy
+// (on_unsupported: fail) refuses to replicate without them. Every agent would find the same.
+var ErrUnsupported = errors.New("entries cannot be replicated")
+
+// Unsupported summarises the entries of a tree an image cannot hold.
+type Unsupported struct {
+	// Count is the number of entries with anything that cannot be replicated.
+	Count int `json:"count"`
+	// ByKind counts them by kind (an entry may count under several kinds).
+	ByKind map[string]int `json:"by_kind,omitempty"`
+	// First names the first UnsupportedFirst entries in path order, each as
+	// "dataset/path (what)".
+	First []string `json:"first,omitempty"`
+	// Partial: the scan stopped at its bound before the end of the tree (preflight).
+	Partial bool `json:"partial,omitempty"`
+}
+
+// Empty reports whether nothing unsupported was found.
+func (u *Unsupported) Empty() bool { return u == nil || u.Count == 0 }
+
+// Merge adds o to u (the datasets of a consistency group).
+func (u *Unsupported) Merge(o *Unsupported) {
+	if o.Empty() {
+		return
+	}
+	u.Count += o.Count
+	if u.ByKind == nil {
+		u.ByKind = map[string]int{}
+	}
+	for k, n := range o.ByKind {
+		u.ByKind[k] += n
+	}
+	u.First = append(u.First, o.First...)
+	sort.Strings(u.First)
+	if len(u.First) > UnsupportedFirst {
+		u.First = u.First[:UnsupportedFirst]
+	}
+	u.Partial = u.Partial || o.Partial
+}
+
+// Kinds is "fifo 1, device 1, hardlink 2", in kind order.
+func (u *Unsupported) Kinds() string {
+	if u.Empty() {
+		return ""
+	}
+	kinds := make([]string, 0, len(u.ByKind))
+	for k := range u.ByKind {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for i, k := range kinds {
+		kinds[i] = fmt.Sprintf("%s %d", k, u.ByKind[k])
+	}
+	return strings.Join(kinds, ", ")
+}
+
+// String is a one-line summary: "3 entries cannot be replicated (fifo 1, ...): a (fifo), ...".
+func (u *Unsupported) String() string {
+	if u.Empty() {
+		return "nothing unsupported"
+	}
+	what := "entries cannot"
+	if u.Count == 1 {
+		what = "entry cannot"
+	}
+	s := fmt.Sprintf("%d %s be replicated (%s): %s", u.Count, what, u.Kinds(), strings.Join(u.First, ", "))
+	if u.Count > len(u.First) {
+		s += fmt.Sprintf(" and %d more", u.Count-len(u.First))
+	}
+	return s
+}
+
+// UnsupportedError is ErrUnsupported with what was found.
+type UnsupportedError struct {
+	Job     string
+	Summary Unsupported
+}
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("push: %s; set on_unsupported: skip on job %s to replicate without them", e.Summary.String(), e.Job)
+}
+
+// Unwrap makes errors.Is(err, ErrUnsupported) true.
+func (e *UnsupportedError) Unwrap() error { return ErrUnsupported }
+
+// ScanOptions bound a scan.
+type ScanOptions struct {
+	// Name prefixes every path in the summary (the dataset).
+	Name string
+	// MaxEntries stops the scan after this many entries (0 = no bound); the summary is then
+	// Partial.
+	MaxEntries int64
+	// MaxTime stops the scan after this long (0 = no bound); the summary is then Partial.
+	MaxTime time.Duration
+	// Parallel directory readers (default 4).
+	Parallel int
+}
+
+// ScanUnsupported walks dir (never following a symlink) and summarises the entries an image
+// cannot hold: FIFOs, sockets, devices, regular files with another name in the tree (hard
+// links) and entries with extended attributes (POSIX ACLs and file capabilities included).
+// A ctx that ends stops the scan with its error. An entry that cannot be read is left to the
+// push, which fails on it.
+func ScanUnsupported(ctx context.Context, dir string, opt ScanOptions) (*Unsupported, error) {
+	if err := checkAbs("dir", dir); err != nil {
+		return nil, err
+	}
+	if opt.Parallel <= 0 {
+		opt.Parallel = 4
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("scanning %s: %w", dir, err)
+	}
+	s := &scan{ctx: ctx, opt: opt, root: dir, start: time.Now(), sem: make(chan struct{}, opt.Parallel-1), links: map[[2]uint64]string{},
+		sum: Unsupported{ByKind: map[string]int{}}}
+	rootName := opt.Name
+	if rootName == "" {
+		rootName = "."
+	}
+	s.found(rootName, s.xattrs(dir)) // the root's own
+	s.wg.Add(1)
+	s.dir(fd, dir, opt.Name)
+	s.wg.Wait()
+	if s.err != nil {
+		return nil, s.err
+	}
+	if s.sum.Count == 0 {
+		s.sum.ByKind = nil
+	}
+	return &s.sum, nil
+}
+
+// scan is one ScanUnsupported walk.
+type scan struct {
+	ctx   context.Context
+	opt   ScanOptions
+	root  string
+	start time.Time
+	// sem holds a token per extra walker: a directory is walked by a new goroutine when one
+	// is free, else by the one that found it.
+	sem chan struct{}
+	wg  sync.WaitGroup
+
+	mu      sync.Mutex
+	err     error
+	entries int64
+	sum     Unsupported
+	// links maps (dev, ino) of a regular file with several links to its first path found.
+	links map[[2]uint64]string
+}
+
+// stop reports whether the walk must end (error, ctx or bound).
+func (s *scan) stop() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil && s.ctx.Err() != nil {
+		s.err = fmt.Errorf("scan of %s stopped: %w", s.root, context.Cause(s.ctx))
+	}
+	if s.opt.MaxTime > 0 && time.Since(s.start) > s.opt.MaxTime {
+		s.sum.Partial = true
+	}
+	return s.err != nil || s.sum.Partial
+}
+
+func (s *scan) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// dir walks the open directory fd (full path p, summary name name) and closes it.
+func (s *scan) dir(fd int, p, name string) {
+	defer s.wg.Done()
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	for !s.stop() {
+		names, err := f.Readdirnames(1024)
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			s.fail(fmt.Errorf("scanning %s: %w", p, err))
+			return
+		}
+		for _, n := range names {
+			s.child(fd, path.Join(p, n), path.Join(name, n), n)
+		}
+	}
+}
+
+// child examines one entry of the directory dfd and descends into a subdirectory.
+func (s *scan) child(dfd int, p, name, base string) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if !errors.Is(err, unix.ENOENT) {
+			s.fail(fmt.Errorf("scanning %s: %w", p, err))
+		}
+		return
+	}
+	s.mu.Lock()
+	s.entries++
+	over := s.opt.MaxEntries > 0 && s.entries > s.opt.MaxEntries
+	s.sum.Partial = s.sum.Partial || over
+	s.mu.Unlock()
+	if over {
+		return
+	}
+	var what []string
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		what = append(what, KindFIFO)
+	case unix.S_IFSOCK:
+		what = append(what, KindSocket)
+	case unix.S_IFCHR:
+		what = append(what, KindDevice+":char device")
+	case unix.S_IFBLK:
+		what = append(what, KindDevice+":block device")
+	case unix.S_IFREG:
+		if st.Nlink > 1 {
+			what = append(what, s.hardlink(st, name)...)
+		}
+	case unix.S_IFDIR:
+		cfd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if !errors.Is(err, unix.ENOENT) {
+				s.fail(fmt.Errorf("scanning %s: %w", p, err))
+			}
+			return
+		}
+		s.wg.Add(1)
+		select {
+		case s.sem <- struct{}{}:
+			go func() {
+				defer func() { <-s.sem }()
+				s.dir(cfd, p, name)
+			}()
+		default:
+			s.dir(cfd, p, name)
+		}
+	}
+	s.found(name, append(what, s.xattrs(p)...))
+}
+
+// hardlink records a regular file with several links: the second and later paths of one
+// inode within the tree are hard links (the first is counted when the second is met). Links
+// from outside the tree do not count: they could not be kept by any copy of the tree.
+func (s *scan) hardlink(st unix.Stat_t, name string) []string {
+	key := [2]uint64{st.Dev, st.Ino}
+	what := fmt.Sprintf("%s:hard link, %d links", KindHardlink, st.Nlink)
+	s.mu.Lock()
+	first, seen := s.links[key]
+	if !seen {
+		s.links[key] = name
+	} else if first != "" {
+		s.links[key] = "" // counted from now on
+	}
+	s.mu.Unlock()
+	if !seen {
+		return nil
+	}
+	if first != "" {
+		s.found(first, []string{what})
+	}
+	return []string{what}
+}
+
+// xattrs lists the extended attributes of p as kinds.
+func (s *scan) xattrs(p string) []string {
+	buf := make([]byte, 1024)
+	n, err := unix.Llistxattr(p, buf)
+	if errors.Is(err, unix.ERANGE) {
+		if n, err = unix.Llistxattr(p, nil); err == nil {
+			buf = make([]byte, n+64)
+			n, err = unix.Llistxattr(p, buf)
+		}
+	}
+	if err != nil || n == 0 {
+		return nil // ENOTSUP: the filesystem has none; a vanished entry has none either
+	}
+	var out []string
+	for _, a := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
+		switch {
+		case a == "":
+		case a == "system.posix_acl_access" || a == "system.posix_acl_default":
+			out = append(out, KindACL+":ACL "+a)
+		case a == "security.capability":
+			out = append(out, KindCapability+":capability "+a)
+		default:
+			ns, _, _ := strings.Cut(a, ".")
+			out = append(out, kindXattr+ns+":xattr "+a)
+		}
+	}
+	return out
+}
+
+// found records entry name with its findings, each "kind:detail".
+func (s *scan) found(name string, what []string) {
+	if len(what) == 0 {
+		return
+	}
+	details := make([]string, len(what))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sum.Count++
+	for i, w := range what {
+		kind, detail := splitKind(w)
+		s.sum.ByKind[kind]++
+		details[i] = detail
+	}
+	line := fmt.Sprintf("%s (%s)", name, strings.Join(details, "; "))
+	// Keep the first UnsupportedFirst in path order, whatever order the walkers met them.
+	f := s.sum.First
+	j := sort.SearchStrings(f, line)
+	if j >= UnsupportedFirst {
+		return
+	}
+	f = append(f, "")
+	copy(f[j+1:], f[j:])
+	f[j] = line
+	if len(f) > UnsupportedFirst {
+		f = f[:UnsupportedFirst]
+	}
+	s.sum.First = f
+}
+
+// splitKind splits "kind:detail"; a kind may itself hold one colon ("xattr:user").
+func splitKind(w string) (kind, detail string) {
+	if strings.HasPrefix(w, kindXattr) {
+		ns, detail, _ := strings.Cut(w[len(kindXattr):], ":")
+		return kindXattr + ns, detail
+	}
+	kind, detail, ok := strings.Cut(w, ":")
+	if !ok {
+		detail = kind
+	}
+	return kind, detail
+}
+
+// imageUnsupported is what an image pushed with OnUnsupported "skip" lacks (its tag).
+func imageUnsupported(man *snapshot.Manifest) (*Unsupported, bool) {
+	v, ok := man.Tags[unsupportedTag]
+	if !ok {
+		return nil, false
+	}
+	var u Unsupported
+	if err := json.Unmarshal([]byte(v), &u); err != nil {
+		// Still incomplete: the tag says so even if its summary is unreadable.
+		return &Unsupported{First: []string{"(unreadable summary: " + err.Error() + ")"}}, true
+	}
+	return &u, true
+}

@@ -1,0 +1,259 @@
+package dataplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// makeUnsupportedTree adds one entry of every kind an image cannot hold to dir, and returns
+// the kinds it could make (xattrs need a filesystem that has them).
+func makeUnsupportedTree(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	want := map[string]int{}
+	writeFile(t, filepath.Join(dir, "plain.txt"), []byte("plain"), 0o644, baseTime)
+	require.NoError(t, unix.Mkfifo(filepath.Join(dir, "pipe"), 0o644))
+	want[KindFIFO]++
+	// A unix socket path must be short: bind in dir through a relative name.
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	require.NoError(t, os.Chdir(dir))
+	l, err := net.Listen("unix", "sock")
+	require.NoError(t, os.Chdir(wd))
+	require.NoError(t, err)
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	require.NoError(t, l.Close())
+	want[KindSocket]++
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "dev"), 0o755))
+	require.NoError(t, unix.Mknod(filepath.Join(dir, "dev", "null0"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))))
+	require.NoError(t, unix.Mknod(filepath.Join(dir, "dev", "blk0"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 0))))
+	want[KindDevice] += 2
+	writeFile(t, filepath.Join(dir, "a"), []byte("linked"), 0o644, baseTime)
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
+	require.NoError(t, os.Link(filepath.Join(dir, "a"), filepath.Join(dir, "sub", "b")))
+	want[KindHardlink] += 2
+	writeFile(t, filepath.Join(dir, "x.txt"), []byte("x"), 0o644, baseTime)
+	if err := unix.Lsetxattr(filepath.Join(dir, "x.txt"), "user.note", []byte("v"), 0); err == nil {
+		want["xattr:user"]++
+	}
+	writeFile(t, filepath.Join(dir, "acl.txt"), []byte("acl"), 0o644, baseTime)
+	// A POSIX ACL granting uid 1234 read: header, user_obj, user 1234, group_obj, mask, other.
+	acl := posixACL(t, [][3]uint32{{0x01, 6, 0xffffffff}, {0x02, 4, 1234}, {0x04, 4, 0xffffffff}, {0x10, 4, 0xffffffff}, {0x20, 4, 0xffffffff}})
+	if err := unix.Lsetxattr(filepath.Join(dir, "acl.txt"), "system.posix_acl_access", acl, 0); err == nil {
+		want[KindACL]++
+	} else {
+		t.Logf("no ACL on this filesystem: %v", err)
+	}
+	writeFile(t, filepath.Join(dir, "cap"), []byte("#!/bin/true\n"), 0o755, baseTime)
+	// VFS_CAP_REVISION_2 with cap_net_bind_service (bit 10) permitted and effective.
+	capv := make([]byte, 20)
+	capv[0], capv[3] = 0x01, 0x02 // magic 0x02000001 little-endian, effective flag
+	capv[4+1] = 0x04              // permitted[0] bit 10
+	if err := unix.Lsetxattr(filepath.Join(dir, "cap"), "security.capability", capv, 0); err == nil {
+		want[KindCapability]++
+	} else {
+		t.Logf("no file capability on this filesystem: %v", err)
+	}
+	return want
+}
+
+// posixACL encodes a POSIX ACL xattr value: version 2, then (tag u16, perm u16, id u32) entries.
+func posixACL(t *testing.T, entries [][3]uint32) []byte {
+	t.Helper()
+	b := []byte{2, 0, 0, 0}
+	for _, e := range entries {
+		b = append(b, byte(e[0]), byte(e[0]>>8), byte(e[1]), byte(e[1]>>8), byte(e[2]), byte(e[2]>>8), byte(e[2]>>16), byte(e[2]>>24))
+	}
+	return b
+}
+
+func TestScanFindsEveryUnsupportedKind(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("devices and capabilities need root")
+	}
+	dir := t.TempDir()
+	want := makeUnsupportedTree(t, dir)
+	require.Contains(t, want, "xattr:user", "the test filesystem must have user xattrs")
+
+	u, err := ScanUnsupported(context.Background(), dir, ScanOptions{Name: "orders"})
+	require.NoError(t, err)
+	require.Equal(t, want, u.ByKind)
+	n := 0
+	for _, c := range want {
+		n += c
+	}
+	require.Equal(t, n, u.Count, "every entry here has one thing wrong")
+	require.False(t, u.Partial)
+	require.Equal(t, []string{
+		"orders/a (hard link, 2 links)",
+	}, u.First[:1])
+	for _, line := range []string{
+		"orders/pipe (fifo)", "orders/sock (socket)", "orders/dev/null0 (char device)", "orders/dev/blk0 (block device)",
+		"orders/sub/b (hard link, 2 links)", "orders/x.txt (xattr user.note)",
+	} {
+		require.Contains(t, u.First, line)
+	}
+	if want[KindACL] > 0 {
+		require.Contains(t, u.First, "orders/acl.txt (ACL system.posix_acl_access)")
+	}
+	if want[KindCapability] > 0 {
+		require.Contains(t, u.First, "orders/cap (capability security.capability)")
+	}
+	for _, p := range u.First {
+		require.NotContains(t, p, "plain.txt")
+	}
+	require.IsIncreasing(t, u.First, "path order, whatever order the walkers met them")
+}
+
+func TestScanCapsPathsButCountsAll(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 50 {
+		require.NoError(t, unix.Mkfifo(filepath.Join(dir, fmt.Sprintf("p%02d", i)), 0o600))
+	}
+	writeFile(t, filepath.Join(dir, "outside-link"), []byte("x"), 0o644, baseTime)
+	// A link from outside the tree is not a hard link the tree could keep: not counted.
+	require.NoError(t, os.Link(filepath.Join(dir, "outside-link"), filepath.Join(t.TempDir(), "other")))
+
+	u, err := ScanUnsupported(context.Background(), dir, ScanOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 50, u.Count)
+	require.Equal(t, map[string]int{KindFIFO: 50}, u.ByKind)
+	require.Len(t, u.First, UnsupportedFirst)
+	require.Equal(t, "p00 (fifo)", u.First[0])
+	require.Equal(t, "p19 (fifo)", u.First[UnsupportedFirst-1])
+	require.Contains(t, u.String(), "50 entries cannot be replicated (fifo 50): p00 (fifo), ")
+	require.True(t, strings.HasSuffix(u.String(), " and 30 more"), u.String())
+
+	u, err = ScanUnsupported(context.Background(), dir, ScanOptions{MaxEntries: 10})
+	require.NoError(t, err)
+	require.True(t, u.Partial, "a bounded scan says it did not see everything")
+	require.Less(t, u.Count, 50)
+
+	u, err = ScanUnsupported(context.Background(), dir, ScanOptions{MaxTime: time.Nanosecond})
+	require.NoError(t, err)
+	require.True(t, u.Partial, "a scan out of time says it did not see everything")
+
+	clean := t.TempDir()
+	makeTree(t, clean)
+	u, err = ScanUnsupported(context.Background(), clean, ScanOptions{})
+	require.NoError(t, err)
+	require.True(t, u.Empty(), "regular files, dirs and symlinks are kept: %v", u)
+}
+
+// By default a push refuses a tree with entries an image cannot hold, naming them; with
+// OnUnsupported "skip" it keeps the image without them and the replica's meta record says
+// it is incomplete.
+func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
+	e := newEnv(t)
+	writeFile(t, filepath.Join(e.src, "f"), []byte("x"), 0o644, baseTime)
+	require.NoError(t, unix.Mkfifo(filepath.Join(e.src, "fifo"), 0o644))
+	writeFile(t, filepath.Join(e.src, "a"), []byte("linked"), 0o644, baseTime)
+	require.NoError(t, os.Link(filepath.Join(e.src, "a"), filepath.Join(e.src, "b")))
+
+	req := PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}
+	_, err := e.repos.Push(context.Background(), req, nil)
+	require.ErrorIs(t, err, ErrUnsupported)
+	require.EqualError(t, err, "push: 3 entries cannot be replicated (fifo 1, hardlink 2): data/set1/a (hard link, 2 links), "+
+		"data/set1/b (hard link, 2 links), data/set1/fifo (fifo); set on_unsupported: skip on job job1 to replicate without them")
+	require.Zero(t, e.manifests(sourceInfo(e.job, e.ds)), "no image is kept")
+
+	req.OnUnsupported = "sometimes"
+	_, err = e.repos.Push(context.Background(), req, nil)
+	require.ErrorIs(t, err, ErrBadInput)
+
+	req.OnUnsupported = OnUnsupportedSkip
+	res, err := e.repos.Push(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.NotNil(t, res.Unsupported)
+	require.Equal(t, 3, res.Unsupported.Count)
+
+	pres := e.pull(res.ImageID, "r1")
+	require.True(t, pres.Incomplete)
+	require.True(t, pres.Verified, "verified against its image, which lacks the fifo")
+	require.FileExists(t, filepath.Join(pres.ReplicaPath, "f"))
+	require.NoFileExists(t, filepath.Join(pres.ReplicaPath, "fifo"), "kopia stores no fifos, sockets or devices")
+	require.NotEqual(t, inode(t, filepath.Join(pres.ReplicaPath, "a")), inode(t, filepath.Join(pres.ReplicaPath, "b")))
+	m, err := readMeta(newLayout(e.target, e.ds).metaFile("r1"))
+	require.NoError(t, err)
+	require.True(t, m.Incomplete)
+	require.Equal(t, res.Unsupported, m.Unsupported)
+	b, err := os.ReadFile(newLayout(e.target, e.ds).metaFile("r1"))
+	require.NoError(t, err)
+	var raw map[string]any
+	require.NoError(t, json.Unmarshal(b, &raw))
+	require.Equal(t, true, raw["incomplete"])
+
+	// A precopy reads the live tree and never refuses: the push decides.
+	req.OnUnsupported, req.Precopy, req.PrecopyFirst = "", true, true
+	pre, err := e.repos.Push(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.Nil(t, pre.Unsupported)
+
+	// A complete image leaves no mark on its replica.
+	require.NoError(t, os.Remove(filepath.Join(e.src, "fifo")))
+	require.NoError(t, os.Remove(filepath.Join(e.src, "b")))
+	clean := e.push()
+	require.Nil(t, clean.Unsupported)
+	require.False(t, e.pull(clean.ImageID, "r2").Incomplete)
+	m, err = readMeta(newLayout(e.target, e.ds).metaFile("r2"))
+	require.NoError(t, err)
+	require.False(t, m.Incomplete)
+	require.Nil(t, m.Unsupported)
+}
+
+// TestMeasureScan times ScanUnsupported and an unchanged push (which runs the scan beside
+// kopia's walk) on a tree of many small files. Skipped unless REPLCTL_MEASURE is set:
+//
+//	REPLCTL_MEASURE=1 REPLCTL_MEASURE_FILES=200000 go test ./activities/dataplane -run TestMeasureScan -v
+func TestMeasureScan(t *testing.T) {
+	if os.Getenv("REPLCTL_MEASURE") == "" {
+		t.Skip("set REPLCTL_MEASURE=1 to run")
+	}
+	files := envInt("REPLCTL_MEASURE_FILES", 200000)
+	e := newEnv(t)
+	for d := range (files + 199) / 200 {
+		dir := filepath.Join(e.src, fmt.Sprintf("d%04d", d))
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+		for f := range min(200, files-d*200) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d", f)), []byte{byte(f)}, 0o644))
+		}
+	}
+	e.push()
+	for i := range 3 {
+		t0 := time.Now()
+		u, err := ScanUnsupported(context.Background(), e.src, ScanOptions{Parallel: runtime.NumCPU()})
+		require.NoError(t, err)
+		require.True(t, u.Empty())
+		scan := time.Since(t0)
+		t0 = time.Now()
+		e.push()
+		t.Logf("run %d: %d files: scan %v, unchanged push (scan beside it) %v", i, files, scan.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	}
+}
+
+// An entry the push cannot read fails it (kopia's file and directory errors are not ignored
+// outside a precopy): unreadable entries need no scan. Root reads anything, so this runs only
+// without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, e.g.:
+//
+//	go test -c ./activities/dataplane && setpriv --bounding-set -dac_override,-dac_read_search ./dataplane.test -test.run TestPushFailsOnUnreadableEntry
+func TestPushFailsOnUnreadableEntry(t *testing.T) {
+	e := newEnv(t)
+	writeFile(t, filepath.Join(e.src, "secret"), []byte("x"), 0o000, baseTime)
+	if f, err := os.Open(filepath.Join(e.src, "secret")); err == nil {
+		f.Close()
+		t.Skip("this process reads a mode 000 file (root with CAP_DAC_OVERRIDE)")
+	}
+	_, err := e.repos.Push(context.Background(), PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+	require.ErrorContains(t, err, "1 entries could not be read")
+	require.Zero(t, e.manifests(sourceInfo(e.job, e.ds)), "no image is kept")
+}
