@@ -16,6 +16,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"unicode/utf8"
 	"sync"
 	"time"
 
@@ -33,7 +34,10 @@ const (
 	KindHardlink   = "hardlink"
 	KindACL        = "acl"
 	KindCapability = "capability"
-	kindXattr      = "xattr:"
+	// KindName: a name that is not valid UTF-8. Kopia keeps names as JSON strings, which
+	// turn each invalid byte into U+FFFD: the entry would come back under another name.
+	KindName  = "name"
+	kindXattr = "xattr:"
 )
 
 // Values of PushRequest.OnUnsupported.
@@ -256,6 +260,9 @@ func (s *scan) child(dfd int, p, name, base string) {
 		return
 	}
 	var what []string
+	if !utf8.ValidString(base) {
+		what = append(what, KindName+":name not valid UTF-8")
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFIFO:
 		what = append(what, KindFIFO)

@@ -42,6 +42,8 @@ func makeUnsupportedTree(t *testing.T, dir string) map[string]int {
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
 	require.NoError(t, os.Link(filepath.Join(dir, "a"), filepath.Join(dir, "sub", "b")))
 	want[KindHardlink] += 2
+	writeFile(t, filepath.Join(dir, "bad-\xff-name"), []byte("n"), 0o644, baseTime)
+	want[KindName]++
 	writeFile(t, filepath.Join(dir, "x.txt"), []byte("x"), 0o644, baseTime)
 	if err := unix.Lsetxattr(filepath.Join(dir, "x.txt"), "user.note", []byte("v"), 0); err == nil {
 		want["xattr:user"]++
