@@ -79,7 +79,11 @@ type PullResult struct {
 	Bytes, Files                                    int64 // totals of the image
 	Linked                                          int64 // files hard-linked from an earlier replica or attempt
 	Restored                                        int64 // files written from the repository
-	Verified                                        bool
+	// Distrusted counts files of the current replica that were changed after it was
+	// published (inode or ctime differ from its trust record): written from the
+	// repository instead of linked.
+	Distrusted int64
+	Verified   bool
 	// PublishedBy and PublishedEpoch name the attempt that published the replica: an
 	// earlier attempt whose result was lost, when this one found its work done.
 	PublishedBy    string
@@ -461,6 +465,8 @@ type puller struct {
 	// hashWrites: hash written contents against their IDs (verify
 	// "changed"; "full" reads every file back instead).
 	hashWrites bool
+	// zeros: contents seen to be all zeros (holes; never read again).
+	zeros zeroContents
 
 	linked, restored atomic.Int64
 }
@@ -1142,15 +1148,18 @@ func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, 
 	if errors.Is(err, errNotPlain) {
 		hashed = false
 
-		if _, err = f.Seek(0, io.SeekStart); err == nil {
-			if err = f.Truncate(0); err == nil {
-				n, err = p.copyObject(f, de.ObjectID)
-			}
+		if err = f.Truncate(0); err == nil {
+			n, err = p.copyObject(f, de.ObjectID)
 		}
 	}
 
 	if err == nil && n != de.FileSize {
 		err = fmt.Errorf("image object %v has %d bytes, entry says %d", de.ObjectID, n, de.FileSize)
+	}
+
+	// Zeros were skipped, not written: the size makes trailing ones holes.
+	if err == nil {
+		err = f.Truncate(n)
 	}
 
 	// Owner and mode through the open fd (no path lookups); chown first, it
@@ -1220,6 +1229,13 @@ func (p *puller) writeObject(f *os.File, oid object.ID, limit, off int64) (int64
 		return 0, err
 	}
 
+	// A content known to be zeros: a hole, nothing to read or write (its bytes
+	// were hashed against cid when first seen, like any content's).
+	if p.zeros.has(cid, limit) {
+		p.rp.addBytes(limit)
+		return limit, nil
+	}
+
 	data, err := p.dr.ContentReader().GetContent(p.ctx, cid)
 	if err != nil {
 		return 0, fmt.Errorf("reading image content %v: %w", cid, err)
@@ -1240,7 +1256,9 @@ func (p *puller) writeObject(f *os.File, oid object.ID, limit, off int64) (int64
 		}
 	}
 
-	if _, err := f.WriteAt(data, off); err != nil {
+	if allZero(data) {
+		p.zeros.add(cid, int64(len(data)))
+	} else if err := writeSparse(f, data, off); err != nil {
 		return 0, err
 	}
 
@@ -1270,7 +1288,7 @@ func (p *puller) copyObject(f *os.File, oid object.ID) (int64, error) {
 
 		m, rerr := io.ReadFull(r, *bp)
 		if m > 0 {
-			if _, err := f.Write((*bp)[:m]); err != nil {
+			if err := writeSparse(f, (*bp)[:m], n); err != nil {
 				return n, err
 			}
 
