@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestPullRepairsTamperedReplica: a write into the published replica with its
@@ -91,4 +92,82 @@ func TestTrustSurvivesOwnLinksAndUnlinks(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(e.replicaDir(), "b"))
 	require.NoError(t, err)
 	require.Equal(t, "content of b", string(got))
+}
+
+// TestTrustRecordRoundTrip: a record of 200,000 files encodes compactly and
+// decodes to itself; damaged records are refused.
+func TestTrustRecordRoundTrip(t *testing.T) {
+	const n = 200000
+
+	stamps := make([]stamp, n)
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano()
+	for i := range stamps {
+		// Inodes as a file system hands them out (dense, shuffled), ctimes within minutes.
+		stamps[i] = stamp{ino: uint64(1000 + (i*7919)%n), ctime: base + int64(i%5000)*1e6 + int64(i)}
+	}
+
+	t0 := time.Now()
+	r := newTrustRecord(stamps)
+	b := r.encode()
+	enc := time.Since(t0)
+
+	t0 = time.Now()
+	got, err := decodeTrust(b)
+	require.NoError(t, err)
+	t.Logf("%d files: %d bytes (%.1f a file), sort+encode %v, decode %v", n, len(b), float64(len(b))/n, enc.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	require.Equal(t, r, got)
+	require.Less(t, len(b), 10*n)
+
+	require.True(t, got.carry(1000, got.ctime[0], 42))
+	require.False(t, got.carry(1000, got.ctime[0]+1, 43), "a carry must meet the recorded ctime")
+	require.Equal(t, -1, got.find(999))
+
+	for _, bad := range [][]byte{nil, []byte("nonsense"), b[:len(b)-1], append(append([]byte{}, b...), 0)} {
+		_, err := decodeTrust(bad)
+		require.Error(t, err)
+	}
+}
+
+// TestMeasureSweepJournal times removing a tree of shared files (as the trash
+// sweep removes a retired replica) with and without noting ctimes. Skipped
+// unless REPLCTL_MEASURE is set:
+//
+//	REPLCTL_MEASURE=1 go test ./activities/dataplane -run TestMeasureSweepJournal -v
+func TestMeasureSweepJournal(t *testing.T) {
+	if os.Getenv("REPLCTL_MEASURE") == "" {
+		t.Skip("set REPLCTL_MEASURE=1 to run")
+	}
+
+	n := envInt("REPLCTL_MEASURE_FILES", 20000)
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	makeManyFiles(t, src, n, 100)
+
+	for round := range 2 {
+		for _, journal := range []bool{false, true} {
+			cp := filepath.Join(base, "copy")
+			require.NoError(t, filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+				require.NoError(t, err)
+				rel, _ := filepath.Rel(src, p)
+				if d.IsDir() {
+					return os.MkdirAll(filepath.Join(cp, rel), 0o755)
+				}
+
+				return os.Link(p, filepath.Join(cp, rel))
+			}))
+
+			var j *unlinkJournal
+			if journal {
+				j = &unlinkJournal{}
+			}
+
+			t0 := time.Now()
+			require.NoError(t, removeAllAtJ(unix.AT_FDCWD, cp, j))
+			t.Logf("round %d: removing %d shared files, journal %t: %v", round, n, journal, time.Since(t0).Round(time.Millisecond))
+
+			if journal {
+				require.Len(t, j.carries, n)
+			}
+		}
+	}
 }

@@ -937,8 +937,10 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 		var st unix.Stat_t
 		if err := unix.Fstatat(srcFd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && p.exactStat(&st, de) {
 			if !p.curTrust.trusts(&st) {
-				p.distrusted.Add(1)
-				p.log("file of the current replica changed since it was published; writing it anew", "replica", p.cur, "path", path.Join(dir, de.Name))
+				// The first few by name; the pull's final log line has the count.
+				if p.distrusted.Add(1) <= maxDistrustLogs {
+					p.log("file of the current replica changed since it was published; writing it anew", "replica", p.cur, "path", path.Join(dir, de.Name))
+				}
 
 				return "", 0, stamp{}
 			}

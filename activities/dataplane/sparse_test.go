@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -91,15 +92,9 @@ func TestPullKeepsHoles(t *testing.T) {
 	img := e.push().ImageID
 
 	for _, verify := range []string{"full", "changed"} {
-		req := e.pullReq(img, "r-"+verify)
-		req.Verify = verify
-		t0 := time.Now()
-		res, err := e.repos.Pull(context.Background(), req, nil)
-		require.NoError(t, err)
-		require.True(t, res.Verified)
-		t.Logf("verify=%s: pull of %d MiB apparent took %v", verify, (size+64<<20)>>20, time.Since(t0).Round(time.Millisecond))
+		rep, took := pullVerify(e, img, verify)
+		t.Logf("verify=%s: pull of %d MiB apparent took %v", verify, (size+64<<20)>>20, took)
 
-		rep := e.replicaDir()
 		got := filepath.Join(rep, "sparse.img")
 		require.Equal(t, sha(t, sp), sha(t, got))
 		require.Equal(t, int64(size), fileSize(t, got))
@@ -119,6 +114,24 @@ func TestPullKeepsHoles(t *testing.T) {
 	}
 }
 
+// pullVerify pulls img with that verification as a dataset of its own (so
+// every file is written, none linked from an earlier pull) and returns the
+// replica's path and how long the pull took.
+func pullVerify(e *env, img, verify string) (string, time.Duration) {
+	e.t.Helper()
+
+	req := e.pullReq(img, "r1")
+	req.Verify, req.SourceDataset, req.Dataset = verify, e.ds, e.ds+"-"+verify
+	t0 := time.Now()
+	res, err := e.repos.Pull(context.Background(), req, nil)
+	require.NoError(e.t, err)
+	require.True(e.t, res.Verified)
+	require.Zero(e.t, res.Linked, "every file written")
+	took := time.Since(t0).Round(time.Millisecond)
+
+	return res.ReplicaPath, took
+}
+
 func fileSize(t *testing.T, p string) int64 {
 	t.Helper()
 
@@ -126,4 +139,42 @@ func fileSize(t *testing.T, p string) int64 {
 	require.NoError(t, err)
 
 	return st.Size()
+}
+
+// TestMeasureSparse times push and pull of a sparse file with one byte of data
+// (issue 15: 3 GiB), skipped unless REPLCTL_MEASURE is set:
+//
+//	REPLCTL_MEASURE=1 go test ./activities/dataplane -run TestMeasureSparse -v
+//
+// REPLCTL_MEASURE_SPARSE_MB sets the apparent size (default 3072).
+func TestMeasureSparse(t *testing.T) {
+	if os.Getenv("REPLCTL_MEASURE") == "" {
+		t.Skip("set REPLCTL_MEASURE=1 to run")
+	}
+
+	size := int64(envInt("REPLCTL_MEASURE_SPARSE_MB", 3072)) << 20
+	e := newEnv(t)
+	sp := filepath.Join(e.src, "sparse.img")
+	require.NoError(t, os.WriteFile(sp, nil, 0o644))
+	require.NoError(t, os.Truncate(sp, size))
+	f, err := os.OpenFile(sp, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{1}, size/2)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	t0 := time.Now()
+	img := e.push().ImageID
+	t.Logf("push of %d MiB apparent (1 byte of data): %v", size>>20, time.Since(t0).Round(time.Millisecond))
+
+	for _, verify := range []string{"full", "changed"} {
+		rep, took := pullVerify(e, img, verify)
+		got := filepath.Join(rep, "sparse.img")
+		t.Logf("pull, verify=%s: %v, %d bytes allocated", verify, took, allocated(t, got))
+	}
+
+	t0 = time.Now()
+	cmd := exec.Command("cp", "-a", sp, filepath.Join(e.target, "cp.img"))
+	require.NoError(t, cmd.Run())
+	t.Logf("cp -a: %v, %d bytes allocated", time.Since(t0).Round(time.Millisecond), allocated(t, filepath.Join(e.target, "cp.img")))
 }

@@ -27,6 +27,10 @@ import (
 // carries the record forward to the new ctime: a pull for the files it links,
 // the trash sweep for the files it unlinks (see removeAllTracked).
 
+// maxDistrustLogs bounds the distrusted files a pull logs one by one (a tool
+// that touched every file, e.g. setting an xattr, distrusts them all).
+const maxDistrustLogs = 10
+
 // trustExt is the trust record's suffix beside the replica's meta record.
 const trustExt = ".trust"
 
