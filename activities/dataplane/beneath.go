@@ -458,7 +458,17 @@ func dirNames(fd int) ([]string, error) {
 // removeAllAt removes name in dirFd and, if it is a directory, everything in it, by fds: a
 // symlink inside is removed, never followed. Read-only directories (replicas keep the
 // image's modes) are made writable first. A missing name is not an error.
-func removeAllAt(dirFd int, name string) error {
+func removeAllAt(dirFd int, name string) error { return removeAllAtJ(dirFd, name, nil) }
+
+// removeAllAtJ is removeAllAt noting in j (if not nil) the ctime changes its
+// unlinks make to inodes that stay linked elsewhere (see carryTrust).
+func removeAllAtJ(dirFd int, name string, j *unlinkJournal) error {
+	if j != nil {
+		if done, err := j.unlinkShared(dirFd, name); done {
+			return err
+		}
+	}
+
 	err := unix.Unlinkat(dirFd, name, 0)
 	if err == nil || errors.Is(err, unix.ENOENT) {
 		return nil
@@ -489,7 +499,7 @@ func removeAllAt(dirFd int, name string) error {
 	names, err := dirNames(fd)
 	for _, n := range names {
 		if err == nil {
-			err = removeAllAt(fd, n)
+			err = removeAllAtJ(fd, n, j)
 		}
 	}
 

@@ -13,6 +13,7 @@
 //	T/D                                          symlink (relative) to the current replica
 //	T/.replctl/replicas/<esc(D)>/<replica>/       published replicas
 //	T/.replctl/meta/<esc(D)>/<replica>.json       what each replica was built from
+//	T/.replctl/meta/<esc(D)>/<replica>.trust      inode and ctime of its files (trust.go)
 //	T/.replctl/staging/<esc(D)>/<replica>.e<N>/   a pull in progress (epoch N)
 //	T/.replctl/fence/<esc(D)>.json, .lock         highest epoch seen (fencing)
 //
@@ -24,7 +25,9 @@
 // change is linked, never copied, and a changed file gets a new inode. Because
 // the inodes are shared, replicas MUST be treated as read-only: modifying a
 // file of a replica in place would modify the same file in every other replica
-// that links it. Nothing in this package writes into an existing inode.
+// that links it. Nothing in this package writes into an existing inode, and a
+// file changed after publish (its ctime differs from the replica's trust
+// record) is never linked into a new replica: it is written anew.
 //
 // The package imports neither Temporal nor other packages of this module:
 // plain values in, plain values out, progress through callbacks.

@@ -79,7 +79,11 @@ type PullResult struct {
 	Bytes, Files                                    int64 // totals of the image
 	Linked                                          int64 // files hard-linked from an earlier replica or attempt
 	Restored                                        int64 // files written from the repository
-	Verified                                        bool
+	// Distrusted counts files of the current replica that were changed after it was
+	// published (inode or ctime differ from its trust record): written from the
+	// repository instead of linked.
+	Distrusted int64
+	Verified   bool
 	// Incomplete: the image lacks entries it could not hold (pushed with OnUnsupported
 	// "skip"); the replica's meta record names them.
 	Incomplete bool
@@ -233,6 +237,8 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		parallel:  req.Parallel,
 		hooks:     r.hooks,
 		trusted:   map[string]*dirTrust{},
+		lay:       l,
+		log:       r.log,
 
 		dirCache:   map[string]cachedDir{},
 		cacheLeft:  dirCacheEntries,
@@ -290,7 +296,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	err = p.build(man.RootEntry)
-	res.Linked, res.Restored = p.linked.Load(), p.restored.Load()
+	res.Linked, res.Restored, res.Distrusted = p.linked.Load(), p.restored.Load(), p.distrusted.Load()
 	// What was written is not needed for verification: without these lists, the
 	// entries of directories that are not in dirCache can be collected.
 	p.dirs, p.toWrite, p.resumeCk = nil, nil, nil
@@ -335,7 +341,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,
-		"files", res.Files, "linked", res.Linked, "restored", res.Restored)
+		"files", res.Files, "linked", res.Linked, "restored", res.Restored, "distrusted", res.Distrusted)
 
 	return res, nil
 }
@@ -465,8 +471,15 @@ type puller struct {
 	// hashWrites: hash written contents against their IDs (verify
 	// "changed"; "full" reads every file back instead).
 	hashWrites bool
+	// zeros: contents seen to be all zeros (holes; never read again).
+	zeros zeroContents
 
-	linked, restored atomic.Int64
+	// curTrust: the current replica's trust record (nil: link nothing from it).
+	curTrust *trustRecord
+	lay      layout
+	log      func(string, ...any)
+
+	linked, restored, distrusted atomic.Int64
 }
 
 // dirTrust is what verify "changed" need not re-check of the files of one
@@ -476,6 +489,9 @@ type puller struct {
 type dirTrust struct {
 	oid   object.ID
 	flags []trust
+	// stamps[i]: the inode and ctime entry i's file got in staging (its trust
+	// record entry).
+	stamps []stamp
 }
 
 // trustOf returns the trust of entry i of image directory object d at dir.
@@ -548,6 +564,15 @@ func (p *puller) setPrevious(metaFile, job string, log func(string, ...any)) {
 		return
 	}
 
+	// Without a trust record (a replica of an older version) nothing is linked:
+	// its files may have been written since, and only the record could tell.
+	tr, err := readTrust(p.tdirs.meta, p.cur)
+	if err != nil {
+		log("current replica has no usable trust record; writing every file anew", "replica", p.cur, "err", err)
+		return
+	}
+
+	p.curTrust = tr
 	p.prevRoot = &oid
 	p.trustCur = m.Verified
 }
@@ -609,6 +634,8 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 	if err := p.linkResumed(); err != nil {
 		return err
 	}
+
+	p.carryCurrent(p.trustStamps())
 
 	var wbytes, wfiles int64
 
@@ -786,7 +813,7 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, pre
 		return prevEnts[de.Name]
 	}
 
-	dt := &dirTrust{oid: d, flags: make([]trust, len(ents))}
+	dt := &dirTrust{oid: d, flags: make([]trust, len(ents)), stamps: make([]stamp, len(ents))}
 	p.trusted[rel] = dt
 
 	job := fileJob{rel: rel, dt: dt, ents: ents, prevOf: prevOf, srcFd: -1, dstFd: -1}
@@ -868,9 +895,9 @@ func (p *puller) planFiles(j fileJob) error {
 				return err
 			}
 
-			switch from, t := p.planFile(j.rel, de, j.prevOf(de), j.srcFd, j.dstFd); {
+			switch from, t, st := p.planFile(j.rel, de, j.prevOf(de), j.srcFd, j.dstFd); {
 			case from == linkedFromCur:
-				j.dt.flags[i] = t
+				j.dt.flags[i], j.dt.stamps[i] = t, st
 				p.rp.addFile(de.FileSize)
 			case from != "":
 				checks = append(checks, resumeItem{g: writeGroup{dir: j.rel, dt: j.dt, ents: []writeEnt{{de: de, idx: i}}}, from: from})
@@ -897,21 +924,31 @@ func (p *puller) planFiles(j fileJob) error {
 const linkedFromCur = "\x00linked"
 
 // planFile links file de of image directory dir from the current replica if
-// provably unchanged (returns linkedFromCur and the file's trust), returns a
-// resume candidate's path to check, or "" (write it).
-func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (string, trust) {
+// provably unchanged (returns linkedFromCur, the file's trust and its stamp
+// after the link), returns a resume candidate's path to check, or "" (write it).
+func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (string, trust, stamp) {
 	for _, rs := range p.resume {
 		src := filepath.Join(rs, filepath.FromSlash(dir), de.Name)
 		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
-			return src, 0
+			return src, 0, stamp{}
 		}
 	}
 
-	// Same object ID in the image the current replica was verified against
-	// and identical metadata on disk: the content is the image's content.
+	// Same object ID in the image the current replica was verified against,
+	// identical metadata on disk and the inode's ctime as recorded (nothing
+	// written since): the content is the image's content.
 	if srcFd >= 0 && prev != nil && prev.Type == snapshot.EntryTypeFile && prev.ObjectID == de.ObjectID {
 		var st unix.Stat_t
 		if err := unix.Fstatat(srcFd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && p.exactStat(&st, de) {
+			if !p.curTrust.trusts(&st) {
+				// The first few by name; the pull's final log line has the count.
+				if p.distrusted.Add(1) <= maxDistrustLogs {
+					p.log("file of the current replica changed since it was published; writing it anew", "replica", p.cur, "path", path.Join(dir, de.Name))
+				}
+
+				return "", 0, stamp{}
+			}
+
 			if err := unix.Linkat(srcFd, de.Name, dstFd, de.Name, 0); err == nil {
 				p.linked.Add(1)
 
@@ -920,12 +957,21 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 					t |= trustContent
 				}
 
-				return linkedFromCur, t
+				// The link changed the inode's ctime: the new one is recorded.
+				var after unix.Stat_t
+				if err := unix.Fstatat(dstFd, de.Name, &after, unix.AT_SYMLINK_NOFOLLOW); err != nil || after.Ino != st.Ino {
+					return linkedFromCur, t, stamp{}
+				}
+
+				s := stampOf(&after)
+				s.linked = true
+
+				return linkedFromCur, t, s
 			}
 		}
 	}
 
-	return "", 0
+	return "", 0, stamp{}
 }
 
 // linkResumed checks candidates from resume dirs by content (a stale
@@ -956,6 +1002,9 @@ func (p *puller) linkResumed() error {
 			// Re-check metadata: the stale writer may have replaced the file.
 			if st, serr := os.Lstat(it.from); serr == nil && p.exactMeta(st, de) {
 				err = p.linkResumedFile(it.from, it.g.dir, de.Name)
+				if err == nil {
+					it.g.dt.stamps[it.g.ents[0].idx] = lstatStamp(filepath.Join(p.staging, filepath.FromSlash(it.g.dir), de.Name))
+				}
 			} else {
 				err = errContent
 			}
@@ -1115,6 +1164,13 @@ func (p *puller) write(dirFd int, g *writeGroup, e writeEnt) error {
 		g.dt.flags[e.idx] = trustContent // this file's own byte: no lock
 	}
 
+	if e.de.Type == snapshot.EntryTypeFile {
+		var st unix.Stat_t
+		if unix.Fstatat(dirFd, e.de.Name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			g.dt.stamps[e.idx] = stampOf(&st)
+		}
+	}
+
 	n := p.restored.Add(1)
 	p.rp.addFile(0)
 
@@ -1146,15 +1202,18 @@ func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, 
 	if errors.Is(err, errNotPlain) {
 		hashed = false
 
-		if _, err = f.Seek(0, io.SeekStart); err == nil {
-			if err = f.Truncate(0); err == nil {
-				n, err = p.copyObject(f, de.ObjectID)
-			}
+		if err = f.Truncate(0); err == nil {
+			n, err = p.copyObject(f, de.ObjectID)
 		}
 	}
 
 	if err == nil && n != de.FileSize {
 		err = fmt.Errorf("image object %v has %d bytes, entry says %d", de.ObjectID, n, de.FileSize)
+	}
+
+	// Zeros were skipped, not written: the size makes trailing ones holes.
+	if err == nil {
+		err = f.Truncate(n)
 	}
 
 	// Owner and mode through the open fd (no path lookups); chown first, it
@@ -1224,6 +1283,13 @@ func (p *puller) writeObject(f *os.File, oid object.ID, limit, off int64) (int64
 		return 0, err
 	}
 
+	// A content known to be zeros: a hole, nothing to read or write (its bytes
+	// were hashed against cid when first seen, like any content's).
+	if p.zeros.has(cid, limit) {
+		p.rp.addBytes(limit)
+		return limit, nil
+	}
+
 	data, err := p.dr.ContentReader().GetContent(p.ctx, cid)
 	if err != nil {
 		return 0, fmt.Errorf("reading image content %v: %w", cid, err)
@@ -1244,7 +1310,9 @@ func (p *puller) writeObject(f *os.File, oid object.ID, limit, off int64) (int64
 		}
 	}
 
-	if _, err := f.WriteAt(data, off); err != nil {
+	if allZero(data) {
+		p.zeros.add(cid, int64(len(data)))
+	} else if err := writeSparse(f, data, off); err != nil {
 		return 0, err
 	}
 
@@ -1274,7 +1342,7 @@ func (p *puller) copyObject(f *os.File, oid object.ID) (int64, error) {
 
 		m, rerr := io.ReadFull(r, *bp)
 		if m > 0 {
-			if _, err := f.Write((*bp)[:m]); err != nil {
+			if err := writeSparse(f, (*bp)[:m], n); err != nil {
 				return n, err
 			}
 
@@ -1421,6 +1489,11 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 		rm.Unsupported, rm.Incomplete = imageUnsupported(man)
 		meta, err := json.Marshal(rm)
 		if err != nil {
+			return err
+		}
+
+		// The trust record before the meta record: a replica with meta has both.
+		if err := writeTrust(pd.meta, l.meta, req.ReplicaName, newTrustRecord(p.trustStamps())); err != nil {
 			return err
 		}
 
@@ -1600,6 +1673,7 @@ func (l layout) retain(pol Retention, epoch int64, log func(string, ...any)) {
 		}
 
 		_ = unix.Unlinkat(dirs.meta, ri.Name+".json", 0)
+		_ = unix.Unlinkat(dirs.meta, ri.Name+trustExt, 0)
 	}
 
 	defer trash.sweep(l, log)

@@ -114,9 +114,19 @@ func emptyTrash(l layout, log func(string, ...any)) {
 		return
 	}
 
+	j := &unlinkJournal{}
+
 	for _, n := range names {
-		if err := removeAllAt(fd, n); err != nil {
+		if err := removeAllAtJ(fd, n, j); err != nil {
 			log("trash: removing failed", "path", filepath.Join(dir, n), "err", err)
+		}
+	}
+
+	// The current replica shares inodes with what was removed: its record
+	// follows the ctimes these unlinks set.
+	if len(j.carries) > 0 {
+		if cur, err := l.currentReplica(); err == nil && cur != "" {
+			l.carryTrust(cur, j.carries, log)
 		}
 	}
 }

@@ -52,7 +52,7 @@ func main() {
 	flag.DurationVar(&o.step, "step-timeout", 0, "limit for one copy by any tool (default 10m small, 60m full)")
 	flag.BoolVar(&o.profile, "profile", true, "take CPU profiles of a full push and pull of dataset B")
 	flag.StringVar(&o.rev, "rev", "", "what replctl was built from (run.sh passes the git commit)")
-	flag.StringVar(&o.only, "only", "", "comma list of phases to run (a,b,empty,takeover,profile); default all")
+	flag.StringVar(&o.only, "only", "", "comma list of phases to run (a,b,sparse,empty,takeover,profile); default all")
 	flag.Parse()
 	if o.mode != "small" && o.mode != "full" {
 		fmt.Fprintf(os.Stderr, "bench: -mode %q: want small or full\n", o.mode)
@@ -228,6 +228,9 @@ func run(ctx context.Context, o options) error {
 	if err := os.MkdirAll(filepath.Join(dataDir, "empty"), 0o755); err != nil {
 		return err
 	}
+	if b.datasets["sparse"], err = prepareSparse(filepath.Join(dataDir, "sparse"), sparseApparent(o.mode)); err != nil {
+		return err
+	}
 
 	b.h = &replctlHarness{
 		bin: o.bin, work: work, srcRoot: dataDir, heartbeat: o.heartbeat,
@@ -237,6 +240,7 @@ func run(ctx context.Context, o options) error {
 			{Name: "bench-a", Dataset: "a", Target: "tgt-a"},
 			{Name: "bench-b", Dataset: "b", Target: "tgt-b"},
 			{Name: "bench-empty", Dataset: "empty", Target: "tgt-empty"},
+			{Name: "bench-sparse", Dataset: "sparse", Target: "tgt-sparse"},
 			{Name: "bench-tk-a", Dataset: "a", Target: "tgt-tk-a"},
 			{Name: "bench-tk-b", Dataset: "b", Target: "tgt-tk-b"},
 		},
@@ -290,6 +294,11 @@ func run(ctx context.Context, o options) error {
 		}
 		if err := b.datasetPhase(ctx, b.datasets[name]); err != nil {
 			return fmt.Errorf("dataset %s: %w", name, err)
+		}
+	}
+	if b.phase("sparse") {
+		if err := b.sparsePhase(ctx); err != nil {
+			return fmt.Errorf("sparse dataset: %w", err)
 		}
 	}
 	if b.phase("empty") {

@@ -35,27 +35,8 @@ func rotate(tools []string, r int) []string {
 func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 	name := ds.Spec.Name
 	job := b.job("bench-" + name)
-	if err := b.digestSource(ds); err != nil {
+	if err := b.fullRounds(ctx, job, ds, nil); err != nil {
 		return err
-	}
-	for r := 1; r <= b.o.runs; r++ {
-		for _, tool := range rotate([]string{"replctl", "rsync", "cp"}, r-1) {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var s *Sample
-			var err error
-			if tool == "replctl" {
-				s, err = b.replctlFull(ctx, job, ds)
-			} else {
-				s, err = b.peer(ctx, tool, ds, true)
-			}
-			if err != nil {
-				return fmt.Errorf("full copy %d by %s: %w", r, tool, err)
-			}
-			s.Round = r
-			b.record(s)
-		}
 	}
 	// cp's copy is not needed any more; rsync's is the incremental starting point.
 	if err := removeAll(ctx, b.peerDir("cp", name)); err != nil {
@@ -107,6 +88,38 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 	return removeAll(ctx, b.peerDir("rsync", name))
 }
 
+// fullRounds takes the source's digest and runs full copies of ds by replctl, rsync and cp
+// in rotating order, b.o.runs rounds; note (may be nil) adds to each sample before it is
+// recorded.
+func (b *bench) fullRounds(ctx context.Context, job benchJob, ds *Dataset, note func(tool string, s *Sample) error) error {
+	if err := b.digestSource(ds); err != nil {
+		return err
+	}
+	for r := 1; r <= b.o.runs; r++ {
+		for _, tool := range rotate([]string{"replctl", "rsync", "cp"}, r-1) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var s *Sample
+			var err error
+			if tool == "replctl" {
+				s, err = b.replctlFull(ctx, job, ds)
+			} else {
+				s, err = b.peer(ctx, tool, ds, true)
+			}
+			if err == nil && note != nil {
+				err = note(tool, s)
+			}
+			if err != nil {
+				return fmt.Errorf("full copy %d by %s: %w", r, tool, err)
+			}
+			s.Round = r
+			b.record(s)
+		}
+	}
+	return nil
+}
+
 func (b *bench) record(s *Sample) {
 	b.report.Samples = append(b.report.Samples, *s)
 	extra := ""
@@ -114,6 +127,9 @@ func (b *bench) record(s *Sample) {
 		extra = fmt.Sprintf(", workflow %.2fs, steps %s, rss %s, background deletion after the run %.2fs", s.WorkflowSeconds, fmtSteps(s.Steps), fmtRSS(s.PeakRSS), s.TrashSeconds)
 	} else {
 		extra = fmt.Sprintf(", rss %s", fmtRSS(s.PeakRSS))
+	}
+	if s.Allocated > 0 {
+		extra += ", allocated on the target " + human(s.Allocated)
 	}
 	b.logf("  %-7s %-11s %-7s #%d: %.2fs (sync %.2fs), freeze %.2fs%s", s.Dataset, s.Mode, s.Tool, s.Round, s.Seconds, s.SyncSeconds, s.FreezeSeconds, extra)
 }
@@ -301,6 +317,9 @@ func (b *bench) peer(ctx context.Context, tool string, ds *Dataset, full bool) (
 		args = []string{"-a", ds.Dir, dst}
 	case "rsync":
 		args = []string{"-a", "--delete", ds.Dir + "/", dst + "/"}
+	}
+	if ds.Spec.Name == "sparse" { // each tool's option that keeps holes
+		args = append([]string{map[string]string{"cp": "--sparse=always", "rsync": "-S"}[tool]}, args...)
 	}
 	b.prepareTimed(s)
 	cctx, cancel := context.WithTimeout(ctx, b.o.step)

@@ -34,13 +34,15 @@ type Sample struct {
 	CLISeconds      float64            `json:"cli_seconds,omitempty"`
 	Steps           map[string]float64 `json:"steps,omitempty"`
 	// PeakRSS per process: agents (a1, a2, b1) or the peer tool, bytes.
-	PeakRSS      map[string]int64 `json:"peak_rss,omitempty"`
-	PushFiles    int64            `json:"push_files,omitempty"`
-	PushReused   int64            `json:"push_reused,omitempty"`
-	Linked       int64            `json:"linked_files,omitempty"`
-	Restored     int64            `json:"restored_files,omitempty"`
-	CacheDropped bool             `json:"cache_dropped"`
-	Load1        float64          `json:"load1"`
+	PeakRSS    map[string]int64 `json:"peak_rss,omitempty"`
+	PushFiles  int64            `json:"push_files,omitempty"`
+	PushReused int64            `json:"push_reused,omitempty"`
+	Linked     int64            `json:"linked_files,omitempty"`
+	Restored   int64            `json:"restored_files,omitempty"`
+	// Allocated: bytes the copy allocates on the target (sparse dataset only).
+	Allocated    int64   `json:"allocated_bytes,omitempty"`
+	CacheDropped bool    `json:"cache_dropped"`
+	Load1        float64 `json:"load1"`
 }
 
 // TakeoverSample is one kill -9 of the pushing agent.
@@ -85,6 +87,8 @@ type Row struct {
 	Freeze  float64 `json:"median_freeze_seconds"`
 	// PeakRSS is the largest peak over the runs, per process.
 	PeakRSS map[string]int64 `json:"peak_rss"`
+	// Allocated is the largest allocation of a copy over the runs (sparse dataset only).
+	Allocated int64 `json:"allocated_bytes,omitempty"`
 	// Ratios of replctl's median to the peer's (replctl rows only; 0 = not measured).
 	VsRsync float64 `json:"replctl_over_rsync,omitempty"`
 	VsCp    float64 `json:"replctl_over_cp,omitempty"`
@@ -171,6 +175,7 @@ func (r *Report) finish() {
 				for p, v := range x.PeakRSS {
 					row.PeakRSS[p] = max(row.PeakRSS[p], v)
 				}
+				row.Allocated = max(row.Allocated, x.Allocated)
 			}
 		}
 		row.Median = median(r.values(s.Dataset, s.Mode, s.Tool, func(s Sample) float64 { return s.Seconds }))
@@ -318,8 +323,8 @@ func fmtRowRSS(row Row) string {
 // table is the results table in markdown (also readable as plain text).
 func (r *Report) table() string {
 	var b strings.Builder
-	b.WriteString("| dataset | mode | tool | runs | median time | freeze window | peak RSS | replctl/rsync | replctl/cp |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| dataset | mode | tool | runs | median time | freeze window | peak RSS | replctl/rsync | replctl/cp | allocated |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range r.Rows {
 		freeze := fmt.Sprintf("%.2f s", row.Freeze)
 		if strings.HasPrefix(row.Mode, "empty") {
@@ -329,8 +334,12 @@ func (r *Report) table() string {
 		if strings.HasPrefix(row.Mode, "empty") {
 			med = fmt.Sprintf("%.3f s", row.Median)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s |\n", strings.ToUpper(row.Dataset), row.Mode, row.Tool, row.Runs,
-			med, freeze, fmtRowRSS(row), fmtRatio(row.VsRsync), fmtRatio(row.VsCp))
+		alloc := "–"
+		if row.Allocated > 0 {
+			alloc = human(row.Allocated)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", strings.ToUpper(row.Dataset), row.Mode, row.Tool, row.Runs,
+			med, freeze, fmtRowRSS(row), fmtRatio(row.VsRsync), fmtRatio(row.VsCp), alloc)
 	}
 	return b.String()
 }
