@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -196,7 +197,7 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, 
 		if res.TimedOut {
 			why = fmt.Sprintf("timed out after %s", in.Timeout)
 		}
-		msg := fmt.Sprintf("%s script %s on host %s (run by agent %s) %s: %s", in.Step, in.Script, in.Host.Name, a.Host, why, lastLine(res.OutputTail))
+		msg := fmt.Sprintf("%s script %s on host %s (run by agent %s) %s: %s", in.Step, in.Script, in.Host.Name, a.Host, why, strings.ToValidUTF8(lastLine(res.OutputTail), "\uFFFD"))
 		return out, temporal.NewNonRetryableApplicationError(msg, ErrTypeScriptFailed, nil, out)
 	}
 	return out, nil

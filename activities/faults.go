@@ -23,7 +23,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.temporal.io/sdk/temporal"
 
@@ -35,6 +37,7 @@ import (
 // as this agent's own config knows it.
 func (a *Agent) fault(ctx context.Context, job, step string, err error, last Progress) error {
 	expireIfDue(ctx)
+	err = validUTF8(err)
 	if errno, ok := dataplane.StorageFault(err); ok && leaseCause(ctx) == nil && ctx.Err() == nil &&
 		!errors.Is(err, dataplane.ErrBadInput) && !errors.Is(err, dataplane.ErrFenced) {
 		return storageFault(step, job, a.Host, a.storagesOf(job), errno.Error(), err, last)
@@ -47,6 +50,7 @@ func (a *Agent) fault(ctx context.Context, job, step string, err error, last Pro
 // last progress travels with it so a taker can resume.
 func classify(ctx context.Context, step string, err error, last Progress) error {
 	expireIfDue(ctx)
+	err = validUTF8(err)
 	switch {
 	case errors.Is(err, dataplane.ErrBadInput), errors.Is(err, dataplane.ErrNotFound):
 		return badInput(err)
@@ -155,3 +159,25 @@ func storageFault(step, job, agent string, storages []storageAt, what string, er
 	}
 	return temporal.NewNonRetryableApplicationError(out, ErrTypeStorageFault, err, last)
 }
+
+// validUTF8 keeps err (for errors.Is) but makes its message valid UTF-8: a failure whose
+// message is not cannot be sent to the server (protobuf strings), so the step would end in
+// a heartbeat timeout on every agent instead of failing with its reason. Paths that are not
+// valid UTF-8 are shown quoted with their bytes escaped.
+func validUTF8(err error) error {
+	if err == nil || utf8.ValidString(err.Error()) {
+		return err
+	}
+	return &utf8Error{msg: strconv.QuoteToGraphic(err.Error()), err: err}
+}
+
+type utf8Error struct {
+	msg string
+	err error
+}
+
+func (e *utf8Error) Error() string { return e.msg }
+
+// Is answers errors.Is for the original error. There is no Unwrap: the SDK sends an error's
+// chain to the server, and the original message is the one it cannot send.
+func (e *utf8Error) Is(target error) bool { return errors.Is(e.err, target) }

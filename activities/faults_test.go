@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -37,4 +38,18 @@ func TestStorageFaultNamesTheStorage(t *testing.T) {
 	err := storageFault("push", "orders", "a1", storages, "no space left on device", errors.New("write /mnt/b/.replctl/repository/p/x: no space left on device"), Progress{BytesDone: 42})
 	assert.Contains(t, err.Error(), "it had read 42 bytes")
 	assert.Contains(t, err.Error(), "`replctl maintain orders --full`")
+}
+
+// A failure message must be valid UTF-8 to reach the server (protobuf strings): an error
+// about a name with invalid bytes is sent quoted, and still classifies as what it is.
+func TestFailureMessagesAreValidUTF8(t *testing.T) {
+	bad := fmt.Errorf("restoring names/x-\xff: %w", errors.New("boom"))
+	err := classify(t.Context(), "pull", bad, Progress{})
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, err, &appErr)
+	assert.True(t, utf8.ValidString(appErr.Error()), appErr.Error())
+	for c := errors.Unwrap(err); c != nil; c = errors.Unwrap(c) {
+		assert.True(t, utf8.ValidString(c.Error()), "cause %q", c.Error())
+	}
+	assert.Contains(t, appErr.Error(), `x-\xff`)
 }

@@ -18,8 +18,10 @@ import (
 )
 
 // knownGaps are the attribute classes in which a replctl replica differs from its source
-// today, and why. The fidelity test requires EXACTLY these classes to differ: a gap that
-// closes (or a new loss) fails it, and this list is updated with the change that did it.
+// today, and why. Each is refused by default (on_unsupported: fail) and left out of an
+// incomplete replica with on_unsupported: skip. The fidelity test requires EXACTLY these
+// classes to differ: a gap that closes (or a new loss) fails it, and this list is updated
+// with the change that did it.
 var knownGaps = map[string]string{
 	fidelity.FeatUserXattr:  "issue 15: xattrs are not kept yet",
 	fidelity.FeatTrusted:    "issue 15: xattrs are not kept yet",
@@ -27,24 +29,25 @@ var knownGaps = map[string]string{
 	fidelity.FeatACLAccess:  "issue 15: POSIX ACLs are not kept yet",
 	fidelity.FeatACLDefault: "issue 15: POSIX ACLs are not kept yet",
 	fidelity.AttrHardlinks:  "issue 15: hard links become separate files",
-	fidelity.AttrSparse:     "issue 15: holes are written out in full",
 	"exists:file":           "names with invalid UTF-8 come out with U+FFFD for each bad byte (kopia keeps names as UTF-8 strings)",
 }
 
-// specialGaps are the classes the special entry kinds add: dropped silently, and the run
-// still succeeds with a verified replica (issue 15).
+// specialGaps are the classes the special entry kinds add: not kept yet, refused by
+// default, left out with on_unsupported: skip (issue 15).
 var specialGaps = map[string]string{
-	"exists:fifo":     "issue 15: dropped silently (kopia's default policy ignores the type)",
-	"exists:socket":   "issue 15: dropped silently",
-	"exists:chardev":  "issue 15: dropped silently",
-	"exists:blockdev": "issue 15: dropped silently",
+	"exists:fifo":     "issue 15: FIFOs are not kept yet",
+	"exists:socket":   "issue 15: sockets are not kept yet",
+	"exists:chardev":  "issue 15: devices are not kept yet",
+	"exists:blockdev": "issue 15: devices are not kept yet",
 }
 
 // The fidelity suite's tree (internal/fidelity: every kind of entry real hosts have) as
 // dataset orders, replicated by replctl and copied by `rsync -aHAXS --numeric-ids` (the
 // bar). rsync's copy must be exact; replctl's replica must differ in exactly the known
-// gaps, each on exactly the paths that carry it. The special kinds (FIFO, socket, devices)
-// are added for a second run, so that a run refusing them cannot hide the main comparison.
+// gaps, each on exactly the paths that carry it. With the default on_unsupported: fail the
+// run refuses the tree, naming what it cannot keep; with skip it makes an incomplete
+// replica, compared here. The special kinds (FIFO, socket, devices) are added for a second
+// run.
 func TestReplicaFidelityAgainstRsync(t *testing.T) {
 	e := newEnv(t)
 	src, rs := e.sourceDir(), filepath.Join(e.dir, "rsync-copy")
@@ -53,10 +56,21 @@ func TestReplicaFidelityAgainstRsync(t *testing.T) {
 	logSkipped(t, m)
 	e.startAgents("a1", "a2", "b1", "b2")
 
+	_, err = e.wait(e.start("orders"))
+	require.Error(t, err, "by default a tree replctl cannot keep is refused")
+	t.Logf("refused by default: %v", err)
+	for _, kind := range []string{"hardlink", "xattr:user", "acl", "capability", "name"} {
+		assert.Contains(t, err.Error(), kind)
+	}
+	b, err := os.ReadFile(e.cfgFile)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(e.cfgFile, []byte(strings.Replace(string(b), "    precopy: always", "    on_unsupported: skip\n    precopy: always", 1)), 0o644))
+
 	st, err := e.wait(e.start("orders"))
 	require.NoError(t, err)
 	require.NotNil(t, st.Replica)
-	assert.True(t, st.Replica.Verified, "today a replica with these losses is still called verified (issue 15)")
+	assert.True(t, st.Replica.Incomplete, "with on_unsupported: skip the replica is marked incomplete")
+	require.NotNil(t, st.Unsupported)
 	mirror(t, src, rs)
 	pr, rr := check(t, src, e.targetLink()), check(t, src, rs)
 	t.Log("first run, without the special kinds:" + table(rr, pr))
@@ -70,11 +84,12 @@ func TestReplicaFidelityAgainstRsync(t *testing.T) {
 	require.NoError(t, err)
 	logSkipped(t, ms)
 	st, err = e.wait(e.start("orders"))
-	// Today the run succeeds and drops them; a run that refuses them is a change of behaviour
-	// (issue 15's unsupported-entries work) and must update this test.
-	require.NoError(t, err, "the run with FIFO, socket and device nodes failed: update specialGaps")
+	require.NoError(t, err)
 	require.NotNil(t, st.Replica)
-	assert.True(t, st.Replica.Verified, "today the replica is verified although entries were dropped (issue 15)")
+	assert.True(t, st.Replica.Incomplete)
+	for _, kind := range []string{"fifo", "socket", "device"} {
+		assert.Positive(t, st.Unsupported.ByKind[kind], kind)
+	}
 	mirror(t, src, rs)
 	pr, rr = check(t, src, e.targetLink()), check(t, src, rs)
 	t.Log("second run, with the special kinds:" + table(rr, pr))
@@ -119,7 +134,7 @@ func check(t *testing.T, a, b string) fidelity.Result {
 func expectedGapPaths(m fidelity.Manifest, special *fidelity.Manifest) map[string][]string {
 	want := map[string][]string{}
 	for _, f := range []string{fidelity.FeatUserXattr, fidelity.FeatTrusted, fidelity.FeatCapability,
-		fidelity.FeatACLAccess, fidelity.FeatACLDefault, fidelity.FeatHardlinks, fidelity.FeatSparse} {
+		fidelity.FeatACLAccess, fidelity.FeatACLDefault, fidelity.FeatHardlinks} {
 		want[f] = append(want[f], m.Made[f]...)
 	}
 	for _, n := range m.Made[fidelity.FeatNames] {

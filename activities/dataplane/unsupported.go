@@ -15,10 +15,11 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
-	"unicode/utf8"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kopia/kopia/snapshot"
 	"golang.org/x/sys/unix"
@@ -364,7 +365,7 @@ func (s *scan) found(name string, what []string) {
 		s.sum.ByKind[kind]++
 		details[i] = detail
 	}
-	line := fmt.Sprintf("%s (%s)", name, strings.Join(details, "; "))
+	line := fmt.Sprintf("%s (%s)", ShowPath(name), strings.Join(details, "; "))
 	// Keep the first UnsupportedFirst in path order, whatever order the walkers met them.
 	f := s.sum.First
 	j := sort.SearchStrings(f, line)
@@ -405,4 +406,15 @@ func imageUnsupported(man *snapshot.Manifest) (*Unsupported, bool) {
 		return &Unsupported{First: []string{"(unreadable summary: " + err.Error() + ")"}}, true
 	}
 	return &u, true
+}
+
+// ShowPath is a path as messages, statuses and histories can carry it: Temporal's payloads
+// and failures are protobuf strings, which must be valid UTF-8 (a failure that is not never
+// reaches the server, and the step times out). A name that is not valid UTF-8 is shown
+// quoted, its bytes escaped (\xff).
+func ShowPath(p string) string {
+	if utf8.ValidString(p) {
+		return p
+	}
+	return strconv.Quote(p)
 }
