@@ -14,42 +14,39 @@ import (
 	"github.com/replctl/replctl/workflows"
 )
 
-// Entries the data plane cannot replicate fail a run under the default on_unsupported: at
-// the preflight when they are there before quiesce (nothing runs), else at the push, after
-// which the application is resumed. Nothing is dropped silently.
+// Entries the data plane cannot replicate (a name that is not valid UTF-8; a FIFO and a hard
+// link beside it are kept) fail a run under the default on_unsupported: at the preflight
+// when they are there before quiesce (nothing runs), else at the push, after which the
+// application is resumed. Nothing is dropped silently.
 func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 	e := newEnv(t)
 	writeDataset(t, e.sourceDir(), 20, 4<<10, 7)
 	require.NoError(t, unix.Mkfifo(filepath.Join(e.sourceDir(), "pipe"), 0o644))
 	require.NoError(t, os.Link(filepath.Join(e.sourceDir(), "d00/s0/f00000.bin"), filepath.Join(e.sourceDir(), "twin.bin")))
+	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\xff"), []byte("n"), 0o644))
 	e.startAgents("a1", "b1")
 
 	run := e.start("orders")
 	_, err := e.wait(run)
 	st := e.status(run)
-	t.Logf("run with a fifo and a hard link: phase %s, error %v, replica %+v", st.Phase, err, st.Replica)
-	if st.Replica != nil {
-		_, serr := os.Lstat(filepath.Join(st.Replica.Path, "pipe"))
-		t.Logf("fifo in the replica: %v", serr == nil)
-	}
-	require.Error(t, err, "a fifo and a hard link must not be dropped silently")
-	assert.Contains(t, err.Error(), "source check on agent a1 before quiesce (nothing was run): 3 entries cannot be replicated (fifo 1, hardlink 2): "+
-		"orders/d00/s0/f00000.bin (hard link, 2 links), orders/pipe (fifo), orders/twin.bin (hard link, 2 links); set on_unsupported: skip on job orders")
+	t.Logf("run with a name that is not UTF-8: phase %s, error %v, replica %+v", st.Phase, err, st.Replica)
+	require.Error(t, err, "a name that would come back changed must not be replicated silently")
+	assert.Contains(t, err.Error(), "source check on agent a1 before quiesce (nothing was run): 1 entry cannot be replicated (name 1): "+
+		`"orders/bad-\xff" (name not valid UTF-8); set on_unsupported: skip on job orders`)
 	assert.Nil(t, st.Replica)
 	assert.Empty(t, e.markers("a1"), "the preflight refused before any script ran")
 
 	// An entry that appears after the preflight (here: made by the quiesce script) is met by
 	// the push while the application is quiesced: the run fails and the resume still runs.
-	require.NoError(t, os.Remove(filepath.Join(e.sourceDir(), "pipe")))
-	require.NoError(t, os.Remove(filepath.Join(e.sourceDir(), "twin.bin")))
-	freeze := testScript + "[ -p '" + e.sourceDir() + "/late-pipe' ] || mkfifo '" + e.sourceDir() + "/late-pipe'\n"
+	require.NoError(t, os.Remove(filepath.Join(e.sourceDir(), "bad-\xff")))
+	freeze := testScript + "touch '" + e.sourceDir() + "/late-'\"$(printf '\\376')\"\n"
 	require.NoError(t, os.WriteFile(filepath.Join(e.dir, "scripts", "freeze.sh"), []byte(freeze), 0o755))
 
 	run = e.start("orders")
 	_, err = e.wait(run)
 	st = e.status(run)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "push: 1 entry cannot be replicated (fifo 1): orders/late-pipe (fifo); set on_unsupported: skip on job orders to replicate without them")
+	assert.Contains(t, err.Error(), `push: 1 entry cannot be replicated (name 1): "orders/late-\xfe" (name not valid UTF-8); set on_unsupported: skip on job orders to replicate without them`)
 	assert.Equal(t, workflows.PhaseFailed, st.Phase)
 	assert.Nil(t, st.Replica)
 	assert.Empty(t, st.QuiescedHost)
@@ -63,7 +60,8 @@ func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 }
 
 // With on_unsupported: skip the run completes without them; the status, the replica's meta
-// record and `replctl replicas` say the replica is incomplete and what it lacks.
+// record and `replctl replicas` say the replica is incomplete and what it lacks. The FIFO
+// and the xattr beside them are kept.
 func TestUnsupportedSkipMakesIncompleteReplica(t *testing.T) {
 	cfg := strings.Replace(envConfig, "    precopy: always", "    on_unsupported: skip\n    precopy: always", 1)
 	require.NotEqual(t, envConfig, cfg)
@@ -71,6 +69,8 @@ func TestUnsupportedSkipMakesIncompleteReplica(t *testing.T) {
 	writeDataset(t, e.sourceDir(), 20, 4<<10, 8)
 	require.NoError(t, unix.Mkfifo(filepath.Join(e.sourceDir(), "pipe"), 0o644))
 	require.NoError(t, unix.Lsetxattr(filepath.Join(e.sourceDir(), "d00/s0/f00000.bin"), "user.note", []byte("v"), 0))
+	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\xff"), []byte("n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\xfe"), []byte("n"), 0o644))
 	e.startAgents("a1", "b1")
 
 	st, err := e.wait(e.start("orders"))
@@ -78,13 +78,17 @@ func TestUnsupportedSkipMakesIncompleteReplica(t *testing.T) {
 	assert.Equal(t, workflows.PhaseCompleted, st.Phase)
 	require.NotNil(t, st.Unsupported)
 	assert.Equal(t, 2, st.Unsupported.Count)
-	assert.Equal(t, map[string]int{"fifo": 1, "xattr:user": 1}, st.Unsupported.ByKind)
-	assert.Equal(t, []string{"orders/d00/s0/f00000.bin (xattr user.note)", "orders/pipe (fifo)"}, st.Unsupported.First)
+	assert.Equal(t, map[string]int{"name": 2}, st.Unsupported.ByKind)
+	assert.Equal(t, []string{`"orders/bad-\xfe" (name not valid UTF-8)`, `"orders/bad-\xff" (name not valid UTF-8)`}, st.Unsupported.First)
 	require.NotNil(t, st.Replica)
 	assert.True(t, st.Replica.Verified, "verified against its image")
 	assert.True(t, st.Replica.Incomplete)
-	_, err = os.Lstat(filepath.Join(e.targetLink(), "pipe"))
-	assert.ErrorIs(t, err, os.ErrNotExist)
+	fi, err := os.Lstat(filepath.Join(e.targetLink(), "pipe"))
+	require.NoError(t, err)
+	assert.Equal(t, os.ModeNamedPipe, fi.Mode().Type())
+	note, err := getxattr(filepath.Join(e.targetLink(), "d00/s0/f00000.bin"), "user.note")
+	require.NoError(t, err)
+	assert.Equal(t, "v", note)
 
 	out, err := e.cli("replicas", "orders", "-o", "json", "--no-size")
 	require.NoError(t, err, out)
@@ -111,6 +115,15 @@ func TestUnsupportedSkipMakesIncompleteReplica(t *testing.T) {
 	out, err = e.cli("status", "orders")
 	require.NoError(t, err, out)
 	assert.Contains(t, out, "INCOMPLETE")
-	assert.Contains(t, out, "2 entries cannot be replicated (fifo 1, xattr:user 1)")
+	assert.Contains(t, out, "2 entries cannot be replicated (name 2)")
 	t.Logf("replctl status orders:\n%s", out)
+}
+
+func getxattr(p, name string) (string, error) {
+	b := make([]byte, 256)
+	n, err := unix.Lgetxattr(p, name, b)
+	if err != nil {
+		return "", err
+	}
+	return string(b[:n]), nil
 }

@@ -155,6 +155,11 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	res.Files, res.Bytes = treeTotals(man.RootEntry)
 	_, res.Incomplete = imageUnsupported(man)
 
+	extras, err := loadExtras(ctx, dr, man)
+	if err != nil {
+		return res, err
+	}
+
 	fence := OpenFence(req.TargetRoot, req.Dataset)
 	if err := fence.Advance(req.Epoch, req.Agent); err != nil {
 		return res, err
@@ -243,6 +248,8 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		dirCache:   map[string]cachedDir{},
 		cacheLeft:  dirCacheEntries,
 		hashWrites: req.Verify == "changed",
+		extras:     extras,
+		noLink:     extras.paths(),
 	}
 
 	// A staging dir with our own name is an earlier try with the same epoch
@@ -268,6 +275,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	if cur != "" {
 		p.cur = cur
 		p.setPrevious(l.metaFile(cur), req.Job, r.log)
+		p.noLinkPrevious(ctx, r.log)
 	}
 
 	if err := unix.Mkdirat(dirs.staging, sname, 0o700); err != nil {
@@ -309,7 +317,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		p.hooks.beforeVerify(staging)
 	}
 
-	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir}
+	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir, extras: extras}
 	if req.Verify == "changed" {
 		vo.skipContent = func(dir string, d object.ID, i int) bool {
 			return p.trustOf(dir, d, i)&trustContent != 0
@@ -480,6 +488,13 @@ type puller struct {
 	log      func(string, ...any)
 
 	linked, restored, distrusted atomic.Int64
+
+	// extras: what the image keeps beside its entries (applied after the writes).
+	extras *Extras
+	// noLink: paths never linked from the current replica or a resumed attempt (they have
+	// extras in this image or the current replica's).
+	noLink    map[string]bool
+	prevImage string // the current replica's image
 }
 
 // dirTrust is what verify "changed" need not re-check of the files of one
@@ -575,6 +590,29 @@ func (p *puller) setPrevious(metaFile, job string, log func(string, ...any)) {
 	p.curTrust = tr
 	p.prevRoot = &oid
 	p.trustCur = m.Verified
+	p.prevImage = m.Image
+}
+
+// noLinkPrevious adds the paths the current replica's image has extras for to noLink: their
+// inodes there carry attributes (or links) the new image may not have. Without the
+// previous image's extras nothing is linked.
+func (p *puller) noLinkPrevious(ctx context.Context, log func(string, ...any)) {
+	if p.prevRoot == nil || p.prevImage == "" {
+		return
+	}
+	pm, err := snapshot.LoadSnapshot(ctx, p.dr, manifest.ID(p.prevImage))
+	var px *Extras
+	if err == nil {
+		px, err = loadExtras(ctx, p.dr, pm)
+	}
+	if err != nil {
+		log("current replica's image or its extras unreadable; not linking from it", "replica", p.cur, "err", err)
+		p.prevRoot = nil
+		return
+	}
+	for q := range px.paths() {
+		p.noLink[q] = true
+	}
 }
 
 // dirCacheEntries bounds the image directory entries a pull keeps decoded
@@ -669,6 +707,10 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 		}
 
 		return err
+	}
+
+	if err := applyExtras(p.stagingFd, p.extras, p.isRoot); err != nil {
+		return fmt.Errorf("staging %s: what the image keeps beside its files: %w", p.staging, err)
 	}
 
 	// Children first, so setting a parent's mtime is the last change in it.
@@ -927,6 +969,10 @@ const linkedFromCur = "\x00linked"
 // provably unchanged (returns linkedFromCur, the file's trust and its stamp
 // after the link), returns a resume candidate's path to check, or "" (write it).
 func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (string, trust, stamp) {
+	if p.noLink[path.Join(dir, de.Name)] {
+		return "", 0, stamp{}
+	}
+
 	for _, rs := range p.resume {
 		src := filepath.Join(rs, filepath.FromSlash(dir), de.Name)
 		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {

@@ -10,9 +10,12 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/fs/localfs"
 	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/manifest"
 	"github.com/kopia/kopia/snapshot"
 	"github.com/kopia/kopia/snapshot/policy"
 	"github.com/kopia/kopia/snapshot/upload"
@@ -78,6 +81,10 @@ type PushResult struct {
 // unsupportedTag is the image tag holding the JSON Unsupported summary of an image pushed
 // with OnUnsupported "skip": the replica built from it is incomplete.
 const unsupportedTag = "unsupported"
+
+// extrasOrphanAge is how old extras no image names must be before a prune deletes them: a
+// push saves its extras just before its image.
+const extrasOrphanAge = time.Hour
 
 // imagePin marks our images: kopia's own retention (run at every checkpoint)
 // never deletes pinned snapshots; PruneImages owns image retention.
@@ -222,19 +229,21 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	if !req.Precopy {
 		scanned = make(chan scanResult, 1)
 		go func() {
-			sum, err := ScanUnsupported(ctx, req.SourceDir, ScanOptions{Name: req.Dataset, Parallel: req.Parallel})
+			sum, x, err := ScanTree(ctx, req.SourceDir, ScanOptions{Name: req.Dataset, Parallel: req.Parallel})
 			if err != nil || (!sum.Empty() && req.OnUnsupported != OnUnsupportedSkip) {
 				u.Cancel()
 			}
-			scanned <- scanResult{sum, err}
+			scanned <- scanResult{sum, x, err}
 		}()
 	}
 
-	man, err := u.Upload(wctx, src, policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
+	man, err := u.Upload(wctx, utf8Dir{src}, policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
 
 	var unsupported *Unsupported
+	var extras *Extras
 	if scanned != nil {
 		sc := <-scanned
+		extras = sc.extras
 		if sc.err != nil && ctx.Err() == nil {
 			return PushResult{}, fmt.Errorf("push of %s: %w", req.SourceDir, sc.err)
 		}
@@ -284,16 +293,22 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	man.Pins = []string{imagePin}
 
+	if !extras.Empty() {
+		xid, err := saveExtras(wctx, w, req.Job, req.Dataset, extras)
+		if err != nil {
+			return PushResult{}, err
+		}
+		setTag(man, extrasTag, string(xid))
+		xa, sp, ln := extras.Count()
+		r.log("image keeps extras", "job", req.Job, "dataset", req.Dataset, "with_xattrs", xa, "special", sp, "hard_linked", ln)
+	}
+
 	if unsupported != nil {
 		b, err := json.Marshal(unsupported)
 		if err != nil {
 			return PushResult{}, err
 		}
-		man.Tags = maps.Clone(man.Tags)
-		if man.Tags == nil {
-			man.Tags = map[string]string{}
-		}
-		man.Tags[unsupportedTag] = string(b)
+		setTag(man, unsupportedTag, string(b))
 		r.log("image lacks unsupported entries", "job", req.Job, "dataset", req.Dataset, "summary", unsupported.String())
 	}
 
@@ -318,8 +333,9 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 // scanResult is what the push's ScanUnsupported found.
 type scanResult struct {
-	sum *Unsupported
-	err error
+	sum    *Unsupported
+	extras *Extras
+	err    error
 }
 
 // finishPrecopy makes what a precopy stored durable and drops its checkpoints: it leaves
@@ -407,7 +423,7 @@ func validatePush(req *PushRequest) error {
 
 	for k := range req.Tags {
 		switch k {
-		case "type", "hostname", "username", "path", unsupportedTag, "":
+		case "type", "hostname", "username", "path", unsupportedTag, extrasTag, "":
 			return badInput("Tags", "key %q is reserved", k)
 		}
 	}
@@ -510,7 +526,33 @@ func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset st
 		}
 	}
 
-	if len(del) == 0 {
+	// The extras of the images kept stay; others go with their image, or (a push that
+	// failed between saving its extras and its image) once they are an hour old.
+	xs, err := snapshot.ListSnapshots(ctx, rep, extrasSourceInfo(job, dataset))
+	if err != nil {
+		return 0, fmt.Errorf("listing image extras of job %s: %w", job, err)
+	}
+
+	deleted := map[manifest.ID]bool{}
+	for _, m := range del {
+		deleted[m.ID] = true
+	}
+
+	inUse := map[string]bool{}
+	for _, m := range mans {
+		if !deleted[m.ID] && m.Tags[extrasTag] != "" {
+			inUse[m.Tags[extrasTag]] = true
+		}
+	}
+
+	var xdel []*snapshot.Manifest
+	for _, x := range xs {
+		if !inUse[string(x.ID)] && time.Since(x.StartTime.ToTime()) > extrasOrphanAge {
+			xdel = append(xdel, x)
+		}
+	}
+
+	if len(del) == 0 && len(xdel) == 0 {
 		return 0, nil
 	}
 
@@ -530,6 +572,12 @@ func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset st
 		n++
 	}
 
+	for _, x := range xdel {
+		if err := w.DeleteManifest(wctx, x.ID); err != nil {
+			return n, fmt.Errorf("deleting image extras %s of job %s: %w", x.ID, job, err)
+		}
+	}
+
 	if err := w.Flush(wctx); err != nil {
 		return 0, fmt.Errorf("flushing repository %s: %w", cfg.Dir, err)
 	}
@@ -537,4 +585,49 @@ func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset st
 	r.log("pruned images", "job", job, "dataset", dataset, "deleted", n, "kept", len(kept))
 
 	return n, nil
+}
+
+// utf8Dir is a source directory without the entries whose names are not valid UTF-8: kopia
+// would store each under another name (every invalid byte U+FFFD), and two such names can
+// become one. The scan counts them (KindName); under on_unsupported: skip they are left out.
+type utf8Dir struct{ fs.Directory }
+
+func (d utf8Dir) Child(ctx context.Context, name string) (fs.Entry, error) {
+	e, err := d.Directory.Child(ctx, name)
+	return utf8Entry(e), err
+}
+
+func (d utf8Dir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
+	it, err := d.Directory.Iterate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return utf8Iter{it}, nil
+}
+
+type utf8Iter struct{ fs.DirectoryIterator }
+
+func (i utf8Iter) Next(ctx context.Context) (fs.Entry, error) {
+	for {
+		e, err := i.DirectoryIterator.Next(ctx)
+		if err != nil || e == nil || utf8.ValidString(e.Name()) {
+			return utf8Entry(e), err
+		}
+	}
+}
+
+func utf8Entry(e fs.Entry) fs.Entry {
+	if d, ok := e.(fs.Directory); ok {
+		return utf8Dir{d}
+	}
+	return e
+}
+
+// setTag sets an image tag on a copy of the tags (the request's map is not changed).
+func setTag(man *snapshot.Manifest, k, v string) {
+	man.Tags = maps.Clone(man.Tags)
+	if man.Tags == nil {
+		man.Tags = map[string]string{}
+	}
+	man.Tags[k] = v
 }

@@ -25,20 +25,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Kinds of entries an image cannot hold (Unsupported.ByKind). Extended attributes are
-// counted by namespace ("xattr:user", "xattr:trusted", "xattr:security", ...), except POSIX
-// ACLs and file capabilities, which have kinds of their own.
+// Kinds of entries that cannot be replicated (Unsupported.ByKind). Everything else a tree
+// holds beyond kopia's entries (special files, hard links, extended attributes) is kept
+// beside the image (extras.go).
 const (
-	KindFIFO       = "fifo"
-	KindSocket     = "socket"
-	KindDevice     = "device"
-	KindHardlink   = "hardlink"
-	KindACL        = "acl"
-	KindCapability = "capability"
 	// KindName: a name that is not valid UTF-8. Kopia keeps names as JSON strings, which
 	// turn each invalid byte into U+FFFD: the entry would come back under another name.
-	KindName  = "name"
-	kindXattr = "xattr:"
+	KindName = "name"
+	// KindXattrName: an extended attribute whose name is not valid UTF-8.
+	KindXattrName = "xattr-name"
 )
 
 // Values of PushRequest.OnUnsupported.
@@ -90,7 +85,7 @@ func (u *Unsupported) Merge(o *Unsupported) {
 	u.Partial = u.Partial || o.Partial
 }
 
-// Kinds is "fifo 1, device 1, hardlink 2", in kind order.
+// Kinds is "name 2, xattr-name 1", in kind order.
 func (u *Unsupported) Kinds() string {
 	if u.Empty() {
 		return ""
@@ -106,7 +101,7 @@ func (u *Unsupported) Kinds() string {
 	return strings.Join(kinds, ", ")
 }
 
-// String is a one-line summary: "3 entries cannot be replicated (fifo 1, ...): a (fifo), ...".
+// String is a one-line summary: "3 entries cannot be replicated (name 3): ...".
 func (u *Unsupported) String() string {
 	if u.Empty() {
 		return "nothing unsupported"
@@ -148,39 +143,58 @@ type ScanOptions struct {
 	Parallel int
 }
 
-// ScanUnsupported walks dir (never following a symlink) and summarises the entries an image
-// cannot hold: FIFOs, sockets, devices, regular files with another name in the tree (hard
-// links) and entries with extended attributes (POSIX ACLs and file capabilities included).
+// ScanUnsupported walks dir (never following a symlink) and summarises the entries that
+// cannot be replicated: names that are not valid UTF-8 (and attribute names that are not).
 // A ctx that ends stops the scan with its error. An entry that cannot be read is left to the
 // push, which fails on it.
 func ScanUnsupported(ctx context.Context, dir string, opt ScanOptions) (*Unsupported, error) {
+	u, _, err := scanTree(ctx, dir, opt, false)
+	return u, err
+}
+
+// ScanTree is ScanUnsupported that also collects what the image keeps beside kopia's
+// entries (extras.go): FIFOs, sockets, devices, hard-link groups inside the tree and
+// extended attributes (POSIX ACLs and file capabilities included). The Extras are nil when
+// the tree has none.
+func ScanTree(ctx context.Context, dir string, opt ScanOptions) (*Unsupported, *Extras, error) {
+	return scanTree(ctx, dir, opt, true)
+}
+
+func scanTree(ctx context.Context, dir string, opt ScanOptions, collect bool) (*Unsupported, *Extras, error) {
 	if err := checkAbs("dir", dir); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if opt.Parallel <= 0 {
 		opt.Parallel = 4
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("scanning %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("scanning %s: %w", dir, err)
 	}
-	s := &scan{ctx: ctx, opt: opt, root: dir, start: time.Now(), sem: make(chan struct{}, opt.Parallel-1), links: map[[2]uint64]string{},
+	s := &scan{ctx: ctx, opt: opt, root: dir, start: time.Now(), sem: make(chan struct{}, opt.Parallel-1),
 		sum: Unsupported{ByKind: map[string]int{}}}
+	if collect {
+		s.x = newExtrasCollector()
+	}
 	rootName := opt.Name
 	if rootName == "" {
 		rootName = "."
 	}
-	s.found(rootName, s.xattrs(dir)) // the root's own
+	s.found(rootName, s.xattrs(dir, ".")) // the root's own
 	s.wg.Add(1)
 	s.dir(fd, dir, opt.Name)
 	s.wg.Wait()
 	if s.err != nil {
-		return nil, s.err
+		return nil, nil, s.err
 	}
 	if s.sum.Count == 0 {
 		s.sum.ByKind = nil
 	}
-	return &s.sum, nil
+	var x *Extras
+	if s.x != nil {
+		x = s.x.result()
+	}
+	return &s.sum, x, nil
 }
 
 // scan is one ScanUnsupported walk.
@@ -198,8 +212,19 @@ type scan struct {
 	err     error
 	entries int64
 	sum     Unsupported
-	// links maps (dev, ino) of a regular file with several links to its first path found.
-	links map[[2]uint64]string
+	// x collects the extras (nil: only the summary is wanted).
+	x *extrasCollector
+}
+
+// rel is the path relative to the scanned root of summary name name.
+func (s *scan) rel(name string) string {
+	if s.opt.Name == "" {
+		return name
+	}
+	if name == s.opt.Name {
+		return "."
+	}
+	return strings.TrimPrefix(name, s.opt.Name+"/")
 }
 
 // stop reports whether the walk must end (error, ctx or bound).
@@ -264,18 +289,24 @@ func (s *scan) child(dfd int, p, name, base string) {
 	if !utf8.ValidString(base) {
 		what = append(what, KindName+":name not valid UTF-8")
 	}
+	rel := s.rel(name)
 	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFIFO:
-		what = append(what, KindFIFO)
-	case unix.S_IFSOCK:
-		what = append(what, KindSocket)
-	case unix.S_IFCHR:
-		what = append(what, KindDevice+":char device")
-	case unix.S_IFBLK:
-		what = append(what, KindDevice+":block device")
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR, unix.S_IFBLK:
+		if s.x != nil {
+			sp := &Special{Type: specialType(st.Mode), Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid, Mtime: st.Mtim.Nano()}
+			if sp.Type == SpecialChar || sp.Type == SpecialBlock {
+				sp.Rdev = st.Rdev
+			}
+			s.mu.Lock()
+			s.x.entry(rel).Special = sp
+			s.mu.Unlock()
+		}
 	case unix.S_IFREG:
-		if st.Nlink > 1 {
-			what = append(what, s.hardlink(st, name)...)
+		if st.Nlink > 1 && s.x != nil {
+			key := [2]uint64{st.Dev, st.Ino}
+			s.mu.Lock()
+			s.x.links[key] = append(s.x.links[key], rel)
+			s.mu.Unlock()
 		}
 	case unix.S_IFDIR:
 		cfd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -296,57 +327,41 @@ func (s *scan) child(dfd int, p, name, base string) {
 			s.dir(cfd, p, name)
 		}
 	}
-	s.found(name, append(what, s.xattrs(p)...))
+	s.found(name, append(what, s.xattrs(p, rel)...))
 }
 
-// hardlink records a regular file with several links: the second and later paths of one
-// inode within the tree are hard links (the first is counted when the second is met). Links
-// from outside the tree do not count: they could not be kept by any copy of the tree.
-func (s *scan) hardlink(st unix.Stat_t, name string) []string {
-	key := [2]uint64{st.Dev, st.Ino}
-	what := fmt.Sprintf("%s:hard link, %d links", KindHardlink, st.Nlink)
-	s.mu.Lock()
-	first, seen := s.links[key]
-	if !seen {
-		s.links[key] = name
-	} else if first != "" {
-		s.links[key] = "" // counted from now on
+// xattrs collects the extended attributes of p (relative path rel) into the extras and
+// returns, as findings, the names that cannot be kept (not valid UTF-8).
+func (s *scan) xattrs(p, rel string) []string {
+	var out []string
+	if s.x == nil {
+		names, _ := listXattrs(p) // ENOTSUP: the filesystem has none; a vanished entry has none either
+		for _, n := range names {
+			if !utf8.ValidString(n) {
+				out = append(out, KindXattrName+":xattr name "+strconv.Quote(n))
+			}
+		}
+		return out
 	}
-	s.mu.Unlock()
-	if !seen {
+	xs, err := readXattrs(p)
+	if err != nil {
+		if !errors.Is(err, unix.ENOENT) {
+			s.fail(fmt.Errorf("scanning %s: %w", ShowPath(p), err))
+		}
 		return nil
 	}
-	if first != "" {
-		s.found(first, []string{what})
-	}
-	return []string{what}
-}
-
-// xattrs lists the extended attributes of p as kinds.
-func (s *scan) xattrs(p string) []string {
-	buf := make([]byte, 1024)
-	n, err := unix.Llistxattr(p, buf)
-	if errors.Is(err, unix.ERANGE) {
-		if n, err = unix.Llistxattr(p, nil); err == nil {
-			buf = make([]byte, n+64)
-			n, err = unix.Llistxattr(p, buf)
+	keep := xs[:0]
+	for _, a := range xs {
+		if !utf8.ValidString(a.Name) {
+			out = append(out, KindXattrName+":xattr name "+strconv.Quote(a.Name))
+			continue
 		}
+		keep = append(keep, a)
 	}
-	if err != nil || n == 0 {
-		return nil // ENOTSUP: the filesystem has none; a vanished entry has none either
-	}
-	var out []string
-	for _, a := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
-		switch {
-		case a == "":
-		case a == "system.posix_acl_access" || a == "system.posix_acl_default":
-			out = append(out, KindACL+":ACL "+a)
-		case a == "security.capability":
-			out = append(out, KindCapability+":capability "+a)
-		default:
-			ns, _, _ := strings.Cut(a, ".")
-			out = append(out, kindXattr+ns+":xattr "+a)
-		}
+	if len(keep) > 0 {
+		s.mu.Lock()
+		s.x.entry(rel).Xattrs = keep
+		s.mu.Unlock()
 	}
 	return out
 }
@@ -381,12 +396,8 @@ func (s *scan) found(name string, what []string) {
 	s.sum.First = f
 }
 
-// splitKind splits "kind:detail"; a kind may itself hold one colon ("xattr:user").
+// splitKind splits "kind:detail".
 func splitKind(w string) (kind, detail string) {
-	if strings.HasPrefix(w, kindXattr) {
-		ns, detail, _ := strings.Cut(w[len(kindXattr):], ":")
-		return kindXattr + ns, detail
-	}
 	kind, detail, ok := strings.Cut(w, ":")
 	if !ok {
 		detail = kind

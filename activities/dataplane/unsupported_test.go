@@ -16,14 +16,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// makeUnsupportedTree adds one entry of every kind an image cannot hold to dir, and returns
+// makeExtrasTree adds one entry of every kind kopia's image cannot hold to dir, and returns
 // the kinds it could make (xattrs need a filesystem that has them).
-func makeUnsupportedTree(t *testing.T, dir string) map[string]int {
+func makeExtrasTree(t *testing.T, dir string) map[string]int {
 	t.Helper()
 	want := map[string]int{}
 	writeFile(t, filepath.Join(dir, "plain.txt"), []byte("plain"), 0o644, baseTime)
 	require.NoError(t, unix.Mkfifo(filepath.Join(dir, "pipe"), 0o644))
-	want[KindFIFO]++
+	want["fifo"]++
 	// A unix socket path must be short: bind in dir through a relative name.
 	wd, err := os.Getwd()
 	require.NoError(t, err)
@@ -33,17 +33,15 @@ func makeUnsupportedTree(t *testing.T, dir string) map[string]int {
 	require.NoError(t, err)
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	require.NoError(t, l.Close())
-	want[KindSocket]++
+	want["socket"]++
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "dev"), 0o755))
 	require.NoError(t, unix.Mknod(filepath.Join(dir, "dev", "null0"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))))
 	require.NoError(t, unix.Mknod(filepath.Join(dir, "dev", "blk0"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 0))))
-	want[KindDevice] += 2
+	want["device"] += 2
 	writeFile(t, filepath.Join(dir, "a"), []byte("linked"), 0o644, baseTime)
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
 	require.NoError(t, os.Link(filepath.Join(dir, "a"), filepath.Join(dir, "sub", "b")))
-	want[KindHardlink] += 2
-	writeFile(t, filepath.Join(dir, "bad-\xff-name"), []byte("n"), 0o644, baseTime)
-	want[KindName]++
+	want["hardlink"] += 2
 	writeFile(t, filepath.Join(dir, "x.txt"), []byte("x"), 0o644, baseTime)
 	if err := unix.Lsetxattr(filepath.Join(dir, "x.txt"), "user.note", []byte("v"), 0); err == nil {
 		want["xattr:user"]++
@@ -52,7 +50,7 @@ func makeUnsupportedTree(t *testing.T, dir string) map[string]int {
 	// A POSIX ACL granting uid 1234 read: header, user_obj, user 1234, group_obj, mask, other.
 	acl := posixACL(t, [][3]uint32{{0x01, 6, 0xffffffff}, {0x02, 4, 1234}, {0x04, 4, 0xffffffff}, {0x10, 4, 0xffffffff}, {0x20, 4, 0xffffffff}})
 	if err := unix.Lsetxattr(filepath.Join(dir, "acl.txt"), "system.posix_acl_access", acl, 0); err == nil {
-		want[KindACL]++
+		want["acl"]++
 	} else {
 		t.Logf("no ACL on this filesystem: %v", err)
 	}
@@ -62,7 +60,7 @@ func makeUnsupportedTree(t *testing.T, dir string) map[string]int {
 	capv[0], capv[3] = 0x01, 0x02 // magic 0x02000001 little-endian, effective flag
 	capv[4+1] = 0x04              // permitted[0] bit 10
 	if err := unix.Lsetxattr(filepath.Join(dir, "cap"), "security.capability", capv, 0); err == nil {
-		want[KindCapability]++
+		want["capability"]++
 	} else {
 		t.Logf("no file capability on this filesystem: %v", err)
 	}
@@ -79,63 +77,67 @@ func posixACL(t *testing.T, entries [][3]uint32) []byte {
 	return b
 }
 
-func TestScanFindsEveryUnsupportedKind(t *testing.T) {
+func TestScanTreeCollectsExtras(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("devices and capabilities need root")
 	}
 	dir := t.TempDir()
-	want := makeUnsupportedTree(t, dir)
-	require.Contains(t, want, "xattr:user", "the test filesystem must have user xattrs")
+	made := makeExtrasTree(t, dir)
+	require.Positive(t, made["xattr:user"], "the test filesystem must have user xattrs")
+	writeFile(t, filepath.Join(dir, "bad-\xff-name"), []byte("n"), 0o644, baseTime)
 
-	u, err := ScanUnsupported(context.Background(), dir, ScanOptions{Name: "orders"})
+	u, x, err := ScanTree(context.Background(), dir, ScanOptions{Name: "orders"})
 	require.NoError(t, err)
-	require.Equal(t, want, u.ByKind)
-	n := 0
-	for _, c := range want {
-		n += c
+	require.Equal(t, map[string]int{KindName: 1}, u.ByKind, "only the name cannot be kept")
+	require.Equal(t, []string{`"orders/bad-\xff-name" (name not valid UTF-8)`}, u.First)
+	require.NotNil(t, x)
+	require.Equal(t, [][]string{{"a", "sub/b"}}, x.Links)
+	got := map[string]ExtraEntry{}
+	var order []string
+	for _, e := range x.Entries {
+		got[e.Path] = e
+		order = append(order, e.Path)
 	}
-	require.Equal(t, n, u.Count, "every entry here has one thing wrong")
-	require.False(t, u.Partial)
-	// Path order, with a quoted name (not valid UTF-8) before the plain ones.
-	require.Equal(t, []string{
-		`"orders/bad-\xff-name" (name not valid UTF-8)`,
-		"orders/a (hard link, 2 links)",
-	}, u.First[:2])
-	for _, line := range []string{
-		"orders/pipe (fifo)", "orders/sock (socket)", "orders/dev/null0 (char device)", "orders/dev/blk0 (block device)",
-		"orders/sub/b (hard link, 2 links)", "orders/x.txt (xattr user.note)",
-	} {
-		require.Contains(t, u.First, line)
+	require.IsIncreasing(t, order)
+	require.Equal(t, &Special{Type: SpecialFIFO, Mode: 0o644 &^ umask(), Mtime: got["pipe"].Special.Mtime}, got["pipe"].Special)
+	require.Equal(t, SpecialSocket, got["sock"].Special.Type)
+	require.Equal(t, &Special{Type: SpecialChar, Mode: 0o600 &^ umask(), Rdev: unix.Mkdev(1, 3), Mtime: got["dev/null0"].Special.Mtime}, got["dev/null0"].Special)
+	require.Equal(t, SpecialBlock, got["dev/blk0"].Special.Type)
+	require.Equal(t, []Xattr{{Name: "user.note", Value: []byte("v")}}, got["x.txt"].Xattrs)
+	if made["acl"] > 0 {
+		require.Equal(t, "system.posix_acl_access", got["acl.txt"].Xattrs[0].Name)
 	}
-	if want[KindACL] > 0 {
-		require.Contains(t, u.First, "orders/acl.txt (ACL system.posix_acl_access)")
+	if made["capability"] > 0 {
+		require.Equal(t, capabilityXattr, got["cap"].Xattrs[0].Name)
 	}
-	if want[KindCapability] > 0 {
-		require.Contains(t, u.First, "orders/cap (capability security.capability)")
-	}
-	for _, p := range u.First {
-		require.NotContains(t, p, "plain.txt")
-	}
-	require.IsIncreasing(t, u.First, "path order, whatever order the walkers met them")
+	require.NotContains(t, got, "plain.txt")
+
+	// The summary alone (the preflight) collects nothing.
+	u2, err := ScanUnsupported(context.Background(), dir, ScanOptions{Name: "orders"})
+	require.NoError(t, err)
+	require.Equal(t, u, u2)
+}
+
+func umask() uint32 {
+	m := unix.Umask(0)
+	unix.Umask(m)
+	return uint32(m)
 }
 
 func TestScanCapsPathsButCountsAll(t *testing.T) {
 	dir := t.TempDir()
 	for i := range 50 {
-		require.NoError(t, unix.Mkfifo(filepath.Join(dir, fmt.Sprintf("p%02d", i)), 0o600))
+		writeFile(t, filepath.Join(dir, fmt.Sprintf("p%02d\xff", i)), nil, 0o644, baseTime)
 	}
-	writeFile(t, filepath.Join(dir, "outside-link"), []byte("x"), 0o644, baseTime)
-	// A link from outside the tree is not a hard link the tree could keep: not counted.
-	require.NoError(t, os.Link(filepath.Join(dir, "outside-link"), filepath.Join(t.TempDir(), "other")))
 
 	u, err := ScanUnsupported(context.Background(), dir, ScanOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 50, u.Count)
-	require.Equal(t, map[string]int{KindFIFO: 50}, u.ByKind)
+	require.Equal(t, map[string]int{KindName: 50}, u.ByKind)
 	require.Len(t, u.First, UnsupportedFirst)
-	require.Equal(t, "p00 (fifo)", u.First[0])
-	require.Equal(t, "p19 (fifo)", u.First[UnsupportedFirst-1])
-	require.Contains(t, u.String(), "50 entries cannot be replicated (fifo 50): p00 (fifo), ")
+	require.Equal(t, `"p00\xff" (name not valid UTF-8)`, u.First[0])
+	require.Equal(t, `"p19\xff" (name not valid UTF-8)`, u.First[UnsupportedFirst-1])
+	require.Contains(t, u.String(), `50 entries cannot be replicated (name 50): "p00\xff" (name not valid UTF-8), `)
 	require.True(t, strings.HasSuffix(u.String(), " and 30 more"), u.String())
 
 	u, err = ScanUnsupported(context.Background(), dir, ScanOptions{MaxEntries: 10})
@@ -154,21 +156,22 @@ func TestScanCapsPathsButCountsAll(t *testing.T) {
 	require.True(t, u.Empty(), "regular files, dirs and symlinks are kept: %v", u)
 }
 
-// By default a push refuses a tree with entries an image cannot hold, naming them; with
-// OnUnsupported "skip" it keeps the image without them and the replica's meta record says
-// it is incomplete.
+// By default a push refuses a tree with entries that cannot be replicated (a name that is
+// not valid UTF-8), naming them; with OnUnsupported "skip" it keeps the image without them
+// and the replica's meta record says it is incomplete. A FIFO and hard links are kept.
 func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	e := newEnv(t)
 	writeFile(t, filepath.Join(e.src, "f"), []byte("x"), 0o644, baseTime)
 	require.NoError(t, unix.Mkfifo(filepath.Join(e.src, "fifo"), 0o644))
 	writeFile(t, filepath.Join(e.src, "a"), []byte("linked"), 0o644, baseTime)
 	require.NoError(t, os.Link(filepath.Join(e.src, "a"), filepath.Join(e.src, "b")))
+	writeFile(t, filepath.Join(e.src, "bad-\xfe"), []byte("n"), 0o644, baseTime)
 
 	req := PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}
 	_, err := e.repos.Push(context.Background(), req, nil)
 	require.ErrorIs(t, err, ErrUnsupported)
-	require.EqualError(t, err, "push: 3 entries cannot be replicated (fifo 1, hardlink 2): data/set1/a (hard link, 2 links), "+
-		"data/set1/b (hard link, 2 links), data/set1/fifo (fifo); set on_unsupported: skip on job job1 to replicate without them")
+	require.EqualError(t, err, `push: 1 entry cannot be replicated (name 1): "data/set1/bad-\xfe" (name not valid UTF-8); `+
+		"set on_unsupported: skip on job job1 to replicate without them")
 	require.Zero(t, e.manifests(sourceInfo(e.job, e.ds)), "no image is kept")
 
 	req.OnUnsupported = "sometimes"
@@ -179,14 +182,16 @@ func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	res, err := e.repos.Push(context.Background(), req, nil)
 	require.NoError(t, err)
 	require.NotNil(t, res.Unsupported)
-	require.Equal(t, 3, res.Unsupported.Count)
+	require.Equal(t, 1, res.Unsupported.Count)
 
 	pres := e.pull(res.ImageID, "r1")
 	require.True(t, pres.Incomplete)
-	require.True(t, pres.Verified, "verified against its image, which lacks the fifo")
+	require.True(t, pres.Verified, "verified against its image, which lacks the bad name")
 	require.FileExists(t, filepath.Join(pres.ReplicaPath, "f"))
-	require.NoFileExists(t, filepath.Join(pres.ReplicaPath, "fifo"), "kopia stores no fifos, sockets or devices")
-	require.NotEqual(t, inode(t, filepath.Join(pres.ReplicaPath, "a")), inode(t, filepath.Join(pres.ReplicaPath, "b")))
+	fi, err := os.Lstat(filepath.Join(pres.ReplicaPath, "fifo"))
+	require.NoError(t, err)
+	require.Equal(t, os.ModeNamedPipe, fi.Mode().Type(), "the fifo is kept beside the image")
+	require.Equal(t, inode(t, filepath.Join(pres.ReplicaPath, "a")), inode(t, filepath.Join(pres.ReplicaPath, "b")), "the hard links are kept")
 	m, err := readMeta(newLayout(e.target, e.ds).metaFile("r1"))
 	require.NoError(t, err)
 	require.True(t, m.Incomplete)
@@ -204,8 +209,7 @@ func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	require.Nil(t, pre.Unsupported)
 
 	// A complete image leaves no mark on its replica.
-	require.NoError(t, os.Remove(filepath.Join(e.src, "fifo")))
-	require.NoError(t, os.Remove(filepath.Join(e.src, "b")))
+	require.NoError(t, os.Remove(filepath.Join(e.src, "bad-\xfe")))
 	clean := e.push()
 	require.Nil(t, clean.Unsupported)
 	require.False(t, e.pull(clean.ImageID, "r2").Incomplete)

@@ -21,6 +21,7 @@ import (
 	"github.com/kopia/kopia/repo/hashing"
 	"github.com/kopia/kopia/repo/object"
 	"github.com/kopia/kopia/snapshot"
+	"golang.org/x/sys/unix"
 )
 
 // Content verification recomputes each file's kopia object from the file on
@@ -217,6 +218,20 @@ type verifyOptions struct {
 	rp       *reporter // may be nil
 	// readDir decodes image directory oid at rel (nil: readImageDir).
 	readDir func(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error)
+	// extras: what the image keeps beside its entries (nil: none).
+	extras *Extras
+
+	specials   map[string][]string // extras' special entries by directory
+	withXattrs map[string]bool     // paths whose xattrs the extras list
+}
+
+// checkXattrs checks that an entry the extras give no xattrs has none on disk (those they
+// list are compared by verifyExtras).
+func (o *verifyOptions) checkXattrs(dir, rel string) error {
+	if o.withXattrs[rel] {
+		return nil
+	}
+	return noXattrs(filepath.Join(dir, filepath.FromSlash(rel)), rel)
 }
 
 type contentJob struct {
@@ -245,15 +260,40 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 		o.rp.setPhase("verify", 0, 0)
 	}
 
+	o.specials, o.withXattrs = o.extras.specialsIn(), map[string]bool{}
+	if o.extras != nil {
+		for _, e := range o.extras.Entries {
+			if len(e.Xattrs) > 0 {
+				o.withXattrs[e.Path] = true
+			}
+		}
+	}
+
 	// A directory's own metadata is checked after its contents, so the most
 	// specific difference (e.g. an extra file rather than the changed mtime
 	// of its directory) is the one reported.
-	if err := walkVerify(ctx, dr, root.ObjectID, dir, ".", o, &jobs); err != nil {
+	if err := walkVerify(ctx, dr, root.ObjectID, dir, ".", &o, &jobs); err != nil {
 		return err
 	}
 
 	if err := verifyMeta(dir, ".", root, o.checkOwner); err != nil {
 		return err
+	}
+
+	if err := o.checkXattrs(dir, "."); err != nil {
+		return err
+	}
+
+	if !o.extras.Empty() {
+		rootFd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrVerify, dir, err)
+		}
+		err = verifyExtras(rootFd, o.extras, o.checkOwner)
+		unix.Close(rootFd) //nolint:errcheck
+		if err != nil {
+			return err
+		}
 	}
 
 	var totalBytes int64
@@ -295,7 +335,7 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 	return err
 }
 
-func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir, rel string, o verifyOptions, jobs *[]contentJob) error {
+func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir, rel string, o *verifyOptions, jobs *[]contentJob) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -313,6 +353,10 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 	want := make(map[string]bool, len(ents))
 	for _, e := range ents {
 		want[e.Name] = true
+	}
+
+	for _, n := range o.specials[rel] {
+		want[n] = true // checked by verifyExtras
 	}
 
 	var extra []string
@@ -346,6 +390,10 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 			if err := verifyMeta(dir, crel, de, o.checkOwner); err != nil {
 				return err
 			}
+
+			if err := o.checkXattrs(dir, crel); err != nil {
+				return err
+			}
 		}
 
 		switch de.Type {
@@ -359,6 +407,10 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 			}
 
 			if err := verifyMeta(dir, crel, de, o.checkOwner); err != nil {
+				return err
+			}
+
+			if err := o.checkXattrs(dir, crel); err != nil {
 				return err
 			}
 
@@ -538,5 +590,10 @@ func (r *Repos) VerifyReplica(ctx context.Context, cfg RepoConfig, job, dataset,
 		parallel = runtime.NumCPU()
 	}
 
-	return verifyTree(ctx, dr, man.RootEntry, dir, verifyOptions{checkOwner: os.Geteuid() == 0, parallel: parallel})
+	x, err := loadExtras(ctx, dr, man)
+	if err != nil {
+		return err
+	}
+
+	return verifyTree(ctx, dr, man.RootEntry, dir, verifyOptions{checkOwner: os.Geteuid() == 0, parallel: parallel, extras: x})
 }

@@ -1,0 +1,137 @@
+package dataplane
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/replctl/replctl/internal/fidelity"
+)
+
+// The fidelity suite's tree (every kind of entry real hosts have, but for names that are
+// not valid UTF-8) through a push and a pull: the replica equals the source in every class
+// the checker knows (xattrs, ACLs, capabilities, hard-link groups, FIFOs, sockets, devices
+// included). A second pull of an unchanged source links nothing that has extras, and the
+// groups stay whole. A changed xattr or a broken link group on the replica fails
+// verification.
+func TestPushPullKeepsExtras(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("owners, devices, trusted xattrs and capabilities need root")
+	}
+	e := newEnv(t)
+	m, err := fidelity.Generate(e.src, fidelity.Options{Seed: 15, WideFiles: 50, Without: []string{fidelity.FeatNames}})
+	require.NoError(t, err)
+	for f, why := range m.Skipped {
+		if why != fidelity.NotAsked {
+			t.Logf("generator skipped %s: %s", f, why)
+		}
+	}
+
+	res := e.push()
+	require.Nil(t, res.Unsupported, "everything is kept")
+	pres := e.pull(res.ImageID, "r1")
+	require.True(t, pres.Verified)
+	require.False(t, pres.Incomplete)
+	r, err := fidelity.Check(e.src, e.link())
+	require.NoError(t, err)
+	require.Empty(t, r.Diffs)
+
+	// Unchanged source, second image and pull: the files with extras are written anew (an
+	// inode shared with r1 would share its attributes), the others linked.
+	res2 := e.push()
+	pres2 := e.pull(res2.ImageID, "r2")
+	r, err = fidelity.Check(e.src, e.link())
+	require.NoError(t, err)
+	require.Empty(t, r.Diffs)
+	require.Positive(t, pres2.Linked)
+	x := loadExtrasOf(t, e, res2.ImageID)
+	require.NotEmpty(t, x.Links)
+	for p := range x.paths() {
+		if fi, err := os.Lstat(filepath.Join(pres.ReplicaPath, p)); err == nil && fi.Mode().IsRegular() {
+			require.NotEqual(t, inode(t, filepath.Join(pres.ReplicaPath, p)), inode(t, filepath.Join(pres2.ReplicaPath, p)), p)
+		}
+	}
+
+	// Verification covers the extras.
+	ctx := context.Background()
+	require.NoError(t, e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, res2.ImageID, pres2.ReplicaPath, 2))
+	var withX string
+	for _, en := range x.Entries {
+		if en.Special == nil && len(en.Xattrs) > 0 && en.Path != "." {
+			withX = en.Path
+			break
+		}
+	}
+	require.NotEmpty(t, withX)
+	p := filepath.Join(pres2.ReplicaPath, withX)
+	require.NoError(t, unix.Lsetxattr(p, "user.added", []byte("x"), 0))
+	err = e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, res2.ImageID, pres2.ReplicaPath, 2)
+	require.ErrorIs(t, err, ErrVerify)
+	require.ErrorContains(t, err, "xattr user.added not in the image")
+	require.NoError(t, unix.Lremovexattr(p, "user.added"))
+
+	g := x.Links[0]
+	member := filepath.Join(pres2.ReplicaPath, g[1])
+	b, err := os.ReadFile(member)
+	require.NoError(t, err)
+	fi, err := os.Lstat(member)
+	require.NoError(t, err)
+	parent, err := os.Lstat(filepath.Dir(member))
+	require.NoError(t, err)
+	require.NoError(t, os.Remove(member))
+	writeFile(t, member, b, fi.Mode().Perm(), fi.ModTime())
+	require.NoError(t, os.Chtimes(filepath.Dir(member), parent.ModTime(), parent.ModTime()))
+	err = e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, res2.ImageID, pres2.ReplicaPath, 2)
+	require.ErrorIs(t, err, ErrVerify)
+	require.ErrorContains(t, err, "not a hard link of "+g[0])
+}
+
+// An extras record that names a path outside the tree is refused before anything is
+// applied.
+func TestExtrasCheckRefusesForeignPaths(t *testing.T) {
+	for _, x := range []Extras{
+		{Version: extrasVersion, Entries: []ExtraEntry{{Path: "../etc/passwd", Xattrs: []Xattr{{Name: "user.x"}}}}},
+		{Version: extrasVersion, Entries: []ExtraEntry{{Path: "/etc/passwd"}}},
+		{Version: extrasVersion, Entries: []ExtraEntry{{Path: "a/../../b"}}},
+		{Version: extrasVersion, Links: [][]string{{"a", "../../etc/shadow"}}},
+		{Version: extrasVersion, Links: [][]string{{"a"}}},
+		{Version: extrasVersion, Entries: []ExtraEntry{{Path: "d", Special: &Special{Type: "door"}}}},
+		{Version: extrasVersion, Entries: []ExtraEntry{{Path: "d", Special: &Special{Type: SpecialFIFO, Mode: unix.S_IFREG | 0o644}}}},
+		{Version: extrasVersion + 1},
+	} {
+		require.Error(t, x.check(), "%+v", x)
+	}
+	ok := Extras{Version: extrasVersion, Entries: []ExtraEntry{{Path: "."}, {Path: "a/b", Special: &Special{Type: SpecialSocket, Mode: 0o755}}}}
+	require.NoError(t, ok.check())
+}
+
+// A path in the extras that a symlink in the staged tree would lead outside is refused,
+// not followed: the parent dirs are opened beneath the root with no symlinks.
+func TestApplyExtrasRefusesSymlinkedParent(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	require.NoError(t, os.Symlink(outside, filepath.Join(root, "link")))
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+	require.NoError(t, err)
+	defer unix.Close(fd) //nolint:errcheck
+	x := &Extras{Version: extrasVersion, Entries: []ExtraEntry{{Path: "link/fifo", Special: &Special{Type: SpecialFIFO, Mode: 0o644}}}}
+	require.Error(t, applyExtras(fd, x, false))
+	ents, err := os.ReadDir(outside)
+	require.NoError(t, err)
+	require.Empty(t, ents, "nothing was made outside the tree")
+}
+
+func loadExtrasOf(t *testing.T, e *env, image string) *Extras {
+	t.Helper()
+	rep, err := e.repos.open(context.Background(), e.cfg, false)
+	require.NoError(t, err)
+	man, err := loadImage(context.Background(), rep, image, e.job, e.ds)
+	require.NoError(t, err)
+	x, err := loadExtras(context.Background(), rep, man)
+	require.NoError(t, err)
+	require.NotNil(t, x)
+	return x
+}
