@@ -240,9 +240,8 @@ type Job struct {
 	// 10,000 files or 256 MiB), "always" (every run, also the first) or "never".
 	Precopy string `yaml:"precopy"`
 	// OnUnsupported is what a push does with source entries the data plane cannot replicate
-	// (FIFOs, sockets, devices, hard links, xattrs, ACLs, file capabilities): "fail"
-	// (default: the run fails naming them) or "skip" (the replica is made without them and
-	// marked incomplete).
+	// (names that are not valid UTF-8): "fail" (default: the run fails naming them) or
+	// "skip" (the replica is made without them and marked incomplete).
 	OnUnsupported string     `yaml:"on_unsupported"`
 	Schedule      *Schedule  `yaml:"schedule"` // optional
 	Retention     Retention  `yaml:"retention"`
