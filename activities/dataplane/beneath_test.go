@@ -185,7 +185,7 @@ func TestPublishRefusesParentSwappedMidPull(t *testing.T) {
 		}
 
 		_, err := e.repos.Pull(context.Background(), e.pullReq(img2, "r2"), nil)
-		e.repos.hooks = pullHooks{}
+		e.repos.hooks = testHooks{}
 		require.ErrorIs(t, err, ErrUnsafePath)
 		require.Contains(t, err.Error(), parent+" is a symlink")
 		t.Log(err)
@@ -210,7 +210,7 @@ func TestPublishRefusesParentSwappedMidPull(t *testing.T) {
 		}
 
 		_, err = e.repos.Pull(context.Background(), e.pullReq(img2, "r3"), nil)
-		e.repos.hooks = pullHooks{}
+		e.repos.hooks = testHooks{}
 		require.ErrorIs(t, err, ErrUnsafePath)
 		require.Contains(t, err.Error(), ctl+" is a symlink")
 		requireEmptyDir(t, elsewhere)

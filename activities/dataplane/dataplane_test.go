@@ -302,7 +302,7 @@ func TestFencedMidRestore(t *testing.T) {
 			assert.NoError(t, <-advanced)
 		}
 	}
-	defer func() { e.repos.hooks = pullHooks{} }()
+	defer func() { e.repos.hooks = testHooks{} }()
 
 	req := e.pullReq(img, "r1")
 	req.Parallel = 2
@@ -336,7 +336,7 @@ func TestResumeAfterCancel(t *testing.T) {
 	require.DirExists(t, res1.StagingPath)
 	require.NoFileExists(t, e.link())
 
-	e.repos.hooks = pullHooks{}
+	e.repos.hooks = testHooks{}
 
 	req2 := e.pullReq(img, "r1")
 	req2.ResumeFrom = res1.StagingPath
@@ -440,7 +440,7 @@ func TestVerifyCatchesCorruption(t *testing.T) {
 	require.NoFileExists(t, e.link(), "nothing published")
 	require.DirExists(t, res.StagingPath, "staging kept for inspection")
 
-	e.repos.hooks = pullHooks{}
+	e.repos.hooks = testHooks{}
 
 	// The exported verifier catches tampering of a copy too: content, extra entry, mode.
 	good := e.pull(img, "r2").ReplicaPath
@@ -817,7 +817,7 @@ func TestChangedVerifyTrustIsPerFile(t *testing.T) {
 	require.Contains(t, err.Error(), "many/f07.txt: mode")
 	require.EqualValues(t, 1+2, res.Restored, "the changed file and the 2 symlinks were written")
 
-	e.repos.hooks = pullHooks{}
+	e.repos.hooks = testHooks{}
 	req = e.pullReq(img, "r3")
 	req.Verify = "changed"
 	res, err = e.repos.Pull(context.Background(), req, nil)

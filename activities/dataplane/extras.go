@@ -351,7 +351,7 @@ func readXattrs(p string) ([]Xattr, error) {
 			continue // removed since the listing
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading xattr %s of %s: %w", n, ShowPath(p), err)
+			return nil, fmt.Errorf("reading xattr %s: %w", n, err)
 		}
 		out = append(out, Xattr{Name: n, Value: v})
 	}

@@ -93,11 +93,12 @@ type PullResult struct {
 	PublishedEpoch int64
 }
 
-// pullHooks lets tests act at precise points of a pull.
-type pullHooks struct {
+// testHooks lets tests act at precise points of a push or pull.
+type testHooks struct {
 	afterFileRestored func(n int64)        // after each restored file (n restored so far)
 	beforeVerify      func(staging string) // after all writes, before verification
 	beforePublish     func()               // after verification, before publish resolves T again
+	beforeSourceOpen  func(rel string)     // push: before a source file is opened for reading
 }
 
 // Pull materialises an image as a new replica: staging, verification,
@@ -458,7 +459,7 @@ type puller struct {
 	trustCur  bool       // current replica was verified against prevRoot
 	isRoot    bool
 	parallel  int
-	hooks     pullHooks
+	hooks     testHooks
 
 	dirs     []dirItem    // every image dir, pre-order
 	listMu   sync.Mutex   // guards toWrite and resumeCk while planning

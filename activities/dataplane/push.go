@@ -10,9 +10,7 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode/utf8"
 
-	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/fs/localfs"
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/manifest"
@@ -209,6 +207,12 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		return PushResult{}, fmt.Errorf("opening source %s: %w", req.SourceDir, err)
 	}
 
+	root, err := openSourceRoot(req.SourceDir, &r.hooks)
+	if err != nil {
+		return PushResult{}, err
+	}
+	defer root.close()
+
 	u := upload.NewUploader(w)
 	u.ParallelUploads = req.Parallel
 	u.CheckpointInterval = req.CheckpointInterval
@@ -237,7 +241,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		}()
 	}
 
-	man, err := u.Upload(wctx, utf8Dir{src}, policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
+	man, err := u.Upload(wctx, root.wrap(src, "."), policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
 
 	var unsupported *Unsupported
 	var extras *Extras
@@ -288,7 +292,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	}
 
 	if man.Stats.ErrorCount > 0 {
-		return PushResult{}, fmt.Errorf("push of %s: %d entries could not be read", req.SourceDir, man.Stats.ErrorCount)
+		return PushResult{}, fmt.Errorf("push of %s: %d entries could not be read%s", req.SourceDir, man.Stats.ErrorCount, firstFailed(man))
 	}
 
 	man.Pins = []string{imagePin}
@@ -587,42 +591,6 @@ func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset st
 	return n, nil
 }
 
-// utf8Dir is a source directory without the entries whose names are not valid UTF-8: kopia
-// would store each under another name (every invalid byte U+FFFD), and two such names can
-// become one. The scan counts them (KindName); under on_unsupported: skip they are left out.
-type utf8Dir struct{ fs.Directory }
-
-func (d utf8Dir) Child(ctx context.Context, name string) (fs.Entry, error) {
-	e, err := d.Directory.Child(ctx, name)
-	return utf8Entry(e), err
-}
-
-func (d utf8Dir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
-	it, err := d.Directory.Iterate(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return utf8Iter{it}, nil
-}
-
-type utf8Iter struct{ fs.DirectoryIterator }
-
-func (i utf8Iter) Next(ctx context.Context) (fs.Entry, error) {
-	for {
-		e, err := i.DirectoryIterator.Next(ctx)
-		if err != nil || e == nil || utf8.ValidString(e.Name()) {
-			return utf8Entry(e), err
-		}
-	}
-}
-
-func utf8Entry(e fs.Entry) fs.Entry {
-	if d, ok := e.(fs.Directory); ok {
-		return utf8Dir{d}
-	}
-	return e
-}
-
 // setTag sets an image tag on a copy of the tags (the request's map is not changed).
 func setTag(man *snapshot.Manifest, k, v string) {
 	man.Tags = maps.Clone(man.Tags)
@@ -630,4 +598,14 @@ func setTag(man *snapshot.Manifest, k, v string) {
 		man.Tags = map[string]string{}
 	}
 	man.Tags[k] = v
+}
+
+// firstFailed is ": <path>: <error>" of the first entry the upload could not read ("" if the
+// manifest does not say).
+func firstFailed(man *snapshot.Manifest) string {
+	if man.RootEntry == nil || man.RootEntry.DirSummary == nil || len(man.RootEntry.DirSummary.FailedEntries) == 0 {
+		return ""
+	}
+	f := man.RootEntry.DirSummary.FailedEntries[0]
+	return fmt.Sprintf(" (first: %s: %s)", ShowPath(f.EntryPath), strings.ToValidUTF8(f.Error, "\uFFFD"))
 }

@@ -81,7 +81,7 @@ type Repos struct {
 	mu    sync.Mutex
 	repos map[string]*openRepo
 
-	hooks pullHooks // tests only
+	hooks testHooks // tests only
 }
 
 type openRepo struct {

@@ -180,7 +180,7 @@ func scanTree(ctx context.Context, dir string, opt ScanOptions, collect bool) (*
 	if rootName == "" {
 		rootName = "."
 	}
-	s.found(rootName, s.xattrs(dir, ".")) // the root's own
+	s.found(rootName, s.xattrs(procPath(fd, "."), dir, ".")) // the root's own
 	s.wg.Add(1)
 	s.dir(fd, dir, opt.Name)
 	s.wg.Wait()
@@ -327,15 +327,17 @@ func (s *scan) child(dfd int, p, name, base string) {
 			s.dir(cfd, p, name)
 		}
 	}
-	s.found(name, append(what, s.xattrs(p, rel)...))
+	// Through the directory fd: a path could have been swapped for a symlink since.
+	s.found(name, append(what, s.xattrs(procPath(dfd, base), p, rel)...))
 }
 
-// xattrs collects the extended attributes of p (relative path rel) into the extras and
-// returns, as findings, the names that cannot be kept (not valid UTF-8).
-func (s *scan) xattrs(p, rel string) []string {
+// xattrs collects the extended attributes of the entry at fdPath (shown as p; relative path
+// rel) into the extras and returns, as findings, the names that cannot be kept (not valid
+// UTF-8).
+func (s *scan) xattrs(fdPath, p, rel string) []string {
 	var out []string
 	if s.x == nil {
-		names, _ := listXattrs(p) // ENOTSUP: the filesystem has none; a vanished entry has none either
+		names, _ := listXattrs(fdPath) // ENOTSUP: the filesystem has none; a vanished entry has none either
 		for _, n := range names {
 			if !utf8.ValidString(n) {
 				out = append(out, KindXattrName+":xattr name "+strconv.Quote(n))
@@ -343,7 +345,7 @@ func (s *scan) xattrs(p, rel string) []string {
 		}
 		return out
 	}
-	xs, err := readXattrs(p)
+	xs, err := readXattrs(fdPath)
 	if err != nil {
 		if !errors.Is(err, unix.ENOENT) {
 			s.fail(fmt.Errorf("scanning %s: %w", ShowPath(p), err))

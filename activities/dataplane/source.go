@@ -1,0 +1,156 @@
+package dataplane
+
+// The push's view of the source tree. kopia's localfs opens every directory and file by its
+// full path, following symlinks: a file swapped for a symlink between kopia's listing and its
+// open would be followed, and the content of a file outside the dataset would enter the image
+// (the class of rsync's CVE-2024-12747). Here every file is opened beneath the source root's
+// fd with no symlink in any component (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a walk
+// by O_NOFOLLOW components), must still be a regular file, and every directory is checked the
+// same way before kopia lists it. Names that are not valid UTF-8 are left out (see
+// KindName).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"unicode/utf8"
+
+	"github.com/kopia/kopia/fs"
+	"golang.org/x/sys/unix"
+)
+
+// ErrSourceChanged means an entry of the source is no longer what the push listed: a
+// regular file or directory became a symlink or something else, or left the tree.
+var ErrSourceChanged = errors.New("source changed during the push")
+
+// sourceRoot is the source tree of one push.
+type sourceRoot struct {
+	fd    int // the source dir, O_PATH; closed by the push
+	hooks *testHooks
+}
+
+// openSourceRoot opens dir (never through a symlink in its last component).
+func openSourceRoot(dir string, hooks *testHooks) (*sourceRoot, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening source %s: %w", dir, err)
+	}
+	return &sourceRoot{fd: fd, hooks: hooks}, nil
+}
+
+func (s *sourceRoot) close() { unix.Close(s.fd) } //nolint:errcheck
+
+// wrap returns e (at rel below the root) with the push's checks.
+func (s *sourceRoot) wrap(e fs.Entry, rel string) fs.Entry {
+	switch e := e.(type) {
+	case fs.Directory:
+		return sourceDir{e, s, rel}
+	case fs.File:
+		return sourceFile{e, s, rel}
+	}
+	return e
+}
+
+// changed names rel and what openBeneath said about it.
+func changed(rel string, err error) error {
+	switch {
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV), errors.Is(err, unix.ENOTDIR):
+		return fmt.Errorf("%w: %s is reached through a symlink now", ErrSourceChanged, ShowPath(rel))
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("%w: %s is gone", ErrSourceChanged, ShowPath(rel))
+	}
+	return fmt.Errorf("opening source %s: %w", ShowPath(rel), err)
+}
+
+type sourceDir struct {
+	fs.Directory
+	s   *sourceRoot
+	rel string
+}
+
+func (d sourceDir) Child(ctx context.Context, name string) (fs.Entry, error) {
+	e, err := d.Directory.Child(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return d.s.wrap(e, path.Join(d.rel, name)), nil
+}
+
+func (d sourceDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
+	// Still a directory beneath the root, reached through no symlink, just before kopia
+	// lists it by path. (A swap in the instant between leaks names and metadata at most:
+	// every file's content is opened beneath the root.)
+	fd, err := openBeneath(d.s.fd, d.rel, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, changed(d.rel, err)
+	}
+	unix.Close(fd) //nolint:errcheck
+	it, err := d.Directory.Iterate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return sourceIter{it, d}, nil
+}
+
+type sourceIter struct {
+	fs.DirectoryIterator
+	d sourceDir
+}
+
+func (i sourceIter) Next(ctx context.Context) (fs.Entry, error) {
+	for {
+		e, err := i.DirectoryIterator.Next(ctx)
+		if err != nil || e == nil {
+			return e, err
+		}
+		if utf8.ValidString(e.Name()) {
+			return i.d.s.wrap(e, path.Join(i.d.rel, e.Name())), nil
+		}
+	}
+}
+
+type sourceFile struct {
+	fs.File
+	s   *sourceRoot
+	rel string
+}
+
+// Open opens the file beneath the root, non-blocking (a FIFO swapped in must not hang the
+// push), and refuses anything that is not a regular file.
+func (f sourceFile) Open(context.Context) (fs.Reader, error) {
+	if h := f.s.hooks; h != nil && h.beforeSourceOpen != nil {
+		h.beforeSourceOpen(f.rel)
+	}
+	fd, err := openBeneath(f.s.fd, f.rel, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	if err != nil {
+		return nil, changed(f.rel, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd) //nolint:errcheck
+		return nil, fmt.Errorf("source %s: %w", ShowPath(f.rel), err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd) //nolint:errcheck
+		return nil, fmt.Errorf("%w: %s is no longer a regular file", ErrSourceChanged, ShowPath(f.rel))
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
+	}
+	if err != nil {
+		unix.Close(fd) //nolint:errcheck
+		return nil, fmt.Errorf("source %s: %w", ShowPath(f.rel), err)
+	}
+	return sourceReader{os.NewFile(uintptr(fd), f.LocalFilesystemPath()), f}, nil
+}
+
+type sourceReader struct {
+	*os.File
+	f sourceFile
+}
+
+// Entry is the file as listed (kopia's uploader takes metadata from the listing).
+func (r sourceReader) Entry() (fs.Entry, error) { return r.f, nil }

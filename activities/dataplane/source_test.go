@@ -1,0 +1,67 @@
+package dataplane
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// A source entry swapped between kopia's listing and the push's open (the class of rsync's
+// CVE-2024-12747) is refused, never followed: a file swapped for a symlink to a file outside
+// the dataset, a directory swapped for a symlink to a directory outside it, a file swapped
+// for a FIFO (which must not hang the push). No image is kept.
+func TestPushRefusesSwappedSourceEntries(t *testing.T) {
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret")
+	require.NoError(t, os.WriteFile(secret, []byte("root-only secret"), 0o600))
+	require.NoError(t, os.MkdirAll(filepath.Join(outside, "d"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "d", "f"), []byte("root-only secret"), 0o600))
+
+	for _, c := range []struct {
+		name, at string
+		swap     func(src string) error
+		want     string
+	}{
+		{"file to symlink", "a", func(src string) error {
+			if err := os.Remove(filepath.Join(src, "a")); err != nil {
+				return err
+			}
+			return os.Symlink(secret, filepath.Join(src, "a"))
+		}, "a is reached through a symlink now"},
+		{"dir to symlink", "d/f", func(src string) error {
+			if err := os.Rename(filepath.Join(src, "d"), filepath.Join(src, "d.old")); err != nil {
+				return err
+			}
+			return os.Symlink(filepath.Join(outside, "d"), filepath.Join(src, "d"))
+		}, "d/f is reached through a symlink now"},
+		{"file to fifo", "a", func(src string) error {
+			if err := os.Remove(filepath.Join(src, "a")); err != nil {
+				return err
+			}
+			return unix.Mkfifo(filepath.Join(src, "a"), 0o644)
+		}, "a is no longer a regular file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			writeFile(t, filepath.Join(e.src, "a"), []byte("public a"), 0o644, baseTime)
+			require.NoError(t, os.MkdirAll(filepath.Join(e.src, "d"), 0o755))
+			writeFile(t, filepath.Join(e.src, "d", "f"), []byte("public f"), 0o644, baseTime)
+			swapped := false
+			e.repos.hooks.beforeSourceOpen = func(rel string) {
+				if rel == c.at && !swapped {
+					swapped = true
+					require.NoError(t, c.swap(e.src))
+				}
+			}
+			_, err := e.repos.Push(context.Background(), PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+			require.True(t, swapped, "the hook ran")
+			require.Error(t, err)
+			require.ErrorContains(t, err, c.want)
+			require.Zero(t, e.manifests(sourceInfo(e.job, e.ds)), "no image is kept")
+		})
+	}
+}
