@@ -120,6 +120,51 @@ func (x *Extras) paths() map[string]bool {
 	return m
 }
 
+// xattrsByPath returns each listed entry's xattrs by path.
+func (x *Extras) xattrsByPath() map[string][]Xattr {
+	m := map[string][]Xattr{}
+	if x == nil {
+		return m
+	}
+	for _, e := range x.Entries {
+		if len(e.Xattrs) > 0 {
+			m[e.Path] = e.Xattrs
+		}
+	}
+	return m
+}
+
+// noLinkPaths is where a pull must not link a file of the current replica (built from an
+// image with extras prev) into a replica of an image with extras cur: paths in a hard-link
+// group of either (a link would join or split inodes another replica shares), and paths
+// whose xattrs differ between the two (setting them would change the shared inode). A file
+// whose xattrs are the same in both carries them already.
+func noLinkPaths(cur, prev *Extras) map[string]bool {
+	m := map[string]bool{}
+	for _, x := range []*Extras{cur, prev} {
+		if x == nil {
+			continue
+		}
+		for _, g := range x.Links {
+			for _, p := range g {
+				m[p] = true
+			}
+		}
+	}
+	cx, px := cur.xattrsByPath(), prev.xattrsByPath()
+	for p, xs := range cx {
+		if sameXattrs(xs, px[p]) != nil {
+			m[p] = true
+		}
+	}
+	for p := range px {
+		if _, ok := cx[p]; !ok {
+			m[p] = true
+		}
+	}
+	return m
+}
+
 // specialsIn returns the names of the special entries of directory dir.
 func (x *Extras) specialsIn() map[string][]string {
 	m := map[string][]string{}

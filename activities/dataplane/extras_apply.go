@@ -59,9 +59,10 @@ func (d *extrasDirs) close() {
 
 // applyExtras makes the tree under rootFd hold x: hard-link groups (each later path
 // replaced by a link to the first), special entries with their owner, mode and mtime, and
-// extended attributes (a file capability last). Directory times are the caller's: this
+// extended attributes (a file capability last; not on regular files when filesDone: the
+// pull sets theirs as it writes them). Directory times are the caller's: this
 // changes the directories it links and creates entries in.
-func applyExtras(rootFd int, x *Extras, owners bool) error {
+func applyExtras(rootFd int, x *Extras, owners, filesDone bool) error {
 	if x.Empty() {
 		return nil
 	}
@@ -82,9 +83,17 @@ func applyExtras(rootFd int, x *Extras, owners bool) error {
 				return fmt.Errorf("%s: %w", e.Path, err)
 			}
 		}
-		for _, a := range xattrOrder(e.Xattrs) {
-			if err := unix.Lsetxattr(procPath(dfd, base), a.Name, a.Value, 0); err != nil {
-				return fmt.Errorf("%s: setting xattr %s: %w", e.Path, a.Name, err)
+		if len(e.Xattrs) > 0 {
+			var st unix.Stat_t
+			if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return fmt.Errorf("%s: %w", e.Path, err)
+			}
+			// A regular file got its xattrs when it was written, or carries them from the
+			// replica it is linked from (same xattrs in both images: noLinkPaths).
+			if st.Mode&unix.S_IFMT != unix.S_IFREG || !filesDone {
+				if err := setXattrs(dfd, base, e.Xattrs); err != nil {
+					return fmt.Errorf("%s: %w", e.Path, err)
+				}
 			}
 		}
 		if s := e.Special; s != nil {
@@ -270,6 +279,16 @@ func noXattrs(p, rel string) error {
 	for _, n := range names {
 		if !targetLabel(n) {
 			return fmt.Errorf("%w: %s: xattr %s not in the image", ErrVerify, path.Clean(rel), n)
+		}
+	}
+	return nil
+}
+
+// setXattrs sets xs on entry base of directory dfd, a file capability last.
+func setXattrs(dfd int, base string, xs []Xattr) error {
+	for _, a := range xattrOrder(xs) {
+		if err := unix.Lsetxattr(procPath(dfd, base), a.Name, a.Value, 0); err != nil {
+			return fmt.Errorf("setting xattr %s: %w", a.Name, err)
 		}
 	}
 	return nil

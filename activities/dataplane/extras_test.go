@@ -40,8 +40,9 @@ func TestPushPullKeepsExtras(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, r.Diffs)
 
-	// Unchanged source, second image and pull: the files with extras are written anew (an
-	// inode shared with r1 would share its attributes), the others linked.
+	// Unchanged source, second image and pull: a file whose xattrs are the same in both
+	// images is linked (its inode carries them), a hard-link group is written anew (linking
+	// would join inodes r1 shares).
 	res2 := e.push()
 	pres2 := e.pull(res2.ImageID, "r2")
 	r, err = fidelity.Check(e.src, e.link())
@@ -50,23 +51,47 @@ func TestPushPullKeepsExtras(t *testing.T) {
 	require.Positive(t, pres2.Linked)
 	x := loadExtrasOf(t, e, res2.ImageID)
 	require.NotEmpty(t, x.Links)
-	for p := range x.paths() {
-		if fi, err := os.Lstat(filepath.Join(pres.ReplicaPath, p)); err == nil && fi.Mode().IsRegular() {
-			require.NotEqual(t, inode(t, filepath.Join(pres.ReplicaPath, p)), inode(t, filepath.Join(pres2.ReplicaPath, p)), p)
+	same := func(p string) bool {
+		return inode(t, filepath.Join(pres.ReplicaPath, p)) == inode(t, filepath.Join(pres2.ReplicaPath, p))
+	}
+	for _, g := range x.Links {
+		for _, p := range g {
+			require.False(t, same(p), "%s in a link group is written anew", p)
 		}
 	}
+	var withX string // a regular file with xattrs, in no link group
+	inGroup := map[string]bool{}
+	for _, g := range x.Links {
+		for _, p := range g {
+			inGroup[p] = true
+		}
+	}
+	for _, en := range x.Entries {
+		fi, err := os.Lstat(filepath.Join(e.src, en.Path))
+		require.NoError(t, err)
+		if fi.Mode().IsRegular() && len(en.Xattrs) > 0 && !inGroup[en.Path] {
+			withX = en.Path
+			require.True(t, same(en.Path), "%s: same xattrs in both images, linked", en.Path)
+		}
+	}
+	require.NotEmpty(t, withX, "the tree has a regular file with xattrs")
+
+	// An xattr changed on the source: the next replica has a new inode with the new value,
+	// and r2 keeps the old one (a change never reaches older replicas).
+	require.NoError(t, unix.Lsetxattr(filepath.Join(e.src, withX), "user.changed", []byte("new"), 0))
+	res3 := e.push()
+	pres3 := e.pull(res3.ImageID, "r3")
+	require.NotEqual(t, inode(t, filepath.Join(pres2.ReplicaPath, withX)), inode(t, filepath.Join(pres3.ReplicaPath, withX)))
+	_, err = getXattr(filepath.Join(pres2.ReplicaPath, withX), "user.changed")
+	require.ErrorIs(t, err, unix.ENODATA, "r2 is unchanged")
+	v, err := getXattr(filepath.Join(pres3.ReplicaPath, withX), "user.changed")
+	require.NoError(t, err)
+	require.Equal(t, "new", string(v))
+	require.NoError(t, unix.Lremovexattr(filepath.Join(e.src, withX), "user.changed"))
 
 	// Verification covers the extras.
 	ctx := context.Background()
 	require.NoError(t, e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, res2.ImageID, pres2.ReplicaPath, 2))
-	var withX string
-	for _, en := range x.Entries {
-		if en.Special == nil && len(en.Xattrs) > 0 && en.Path != "." {
-			withX = en.Path
-			break
-		}
-	}
-	require.NotEmpty(t, withX)
 	p := filepath.Join(pres2.ReplicaPath, withX)
 	require.NoError(t, unix.Lsetxattr(p, "user.added", []byte("x"), 0))
 	err = e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, res2.ImageID, pres2.ReplicaPath, 2)
@@ -118,7 +143,7 @@ func TestApplyExtrasRefusesSymlinkedParent(t *testing.T) {
 	require.NoError(t, err)
 	defer unix.Close(fd) //nolint:errcheck
 	x := &Extras{Version: extrasVersion, Entries: []ExtraEntry{{Path: "link/fifo", Special: &Special{Type: SpecialFIFO, Mode: 0o644}}}}
-	require.Error(t, applyExtras(fd, x, false))
+	require.Error(t, applyExtras(fd, x, false, false))
 	ents, err := os.ReadDir(outside)
 	require.NoError(t, err)
 	require.Empty(t, ents, "nothing was made outside the tree")

@@ -250,7 +250,9 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		cacheLeft:  dirCacheEntries,
 		hashWrites: req.Verify == "changed",
 		extras:     extras,
-		noLink:     extras.paths(),
+		noLink:     noLinkPaths(extras, nil),
+		noResume:   extras.paths(),
+		xattrsOf:   extras.xattrsByPath(),
 	}
 
 	// A staging dir with our own name is an earlier try with the same epoch
@@ -490,12 +492,16 @@ type puller struct {
 
 	linked, restored, distrusted atomic.Int64
 
-	// extras: what the image keeps beside its entries (applied after the writes).
+	// extras: what the image keeps beside its entries (xattrs of regular files set as
+	// each is written, the rest applied after the writes).
 	extras *Extras
-	// noLink: paths never linked from the current replica or a resumed attempt (they have
-	// extras in this image or the current replica's).
-	noLink    map[string]bool
-	prevImage string // the current replica's image
+	// noLink: paths never linked from the current replica (noLinkPaths).
+	noLink map[string]bool
+	// noResume: paths never linked from a resumed attempt (any extras: it may have died
+	// before setting them).
+	noResume  map[string]bool
+	xattrsOf  map[string][]Xattr // the image's xattrs by path
+	prevImage string             // the current replica's image
 }
 
 // dirTrust is what verify "changed" need not re-check of the files of one
@@ -594,9 +600,8 @@ func (p *puller) setPrevious(metaFile, job string, log func(string, ...any)) {
 	p.prevImage = m.Image
 }
 
-// noLinkPrevious adds the paths the current replica's image has extras for to noLink: their
-// inodes there carry attributes (or links) the new image may not have. Without the
-// previous image's extras nothing is linked.
+// noLinkPrevious sets noLink from the extras of the current replica's image and the new
+// one's. Without the previous image's extras nothing is linked.
 func (p *puller) noLinkPrevious(ctx context.Context, log func(string, ...any)) {
 	if p.prevRoot == nil || p.prevImage == "" {
 		return
@@ -611,9 +616,7 @@ func (p *puller) noLinkPrevious(ctx context.Context, log func(string, ...any)) {
 		p.prevRoot = nil
 		return
 	}
-	for q := range px.paths() {
-		p.noLink[q] = true
-	}
+	p.noLink = noLinkPaths(p.extras, px)
 }
 
 // dirCacheEntries bounds the image directory entries a pull keeps decoded
@@ -710,7 +713,7 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 		return err
 	}
 
-	if err := applyExtras(p.stagingFd, p.extras, p.isRoot); err != nil {
+	if err := applyExtras(p.stagingFd, p.extras, p.isRoot, true); err != nil {
 		return fmt.Errorf("staging %s: what the image keeps beside its files: %w", p.staging, err)
 	}
 
@@ -970,11 +973,12 @@ const linkedFromCur = "\x00linked"
 // provably unchanged (returns linkedFromCur, the file's trust and its stamp
 // after the link), returns a resume candidate's path to check, or "" (write it).
 func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (string, trust, stamp) {
-	if p.noLink[path.Join(dir, de.Name)] {
-		return "", 0, stamp{}
-	}
-
+	rel := path.Join(dir, de.Name)
 	for _, rs := range p.resume {
+		if p.noResume[rel] {
+			break
+		}
+
 		src := filepath.Join(rs, filepath.FromSlash(dir), de.Name)
 		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
 			return src, 0, stamp{}
@@ -984,7 +988,7 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 	// Same object ID in the image the current replica was verified against,
 	// identical metadata on disk and the inode's ctime as recorded (nothing
 	// written since): the content is the image's content.
-	if srcFd >= 0 && prev != nil && prev.Type == snapshot.EntryTypeFile && prev.ObjectID == de.ObjectID {
+	if srcFd >= 0 && prev != nil && prev.Type == snapshot.EntryTypeFile && prev.ObjectID == de.ObjectID && !p.noLink[rel] {
 		var st unix.Stat_t
 		if err := unix.Fstatat(srcFd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && p.exactStat(&st, de) {
 			if !p.curTrust.trusts(&st) {
@@ -1209,6 +1213,13 @@ func (p *puller) write(dirFd int, g *writeGroup, e writeEnt) error {
 
 	if hashed {
 		g.dt.flags[e.idx] = trustContent // this file's own byte: no lock
+	}
+
+	if xs := p.xattrsOf[rel]; len(xs) > 0 && e.de.Type == snapshot.EntryTypeFile {
+		// Before the stamp, so the trust record holds the ctime with them set.
+		if err := setXattrs(dirFd, e.de.Name, xs); err != nil {
+			return fmt.Errorf("restoring %s: %w", rel, err)
+		}
 	}
 
 	if e.de.Type == snapshot.EntryTypeFile {
