@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestMeasurePushPull times push and pull of a generated tree. It is skipped
@@ -32,6 +33,9 @@ func TestMeasurePushPull(t *testing.T) {
 
 	files := envInt("REPLCTL_MEASURE_FILES", 20000)
 	totalMB := envInt("REPLCTL_MEASURE_MB", 200)
+	// REPLCTL_MEASURE_LABEL=1: every file has an xattr, as an SELinux label would (the extras
+	// then list every file).
+	label := os.Getenv("REPLCTL_MEASURE_LABEL") != ""
 
 	base := os.Getenv("REPLCTL_MEASURE_DIR")
 	if base == "" {
@@ -67,7 +71,11 @@ func TestMeasurePushPull(t *testing.T) {
 			}
 		}
 
-		writeFile(t, filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i)), buf, 0o644, baseTime)
+		fp := filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i))
+		writeFile(t, fp, buf, 0o644, baseTime)
+		if label {
+			require.NoError(t, unix.Lsetxattr(fp, "user.label", []byte("system_u:object_r:var_lib_t:s0"), 0))
+		}
 	}
 
 	t.Logf("generated %d files x %d bytes (%d MiB) in %v", files, size, totalMB, time.Since(t0).Round(time.Millisecond))
