@@ -399,7 +399,10 @@ type PullResult struct {
 	Files       int64
 	Linked      int64
 	Restored    int64
-	Verified    bool
+	// Distrusted files of the current replica had changed on the target since they were
+	// published (inode or ctime not as recorded): written anew, not linked.
+	Distrusted int64 `json:",omitempty"`
+	Verified   bool
 	// Incomplete: the image lacks entries the data plane cannot replicate (on_unsupported:
 	// skip); Verified says only that the replica matches the image.
 	Incomplete bool `json:",omitempty"`
@@ -504,7 +507,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
-	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Verified: res.Verified, Incomplete: res.Incomplete, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
 }
 
 // MaintainInput is the input of Maintain.

@@ -172,6 +172,9 @@ type Replica struct {
 	Incomplete bool  `json:"incomplete,omitempty"`
 	Linked     int64 `json:"linked_files"`
 	Restored   int64 `json:"restored_files"`
+	// Distrusted: files of the replica before it that had been changed on the target since
+	// their publish; written anew from the image, never carried over.
+	Distrusted int64 `json:"distrusted_files,omitempty"`
 	// ResumedFrom is the staging dir of a failed attempt the publishing pull continued.
 	ResumedFrom string `json:"resumed_from,omitempty"`
 }

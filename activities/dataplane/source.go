@@ -5,8 +5,8 @@ package dataplane
 // open would be followed, and the content of a file outside the dataset would enter the image
 // (the class of rsync's CVE-2024-12747). Here every file is opened beneath the source root's
 // fd with no symlink in any component (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a walk
-// by O_NOFOLLOW components), must still be a regular file, and every directory is checked the
-// same way before kopia lists it. Names that are not valid UTF-8 are left out (see
+// by O_NOFOLLOW components), must still be a regular file with the device, size and mtime
+// kopia listed, and every directory is checked the same way before kopia lists it. Names that are not valid UTF-8 are left out (see
 // KindName).
 
 import (
@@ -135,6 +135,12 @@ func (f sourceFile) Open(context.Context) (fs.Reader, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd) //nolint:errcheck
 		return nil, fmt.Errorf("%w: %s is no longer a regular file", ErrSourceChanged, ShowPath(f.rel))
+	}
+	// The file kopia listed: same device, size and mtime (its image entry takes them from
+	// the listing and its content from this open).
+	if st.Dev != f.Device().Dev || st.Size != f.Size() || st.Mtim.Nano() != f.ModTime().UnixNano() {
+		unix.Close(fd) //nolint:errcheck
+		return nil, fmt.Errorf("%w: %s changed since it was listed", ErrSourceChanged, ShowPath(f.rel))
 	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err == nil {

@@ -13,7 +13,8 @@ import (
 // A source entry swapped between kopia's listing and the push's open (the class of rsync's
 // CVE-2024-12747) is refused, never followed: a file swapped for a symlink to a file outside
 // the dataset, a directory swapped for a symlink to a directory outside it, a file swapped
-// for a FIFO (which must not hang the push). No image is kept.
+// for a FIFO (which must not hang the push), a file written after the listing. No image is
+// kept.
 func TestPushRefusesSwappedSourceEntries(t *testing.T) {
 	outside := t.TempDir()
 	secret := filepath.Join(outside, "secret")
@@ -38,6 +39,15 @@ func TestPushRefusesSwappedSourceEntries(t *testing.T) {
 			}
 			return os.Symlink(filepath.Join(outside, "d"), filepath.Join(src, "d"))
 		}, "d/f is reached through a symlink now"},
+		{"file grown", "a", func(src string) error {
+			f, err := os.OpenFile(filepath.Join(src, "a"), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteString(" and more")
+			return err
+		}, "a changed since it was listed"},
 		{"file to fifo", "a", func(src string) error {
 			if err := os.Remove(filepath.Join(src, "a")); err != nil {
 				return err

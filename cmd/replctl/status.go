@@ -469,6 +469,9 @@ func printStatus(w io.Writer, v statusView) {
 	if r := s.Replica; r != nil {
 		fmt.Fprintf(tw, "replica\t%s (verified=%t%s, by %s, epoch %d)\n", r.Path, r.Verified, incompleteMark(r.Incomplete), r.Agent, r.Epoch)
 		fmt.Fprintf(tw, "published at\t%s\n", r.Link)
+		if r.Distrusted > 0 {
+			fmt.Fprintf(tw, "DAMAGE SEEN\t%d files of the replica before had been changed on the target since their publish; written anew from the image\n", r.Distrusted)
+		}
 	}
 	if showTargets(s) {
 		for _, t := range s.Targets {
