@@ -406,7 +406,9 @@ type PullResult struct {
 	// Incomplete: the image lacks entries the data plane cannot replicate (on_unsupported:
 	// skip); Verified says only that the replica matches the image.
 	Incomplete bool `json:",omitempty"`
-	Epoch      int64
+	// Refused is what the target did not take (on_unsupported: skip left it out).
+	Refused *Unsupported `json:",omitempty"`
+	Epoch   int64
 	// ResumedFrom is the failed attempt's staging dir this pull reused ("" = fresh).
 	ResumedFrom string
 	// SavedPrevious (failback) is where the directory that was at the dataset path was kept.
@@ -421,7 +423,8 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		return PullResult{}, err
 	}
 	var err error
-	if in.TargetRoot, in.Repo, err = a.authorizePull(ctx, in); err != nil {
+	var onUnsupported string
+	if in.TargetRoot, in.Repo, onUnsupported, err = a.authorizePull(ctx, in); err != nil {
 		return PullResult{}, err
 	}
 	// A failback builds the new tree under a root of its own beside the dataset and switches
@@ -477,6 +480,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		Agent:         a.Host,
 		ResumeFrom:    resumeFrom,
 		Verify:        in.Verify,
+		OnUnsupported: onUnsupported,
 		Keep:          in.Keep,
 		KeepWithin:    in.KeepWithin,
 		Defer:         in.Defer || in.InPlace,
@@ -507,7 +511,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
-	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
 }
 
 // MaintainInput is the input of Maintain.

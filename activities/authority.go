@@ -339,26 +339,27 @@ func (a *Agent) authorizePush(ctx context.Context, step string, in PushInput) (P
 	return in, err
 }
 
-// authorizePull checks a pull and returns the agent's own target root and repository. A
+// authorizePull checks a pull and returns the agent's own target root, repository and the
+// job's on_unsupported. A
 // failback pull (InPlace) writes the job's source storage: the agent must be in the source
 // order.
-func (a *Agent) authorizePull(ctx context.Context, in PullInput) (string, RepoLocation, error) {
+func (a *Agent) authorizePull(ctx context.Context, in PullInput) (string, RepoLocation, string, error) {
 	g, err := a.authorize(ctx, PullName, in.Job)
 	if err != nil {
-		return "", RepoLocation{}, err
+		return "", RepoLocation{}, "", err
 	}
 	p := g.plan
 	var storage, source string
 	if in.InPlace {
 		if err := g.failbackAllowed(); err != nil {
-			return "", RepoLocation{}, err
+			return "", RepoLocation{}, "", err
 		}
 		if err := g.inOrder(RoleSource, p.Order.Source); err != nil {
-			return "", RepoLocation{}, err
+			return "", RepoLocation{}, "", err
 		}
 		i, err := g.dataset("Dataset", in.Dataset, p.Source)
 		if err != nil {
-			return "", RepoLocation{}, err
+			return "", RepoLocation{}, "", err
 		}
 		storage = p.Source.Storage
 		// The image comes from one of the targets: its dataset at the same index.
@@ -368,41 +369,42 @@ func (a *Agent) authorizePull(ctx context.Context, in PullInput) (string, RepoLo
 			ok = ok || (i < len(t.List()) && t.List()[i] == source)
 		}
 		if !ok {
-			return "", RepoLocation{}, g.refuse("SourceDataset", source, nil, fmt.Sprintf("%q is not a target dataset matching source dataset %q in its own config", source, in.Dataset))
+			return "", RepoLocation{}, "", g.refuse("SourceDataset", source, nil, fmt.Sprintf("%q is not a target dataset matching source dataset %q in its own config", source, in.Dataset))
 		}
 		if err := g.same("KeepImages", in.KeepImages, 0); err != nil {
-			return "", RepoLocation{}, err
+			return "", RepoLocation{}, "", err
 		}
 	} else {
 		t, i, err := g.target(in.Dataset)
 		if err != nil {
-			return "", RepoLocation{}, err
+			return "", RepoLocation{}, "", err
 		}
 		storage, source = t.Storage, p.Source.List()[i]
 		if err := g.same("SourceDataset", in.SourceDataset, source); err != nil {
-			return "", RepoLocation{}, err
+			return "", RepoLocation{}, "", err
 		}
 		if err := g.same("Defer", in.Defer, t.Group()); err != nil {
-			return "", RepoLocation{}, err
+			return "", RepoLocation{}, "", err
 		}
 		if err := g.same("KeepImages", in.KeepImages, p.Retention.Images); err != nil {
-			return "", RepoLocation{}, err
+			return "", RepoLocation{}, "", err
 		}
 		if err := g.same("KeepImagesWithin", in.KeepImagesWithin, p.Retention.ImagesWithin); err != nil {
-			return "", RepoLocation{}, err
+			return "", RepoLocation{}, "", err
 		}
 	}
 	if err := g.root("TargetRoot", in.TargetRoot, storage); err != nil {
-		return "", RepoLocation{}, err
+		return "", RepoLocation{}, "", err
 	}
 	if err := g.retention(in.Keep, in.KeepWithin); err != nil {
-		return "", RepoLocation{}, err
+		return "", RepoLocation{}, "", err
 	}
 	if err := g.same("Verify", in.Verify, p.Verify); err != nil {
-		return "", RepoLocation{}, err
+		return "", RepoLocation{}, "", err
 	}
 	repo, err := g.repo(in.Repo)
-	return in.TargetRoot, repo, err
+	// What the target refuses is handled by the job's on_unsupported in the agent's config.
+	return in.TargetRoot, repo, p.OnUnsupported, err
 }
 
 // authorizePublishGroup checks the publish of a consistency group on a target.

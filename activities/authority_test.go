@@ -97,7 +97,7 @@ func TestAuthorityPull(t *testing.T) {
 	good := PullInput{Job: "orders", Agent: "c1", ImageID: "k1", TargetRoot: "/mnt/c", Dataset: "dr/orders-logs",
 		Repo: repo, ReplicaName: "r", Epoch: 1, Keep: p.Retention.Replicas, SourceDataset: "orders/logs",
 		KeepImages: p.Retention.Images, Verify: p.Verify, Defer: true}
-	root, _, err := a.authorizePull(ctx, good)
+	root, _, _, err := a.authorizePull(ctx, good)
 	require.NoError(t, err)
 	assert.Equal(t, "/mnt/c", root)
 
@@ -117,7 +117,7 @@ func TestAuthorityPull(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := good
 			c.mutate(&in)
-			_, _, err := a.authorizePull(ctx, in)
+			_, _, _, err := a.authorizePull(ctx, in)
 			requireRefused(t, err, c.want...)
 		})
 	}
@@ -221,7 +221,7 @@ func TestAuthorityFailback(t *testing.T) {
 	require.NoError(t, err)
 	_, err = h1.authorizePush(ctx, "push", PushInput{Job: "docs", Agent: "h1", SourceDir: "/srv/backup/docs", Dataset: "docs", Repo: repo, FollowLink: true})
 	requireRefused(t, err, "Failback", "failback.allow is not true in agent h1's own config")
-	_, _, err = h1.authorizePull(ctx, PullInput{Job: "docs", Agent: "h1", TargetRoot: "/srv/primary", Dataset: "docs", SourceDataset: "docs", Repo: repo, InPlace: true, Keep: p.Retention.Replicas, Verify: p.Verify})
+	_, _, _, err = h1.authorizePull(ctx, PullInput{Job: "docs", Agent: "h1", TargetRoot: "/srv/primary", Dataset: "docs", SourceDataset: "docs", Repo: repo, InPlace: true, Keep: p.Retention.Replicas, Verify: p.Verify})
 	requireRefused(t, err, "Failback")
 	host, err := p.Host("h1")
 	require.NoError(t, err)

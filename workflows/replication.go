@@ -405,6 +405,7 @@ func (w *replication) pull(ctx workflow.Context) error {
 			return err
 		}
 		w.status.Progress = Progress{Step: "pull", BytesDone: res.Bytes, BytesTotal: res.Bytes, FilesDone: res.Files, FilesTotal: res.Files}
+		w.addRefused(res.Refused)
 		w.status.Replica = &Replica{Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Incomplete: res.Incomplete || w.status.Unsupported != nil, Linked: res.Linked, Restored: res.Restored, Distrusted: res.Distrusted, ResumedFrom: res.ResumedFrom}
 		return nil
 	})
@@ -481,6 +482,20 @@ func (w *replication) clearQuiesced(ctx workflow.Context) {
 }
 
 func (w *replication) note(s string) { w.status.Notes = append(w.status.Notes, s) }
+
+// addRefused adds what a target refused (on_unsupported: skip) to what the run's replicas
+// lack.
+func (w *replication) addRefused(r *activities.Unsupported) {
+	if r.Empty() {
+		return
+	}
+	if w.status.Unsupported == nil {
+		w.status.Unsupported = &activities.Unsupported{}
+	}
+	// Merge ranges over a map only to add counts (the order cannot change the result).
+	//workflowcheck:ignore
+	w.status.Unsupported.Merge(r)
+}
 
 func (w *replication) upsert(ctx workflow.Context, updates ...temporal.SearchAttributeUpdate) {
 	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {

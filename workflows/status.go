@@ -63,8 +63,8 @@ type Status struct {
 	SourcePath string     `json:"source_path,omitempty"`
 	Image      string     `json:"image,omitempty"`
 	Replica    *Replica   `json:"replica,omitempty"`
-	// Unsupported is what the source held that the image lacks (on_unsupported: skip): the
-	// run's replicas are incomplete.
+	// Unsupported is what the source held that the image lacks, and what a target refused
+	// (kind "target"), under on_unsupported: skip: the run's replicas are incomplete.
 	Unsupported *activities.Unsupported `json:"unsupported,omitempty"`
 	// Direction is set for a failback run.
 	Direction string `json:"direction,omitempty"`

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,15 +63,20 @@ func (d *extrasDirs) close() {
 // extended attributes (a file capability last; not on regular files when filesDone: the
 // pull sets theirs as it writes them). Directory times are the caller's: this
 // changes the directories it links and creates entries in.
-func applyExtras(rootFd int, x *Extras, owners, filesDone bool) error {
+func applyExtras(rootFd int, x *Extras, owners, filesDone bool, refuse refuser) error {
 	if x.Empty() {
 		return nil
 	}
 	d := &extrasDirs{root: rootFd, fds: map[string]int{}}
 	defer d.close()
+	if refuse == nil {
+		refuse = func(_, _ string, err error) error { return err }
+	}
 	for _, g := range x.Links {
 		if err := applyLinkGroup(d, g); err != nil {
-			return err
+			if rerr := refuse(g[0], "hard link", err); rerr != nil {
+				return rerr
+			}
 		}
 	}
 	for _, e := range x.Entries {
@@ -78,9 +84,13 @@ func applyExtras(rootFd int, x *Extras, owners, filesDone bool) error {
 		if err != nil {
 			return err
 		}
-		if s := e.Special; s != nil {
-			if err := makeSpecial(dfd, base, s, owners); err != nil {
-				return fmt.Errorf("%s: %w", e.Path, err)
+		special := e.Special
+		if special != nil {
+			if err := makeSpecial(dfd, base, special, owners); err != nil {
+				if rerr := refuse(e.Path, special.Type, err); rerr != nil {
+					return fmt.Errorf("%s: %w", e.Path, rerr)
+				}
+				continue // left out: no xattrs, no times
 			}
 		}
 		if len(e.Xattrs) > 0 {
@@ -91,12 +101,12 @@ func applyExtras(rootFd int, x *Extras, owners, filesDone bool) error {
 			// A regular file got its xattrs when it was written, or carries them from the
 			// replica it is linked from (same xattrs in both images: noLinkPaths).
 			if st.Mode&unix.S_IFMT != unix.S_IFREG || !filesDone {
-				if err := setXattrs(dfd, base, e.Xattrs); err != nil {
+				if err := setXattrs(dfd, base, e.Path, e.Xattrs, refuse); err != nil {
 					return fmt.Errorf("%s: %w", e.Path, err)
 				}
 			}
 		}
-		if s := e.Special; s != nil {
+		if s := special; s != nil {
 			ts := unix.NsecToTimespec(s.Mtime)
 			if err := unix.UtimesNanoAt(dfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return fmt.Errorf("%s: setting times: %w", e.Path, err)
@@ -284,12 +294,58 @@ func noXattrs(p, rel string) error {
 	return nil
 }
 
-// setXattrs sets xs on entry base of directory dfd, a file capability last.
-func setXattrs(dfd int, base string, xs []Xattr) error {
+// setXattrs sets xs on entry base (path rel) of directory dfd, a file capability last. An
+// attribute the target refuses is passed to refuse (nil: every error fails).
+func setXattrs(dfd int, base, rel string, xs []Xattr, refuse refuser) error {
 	for _, a := range xattrOrder(xs) {
 		if err := unix.Lsetxattr(procPath(dfd, base), a.Name, a.Value, 0); err != nil {
-			return fmt.Errorf("setting xattr %s: %w", a.Name, err)
+			if refuse == nil {
+				return fmt.Errorf("setting xattr %s: %w", a.Name, err)
+			}
+			if rerr := refuse(rel, "xattr "+a.Name, err); rerr != nil {
+				return fmt.Errorf("setting xattr %s: %w", a.Name, rerr)
+			}
 		}
 	}
 	return nil
+}
+
+// refuser decides about something the target would not take (rel, what: "xattr NAME",
+// "fifo", "char", "hard link", ...): nil leaves it out, an error fails the pull.
+type refuser func(rel, what string, err error) error
+
+// targetRefused: the target filesystem (or the agent's privileges) does not take this
+// attribute or entry; a full, read-only or failing storage is a storage fault instead.
+func targetRefused(err error) bool {
+	for _, e := range []error{unix.EPERM, unix.EOPNOTSUPP, unix.E2BIG, unix.ERANGE, unix.EINVAL, unix.EMLINK} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// without returns x minus what the target refused (dropped: path → "xattr NAME", a
+// special type or "hard link"), for verification: a link group is dropped whole.
+func (x *Extras) without(dropped map[string][]string) *Extras {
+	if len(dropped) == 0 || x == nil {
+		return x
+	}
+	out := &Extras{Version: x.Version}
+	for _, g := range x.Links {
+		if _, ok := dropped[g[0]]; !ok || !slices.Contains(dropped[g[0]], "hard link") {
+			out.Links = append(out.Links, g)
+		}
+	}
+	for _, e := range x.Entries {
+		d := dropped[e.Path]
+		if e.Special != nil && slices.Contains(d, e.Special.Type) {
+			continue
+		}
+		e.Xattrs = slices.DeleteFunc(slices.Clone(e.Xattrs), func(a Xattr) bool { return slices.Contains(d, "xattr "+a.Name) })
+		if e.Special != nil || len(e.Xattrs) > 0 {
+			out.Entries = append(out.Entries, e)
+		}
+	}
+	return out
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/snapshot"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
@@ -143,7 +145,7 @@ func TestApplyExtrasRefusesSymlinkedParent(t *testing.T) {
 	require.NoError(t, err)
 	defer unix.Close(fd) //nolint:errcheck
 	x := &Extras{Version: extrasVersion, Entries: []ExtraEntry{{Path: "link/fifo", Special: &Special{Type: SpecialFIFO, Mode: 0o644}}}}
-	require.Error(t, applyExtras(fd, x, false, false))
+	require.Error(t, applyExtras(fd, x, false, false, nil))
 	ents, err := os.ReadDir(outside)
 	require.NoError(t, err)
 	require.Empty(t, ents, "nothing was made outside the tree")
@@ -159,4 +161,68 @@ func loadExtrasOf(t *testing.T, e *env, image string) *Extras {
 	require.NoError(t, err)
 	require.NotNil(t, x)
 	return x
+}
+
+// What the target refuses (here: a file capability whose value the kernel rejects, as a
+// filesystem without xattrs or a non-root agent would refuse others) fails the pull by
+// default, naming the path and the attribute; with OnUnsupported "skip" it is left out, the
+// rest of the extras kept, and the replica is verified but incomplete.
+func TestPullTargetRefusal(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("security.* xattrs need root")
+	}
+	e := newEnv(t)
+	writeFile(t, filepath.Join(e.src, "f"), []byte("x"), 0o755, baseTime)
+	writeFile(t, filepath.Join(e.src, "g"), []byte("y"), 0o644, baseTime)
+	res := e.push()
+	image := imageWithExtras(t, e, res.ImageID, &Extras{Version: extrasVersion, Entries: []ExtraEntry{
+		{Path: "f", Xattrs: []Xattr{{Name: capabilityXattr, Value: []byte{1, 2, 3}}}},
+		{Path: "g", Xattrs: []Xattr{{Name: "user.kept", Value: []byte("v")}}},
+	}})
+
+	_, err := e.repos.Pull(context.Background(), e.pullReq(image, "r1"), nil)
+	require.ErrorIs(t, err, ErrUnsupported)
+	require.ErrorContains(t, err, "f: xattr security.capability refused by the target")
+	require.ErrorContains(t, err, "set on_unsupported: skip on job job1")
+
+	req := e.pullReq(image, "r2")
+	req.OnUnsupported = OnUnsupportedSkip
+	pres, err := e.repos.Pull(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.True(t, pres.Verified)
+	require.True(t, pres.Incomplete)
+	require.NotNil(t, pres.Refused)
+	require.Equal(t, map[string]int{"target": 1}, pres.Refused.ByKind)
+	v, err := getXattr(filepath.Join(pres.ReplicaPath, "g"), "user.kept")
+	require.NoError(t, err)
+	require.Equal(t, "v", string(v), "what the target takes is kept")
+	m, err := readMeta(newLayout(e.target, e.ds).metaFile("r2"))
+	require.NoError(t, err)
+	require.True(t, m.Incomplete)
+	require.Equal(t, 1, m.Unsupported.Count)
+
+	req.OnUnsupported = "maybe"
+	_, err = e.repos.Pull(context.Background(), req, nil)
+	require.ErrorIs(t, err, ErrBadInput)
+}
+
+// imageWithExtras saves a copy of image with x as its extras and returns its ID.
+func imageWithExtras(t *testing.T, e *env, image string, x *Extras) string {
+	t.Helper()
+	ctx := context.Background()
+	rep, err := e.repos.open(ctx, e.cfg, false)
+	require.NoError(t, err)
+	man, err := loadImage(ctx, rep, image, e.job, e.ds)
+	require.NoError(t, err)
+	wctx, w, err := rep.NewWriter(ctx, repo.WriteSessionOptions{Purpose: "test"})
+	require.NoError(t, err)
+	defer w.Close(ctx) //nolint:errcheck
+	xid, err := saveExtras(wctx, w, e.job, e.ds, x)
+	require.NoError(t, err)
+	man.ID = ""
+	setTag(man, extrasTag, string(xid))
+	id, err := snapshot.SaveSnapshot(wctx, w, man)
+	require.NoError(t, err)
+	require.NoError(t, w.Flush(wctx))
+	return string(id)
 }

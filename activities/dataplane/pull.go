@@ -57,6 +57,10 @@ type PullRequest struct {
 	Keep int
 	// KeepWithin also keeps every replica younger than this (0 = off): see Retention.
 	KeepWithin time.Duration
+	// OnUnsupported: what the pull does with an entry or attribute the target refuses (an
+	// xattr its filesystem does not keep, a device as non-root): "fail" (default) or "skip"
+	// (left out; the replica is incomplete and says so).
+	OnUnsupported string
 	// Verify is "full" (default: every file's content is checked) or
 	// "changed" (content of files hard-linked from the verified current
 	// replica with an unchanged object ID is not re-read).
@@ -85,8 +89,11 @@ type PullResult struct {
 	Distrusted int64
 	Verified   bool
 	// Incomplete: the image lacks entries it could not hold (pushed with OnUnsupported
-	// "skip"); the replica's meta record names them.
+	// "skip"), or the target refused some (Refused); the replica's meta record names them.
 	Incomplete bool
+	// Refused is what the target did not take (an xattr, a device as non-root), left out
+	// under OnUnsupported "skip".
+	Refused *Unsupported
 	// PublishedBy and PublishedEpoch name the attempt that published the replica: an
 	// earlier attempt whose result was lost, when this one found its work done.
 	PublishedBy    string
@@ -246,13 +253,16 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		lay:       l,
 		log:       r.log,
 
-		dirCache:   map[string]cachedDir{},
-		cacheLeft:  dirCacheEntries,
-		hashWrites: req.Verify == "changed",
-		extras:     extras,
-		noLink:     noLinkPaths(extras, nil),
-		noResume:   extras.paths(),
-		xattrsOf:   extras.xattrsByPath(),
+		dirCache:    map[string]cachedDir{},
+		cacheLeft:   dirCacheEntries,
+		hashWrites:  req.Verify == "changed",
+		extras:      extras,
+		job:         req.Job,
+		skipRefused: req.OnUnsupported == OnUnsupportedSkip,
+		dropped:     map[string][]string{},
+		noLink:      noLinkPaths(extras, nil),
+		noResume:    extras.paths(),
+		xattrsOf:    extras.xattrsByPath(),
 	}
 
 	// A staging dir with our own name is an earlier try with the same epoch
@@ -320,7 +330,13 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		p.hooks.beforeVerify(staging)
 	}
 
-	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir, extras: extras}
+	// What the target refused under on_unsupported: skip is left out of the replica and of
+	// its verification, and makes the replica incomplete.
+	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir, extras: extras.without(p.dropped)}
+	if !p.refused.Empty() {
+		res.Incomplete, res.Refused = true, &p.refused
+		r.log("target refused entries; replica incomplete", "dataset", req.Dataset, "summary", p.refused.String())
+	}
 	if req.Verify == "changed" {
 		vo.skipContent = func(dir string, d object.ID, i int) bool {
 			return p.trustOf(dir, d, i)&trustContent != 0
@@ -410,6 +426,12 @@ func validatePull(req *PullRequest) error {
 	case "full", "changed":
 	default:
 		return badInput("Verify", "%q must be \"full\" or \"changed\"", req.Verify)
+	}
+
+	switch req.OnUnsupported {
+	case "", OnUnsupportedFail, OnUnsupportedSkip:
+	default:
+		return badInput("OnUnsupported", "%q must be %q or %q", req.OnUnsupported, OnUnsupportedFail, OnUnsupportedSkip)
 	}
 
 	if req.Parallel <= 0 {
@@ -502,6 +524,31 @@ type puller struct {
 	noResume  map[string]bool
 	xattrsOf  map[string][]Xattr // the image's xattrs by path
 	prevImage string             // the current replica's image
+
+	// What the target refused (on_unsupported: skip leaves it out): the summary and, by
+	// path, what was left out.
+	job         string
+	skipRefused bool
+	refusedMu   sync.Mutex
+	refused     Unsupported
+	dropped     map[string][]string
+}
+
+// refuse is the pull's refuser: what the target does not take fails the pull, naming it,
+// or (on_unsupported: skip) is left out and counted (kind "target").
+func (p *puller) refuse(rel, what string, err error) error {
+	if !targetRefused(err) {
+		return err
+	}
+	if !p.skipRefused {
+		return fmt.Errorf("%w: %s: %s refused by the target (%v); set on_unsupported: skip on job %s to replicate without it",
+			ErrUnsupported, ShowPath(rel), what, err, p.job)
+	}
+	p.refusedMu.Lock()
+	defer p.refusedMu.Unlock()
+	p.refused.add(rel, []string{"target:" + what + " refused (" + err.Error() + ")"})
+	p.dropped[rel] = append(p.dropped[rel], what)
+	return nil
 }
 
 // dirTrust is what verify "changed" need not re-check of the files of one
@@ -713,7 +760,7 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 		return err
 	}
 
-	if err := applyExtras(p.stagingFd, p.extras, p.isRoot, true); err != nil {
+	if err := applyExtras(p.stagingFd, p.extras, p.isRoot, true, p.refuse); err != nil {
 		return fmt.Errorf("staging %s: what the image keeps beside its files: %w", p.staging, err)
 	}
 
@@ -1217,7 +1264,7 @@ func (p *puller) write(dirFd int, g *writeGroup, e writeEnt) error {
 
 	if xs := p.xattrsOf[rel]; len(xs) > 0 && e.de.Type == snapshot.EntryTypeFile {
 		// Before the stamp, so the trust record holds the ctime with them set.
-		if err := setXattrs(dirFd, e.de.Name, xs); err != nil {
+		if err := setXattrs(dirFd, e.de.Name, rel, xs, p.refuse); err != nil {
 			return fmt.Errorf("restoring %s: %w", rel, err)
 		}
 	}
@@ -1545,6 +1592,13 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 			Epoch: req.Epoch, Agent: req.Agent, Verified: true, Published: time.Now().UTC(),
 		}
 		rm.Unsupported, rm.Incomplete = imageUnsupported(man)
+		if !p.refused.Empty() {
+			if rm.Unsupported == nil {
+				rm.Unsupported = &Unsupported{}
+			}
+			rm.Unsupported.Merge(&p.refused)
+			rm.Incomplete = true
+		}
 		meta, err := json.Marshal(rm)
 		if err != nil {
 			return err

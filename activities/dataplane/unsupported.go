@@ -373,18 +373,26 @@ func (s *scan) found(name string, what []string) {
 	if len(what) == 0 {
 		return
 	}
-	details := make([]string, len(what))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sum.Count++
+	s.sum.add(name, what)
+}
+
+// add counts entry name with its findings, each "kind:detail", and keeps the first
+// UnsupportedFirst in path order, whatever order they were met in.
+func (u *Unsupported) add(name string, what []string) {
+	if u.ByKind == nil {
+		u.ByKind = map[string]int{}
+	}
+	details := make([]string, len(what))
+	u.Count++
 	for i, w := range what {
 		kind, detail := splitKind(w)
-		s.sum.ByKind[kind]++
+		u.ByKind[kind]++
 		details[i] = detail
 	}
 	line := fmt.Sprintf("%s (%s)", ShowPath(name), strings.Join(details, "; "))
-	// Keep the first UnsupportedFirst in path order, whatever order the walkers met them.
-	f := s.sum.First
+	f := u.First
 	j := sort.SearchStrings(f, line)
 	if j >= UnsupportedFirst {
 		return
@@ -395,7 +403,7 @@ func (s *scan) found(name string, what []string) {
 	if len(f) > UnsupportedFirst {
 		f = f[:UnsupportedFirst]
 	}
-	s.sum.First = f
+	u.First = f
 }
 
 // splitKind splits "kind:detail".
