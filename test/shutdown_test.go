@@ -248,8 +248,9 @@ func TestDevSIGINTDuringPushThawsBeforeExit(t *testing.T) {
 	assert.Contains(t, devLog(), "the run resumed host a1")
 	st := <-last
 	t.Logf("last status seen: phase %s, quiesced host %q, takeovers %d", st.Phase, st.QuiescedHost, len(st.Takeovers))
-	assert.Empty(t, st.QuiescedHost)
-	assert.Contains(t, []string{workflows.PhasePulling, workflows.PhaseCompleted}, st.Phase, "the push was taken over and the run went on")
-	require.NotEmpty(t, st.Takeovers)
+	// That the run itself recorded the resume is the dev log line above: dev exits only after
+	// its query of the run's status saw no quiesced host. The test's own poll (every 100 ms)
+	// can miss that last status when the server goes down right after (CI on ecea782).
+	require.NotEmpty(t, st.Takeovers, "the push was taken over")
 	assert.Equal(t, []string{"source", "push", "a1", "a2"}, []string{st.Takeovers[0].Role, st.Takeovers[0].Step, st.Takeovers[0].From, st.Takeovers[0].To})
 }
