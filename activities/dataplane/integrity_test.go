@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,4 +171,63 @@ func TestMeasureSweepJournal(t *testing.T) {
 			}
 		}
 	}
+}
+
+// CheckReplica lists every difference of a replica from its image, not just the first: a
+// changed content, a changed mode, an entry added and one removed.
+func TestCheckReplicaListsEveryDifference(t *testing.T) {
+	e := newEnv(t)
+	makeTree(t, e.src)
+	res := e.push()
+	pres := e.pull(res.ImageID, "r1")
+	ctx := context.Background()
+	d, err := e.repos.CheckReplica(ctx, e.cfg, e.job, e.ds, res.ImageID, pres.ReplicaPath, 2, 10)
+	require.NoError(t, err)
+	require.Zero(t, d.Count, "a fresh replica: %v", d.First)
+
+	var files []string
+	require.NoError(t, filepath.WalkDir(pres.ReplicaPath, func(p string, de os.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return err
+	}))
+	require.GreaterOrEqual(t, len(files), 3)
+	keepTimes := func(p string, fn func()) {
+		dirFi, err := os.Lstat(filepath.Dir(p))
+		require.NoError(t, err)
+		fi, ferr := os.Lstat(p) // absent for an entry added
+		fn()
+		if _, err := os.Lstat(p); err == nil && ferr == nil {
+			require.NoError(t, os.Chtimes(p, fi.ModTime(), fi.ModTime()))
+		}
+		require.NoError(t, os.Chtimes(filepath.Dir(p), dirFi.ModTime(), dirFi.ModTime()))
+	}
+	keepTimes(files[0], func() {
+		f, err := os.OpenFile(files[0], os.O_WRONLY, 0)
+		require.NoError(t, err)
+		_, err = f.WriteAt([]byte{'!'}, 0)
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+	})
+	keepTimes(files[1], func() { require.NoError(t, os.Chmod(files[1], 0o600)) })
+	keepTimes(files[2], func() { require.NoError(t, os.Remove(files[2])) })
+	added := filepath.Join(pres.ReplicaPath, "added-later")
+	keepTimes(added, func() { require.NoError(t, os.WriteFile(added, nil, 0o644)) })
+
+	d, err = e.repos.CheckReplica(ctx, e.cfg, e.job, e.ds, res.ImageID, pres.ReplicaPath, 2, 10)
+	require.NoError(t, err)
+	t.Logf("differences: %q", d.First)
+	require.Equal(t, 4, d.Count)
+	all := strings.Join(d.First, "\n")
+	rel := func(p string) string { r, _ := filepath.Rel(pres.ReplicaPath, p); return r }
+	require.Contains(t, all, rel(files[0]))
+	require.Contains(t, all, rel(files[1])+": mode")
+	require.Contains(t, all, rel(files[2]))
+	require.Contains(t, all, "added-later: unexpected entry not in the image")
+
+	d, err = e.repos.CheckReplica(ctx, e.cfg, e.job, e.ds, res.ImageID, pres.ReplicaPath, 2, 2)
+	require.NoError(t, err)
+	require.Equal(t, 4, d.Count)
+	require.Len(t, d.First, 2, "names at most the limit, counts all")
 }

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -220,6 +221,9 @@ type verifyOptions struct {
 	readDir func(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error)
 	// extras: what the image keeps beside its entries (nil: none).
 	extras *Extras
+	// collect, if set, gets every difference (ErrVerify) and the walk goes on; it must be
+	// safe for concurrent use. Without it the first difference ends the verification.
+	collect func(error)
 
 	specials   map[string][]string // extras' special entries by directory
 	withXattrs map[string]bool     // paths whose xattrs the extras list
@@ -276,11 +280,11 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 		return err
 	}
 
-	if err := verifyMeta(dir, ".", root, o.checkOwner); err != nil {
+	if err := o.diff(verifyMeta(dir, ".", root, o.checkOwner)); err != nil {
 		return err
 	}
 
-	if err := o.checkXattrs(dir, "."); err != nil {
+	if err := o.diff(o.checkXattrs(dir, ".")); err != nil {
 		return err
 	}
 
@@ -291,7 +295,7 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 		}
 		err = verifyExtras(rootFd, o.extras, o.checkOwner)
 		unix.Close(rootFd) //nolint:errcheck
-		if err != nil {
+		if err := o.diff(err); err != nil {
 			return err
 		}
 	}
@@ -322,7 +326,7 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 				return fmt.Errorf("verifying %s: %w", j.rel, err)
 			}
 
-			return fmt.Errorf("%w: %s: %v", ErrVerify, j.rel, err)
+			return o.diff(fmt.Errorf("%w: %s: %v", ErrVerify, j.rel, err))
 		}
 
 		if o.rp != nil {
@@ -347,7 +351,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 
 	have, err := os.ReadDir(filepath.Join(dir, filepath.FromSlash(rel)))
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrVerify, rel, err)
+		return o.diff(fmt.Errorf("%w: %s: %v", ErrVerify, rel, err))
 	}
 
 	want := make(map[string]bool, len(ents))
@@ -371,46 +375,39 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		}
 	}
 
-	if len(extra) > 0 {
-		sort.Strings(extra)
-		return fmt.Errorf("%w: %s: unexpected entry not in the image", ErrVerify, path.Join(rel, extra[0]))
+	sort.Strings(extra)
+
+	for _, x := range extra {
+		if err := o.diff(fmt.Errorf("%w: %s: unexpected entry not in the image", ErrVerify, path.Join(rel, x))); err != nil {
+			return err
+		}
 	}
 
 	for i, de := range ents {
 		crel := path.Join(rel, de.Name)
 
-		switch {
-		case de.Type == snapshot.EntryTypeDirectory:
-		case de.Type == snapshot.EntryTypeFile && o.skipMeta != nil && o.skipMeta(rel, d, i):
-			// The entry must still be the regular file that was checked.
-			if t, ok := haveType[de.Name]; !ok || t != 0 {
-				return verifyMeta(dir, crel, de, o.checkOwner) // names the difference
-			}
-		default:
-			if err := verifyMeta(dir, crel, de, o.checkOwner); err != nil {
-				return err
-			}
+		// ok: the entry's type and metadata checks found no difference (a collected
+		// difference moves on to the next entry).
+		ok, err := o.checkEntry(dir, rel, crel, d, i, de, haveType)
+		if err != nil {
+			return err
+		}
 
-			if err := o.checkXattrs(dir, crel); err != nil {
-				return err
-			}
+		if !ok {
+			continue
 		}
 
 		switch de.Type {
 		case snapshot.EntryTypeDirectory:
-			if st, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(crel))); err != nil || !st.IsDir() {
-				return verifyMeta(dir, crel, de, o.checkOwner) // reports the type/existence difference
-			}
-
 			if err := walkVerify(ctx, dr, de.ObjectID, dir, crel, o, jobs); err != nil {
 				return err
 			}
 
-			if err := verifyMeta(dir, crel, de, o.checkOwner); err != nil {
+			if err := o.diff(verifyMeta(dir, crel, de, o.checkOwner)); err != nil {
 				return err
 			}
 
-			if err := o.checkXattrs(dir, crel); err != nil {
+			if err := o.diff(o.checkXattrs(dir, crel)); err != nil {
 				return err
 			}
 
@@ -422,11 +419,13 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 
 			got, err := os.Readlink(filepath.Join(dir, filepath.FromSlash(crel)))
 			if err != nil {
-				return fmt.Errorf("%w: %s: %v", ErrVerify, crel, err)
+				err = fmt.Errorf("%w: %s: %v", ErrVerify, crel, err)
+			} else if got != want {
+				err = fmt.Errorf("%w: %s: symlink target %q, image has %q", ErrVerify, crel, got, want)
 			}
 
-			if got != want {
-				return fmt.Errorf("%w: %s: symlink target %q, image has %q", ErrVerify, crel, got, want)
+			if err := o.diff(err); err != nil {
+				return err
 			}
 
 		case snapshot.EntryTypeFile:
@@ -438,6 +437,47 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 			return fmt.Errorf("image entry %s has unsupported type %q", crel, de.Type)
 		}
 	}
+
+	return nil
+}
+
+// checkEntry checks entry i (de, at crel) of image directory d at rel before its contents:
+// its type and, unless skipMeta, its metadata and xattrs (a directory's own metadata after
+// its contents). It reports whether the entry is as the image says.
+func (o *verifyOptions) checkEntry(dir, rel, crel string, d object.ID, i int, de *snapshot.DirEntry, haveType map[string]fs.FileMode) (bool, error) {
+	var err error
+
+	switch {
+	case de.Type == snapshot.EntryTypeDirectory:
+		if st, serr := os.Lstat(filepath.Join(dir, filepath.FromSlash(crel))); serr != nil || !st.IsDir() {
+			err = verifyMeta(dir, crel, de, o.checkOwner) // reports the type/existence difference
+		}
+	case de.Type == snapshot.EntryTypeFile && o.skipMeta != nil && o.skipMeta(rel, d, i):
+		// The entry must still be the regular file that was checked.
+		if t, ok := haveType[de.Name]; !ok || t != 0 {
+			err = verifyMeta(dir, crel, de, o.checkOwner) // names the difference
+		}
+	default:
+		if err = verifyMeta(dir, crel, de, o.checkOwner); err == nil {
+			err = o.checkXattrs(dir, crel)
+		}
+	}
+
+	if err == nil {
+		return true, nil
+	}
+
+	return false, o.diff(err)
+}
+
+// diff passes a verification difference to collect and carries on (nil), or ends the walk
+// with it; any other error (or nil) is returned as it is.
+func (o *verifyOptions) diff(err error) error {
+	if err == nil || o.collect == nil || !errors.Is(err, ErrVerify) {
+		return err
+	}
+
+	o.collect(err)
 
 	return nil
 }
@@ -560,30 +600,60 @@ func parallelDo(ctx context.Context, workers, n int, fn func(i int) error) error
 // verification). It returns nil, ErrVerify naming the first difference,
 // ErrNotFound, or another error.
 func (r *Repos) VerifyReplica(ctx context.Context, cfg RepoConfig, job, dataset, imageID, dir string, parallel int) error {
+	_, err := r.checkReplica(ctx, cfg, job, dataset, imageID, dir, parallel, nil)
+	return err
+}
+
+// Differences is what CheckReplica found: the first differences in the order met (at most
+// the limit asked for) and how many there were.
+type Differences struct {
+	First []string `json:"first,omitempty"`
+	Count int      `json:"count"`
+}
+
+// CheckReplica is VerifyReplica that goes on after a difference: it returns every one (the
+// first max of them named) and an error only when it could not check.
+func (r *Repos) CheckReplica(ctx context.Context, cfg RepoConfig, job, dataset, imageID, dir string, parallel, max int) (Differences, error) {
+	var (
+		mu sync.Mutex
+		d  Differences
+	)
+	_, err := r.checkReplica(ctx, cfg, job, dataset, imageID, dir, parallel, func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		d.Count++
+		if len(d.First) < max {
+			d.First = append(d.First, strings.TrimPrefix(err.Error(), ErrVerify.Error()+": "))
+		}
+	})
+	return d, err
+}
+
+func (r *Repos) checkReplica(ctx context.Context, cfg RepoConfig, job, dataset, imageID, dir string, parallel int, collect func(error)) (*snapshot.Manifest, error) {
 	if err := checkJob(job); err != nil {
-		return err
+		return nil, err
 	}
 
 	if err := checkDataset("Dataset", dataset); err != nil {
-		return err
+		return nil, err
 	}
 
 	if err := checkAbs("dir", dir); err != nil {
-		return err
+		return nil, err
 	}
 
 	if imageID == "" {
-		return badInput("ImageID", "must not be empty")
+		return nil, badInput("ImageID", "must not be empty")
 	}
 
 	dr, err := r.open(ctx, cfg, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	man, err := loadImage(ctx, dr, imageID, job, dataset)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	if parallel <= 0 {
@@ -592,8 +662,8 @@ func (r *Repos) VerifyReplica(ctx context.Context, cfg RepoConfig, job, dataset,
 
 	x, err := loadExtras(ctx, dr, man)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
-	return verifyTree(ctx, dr, man.RootEntry, dir, verifyOptions{checkOwner: os.Geteuid() == 0, parallel: parallel, extras: x})
+	return man, verifyTree(ctx, dr, man.RootEntry, dir, verifyOptions{checkOwner: os.Geteuid() == 0, parallel: parallel, extras: x, collect: collect})
 }
