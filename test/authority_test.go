@@ -30,6 +30,7 @@ type hostileInput struct {
 	Script *activities.ScriptInput `json:",omitempty"`
 	Push   *activities.PushInput   `json:",omitempty"`
 	Pull   *activities.PullInput   `json:",omitempty"`
+	Verify *activities.VerifyInput `json:",omitempty"`
 }
 
 // hostile is a workflow that is not replctl's: it schedules one replctl activity on a host's
@@ -48,6 +49,8 @@ func hostile(ctx workflow.Context, in hostileInput) error {
 		name, arg = activities.PushName, *in.Push
 	case in.Pull != nil:
 		name, arg = activities.PullName, *in.Pull
+	case in.Verify != nil:
+		name, arg = activities.VerifyName, *in.Verify
 	}
 	return workflow.ExecuteActivity(ctx, name, arg).Get(ctx, nil)
 }
@@ -107,6 +110,10 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 			[]string{"Dataset", "not a dataset of a target whose order holds agent a1", "[b1 b2 a2]"}},
 		{"pull into a foreign target root", hostileInput{Queue: activities.HostQueue("a2"), Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a2", ImageID: "k0", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1, Keep: 3, KeepImages: 10, SourceDataset: "orders", Verify: "changed"}},
 			[]string{"agent a2 refused Pull", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
+		{"verify of a foreign target root", hostileInput{Queue: activities.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo}},
+			[]string{"agent a2 refused VerifyReplicas", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
+		{"verify against a foreign repository", hostileInput{Queue: activities.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: activities.RepoLocation{Dir: filepath.Join(evil, "repo")}}},
+			[]string{"agent a2 refused VerifyReplicas", "Repo.Dir", filepath.Join(evil, "repo")}},
 	}
 
 	w := worker.New(e.c, "hostile", worker.Options{})

@@ -2,8 +2,11 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -21,15 +24,7 @@ func TestTamperedReplicaIsNotCarriedAndShown(t *testing.T) {
 	require.NoError(t, err)
 
 	rel := "d00/s0/f00000.bin"
-	p := filepath.Join(e.targetLink(), rel)
-	fi, err := os.Stat(p)
-	require.NoError(t, err)
-	f, err := os.OpenFile(p, os.O_WRONLY, 0)
-	require.NoError(t, err)
-	_, err = f.WriteAt([]byte("DAMAGE"), 0)
-	require.NoError(t, err)
-	require.NoError(t, f.Close())
-	require.NoError(t, os.Chtimes(p, fi.ModTime(), fi.ModTime()))
+	damage(t, filepath.Join(e.targetLink(), rel))
 
 	st, err := e.wait(e.start("orders"))
 	require.NoError(t, err)
@@ -45,4 +40,88 @@ func TestTamperedReplicaIsNotCarriedAndShown(t *testing.T) {
 	assert.Contains(t, out, "DAMAGE SEEN")
 	assert.Contains(t, out, "1 files of the replica before had been changed on the target")
 	t.Logf("replctl status orders:\n%s", out)
+}
+
+// replctl verify checks the current replica (and with --all every retained one) against its
+// image through an agent of the target order: exit 0 when it matches; after a write into the
+// replica (mtime put back) and a file added, exit 6 naming both, in table and JSON.
+func TestVerifyCommandListsDamage(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 20, 4<<10, 5)
+	e.startAgents("a1", "b1")
+	_, err := e.wait(e.start("orders"))
+	require.NoError(t, err)
+	_, err = e.wait(e.start("orders"))
+	require.NoError(t, err)
+
+	out, err := e.cli("verify", "orders", "--all")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "ok")
+	assert.NotContains(t, out, "DAMAGED")
+	t.Logf("replctl verify orders --all:\n%s", out)
+
+	rel := "d00/s0/f00000.bin"
+	damage(t, filepath.Join(e.targetLink(), rel))
+	require.NoError(t, os.WriteFile(filepath.Join(e.targetLink(), "planted"), []byte("x"), 0o644))
+
+	out, err = e.cli("verify", "orders")
+	t.Logf("replctl verify orders after damage:\n%s", out)
+	var xe *exec.ExitError
+	require.ErrorAs(t, err, &xe)
+	assert.Equal(t, 6, xe.ExitCode())
+	assert.Contains(t, out, "DAMAGED: 3 differences") // the content, the planted file and the mtime it gave its dir
+	assert.Contains(t, out, rel+": content differs from the image")
+	assert.Contains(t, out, "planted: unexpected entry not in the image")
+
+	out, err = e.cli("verify", "orders", "-o", "json")
+	require.ErrorAs(t, err, &xe)
+	assert.Equal(t, 6, xe.ExitCode())
+	var v struct {
+		Error struct {
+			Code int    `json:"code"`
+			Kind string `json:"kind"`
+		} `json:"error"`
+		Result struct {
+			Replicas []struct {
+				Name        string `json:"Name"`
+				Damaged     bool   `json:"Damaged"`
+				Differences struct {
+					Count int `json:"count"`
+				} `json:"Differences"`
+			} `json:"Replicas"`
+		} `json:"result"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(firstJSON(out)), &v), out)
+	assert.Equal(t, 6, v.Error.Code)
+	assert.Equal(t, "damaged", v.Error.Kind)
+	require.Len(t, v.Result.Replicas, 1)
+	assert.True(t, v.Result.Replicas[0].Damaged)
+	assert.Equal(t, 3, v.Result.Replicas[0].Differences.Count)
+
+	out, err = e.cli("verify", "orders", "no-such-replica")
+	assert.Error(t, err)
+	assert.Contains(t, out, `no replica "no-such-replica"`)
+}
+
+// firstJSON is the JSON object that starts out (stderr may follow it).
+func firstJSON(out string) string {
+	d := json.NewDecoder(strings.NewReader(out[strings.Index(out, "{"):]))
+	var raw json.RawMessage
+	if d.Decode(&raw) != nil {
+		return out
+	}
+	return string(raw)
+}
+
+// damage writes into the file at p and puts its mtime back, as a careless user might.
+func damage(t *testing.T, p string) {
+	t.Helper()
+	fi, err := os.Stat(p)
+	require.NoError(t, err)
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte("DAMAGE"), 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, os.Chtimes(p, fi.ModTime(), fi.ModTime()))
 }

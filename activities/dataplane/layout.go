@@ -308,6 +308,8 @@ type ReplicaInfo struct {
 	Path    string
 	Current bool      // T/D points to it
 	ModTime time.Time // publish time (from its meta record; directory mtime if none)
+	// Job and Image are from its meta record ("" without one).
+	Job, Image string
 }
 
 // ListReplicas lists the published replicas of dataset under targetRoot,
@@ -349,7 +351,7 @@ func (l layout) listReplicas() ([]ReplicaInfo, error) {
 		ri := ReplicaInfo{Name: e.Name(), Path: l.replicaDir(e.Name()), Current: e.Name() == cur}
 
 		if m, err := readMeta(l.metaFile(e.Name())); err == nil {
-			ri.ModTime = m.Published
+			ri.ModTime, ri.Job, ri.Image = m.Published, m.Job, m.Image
 		} else if info, err := e.Info(); err == nil {
 			ri.ModTime = info.ModTime()
 		}

@@ -46,6 +46,11 @@ func TestNewCommandsRejectBadUsage(t *testing.T) {
 		{"status", "a", "b"},
 		{"status", "orders", "--watch", "-o", "json"},
 		{"status", "orders", "--watch", "--interval", "1ms"},
+		{"verify"},
+		{"verify", "orders", "r1", "r2"},
+		{"verify", "orders", "r1", "--all"},
+		{"verify", "orders", "-o", "yaml"},
+		{"verify", "nojob"},
 	} {
 		var out bytes.Buffer
 		f := NewFactory(&out, &out)
@@ -99,6 +104,14 @@ func TestNewCommandsParseArgs(t *testing.T) {
 	_, err = run(t, NewCmdReplicas(f, func(o *ReplicasOptions) error { ro = o; return nil }), "orders", "--no-size")
 	require.NoError(t, err)
 	require.Equal(t, &ReplicasOptions{Job: "orders", NoSize: true, Output: "table"}, ro)
+
+	var vo *VerifyOptions
+	_, err = run(t, NewCmdVerify(f, func(o *VerifyOptions) error { vo = o; return nil }), "orders", "r1", "-o", "json")
+	require.NoError(t, err)
+	require.Equal(t, &VerifyOptions{Job: "orders", Replica: "r1", Output: "json"}, vo)
+	_, err = run(t, NewCmdVerify(f, func(o *VerifyOptions) error { vo = o; return nil }), "orders", "--all")
+	require.NoError(t, err)
+	require.Equal(t, &VerifyOptions{Job: "orders", All: true, Output: "table"}, vo)
 }
 
 func TestAssessRPO(t *testing.T) {

@@ -18,6 +18,7 @@ const (
 	KindLeftQuiesced = "left_quiesced"
 	KindRunning      = "running"
 	KindNotFound     = "not_found"
+	KindDamaged      = "damaged"
 )
 
 // failureKind is the kind of failure an exit code stands for.
@@ -31,6 +32,8 @@ func failureKind(code int) string {
 		return KindLeftQuiesced
 	case ExitRunning:
 		return KindRunning
+	case ExitDamaged:
+		return KindDamaged
 	}
 	return KindFailure
 }

@@ -55,12 +55,7 @@ func runMaintain(ctx context.Context, f *Factory, o *MaintainOptions) error {
 	}
 	defer c.Close()
 	id := workflows.MaintenanceID(j.Repository.Storage, j.Repository.Path)
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: id, TaskQueue: cfg.Temporal.TaskQueue, WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
-		WorkflowIDReusePolicy:                    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-		WorkflowIDConflictPolicy:                 enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, workflows.MaintenanceWorkflowName, workflows.MaintenanceInput{Job: o.Job, Full: o.Full})
+	run, err := startOwned(ctx, c, id, cfg.Temporal.TaskQueue, workflows.MaintenanceWorkflowName, workflows.MaintenanceInput{Job: o.Job, Full: o.Full})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
 		return fmt.Errorf("maintenance of repository %s:%s is already running (workflow %s): it has one owner at a time", j.Repository.Storage, j.Repository.Path, id)
@@ -78,4 +73,15 @@ func runMaintain(ctx context.Context, f *Factory, o *MaintainOptions) error {
 	}
 	fmt.Fprintf(f.Out, "maintenance (full=%t) done by %s in %s\n", res.Result.Full, res.Result.Agent, res.Result.Duration.Round(1e6))
 	return nil
+}
+
+// startOwned starts a workflow whose ID has one owner at a time: a start while one runs
+// fails with WorkflowExecutionAlreadyStarted.
+func startOwned(ctx context.Context, c client.Client, id, queue, workflow string, input any) (client.WorkflowRun, error) {
+	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: id, TaskQueue: queue, WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
+		WorkflowIDReusePolicy:                    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WorkflowIDConflictPolicy:                 enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}, workflow, input)
 }

@@ -25,6 +25,7 @@ const (
 	ExitRunFailed   = 3 // the run ended failed or cancelled
 	ExitLeftQuiesce = 4 // the run ended failed AND left an application host quiesced
 	ExitRunning     = 5 // a run of the job is already going (start, failback)
+	ExitDamaged     = 6 // verify found a replica that differs from its image
 )
 
 // ExitError carries the process exit code of a command.
@@ -227,7 +228,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError("%v (see %s --help)", err, c.CommandPath()) })
 
 	cmd.AddCommand(NewCmdServer(f, nil), NewCmdAgent(f, nil), NewCmdDev(f, nil), withJobCompletion(f, NewCmdStart(f, nil)), NewCmdStatus(f, nil), NewCmdConfig(f),
-		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil),
+		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil), NewCmdVerify(f, nil),
 		withJobCompletion(f, NewCmdFailback(f, nil)), NewCmdCodecServer(f, nil))
 	return cmd
 }

@@ -1,0 +1,122 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/replctl/replctl/activities/dataplane"
+)
+
+// VerifyName is the activity that checks a job's replicas on the target against their
+// images (replctl verify).
+const VerifyName = "VerifyReplicas"
+
+// VerifyMaxDifferences is how many differences a replica's check names (all are counted).
+const VerifyMaxDifferences = 100
+
+// VerifyInput names the replicas to check: Replica ("" = the current one), or All.
+type VerifyInput struct {
+	Job        string
+	Agent      string
+	TargetRoot string
+	Dataset    string
+	Replica    string `json:",omitempty"`
+	All        bool   `json:",omitempty"`
+	Repo       RepoLocation
+}
+
+// ReplicaCheck is one replica's verification against its image.
+type ReplicaCheck struct {
+	Name    string
+	Path    string
+	Current bool
+	Image   string
+	// Damaged: the replica differs from its image (Differences names them).
+	Damaged     bool
+	Differences dataplane.Differences
+	// Note says why a replica could not be checked (no meta record, another job's).
+	Note string `json:",omitempty"`
+}
+
+// VerifyResult is every replica checked, newest first.
+type VerifyResult struct {
+	Agent    string
+	Dataset  string
+	Replicas []ReplicaCheck
+	Duration time.Duration
+}
+
+// VerifyReplicas checks replicas of a target dataset against their images: names, types,
+// content, sizes, modes, owners, mtimes, holes and the extras (xattrs, ACLs, capabilities,
+// hard-link groups, special files). It lists every difference; it writes nothing.
+func (a *Agent) VerifyReplicas(ctx context.Context, in VerifyInput) (VerifyResult, error) {
+	start := time.Now()
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "verify", Phase: "verify", Dataset: in.Dataset})
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	defer l.stop()
+	source, err := a.authorizeVerify(ctx, &in)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	list, err := dataplane.ListReplicas(in.TargetRoot, in.Dataset)
+	if err != nil {
+		return VerifyResult{}, a.fault(ctx, in.Job, "verify", err, l.progress())
+	}
+	res := VerifyResult{Agent: a.Host, Dataset: in.Dataset}
+	found := false
+	for _, r := range list {
+		if !in.All && !(in.Replica == "" && r.Current) && r.Name != in.Replica {
+			continue
+		}
+		found = true
+		rc := ReplicaCheck{Name: r.Name, Path: r.Path, Current: r.Current, Image: r.Image}
+		switch {
+		case r.Image == "":
+			rc.Note = "no meta record: cannot tell its image"
+		case r.Job != in.Job:
+			rc.Note = fmt.Sprintf("made by job %q, not %q", r.Job, in.Job)
+		default:
+			d, err := a.dataplane().CheckReplica(ctx, a.repoConfig(in.Repo), in.Job, source, r.Image, r.Path, 0, VerifyMaxDifferences)
+			if err != nil {
+				return VerifyResult{}, a.fault(ctx, in.Job, "verify", fmt.Errorf("replica %s: %w", r.Name, err), l.progress())
+			}
+			rc.Differences, rc.Damaged = d, d.Count > 0
+		}
+		res.Replicas = append(res.Replicas, rc)
+	}
+	if !found {
+		what := "no current replica"
+		if in.Replica != "" {
+			what = fmt.Sprintf("no replica %q", in.Replica)
+		}
+		return VerifyResult{}, badInput(fmt.Errorf("dataset %s of job %s has %s under %s", in.Dataset, in.Job, what, in.TargetRoot))
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// authorizeVerify checks a verification against the agent's own config: the dataset is a
+// target dataset whose order holds the agent, the root is its own mount of that storage,
+// the repository its own. It returns the source dataset the images were pushed from.
+func (a *Agent) authorizeVerify(ctx context.Context, in *VerifyInput) (string, error) {
+	g, err := a.authorize(ctx, VerifyName, in.Job)
+	if err != nil {
+		return "", err
+	}
+	t, i, err := g.target(in.Dataset)
+	if err != nil {
+		return "", err
+	}
+	if err := g.root("TargetRoot", in.TargetRoot, t.Storage); err != nil {
+		return "", err
+	}
+	// Replica is only compared with the names of the replicas listed under the agent's own
+	// root: no path is made of it.
+	if in.Repo, err = g.repo(in.Repo); err != nil {
+		return "", err
+	}
+	return g.plan.Source.List()[i], nil
+}
