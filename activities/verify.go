@@ -120,3 +120,43 @@ func (a *Agent) authorizeVerify(ctx context.Context, in *VerifyInput) (string, e
 	}
 	return g.plan.Source.List()[i], nil
 }
+
+// ImagesName is the activity that lists a job's images in the repository (replctl images).
+const ImagesName = "ListImages"
+
+// ImagesInput names the job whose images to list; the agent reads them from the repository
+// its own config gives it.
+type ImagesInput struct {
+	Job   string
+	Agent string
+	Repo  RepoLocation
+}
+
+// ImagesResult is the job's images, newest first.
+type ImagesResult struct {
+	Agent   string
+	Dataset string
+	Images  []dataplane.ImageInfo
+}
+
+// ListImages lists the images of the job's (first) source dataset.
+func (a *Agent) ListImages(ctx context.Context, in ImagesInput) (ImagesResult, error) {
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "images", Phase: "list"})
+	if err != nil {
+		return ImagesResult{}, err
+	}
+	defer l.stop()
+	g, err := a.authorize(ctx, ImagesName, in.Job)
+	if err != nil {
+		return ImagesResult{}, err
+	}
+	if in.Repo, err = g.repo(in.Repo); err != nil {
+		return ImagesResult{}, err
+	}
+	ds := g.plan.Source.List()[0]
+	imgs, err := a.dataplane().ListImages(ctx, a.repoConfig(in.Repo), in.Job, ds)
+	if err != nil {
+		return ImagesResult{}, a.fault(ctx, in.Job, "images", err, l.progress())
+	}
+	return ImagesResult{Agent: a.Host, Dataset: ds, Images: imgs}, nil
+}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/replctl/replctl/activities"
 )
 
 // A write into the published replica (mtime put back) is not carried into the next
@@ -97,6 +99,17 @@ func TestVerifyCommandListsDamage(t *testing.T) {
 	require.Len(t, v.Result.Replicas, 1)
 	assert.True(t, v.Result.Replicas[0].Damaged)
 	assert.Equal(t, 3, v.Result.Replicas[0].Differences.Count)
+
+	out, err = e.cli("images", "orders")
+	require.NoError(t, err, out)
+	t.Logf("replctl images orders:\n%s", out)
+	assert.Contains(t, out, "2 images of dataset orders, read by agent b1")
+	out, err = e.cli("images", "orders", "-o", "json")
+	require.NoError(t, err, out)
+	var imgs activities.ImagesResult
+	require.NoError(t, json.Unmarshal([]byte(out), &imgs), out)
+	require.Len(t, imgs.Images, 2)
+	assert.GreaterOrEqual(t, imgs.Images[0].Files, int64(20), "the 20 files written and what else the source holds")
 
 	out, err = e.cli("verify", "orders", "no-such-replica")
 	assert.Error(t, err)

@@ -62,3 +62,34 @@ func Verify(ctx workflow.Context, in VerifyInput) (VerifyResult, error) {
 	w.setPhase(ctx, PhaseCompleted)
 	return VerifyResult{Status: w.status, Result: res}, nil
 }
+
+// ImagesWorkflowName lists a job's images in its repository (replctl images).
+const ImagesWorkflowName = "ListImages"
+
+// ImagesID is the workflow ID of a listing of a job's images ("." is in no job name).
+func ImagesID(job string) string { return "replctl-images." + job }
+
+// ImagesInput names the job.
+type ImagesInput struct {
+	Job string `json:"job"`
+}
+
+// Images runs ListImages on the job's target order (those agents reach the repository).
+func Images(ctx workflow.Context, in ImagesInput) (activities.ImagesResult, error) {
+	w, err := newReplication(ctx, in.Job)
+	if err != nil {
+		return activities.ImagesResult{}, err
+	}
+	var res activities.ImagesResult
+	if err := w.setup(ctx); err != nil {
+		return res, err
+	}
+	err = w.onRole(ctx, w.roles.target, "images", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+		repo, err := w.plan.Repo(agent)
+		if err != nil {
+			return nonRetryable(err)
+		}
+		return workflow.ExecuteActivity(ctx, activities.ImagesName, activities.ImagesInput{Job: w.plan.Job, Agent: agent, Repo: repo}).Get(ctx, &res)
+	})
+	return res, err
+}

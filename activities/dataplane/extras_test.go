@@ -226,3 +226,24 @@ func imageWithExtras(t *testing.T, e *env, image string, x *Extras) string {
 	require.NoError(t, w.Flush(wctx))
 	return string(id)
 }
+
+// ListImages lists a job's images newest first with their totals; extras and checkpoints of
+// other sources are not images.
+func TestListImages(t *testing.T) {
+	e := newEnv(t)
+	writeFile(t, filepath.Join(e.src, "f"), []byte("x"), 0o644, baseTime)
+	require.NoError(t, unix.Mkfifo(filepath.Join(e.src, "p"), 0o644))
+	first := e.push()
+	writeFile(t, filepath.Join(e.src, "g"), []byte("yy"), 0o644, baseTime)
+	second := e.push()
+	imgs, err := e.repos.ListImages(context.Background(), e.cfg, e.job, e.ds)
+	require.NoError(t, err)
+	require.Len(t, imgs, 2, "the extras snapshots are not images")
+	require.Equal(t, []string{second.ImageID, first.ImageID}, []string{imgs[0].ID, imgs[1].ID})
+	require.Equal(t, int64(2), imgs[0].Files)
+	require.Equal(t, int64(3), imgs[0].Bytes)
+	require.True(t, imgs[0].Extras, "the fifo is kept beside the image")
+	require.Equal(t, "r1", imgs[0].Tags["run"])
+	_, err = e.repos.ListImages(context.Background(), e.cfg, e.job, "../x")
+	require.ErrorIs(t, err, ErrBadInput)
+}

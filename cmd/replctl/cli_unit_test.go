@@ -51,6 +51,9 @@ func TestNewCommandsRejectBadUsage(t *testing.T) {
 		{"verify", "orders", "r1", "--all"},
 		{"verify", "orders", "-o", "yaml"},
 		{"verify", "nojob"},
+		{"images"},
+		{"images", "orders", "x"},
+		{"images", "orders", "-o", "yaml"},
 	} {
 		var out bytes.Buffer
 		f := NewFactory(&out, &out)
