@@ -317,7 +317,9 @@ type refuser func(rel, what string, err error) error
 // targetRefused: the target filesystem (or the agent's privileges) does not take this
 // attribute or entry; a full, read-only or failing storage is a storage fault instead.
 func targetRefused(err error) bool {
-	for _, e := range []error{unix.EPERM, unix.EOPNOTSUPP, unix.E2BIG, unix.ERANGE, unix.EINVAL, unix.EMLINK} {
+	// EACCES: a security module's policy (e.g. SELinux refusing a relabel to the source's
+	// label).
+	for _, e := range []error{unix.EPERM, unix.EACCES, unix.EOPNOTSUPP, unix.E2BIG, unix.ERANGE, unix.EINVAL, unix.EMLINK} {
 		if errors.Is(err, e) {
 			return true
 		}
