@@ -26,11 +26,12 @@ import (
 // hostileInput is what the test's own workflow sends to a replctl agent's queue: one
 // activity with an input of the attacker's choosing.
 type hostileInput struct {
-	Queue  string
-	Script *activities.ScriptInput `json:",omitempty"`
-	Push   *activities.PushInput   `json:",omitempty"`
-	Pull   *activities.PullInput   `json:",omitempty"`
-	Verify *activities.VerifyInput `json:",omitempty"`
+	Queue   string
+	Script  *activities.ScriptInput  `json:",omitempty"`
+	Push    *activities.PushInput    `json:",omitempty"`
+	Pull    *activities.PullInput    `json:",omitempty"`
+	Verify  *activities.VerifyInput  `json:",omitempty"`
+	Restore *activities.RestoreInput `json:",omitempty"`
 }
 
 // hostile is a workflow that is not replctl's: it schedules one replctl activity on a host's
@@ -51,6 +52,8 @@ func hostile(ctx workflow.Context, in hostileInput) error {
 		name, arg = activities.PullName, *in.Pull
 	case in.Verify != nil:
 		name, arg = activities.VerifyName, *in.Verify
+	case in.Restore != nil:
+		name, arg = activities.RestoreName, *in.Restore
 	}
 	return workflow.ExecuteActivity(ctx, name, arg).Get(ctx, nil)
 }
@@ -114,6 +117,12 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 			[]string{"agent a2 refused VerifyReplicas", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
 		{"verify against a foreign repository", hostileInput{Queue: activities.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: activities.RepoLocation{Dir: filepath.Join(evil, "repo")}}},
 			[]string{"agent a2 refused VerifyReplicas", "Repo.Dir", filepath.Join(evil, "repo")}},
+		{"restore outside the target storage", hostileInput{Queue: activities.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(evil, "target"), Repo: repo}},
+			[]string{"agent a2 refused RestoreImage", "To", "not a clean absolute path beneath the target storage root"}},
+		{"restore into the live dataset", hostileInput{Queue: activities.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(e.dir, "storage/array-b/orders/sub"), Repo: repo}},
+			[]string{"agent a2 refused RestoreImage", "To", "a dataset or replctl's directory"}},
+		{"restore into replctl's directory", hostileInput{Queue: activities.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(e.dir, "storage/array-b/.replctl/replicas/x"), Repo: repo}},
+			[]string{"agent a2 refused RestoreImage", "To"}},
 	}
 
 	w := worker.New(e.c, "hostile", worker.Options{})

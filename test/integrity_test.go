@@ -138,3 +138,41 @@ func damage(t *testing.T, p string) {
 	require.NoError(t, f.Close())
 	require.NoError(t, os.Chtimes(p, fi.ModTime(), fi.ModTime()))
 }
+
+// replctl restore brings an older image back into a new directory on the target storage,
+// equal to the source as it was then (the fidelity checker finds no difference), and
+// refuses a directory that is not empty.
+func TestRestoreCommandBringsBackAnOlderImage(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 20, 4<<10, 9)
+	e.startAgents("a1", "b1")
+	_, err := e.wait(e.start("orders"))
+	require.NoError(t, err)
+	then := filepath.Join(e.dir, "source-then")
+	mirror(t, e.sourceDir(), then)
+	require.NoError(t, os.Remove(filepath.Join(e.sourceDir(), "d00/s0/f00000.bin")))
+	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "added.bin"), []byte("later"), 0o644))
+	_, err = e.wait(e.start("orders"))
+	require.NoError(t, err)
+
+	out, err := e.cli("images", "orders", "-o", "json")
+	require.NoError(t, err, out)
+	var imgs activities.ImagesResult
+	require.NoError(t, json.Unmarshal([]byte(out), &imgs), out)
+	require.Len(t, imgs.Images, 2)
+	older := imgs.Images[1].ID
+
+	to := filepath.Join(e.dir, "storage/array-b/restores/then")
+	out, err = e.cli("restore", "orders", older, "--to", to)
+	require.NoError(t, err, out)
+	t.Logf("replctl restore: %s", out)
+	assert.Contains(t, out, "verified=true")
+	assert.Empty(t, check(t, then, to).Diffs, "the restore is the source as it was")
+
+	out, err = e.cli("restore", "orders", older, "--to", to)
+	require.Error(t, err, out)
+	assert.Contains(t, out, "is not empty")
+	out, err = e.cli("restore", "orders", older, "--to", e.targetLink())
+	require.Error(t, err, out)
+	assert.Contains(t, out, "a dataset or replctl's directory")
+}

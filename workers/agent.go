@@ -77,6 +77,7 @@ func NewAgent(o Options) (*Agent, error) {
 	hostW.RegisterActivityWithOptions(acts.TestCopy, activity.RegisterOptions{Name: activities.TestCopyName})
 	hostW.RegisterActivityWithOptions(acts.VerifyReplicas, activity.RegisterOptions{Name: activities.VerifyName})
 	hostW.RegisterActivityWithOptions(acts.ListImages, activity.RegisterOptions{Name: activities.ImagesName})
+	hostW.RegisterActivityWithOptions(acts.RestoreImage, activity.RegisterOptions{Name: activities.RestoreName})
 	hostW.RegisterActivityWithOptions(acts.PublishGroup, activity.RegisterOptions{Name: activities.PublishGroupName})
 	hostW.RegisterActivityWithOptions(acts.Preflight, activity.RegisterOptions{Name: activities.PreflightName})
 
@@ -95,6 +96,7 @@ func Register(w worker.WorkflowRegistry) {
 	w.RegisterWorkflowWithOptions(workflows.TestFailover, workflow.RegisterOptions{Name: workflows.TestFailoverWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Verify, workflow.RegisterOptions{Name: workflows.VerifyWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Images, workflow.RegisterOptions{Name: workflows.ImagesWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.Restore, workflow.RegisterOptions{Name: workflows.RestoreWorkflowName})
 }
 
 // Start starts both workers.

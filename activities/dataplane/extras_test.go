@@ -247,3 +247,39 @@ func TestListImages(t *testing.T) {
 	_, err = e.repos.ListImages(context.Background(), e.cfg, e.job, "../x")
 	require.ErrorIs(t, err, ErrBadInput)
 }
+
+// Restore brings an image back into a new directory beneath a storage root: the same tree
+// as the source, every class the checker knows, verified; never into a non-empty directory,
+// never outside the root.
+func TestRestoreImage(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("owners, devices, trusted xattrs and capabilities need root")
+	}
+	e := newEnv(t)
+	_, err := fidelity.Generate(e.src, fidelity.Options{Seed: 7, WideFiles: 20, Without: []string{fidelity.FeatNames}})
+	require.NoError(t, err)
+	res := e.push()
+	req := RestoreRequest{Repo: e.cfg, Job: e.job, Dataset: e.ds, ImageID: res.ImageID, Root: e.target, Rel: "restores/r1", Parallel: 2}
+	rr, err := e.repos.Restore(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.True(t, rr.Verified)
+	r, err := fidelity.Check(e.src, rr.Path)
+	require.NoError(t, err)
+	require.Empty(t, r.Diffs)
+
+	_, err = e.repos.Restore(context.Background(), req, nil)
+	require.ErrorIs(t, err, ErrBadInput, "not into a non-empty directory")
+	for _, rel := range []string{"../x", "/etc", "a/../../b", ""} {
+		req.Rel = rel
+		_, err = e.repos.Restore(context.Background(), req, nil)
+		require.ErrorIs(t, err, ErrBadInput, rel)
+	}
+	outside := t.TempDir()
+	require.NoError(t, os.Symlink(outside, filepath.Join(e.target, "link")))
+	req.Rel = "link/x"
+	_, err = e.repos.Restore(context.Background(), req, nil)
+	require.Error(t, err, "never through a symlink")
+	ents, err := os.ReadDir(outside)
+	require.NoError(t, err)
+	require.Empty(t, ents)
+}

@@ -230,9 +230,11 @@ func (g *guard) check(newFile bool) error {
 		g.files = 0
 		g.lastCheck = now
 
-		if err := g.fence.check(g.epoch); err != nil {
-			g.err = err
-			return err
+		if g.fence != nil { // nil: a restore, which no epoch fences
+			if err := g.fence.check(g.epoch); err != nil {
+				g.err = err
+				return err
+			}
 		}
 	}
 

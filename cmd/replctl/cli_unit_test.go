@@ -54,6 +54,10 @@ func TestNewCommandsRejectBadUsage(t *testing.T) {
 		{"images"},
 		{"images", "orders", "x"},
 		{"images", "orders", "-o", "yaml"},
+		{"restore", "orders"},
+		{"restore", "orders", "img"},
+		{"restore", "orders", "img", "--to", "relative/dir"},
+		{"restore", "orders", "img", "--to", "/a/../b"},
 	} {
 		var out bytes.Buffer
 		f := NewFactory(&out, &out)
@@ -115,6 +119,11 @@ func TestNewCommandsParseArgs(t *testing.T) {
 	_, err = run(t, NewCmdVerify(f, func(o *VerifyOptions) error { vo = o; return nil }), "orders", "--all")
 	require.NoError(t, err)
 	require.Equal(t, &VerifyOptions{Job: "orders", All: true, Output: "table"}, vo)
+
+	var rso *RestoreOptions
+	_, err = run(t, NewCmdRestore(f, func(o *RestoreOptions) error { rso = o; return nil }), "orders", "k1", "--to", "/srv/b/restores/x")
+	require.NoError(t, err)
+	require.Equal(t, &RestoreOptions{Job: "orders", Image: "k1", To: "/srv/b/restores/x", Output: "table"}, rso)
 }
 
 func TestAssessRPO(t *testing.T) {

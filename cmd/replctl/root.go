@@ -228,7 +228,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError("%v (see %s --help)", err, c.CommandPath()) })
 
 	cmd.AddCommand(NewCmdServer(f, nil), NewCmdAgent(f, nil), NewCmdDev(f, nil), withJobCompletion(f, NewCmdStart(f, nil)), NewCmdStatus(f, nil), NewCmdConfig(f),
-		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil), NewCmdVerify(f, nil), NewCmdImages(f, nil),
+		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil), NewCmdVerify(f, nil), NewCmdImages(f, nil), NewCmdRestore(f, nil),
 		withJobCompletion(f, NewCmdFailback(f, nil)), NewCmdCodecServer(f, nil))
 	return cmd
 }

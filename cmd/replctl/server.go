@@ -86,9 +86,9 @@ func replctlAccess(taskQueue string) devserver.Access {
 		WorkflowTaskQueue: taskQueue,
 		HostQueuePrefix:   activities.HostQueue(""),
 		WorkflowTypes: []string{workflows.ReplicationWorkflowName, workflows.ScheduledWorkflowName, workflows.MaintenanceWorkflowName,
-			workflows.ScheduledMaintenanceWorkflowName, workflows.TestFailoverWorkflowName, workflows.VerifyWorkflowName, workflows.ImagesWorkflowName},
+			workflows.ScheduledMaintenanceWorkflowName, workflows.TestFailoverWorkflowName, workflows.VerifyWorkflowName, workflows.ImagesWorkflowName, workflows.RestoreWorkflowName},
 		ActivityTypes: []string{activities.PlanName, activities.RunScriptName, activities.PushName, activities.PrecopyName,
-			activities.PullName, activities.MaintainName, activities.TestCopyName, activities.PublishGroupName, activities.PreflightName, activities.VerifyName, activities.ImagesName},
+			activities.PullName, activities.MaintainName, activities.TestCopyName, activities.PublishGroupName, activities.PreflightName, activities.VerifyName, activities.ImagesName, activities.RestoreName},
 		HostSignals: []string{workflows.HostResumedSignal},
 	}
 }

@@ -1,0 +1,65 @@
+package workflows
+
+import (
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replctl/replctl/activities"
+)
+
+// RestoreWorkflowName brings an image back into a new directory on the job's target storage
+// (replctl restore).
+const RestoreWorkflowName = "RestoreImage"
+
+// RestoreID is the workflow ID of a job's restore ("." is in no job name).
+func RestoreID(job string) string { return "replctl-restore." + job }
+
+// RestoreInput names the image and the directory (absolute, beneath the target storage as
+// the agents mount it).
+type RestoreInput struct {
+	Job   string `json:"job"`
+	Image string `json:"image"`
+	To    string `json:"to"`
+	By    string `json:"by,omitempty"`
+}
+
+// RestoreResult is what was restored where.
+type RestoreResult struct {
+	Status Status                   `json:"status"`
+	Result activities.RestoreResult `json:"result"`
+}
+
+// Restore runs RestoreImage on the job's target order with the takeover protocol.
+func Restore(ctx workflow.Context, in RestoreInput) (RestoreResult, error) {
+	w, err := newReplication(ctx, in.Job)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	var res activities.RestoreResult
+	err = w.setup(ctx)
+	if err == nil {
+		w.setPhase(ctx, "restoring")
+		err = w.onRole(ctx, w.roles.target, "restore", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+			root, err := w.plan.TargetRoot(agent)
+			if err != nil {
+				return nonRetryable(err)
+			}
+			repo, err := w.plan.Repo(agent)
+			if err != nil {
+				return nonRetryable(err)
+			}
+			return workflow.ExecuteActivity(ctx, activities.RestoreName, activities.RestoreInput{
+				Job: w.plan.Job, Agent: agent, TargetRoot: root, Dataset: w.plan.Target.Dataset,
+				ImageID: in.Image, To: in.To, Repo: repo,
+			}).Get(ctx, &res)
+		})
+	}
+	w.status.FinishedAt = workflow.Now(ctx)
+	if err != nil {
+		w.status.Error = rootMessage(err)
+		w.setPhase(workflowDisconnected(ctx), endPhase(ctx, err))
+		return RestoreResult{Status: w.status}, err
+	}
+	w.setPhase(ctx, PhaseCompleted)
+	_ = workflow.UpsertMemo(ctx, map[string]any{"summary": "image " + in.Image + " restored to " + res.Path + " by " + in.By})
+	return RestoreResult{Status: w.status, Result: res}, nil
+}
