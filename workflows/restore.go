@@ -30,36 +30,13 @@ type RestoreResult struct {
 
 // Restore runs RestoreImage on the job's target order with the takeover protocol.
 func Restore(ctx workflow.Context, in RestoreInput) (RestoreResult, error) {
-	w, err := newReplication(ctx, in.Job)
-	if err != nil {
-		return RestoreResult{}, err
-	}
-	var res activities.RestoreResult
-	err = w.setup(ctx)
-	if err == nil {
-		w.setPhase(ctx, "restoring")
-		err = w.onRole(ctx, w.roles.target, "restore", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
-			root, err := w.plan.TargetRoot(agent)
-			if err != nil {
-				return nonRetryable(err)
-			}
-			repo, err := w.plan.Repo(agent)
-			if err != nil {
-				return nonRetryable(err)
-			}
-			return workflow.ExecuteActivity(ctx, activities.RestoreName, activities.RestoreInput{
-				Job: w.plan.Job, Agent: agent, TargetRoot: root, Dataset: w.plan.Target.Dataset,
-				ImageID: in.Image, To: in.To, Repo: repo,
-			}).Get(ctx, &res)
+	st, res, err := targetStep[activities.RestoreResult](ctx, in.Job, "restoring", "restore", activities.RestoreName,
+		func(w *replication, agent, root string, repo activities.RepoLocation) any {
+			return activities.RestoreInput{Job: w.plan.Job, Agent: agent, TargetRoot: root, Dataset: w.plan.Target.Dataset,
+				ImageID: in.Image, To: in.To, Repo: repo}
 		})
+	if err == nil {
+		_ = workflow.UpsertMemo(ctx, map[string]any{"summary": "image " + in.Image + " restored to " + res.Path + " by " + in.By})
 	}
-	w.status.FinishedAt = workflow.Now(ctx)
-	if err != nil {
-		w.status.Error = rootMessage(err)
-		w.setPhase(workflowDisconnected(ctx), endPhase(ctx, err))
-		return RestoreResult{Status: w.status}, err
-	}
-	w.setPhase(ctx, PhaseCompleted)
-	_ = workflow.UpsertMemo(ctx, map[string]any{"summary": "image " + in.Image + " restored to " + res.Path + " by " + in.By})
-	return RestoreResult{Status: w.status, Result: res}, nil
+	return RestoreResult{Status: st, Result: res}, err
 }

@@ -30,37 +30,12 @@ type VerifyResult struct {
 
 // Verify runs VerifyReplicas on the job's target order with the takeover protocol.
 func Verify(ctx workflow.Context, in VerifyInput) (VerifyResult, error) {
-	w, err := newReplication(ctx, in.Job)
-	if err != nil {
-		return VerifyResult{}, err
-	}
-	var res activities.VerifyResult
-	err = w.setup(ctx)
-	if err == nil {
-		w.setPhase(ctx, "verifying")
-		err = w.onRole(ctx, w.roles.target, "verify", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
-			root, err := w.plan.TargetRoot(agent)
-			if err != nil {
-				return nonRetryable(err)
-			}
-			repo, err := w.plan.Repo(agent)
-			if err != nil {
-				return nonRetryable(err)
-			}
-			return workflow.ExecuteActivity(ctx, activities.VerifyName, activities.VerifyInput{
-				Job: w.plan.Job, Agent: agent, TargetRoot: root, Dataset: w.plan.Target.Dataset,
-				Replica: in.Replica, All: in.All, Repo: repo,
-			}).Get(ctx, &res)
+	st, res, err := targetStep[activities.VerifyResult](ctx, in.Job, "verifying", "verify", activities.VerifyName,
+		func(w *replication, agent, root string, repo activities.RepoLocation) any {
+			return activities.VerifyInput{Job: w.plan.Job, Agent: agent, TargetRoot: root, Dataset: w.plan.Target.Dataset,
+				Replica: in.Replica, All: in.All, Repo: repo}
 		})
-	}
-	w.status.FinishedAt = workflow.Now(ctx)
-	if err != nil {
-		w.status.Error = rootMessage(err)
-		w.setPhase(workflowDisconnected(ctx), endPhase(ctx, err))
-		return VerifyResult{Status: w.status}, err
-	}
-	w.setPhase(ctx, PhaseCompleted)
-	return VerifyResult{Status: w.status, Result: res}, nil
+	return VerifyResult{Status: st, Result: res}, err
 }
 
 // ImagesWorkflowName lists a job's images in its repository (replctl images).
@@ -76,20 +51,44 @@ type ImagesInput struct {
 
 // Images runs ListImages on the job's target order (those agents reach the repository).
 func Images(ctx workflow.Context, in ImagesInput) (activities.ImagesResult, error) {
-	w, err := newReplication(ctx, in.Job)
-	if err != nil {
-		return activities.ImagesResult{}, err
-	}
-	var res activities.ImagesResult
-	if err := w.setup(ctx); err != nil {
-		return res, err
-	}
-	err = w.onRole(ctx, w.roles.target, "images", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
-		repo, err := w.plan.Repo(agent)
-		if err != nil {
-			return nonRetryable(err)
-		}
-		return workflow.ExecuteActivity(ctx, activities.ImagesName, activities.ImagesInput{Job: w.plan.Job, Agent: agent, Repo: repo}).Get(ctx, &res)
-	})
+	_, res, err := targetStep[activities.ImagesResult](ctx, in.Job, "listing", "images", activities.ImagesName,
+		func(w *replication, agent, _ string, repo activities.RepoLocation) any {
+			return activities.ImagesInput{Job: w.plan.Job, Agent: agent, Repo: repo}
+		})
 	return res, err
+}
+
+// targetStep runs one activity on the job's target order with the takeover protocol and
+// the run's status and phases (verify, images, restore): input makes the activity's input
+// for an agent, its target root and repository as the plan resolves them.
+func targetStep[R any](ctx workflow.Context, job, phase, step, activity string,
+	input func(w *replication, agent, root string, repo activities.RepoLocation) any) (Status, R, error) {
+	var res R
+	w, err := newReplication(ctx, job)
+	if err != nil {
+		return Status{}, res, err
+	}
+	err = w.setup(ctx)
+	if err == nil {
+		w.setPhase(ctx, phase)
+		err = w.onRole(ctx, w.roles.target, step, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+			root, err := w.plan.TargetRoot(agent)
+			if err != nil {
+				return nonRetryable(err)
+			}
+			repo, err := w.plan.Repo(agent)
+			if err != nil {
+				return nonRetryable(err)
+			}
+			return workflow.ExecuteActivity(ctx, activity, input(w, agent, root, repo)).Get(ctx, &res)
+		})
+	}
+	w.status.FinishedAt = workflow.Now(ctx)
+	if err != nil {
+		w.status.Error = rootMessage(err)
+		w.setPhase(workflowDisconnected(ctx), endPhase(ctx, err))
+		return w.status, res, err
+	}
+	w.setPhase(ctx, PhaseCompleted)
+	return w.status, res, nil
 }
