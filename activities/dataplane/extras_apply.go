@@ -60,10 +60,10 @@ func (d *extrasDirs) close() {
 
 // applyExtras makes the tree under rootFd hold x: hard-link groups (each later path
 // replaced by a link to the first), special entries with their owner, mode and mtime, and
-// extended attributes (a file capability last; not on regular files when filesDone: the
-// pull sets theirs as it writes them). Directory times are the caller's: this
+// extended attributes of everything but regular files (the pull sets theirs as it writes
+// them, or they carry them from the replica they are linked from; a capability last). Directory times are the caller's: this
 // changes the directories it links and creates entries in.
-func applyExtras(rootFd int, x *Extras, owners, filesDone bool, refuse refuser) error {
+func applyExtras(rootFd int, x *Extras, owners bool, refuse refuser) error {
 	if x.Empty() {
 		return nil
 	}
@@ -100,7 +100,7 @@ func applyExtras(rootFd int, x *Extras, owners, filesDone bool, refuse refuser) 
 			}
 			// A regular file got its xattrs when it was written, or carries them from the
 			// replica it is linked from (same xattrs in both images: noLinkPaths).
-			if st.Mode&unix.S_IFMT != unix.S_IFREG || !filesDone {
+			if st.Mode&unix.S_IFMT != unix.S_IFREG {
 				if err := setXattrs(dfd, base, e.Path, e.Xattrs, refuse); err != nil {
 					return fmt.Errorf("%s: %w", e.Path, err)
 				}

@@ -145,7 +145,7 @@ func TestApplyExtrasRefusesSymlinkedParent(t *testing.T) {
 	require.NoError(t, err)
 	defer unix.Close(fd) //nolint:errcheck
 	x := &Extras{Version: extrasVersion, Entries: []ExtraEntry{{Path: "link/fifo", Special: &Special{Type: SpecialFIFO, Mode: 0o644}}}}
-	require.Error(t, applyExtras(fd, x, false, false, nil))
+	require.Error(t, applyExtras(fd, x, false, nil))
 	ents, err := os.ReadDir(outside)
 	require.NoError(t, err)
 	require.Empty(t, ents, "nothing was made outside the tree")

@@ -253,17 +253,11 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		lay:       l,
 		log:       r.log,
 
-		dirCache:    map[string]cachedDir{},
-		cacheLeft:   dirCacheEntries,
-		hashWrites:  req.Verify == "changed",
-		extras:      extras,
-		job:         req.Job,
-		skipRefused: req.OnUnsupported == OnUnsupportedSkip,
-		dropped:     map[string][]string{},
-		noLink:      noLinkPaths(extras, nil),
-		noResume:    extras.paths(),
-		xattrsOf:    extras.xattrsByPath(),
+		dirCache:   map[string]cachedDir{},
+		cacheLeft:  dirCacheEntries,
+		hashWrites: req.Verify == "changed",
 	}
+	p.useExtras(extras, req.Job, req.OnUnsupported == OnUnsupportedSkip)
 
 	// A staging dir with our own name is an earlier try with the same epoch
 	// (a retry on this host): move it aside and resume from it.
@@ -534,6 +528,13 @@ type puller struct {
 	dropped     map[string][]string
 }
 
+// useExtras sets what the puller needs of the image's extras x; with skip, what the target
+// refuses is left out (on_unsupported: skip) instead of failing.
+func (p *puller) useExtras(x *Extras, job string, skip bool) {
+	p.extras, p.job, p.skipRefused, p.dropped = x, job, skip, map[string][]string{}
+	p.noLink, p.noResume, p.xattrsOf = noLinkPaths(x, nil), x.paths(), x.xattrsByPath()
+}
+
 // refuse is the pull's refuser: what the target does not take fails the pull, naming it,
 // or (on_unsupported: skip) is left out and counted (kind "target").
 func (p *puller) refuse(rel, what string, err error) error {
@@ -760,7 +761,7 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 		return err
 	}
 
-	if err := applyExtras(p.stagingFd, p.extras, p.isRoot, true, p.refuse); err != nil {
+	if err := applyExtras(p.stagingFd, p.extras, p.isRoot, p.refuse); err != nil {
 		return fmt.Errorf("staging %s: what the image keeps beside its files: %w", p.staging, err)
 	}
 
@@ -1021,11 +1022,12 @@ const linkedFromCur = "\x00linked"
 // after the link), returns a resume candidate's path to check, or "" (write it).
 func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (string, trust, stamp) {
 	rel := path.Join(dir, de.Name)
-	for _, rs := range p.resume {
-		if p.noResume[rel] {
-			break
-		}
+	resume := p.resume
+	if p.noResume[rel] {
+		resume = nil
+	}
 
+	for _, rs := range resume {
 		src := filepath.Join(rs, filepath.FromSlash(dir), de.Name)
 		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
 			return src, 0, stamp{}

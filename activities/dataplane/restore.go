@@ -106,8 +106,8 @@ func (r *Repos) Restore(ctx context.Context, req RestoreRequest, progress func(P
 		ctx: ctx, dr: dr, g: newGuard(ctx, nil, 0, time.Time{}), rp: rp, staging: res.Path, stagingFd: fd,
 		isRoot: os.Geteuid() == 0, parallel: max(req.Parallel, 1), trusted: map[string]*dirTrust{}, log: r.log,
 		dirCache: map[string]cachedDir{}, cacheLeft: dirCacheEntries,
-		extras: extras, job: req.Job, noLink: map[string]bool{}, noResume: extras.paths(), xattrsOf: extras.xattrsByPath(), dropped: map[string][]string{},
 	}
+	p.useExtras(extras, req.Job, false)
 	fail := func(err error) (RestoreResult, error) {
 		if created {
 			_ = removeAllAt(pfd, base)

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/api/serviceerror"
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/workflows"
@@ -49,26 +47,10 @@ func NewCmdImages(f *Factory, runF func(*ImagesOptions) error) *cobra.Command {
 }
 
 func runImages(ctx context.Context, f *Factory, o *ImagesOptions) error {
-	cfg, _, err := f.Job(o.Job)
-	if err != nil {
-		return err
-	}
-	c, err := f.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	run, err := startOwned(ctx, c, workflows.ImagesID(o.Job), cfg.Temporal.TaskQueue, workflows.ImagesWorkflowName, workflows.ImagesInput{Job: o.Job})
-	var already *serviceerror.WorkflowExecutionAlreadyStarted
-	if errors.As(err, &already) {
-		return &ExitError{Code: ExitRunning, Err: fmt.Errorf("a listing of job %s's images is already running", o.Job)}
-	}
-	if err != nil {
-		return fmt.Errorf("list images of %s: %w", o.Job, err)
-	}
 	var res activities.ImagesResult
-	if err := run.Get(ctx, &res); err != nil {
-		return runEndError("listing images of "+o.Job, err)
+	if err := runJobWorkflow(ctx, f, o.Job, workflows.ImagesID(o.Job), workflows.ImagesWorkflowName,
+		workflows.ImagesInput{Job: o.Job}, &res, "listing of the images of "+o.Job); err != nil {
+		return err
 	}
 	if o.Output == "json" {
 		return f.PrintJSON(res)

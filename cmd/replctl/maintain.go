@@ -85,3 +85,30 @@ func startOwned(ctx context.Context, c client.Client, id, queue, workflow string
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 	}, workflow, input)
 }
+
+// runJobWorkflow starts workflow name of job under id, which has one owner at a time (a
+// start while one runs exits ExitRunning, naming it), waits for it and decodes its result
+// into res. what names it in messages ("verification of orders").
+func runJobWorkflow(ctx context.Context, f *Factory, job, id, name string, input, res any, what string) error {
+	cfg, _, err := f.Job(job)
+	if err != nil {
+		return err
+	}
+	c, err := f.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	run, err := startOwned(ctx, c, id, cfg.Temporal.TaskQueue, name, input)
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &already) {
+		return &ExitError{Code: ExitRunning, Err: fmt.Errorf("a %s is already running (workflow %s)", what, id)}
+	}
+	if err != nil {
+		return fmt.Errorf("start %s: %w", what, err)
+	}
+	if err := run.Get(ctx, res); err != nil {
+		return runEndError(what, err)
+	}
+	return nil
+}

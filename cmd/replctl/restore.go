@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/api/serviceerror"
 
 	"github.com/replctl/replctl/workflows"
 )
@@ -58,27 +56,10 @@ func NewCmdRestore(f *Factory, runF func(*RestoreOptions) error) *cobra.Command 
 }
 
 func runRestore(ctx context.Context, f *Factory, o *RestoreOptions) error {
-	cfg, _, err := f.Job(o.Job)
-	if err != nil {
-		return err
-	}
-	c, err := f.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	run, err := startOwned(ctx, c, workflows.RestoreID(o.Job), cfg.Temporal.TaskQueue, workflows.RestoreWorkflowName,
-		workflows.RestoreInput{Job: o.Job, Image: o.Image, To: o.To, By: whoAmI()})
-	var already *serviceerror.WorkflowExecutionAlreadyStarted
-	if errors.As(err, &already) {
-		return &ExitError{Code: ExitRunning, Err: fmt.Errorf("a restore of job %s is already running", o.Job)}
-	}
-	if err != nil {
-		return fmt.Errorf("start restore of %s: %w", o.Job, err)
-	}
 	var res workflows.RestoreResult
-	if err := run.Get(ctx, &res); err != nil {
-		return runEndError("restore of "+o.Job, err)
+	if err := runJobWorkflow(ctx, f, o.Job, workflows.RestoreID(o.Job), workflows.RestoreWorkflowName,
+		workflows.RestoreInput{Job: o.Job, Image: o.Image, To: o.To, By: whoAmI()}, &res, "restore of "+o.Job); err != nil {
+		return err
 	}
 	if o.Output == "json" {
 		return f.PrintJSON(res.Result)

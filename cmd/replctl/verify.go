@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/api/serviceerror"
 
 	"github.com/replctl/replctl/workflows"
 )
@@ -62,27 +60,10 @@ func NewCmdVerify(f *Factory, runF func(*VerifyOptions) error) *cobra.Command {
 }
 
 func runVerify(ctx context.Context, f *Factory, o *VerifyOptions) error {
-	cfg, _, err := f.Job(o.Job)
-	if err != nil {
-		return err
-	}
-	c, err := f.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	id := workflows.VerifyID(o.Job)
-	run, err := startOwned(ctx, c, id, cfg.Temporal.TaskQueue, workflows.VerifyWorkflowName, workflows.VerifyInput{Job: o.Job, Replica: o.Replica, All: o.All})
-	var already *serviceerror.WorkflowExecutionAlreadyStarted
-	if errors.As(err, &already) {
-		return &ExitError{Code: ExitRunning, Err: fmt.Errorf("a verification of job %s is already running (workflow %s)", o.Job, id)}
-	}
-	if err != nil {
-		return fmt.Errorf("start verification of %s: %w", o.Job, err)
-	}
 	var res workflows.VerifyResult
-	if err := run.Get(ctx, &res); err != nil {
-		return runEndError("verification of "+o.Job, err)
+	if err := runJobWorkflow(ctx, f, o.Job, workflows.VerifyID(o.Job), workflows.VerifyWorkflowName,
+		workflows.VerifyInput{Job: o.Job, Replica: o.Replica, All: o.All}, &res, "verification of "+o.Job); err != nil {
+		return err
 	}
 	if o.Output == "json" {
 		if err := f.PrintJSON(res.Result); err != nil {
