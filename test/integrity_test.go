@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/workflows"
 )
 
 // A write into the published replica (mtime put back) is not carried into the next
@@ -74,6 +76,8 @@ func TestVerifyCommandListsDamage(t *testing.T) {
 	assert.Contains(t, out, "DAMAGED: 3 differences") // the content, the planted file and the mtime it gave its dir
 	assert.Contains(t, out, rel+": content differs from the image")
 	assert.Contains(t, out, "planted: unexpected entry not in the image")
+
+	recordLatest(t, e, workflows.VerifyID("orders"), "verify-damaged")
 
 	out, err = e.cli("verify", "orders", "-o", "json")
 	require.ErrorAs(t, err, &xe)
@@ -168,6 +172,7 @@ func TestRestoreCommandBringsBackAnOlderImage(t *testing.T) {
 	t.Logf("replctl restore: %s", out)
 	assert.Contains(t, out, "verified=true")
 	assert.Empty(t, check(t, then, to).Diffs, "the restore is the source as it was")
+	recordLatest(t, e, workflows.RestoreID("orders"), "restore")
 
 	out, err = e.cli("restore", "orders", older, "--to", to)
 	require.Error(t, err, out)
@@ -175,4 +180,12 @@ func TestRestoreCommandBringsBackAnOlderImage(t *testing.T) {
 	out, err = e.cli("restore", "orders", older, "--to", e.targetLink())
 	require.Error(t, err, out)
 	assert.Contains(t, out, "a dataset or replctl's directory")
+}
+
+// recordLatest records (with -record) the history of the latest run of workflow id.
+func recordLatest(t *testing.T, e *env, id, name string) {
+	t.Helper()
+	d, err := e.c.DescribeWorkflowExecution(context.Background(), id, "")
+	require.NoError(t, err)
+	recordHistory(t, e, id, d.GetWorkflowExecutionInfo().GetExecution().GetRunId(), name)
 }

@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/workers"
 	"github.com/replctl/replctl/workflows"
 )
@@ -81,6 +82,8 @@ func TestReplayDetectsNonDeterministicChange(t *testing.T) {
 				r.RegisterWorkflowWithOptions(skipsQuiesce, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
 			case workflows.ScheduledMaintenanceWorkflowName:
 				r.RegisterWorkflowWithOptions(startsNoChild, workflow.RegisterOptions{Name: workflows.ScheduledMaintenanceWorkflowName})
+			case workflows.VerifyWorkflowName, workflows.RestoreWorkflowName:
+				r.RegisterWorkflowWithOptions(skipsPlan, workflow.RegisterOptions{Name: wt})
 			default:
 				t.Fatalf("history of workflow type %q: add a non-deterministic variant of it here", wt)
 			}
@@ -130,6 +133,12 @@ func workflowType(t *testing.T, file string) string {
 // startsNoChild returns at once where ScheduledMaintenance starts its child.
 func startsNoChild(ctx workflow.Context, in workflows.ScheduledMaintenanceInput) (workflows.ScheduledResult, error) {
 	return workflows.ScheduledResult{}, nil
+}
+
+// skipsPlan is a target step (verify, restore) that runs its activity without the plan.
+func skipsPlan(ctx workflow.Context, in map[string]any) error {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: 30e9, TaskQueue: "replctl-host-b1"})
+	return workflow.ExecuteActivity(ctx, activities.VerifyName, in).Get(ctx, nil)
 }
 
 // skipsQuiesce plans like Replication but then goes straight to the pull.
