@@ -29,6 +29,22 @@
 // file changed after publish (its ctime differs from the replica's trust
 // record) is never linked into a new replica: it is written anew.
 //
-// The package imports neither Temporal nor other packages of this module:
+// The package imports no Temporal package and, of this module, only the leaf
+// packages hostexec (SSH to a remote repository host) and internal/secret:
 // plain values in, plain values out, progress through callbacks.
+//
+// Files, by stage:
+//
+//	source.go, push.go            walking the source beneath its fd; the push
+//	extras.go, extras_apply.go    what kopia's entry model has no field for
+//	pull.go                       Pull: the stages in order
+//	pull_request.go               checking a request, loading its image
+//	puller.go                     the puller's state and trust levels
+//	pull_resume.go                reusing earlier attempts and the previous replica
+//	pull_plan.go                  deciding per file: link, or write
+//	pull_write.go                 writing files, symlinks and directory attributes
+//	verify.go                     checking a tree against its image
+//	publish.go                    fencing, the atomic rename and symlink swap
+//	retention.go, trash.go        retiring replicas and discarding leftovers
+//	trust.go                      inode and ctime records of published files
 package dataplane

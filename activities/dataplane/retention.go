@@ -1,8 +1,12 @@
 package dataplane
 
 import (
+	"errors"
+	"io/fs"
 	"sort"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Retention is what a job keeps of one kind (replicas on the target, images in the
@@ -67,4 +71,61 @@ func replicaItems(reps []ReplicaInfo) []retentionItem {
 		out = append(out, retentionItem{Name: ri.Name, Time: ri.ModTime, Pinned: ri.Current})
 	}
 	return out
+}
+
+// retain keeps the replicas pol selects (the current one always) and
+// removes leftover staging dirs of epochs up to ours. Errors are logged, not
+// returned: the new replica is already published.
+func (l layout) retain(pol Retention, epoch int64, log func(string, ...any)) {
+	reps, err := l.listReplicas()
+	if err != nil {
+		log("retention: listing replicas failed", "err", err)
+		return
+	}
+
+	dirs, err := l.openDirs()
+	if err != nil {
+		log("retention: opening the dataset's directories failed", "err", err)
+		return
+	}
+	defer dirs.close()
+
+	kept := selectRetained(replicaItems(reps), pol)
+
+	for _, ri := range reps {
+		if kept[ri.Name] {
+			continue
+		}
+
+		// Re-check right before deleting: never delete what T/D points to.
+		if cur, err := l.currentReplica(); err != nil || cur == ri.Name {
+			continue
+		}
+
+		if err := moveToTrash(dirs.replicas, ri.Name, dirs.trash); err != nil {
+			log("retention: removing replica failed", "replica", ri.Path, "err", err)
+			continue
+		}
+
+		_ = unix.Unlinkat(dirs.meta, ri.Name+".json", 0)
+		_ = unix.Unlinkat(dirs.meta, ri.Name+trustExt, 0)
+	}
+
+	defer trash.sweep(l, log)
+
+	names, err := dirNames(dirs.staging)
+	if err != nil {
+		return
+	}
+
+	for _, n := range names {
+		_, ep, ok := parseStagingName(n)
+		if !ok || ep > epoch {
+			continue
+		}
+
+		if err := moveToTrash(dirs.staging, n, dirs.trash); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			log("retention: removing staging failed", "dir", n, "err", err)
+		}
+	}
 }

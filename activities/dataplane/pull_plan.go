@@ -1,0 +1,490 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	kfs "github.com/kopia/kopia/fs"
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/object"
+	"github.com/kopia/kopia/snapshot"
+	"golang.org/x/sys/unix"
+)
+
+// dirCacheEntries bounds the image directory entries a pull keeps decoded
+// between planning and verification (about 200 bytes each).
+const dirCacheEntries = 1 << 16
+
+type cachedDir struct {
+	oid  object.ID
+	ents []*snapshot.DirEntry
+}
+
+// cachedDir returns image directory oid at rel as plan decoded it (once), or
+// decodes it.
+func (p *puller) cachedDir(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error) {
+	if c, ok := p.dirCache[rel]; ok {
+		delete(p.dirCache, rel)
+		p.cacheLeft += len(c.ents)
+
+		if c.oid == oid {
+			return c.ents, nil
+		}
+	}
+
+	return readImageDir(ctx, dr, oid)
+}
+
+// build fills the staging dir: plan + hard links ("link"), then writes
+// ("restore"), then directory attributes.
+func (p *puller) build(root *snapshot.DirEntry) error {
+	files, bytes := treeTotals(root)
+
+	h, err := newContentHasher(p.dr)
+	if err != nil {
+		return err
+	}
+
+	p.h = h
+
+	p.rp.setPhase("link", bytes, files)
+
+	p.dirs = append(p.dirs, dirItem{rel: ".", de: root})
+
+	dstFd := p.stagingFd
+	srcFd := -1
+
+	if p.cur != "" && p.prevRoot != nil {
+		if fd, err := openBeneath(p.tdirs.replicas, p.cur, unix.O_PATH|unix.O_DIRECTORY); err == nil {
+			srcFd = fd
+			defer unix.Close(srcFd) //nolint:errcheck
+		}
+	}
+
+	if err := p.planTree(root.ObjectID, p.prevRoot, srcFd, dstFd); err != nil {
+		return err
+	}
+
+	if err := p.linkResumed(); err != nil {
+		return err
+	}
+
+	p.carryCurrent(p.trustStamps())
+
+	var wbytes, wfiles int64
+
+	// Batches of one directory, each resolved through one directory fd.
+	type batch struct{ g, start, end int }
+
+	var batches []batch
+
+	for gi, g := range p.toWrite {
+		for _, e := range g.ents {
+			wbytes += e.de.FileSize
+		}
+
+		wfiles += int64(len(g.ents))
+
+		for s := 0; s < len(g.ents); s += writeBatch {
+			batches = append(batches, batch{gi, s, min(s+writeBatch, len(g.ents))})
+		}
+	}
+
+	p.rp.setPhase("restore", wbytes, wfiles)
+
+	if err := parallelDo(p.ctx, p.parallel, len(batches), func(b int) error {
+		bt := batches[b]
+		g := &p.toWrite[bt.g]
+
+		return p.writeDir(g, g.ents[bt.start:bt.end])
+	}); err != nil {
+		if gerr := p.g.tripped(); gerr != nil {
+			return gerr
+		}
+
+		return err
+	}
+
+	if err := applyExtras(p.stagingFd, p.extras, p.isRoot, p.refuse); err != nil {
+		return fmt.Errorf("staging %s: what the image keeps beside its files: %w", p.staging, err)
+	}
+
+	// Children first, so setting a parent's mtime is the last change in it.
+	for i := len(p.dirs) - 1; i >= 0; i-- {
+		d := p.dirs[i]
+		if err := p.setDirAttrs(p.stagingFd, p.staging, d.rel, d.de); err != nil {
+			return err
+		}
+	}
+
+	return nil
+}
+
+// openDirFd opens a directory for *at calls only (O_PATH), never following a
+// symlink in its last component.
+func openDirFd(dirFd int, name string) (int, error) {
+	for {
+		fd, err := unix.Openat(dirFd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+
+		if err != nil {
+			return -1, fmt.Errorf("opening directory %s: %w", name, err)
+		}
+
+		return fd, nil
+	}
+}
+
+// fileJob is one staging directory's files (and symlinks) to link or queue.
+// Its fds are dups owned by the job: the worker closes them.
+type fileJob struct {
+	rel          string
+	dt           *dirTrust
+	ents         []*snapshot.DirEntry
+	prevOf       func(de *snapshot.DirEntry) *snapshot.DirEntry
+	srcFd, dstFd int
+}
+
+// planTree walks the image from root: directories are created by this
+// goroutine (pre-order, as build needs them), while parallel workers stat and
+// link each directory's files, so a mostly unchanged tree is linked on every
+// core.
+func (p *puller) planTree(root object.ID, prev *object.ID, srcFd, dstFd int) error {
+	jobs := make(chan fileJob, 2*p.parallel)
+
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+
+	for range p.parallel {
+		wg.Add(1)
+
+		go func() {
+			defer wg.Done()
+
+			for j := range jobs {
+				if ctx.Err() == nil {
+					if err := p.planFiles(j); err != nil {
+						fail(err)
+					}
+				}
+
+				closeFd(j.srcFd)
+				closeFd(j.dstFd)
+			}
+		}()
+	}
+
+	err := p.plan(ctx, jobs, root, prev, ".", srcFd, dstFd)
+
+	close(jobs)
+	wg.Wait()
+
+	if firstErr != nil {
+		return firstErr
+	}
+
+	if err != nil {
+		return err
+	}
+
+	return p.ctx.Err()
+}
+
+func closeFd(fd int) {
+	if fd >= 0 {
+		_ = unix.Close(fd)
+	}
+}
+
+// plan walks one image directory: creates its subdirectories in staging,
+// hands its files to the workers and recurses. srcFd is the same directory
+// in the current replica (-1: none), dstFd the one in staging; names are
+// resolved relative to them (one lookup per entry, no symlink followed).
+func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, prev *object.ID, rel string, srcFd, dstFd int) error {
+	if err := p.g.check(false); err != nil {
+		return err
+	}
+
+	ents, err := readImageDir(ctx, p.dr, d)
+	if err != nil {
+		return fmt.Errorf("image directory %s: %w", rel, err)
+	}
+
+	if len(ents) <= p.cacheLeft {
+		p.dirCache[rel] = cachedDir{oid: d, ents: ents}
+		p.cacheLeft -= len(ents)
+	}
+
+	// The same directory object in both images: identical entries, no need
+	// to decode the previous one.
+	same := prev != nil && *prev == d
+
+	var prevEnts map[string]*snapshot.DirEntry
+
+	if prev != nil && !same {
+		// Unreadable (e.g. pruned and garbage-collected): just link nothing.
+		if pe, err := readImageDir(ctx, p.dr, *prev); err == nil {
+			prevEnts = make(map[string]*snapshot.DirEntry, len(pe))
+			for _, e := range pe {
+				prevEnts[e.Name] = e
+			}
+		}
+	}
+
+	prevOf := func(de *snapshot.DirEntry) *snapshot.DirEntry {
+		if same {
+			return de
+		}
+
+		return prevEnts[de.Name]
+	}
+
+	dt := &dirTrust{oid: d, flags: make([]trust, len(ents)), stamps: make([]stamp, len(ents))}
+	p.trusted[rel] = dt
+
+	job := fileJob{rel: rel, dt: dt, ents: ents, prevOf: prevOf, srcFd: -1, dstFd: -1}
+
+	if job.dstFd, err = unix.Dup(dstFd); err != nil {
+		return fmt.Errorf("dup: %w", err)
+	}
+
+	if srcFd >= 0 {
+		if job.srcFd, err = unix.Dup(srcFd); err != nil {
+			closeFd(job.dstFd)
+			return fmt.Errorf("dup: %w", err)
+		}
+	}
+
+	select {
+	case jobs <- job:
+	case <-ctx.Done():
+		closeFd(job.srcFd)
+		closeFd(job.dstFd)
+
+		return ctx.Err()
+	}
+
+	for _, de := range ents {
+		if de.Type == snapshot.EntryTypeDirectory {
+			if err := p.planDir(ctx, jobs, de, prevOf(de), path.Join(rel, de.Name), srcFd, dstFd); err != nil {
+				return err
+			}
+		}
+	}
+
+	return nil
+}
+
+// planDir creates a subdirectory in staging and plans it.
+func (p *puller) planDir(ctx context.Context, jobs chan<- fileJob, de, prev *snapshot.DirEntry, rel string, srcFd, dstFd int) error {
+	if err := unix.Mkdirat(dstFd, de.Name, 0o700); err != nil {
+		return fmt.Errorf("creating %s in staging: %w", rel, err)
+	}
+
+	p.dirs = append(p.dirs, dirItem{rel: rel, de: de})
+
+	subDst, err := openDirFd(dstFd, de.Name)
+	if err != nil {
+		return fmt.Errorf("staging %s: %w", rel, err)
+	}
+	defer unix.Close(subDst) //nolint:errcheck
+
+	var psub *object.ID
+
+	subSrc := -1
+
+	if prev != nil && prev.Type == snapshot.EntryTypeDirectory && srcFd >= 0 {
+		if fd, err := openDirFd(srcFd, de.Name); err == nil {
+			psub, subSrc = &prev.ObjectID, fd
+			defer unix.Close(subSrc) //nolint:errcheck
+		}
+	}
+
+	return p.plan(ctx, jobs, de.ObjectID, psub, rel, subSrc, subDst)
+}
+
+// planFiles links or queues the files and symlinks of one directory.
+func (p *puller) planFiles(j fileJob) error {
+	var (
+		writes []writeEnt
+		checks []resumeItem
+	)
+
+	for i, de := range j.ents {
+		switch de.Type {
+		case snapshot.EntryTypeDirectory:
+		case snapshot.EntryTypeSymlink:
+			writes = append(writes, writeEnt{de: de, idx: i})
+
+		case snapshot.EntryTypeFile:
+			if err := p.g.check(true); err != nil {
+				return err
+			}
+
+			switch from, t, st := p.planFile(j.rel, de, j.prevOf(de), j.srcFd, j.dstFd); {
+			case from == linkedFromCur:
+				j.dt.flags[i], j.dt.stamps[i] = t, st
+				p.rp.addFile(de.FileSize)
+			case from != "":
+				checks = append(checks, resumeItem{g: writeGroup{dir: j.rel, dt: j.dt, ents: []writeEnt{{de: de, idx: i}}}, from: from})
+			default:
+				writes = append(writes, writeEnt{de: de, idx: i})
+			}
+
+		default:
+			return fmt.Errorf("image entry %s has unsupported type %q", path.Join(j.rel, de.Name), de.Type)
+		}
+	}
+
+	p.listMu.Lock()
+	if len(writes) > 0 {
+		p.toWrite = append(p.toWrite, writeGroup{dir: j.rel, dt: j.dt, ents: writes})
+	}
+	p.resumeCk = append(p.resumeCk, checks...)
+	p.listMu.Unlock()
+
+	return nil
+}
+
+// linkedFromCur is planFile's answer for a file it linked.
+const linkedFromCur = "\x00linked"
+
+// planFile links file de of image directory dir from the current replica if
+// provably unchanged (returns linkedFromCur, the file's trust and its stamp
+// after the link), returns a resume candidate's path to check, or "" (write it).
+func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (string, trust, stamp) {
+	rel := path.Join(dir, de.Name)
+	resume := p.resume
+	if p.noResume[rel] {
+		resume = nil
+	}
+
+	for _, rs := range resume {
+		src := filepath.Join(rs, filepath.FromSlash(dir), de.Name)
+		if st, err := os.Lstat(src); err == nil && p.exactMeta(st, de) {
+			return src, 0, stamp{}
+		}
+	}
+
+	// Same object ID in the image the current replica was verified against,
+	// identical metadata on disk and the inode's ctime as recorded (nothing
+	// written since): the content is the image's content.
+	if srcFd >= 0 && prev != nil && prev.Type == snapshot.EntryTypeFile && prev.ObjectID == de.ObjectID && !p.noLink[rel] {
+		var st unix.Stat_t
+		if err := unix.Fstatat(srcFd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && p.exactStat(&st, de) {
+			if !p.curTrust.trusts(&st) {
+				// The first few by name; the pull's final log line has the count.
+				if p.distrusted.Add(1) <= maxDistrustLogs {
+					p.log("file of the current replica changed since it was published; writing it anew", "replica", p.cur, "path", path.Join(dir, de.Name))
+				}
+
+				return "", 0, stamp{}
+			}
+
+			if err := unix.Linkat(srcFd, de.Name, dstFd, de.Name, 0); err == nil {
+				p.linked.Add(1)
+
+				t := trustMeta
+				if p.trustCur {
+					t |= trustContent
+				}
+
+				// The link changed the inode's ctime: the new one is recorded.
+				var after unix.Stat_t
+				if err := unix.Fstatat(dstFd, de.Name, &after, unix.AT_SYMLINK_NOFOLLOW); err != nil || after.Ino != st.Ino {
+					return linkedFromCur, t, stamp{}
+				}
+
+				s := stampOf(&after)
+				s.linked = true
+
+				return linkedFromCur, t, s
+			}
+		}
+	}
+
+	return "", 0, stamp{}
+}
+
+// exactMeta reports whether st matches de exactly (type, size, mtime to the
+// nanosecond, mode, and owner when we can set owners). Stricter than kopia's
+// incremental restore, which skips files whose size matches and mtime is
+// within 2 s and never re-applies mode/owner to skipped files.
+func (p *puller) exactMeta(st os.FileInfo, de *snapshot.DirEntry) bool {
+	if !st.Mode().IsRegular() || st.Size() != de.FileSize ||
+		st.ModTime().UnixNano() != de.ModTime.ToTime().UnixNano() ||
+		st.Mode()&kfs.ModBits != os.FileMode(de.Permissions)&kfs.ModBits {
+		return false
+	}
+
+	if p.isRoot {
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok || sys.Uid != de.UserID || sys.Gid != de.GroupID {
+			return false
+		}
+	}
+
+	return true
+}
+
+// exactStat is exactMeta for a raw stat result.
+func (p *puller) exactStat(st *unix.Stat_t, de *snapshot.DirEntry) bool {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != de.FileSize ||
+		st.Mtim.Nano() != de.ModTime.ToTime().UnixNano() ||
+		os.FileMode(st.Mode)&os.ModePerm != os.FileMode(de.Permissions)&os.ModePerm ||
+		modeExtra(st.Mode) != os.FileMode(de.Permissions)&kfs.ModBits&^os.ModePerm {
+		return false
+	}
+
+	return !p.isRoot || (st.Uid == de.UserID && st.Gid == de.GroupID)
+}
+
+// extraBits pairs the setuid/setgid/sticky bits of a raw mode with Go's FileMode bits.
+var extraBits = [...]struct {
+	raw uint32
+	fm  os.FileMode
+}{{unix.S_ISUID, os.ModeSetuid}, {unix.S_ISGID, os.ModeSetgid}, {unix.S_ISVTX, os.ModeSticky}}
+
+// modeExtra converts setuid/setgid/sticky bits of a raw mode to Go's FileMode bits.
+func modeExtra(m uint32) os.FileMode {
+	var fm os.FileMode
+
+	for _, b := range extraBits {
+		if m&b.raw != 0 {
+			fm |= b.fm
+		}
+	}
+
+	return fm
+}
+
+// unixModeExtra converts Go's setuid/setgid/sticky FileMode bits to raw mode bits.
+func unixModeExtra(m os.FileMode) uint32 {
+	var r uint32
+
+	for _, b := range extraBits {
+		if m&b.fm != 0 {
+			r |= b.raw
+		}
+	}
+
+	return r
+}

@@ -1,0 +1,107 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/manifest"
+	"github.com/kopia/kopia/snapshot"
+)
+
+func validatePull(req *PullRequest) error {
+	if err := req.Repo.validate(); err != nil {
+		return err
+	}
+
+	if err := checkJob(req.Job); err != nil {
+		return err
+	}
+
+	if req.ImageID == "" {
+		return badInput("ImageID", "must not be empty")
+	}
+
+	if err := checkAbs("TargetRoot", req.TargetRoot); err != nil {
+		return err
+	}
+
+	if st, err := os.Stat(req.TargetRoot); err != nil || !st.IsDir() {
+		return badInput("TargetRoot", "%s is not an existing directory", req.TargetRoot)
+	}
+
+	if req.SourceDataset != "" {
+		if err := checkDataset("SourceDataset", req.SourceDataset); err != nil {
+			return err
+		}
+	}
+	if err := checkDataset("Dataset", req.Dataset); err != nil {
+		return err
+	}
+
+	if err := checkName("ReplicaName", req.ReplicaName); err != nil {
+		return err
+	}
+
+	if req.ResumeFrom != "" {
+		if err := checkAbs("ResumeFrom", req.ResumeFrom); err != nil {
+			return err
+		}
+	}
+
+	switch {
+	case req.Keep == 0:
+		req.Keep = 3
+	case req.Keep < 0:
+		return badInput("Keep", "%d must be at least 1", req.Keep)
+	}
+
+	switch req.Verify {
+	case "":
+		req.Verify = "full"
+	case "full", "changed":
+	default:
+		return badInput("Verify", "%q must be \"full\" or \"changed\"", req.Verify)
+	}
+
+	switch req.OnUnsupported {
+	case "", OnUnsupportedFail, OnUnsupportedSkip:
+	default:
+		return badInput("OnUnsupported", "%q must be %q or %q", req.OnUnsupported, OnUnsupportedFail, OnUnsupportedSkip)
+	}
+
+	if req.Parallel <= 0 {
+		req.Parallel = runtime.NumCPU()
+	}
+
+	return nil
+}
+
+// loadImage loads a complete image of the job's dataset.
+func loadImage(ctx context.Context, rep repo.Repository, id, job, dataset string) (*snapshot.Manifest, error) {
+	man, err := snapshot.LoadSnapshot(ctx, rep, manifest.ID(id))
+	if errors.Is(err, snapshot.ErrSnapshotNotFound) {
+		return nil, fmt.Errorf("%w: image %s", ErrNotFound, id)
+	}
+
+	if err != nil {
+		return nil, fmt.Errorf("loading image %s: %w", id, err)
+	}
+
+	if want := sourceInfo(job, dataset); man.Source != want {
+		return nil, badInput("ImageID", "image %s is of %v, not of job %s dataset %s", id, man.Source, job, dataset)
+	}
+
+	if man.IncompleteReason != "" {
+		return nil, badInput("ImageID", "image %s is incomplete (%s)", id, man.IncompleteReason)
+	}
+
+	if man.RootEntry == nil || man.RootEntry.Type != snapshot.EntryTypeDirectory {
+		return nil, badInput("ImageID", "image %s has no root directory", id)
+	}
+
+	return man, nil
+}
