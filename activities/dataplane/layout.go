@@ -238,6 +238,10 @@ type replicaMeta struct {
 	// names; Verified says only that the replica matches that image.
 	Incomplete  bool         `json:"incomplete,omitempty"`
 	Unsupported *Unsupported `json:"unsupported,omitempty"`
+	// Repaired is when this replica replaced Replaced, a damaged replica of the same image
+	// (Published is then the damaged one's, so retention ranks it the same).
+	Repaired time.Time `json:"repaired,omitzero"`
+	Replaced string    `json:"replaced,omitempty"`
 }
 
 func readMeta(path string) (*replicaMeta, error) {
@@ -310,6 +314,8 @@ type ReplicaInfo struct {
 	ModTime time.Time // publish time (from its meta record; directory mtime if none)
 	// Job and Image are from its meta record ("" without one).
 	Job, Image string
+	// Repaired is when a repair rebuilt it from its image in place of a damaged replica.
+	Repaired time.Time
 }
 
 // ListReplicas lists the published replicas of dataset under targetRoot,
@@ -351,7 +357,7 @@ func (l layout) listReplicas() ([]ReplicaInfo, error) {
 		ri := ReplicaInfo{Name: e.Name(), Path: l.replicaDir(e.Name()), Current: e.Name() == cur}
 
 		if m, err := readMeta(l.metaFile(e.Name())); err == nil {
-			ri.ModTime, ri.Job, ri.Image = m.Published, m.Job, m.Image
+			ri.ModTime, ri.Job, ri.Image, ri.Repaired = m.Published, m.Job, m.Image, m.Repaired
 		} else if info, err := e.Info(); err == nil {
 			ri.ModTime = info.ModTime()
 		}
@@ -368,4 +374,49 @@ func (l layout) listReplicas() ([]ReplicaInfo, error) {
 	})
 
 	return out, nil
+}
+
+// replacedMeta checks that req.Replaces is a published replica of the same job and image
+// (a repair rebuilds a replica from its own image) and returns its meta record.
+func (l layout) replacedMeta(dirs *targetDirs, req PullRequest) (*replicaMeta, error) {
+	if !isDirAt(dirs.replicas, req.Replaces) {
+		return nil, badInput("Replaces", "no replica %s of dataset %s", req.Replaces, l.dataset)
+	}
+
+	m, err := readMeta(l.metaFile(req.Replaces))
+	if err != nil {
+		return nil, badInput("Replaces", "replica %s has no usable meta record: %v", req.Replaces, err)
+	}
+
+	if m.Job != req.Job || m.Image != req.ImageID {
+		return nil, badInput("Replaces", "replica %s is image %s of job %s, not image %s of job %s", req.Replaces, m.Image, m.Job, req.ImageID, req.Job)
+	}
+
+	return m, nil
+}
+
+// retireReplaced removes the damaged replica a repair replaced, with its records, unless T/D
+// still points at it (then the repair has not taken its place yet: nothing is removed).
+// Called under the fence lock after the repaired replica is in place.
+func (l layout) retireReplaced(name string, log func(string, ...any)) error {
+	dirs, err := l.openDirs()
+	if err != nil {
+		return err
+	}
+	defer dirs.close()
+
+	if cur, err := l.currentReplica(); err != nil || cur == name {
+		return fmt.Errorf("replica %s is still current (T/D %s): not removing it: %v", name, l.link, err)
+	}
+
+	if err := moveToTrash(dirs.replicas, name, dirs.trash); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing damaged replica %s: %w", l.replicaDir(name), err)
+	}
+
+	_ = unix.Unlinkat(dirs.meta, name+".json", 0)
+	_ = unix.Unlinkat(dirs.meta, name+trustExt, 0)
+	log("damaged replica replaced", "replica", name)
+	trash.sweep(l, log)
+
+	return nil
 }

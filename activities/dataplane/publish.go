@@ -64,6 +64,9 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 			Job: req.Job, Image: req.ImageID, Root: man.RootObjectID().String(),
 			Epoch: req.Epoch, Agent: req.Agent, Verified: true, Published: time.Now().UTC(),
 		}
+		if p.replaced != nil {
+			rm.Published, rm.Repaired, rm.Replaced = p.replaced.Published, rm.Published, req.Replaces
+		}
 		rm.Unsupported, rm.Incomplete = imageUnsupported(man)
 		if !p.refused.Empty() {
 			if rm.Unsupported == nil {
@@ -103,11 +106,17 @@ func (p *puller) publish(l layout, req PullRequest, man *snapshot.Manifest) erro
 			return err
 		}
 
-		if req.Defer {
-			return nil
+		if !req.Defer {
+			if err := l.swapLinkAt(pd.root, final); err != nil {
+				return err
+			}
 		}
 
-		return l.swapLinkAt(pd.root, final)
+		if req.Replaces != "" {
+			return l.retireReplaced(req.Replaces, p.log)
+		}
+
+		return nil
 	})
 }
 

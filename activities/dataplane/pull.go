@@ -58,6 +58,13 @@ type PullRequest struct {
 	// leaves T/D and retention alone: PublishGroup points every dataset of a consistency
 	// group at its new replica at once.
 	Defer bool
+	// Replaces names a damaged replica of the same image that this pull repairs (replctl
+	// verify --repair): only its files whose content and metadata match the image are
+	// reused (each read and hashed, never trusted on metadata), nothing is linked from the
+	// current replica, verification is full, and once the new replica is in place it takes
+	// the damaged one's place: T/D if that was current, its publish time (so retention
+	// ranks it the same), and the damaged one is removed. Retention does not run.
+	Replaces string
 }
 
 // PullResult describes a pull. On error the fields known so far are set
@@ -82,6 +89,8 @@ type PullResult struct {
 	// earlier attempt whose result was lost, when this one found its work done.
 	PublishedBy    string
 	PublishedEpoch int64
+	// Replaced is the damaged replica this pull repaired (PullRequest.Replaces).
+	Replaced string
 }
 
 // testHooks lets tests act at precise points of a push or pull.
@@ -171,6 +180,19 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		return res, err
 	}
 
+	var replaced *replicaMeta
+	if req.Replaces != "" {
+		// An earlier try that built the repaired replica may have removed the damaged one.
+		if !existsAt(dirs.replicas, req.ReplicaName) {
+			if replaced, err = l.replacedMeta(dirs, req); err != nil {
+				return res, err
+			}
+		}
+		// A repair of an older replica leaves T/D alone; either kind leaves retention alone.
+		req.Defer = req.Replaces != cur
+		res.Replaced = req.Replaces
+	}
+
 	// An earlier try of this pull got as far as the replica dir: either it
 	// published and its result got lost, or it failed between moving the
 	// verified replica into place and swapping the link. Finish the job.
@@ -182,7 +204,10 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 		if cur != req.ReplicaName && !req.Defer {
 			// This attempt publishes what the earlier one built: the record says so.
-			m.Agent, m.Epoch, m.Published = req.Agent, req.Epoch, time.Now().UTC()
+			m.Agent, m.Epoch = req.Agent, req.Epoch
+			if m.Replaced == "" { // a repair keeps the damaged replica's time
+				m.Published = time.Now().UTC()
+			}
 			err := fence.withLock(func() error {
 				if err := publishAllowed(ctx, fence, req); err != nil {
 					return err
@@ -210,9 +235,16 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 			}
 		}
 
+		if req.Replaces != "" {
+			// The repaired replica is in place: the damaged one may still be there.
+			if err := fence.withLock(func() error { return l.retireReplaced(req.Replaces, r.log) }); err != nil {
+				return res, err
+			}
+		}
+
 		res.Verified, res.StagingPath = true, ""
 		res.PublishedBy, res.PublishedEpoch = m.Agent, m.Epoch
-		if !req.Defer {
+		if !req.Defer && req.Replaces == "" {
 			l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, r.log)
 		}
 
@@ -240,6 +272,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		dirCache:   map[string]cachedDir{},
 		cacheLeft:  dirCacheEntries,
 		hashWrites: req.Verify == "changed",
+		replaced:   replaced,
 	}
 	p.useExtras(extras, req.Job, req.OnUnsupported == OnUnsupportedSkip)
 
@@ -263,7 +296,11 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		}
 	}
 
-	if cur != "" {
+	if replaced != nil {
+		// Every file of the damaged replica is a candidate, checked by content like a
+		// stale attempt's; nothing is trusted on its trust record.
+		p.resume = append(p.resume, l.replicaDir(req.Replaces))
+	} else if cur != "" {
 		p.cur = cur
 		p.setPrevious(l.metaFile(cur), req.Job, r.log)
 		p.noLinkPrevious(ctx, r.log)
@@ -341,7 +378,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	res.StagingPath = ""
 
-	if !req.Defer {
+	if !req.Defer && req.Replaces == "" {
 		l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, r.log)
 	}
 

@@ -46,6 +46,17 @@ func validatePull(req *PullRequest) error {
 		return err
 	}
 
+	if req.Replaces != "" {
+		if err := checkName("Replaces", req.Replaces); err != nil {
+			return err
+		}
+		if req.Replaces == req.ReplicaName {
+			return badInput("Replaces", "a repair needs a new replica name, not %s", req.Replaces)
+		}
+		// A repair reads every reused file: nothing is trusted unread.
+		req.Verify = "full"
+	}
+
 	if req.ResumeFrom != "" {
 		if err := checkAbs("ResumeFrom", req.ResumeFrom); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/kopia/kopia/repo/manifest"
@@ -126,15 +127,21 @@ func (p *puller) linkResumed() error {
 }
 
 // linkResumedFile hard-links file from (in a resume dir beside the staging
-// dir) as name in the staging dir's subdirectory dir, both parents opened
-// beneath their roots without following symlinks.
+// dir, or in the damaged replica a repair replaces) as name in the staging
+// dir's subdirectory dir, both parents opened beneath their roots without
+// following symlinks.
 func (p *puller) linkResumedFile(from, dir, name string) error {
-	rel, err := filepath.Rel(filepath.Dir(p.staging), filepath.Dir(from))
-	if err != nil {
-		return err
+	base, baseFd := filepath.Dir(p.staging), p.tdirs.staging
+	if p.replaced != nil && strings.HasPrefix(from, p.lay.replicas+string(filepath.Separator)) {
+		base, baseFd = p.lay.replicas, p.tdirs.replicas
 	}
 
-	src, err := openBeneath(p.tdirs.staging, filepath.ToSlash(rel), unix.O_PATH|unix.O_DIRECTORY)
+	rel, err := filepath.Rel(base, filepath.Dir(from))
+	if err != nil || !filepath.IsLocal(rel) {
+		return fmt.Errorf("resume file %s is not beneath %s", from, base)
+	}
+
+	src, err := openBeneath(baseFd, filepath.ToSlash(rel), unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", filepath.Dir(from), err)
 	}

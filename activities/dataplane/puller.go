@@ -64,6 +64,8 @@ type puller struct {
 	// extras: what the image keeps beside its entries (xattrs of regular files set as
 	// each is written, the rest applied after the writes).
 	extras *Extras
+	// replaced: the meta record of the damaged replica a repair replaces (nil otherwise).
+	replaced *replicaMeta
 	// noLink: paths never linked from the current replica (noLinkPaths).
 	noLink map[string]bool
 	// noResume: paths never linked from a resumed attempt (any extras: it may have died
