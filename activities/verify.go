@@ -2,10 +2,13 @@ package activities
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
 	"github.com/replctl/replctl/activities/dataplane"
+	"go.temporal.io/sdk/activity"
 )
 
 // VerifyName is the activity that checks a job's replicas on the target against their
@@ -15,7 +18,10 @@ const VerifyName = "VerifyReplicas"
 // VerifyMaxDifferences is how many differences a replica's check names (all are counted).
 const VerifyMaxDifferences = 100
 
-// VerifyInput names the replicas to check: Replica ("" = the current one), or All.
+// VerifyInput names the replicas to check: Replica ("" = the current one), or All. With
+// Repair, each damaged replica is rebuilt from its image as a new replica that takes its
+// place (dataplane.PullRequest.Replaces), named RepairName plus a suffix of the damaged
+// one's name and fenced by Epoch like a pull.
 type VerifyInput struct {
 	Job        string
 	Agent      string
@@ -24,6 +30,18 @@ type VerifyInput struct {
 	Replica    string `json:",omitempty"`
 	All        bool   `json:",omitempty"`
 	Repo       RepoLocation
+	Repair     bool   `json:",omitempty"`
+	RepairName string `json:",omitempty"`
+	Epoch      int64  `json:",omitempty"`
+}
+
+// RepairedReplica is the replica a repair built in place of a damaged one.
+type RepairedReplica struct {
+	Name string
+	Path string
+	// Linked files of the damaged replica were read, matched the image and were reused;
+	// Restored ones were written from the repository.
+	Linked, Restored int64
 }
 
 // ReplicaCheck is one replica's verification against its image.
@@ -37,6 +55,8 @@ type ReplicaCheck struct {
 	Differences dataplane.Differences
 	// Note says why a replica could not be checked (no meta record, another job's).
 	Note string `json:",omitempty"`
+	// Repaired is the verified replica that took this damaged one's place (--repair).
+	Repaired *RepairedReplica `json:",omitempty"`
 }
 
 // VerifyResult is every replica checked, newest first.
@@ -57,7 +77,7 @@ func (a *Agent) VerifyReplicas(ctx context.Context, in VerifyInput) (VerifyResul
 		return VerifyResult{}, err
 	}
 	defer l.stop()
-	source, err := a.authorizeVerify(ctx, &in)
+	source, onUnsupported, err := a.authorizeVerify(ctx, &in)
 	if err != nil {
 		return VerifyResult{}, err
 	}
@@ -84,6 +104,11 @@ func (a *Agent) VerifyReplicas(ctx context.Context, in VerifyInput) (VerifyResul
 				return VerifyResult{}, a.fault(ctx, in.Job, "verify", fmt.Errorf("replica %s: %w", r.Name, err), l.progress())
 			}
 			rc.Differences, rc.Damaged = d, d.Count > 0
+			if rc.Damaged && in.Repair {
+				if rc.Repaired, err = a.repairReplica(ctx, in, l, r, source, onUnsupported); err != nil {
+					return VerifyResult{}, a.fault(ctx, in.Job, "verify", fmt.Errorf("repairing replica %s: %w", r.Name, err), l.progress())
+				}
+			}
 		}
 		res.Replicas = append(res.Replicas, rc)
 	}
@@ -101,24 +126,56 @@ func (a *Agent) VerifyReplicas(ctx context.Context, in VerifyInput) (VerifyResul
 // authorizeVerify checks a verification against the agent's own config: the dataset is a
 // target dataset whose order holds the agent, the root is its own mount of that storage,
 // the repository its own. It returns the source dataset the images were pushed from.
-func (a *Agent) authorizeVerify(ctx context.Context, in *VerifyInput) (string, error) {
+// It also returns the job's on_unsupported from the agent's own config, for a repair.
+func (a *Agent) authorizeVerify(ctx context.Context, in *VerifyInput) (string, string, error) {
 	g, err := a.authorize(ctx, VerifyName, in.Job)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	t, i, err := g.target(in.Dataset)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := g.root("TargetRoot", in.TargetRoot, t.Storage); err != nil {
-		return "", err
+		return "", "", err
 	}
 	// Replica is only compared with the names of the replicas listed under the agent's own
-	// root: no path is made of it.
+	// root: no path is made of it. RepairName becomes a replica name, which the data plane
+	// checks as one path component.
 	if in.Repo, err = g.repo(in.Repo); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return g.plan.Source.List()[i], nil
+	if in.Repair {
+		if err := dataplane.CheckName("RepairName", in.RepairName); err != nil {
+			return "", "", g.refuse("RepairName", in.RepairName, nil, "not one replica name: "+err.Error())
+		}
+		if in.Epoch <= 0 {
+			return "", "", badInput(fmt.Errorf("a repair needs a fencing epoch, got %d", in.Epoch))
+		}
+	}
+	return g.plan.Source.List()[i], g.plan.OnUnsupported, nil
+}
+
+// repairReplica rebuilds damaged replica r from its image in its place (see
+// dataplane.PullRequest.Replaces). The new name is derived from r's, so an agent taking
+// over finds and finishes what an earlier attempt built.
+func (a *Agent) repairReplica(ctx context.Context, in VerifyInput, l *lease, r dataplane.ReplicaInfo, source, onUnsupported string) (*RepairedReplica, error) {
+	sum := sha256.Sum256([]byte(r.Name))
+	name := in.RepairName + "-" + hex.EncodeToString(sum[:4])
+	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
+		Repo: a.repoConfig(in.Repo), Job: in.Job, ImageID: r.Image, TargetRoot: in.TargetRoot,
+		Dataset: in.Dataset, SourceDataset: source, ReplicaName: name, Epoch: in.Epoch,
+		Agent: a.Host, OnUnsupported: onUnsupported, Replaces: r.Name,
+	}, func(p dataplane.Progress) {
+		pr := fromDataplane("verify", a.Host, p, "", in.Epoch)
+		pr.Dataset = in.Dataset
+		l.update(pr)
+	})
+	if err != nil {
+		return nil, err
+	}
+	activity.GetLogger(ctx).Info("replica repaired", "job", in.Job, "damaged", r.Name, "replica", res.ReplicaName, "restored", res.Restored, "linked", res.Linked)
+	return &RepairedReplica{Name: res.ReplicaName, Path: res.ReplicaPath, Linked: res.Linked, Restored: res.Restored}, nil
 }
 
 // ImagesName is the activity that lists a job's images in the repository (replctl images).

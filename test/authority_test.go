@@ -117,6 +117,8 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 			[]string{"agent a2 refused VerifyReplicas", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
 		{"verify against a foreign repository", hostileInput{Queue: activities.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: activities.RepoLocation{Dir: filepath.Join(evil, "repo")}}},
 			[]string{"agent a2 refused VerifyReplicas", "Repo.Dir", filepath.Join(evil, "repo")}},
+		{"repair named outside the replicas dir", hostileInput{Queue: activities.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: repo, Repair: true, Epoch: 1, RepairName: "../../../../evil/target/x"}},
+			[]string{"agent a2 refused VerifyReplicas", "RepairName", "must not contain '/'"}},
 		{"restore outside the target storage", hostileInput{Queue: activities.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(evil, "target"), Repo: repo}},
 			[]string{"agent a2 refused RestoreImage", "To", "not a clean absolute path beneath the target storage root"}},
 		{"restore into the live dataset", hostileInput{Queue: activities.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(e.dir, "storage/array-b/orders/sub"), Repo: repo}},

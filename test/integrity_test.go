@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/workflows"
@@ -118,6 +120,49 @@ func TestVerifyCommandListsDamage(t *testing.T) {
 	out, err = e.cli("verify", "orders", "no-such-replica")
 	assert.Error(t, err)
 	assert.Contains(t, out, `no replica "no-such-replica"`)
+
+	// A repair writes replicas: started under the verification's ID instead of the job's,
+	// the workflow refuses before any activity.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run, err := e.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.VerifyID("orders"), TaskQueue: "replctl"},
+		workflows.VerifyWorkflowName, workflows.VerifyInput{Job: "orders", Repair: true})
+	require.NoError(t, err)
+	err = run.Get(ctx, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `must hold the job's workflow ID "replctl-orders"`)
+
+	// --repair: both replicas share the damaged inode; each is rebuilt from its image in its
+	// place, and a new verification finds nothing. The untouched files are reused.
+	before := e.replicaNames()
+	out, err = e.cli("verify", "orders", "--all", "--repair")
+	t.Logf("replctl verify orders --all --repair:\n%s", out)
+	require.NoError(t, err, out)
+	assert.Equal(t, 2, strings.Count(out, "REPAIRED:"), out)
+	assert.Contains(t, out, "(2 entries written from the repository, 20 files reused after reading)", "the damaged file and the symlink are written")
+	recordLatest(t, e, workflows.WorkflowID("orders"), "verify-repair")
+	after := e.replicaNames()
+	assert.Len(t, after, len(before))
+	for _, b := range before {
+		assert.NotContains(t, after, b, "the damaged replica %s is gone", b)
+	}
+	out, err = e.cli("verify", "orders", "--all")
+	t.Logf("replctl verify orders --all after the repair:\n%s", out)
+	require.NoError(t, err, out)
+	assert.NotContains(t, out, "DAMAGED")
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+}
+
+// replicaNames lists the replica dirs of dataset orders on the target.
+func (e *env) replicaNames() []string {
+	e.t.Helper()
+	ents, err := os.ReadDir(filepath.Join(e.dir, "storage/array-b/.replctl/replicas/orders"))
+	require.NoError(e.t, err)
+	var out []string
+	for _, d := range ents {
+		out = append(out, d.Name())
+	}
+	return out
 }
 
 // firstJSON is the JSON object that starts out (stderr may follow it).

@@ -94,8 +94,8 @@ func TestReplayDetectsNonDeterministicChange(t *testing.T) {
 	}
 }
 
-// replayFile replays the recorded history in file. A replication run is replayed under its
-// job's workflow ID (the history does not hold its own ID, and the workflow checks it): the
+// replayFile replays the recorded history in file. A replication run or a repair is replayed
+// under its job's workflow ID (the history does not hold its own ID, and the workflow checks it): the
 // job comes from the run's input.
 func replayFile(t *testing.T, r worker.WorkflowReplayer, file string) error {
 	t.Helper()
@@ -106,11 +106,15 @@ func replayFile(t *testing.T, r worker.WorkflowReplayer, file string) error {
 	require.NoError(t, err)
 	opts := worker.ReplayWorkflowHistoryOptions{}
 	started := h.Events[0].GetWorkflowExecutionStartedEventAttributes()
-	if started.GetWorkflowType().GetName() == workflows.ReplicationWorkflowName {
-		var in struct{ Job string }
-		if p := started.GetInput().GetPayloads(); len(p) > 0 {
-			_ = json.Unmarshal(p[0].GetData(), &in)
-		}
+	var in struct {
+		Job    string
+		Repair bool
+	}
+	if p := started.GetInput().GetPayloads(); len(p) > 0 {
+		_ = json.Unmarshal(p[0].GetData(), &in)
+	}
+	// A repair (replctl verify --repair) holds the job's ID too.
+	if wt := started.GetWorkflowType().GetName(); wt == workflows.ReplicationWorkflowName || wt == workflows.VerifyWorkflowName && in.Repair {
 		opts.OriginalExecution = workflow.Execution{ID: workflows.WorkflowID(in.Job), RunID: started.GetOriginalExecutionRunId()}
 	}
 	return r.ReplayWorkflowHistoryWithOptions(nil, h, opts)

@@ -85,8 +85,7 @@ func (w *replication) pullTargets(ctx workflow.Context) error {
 // publish deferred) and a group is then published at once, all under the takeover protocol.
 func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.TargetPlan, r *role) error {
 	ts := &w.status.Targets[idx]
-	info := workflow.GetInfo(ctx)
-	replicaName := info.WorkflowStartTime.UTC().Format("20060102T150405Z") + "-" + shortID(info.WorkflowExecution.RunID)
+	replicaName := replicaName(ctx)
 	srcs := w.plan.Source.List()
 	if w.failback != nil {
 		srcs = w.failback.List()

@@ -379,8 +379,7 @@ func (w *replication) push(ctx workflow.Context) error {
 
 func (w *replication) pull(ctx workflow.Context) error {
 	w.setPhase(ctx, PhasePulling)
-	info := workflow.GetInfo(ctx)
-	replicaName := info.WorkflowStartTime.UTC().Format("20060102T150405Z") + "-" + shortID(info.WorkflowExecution.RunID)
+	replicaName := replicaName(ctx)
 	return w.onRole(ctx, w.roles.target, "pull", func(ctx workflow.Context, agent string, resume *activities.Progress) error {
 		root, err := w.plan.TargetRoot(agent)
 		if err != nil {
@@ -528,6 +527,12 @@ func workflowDisconnected(ctx workflow.Context) workflow.Context {
 
 func nonRetryable(err error) error {
 	return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeBadInput, err)
+}
+
+// replicaName names the replica a run builds: its start time and a short run ID.
+func replicaName(ctx workflow.Context) string {
+	info := workflow.GetInfo(ctx)
+	return info.WorkflowStartTime.UTC().Format("20060102T150405Z") + "-" + shortID(info.WorkflowExecution.RunID)
 }
 
 func shortID(id string) string {

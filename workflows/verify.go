@@ -1,6 +1,9 @@
 package workflows
 
 import (
+	"fmt"
+
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/replctl/replctl/activities"
@@ -15,11 +18,14 @@ const VerifyWorkflowName = "VerifyReplicas"
 func VerifyID(job string) string { return "replctl-verify." + job }
 
 // VerifyInput says which replicas of the job to check: Replica ("" = the current one), or
-// All.
+// All. Repair rebuilds each damaged one from its image in its place; a repair writes to the
+// target like a pull, so it runs under the job's own workflow ID (WorkflowID), never beside
+// a replication run.
 type VerifyInput struct {
 	Job     string `json:"job"`
 	Replica string `json:"replica,omitempty"`
 	All     bool   `json:"all,omitempty"`
+	Repair  bool   `json:"repair,omitempty"`
 }
 
 // VerifyResult is the check of each replica.
@@ -30,10 +36,24 @@ type VerifyResult struct {
 
 // Verify runs VerifyReplicas on the job's target order with the takeover protocol.
 func Verify(ctx workflow.Context, in VerifyInput) (VerifyResult, error) {
-	st, res, err := targetStep[activities.VerifyResult](ctx, in.Job, "verifying", "verify", activities.VerifyName,
+	phase := "verifying"
+	if in.Repair {
+		if id := workflow.GetInfo(ctx).WorkflowExecution.ID; id != WorkflowID(in.Job) {
+			return VerifyResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+				"this repair's workflow ID is %q, but a repair of job %q writes replicas and must hold the job's workflow ID %q, so that it never runs beside a replication run: use `replctl verify %s --repair`",
+				id, in.Job, WorkflowID(in.Job), in.Job), ErrTypeNotJobsID, nil)
+		}
+		phase = "repairing"
+	}
+	repairName := replicaName(ctx)
+	st, res, err := targetStep[activities.VerifyResult](ctx, in.Job, phase, "verify", activities.VerifyName,
 		func(w *replication, agent, root string, repo activities.RepoLocation) any {
-			return activities.VerifyInput{Job: w.plan.Job, Agent: agent, TargetRoot: root, Dataset: w.plan.Target.Dataset,
+			vi := activities.VerifyInput{Job: w.plan.Job, Agent: agent, TargetRoot: root, Dataset: w.plan.Target.Dataset,
 				Replica: in.Replica, All: in.All, Repo: repo}
+			if in.Repair {
+				vi.Repair, vi.RepairName, vi.Epoch = true, repairName, w.nextEpoch(ctx)
+			}
+			return vi
 		})
 	return VerifyResult{Status: st, Result: res}, err
 }

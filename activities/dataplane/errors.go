@@ -85,6 +85,9 @@ func checkDataset(field, d string) error {
 }
 
 // checkName validates a name used as a single path component.
+// CheckName checks n as one replica name: a single path component of replctl's own.
+func CheckName(field, n string) error { return checkName(field, n) }
+
 func checkName(field, n string) error {
 	switch {
 	case n == "":

@@ -20,6 +20,7 @@ func TestRepairReplacesDamagedReplicas(t *testing.T) {
 	mt := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	writeFile(t, filepath.Join(e.src, "a.txt"), []byte("the image's content\n"), 0o644, mt)
 	writeFile(t, filepath.Join(e.src, "same.txt"), []byte("never touched\n"), 0o644, mt)
+	writeFile(t, filepath.Join(e.src, "empty"), nil, 0o600, mt)
 	img1 := e.push().ImageID
 	e.pull(img1, "r1")
 	writeFile(t, filepath.Join(e.src, "b.txt"), []byte("new in image 2\n"), 0o644, mt)
@@ -49,7 +50,7 @@ func TestRepairReplacesDamagedReplicas(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, res.Verified)
 	require.Equal(t, "r2", res.Replaced)
-	require.Equal(t, int64(2), res.Linked, "same.txt and b.txt are read, match and are reused")
+	require.Equal(t, int64(3), res.Linked, "same.txt, empty and b.txt are read, match and are reused")
 	require.Equal(t, int64(1), res.Restored, "a.txt is written from the repository")
 	require.Equal(t, filepath.Join(filepath.Dir(r2), "r2-fix"), e.replicaDir())
 	require.NoDirExists(t, r2)

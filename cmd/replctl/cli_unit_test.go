@@ -119,6 +119,9 @@ func TestNewCommandsParseArgs(t *testing.T) {
 	_, err = run(t, NewCmdVerify(f, func(o *VerifyOptions) error { vo = o; return nil }), "orders", "--all")
 	require.NoError(t, err)
 	require.Equal(t, &VerifyOptions{Job: "orders", All: true, Output: "table"}, vo)
+	_, err = run(t, NewCmdVerify(f, func(o *VerifyOptions) error { vo = o; return nil }), "orders", "--all", "--repair")
+	require.NoError(t, err)
+	require.Equal(t, &VerifyOptions{Job: "orders", All: true, Repair: true, Output: "table"}, vo)
 
 	var rso *RestoreOptions
 	_, err = run(t, NewCmdRestore(f, func(o *RestoreOptions) error { rso = o; return nil }), "orders", "k1", "--to", "/srv/b/restores/x")

@@ -16,20 +16,26 @@ type VerifyOptions struct {
 	Job     string
 	Replica string
 	All     bool
+	Repair  bool
 	Output  string
 }
 
-// NewCmdVerify is `replctl verify JOB [REPLICA|--all]`.
+// NewCmdVerify is `replctl verify JOB [REPLICA|--all] [--repair]`.
 func NewCmdVerify(f *Factory, runF func(*VerifyOptions) error) *cobra.Command {
 	o := &VerifyOptions{}
 	cmd := &cobra.Command{
-		Use:   "verify JOB [REPLICA|--all]",
+		Use:   "verify JOB [REPLICA|--all] [--repair]",
 		Short: "Check replicas on the target against their images; list every difference",
 		Long: "Check the current replica of JOB (or REPLICA, or with --all every retained one) on the job's\n" +
 			"target against the image it was built from: names, types, content, sizes, modes, owners,\n" +
 			"mtimes, holes, xattrs, ACLs, capabilities, hard-link groups and special files. It runs on an\n" +
 			"agent of the target order (read-only) and lists every difference, up to 100 per replica.\n" +
-			"Exit 6 (kind damaged) when a replica differs from its image.",
+			"Exit 6 (kind damaged) when a replica differs from its image.\n\n" +
+			"With --repair, each damaged replica is rebuilt from its image as a new, verified replica that\n" +
+			"takes its place (the current one's link, its place in retention); files of the damaged replica\n" +
+			"are reused only when their content is read and matches. A repair writes to the target, so it\n" +
+			"runs as the job's run (workflow replctl-JOB): never beside a replication; exit 5 if one is going.\n" +
+			"Exit 0 when every damaged replica was repaired.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
 				return usageError("want JOB and at most one REPLICA")
@@ -55,14 +61,20 @@ func NewCmdVerify(f *Factory, runF func(*VerifyOptions) error) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&o.All, "all", false, "check every retained replica, not only the current one")
+	cmd.Flags().BoolVar(&o.Repair, "repair", false, "rebuild each damaged replica from its image in its place")
 	addOutputFlag(cmd, &o.Output)
 	return cmd
 }
 
 func runVerify(ctx context.Context, f *Factory, o *VerifyOptions) error {
 	var res workflows.VerifyResult
-	if err := runJobWorkflow(ctx, f, o.Job, workflows.VerifyID(o.Job), workflows.VerifyWorkflowName,
-		workflows.VerifyInput{Job: o.Job, Replica: o.Replica, All: o.All}, &res, "verification of "+o.Job); err != nil {
+	id, what := workflows.VerifyID(o.Job), "verification of "+o.Job
+	if o.Repair {
+		// A repair writes replicas: it holds the job's own ID, as a replication run does.
+		id, what = workflows.WorkflowID(o.Job), "run of job "+o.Job
+	}
+	if err := runJobWorkflow(ctx, f, o.Job, id, workflows.VerifyWorkflowName,
+		workflows.VerifyInput{Job: o.Job, Replica: o.Replica, All: o.All, Repair: o.Repair}, &res, what); err != nil {
 		return err
 	}
 	if o.Output == "json" {
@@ -79,7 +91,7 @@ func runVerify(ctx context.Context, f *Factory, o *VerifyOptions) error {
 func verifyOutcome(job string, res workflows.VerifyResult) error {
 	n := 0
 	for _, r := range res.Result.Replicas {
-		if r.Damaged {
+		if r.Damaged && r.Repaired == nil {
 			n++
 		}
 	}
@@ -97,6 +109,9 @@ func printVerify(w io.Writer, res workflows.VerifyResult) {
 		switch {
 		case r.Note != "":
 			result = "not checked: " + r.Note
+		case r.Damaged && r.Repaired != nil:
+			result = fmt.Sprintf("REPAIRED: %d differences; now replica %s (%d entries written from the repository, %d files reused after reading)",
+				r.Differences.Count, r.Repaired.Name, r.Repaired.Restored, r.Repaired.Linked)
 		case r.Damaged:
 			result = fmt.Sprintf("DAMAGED: %d differences", r.Differences.Count)
 		}
