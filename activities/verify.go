@@ -139,12 +139,6 @@ func (a *Agent) authorizeVerify(ctx context.Context, in *VerifyInput) (string, s
 	if err := g.root("TargetRoot", in.TargetRoot, t.Storage); err != nil {
 		return "", "", err
 	}
-	// Replica is only compared with the names of the replicas listed under the agent's own
-	// root: no path is made of it. RepairName becomes a replica name, which the data plane
-	// checks as one path component.
-	if in.Repo, err = g.repo(in.Repo); err != nil {
-		return "", "", err
-	}
 	if in.Repair {
 		if err := dataplane.CheckName("RepairName", in.RepairName); err != nil {
 			return "", "", g.refuse("RepairName", in.RepairName, nil, "not one replica name: "+err.Error())
@@ -152,6 +146,12 @@ func (a *Agent) authorizeVerify(ctx context.Context, in *VerifyInput) (string, s
 		if in.Epoch <= 0 {
 			return "", "", badInput(fmt.Errorf("a repair needs a fencing epoch, got %d", in.Epoch))
 		}
+	}
+	// Replica is only compared with the names of the replicas listed under the agent's own
+	// root: no path is made of it. RepairName becomes a replica name, which the data plane
+	// checks as one path component.
+	if in.Repo, err = g.repo(in.Repo); err != nil {
+		return "", "", err
 	}
 	return g.plan.Source.List()[i], g.plan.OnUnsupported, nil
 }
