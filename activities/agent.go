@@ -399,6 +399,8 @@ type PullResult struct {
 	Files       int64
 	Linked      int64
 	Restored    int64
+	// Cloned files are independent copies (FICLONE) of unchanged files of the replica before.
+	Cloned int64 `json:",omitempty"`
 	// Distrusted files of the current replica had changed on the target since they were
 	// published (inode or ctime not as recorded): written anew, not linked.
 	Distrusted int64 `json:",omitempty"`
@@ -511,7 +513,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
-	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
 }
 
 // MaintainInput is the input of Maintain.

@@ -405,7 +405,7 @@ func (w *replication) pull(ctx workflow.Context) error {
 		}
 		w.status.Progress = Progress{Step: "pull", BytesDone: res.Bytes, BytesTotal: res.Bytes, FilesDone: res.Files, FilesTotal: res.Files}
 		w.addRefused(res.Refused)
-		w.status.Replica = &Replica{Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Incomplete: res.Incomplete || w.status.Unsupported != nil, Linked: res.Linked, Restored: res.Restored, Distrusted: res.Distrusted, ResumedFrom: res.ResumedFrom}
+		w.status.Replica = &Replica{Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Incomplete: res.Incomplete || w.status.Unsupported != nil, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, ResumedFrom: res.ResumedFrom}
 		return nil
 	})
 }

@@ -172,6 +172,8 @@ type Replica struct {
 	Incomplete bool  `json:"incomplete,omitempty"`
 	Linked     int64 `json:"linked_files"`
 	Restored   int64 `json:"restored_files"`
+	// Cloned: unchanged files copied by FICLONE (independent inodes) where the target can.
+	Cloned int64 `json:"cloned_files,omitempty"`
 	// Distrusted: files of the replica before it that had been changed on the target since
 	// their publish; written anew from the image, never carried over.
 	Distrusted int64 `json:"distrusted_files,omitempty"`

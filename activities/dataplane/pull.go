@@ -74,6 +74,9 @@ type PullResult struct {
 	Bytes, Files                                    int64 // totals of the image
 	Linked                                          int64 // files hard-linked from an earlier replica or attempt
 	Restored                                        int64 // files written from the repository
+	// Cloned files (FICLONE, where the target filesystem can) are independent copies of
+	// unchanged files of the current replica: not counted in Linked.
+	Cloned int64
 	// Distrusted counts files of the current replica that were changed after it was
 	// published (inode or ctime differ from its trust record): written from the
 	// repository instead of linked.
@@ -332,7 +335,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	err = p.build(man.RootEntry)
-	res.Linked, res.Restored, res.Distrusted = p.linked.Load(), p.restored.Load(), p.distrusted.Load()
+	res.Linked, res.Restored, res.Distrusted, res.Cloned = p.linked.Load(), p.restored.Load(), p.distrusted.Load(), p.cloned.Load()
 	// What was written is not needed for verification: without these lists, the
 	// entries of directories that are not in dirCache can be collected.
 	p.dirs, p.toWrite, p.resumeCk = nil, nil, nil
@@ -383,7 +386,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,
-		"files", res.Files, "linked", res.Linked, "restored", res.Restored, "distrusted", res.Distrusted)
+		"files", res.Files, "linked", res.Linked, "cloned", res.Cloned, "restored", res.Restored, "distrusted", res.Distrusted)
 
 	return res, nil
 }

@@ -399,6 +399,26 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 				return "", 0, stamp{}
 			}
 
+			t := trust(0)
+			if p.trustCur {
+				t = trustContent
+			}
+
+			// A clone where the filesystem can: an independent copy of the verified bytes.
+			if ok, err := p.cloneFile(srcFd, dstFd, rel, de, &st); err != nil {
+				p.log("cloning a file of the current replica failed; writing it anew", "path", rel, "err", err)
+				return "", 0, stamp{}
+			} else if ok {
+				p.cloned.Add(1)
+
+				var after unix.Stat_t
+				if err := unix.Fstatat(dstFd, de.Name, &after, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					return linkedFromCur, t, stamp{}
+				}
+
+				return linkedFromCur, t, stampOf(&after)
+			}
+
 			if err := unix.Linkat(srcFd, de.Name, dstFd, de.Name, 0); err == nil {
 				p.linked.Add(1)
 

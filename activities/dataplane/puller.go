@@ -60,6 +60,9 @@ type puller struct {
 	log      func(string, ...any)
 
 	linked, restored, distrusted atomic.Int64
+	// cloned counts files cloned from the current replica; clone is cloneUnknown/Yes/No.
+	cloned atomic.Int64
+	clone  atomic.Int32
 
 	// extras: what the image keeps beside its entries (xattrs of regular files set as
 	// each is written, the rest applied after the writes).
