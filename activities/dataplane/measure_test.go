@@ -56,6 +56,8 @@ func TestMeasurePushPull(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = e.repos.Close() })
 	require.NoError(t, os.MkdirAll(e.target, 0o755))
+	// REPLCTL_MEASURE_NOCLONE=1: hard links even where the target clones (to compare both).
+	e.repos.hooks.noClone = os.Getenv("REPLCTL_MEASURE_NOCLONE") != ""
 
 	size := totalMB << 20 / files
 	rng := mrand.New(mrand.NewPCG(1, 2))
@@ -112,7 +114,7 @@ func TestMeasurePushPull(t *testing.T) {
 		})
 		require.NoError(t, err)
 
-		return fmt.Sprintf("linked=%d restored=%d verified=%v phases=%v", r.Linked, r.Restored, r.Verified, phaseOffsets(phaseStart))
+		return fmt.Sprintf("linked=%d cloned=%d restored=%d verified=%v phases=%v", r.Linked, r.Cloned, r.Restored, r.Verified, phaseOffsets(phaseStart))
 	}
 
 	// REPLCTL_MEASURE_VERIFY: verification of the first two pulls (default full).

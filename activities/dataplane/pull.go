@@ -102,6 +102,7 @@ type testHooks struct {
 	beforeVerify      func(staging string) // after all writes, before verification
 	beforePublish     func()               // after verification, before publish resolves T again
 	beforeSourceOpen  func(rel string)     // push: before a source file is opened for reading
+	noClone           bool                 // pull: link even where the target clones
 }
 
 // Pull materialises an image as a new replica: staging, verification,
@@ -278,6 +279,9 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		replaced:   replaced,
 	}
 	p.useExtras(extras, req.Job, req.OnUnsupported == OnUnsupportedSkip)
+	if r.hooks.noClone {
+		p.clone.Store(cloneNo)
+	}
 
 	// A staging dir with our own name is an earlier try with the same epoch
 	// (a retry on this host): move it aside and resume from it.
