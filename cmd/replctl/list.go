@@ -212,7 +212,8 @@ func newRunRow(e *workflowpb.WorkflowExecutionInfo, now time.Time, dc converter.
 		Trigger:      "manual",
 	}
 	if r.Job == "" {
-		r.Job = jobOfWorkflowID(r.WorkflowID)
+		// A run under another ID (it refused itself) has no job.
+		r.Job, _ = workflows.JobOfWorkflowID(r.WorkflowID)
 	}
 	if e.GetParentExecution() != nil {
 		r.Trigger = "schedule"
@@ -271,11 +272,6 @@ func memoString(dc converter.DataConverter, p *commonpb.Payload) string {
 		return ""
 	}
 	return s
-}
-
-// jobOfWorkflowID reverses workflows.WorkflowID.
-func jobOfWorkflowID(id string) string {
-	return strings.TrimPrefix(id, workflows.WorkflowID(""))
 }
 
 func printRuns(w io.Writer, rows []runRow) {
