@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/codec"
 	"github.com/replctl/replctl/workflows"
 )
@@ -47,7 +48,7 @@ var statusNames = map[string]string{
 }
 
 // safeName is what a job name may look like in a visibility query (the config's rule).
-var safeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+var safeName = regexp.MustCompile(config.NamePattern)
 
 // NewCmdList is `replctl list`: runs of jobs from Temporal's visibility store.
 func NewCmdList(f *Factory, runF func(*ListOptions) error) *cobra.Command {
