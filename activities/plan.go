@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/ids"
 )
 
 // Plan is a job resolved against the configuration at the moment a run starts. It is the
@@ -176,9 +177,6 @@ type SSH struct {
 	ConnectTimeout time.Duration
 }
 
-// HostQueue is the task queue an agent polls for the activities of its host.
-func HostQueue(host string) string { return "replctl-host-" + host }
-
 // NewPlan resolves job against cfg. It is pure: the Plan activity calls it on an agent.
 func NewPlan(cfg *config.Config, job string) (Plan, error) {
 	j, err := cfg.Job(job)
@@ -280,7 +278,7 @@ func repoVia(cfg *config.Config, p Plan) []RepoHost {
 }
 
 func hostPlan(h *config.Host) HostPlan {
-	hp := HostPlan{Name: h.Name, Queue: HostQueue(h.Name), Scripts: h.Scripts, State: h.State}
+	hp := HostPlan{Name: h.Name, Queue: ids.HostQueue(h.Name), Scripts: h.Scripts, State: h.State}
 	// Sorted so that the plan (and so the history) is the same for the same config.
 	for _, s := range sortedKeys(h.Attach) {
 		hp.Mounts = append(hp.Mounts, Mount{Storage: s, Path: h.Attach[s]})

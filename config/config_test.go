@@ -551,3 +551,52 @@ func TestValidateConfigBuiltInGo(t *testing.T) {
 	err := c.Validate()
 	require.ErrorContains(t, err, `jobs[0].order.target[0]: host "h2" is not defined (hosts: h1)`)
 }
+
+// A job's runs have workflow ID "replctl-<job>"; names that would make it another kind's ID
+// (workflows/ids.go) are refused, with the job and the prefix named. Ordinary names, and
+// names that merely contain a reserved word, are accepted.
+func TestReservedJobNames(t *testing.T) {
+	for _, c := range []struct {
+		name, prefix string // prefix "" = accepted
+	}{
+		{"test-failover-orders-x", "test-failover-"},
+		{"test-failover-", "test-failover-"},
+		{"maintenance-array-b-repo", "maintenance-"},
+		{"maintenance-schedule-x", "maintenance-"},
+		{"schedule-orders", "schedule-"},
+		{"orders", ""},
+		{"j1", ""},
+		{"maintenance", ""},
+		{"schedule", ""},
+		{"test-failover", ""},
+		{"test-failovers", ""},
+		{"orders-maintenance-x", ""},
+		{"scheduled-orders", ""},
+		{"maintenance_x", ""},
+		{"verify", ""},
+		{"host-a1", ""},
+		{"agent-a1", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := parse(t, strings.Replace(minimal, "name: j1", "name: "+c.name, 1))
+			if c.prefix == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			require.Contains(t, err.Error(), fmt.Sprintf("jobs[0].name: job name %q begins with %q, which is reserved", c.name, c.prefix))
+		})
+	}
+}
+
+// The shared queue must not be named like a host's own activity queue.
+func TestTaskQueueNotAHostQueue(t *testing.T) {
+	for _, q := range []string{"replctl", "replctl-prod", "replctl-hosts", "other"} {
+		_, err := parse(t, "temporal: {task_queue: "+q+"}\n"+minimal)
+		require.NoError(t, err, q)
+	}
+	for _, q := range []string{"replctl-host-h1", "replctl-host-"} {
+		_, err := parse(t, "temporal: {task_queue: "+q+"}\n"+minimal)
+		require.ErrorContains(t, err, fmt.Sprintf("temporal.task_queue: %q begins with %q", q, ReservedTaskQueuePrefix), q)
+	}
+}

@@ -19,6 +19,35 @@ import (
 // of Temporal task queues, workflow IDs and file names, so they stay plain.
 const NamePattern = `^[a-z0-9][a-z0-9_-]{0,62}$`
 
+// Reserved job names. A job's runs have workflow ID "replctl-<job>", and replctl's other
+// workflows have IDs "replctl-<kind>..." in the same space (workflows/ids.go). A job named
+// "test-failover-orders-x" would share its ID with test failover "x" of job "orders", so one
+// would refuse to start while the other runs. "schedule-" is reserved too, so that no job's
+// run ID reads as another job's schedule ID. The other kinds (verify., images., restore.)
+// contain ".", which no name has. workflows' tests check this list against every ID kind.
+var reservedJobPrefixes = []struct{ prefix, kind string }{
+	{"maintenance-", "repository maintenance"},
+	{"schedule-", "job schedule"},
+	{"test-failover-", "test failover"},
+}
+
+// ReservedJobPrefix is the reserved prefix a job name begins with and the kind of ID it is
+// reserved for; prefix is "" when name is free to use.
+func ReservedJobPrefix(name string) (prefix, kind string) {
+	for _, r := range reservedJobPrefixes {
+		if strings.HasPrefix(name, r.prefix) {
+			return r.prefix, r.kind
+		}
+	}
+	return "", ""
+}
+
+// ReservedTaskQueuePrefix begins each host's own activity queue ("replctl-host-<host>",
+// workflows.HostQueue); the shared queue (temporal.task_queue) must not, or every agent's
+// workflow worker would poll that host's activities. workflows' tests check it against
+// HostQueue (config is below every package that builds IDs, so it holds this as data).
+const ReservedTaskQueuePrefix = "replctl-host-"
+
 var (
 	nameRE    = regexp.MustCompile(NamePattern)
 	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -187,6 +216,8 @@ func (k *checker) temporal() {
 		t.TaskQueue = DefaultTaskQueue
 	} else if strings.TrimSpace(t.TaskQueue) == "" {
 		k.errorf(tp+".task_queue", "must not be empty (default %q)", DefaultTaskQueue)
+	} else if strings.HasPrefix(t.TaskQueue, ReservedTaskQueuePrefix) {
+		k.errorf(tp+".task_queue", "%q begins with %q, the prefix of each host's own activity queue: choose another name (default %q)", t.TaskQueue, ReservedTaskQueuePrefix, DefaultTaskQueue)
 	}
 	if tls := t.TLS; tls != nil {
 		tls.CA = k.resolve(tp+".tls.ca", tls.CA, false)
@@ -331,6 +362,9 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 	j := &k.c.Jobs[i]
 	p := fmt.Sprintf("jobs[%d]", i)
 	k.name("jobs", i, "job", j.Name, jobIdx)
+	if prefix, kind := ReservedJobPrefix(j.Name); prefix != "" {
+		k.errorf(p+".name", "job name %q begins with %q, which is reserved for %s IDs (its runs' workflow ID \"replctl-%s\" could be one): rename the job", j.Name, prefix, kind, j.Name)
+	}
 
 	srcOK := k.endpoint(p+".source", j.Source)
 	if len(j.Targets) > 0 {

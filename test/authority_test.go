@@ -83,7 +83,7 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(evil, "secret", "key"), []byte("secret"), 0o600))
 	writeDataset(t, e.sourceDir(), 3, 100, 1)
 
-	host := activities.HostPlan{Name: "a1", Queue: activities.HostQueue("a1"), Scripts: filepath.Join(e.dir, "scripts"), State: filepath.Join(e.dir, "hosts/a1")}
+	host := activities.HostPlan{Name: "a1", Queue: workflows.HostQueue("a1"), Scripts: filepath.Join(e.dir, "scripts"), State: filepath.Join(e.dir, "hosts/a1")}
 	script := func(mut func(*activities.ScriptInput)) hostileInput {
 		in := activities.ScriptInput{Job: "orders", RunID: "x", Step: "quiesce", Agent: "a1", Host: host, Script: "freeze.sh", SourcePath: e.sourceDir(), Timeout: 10 * time.Second}
 		mut(&in)
@@ -111,19 +111,19 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 			[]string{"Repo.Dir", filepath.Join(evil, "repo")}},
 		{"pull by an agent of no target order", hostileInput{Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a1", ImageID: "k0", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1}},
 			[]string{"Dataset", "not a dataset of a target whose order holds agent a1", "[b1 b2 a2]"}},
-		{"pull into a foreign target root", hostileInput{Queue: activities.HostQueue("a2"), Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a2", ImageID: "k0", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1, Keep: 3, KeepImages: 10, SourceDataset: "orders", Verify: "changed"}},
+		{"pull into a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a2", ImageID: "k0", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1, Keep: 3, KeepImages: 10, SourceDataset: "orders", Verify: "changed"}},
 			[]string{"agent a2 refused Pull", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
-		{"verify of a foreign target root", hostileInput{Queue: activities.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo}},
+		{"verify of a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo}},
 			[]string{"agent a2 refused VerifyReplicas", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
-		{"verify against a foreign repository", hostileInput{Queue: activities.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: activities.RepoLocation{Dir: filepath.Join(evil, "repo")}}},
+		{"verify against a foreign repository", hostileInput{Queue: workflows.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: activities.RepoLocation{Dir: filepath.Join(evil, "repo")}}},
 			[]string{"agent a2 refused VerifyReplicas", "Repo.Dir", filepath.Join(evil, "repo")}},
-		{"repair named outside the replicas dir", hostileInput{Queue: activities.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: repo, Repair: true, Epoch: 1, RepairName: "../../../../evil/target/x"}},
+		{"repair named outside the replicas dir", hostileInput{Queue: workflows.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: repo, Repair: true, Epoch: 1, RepairName: "../../../../evil/target/x"}},
 			[]string{"agent a2 refused VerifyReplicas", "RepairName", "must not contain '/'"}},
-		{"restore outside the target storage", hostileInput{Queue: activities.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(evil, "target"), Repo: repo}},
+		{"restore outside the target storage", hostileInput{Queue: workflows.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(evil, "target"), Repo: repo}},
 			[]string{"agent a2 refused RestoreImage", "To", "not a clean absolute path beneath the target storage root"}},
-		{"restore into the live dataset", hostileInput{Queue: activities.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(e.dir, "storage/array-b/orders/sub"), Repo: repo}},
+		{"restore into the live dataset", hostileInput{Queue: workflows.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(e.dir, "storage/array-b/orders/sub"), Repo: repo}},
 			[]string{"agent a2 refused RestoreImage", "To", "a dataset or replctl's directory"}},
-		{"restore into replctl's directory", hostileInput{Queue: activities.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(e.dir, "storage/array-b/.replctl/replicas/x"), Repo: repo}},
+		{"restore into replctl's directory", hostileInput{Queue: workflows.HostQueue("a2"), Restore: &activities.RestoreInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", ImageID: "k0", To: filepath.Join(e.dir, "storage/array-b/.replctl/replicas/x"), Repo: repo}},
 			[]string{"agent a2 refused RestoreImage", "To"}},
 	}
 
@@ -134,7 +134,7 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if c.in.Queue == "" {
-				c.in.Queue = activities.HostQueue("a1")
+				c.in.Queue = workflows.HostQueue("a1")
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()

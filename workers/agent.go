@@ -21,7 +21,7 @@ import (
 type Options struct {
 	// Client is connected to the Temporal namespace of the config.
 	Client client.Client
-	// Host is the host this agent runs on; it polls activities.HostQueue(Host).
+	// Host is the host this agent runs on; it polls workflows.HostQueue(Host).
 	Host string
 	// ConfigFile is what the Plan activity reads at the start of each run.
 	ConfigFile string
@@ -29,7 +29,7 @@ type Options struct {
 	StateDir string
 	// SharedQueue is the workflow task queue (default workflows.DefaultTaskQueue).
 	SharedQueue string
-	// Identity shown in the Temporal UI (default "replctl-agent-<host>").
+	// Identity shown in the Temporal UI (default workflows.AgentIdentity(Host)).
 	Identity string
 }
 
@@ -53,7 +53,7 @@ func NewAgent(o Options) (*Agent, error) {
 		o.SharedQueue = workflows.DefaultTaskQueue
 	}
 	if o.Identity == "" {
-		o.Identity = "replctl-agent-" + o.Host
+		o.Identity = workflows.AgentIdentity(o.Host)
 	}
 	// No sticky workflow cache: with it, the next workflow task of a run whose agent was
 	// just killed waits on the dead agent's sticky queue for the sticky schedule-to-start
@@ -65,7 +65,7 @@ func NewAgent(o Options) (*Agent, error) {
 		return nil, err
 	}
 	d := &drain{host: o.Host}
-	hostW := worker.New(o.Client, activities.HostQueue(o.Host), worker.Options{
+	hostW := worker.New(o.Client, workflows.HostQueue(o.Host), worker.Options{
 		Identity:     o.Identity,
 		Interceptors: []interceptor.WorkerInterceptor{&drainInterceptor{d: d}},
 	})

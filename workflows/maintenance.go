@@ -1,8 +1,6 @@
 package workflows
 
 import (
-	"strings"
-
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/replctl/replctl/activities"
@@ -13,43 +11,6 @@ import (
 // pushes left). Its workflow ID is per repository (MaintenanceID), so a repository has
 // exactly one maintainer at a time even when several jobs share it.
 const MaintenanceWorkflowName = "RepositoryMaintenance"
-
-// MaintenanceID is the workflow ID of the maintenance of the repository at path inside
-// storage. Storage and path are escaped (idPart) so that two repositories never share an
-// ID: the ID is what keeps a repository to one maintainer at a time.
-func MaintenanceID(storage, path string) string {
-	return maintenanceIDPrefix + idPart(storage) + "-" + idPart(path)
-}
-
-const maintenanceIDPrefix = "replctl-maintenance-"
-
-// hexDigits writes idPart's escapes (not fmt: workflowcheck rejects fmt in workflow code).
-const hexDigits = "0123456789ABCDEF"
-
-// LegacyMaintenanceID is MaintenanceID before storage and path were escaped: "/" and "."
-// became "_" and "-" stayed, so e.g. storage "a-b" with path "c" and storage "a" with path
-// "b-c" shared an ID. Only for runs recorded then (workflow.GetVersion) and for telling
-// an operator which old schedule a new one replaces.
-func LegacyMaintenanceID(storage, path string) string {
-	return maintenanceIDPrefix + storage + "-" + strings.NewReplacer("/", "_", ".", "_").Replace(path)
-}
-
-// idPart escapes s for an ID with "-" as separator: bytes outside [A-Za-z0-9._] become
-// %XX (so "-", "/" and "%" never appear unescaped), which makes the mapping one-to-one.
-func idPart(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte(hexDigits[c>>4])
-		b.WriteByte(hexDigits[c&0xf])
-	}
-	return b.String()
-}
 
 // MaintenanceInput names a job using the repository (for its plan) and the kind of
 // maintenance.

@@ -14,9 +14,6 @@ import (
 // histories and schedules refer to it.
 const ReplicationWorkflowName = "Replication"
 
-// DefaultTaskQueue is the shared queue every agent's workflow worker polls.
-const DefaultTaskQueue = "replctl"
-
 // StatusQuery is the query that returns a run's Status.
 const StatusQuery = "status"
 
@@ -36,9 +33,6 @@ type HostResumed struct {
 // (default 10 s, which showed as 12–22 s takeovers in fault trials); replctl's workflow tasks
 // take milliseconds, even replayed from the start.
 const WorkflowTaskTimeout = time.Second
-
-// WorkflowID is the ID of a job's runs: one per job, so two runs of a job never overlap.
-func WorkflowID(job string) string { return "replctl-" + job }
 
 // Search attributes every run sets, so the Temporal UI can filter runs by them. The server
 // (or the operator, on an existing cluster) registers them: see SearchAttributes.

@@ -19,8 +19,8 @@ import (
 // application host may still be frozen.
 const ErrTypeLeftQuiesced = "HostLeftQuiesced"
 
-// jobName is what a job name may look like (the config enforces the same rule).
-var jobName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+// jobName is what a job name may look like: the config's rule.
+var jobName = regexp.MustCompile(config.NamePattern)
 
 // Replication runs one replication of a job: plan, quiesce, push, resume, pull. Resume runs
 // whenever quiesce started, even when the run fails or is cancelled.

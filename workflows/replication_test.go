@@ -43,8 +43,8 @@ type fakeAgents struct {
 }
 
 func agentOf(ctx context.Context) string {
-	q := activity.GetInfo(ctx).TaskQueue
-	return q[len("replctl-host-"):]
+	host, _ := HostOfQueue(activity.GetInfo(ctx).TaskQueue)
+	return host
 }
 
 func (f *fakeAgents) record(s string) {
@@ -104,7 +104,7 @@ func (f *fakeAgents) Pull(ctx context.Context, in activities.PullInput) (activit
 
 func testPlan() activities.Plan {
 	host := func(name string) activities.HostPlan {
-		return activities.HostPlan{Name: name, Queue: activities.HostQueue(name), Scripts: "/scripts", Mounts: []activities.Mount{{Storage: "a", Path: "/a"}, {Storage: "b", Path: "/b"}, {Storage: "c", Path: "/c"}}}
+		return activities.HostPlan{Name: name, Queue: HostQueue(name), Scripts: "/scripts", Mounts: []activities.Mount{{Storage: "a", Path: "/a"}, {Storage: "b", Path: "/b"}, {Storage: "c", Path: "/c"}}}
 	}
 	return activities.Plan{
 		Job: "orders", Source: activities.Endpoint{Storage: "a", Dataset: "orders"}, Target: activities.Endpoint{Storage: "b", Dataset: "orders"},

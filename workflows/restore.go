@@ -10,9 +10,6 @@ import (
 // (replctl restore).
 const RestoreWorkflowName = "RestoreImage"
 
-// RestoreID is the workflow ID of a job's restore ("." is in no job name).
-func RestoreID(job string) string { return "replctl-restore." + job }
-
 // RestoreInput names the image and the directory (absolute, beneath the target storage as
 // the agents mount it).
 type RestoreInput struct {

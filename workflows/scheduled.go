@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
@@ -14,9 +13,6 @@ import (
 // their runs IDs of their own (schedule ID + time); this workflow starts the job's run as a
 // child with the job's workflow ID, so scheduled and manual runs of a job never overlap.
 const ScheduledWorkflowName = "ScheduledReplication"
-
-// ScheduleID is the ID of a job's Temporal Schedule.
-func ScheduleID(job string) string { return "replctl-schedule-" + job }
 
 // ScheduledResult says what a scheduled trigger did.
 type ScheduledResult struct {
@@ -63,21 +59,6 @@ func Scheduled(ctx workflow.Context, in ReplicationInput) (ScheduledResult, erro
 // starts. Like Scheduled, it starts the real Maintenance as a child under the repository's
 // MaintenanceID, so scheduled and manual maintenance never overlap (one owner at a time).
 const ScheduledMaintenanceWorkflowName = "ScheduledMaintenance"
-
-// MaintenanceScheduleID is the ID of the maintenance schedule of the repository at path
-// inside storage. Its prefix differs from ScheduleID's, so no job name can collide with it.
-func MaintenanceScheduleID(storage, path string) string {
-	return MaintenanceSchedulePrefix + strings.TrimPrefix(MaintenanceID(storage, path), maintenanceIDPrefix)
-}
-
-// LegacyMaintenanceScheduleID is MaintenanceScheduleID before storage and path were escaped
-// (see LegacyMaintenanceID); schedule sync replaces such a schedule.
-func LegacyMaintenanceScheduleID(storage, path string) string {
-	return MaintenanceSchedulePrefix + strings.TrimPrefix(LegacyMaintenanceID(storage, path), maintenanceIDPrefix)
-}
-
-// MaintenanceSchedulePrefix begins the ID of every repository maintenance schedule.
-const MaintenanceSchedulePrefix = "replctl-maintenance-schedule-"
 
 // ScheduledMaintenanceInput names the repository (for the child's workflow ID) and the job
 // whose plan maintains it (its target order does the work).

@@ -216,7 +216,7 @@ func (w *replication) stepContext(ctx workflow.Context, r *role, step, agent str
 		summary += " (took over from " + r.order[r.idx-1] + ")"
 	}
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		TaskQueue:              activities.HostQueue(agent),
+		TaskQueue:              HostQueue(agent),
 		ScheduleToStartTimeout: t.ScheduleToStart,
 		StartToCloseTimeout:    startToClose,
 		HeartbeatTimeout:       t.Heartbeat,

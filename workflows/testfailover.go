@@ -13,9 +13,6 @@ import (
 // the run itself, searchable by ReplctlJob).
 const TestFailoverWorkflowName = "TestFailover"
 
-// TestFailoverID is the workflow ID of a job's test failover named name.
-func TestFailoverID(job, name string) string { return "replctl-test-failover-" + job + "-" + name }
-
 // TestFailoverInput says which replica to open (""= current) under which name, and who asks.
 type TestFailoverInput struct {
 	Job     string `json:"job"`

@@ -13,10 +13,6 @@ import (
 // verify): read-only, beside scheduled replication.
 const VerifyWorkflowName = "VerifyReplicas"
 
-// VerifyID is the workflow ID of a job's verification. "." is not in job names, so it never
-// is a replication's ID (WorkflowID).
-func VerifyID(job string) string { return "replctl-verify." + job }
-
 // VerifyInput says which replicas of the job to check: Replica ("" = the current one), or
 // All. Repair rebuilds each damaged one from its image in its place; a repair writes to the
 // target like a pull, so it runs under the job's own workflow ID (WorkflowID), never beside
@@ -60,9 +56,6 @@ func Verify(ctx workflow.Context, in VerifyInput) (VerifyResult, error) {
 
 // ImagesWorkflowName lists a job's images in its repository (replctl images).
 const ImagesWorkflowName = "ListImages"
-
-// ImagesID is the workflow ID of a listing of a job's images ("." is in no job name).
-func ImagesID(job string) string { return "replctl-images." + job }
 
 // ImagesInput names the job.
 type ImagesInput struct {

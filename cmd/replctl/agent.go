@@ -14,6 +14,7 @@ import (
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/storagecheck"
 	"github.com/replctl/replctl/workers"
+	"github.com/replctl/replctl/workflows"
 )
 
 // AgentOptions are the flags of `replctl agent`.
@@ -84,7 +85,7 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(f.ErrOut, "agent %s polling %s and %s\n", o.Host, "replctl-host-"+o.Host, cfg.Temporal.TaskQueue)
+			fmt.Fprintf(f.ErrOut, "agent %s polling %s and %s\n", o.Host, workflows.HostQueue(o.Host), cfg.Temporal.TaskQueue)
 			<-cmd.Context().Done()
 			stopAgents(f, []*workers.Agent{a}, o.ShutdownGrace)
 			return nil

@@ -298,7 +298,7 @@ func withTakeovers(rows []historyRow) []historyRow {
 
 // describeInput fills step, agent and host from an activity's input.
 func describeInput(r *historyRow, in *commonpb.Payloads, dc converter.DataConverter) {
-	r.Agent = strings.TrimPrefix(r.TaskQueue, activities.HostQueue(""))
+	r.Agent, _ = workflows.HostOfQueue(r.TaskQueue)
 	r.Host = r.Agent
 	switch r.Activity {
 	case activities.RunScriptName:
@@ -379,7 +379,10 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 		}
 	}
 	if r.Agent == "" {
-		r.Agent = strings.TrimPrefix(r.Identity, "replctl-agent-")
+		r.Agent = r.Identity // an agent given an identity of its own
+		if h, ok := workflows.HostOfIdentity(r.Identity); ok {
+			r.Agent = h
+		}
 		r.Host = r.Agent
 	}
 }
@@ -409,7 +412,7 @@ func timeoutMeaning(tt enums.TimeoutType, agent string) string {
 	case enums.TIMEOUT_TYPE_HEARTBEAT:
 		return "agent " + agent + " died, stalled or was cut off"
 	case enums.TIMEOUT_TYPE_SCHEDULE_TO_START:
-		return "no agent polled queue " + activities.HostQueue(agent)
+		return "no agent polled queue " + workflows.HostQueue(agent)
 	case enums.TIMEOUT_TYPE_START_TO_CLOSE:
 		return "the step took longer than start_to_close"
 	}

@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/codec"
 	"github.com/replctl/replctl/workflows"
 )
@@ -47,7 +48,7 @@ var statusNames = map[string]string{
 }
 
 // safeName is what a job name may look like in a visibility query (the config's rule).
-var safeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+var safeName = regexp.MustCompile(config.NamePattern)
 
 // NewCmdList is `replctl list`: runs of jobs from Temporal's visibility store.
 func NewCmdList(f *Factory, runF func(*ListOptions) error) *cobra.Command {
@@ -212,7 +213,8 @@ func newRunRow(e *workflowpb.WorkflowExecutionInfo, now time.Time, dc converter.
 		Trigger:      "manual",
 	}
 	if r.Job == "" {
-		r.Job = jobOfWorkflowID(r.WorkflowID)
+		// A run under another ID (it refused itself) has no job.
+		r.Job, _ = workflows.JobOfWorkflowID(r.WorkflowID)
 	}
 	if e.GetParentExecution() != nil {
 		r.Trigger = "schedule"
@@ -271,11 +273,6 @@ func memoString(dc converter.DataConverter, p *commonpb.Payload) string {
 		return ""
 	}
 	return s
-}
-
-// jobOfWorkflowID reverses workflows.WorkflowID.
-func jobOfWorkflowID(id string) string {
-	return strings.TrimPrefix(id, workflows.WorkflowID(""))
 }
 
 func printRuns(w io.Writer, rows []runRow) {

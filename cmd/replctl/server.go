@@ -84,7 +84,7 @@ func (o *ServerOptions) AddFlags(fs *pflag.FlagSet, defaultDB string) {
 func replctlAccess(taskQueue string) devserver.Access {
 	return devserver.Access{
 		WorkflowTaskQueue: taskQueue,
-		HostQueuePrefix:   activities.HostQueue(""),
+		HostQueuePrefix:   workflows.HostQueue(""),
 		WorkflowTypes: []string{workflows.ReplicationWorkflowName, workflows.ScheduledWorkflowName, workflows.MaintenanceWorkflowName,
 			workflows.ScheduledMaintenanceWorkflowName, workflows.TestFailoverWorkflowName, workflows.VerifyWorkflowName, workflows.ImagesWorkflowName, workflows.RestoreWorkflowName},
 		ActivityTypes: []string{activities.PlanName, activities.RunScriptName, activities.PushName, activities.PrecopyName,

@@ -183,7 +183,12 @@ func jobOfRun(ctx context.Context, c client.Client, runID string) (string, error
 	if len(resp.GetExecutions()) == 0 {
 		return "", notFoundError("no replication run %s found (visibility may lag a moment behind a new run; `replctl list` shows runs): give the job too: replctl status JOB --run %s", runID, runID)
 	}
-	return jobOfWorkflowID(resp.GetExecutions()[0].GetExecution().GetWorkflowId()), nil
+	id := resp.GetExecutions()[0].GetExecution().GetWorkflowId()
+	job, ok := workflows.JobOfWorkflowID(id)
+	if !ok {
+		return "", notFoundError("run %s has workflow ID %s, which is no job's (a run under another ID refuses itself): give the job too: replctl status JOB --run %s", runID, id, runID)
+	}
+	return job, nil
 }
 
 // statusSource gathers a run's status; it keeps what changes rarely (last replica, the

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/replctl/replctl/workflows"
 )
 
 func (b *bench) job(name string) benchJob {
@@ -461,7 +463,7 @@ func (b *bench) takeoverSample(ctx context.Context, job benchJob, ds *Dataset, d
 		_, werr := wait()
 		return nil, fmt.Errorf("replctl start %s printed no run ID within a minute: %v", job.Name, werr)
 	}
-	wfID := "replctl-" + job.Name
+	wfID := workflows.WorkflowID(job.Name)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		started, running, err := b.h.pendingStarted(ctx, wfID, runID, "Push")
@@ -490,10 +492,10 @@ func (b *bench) takeoverSample(ctx context.Context, job benchJob, ds *Dataset, d
 	}
 	t.RunSeconds = r.Elapsed.Seconds()
 	t.KillAfterPushStart = delay.Seconds()
-	if p := r.History.find("Push", "", ""); p != nil && p.Outcome == "completed" && p.Identity == "replctl-agent-a1" {
+	if p := r.History.find("Push", "", ""); p != nil && p.Outcome == "completed" && p.Identity == workflows.AgentIdentity("a1") {
 		t.Missed = "a1 finished its push before the kill"
 	} else {
-		first := r.History.firstStartBy("replctl-agent-a2", killedAt)
+		first := r.History.firstStartBy(workflows.AgentIdentity("a2"), killedAt)
 		if first == nil {
 			return nil, fmt.Errorf("run %s: no activity of a2 after a1 was killed", runID)
 		}

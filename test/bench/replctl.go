@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/replctl/replctl/workflows"
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
@@ -562,12 +563,20 @@ func (rh *runHistory) timeline(t0 time.Time) []string {
 			name += " " + a.Step
 		}
 		out = append(out, fmt.Sprintf("%-18s on %-19s scheduled %8s started %8s closed %8s %-9s by %s",
-			name, a.Queue, rel(a.Scheduled), rel(a.Started), rel(a.Closed), a.Outcome, strings.TrimPrefix(a.Identity, "replctl-agent-")))
+			name, a.Queue, rel(a.Scheduled), rel(a.Started), rel(a.Closed), a.Outcome, agentOf(a.Identity)))
 	}
 	for _, w := range rh.WorkflowTaskTimeouts {
 		out = append(out, fmt.Sprintf("workflow task timed out (%s) at %s", w.Type, rel(w.Time)))
 	}
 	return out
+}
+
+// agentOf is the host of an agent's identity, or the identity itself if it is no agent's.
+func agentOf(identity string) string {
+	if host, ok := workflows.HostOfIdentity(identity); ok {
+		return host
+	}
+	return identity
 }
 
 // firstStartBy is the first activity attempt started by identity after t.

@@ -16,12 +16,11 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/replctl/replctl/workflows"
 	"github.com/rs/zerolog"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
-
-	"github.com/replctl/replctl/activities"
 )
 
 // hosts are the four agents of the test world, in a fixed order (logs, restarts).
@@ -342,16 +341,16 @@ func (w *world) restartServer(ctx context.Context) error {
 }
 
 // waitPolling waits until host's agent polls its own queue after since: the server saw a
-// poll from it (identity replctl-agent-<host>) at or after that time.
+// poll from it (identity workflows.AgentIdentity(host)) at or after that time.
 func (w *world) waitPolling(ctx context.Context, host string, since time.Time, timeout time.Duration) error {
-	id := "replctl-agent-" + host
+	id := workflows.AgentIdentity(host)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if a := w.agents[host]; a != nil && !a.proc.alive() {
 			return fmt.Errorf("agent %s exited; see %s", host, a.proc.logPath)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := w.c.DescribeTaskQueue(cctx, activities.HostQueue(host), enums.TASK_QUEUE_TYPE_ACTIVITY)
+		resp, err := w.c.DescribeTaskQueue(cctx, workflows.HostQueue(host), enums.TASK_QUEUE_TYPE_ACTIVITY)
 		cancel()
 		if err == nil {
 			for _, p := range resp.GetPollers() {
@@ -366,7 +365,7 @@ func (w *world) waitPolling(ctx context.Context, host string, since time.Time, t
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("agent %s did not poll its queue %s within %s", host, activities.HostQueue(host), timeout)
+	return fmt.Errorf("agent %s did not poll its queue %s within %s", host, workflows.HostQueue(host), timeout)
 }
 
 // teardown stops everything the world started. It is safe on a half-built world.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +35,13 @@ type attempt struct {
 }
 
 // agent is the host whose agent started the attempt ("" if none did).
-func (a *attempt) agent() string { return strings.TrimPrefix(a.Identity, "replctl-agent-") }
+func (a *attempt) agent() string { return hostOf(a.Identity) }
+
+// hostOf is the host whose agent has identity id ("" if none).
+func hostOf(id string) string {
+	host, _ := workflows.HostOfIdentity(id)
+	return host
+}
 
 // loadHistory reads a run's activity attempts (and timed-out workflow tasks) in order.
 func loadHistory(ctx context.Context, c client.Client, id, runID string) ([]*attempt, error) {
@@ -278,7 +283,7 @@ func (s snapshot) running(step string) (host string, started time.Time, ok bool)
 	}
 	for _, pa := range s.d.GetPendingActivities() {
 		if pa.GetActivityType().GetName() == stepType(step) && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
-			return strings.TrimPrefix(pa.GetLastWorkerIdentity(), "replctl-agent-"), pa.GetLastStartedTime().AsTime(), true
+			return hostOf(pa.GetLastWorkerIdentity()), pa.GetLastStartedTime().AsTime(), true
 		}
 	}
 	return "", time.Time{}, false
@@ -290,7 +295,7 @@ func (s snapshot) startedByOther(host string, t time.Time) (string, bool) {
 		return "", false
 	}
 	for _, pa := range s.d.GetPendingActivities() {
-		who := strings.TrimPrefix(pa.GetLastWorkerIdentity(), "replctl-agent-")
+		who := hostOf(pa.GetLastWorkerIdentity())
 		if pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED && who != "" && who != host && pa.GetLastStartedTime().AsTime().After(t) {
 			return who, true
 		}

@@ -418,7 +418,7 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 			if a.TimedOut != enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
 				continue
 			}
-			host := strings.TrimPrefix(a.Queue, "replctl-host-")
+			host, _ := workflows.HostOfQueue(a.Queue)
 			for _, t := range st.Takeovers {
 				if t.From == host && t.Step == a.Step && t.To != "" {
 					if n := firstStartBy(hist, t.To, a.Closed); n != nil {

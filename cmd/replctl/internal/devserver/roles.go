@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/replctl/replctl/internal/ids"
 	commandpb "go.temporal.io/api/command/v1"
 	commonpb "go.temporal.io/api/common/v1"
 	"go.temporal.io/api/enums/v1"
@@ -31,7 +32,7 @@ type Access struct {
 	// WorkflowTaskQueue is the shared queue: hosts poll workflow tasks (and shared
 	// activities) there, operators start workflows there. Default "replctl".
 	WorkflowTaskQueue string
-	// HostQueuePrefix + <name> is host <name>'s own activity queue. Default "replctl-host-".
+	// HostQueuePrefix + <name> is host <name>'s own activity queue. Default ids.HostQueue("").
 	HostQueuePrefix string
 	// WorkflowTypes are the workflow types operators may start (directly or by schedule) and
 	// hosts' workflow tasks may start as children or continue as.
@@ -48,7 +49,7 @@ func (a Access) withDefaults() Access {
 		a.WorkflowTaskQueue = "replctl"
 	}
 	if a.HostQueuePrefix == "" {
-		a.HostQueuePrefix = "replctl-host-"
+		a.HostQueuePrefix = ids.HostQueue("")
 	}
 	return a
 }
