@@ -120,13 +120,14 @@ func TestPreflightRefusesUnsupportedEntries(t *testing.T) {
 	a, in, base := preflightWorld(t, "")
 	require.NoError(t, syscall.Mkfifo(filepath.Join(base, "A/app/orders/pipe"), 0o600)) // kept: not named
 	require.NoError(t, os.WriteFile(filepath.Join(base, "A/app/orders/bad-\xff"), nil, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(base, "A/app/orders/bad-\uf7ff"), nil, 0o600)) // its image name
 	_, err := a.Preflight(context.Background(), in)
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "want an Unsupported application error, got %v", err)
 	assert.Equal(t, ErrTypeUnsupported, appErr.Type())
 	assert.True(t, appErr.NonRetryable())
 	assert.Contains(t, appErr.Error(), "job orders: source check on agent h1 before quiesce (nothing was run): "+
-		`1 entry cannot be replicated (name 1): "app/orders/bad-\xff" (name not valid UTF-8); set on_unsupported: skip on job orders`)
+		`1 entry cannot be replicated (name 1): "app/orders/bad-\xff" (name not valid UTF-8, and its image name is a sibling's); set on_unsupported: skip on job orders`)
 	var sum dataplane.Unsupported
 	require.NoError(t, appErr.Details(&sum))
 	assert.Equal(t, map[string]int{"name": 1}, sum.ByKind)

@@ -14,8 +14,8 @@ import (
 	"github.com/replctl/replctl/workflows"
 )
 
-// Entries the data plane cannot replicate (a name that is not valid UTF-8; a FIFO and a hard
-// link beside it are kept) fail a run under the default on_unsupported: at the preflight
+// Entries the data plane cannot replicate (a name that is not valid UTF-8 whose image name is
+// a sibling's real name; a FIFO and a hard link beside it are kept) fail a run under the default on_unsupported: at the preflight
 // when they are there before quiesce (nothing runs), else at the push, after which the
 // application is resumed. Nothing is dropped silently.
 func TestUnsupportedEntriesFailTheRun(t *testing.T) {
@@ -24,6 +24,8 @@ func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 	require.NoError(t, unix.Mkfifo(filepath.Join(e.sourceDir(), "pipe"), 0o644))
 	require.NoError(t, os.Link(filepath.Join(e.sourceDir(), "d00/s0/f00000.bin"), filepath.Join(e.sourceDir(), "twin.bin")))
 	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\xff"), []byte("n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\uf7ff"), []byte("its image name"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "late-\uf7fe"), []byte("the image name of late-\\xfe"), 0o644))
 	e.startAgents("a1", "b1")
 
 	run := e.start("orders")
@@ -32,7 +34,7 @@ func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 	t.Logf("run with a name that is not UTF-8: phase %s, error %v, replica %+v", st.Phase, err, st.Replica)
 	require.Error(t, err, "a name that would come back changed must not be replicated silently")
 	assert.Contains(t, err.Error(), "source check on agent a1 before quiesce (nothing was run): 1 entry cannot be replicated (name 1): "+
-		`"orders/bad-\xff" (name not valid UTF-8); set on_unsupported: skip on job orders`)
+		`"orders/bad-\xff" (name not valid UTF-8, and its image name is a sibling's); set on_unsupported: skip on job orders`)
 	assert.Nil(t, st.Replica)
 	assert.Empty(t, e.markers("a1"), "the preflight refused before any script ran")
 
@@ -46,7 +48,7 @@ func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 	_, err = e.wait(run)
 	st = e.status(run)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `push: 1 entry cannot be replicated (name 1): "orders/late-\xfe" (name not valid UTF-8); set on_unsupported: skip on job orders to replicate without them`)
+	assert.Contains(t, err.Error(), `push: 1 entry cannot be replicated (name 1): "orders/late-\xfe" (name not valid UTF-8, and its image name is a sibling's); set on_unsupported: skip on job orders to replicate without them`)
 	assert.Equal(t, workflows.PhaseFailed, st.Phase)
 	assert.Nil(t, st.Replica)
 	assert.Empty(t, st.QuiescedHost)
@@ -71,6 +73,8 @@ func TestUnsupportedSkipMakesIncompleteReplica(t *testing.T) {
 	require.NoError(t, unix.Lsetxattr(filepath.Join(e.sourceDir(), "d00/s0/f00000.bin"), "user.note", []byte("v"), 0))
 	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\xff"), []byte("n"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\xfe"), []byte("n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\uf7ff"), []byte("n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\uf7fe"), []byte("n"), 0o644))
 	e.startAgents("a1", "b1")
 
 	st, err := e.wait(e.start("orders"))
@@ -79,7 +83,8 @@ func TestUnsupportedSkipMakesIncompleteReplica(t *testing.T) {
 	require.NotNil(t, st.Unsupported)
 	assert.Equal(t, 2, st.Unsupported.Count)
 	assert.Equal(t, map[string]int{"name": 2}, st.Unsupported.ByKind)
-	assert.Equal(t, []string{`"orders/bad-\xfe" (name not valid UTF-8)`, `"orders/bad-\xff" (name not valid UTF-8)`}, st.Unsupported.First)
+	why := " (name not valid UTF-8, and its image name is a sibling's)"
+	assert.Equal(t, []string{`"orders/bad-\xfe"` + why, `"orders/bad-\xff"` + why}, st.Unsupported.First)
 	require.NotNil(t, st.Replica)
 	assert.True(t, st.Replica.Verified, "verified against its image")
 	assert.True(t, st.Replica.Incomplete)

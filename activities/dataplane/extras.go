@@ -33,7 +33,12 @@ import (
 const extrasTag = "extras"
 
 // extrasVersion is the format of Extras; a pull refuses a newer one rather than ignore it.
-const extrasVersion = 1
+// Version 2 adds raw names (ExtraEntry.Name): a record with one is written as version 2, so
+// an older pull refuses it instead of leaving names escaped; others stay version 1.
+const (
+	extrasVersion      = 2
+	extrasVersionNoRaw = 1
+)
 
 // Special entry types of ExtraEntry.Special.Type.
 const (
@@ -58,6 +63,9 @@ type Extras struct {
 // ExtraEntry is one entry's extras.
 type ExtraEntry struct {
 	Path string `json:"path"`
+	// Name is the entry's raw name when it is not valid UTF-8: the image holds it under
+	// imageName(Name), the last component of Path (names.go).
+	Name []byte `json:"name,omitempty"`
 	// Special is set for an entry the image does not hold at all.
 	Special *Special `json:"special,omitempty"`
 	// Xattrs, sorted by name; security.capability is applied last (a chown clears it).
@@ -183,7 +191,7 @@ func (x *Extras) specialsIn() map[string][]string {
 // check refuses a record that could make a pull act outside its staging dir or that this
 // version cannot apply in full.
 func (x *Extras) check() error {
-	if x.Version != extrasVersion {
+	if x.Version != extrasVersion && x.Version != extrasVersionNoRaw {
 		return fmt.Errorf("extras format %d, this version applies %d", x.Version, extrasVersion)
 	}
 	ok := func(p string) error {
@@ -197,6 +205,9 @@ func (x *Extras) check() error {
 	}
 	for _, e := range x.Entries {
 		if err := ok(e.Path); err != nil {
+			return err
+		}
+		if err := e.checkName(); err != nil {
 			return err
 		}
 		if s := e.Special; s != nil {
@@ -370,6 +381,9 @@ func (c *extrasCollector) result() *Extras {
 	sort.Slice(x.Links, func(i, j int) bool { return x.Links[i][0] < x.Links[j][0] })
 	if x.Empty() {
 		return nil
+	}
+	if x.diskNames() == nil {
+		x.Version = extrasVersionNoRaw
 	}
 	return x
 }

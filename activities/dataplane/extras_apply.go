@@ -22,17 +22,19 @@ func procPath(dfd int, base string) string {
 	return fmt.Sprintf("/proc/self/fd/%d/%s", dfd, base)
 }
 
-// extrasDirs opens directories of a tree beneath its root fd, each once.
+// extrasDirs opens directories of a tree beneath its root fd, each once, by image path.
 type extrasDirs struct {
 	root int
 	fds  map[string]int
+	// names: set once entries have their raw names back (verification), nil before.
+	names diskNames
 }
 
 func (d *extrasDirs) open(dir string) (int, error) {
 	if fd, ok := d.fds[dir]; ok {
 		return fd, nil
 	}
-	fd, err := openBeneath(d.root, dir, unix.O_PATH|unix.O_DIRECTORY)
+	fd, err := openBeneath(d.root, d.names.disk(dir), unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return -1, fmt.Errorf("opening %s: %w", dir, err)
 	}
@@ -48,6 +50,9 @@ func (d *extrasDirs) entry(p string) (int, string, error) {
 		return fd, ".", err
 	}
 	dir, base := splitRel(p)
+	if raw, ok := d.names[p]; ok {
+		base = raw
+	}
 	fd, err := d.open(dir)
 	return fd, base, err
 }
@@ -187,13 +192,12 @@ func verifyExtras(rootFd int, x *Extras, owners bool) error {
 	if x.Empty() {
 		return nil
 	}
-	d := &extrasDirs{root: rootFd, fds: map[string]int{}}
+	d := &extrasDirs{root: rootFd, fds: map[string]int{}, names: x.diskNames()}
 	defer d.close()
 	for _, g := range x.Links {
 		var ino [2]uint64
 		for i, p := range g {
-			dir, base := splitRel(p)
-			dfd, err := d.open(dir)
+			dfd, base, err := d.entry(p)
 			if err != nil {
 				return fmt.Errorf("%w: %s: %v", ErrVerify, p, err)
 			}

@@ -115,10 +115,15 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 		return fmt.Errorf("staging %s: what the image keeps beside its files: %w", p.staging, err)
 	}
 
+	// Last, entries get back names that are not valid UTF-8 (written under image names).
+	if err := renameEntries(p.stagingFd, p.extras); err != nil {
+		return fmt.Errorf("staging %s: %w", p.staging, err)
+	}
+
 	// Children first, so setting a parent's mtime is the last change in it.
 	for i := len(p.dirs) - 1; i >= 0; i-- {
 		d := p.dirs[i]
-		if err := p.setDirAttrs(p.stagingFd, p.staging, d.rel, d.de); err != nil {
+		if err := p.setDirAttrs(p.stagingFd, p.staging, p.names.disk(d.rel), d.de); err != nil {
 			return err
 		}
 	}

@@ -67,6 +67,8 @@ type puller struct {
 	// extras: what the image keeps beside its entries (xattrs of regular files set as
 	// each is written, the rest applied after the writes).
 	extras *Extras
+	// names: image paths of entries whose raw names are not valid UTF-8 (names.go).
+	names diskNames
 	// replaced: the meta record of the damaged replica a repair replaces (nil otherwise).
 	replaced *replicaMeta
 	// noLink: paths never linked from the current replica (noLinkPaths).
@@ -91,6 +93,7 @@ type puller struct {
 func (p *puller) useExtras(x *Extras, job string, skip bool) {
 	p.extras, p.job, p.skipRefused, p.dropped = x, job, skip, map[string][]string{}
 	p.noLink, p.noResume, p.xattrsOf = noLinkPaths(x, nil), x.paths(), x.xattrsByPath()
+	p.names = x.diskNames()
 }
 
 // refuse is the pull's refuser: what the target does not take fails the pull, naming it,

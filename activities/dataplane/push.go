@@ -241,7 +241,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		}()
 	}
 
-	man, err := u.Upload(wctx, root.wrap(src, "."), policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
+	man, err := u.Upload(wctx, root.wrap(src, ".", src.Name()), policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
 
 	var unsupported *Unsupported
 	var extras *Extras

@@ -6,8 +6,9 @@ package dataplane
 // (the class of rsync's CVE-2024-12747). Here every file is opened beneath the source root's
 // fd with no symlink in any component (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a walk
 // by O_NOFOLLOW components), must still be a regular file with the device, size and mtime
-// kopia listed, and every directory is checked the same way before kopia lists it. Names that are not valid UTF-8 are left out (see
-// KindName).
+// kopia listed, and every directory is checked the same way before kopia lists it. A name
+// that is not valid UTF-8 is given to kopia as its image name (names.go); one whose image
+// name is a sibling's real name is left out (KindName).
 
 import (
 	"context"
@@ -15,7 +16,6 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"unicode/utf8"
 
 	"github.com/kopia/kopia/fs"
 	"golang.org/x/sys/unix"
@@ -42,16 +42,40 @@ func openSourceRoot(dir string, hooks *testHooks) (*sourceRoot, error) {
 
 func (s *sourceRoot) close() { unix.Close(s.fd) } //nolint:errcheck
 
-// wrap returns e (at rel below the root) with the push's checks.
-func (s *sourceRoot) wrap(e fs.Entry, rel string) fs.Entry {
+// wrap returns e (at rel below the root, by its raw names) with the push's checks, named
+// name in the image (e.Name() unless that is not valid UTF-8).
+func (s *sourceRoot) wrap(e fs.Entry, rel, name string) fs.Entry {
 	switch e := e.(type) {
 	case fs.Directory:
-		return sourceDir{e, s, rel}
+		return sourceDir{e, s, rel, name}
 	case fs.File:
-		return sourceFile{e, s, rel}
+		return sourceFile{e, s, rel, name}
+	case fs.Symlink:
+		if name != e.Name() {
+			return renamedSymlink{e, name}
+		}
+	default:
+		if name != e.Name() {
+			return renamedEntry{e, name}
+		}
 	}
 	return e
 }
+
+// renamedSymlink and renamedEntry give an entry its image name.
+type renamedSymlink struct {
+	fs.Symlink
+	name string
+}
+
+func (r renamedSymlink) Name() string { return r.name }
+
+type renamedEntry struct {
+	fs.Entry
+	name string
+}
+
+func (r renamedEntry) Name() string { return r.name }
 
 // changed names rel and what openBeneath said about it.
 func changed(rel string, err error) error {
@@ -66,16 +90,19 @@ func changed(rel string, err error) error {
 
 type sourceDir struct {
 	fs.Directory
-	s   *sourceRoot
-	rel string
+	s    *sourceRoot
+	rel  string
+	name string // in the image
 }
+
+func (d sourceDir) Name() string { return d.name }
 
 func (d sourceDir) Child(ctx context.Context, name string) (fs.Entry, error) {
 	e, err := d.Directory.Child(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return d.s.wrap(e, path.Join(d.rel, name)), nil
+	return d.s.wrap(e, path.Join(d.rel, name), imageName(name)), nil
 }
 
 func (d sourceDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
@@ -105,17 +132,34 @@ func (i sourceIter) Next(ctx context.Context) (fs.Entry, error) {
 		if err != nil || e == nil {
 			return e, err
 		}
-		if utf8.ValidString(e.Name()) {
-			return i.d.s.wrap(e, path.Join(i.d.rel, e.Name())), nil
+		n := e.Name()
+		img := imageName(n)
+		if img != n && i.taken(img) {
+			continue // its image name is a sibling's: left out (KindName)
 		}
+		return i.d.s.wrap(e, path.Join(i.d.rel, n), img), nil
 	}
+}
+
+// taken reports whether the directory has an entry named img (looked up beneath the root).
+func (i sourceIter) taken(img string) bool {
+	fd, err := openBeneath(i.d.s.fd, i.d.rel, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return true
+	}
+	defer unix.Close(fd) //nolint:errcheck
+	var st unix.Stat_t
+	return unix.Fstatat(fd, img, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 }
 
 type sourceFile struct {
 	fs.File
-	s   *sourceRoot
-	rel string
+	s    *sourceRoot
+	rel  string
+	name string // in the image
 }
+
+func (f sourceFile) Name() string { return f.name }
 
 // Open opens the file beneath the root, non-blocking (a FIFO swapped in must not hang the
 // push), and refuses anything that is not a regular file.

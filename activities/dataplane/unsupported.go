@@ -29,8 +29,9 @@ import (
 // holds beyond kopia's entries (special files, hard links, extended attributes) is kept
 // beside the image (extras.go).
 const (
-	// KindName: a name that is not valid UTF-8. Kopia keeps names as JSON strings, which
-	// turn each invalid byte into U+FFFD: the entry would come back under another name.
+	// KindName: a name that is not valid UTF-8 whose image name (names.go) is the real name
+	// of a sibling: the two cannot both be in the image. (Other such names are kept: the
+	// image holds them escaped, the extras their raw bytes.)
 	KindName = "name"
 	// KindXattrName: an extended attribute whose name is not valid UTF-8.
 	KindXattrName = "xattr-name"
@@ -286,10 +287,17 @@ func (s *scan) child(dfd int, p, name, base string) {
 		return
 	}
 	var what []string
-	if !utf8.ValidString(base) {
-		what = append(what, KindName+":name not valid UTF-8")
+	rel := imagePath(s.rel(name)) // extras name entries as the image does
+	if img := imageName(base); img != base {
+		var sib unix.Stat_t
+		if unix.Fstatat(dfd, img, &sib, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			what = append(what, KindName+":name not valid UTF-8, and its image name is a sibling's")
+		} else if s.x != nil {
+			s.mu.Lock()
+			s.x.entry(rel).Name = []byte(base)
+			s.mu.Unlock()
+		}
 	}
-	rel := s.rel(name)
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR, unix.S_IFBLK:
 		if s.x != nil {

@@ -85,11 +85,13 @@ func TestScanTreeCollectsExtras(t *testing.T) {
 	made := makeExtrasTree(t, dir)
 	require.Positive(t, made["xattr:user"], "the test filesystem must have user xattrs")
 	writeFile(t, filepath.Join(dir, "bad-\xff-name"), []byte("n"), 0o644, baseTime)
+	writeFile(t, filepath.Join(dir, "clash-\xff"), []byte("n"), 0o644, baseTime)
+	writeFile(t, filepath.Join(dir, "clash-\uf7ff"), []byte("its image name"), 0o644, baseTime)
 
 	u, x, err := ScanTree(context.Background(), dir, ScanOptions{Name: "orders"})
 	require.NoError(t, err)
-	require.Equal(t, map[string]int{KindName: 1}, u.ByKind, "only the name cannot be kept")
-	require.Equal(t, []string{`"orders/bad-\xff-name" (name not valid UTF-8)`}, u.First)
+	require.Equal(t, map[string]int{KindName: 1}, u.ByKind, "only the name whose image name is taken cannot be kept")
+	require.Equal(t, []string{`"orders/clash-\xff" (name not valid UTF-8, and its image name is a sibling's)`}, u.First)
 	require.NotNil(t, x)
 	require.Equal(t, [][]string{{"a", "sub/b"}}, x.Links)
 	got := map[string]ExtraEntry{}
@@ -128,6 +130,7 @@ func TestScanCapsPathsButCountsAll(t *testing.T) {
 	dir := t.TempDir()
 	for i := range 50 {
 		writeFile(t, filepath.Join(dir, fmt.Sprintf("p%02d\xff", i)), nil, 0o644, baseTime)
+		writeFile(t, filepath.Join(dir, fmt.Sprintf("p%02d\uf7ff", i)), nil, 0o644, baseTime)
 	}
 
 	u, err := ScanUnsupported(context.Background(), dir, ScanOptions{})
@@ -135,9 +138,9 @@ func TestScanCapsPathsButCountsAll(t *testing.T) {
 	require.Equal(t, 50, u.Count)
 	require.Equal(t, map[string]int{KindName: 50}, u.ByKind)
 	require.Len(t, u.First, UnsupportedFirst)
-	require.Equal(t, `"p00\xff" (name not valid UTF-8)`, u.First[0])
-	require.Equal(t, `"p19\xff" (name not valid UTF-8)`, u.First[UnsupportedFirst-1])
-	require.Contains(t, u.String(), `50 entries cannot be replicated (name 50): "p00\xff" (name not valid UTF-8), `)
+	require.Equal(t, `"p00\xff" (name not valid UTF-8, and its image name is a sibling's)`, u.First[0])
+	require.Equal(t, `"p19\xff" (name not valid UTF-8, and its image name is a sibling's)`, u.First[UnsupportedFirst-1])
+	require.Contains(t, u.String(), `50 entries cannot be replicated (name 50): "p00\xff" (name not valid UTF-8, and its image name is a sibling's), `)
 	require.True(t, strings.HasSuffix(u.String(), " and 30 more"), u.String())
 
 	u, err = ScanUnsupported(context.Background(), dir, ScanOptions{MaxEntries: 10})
@@ -157,7 +160,7 @@ func TestScanCapsPathsButCountsAll(t *testing.T) {
 }
 
 // By default a push refuses a tree with entries that cannot be replicated (a name that is
-// not valid UTF-8), naming them; with OnUnsupported "skip" it keeps the image without them
+// not valid UTF-8 whose image name is a sibling's real name), naming them; with OnUnsupported "skip" it keeps the image without them
 // and the replica's meta record says it is incomplete. A FIFO and hard links are kept.
 func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	e := newEnv(t)
@@ -166,11 +169,12 @@ func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	writeFile(t, filepath.Join(e.src, "a"), []byte("linked"), 0o644, baseTime)
 	require.NoError(t, os.Link(filepath.Join(e.src, "a"), filepath.Join(e.src, "b")))
 	writeFile(t, filepath.Join(e.src, "bad-\xfe"), []byte("n"), 0o644, baseTime)
+	writeFile(t, filepath.Join(e.src, "bad-\uf7fe"), []byte("its image name"), 0o644, baseTime)
 
 	req := PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}
 	_, err := e.repos.Push(context.Background(), req, nil)
 	require.ErrorIs(t, err, ErrUnsupported)
-	require.EqualError(t, err, `push: 1 entry cannot be replicated (name 1): "data/set1/bad-\xfe" (name not valid UTF-8); `+
+	require.EqualError(t, err, `push: 1 entry cannot be replicated (name 1): "data/set1/bad-\xfe" (name not valid UTF-8, and its image name is a sibling's); `+
 		"set on_unsupported: skip on job job1 to replicate without them")
 	require.Zero(t, e.manifests(sourceInfo(e.job, e.ds)), "no image is kept")
 
@@ -188,6 +192,8 @@ func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	require.True(t, pres.Incomplete)
 	require.True(t, pres.Verified, "verified against its image, which lacks the bad name")
 	require.FileExists(t, filepath.Join(pres.ReplicaPath, "f"))
+	require.FileExists(t, filepath.Join(pres.ReplicaPath, "bad-\uf7fe"), "the sibling with the real name is kept")
+	require.NoFileExists(t, filepath.Join(pres.ReplicaPath, "bad-\xfe"))
 	fi, err := os.Lstat(filepath.Join(pres.ReplicaPath, "fifo"))
 	require.NoError(t, err)
 	require.Equal(t, os.ModeNamedPipe, fi.Mode().Type(), "the fifo is kept beside the image")

@@ -227,6 +227,12 @@ type verifyOptions struct {
 
 	specials   map[string][]string // extras' special entries by directory
 	withXattrs map[string]bool     // paths whose xattrs the extras list
+	names      diskNames           // image paths of entries with raw names (names.go)
+}
+
+// path is where image path rel under dir is on disk.
+func (o *verifyOptions) path(dir, rel string) string {
+	return filepath.Join(dir, filepath.FromSlash(o.names.disk(rel)))
 }
 
 // checkXattrs checks that an entry the extras give no xattrs has none on disk (those they
@@ -235,7 +241,7 @@ func (o *verifyOptions) checkXattrs(dir, rel string) error {
 	if o.withXattrs[rel] {
 		return nil
 	}
-	return noXattrs(filepath.Join(dir, filepath.FromSlash(rel)), rel)
+	return noXattrs(o.path(dir, rel), rel)
 }
 
 type contentJob struct {
@@ -264,7 +270,7 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 		o.rp.setPhase("verify", 0, 0)
 	}
 
-	o.specials, o.withXattrs = o.extras.specialsIn(), map[string]bool{}
+	o.specials, o.withXattrs, o.names = o.extras.specialsIn(), map[string]bool{}, o.extras.diskNames()
 	if o.extras != nil {
 		for _, e := range o.extras.Entries {
 			if len(e.Xattrs) > 0 {
@@ -316,7 +322,7 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 			o.rp.setPath(j.rel)
 		}
 
-		err := h.check(ctx, filepath.Join(dir, filepath.FromSlash(j.rel)), j.de.ObjectID, j.de.FileSize, func(n int64) {
+		err := h.check(ctx, o.path(dir, j.rel), j.de.ObjectID, j.de.FileSize, func(n int64) {
 			if o.rp != nil {
 				o.rp.addBytes(n)
 			}
@@ -349,7 +355,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
 
-	have, err := os.ReadDir(filepath.Join(dir, filepath.FromSlash(rel)))
+	have, err := os.ReadDir(o.path(dir, rel))
 	if err != nil {
 		return o.diff(fmt.Errorf("%w: %s: %v", ErrVerify, rel, err))
 	}
@@ -368,10 +374,11 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 	haveType := make(map[string]fs.FileMode, len(have))
 
 	for _, e := range have {
-		haveType[e.Name()] = e.Type()
+		n := imageName(e.Name()) // as the image names it
+		haveType[n] = e.Type()
 
-		if !want[e.Name()] {
-			extra = append(extra, e.Name())
+		if !want[n] {
+			extra = append(extra, n)
 		}
 	}
 
@@ -403,7 +410,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 				return err
 			}
 
-			if err := o.diff(verifyMeta(dir, crel, de, o.checkOwner)); err != nil {
+			if err := o.diff(verifyMeta(o.path(dir, crel), crel, de, o.checkOwner)); err != nil {
 				return err
 			}
 
@@ -417,7 +424,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 				return fmt.Errorf("image symlink %s: %w", crel, err)
 			}
 
-			got, err := os.Readlink(filepath.Join(dir, filepath.FromSlash(crel)))
+			got, err := os.Readlink(o.path(dir, crel))
 			if err != nil {
 				err = fmt.Errorf("%w: %s: %v", ErrVerify, crel, err)
 			} else if got != want {
@@ -449,16 +456,16 @@ func (o *verifyOptions) checkEntry(dir, rel, crel string, d object.ID, i int, de
 
 	switch {
 	case de.Type == snapshot.EntryTypeDirectory:
-		if st, serr := os.Lstat(filepath.Join(dir, filepath.FromSlash(crel))); serr != nil || !st.IsDir() {
-			err = verifyMeta(dir, crel, de, o.checkOwner) // reports the type/existence difference
+		if st, serr := os.Lstat(o.path(dir, crel)); serr != nil || !st.IsDir() {
+			err = verifyMeta(o.path(dir, crel), crel, de, o.checkOwner) // reports the type/existence difference
 		}
 	case de.Type == snapshot.EntryTypeFile && o.skipMeta != nil && o.skipMeta(rel, d, i):
 		// The entry must still be the regular file that was checked.
 		if t, ok := haveType[de.Name]; !ok || t != 0 {
-			err = verifyMeta(dir, crel, de, o.checkOwner) // names the difference
+			err = verifyMeta(o.path(dir, crel), crel, de, o.checkOwner) // names the difference
 		}
 	default:
-		if err = verifyMeta(dir, crel, de, o.checkOwner); err == nil {
+		if err = verifyMeta(o.path(dir, crel), crel, de, o.checkOwner); err == nil {
 			err = o.checkXattrs(dir, crel)
 		}
 	}
@@ -482,11 +489,9 @@ func (o *verifyOptions) diff(err error) error {
 	return nil
 }
 
-// verifyMeta compares the on-disk entry at dir/rel with de (type, size,
-// mode, mtime, owner).
-func verifyMeta(dir, rel string, de *snapshot.DirEntry, checkOwner bool) error {
-	p := filepath.Join(dir, filepath.FromSlash(rel))
-
+// verifyMeta compares the on-disk entry at p (image path rel) with de (type,
+// size, mode, mtime, owner).
+func verifyMeta(p, rel string, de *snapshot.DirEntry, checkOwner bool) error {
 	st, err := os.Lstat(p)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrVerify, rel, err)
