@@ -71,6 +71,7 @@ func TestPushRefusesSwappedSourceEntries(t *testing.T) {
 			require.True(t, swapped, "the hook ran")
 			require.Error(t, err)
 			require.ErrorContains(t, err, c.want)
+			t.Logf("refused: %v", err)
 			require.Zero(t, e.manifests(sourceInfo(e.job, e.ds)), "no image is kept")
 		})
 	}
