@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
@@ -132,7 +133,7 @@ func (h *replctlHarness) writeScripts() error {
 // startServer starts `replctl server` on a free port with its SQLite file in a temp dir and
 // connects a client.
 func (h *replctlHarness) startServer(ctx context.Context) error {
-	port, err := freePort()
+	port, err := testworld.FreePort()
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 	"github.com/rs/zerolog"
 	"go.temporal.io/api/enums/v1"
@@ -208,16 +208,6 @@ func (w *world) hostDir(h string) string {
 	return filepath.Join(w.dir, "hosts", h)
 }
 
-// freePort returns a TCP port on 127.0.0.1 that is free right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("picking a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // newWorld lays out dir (config, scripts, storage) and starts the server, the proxies and the
 // agents. On error the caller still calls teardown.
 func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Duration) (*world, error) {
@@ -239,7 +229,7 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 		return w, err
 	}
 
-	port, err := freePort()
+	port, err := testworld.FreePort()
 	if err != nil {
 		return w, err
 	}
@@ -275,7 +265,7 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 
 	w.toxi = toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.New(io.Discard))
 	for _, h := range hosts {
-		pp, err := freePort()
+		pp, err := testworld.FreePort()
 		if err != nil {
 			return w, err
 		}
