@@ -183,7 +183,7 @@ type world struct {
 	bin         string
 	cfgFile     string
 	srvPort     int
-	pki         *worldPKI
+	pki         *testworld.PKI
 	srv         *proc
 	agents      map[string]*agent
 	toxi        *toxiproxy.ApiServer
@@ -236,14 +236,14 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 	w.srvPort = port
 	// Mutual TLS with roles, as in production: each agent presents its own host:<name>
 	// certificate (through its proxy: TLS runs end to end), the harness an operator's.
-	w.pki, err = newWorldPKI(filepath.Join(dir, "tls"))
+	w.pki, err = testworld.NewPKI(filepath.Join(dir, "tls"))
 	if err != nil {
 		return w, fmt.Errorf("TLS certificates: %w", err)
 	}
 	w.srv = &proc{name: "server", bin: bin, logPath: filepath.Join(dir, "logs/server.log"), args: append([]string{
 		"server", "--db", filepath.Join(dir, "t.db"), "--port", strconv.Itoa(port), "--ui-port", "-1",
 		"--server-namespace", "default", "--log-level", "warn",
-	}, w.pki.serverArgs()...)}
+	}, w.pki.ServerArgs()...)}
 	if err := w.startServer(ctx); err != nil {
 		return w, err
 	}
@@ -251,7 +251,7 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 	if err != nil {
 		return w, err
 	}
-	operatorTLS, err := w.pki.clientTLS("operator")
+	operatorTLS, err := w.pki.ClientTLS("operator")
 	if err != nil {
 		return w, err
 	}
@@ -273,7 +273,7 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 		if err := px.Start(); err != nil {
 			return w, fmt.Errorf("proxy of agent %s on port %d: %w", h, pp, err)
 		}
-		tlsArgs, err := w.pki.clientArgs("host:" + h)
+		tlsArgs, err := w.pki.ClientArgs("host:" + h)
 		if err != nil {
 			return w, err
 		}
