@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -63,10 +63,8 @@ func hostile(ctx workflow.Context, in hostileInput) error {
 // non-retryable Refused naming the field and both values, and nothing runs or is written.
 func TestHostileWorkflowIsRefused(t *testing.T) {
 	e := newEnv(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	metrics, err := testworld.FreeAddr()
 	require.NoError(t, err)
-	metrics := l.Addr().String()
-	require.NoError(t, l.Close())
 	e.startAgentConfig("a1", e.cfgFile, "--metrics", metrics)
 	e.startAgent("a2")
 

@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -183,10 +183,8 @@ func TestShutdownResumesWhatAnEndedRunLeftQuiesced(t *testing.T) {
 // starts again.
 func TestDevSIGINTDuringPushThawsBeforeExit(t *testing.T) {
 	e := newSlowPushEnv(t, 25)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testworld.FreeAddr()
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
 	logf, err := os.Create(filepath.Join(e.dir, "dev.log"))
 	require.NoError(t, err)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/codec"
 	"github.com/replctl/replctl/internal/secret"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -157,10 +157,8 @@ func TestCodecKeepsHistoryOpaque(t *testing.T) {
 	require.ErrorContains(t, err, "payload codec key file "+wrong+" has mode 0644")
 
 	// The codec server (as the Web UI calls it) decodes the raw payloads.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	listen, err := testworld.FreeAddr()
 	require.NoError(t, err)
-	listen := l.Addr().String()
-	require.NoError(t, l.Close())
 	sctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/internal/codec"
+	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -119,14 +120,9 @@ func runHistory(ctx context.Context, f *Factory, o *HistoryOptions) error {
 	}
 	info := desc.GetWorkflowExecutionInfo()
 	v := historyView{Job: o.Job, WorkflowID: id, RunID: info.GetExecution().GetRunId(), Status: executionStatusName(info.GetStatus()), Start: info.GetStartTime().AsTime()}
-	var events []*historypb.HistoryEvent
-	it := c.GetWorkflowHistory(ctx, id, v.RunID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	for it.HasNext() {
-		e, err := it.Next()
-		if err != nil {
-			return fmt.Errorf("read history of job %s run %s: %w", o.Job, v.RunID, err)
-		}
-		events = append(events, e)
+	events, err := runhistory.Events(ctx, c, id, v.RunID)
+	if err != nil {
+		return fmt.Errorf("read history of job %s run %s: %w", o.Job, v.RunID, err)
 	}
 	if err := checkCodecKey(f.DataConverter(), events); err != nil {
 		return fmt.Errorf("read history of job %s run %s: %w", o.Job, v.RunID, err)
@@ -170,83 +166,41 @@ func checkCodecKey(dc converter.DataConverter, events []*historypb.HistoryEvent)
 // before the first step an agent ran in place of another.
 // dc decodes the events' payloads (the connection's: with the payload codec when it is on).
 func historyRows(events []*historypb.HistoryEvent, now time.Time, dc converter.DataConverter) (rows []historyRow, end time.Time, runErr string) {
-	byID := map[int64]int{}
-	for _, e := range events {
-		t := e.GetEventTime().AsTime()
-		switch e.GetEventType() {
-		case enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-			a := e.GetActivityTaskScheduledEventAttributes()
-			r := historyRow{Kind: "step", Activity: a.GetActivityType().GetName(), TaskQueue: a.GetTaskQueue().GetName(), Scheduled: t, Result: "running", activityID: a.GetActivityId()}
-			describeInput(&r, a.GetInput(), dc)
-			if md := e.GetUserMetadata(); md != nil && md.GetSummary() != nil {
-				var summary string
-				if dc.FromPayload(md.GetSummary(), &summary) == nil {
-					if _, from, ok := strings.Cut(summary, "(took over from "); ok {
-						r.tookOver = strings.TrimSuffix(from, ")")
-					}
-				}
-			}
-			byID[e.GetEventId()] = len(rows)
-			rows = append(rows, r)
-		case enums.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-			a := e.GetActivityTaskStartedEventAttributes()
-			if i, ok := byID[a.GetScheduledEventId()]; ok {
-				rows[i].Started, rows[i].Identity, rows[i].Attempt = t, a.GetIdentity(), a.GetAttempt()
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-			a := e.GetActivityTaskCompletedEventAttributes()
-			if i, ok := byID[a.GetScheduledEventId()]; ok {
-				r := &rows[i]
-				r.Ended, r.Result, r.OK = t, "ok", true
-				if a.GetIdentity() != "" {
-					r.Identity = a.GetIdentity()
-				}
-				describeResult(r, a.GetResult(), dc)
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-			a := e.GetActivityTaskFailedEventAttributes()
-			if i, ok := byID[a.GetScheduledEventId()]; ok {
-				r := &rows[i]
-				r.Ended = t
-				r.Result, r.ErrorType = failureMessage(a.GetFailure(), dc)
-				if a.GetIdentity() != "" {
-					r.Identity = a.GetIdentity()
-				}
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
-			a := e.GetActivityTaskTimedOutEventAttributes()
-			if i, ok := byID[a.GetScheduledEventId()]; ok {
-				r := &rows[i]
-				r.Ended = t
-				tt := a.GetFailure().GetTimeoutFailureInfo().GetTimeoutType()
-				if tt == enums.TIMEOUT_TYPE_UNSPECIFIED {
-					tt = a.GetFailure().GetCause().GetTimeoutFailureInfo().GetTimeoutType()
-				}
-				r.TimeoutType = enumName(tt.String(), "TIMEOUT_TYPE_")
-				r.Result = "timeout: " + strings.ReplaceAll(r.TimeoutType, "_", "-") + " (" + timeoutMeaning(tt, r.Agent) + ")"
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED:
-			a := e.GetActivityTaskCancelRequestedEventAttributes()
-			if i, ok := byID[a.GetScheduledEventId()]; ok {
-				rows[i].cancelRequested = true
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
-			a := e.GetActivityTaskCanceledEventAttributes()
-			if i, ok := byID[a.GetScheduledEventId()]; ok {
-				rows[i].Ended, rows[i].Result = t, "cancelled"
-			}
-		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, enums.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-			end = t
-		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-			end = t
-			runErr, _ = failureMessage(e.GetWorkflowExecutionFailedEventAttributes().GetFailure(), dc)
-		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
-			end, runErr = t, "cancelled"
-		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
-			end, runErr = t, "terminated: "+e.GetWorkflowExecutionTerminatedEventAttributes().GetReason()
-		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
-			end, runErr = t, "run timed out"
+	h := runhistory.Parse(events, dc)
+	for _, a := range h.Attempts {
+		r := historyRow{Kind: "step", Activity: a.Type, TaskQueue: a.Queue, Scheduled: a.Scheduled, Result: "running", activityID: a.ActivityID,
+			Started: a.Started, Identity: a.Identity, Attempt: a.Attempt, Ended: a.Closed, cancelRequested: a.CancelRequested}
+		describeInput(&r, a)
+		if _, from, ok := strings.Cut(a.Summary, "(took over from "); ok {
+			r.tookOver = strings.TrimSuffix(from, ")")
 		}
+		if a.ClosedBy != "" {
+			r.Identity = a.ClosedBy
+		}
+		switch a.Outcome {
+		case runhistory.Completed:
+			r.Result, r.OK = "ok", true
+			describeResult(&r, a.Result, dc)
+		case runhistory.Failed:
+			r.Result, r.ErrorType = failureMessage(a.Failure, dc)
+		case runhistory.TimedOut:
+			r.TimeoutType = enumName(a.TimeoutType.String(), "TIMEOUT_TYPE_")
+			r.Result = "timeout: " + strings.ReplaceAll(r.TimeoutType, "_", "-") + " (" + timeoutMeaning(a.TimeoutType, r.Agent) + ")"
+		case runhistory.Canceled:
+			r.Result = "cancelled"
+		}
+		rows = append(rows, r)
+	}
+	end = h.End
+	switch h.EndType {
+	case enums.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+		runErr, _ = failureMessage(h.Failure, dc)
+	case enums.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
+		runErr = "cancelled"
+	case enums.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+		runErr = "terminated: " + h.TerminateReason
+	case enums.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+		runErr = "run timed out"
 	}
 	for i := range rows {
 		r := &rows[i]
@@ -297,36 +251,30 @@ func withTakeovers(rows []historyRow) []historyRow {
 }
 
 // describeInput fills step, agent and host from an activity's input.
-func describeInput(r *historyRow, in *commonpb.Payloads, dc converter.DataConverter) {
+func describeInput(r *historyRow, a *runhistory.Attempt) {
 	r.Agent, _ = workflows.HostOfQueue(r.TaskQueue)
 	r.Host = r.Agent
 	switch r.Activity {
 	case activities.RunScriptName:
-		var si activities.ScriptInput
-		if dc.FromPayloads(in, &si) == nil {
+		if si := a.Script; si != nil {
 			r.Step, r.Host = si.Step, si.Host.Name
 			r.Detail = si.Script
 			if si.FailedHost != "" {
 				r.Detail += " of failed host " + si.FailedHost
 			}
 		}
-	case activities.PushName:
-		r.Step = "push"
 	case activities.PullName:
-		r.Step = "pull"
-		var pi activities.PullInput
-		if dc.FromPayloads(in, &pi) == nil {
+		r.Step = a.Step
+		if pi := a.Pull; pi != nil {
 			r.Detail = fmt.Sprintf("epoch %d", pi.Epoch)
 			if pi.Defer || pi.InPlace {
 				r.Detail += " dataset " + pi.Dataset
 			}
 		}
-	case activities.PublishGroupName:
-		r.Step = "publish"
 	case activities.PlanName:
-		r.Step, r.Agent, r.Host = "plan", "", ""
+		r.Step, r.Agent, r.Host = a.Step, "", ""
 	default:
-		r.Step = strings.ToLower(r.Activity)
+		r.Step = a.Step
 	}
 }
 

@@ -3,15 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,10 +15,11 @@ import (
 
 	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/testworld"
 )
 
-// tlsFiles is a test CA with a server certificate (localhost, 127.0.0.1) and a client
-// certificate, as PEM files.
+// tlsFiles is a test PKI (testworld.PKI: a CA with a server certificate for localhost and
+// 127.0.0.1) and the client certificate of role operator, as PEM files.
 type tlsFiles struct {
 	dir, ca, serverCert, serverKey, clientCert, clientKey string
 	// client makes another client certificate of the CA with common name cn (a role).
@@ -35,43 +28,15 @@ type tlsFiles struct {
 
 func newTLSFiles(t *testing.T) tlsFiles {
 	t.Helper()
-	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, err := testworld.NewPKI(t.TempDir())
 	require.NoError(t, err)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "replctl test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	f := tlsFiles{dir: p.Dir, ca: p.CA, serverCert: p.ServerCert, serverKey: p.ServerKey}
+	f.clientCert, f.clientKey, err = p.Client("operator")
 	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	f := tlsFiles{dir: dir, ca: filepath.Join(dir, "ca.pem")}
-	require.NoError(t, os.WriteFile(f.ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644))
-	leaf := func(name string, tmpl *x509.Certificate) (string, string) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
-		tmpl.Subject = pkix.Name{CommonName: name}
-		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		require.NoError(t, err)
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		require.NoError(t, err)
-		certFile, keyFile := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
-		require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
-		require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
-		return certFile, keyFile
-	}
-	f.serverCert, f.serverKey = leaf("server", &x509.Certificate{
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	f.clientCert, f.clientKey = leaf("operator", &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	f.client = func(cn string) (string, string) {
-		return leaf(cn, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		certFile, keyFile, err := p.Client(cn)
+		require.NoError(t, err)
+		return certFile, keyFile
 	}
 	return f
 }

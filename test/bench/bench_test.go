@@ -9,11 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/stretchr/testify/require"
 	commonpb "go.temporal.io/api/common/v1"
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	taskqueuepb "go.temporal.io/api/taskqueue/v1"
+	"go.temporal.io/sdk/converter"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -211,6 +214,7 @@ func TestLockDir(t *testing.T) {
 // The freeze window, step times and the takeover's first start come out of a history.
 func TestParseHistory(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	dc := converter.GetDefaultDataConverter()
 	at := func(ms int) *timestamppb.Timestamp {
 		return timestamppb.New(t0.Add(time.Duration(ms) * time.Millisecond))
 	}
@@ -233,13 +237,15 @@ func TestParseHistory(t *testing.T) {
 		return ev.EventId
 	}
 	activity := func(typ, queue, step, who string, sched, start, end int, outcome enums.EventType) {
-		in := &commonpb.Payloads{Payloads: []*commonpb.Payload{{Data: []byte(`{"Step":"` + step + `"}`)}}}
+		in, err := dc.ToPayloads(activities.ScriptInput{Step: step})
+		require.NoError(t, err)
 		id := add(sched, enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, &historypb.ActivityTaskScheduledEventAttributes{
 			ActivityType: &commonpb.ActivityType{Name: typ}, TaskQueue: &taskqueuepb.TaskQueue{Name: queue}, Input: in})
 		// As with a retry policy: the started event is written when the attempt closes.
 		add(start, enums.EVENT_TYPE_ACTIVITY_TASK_STARTED, &historypb.ActivityTaskStartedEventAttributes{ScheduledEventId: id, Identity: who})
 		if outcome == enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED {
-			res := &commonpb.Payloads{Payloads: []*commonpb.Payload{{Data: []byte(`{"Files":10,"Reused":7}`)}}}
+			res, err := dc.ToPayloads(activities.PushResult{Files: 10, Reused: 7})
+			require.NoError(t, err)
 			add(end, outcome, &historypb.ActivityTaskCompletedEventAttributes{ScheduledEventId: id, Result: res})
 		} else {
 			add(end, outcome, &historypb.ActivityTaskTimedOutEventAttributes{ScheduledEventId: id})
@@ -255,7 +261,7 @@ func TestParseHistory(t *testing.T) {
 	activity("RunScript", "replctl-host-a2", "resume", "replctl-agent-a2", 3010, 3040, 3060, done)
 	add(4000, enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, nil)
 
-	rh := parseHistory(evs)
+	rh := runHistory{runhistory.Parse(evs, dc)}
 	fr, err := rh.freeze()
 	require.NoError(t, err)
 	require.Equal(t, 3000*time.Millisecond, fr) // quiesce closed at 40 ms, resume started at 3040 ms
@@ -268,7 +274,7 @@ func TestParseHistory(t *testing.T) {
 	require.Equal(t, "takeover", first.Step)
 	require.Equal(t, t0.Add(2630*time.Millisecond), first.Started)
 	require.Len(t, rh.WorkflowTaskTimeouts, 1)
-	require.Equal(t, "schedule_to_start", rh.WorkflowTaskTimeouts[0].Type)
+	require.Equal(t, "schedule_to_start", runhistory.TimeoutName(rh.WorkflowTaskTimeouts[0].TimeoutType))
 	files, reused := rh.pushStats()
 	require.Equal(t, [2]int64{10, 7}, [2]int64{files, reused})
 	require.Len(t, rh.timeline(t0), 6) // 5 activities + 1 workflow task timeout

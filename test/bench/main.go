@@ -21,6 +21,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/replctl/replctl/internal/testworld"
 )
 
 // options are the command's flags.
@@ -252,7 +254,7 @@ func run(ctx context.Context, o options) error {
 	}
 	b.logf("peak RSS: %s", b.report.RSSMethod)
 	for _, host := range []string{"a1", "b1"} {
-		port, err := freePort()
+		port, err := testworld.FreePort()
 		if err != nil {
 			return err
 		}

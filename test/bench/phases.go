@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -492,7 +493,7 @@ func (b *bench) takeoverSample(ctx context.Context, job benchJob, ds *Dataset, d
 	}
 	t.RunSeconds = r.Elapsed.Seconds()
 	t.KillAfterPushStart = delay.Seconds()
-	if p := r.History.find("Push", "", ""); p != nil && p.Outcome == "completed" && p.Identity == workflows.AgentIdentity("a1") {
+	if p := r.History.find("Push", "", ""); p != nil && p.Outcome == runhistory.Completed && p.Identity == workflows.AgentIdentity("a1") {
 		t.Missed = "a1 finished its push before the kill"
 	} else {
 		first := r.History.firstStartBy(workflows.AgentIdentity("a2"), killedAt)
@@ -500,17 +501,14 @@ func (b *bench) takeoverSample(ctx context.Context, job benchJob, ds *Dataset, d
 			return nil, fmt.Errorf("run %s: no activity of a2 after a1 was killed", runID)
 		}
 		t.LatencySeconds = first.Started.Sub(killedAt).Seconds()
-		t.FirstActivity = first.Type
-		if first.Step != "" {
-			t.FirstActivity += " " + first.Step
-		}
-		if to := r.History.find("Push", "", "timed_out"); to != nil {
+		t.FirstActivity = activityName(first)
+		if to := r.History.find("Push", "", runhistory.TimedOut); to != nil {
 			t.DetectSeconds = to.Closed.Sub(killedAt).Seconds()
 		}
 		t.Timeline = r.History.timeline(killedAt)
 		for _, wt := range r.History.WorkflowTaskTimeouts {
-			if wt.Time.After(killedAt) {
-				t.WorkflowTaskTimeouts = append(t.WorkflowTaskTimeouts, fmt.Sprintf("%s after %.3fs", wt.Type, wt.Time.Sub(killedAt).Seconds()))
+			if wt.TimedOut.After(killedAt) {
+				t.WorkflowTaskTimeouts = append(t.WorkflowTaskTimeouts, fmt.Sprintf("%s after %.3fs", runhistory.TimeoutName(wt.TimeoutType), wt.TimedOut.Sub(killedAt).Seconds()))
 			}
 		}
 		if ts, ok := r.Markers["takeover-start"]; ok {

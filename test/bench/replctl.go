@@ -16,10 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/internal/runhistory"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 	"go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 )
 
 // Agents the harness runs: a1 is the application and source host, b1 the target host, a2
@@ -132,7 +135,7 @@ func (h *replctlHarness) writeScripts() error {
 // startServer starts `replctl server` on a free port with its SQLite file in a temp dir and
 // connects a client.
 func (h *replctlHarness) startServer(ctx context.Context) error {
-	port, err := freePort()
+	port, err := testworld.FreePort()
 	if err != nil {
 		return err
 	}
@@ -411,109 +414,23 @@ func (h *replctlHarness) readMarkers(runID string) (map[string]time.Time, error)
 	return out, nil
 }
 
-// activityRecord is one activity attempt in a run's history.
-type activityRecord struct {
-	Type      string
-	Queue     string
-	Step      string // RunScript: quiesce, resume or takeover
-	Identity  string // worker that started it
-	Scheduled time.Time
-	Started   time.Time
-	Closed    time.Time
-	Outcome   string // completed, failed, timed_out, canceled ("" while open)
-	Result    json.RawMessage
-}
-
 // runHistory is what the bench takes from a run's workflow history.
-type runHistory struct {
-	Start, End time.Time
-	Activities []*activityRecord
-	// WorkflowTaskTimeouts are the times of workflow tasks that timed out, e.g. one sent to
-	// the sticky queue of a dead worker (schedule-to-start).
-	WorkflowTaskTimeouts []workflowTaskTimeout
-}
-
-type workflowTaskTimeout struct {
-	Time time.Time
-	Type string
-}
+type runHistory struct{ *runhistory.History }
 
 func (h *replctlHarness) history(ctx context.Context, wfID, runID string) (*runHistory, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	it := h.c.GetWorkflowHistory(ctx, wfID, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	var events []*historypb.HistoryEvent
-	for it.HasNext() {
-		ev, err := it.Next()
-		if err != nil {
-			return nil, fmt.Errorf("history of %s run %s: %w", wfID, runID, err)
-		}
-		events = append(events, ev)
+	hist, err := runhistory.Load(ctx, h.c, wfID, runID)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s run %s: %w", wfID, runID, err)
 	}
-	return parseHistory(events), nil
+	return &runHistory{hist}, nil
 }
 
-// parseHistory extracts the run's start/end and every activity attempt's timeline.
-func parseHistory(events []*historypb.HistoryEvent) *runHistory {
-	rh := &runHistory{}
-	byID := map[int64]*activityRecord{}
-	for _, ev := range events {
-		t := ev.GetEventTime().AsTime()
-		switch ev.GetEventType() {
-		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-			rh.Start = t
-		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, enums.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
-			enums.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, enums.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
-			enums.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
-			rh.End = t
-		case enums.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
-			rh.WorkflowTaskTimeouts = append(rh.WorkflowTaskTimeouts, workflowTaskTimeout{
-				Time: t, Type: strings.ToLower(strings.TrimPrefix(enums.TimeoutType_name[int32(ev.GetWorkflowTaskTimedOutEventAttributes().GetTimeoutType())], "TIMEOUT_TYPE_")),
-			})
-		case enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-			a := ev.GetActivityTaskScheduledEventAttributes()
-			r := &activityRecord{Type: a.GetActivityType().GetName(), Queue: a.GetTaskQueue().GetName(), Scheduled: t}
-			if r.Type == "RunScript" && len(a.GetInput().GetPayloads()) > 0 {
-				var in struct{ Step string }
-				if json.Unmarshal(a.GetInput().GetPayloads()[0].GetData(), &in) == nil {
-					r.Step = in.Step
-				}
-			}
-			byID[ev.GetEventId()] = r
-			rh.Activities = append(rh.Activities, r)
-		case enums.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-			a := ev.GetActivityTaskStartedEventAttributes()
-			if r := byID[a.GetScheduledEventId()]; r != nil {
-				r.Started, r.Identity = t, a.GetIdentity()
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-			a := ev.GetActivityTaskCompletedEventAttributes()
-			if r := byID[a.GetScheduledEventId()]; r != nil {
-				r.Closed, r.Outcome = t, "completed"
-				if p := a.GetResult().GetPayloads(); len(p) > 0 {
-					r.Result = p[0].GetData()
-				}
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-			if r := byID[ev.GetActivityTaskFailedEventAttributes().GetScheduledEventId()]; r != nil {
-				r.Closed, r.Outcome = t, "failed"
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
-			if r := byID[ev.GetActivityTaskTimedOutEventAttributes().GetScheduledEventId()]; r != nil {
-				r.Closed, r.Outcome = t, "timed_out"
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
-			if r := byID[ev.GetActivityTaskCanceledEventAttributes().GetScheduledEventId()]; r != nil {
-				r.Closed, r.Outcome = t, "canceled"
-			}
-		}
-	}
-	return rh
-}
-
-// find returns the first activity attempt matching typ (and step, for RunScript).
-func (rh *runHistory) find(typ, step string, outcome string) *activityRecord {
-	for _, a := range rh.Activities {
+// find returns the first activity attempt matching typ (and step, for RunScript) with
+// outcome (any outcome, open ones too, when "").
+func (rh *runHistory) find(typ, step string, outcome runhistory.Outcome) *runhistory.Attempt {
+	for _, a := range rh.Attempts {
 		if a.Type == typ && (step == "" || a.Step == step) && (outcome == "" || a.Outcome == outcome) {
 			return a
 		}
@@ -524,28 +441,41 @@ func (rh *runHistory) find(typ, step string, outcome string) *activityRecord {
 // freeze is the application's freeze window from the history: the completion of the
 // quiesce script's activity to the start of the resume script's activity.
 func (rh *runHistory) freeze() (time.Duration, error) {
-	q := rh.find("RunScript", "quiesce", "completed")
-	r := rh.find("RunScript", "resume", "")
+	q := rh.find(activities.RunScriptName, "quiesce", runhistory.Completed)
+	r := rh.find(activities.RunScriptName, "resume", "")
 	if q == nil || r == nil || r.Started.IsZero() {
 		return 0, errors.New("history has no completed quiesce and started resume script")
 	}
 	return r.Started.Sub(q.Closed), nil
 }
 
+// stepName names an attempt's step in the report: the script's step for RunScript, else
+// the activity type in lower case.
+func stepName(a *runhistory.Attempt) string {
+	if a.Type == activities.RunScriptName {
+		return a.Step
+	}
+	return strings.ToLower(a.Type)
+}
+
 // steps is the duration (start to close) of each completed step activity.
 func (rh *runHistory) steps() map[string]float64 {
 	out := map[string]float64{}
-	for _, a := range rh.Activities {
-		if a.Outcome != "completed" || a.Started.IsZero() {
+	for _, a := range rh.Attempts {
+		if a.Outcome != runhistory.Completed || a.Started.IsZero() {
 			continue
 		}
-		name := strings.ToLower(a.Type)
-		if a.Type == "RunScript" {
-			name = a.Step
-		}
-		out[name] += a.Closed.Sub(a.Started).Seconds()
+		out[stepName(a)] += a.Closed.Sub(a.Started).Seconds()
 	}
 	return out
+}
+
+// activityName is an attempt's type, with the script's step for RunScript.
+func activityName(a *runhistory.Attempt) string {
+	if a.Type == activities.RunScriptName && a.Step != "" {
+		return a.Type + " " + a.Step
+	}
+	return a.Type
 }
 
 // timeline describes every activity attempt with times relative to t0.
@@ -557,16 +487,12 @@ func (rh *runHistory) timeline(t0 time.Time) []string {
 		return fmt.Sprintf("%+.3f", t.Sub(t0).Seconds())
 	}
 	var out []string
-	for _, a := range rh.Activities {
-		name := a.Type
-		if a.Step != "" {
-			name += " " + a.Step
-		}
+	for _, a := range rh.Attempts {
 		out = append(out, fmt.Sprintf("%-18s on %-19s scheduled %8s started %8s closed %8s %-9s by %s",
-			name, a.Queue, rel(a.Scheduled), rel(a.Started), rel(a.Closed), a.Outcome, agentOf(a.Identity)))
+			activityName(a), a.Queue, rel(a.Scheduled), rel(a.Started), rel(a.Closed), a.Outcome, agentOf(a.Identity)))
 	}
 	for _, w := range rh.WorkflowTaskTimeouts {
-		out = append(out, fmt.Sprintf("workflow task timed out (%s) at %s", w.Type, rel(w.Time)))
+		out = append(out, fmt.Sprintf("workflow task timed out (%s) at %s", runhistory.TimeoutName(w.TimeoutType), rel(w.TimedOut)))
 	}
 	return out
 }
@@ -580,21 +506,15 @@ func agentOf(identity string) string {
 }
 
 // firstStartBy is the first activity attempt started by identity after t.
-func (rh *runHistory) firstStartBy(identity string, after time.Time) *activityRecord {
-	var best *activityRecord
-	for _, a := range rh.Activities {
-		if a.Identity == identity && a.Started.After(after) && (best == nil || a.Started.Before(best.Started)) {
-			best = a
-		}
-	}
-	return best
+func (rh *runHistory) firstStartBy(identity string, after time.Time) *runhistory.Attempt {
+	return rh.FirstStartBy(func(id string) bool { return id == identity }, after)
 }
 
-// pushStats reads the push result's Files/Reused counters.
+// pushStats reads the completed push's Files/Reused counters.
 func (rh *runHistory) pushStats() (files, reused int64) {
-	if a := rh.find("Push", "", "completed"); a != nil {
-		var res struct{ Files, Reused int64 }
-		if json.Unmarshal(a.Result, &res) == nil {
+	if a := rh.find(activities.PushName, "", runhistory.Completed); a != nil {
+		var res activities.PushResult
+		if converter.GetDefaultDataConverter().FromPayloads(a.Result, &res) == nil {
 			return res.Files, res.Reused
 		}
 	}

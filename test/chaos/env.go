@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 	"github.com/rs/zerolog"
 	"go.temporal.io/api/enums/v1"
@@ -183,7 +183,7 @@ type world struct {
 	bin         string
 	cfgFile     string
 	srvPort     int
-	pki         *worldPKI
+	pki         *testworld.PKI
 	srv         *proc
 	agents      map[string]*agent
 	toxi        *toxiproxy.ApiServer
@@ -208,16 +208,6 @@ func (w *world) hostDir(h string) string {
 	return filepath.Join(w.dir, "hosts", h)
 }
 
-// freePort returns a TCP port on 127.0.0.1 that is free right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("picking a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // newWorld lays out dir (config, scripts, storage) and starts the server, the proxies and the
 // agents. On error the caller still calls teardown.
 func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Duration) (*world, error) {
@@ -239,21 +229,21 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 		return w, err
 	}
 
-	port, err := freePort()
+	port, err := testworld.FreePort()
 	if err != nil {
 		return w, err
 	}
 	w.srvPort = port
 	// Mutual TLS with roles, as in production: each agent presents its own host:<name>
 	// certificate (through its proxy: TLS runs end to end), the harness an operator's.
-	w.pki, err = newWorldPKI(filepath.Join(dir, "tls"))
+	w.pki, err = testworld.NewPKI(filepath.Join(dir, "tls"))
 	if err != nil {
 		return w, fmt.Errorf("TLS certificates: %w", err)
 	}
 	w.srv = &proc{name: "server", bin: bin, logPath: filepath.Join(dir, "logs/server.log"), args: append([]string{
 		"server", "--db", filepath.Join(dir, "t.db"), "--port", strconv.Itoa(port), "--ui-port", "-1",
 		"--server-namespace", "default", "--log-level", "warn",
-	}, w.pki.serverArgs()...)}
+	}, w.pki.ServerArgs()...)}
 	if err := w.startServer(ctx); err != nil {
 		return w, err
 	}
@@ -261,7 +251,7 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 	if err != nil {
 		return w, err
 	}
-	operatorTLS, err := w.pki.clientTLS("operator")
+	operatorTLS, err := w.pki.ClientTLS("operator")
 	if err != nil {
 		return w, err
 	}
@@ -275,7 +265,7 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 
 	w.toxi = toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.New(io.Discard))
 	for _, h := range hosts {
-		pp, err := freePort()
+		pp, err := testworld.FreePort()
 		if err != nil {
 			return w, err
 		}
@@ -283,7 +273,7 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 		if err := px.Start(); err != nil {
 			return w, fmt.Errorf("proxy of agent %s on port %d: %w", h, pp, err)
 		}
-		tlsArgs, err := w.pki.clientArgs("host:" + h)
+		tlsArgs, err := w.pki.ClientArgs("host:" + h)
 		if err != nil {
 			return w, err
 		}

@@ -12,30 +12,12 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/replctl/replctl/workflows"
 )
 
-// workflowTask is the Type and Step of the workflow tasks loadHistory reports.
-const workflowTask = "WorkflowTask"
-
-// attempt is one activity of a run as its history tells it, or a workflow task that timed
-// out (Type workflowTask).
-type attempt struct {
-	ScheduledID int64
-	Type        string // Plan, RunScript, Push, Pull
-	Step        string // quiesce, resume, takeover, push, pull, plan
-	Queue       string
-	Scheduled   time.Time
-	Started     time.Time // zero if it never started
-	Identity    string    // worker that started it
-	Closed      time.Time
-	Outcome     string // completed, failed: …, timed out (Heartbeat), ...
-	TimedOut    enums.TimeoutType
-	Epoch       int64 // Pull attempts only
-}
-
-// agent is the host whose agent started the attempt ("" if none did).
-func (a *attempt) agent() string { return hostOf(a.Identity) }
+// agentOf is the host whose agent started the attempt ("" if none did).
+func agentOf(a *runhistory.Attempt) string { return hostOf(a.Identity) }
 
 // hostOf is the host whose agent has identity id ("" if none).
 func hostOf(id string) string {
@@ -43,117 +25,55 @@ func hostOf(id string) string {
 	return host
 }
 
-// loadHistory reads a run's activity attempts (and timed-out workflow tasks) in order.
-func loadHistory(ctx context.Context, c client.Client, id, runID string) ([]*attempt, error) {
-	dc := converter.GetDefaultDataConverter()
-	it := c.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	byID := map[int64]*attempt{}
-	wfTasks := map[int64]*attempt{}
-	var out []*attempt
-	for it.HasNext() {
-		ev, err := it.Next()
-		if err != nil {
-			return nil, fmt.Errorf("reading history of %s/%s: %w", id, runID, err)
-		}
-		t := ev.GetEventTime().AsTime()
-		switch ev.GetEventType() {
-		case enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-			at := ev.GetActivityTaskScheduledEventAttributes()
-			a := &attempt{ScheduledID: ev.GetEventId(), Type: at.GetActivityType().GetName(), Queue: at.GetTaskQueue().GetName(), Scheduled: t}
-			switch a.Type {
-			case activities.RunScriptName:
-				var in activities.ScriptInput
-				if err := dc.FromPayloads(at.GetInput(), &in); err == nil {
-					a.Step = in.Step
-				}
-			case activities.PullName:
-				var in activities.PullInput
-				if err := dc.FromPayloads(at.GetInput(), &in); err != nil {
-					return nil, fmt.Errorf("decoding Pull input (event %d): %w", ev.GetEventId(), err)
-				}
-				a.Step, a.Epoch = "pull", in.Epoch
-			case activities.PushName:
-				a.Step = "push"
-			case activities.PrecopyName:
-				a.Step = "precopy"
-			case activities.PlanName:
-				a.Step = "plan"
-			}
-			byID[a.ScheduledID] = a
-			out = append(out, a)
-		case enums.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-			at := ev.GetActivityTaskStartedEventAttributes()
-			if a := byID[at.GetScheduledEventId()]; a != nil {
-				a.Started, a.Identity = t, at.GetIdentity()
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-			if a := byID[ev.GetActivityTaskCompletedEventAttributes().GetScheduledEventId()]; a != nil {
-				a.Closed, a.Outcome = t, "completed"
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-			at := ev.GetActivityTaskFailedEventAttributes()
-			if a := byID[at.GetScheduledEventId()]; a != nil {
-				a.Closed, a.Outcome = t, "failed: "+truncate(at.GetFailure().GetMessage(), 120)
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
-			at := ev.GetActivityTaskTimedOutEventAttributes()
-			if a := byID[at.GetScheduledEventId()]; a != nil {
-				tt := at.GetFailure().GetTimeoutFailureInfo().GetTimeoutType()
-				if tt == enums.TIMEOUT_TYPE_UNSPECIFIED {
-					tt = at.GetFailure().GetCause().GetTimeoutFailureInfo().GetTimeoutType()
-				}
-				a.Closed, a.Outcome, a.TimedOut = t, "timed out ("+tt.String()+")", tt
-			}
-		case enums.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
-			at := ev.GetWorkflowTaskScheduledEventAttributes()
-			q := at.GetTaskQueue().GetName()
-			if at.GetTaskQueue().GetKind() == enums.TASK_QUEUE_KIND_STICKY {
-				q = "sticky queue of " + at.GetTaskQueue().GetNormalName()
-			}
-			wfTasks[ev.GetEventId()] = &attempt{ScheduledID: ev.GetEventId(), Type: workflowTask, Step: workflowTask, Queue: q, Scheduled: t}
-		case enums.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
-			// Only timed-out workflow tasks are kept: they delay the run (e.g. a task
-			// waiting on the sticky queue of an agent that is gone).
-			at := ev.GetWorkflowTaskTimedOutEventAttributes()
-			if a := wfTasks[at.GetScheduledEventId()]; a != nil {
-				a.Closed, a.Outcome, a.TimedOut = t, "timed out ("+at.GetTimeoutType().String()+")", at.GetTimeoutType()
-				out = append(out, a)
-			}
-		case enums.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
-			if a := byID[ev.GetActivityTaskCanceledEventAttributes().GetScheduledEventId()]; a != nil {
-				a.Closed, a.Outcome = t, "cancelled"
-			}
+// loadHistory reads a run's activity attempts and timed-out workflow tasks. Every Pull
+// attempt must carry its epoch (the stale_accepted check reads it).
+func loadHistory(ctx context.Context, c client.Client, id, runID string) (*runhistory.History, error) {
+	h, err := runhistory.Load(ctx, c, id, runID)
+	if err != nil {
+		return nil, fmt.Errorf("reading history of %s/%s: %w", id, runID, err)
+	}
+	for _, a := range h.Attempts {
+		if a.Type == activities.PullName && a.Pull == nil {
+			return nil, fmt.Errorf("decoding Pull input (event %d) of %s/%s", a.ScheduledID, id, runID)
 		}
 	}
-	return out, nil
+	return h, nil
+}
+
+// outcome says how an attempt ended: completed, failed: <message>, timed out (<type>),
+// cancelled, or "" while it is open.
+func outcome(a *runhistory.Attempt) string {
+	switch a.Outcome {
+	case runhistory.Failed:
+		return "failed: " + truncate(a.Failure.GetMessage(), 120)
+	case runhistory.TimedOut:
+		return "timed out (" + a.TimeoutType.String() + ")"
+	case runhistory.Canceled:
+		return "cancelled"
+	}
+	return string(a.Outcome)
 }
 
 // maxEpoch is the highest epoch issued to a Pull attempt of the run (0 if none).
-func maxEpoch(as []*attempt) int64 {
+func maxEpoch(h *runhistory.History) int64 {
 	var m int64
-	for _, a := range as {
-		if a.Type == activities.PullName && a.Epoch > m {
-			m = a.Epoch
+	for _, a := range h.Attempts {
+		if a.Pull != nil && a.Pull.Epoch > m {
+			m = a.Pull.Epoch
 		}
 	}
 	return m
 }
 
 // firstStartBy is the first attempt started by host's agent after t.
-func firstStartBy(as []*attempt, host string, after time.Time) *attempt {
-	var best *attempt
-	for _, a := range as {
-		if a.agent() == host && !a.Started.IsZero() && a.Started.After(after) && (best == nil || a.Started.Before(best.Started)) {
-			best = a
-		}
-	}
-	return best
+func firstStartBy(h *runhistory.History, host string, after time.Time) *runhistory.Attempt {
+	return h.FirstStartBy(func(id string) bool { return hostOf(id) == host }, after)
 }
 
 // lostAttempt is host's first attempt the server timed out after the fault.
-func lostAttempt(as []*attempt, host string, after time.Time) *attempt {
-	for _, a := range as {
-		if a.agent() == host && a.Type != workflowTask && a.TimedOut != enums.TIMEOUT_TYPE_UNSPECIFIED && a.Closed.After(after) {
+func lostAttempt(h *runhistory.History, host string, after time.Time) *runhistory.Attempt {
+	for _, a := range h.Attempts {
+		if agentOf(a) == host && a.TimeoutType != enums.TIMEOUT_TYPE_UNSPECIFIED && a.Closed.After(after) {
 			return a
 		}
 	}
@@ -162,15 +82,15 @@ func lostAttempt(as []*attempt, host string, after time.Time) *attempt {
 
 // stepDurations returns, per step, how long its first attempt ran, when that attempt
 // completed (a taker's attempt reuses the lost one's work and says little about the step).
-func stepDurations(as []*attempt) map[string]time.Duration {
+func stepDurations(h *runhistory.History) map[string]time.Duration {
 	out := map[string]time.Duration{}
 	seen := map[string]bool{}
-	for _, a := range as {
-		if seen[a.Step] || a.Type == workflowTask {
+	for _, a := range h.Attempts {
+		if seen[a.Step] {
 			continue
 		}
 		seen[a.Step] = true
-		if a.Outcome == "completed" && !a.Started.IsZero() {
+		if a.Outcome == runhistory.Completed && !a.Started.IsZero() {
 			out[a.Step] = a.Closed.Sub(a.Started)
 		}
 	}

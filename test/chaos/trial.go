@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
+	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -305,8 +306,8 @@ func (h *harness) waitTakeover(ctx context.Context, wt *watcher, r *trialResult)
 			as, err := loadHistory(hctx, h.w.c, wt.id, wt.runID)
 			cancel()
 			if err == nil {
-				for _, a := range as {
-					if who := a.agent(); who != "" && who != r.victim && a.Started.After(r.faultAt) {
+				for _, a := range as.Attempts {
+					if who := agentOf(a); who != "" && who != r.victim && a.Started.After(r.faultAt) {
 						return
 					}
 				}
@@ -364,6 +365,7 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 	cancel()
 	if err != nil {
 		r.problem("reading the run's history: %v", err)
+		hist = &runhistory.History{}
 	}
 	if r.completed {
 		for step, d := range stepDurations(hist) {
@@ -394,15 +396,13 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 			break
 		}
 	}
-	for _, a := range hist {
-		if a.Type == workflowTask {
-			r.wfTimeouts = append(r.wfTimeouts, a.TimedOut.String())
-			r.note("workflow task on %s scheduled %s %s after %s", a.Queue, a.Scheduled.Local().Format("15:04:05.000"), a.Outcome, secs(a.Closed.Sub(a.Scheduled)))
-		}
+	for _, w := range hist.WorkflowTaskTimeouts {
+		r.wfTimeouts = append(r.wfTimeouts, w.TimeoutType.String())
+		r.note("workflow task on %s scheduled %s timed out (%s) after %s", w.Queue, w.Scheduled.Local().Format("15:04:05.000"), w.TimeoutType, secs(w.TimedOut.Sub(w.Scheduled)))
 	}
 	if r.missed == "" && !r.faultAt.IsZero() && r.kind != kindDeadQueue && r.kind != kindRestart {
-		for _, a := range hist {
-			if a.Step == r.step && a.agent() == r.victim && a.Outcome == "completed" && a.Closed.Before(r.faultAt) {
+		for _, a := range hist.Attempts {
+			if a.Step == r.step && agentOf(a) == r.victim && a.Outcome == runhistory.Completed && a.Closed.Before(r.faultAt) {
 				r.late = true
 				r.note("step %s had completed on %s %s before the fault: the fault hit what came next", r.step, r.victim, secs(r.faultAt.Sub(a.Closed)))
 				break
@@ -414,8 +414,8 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 	}
 	// Dead queue: a step scheduled on a queue nobody polls → the next agent's start.
 	if r.kind == kindDeadQueue {
-		for _, a := range hist {
-			if a.TimedOut != enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
+		for _, a := range hist.Attempts {
+			if a.TimeoutType != enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
 				continue
 			}
 			host, _ := workflows.HostOfQueue(a.Queue)
@@ -521,9 +521,9 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 		}
 	}
 	if !r.completed || (r.kind == kindDeadQueue && len(r.dead) == 0) {
-		for _, a := range hist {
-			if a.Outcome != "completed" && a.Type != workflowTask {
-				r.note("attempt %s/%s on %s by %q: %s", a.Type, a.Step, a.Queue, a.agent(), a.Outcome)
+		for _, a := range hist.Attempts {
+			if a.Outcome != runhistory.Completed {
+				r.note("attempt %s/%s on %s by %q: %s", a.Type, a.Step, a.Queue, agentOf(a), outcome(a))
 			}
 		}
 	}

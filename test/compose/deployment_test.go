@@ -14,7 +14,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +29,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -95,7 +95,9 @@ func up(t *testing.T) *deployment {
 	// The published ports are picked free here but bound later by Docker: another process
 	// may take one in between, then try other ports.
 	for attempt := 1; ; attempt++ {
-		d.port = freePort(t)
+		port, err := testworld.FreePort()
+		require.NoError(t, err)
+		d.port = port
 		d.env = append(os.Environ(),
 			"COMPOSE_PROJECT_NAME="+d.project,
 			"REPLCTL_TEMPORAL_PORT="+strconv.Itoa(d.port),
@@ -354,14 +356,6 @@ func operatorTLS(t *testing.T) *tls.Config {
 func operatorArgs() []string {
 	dir := filepath.Join(keysDir(), "tls/operator")
 	return []string{"--tls-ca", filepath.Join(dir, "ca.pem"), "--tls-cert", filepath.Join(dir, "operator.pem"), "--tls-key", filepath.Join(dir, "operator.key")}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // quietLogger drops the SDK client's logs (retries while the server starts).

@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/replctl/replctl/internal/testworld"
 )
 
 // startTimeout bounds how long we wait for sshd to report it is listening.
@@ -87,7 +89,7 @@ func Start(t testing.TB) *Server {
 	// can take it in between: retry a few times.
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := testworld.FreePort()
 		if err != nil {
 			t.Fatalf("sshtest: picking a port: %v", err)
 		}
@@ -286,15 +288,6 @@ func findTool(t testing.TB, name, usual string) string {
 	}
 	t.Skip(msg)
 	return ""
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func portOf(addr string) string {

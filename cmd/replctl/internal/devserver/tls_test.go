@@ -2,108 +2,51 @@ package devserver
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 )
 
-// pki is a test CA with a server certificate (127.0.0.1, localhost), a client certificate it
-// signed, and a client certificate of another CA, all as PEM files in a temp dir.
+// pki is a test PKI (testworld.PKI: a CA with a server certificate for 127.0.0.1 and
+// localhost), a client certificate it signed, and a client certificate of another CA, all as
+// PEM files in a temp dir.
 type pki struct {
 	ca                        string
 	serverCert, serverKey     string
 	clientCert, clientKey     string // CN "operator"
 	strangerCert, strangerKey string
 
-	dir    string
-	caCert *x509.Certificate
-	caKey  *ecdsa.PrivateKey
+	pki *testworld.PKI
 }
 
 // client makes a client certificate of the test CA with common name cn (a role).
 func (p pki) client(t *testing.T, cn string) (certFile, keyFile string) {
 	t.Helper()
-	return pkiLeafCN(t, p.dir, strings.NewReplacer(":", "-").Replace(cn), cn, p.caCert, p.caKey,
-		&x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	certFile, keyFile, err := p.pki.Client(cn)
+	require.NoError(t, err)
+	return certFile, keyFile
 }
 
 func newPKI(t *testing.T) pki {
 	t.Helper()
-	dir := t.TempDir()
-	caCert, caKey := pkiCA(t, "test CA")
-	otherCert, otherKey := pkiCA(t, "other CA")
-	p := pki{ca: filepath.Join(dir, "ca.pem"), dir: dir, caCert: caCert, caKey: caKey}
-	pkiWriteCert(t, p.ca, caCert)
-	p.serverCert, p.serverKey = pkiLeaf(t, dir, "server", caCert, caKey, &x509.Certificate{
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	p.clientCert, p.clientKey = pkiLeafCN(t, dir, "client", RoleOperator, caCert, caKey, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	p.strangerCert, p.strangerKey = pkiLeaf(t, dir, "stranger", otherCert, otherKey, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	w, err := testworld.NewPKI(t.TempDir())
+	require.NoError(t, err)
+	other, err := testworld.NewPKI(t.TempDir())
+	require.NoError(t, err)
+	p := pki{ca: w.CA, serverCert: w.ServerCert, serverKey: w.ServerKey, pki: w}
+	p.clientCert, p.clientKey = p.client(t, RoleOperator)
+	p.strangerCert, p.strangerKey, err = other.Client("stranger")
+	require.NoError(t, err)
 	return p
-}
-
-func pkiCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return cert, key
-}
-
-func pkiLeaf(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate) (certFile, keyFile string) {
-	t.Helper()
-	return pkiLeafCN(t, dir, name, name, ca, caKey, tmpl)
-}
-
-// pkiLeafCN is pkiLeaf with a common name other than the file name.
-func pkiLeafCN(t *testing.T, dir, name, cn string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
-	tmpl.Subject = pkix.Name{CommonName: cn}
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
-	pkiWriteCert(t, certFile, cert)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
-	return certFile, keyFile
-}
-
-func pkiWriteCert(t *testing.T, file string, cert *x509.Certificate) {
-	t.Helper()
-	require.NoError(t, os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644))
 }
 
 // lazyTLSClient is tlsClient without the dial-time call: the first call connects.
