@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -96,12 +97,8 @@ func runCancel(ctx context.Context, f *Factory, o *CancelOptions) error {
 	if d, err := c.DescribeWorkflowExecution(ctx, id, runID); err == nil {
 		final.ExecutionStatus = executionStatusName(d.GetWorkflowExecutionInfo().GetStatus())
 	}
-	if o.Output == "json" {
-		if err := f.PrintJSON(final); err != nil {
-			return err
-		}
-	} else {
-		printStatus(f.Out, final)
+	if err := f.Render(o.Output, final, func(w io.Writer) { printStatus(w, final) }); err != nil {
+		return err
 	}
 	if st.QuiescedHost != "" {
 		return &ExitError{Code: ExitLeftQuiesce, Err: fmt.Errorf("run %s of job %s ended %s and HOST %s WAS LEFT QUIESCED: run its resume script by hand", runID, o.Job, st.Phase, st.QuiescedHost)}

@@ -141,11 +141,7 @@ func runHistory(ctx context.Context, f *Factory, o *HistoryOptions) error {
 			}
 		}
 	}
-	if o.Output == "json" {
-		return f.PrintJSON(v)
-	}
-	printHistory(f.Out, v)
-	return nil
+	return f.Render(o.Output, v, func(w io.Writer) { printHistory(w, v) })
 }
 
 // checkCodecKey fails when the run's input was encrypted with another payload codec key

@@ -100,6 +100,16 @@ func (f *Factory) PrintJSON(v any) error {
 	return nil
 }
 
+// Render prints a command's result: v as JSON under -o json (PrintJSON), else table writes
+// the human view to f.Out. One place decides between the two for every command.
+func (f *Factory) Render(output string, v any, table func(w io.Writer)) error {
+	if output == "json" {
+		return f.PrintJSON(v)
+	}
+	table(f.Out)
+	return nil
+}
+
 // execute runs root as the program does and returns the command's error. When the
 // command that ran was given -o json, stdout gets its result on success and the error
 // object (jsonFailure) on failure; the caller still reports the error on stderr and

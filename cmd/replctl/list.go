@@ -160,11 +160,7 @@ func runList(ctx context.Context, f *Factory, o *ListOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.Output == "json" {
-		return f.PrintJSON(rows)
-	}
-	printRuns(f.Out, rows)
-	return nil
+	return f.Render(o.Output, rows, func(w io.Writer) { printRuns(w, rows) })
 }
 
 // listRuns pages through the visibility API until limit runs are found.

@@ -96,11 +96,7 @@ func runReplicas(f *Factory, o *ReplicasOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.Output == "json" {
-		return f.PrintJSON(v)
-	}
-	printReplicas(f.Out, v)
-	return nil
+	return f.Render(o.Output, v, func(w io.Writer) { printReplicas(w, v) })
 }
 
 // targetRoot is the job's target storage path as this machine sees it (from the config),

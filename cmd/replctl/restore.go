@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -61,11 +62,9 @@ func runRestore(ctx context.Context, f *Factory, o *RestoreOptions) error {
 		workflows.RestoreInput{Job: o.Job, Image: o.Image, To: o.To, By: whoAmI()}, &res, "restore of "+o.Job); err != nil {
 		return err
 	}
-	if o.Output == "json" {
-		return f.PrintJSON(res.Result)
-	}
 	r := res.Result
-	fmt.Fprintf(f.Out, "image %s restored to %s: %d files, %s, verified=%t, by agent %s in %s\n",
-		r.Image, r.Path, r.Files, humanBytes(r.Bytes), r.Verified, r.Agent, r.Duration.Round(1e6))
-	return nil
+	return f.Render(o.Output, r, func(w io.Writer) {
+		fmt.Fprintf(w, "image %s restored to %s: %d files, %s, verified=%t, by agent %s in %s\n",
+			r.Image, r.Path, r.Files, humanBytes(r.Bytes), r.Verified, r.Agent, r.Duration.Round(1e6))
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -179,11 +180,7 @@ func reportScheduleAction(f *Factory, o *ScheduleOptions, id string, err error, 
 	if err != nil {
 		return scheduleActionError(o, id, err)
 	}
-	if o.Output == "json" {
-		return f.PrintJSON(scheduleActionJSON(o, id, msg))
-	}
-	fmt.Fprintln(f.Out, msg)
-	return nil
+	return f.Render(o.Output, scheduleActionJSON(o, id, msg), func(w io.Writer) { fmt.Fprintln(w, msg) })
 }
 
 // scheduleActionJSON is the -o json output of an action on a schedule.

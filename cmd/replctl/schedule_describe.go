@@ -30,11 +30,7 @@ func runScheduleDescribe(ctx context.Context, f *Factory, cfg *config.Config, c 
 	if err != nil {
 		return err
 	}
-	if o.Output == "json" {
-		return f.PrintJSON(v)
-	}
-	printScheduleView(f.Out, v)
-	return nil
+	return f.Render(o.Output, v, func(w io.Writer) { printScheduleView(w, v) })
 }
 
 func describeSchedule(ctx context.Context, c client.Client, cfg *config.Config, job string) (*scheduleView, error) {

@@ -30,11 +30,7 @@ func runScheduleList(ctx context.Context, f *Factory, cfg *config.Config, c clie
 	if err != nil {
 		return err
 	}
-	if o.Output == "json" {
-		return f.PrintJSON(views)
-	}
-	printScheduleList(f.Out, views)
-	return nil
+	return f.Render(o.Output, views, func(w io.Writer) { printScheduleList(w, views) })
 }
 
 // serverScheduleIDs lists the IDs of the server's replctl schedules (jobs' and

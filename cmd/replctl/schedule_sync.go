@@ -27,12 +27,8 @@ func NewCmdScheduleSync(f *Factory, runF func(*ScheduleOptions) error) *cobra.Co
 // runScheduleSync prints the report even when some schedules failed: the others were synced.
 func runScheduleSync(ctx context.Context, f *Factory, cfg *config.Config, c client.Client, o *ScheduleOptions) error {
 	changes, err := schedsync.Sync(ctx, schedsync.Temporal(c.ScheduleClient()), cfg, o.DryRun)
-	if o.Output == "json" {
-		if jerr := f.PrintJSON(changes); jerr != nil {
-			return jerr
-		}
-	} else {
-		printScheduleChanges(f.Out, changes, o.DryRun)
+	if rerr := f.Render(o.Output, changes, func(w io.Writer) { printScheduleChanges(w, changes, o.DryRun) }); rerr != nil {
+		return rerr
 	}
 	return err
 }

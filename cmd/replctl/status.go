@@ -162,11 +162,7 @@ func runStatus(cmd *cobra.Command, f *Factory, o *StatusOptions) error {
 	if v.Warning != "" && v.ExecutionStatus == "running" {
 		return fmt.Errorf("%s", v.Warning)
 	}
-	if o.Output == "json" {
-		return f.PrintJSON(v)
-	}
-	printStatus(f.Out, v)
-	return nil
+	return f.Render(o.Output, v, func(w io.Writer) { printStatus(w, v) })
 }
 
 // jobOfRun finds the job of a run ID through the visibility API.

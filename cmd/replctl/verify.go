@@ -77,12 +77,8 @@ func runVerify(ctx context.Context, f *Factory, o *VerifyOptions) error {
 		workflows.VerifyInput{Job: o.Job, Replica: o.Replica, All: o.All, Repair: o.Repair}, &res, what); err != nil {
 		return err
 	}
-	if o.Output == "json" {
-		if err := f.PrintJSON(res.Result); err != nil {
-			return err
-		}
-	} else {
-		printVerify(f.Out, res)
+	if err := f.Render(o.Output, res.Result, func(w io.Writer) { printVerify(w, res) }); err != nil {
+		return err
 	}
 	return verifyOutcome(o.Job, res)
 }
