@@ -605,10 +605,7 @@ func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult,
 func (a *Agent) repoConfig(r RepoLocation) dataplane.RepoConfig {
 	cfg := dataplane.RepoConfig{Dir: r.Dir, PasswordFile: r.PasswordFile, ClientDir: filepath.Join(a.StateDir, "repositories")}
 	for _, h := range r.Via {
-		cfg.Remote = append(cfg.Remote, dataplane.RemoteHost{
-			Name: h.Name, Address: h.SSH.Address, User: h.SSH.User, KeyFile: h.SSH.KeyFile,
-			KnownHostsFile: h.SSH.KnownHostsFile, ConnectTimeout: h.SSH.ConnectTimeout, Dir: h.Dir,
-		})
+		cfg.Remote = append(cfg.Remote, dataplane.RemoteHost{Name: h.Name, Target: h.SSH, Dir: h.Dir})
 	}
 	return cfg
 }

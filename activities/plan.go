@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/replctl/replctl/activities/hostexec"
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/ids"
 )
@@ -168,13 +169,14 @@ type Mount struct {
 	Path    string
 }
 
-// SSH says how to reach a host's shell; nil means its scripts run as local processes.
-type SSH struct {
-	Address        string
-	User           string
-	KeyFile        string
-	KnownHostsFile string
-	ConnectTimeout time.Duration
+// SSH says how to reach a host's shell; nil means its scripts run as local processes. It is
+// hostexec.Target itself (an alias, so its JSON in recorded plans is unchanged).
+type SSH = hostexec.Target
+
+// sshTarget converts the config file's SSH section into the target activities dial: the one
+// conversion from config.SSH.
+func sshTarget(s *config.SSH) SSH {
+	return SSH{Address: s.Address, User: s.User, KeyFile: s.Key, KnownHostsFile: s.KnownHosts, ConnectTimeout: s.Timeout}
 }
 
 // NewPlan resolves job against cfg. It is pure: the Plan activity calls it on an agent.
@@ -267,11 +269,10 @@ func repoVia(cfg *config.Config, p Plan) []RepoHost {
 		if !ok {
 			continue
 		}
-		ssh := h.Connect.SSH
 		via = append(via, RepoHost{
 			Name: h.Name,
 			Dir:  filepath.Join(root, filepath.FromSlash(p.Repository.Path)),
-			SSH:  SSH{Address: ssh.Address, User: ssh.User, KeyFile: ssh.Key, KnownHostsFile: ssh.KnownHosts, ConnectTimeout: ssh.Timeout},
+			SSH:  sshTarget(h.Connect.SSH),
 		})
 	}
 	return via
@@ -283,8 +284,9 @@ func hostPlan(h *config.Host) HostPlan {
 	for _, s := range sortedKeys(h.Attach) {
 		hp.Mounts = append(hp.Mounts, Mount{Storage: s, Path: h.Attach[s]})
 	}
-	if ssh := h.Connect.SSH; ssh != nil {
-		hp.SSH = &SSH{Address: ssh.Address, User: ssh.User, KeyFile: ssh.Key, KnownHostsFile: ssh.KnownHosts, ConnectTimeout: ssh.Timeout}
+	if h.Connect.SSH != nil {
+		t := sshTarget(h.Connect.SSH)
+		hp.SSH = &t
 	}
 	return hp
 }

@@ -175,7 +175,8 @@ func (a *Agent) scriptRequest(in ScriptInput) hostexec.Request {
 	}
 	// Our own host's scripts always run locally, even if others reach us over SSH.
 	if in.Host.SSH != nil && in.Host.Name != a.Host {
-		req.SSH = &hostexec.SSHTarget{Address: in.Host.SSH.Address, User: in.Host.SSH.User, KeyFile: in.Host.SSH.KeyFile, KnownHostsFile: in.Host.SSH.KnownHostsFile, ConnectTimeout: in.Host.SSH.ConnectTimeout}
+		t := *in.Host.SSH
+		req.SSH = &t
 	}
 	return req
 }
