@@ -371,8 +371,9 @@ type PullInput struct {
 	// relative to the target root.
 	ResumeFrom string
 	Keep       int
-	// Verify is "changed" (default) or "full".
-	Verify string
+	// Verify is the plan's (the job's config): the agent refuses any other, so it is never
+	// "" (the data plane's default, the config's, is VerifyChanged).
+	Verify dataplane.VerifyMode
 	// SourceDataset and KeepImages: after publishing, images of the job beyond the newest
 	// KeepImages are deleted from the repository (0 = keep all).
 	SourceDataset string

@@ -399,7 +399,7 @@ func (a *Agent) authorizePull(ctx context.Context, in PullInput) (string, RepoLo
 	if err := g.retention(in.Keep, in.KeepWithin); err != nil {
 		return "", RepoLocation{}, "", err
 	}
-	if err := g.same("Verify", in.Verify, p.Verify); err != nil {
+	if err := g.same("Verify", string(in.Verify), string(p.Verify)); err != nil {
 		return "", RepoLocation{}, "", err
 	}
 	repo, err := g.repo(in.Repo)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/replctl/replctl/activities/hostexec"
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/ids"
@@ -24,8 +25,8 @@ type Plan struct {
 	Hosts             []HostPlan
 	Timeouts          Timeouts
 	OnUnreachableHost string
-	// Verify is "changed" or "full": see config.Job.Verify.
-	Verify string
+	// Verify is config.Job.Verify: dataplane.VerifyChanged or VerifyFull.
+	Verify dataplane.VerifyMode
 	// Precopy is "auto", "always" or "never": see config.Job.Precopy.
 	Precopy string `json:",omitempty"`
 	// OnUnsupported is "fail" or "skip": see config.Job.OnUnsupported ("" in plans recorded
@@ -195,7 +196,7 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		Order:             Order{Application: clone(j.Order.Application), Source: clone(j.Order.Source), Target: clone(targets[0].Order)},
 		Timeouts:          Timeouts{Heartbeat: j.Timeouts.Heartbeat, ScheduleToStart: j.Timeouts.ScheduleToStart, StartToClose: j.Timeouts.StartToClose, StorageRetry: j.Timeouts.StorageRetry},
 		OnUnreachableHost: j.OnUnreachableHost,
-		Verify:            j.Verify,
+		Verify:            dataplane.VerifyMode(j.Verify),
 		Precopy:           j.Precopy,
 		OnUnsupported:     j.OnUnsupported,
 		Retention:         Retention{Replicas: j.Retention.Replicas, Images: j.Retention.Images, ReplicasWithin: j.Retention.ReplicasWithin, ImagesWithin: j.Retention.ImagesWithin},

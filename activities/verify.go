@@ -165,7 +165,7 @@ func (a *Agent) repairReplica(ctx context.Context, in VerifyInput, l *lease, r d
 	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
 		Repo: a.repoConfig(in.Repo), Job: in.Job, ImageID: r.Image, TargetRoot: in.TargetRoot,
 		Dataset: in.Dataset, SourceDataset: source, ReplicaName: name, Epoch: in.Epoch,
-		Agent: a.Host, OnUnsupported: onUnsupported, Replaces: r.Name,
+		Agent: a.Host, OnUnsupported: onUnsupported, Replaces: r.Name, Verify: dataplane.VerifyFull,
 	}, func(p dataplane.Progress) {
 		pr := fromDataplane("verify", a.Host, p, "", in.Epoch)
 		pr.Dataset = in.Dataset

@@ -45,10 +45,10 @@ type PullRequest struct {
 	// xattr its filesystem does not keep, a device as non-root): "fail" (default) or "skip"
 	// (left out; the replica is incomplete and says so).
 	OnUnsupported string
-	// Verify is "full" (default: every file's content is checked) or
-	// "changed" (content of files hard-linked from the verified current
-	// replica with an unchanged object ID is not re-read).
-	Verify string
+	// Verify is how much of the replica is checked against the image before publish:
+	// VerifyChanged (default, as in the config) or VerifyFull. A repair (Replaces) is
+	// always VerifyFull.
+	Verify VerifyMode
 	// WriteDeadline, if set, is when this attempt must stop writing: no write
 	// or publish after it (ErrFenced).
 	WriteDeadline time.Time
@@ -275,7 +275,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 		dirCache:   map[string]cachedDir{},
 		cacheLeft:  dirCacheEntries,
-		hashWrites: req.Verify == "changed",
+		hashWrites: req.Verify == VerifyChanged,
 		replaced:   replaced,
 	}
 	p.useExtras(extras, req.Job, req.OnUnsupported == OnUnsupportedSkip)
@@ -359,7 +359,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		res.Incomplete, res.Refused = true, &p.refused
 		r.log("target refused entries; replica incomplete", "dataset", req.Dataset, "summary", p.refused.String())
 	}
-	if req.Verify == "changed" {
+	if req.Verify == VerifyChanged {
 		vo.skipContent = func(dir string, d object.ID, i int) bool {
 			return p.trustOf(dir, d, i)&trustContent != 0
 		}
