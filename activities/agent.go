@@ -390,6 +390,16 @@ type PullInput struct {
 	KeepImagesWithin time.Duration `json:",omitempty"`
 }
 
+// replicaRetention is what the pull keeps of the target's replicas.
+func (in PullInput) replicaRetention() dataplane.Retention {
+	return dataplane.Retention{Last: in.Keep, Within: in.KeepWithin}
+}
+
+// imageRetention is what the pull keeps of the source dataset's images.
+func (in PullInput) imageRetention() dataplane.Retention {
+	return dataplane.Retention{Last: in.KeepImages, Within: in.KeepImagesWithin}
+}
+
 // PullResult names the replica a pull published.
 type PullResult struct {
 	Agent       string
@@ -484,8 +494,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		ResumeFrom:    resumeFrom,
 		Verify:        in.Verify,
 		OnUnsupported: onUnsupported,
-		Keep:          in.Keep,
-		KeepWithin:    in.KeepWithin,
+		Keep:          in.replicaRetention(),
 		Defer:         in.Defer || in.InPlace,
 	}, func(p dataplane.Progress) {
 		pr := fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)
@@ -506,7 +515,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	if in.KeepImages > 0 && !in.InPlace {
 		// Image retention is housekeeping: the replica is published, a failure here only
 		// leaves older images for the next run (or maintenance) to prune.
-		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, dataplane.Retention{Last: in.KeepImages, Within: in.KeepImagesWithin}); perr != nil {
+		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, in.imageRetention()); perr != nil {
 			activity.GetLogger(ctx).Warn("image retention failed", "job", in.Job, "error", perr)
 		} else if n > 0 {
 			activity.GetLogger(ctx).Info("pruned images", "job", in.Job, "deleted", n)

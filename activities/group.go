@@ -46,7 +46,7 @@ func (a *Agent) PublishGroup(ctx context.Context, in PublishGroupInput) (Publish
 	}
 	res, err := dataplane.PublishGroup(ctx, dataplane.GroupPublishRequest{
 		TargetRoot: in.TargetRoot, Job: in.Job, ReplicaName: in.ReplicaName, Datasets: in.Datasets,
-		Epoch: in.Epoch, Agent: a.Host, Keep: in.Keep, KeepWithin: in.KeepWithin,
+		Epoch: in.Epoch, Agent: a.Host, Keep: dataplane.Retention{Last: in.Keep, Within: in.KeepWithin},
 	})
 	observe(ctx, in.Job, "publish", start, err, 0, 0)
 	if err != nil {

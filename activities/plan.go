@@ -126,13 +126,21 @@ type Timeouts struct {
 	StorageRetry time.Duration `json:",omitempty"`
 }
 
-// Retention says which replicas and images a job keeps: the newest Replicas/Images plus
-// those younger than ReplicasWithin/ImagesWithin (0 = off), see config.Retention.
+// Retention is config.Retention as recorded in a plan (its field names are JSON keys in run
+// histories): the newest Replicas/Images plus those younger than ReplicasWithin/ImagesWithin
+// (0 = off). Pull inputs carry it field by field, and the data plane applies it as one
+// dataplane.Retention per kind (PullInput.replicaRetention, imageRetention).
 type Retention struct {
 	Replicas       int
 	Images         int
 	ReplicasWithin time.Duration
 	ImagesWithin   time.Duration
+}
+
+// retention converts the config's retention (KeepWithin is already spread over the two kinds
+// by config.Validate).
+func retention(r config.Retention) Retention {
+	return Retention{Replicas: r.Replicas, Images: r.Images, ReplicasWithin: r.ReplicasWithin, ImagesWithin: r.ImagesWithin}
 }
 
 // Repository is where a job's images live: a directory inside a storage system.
@@ -199,7 +207,7 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		Verify:            dataplane.VerifyMode(j.Verify),
 		Precopy:           j.Precopy,
 		OnUnsupported:     j.OnUnsupported,
-		Retention:         Retention{Replicas: j.Retention.Replicas, Images: j.Retention.Images, ReplicasWithin: j.Retention.ReplicasWithin, ImagesWithin: j.Retention.ImagesWithin},
+		Retention:         retention(j.Retention),
 		Repository:        Repository{Storage: j.Repository.Storage, Path: j.Repository.Path, PasswordFile: j.Repository.PasswordFile},
 	}
 	lists := [][]string{p.Order.Application, p.Order.Source, p.Order.Target}

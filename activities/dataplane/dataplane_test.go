@@ -245,7 +245,7 @@ func TestAtomicPublish(t *testing.T) {
 	for gen := 1; gen <= 6; gen++ {
 		writeGen(gen)
 		req := e.pullReq(e.push().ImageID, fmt.Sprintf("gen%02d", gen))
-		req.Keep = 2
+		req.Keep.Last = 2
 		_, err := e.repos.Pull(context.Background(), req, nil)
 		require.NoError(t, err)
 	}
@@ -486,7 +486,7 @@ func TestRetentionAndPrune(t *testing.T) {
 		images = append(images, img)
 
 		req := e.pullReq(img, fmt.Sprintf("r%d", i))
-		req.Keep = 2
+		req.Keep.Last = 2
 		_, err := e.repos.Pull(context.Background(), req, nil)
 		require.NoError(t, err)
 	}
@@ -557,7 +557,7 @@ func TestRetentionKeepWithin(t *testing.T) {
 		images = append(images, img)
 
 		req := e.pullReq(img, fmt.Sprintf("r%d", i))
-		req.Keep, req.KeepWithin = 1, time.Hour
+		req.Keep = Retention{Last: 1, Within: time.Hour}
 		_, err := e.repos.Pull(ctx, req, nil)
 		require.NoError(t, err)
 	}
@@ -578,7 +578,7 @@ func TestRetentionKeepWithin(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotFound)
 
 	req := e.pullReq(images[2], "r3")
-	req.Keep, req.KeepWithin = 1, time.Nanosecond
+	req.Keep = Retention{Last: 1, Within: time.Nanosecond}
 	_, err = e.repos.Pull(ctx, req, nil)
 	require.NoError(t, err)
 	reps, err = ListReplicas(e.target, e.ds)
@@ -622,7 +622,7 @@ func TestBadInput(t *testing.T) {
 		"Dataset":     func(r *PullRequest) { r.Dataset = "../escape" },
 		"ReplicaName": func(r *PullRequest) { r.ReplicaName = "a/b" },
 		"Verify":      func(r *PullRequest) { r.Verify = "some" },
-		"Keep":        func(r *PullRequest) { r.Keep = -1 },
+		"Keep":        func(r *PullRequest) { r.Keep.Last = -1 },
 		"ResumeFrom":  func(r *PullRequest) { r.ResumeFrom = "/elsewhere/x.e1" },
 		"ImageID":     func(r *PullRequest) { r.ImageID = "" },
 		"job":         func(r *PullRequest) { r.Job = "otherjob" },

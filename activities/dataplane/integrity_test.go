@@ -71,7 +71,7 @@ func TestTrustSurvivesOwnLinksAndUnlinks(t *testing.T) {
 	// Keep 2: every pull from r3 on retires one replica (swept in the background).
 	for _, name := range []string{"r2", "r3", "r4", "r5"} {
 		req := e.pullReq(img, name)
-		req.Keep, req.Verify = 2, VerifyChanged
+		req.Keep.Last, req.Verify = 2, VerifyChanged
 		res, err := e.repos.Pull(context.Background(), req, nil)
 		require.NoError(t, err)
 		require.Equal(t, int64(3), res.Linked, name)
@@ -85,7 +85,7 @@ func TestTrustSurvivesOwnLinksAndUnlinks(t *testing.T) {
 	require.NoError(t, os.Chtimes(f, mt, mt))
 
 	req := e.pullReq(img, "r6")
-	req.Keep, req.Verify = 2, VerifyChanged
+	req.Keep.Last, req.Verify = 2, VerifyChanged
 	res, err := e.repos.Pull(context.Background(), req, nil)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), res.Distrusted)

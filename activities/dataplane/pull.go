@@ -37,10 +37,9 @@ type PullRequest struct {
 	// ResumeFrom is the staging dir of a failed earlier attempt (see
 	// StagingPath); its complete files are hard-linked, never modified.
 	ResumeFrom string
-	// Keep is the number of replicas kept (default 3, including the current).
-	Keep int
-	// KeepWithin also keeps every replica younger than this (0 = off): see Retention.
-	KeepWithin time.Duration
+	// Keep is what is kept of the dataset's replicas after the publish (Keep.Last
+	// default 3, counting the current).
+	Keep Retention
 	// OnUnsupported: what the pull does with an entry or attribute the target refuses (an
 	// xattr its filesystem does not keep, a device as non-root): "fail" (default) or "skip"
 	// (left out; the replica is incomplete and says so).
@@ -249,7 +248,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		res.Verified, res.StagingPath = true, ""
 		res.PublishedBy, res.PublishedEpoch = m.Agent, m.Epoch
 		if !req.Defer && req.Replaces == "" {
-			l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, r.log)
+			l.retain(req.Keep, req.Epoch, r.log)
 		}
 
 		return res, nil
@@ -386,7 +385,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	res.StagingPath = ""
 
 	if !req.Defer && req.Replaces == "" {
-		l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, r.log)
+		l.retain(req.Keep, req.Epoch, r.log)
 	}
 
 	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,

@@ -78,10 +78,10 @@ func validatePull(req *PullRequest) error {
 	}
 
 	switch {
-	case req.Keep == 0:
-		req.Keep = 3
-	case req.Keep < 0:
-		return badInput("Keep", "%d must be at least 1", req.Keep)
+	case req.Keep.Last == 0:
+		req.Keep.Last = 3
+	case req.Keep.Last < 0:
+		return badInput("Keep", "%d must be at least 1", req.Keep.Last)
 	}
 
 	switch req.Verify {
