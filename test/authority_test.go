@@ -206,7 +206,7 @@ func TestAgentRefusesPlanFromAnotherConfig(t *testing.T) {
 	assert.Contains(t, err.Error(), `agent b1 refused Pull of job "orders": TargetRoot is "`+e.dir+`/storage/array-b" in the activity input, but agent b1's own config gives "`+alt+`"`)
 	st := e.status(run)
 	for _, tk := range st.Takeovers {
-		assert.NotEqual(t, "pull", tk.Step, "a refusal is not an agent fault: nobody takes over the pull")
+		assert.NotEqual(t, activities.StepPull, tk.Step, "a refusal is not an agent fault: nobody takes over the pull")
 	}
 	assert.Equal(t, "b1", st.Agents.Target)
 	assert.Equal(t, workflows.PhaseFailed, st.Phase)

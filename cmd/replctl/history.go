@@ -304,16 +304,16 @@ func describeInput(r *historyRow, in *commonpb.Payloads, dc converter.DataConver
 	case activities.RunScriptName:
 		var si activities.ScriptInput
 		if dc.FromPayloads(in, &si) == nil {
-			r.Step, r.Host = si.Step, si.Host.Name
+			r.Step, r.Host = string(si.Step), si.Host.Name
 			r.Detail = si.Script
 			if si.FailedHost != "" {
 				r.Detail += " of failed host " + si.FailedHost
 			}
 		}
 	case activities.PushName:
-		r.Step = "push"
+		r.Step = string(activities.StepPush)
 	case activities.PullName:
-		r.Step = "pull"
+		r.Step = string(activities.StepPull)
 		var pi activities.PullInput
 		if dc.FromPayloads(in, &pi) == nil {
 			r.Detail = fmt.Sprintf("epoch %d", pi.Epoch)
@@ -322,9 +322,9 @@ func describeInput(r *historyRow, in *commonpb.Payloads, dc converter.DataConver
 			}
 		}
 	case activities.PublishGroupName:
-		r.Step = "publish"
+		r.Step = string(activities.StepPublish)
 	case activities.PlanName:
-		r.Step, r.Agent, r.Host = "plan", "", ""
+		r.Step, r.Agent, r.Host = string(activities.StepPlan), "", ""
 	default:
 		r.Step = strings.ToLower(r.Activity)
 	}

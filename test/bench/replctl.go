@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/workflows"
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
@@ -524,8 +525,8 @@ func (rh *runHistory) find(typ, step string, outcome string) *activityRecord {
 // freeze is the application's freeze window from the history: the completion of the
 // quiesce script's activity to the start of the resume script's activity.
 func (rh *runHistory) freeze() (time.Duration, error) {
-	q := rh.find("RunScript", "quiesce", "completed")
-	r := rh.find("RunScript", "resume", "")
+	q := rh.find(activities.RunScriptName, string(activities.StepQuiesce), "completed")
+	r := rh.find(activities.RunScriptName, string(activities.StepResume), "")
 	if q == nil || r == nil || r.Started.IsZero() {
 		return 0, errors.New("history has no completed quiesce and started resume script")
 	}

@@ -23,7 +23,7 @@ const workflowTask = "WorkflowTask"
 type attempt struct {
 	ScheduledID int64
 	Type        string // Plan, RunScript, Push, Pull
-	Step        string // quiesce, resume, takeover, push, pull, plan
+	Step        activities.Step
 	Queue       string
 	Scheduled   time.Time
 	Started     time.Time // zero if it never started
@@ -71,13 +71,13 @@ func loadHistory(ctx context.Context, c client.Client, id, runID string) ([]*att
 				if err := dc.FromPayloads(at.GetInput(), &in); err != nil {
 					return nil, fmt.Errorf("decoding Pull input (event %d): %w", ev.GetEventId(), err)
 				}
-				a.Step, a.Epoch = "pull", in.Epoch
+				a.Step, a.Epoch = activities.StepPull, in.Epoch
 			case activities.PushName:
-				a.Step = "push"
+				a.Step = activities.StepPush
 			case activities.PrecopyName:
-				a.Step = "precopy"
+				a.Step = activities.StepPrecopy
 			case activities.PlanName:
-				a.Step = "plan"
+				a.Step = activities.StepPlan
 			}
 			byID[a.ScheduledID] = a
 			out = append(out, a)
@@ -162,9 +162,9 @@ func lostAttempt(as []*attempt, host string, after time.Time) *attempt {
 
 // stepDurations returns, per step, how long its first attempt ran, when that attempt
 // completed (a taker's attempt reuses the lost one's work and says little about the step).
-func stepDurations(as []*attempt) map[string]time.Duration {
-	out := map[string]time.Duration{}
-	seen := map[string]bool{}
+func stepDurations(as []*attempt) map[activities.Step]time.Duration {
+	out := map[activities.Step]time.Duration{}
+	seen := map[activities.Step]bool{}
 	for _, a := range as {
 		if seen[a.Step] || a.Type == workflowTask {
 			continue
@@ -247,42 +247,28 @@ func phaseRank(p string) int {
 }
 
 // stepPhase is the phase during which a step runs.
-func stepPhase(step string) string {
+func stepPhase(step activities.Step) string {
 	switch step {
-	case "precopy":
+	case activities.StepPrecopy:
 		return workflows.PhasePrecopying
-	case "quiesce":
+	case activities.StepQuiesce:
 		return workflows.PhaseQuiescing
-	case "push":
+	case activities.StepPush:
 		return workflows.PhasePushing
-	case "resume":
+	case activities.StepResume:
 		return workflows.PhaseResuming
 	default:
 		return workflows.PhasePulling
 	}
 }
 
-// stepType is the activity type that runs a step.
-func stepType(step string) string {
-	switch step {
-	case "precopy":
-		return activities.PrecopyName
-	case "push":
-		return activities.PushName
-	case "pull":
-		return activities.PullName
-	default:
-		return activities.RunScriptName
-	}
-}
-
 // running is the step's started activity in the snapshot: its worker and start time.
-func (s snapshot) running(step string) (host string, started time.Time, ok bool) {
+func (s snapshot) running(step activities.Step) (host string, started time.Time, ok bool) {
 	if s.d == nil || s.phase != stepPhase(step) {
 		return "", time.Time{}, false
 	}
 	for _, pa := range s.d.GetPendingActivities() {
-		if pa.GetActivityType().GetName() == stepType(step) && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
+		if pa.GetActivityType().GetName() == step.Info().Activity && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
 			return hostOf(pa.GetLastWorkerIdentity()), pa.GetLastStartedTime().AsTime(), true
 		}
 	}
