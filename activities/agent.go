@@ -129,8 +129,8 @@ func (a *Agent) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 type ScriptInput struct {
 	Job   string
 	RunID string
-	// Step is quiesce, resume or takeover.
-	Step string
+	// Step is StepQuiesce, StepResume, StepTakeover or StepCheck.
+	Step Step
 	// Agent is the agent whose queue this was sent to.
 	Agent string
 	// Host is the host the script belongs to and runs on.
@@ -145,7 +145,7 @@ type ScriptInput struct {
 
 // ScriptResult is what a script run did. It is recorded in history, so the output is a tail.
 type ScriptResult struct {
-	Step       string
+	Step       Step
 	Host       string
 	Agent      string
 	Script     string
@@ -177,7 +177,7 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, 
 	res, err := hostexec.Run(ctx, req)
 	l.stop()
 	settled(err == nil && res.ExitCode == 0 && !res.TimedOut)
-	defer func() { observe(ctx, in.Job, "script_"+in.Step, began, rerr, 0, 0) }()
+	defer func() { observe(ctx, in.Job, "script_"+string(in.Step), began, rerr, 0, 0) }()
 	out := ScriptResult{Step: in.Step, Host: in.Host.Name, Agent: a.Host, Script: in.Script, Remote: res.Remote, ExitCode: res.ExitCode, TimedOut: res.TimedOut, OutputTail: res.OutputTail, Duration: res.Duration}
 	switch {
 	case errors.Is(err, hostexec.ErrHostKey):
@@ -218,7 +218,7 @@ type RepoLocation struct {
 
 // Progress is the heartbeat detail of a step: a resume cursor for the agent that takes over.
 type Progress struct {
-	Step       string
+	Step       Step
 	Phase      string
 	BytesDone  int64
 	BytesTotal int64
@@ -295,13 +295,13 @@ type PrecopyResult struct {
 // files changed since the previous image (from the page cache) and stores nothing the
 // precopy already stored, so the freeze window shrinks to about a walk of the tree.
 func (a *Agent) Precopy(ctx context.Context, in PrecopyInput) (PrecopyResult, error) {
-	res, err := a.push(ctx, PushInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo}, "precopy", in.First)
+	res, err := a.push(ctx, PushInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo}, StepPrecopy, in.First)
 	return PrecopyResult{Agent: res.Agent, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: res.Duration, Skipped: res.skipped}, err
 }
 
 // Push makes a point-in-time image of the (quiesced) source dataset in the job's repository.
 func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
-	res, err := a.push(ctx, in, "push", false)
+	res, err := a.push(ctx, in, StepPush, false)
 	return res.PushResult, err
 }
 
@@ -312,7 +312,7 @@ type pushResult struct {
 }
 
 // push runs a push, or (step "precopy") a precopy of the live source.
-func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirst bool) (pushResult, error) {
+func (a *Agent) push(ctx context.Context, in PushInput, step Step, precopyFirst bool) (pushResult, error) {
 	start := time.Now()
 	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: step, Phase: "open"})
 	if err != nil {
@@ -339,11 +339,11 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 		// A taker re-reads what the lost attempt read since its last checkpoint: measured
 		// as about one interval of work, so keep it short (the goal is <= 5 s of work).
 		CheckpointInterval: pushCheckpointInterval,
-		Precopy:            step == "precopy",
+		Precopy:            step == StepPrecopy,
 		PrecopyFirst:       precopyFirst,
 		OnUnsupported:      in.OnUnsupported,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })
-	observe(ctx, in.Job, step, start, err, res.Bytes, res.Files)
+	observe(ctx, in.Job, string(step), start, err, res.Bytes, res.Files)
 	if err != nil {
 		var ue *dataplane.UnsupportedError
 		if errors.As(err, &ue) {
@@ -371,8 +371,9 @@ type PullInput struct {
 	// relative to the target root.
 	ResumeFrom string
 	Keep       int
-	// Verify is "changed" (default) or "full".
-	Verify string
+	// Verify is the plan's (the job's config): the agent refuses any other, so it is never
+	// "" (the data plane's default, the config's, is VerifyChanged).
+	Verify dataplane.VerifyMode
 	// SourceDataset and KeepImages: after publishing, images of the job beyond the newest
 	// KeepImages are deleted from the repository (0 = keep all).
 	SourceDataset string
@@ -387,6 +388,16 @@ type PullInput struct {
 	// KeepWithin and KeepImagesWithin add keep-within windows to Keep and KeepImages (0 = off).
 	KeepWithin       time.Duration `json:",omitempty"`
 	KeepImagesWithin time.Duration `json:",omitempty"`
+}
+
+// replicaRetention is what the pull keeps of the target's replicas.
+func (in PullInput) replicaRetention() dataplane.Retention {
+	return dataplane.Retention{Last: in.Keep, Within: in.KeepWithin}
+}
+
+// imageRetention is what the pull keeps of the source dataset's images.
+func (in PullInput) imageRetention() dataplane.Retention {
+	return dataplane.Retention{Last: in.KeepImages, Within: in.KeepImagesWithin}
 }
 
 // PullResult names the replica a pull published.
@@ -456,7 +467,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		}
 		resumeFrom = filepath.Join(in.TargetRoot, in.ResumeFrom)
 	}
-	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: "pull", Phase: "open", Epoch: in.Epoch, Staging: stagingRel, Dataset: in.Dataset})
+	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: StepPull, Phase: "open", Epoch: in.Epoch, Staging: stagingRel, Dataset: in.Dataset})
 	if err != nil {
 		return PullResult{}, err
 	}
@@ -464,7 +475,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	if in.InPlace {
 		done, err := failbackStart(in, fb)
 		if err != nil {
-			return PullResult{}, a.fault(ctx, in.Job, "pull", err, hb.progress())
+			return PullResult{}, a.fault(ctx, in.Job, StepPull, err, hb.progress())
 		}
 		if done != nil {
 			return *done, nil
@@ -483,29 +494,28 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		ResumeFrom:    resumeFrom,
 		Verify:        in.Verify,
 		OnUnsupported: onUnsupported,
-		Keep:          in.Keep,
-		KeepWithin:    in.KeepWithin,
+		Keep:          in.replicaRetention(),
 		Defer:         in.Defer || in.InPlace,
 	}, func(p dataplane.Progress) {
-		pr := fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)
+		pr := fromDataplane(StepPull, a.Host, p, stagingRel, in.Epoch)
 		pr.Dataset = in.Dataset
 		hb.update(pr)
 	})
-	observe(ctx, in.Job, "pull", start, err, res.Bytes, res.Files)
+	observe(ctx, in.Job, string(StepPull), start, err, res.Bytes, res.Files)
 	if err != nil {
-		return PullResult{}, a.fault(ctx, in.Job, "pull", err, hb.progress())
+		return PullResult{}, a.fault(ctx, in.Job, StepPull, err, hb.progress())
 	}
 	var saved string
 	if in.InPlace {
 		if saved, err = switchInPlace(in, fb); err != nil {
-			return PullResult{}, a.fault(ctx, in.Job, "pull", err, hb.progress())
+			return PullResult{}, a.fault(ctx, in.Job, StepPull, err, hb.progress())
 		}
 		res.ReplicaPath, res.LinkPath = fb.link, fb.link
 	}
 	if in.KeepImages > 0 && !in.InPlace {
 		// Image retention is housekeeping: the replica is published, a failure here only
 		// leaves older images for the next run (or maintenance) to prune.
-		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, dataplane.Retention{Last: in.KeepImages, Within: in.KeepImagesWithin}); perr != nil {
+		if n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, in.imageRetention()); perr != nil {
 			activity.GetLogger(ctx).Warn("image retention failed", "job", in.Job, "error", perr)
 		} else if n > 0 {
 			activity.GetLogger(ctx).Info("pruned images", "job", in.Job, "deleted", n)
@@ -537,7 +547,7 @@ type MaintainResult struct {
 // single owner.
 func (a *Agent) Maintain(ctx context.Context, in MaintainInput) (MaintainResult, error) {
 	start := time.Now()
-	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "maintain", Phase: "maintain"})
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: StepMaintain, Phase: "maintain"})
 	if err != nil {
 		return MaintainResult{}, err
 	}
@@ -546,9 +556,9 @@ func (a *Agent) Maintain(ctx context.Context, in MaintainInput) (MaintainResult,
 		return MaintainResult{}, err
 	}
 	err = a.dataplane().Maintain(ctx, a.repoConfig(in.Repo), in.Full)
-	observe(ctx, in.Job, "maintain", start, err, 0, 0)
+	observe(ctx, in.Job, string(StepMaintain), start, err, 0, 0)
 	if err != nil {
-		return MaintainResult{}, a.fault(ctx, in.Job, "maintain", err, l.progress())
+		return MaintainResult{}, a.fault(ctx, in.Job, StepMaintain, err, l.progress())
 	}
 	return MaintainResult{Agent: a.Host, Full: in.Full, Duration: time.Since(start)}, nil
 }
@@ -581,7 +591,7 @@ type TestCopyResult struct {
 // TestCopy opens (or, with Cleanup, removes) a writable copy of a replica on the target for
 // a failover test; published replicas are never touched.
 func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult, error) {
-	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "test-copy", Phase: "copy"})
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: StepTestCopy, Phase: "copy"})
 	if err != nil {
 		return TestCopyResult{}, err
 	}
@@ -591,13 +601,13 @@ func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult,
 	}
 	if in.Cleanup {
 		if err := dataplane.RemoveTestCopy(in.TargetRoot, in.Dataset, in.Name); err != nil {
-			return TestCopyResult{}, a.fault(ctx, in.Job, "test-copy", err, l.progress())
+			return TestCopyResult{}, a.fault(ctx, in.Job, StepTestCopy, err, l.progress())
 		}
 		return TestCopyResult{Agent: a.Host, Name: in.Name, Removed: true}, nil
 	}
 	tc, err := dataplane.OpenTestCopy(ctx, in.TargetRoot, in.Dataset, in.Replica, in.Name)
 	if err != nil {
-		return TestCopyResult{}, a.fault(ctx, in.Job, "test-copy", err, l.progress())
+		return TestCopyResult{}, a.fault(ctx, in.Job, StepTestCopy, err, l.progress())
 	}
 	return TestCopyResult{Agent: a.Host, Name: tc.Name, Path: tc.Path, Replica: tc.Replica, Files: tc.Files, Bytes: tc.Bytes, Cloned: tc.Cloned}, nil
 }
@@ -605,10 +615,7 @@ func (a *Agent) TestCopy(ctx context.Context, in TestCopyInput) (TestCopyResult,
 func (a *Agent) repoConfig(r RepoLocation) dataplane.RepoConfig {
 	cfg := dataplane.RepoConfig{Dir: r.Dir, PasswordFile: r.PasswordFile, ClientDir: filepath.Join(a.StateDir, "repositories")}
 	for _, h := range r.Via {
-		cfg.Remote = append(cfg.Remote, dataplane.RemoteHost{
-			Name: h.Name, Address: h.SSH.Address, User: h.SSH.User, KeyFile: h.SSH.KeyFile,
-			KnownHostsFile: h.SSH.KnownHostsFile, ConnectTimeout: h.SSH.ConnectTimeout, Dir: h.Dir,
-		})
+		cfg.Remote = append(cfg.Remote, dataplane.RemoteHost{Name: h.Name, Target: h.SSH, Dir: h.Dir})
 	}
 	return cfg
 }
@@ -632,7 +639,7 @@ func (a *Agent) checkRoute(agent string) error {
 	return nil
 }
 
-func fromDataplane(step, agent string, p dataplane.Progress, staging string, epoch int64) Progress {
+func fromDataplane(step Step, agent string, p dataplane.Progress, staging string, epoch int64) Progress {
 	return Progress{Step: step, Phase: p.Phase, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, FilesDone: p.FilesDone, FilesTotal: p.FilesTotal, Staging: staging, Agent: agent, Epoch: epoch}
 }
 

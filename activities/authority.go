@@ -84,6 +84,8 @@ func show(v any) string {
 	switch v := v.(type) {
 	case string:
 		return fmt.Sprintf("%q", v)
+	case Step:
+		return fmt.Sprintf("%q", string(v))
 	case nil:
 		return "nothing"
 	case *SSH:
@@ -184,7 +186,7 @@ func (a *Agent) authorizeScript(ctx context.Context, in ScriptInput) (HostPlan, 
 		return HostPlan{}, "", g.refuse("Host", in.Host.Name, nil, fmt.Sprintf("%q is not a host of the job in its own config", in.Host.Name))
 	}
 	switch in.Step {
-	case "quiesce", "resume":
+	case StepQuiesce, StepResume:
 		app, order := p.Application, p.Order.Application
 		if in.Host.Name != app.Host && p.Failback != nil && in.Host.Name == p.Failback.Host {
 			app, order = *p.Failback, []string{p.Failback.Host}
@@ -196,13 +198,13 @@ func (a *Agent) authorizeScript(ctx context.Context, in ScriptInput) (HostPlan, 
 			return HostPlan{}, "", err
 		}
 		script := app.Quiesce
-		if in.Step == "resume" {
+		if in.Step == StepResume {
 			script = app.Resume
 		}
 		if err := g.same("Script", in.Script, script); err != nil {
 			return HostPlan{}, "", err
 		}
-	case "check":
+	case StepCheck:
 		// A failback asks the primary application host whether the application is stopped.
 		if err := g.failbackAllowed(); err != nil {
 			return HostPlan{}, "", err
@@ -216,7 +218,7 @@ func (a *Agent) authorizeScript(ctx context.Context, in ScriptInput) (HostPlan, 
 		if err := g.same("Script", in.Script, p.Application.Check); err != nil {
 			return HostPlan{}, "", err
 		}
-	case "takeover":
+	case StepTakeover:
 		if err := g.same("Script", in.Script, p.Application.Takeover); err != nil {
 			return HostPlan{}, "", err
 		}
@@ -281,9 +283,9 @@ func (p Plan) mayTakeOver(agent, failed string) bool {
 // authorizePush checks a push or precopy (step) of dataset from sourceDir and returns in
 // with the agent's own source dir, repository and on_unsupported policy. A failback push
 // (followLink) reads a target's published replica: the agent must be in that target's order.
-func (a *Agent) authorizePush(ctx context.Context, step string, in PushInput) (PushInput, error) {
+func (a *Agent) authorizePush(ctx context.Context, step Step, in PushInput) (PushInput, error) {
 	name := PushName
-	if step == "precopy" {
+	if step == StepPrecopy {
 		name = PrecopyName
 	}
 	g, err := a.authorize(ctx, name, in.Job)
@@ -399,7 +401,7 @@ func (a *Agent) authorizePull(ctx context.Context, in PullInput) (string, RepoLo
 	if err := g.retention(in.Keep, in.KeepWithin); err != nil {
 		return "", RepoLocation{}, "", err
 	}
-	if err := g.same("Verify", in.Verify, p.Verify); err != nil {
+	if err := g.same("Verify", string(in.Verify), string(p.Verify)); err != nil {
 		return "", RepoLocation{}, "", err
 	}
 	repo, err := g.repo(in.Repo)

@@ -87,7 +87,7 @@ jobs:
 func (w *failbackWorld) pullInput() PullInput {
 	w.epoch++
 	return PullInput{Job: "orders", RunID: "fb1", Agent: "a1", ImageID: w.image, TargetRoot: w.root, Dataset: "orders",
-		Repo: w.repo, ReplicaName: "20261202T120000Z-fb000001", Epoch: w.epoch, Keep: 3, Verify: "full", SourceDataset: "orders", InPlace: true}
+		Repo: w.repo, ReplicaName: "20261202T120000Z-fb000001", Epoch: w.epoch, Keep: 3, Verify: dataplane.VerifyFull, SourceDataset: "orders", InPlace: true}
 }
 
 // reader stats the dataset path in a loop and reads two files of one tree through one

@@ -35,7 +35,7 @@ import (
 
 // fault classifies a step's error for the workflow, naming the storage of a storage fault
 // as this agent's own config knows it.
-func (a *Agent) fault(ctx context.Context, job, step string, err error, last Progress) error {
+func (a *Agent) fault(ctx context.Context, job string, step Step, err error, last Progress) error {
 	expireIfDue(ctx)
 	err = validUTF8(err)
 	if errno, ok := dataplane.StorageFault(err); ok && leaseCause(ctx) == nil && ctx.Err() == nil &&
@@ -48,7 +48,7 @@ func (a *Agent) fault(ctx context.Context, job, step string, err error, last Pro
 // classify turns a data-plane error into what the workflow needs to decide: bad input, a
 // fence refusal and a failed verification are final; anything else may be retried, and its
 // last progress travels with it so a taker can resume.
-func classify(ctx context.Context, step string, err error, last Progress) error {
+func classify(ctx context.Context, step Step, err error, last Progress) error {
 	expireIfDue(ctx)
 	err = validUTF8(err)
 	switch {
@@ -131,7 +131,7 @@ func (a *Agent) storagesOf(job string) []storageAt {
 
 // storageFault is the non-retryable error of a step the storage refused. It names the
 // storage whose path the error mentions (the deepest match), or every candidate.
-func storageFault(step, job, agent string, storages []storageAt, what string, err error, last Progress) error {
+func storageFault(step Step, job, agent string, storages []storageAt, what string, err error, last Progress) error {
 	msg := err.Error()
 	var hit []storageAt
 	for _, s := range storages {
@@ -153,7 +153,7 @@ func storageFault(step, job, agent string, storages []storageAt, what string, er
 	}
 	out := fmt.Sprintf("%s: storage fault on %s: %s, seen by agent %s; every agent of this storage would meet it, so the step is not taken over: %v",
 		step, named, what, agent, err)
-	if len(hit) > 0 && hit[0].Use == "repository" && (step == "push" || step == "precopy") {
+	if len(hit) > 0 && hit[0].Use == "repository" && step.WritesRepository() {
 		out += fmt.Sprintf("; the data this %s stored before the fault (it had read %d bytes) stays in the repository for the next push to reuse: "+
 			"free space on storage %s and run again, or reclaim it with `replctl maintain %s --full`", step, last.BytesDone, hit[0].Name, job)
 	}

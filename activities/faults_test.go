@@ -20,12 +20,13 @@ func TestStorageFaultNamesTheStorage(t *testing.T) {
 		{Use: "target", Name: "array-b", Dir: "/mnt/b"},
 	}
 	for _, c := range []struct {
-		step, msg, want string
+		step      Step
+		msg, want string
 	}{
-		{"pull", "writing staging dir /mnt/b/.replctl/staging/orders/x.e1: write f: no space left on device", "storage array-b (target, at /mnt/b)"},
-		{"push", "flushing repository /mnt/b/.replctl/repository: write /mnt/b/.replctl/repository/p/x: no space left on device", "storage array-b (the job's repository at /mnt/b/.replctl/repository)"},
-		{"push", "reading /mnt/a/orders/f: input/output error", "storage array-a (source, at /mnt/a)"},
-		{"pull", "write f: read-only file system", "one of storage array-b (the job's repository"},
+		{StepPull, "writing staging dir /mnt/b/.replctl/staging/orders/x.e1: write f: no space left on device", "storage array-b (target, at /mnt/b)"},
+		{StepPush, "flushing repository /mnt/b/.replctl/repository: write /mnt/b/.replctl/repository/p/x: no space left on device", "storage array-b (the job's repository at /mnt/b/.replctl/repository)"},
+		{StepPush, "reading /mnt/a/orders/f: input/output error", "storage array-a (source, at /mnt/a)"},
+		{StepPull, "write f: read-only file system", "one of storage array-b (the job's repository"},
 	} {
 		err := storageFault(c.step, "orders", "b1", storages, "x", errors.New(c.msg), Progress{BytesDone: 42})
 		var appErr *temporal.ApplicationError

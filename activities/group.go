@@ -36,7 +36,7 @@ type PublishGroupResult struct {
 // rename of the group's current link), or none of them.
 func (a *Agent) PublishGroup(ctx context.Context, in PublishGroupInput) (PublishGroupResult, error) {
 	start := time.Now()
-	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "publish", Phase: "publish", Epoch: in.Epoch})
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: StepPublish, Phase: "publish", Epoch: in.Epoch})
 	if err != nil {
 		return PublishGroupResult{}, err
 	}
@@ -46,11 +46,11 @@ func (a *Agent) PublishGroup(ctx context.Context, in PublishGroupInput) (Publish
 	}
 	res, err := dataplane.PublishGroup(ctx, dataplane.GroupPublishRequest{
 		TargetRoot: in.TargetRoot, Job: in.Job, ReplicaName: in.ReplicaName, Datasets: in.Datasets,
-		Epoch: in.Epoch, Agent: a.Host, Keep: in.Keep, KeepWithin: in.KeepWithin,
+		Epoch: in.Epoch, Agent: a.Host, Keep: dataplane.Retention{Last: in.Keep, Within: in.KeepWithin},
 	})
-	observe(ctx, in.Job, "publish", start, err, 0, 0)
+	observe(ctx, in.Job, string(StepPublish), start, err, 0, 0)
 	if err != nil {
-		return PublishGroupResult{}, a.fault(ctx, in.Job, "publish", err, l.progress())
+		return PublishGroupResult{}, a.fault(ctx, in.Job, StepPublish, err, l.progress())
 	}
 	return PublishGroupResult{Agent: a.Host, Current: res.Current, Dir: res.Dir, Links: res.Links, Epoch: in.Epoch}, nil
 }

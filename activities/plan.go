@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/replctl/replctl/activities/dataplane"
+	"github.com/replctl/replctl/activities/hostexec"
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/ids"
 )
@@ -23,8 +25,8 @@ type Plan struct {
 	Hosts             []HostPlan
 	Timeouts          Timeouts
 	OnUnreachableHost string
-	// Verify is "changed" or "full": see config.Job.Verify.
-	Verify string
+	// Verify is config.Job.Verify: dataplane.VerifyChanged or VerifyFull.
+	Verify dataplane.VerifyMode
 	// Precopy is "auto", "always" or "never": see config.Job.Precopy.
 	Precopy string `json:",omitempty"`
 	// OnUnsupported is "fail" or "skip": see config.Job.OnUnsupported ("" in plans recorded
@@ -124,13 +126,21 @@ type Timeouts struct {
 	StorageRetry time.Duration `json:",omitempty"`
 }
 
-// Retention says which replicas and images a job keeps: the newest Replicas/Images plus
-// those younger than ReplicasWithin/ImagesWithin (0 = off), see config.Retention.
+// Retention is config.Retention as recorded in a plan (its field names are JSON keys in run
+// histories): the newest Replicas/Images plus those younger than ReplicasWithin/ImagesWithin
+// (0 = off). Pull inputs carry it field by field, and the data plane applies it as one
+// dataplane.Retention per kind (PullInput.replicaRetention, imageRetention).
 type Retention struct {
 	Replicas       int
 	Images         int
 	ReplicasWithin time.Duration
 	ImagesWithin   time.Duration
+}
+
+// retention converts the config's retention (KeepWithin is already spread over the two kinds
+// by config.Validate).
+func retention(r config.Retention) Retention {
+	return Retention{Replicas: r.Replicas, Images: r.Images, ReplicasWithin: r.ReplicasWithin, ImagesWithin: r.ImagesWithin}
 }
 
 // Repository is where a job's images live: a directory inside a storage system.
@@ -168,13 +178,14 @@ type Mount struct {
 	Path    string
 }
 
-// SSH says how to reach a host's shell; nil means its scripts run as local processes.
-type SSH struct {
-	Address        string
-	User           string
-	KeyFile        string
-	KnownHostsFile string
-	ConnectTimeout time.Duration
+// SSH says how to reach a host's shell; nil means its scripts run as local processes. It is
+// hostexec.Target itself (an alias, so its JSON in recorded plans is unchanged).
+type SSH = hostexec.Target
+
+// sshTarget converts the config file's SSH section into the target activities dial: the one
+// conversion from config.SSH.
+func sshTarget(s *config.SSH) SSH {
+	return SSH{Address: s.Address, User: s.User, KeyFile: s.Key, KnownHostsFile: s.KnownHosts, ConnectTimeout: s.Timeout}
 }
 
 // NewPlan resolves job against cfg. It is pure: the Plan activity calls it on an agent.
@@ -193,10 +204,10 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		Order:             Order{Application: clone(j.Order.Application), Source: clone(j.Order.Source), Target: clone(targets[0].Order)},
 		Timeouts:          Timeouts{Heartbeat: j.Timeouts.Heartbeat, ScheduleToStart: j.Timeouts.ScheduleToStart, StartToClose: j.Timeouts.StartToClose, StorageRetry: j.Timeouts.StorageRetry},
 		OnUnreachableHost: j.OnUnreachableHost,
-		Verify:            j.Verify,
+		Verify:            dataplane.VerifyMode(j.Verify),
 		Precopy:           j.Precopy,
 		OnUnsupported:     j.OnUnsupported,
-		Retention:         Retention{Replicas: j.Retention.Replicas, Images: j.Retention.Images, ReplicasWithin: j.Retention.ReplicasWithin, ImagesWithin: j.Retention.ImagesWithin},
+		Retention:         retention(j.Retention),
 		Repository:        Repository{Storage: j.Repository.Storage, Path: j.Repository.Path, PasswordFile: j.Repository.PasswordFile},
 	}
 	lists := [][]string{p.Order.Application, p.Order.Source, p.Order.Target}
@@ -267,11 +278,10 @@ func repoVia(cfg *config.Config, p Plan) []RepoHost {
 		if !ok {
 			continue
 		}
-		ssh := h.Connect.SSH
 		via = append(via, RepoHost{
 			Name: h.Name,
 			Dir:  filepath.Join(root, filepath.FromSlash(p.Repository.Path)),
-			SSH:  SSH{Address: ssh.Address, User: ssh.User, KeyFile: ssh.Key, KnownHostsFile: ssh.KnownHosts, ConnectTimeout: ssh.Timeout},
+			SSH:  sshTarget(h.Connect.SSH),
 		})
 	}
 	return via
@@ -283,8 +293,9 @@ func hostPlan(h *config.Host) HostPlan {
 	for _, s := range sortedKeys(h.Attach) {
 		hp.Mounts = append(hp.Mounts, Mount{Storage: s, Path: h.Attach[s]})
 	}
-	if ssh := h.Connect.SSH; ssh != nil {
-		hp.SSH = &SSH{Address: ssh.Address, User: ssh.User, KeyFile: ssh.Key, KnownHostsFile: ssh.KnownHosts, ConnectTimeout: ssh.Timeout}
+	if h.Connect.SSH != nil {
+		t := sshTarget(h.Connect.SSH)
+		hp.SSH = &t
 	}
 	return hp
 }

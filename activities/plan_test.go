@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/replctl/replctl/config"
 )
 
@@ -98,4 +99,11 @@ func TestPlanRepoAllAttached(t *testing.T) {
 	require.NoError(t, err)
 	// The password file is on the host (the config's secrets_dir), not beside the repository.
 	require.Equal(t, RepoLocation{Dir: "/mnt/b/.replctl/repository", PasswordFile: filepath.Join(filepath.Dir(cfg.File), "secrets", "array-b-replctl-repository.password")}, loc)
+}
+
+// config.Job.Verify holds the values of dataplane.VerifyMode (config imports nothing of the
+// module, so it spells them itself).
+func TestVerifyModesAreTheConfigs(t *testing.T) {
+	require.Equal(t, config.VerifyChanged, string(dataplane.VerifyChanged))
+	require.Equal(t, config.VerifyFull, string(dataplane.VerifyFull))
 }

@@ -46,7 +46,7 @@ type PreflightResult struct {
 // beneath the source storage root without a symlink. A problem fails the run as bad input
 // (ErrTypeBadInput) naming the paths: another agent would not do better, a person must fix it.
 func (a *Agent) Preflight(ctx context.Context, in PreflightInput) (PreflightResult, error) {
-	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "preflight", Phase: "check"})
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: StepPreflight, Phase: "check"})
 	if err != nil {
 		return PreflightResult{}, err
 	}

@@ -105,7 +105,7 @@ func (s *Quiesced) Forget(job, runID string) bool {
 // thawedBy drops what a successful resume of a run undid. A takeover script does not count:
 // the run still resumes the host after it.
 func (s *Quiesced) thawedBy(in ScriptInput) {
-	if in.Step == "resume" {
+	if in.Step == StepResume {
 		s.Forget(in.Job, in.RunID)
 	}
 }
@@ -118,7 +118,7 @@ func (a *Agent) Quiesced() *Quiesced { return &a.quiesced }
 // application; the run resumes it either way), a successful resume lets go.
 // It returns the function to call with the script's outcome.
 func (a *Agent) trackScript(ctx context.Context, in ScriptInput) func(ok bool) {
-	if in.Step != "quiesce" {
+	if in.Step != StepQuiesce {
 		return func(ok bool) {
 			if ok {
 				a.quiesced.thawedBy(in)
@@ -164,7 +164,7 @@ func (a *Agent) scriptRequest(in ScriptInput) hostexec.Request {
 		Timeout:    in.Timeout,
 		Env: []string{
 			"REPLCTL_JOB=" + in.Job,
-			"REPLCTL_STEP=" + in.Step,
+			"REPLCTL_STEP=" + string(in.Step),
 			"REPLCTL_HOST=" + in.Host.Name,
 			"REPLCTL_AGENT=" + a.Host,
 			"REPLCTL_FAILED_HOST=" + in.FailedHost,
@@ -175,7 +175,8 @@ func (a *Agent) scriptRequest(in ScriptInput) hostexec.Request {
 	}
 	// Our own host's scripts always run locally, even if others reach us over SSH.
 	if in.Host.SSH != nil && in.Host.Name != a.Host {
-		req.SSH = &hostexec.SSHTarget{Address: in.Host.SSH.Address, User: in.Host.SSH.User, KeyFile: in.Host.SSH.KeyFile, KnownHostsFile: in.Host.SSH.KnownHostsFile, ConnectTimeout: in.Host.SSH.ConnectTimeout}
+		t := *in.Host.SSH
+		req.SSH = &t
 	}
 	return req
 }
@@ -188,7 +189,7 @@ func (a *Agent) ResumeLocally(ctx context.Context, q QuiescedApp) (hostexec.Resu
 	if q.Resume == "" {
 		return hostexec.Result{}, fmt.Errorf("job %s has no resume script in agent %s's config: host %s stays quiesced", q.Job, a.Host, q.Host.Name)
 	}
-	in := ScriptInput{Job: q.Job, RunID: q.RunID, Step: "resume", Agent: a.Host, Host: q.Host, Script: q.Resume, SourcePath: q.SourcePath, Timeout: q.Timeout}
+	in := ScriptInput{Job: q.Job, RunID: q.RunID, Step: StepResume, Agent: a.Host, Host: q.Host, Script: q.Resume, SourcePath: q.SourcePath, Timeout: q.Timeout}
 	res, err := hostexec.Run(ctx, a.scriptRequest(in))
 	switch {
 	case err != nil:

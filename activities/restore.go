@@ -44,7 +44,7 @@ type RestoreResult struct {
 // empty. It never writes into a dataset or a replica.
 func (a *Agent) RestoreImage(ctx context.Context, in RestoreInput) (RestoreResult, error) {
 	start := time.Now()
-	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "restore", Phase: "restore", Dataset: in.Dataset})
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: StepRestore, Phase: "restore", Dataset: in.Dataset})
 	if err != nil {
 		return RestoreResult{}, err
 	}
@@ -55,9 +55,9 @@ func (a *Agent) RestoreImage(ctx context.Context, in RestoreInput) (RestoreResul
 	}
 	res, err := a.dataplane().Restore(ctx, dataplane.RestoreRequest{
 		Repo: a.repoConfig(in.Repo), Job: in.Job, Dataset: source, ImageID: in.ImageID, Root: in.TargetRoot, Rel: rel, Parallel: 4,
-	}, func(p dataplane.Progress) { l.update(fromDataplane("restore", a.Host, p, rel, 0)) })
+	}, func(p dataplane.Progress) { l.update(fromDataplane(StepRestore, a.Host, p, rel, 0)) })
 	if err != nil {
-		return RestoreResult{}, a.fault(ctx, in.Job, "restore", err, l.progress())
+		return RestoreResult{}, a.fault(ctx, in.Job, StepRestore, err, l.progress())
 	}
 	return RestoreResult{Agent: a.Host, Path: res.Path, Image: in.ImageID, Files: res.Files, Bytes: res.Bytes, Verified: res.Verified, Incomplete: res.Incomplete, Duration: time.Since(start)}, nil
 }

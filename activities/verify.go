@@ -72,7 +72,7 @@ type VerifyResult struct {
 // hard-link groups, special files). It lists every difference; it writes nothing.
 func (a *Agent) VerifyReplicas(ctx context.Context, in VerifyInput) (VerifyResult, error) {
 	start := time.Now()
-	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: "verify", Phase: "verify", Dataset: in.Dataset})
+	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: StepVerify, Phase: "verify", Dataset: in.Dataset})
 	if err != nil {
 		return VerifyResult{}, err
 	}
@@ -83,7 +83,7 @@ func (a *Agent) VerifyReplicas(ctx context.Context, in VerifyInput) (VerifyResul
 	}
 	list, err := dataplane.ListReplicas(in.TargetRoot, in.Dataset)
 	if err != nil {
-		return VerifyResult{}, a.fault(ctx, in.Job, "verify", err, l.progress())
+		return VerifyResult{}, a.fault(ctx, in.Job, StepVerify, err, l.progress())
 	}
 	res := VerifyResult{Agent: a.Host, Dataset: in.Dataset}
 	found := false
@@ -101,12 +101,12 @@ func (a *Agent) VerifyReplicas(ctx context.Context, in VerifyInput) (VerifyResul
 		default:
 			d, err := a.dataplane().CheckReplica(ctx, a.repoConfig(in.Repo), in.Job, source, r.Image, r.Path, 0, VerifyMaxDifferences)
 			if err != nil {
-				return VerifyResult{}, a.fault(ctx, in.Job, "verify", fmt.Errorf("replica %s: %w", r.Name, err), l.progress())
+				return VerifyResult{}, a.fault(ctx, in.Job, StepVerify, fmt.Errorf("replica %s: %w", r.Name, err), l.progress())
 			}
 			rc.Differences, rc.Damaged = d, d.Count > 0
 			if rc.Damaged && in.Repair {
 				if rc.Repaired, err = a.repairReplica(ctx, in, l, r, source, onUnsupported); err != nil {
-					return VerifyResult{}, a.fault(ctx, in.Job, "verify", fmt.Errorf("repairing replica %s: %w", r.Name, err), l.progress())
+					return VerifyResult{}, a.fault(ctx, in.Job, StepVerify, fmt.Errorf("repairing replica %s: %w", r.Name, err), l.progress())
 				}
 			}
 		}
@@ -165,9 +165,9 @@ func (a *Agent) repairReplica(ctx context.Context, in VerifyInput, l *lease, r d
 	res, err := a.dataplane().Pull(ctx, dataplane.PullRequest{
 		Repo: a.repoConfig(in.Repo), Job: in.Job, ImageID: r.Image, TargetRoot: in.TargetRoot,
 		Dataset: in.Dataset, SourceDataset: source, ReplicaName: name, Epoch: in.Epoch,
-		Agent: a.Host, OnUnsupported: onUnsupported, Replaces: r.Name,
+		Agent: a.Host, OnUnsupported: onUnsupported, Replaces: r.Name, Verify: dataplane.VerifyFull,
 	}, func(p dataplane.Progress) {
-		pr := fromDataplane("verify", a.Host, p, "", in.Epoch)
+		pr := fromDataplane(StepVerify, a.Host, p, "", in.Epoch)
 		pr.Dataset = in.Dataset
 		l.update(pr)
 	})

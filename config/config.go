@@ -396,7 +396,9 @@ type Schedule struct {
 // Retention says which replicas (target copies) and images (repository
 // snapshots) a job keeps: the newest Replicas/Images of each, plus every one
 // younger than the kind's keep-within duration (measured from the newest of
-// that kind, like restic's --keep-within).
+// that kind, like restic's --keep-within). This is the config-file shape: a run's plan
+// records it (activities.Retention) and the data plane applies it per kind
+// (dataplane.Retention).
 type Retention struct {
 	Replicas int `yaml:"replicas"` // default 3, >= 1
 	Images   int `yaml:"images"`   // default 10, >= 1

@@ -19,6 +19,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
@@ -109,7 +110,7 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 			[]string{"Repo.Dir", filepath.Join(evil, "repo")}},
 		{"pull by an agent of no target order", hostileInput{Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a1", ImageID: "k0", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1}},
 			[]string{"Dataset", "not a dataset of a target whose order holds agent a1", "[b1 b2 a2]"}},
-		{"pull into a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a2", ImageID: "k0", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1, Keep: 3, KeepImages: 10, SourceDataset: "orders", Verify: "changed"}},
+		{"pull into a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a2", ImageID: "k0", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1, Keep: 3, KeepImages: 10, SourceDataset: "orders", Verify: dataplane.VerifyChanged}},
 			[]string{"agent a2 refused Pull", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
 		{"verify of a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo}},
 			[]string{"agent a2 refused VerifyReplicas", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
@@ -203,7 +204,7 @@ func TestAgentRefusesPlanFromAnotherConfig(t *testing.T) {
 	assert.Contains(t, err.Error(), `agent b1 refused Pull of job "orders": TargetRoot is "`+e.dir+`/storage/array-b" in the activity input, but agent b1's own config gives "`+alt+`"`)
 	st := e.status(run)
 	for _, tk := range st.Takeovers {
-		assert.NotEqual(t, "pull", tk.Step, "a refusal is not an agent fault: nobody takes over the pull")
+		assert.NotEqual(t, activities.StepPull, tk.Step, "a refusal is not an agent fault: nobody takes over the pull")
 	}
 	assert.Equal(t, "b1", st.Agents.Target)
 	assert.Equal(t, workflows.PhaseFailed, st.Phase)

@@ -48,7 +48,7 @@ func TestTakeoverRunsFailedHostScriptsOverSSH(t *testing.T) {
 	var remote []string
 	for _, s := range st.Scripts {
 		if s.Remote {
-			remote = append(remote, s.Step+"@"+s.Agent)
+			remote = append(remote, string(s.Step)+"@"+s.Agent)
 		}
 	}
 	assert.Equal(t, []string{"takeover@a2", "resume@a2"}, remote, "script results record the SSH runs; a1's takeover script runs once though a1 was lost for two roles")

@@ -104,7 +104,7 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	require.NotEmpty(t, st.Takeovers)
 	t.Logf("takeover recorded %s after the kill (heartbeat timeout 1s)", st.Takeovers[0].Time.Sub(killedAt).Round(time.Millisecond))
 	tk := st.Takeovers[0]
-	assert.Equal(t, []string{"source", "push", "a1", "a2"}, []string{tk.Role, tk.Step, tk.From, tk.To})
+	assert.Equal(t, []string{"source", "push", "a1", "a2"}, []string{tk.Role, string(tk.Step), tk.From, tk.To})
 	assert.Contains(t, tk.Reason, "heartbeat timeout")
 	assert.Equal(t, "a2", st.Agents.Source)
 	assert.Equal(t, "a2", st.Agents.Application, "resume moved to a2 because a1 is dead")
@@ -133,7 +133,7 @@ func TestKilledPullAgentIsTakenOver(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, st.Takeovers, 1)
 	tk := st.Takeovers[0]
-	assert.Equal(t, []string{"target", "pull", "b1", "b2"}, []string{tk.Role, tk.Step, tk.From, tk.To})
+	assert.Equal(t, []string{"target", "pull", "b1", "b2"}, []string{tk.Role, string(tk.Step), tk.From, tk.To})
 	require.NotNil(t, st.Replica)
 	assert.Equal(t, "b2", st.Replica.Agent)
 	assert.True(t, st.Replica.Verified)
@@ -156,9 +156,9 @@ func TestDeadApplicationAgent(t *testing.T) {
 	assert.Equal(t, "a2", st.Agents.Source, "the source order starts at a1 too, which is dead")
 	// The preflight (source order a1, a2, b2) meets the dead a1 first; quiesce then skips it.
 	require.GreaterOrEqual(t, len(st.Takeovers), 2)
-	assert.Equal(t, []string{"source", "preflight", "a1", "a2"}, []string{st.Takeovers[0].Role, st.Takeovers[0].Step, st.Takeovers[0].From, st.Takeovers[0].To})
+	assert.Equal(t, []string{"source", "preflight", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
 	assert.Contains(t, st.Takeovers[0].Reason, "schedule-to-start")
-	assert.Equal(t, []string{"application", "quiesce", "a1", "a2"}, []string{st.Takeovers[1].Role, st.Takeovers[1].Step, st.Takeovers[1].From, st.Takeovers[1].To})
+	assert.Equal(t, []string{"application", "quiesce", "a1", "a2"}, []string{st.Takeovers[1].Role, string(st.Takeovers[1].Step), st.Takeovers[1].From, st.Takeovers[1].To})
 	assert.Contains(t, st.Takeovers[1].Reason, "lost earlier")
 	m := e.markers("a1")
 	require.GreaterOrEqual(t, len(m), 3, "markers: %v", m)

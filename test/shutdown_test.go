@@ -109,7 +109,7 @@ func TestSIGTERMDuringPushThawsBeforeExit(t *testing.T) {
 	assert.Empty(t, st.QuiescedHost)
 	require.NotEmpty(t, st.Takeovers)
 	tk := st.Takeovers[0]
-	assert.Equal(t, []string{"source", "push", "a1", "a2"}, []string{tk.Role, tk.Step, tk.From, tk.To})
+	assert.Equal(t, []string{"source", "push", "a1", "a2"}, []string{tk.Role, string(tk.Step), tk.From, tk.To})
 	assert.Contains(t, tk.Reason, "shutting down", "the push was handed over because a1 was stopping")
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
 }
@@ -250,5 +250,5 @@ func TestDevSIGINTDuringPushThawsBeforeExit(t *testing.T) {
 	// its query of the run's status saw no quiesced host. The test's own poll (every 100 ms)
 	// can miss that last status when the server goes down right after (CI on ecea782).
 	require.NotEmpty(t, st.Takeovers, "the push was taken over")
-	assert.Equal(t, []string{"source", "push", "a1", "a2"}, []string{st.Takeovers[0].Role, st.Takeovers[0].Step, st.Takeovers[0].From, st.Takeovers[0].To})
+	assert.Equal(t, []string{"source", "push", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
 }

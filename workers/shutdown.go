@@ -196,9 +196,9 @@ func isQuiesce(args []any) bool {
 	}
 	switch in := args[0].(type) {
 	case activities.ScriptInput:
-		return in.Step == "quiesce"
+		return in.Step == activities.StepQuiesce
 	case *activities.ScriptInput:
-		return in != nil && in.Step == "quiesce"
+		return in != nil && in.Step == activities.StepQuiesce
 	}
 	return false
 }
@@ -258,7 +258,7 @@ func (a *drainActivity) ExecuteActivity(ctx context.Context, in *interceptor.Exe
 	step := activity.GetInfo(ctx).ActivityType.Name
 	if step == activities.RunScriptName && isQuiesce(in.Args) && a.d.draining() {
 		// A stopping agent takes on nothing new to thaw.
-		return nil, a.d.refusal("quiesce", nil)
+		return nil, a.d.refusal(string(activities.StepQuiesce), nil)
 	}
 	if !dataSteps[step] {
 		return a.Next.ExecuteActivity(ctx, in)

@@ -134,8 +134,8 @@ func (w *replication) checkPrimary(ctx workflow.Context) error {
 	// script for a lost agent): the plan's application is the primary's meanwhile.
 	turned := w.plan.Application
 	w.plan.Application = app
-	err = w.onRole(ctx, w.guard.role, "check", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
-		return w.script(ctx, "check", agent, host, app.Check, "")
+	err = w.onRole(ctx, w.guard.role, activities.StepCheck, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+		return w.script(ctx, activities.StepCheck, agent, host, app.Check, "")
 	})
 	w.plan.Application = turned
 	if err == nil {

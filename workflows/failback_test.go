@@ -174,7 +174,7 @@ func TestFailbackUnreachablePrimary(t *testing.T) {
 	assert.Contains(t, err.Error(), "check failed on every application agent in order [a1, a2]")
 	assert.Equal(t, []string{"script:check:a1@a1", "script:takeover:a1@a2", "script:check:a1@a2"}, f.calls)
 	require.Len(t, st.Takeovers, 2)
-	assert.Equal(t, "check", st.Takeovers[0].Step)
+	assert.Equal(t, activities.StepCheck, st.Takeovers[0].Step)
 
 	// The primary's agent dead and its host unreachable for the takeover script too
 	// (on_unreachable_host: fail): "primary_down" lets the check's takeover go, and the

@@ -91,7 +91,7 @@ func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.Tar
 		srcs = w.failback.List()
 	}
 	group := t.Group() && w.failback == nil
-	err := w.onRole(ctx, r, "pull", func(ctx workflow.Context, agent string, resume *activities.Progress) error {
+	err := w.onRole(ctx, r, activities.StepPull, func(ctx workflow.Context, agent string, resume *activities.Progress) error {
 		ts.Agent, ts.Phase, ts.Replicas = agent, TargetPulling, nil
 		root, err := w.plan.RootOf(agent, t.Storage)
 		if err != nil {
@@ -114,7 +114,7 @@ func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.Tar
 			if w.failback != nil {
 				in.KeepImages = 0
 			}
-			if resume != nil && resume.Step == "pull" && (resume.Dataset == "" || resume.Dataset == ds) {
+			if resume != nil && resume.Step == activities.StepPull && (resume.Dataset == "" || resume.Dataset == ds) {
 				in.ResumeFrom = resume.Staging
 			}
 			var res activities.PullResult
@@ -142,7 +142,7 @@ func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.Tar
 			ts.Group = res.Current
 		}
 		if idx == 0 {
-			w.status.Progress = Progress{Step: "pull", BytesDone: done.BytesDone, BytesTotal: done.BytesDone, FilesDone: done.FilesDone, FilesTotal: done.FilesDone}
+			w.status.Progress = Progress{Step: activities.StepPull, BytesDone: done.BytesDone, BytesTotal: done.BytesDone, FilesDone: done.FilesDone, FilesTotal: done.FilesDone}
 			rep := ts.Replicas[0]
 			w.status.Replica = &rep
 		}

@@ -50,7 +50,7 @@ func TestGroupPublishTakeover(t *testing.T) {
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "script:resume:a1@a1",
 		"pull@b1", "pull@b1", "publish@b1", "script:takeover:b1@b2", "pull@b2", "pull@b2", "publish@b2"}, f.calls)
 	require.Len(t, st.Takeovers, 1)
-	assert.Equal(t, "pull", st.Takeovers[0].Step, "the group publish is part of the target's pull step")
+	assert.Equal(t, activities.StepPull, st.Takeovers[0].Step, "the group publish is part of the target's pull step")
 	assert.Equal(t, "b1", st.Takeovers[0].From)
 	assert.Equal(t, "b2", st.Targets[0].Agent)
 	assert.Empty(t, f.pulls[2].ResumeFrom, "a publish heartbeat is no pull cursor")

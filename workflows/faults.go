@@ -59,8 +59,8 @@ const maxStorageBackoff = 5 * time.Minute
 
 // waitForStorage waits before the step is tried again on the same agent after a storage
 // fault, while the job's timeouts.storage_retry allows; false: fail the step now.
-func (w *replication) waitForStorage(ctx workflow.Context, step, agent string, s *storageWait, err error) bool {
-	workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"job": w.plan.Job, "step": step}).Counter("replctl_storage_faults_total").Inc(1)
+func (w *replication) waitForStorage(ctx workflow.Context, step activities.Step, agent string, s *storageWait, err error) bool {
+	workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"job": w.plan.Job, "step": string(step)}).Counter("replctl_storage_faults_total").Inc(1)
 	bound := w.plan.Timeouts.StorageRetry
 	if bound <= 0 {
 		return false

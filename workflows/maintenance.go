@@ -36,7 +36,7 @@ func Maintenance(ctx workflow.Context, in MaintenanceInput) (MaintenanceResult, 
 	err = w.setup(ctx)
 	if err == nil {
 		w.setPhase(ctx, "maintaining")
-		err = w.onRole(ctx, w.roles.target, "maintain", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+		err = w.onRole(ctx, w.roles.target, activities.StepMaintain, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 			repo, err := w.plan.Repo(agent)
 			if err != nil {
 				return nonRetryable(err)

@@ -23,7 +23,7 @@ func (w *replication) preflight(ctx workflow.Context) error {
 		return nil
 	}
 	storage, datasets := w.plan.Source.Storage, w.plan.Source.List()
-	return w.onRole(ctx, w.roles.source, "preflight", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+	return w.onRole(ctx, w.roles.source, activities.StepPreflight, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		dirs := make([]string, len(datasets))
 		for i, ds := range datasets {
 			dir, err := w.plan.DatasetDir(agent, storage, ds)

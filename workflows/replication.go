@@ -226,7 +226,7 @@ func (w *replication) precopy(ctx workflow.Context) error {
 	w.setPhase(ctx, PhasePrecopying)
 	storage, datasets := w.plan.Source.Storage, w.plan.Source.List()
 	started := workflow.Now(ctx)
-	err := w.onRole(ctx, w.roles.source, "precopy", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+	err := w.onRole(ctx, w.roles.source, activities.StepPrecopy, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		repo, err := w.plan.Repo(agent)
 		if err != nil {
 			return nonRetryable(err)
@@ -286,9 +286,9 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	w.quiesceStarted = true
 	w.status.QuiescedHost = app.Host
 	w.upsert(ctx, AttrQuiescedHost.ValueSet(app.Host))
-	err = w.onRole(ctx, w.roles.application, "quiesce", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+	err = w.onRole(ctx, w.roles.application, activities.StepQuiesce, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		w.quiesceScheduled = true
-		return w.script(ctx, "quiesce", agent, host, app.Quiesce, "")
+		return w.script(ctx, activities.StepQuiesce, agent, host, app.Quiesce, "")
 	})
 	// Every application agent was lost earlier in the run, so no quiesce script ran: there
 	// is nothing to resume, and the host was never frozen. (Runs recorded before this
@@ -316,8 +316,8 @@ func (w *replication) resume(ctx workflow.Context) error {
 		return err
 	}
 	w.setPhase(ctx, PhaseResuming)
-	err = w.onRole(ctx, w.roles.application, "resume", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
-		return w.script(ctx, "resume", agent, host, app.Resume, "")
+	err = w.onRole(ctx, w.roles.application, activities.StepResume, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+		return w.script(ctx, activities.StepResume, agent, host, app.Resume, "")
 	})
 	if err != nil {
 		return fmt.Errorf("host %s LEFT QUIESCED: resume failed: %s", app.Host, rootMessage(err))
@@ -334,7 +334,7 @@ func (w *replication) push(ctx workflow.Context) error {
 	if w.failback != nil {
 		storage, datasets = w.failback.Storage, w.failback.List()
 	}
-	return w.onRole(ctx, w.roles.source, "push", func(ctx workflow.Context, agent string, resume *activities.Progress) error {
+	return w.onRole(ctx, w.roles.source, activities.StepPush, func(ctx workflow.Context, agent string, resume *activities.Progress) error {
 		repo, err := w.plan.Repo(agent)
 		if err != nil {
 			return nonRetryable(err)
@@ -372,7 +372,7 @@ func (w *replication) push(ctx workflow.Context) error {
 		if len(images) > 1 {
 			w.status.Images = images
 		}
-		w.status.Progress = Progress{Step: "push", BytesDone: total.BytesDone, BytesTotal: total.BytesDone, FilesDone: total.FilesDone, FilesTotal: total.FilesDone}
+		w.status.Progress = Progress{Step: activities.StepPush, BytesDone: total.BytesDone, BytesTotal: total.BytesDone, FilesDone: total.FilesDone, FilesTotal: total.FilesDone}
 		return nil
 	})
 }
@@ -380,7 +380,7 @@ func (w *replication) push(ctx workflow.Context) error {
 func (w *replication) pull(ctx workflow.Context) error {
 	w.setPhase(ctx, PhasePulling)
 	replicaName := replicaName(ctx)
-	return w.onRole(ctx, w.roles.target, "pull", func(ctx workflow.Context, agent string, resume *activities.Progress) error {
+	return w.onRole(ctx, w.roles.target, activities.StepPull, func(ctx workflow.Context, agent string, resume *activities.Progress) error {
 		root, err := w.plan.TargetRoot(agent)
 		if err != nil {
 			return nonRetryable(err)
@@ -396,14 +396,14 @@ func (w *replication) pull(ctx workflow.Context) error {
 			SourceDataset: w.plan.Source.Dataset, KeepImages: w.plan.Retention.Images, Verify: w.plan.Verify,
 			KeepWithin: w.plan.Retention.ReplicasWithin, KeepImagesWithin: w.plan.Retention.ImagesWithin,
 		}
-		if resume != nil && resume.Step == "pull" {
+		if resume != nil && resume.Step == activities.StepPull {
 			in.ResumeFrom = resume.Staging
 		}
 		var res activities.PullResult
 		if err := workflow.ExecuteActivity(ctx, activities.PullName, in).Get(ctx, &res); err != nil {
 			return err
 		}
-		w.status.Progress = Progress{Step: "pull", BytesDone: res.Bytes, BytesTotal: res.Bytes, FilesDone: res.Files, FilesTotal: res.Files}
+		w.status.Progress = Progress{Step: activities.StepPull, BytesDone: res.Bytes, BytesTotal: res.Bytes, FilesDone: res.Files, FilesTotal: res.Files}
 		w.addRefused(res.Refused)
 		w.status.Replica = &Replica{Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Incomplete: res.Incomplete || w.status.Unsupported != nil, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, ResumedFrom: res.ResumedFrom}
 		return nil
@@ -427,7 +427,7 @@ func (w *replication) setUnsupported(per []*activities.Unsupported) {
 }
 
 // script runs one of host's scripts on agent and records the result.
-func (w *replication) script(ctx workflow.Context, step, agent string, host activities.HostPlan, script, failedHost string) error {
+func (w *replication) script(ctx workflow.Context, step activities.Step, agent string, host activities.HostPlan, script, failedHost string) error {
 	src, _ := w.plan.SourceDir(host.Name) // "" when the host does not see the source
 	in := activities.ScriptInput{
 		Job: w.plan.Job, RunID: w.status.RunID, Step: step, Agent: agent, Host: host, Script: script,

@@ -55,8 +55,8 @@ func (f *fakeAgents) record(s string) {
 
 func (f *fakeAgents) RunScript(ctx context.Context, in activities.ScriptInput) (activities.ScriptResult, error) {
 	agent := agentOf(ctx)
-	f.record("script:" + in.Step + ":" + in.Host.Name + "@" + agent)
-	if err := f.fail("script:"+in.Step, agent); err != nil {
+	f.record("script:" + string(in.Step) + ":" + in.Host.Name + "@" + agent)
+	if err := f.fail("script:"+string(in.Step), agent); err != nil {
 		return activities.ScriptResult{}, err
 	}
 	return activities.ScriptResult{Step: in.Step, Host: in.Host.Name, Agent: agent, Script: in.Script}, nil
@@ -276,7 +276,7 @@ func TestPrecopyAgentLostIsTakenOver(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"precopy@a1", "script:takeover:a1@a2", "precopy@a2", "script:quiesce:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.calls)
 	require.Len(t, st.Takeovers, 2)
-	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[0].Role, st.Takeovers[0].Step, st.Takeovers[0].From, st.Takeovers[0].To})
+	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
 	assert.Equal(t, "a2", st.Precopy.Agent)
 }
 

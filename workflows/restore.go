@@ -27,7 +27,7 @@ type RestoreResult struct {
 
 // Restore runs RestoreImage on the job's target order with the takeover protocol.
 func Restore(ctx workflow.Context, in RestoreInput) (RestoreResult, error) {
-	st, res, err := targetStep[activities.RestoreResult](ctx, in.Job, "restoring", "restore", activities.RestoreName,
+	st, res, err := targetStep[activities.RestoreResult](ctx, in.Job, "restoring", activities.StepRestore, activities.RestoreName,
 		func(w *replication, agent, root string, repo activities.RepoLocation) any {
 			return activities.RestoreInput{Job: w.plan.Job, Agent: agent, TargetRoot: root, Dataset: w.plan.Target.Dataset,
 				ImageID: in.Image, To: in.To, Repo: repo}

@@ -116,12 +116,12 @@ type RoleAgents struct {
 
 // Takeover records one move of a step from an agent to the next one in the role's order.
 type Takeover struct {
-	Role   string    `json:"role"`
-	Step   string    `json:"step"`
-	From   string    `json:"from"`
-	To     string    `json:"to,omitempty"`
-	Reason string    `json:"reason"`
-	Time   time.Time `json:"time"`
+	Role   string          `json:"role"`
+	Step   activities.Step `json:"step"`
+	From   string          `json:"from"`
+	To     string          `json:"to,omitempty"`
+	Reason string          `json:"reason"`
+	Time   time.Time       `json:"time"`
 	// Target is the target storage of a fan-out pull's takeover.
 	Target string `json:"target,omitempty"`
 }
@@ -150,11 +150,11 @@ type TargetStatus struct {
 // Progress of the data steps as last reported to the workflow (at the end of each step;
 // `replctl status` adds the live heartbeat of the running step).
 type Progress struct {
-	Step       string `json:"step,omitempty"`
-	BytesDone  int64  `json:"bytes_done"`
-	BytesTotal int64  `json:"bytes_total"`
-	FilesDone  int64  `json:"files_done"`
-	FilesTotal int64  `json:"files_total"`
+	Step       activities.Step `json:"step,omitempty"`
+	BytesDone  int64           `json:"bytes_done"`
+	BytesTotal int64           `json:"bytes_total"`
+	FilesDone  int64           `json:"files_done"`
+	FilesTotal int64           `json:"files_total"`
 }
 
 // Replica is the replica a run published.

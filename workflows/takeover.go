@@ -67,7 +67,7 @@ func (r *role) current() string {
 type attempt func(ctx workflow.Context, agent string, resume *activities.Progress) error
 
 // onRole runs a step on the role's current agent and takes over along the order.
-func (w *replication) onRole(ctx workflow.Context, r *role, step string, run attempt) error {
+func (w *replication) onRole(ctx workflow.Context, r *role, step activities.Step, run attempt) error {
 	var resume *activities.Progress
 	failures := 0
 	var storage storageWait
@@ -130,13 +130,13 @@ func (w *replication) lostEarlier(ctx workflow.Context, agent string) bool {
 }
 
 // takeover records that agent lost step and moves the role to the next agent.
-func (w *replication) takeover(ctx workflow.Context, r *role, step, agent, reason string) {
+func (w *replication) takeover(ctx workflow.Context, r *role, step activities.Step, agent, reason string) {
 	r.tried = append(r.tried, agent+": "+reason)
 	r.pending = append(r.pending, agent)
 	r.idx++
 	t := Takeover{Role: r.name, Step: step, From: agent, To: r.current(), Reason: reason, Time: workflow.Now(ctx), Target: r.target}
 	w.status.Takeovers = append(w.status.Takeovers, t)
-	workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"job": w.plan.Job, "role": r.name, "step": step, "reason": reasonKind(reason)}).
+	workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"job": w.plan.Job, "role": r.name, "step": string(step), "reason": reasonKind(reason)}).
 		Counter("replctl_takeovers_total").Inc(1)
 	workflow.GetLogger(ctx).Warn("takeover", "role", r.name, "step", step, "from", agent, "to", t.To, "reason", reason)
 }
@@ -161,8 +161,8 @@ func (w *replication) runTakeoverScripts(ctx workflow.Context, r *role, agent st
 			r.pending = r.pending[1:]
 			continue
 		}
-		sctx := w.stepContext(ctx, r, "takeover", agent)
-		err = w.script(sctx, "takeover", agent, host, script, failed)
+		sctx := w.stepContext(ctx, r, activities.StepTakeover, agent)
+		err = w.script(sctx, activities.StepTakeover, agent, host, script, failed)
 		if w.continueUnreachable(err, "takeover script of host "+failed, failed) {
 			err = nil
 		}
@@ -205,13 +205,13 @@ func (w *replication) continueUnreachable(err error, what, host string) bool {
 }
 
 // stepContext is the activity options of one attempt of a step on agent.
-func (w *replication) stepContext(ctx workflow.Context, r *role, step, agent string) workflow.Context {
+func (w *replication) stepContext(ctx workflow.Context, r *role, step activities.Step, agent string) workflow.Context {
 	t := w.plan.Timeouts
 	startToClose := t.StartToClose
-	if step == "quiesce" || step == "resume" || step == "takeover" {
+	if step == activities.StepQuiesce || step == activities.StepResume || step == activities.StepTakeover {
 		startToClose = w.plan.Application.Timeout + t.Heartbeat
 	}
-	summary := step + " on " + agent
+	summary := string(step) + " on " + agent
 	if r.idx > 0 {
 		summary += " (took over from " + r.order[r.idx-1] + ")"
 	}

@@ -38,7 +38,7 @@ func TestFailover(ctx workflow.Context, in TestFailoverInput) (TestFailoverResul
 	err = w.setup(ctx)
 	if err == nil {
 		w.setPhase(ctx, "test-failover")
-		err = w.onRole(ctx, w.roles.target, "test-copy", func(ctx workflow.Context, agent string, _ *activities.Progress) error {
+		err = w.onRole(ctx, w.roles.target, activities.StepTestCopy, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 			root, err := w.plan.TargetRoot(agent)
 			if err != nil {
 				return nonRetryable(err)

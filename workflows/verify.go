@@ -42,7 +42,7 @@ func Verify(ctx workflow.Context, in VerifyInput) (VerifyResult, error) {
 		phase = "repairing"
 	}
 	repairName := replicaName(ctx)
-	st, res, err := targetStep[activities.VerifyResult](ctx, in.Job, phase, "verify", activities.VerifyName,
+	st, res, err := targetStep[activities.VerifyResult](ctx, in.Job, phase, activities.StepVerify, activities.VerifyName,
 		func(w *replication, agent, root string, repo activities.RepoLocation) any {
 			vi := activities.VerifyInput{Job: w.plan.Job, Agent: agent, TargetRoot: root, Dataset: w.plan.Target.Dataset,
 				Replica: in.Replica, All: in.All, Repo: repo}
@@ -74,7 +74,7 @@ func Images(ctx workflow.Context, in ImagesInput) (activities.ImagesResult, erro
 // targetStep runs one activity on the job's target order with the takeover protocol and
 // the run's status and phases (verify, images, restore): input makes the activity's input
 // for an agent, its target root and repository as the plan resolves them.
-func targetStep[R any](ctx workflow.Context, job, phase, step, activity string,
+func targetStep[R any](ctx workflow.Context, job, phase string, step activities.Step, activity string,
 	input func(w *replication, agent, root string, repo activities.RepoLocation) any) (Status, R, error) {
 	var res R
 	w, err := newReplication(ctx, job)

@@ -157,7 +157,7 @@ func TestIncrementalPullHardLinks(t *testing.T) {
 
 	// "changed" verification skips content of trusted links but still checks metadata.
 	req := e.pullReq(p2.ImageID, "r3")
-	req.Verify = "changed"
+	req.Verify = VerifyChanged
 	r3, err := e.repos.Pull(context.Background(), req, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 27, r3.Linked)
@@ -245,7 +245,7 @@ func TestAtomicPublish(t *testing.T) {
 	for gen := 1; gen <= 6; gen++ {
 		writeGen(gen)
 		req := e.pullReq(e.push().ImageID, fmt.Sprintf("gen%02d", gen))
-		req.Keep = 2
+		req.Keep.Last = 2
 		_, err := e.repos.Pull(context.Background(), req, nil)
 		require.NoError(t, err)
 	}
@@ -486,7 +486,7 @@ func TestRetentionAndPrune(t *testing.T) {
 		images = append(images, img)
 
 		req := e.pullReq(img, fmt.Sprintf("r%d", i))
-		req.Keep = 2
+		req.Keep.Last = 2
 		_, err := e.repos.Pull(context.Background(), req, nil)
 		require.NoError(t, err)
 	}
@@ -557,7 +557,7 @@ func TestRetentionKeepWithin(t *testing.T) {
 		images = append(images, img)
 
 		req := e.pullReq(img, fmt.Sprintf("r%d", i))
-		req.Keep, req.KeepWithin = 1, time.Hour
+		req.Keep = Retention{Last: 1, Within: time.Hour}
 		_, err := e.repos.Pull(ctx, req, nil)
 		require.NoError(t, err)
 	}
@@ -578,7 +578,7 @@ func TestRetentionKeepWithin(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotFound)
 
 	req := e.pullReq(images[2], "r3")
-	req.Keep, req.KeepWithin = 1, time.Nanosecond
+	req.Keep = Retention{Last: 1, Within: time.Nanosecond}
 	_, err = e.repos.Pull(ctx, req, nil)
 	require.NoError(t, err)
 	reps, err = ListReplicas(e.target, e.ds)
@@ -622,7 +622,7 @@ func TestBadInput(t *testing.T) {
 		"Dataset":     func(r *PullRequest) { r.Dataset = "../escape" },
 		"ReplicaName": func(r *PullRequest) { r.ReplicaName = "a/b" },
 		"Verify":      func(r *PullRequest) { r.Verify = "some" },
-		"Keep":        func(r *PullRequest) { r.Keep = -1 },
+		"Keep":        func(r *PullRequest) { r.Keep.Last = -1 },
 		"ResumeFrom":  func(r *PullRequest) { r.ResumeFrom = "/elsewhere/x.e1" },
 		"ImageID":     func(r *PullRequest) { r.ImageID = "" },
 		"job":         func(r *PullRequest) { r.Job = "otherjob" },
@@ -783,7 +783,7 @@ func TestIdenticalDirectories(t *testing.T) {
 
 	for _, name := range []string{"r1", "r2"} {
 		req := e.pullReq(e.push().ImageID, name)
-		req.Verify = "changed"
+		req.Verify = VerifyChanged
 		r, err := e.repos.Pull(context.Background(), req, nil)
 		require.NoError(t, err)
 		requireSameTree(t, e.src, r.ReplicaPath)
@@ -811,7 +811,7 @@ func TestChangedVerifyTrustIsPerFile(t *testing.T) {
 		require.NoError(t, os.Chmod(filepath.Join(staging, "many", "f07.txt"), 0o600))
 	}
 	req := e.pullReq(img, "r2")
-	req.Verify = "changed"
+	req.Verify = VerifyChanged
 	res, err := e.repos.Pull(context.Background(), req, nil)
 	require.ErrorIs(t, err, ErrVerify)
 	require.Contains(t, err.Error(), "many/f07.txt: mode")
@@ -819,9 +819,21 @@ func TestChangedVerifyTrustIsPerFile(t *testing.T) {
 
 	e.repos.hooks = testHooks{}
 	req = e.pullReq(img, "r3")
-	req.Verify = "changed"
+	req.Verify = VerifyChanged
 	res, err = e.repos.Pull(context.Background(), req, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1+2, res.Restored)
 	requireSameTree(t, e.src, res.ReplicaPath)
+}
+
+// The data plane's default verify mode is the config's (config.Job.Verify); a repair always
+// reads everything.
+func TestVerifyModeDefault(t *testing.T) {
+	cfg := RepoConfig{Dir: "/r", PasswordFile: "/p", ClientDir: "/c"}
+	req := PullRequest{Repo: cfg, Job: "j", ImageID: "i", TargetRoot: t.TempDir(), Dataset: "d", ReplicaName: "r1", Epoch: 1, Agent: "a"}
+	require.NoError(t, validatePull(&req))
+	require.Equal(t, VerifyChanged, req.Verify)
+	req.Verify, req.Replaces = VerifyChanged, "r0"
+	require.NoError(t, validatePull(&req))
+	require.Equal(t, VerifyFull, req.Verify)
 }

@@ -39,10 +39,9 @@ type GroupPublishRequest struct {
 	Epoch         int64
 	Agent         string
 	WriteDeadline time.Time
-	// Keep is the number of replicas kept per dataset (default 3, including the current).
-	Keep int
-	// KeepWithin also keeps every replica younger than this, measured from the newest (0 = off).
-	KeepWithin time.Duration
+	// Keep is what is kept of each dataset's replicas (Keep.Last default 3, counting the
+	// current).
+	Keep Retention
 }
 
 // GroupPublishResult says where the group's replicas are visible.
@@ -99,8 +98,8 @@ func PublishGroup(ctx context.Context, req GroupPublishRequest) (GroupPublishRes
 		return res, badInput("Datasets", "a group needs at least one dataset")
 	}
 
-	if req.Keep == 0 {
-		req.Keep = 3
+	if req.Keep.Last == 0 {
+		req.Keep.Last = 3
 	}
 
 	ls := make([]layout, len(req.Datasets))
@@ -170,7 +169,7 @@ func PublishGroup(ctx context.Context, req GroupPublishRequest) (GroupPublishRes
 
 	for _, l := range ls {
 		res.Links = append(res.Links, l.link)
-		l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, func(string, ...any) {})
+		l.retain(req.Keep, req.Epoch, func(string, ...any) {})
 	}
 
 	pruneGroupDirs(req.Job, ls[0])

@@ -70,7 +70,7 @@ func (e *env) pullReq(image, name string) PullRequest {
 
 	return PullRequest{
 		Repo: e.cfg, Job: e.job, ImageID: image, TargetRoot: e.target, Dataset: e.ds,
-		ReplicaName: name, Epoch: e.epoch, Agent: "agent-a",
+		ReplicaName: name, Epoch: e.epoch, Agent: "agent-a", Verify: VerifyFull,
 	}
 }
 

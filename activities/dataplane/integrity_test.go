@@ -30,7 +30,7 @@ func TestPullRepairsTamperedReplica(t *testing.T) {
 	require.NoError(t, os.Chtimes(damaged, mt, mt))
 
 	req := e.pullReq(img, "r2")
-	req.Verify = "changed"
+	req.Verify = VerifyChanged
 	res, err := e.repos.Pull(context.Background(), req, nil)
 	require.NoError(t, err)
 	require.True(t, res.Verified)
@@ -71,7 +71,7 @@ func TestTrustSurvivesOwnLinksAndUnlinks(t *testing.T) {
 	// Keep 2: every pull from r3 on retires one replica (swept in the background).
 	for _, name := range []string{"r2", "r3", "r4", "r5"} {
 		req := e.pullReq(img, name)
-		req.Keep, req.Verify = 2, "changed"
+		req.Keep.Last, req.Verify = 2, VerifyChanged
 		res, err := e.repos.Pull(context.Background(), req, nil)
 		require.NoError(t, err)
 		require.Equal(t, int64(3), res.Linked, name)
@@ -85,7 +85,7 @@ func TestTrustSurvivesOwnLinksAndUnlinks(t *testing.T) {
 	require.NoError(t, os.Chtimes(f, mt, mt))
 
 	req := e.pullReq(img, "r6")
-	req.Keep, req.Verify = 2, "changed"
+	req.Keep.Last, req.Verify = 2, VerifyChanged
 	res, err := e.repos.Pull(context.Background(), req, nil)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), res.Distrusted)

@@ -104,7 +104,7 @@ func TestMeasurePushPull(t *testing.T) {
 
 	pull := func(img, name, verify string) string {
 		req := e.pullReq(img, name)
-		req.Verify = verify
+		req.Verify = VerifyMode(verify)
 		req.Parallel = envInt("REPLCTL_MEASURE_PARALLEL", 0)
 		phaseStart := map[string]time.Time{}
 		r, err := e.repos.Pull(ctx, req, func(p Progress) {
@@ -218,7 +218,7 @@ func TestMeasureParallel(t *testing.T) {
 
 		dropPageCache()
 		t0 = time.Now()
-		_, err = repos.Pull(context.Background(), PullRequest{Repo: cfg, Job: "measure", ImageID: p.ImageID, TargetRoot: target, Dataset: "m", ReplicaName: "r1", Epoch: 1, Agent: "a", Parallel: par, Verify: "changed"}, nil)
+		_, err = repos.Pull(context.Background(), PullRequest{Repo: cfg, Job: "measure", ImageID: p.ImageID, TargetRoot: target, Dataset: "m", ReplicaName: "r1", Epoch: 1, Agent: "a", Parallel: par, Verify: VerifyChanged}, nil)
 		require.NoError(t, err)
 		pull := time.Since(t0)
 

@@ -37,18 +37,17 @@ type PullRequest struct {
 	// ResumeFrom is the staging dir of a failed earlier attempt (see
 	// StagingPath); its complete files are hard-linked, never modified.
 	ResumeFrom string
-	// Keep is the number of replicas kept (default 3, including the current).
-	Keep int
-	// KeepWithin also keeps every replica younger than this (0 = off): see Retention.
-	KeepWithin time.Duration
+	// Keep is what is kept of the dataset's replicas after the publish (Keep.Last
+	// default 3, counting the current).
+	Keep Retention
 	// OnUnsupported: what the pull does with an entry or attribute the target refuses (an
 	// xattr its filesystem does not keep, a device as non-root): "fail" (default) or "skip"
 	// (left out; the replica is incomplete and says so).
 	OnUnsupported string
-	// Verify is "full" (default: every file's content is checked) or
-	// "changed" (content of files hard-linked from the verified current
-	// replica with an unchanged object ID is not re-read).
-	Verify string
+	// Verify is how much of the replica is checked against the image before publish:
+	// VerifyChanged (default, as in the config) or VerifyFull. A repair (Replaces) is
+	// always VerifyFull.
+	Verify VerifyMode
 	// WriteDeadline, if set, is when this attempt must stop writing: no write
 	// or publish after it (ErrFenced).
 	WriteDeadline time.Time
@@ -249,7 +248,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		res.Verified, res.StagingPath = true, ""
 		res.PublishedBy, res.PublishedEpoch = m.Agent, m.Epoch
 		if !req.Defer && req.Replaces == "" {
-			l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, r.log)
+			l.retain(req.Keep, req.Epoch, r.log)
 		}
 
 		return res, nil
@@ -275,7 +274,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 		dirCache:   map[string]cachedDir{},
 		cacheLeft:  dirCacheEntries,
-		hashWrites: req.Verify == "changed",
+		hashWrites: req.Verify == VerifyChanged,
 		replaced:   replaced,
 	}
 	p.useExtras(extras, req.Job, req.OnUnsupported == OnUnsupportedSkip)
@@ -359,7 +358,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		res.Incomplete, res.Refused = true, &p.refused
 		r.log("target refused entries; replica incomplete", "dataset", req.Dataset, "summary", p.refused.String())
 	}
-	if req.Verify == "changed" {
+	if req.Verify == VerifyChanged {
 		vo.skipContent = func(dir string, d object.ID, i int) bool {
 			return p.trustOf(dir, d, i)&trustContent != 0
 		}
@@ -386,7 +385,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	res.StagingPath = ""
 
 	if !req.Defer && req.Replaces == "" {
-		l.retain(Retention{Last: req.Keep, Within: req.KeepWithin}, req.Epoch, r.log)
+		l.retain(req.Keep, req.Epoch, r.log)
 	}
 
 	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,

@@ -12,6 +12,20 @@ import (
 	"github.com/kopia/kopia/snapshot"
 )
 
+// VerifyMode is how much of a pulled replica is read back and checked against its image
+// before it is published (config job.verify; a job's plan and pull inputs carry it).
+type VerifyMode string
+
+// Verify modes. The values are config values and are recorded in run histories.
+const (
+	// VerifyChanged (the config's default) checks every file written for this replica;
+	// files hard-linked from the verified current replica with an unchanged object ID keep
+	// their checked content and metadata.
+	VerifyChanged VerifyMode = "changed"
+	// VerifyFull checks the content of every file.
+	VerifyFull VerifyMode = "full"
+)
+
 func validatePull(req *PullRequest) error {
 	if err := req.Repo.validate(); err != nil {
 		return err
@@ -54,7 +68,7 @@ func validatePull(req *PullRequest) error {
 			return badInput("Replaces", "a repair needs a new replica name, not %s", req.Replaces)
 		}
 		// A repair reads every reused file: nothing is trusted unread.
-		req.Verify = "full"
+		req.Verify = VerifyFull
 	}
 
 	if req.ResumeFrom != "" {
@@ -64,18 +78,18 @@ func validatePull(req *PullRequest) error {
 	}
 
 	switch {
-	case req.Keep == 0:
-		req.Keep = 3
-	case req.Keep < 0:
-		return badInput("Keep", "%d must be at least 1", req.Keep)
+	case req.Keep.Last == 0:
+		req.Keep.Last = 3
+	case req.Keep.Last < 0:
+		return badInput("Keep", "%d must be at least 1", req.Keep.Last)
 	}
 
 	switch req.Verify {
 	case "":
-		req.Verify = "full"
-	case "full", "changed":
+		req.Verify = VerifyChanged
+	case VerifyFull, VerifyChanged:
 	default:
-		return badInput("Verify", "%q must be \"full\" or \"changed\"", req.Verify)
+		return badInput("Verify", "%q must be %q or %q", req.Verify, VerifyChanged, VerifyFull)
 	}
 
 	switch req.OnUnsupported {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,24 +33,42 @@ import (
 // RemoteHost is a host attached to the repository's storage, reached over SSH.
 type RemoteHost struct {
 	// Name is the host's name in the config, for messages.
-	Name string `json:"name"`
-	// Address is host or host:port (port 22 by default).
-	Address string `json:"address"`
-	// User is the login name.
-	User string `json:"user"`
-	// KeyFile is an unencrypted private key on this agent's host.
-	KeyFile string `json:"keyFile"`
-	// KnownHostsFile is an OpenSSH known_hosts file on this agent's host; it is
-	// always enforced.
-	KnownHostsFile string `json:"knownHostsFile"`
-	// ConnectTimeout bounds dial plus handshake; 0 means hostexec's default.
-	ConnectTimeout time.Duration `json:"connectTimeout,omitempty"`
+	Name string
+	// Target is how to reach it: files on this agent's host; the known_hosts file is always
+	// enforced, a zero ConnectTimeout means hostexec's default.
+	hostexec.Target
 	// Dir is the absolute repository directory as this host sees it.
-	Dir string `json:"dir"`
+	Dir string
 }
 
-func (h RemoteHost) target() *hostexec.SSHTarget {
-	return &hostexec.SSHTarget{Address: h.Address, User: h.User, KeyFile: h.KeyFile, KnownHostsFile: h.KnownHostsFile, ConnectTimeout: h.ConnectTimeout}
+// remoteHostJSON is RemoteHost as kopia stores it in the agent's client config
+// (remoteOptions): these keys are on disk, keep them.
+type remoteHostJSON struct {
+	Name           string        `json:"name"`
+	Address        string        `json:"address"`
+	User           string        `json:"user"`
+	KeyFile        string        `json:"keyFile"`
+	KnownHostsFile string        `json:"knownHostsFile"`
+	ConnectTimeout time.Duration `json:"connectTimeout,omitempty"`
+	Dir            string        `json:"dir"`
+}
+
+// MarshalJSON writes the stored shape, remoteHostJSON.
+func (h RemoteHost) MarshalJSON() ([]byte, error) {
+	t := h.Target
+	return json.Marshal(remoteHostJSON{Name: h.Name, Address: t.Address, User: t.User, KeyFile: t.KeyFile,
+		KnownHostsFile: t.KnownHostsFile, ConnectTimeout: t.ConnectTimeout, Dir: h.Dir})
+}
+
+// UnmarshalJSON reads the stored shape, remoteHostJSON.
+func (h *RemoteHost) UnmarshalJSON(b []byte) error {
+	var j remoteHostJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*h = RemoteHost{Name: j.Name, Dir: j.Dir, Target: hostexec.Target{Address: j.Address, User: j.User,
+		KeyFile: j.KeyFile, KnownHostsFile: j.KnownHostsFile, ConnectTimeout: j.ConnectTimeout}}
+	return nil
 }
 
 // remoteStorageType names the kopia storage provider below in repository configs.
@@ -127,7 +146,7 @@ func (l *sftpLink) get(ctx context.Context) (*sftp.Client, RemoteHost, error) {
 }
 
 func dialSFTP(ctx context.Context, h RemoteHost) (*sftp.Client, *ssh.Client, error) {
-	sc, err := hostexec.Dial(ctx, h.target())
+	sc, err := hostexec.Dial(ctx, &h.Target)
 	if err != nil {
 		return nil, nil, err
 	}

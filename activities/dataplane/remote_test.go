@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,13 +14,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/replctl/replctl/activities/hostexec"
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
 )
 
 // remoteHost describes sshd s as a host attached to the repository storage;
 // both test servers see the same files, as two hosts attached to one array do.
 func remoteHost(name string, s *sshtest.Server, dir string) RemoteHost {
-	return RemoteHost{Name: name, Address: s.Addr, User: s.User, KeyFile: s.KeyFile, KnownHostsFile: s.KnownHostsFile, ConnectTimeout: 5 * time.Second, Dir: dir}
+	return RemoteHost{Name: name, Target: hostexec.Target{Address: s.Addr, User: s.User, KeyFile: s.KeyFile, KnownHostsFile: s.KnownHostsFile, ConnectTimeout: 5 * time.Second}, Dir: dir}
 }
 
 func accepted(s *sshtest.Server) int { return strings.Count(s.Log(), "Accepted publickey") }
@@ -156,4 +158,19 @@ func TestRemoteReconnectsAfterLostConnection(t *testing.T) {
 	res := e.pull(pres.ImageID, "r1")
 	require.True(t, res.Verified)
 	requireSameTree(t, e.src, e.replicaDir())
+}
+
+// The hosts are stored in the agent's kopia client config: their JSON keys must not change.
+func TestRemoteHostStoredShape(t *testing.T) {
+	h := RemoteHost{Name: "b1", Target: hostexec.Target{Address: "b1:22", User: "u", KeyFile: "/k", KnownHostsFile: "/kh", ConnectTimeout: time.Second}, Dir: "/r"}
+	b, err := json.Marshal(h)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"name":"b1","address":"b1:22","user":"u","keyFile":"/k","knownHostsFile":"/kh","connectTimeout":1000000000,"dir":"/r"}`, string(b))
+	var back RemoteHost
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, h, back)
+	h.ConnectTimeout = 0
+	b, err = json.Marshal(h)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), "connectTimeout")
 }

@@ -91,7 +91,7 @@ func TestPullKeepsHoles(t *testing.T) {
 
 	img := e.push().ImageID
 
-	for _, verify := range []string{"full", "changed"} {
+	for _, verify := range []VerifyMode{VerifyFull, VerifyChanged} {
 		rep, took := pullVerify(e, img, verify)
 		t.Logf("verify=%s: pull of %d MiB apparent took %v", verify, (size+64<<20)>>20, took)
 
@@ -117,11 +117,11 @@ func TestPullKeepsHoles(t *testing.T) {
 // pullVerify pulls img with that verification as a dataset of its own (so
 // every file is written, none linked from an earlier pull) and returns the
 // replica's path and how long the pull took.
-func pullVerify(e *env, img, verify string) (string, time.Duration) {
+func pullVerify(e *env, img string, verify VerifyMode) (string, time.Duration) {
 	e.t.Helper()
 
 	req := e.pullReq(img, "r1")
-	req.Verify, req.SourceDataset, req.Dataset = verify, e.ds, e.ds+"-"+verify
+	req.Verify, req.SourceDataset, req.Dataset = verify, e.ds, e.ds+"-"+string(verify)
 	t0 := time.Now()
 	res, err := e.repos.Pull(context.Background(), req, nil)
 	require.NoError(e.t, err)
@@ -167,7 +167,7 @@ func TestMeasureSparse(t *testing.T) {
 	img := e.push().ImageID
 	t.Logf("push of %d MiB apparent (1 byte of data): %v", size>>20, time.Since(t0).Round(time.Millisecond))
 
-	for _, verify := range []string{"full", "changed"} {
+	for _, verify := range []VerifyMode{VerifyFull, VerifyChanged} {
 		rep, took := pullVerify(e, img, verify)
 		got := filepath.Join(rep, "sparse.img")
 		t.Logf("pull, verify=%s: %v, %d bytes allocated", verify, took, allocated(t, got))

@@ -82,7 +82,7 @@ func TestMeasureSSHPath(t *testing.T) {
 	})
 	pullRate := timeIt(func() {
 		res, err := repos.Pull(context.Background(), PullRequest{Repo: cfg, Job: "m", ImageID: image, TargetRoot: target,
-			Dataset: "ds", ReplicaName: "r1", Epoch: 1, Agent: "m"}, nil)
+			Dataset: "ds", ReplicaName: "r1", Epoch: 1, Agent: "m", Verify: VerifyFull}, nil)
 		require.NoError(t, err)
 		require.True(t, res.Verified)
 	})
@@ -99,7 +99,7 @@ func TestMeasureSSHPath(t *testing.T) {
 	})
 	localPull := timeIt(func() {
 		_, err := repos.Pull(context.Background(), PullRequest{Repo: local, Job: "m", ImageID: image, TargetRoot: localTarget,
-			Dataset: "ds", ReplicaName: "r1", Epoch: 1, Agent: "m"}, nil)
+			Dataset: "ds", ReplicaName: "r1", Epoch: 1, Agent: "m", Verify: VerifyFull}, nil)
 		require.NoError(t, err)
 	})
 

@@ -16,7 +16,7 @@ import (
 // within the connect timeout) and closed when the host stops answering, so
 // users of a long-lived connection see an error instead of hanging. Close the
 // client to stop them.
-func Dial(ctx context.Context, t *SSHTarget) (*ssh.Client, error) {
+func Dial(ctx context.Context, t *Target) (*ssh.Client, error) {
 	addr := withDefaultPort(t.Address)
 	where := fmt.Sprintf("ssh %s@%s", t.User, addr)
 	signer, err := loadSigner(t.KeyFile)

@@ -56,8 +56,12 @@ const (
 	DefaultOutputTail = 4096
 )
 
-// SSHTarget says how to reach a remote host over SSH.
-type SSHTarget struct {
+// Target says how to reach a remote host over SSH. It is the one SSH target
+// type of the module: activities.SSH (recorded in run histories as part of the
+// Plan) and dataplane.RemoteHost (embedded) use this type; config.SSH converts to it
+// (activities.sshTarget). Its field names are JSON keys in recorded histories:
+// do not rename them or add json tags.
+type Target struct {
 	// Address is host:port; a missing port means 22.
 	Address string
 	// User is the remote login name.
@@ -94,7 +98,7 @@ type Request struct {
 	// process group is KILLed, see runCommand) and Result.TimedOut is set.
 	Timeout time.Duration
 	// SSH selects a remote run; nil runs the script on this machine.
-	SSH *SSHTarget
+	SSH *Target
 	// OutputTail is how many bytes of the combined stdout+stderr tail are
 	// kept; 0 means DefaultOutputTail.
 	OutputTail int

@@ -217,7 +217,7 @@ func TestBadRequestsRejected(t *testing.T) {
 		{ScriptsDir: dir, Script: "a", Env: []string{"X=a\x00b"}},
 		{ScriptsDir: dir, Script: "a", Timeout: -time.Second},
 		{ScriptsDir: dir, Script: "a", OutputTail: -1},
-		{ScriptsDir: dir, Script: "a", SSH: &SSHTarget{Address: "127.0.0.1:22", User: "u", KeyFile: "/k"}},
+		{ScriptsDir: dir, Script: "a", SSH: &Target{Address: "127.0.0.1:22", User: "u", KeyFile: "/k"}},
 	}
 	for i, req := range bad {
 		_, err := Run(context.Background(), req)

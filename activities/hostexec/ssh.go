@@ -216,7 +216,7 @@ func interruptedBeforeStart(ctx context.Context, where string, res *Result) erro
 }
 
 // dial connects and authenticates, bounded by the connect timeout and runCtx.
-func dial(runCtx context.Context, addr string, t *SSHTarget, signer ssh.Signer, checkKey ssh.HostKeyCallback, algos []string) (*ssh.Client, error) {
+func dial(runCtx context.Context, addr string, t *Target, signer ssh.Signer, checkKey ssh.HostKeyCallback, algos []string) (*ssh.Client, error) {
 	timeout := connectTimeout(t)
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(runCtx, "tcp", addr)
@@ -401,7 +401,7 @@ func keepalive(client *ssh.Client, replyTimeout time.Duration) (stop func()) {
 	return func() { close(quit) }
 }
 
-func connectTimeout(t *SSHTarget) time.Duration {
+func connectTimeout(t *Target) time.Duration {
 	if t.ConnectTimeout > 0 {
 		return t.ConnectTimeout
 	}

@@ -21,8 +21,8 @@ import (
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
 )
 
-func target(s *sshtest.Server) *SSHTarget {
-	return &SSHTarget{Address: s.Addr, User: s.User, KeyFile: s.KeyFile, KnownHostsFile: s.KnownHostsFile, ConnectTimeout: 5 * time.Second}
+func target(s *sshtest.Server) *Target {
+	return &Target{Address: s.Addr, User: s.User, KeyFile: s.KeyFile, KnownHostsFile: s.KnownHostsFile, ConnectTimeout: 5 * time.Second}
 }
 
 func TestSSHRun(t *testing.T) {

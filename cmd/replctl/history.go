@@ -253,14 +253,14 @@ func describeInput(r *historyRow, a *runhistory.Attempt) {
 	switch r.Activity {
 	case activities.RunScriptName:
 		if si := a.Script; si != nil {
-			r.Step, r.Host = si.Step, si.Host.Name
+			r.Step, r.Host = string(si.Step), si.Host.Name
 			r.Detail = si.Script
 			if si.FailedHost != "" {
 				r.Detail += " of failed host " + si.FailedHost
 			}
 		}
 	case activities.PullName:
-		r.Step = a.Step
+		r.Step = string(a.Step)
 		if pi := a.Pull; pi != nil {
 			r.Detail = fmt.Sprintf("epoch %d", pi.Epoch)
 			if pi.Defer || pi.InPlace {
@@ -268,9 +268,9 @@ func describeInput(r *historyRow, a *runhistory.Attempt) {
 			}
 		}
 	case activities.PlanName:
-		r.Step, r.Agent, r.Host = a.Step, "", ""
+		r.Step, r.Agent, r.Host = string(a.Step), "", ""
 	default:
-		r.Step = a.Step
+		r.Step = string(a.Step)
 	}
 }
 

@@ -573,7 +573,7 @@ func liveLine(l *liveStep) string {
 	if p == nil {
 		return fmt.Sprintf("%s (attempt %d), no progress reported yet", l.Activity, l.Attempt)
 	}
-	step := p.Step
+	step := string(p.Step)
 	if step == "" {
 		step = strings.ToLower(l.Activity)
 	}

@@ -41,7 +41,7 @@ type Attempt struct {
 	// Step is the step the activity runs: the script's step (quiesce, resume, takeover) for
 	// RunScript, publish for PublishGroup, else the type in lower case (plan, push, pull).
 	// "" for a RunScript whose input cannot be decoded.
-	Step  string
+	Step  activities.Step
 	Queue string
 	// Summary is the activity's summary (user metadata), e.g. "... (took over from a1)".
 	Summary string
@@ -211,15 +211,15 @@ func decodeInput(a *Attempt, dc converter.DataConverter) {
 			a.Script, a.Step = &in, in.Step
 		}
 	case activities.PullName:
-		a.Step = "pull"
+		a.Step = activities.StepPull
 		var in activities.PullInput
 		if dc.FromPayloads(a.Input, &in) == nil {
 			a.Pull = &in
 		}
 	case activities.PublishGroupName:
-		a.Step = "publish"
+		a.Step = activities.StepPublish
 	default:
-		a.Step = strings.ToLower(a.Type)
+		a.Step = activities.Step(strings.ToLower(a.Type))
 	}
 }
 

@@ -58,11 +58,11 @@ func TestParse(t *testing.T) {
 	})
 
 	h := Parse(evs, dc)
-	var steps []string
+	var steps []activities.Step
 	for _, a := range h.Attempts {
 		steps = append(steps, a.Step)
 	}
-	require.Equal(t, []string{"takeover", "pull", "publish", "precopy"}, steps)
+	require.Equal(t, []activities.Step{activities.StepTakeover, activities.StepPull, activities.StepPublish, activities.StepPrecopy}, steps)
 	require.Equal(t, "a1", h.Attempts[0].Script.FailedHost)
 	require.Equal(t, int64(4), h.Attempts[1].Pull.Epoch)
 	require.Equal(t, TimedOut, h.Attempts[1].Outcome)

@@ -237,7 +237,7 @@ func TestParseHistory(t *testing.T) {
 		return ev.EventId
 	}
 	activity := func(typ, queue, step, who string, sched, start, end int, outcome enums.EventType) {
-		in, err := dc.ToPayloads(activities.ScriptInput{Step: step})
+		in, err := dc.ToPayloads(activities.ScriptInput{Step: activities.Step(step)})
 		require.NoError(t, err)
 		id := add(sched, enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, &historypb.ActivityTaskScheduledEventAttributes{
 			ActivityType: &commonpb.ActivityType{Name: typ}, TaskQueue: &taskqueuepb.TaskQueue{Name: queue}, Input: in})
@@ -271,7 +271,7 @@ func TestParseHistory(t *testing.T) {
 	require.InDelta(t, 0.02, steps["takeover"], 1e-9)
 	first := rh.firstStartBy("replctl-agent-a2", t0.Add(100*time.Millisecond))
 	require.NotNil(t, first)
-	require.Equal(t, "takeover", first.Step)
+	require.Equal(t, activities.StepTakeover, first.Step)
 	require.Equal(t, t0.Add(2630*time.Millisecond), first.Started)
 	require.Len(t, rh.WorkflowTaskTimeouts, 1)
 	require.Equal(t, "schedule_to_start", runhistory.TimeoutName(rh.WorkflowTaskTimeouts[0].TimeoutType))

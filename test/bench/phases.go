@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/replctl/replctl/workflows"
 )
@@ -415,7 +416,7 @@ func (b *bench) emptyPhase(ctx context.Context) error {
 func (b *bench) takeoverPhase(ctx context.Context) error {
 	dsName, pushSecs := "a", 0.0
 	for _, name := range []string{"a", "b"} {
-		if p := median(b.report.values(name, "full", "replctl", func(s Sample) float64 { return s.Steps["push"] })); p > pushSecs {
+		if p := median(b.report.values(name, "full", "replctl", func(s Sample) float64 { return s.Steps[string(activities.StepPush)] })); p > pushSecs {
 			dsName, pushSecs = name, p
 		}
 	}
@@ -595,11 +596,11 @@ func (b *bench) profiledRun(ctx context.Context, job benchJob, ds *Dataset, mode
 	}
 	elapsed := time.Since(t0)
 	steps := r.History.steps()
-	b.logf("profile: profiled run took %.2fs (push %.2fs, pull %.2fs); waiting for the profiles", elapsed.Seconds(), steps["push"], steps["pull"])
+	b.logf("profile: profiled run took %.2fs (push %.2fs, pull %.2fs); waiting for the profiles", elapsed.Seconds(), steps[string(activities.StepPush)], steps[string(activities.StepPull)])
 	if err := b.verify(ds, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl (profiled)"); err != nil {
 		return nil, err
 	}
-	p := &ProfileRun{Dataset: ds.Spec.Name, Mode: mode, RunSeconds: elapsed.Seconds(), PushSeconds: steps["push"], PullSeconds: steps["pull"], Top: map[string]string{}}
+	p := &ProfileRun{Dataset: ds.Spec.Name, Mode: mode, RunSeconds: elapsed.Seconds(), PushSeconds: steps[string(activities.StepPush)], PullSeconds: steps[string(activities.StepPull)], Top: map[string]string{}}
 	for range 2 {
 		res := <-done
 		if res.err != nil {
@@ -662,8 +663,8 @@ func orNone(v []string) string {
 
 func fmtSteps(m map[string]float64) string {
 	var parts []string
-	for _, k := range []string{"plan", "precopy", "quiesce", "push", "resume", "pull", "takeover"} {
-		if v, ok := m[k]; ok {
+	for _, k := range []activities.Step{activities.StepPlan, activities.StepPrecopy, activities.StepQuiesce, activities.StepPush, activities.StepResume, activities.StepPull, activities.StepTakeover} {
+		if v, ok := m[string(k)]; ok {
 			parts = append(parts, fmt.Sprintf("%s %.2fs", k, v))
 		}
 	}

@@ -429,7 +429,7 @@ func (h *replctlHarness) history(ctx context.Context, wfID, runID string) (*runH
 
 // find returns the first activity attempt matching typ (and step, for RunScript) with
 // outcome (any outcome, open ones too, when "").
-func (rh *runHistory) find(typ, step string, outcome runhistory.Outcome) *runhistory.Attempt {
+func (rh *runHistory) find(typ string, step activities.Step, outcome runhistory.Outcome) *runhistory.Attempt {
 	for _, a := range rh.Attempts {
 		if a.Type == typ && (step == "" || a.Step == step) && (outcome == "" || a.Outcome == outcome) {
 			return a
@@ -441,8 +441,8 @@ func (rh *runHistory) find(typ, step string, outcome runhistory.Outcome) *runhis
 // freeze is the application's freeze window from the history: the completion of the
 // quiesce script's activity to the start of the resume script's activity.
 func (rh *runHistory) freeze() (time.Duration, error) {
-	q := rh.find(activities.RunScriptName, "quiesce", runhistory.Completed)
-	r := rh.find(activities.RunScriptName, "resume", "")
+	q := rh.find(activities.RunScriptName, activities.StepQuiesce, runhistory.Completed)
+	r := rh.find(activities.RunScriptName, activities.StepResume, "")
 	if q == nil || r == nil || r.Started.IsZero() {
 		return 0, errors.New("history has no completed quiesce and started resume script")
 	}
@@ -453,7 +453,7 @@ func (rh *runHistory) freeze() (time.Duration, error) {
 // the activity type in lower case.
 func stepName(a *runhistory.Attempt) string {
 	if a.Type == activities.RunScriptName {
-		return a.Step
+		return string(a.Step)
 	}
 	return strings.ToLower(a.Type)
 }
@@ -473,7 +473,7 @@ func (rh *runHistory) steps() map[string]float64 {
 // activityName is an attempt's type, with the script's step for RunScript.
 func activityName(a *runhistory.Attempt) string {
 	if a.Type == activities.RunScriptName && a.Step != "" {
-		return a.Type + " " + a.Step
+		return a.Type + " " + string(a.Step)
 	}
 	return a.Type
 }

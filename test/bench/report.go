@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/replctl/replctl/activities"
 )
 
 // Sample is one timed run of one tool.
@@ -435,7 +437,7 @@ func (r *Report) text() string {
 	for _, p := range r.Profiles {
 		fmt.Fprintf(&b, "\nCPU profiles of a %s %s replication (push %.2fs on a1, pull %.2fs on b1): %s\n", p.Mode, strings.ToUpper(p.Dataset), p.PushSeconds, p.PullSeconds, strings.Join(p.Files, ", "))
 		for _, h := range []string{"a1", "b1"} {
-			fmt.Fprintf(&b, "\n-- %s (%s), go tool pprof -top --\n%s", h, map[string]string{"a1": "push", "b1": "pull"}[h], firstLines(p.Top[h], 22))
+			fmt.Fprintf(&b, "\n-- %s (%s), go tool pprof -top --\n%s", h, map[string]activities.Step{"a1": activities.StepPush, "b1": activities.StepPull}[h], firstLines(p.Top[h], 22))
 		}
 	}
 	return b.String()

@@ -82,9 +82,9 @@ func lostAttempt(h *runhistory.History, host string, after time.Time) *runhistor
 
 // stepDurations returns, per step, how long its first attempt ran, when that attempt
 // completed (a taker's attempt reuses the lost one's work and says little about the step).
-func stepDurations(h *runhistory.History) map[string]time.Duration {
-	out := map[string]time.Duration{}
-	seen := map[string]bool{}
+func stepDurations(h *runhistory.History) map[activities.Step]time.Duration {
+	out := map[activities.Step]time.Duration{}
+	seen := map[activities.Step]bool{}
 	for _, a := range h.Attempts {
 		if seen[a.Step] {
 			continue
@@ -167,42 +167,28 @@ func phaseRank(p string) int {
 }
 
 // stepPhase is the phase during which a step runs.
-func stepPhase(step string) string {
+func stepPhase(step activities.Step) string {
 	switch step {
-	case "precopy":
+	case activities.StepPrecopy:
 		return workflows.PhasePrecopying
-	case "quiesce":
+	case activities.StepQuiesce:
 		return workflows.PhaseQuiescing
-	case "push":
+	case activities.StepPush:
 		return workflows.PhasePushing
-	case "resume":
+	case activities.StepResume:
 		return workflows.PhaseResuming
 	default:
 		return workflows.PhasePulling
 	}
 }
 
-// stepType is the activity type that runs a step.
-func stepType(step string) string {
-	switch step {
-	case "precopy":
-		return activities.PrecopyName
-	case "push":
-		return activities.PushName
-	case "pull":
-		return activities.PullName
-	default:
-		return activities.RunScriptName
-	}
-}
-
 // running is the step's started activity in the snapshot: its worker and start time.
-func (s snapshot) running(step string) (host string, started time.Time, ok bool) {
+func (s snapshot) running(step activities.Step) (host string, started time.Time, ok bool) {
 	if s.d == nil || s.phase != stepPhase(step) {
 		return "", time.Time{}, false
 	}
 	for _, pa := range s.d.GetPendingActivities() {
-		if pa.GetActivityType().GetName() == stepType(step) && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
+		if pa.GetActivityType().GetName() == step.Info().Activity && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
 			return hostOf(pa.GetLastWorkerIdentity()), pa.GetLastStartedTime().AsTime(), true
 		}
 	}

@@ -27,6 +27,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/replctl/replctl/activities"
 )
 
 // options are the harness's flags.
@@ -175,10 +177,10 @@ func run(ctx context.Context, o options, out io.Writer) (ok bool, err error) {
 		rng:  rand.New(rand.NewPCG(o.seed, 1)),
 		wrng: rand.New(rand.NewPCG(o.seed, 2)),
 		gens: &generations{},
-		est: map[string]time.Duration{
-			"quiesce": o.scriptSleep, "resume": o.scriptSleep, "precopy": time.Second, "push": time.Second, "pull": time.Second,
+		est: map[activities.Step]time.Duration{
+			activities.StepQuiesce: o.scriptSleep, activities.StepResume: o.scriptSleep, activities.StepPrecopy: time.Second, activities.StepPush: time.Second, activities.StepPull: time.Second,
 		},
-		perByte: map[string]float64{},
+		perByte: map[activities.Step]float64{},
 	}
 	h.reader = newReader(w.targetLink(), w.fenceFile(), h.gens, o.seed)
 	rctx, rcancel := context.WithCancel(ctx)
@@ -197,13 +199,13 @@ func run(ctx context.Context, o options, out io.Writer) (ok bool, err error) {
 		return false, err
 	}
 	fmt.Fprintf(out, "chaos: step estimates quiesce=%s resume=%s push=%.0fMB/s pull=%.0fMB/s\n",
-		secs(h.est["quiesce"]), secs(h.est["resume"]), mbps(h.perByte["push"]), mbps(h.perByte["pull"]))
+		secs(h.est[activities.StepQuiesce]), secs(h.est[activities.StepResume]), mbps(h.perByte[activities.StepPush]), mbps(h.perByte[activities.StepPull]))
 
 	// Each kind cycles through its steps in a random order: random, yet 4 rounds of kinds
 	// cover every (kind, step) pair.
-	rotation := map[string][]string{}
+	rotation := map[string][]activities.Step{}
 	for _, k := range o.kinds {
-		s := append([]string(nil), kindSteps[k]...)
+		s := append([]activities.Step(nil), kindSteps[k]...)
 		h.rng.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
 		rotation[k] = s
 	}
@@ -273,7 +275,7 @@ func printTrial(out io.Writer, r *trialResult) {
 		}
 		verdict = "FAIL(" + strings.Join(why, ",") + ")"
 	}
-	step, delay, agent, takeover, lat := dash(r.step), "-", dash(r.victim), "-", "-"
+	step, delay, agent, takeover, lat := dash(string(r.step)), "-", dash(r.victim), "-", "-"
 	if !r.faultAt.IsZero() && r.kind != kindDeadQueue {
 		delay = secs(r.delay)
 	}

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/replctl/replctl/workflows"
 )
@@ -35,20 +36,24 @@ const (
 var faultKinds = []string{kindKill, kindStop, kindCut, kindKillApp, kindRestart}
 
 // kindSteps are the steps each kind may hit.
-var kindSteps = map[string][]string{
-	kindKill:    {"precopy", "quiesce", "push", "resume", "pull"},
-	kindStop:    {"precopy", "quiesce", "push", "resume", "pull"},
-	kindCut:     {"precopy", "quiesce", "push", "resume", "pull"},
-	kindKillApp: {"quiesce"},
-	kindRestart: {"quiesce", "push", "resume", "pull"},
+var kindSteps = map[string][]activities.Step{
+	kindKill:    agentSteps,
+	kindStop:    agentSteps,
+	kindCut:     agentSteps,
+	kindKillApp: {activities.StepQuiesce},
+	kindRestart: {activities.StepQuiesce, activities.StepPush, activities.StepResume, activities.StepPull},
 }
+
+// agentSteps are the steps of a run during which an agent is faulted.
+var agentSteps = []activities.Step{activities.StepPrecopy, activities.StepQuiesce, activities.StepPush, activities.StepResume, activities.StepPull}
 
 // trialResult is everything one trial saw.
 type trialResult struct {
-	label, kind, step string
-	gen               int
-	genBytes          int64
-	runID             string
+	label, kind string
+	step        activities.Step
+	gen         int
+	genBytes    int64
+	runID       string
 
 	victim   string
 	delay    time.Duration // from the step's start to the fault
@@ -108,14 +113,14 @@ type harness struct {
 	reader *reader
 	// est is the expected duration of the script steps and perByte that of the data steps
 	// per byte of the generation, for "a random moment 0–80% into the step".
-	est     map[string]time.Duration
-	perByte map[string]float64
+	est     map[activities.Step]time.Duration
+	perByte map[activities.Step]float64
 	// reconnectRestarts counts agents restarted because they did not poll again in time.
 	reconnectRestarts int
 }
 
 // runTrial runs one replication with one fault and checks the outcome.
-func (h *harness) runTrial(ctx context.Context, label, kind, step, deadVictim string) *trialResult {
+func (h *harness) runTrial(ctx context.Context, label, kind string, step activities.Step, deadVictim string) *trialResult {
 	r := &trialResult{label: label, kind: kind, step: step, began: time.Now()}
 	defer func() { r.took = time.Since(r.began) }()
 
@@ -185,7 +190,7 @@ func (h *harness) runTrial(ctx context.Context, label, kind, step, deadVictim st
 }
 
 // estimate is how long step should take for a generation of the given size.
-func (h *harness) estimate(step string, bytes int64) time.Duration {
+func (h *harness) estimate(step activities.Step, bytes int64) time.Duration {
 	if pb := h.perByte[step]; pb > 0 {
 		return time.Duration(pb * float64(bytes) * float64(time.Second))
 	}
@@ -369,7 +374,7 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 	}
 	if r.completed {
 		for step, d := range stepDurations(hist) {
-			if pb := d.Seconds() / float64(quiesced.Bytes); step == "precopy" || step == "push" || step == "pull" {
+			if pb := d.Seconds() / float64(quiesced.Bytes); step.Info().Writes != "" {
 				if old := h.perByte[step]; old > 0 {
 					pb = (old + pb) / 2
 				}
