@@ -7,12 +7,25 @@ export CGO_ENABLED := 0
 WORKFLOWCHECK := go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build dev test test-deps vet workflowcheck unit smoke fidelity
+.PHONY: all build dev test test-deps vet workflowcheck unit smoke fidelity package package-test
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/replctl ./cmd/replctl
+
+# The Debian package (deploy/package: nfpm pinned in build.sh): dist/replctl_<version>_<arch>.deb
+# with the binary, systemd units, a default config and man pages.
+package:
+	mkdir -p dist
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(PKG_VERSION)" -o dist/replctl ./cmd/replctl
+	bash deploy/package/build.sh dist/replctl dist $(PKG_VERSION)
+
+# Installs the package in a clean container of the deployment's Debian base and checks it.
+package-test: package
+	bash deploy/package/test.sh dist/replctl_*.deb
+
+PKG_VERSION ?= 0.1.0+git$(shell git rev-parse --short=8 HEAD 2>/dev/null || echo unknown)
 
 # Runs everything on the embedded default (what `go run ./cmd/replctl dev` does).
 dev:

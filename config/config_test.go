@@ -51,7 +51,9 @@ func TestValidSamplesAndExamplesLoad(t *testing.T) {
 	examples, err := filepath.Glob("examples/*.yaml")
 	require.NoError(t, err)
 	files = append(files, examples...)
-	require.GreaterOrEqual(t, len(files), 4, "samples and examples")
+	// The Debian package's default /etc/replctl/config.yaml.
+	files = append(files, "../deploy/package/config.yaml")
+	require.GreaterOrEqual(t, len(files), 5, "samples and examples")
 	for _, f := range files {
 		t.Run(f, func(t *testing.T) {
 			c, err := Load(f)

@@ -126,7 +126,18 @@ cp "$DEPLOY_DIR/server/Dockerfile" "$build/ctx-server/Dockerfile"
 log "building replctl-server:$TAG"
 docker_build -t "replctl-server:$TAG" "$build/ctx-server"
 
+# The hosts install the Debian package made from this binary; it is checked first in a
+# clean container of the base (deploy/package/test.sh).
+log "packaging replctl as a .deb …"
+deb=$(bash "$DEPLOY_DIR/package/build.sh" "$build/replctl" "$build/dist" 2>"$build/package.log") || {
+	cat "$build/package.log" >&2
+	die "building the .deb failed"
+}
+bash "$DEPLOY_DIR/package/test.sh" "$deb" || die "the .deb failed its test"
+
 ctx host
+rm -f "$build/ctx-host/replctl"
+cp "$deb" "$build/ctx-host/replctl.deb"
 cp -r "$DEPLOY_DIR/host/." "$build/ctx-host/"
 chmod 0755 "$build/ctx-host/entrypoint.sh" "$build/ctx-host"/bin/* "$build/ctx-host"/scripts/*
 chmod 0644 "$build/ctx-host/sshd_config"
