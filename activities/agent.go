@@ -68,6 +68,8 @@ type Agent struct {
 	repos     *dataplane.Repos
 	// quiesced holds what this agent quiesced until a resume thaws it (quiesced.go).
 	quiesced Quiesced
+	// limits are the agent's data step slots and host bandwidth (limits.go).
+	limits limits
 }
 
 // NewAgent returns the activities of host. stateDir "" picks a directory under the user's
@@ -323,6 +325,11 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 	if err != nil {
 		return pushResult{}, err
 	}
+	lim, release, err := a.slot(ctx, hb, in.Job)
+	if err != nil {
+		return pushResult{}, err
+	}
+	defer release()
 	if in.FollowLink {
 		real, err := replicaBehind(in.SourceDir)
 		if err != nil {
@@ -342,6 +349,7 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 		Precopy:            step == "precopy",
 		PrecopyFirst:       precopyFirst,
 		OnUnsupported:      in.OnUnsupported,
+		Limiter:            lim,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })
 	observe(ctx, in.Job, step, start, err, res.Bytes, res.Files)
 	if err != nil {
@@ -461,6 +469,11 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		return PullResult{}, err
 	}
 	defer hb.stop()
+	lim, release, err := a.slot(ctx, hb, in.Job)
+	if err != nil {
+		return PullResult{}, err
+	}
+	defer release()
 	if in.InPlace {
 		done, err := failbackStart(in, fb)
 		if err != nil {
@@ -486,6 +499,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		Keep:          in.Keep,
 		KeepWithin:    in.KeepWithin,
 		Defer:         in.Defer || in.InPlace,
+		Limiter:       lim,
 	}, func(p dataplane.Progress) {
 		pr := fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)
 		pr.Dataset = in.Dataset
