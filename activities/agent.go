@@ -267,6 +267,8 @@ type PushResult struct {
 	Duration time.Duration
 	// Unsupported is what the image lacks (on_unsupported: skip); nil when nothing.
 	Unsupported *Unsupported `json:",omitempty"`
+	// SlotWait is how long of Duration the push waited for a slot (max_concurrent_steps).
+	SlotWait time.Duration `json:",omitempty"`
 }
 
 // PrecopyInput is the input of Precopy.
@@ -290,6 +292,8 @@ type PrecopyResult struct {
 	Duration time.Duration
 	// Skipped: nothing to gain (the job has no image yet and First was not set).
 	Skipped bool `json:",omitempty"`
+	// SlotWait is how long of Duration the precopy waited for a slot (max_concurrent_steps).
+	SlotWait time.Duration `json:",omitempty"`
 }
 
 // Precopy copies the LIVE source dataset into the job's repository before the application
@@ -298,7 +302,7 @@ type PrecopyResult struct {
 // precopy already stored, so the freeze window shrinks to about a walk of the tree.
 func (a *Agent) Precopy(ctx context.Context, in PrecopyInput) (PrecopyResult, error) {
 	res, err := a.push(ctx, PushInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo}, "precopy", in.First)
-	return PrecopyResult{Agent: res.Agent, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: res.Duration, Skipped: res.skipped}, err
+	return PrecopyResult{Agent: res.Agent, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: res.Duration, Skipped: res.skipped, SlotWait: res.SlotWait}, err
 }
 
 // Push makes a point-in-time image of the (quiesced) source dataset in the job's repository.
@@ -325,11 +329,11 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 	if err != nil {
 		return pushResult{}, err
 	}
-	lim, release, err := a.slot(ctx, hb, in.Job)
+	slot, err := a.slot(ctx, hb, in.Job)
 	if err != nil {
 		return pushResult{}, err
 	}
-	defer release()
+	defer slot.release()
 	if in.FollowLink {
 		real, err := replicaBehind(in.SourceDir)
 		if err != nil {
@@ -349,7 +353,7 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 		Precopy:            step == "precopy",
 		PrecopyFirst:       precopyFirst,
 		OnUnsupported:      in.OnUnsupported,
-		Limiter:            lim,
+		Limiter:            slot.limiter,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })
 	observe(ctx, in.Job, step, start, err, res.Bytes, res.Files)
 	if err != nil {
@@ -360,7 +364,7 @@ func (a *Agent) push(ctx context.Context, in PushInput, step string, precopyFirs
 		return pushResult{}, a.fault(ctx, in.Job, step, err, hb.progress())
 	}
 	observeUnsupported(ctx, in.Job, res.Unsupported)
-	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported}, res.Skipped}, nil
+	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported, SlotWait: slot.waited}, res.Skipped}, nil
 }
 
 // PullInput is the input of Pull.
@@ -423,6 +427,8 @@ type PullResult struct {
 	ResumedFrom string
 	// SavedPrevious (failback) is where the directory that was at the dataset path was kept.
 	SavedPrevious string `json:",omitempty"`
+	// SlotWait is how long of Duration the pull waited for a slot (max_concurrent_steps).
+	SlotWait time.Duration `json:",omitempty"`
 	Duration      time.Duration
 }
 
@@ -469,11 +475,11 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		return PullResult{}, err
 	}
 	defer hb.stop()
-	lim, release, err := a.slot(ctx, hb, in.Job)
+	slot, err := a.slot(ctx, hb, in.Job)
 	if err != nil {
 		return PullResult{}, err
 	}
-	defer release()
+	defer slot.release()
 	if in.InPlace {
 		done, err := failbackStart(in, fb)
 		if err != nil {
@@ -499,7 +505,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		Keep:          in.Keep,
 		KeepWithin:    in.KeepWithin,
 		Defer:         in.Defer || in.InPlace,
-		Limiter:       lim,
+		Limiter:       slot.limiter,
 	}, func(p dataplane.Progress) {
 		pr := fromDataplane("pull", a.Host, p, stagingRel, in.Epoch)
 		pr.Dataset = in.Dataset
@@ -527,7 +533,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
-	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start), SlotWait: slot.waited}, nil
 }
 
 // MaintainInput is the input of Maintain.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -174,11 +175,19 @@ func (a *Agent) stepLimits(job string) stepLimits {
 	return out
 }
 
-// slot waits for a data step's slot on this agent, heartbeating "waiting for a slot" meanwhile,
-// and returns the step's bandwidth limiter and the release of the slot.
-func (a *Agent) slot(ctx context.Context, l *lease, job string) (dataplane.Limiter, func(), error) {
+// heldSlot is a data step's slot on this agent and what the step is held to.
+type heldSlot struct {
+	limiter dataplane.Limiter // nil: no bandwidth limit
+	release func()
+	waited  time.Duration // how long the step waited for the slot
+}
+
+// slot waits for a data step's slot on this agent, heartbeating "waiting for a slot"
+// meanwhile (the step keeps its lease: a lost agent is still found by its heartbeat).
+func (a *Agent) slot(ctx context.Context, l *lease, job string) (heldSlot, error) {
 	sl := a.stepLimits(job)
 	before := l.progress()
+	start := time.Now()
 	waited := false
 	release, err := a.limits.acquire(ctx, sl.maxSteps, func(running, ahead int) {
 		waited = true
@@ -188,14 +197,16 @@ func (a *Agent) slot(ctx context.Context, l *lease, job string) (dataplane.Limit
 	})
 	if err != nil {
 		if c := leaseCause(ctx); c != nil {
-			return nil, nil, c
+			return heldSlot{}, c
 		}
-		return nil, nil, err
+		return heldSlot{}, err
 	}
+	h := heldSlot{limiter: sl.limiter, release: release}
 	if waited {
+		h.waited = time.Since(start)
 		l.update(before)
 	}
-	return sl.limiter, release, nil
+	return h, nil
 }
 
 // WaitingForSlot tells whether a heartbeat phase says the step waits for a slot.
