@@ -427,9 +427,9 @@ type PullResult struct {
 	ResumedFrom string
 	// SavedPrevious (failback) is where the directory that was at the dataset path was kept.
 	SavedPrevious string `json:",omitempty"`
+	Duration      time.Duration
 	// SlotWait is how long of Duration the pull waited for a slot (max_concurrent_steps).
 	SlotWait time.Duration `json:",omitempty"`
-	Duration      time.Duration
 }
 
 // Pull materialises an image on the target, verifies it and publishes it atomically.
