@@ -68,6 +68,8 @@ type Agent struct {
 	repos     *dataplane.Repos
 	// quiesced holds what this agent quiesced until a resume thaws it (quiesced.go).
 	quiesced Quiesced
+	// limits are the agent's data step slots and host bandwidth (limits.go).
+	limits limits
 }
 
 // NewAgent returns the activities of host. stateDir "" picks a directory under the user's
@@ -265,6 +267,8 @@ type PushResult struct {
 	Duration time.Duration
 	// Unsupported is what the image lacks (on_unsupported: skip); nil when nothing.
 	Unsupported *Unsupported `json:",omitempty"`
+	// SlotWait is how long of Duration the push waited for a slot (max_concurrent_steps).
+	SlotWait time.Duration `json:",omitempty"`
 }
 
 // PrecopyInput is the input of Precopy.
@@ -288,6 +292,8 @@ type PrecopyResult struct {
 	Duration time.Duration
 	// Skipped: nothing to gain (the job has no image yet and First was not set).
 	Skipped bool `json:",omitempty"`
+	// SlotWait is how long of Duration the precopy waited for a slot (max_concurrent_steps).
+	SlotWait time.Duration `json:",omitempty"`
 }
 
 // Precopy copies the LIVE source dataset into the job's repository before the application
@@ -296,7 +302,7 @@ type PrecopyResult struct {
 // precopy already stored, so the freeze window shrinks to about a walk of the tree.
 func (a *Agent) Precopy(ctx context.Context, in PrecopyInput) (PrecopyResult, error) {
 	res, err := a.push(ctx, PushInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo}, StepPrecopy, in.First)
-	return PrecopyResult{Agent: res.Agent, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: res.Duration, Skipped: res.skipped}, err
+	return PrecopyResult{Agent: res.Agent, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: res.Duration, Skipped: res.skipped, SlotWait: res.SlotWait}, err
 }
 
 // Push makes a point-in-time image of the (quiesced) source dataset in the job's repository.
@@ -323,6 +329,11 @@ func (a *Agent) push(ctx context.Context, in PushInput, step Step, precopyFirst 
 	if err != nil {
 		return pushResult{}, err
 	}
+	slot, err := a.slot(ctx, hb, in.Job)
+	if err != nil {
+		return pushResult{}, err
+	}
+	defer slot.release()
 	if in.FollowLink {
 		real, err := replicaBehind(in.SourceDir)
 		if err != nil {
@@ -342,6 +353,7 @@ func (a *Agent) push(ctx context.Context, in PushInput, step Step, precopyFirst 
 		Precopy:            step == StepPrecopy,
 		PrecopyFirst:       precopyFirst,
 		OnUnsupported:      in.OnUnsupported,
+		Limiter:            slot.limiter,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })
 	observe(ctx, in.Job, string(step), start, err, res.Bytes, res.Files)
 	if err != nil {
@@ -352,7 +364,7 @@ func (a *Agent) push(ctx context.Context, in PushInput, step Step, precopyFirst 
 		return pushResult{}, a.fault(ctx, in.Job, step, err, hb.progress())
 	}
 	observeUnsupported(ctx, in.Job, res.Unsupported)
-	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported}, res.Skipped}, nil
+	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported, SlotWait: slot.waited}, res.Skipped}, nil
 }
 
 // PullInput is the input of Pull.
@@ -427,6 +439,8 @@ type PullResult struct {
 	// SavedPrevious (failback) is where the directory that was at the dataset path was kept.
 	SavedPrevious string `json:",omitempty"`
 	Duration      time.Duration
+	// SlotWait is how long of Duration the pull waited for a slot (max_concurrent_steps).
+	SlotWait time.Duration `json:",omitempty"`
 }
 
 // Pull materialises an image on the target, verifies it and publishes it atomically.
@@ -472,6 +486,11 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		return PullResult{}, err
 	}
 	defer hb.stop()
+	slot, err := a.slot(ctx, hb, in.Job)
+	if err != nil {
+		return PullResult{}, err
+	}
+	defer slot.release()
 	if in.InPlace {
 		done, err := failbackStart(in, fb)
 		if err != nil {
@@ -496,6 +515,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		OnUnsupported: onUnsupported,
 		Keep:          in.replicaRetention(),
 		Defer:         in.Defer || in.InPlace,
+		Limiter:       slot.limiter,
 	}, func(p dataplane.Progress) {
 		pr := fromDataplane(StepPull, a.Host, p, stagingRel, in.Epoch)
 		pr.Dataset = in.Dataset
@@ -523,7 +543,7 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
-	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start)}, nil
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start), SlotWait: slot.waited}, nil
 }
 
 // MaintainInput is the input of Maintain.

@@ -53,6 +53,11 @@ func (a *Agent) RestoreImage(ctx context.Context, in RestoreInput) (RestoreResul
 	if err != nil {
 		return RestoreResult{}, err
 	}
+	slot, err := a.slot(ctx, l, in.Job)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	defer slot.release()
 	res, err := a.dataplane().Restore(ctx, dataplane.RestoreRequest{
 		Repo: a.repoConfig(in.Repo), Job: in.Job, Dataset: source, ImageID: in.ImageID, Root: in.TargetRoot, Rel: rel, Parallel: 4,
 	}, func(p dataplane.Progress) { l.update(fromDataplane(StepRestore, a.Host, p, rel, 0)) })

@@ -81,6 +81,11 @@ func (a *Agent) VerifyReplicas(ctx context.Context, in VerifyInput) (VerifyResul
 	if err != nil {
 		return VerifyResult{}, err
 	}
+	slot, err := a.slot(ctx, l, in.Job)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	defer slot.release()
 	list, err := dataplane.ListReplicas(in.TargetRoot, in.Dataset)
 	if err != nil {
 		return VerifyResult{}, a.fault(ctx, in.Job, StepVerify, err, l.progress())

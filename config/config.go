@@ -123,6 +123,19 @@ type Host struct {
 	Scripts string            `yaml:"scripts"` // scripts dir on this host
 	State   string            `yaml:"state"`   // agent's private state dir (kopia client config/cache); optional
 	Connect Connect           `yaml:"connect"`
+	// MaxConcurrentSteps is how many data steps (push, precopy, pull, verify, restore) the
+	// host's agent runs at once; the others wait for a slot. 0 (default): no limit. Scripts
+	// never wait for a slot.
+	MaxConcurrentSteps int `yaml:"max_concurrent_steps"`
+	// Bandwidth bounds the bytes per second all data steps of the agent together read from
+	// sources (push) and write to targets (pull), e.g. "100MiB/s"; "" (default): no limit.
+	Bandwidth string `yaml:"bandwidth"`
+}
+
+// BandwidthBytes is Bandwidth in bytes per second, 0 for none (Validate checked it).
+func (h Host) BandwidthBytes() int64 {
+	n, _ := ParseBandwidth(h.Bandwidth)
+	return n
 }
 
 // Mount returns where storage is mounted on h, and whether it is attached at all.
@@ -253,6 +266,16 @@ type Job struct {
 	// application is stopped and which application on the target side it quiesces while it
 	// copies the target's replica back to the source. Absent: failback is refused.
 	Failback *Failback `yaml:"failback"`
+	// Bandwidth bounds the bytes per second each data step of the job reads from the
+	// source (push) or writes to a target (pull), e.g. "50MiB/s"; "" (default): no limit.
+	// The host's bandwidth applies as well: the stricter wins.
+	Bandwidth string `yaml:"bandwidth"`
+}
+
+// BandwidthBytes is Bandwidth in bytes per second, 0 for none (Validate checked it).
+func (j Job) BandwidthBytes() int64 {
+	n, _ := ParseBandwidth(j.Bandwidth)
+	return n
 }
 
 // Target is one target of a fan-out job: an endpoint plus the hosts that write it.

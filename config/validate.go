@@ -314,6 +314,21 @@ func (k *checker) hosts() {
 		if h.Connect.SSH != nil {
 			k.ssh(p+".connect.ssh", h.Connect.SSH)
 		}
+		if h.MaxConcurrentSteps < 0 || (h.MaxConcurrentSteps == 0 && k.given(p+".max_concurrent_steps", true)) {
+			k.errorf(p+".max_concurrent_steps", "must be at least 1, got %d (remove the key for no limit)", h.MaxConcurrentSteps)
+		}
+		k.bandwidth(p+".bandwidth", h.Bandwidth)
+	}
+}
+
+// bandwidth checks a bandwidth key (such as 100MiB/s).
+func (k *checker) bandwidth(p, v string) {
+	if v == "" && k.given(p, true) {
+		k.errorf(p, "must be a rate such as 100MiB/s (remove the key for no limit)")
+		return
+	}
+	if _, err := ParseBandwidth(v); err != nil {
+		k.errorf(p, "%v", err)
 	}
 }
 
@@ -414,6 +429,7 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 		k.errorf(p+".precopy", "%q is not valid: want %q (default), %q or %q", j.Precopy, PrecopyAuto, PrecopyAlways, PrecopyNever)
 	}
 
+	k.bandwidth(p+".bandwidth", j.Bandwidth)
 	k.repository(p+".repository", j)
 	k.orders(p, j)
 	k.timeouts(p+".timeouts", &j.Timeouts)

@@ -53,6 +53,10 @@ type PullRequest struct {
 	WriteDeadline time.Time
 	// Parallel file writers/verifiers (default runtime.NumCPU()).
 	Parallel int
+	// Limiter bounds the bytes written to the target from the repository (nil: unlimited):
+	// the job's and the host's bandwidth. Files linked or reused from earlier replicas and
+	// holes are not written and do not count.
+	Limiter Limiter
 	// Defer builds, verifies and moves the replica into place (with its meta record) but
 	// leaves T/D and retention alone: PublishGroup points every dataset of a consistency
 	// group at its new replica at once.
@@ -267,6 +271,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		stagingFd: -1,
 		isRoot:    os.Geteuid() == 0,
 		parallel:  req.Parallel,
+		lim:       req.Limiter,
 		hooks:     r.hooks,
 		trusted:   map[string]*dirTrust{},
 		lay:       l,

@@ -233,8 +233,13 @@ func (p *puller) writeObject(f *os.File, oid object.ID, limit, off int64) (int64
 
 	if allZero(data) {
 		p.zeros.add(cid, int64(len(data)))
-	} else if err := writeSparse(f, data, off); err != nil {
-		return 0, err
+	} else {
+		if err := waitBytes(p.ctx, p.lim, len(data)); err != nil {
+			return 0, err
+		}
+		if err := writeSparse(f, data, off); err != nil {
+			return 0, err
+		}
 	}
 
 	p.rp.addBytes(int64(len(data)))
@@ -263,6 +268,9 @@ func (p *puller) copyObject(f *os.File, oid object.ID) (int64, error) {
 
 		m, rerr := io.ReadFull(r, *bp)
 		if m > 0 {
+			if err := waitBytes(p.ctx, p.lim, m); err != nil {
+				return n, err
+			}
 			if err := writeSparse(f, (*bp)[:m], n); err != nil {
 				return n, err
 			}

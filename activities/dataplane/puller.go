@@ -30,6 +30,7 @@ type puller struct {
 	trustCur  bool       // current replica was verified against prevRoot
 	isRoot    bool
 	parallel  int
+	lim       Limiter // bounds the bytes written (nil: unlimited)
 	hooks     testHooks
 
 	dirs     []dirItem    // every image dir, pre-order

@@ -51,6 +51,9 @@ type PushRequest struct {
 	// keeps the image without them and reports them in PushResult.Unsupported and in the
 	// image's tag "unsupported". A precopy never checks.
 	OnUnsupported string
+	// Limiter bounds the bytes read from the source (nil: unlimited): the job's and the
+	// host's bandwidth.
+	Limiter Limiter
 }
 
 // A precopy (config precopy: auto) runs only when the job's previous image holds at least
@@ -212,6 +215,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		return PushResult{}, err
 	}
 	defer root.close()
+	root.lim, root.ctx = req.Limiter, ctx
 
 	u := upload.NewUploader(w)
 	u.ParallelUploads = req.Parallel

@@ -29,6 +29,9 @@ var ErrSourceChanged = errors.New("source changed during the push")
 type sourceRoot struct {
 	fd    int // the source dir, O_PATH; closed by the push
 	hooks *testHooks
+	// lim bounds what the push reads from the source (nil: unlimited); ctx ends its waits.
+	lim Limiter
+	ctx context.Context
 }
 
 // openSourceRoot opens dir (never through a symlink in its last component).
@@ -194,7 +197,11 @@ func (f sourceFile) Open(context.Context) (fs.Reader, error) {
 		unix.Close(fd) //nolint:errcheck
 		return nil, fmt.Errorf("source %s: %w", ShowPath(f.rel), err)
 	}
-	return sourceReader{os.NewFile(uintptr(fd), f.LocalFilesystemPath()), f}, nil
+	file := os.NewFile(uintptr(fd), f.LocalFilesystemPath())
+	if f.s.lim != nil {
+		return &limitedSource{file: file, f: f, ctx: f.s.ctx, lim: f.s.lim}, nil
+	}
+	return sourceReader{file, f}, nil
 }
 
 type sourceReader struct {

@@ -186,6 +186,10 @@ func TestLiveLine(t *testing.T) {
 	require.Equal(t, "push on a2 (upload) [##########..........]  50% 4.0 MiB/8.0 MiB, 10/20 files, 1.0 MiB/s, ETA 4s (attempt 2)", liveLine(l))
 	l.Progress = &activities.Progress{Step: "pull", Phase: "open", Agent: "b1"}
 	require.Equal(t, "pull on b1 (open), starting", liveLine(l))
+	l.Progress = &activities.Progress{Step: "pull", Phase: activities.PhaseWaitingForSlot + " on host b1: 1 data steps running (max_concurrent_steps 1), 0 waiting ahead", Agent: "b1"}
+	require.Regexp(t, `^pull waiting for a slot on host b1: 1 data steps running \(max_concurrent_steps 1\), 0 waiting ahead, for 10(\.\d)?s$`, liveLine(l))
+	l = &liveStep{Activity: activities.PullName, Attempt: 1, Scheduled: start, Host: "b1"}
+	require.Regexp(t, `^pull scheduled on host b1's queue 10(\.\d)?s ago, not started: no agent of b1 has taken it yet`, liveLine(l))
 	require.Equal(t, "[????]", progressBar(-1, 4))
 	require.Equal(t, "[####]", progressBar(1.5, 4))
 }

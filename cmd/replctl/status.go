@@ -64,6 +64,9 @@ type liveStep struct {
 	BytesPerSecond float64 `json:"bytes_per_second,omitempty"`
 	// ETA is the time left at that rate ("" when unknown).
 	ETA string `json:"eta,omitempty"`
+	// Scheduled is set for a step no agent has started yet: when it was sent to Host's queue.
+	Scheduled time.Time `json:"scheduled,omitzero"`
+	Host      string    `json:"host,omitempty"`
 }
 
 // lastReplica is the newest replica of a job, published by a completed run.
@@ -250,6 +253,11 @@ func (s *statusSource) fetch(ctx context.Context, now time.Time) (statusView, en
 	}
 	for _, pa := range desc.GetPendingActivities() {
 		if pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED {
+			if pa.GetState() == enums.PENDING_ACTIVITY_STATE_SCHEDULED && v.Live == nil {
+				// Sent to a host's queue and taken by no agent yet.
+				v.Live = &liveStep{Activity: pa.GetActivityType().GetName(), Attempt: pa.GetAttempt(), Scheduled: pa.GetScheduledTime().AsTime()}
+				v.Live.Host, _ = workflows.HostOfQueue(pa.GetActivityOptions().GetTaskQueue().GetName())
+			}
 			continue
 		}
 		v.Live = newLiveStep(pa.GetActivityType().GetName(), pa.GetAttempt(), pa.GetHeartbeatDetails().GetPayloads(), pa.GetLastStartedTime().AsTime(), pa.GetLastHeartbeatTime().AsTime())
@@ -570,6 +578,18 @@ func rpoLine(r *rpoView) string {
 // and ETA.
 func liveLine(l *liveStep) string {
 	p := l.Progress
+	if !l.Scheduled.IsZero() {
+		return fmt.Sprintf("%s scheduled on host %s's queue %s ago, not started: no agent of %s has taken it yet (agent down or busy)",
+			strings.ToLower(l.Activity), dash(l.Host), time.Since(l.Scheduled).Round(100*time.Millisecond), dash(l.Host))
+	}
+	if p != nil && activities.WaitingForSlot(p.Phase) {
+		// Started, but holding back until a data step on the host ends (max_concurrent_steps).
+		s := fmt.Sprintf("%s %s", p.Step, p.Phase)
+		if !l.Started.IsZero() {
+			s += fmt.Sprintf(", for %s", time.Since(l.Started).Round(100*time.Millisecond))
+		}
+		return s
+	}
 	if p == nil {
 		return fmt.Sprintf("%s (attempt %d), no progress reported yet", l.Activity, l.Attempt)
 	}
