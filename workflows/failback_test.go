@@ -48,7 +48,7 @@ func TestFailbackRunsTheJobBackwards(t *testing.T) {
 		allowFailback(p)
 		p.Failback = &activities.Application{Host: "b1", Quiesce: "freeze.sh", Resume: "thaw.sh"}
 	}
-	st, err, _ := runWorkflowInput(t, f, failbackInput())
+	st, err := runWorkflowInput(t, f, failbackInput())
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:check:a1@a1", "script:quiesce:b1@b1", "push@b1", "script:resume:b1@b1", "script:check:a1@a1", "pull@a1"}, f.calls)
 	require.Len(t, f.pushes, 1)
@@ -96,7 +96,7 @@ func TestFailbackBadInputIsNonRetryable(t *testing.T) {
 		{failbackInput(), func(p *activities.Plan) { allowFailback(p); p.Application.Check = "" }, `job orders has no application.check script and failback.primary_stopped is not "operator"`},
 	} {
 		f := &fakeAgents{fail: func(string, string) error { return nil }, plan: tc.plan}
-		_, err, _ := runWorkflowInput(t, f, tc.in)
+		_, err := runWorkflowInput(t, f, tc.in)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), tc.want)
 		requireErrType(t, err, activities.ErrTypeBadInput)
@@ -116,7 +116,7 @@ func TestFailbackRefusedUnlessPrimaryStopped(t *testing.T) {
 		{1, ErrTypePrimaryUnknown, "cannot tell whether the primary application on host a1 is stopped"},
 	} {
 		f := &fakeAgents{fail: failOn("script:check", "", checkExit(tc.code)), plan: allowFailback}
-		st, err, _ := runWorkflowInput(t, f, failbackInput())
+		st, err := runWorkflowInput(t, f, failbackInput())
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), tc.want)
 		requireErrType(t, err, tc.typ)
@@ -136,7 +136,7 @@ func TestFailbackRecheckBeforePull(t *testing.T) {
 		}
 		return nil
 	}}
-	_, err, _ := runWorkflowInput(t, f, failbackInput())
+	_, err := runWorkflowInput(t, f, failbackInput())
 	requireErrType(t, err, ErrTypePrimaryRunning)
 	assert.Equal(t, []string{"script:check:a1@a1", "push@b1", "script:check:a1@a1"}, f.calls)
 	assert.Empty(t, f.pulls)
@@ -148,7 +148,7 @@ func TestFailbackRecheckBeforePull(t *testing.T) {
 func TestFailbackUnreachablePrimary(t *testing.T) {
 	unreachable := failOn("script:check", "", temporal.NewNonRetryableApplicationError("dial a1: connection refused", activities.ErrTypeHostUnreachable, nil))
 	f := &fakeAgents{fail: unreachable, plan: allowFailback}
-	_, err, _ := runWorkflowInput(t, f, failbackInput())
+	_, err := runWorkflowInput(t, f, failbackInput())
 	requireErrType(t, err, ErrTypePrimaryUnreachable)
 	assert.Contains(t, err.Error(), "the primary application host a1 cannot be reached to check that its application is stopped (dial a1: connection refused); if the primary is down, start the failback with --primary-down")
 	assert.Equal(t, []string{"script:check:a1@a1"}, f.calls)
@@ -156,7 +156,7 @@ func TestFailbackUnreachablePrimary(t *testing.T) {
 	in := failbackInput()
 	in.PrimaryDown = true
 	f = &fakeAgents{fail: unreachable, plan: allowFailback}
-	st, err, _ := runWorkflowInput(t, f, in)
+	st, err := runWorkflowInput(t, f, in)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:check:a1@a1", "push@b1", "script:check:a1@a1", "pull@a1"}, f.calls)
 	assert.True(t, strings.HasPrefix(st.PrimaryCheck, "unreachable, going on because the input says primary_down"), st.PrimaryCheck)
@@ -169,7 +169,7 @@ func TestFailbackUnreachablePrimary(t *testing.T) {
 		return nil
 	}
 	f = &fakeAgents{fail: dead, plan: allowFailback}
-	st, err, _ = runWorkflowInput(t, f, failbackInput())
+	st, err = runWorkflowInput(t, f, failbackInput())
 	requireErrType(t, err, ErrTypePrimaryUnreachable)
 	assert.Contains(t, err.Error(), "check failed on every application agent in order [a1, a2]")
 	assert.Equal(t, []string{"script:check:a1@a1", "script:takeover:a1@a2", "script:check:a1@a2"}, f.calls)
@@ -189,10 +189,10 @@ func TestFailbackUnreachablePrimary(t *testing.T) {
 		return nil
 	}
 	f = &fakeAgents{fail: downAndUnreachable, plan: allowFailback}
-	_, err, _ = runWorkflowInput(t, f, failbackInput())
+	_, err = runWorkflowInput(t, f, failbackInput())
 	requireErrType(t, err, ErrTypePrimaryUnreachable)
 	f = &fakeAgents{fail: downAndUnreachable, plan: allowFailback}
-	st, err, _ = runWorkflowInput(t, f, in)
+	st, err = runWorkflowInput(t, f, in)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:check:a1@a1", "script:takeover:a1@a2", "push@b1", "script:takeover:a1@a2", "pull@a2"}, f.calls)
 }
@@ -202,7 +202,7 @@ func TestFailbackOperatorSaysPrimaryStopped(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) {
 		p.FailbackGuard = &activities.FailbackGuard{Allow: true, PrimaryStopped: config.PrimaryStoppedOperator}
 	}}
-	st, err, _ := runWorkflowInput(t, f, failbackInput())
+	st, err := runWorkflowInput(t, f, failbackInput())
 	require.NoError(t, err)
 	assert.Equal(t, []string{"push@b1", "pull@a1"}, f.calls)
 	assert.True(t, strings.HasPrefix(st.PrimaryCheck, "operator: no check script"), st.PrimaryCheck)
@@ -223,7 +223,7 @@ func TestFailbackOfGroupFromSecondTarget(t *testing.T) {
 	}
 	in := failbackInput()
 	in.From = "c"
-	st, err, _ := runWorkflowInput(t, f, in)
+	st, err := runWorkflowInput(t, f, in)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:check:a1@a1", "push@c1", "push@c1", "script:check:a1@a1", "pull@a1", "pull@a1"}, f.calls, "no failback application: nothing to quiesce")
 	assert.Equal(t, "/c/c/db", f.pushes[0].SourceDir)

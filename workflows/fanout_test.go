@@ -20,7 +20,7 @@ func groupPlan(p *activities.Plan) {
 // dataset pulled with its publish deferred and ONE publish step for the group.
 func TestGroupIsQuiescedImagedAndPublishedTogether(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }, plan: groupPlan}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "pull@b1", "publish@b1"}, f.calls)
 	require.Len(t, f.pushes, 2)
@@ -45,7 +45,7 @@ func TestGroupIsQuiescedImagedAndPublishedTogether(t *testing.T) {
 func TestGroupPublishTakeover(t *testing.T) {
 	f := &fakeAgents{plan: groupPlan}
 	f.fail = failOn("publish", "b1", temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil, activities.Progress{Step: "publish"}))
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "script:resume:a1@a1",
 		"pull@b1", "pull@b1", "publish@b1", "script:takeover:b1@b2", "pull@b2", "pull@b2", "publish@b2"}, f.calls)
@@ -60,7 +60,7 @@ func TestGroupPublishTakeover(t *testing.T) {
 func TestGroupPublishRefusedFailsTheTarget(t *testing.T) {
 	f := &fakeAgents{plan: groupPlan}
 	f.fail = failOn("publish", "", temporal.NewNonRetryableApplicationError("fenced: newer epoch", activities.ErrTypeFenced, nil))
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "fenced: newer epoch")
 	assert.Equal(t, TargetFailed, st.Targets[0].Phase)
@@ -94,7 +94,7 @@ func fanOutPlan(p *activities.Plan) {
 // Fan-out: each target gets its own pull on its own order; one push serves both.
 func TestFanOutPullsEveryTarget(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }, plan: fanOutPlan}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1"}, f.calls[:3])
 	assert.ElementsMatch(t, []string{"pull@b1", "pull@c1"}, f.calls[3:])
@@ -118,7 +118,7 @@ func TestFanOutFailedTargetDoesNotStopTheOthers(t *testing.T) {
 		}
 		return nil
 	}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "1 of 2 targets failed (1 published): target c: pull failed on every target agent in order [c1]")
 	assert.Equal(t, TargetCompleted, st.Targets[0].Phase)

@@ -42,7 +42,7 @@ func TestClassifyFault(t *testing.T) {
 func TestStorageFaultIsNotTakenOver(t *testing.T) {
 	f := &fakeAgents{}
 	f.fail = failOn("pull", "", storageFault("pull: storage fault on storage b (target, at /b): no space left on device"))
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "storage fault on storage b")
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
@@ -55,7 +55,7 @@ func TestStorageFaultIsNotTakenOver(t *testing.T) {
 func TestPrecopyStorageFaultFailsBeforeQuiesce(t *testing.T) {
 	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always" }}
 	f.fail = failOn("precopy", "", storageFault("precopy: storage fault on storage b (the job's repository at /b/r): no space left on device"))
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Equal(t, []string{"precopy@a1"}, f.calls)
 	assert.Empty(t, st.Takeovers)
@@ -75,7 +75,7 @@ func TestStorageRetryWaitsOnTheSameAgent(t *testing.T) {
 		}
 		return nil
 	}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "pull@b1", "pull@b1", "pull@b1"}, f.calls)
 	assert.Empty(t, st.Takeovers)
@@ -83,7 +83,7 @@ func TestStorageRetryWaitsOnTheSameAgent(t *testing.T) {
 
 	f = &fakeAgents{plan: func(p *activities.Plan) { p.Timeouts.StorageRetry = time.Minute }}
 	f.fail = failOn("pull", "", storageFault("no space left on device"))
-	st, err, _ = runWorkflow(t, f)
+	st, err = runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Empty(t, st.Takeovers)
 	pulls := strings.Count(strings.Join(f.calls, " "), "pull@b1")
@@ -113,7 +113,7 @@ func TestHostResumedOutsideTheRunMakesTheImageCrashConsistent(t *testing.T) {
 			}
 			return nil
 		}
-		st, err, _ := runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, func(env *testsuite.TestWorkflowEnvironment) {
+		st, err := runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, func(env *testsuite.TestWorkflowEnvironment) {
 			env.RegisterDelayedCallback(func() {
 				env.SignalWorkflow(HostResumedSignal, HostResumed{Host: c.host, Agent: "a1", Reason: "agent stopping"})
 			}, 500*time.Millisecond)
@@ -130,7 +130,7 @@ func TestHostResumedOutsideTheRunMakesTheImageCrashConsistent(t *testing.T) {
 func TestNoQuiesceRanNothingToResume(t *testing.T) {
 	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always"; p.Order.Source = []string{"a1", "a2"} }}
 	f.fail = failOn("precopy", "", temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil))
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "LEFT QUIESCED")
 	assert.Contains(t, err.Error(), "quiesce failed on every application agent")

@@ -27,7 +27,7 @@ func (f *fakeAgents) Preflight(ctx context.Context, in activities.PreflightInput
 // that agent sees them.
 func TestPreflightRunsFirstOnSourceAgent(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }}
-	_, err, _ := runWorkflow(t, f)
+	_, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	require.Len(t, f.preflights, 1)
 	assert.Equal(t, activities.PreflightInput{Job: "orders", RunID: f.preflights[0].RunID, Agent: "a1", Storage: "a",
@@ -44,7 +44,7 @@ func TestPreflightRefusalStopsBeforeQuiesce(t *testing.T) {
 		return nil
 	}}
 	f.plan = func(p *activities.Plan) { p.Precopy = "always" }
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr))
@@ -65,7 +65,7 @@ func TestPreflightTakesOverLostAgent(t *testing.T) {
 		}
 		return nil
 	}}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	require.Len(t, f.preflights, 4, "three attempts on a1, then a2")
 	assert.Equal(t, "a2", f.preflights[3].Agent)

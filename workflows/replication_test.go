@@ -126,19 +126,19 @@ func (f *fakeAgents) PublishGroup(ctx context.Context, in activities.PublishGrou
 	return activities.PublishGroupResult{Agent: agent, Current: in.TargetRoot + "/.replctl/groups/" + in.Job + "/current", Links: in.Datasets, Epoch: in.Epoch}, nil
 }
 
-func runWorkflow(t *testing.T, f *fakeAgents) (Status, error, *testsuite.TestWorkflowEnvironment) {
+func runWorkflow(t *testing.T, f *fakeAgents) (Status, error) {
 	t.Helper()
 	return runWorkflowInput(t, f, ReplicationInput{Job: "orders"})
 }
 
-func runWorkflowInput(t *testing.T, f *fakeAgents, in ReplicationInput) (Status, error, *testsuite.TestWorkflowEnvironment) {
+func runWorkflowInput(t *testing.T, f *fakeAgents, in ReplicationInput) (Status, error) {
 	t.Helper()
 	return runWorkflowWith(t, f, in, nil)
 }
 
 // runWorkflowWith runs the workflow after before has set up the test environment (e.g.
 // delayed signals).
-func runWorkflowWith(t *testing.T, f *fakeAgents, in ReplicationInput, before func(*testsuite.TestWorkflowEnvironment)) (Status, error, *testsuite.TestWorkflowEnvironment) {
+func runWorkflowWith(t *testing.T, f *fakeAgents, in ReplicationInput, before func(*testsuite.TestWorkflowEnvironment)) (Status, error) {
 	t.Helper()
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
@@ -174,7 +174,7 @@ func runWorkflowWith(t *testing.T, f *fakeAgents, in ReplicationInput, before fu
 		require.NoError(t, qerr)
 		require.NoError(t, v.Get(&st))
 	}
-	return st, err, env
+	return st, err
 }
 
 // failOn fails every activity of kind (on agent, or on any agent when agent is "") with err.
@@ -193,7 +193,7 @@ func heartbeatTimeout() error {
 
 func TestStepsRunInOrderOnPrimaries(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
 	assert.Equal(t, PhaseCompleted, st.Phase)
@@ -206,7 +206,7 @@ func TestStepsRunInOrderOnPrimaries(t *testing.T) {
 // rest of the run are unchanged.
 func TestPrecopyRunsBeforeQuiesce(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) { p.Precopy = "auto" }}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
 	require.NotNil(t, st.Precopy)
@@ -214,7 +214,7 @@ func TestPrecopyRunsBeforeQuiesce(t *testing.T) {
 
 	for _, mode := range []string{"never", ""} {
 		f := &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) { p.Precopy = mode }}
-		st, err, _ := runWorkflow(t, f)
+		st, err := runWorkflow(t, f)
 		require.NoError(t, err)
 		assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls, "precopy %q", mode)
 		assert.Nil(t, st.Precopy)
@@ -222,7 +222,7 @@ func TestPrecopyRunsBeforeQuiesce(t *testing.T) {
 
 	// Without a quiesce script there is no freeze to shorten.
 	f = &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) { p.Precopy = "always"; p.Application.Quiesce = "" }}
-	_, err, _ = runWorkflow(t, f)
+	_, err = runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.NotContains(t, f.calls, "precopy@a1")
 }
@@ -246,7 +246,7 @@ func TestGroupPrecopySummaryCountsSkippedDatasets(t *testing.T) {
 		{[]string{"orders/db", "orders/logs"}, Precopy{Agent: "a1", Skipped: true, SkippedDatasets: 2}, "all skipped"},
 	} {
 		f := &fakeAgents{fail: func(string, string) error { return nil }, plan: group, precopySkips: tc.skips}
-		st, err, _ := runWorkflow(t, f)
+		st, err := runWorkflow(t, f)
 		require.NoError(t, err, tc.comment)
 		require.NotNil(t, st.Precopy, tc.comment)
 		tc.want.Seconds = st.Precopy.Seconds
@@ -259,7 +259,7 @@ func TestGroupPrecopySummaryCountsSkippedDatasets(t *testing.T) {
 func TestFailedPrecopyIsNotedAndRunGoesOn(t *testing.T) {
 	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always" }}
 	f.fail = failOn("precopy", "", temporal.NewNonRetryableApplicationError("disk read error", "Failed", nil))
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
 	assert.Nil(t, st.Precopy)
@@ -272,7 +272,7 @@ func TestFailedPrecopyIsNotedAndRunGoesOn(t *testing.T) {
 func TestPrecopyAgentLostIsTakenOver(t *testing.T) {
 	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "auto" }}
 	f.fail = failOn("precopy", "a1", heartbeatTimeout())
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"precopy@a1", "script:takeover:a1@a2", "precopy@a2", "script:quiesce:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.calls)
 	require.Len(t, st.Takeovers, 2)
@@ -283,7 +283,7 @@ func TestPrecopyAgentLostIsTakenOver(t *testing.T) {
 func TestHeartbeatTimeoutMovesStepToNextAgent(t *testing.T) {
 	f := &fakeAgents{}
 	f.fail = failOn("pull", "b1", heartbeatTimeout())
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "script:takeover:b1@b2", "pull@b2"}, f.calls)
 	require.Len(t, st.Takeovers, 1)
@@ -305,7 +305,7 @@ func TestTakeoverIsStickyAndResumeAlwaysRuns(t *testing.T) {
 		}
 		return nil
 	}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "source is gone")
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a2"}, f.calls,
@@ -322,7 +322,7 @@ func TestExhaustedOrderNamesEveryAgent(t *testing.T) {
 		}
 		return nil
 	}
-	_, err, _ := runWorkflow(t, f)
+	_, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "pull failed on every target agent in order [b1, b2]")
 	assert.Contains(t, err.Error(), "b1: schedule-to-start timeout")
@@ -332,7 +332,7 @@ func TestExhaustedOrderNamesEveryAgent(t *testing.T) {
 func TestRetryableErrorsRetrySameAgentThenTakeOver(t *testing.T) {
 	f := &fakeAgents{}
 	f.fail = failOn("push", "a1", temporal.NewApplicationError("disk hiccup", "StepFailed"))
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.calls)
 	require.Len(t, st.Takeovers, 2)
@@ -343,7 +343,7 @@ func TestRetryableErrorsRetrySameAgentThenTakeOver(t *testing.T) {
 func TestResumeFailureLeavesHostQuiescedLoudly(t *testing.T) {
 	f := &fakeAgents{}
 	f.fail = failOn("script:resume", "", temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil))
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "host a1 LEFT QUIESCED")
 	assert.Equal(t, "a1", st.QuiescedHost)
@@ -361,7 +361,7 @@ func TestUnreachableFailedHostPolicy(t *testing.T) {
 		}
 		return nil
 	}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err, "default policy is fail")
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr))
@@ -384,7 +384,7 @@ func TestUnreachableFailedHostPolicyContinue(t *testing.T) {
 		}
 		return nil
 	}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.True(t, st.CrashConsistent)
 	assert.Contains(t, strings.Join(st.Notes, "\n"), "continuing crash-consistent")

@@ -16,7 +16,7 @@ func TestUnsupportedSkipMarksReplicaIncomplete(t *testing.T) {
 	sum := &activities.Unsupported{Count: 2, ByKind: map[string]int{"fifo": 1, "device": 1}, First: []string{"orders/dev/null0 (char device)", "orders/pipe (fifo)"}}
 	f := &fakeAgents{fail: func(string, string) error { return nil }, unsupported: sum,
 		plan: func(p *activities.Plan) { p.OnUnsupported = "skip" }}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	require.Len(t, f.pushes, 1)
 	assert.Equal(t, "skip", f.pushes[0].OnUnsupported, "the push carries the job's policy for the agent to check")
@@ -32,7 +32,7 @@ func TestUnsupportedSkipMarksReplicaIncomplete(t *testing.T) {
 // A complete image makes a replica that is not marked.
 func TestNothingUnsupportedLeavesReplicaComplete(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, "", f.pushes[0].OnUnsupported, "the test plan predates the field: the agent applies its own")
 	assert.Nil(t, st.Unsupported)
@@ -45,7 +45,7 @@ func TestUnsupportedFailIsFinalAndResumes(t *testing.T) {
 	msg := "push: 1 entry cannot be replicated (fifo 1): orders/pipe (fifo); set on_unsupported: skip on job orders to replicate without them"
 	f := &fakeAgents{fail: failOn("push", "", temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeUnsupported, nil)),
 		plan: func(p *activities.Plan) { p.OnUnsupported = "fail" }}
-	st, err, _ := runWorkflow(t, f)
+	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), msg)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1"}, f.calls)

@@ -52,7 +52,7 @@ func testStartRefusedWhileRunning(t *testing.T, e *cliEnv) {
 	assert.Equal(t, workflows.WorkflowID("orders"), started.WorkflowID)
 	assert.Equal(t, runID, started.RunID)
 
-	out, errOut, err = e.cli("start", "orders")
+	out, _, err = e.cli("start", "orders")
 	require.Error(t, err)
 	t.Logf("refusal: %v", err)
 	assert.Equal(t, ExitRunning, exitCode(err), "a run is going: its own exit code")

@@ -309,7 +309,7 @@ func (w *world) startServer(ctx context.Context) error {
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		if !w.srv.alive() {
-			return fmt.Errorf("Temporal server exited during start; see %s", w.srv.logPath)
+			return fmt.Errorf("the Temporal server exited during start; see %s", w.srv.logPath)
 		}
 		if b, err := os.ReadFile(w.srv.logPath); err == nil && int64(len(b)) > offset &&
 			strings.Contains(string(b[offset:]), "Temporal server on ") {
@@ -321,7 +321,7 @@ func (w *world) startServer(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("Temporal server on %s not ready after 90s; see %s", w.frontend(), w.srv.logPath)
+	return fmt.Errorf("the Temporal server on %s not ready after 90s; see %s", w.frontend(), w.srv.logPath)
 }
 
 // restartServer kills the server with SIGKILL and starts it again on the same DB file.

@@ -26,14 +26,6 @@ type readerCounts struct {
 	Partial, Mixed, Bad int
 }
 
-func (c *readerCounts) add(o readerCounts) {
-	c.Samples += o.Samples
-	c.Full += o.Full
-	c.Partial += o.Partial
-	c.Mixed += o.Mixed
-	c.Bad += o.Bad
-}
-
 func (c readerCounts) problems() int { return c.Partial + c.Mixed + c.Bad }
 
 // reader samples the target all the time, as an application reading the replica would: it

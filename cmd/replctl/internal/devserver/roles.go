@@ -350,6 +350,7 @@ func (a *roleAuthorizer) checkCommand(p principal, c *commandpb.Command) string 
 		}
 	case enums.COMMAND_TYPE_START_CHILD_WORKFLOW_EXECUTION:
 		at := c.GetStartChildWorkflowExecutionCommandAttributes()
+		//lint:ignore SA1019 deprecated, but a server with cross-namespace commands on still honours it
 		if ns := at.GetNamespace(); ns != "" && ns != a.namespace {
 			return fmt.Sprintf("%s: workflow task starts a child in namespace %q", p.name, ns)
 		}
@@ -360,10 +361,12 @@ func (a *roleAuthorizer) checkCommand(p principal, c *commandpb.Command) string 
 			return a.checkChild(p, t, at.GetTaskQueue().GetName())
 		}
 	case enums.COMMAND_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION:
+		//lint:ignore SA1019 deprecated, but a server with cross-namespace commands on still honours it
 		if ns := c.GetSignalExternalWorkflowExecutionCommandAttributes().GetNamespace(); ns != "" && ns != a.namespace {
 			return fmt.Sprintf("%s: workflow task signals a workflow in namespace %q", p.name, ns)
 		}
 	case enums.COMMAND_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION:
+		//lint:ignore SA1019 deprecated, but a server with cross-namespace commands on still honours it
 		if ns := c.GetRequestCancelExternalWorkflowExecutionCommandAttributes().GetNamespace(); ns != "" && ns != a.namespace {
 			return fmt.Sprintf("%s: workflow task cancels a workflow in namespace %q", p.name, ns)
 		}

@@ -133,6 +133,7 @@ func loadServerTLS(o *TLSOptions, uiRole string) (*serverTLS, error) {
 	}
 	// The Web UI never gets the internal certificate: it serves HTTP to whoever reaches it.
 	if s.uiCert, s.uiKey, err = ca.client(uiRole); err != nil {
+		//lint:ignore ST1005 "Web UI" is a proper noun
 		return nil, fmt.Errorf("Web UI client certificate: %w", err)
 	}
 	s.uiRole = uiRole

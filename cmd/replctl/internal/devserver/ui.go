@@ -62,18 +62,9 @@ func (u UIOptions) validate(mutualTLS, insecureListen bool) error {
 		return errors.New("the Web UI's HTTPS needs both --ui-tls-cert and --ui-tls-key")
 	}
 	if o := u.OIDC; o != nil {
-		switch {
-		case o.IssuerURL == "":
-			return errors.New("Web UI login: --ui-oidc-issuer is missing")
-		case o.ClientID == "":
-			return errors.New("Web UI login: --ui-oidc-client-id is missing")
-		case o.CallbackURL == "":
-			return errors.New("Web UI login: --ui-oidc-callback-url is missing (the UI's URL + /auth/sso/callback)")
-		}
-		for flag, raw := range map[string]string{"--ui-oidc-issuer": o.IssuerURL, "--ui-oidc-callback-url": o.CallbackURL} {
-			if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return fmt.Errorf("Web UI login: %s %q is not an http(s) URL", flag, raw)
-			}
+		if err := o.validate(); err != nil {
+			//lint:ignore ST1005 "Web UI" is a proper noun; the --ui-oidc-* flags' help starts so too
+			return fmt.Errorf("Web UI login: %w", err)
 		}
 	}
 	if mutualTLS && u.OIDC == nil {
@@ -87,6 +78,24 @@ func (u UIOptions) validate(mutualTLS, insecureListen bool) error {
 	return nil
 }
 
+// validate checks that the login's flags are there and its URLs are http(s) URLs.
+func (o *OIDCOptions) validate() error {
+	switch {
+	case o.IssuerURL == "":
+		return errors.New("--ui-oidc-issuer is missing")
+	case o.ClientID == "":
+		return errors.New("--ui-oidc-client-id is missing")
+	case o.CallbackURL == "":
+		return errors.New("--ui-oidc-callback-url is missing (the UI's URL + /auth/sso/callback)")
+	}
+	for flag, raw := range map[string]string{"--ui-oidc-issuer": o.IssuerURL, "--ui-oidc-callback-url": o.CallbackURL} {
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%s %q is not an http(s) URL", flag, raw)
+		}
+	}
+	return nil
+}
+
 // checkOIDC fetches the provider's discovery document, as the UI server will at start (it
 // exits the process when that fails), so that a wrong issuer is an error instead.
 func checkOIDC(ctx context.Context, o *OIDCOptions) error {
@@ -96,6 +105,7 @@ func checkOIDC(ctx context.Context, o *OIDCOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if _, err := oidc.NewProvider(ctx, o.IssuerURL); err != nil {
+		//lint:ignore ST1005 "Web UI" is a proper noun, as in validate's errors
 		return fmt.Errorf("Web UI login: OIDC provider --ui-oidc-issuer %s: %w", o.IssuerURL, err)
 	}
 	return nil
