@@ -128,8 +128,11 @@ docker_build -t "replctl-server:$TAG" "$build/ctx-server"
 
 # The hosts install the Debian package made from this binary; it is checked first in a
 # clean container of the base (deploy/package/test.sh).
+# The agent package holds the binary built without the embedded server (-tags noserver).
+log "go build -tags noserver ./cmd/replctl (the agent package's binary) …"
+(cd "$REPO_ROOT" && go build -tags noserver -ldflags='-s -w' -o "$build/replctl-agent" ./cmd/replctl)
 log "packaging replctl as a .deb …"
-deb=$(bash "$DEPLOY_DIR/package/build.sh" "$build/replctl" "$build/dist" 2>"$build/package.log") || {
+deb=$(bash "$DEPLOY_DIR/package/build.sh" replctl "$build/replctl-agent" "$build/dist" 2>"$build/package.log") || {
 	cat "$build/package.log" >&2
 	die "building the .deb failed"
 }
