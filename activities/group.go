@@ -7,6 +7,10 @@ import (
 	"github.com/replctl/replctl/activities/dataplane"
 )
 
+// PublishGroupName publishes every dataset of a consistency group at once: stable, because
+// recorded histories refer to it.
+const PublishGroupName = "PublishGroup"
+
 // PublishGroupInput is the input of PublishGroup: the replicas named ReplicaName of every
 // dataset of a consistency group on one target, built by deferred pulls.
 type PublishGroupInput struct {

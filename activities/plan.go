@@ -1,6 +1,8 @@
 package activities
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"path"
 	"path/filepath"
@@ -11,6 +13,38 @@ import (
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/ids"
 )
+
+// PlanName is the registered name of Plan: stable, because recorded histories refer to it.
+const PlanName = "Plan"
+
+// PlanInput is the input of Plan.
+type PlanInput struct {
+	Job string
+}
+
+// PlanResult is the plan of one run.
+type PlanResult struct {
+	Plan Plan
+	// Agent is the agent that read the config.
+	Agent string
+}
+
+// Plan reads the config file and resolves a job. A missing job or an invalid config is bad
+// input: no other agent would do better.
+func (a *Agent) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
+	if in.Job == "" {
+		return PlanResult{}, badInput(errors.New(`workflow input needs a job name: {"job": "NAME"}`))
+	}
+	cfg, err := config.Load(a.ConfigFile)
+	if err != nil {
+		return PlanResult{}, badInput(fmt.Errorf("agent %s: %w", a.Host, err))
+	}
+	p, err := NewPlan(cfg, in.Job)
+	if err != nil {
+		return PlanResult{}, badInput(err)
+	}
+	return PlanResult{Plan: p, Agent: a.Host}, nil
+}
 
 // Plan is a job resolved against the configuration at the moment a run starts. It is the
 // Plan activity's result, so it is recorded in the run's history: editing the config file

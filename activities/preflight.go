@@ -18,6 +18,10 @@ import (
 	"github.com/replctl/replctl/internal/storagecheck"
 )
 
+// PreflightName checks the source storage and datasets on disk before quiesce: stable,
+// because recorded histories refer to it.
+const PreflightName = "Preflight"
+
 // PreflightInput is the input of Preflight: the run's source datasets as the source agent
 // sees them.
 type PreflightInput struct {

@@ -223,6 +223,16 @@ func closeFd(fd int) {
 // hands its files to the workers and recurses. srcFd is the same directory
 // in the current replica (-1: none), dstFd the one in staging; names are
 // resolved relative to them (one lookup per entry, no symlink followed).
+//
+// plan and walkVerify (verify.go) both walk the image's directory objects, on
+// purpose without a shared walker: what they have in common is only "decode,
+// wrap the error, recurse into subdirectories". plan threads per-subtree state
+// down (the previous image's object, so an unchanged directory is not decoded
+// twice, and fds in the current replica and in staging, closed when the
+// subtree is done), checks the write guard (ctx and fencing), fills the
+// directory cache and hands the whole directory to the workers before
+// descending. A walker serving both would need per-directory and per-subtree
+// state, a cleanup and a post-order hook: more hooks than lines shared.
 func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, prev *object.ID, rel string, srcFd, dstFd int) error {
 	if err := p.g.check(false); err != nil {
 		return err

@@ -345,6 +345,17 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 	return err
 }
 
+// walkVerify checks image directory d at rel against dir/rel and recurses:
+// extra entries first, then every entry in image order, a subdirectory's own
+// metadata after its contents.
+//
+// It shares no walker with plan (pull_plan.go) on purpose: it consumes the
+// directory cache plan fills, lists the disk directory before the entries,
+// checks every entry in order and descends only into directories that checked
+// out, skips a directory it cannot list (collect mode), and checks a
+// directory's own metadata after its contents. That order decides which
+// difference is reported first; a walker serving both would need more hooks
+// than the few lines the two walks have in common.
 func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir, rel string, o *verifyOptions, jobs *[]contentJob) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -1,0 +1,147 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/replctl/replctl/activities/dataplane"
+)
+
+// Registered names of Push and Precopy: stable, because recorded histories refer to them.
+const (
+	PushName    = "Push"
+	PrecopyName = "Precopy"
+)
+
+// pushCheckpointInterval bounds what a taker re-reads after a push was lost.
+const pushCheckpointInterval = 3 * time.Second
+
+// PushInput is the input of Push.
+type PushInput struct {
+	Job       string
+	RunID     string
+	Agent     string
+	SourceDir string
+	Dataset   string
+	Repo      RepoLocation
+	// Resume is the failed attempt's last progress, if any. The repository's checkpoints
+	// carry what was uploaded; this is for the record.
+	Resume *Progress
+	// FollowLink (failback): SourceDir is a target's dataset link; the replica it points to
+	// is pushed, and a dataset without a replica is refused.
+	FollowLink bool `json:",omitempty"`
+	// OnUnsupported is the job's on_unsupported ("fail" or "skip"); the agent refuses any
+	// other value than its own config's.
+	OnUnsupported string `json:",omitempty"`
+}
+
+// PushResult names the image a push made.
+type PushResult struct {
+	Agent    string
+	ImageID  string
+	Bytes    int64
+	Files    int64
+	Reused   int64
+	Duration time.Duration
+	// Unsupported is what the image lacks (on_unsupported: skip); nil when nothing.
+	Unsupported *Unsupported `json:",omitempty"`
+	// SlotWait is how long of Duration the push waited for a slot (max_concurrent_steps).
+	SlotWait time.Duration `json:",omitempty"`
+}
+
+// PrecopyInput is the input of Precopy.
+type PrecopyInput struct {
+	Job       string
+	RunID     string
+	Agent     string
+	SourceDir string
+	Dataset   string
+	Repo      RepoLocation
+	// First: copy also when the job has no image yet (config precopy: always).
+	First bool `json:",omitempty"`
+}
+
+// PrecopyResult tells what a precopy stored.
+type PrecopyResult struct {
+	Agent    string
+	Bytes    int64
+	Files    int64
+	Reused   int64 // files not read: unchanged since the job's previous image
+	Duration time.Duration
+	// Skipped: nothing to gain (the job has no image yet and First was not set).
+	Skipped bool `json:",omitempty"`
+	// SlotWait is how long of Duration the precopy waited for a slot (max_concurrent_steps).
+	SlotWait time.Duration `json:",omitempty"`
+}
+
+// Precopy copies the LIVE source dataset into the job's repository before the application
+// is quiesced, making no image: the push that follows, while quiesced, re-reads only the
+// files changed since the previous image (from the page cache) and stores nothing the
+// precopy already stored, so the freeze window shrinks to about a walk of the tree.
+func (a *Agent) Precopy(ctx context.Context, in PrecopyInput) (PrecopyResult, error) {
+	res, err := a.push(ctx, PushInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo}, StepPrecopy, in.First)
+	return PrecopyResult{Agent: res.Agent, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: res.Duration, Skipped: res.skipped, SlotWait: res.SlotWait}, err
+}
+
+// Push makes a point-in-time image of the (quiesced) source dataset in the job's repository.
+func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
+	res, err := a.push(ctx, in, StepPush, false)
+	return res.PushResult, err
+}
+
+// pushResult is a PushResult plus whether a precopy was skipped.
+type pushResult struct {
+	PushResult
+	skipped bool
+}
+
+// push runs a push, or (step "precopy") a precopy of the live source.
+func (a *Agent) push(ctx context.Context, in PushInput, step Step, precopyFirst bool) (pushResult, error) {
+	start := time.Now()
+	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: step, Phase: "open"})
+	if err != nil {
+		return pushResult{}, err
+	}
+	defer hb.stop()
+	in, err = a.authorizePush(ctx, step, in)
+	if err != nil {
+		return pushResult{}, err
+	}
+	slot, err := a.slot(ctx, hb, in.Job)
+	if err != nil {
+		return pushResult{}, err
+	}
+	defer slot.release()
+	if in.FollowLink {
+		real, err := replicaBehind(in.SourceDir)
+		if err != nil {
+			return pushResult{}, badInput(err)
+		}
+		in.SourceDir = real
+	}
+	res, err := a.dataplane().Push(ctx, dataplane.PushRequest{
+		Repo:      a.repoConfig(in.Repo),
+		Job:       in.Job,
+		SourceDir: in.SourceDir,
+		Dataset:   in.Dataset,
+		Tags:      map[string]string{"run": in.RunID, "agent": a.Host},
+		// A taker re-reads what the lost attempt read since its last checkpoint: measured
+		// as about one interval of work, so keep it short (the goal is <= 5 s of work).
+		CheckpointInterval: pushCheckpointInterval,
+		Precopy:            step == StepPrecopy,
+		PrecopyFirst:       precopyFirst,
+		OnUnsupported:      in.OnUnsupported,
+		Limiter:            slot.limiter,
+	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })
+	observe(ctx, in.Job, string(step), start, err, res.Bytes, res.Files)
+	if err != nil {
+		var ue *dataplane.UnsupportedError
+		if errors.As(err, &ue) {
+			observeUnsupported(ctx, in.Job, &ue.Summary)
+		}
+		return pushResult{}, a.fault(ctx, in.Job, step, err, hb.progress())
+	}
+	observeUnsupported(ctx, in.Job, res.Unsupported)
+	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported, SlotWait: slot.waited}, res.Skipped}, nil
+}
