@@ -8,7 +8,7 @@ WORKFLOWCHECK := go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build build-agent dev test test-deps vet staticcheck workflowcheck unit race smoke fidelity package package-test
+.PHONY: all build build-agent dev test test-deps vet staticcheck workflowcheck unit race race-all smoke fidelity package package-test
 
 all: build
 
@@ -66,16 +66,22 @@ unit:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # The race detector over the packages with goroutines whose tests it runs in a few minutes:
-# the agent's workers, the activities (heartbeats, leases, SSH commands), the CLI against an
-# embedded server, workflows, internal/... and, of the data plane (every test builds a kopia
+# the agent's workers, the activities (heartbeats, leases, SSH commands), workflows,
+# internal/... and, of the data plane (every test builds a kopia
 # repository, about 7-12x slower under -race: 5-9 min in full), the tests of its parallel
-# push/pull, remote repository, fencing, resume and verify paths. About 3.5 min on 2 cores.
-# Not ./test, test/chaos, test/bench (too slow with -race). Unlike every other target it builds with CGO_ENABLED=1,
+# push/pull, remote repository, fencing, resume and verify paths. About 2 min on 2 cores.
+# Not ./test, test/chaos, test/bench (too slow with -race), nor ./cmd/replctl: its tests link
+# the Temporal server, whose -race build costs a fresh machine minutes of CI time (race-all
+# adds it). Unlike every other target it builds with CGO_ENABLED=1,
 # since -race needs cgo (and gcc): that is a second build cache entry beside the static one.
 RACE_DATAPLANE := TestPushPullRoundTrip|TestConcurrentInit|TestRemoteRepository|TestRemoteReconnectsAfterLostConnection|TestResumeAfterCancel|TestFencing|TestFencedMidRestore|TestPublishGroup$$|TestIncrementalPullHardLinks|TestVerifyCatchesCorruption
 race:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run '^($(RACE_DATAPLANE))' ./activities/dataplane
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./activities ./activities/hostexec ./workers ./workflows ./internal/... ./cmd/replctl
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./activities ./activities/hostexec ./workers ./workflows ./internal/...
+
+# race plus the CLI's tests (with an embedded server built with -race).
+race-all: race
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./cmd/replctl
 
 # The fidelity suite (verbose): the checker's own tests, rsync -aHAXS as the bar, and a
 # replctl replica of the awkward tree against its source with a table of diffs per class.
