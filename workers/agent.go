@@ -98,6 +98,7 @@ func Register(w worker.WorkflowRegistry) {
 	w.RegisterWorkflowWithOptions(workflows.Verify, workflow.RegisterOptions{Name: workflows.VerifyWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Images, workflow.RegisterOptions{Name: workflows.ImagesWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Restore, workflow.RegisterOptions{Name: workflows.RestoreWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.Check, workflow.RegisterOptions{Name: workflows.CheckWorkflowName})
 }
 
 // Start starts both workers.
