@@ -137,7 +137,7 @@ func (a *Agent) checkHost(ctx context.Context, in CheckHostInput, lim checkLimit
 		add(clockItem(res.Skew, lim.maxSkew))
 		return res, nil
 	}
-	add(CheckItem{Check: "config", Result: CheckOK, Detail: a.ConfigFile + " loads; fingerprint " + res.Fingerprint[:12]})
+	add(CheckItem{Check: "config", Result: CheckOK, Detail: "loads; fingerprint " + res.Fingerprint[:12]})
 	if in.Job == "" {
 		for _, j := range cfg.Jobs {
 			p, err := NewPlan(cfg, j.Name)
@@ -262,7 +262,8 @@ func checkScripts(agent string, p Plan, add func(CheckItem)) {
 		if err == nil {
 			continue
 		}
-		problems = append(problems, strings.TrimPrefix(err.Error(), fmt.Sprintf("hostexec: host %q: ", agent)))
+		msg := strings.TrimPrefix(err.Error(), fmt.Sprintf("hostexec: host %q: ", agent))
+		problems = append(problems, strings.TrimSuffix(msg, ": "+hostexec.ErrNoScript.Error()))
 		if path == "" {
 			path = filepath.Join(h.Scripts, s)
 		}
@@ -449,7 +450,11 @@ func clockItem(skew, max time.Duration) CheckItem {
 	if abs < 0 {
 		abs = -abs
 	}
-	it := CheckItem{Check: "clock", Result: CheckOK, Detail: fmt.Sprintf("%s from the server's", skew.Round(time.Millisecond))}
+	how := "ahead of"
+	if skew < 0 {
+		how = "behind"
+	}
+	it := CheckItem{Check: "clock", Result: CheckOK, Detail: fmt.Sprintf("%s %s the server's", abs.Round(time.Millisecond), how)}
 	if abs > max {
 		it.Result = CheckFail
 		it.Detail += fmt.Sprintf(", more than %s", max)
