@@ -80,44 +80,66 @@ func runCheck(ctx context.Context, f *Factory, o *CheckOptions) error {
 
 // check runs the Check workflow on the hosts of job ("" = every host of the config).
 func check(ctx context.Context, f *Factory, job string, wait time.Duration) (workflows.CheckResult, *config.Config, error) {
-	var res workflows.CheckResult
 	cfg, err := f.Config()
 	if err != nil {
-		return res, nil, err
-	}
-	hosts, err := checkHosts(cfg, job)
-	if err != nil {
-		return res, nil, err
+		return workflows.CheckResult{}, nil, err
 	}
 	c, err := f.Client(ctx)
 	if err != nil {
-		return res, nil, err
+		return workflows.CheckResult{}, nil, err
 	}
 	defer c.Close()
 	// The check runs on an agent's workflow worker: without one it would wait for nothing.
 	q := cfg.Temporal.TaskQueue
 	d, err := c.DescribeTaskQueue(ctx, q, enums.TASK_QUEUE_TYPE_WORKFLOW)
 	if err != nil {
-		return res, nil, fmt.Errorf("check: describe queue %s: %w", q, err)
+		return workflows.CheckResult{}, nil, fmt.Errorf("check: describe queue %s: %w", q, err)
 	}
 	if len(d.GetPollers()) == 0 {
-		return res, nil, &ExitError{Code: ExitCheckFailed, Err: fmt.Errorf("no agent polls the workflow queue %s: no agent of the config is running (start one: replctl agent --host HOST)", q)}
+		return workflows.CheckResult{}, nil, &ExitError{Code: ExitCheckFailed, Err: fmt.Errorf("no agent polls the workflow queue %s: no agent of the config is running (start one: replctl agent --host HOST)", q)}
+	}
+	res, err := checkWith(ctx, c, cfg, job, wait)
+	return res, cfg, err
+}
+
+// checkWith runs the Check workflow through c, joining one already going.
+func checkWith(ctx context.Context, c client.Client, cfg *config.Config, job string, wait time.Duration) (workflows.CheckResult, error) {
+	var res workflows.CheckResult
+	hosts, err := checkHosts(cfg, job)
+	if err != nil {
+		return res, err
 	}
 	id := workflows.CheckID(job)
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: id, TaskQueue: q, WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
+		ID: id, TaskQueue: cfg.Temporal.TaskQueue, WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
 		// A check already going is joined: it answers the same question.
 		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		WorkflowExecutionTimeout: wait + 5*time.Minute,
 	}, workflows.CheckWorkflowName, workflows.CheckInput{Job: job, Hosts: hosts, Wait: wait})
 	if err != nil {
-		return res, nil, fmt.Errorf("start check: %w", err)
+		return res, fmt.Errorf("start check: %w", err)
 	}
 	if err := run.Get(ctx, &res); err != nil {
-		return res, nil, runEndError("check (workflow "+id+")", err)
+		return res, runEndError("check (workflow "+id+")", err)
 	}
-	return res, cfg, nil
+	return res, nil
+}
+
+// checkOnStart runs the check of every host once dev's agents run and prints its table; a
+// failure is a warning: dev goes on.
+func checkOnStart(ctx context.Context, f *Factory, c client.Client, cfg *config.Config) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	res, err := checkWith(ctx, c, cfg, "", workflows.DefaultCheckWait)
+	if err != nil {
+		fmt.Fprintf(f.ErrOut, "replctl: WARNING: check on start: %v\n", err)
+		return
+	}
+	printCheck(f.ErrOut, res, cfg.File, activities.ConfigFingerprint(cfg))
+	if err := checkOutcome(res); err != nil {
+		fmt.Fprintf(f.ErrOut, "replctl: WARNING: %v (see the table above; `replctl check` checks again)\n", err)
+	}
 }
 
 // checkHosts are the hosts a check asks: the job's (every host of its orders) or every host
