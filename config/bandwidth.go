@@ -48,3 +48,18 @@ func ParseBandwidth(s string) (int64, error) {
 	}
 	return 0, fmt.Errorf("%q has no unit: want B, KiB, MiB or GiB per second, such as 100MiB/s", s)
 }
+
+// FormatBytes renders n bytes with a binary unit ("512 B", "1.5 GiB"), as messages and
+// tables show sizes.
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -82,6 +82,8 @@ func TestReplayDetectsNonDeterministicChange(t *testing.T) {
 				r.RegisterWorkflowWithOptions(skipsQuiesce, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
 			case workflows.ScheduledMaintenanceWorkflowName:
 				r.RegisterWorkflowWithOptions(startsNoChild, workflow.RegisterOptions{Name: workflows.ScheduledMaintenanceWorkflowName})
+			case workflows.CheckWorkflowName:
+				r.RegisterWorkflowWithOptions(checksNoHost, workflow.RegisterOptions{Name: wt})
 			case workflows.VerifyWorkflowName, workflows.RestoreWorkflowName:
 				r.RegisterWorkflowWithOptions(skipsPlan, workflow.RegisterOptions{Name: wt})
 			default:
@@ -137,6 +139,11 @@ func workflowType(t *testing.T, file string) string {
 // startsNoChild returns at once where ScheduledMaintenance starts its child.
 func startsNoChild(ctx workflow.Context, in workflows.ScheduledMaintenanceInput) (workflows.ScheduledResult, error) {
 	return workflows.ScheduledResult{}, nil
+}
+
+// checksNoHost returns at once where Check asks every host.
+func checksNoHost(ctx workflow.Context, in workflows.CheckInput) (workflows.CheckResult, error) {
+	return workflows.CheckResult{}, nil
 }
 
 // skipsPlan is a target step (verify, restore) that runs its activity without the plan.

@@ -80,6 +80,7 @@ func NewAgent(o Options) (*Agent, error) {
 	hostW.RegisterActivityWithOptions(acts.RestoreImage, activity.RegisterOptions{Name: activities.RestoreName})
 	hostW.RegisterActivityWithOptions(acts.PublishGroup, activity.RegisterOptions{Name: activities.PublishGroupName})
 	hostW.RegisterActivityWithOptions(acts.Preflight, activity.RegisterOptions{Name: activities.PreflightName})
+	hostW.RegisterActivityWithOptions(acts.CheckHost, activity.RegisterOptions{Name: activities.CheckHostName})
 
 	sharedW := worker.New(o.Client, o.SharedQueue, worker.Options{Identity: o.Identity})
 	Register(sharedW)
@@ -97,6 +98,7 @@ func Register(w worker.WorkflowRegistry) {
 	w.RegisterWorkflowWithOptions(workflows.Verify, workflow.RegisterOptions{Name: workflows.VerifyWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Images, workflow.RegisterOptions{Name: workflows.ImagesWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.Restore, workflow.RegisterOptions{Name: workflows.RestoreWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.Check, workflow.RegisterOptions{Name: workflows.CheckWorkflowName})
 }
 
 // Start starts both workers.

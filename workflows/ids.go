@@ -25,6 +25,7 @@ const (
 	restoreIDPrefix           = idPrefix + "restore."
 	verifyIDPrefix            = idPrefix + "verify."
 	imagesIDPrefix            = idPrefix + "images."
+	checkIDPrefix             = idPrefix + "check."
 	maintenanceIDPrefix       = idPrefix + "maintenance-"
 	testFailoverIDPrefix      = idPrefix + "test-failover-"
 	scheduleIDPrefix          = idPrefix + "schedule-"
@@ -62,6 +63,15 @@ func VerifyID(job string) string { return verifyIDPrefix + job }
 
 // ImagesID is the workflow ID of a listing of a job's images ("." is in no job name).
 func ImagesID(job string) string { return imagesIDPrefix + job }
+
+// CheckID is the workflow ID of `replctl check` of job's hosts; CheckID("") checks every
+// host ("replctl-check.*"). Neither "." nor "*" is in a job name.
+func CheckID(job string) string {
+	if job == "" {
+		job = "*"
+	}
+	return checkIDPrefix + job
+}
 
 // TestFailoverID is the workflow ID of a job's test failover named name. (Ambiguous when
 // names contain "-": job "a" with name "b-c" and job "a-b" with name "c" share an ID. The

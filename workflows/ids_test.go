@@ -16,6 +16,8 @@ func TestIDFormats(t *testing.T) {
 		{RestoreID("orders"), "replctl-restore.orders"},
 		{VerifyID("orders"), "replctl-verify.orders"},
 		{ImagesID("orders"), "replctl-images.orders"},
+		{CheckID("orders"), "replctl-check.orders"},
+		{CheckID(""), "replctl-check.*"},
 		{TestFailoverID("orders", "t1"), "replctl-test-failover-orders-t1"},
 		{MaintenanceID("array-b", "repo"), "replctl-maintenance-array%2Db-repo"},
 		{LegacyMaintenanceID("array-b", ".r/x"), "replctl-maintenance-array-b-_r_x"},
@@ -62,6 +64,7 @@ func TestIDsAreDistinctAndInvert(t *testing.T) {
 		other(RestoreID(j), "restore of "+j)
 		other(VerifyID(j), "verify of "+j)
 		other(ImagesID(j), "images of "+j)
+		other(CheckID(j), "check of "+j)
 		for _, c := range copies {
 			other(TestFailoverID(j, c), "test failover "+c+" of "+j)
 		}

@@ -127,6 +127,16 @@ func TestNewCommandsParseArgs(t *testing.T) {
 	_, err = run(t, NewCmdRestore(f, func(o *RestoreOptions) error { rso = o; return nil }), "orders", "k1", "--to", "/srv/b/restores/x")
 	require.NoError(t, err)
 	require.Equal(t, &RestoreOptions{Job: "orders", Image: "k1", To: "/srv/b/restores/x", Output: "table"}, rso)
+
+	var cko *CheckOptions
+	_, err = run(t, NewCmdCheck(f, func(o *CheckOptions) error { cko = o; return nil }))
+	require.NoError(t, err)
+	require.Equal(t, &CheckOptions{Wait: 10 * time.Second, Output: "table"}, cko)
+	_, err = run(t, NewCmdCheck(f, func(o *CheckOptions) error { cko = o; return nil }), "orders", "--wait", "3s", "-o", "json")
+	require.NoError(t, err)
+	require.Equal(t, &CheckOptions{Job: "orders", Wait: 3 * time.Second, Output: "json"}, cko)
+	_, err = run(t, NewCmdCheck(f, func(o *CheckOptions) error { return nil }), "a", "b")
+	require.Equal(t, ExitUsage, exitCode(err))
 }
 
 func TestAssessRPO(t *testing.T) {

@@ -32,6 +32,8 @@ type DevOptions struct {
 	MetricsAddr string
 	// ShutdownGrace bounds the wait on Ctrl-C for the runs to resume what an agent quiesced.
 	ShutdownGrace time.Duration
+	// Check runs `replctl check` on every agent once they run and prints its table.
+	Check bool
 }
 
 // NewCmdDev is `replctl dev`: the embedded server, the Web UI and every agent of the config
@@ -59,6 +61,7 @@ func NewCmdDev(f *Factory, runF func(*DevOptions) error) *cobra.Command {
 	cmd.Flags().BoolVar(&o.Sample, "sample", true, "create a small sample dataset for jobs whose source dataset does not exist")
 	cmd.Flags().StringVar(&o.Run, "run", "", "run this job once everything is up, wait for it and print its status")
 	cmd.Flags().StringVar(&o.MetricsAddr, "metrics", "", "serve the agents' Prometheus metrics at http://ADDR/metrics")
+	cmd.Flags().BoolVar(&o.Check, "check", true, "run `replctl check` on every agent at start and print its table (failures only warn)")
 	cmd.Flags().BoolVar(&o.Exit, "exit", false, "with --run: stop after the run, exiting with its exit code")
 	addShutdownGraceFlag(cmd.Flags(), &o.ShutdownGrace)
 	return cmd
@@ -126,6 +129,9 @@ func runDev(cmd *cobra.Command, f *Factory, o *DevOptions) error {
 	}
 	fmt.Fprintf(f.ErrOut, "%d agents running (%s); jobs: %s\n", len(agents), hostNames(agents), strings.Join(names, ", "))
 	syncSchedulesOnStart(ctx, f, c, cfg)
+	if o.Check {
+		checkOnStart(ctx, f, c, cfg)
+	}
 	if o.Run != "" {
 		if _, err := cfg.Job(o.Run); err != nil {
 			return &ExitError{Code: ExitUsage, Err: err}

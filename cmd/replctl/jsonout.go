@@ -19,6 +19,7 @@ const (
 	KindRunning      = "running"
 	KindNotFound     = "not_found"
 	KindDamaged      = "damaged"
+	KindCheckFailed  = "check_failed"
 )
 
 // failureKind is the kind of failure an exit code stands for.
@@ -34,6 +35,8 @@ func failureKind(code int) string {
 		return KindRunning
 	case ExitDamaged:
 		return KindDamaged
+	case ExitCheckFailed:
+		return KindCheckFailed
 	}
 	return KindFailure
 }

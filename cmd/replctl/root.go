@@ -26,6 +26,7 @@ const (
 	ExitLeftQuiesce = 4 // the run ended failed AND left an application host quiesced
 	ExitRunning     = 5 // a run of the job is already going (start, failback)
 	ExitDamaged     = 6 // verify found a replica that differs from its image
+	ExitCheckFailed = 7 // check found a failure on an agent (or no agent to ask)
 )
 
 // ExitError carries the process exit code of a command.
@@ -209,7 +210,8 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 		Short: "Replicate datasets between storage systems, application-consistently, with agents that take over for each other",
 		Long: "Replicate datasets between storage systems, application-consistently, with agents that take over for each other.\n" +
 			"Exit codes: 0 ok, 1 error, 2 bad usage or config, 3 the run failed or was cancelled, 4 it failed and\n" +
-			"left an application host quiesced, 5 a run of the job is already going. With -o json a failure prints\n" +
+			"left an application host quiesced, 5 a run of the job is already going, 6 verify found a damaged\n" +
+			"replica, 7 check found a failure. With -o json a failure prints\n" +
 			"{\"error\": {\"code\", \"kind\", \"message\", ...}} on stdout.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -229,7 +231,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError("%v (see %s --help)", err, c.CommandPath()) })
 
 	cmd.AddCommand(NewCmdServer(f, nil), NewCmdAgent(f, nil), NewCmdDev(f, nil), withJobCompletion(f, NewCmdStart(f, nil)), NewCmdStatus(f, nil), NewCmdConfig(f),
-		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil), NewCmdVerify(f, nil), NewCmdImages(f, nil), NewCmdRestore(f, nil),
+		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil), NewCmdVerify(f, nil), NewCmdCheck(f, nil), NewCmdImages(f, nil), NewCmdRestore(f, nil),
 		withJobCompletion(f, NewCmdFailback(f, nil)), NewCmdCodecServer(f, nil))
 	cmd.AddCommand(newCmdMan(cmd))
 	return cmd

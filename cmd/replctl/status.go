@@ -815,18 +815,7 @@ func dash(s string) string {
 	return s
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n int64) string { return config.FormatBytes(n) }
 
 // incompleteMark is what a replica's line adds when the replica lacks entries the data plane
 // cannot replicate.
