@@ -75,12 +75,11 @@ type cliEnv struct {
 
 func newCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("REPLCTL_STATE", dir)
-	e := &cliEnv{t: t, dir: dir, cfgFile: filepath.Join(dir, "replctl.yaml"), agents: map[string]*workers.Agent{}}
-	layoutCLIWorld(t, dir)
-	e.writeConfig(ordersSchedule, "")
-
+	if testing.Short() {
+		t.Skip("starts a Temporal server")
+	}
+	began := time.Now()
+	e := newCLIWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv, err := devserver.Start(ctx, devserver.Options{Port: 0, UIPort: -1, SearchAttributes: workflows.SearchAttributes(), Logger: zap.NewNop(), LogLevel: "error"})
@@ -90,11 +89,26 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	e.c, err = client.DialContext(ctx, client.Options{HostPort: e.addr, Namespace: "default", Logger: newSDKLogger(zap.NewNop())})
 	require.NoError(t, err)
 	t.Cleanup(e.c.Close)
-	e.cfg, err = config.Load(e.cfgFile)
-	require.NoError(t, err)
 	for _, h := range []string{"a1", "a2", "b1", "b2"} {
 		e.startAgent(h)
 	}
+	t.Logf("server and agents up in %s", time.Since(began).Round(time.Millisecond))
+	return e
+}
+
+// newCLIWorld is the test dir with the storage, scripts and config of cliConfig, for
+// commands that read only the config and the disks: no server (e.addr is empty, so
+// the config's address is used, and nothing dials it).
+func newCLIWorld(t *testing.T) *cliEnv {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("REPLCTL_STATE", dir)
+	e := &cliEnv{t: t, dir: dir, cfgFile: filepath.Join(dir, "replctl.yaml"), agents: map[string]*workers.Agent{}}
+	layoutCLIWorld(t, dir)
+	e.writeConfig(ordersSchedule, "")
+	var err error
+	e.cfg, err = config.Load(e.cfgFile)
+	require.NoError(t, err)
 	return e
 }
 
@@ -147,7 +161,11 @@ func (e *cliEnv) cli(args ...string) (string, string, error) {
 	root := NewCmdRoot(f)
 	root.SetOut(&out)
 	root.SetErr(&errOut)
-	root.SetArgs(append([]string{"--config", e.cfgFile, "--address", e.addr, "--log-level", "error"}, args...))
+	flags := []string{"--config", e.cfgFile, "--log-level", "error"}
+	if e.addr != "" {
+		flags = append(flags, "--address", e.addr)
+	}
+	root.SetArgs(append(flags, args...))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	err := execute(ctx, f, root)
@@ -192,6 +210,45 @@ func (e *cliEnv) setSlow(d string) {
 	require.NoError(e.t, os.WriteFile(p, []byte(d), 0o644))
 }
 
+// syncSchedules creates the config's schedules on the server (schedule sync).
+func (e *cliEnv) syncSchedules() {
+	e.t.Helper()
+	_, errOut, err := e.cli("schedule", "sync")
+	require.NoError(e.t, err, errOut)
+}
+
+// scheduledRun syncs the schedules and triggers the one of orders, waiting for the run
+// it starts to complete; it returns that run's ID.
+func (e *cliEnv) scheduledRun() string {
+	e.t.Helper()
+	e.syncSchedules()
+	var res struct {
+		workflows.ScheduledResult
+		Error string `json:"error"`
+	}
+	e.cliJSON(&res, "schedule", "trigger", "orders", "--wait", "-o", "json")
+	require.Empty(e.t, res.Error)
+	require.True(e.t, res.Started)
+	require.Equal(e.t, workflows.PhaseCompleted, res.Phase)
+	return res.RunID
+}
+
+// completedRun starts a run of orders and waits for it to complete.
+func (e *cliEnv) completedRun() {
+	e.t.Helper()
+	out, errOut, err := e.cli("start", "orders", "--wait")
+	require.NoError(e.t, err, "%s%s", out, errOut)
+}
+
+// startSlow starts a run of orders whose quiesce script sleeps d seconds (setSlow).
+func (e *cliEnv) startSlow(d string) {
+	e.t.Helper()
+	e.setSlow(d)
+	e.t.Cleanup(func() { e.setSlow("") })
+	_, errOut, err := e.cli("start", "orders")
+	require.NoError(e.t, err, errOut)
+}
+
 // waitPhase waits until the latest run of job reports phase.
 func (e *cliEnv) waitPhase(job, phase string) string {
 	e.t.Helper()
@@ -214,509 +271,525 @@ func (e *cliEnv) waitPhase(job, phase string) string {
 	return runID
 }
 
-func TestCLIAgainstRealServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Temporal server")
-	}
-	began := time.Now()
+// TestCLIScheduleSyncCreatesKeepsAndDeletes: schedule sync creates, keeps and deletes schedules.
+func TestCLIScheduleSyncCreatesKeepsAndDeletes(t *testing.T) {
 	e := newCLIEnv(t)
-	t.Logf("server and agents up in %s", time.Since(began).Round(time.Millisecond))
-
-	t.Run("schedule sync creates, keeps and deletes schedules", func(t *testing.T) {
-		ctx := context.Background()
-		// A leftover replctl schedule of a job that is gone, a maintenance schedule under the
-		// old (unescaped) ID of the config's repository, and somebody else's schedule.
-		legacy := workflows.LegacyMaintenanceScheduleID("array-b", ".replctl/repository")
-		for _, id := range []string{workflows.ScheduleID("gone"), legacy, "someone-else"} {
-			_, err := e.c.ScheduleClient().Create(ctx, client.ScheduleOptions{
-				ID: id, Spec: client.ScheduleSpec{CronExpressions: []string{"0 0 1 1 *"}}, Paused: true,
-				Action: &client.ScheduleWorkflowAction{Workflow: "Nothing", TaskQueue: "nowhere"},
-			})
-			require.NoError(t, err)
-		}
-		var changes []scheduleChange
-		eventually(t, 10*time.Second, "sync deleting the stale schedule (schedule list lags)", func() error {
-			changes = nil
-			out, errOut, err := e.cli("schedule", "sync", "-o", "json")
-			if err != nil {
-				return fmt.Errorf("%v: %s", err, errOut)
-			}
-			if err := json.Unmarshal([]byte(out), &changes); err != nil {
-				return err
-			}
-			gone, replaced := false, false
-			for _, ch := range changes {
-				gone = gone || ch.ScheduleID == workflows.ScheduleID("gone") && ch.Change == "deleted"
-				replaced = replaced || ch.ScheduleID == legacy && ch.Change == "deleted" &&
-					ch.Detail == "repository maintenance: replaced by "+workflows.MaintenanceScheduleID("array-b", ".replctl/repository")+" (IDs now escape storage and path)"
-			}
-			if gone && replaced {
-				return nil
-			}
-			return fmt.Errorf("changes %+v", changes)
+	ctx := context.Background()
+	// A leftover replctl schedule of a job that is gone, a maintenance schedule under the
+	// old (unescaped) ID of the config's repository, and somebody else's schedule.
+	legacy := workflows.LegacyMaintenanceScheduleID("array-b", ".replctl/repository")
+	for _, id := range []string{workflows.ScheduleID("gone"), legacy, "someone-else"} {
+		_, err := e.c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+			ID: id, Spec: client.ScheduleSpec{CronExpressions: []string{"0 0 1 1 *"}}, Paused: true,
+			Action: &client.ScheduleWorkflowAction{Workflow: "Nothing", TaskQueue: "nowhere"},
 		})
-		var orders []string
-		for _, ch := range changes {
-			if ch.Job == "orders" {
-				orders = append(orders, ch.Change)
-			}
+		require.NoError(t, err)
+	}
+	var changes []scheduleChange
+	eventually(t, 10*time.Second, "sync deleting the stale schedule (schedule list lags)", func() error {
+		changes = nil
+		out, errOut, err := e.cli("schedule", "sync", "-o", "json")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, errOut)
 		}
-		require.Subset(t, []string{"created", "unchanged"}, orders)
-		_, err := e.c.ScheduleClient().GetHandle(ctx, "someone-else").Describe(ctx)
-		require.NoError(t, err, "a schedule without replctl's ID prefix is left alone")
-
-		var v scheduleView
-		e.cliJSON(&v, "schedule", "describe", "orders", "-o", "json")
-		require.Equal(t, "30 3 * * *", v.Cron)
-		require.Contains(t, v.Spec, "min=30 hour=3", "the server compiled the cron string")
-		require.Equal(t, "Europe/Berlin", v.TimeZone)
-		require.Equal(t, "buffer_one", v.Overlap)
-		require.Equal(t, "1m0s", v.CatchupWindow)
-		require.Equal(t, "10s", v.Jitter)
-		require.True(t, v.PauseOnFailure)
-		require.Equal(t, workflows.ScheduledWorkflowName, v.Workflow)
-		require.Equal(t, "replctl", v.TaskQueue)
-		require.True(t, v.Synced, "differences: %v", v.Differences)
-		require.NotEmpty(t, v.Next)
-
-		out, _, err := e.cli("schedule", "sync")
-		require.NoError(t, err)
-		require.Regexp(t, `unchanged\s+orders\s+replctl-schedule-orders`, out)
-
-		// An operator's pause survives a sync.
-		out, _, err = e.cli("schedule", "pause", "orders", "--note", "array maintenance")
-		require.NoError(t, err)
-		require.Contains(t, out, "paused schedule replctl-schedule-orders")
-		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
-		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "unchanged", Detail: specSummary(fingerprintOf(e.cfg.Jobs[0].Schedule, "replctl")), Paused: true})
-		var views []*scheduleView
-		e.cliJSON(&views, "schedule", "list", "-o", "json")
-		require.Len(t, views, 2, "the job's schedule and the shared repository's maintenance schedule")
-		require.True(t, views[0].Paused)
-		require.Equal(t, "array maintenance", views[0].Note)
-		require.Equal(t, "array-b:.replctl/repository", views[1].Repository)
-		require.Equal(t, "orders", views[1].Job, "the first job using the repository owns its maintenance")
-		require.Equal(t, "@daily", views[1].Cron)
-		require.True(t, views[1].Synced, "differences: %v", views[1].Differences)
-		_, _, err = e.cli("schedule", "unpause", "orders")
-		require.NoError(t, err)
-		out, _, err = e.cli("schedule", "list")
-		require.NoError(t, err)
-		require.Regexp(t, `orders\s+30 3 \* \* \*\s+active`, out)
-		require.Regexp(t, `maintenance array-b:.replctl/repository \(orders\)\s+@daily\s+active\s+-\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+in sync`, out)
-	})
-
-	var firstRun string
-	t.Run("schedule trigger makes a run and a replica", func(t *testing.T) {
-		var res struct {
-			workflows.ScheduledResult
-			Error string `json:"error"`
-		}
-		e.cliJSON(&res, "schedule", "trigger", "orders", "--wait", "-o", "json")
-		require.Empty(t, res.Error)
-		require.True(t, res.Started)
-		require.Equal(t, workflows.PhaseCompleted, res.Phase)
-		firstRun = res.RunID
-
-		var reps replicasView
-		e.cliJSON(&reps, "replicas", "orders", "-o", "json")
-		require.Len(t, reps.Replicas, 1)
-		r := reps.Replicas[0]
-		require.True(t, r.Current)
-		require.NotNil(t, r.Verified)
-		require.True(t, *r.Verified)
-		require.Equal(t, "b1", r.Agent)
-		require.EqualValues(t, 12, r.Files)
-		require.Greater(t, r.Bytes, int64(12*4096))
-		require.Greater(t, r.AddedBytes, int64(0))
-		out, _, err := e.cli("replicas", "orders")
-		require.NoError(t, err)
-		require.Regexp(t, `\*\s+`+r.Name+`.*yes\s+b1`, out)
-	})
-
-	t.Run("list shows the scheduled run", func(t *testing.T) {
-		eventually(t, 10*time.Second, "visibility showing the run", func() error {
-			var rows []runRow
-			out, _, err := e.cli("list", "--job", "orders", "--since", "1h", "-o", "json")
-			if err != nil {
-				return err
-			}
-			if err := json.Unmarshal([]byte(out), &rows); err != nil {
-				return err
-			}
-			if len(rows) != 1 || rows[0].RunID != firstRun || rows[0].Status != "completed" || rows[0].Phase != workflows.PhaseCompleted {
-				return fmt.Errorf("rows %+v", rows)
-			}
-			require.Equal(t, "schedule", rows[0].Trigger)
-			require.Equal(t, "orders", rows[0].Job)
-			return nil
-		})
-		var rows []runRow
-		e.cliJSON(&rows, "list", "--job", "orders", "--status", "failed", "-o", "json")
-		require.Empty(t, rows)
-		out, _, err := e.cli("list", "--status", "completed")
-		require.NoError(t, err)
-		require.Regexp(t, `orders\s+`+firstRun+`\s+completed\s+completed\s+schedule`, out)
-	})
-
-	t.Run("history lists the steps with agents and hosts", func(t *testing.T) {
-		var h historyView
-		e.cliJSON(&h, "history", "orders", "-o", "json")
-		require.Equal(t, firstRun, h.RunID)
-		require.Equal(t, "completed", h.Status)
-		var got []string
-		for _, s := range h.Steps {
-			require.True(t, s.OK, "%+v", s)
-			got = append(got, fmt.Sprintf("%s %s %s/%s", s.Kind, s.Step, s.Agent, s.Host))
-		}
-		require.Len(t, got, 7)
-		require.Regexp(t, `^step plan (a1|a2|b1|b2)/`, got[0], "plan runs on any agent")
-		// The preflight checks the source on disk first; precopy auto: the source agent finds
-		// no image yet (and a small dataset) and skips it.
-		require.Equal(t, []string{"step preflight a1/a1", "step precopy a1/a1", "step quiesce a1/a1", "step push a1/a1", "step resume a1/a1", "step pull b1/b1"}, got[1:])
-		require.Equal(t, "skipped: no image yet, or a small one", h.Steps[2].Detail)
-		require.Contains(t, h.Steps[1].Detail, "on disk: storage array-a at "+e.dir+"/storage/array-a")
-		require.Contains(t, h.Steps[1].Detail, "; source "+e.dir+"/storage/array-a/orders")
-	})
-
-	t.Run("status shows the replica and the RPO", func(t *testing.T) {
-		var v statusView
-		e.cliJSON(&v, "status", "orders", "-o", "json")
-		require.Equal(t, workflows.PhaseCompleted, v.Phase)
-		require.Equal(t, "completed", v.ExecutionStatus)
-		require.NotNil(t, v.LastReplica)
-		require.Equal(t, firstRun, v.LastReplica.RunID)
-		require.NotNil(t, v.RPO)
-		require.False(t, v.RPO.Late)
-		// Daily at 03:30 Berlin time: 24 h, 23 h or 25 h around a DST change.
-		require.InDelta(t, 24, v.RPO.Interval.Hours(), 1.01)
-
-		var byRun statusView
-		e.cliJSON(&byRun, "status", "--run", firstRun, "-o", "json")
-		require.Equal(t, "orders", byRun.Job)
-		require.Equal(t, firstRun, byRun.RunID)
-		out, _, err := e.cli("status", "orders")
-		require.NoError(t, err)
-		require.Regexp(t, `rpo\s+ok: last replica \d+s old, schedule "30 3 \* \* \*" allows`, out)
-	})
-
-	t.Run("schedule sync owns the repository maintenance schedule", func(t *testing.T) {
-		ctx := context.Background()
-		id := workflows.MaintenanceScheduleID("array-b", ".replctl/repository")
-		d, err := e.c.ScheduleClient().GetHandle(ctx, id).Describe(ctx)
-		require.NoError(t, err, "the first sync created the maintenance schedule of the shared repository")
-		a, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction)
-		require.True(t, ok)
-		require.Equal(t, workflows.ScheduledMaintenanceWorkflowName, a.Workflow)
-		require.Equal(t, enums.SCHEDULE_OVERLAP_POLICY_SKIP, d.Schedule.Policy.Overlap)
-
-		// Both jobs share the repository, so both say when; the schedule fires by itself.
-		every := "repository: {maintenance: {cron: \"@every 2s\", quick: true}}"
-		e.writeConfig(ordersSchedule+"\n    "+every, every)
-		var changes []scheduleChange
-		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
-		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: id, Repository: "array-b:.replctl/repository", Change: "updated",
-			Detail: `cron "@daily" -> "@every 2s"; full "true" -> "false"`})
-		eventually(t, 30*time.Second, "a scheduled maintenance completing", func() error {
-			desc, err := e.c.DescribeWorkflowExecution(ctx, workflows.MaintenanceID("array-b", ".replctl/repository"), "")
-			if err != nil {
-				return err
-			}
-			if st := desc.WorkflowExecutionInfo.Status; st != enums.WORKFLOW_EXECUTION_STATUS_COMPLETED {
-				return fmt.Errorf("maintenance %s", st)
-			}
-			return nil
-		})
-
-		// The maintenance schedule by job name: describe, pause, trigger (a paused one too).
-		var v scheduleView
-		e.cliJSON(&v, "schedule", "describe", "ticker", "--maintenance", "-o", "json")
-		require.Equal(t, id, v.ScheduleID)
-		require.Equal(t, "orders", v.Job, "owned by the first job using the repository")
-		require.True(t, v.Synced, "differences: %v", v.Differences)
-		out, _, err := e.cli("schedule", "pause", "orders", "--maintenance")
-		require.NoError(t, err)
-		require.Contains(t, out, "paused schedule "+id)
-		var res struct {
-			workflows.ScheduledResult
-			Error string `json:"error"`
-		}
-		e.cliJSON(&res, "schedule", "trigger", "orders", "--maintenance", "--wait", "--overlap", "allow_all", "-o", "json")
-		require.Empty(t, res.Error)
-		if res.Started { // else a tick's maintenance was still going: skipped, which is right too
-			require.Equal(t, workflows.PhaseCompleted, res.Phase)
-		}
-
-		off := "repository: {maintenance: {cron: \"off\"}}"
-		e.writeConfig(ordersSchedule+"\n    "+off, off)
-		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
-		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: id, Repository: "array-b:.replctl/repository", Change: "deleted", Detail: "repository maintenance is off in the config"})
-		_, _, err = e.cli("schedule", "describe", "orders", "--maintenance")
-		require.Error(t, err)
-		require.Contains(t, err.Error(), "has no maintenance schedule on the server")
-		e.writeConfig(ordersSchedule, "")
-		out, _, err = e.cli("schedule", "sync")
-		require.NoError(t, err)
-		require.Regexp(t, `created\s+orders\s+`+id+`\s+repository maintenance \(full\), cron "@daily" UTC`, out)
-	})
-
-	t.Run("maintain runs on the target order and a cancel reads as cancelled", func(t *testing.T) {
-		var out, errOut string
-		eventually(t, 20*time.Second, "maintain starting (a scheduled one may still be going)", func() error {
-			var err error
-			out, errOut, err = e.cli("maintain", "orders", "--full", "--wait")
-			if err != nil && strings.Contains(err.Error(), "already running") {
-				return err
-			}
-			require.NoError(t, err, errOut)
-			return nil
-		})
-		require.Regexp(t, `maintenance \(full=true\) done by (b1|b2|a2)`, out)
-		require.Contains(t, errOut, "started maintenance of array-b:.replctl/repository")
-
-		// No agent of the target order: the maintenance waits for one, and is cancelled.
-		for _, h := range []string{"b1", "b2", "a2"} {
-			e.stopAgent(h)
-		}
-		defer func() {
-			for _, h := range []string{"b1", "b2", "a2"} {
-				e.startAgent(h)
-			}
-		}()
-		errc := make(chan error, 1)
-		go func() { _, _, err := e.cli("maintain", "orders", "--wait"); errc <- err }()
-		id := workflows.MaintenanceID("array-b", ".replctl/repository")
-		eventually(t, 10*time.Second, "the maintenance running", func() error {
-			d, err := e.c.DescribeWorkflowExecution(context.Background(), id, "")
-			if err != nil {
-				return err
-			}
-			if d.WorkflowExecutionInfo.Status != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
-				return fmt.Errorf("status %s", d.WorkflowExecutionInfo.Status)
-			}
-			return nil
-		})
-		require.NoError(t, e.c.CancelWorkflow(context.Background(), id, ""))
-		err := <-errc
-		require.Error(t, err)
-		require.Contains(t, err.Error(), "maintenance of array-b:.replctl/repository was canceled")
-		require.Equal(t, ExitRunFailed, exitCode(err))
-		q, err := e.c.QueryWorkflow(context.Background(), id, "", workflows.StatusQuery)
-		require.NoError(t, err)
-		var st workflows.Status
-		require.NoError(t, q.Get(&st))
-		require.Equal(t, workflows.PhaseCancelled, st.Phase)
-	})
-
-	t.Run("test-failover opens a writable copy and --cleanup removes it", func(t *testing.T) {
-		var res workflows.TestFailoverResult
-		e.cliJSON(&res, "test-failover", "orders", "--name", "drill", "-o", "json")
-		c := res.Copy
-		require.Equal(t, "b1", c.Agent)
-		require.EqualValues(t, 12, c.Files)
-		require.DirExists(t, c.Path)
-		probe := filepath.Join(c.Path, "written-by-the-test")
-		require.NoError(t, os.WriteFile(probe, []byte("x"), 0o644), "the test copy is writable")
-		var reps replicasView
-		e.cliJSON(&reps, "replicas", "orders", "-o", "json")
-		require.Equal(t, reps.Replicas[0].Name, c.Replica, "the current replica by default")
-		require.NoFileExists(t, filepath.Join(reps.Replicas[0].Path, "written-by-the-test"), "the replica is untouched")
-		d, err := e.c.DescribeWorkflowExecution(context.Background(), workflows.TestFailoverID("orders", "drill"), "")
-		require.NoError(t, err)
-		require.Contains(t, d.WorkflowExecutionInfo.Memo.Fields, "by", "who tested is recorded")
-
-		out, errOut, err := e.cli("test-failover", "orders", "--name", "drill", "--cleanup")
-		require.NoError(t, err, errOut)
-		require.Contains(t, out, "test copy drill of job orders removed (by b1)")
-		require.NoDirExists(t, c.Path)
-
-		// A cancelled test failover says so (no target agent to do it).
-		for _, h := range []string{"b1", "b2", "a2"} {
-			e.stopAgent(h)
-		}
-		defer func() {
-			for _, h := range []string{"b1", "b2", "a2"} {
-				e.startAgent(h)
-			}
-		}()
-		errc := make(chan error, 1)
-		go func() { _, _, err := e.cli("test-failover", "orders", "--name", "drill2"); errc <- err }()
-		id := workflows.TestFailoverID("orders", "drill2")
-		eventually(t, 10*time.Second, "the test failover running", func() error {
-			_, err := e.c.DescribeWorkflowExecution(context.Background(), id, "")
+		if err := json.Unmarshal([]byte(out), &changes); err != nil {
 			return err
-		})
-		require.NoError(t, e.c.CancelWorkflow(context.Background(), id, ""))
-		err = <-errc
-		require.Error(t, err)
-		require.Contains(t, err.Error(), "test failover of orders was canceled")
-		require.Equal(t, ExitRunFailed, exitCode(err))
-	})
-
-	t.Run("config validate", func(t *testing.T) {
-		out, _, err := e.cli("config", "validate")
-		require.NoError(t, err)
-		require.Contains(t, out, ": ok (2 storage systems, 4 hosts, 2 jobs)")
-		bad := filepath.Join(e.dir, "bad.yaml")
-		require.NoError(t, os.WriteFile(bad, []byte("jobs: []\nnope: 1\n"), 0o644))
-		_, _, err = e.cli("config", "validate", bad)
-		require.Error(t, err)
-		require.Equal(t, ExitUsage, exitCode(err))
-		require.Contains(t, err.Error(), bad+":2")
-	})
-
-	t.Run("a takeover shows in history and status", func(t *testing.T) {
-		e.stopAgent("b1")
-		out, errOut, err := e.cli("start", "orders", "--wait")
-		require.NoError(t, err, "%s%s", out, errOut)
-		e.startAgent("b1")
-		var h historyView
-		e.cliJSON(&h, "history", "orders", "-o", "json")
-		var takeover *historyRow
-		for i, s := range h.Steps {
-			if s.Kind == "takeover" {
-				takeover = &h.Steps[i]
-				require.Equal(t, "step", h.Steps[i-1].Kind)
-				require.Equal(t, "b1", h.Steps[i-1].Agent, "the lost attempt precedes the takeover")
-				require.Equal(t, "schedule_to_start", h.Steps[i-1].TimeoutType)
-				require.False(t, h.Steps[i-1].OK)
-				require.Equal(t, "takeover", h.Steps[i+1].Step, "the taker first runs the failed host's takeover script")
-				require.Equal(t, "b2", h.Steps[i+1].Agent)
-				require.Equal(t, "b1", h.Steps[i+1].Host, "on the failed host")
-			}
 		}
-		require.NotNil(t, takeover, "steps: %+v", h.Steps)
-		require.Equal(t, "pull", takeover.Step)
-		require.Equal(t, "b1", takeover.From)
-		require.Equal(t, "b2", takeover.Agent)
-		require.Contains(t, takeover.Result, "schedule-to-start")
-		last := h.Steps[len(h.Steps)-1]
-		require.Equal(t, "pull", last.Step)
-		require.Equal(t, "b2", last.Agent)
-		require.True(t, last.OK)
-		out, _, err = e.cli("history", "orders")
-		require.NoError(t, err)
-		require.Regexp(t, `TAKEOVER\s+pull -> b2\s+b2\s+b1`, out)
-
-		var v statusView
-		e.cliJSON(&v, "status", "orders", "-o", "json")
-		require.Len(t, v.Takeovers, 1)
-		require.Equal(t, "b2", v.Agents.Target)
-	})
-
-	t.Run("status --watch follows a run to its end", func(t *testing.T) {
-		e.setSlow("1.5")
-		defer e.setSlow("")
-		_, errOut, err := e.cli("start", "orders")
-		require.NoError(t, err, errOut)
-		out, errOut, err := e.cli("status", "orders", "--watch", "--interval", "100ms")
-		require.NoError(t, err, "%s%s", out, errOut)
-		require.Contains(t, out, "watching job orders run")
-		require.Regexp(t, `\d\d:\d\d:\d\d quiescing +agents application=a1`, out)
-		require.Regexp(t, `(?m)^\d\d:\d\d:\d\d run ended: completed$`, out)
-		require.Regexp(t, `phase\s+completed`, out)
-		require.NotContains(t, out, "\x1b[", "no ANSI codes when stdout is not a terminal")
-	})
-
-	t.Run("a second start is refused while a run is going", func(t *testing.T) { testStartRefusedWhileRunning(t, e) })
-
-	t.Run("cancel stops the run and still resumes the application", func(t *testing.T) {
-		e.setSlow("5")
-		defer e.setSlow("")
-		_, errOut, err := e.cli("start", "orders")
-		require.NoError(t, err, errOut)
-		runID := e.waitPhase("orders", workflows.PhaseQuiescing)
-		var v statusView
-		e.cliJSON(&v, "cancel", "orders", "--wait", "-o", "json")
-		require.Equal(t, runID, v.RunID)
-		require.Equal(t, workflows.PhaseCancelled, v.Phase)
-		require.Equal(t, "cancelled", v.ExecutionStatus)
-		require.Empty(t, v.QuiescedHost, "resume ran")
-		require.Contains(t, e.markers("a1"), "resume host=a1 agent=a1 run="+runID)
-
-		_, _, err = e.cli("cancel", "orders")
-		require.Error(t, err)
-		require.Contains(t, err.Error(), "has no running run")
-		require.Equal(t, ExitFailure, exitCode(err))
-	})
-
-	t.Run("a schedule fires by itself", func(t *testing.T) {
-		// keep_within keeps every replica of the last hour although replicas is 1.
-		e.writeConfig(strings.Replace(ordersSchedule, "30 3", "45 3", 1), "schedule: {cron: \"@every 2s\"}\n    retention: {replicas: 1, keep_within: 1h}")
-		var changes []scheduleChange
-		e.cliJSON(&changes, "schedule", "sync", "-o", "json")
-		require.Contains(t, changes, scheduleChange{Job: "ticker", ScheduleID: workflows.ScheduleID("ticker"), Change: "created", Detail: `cron "@every 2s" UTC, overlap skip`})
-		require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "updated", Detail: `cron "30 3 * * *" -> "45 3 * * *"`})
-
-		eventually(t, 40*time.Second, "the ticker schedule publishing replicas, all kept by keep_within", func() error {
-			var reps replicasView
-			out, _, err := e.cli("replicas", "ticker", "-o", "json")
-			if err != nil {
-				return err
-			}
-			if err := json.Unmarshal([]byte(out), &reps); err != nil {
-				return err
-			}
-			if len(reps.Replicas) < 3 {
-				return fmt.Errorf("%d replicas", len(reps.Replicas))
-			}
+		gone, replaced := false, false
+		for _, ch := range changes {
+			gone = gone || ch.ScheduleID == workflows.ScheduleID("gone") && ch.Change == "deleted"
+			replaced = replaced || ch.ScheduleID == legacy && ch.Change == "deleted" &&
+				ch.Detail == "repository maintenance: replaced by "+workflows.MaintenanceScheduleID("array-b", ".replctl/repository")+" (IDs now escape storage and path)"
+		}
+		if gone && replaced {
 			return nil
-		})
-		_, _, err := e.cli("schedule", "pause", "ticker")
-		require.NoError(t, err)
-		var v scheduleView
-		e.cliJSON(&v, "schedule", "describe", "ticker", "-o", "json")
-		require.True(t, v.Paused)
-		require.Equal(t, "@every 2s", v.Spec)
-		require.GreaterOrEqual(t, v.Actions, 1)
-		require.NotEmpty(t, v.Recent)
-		require.True(t, strings.HasPrefix(v.Recent[0].WorkflowID, workflows.ScheduleID("ticker")))
+		}
+		return fmt.Errorf("changes %+v", changes)
+	})
+	var orders []string
+	for _, ch := range changes {
+		if ch.Job == "orders" {
+			orders = append(orders, ch.Change)
+		}
+	}
+	require.Subset(t, []string{"created", "unchanged"}, orders)
+	_, err := e.c.ScheduleClient().GetHandle(ctx, "someone-else").Describe(ctx)
+	require.NoError(t, err, "a schedule without replctl's ID prefix is left alone")
 
-		var st statusView
-		e.cliJSON(&st, "status", "ticker", "-o", "json")
-		require.NotNil(t, st.RPO)
-		require.Equal(t, 2*time.Second, st.RPO.Interval)
+	var v scheduleView
+	e.cliJSON(&v, "schedule", "describe", "orders", "-o", "json")
+	require.Equal(t, "30 3 * * *", v.Cron)
+	require.Contains(t, v.Spec, "min=30 hour=3", "the server compiled the cron string")
+	require.Equal(t, "Europe/Berlin", v.TimeZone)
+	require.Equal(t, "buffer_one", v.Overlap)
+	require.Equal(t, "1m0s", v.CatchupWindow)
+	require.Equal(t, "10s", v.Jitter)
+	require.True(t, v.PauseOnFailure)
+	require.Equal(t, workflows.ScheduledWorkflowName, v.Workflow)
+	require.Equal(t, "replctl", v.TaskQueue)
+	require.True(t, v.Synced, "differences: %v", v.Differences)
+	require.NotEmpty(t, v.Next)
 
-		out, _, err := e.cli("schedule", "delete", "ticker")
-		require.NoError(t, err)
-		require.Contains(t, out, "would recreate it")
-		_, _, err = e.cli("schedule", "describe", "ticker")
-		require.Error(t, err)
-		require.Contains(t, err.Error(), "schedule sync")
+	out, _, err := e.cli("schedule", "sync")
+	require.NoError(t, err)
+	require.Regexp(t, `unchanged\s+orders\s+replctl-schedule-orders`, out)
 
-		out, _, err = e.cli("schedule", "backfill", "orders", "--start", "-1h")
-		require.NoError(t, err)
-		require.Contains(t, out, "backfill of schedule replctl-schedule-orders")
+	// An operator's pause survives a sync.
+	out, _, err = e.cli("schedule", "pause", "orders", "--note", "array maintenance")
+	require.NoError(t, err)
+	require.Contains(t, out, "paused schedule replctl-schedule-orders")
+	e.cliJSON(&changes, "schedule", "sync", "-o", "json")
+	require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "unchanged", Detail: specSummary(fingerprintOf(e.cfg.Jobs[0].Schedule, "replctl")), Paused: true})
+	var views []*scheduleView
+	e.cliJSON(&views, "schedule", "list", "-o", "json")
+	require.Len(t, views, 2, "the job's schedule and the shared repository's maintenance schedule")
+	require.True(t, views[0].Paused)
+	require.Equal(t, "array maintenance", views[0].Note)
+	require.Equal(t, "array-b:.replctl/repository", views[1].Repository)
+	require.Equal(t, "orders", views[1].Job, "the first job using the repository owns its maintenance")
+	require.Equal(t, "@daily", views[1].Cron)
+	require.True(t, views[1].Synced, "differences: %v", views[1].Differences)
+	_, _, err = e.cli("schedule", "unpause", "orders")
+	require.NoError(t, err)
+	out, _, err = e.cli("schedule", "list")
+	require.NoError(t, err)
+	require.Regexp(t, `orders\s+30 3 \* \* \*\s+active`, out)
+	require.Regexp(t, `maintenance array-b:.replctl/repository \(orders\)\s+@daily\s+active\s+-\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+in sync`, out)
+}
+
+// TestCLIScheduleTriggerMakesRunAndReplica: schedule trigger makes a run and a replica.
+func TestCLIScheduleTriggerMakesRunAndReplica(t *testing.T) {
+	e := newCLIEnv(t)
+	e.scheduledRun() // syncs, triggers and checks the run completed
+
+	var reps replicasView
+	e.cliJSON(&reps, "replicas", "orders", "-o", "json")
+	require.Len(t, reps.Replicas, 1)
+	r := reps.Replicas[0]
+	require.True(t, r.Current)
+	require.NotNil(t, r.Verified)
+	require.True(t, *r.Verified)
+	require.Equal(t, "b1", r.Agent)
+	require.EqualValues(t, 12, r.Files)
+	require.Greater(t, r.Bytes, int64(12*4096))
+	require.Greater(t, r.AddedBytes, int64(0))
+	out, _, err := e.cli("replicas", "orders")
+	require.NoError(t, err)
+	require.Regexp(t, `\*\s+`+r.Name+`.*yes\s+b1`, out)
+}
+
+// TestCLIListShowsScheduledRun: list shows the scheduled run.
+func TestCLIListShowsScheduledRun(t *testing.T) {
+	e := newCLIEnv(t)
+	firstRun := e.scheduledRun()
+	eventually(t, 10*time.Second, "visibility showing the run", func() error {
+		var rows []runRow
+		out, _, err := e.cli("list", "--job", "orders", "--since", "1h", "-o", "json")
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			return err
+		}
+		if len(rows) != 1 || rows[0].RunID != firstRun || rows[0].Status != "completed" || rows[0].Phase != workflows.PhaseCompleted {
+			return fmt.Errorf("rows %+v", rows)
+		}
+		require.Equal(t, "schedule", rows[0].Trigger)
+		require.Equal(t, "orders", rows[0].Job)
+		return nil
+	})
+	var rows []runRow
+	e.cliJSON(&rows, "list", "--job", "orders", "--status", "failed", "-o", "json")
+	require.Empty(t, rows)
+	out, _, err := e.cli("list", "--status", "completed")
+	require.NoError(t, err)
+	require.Regexp(t, `orders\s+`+firstRun+`\s+completed\s+completed\s+schedule`, out)
+}
+
+// TestCLIHistoryListsSteps: history lists the steps with agents and hosts.
+func TestCLIHistoryListsSteps(t *testing.T) {
+	e := newCLIEnv(t)
+	firstRun := e.scheduledRun()
+	var h historyView
+	e.cliJSON(&h, "history", "orders", "-o", "json")
+	require.Equal(t, firstRun, h.RunID)
+	require.Equal(t, "completed", h.Status)
+	var got []string
+	for _, s := range h.Steps {
+		require.True(t, s.OK, "%+v", s)
+		got = append(got, fmt.Sprintf("%s %s %s/%s", s.Kind, s.Step, s.Agent, s.Host))
+	}
+	require.Len(t, got, 7)
+	require.Regexp(t, `^step plan (a1|a2|b1|b2)/`, got[0], "plan runs on any agent")
+	// The preflight checks the source on disk first; precopy auto: the source agent finds
+	// no image yet (and a small dataset) and skips it.
+	require.Equal(t, []string{"step preflight a1/a1", "step precopy a1/a1", "step quiesce a1/a1", "step push a1/a1", "step resume a1/a1", "step pull b1/b1"}, got[1:])
+	require.Equal(t, "skipped: no image yet, or a small one", h.Steps[2].Detail)
+	require.Contains(t, h.Steps[1].Detail, "on disk: storage array-a at "+e.dir+"/storage/array-a")
+	require.Contains(t, h.Steps[1].Detail, "; source "+e.dir+"/storage/array-a/orders")
+}
+
+// TestCLIStatusShowsReplicaAndRPO: status shows the replica and the RPO.
+func TestCLIStatusShowsReplicaAndRPO(t *testing.T) {
+	e := newCLIEnv(t)
+	firstRun := e.scheduledRun()
+	var v statusView
+	e.cliJSON(&v, "status", "orders", "-o", "json")
+	require.Equal(t, workflows.PhaseCompleted, v.Phase)
+	require.Equal(t, "completed", v.ExecutionStatus)
+	require.NotNil(t, v.LastReplica)
+	require.Equal(t, firstRun, v.LastReplica.RunID)
+	require.NotNil(t, v.RPO)
+	require.False(t, v.RPO.Late)
+	// Daily at 03:30 Berlin time: 24 h, 23 h or 25 h around a DST change.
+	require.InDelta(t, 24, v.RPO.Interval.Hours(), 1.01)
+
+	var byRun statusView
+	e.cliJSON(&byRun, "status", "--run", firstRun, "-o", "json")
+	require.Equal(t, "orders", byRun.Job)
+	require.Equal(t, firstRun, byRun.RunID)
+	out, _, err := e.cli("status", "orders")
+	require.NoError(t, err)
+	require.Regexp(t, `rpo\s+ok: last replica \d+s old, schedule "30 3 \* \* \*" allows`, out)
+}
+
+// TestCLIScheduleSyncOwnsMaintenanceSchedule: schedule sync owns the repository maintenance schedule.
+func TestCLIScheduleSyncOwnsMaintenanceSchedule(t *testing.T) {
+	e := newCLIEnv(t)
+	e.scheduledRun() // syncs, and gives the repository an image for the maintenance to work on
+	ctx := context.Background()
+	id := workflows.MaintenanceScheduleID("array-b", ".replctl/repository")
+	d, err := e.c.ScheduleClient().GetHandle(ctx, id).Describe(ctx)
+	require.NoError(t, err, "the first sync created the maintenance schedule of the shared repository")
+	a, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction)
+	require.True(t, ok)
+	require.Equal(t, workflows.ScheduledMaintenanceWorkflowName, a.Workflow)
+	require.Equal(t, enums.SCHEDULE_OVERLAP_POLICY_SKIP, d.Schedule.Policy.Overlap)
+
+	// Both jobs share the repository, so both say when; the schedule fires by itself.
+	every := "repository: {maintenance: {cron: \"@every 2s\", quick: true}}"
+	e.writeConfig(ordersSchedule+"\n    "+every, every)
+	var changes []scheduleChange
+	e.cliJSON(&changes, "schedule", "sync", "-o", "json")
+	require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: id, Repository: "array-b:.replctl/repository", Change: "updated",
+		Detail: `cron "@daily" -> "@every 2s"; full "true" -> "false"`})
+	eventually(t, 30*time.Second, "a scheduled maintenance completing", func() error {
+		desc, err := e.c.DescribeWorkflowExecution(ctx, workflows.MaintenanceID("array-b", ".replctl/repository"), "")
+		if err != nil {
+			return err
+		}
+		if st := desc.WorkflowExecutionInfo.Status; st != enums.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+			return fmt.Errorf("maintenance %s", st)
+		}
+		return nil
 	})
 
-	t.Run("replicas says when the target is not reachable", func(t *testing.T) {
-		b, err := os.ReadFile(e.cfgFile)
-		require.NoError(t, err)
-		far := filepath.Join(e.dir, "far.yaml")
-		missing := filepath.Join(e.dir, "not-mounted")
-		require.NoError(t, os.WriteFile(far, bytes.Replace(b, []byte("name: array-b, path: "+e.dir+"/storage/array-b"), []byte("name: array-b, path: "+missing), 1), 0o644))
-		_, _, err = e.cli("--config", far, "replicas", "orders")
-		require.Error(t, err)
-		require.Contains(t, err.Error(), "target storage array-b is not reachable from this machine at "+missing)
-	})
+	// The maintenance schedule by job name: describe, pause, trigger (a paused one too).
+	var v scheduleView
+	e.cliJSON(&v, "schedule", "describe", "ticker", "--maintenance", "-o", "json")
+	require.Equal(t, id, v.ScheduleID)
+	require.Equal(t, "orders", v.Job, "owned by the first job using the repository")
+	require.True(t, v.Synced, "differences: %v", v.Differences)
+	out, _, err := e.cli("schedule", "pause", "orders", "--maintenance")
+	require.NoError(t, err)
+	require.Contains(t, out, "paused schedule "+id)
+	var res struct {
+		workflows.ScheduledResult
+		Error string `json:"error"`
+	}
+	e.cliJSON(&res, "schedule", "trigger", "orders", "--maintenance", "--wait", "--overlap", "allow_all", "-o", "json")
+	require.Empty(t, res.Error)
+	if res.Started { // else a tick's maintenance was still going: skipped, which is right too
+		require.Equal(t, workflows.PhaseCompleted, res.Phase)
+	}
 
-	t.Run("completion", func(t *testing.T) {
-		out, _, err := e.cli("completion", "bash")
-		require.NoError(t, err)
-		require.Contains(t, out, "bash completion")
-		out, _, err = e.cli("completion", "zsh")
-		require.NoError(t, err)
-		require.Contains(t, out, "#compdef replctl")
-		out, _, err = e.cli("completion", "fish")
-		require.NoError(t, err)
-		require.Contains(t, out, "complete -c replctl")
-		out, _, err = e.cli("__complete", "status", "")
-		require.NoError(t, err)
-		require.Contains(t, out, "orders\nticker\n")
-		out, _, err = e.cli("__complete", "start", "o")
-		require.NoError(t, err)
-		require.Contains(t, out, "orders\n")
-		require.NotContains(t, out, "ticker")
+	off := "repository: {maintenance: {cron: \"off\"}}"
+	e.writeConfig(ordersSchedule+"\n    "+off, off)
+	e.cliJSON(&changes, "schedule", "sync", "-o", "json")
+	require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: id, Repository: "array-b:.replctl/repository", Change: "deleted", Detail: "repository maintenance is off in the config"})
+	_, _, err = e.cli("schedule", "describe", "orders", "--maintenance")
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "has no maintenance schedule on the server")
+	e.writeConfig(ordersSchedule, "")
+	out, _, err = e.cli("schedule", "sync")
+	require.NoError(t, err)
+	require.Regexp(t, `created\s+orders\s+`+id+`\s+repository maintenance \(full\), cron "@daily" UTC`, out)
+}
+
+// TestCLIMaintain: maintain runs on the target order and a cancel reads as cancelled.
+func TestCLIMaintain(t *testing.T) {
+	e := newCLIEnv(t)
+	e.completedRun() // the repository has an image to maintain
+	var out, errOut string
+	eventually(t, 20*time.Second, "maintain starting (a scheduled one may still be going)", func() error {
+		var err error
+		out, errOut, err = e.cli("maintain", "orders", "--full", "--wait")
+		if err != nil && strings.Contains(err.Error(), "already running") {
+			return err
+		}
+		require.NoError(t, err, errOut)
+		return nil
 	})
-	t.Logf("whole CLI test took %s", time.Since(began).Round(time.Millisecond))
+	require.Regexp(t, `maintenance \(full=true\) done by (b1|b2|a2)`, out)
+	require.Contains(t, errOut, "started maintenance of array-b:.replctl/repository")
+
+	// No agent of the target order: the maintenance waits for one, and is cancelled.
+	for _, h := range []string{"b1", "b2", "a2"} {
+		e.stopAgent(h)
+	}
+	defer func() {
+		for _, h := range []string{"b1", "b2", "a2"} {
+			e.startAgent(h)
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() { _, _, err := e.cli("maintain", "orders", "--wait"); errc <- err }()
+	id := workflows.MaintenanceID("array-b", ".replctl/repository")
+	eventually(t, 10*time.Second, "the maintenance running", func() error {
+		d, err := e.c.DescribeWorkflowExecution(context.Background(), id, "")
+		if err != nil {
+			return err
+		}
+		if d.WorkflowExecutionInfo.Status != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			return fmt.Errorf("status %s", d.WorkflowExecutionInfo.Status)
+		}
+		return nil
+	})
+	require.NoError(t, e.c.CancelWorkflow(context.Background(), id, ""))
+	err := <-errc
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "maintenance of array-b:.replctl/repository was canceled")
+	require.Equal(t, ExitRunFailed, exitCode(err))
+	q, err := e.c.QueryWorkflow(context.Background(), id, "", workflows.StatusQuery)
+	require.NoError(t, err)
+	var st workflows.Status
+	require.NoError(t, q.Get(&st))
+	require.Equal(t, workflows.PhaseCancelled, st.Phase)
+}
+
+// TestCLITestFailover: test-failover opens a writable copy and --cleanup removes it.
+func TestCLITestFailover(t *testing.T) {
+	e := newCLIEnv(t)
+	e.completedRun() // a replica to open
+	var res workflows.TestFailoverResult
+	e.cliJSON(&res, "test-failover", "orders", "--name", "drill", "-o", "json")
+	c := res.Copy
+	require.Equal(t, "b1", c.Agent)
+	require.EqualValues(t, 12, c.Files)
+	require.DirExists(t, c.Path)
+	probe := filepath.Join(c.Path, "written-by-the-test")
+	require.NoError(t, os.WriteFile(probe, []byte("x"), 0o644), "the test copy is writable")
+	var reps replicasView
+	e.cliJSON(&reps, "replicas", "orders", "-o", "json")
+	require.Equal(t, reps.Replicas[0].Name, c.Replica, "the current replica by default")
+	require.NoFileExists(t, filepath.Join(reps.Replicas[0].Path, "written-by-the-test"), "the replica is untouched")
+	d, err := e.c.DescribeWorkflowExecution(context.Background(), workflows.TestFailoverID("orders", "drill"), "")
+	require.NoError(t, err)
+	require.Contains(t, d.WorkflowExecutionInfo.Memo.Fields, "by", "who tested is recorded")
+
+	out, errOut, err := e.cli("test-failover", "orders", "--name", "drill", "--cleanup")
+	require.NoError(t, err, errOut)
+	require.Contains(t, out, "test copy drill of job orders removed (by b1)")
+	require.NoDirExists(t, c.Path)
+
+	// A cancelled test failover says so (no target agent to do it).
+	for _, h := range []string{"b1", "b2", "a2"} {
+		e.stopAgent(h)
+	}
+	defer func() {
+		for _, h := range []string{"b1", "b2", "a2"} {
+			e.startAgent(h)
+		}
+	}()
+	errc := make(chan error, 1)
+	go func() { _, _, err := e.cli("test-failover", "orders", "--name", "drill2"); errc <- err }()
+	id := workflows.TestFailoverID("orders", "drill2")
+	eventually(t, 10*time.Second, "the test failover running", func() error {
+		_, err := e.c.DescribeWorkflowExecution(context.Background(), id, "")
+		return err
+	})
+	require.NoError(t, e.c.CancelWorkflow(context.Background(), id, ""))
+	err = <-errc
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "test failover of orders was canceled")
+	require.Equal(t, ExitRunFailed, exitCode(err))
+}
+
+// TestCLIConfigValidate: config validate.
+func TestCLIConfigValidate(t *testing.T) {
+	e := newCLIWorld(t)
+	out, _, err := e.cli("config", "validate")
+	require.NoError(t, err)
+	require.Contains(t, out, ": ok (2 storage systems, 4 hosts, 2 jobs)")
+	bad := filepath.Join(e.dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("jobs: []\nnope: 1\n"), 0o644))
+	_, _, err = e.cli("config", "validate", bad)
+	require.Error(t, err)
+	require.Equal(t, ExitUsage, exitCode(err))
+	require.Contains(t, err.Error(), bad+":2")
+}
+
+// TestCLITakeoverShowsInHistoryAndStatus: a takeover shows in history and status.
+func TestCLITakeoverShowsInHistoryAndStatus(t *testing.T) {
+	e := newCLIEnv(t)
+	e.stopAgent("b1")
+	out, errOut, err := e.cli("start", "orders", "--wait")
+	require.NoError(t, err, "%s%s", out, errOut)
+	e.startAgent("b1")
+	var h historyView
+	e.cliJSON(&h, "history", "orders", "-o", "json")
+	var takeover *historyRow
+	for i, s := range h.Steps {
+		if s.Kind == "takeover" {
+			takeover = &h.Steps[i]
+			require.Equal(t, "step", h.Steps[i-1].Kind)
+			require.Equal(t, "b1", h.Steps[i-1].Agent, "the lost attempt precedes the takeover")
+			require.Equal(t, "schedule_to_start", h.Steps[i-1].TimeoutType)
+			require.False(t, h.Steps[i-1].OK)
+			require.Equal(t, "takeover", h.Steps[i+1].Step, "the taker first runs the failed host's takeover script")
+			require.Equal(t, "b2", h.Steps[i+1].Agent)
+			require.Equal(t, "b1", h.Steps[i+1].Host, "on the failed host")
+		}
+	}
+	require.NotNil(t, takeover, "steps: %+v", h.Steps)
+	require.Equal(t, "pull", takeover.Step)
+	require.Equal(t, "b1", takeover.From)
+	require.Equal(t, "b2", takeover.Agent)
+	require.Contains(t, takeover.Result, "schedule-to-start")
+	last := h.Steps[len(h.Steps)-1]
+	require.Equal(t, "pull", last.Step)
+	require.Equal(t, "b2", last.Agent)
+	require.True(t, last.OK)
+	out, _, err = e.cli("history", "orders")
+	require.NoError(t, err)
+	require.Regexp(t, `TAKEOVER\s+pull -> b2\s+b2\s+b1`, out)
+
+	var v statusView
+	e.cliJSON(&v, "status", "orders", "-o", "json")
+	require.Len(t, v.Takeovers, 1)
+	require.Equal(t, "b2", v.Agents.Target)
+}
+
+// TestCLIStatusWatch: status --watch follows a run to its end.
+func TestCLIStatusWatch(t *testing.T) {
+	e := newCLIEnv(t)
+	e.startSlow("1.5")
+	out, errOut, err := e.cli("status", "orders", "--watch", "--interval", "100ms")
+	require.NoError(t, err, "%s%s", out, errOut)
+	require.Contains(t, out, "watching job orders run")
+	require.Regexp(t, `\d\d:\d\d:\d\d quiescing +agents application=a1`, out)
+	require.Regexp(t, `(?m)^\d\d:\d\d:\d\d run ended: completed$`, out)
+	require.Regexp(t, `phase\s+completed`, out)
+	require.NotContains(t, out, "\x1b[", "no ANSI codes when stdout is not a terminal")
+}
+
+// TestCLIStartRefusedWhileRunning: a second start is refused while a run is going.
+func TestCLIStartRefusedWhileRunning(t *testing.T) {
+	e := newCLIEnv(t)
+	testStartRefusedWhileRunning(t, e)
+}
+
+// TestCLICancelResumesApplication: cancel stops the run and still resumes the application.
+func TestCLICancelResumesApplication(t *testing.T) {
+	e := newCLIEnv(t)
+	e.startSlow("5")
+	runID := e.waitPhase("orders", workflows.PhaseQuiescing)
+	var v statusView
+	e.cliJSON(&v, "cancel", "orders", "--wait", "-o", "json")
+	require.Equal(t, runID, v.RunID)
+	require.Equal(t, workflows.PhaseCancelled, v.Phase)
+	require.Equal(t, "cancelled", v.ExecutionStatus)
+	require.Empty(t, v.QuiescedHost, "resume ran")
+	require.Contains(t, e.markers("a1"), "resume host=a1 agent=a1 run="+runID)
+
+	_, _, err := e.cli("cancel", "orders")
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "has no running run")
+	require.Equal(t, ExitFailure, exitCode(err))
+}
+
+// TestCLIScheduleFiresByItself: a schedule fires by itself.
+func TestCLIScheduleFiresByItself(t *testing.T) {
+	e := newCLIEnv(t)
+	e.syncSchedules() // the orders schedule as the config had it
+	// keep_within keeps every replica of the last hour although replicas is 1.
+	e.writeConfig(strings.Replace(ordersSchedule, "30 3", "45 3", 1), "schedule: {cron: \"@every 2s\"}\n    retention: {replicas: 1, keep_within: 1h}")
+	var changes []scheduleChange
+	e.cliJSON(&changes, "schedule", "sync", "-o", "json")
+	require.Contains(t, changes, scheduleChange{Job: "ticker", ScheduleID: workflows.ScheduleID("ticker"), Change: "created", Detail: `cron "@every 2s" UTC, overlap skip`})
+	require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: workflows.ScheduleID("orders"), Change: "updated", Detail: `cron "30 3 * * *" -> "45 3 * * *"`})
+
+	eventually(t, 40*time.Second, "the ticker schedule publishing replicas, all kept by keep_within", func() error {
+		var reps replicasView
+		out, _, err := e.cli("replicas", "ticker", "-o", "json")
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(out), &reps); err != nil {
+			return err
+		}
+		if len(reps.Replicas) < 3 {
+			return fmt.Errorf("%d replicas", len(reps.Replicas))
+		}
+		return nil
+	})
+	_, _, err := e.cli("schedule", "pause", "ticker")
+	require.NoError(t, err)
+	var v scheduleView
+	e.cliJSON(&v, "schedule", "describe", "ticker", "-o", "json")
+	require.True(t, v.Paused)
+	require.Equal(t, "@every 2s", v.Spec)
+	require.GreaterOrEqual(t, v.Actions, 1)
+	require.NotEmpty(t, v.Recent)
+	require.True(t, strings.HasPrefix(v.Recent[0].WorkflowID, workflows.ScheduleID("ticker")))
+
+	var st statusView
+	e.cliJSON(&st, "status", "ticker", "-o", "json")
+	require.NotNil(t, st.RPO)
+	require.Equal(t, 2*time.Second, st.RPO.Interval)
+
+	out, _, err := e.cli("schedule", "delete", "ticker")
+	require.NoError(t, err)
+	require.Contains(t, out, "would recreate it")
+	_, _, err = e.cli("schedule", "describe", "ticker")
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "schedule sync")
+
+	out, _, err = e.cli("schedule", "backfill", "orders", "--start", "-1h")
+	require.NoError(t, err)
+	require.Contains(t, out, "backfill of schedule replctl-schedule-orders")
+}
+
+// TestCLIReplicasTargetNotReachable: replicas says when the target is not reachable.
+func TestCLIReplicasTargetNotReachable(t *testing.T) {
+	e := newCLIWorld(t)
+	b, err := os.ReadFile(e.cfgFile)
+	require.NoError(t, err)
+	far := filepath.Join(e.dir, "far.yaml")
+	missing := filepath.Join(e.dir, "not-mounted")
+	require.NoError(t, os.WriteFile(far, bytes.Replace(b, []byte("name: array-b, path: "+e.dir+"/storage/array-b"), []byte("name: array-b, path: "+missing), 1), 0o644))
+	_, _, err = e.cli("--config", far, "replicas", "orders")
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "target storage array-b is not reachable from this machine at "+missing)
+}
+
+// TestCLICompletion: completion.
+func TestCLICompletion(t *testing.T) {
+	e := newCLIWorld(t)
+	out, _, err := e.cli("completion", "bash")
+	require.NoError(t, err)
+	require.Contains(t, out, "bash completion")
+	out, _, err = e.cli("completion", "zsh")
+	require.NoError(t, err)
+	require.Contains(t, out, "#compdef replctl")
+	out, _, err = e.cli("completion", "fish")
+	require.NoError(t, err)
+	require.Contains(t, out, "complete -c replctl")
+	out, _, err = e.cli("__complete", "status", "")
+	require.NoError(t, err)
+	require.Contains(t, out, "orders\nticker\n")
+	out, _, err = e.cli("__complete", "start", "o")
+	require.NoError(t, err)
+	require.Contains(t, out, "orders\n")
+	require.NotContains(t, out, "ticker")
 }

@@ -52,7 +52,7 @@ func runImages(ctx context.Context, f *Factory, o *ImagesOptions) error {
 		workflows.ImagesInput{Job: o.Job}, &res, "listing of the images of "+o.Job); err != nil {
 		return err
 	}
-	return f.Render(o.Output, res, func(w io.Writer) { printImages(w, res, time.Now()) })
+	return f.Render(o.Output, res, func(w io.Writer) { printImages(w, res, f.now()) })
 }
 
 func printImages(w io.Writer, res activities.ImagesResult, now time.Time) {

@@ -200,7 +200,7 @@ func TestAlreadyRunningNamesTheRun(t *testing.T) {
 	}}
 	check := func(c runningClient, phase string, wantIn ...string) {
 		t.Helper()
-		err := alreadyRunning(context.Background(), c, "orders", "r1")
+		err := alreadyRunning(context.Background(), c, "orders", "r1", time.Now())
 		var ee *ExitError
 		require.ErrorAs(t, err, &ee)
 		assert.Equal(t, ExitRunning, ee.Code)

@@ -147,7 +147,8 @@ type runRow struct {
 }
 
 func runList(ctx context.Context, f *Factory, o *ListOptions) error {
-	q, err := o.query(time.Now())
+	now := f.now()
+	q, err := o.query(now)
 	if err != nil {
 		return err
 	}
@@ -156,15 +157,16 @@ func runList(ctx context.Context, f *Factory, o *ListOptions) error {
 		return err
 	}
 	defer c.Close()
-	rows, err := listRuns(ctx, c, q, o.Limit, f.DataConverter())
+	rows, err := listRuns(ctx, c, q, o.Limit, now, f.DataConverter())
 	if err != nil {
 		return err
 	}
 	return f.Render(o.Output, rows, func(w io.Writer) { printRuns(w, rows) })
 }
 
-// listRuns pages through the visibility API until limit runs are found.
-func listRuns(ctx context.Context, c client.Client, query string, limit int, dc converter.DataConverter) ([]runRow, error) {
+// listRuns pages through the visibility API until limit runs are found; a running run's
+// duration is up to now.
+func listRuns(ctx context.Context, c client.Client, query string, limit int, now time.Time, dc converter.DataConverter) ([]runRow, error) {
 	rows := []runRow{}
 	var token []byte
 	for {
@@ -181,7 +183,7 @@ func listRuns(ctx context.Context, c client.Client, query string, limit int, dc 
 					return nil, fmt.Errorf("run summary of %s: %w", e.GetExecution().GetWorkflowId(), err)
 				}
 			}
-			rows = append(rows, newRunRow(e, time.Now(), dc))
+			rows = append(rows, newRunRow(e, now, dc))
 			if len(rows) == limit {
 				return rows, nil
 			}

@@ -87,6 +87,17 @@ type Factory struct {
 	dataConverter converter.DataConverter // set by ClientOptions
 	// Dial connects to Temporal; tests may replace it.
 	Dial func(ctx context.Context, o client.Options) (client.Client, error)
+	// Now is the clock of what commands print (ages, durations, RPO); nil means
+	// time.Now. Tests set a fixed time.
+	Now func() time.Time
+}
+
+// now is the time by f's clock.
+func (f *Factory) now() time.Time {
+	if f.Now == nil {
+		return time.Now()
+	}
+	return f.Now()
 }
 
 // NewFactory returns the factory of the real program.

@@ -80,7 +80,7 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 	}, workflows.ReplicationWorkflowName, workflows.ReplicationInput{Job: o.Job, Direction: o.Direction, From: o.From, Confirm: o.Confirm, PrimaryDown: o.PrimaryDown})
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
-		return alreadyRunning(ctx, c, o.Job, already.RunId)
+		return alreadyRunning(ctx, c, o.Job, already.RunId, f.now())
 	}
 	if err != nil {
 		return fmt.Errorf("start job %s: %w", o.Job, err)
@@ -96,7 +96,7 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 		}
 		return nil
 	}
-	began := time.Now()
+	began := f.now()
 	var st workflows.Status
 	runErr := run.Get(ctx, &st)
 	if runErr != nil {
@@ -111,7 +111,7 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 		}
 	} else {
 		printStatus(f.Out, statusView{WorkflowID: run.GetID(), Status: st})
-		fmt.Fprintf(f.Out, "took %s\n", time.Since(began).Round(time.Millisecond))
+		fmt.Fprintf(f.Out, "took %s\n", f.now().Sub(began).Round(time.Millisecond))
 	}
 	if runErr != nil {
 		code := ExitRunFailed
@@ -141,8 +141,8 @@ const runningLookup = 3 * time.Second
 // alreadyRunning is the refusal of a start because a run of job is going (ExitRunning).
 // It names that run with its phase and start time, as far as the server tells within
 // runningLookup: the phase from the run's status query (which needs an agent), else its
-// ReplctlPhase search attribute.
-func alreadyRunning(ctx context.Context, c client.Client, job, runID string) error {
+// ReplctlPhase search attribute. now dates the run's age.
+func alreadyRunning(ctx context.Context, c client.Client, job, runID string, now time.Time) error {
 	ref := &runRef{Job: job, WorkflowID: workflows.WorkflowID(job), RunID: runID}
 	lctx, cancel := context.WithTimeout(ctx, runningLookup)
 	defer cancel()
@@ -163,7 +163,7 @@ func alreadyRunning(ctx context.Context, c client.Client, job, runID string) err
 		phase = "phase " + ref.Phase
 	}
 	if !ref.StartedAt.IsZero() {
-		started = fmt.Sprintf("started %s (%s ago)", ref.StartedAt.UTC().Format(time.DateTime+" UTC"), time.Since(ref.StartedAt).Round(time.Second))
+		started = fmt.Sprintf("started %s (%s ago)", ref.StartedAt.UTC().Format(time.DateTime+" UTC"), now.Sub(ref.StartedAt).Round(time.Second))
 	}
 	return &ExitError{Code: ExitRunning, Run: ref, Err: fmt.Errorf(
 		"a run of job %s is already going: workflow %s run %s, %s, %s; follow it with `replctl status %s --watch` or stop it with `replctl cancel %s`",

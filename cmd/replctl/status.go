@@ -158,7 +158,7 @@ func runStatus(cmd *cobra.Command, f *Factory, o *StatusOptions) error {
 		return watchStatus(ctx, f, c, cfg, o)
 	}
 	s := &statusSource{c: c, cfg: cfg, job: o.Job, runID: o.RunID}
-	v, _, err := s.fetch(ctx, time.Now())
+	v, _, err := s.fetch(ctx, f.now())
 	if err != nil {
 		return err
 	}
