@@ -25,6 +25,16 @@ for h in a1 a2 b1 b2; do
 		sleep 1
 	done
 done
+# Every agent checks its own host (replctl check): a problem is shown, not fatal.
+op=${REPLCTL_KEYS_DIR:-$STATE_DIR/keys}/tls/operator
+if [ -x "$STATE_DIR/build/replctl" ]; then
+	if "$STATE_DIR/build/replctl" check --config "$REPO_ROOT/config/examples/compose.yaml" --address "127.0.0.1:$port" \
+		--tls-ca "$op/ca.pem" --tls-cert "$op/operator.pem" --tls-key "$op/operator.key" >&2; then
+		log "replctl check: every host ok"
+	else
+		log "replctl check found problems (table above): fix them before starting runs"
+	fi
+fi
 log "deployment up: Temporal on 127.0.0.1:$port (mutual TLS; the CLI uses the operator certificate in ${REPLCTL_KEYS_DIR:-.deploy/keys}/tls/operator)"
 log "try: replctl start orders --wait --config config/examples/compose.yaml --address 127.0.0.1:$port"
 log "stop: bash deploy/compose-down.sh  (add -v to delete the volumes: storage and Temporal's DB)"

@@ -69,36 +69,73 @@ func NewAgent(o Options) (*Agent, error) {
 		Identity:     o.Identity,
 		Interceptors: []interceptor.WorkerInterceptor{&drainInterceptor{d: d}},
 	})
-	hostW.RegisterActivityWithOptions(acts.RunScript, activity.RegisterOptions{Name: activities.RunScriptName})
-	hostW.RegisterActivityWithOptions(acts.Push, activity.RegisterOptions{Name: activities.PushName})
-	hostW.RegisterActivityWithOptions(acts.Precopy, activity.RegisterOptions{Name: activities.PrecopyName})
-	hostW.RegisterActivityWithOptions(acts.Pull, activity.RegisterOptions{Name: activities.PullName})
-	hostW.RegisterActivityWithOptions(acts.Maintain, activity.RegisterOptions{Name: activities.MaintainName})
-	hostW.RegisterActivityWithOptions(acts.TestCopy, activity.RegisterOptions{Name: activities.TestCopyName})
-	hostW.RegisterActivityWithOptions(acts.VerifyReplicas, activity.RegisterOptions{Name: activities.VerifyName})
-	hostW.RegisterActivityWithOptions(acts.ListImages, activity.RegisterOptions{Name: activities.ImagesName})
-	hostW.RegisterActivityWithOptions(acts.RestoreImage, activity.RegisterOptions{Name: activities.RestoreName})
-	hostW.RegisterActivityWithOptions(acts.PublishGroup, activity.RegisterOptions{Name: activities.PublishGroupName})
-	hostW.RegisterActivityWithOptions(acts.Preflight, activity.RegisterOptions{Name: activities.PreflightName})
-	hostW.RegisterActivityWithOptions(acts.CheckHost, activity.RegisterOptions{Name: activities.CheckHostName})
+	for _, a := range hostActivities(acts) {
+		hostW.RegisterActivityWithOptions(a.fn, activity.RegisterOptions{Name: a.name})
+	}
 
 	sharedW := worker.New(o.Client, o.SharedQueue, worker.Options{Identity: o.Identity})
 	Register(sharedW)
-	sharedW.RegisterActivityWithOptions(acts.Plan, activity.RegisterOptions{Name: activities.PlanName})
+	for _, a := range sharedActivities(acts) {
+		sharedW.RegisterActivityWithOptions(a.fn, activity.RegisterOptions{Name: a.name})
+	}
 	return &Agent{Host: o.Host, Activities: acts, host: hostW, shared: sharedW, client: o.Client, drain: d}, nil
 }
 
+// named is a workflow or activity function under its stable registered name.
+type named struct {
+	name string
+	fn   any
+}
+
+// hostActivities are the activities of a host's own queue. One table for the registration and
+// for the server's roles (ActivityNames), so a new activity cannot be left out of either.
+func hostActivities(a *activities.Agent) []named {
+	return []named{
+		{activities.RunScriptName, a.RunScript}, {activities.PushName, a.Push}, {activities.PrecopyName, a.Precopy},
+		{activities.PullName, a.Pull}, {activities.MaintainName, a.Maintain}, {activities.TestCopyName, a.TestCopy},
+		{activities.VerifyName, a.VerifyReplicas}, {activities.ImagesName, a.ListImages}, {activities.RestoreName, a.RestoreImage},
+		{activities.PublishGroupName, a.PublishGroup}, {activities.PreflightName, a.Preflight}, {activities.CheckHostName, a.CheckHost},
+	}
+}
+
+// sharedActivities are the activities of the shared workflow queue (any agent may run them).
+func sharedActivities(a *activities.Agent) []named {
+	return []named{{activities.PlanName, a.Plan}}
+}
+
+// workflowTypes are replctl's workflows: every one may be started by an operator (directly,
+// by schedule or as a child), which is what the server's roles allow (WorkflowNames).
+func workflowTypes() []named {
+	return []named{
+		{workflows.ReplicationWorkflowName, workflows.Replication}, {workflows.ScheduledWorkflowName, workflows.Scheduled},
+		{workflows.MaintenanceWorkflowName, workflows.Maintenance}, {workflows.ScheduledMaintenanceWorkflowName, workflows.ScheduledMaintenance},
+		{workflows.TestFailoverWorkflowName, workflows.TestFailover}, {workflows.VerifyWorkflowName, workflows.Verify},
+		{workflows.ImagesWorkflowName, workflows.Images}, {workflows.RestoreWorkflowName, workflows.Restore},
+		{workflows.CheckWorkflowName, workflows.Check},
+	}
+}
+
+func names(ns []named) []string {
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = n.name
+	}
+	return out
+}
+
+// ActivityNames are the registered names of every activity an agent runs.
+func ActivityNames() []string {
+	return append(names(sharedActivities(nil)), names(hostActivities(nil))...)
+}
+
+// WorkflowNames are the registered names of every workflow.
+func WorkflowNames() []string { return names(workflowTypes()) }
+
 // Register registers the workflows on w under their stable names (also used by replayers).
 func Register(w worker.WorkflowRegistry) {
-	w.RegisterWorkflowWithOptions(workflows.Replication, workflow.RegisterOptions{Name: workflows.ReplicationWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.Scheduled, workflow.RegisterOptions{Name: workflows.ScheduledWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.Maintenance, workflow.RegisterOptions{Name: workflows.MaintenanceWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.ScheduledMaintenance, workflow.RegisterOptions{Name: workflows.ScheduledMaintenanceWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.TestFailover, workflow.RegisterOptions{Name: workflows.TestFailoverWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.Verify, workflow.RegisterOptions{Name: workflows.VerifyWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.Images, workflow.RegisterOptions{Name: workflows.ImagesWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.Restore, workflow.RegisterOptions{Name: workflows.RestoreWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.Check, workflow.RegisterOptions{Name: workflows.CheckWorkflowName})
+	for _, wf := range workflowTypes() {
+		w.RegisterWorkflowWithOptions(wf.fn, workflow.RegisterOptions{Name: wf.name})
+	}
 }
 
 // Start starts both workers.

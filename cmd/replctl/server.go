@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
+	"github.com/replctl/replctl/workers"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -87,11 +87,10 @@ func replctlAccess(taskQueue string) devserver.Access {
 	return devserver.Access{
 		WorkflowTaskQueue: taskQueue,
 		HostQueuePrefix:   workflows.HostQueue(""),
-		WorkflowTypes: []string{workflows.ReplicationWorkflowName, workflows.ScheduledWorkflowName, workflows.MaintenanceWorkflowName,
-			workflows.ScheduledMaintenanceWorkflowName, workflows.TestFailoverWorkflowName, workflows.VerifyWorkflowName, workflows.ImagesWorkflowName, workflows.RestoreWorkflowName},
-		ActivityTypes: []string{activities.PlanName, activities.RunScriptName, activities.PushName, activities.PrecopyName,
-			activities.PullName, activities.MaintainName, activities.TestCopyName, activities.PublishGroupName, activities.PreflightName, activities.VerifyName, activities.ImagesName, activities.RestoreName},
-		HostSignals: []string{workflows.HostResumedSignal},
+		// The registration tables: every workflow and activity an agent registers, no more.
+		WorkflowTypes: workers.WorkflowNames(),
+		ActivityTypes: workers.ActivityNames(),
+		HostSignals:   []string{workflows.HostResumedSignal},
 	}
 }
 

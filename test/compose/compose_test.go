@@ -21,11 +21,29 @@ import (
 func TestReplicationEqualsQuiescedSource(t *testing.T) {
 	d := up(t)
 	d.seed("orders")
-	out, err := exec.Command(replctlBin, append([]string{"start", "orders", "--wait", "-o", "json",
+
+	// replctl check on the fresh deployment: every agent checks its own host (storage, scripts,
+	// SSH to the hosts it may take over, repositories, space, clock, config fingerprint).
+	out, err := d.cli("check")
+	t.Logf("replctl check:\n%s", out)
+	require.NoError(t, err, "replctl check on a fresh deployment")
+	assert.Contains(t, out, "checked 4 host(s): all checks passed")
+	// One host broken on purpose: a2's resume script no longer executable.
+	d.sh("a2", "chmod -x /etc/replctl/scripts/thaw.sh")
+	out, err = d.cli("check", "orders")
+	t.Logf("replctl check orders with a2's thaw.sh not executable:\n%s", out)
+	var xe *exec.ExitError
+	require.ErrorAs(t, err, &xe, "a broken host fails the check")
+	assert.Equal(t, 7, xe.ExitCode())
+	assert.Contains(t, out, "HOST a2")
+	assert.Contains(t, out, "thaw.sh is not executable")
+	d.sh("a2", "chmod +x /etc/replctl/scripts/thaw.sh")
+
+	outb, err := exec.Command(replctlBin, append([]string{"start", "orders", "--wait", "-o", "json",
 		"--config", repoRoot + "/config/examples/compose.yaml", "--address", fmt.Sprintf("127.0.0.1:%d", d.port)}, operatorArgs()...)...).Output()
-	require.NoError(t, err, "replctl start orders --wait: %s", out)
+	require.NoError(t, err, "replctl start orders --wait: %s", outb)
 	var st workflows.Status
-	require.NoError(t, json.Unmarshal(out, &st), "%s", out)
+	require.NoError(t, json.Unmarshal(outb, &st), "%s", outb)
 	require.Equal(t, workflows.PhaseCompleted, st.Phase)
 	require.NotNil(t, st.Replica)
 	assert.Equal(t, "b1", st.Replica.Agent)

@@ -352,6 +352,14 @@ func operatorTLS(t *testing.T) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{pair}}
 }
 
+// cli runs the replctl CLI from this machine against the deployment (operator certificate)
+// and returns its combined output.
+func (d *deployment) cli(args ...string) (string, error) {
+	args = append(args, "--config", repoRoot+"/config/examples/compose.yaml", "--address", fmt.Sprintf("127.0.0.1:%d", d.port))
+	out, err := exec.Command(replctlBin, append(args, operatorArgs()...)...).CombinedOutput()
+	return string(out), err
+}
+
 // operatorArgs are the CLI's flags for the same.
 func operatorArgs() []string {
 	dir := filepath.Join(keysDir(), "tls/operator")
