@@ -4,20 +4,21 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/workflows"
 )
 
-// groupConfig is the test world with the orders job as a consistency group of two datasets.
-var groupConfig = strings.Replace(envConfig,
-	"    source: {storage: array-a, dataset: orders}\n    target: {storage: array-b, dataset: orders}\n",
-	"    source: {storage: array-a, datasets: [orders/db, orders/logs]}\n    target: {storage: array-b, datasets: [dr/db, dr/logs]}\n", 1)
+// groupConfig makes the test world's orders job a consistency group of two datasets.
+func groupConfig(c *config.Config) {
+	c.Jobs[0].Source = config.Endpoint{Storage: "array-a", Datasets: []string{"orders/db", "orders/logs"}}
+	c.Jobs[0].Target = config.Endpoint{Storage: "array-b", Datasets: []string{"dr/db", "dr/logs"}}
+}
 
 // fanOutConfig adds storage array-c with its own host c1 and fans orders out to array-b
 // (order b1, b2) and array-c (order c1). The repository stays on array-b.
@@ -49,7 +50,7 @@ jobs:
 // become visible with one switch; each equals its source, in the first run and after
 // changes to both.
 func TestGroupPublishesEveryDatasetTogether(t *testing.T) {
-	e := newEnvWith(t, envOptions{config: groupConfig})
+	e := newEnvWith(t, envOptions{edit: groupConfig})
 	src := func(ds string) string { return filepath.Join(e.dir, "storage/array-a/orders", ds) }
 	dst := func(ds string) string { return filepath.Join(e.dir, "storage/array-b/dr", ds) }
 	writeDataset(t, src("db"), 60, 16<<10, 11)
