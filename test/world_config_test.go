@@ -53,6 +53,27 @@ func worldConfig(dir string, heartbeat, scheduleToStart time.Duration) config.Co
 	}
 }
 
+// plainJob drops from c's job what only the base world uses: the takeover script, the
+// application order, retention and precopy (the variants below run with the defaults).
+func plainJob(j *config.Job) {
+	j.Application.Takeover = ""
+	j.Order = config.Order{}
+	j.Retention = config.Retention{}
+	j.Precopy = ""
+}
+
+// attachOnly makes host h attach only the given storage (at its place in the test dir).
+func attachOnly(c *config.Config, h *config.Host, storage ...string) {
+	h.Attach = map[string]string{}
+	for _, name := range storage {
+		s, err := c.StorageByName(name)
+		if err != nil {
+			panic(err)
+		}
+		h.Attach[name] = s.Path
+	}
+}
+
 // sshConnectTo is how other agents reach a host through the test sshd s.
 func sshConnectTo(s *sshtest.Server) config.Connect {
 	return config.Connect{SSH: &config.SSH{Address: s.Addr, User: s.User, Key: s.KeyFile, KnownHosts: s.KnownHostsFile}}
