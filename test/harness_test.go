@@ -57,12 +57,14 @@ type env struct {
 	c       client.Client
 	dir     string
 	cfgFile string
-	// cfg is the config written to cfgFile, unless envOptions.config gave it as text.
+	// cfg is the config written to cfgFile (env.writeConfigAs keeps it so).
 	cfg    config.Config
 	agents map[string]*exec.Cmd
 }
 
-// envConfig is the config of the test world. %[1]s is the test dir.
+// envConfig is the test world's config as the YAML text the tests used before worldConfig;
+// TestWorldConfigEqualsEnvConfig keeps worldConfig equal to it. %[1]s is the test dir,
+// %[2]s and %[3]s the heartbeat and schedule_to_start, %[4]s a1's connect (a1ConnectText).
 const envConfig = `
 temporal: {address: 127.0.0.1:7233, namespace: default}
 storage:
@@ -103,9 +105,6 @@ type envOptions struct {
 	a1SSH *sshtest.Server
 	// edit, when set, changes the world's config (worldConfig) before it is written.
 	edit func(c *config.Config)
-	// config, when set, is the config as YAML text instead (the placeholders of envConfig;
-	// %[4]s may be unused); edit is then not used.
-	config string
 }
 
 // a1ConnectText is the connect of host a1 in envConfig text (its %[4]s): over s, or none.
@@ -132,28 +131,24 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(testScript), 0o755))
 	}
 	e.cfgFile = filepath.Join(dir, "replctl.yaml")
-	if o.config != "" {
-		require.NoError(t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(o.config, dir, o.heartbeat, o.scheduleToStart, a1ConnectText(o.a1SSH))), 0o644))
-	} else {
-		hb, err := time.ParseDuration(o.heartbeat)
-		require.NoError(t, err)
-		sts, err := time.ParseDuration(o.scheduleToStart)
-		require.NoError(t, err)
-		e.cfg = worldConfig(dir, hb, sts)
-		if o.a1SSH != nil {
-			e.cfg.Hosts[0].Connect = sshConnectTo(o.a1SSH)
-		}
-		if o.edit != nil {
-			o.edit(&e.cfg)
-		}
-		writeConfig(t, e.cfgFile, e.cfg)
+	hb, err := time.ParseDuration(o.heartbeat)
+	require.NoError(t, err)
+	sts, err := time.ParseDuration(o.scheduleToStart)
+	require.NoError(t, err)
+	e.cfg = worldConfig(dir, hb, sts)
+	if o.a1SSH != nil {
+		e.cfg.Hosts[0].Connect = sshConnectTo(o.a1SSH)
 	}
+	if o.edit != nil {
+		o.edit(&e.cfg)
+	}
+	writeConfig(t, e.cfgFile, e.cfg)
 
 	e.ts = temporaltest.NewServer(temporaltest.WithT(t))
 	e.c = e.ts.GetDefaultClient()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err := e.c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
+	_, err = e.c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
 		Namespace: e.ts.GetDefaultNamespace(), SearchAttributes: workflows.SearchAttributes(),
 	})
 	require.NoError(t, err)
