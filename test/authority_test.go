@@ -20,6 +20,7 @@ import (
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/activities/dataplane"
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
@@ -185,21 +186,20 @@ func TestAgentRefusesPlanFromAnotherConfig(t *testing.T) {
 	// Long schedule-to-start: a slow agent start must not be taken for a dead agent here.
 	e := newEnvWith(t, envOptions{heartbeat: "2s", scheduleToStart: "20s"})
 	writeDataset(t, e.sourceDir(), 5, 1000, 2)
-	b, err := os.ReadFile(e.cfgFile)
-	require.NoError(t, err)
 	alt := filepath.Join(e.dir, "storage/array-b-alt")
 	require.NoError(t, os.MkdirAll(alt, 0o755))
-	b1Line := "  - {name: b1, attach: {array-b: " + e.dir + "/storage/array-b,"
-	require.Contains(t, string(b), b1Line)
 	b1Cfg := filepath.Join(e.dir, "replctl-b1.yaml")
-	require.NoError(t, os.WriteFile(b1Cfg, []byte(strings.Replace(string(b), b1Line, "  - {name: b1, attach: {array-b: "+alt+",", 1)), 0o644))
+	e.writeConfigAs(b1Cfg, func(c *config.Config) {
+		require.Equal(t, "b1", c.Hosts[2].Name)
+		c.Hosts[2].Attach["array-b"] = alt
+	})
 
 	// b1 starts once the run is planned (by an agent with the shared config).
 	e.startAgents("a1", "a2", "b2")
 	run := e.start("orders")
 	e.waitStarted(run, activities.PrecopyName)
 	e.startAgentConfig("b1", b1Cfg)
-	_, err = e.wait(run)
+	_, err := e.wait(run)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `agent b1 refused Pull of job "orders": TargetRoot is "`+e.dir+`/storage/array-b" in the activity input, but agent b1's own config gives "`+alt+`"`)
 	st := e.status(run)

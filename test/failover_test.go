@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -92,8 +93,10 @@ func TestFrozenPullAgentCannotPublishAfterTakeover(t *testing.T) {
 
 // failbackConfig is the test world with failback allowed, the primary's check script
 // (check.sh) and a failback application on the target side.
-var failbackConfig = strings.Replace(envConfig, "takeover: takeover.sh, timeout: 30s}", "takeover: takeover.sh, check: check.sh, timeout: 30s}", 1) +
-	"    failback: {allow: true, application: {host: b1, quiesce: freeze.sh, resume: thaw.sh}}\n"
+func failbackConfig(c *config.Config) {
+	c.Jobs[0].Application.Check = "check.sh"
+	c.Jobs[0].Failback = &config.Failback{Allow: true, Application: &config.Application{Host: "b1", Quiesce: "freeze.sh", Resume: "thaw.sh"}}
+}
 
 // checkScript is the primary's check script: it logs its call and exits 3 (running) while
 // the file <test dir>/primary-running exists, 0 (stopped) otherwise. %[1]s is the test dir.
@@ -107,7 +110,7 @@ echo "application stopped"
 
 // newFailbackEnv is the failback test world with the check script.
 func newFailbackEnv(t *testing.T) *env {
-	return newFailbackEnvWith(t, envOptions{config: failbackConfig})
+	return newFailbackEnvWith(t, envOptions{edit: failbackConfig})
 }
 
 func newFailbackEnvWith(t *testing.T, o envOptions) *env {
@@ -297,9 +300,7 @@ func TestFailbackGuards(t *testing.T) {
 	}
 
 	// The job without failback.allow: the CLI refuses (exit 2), and so does the workflow.
-	allowed, err := os.ReadFile(e.cfgFile)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(e.cfgFile, []byte(strings.Replace(string(allowed), "failback: {allow: true,", "failback: {", 1)), 0o644))
+	e.writeConfigAs(e.cfgFile, func(c *config.Config) { c.Jobs[0].Failback.Allow = false })
 	out, err := e.cli("failback", "orders", "--yes", "--wait")
 	assert.Equal(t, 2, exitCodeOf(err), out)
 	assert.Contains(t, out, "job orders does not allow failback: set `failback: {allow: true}` on it (jobs[0].failback.allow")
@@ -309,7 +310,7 @@ func TestFailbackGuards(t *testing.T) {
 	t.Logf("failback without opt-in: %v", err)
 	assert.Zero(t, countMarkers(e.markers("a1"), "check "), "refused before the check script")
 	nothingReplaced("no opt-in")
-	require.NoError(t, os.WriteFile(e.cfgFile, allowed, 0o644))
+	e.writeConfigAs(e.cfgFile, func(c *config.Config) { c.Jobs[0].Failback.Allow = true })
 
 	// Without --yes the CLI shows what it would replace and starts nothing.
 	checksBefore := countMarkers(e.markers("a1"), "check ")
@@ -352,7 +353,10 @@ func TestFailbackGuards(t *testing.T) {
 // the run's status says it went on without the check.
 func TestFailbackPrimaryDown(t *testing.T) {
 	sshd := sshtest.Start(t)
-	e := newFailbackEnvWith(t, envOptions{a1SSH: sshd, config: failbackConfig + "    on_unreachable_host: continue\n"})
+	e := newFailbackEnvWith(t, envOptions{a1SSH: sshd, edit: func(c *config.Config) {
+		failbackConfig(c)
+		c.Jobs[0].OnUnreachableHost = config.OnUnreachableContinue
+	}})
 	writeDataset(t, e.sourceDir(), 40, 16<<10, 35)
 	e.startAgents("a1", "a2", "b1", "b2")
 	_, err := e.wait(e.start("orders"))

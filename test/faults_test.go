@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -39,9 +40,9 @@ func smallFS(t *testing.T, dir string, size int64) {
 
 // newSmallStorageEnv is the test world with the job's repository at repository and a tmpfs
 // of size bytes at dir (relative to the test dir), which it returns.
-func newSmallStorageEnv(t *testing.T, repository, dir string, size int64) (*env, string) {
+func newSmallStorageEnv(t *testing.T, repository config.Repository, dir string, size int64) (*env, string) {
 	t.Helper()
-	e := newEnvWith(t, envOptions{config: strings.Replace(envConfig, "repository: {storage: array-b}", "repository: "+repository, 1)})
+	e := newEnvWith(t, envOptions{edit: func(c *config.Config) { c.Jobs[0].Repository = repository }})
 	dir = filepath.Join(e.dir, dir)
 	smallFS(t, dir, size)
 	return e, dir
@@ -113,7 +114,7 @@ func (e *env) noTakeoverScripts(hosts ...string) {
 // failed pull's staging is gone, so the filesystem is back to its usage before the run; a
 // read-only target is the same kind of fault; the next run succeeds once there is room.
 func TestTargetFullIsAStorageFault(t *testing.T) {
-	e, target := newSmallStorageEnv(t, "{storage: array-a}", "storage/array-b", 6<<20)
+	e, target := newSmallStorageEnv(t, config.Repository{Storage: "array-a"}, "storage/array-b", 6<<20)
 	writeDataset(t, e.sourceDir(), 8, 256<<10, 1)
 	e.startAgents("a1", "a2", "b1", "b2")
 
@@ -164,7 +165,7 @@ func TestTargetFullIsAStorageFault(t *testing.T) {
 // saying what it keeps and how to reclaim it, the application is thawed, and nothing is taken
 // over. After the filesystem grows, the next run succeeds.
 func TestRepositoryFullIsAStorageFault(t *testing.T) {
-	e, repo := newSmallStorageEnv(t, "{storage: array-b, path: repo/orders}", "storage/array-b/repo", 3<<20)
+	e, repo := newSmallStorageEnv(t, config.Repository{Storage: "array-b", Path: "repo/orders"}, "storage/array-b/repo", 3<<20)
 	writeDataset(t, e.sourceDir(), 24, 256<<10, 3)
 	e.startAgents("a1", "a2", "b1", "b2")
 
@@ -182,9 +183,7 @@ func TestRepositoryFullIsAStorageFault(t *testing.T) {
 	assert.Empty(t, e.markers("a1"))
 
 	// Without a precopy the push meets the full repository while the application is frozen.
-	b, err := os.ReadFile(e.cfgFile)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(e.cfgFile, []byte(strings.Replace(string(b), "precopy: always", "precopy: never", 1)), 0o644))
+	e.writeConfigAs(e.cfgFile, func(c *config.Config) { c.Jobs[0].Precopy = config.PrecopyNever })
 	run = e.start("orders")
 	_, err = e.wait(run)
 	require.Error(t, err)
@@ -227,7 +226,7 @@ func scriptSteps(markers []string) []string {
 // has room for the new replica only once the leftovers are gone. (The leftovers are laid
 // out as a killed agent leaves them; TestTargetFullIsAStorageFault covers a failed pull.)
 func TestNextPullReclaimsLeftoversFirst(t *testing.T) {
-	e, target := newSmallStorageEnv(t, "{storage: array-a}", "storage/array-b", 8<<20)
+	e, target := newSmallStorageEnv(t, config.Repository{Storage: "array-a"}, "storage/array-b", 8<<20)
 	writeDataset(t, e.sourceDir(), 4, 256<<10, 4)
 	e.startAgents("a1", "b1")
 	st, err := e.wait(e.start("orders"))

@@ -4,52 +4,49 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/workflows"
 )
 
-// groupConfig is the test world with the orders job as a consistency group of two datasets.
-var groupConfig = strings.Replace(envConfig,
-	"    source: {storage: array-a, dataset: orders}\n    target: {storage: array-b, dataset: orders}\n",
-	"    source: {storage: array-a, datasets: [orders/db, orders/logs]}\n    target: {storage: array-b, datasets: [dr/db, dr/logs]}\n", 1)
+// groupConfig makes the test world's orders job a consistency group of two datasets.
+func groupConfig(c *config.Config) {
+	c.Jobs[0].Source = config.Endpoint{Storage: "array-a", Datasets: []string{"orders/db", "orders/logs"}}
+	c.Jobs[0].Target = config.Endpoint{Storage: "array-b", Datasets: []string{"dr/db", "dr/logs"}}
+}
 
 // fanOutConfig adds storage array-c with its own host c1 and fans orders out to array-b
 // (order b1, b2) and array-c (order c1). The repository stays on array-b.
-const fanOutConfig = `
-temporal: {address: 127.0.0.1:7233, namespace: default}
-storage:
-  - {name: array-a, path: %[1]s/storage/array-a}
-  - {name: array-b, path: %[1]s/storage/array-b}
-  - {name: array-c, path: %[1]s/storage/array-c}
-hosts:
-  - {name: a1, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a1%[4]s}
-  - {name: b1, attach: {array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/b1}
-  - {name: b2, attach: {array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/b2}
-  - {name: c1, attach: {array-c: %[1]s/storage/array-c, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/c1}
-jobs:
-  - name: orders
-    source: {storage: array-a, dataset: orders}
-    targets:
-      - {storage: array-b, dataset: orders, order: [b1, b2]}
-      - {storage: array-c, dataset: copies/orders, order: [c1]}
-    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, timeout: 30s}
-    order:
-      source: [a1]
-    timeouts: {heartbeat: %[2]s, schedule_to_start: %[3]s, start_to_close: 5m}
-    repository: {storage: array-b}
-`
+func fanOutConfig(c *config.Config) {
+	c.Storage = append(c.Storage, config.Storage{Name: "array-c", Path: filepath.Join(filepath.Dir(c.Storage[0].Path), "array-c")})
+	a1, b1, b2 := c.Hosts[0], c.Hosts[2], c.Hosts[3]
+	c1 := b2
+	c1.Name, c1.State = "c1", filepath.Join(filepath.Dir(b2.State), "c1")
+	c.Hosts = []config.Host{a1, b1, b2, c1}
+	for i := 1; i < 3; i++ {
+		attachOnly(c, &c.Hosts[i], "array-b")
+	}
+	attachOnly(c, &c.Hosts[3], "array-c", "array-b")
+	j := &c.Jobs[0]
+	plainJob(j)
+	j.Order.Source = []string{"a1"}
+	j.Target = config.Endpoint{}
+	j.Targets = []config.Target{
+		{Storage: "array-b", Dataset: "orders", Order: []string{"b1", "b2"}},
+		{Storage: "array-c", Dataset: "copies/orders", Order: []string{"c1"}},
+	}
+}
 
 // A consistency group: both datasets are imaged while quiesced once, and both replicas
 // become visible with one switch; each equals its source, in the first run and after
 // changes to both.
 func TestGroupPublishesEveryDatasetTogether(t *testing.T) {
-	e := newEnvWith(t, envOptions{config: groupConfig})
+	e := newEnvWith(t, envOptions{edit: groupConfig})
 	src := func(ds string) string { return filepath.Join(e.dir, "storage/array-a/orders", ds) }
 	dst := func(ds string) string { return filepath.Join(e.dir, "storage/array-b/dr", ds) }
 	writeDataset(t, src("db"), 60, 16<<10, 11)
@@ -98,7 +95,7 @@ func TestGroupPublishesEveryDatasetTogether(t *testing.T) {
 // Fan-out: one push, a pull per target on its own order, both replicas equal to the source.
 // Then with target c's only agent down, target b still publishes and the run fails naming c.
 func TestFanOutToTwoTargets(t *testing.T) {
-	e := newEnvWith(t, envOptions{config: fanOutConfig})
+	e := newEnvWith(t, envOptions{edit: fanOutConfig})
 	writeDataset(t, e.sourceDir(), 80, 16<<10, 21)
 	e.startAgents("a1", "b1", "b2", "c1")
 

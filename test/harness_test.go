@@ -25,6 +25,7 @@ import (
 	"go.temporal.io/server/temporaltest"
 
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -56,10 +57,14 @@ type env struct {
 	c       client.Client
 	dir     string
 	cfgFile string
-	agents  map[string]*exec.Cmd
+	// cfg is the config written to cfgFile (env.writeConfigAs keeps it so).
+	cfg    config.Config
+	agents map[string]*exec.Cmd
 }
 
-// envConfig is the config of the test world. %[1]s is the test dir.
+// envConfig is the test world's config as the YAML text the tests used before worldConfig;
+// TestWorldConfigEqualsEnvConfig keeps worldConfig equal to it. %[1]s is the test dir,
+// %[2]s and %[3]s the heartbeat and schedule_to_start, %[4]s a1's connect (a1ConnectText).
 const envConfig = `
 temporal: {address: 127.0.0.1:7233, namespace: default}
 storage:
@@ -98,8 +103,16 @@ type envOptions struct {
 	heartbeat, scheduleToStart string
 	// a1SSH, when set, makes other agents reach host a1 over SSH.
 	a1SSH *sshtest.Server
-	// config, when set, replaces envConfig (same placeholders; %[4]s may be unused).
-	config string
+	// edit, when set, changes the world's config (worldConfig) before it is written.
+	edit func(c *config.Config)
+}
+
+// a1ConnectText is the connect of host a1 in envConfig text (its %[4]s): over s, or none.
+func a1ConnectText(s *sshtest.Server) string {
+	if s == nil {
+		return ""
+	}
+	return fmt.Sprintf(", connect: {ssh: {address: %q, user: %s, key: %s, known_hosts: %s}}", s.Addr, s.User, s.KeyFile, s.KnownHostsFile)
 }
 
 func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
@@ -109,16 +122,8 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	if o.heartbeat == "" {
 		o.heartbeat, o.scheduleToStart = "1s", "2s"
 	}
-	connect := ""
-	if s := o.a1SSH; s != nil {
-		connect = fmt.Sprintf(", connect: {ssh: {address: %q, user: %s, key: %s, known_hosts: %s}}", s.Addr, s.User, s.KeyFile, s.KnownHostsFile)
-	}
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, agents: map[string]*exec.Cmd{}}
-	tmpl := envConfig
-	if o.config != "" {
-		tmpl = o.config
-	}
 	for _, d := range []string{"storage/array-a", "storage/array-b", "storage/array-c", "scripts"} {
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
 	}
@@ -126,13 +131,24 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(testScript), 0o755))
 	}
 	e.cfgFile = filepath.Join(dir, "replctl.yaml")
-	require.NoError(t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(tmpl, dir, o.heartbeat, o.scheduleToStart, connect)), 0o644))
+	hb, err := time.ParseDuration(o.heartbeat)
+	require.NoError(t, err)
+	sts, err := time.ParseDuration(o.scheduleToStart)
+	require.NoError(t, err)
+	e.cfg = worldConfig(dir, hb, sts)
+	if o.a1SSH != nil {
+		e.cfg.Hosts[0].Connect = sshConnectTo(o.a1SSH)
+	}
+	if o.edit != nil {
+		o.edit(&e.cfg)
+	}
+	writeConfig(t, e.cfgFile, e.cfg)
 
 	e.ts = temporaltest.NewServer(temporaltest.WithT(t))
 	e.c = e.ts.GetDefaultClient()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err := e.c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
+	_, err = e.c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
 		Namespace: e.ts.GetDefaultNamespace(), SearchAttributes: workflows.SearchAttributes(),
 	})
 	require.NoError(t, err)

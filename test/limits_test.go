@@ -2,8 +2,6 @@ package test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -14,41 +12,31 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/replctl/replctl/workflows"
 )
 
 // limitsConfig: two jobs on the same source host a1 and target host b1, whose data steps
-// take about 2 s each (4 MiB at the jobs' bandwidth of 2MiB/s). %[5]d is
+// take about 2 s each (4 MiB at the jobs' bandwidth of 2MiB/s). steps is
 // max_concurrent_steps of a1 and b1.
-const limitsConfig = `
-temporal: {address: 127.0.0.1:7233, namespace: default}
-storage:
-  - {name: array-a, path: %[1]s/storage/array-a}
-  - {name: array-b, path: %[1]s/storage/array-b}
-hosts:
-  - {name: a1, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a1, max_concurrent_steps: %[5]d}
-  - {name: b1, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b1, max_concurrent_steps: %[5]d}
-jobs:
-  - name: orders
-    source: {storage: array-a, dataset: orders}
-    target: {storage: array-b, dataset: orders}
-    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, timeout: 30s}
-    order: {source: [a1], target: [b1]}
-    timeouts: {heartbeat: %[2]s, schedule_to_start: %[3]s, start_to_close: 5m}
-    repository: {storage: array-b}
-    precopy: never
-    bandwidth: %[6]s
-  - name: invoices
-    source: {storage: array-a, dataset: invoices}
-    target: {storage: array-b, dataset: invoices}
-    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, timeout: 30s}
-    order: {source: [a1], target: [b1]}
-    timeouts: {heartbeat: %[2]s, schedule_to_start: %[3]s, start_to_close: 5m}
-    repository: {storage: array-b}
-    precopy: never
-    bandwidth: %[6]s
-`
+func limitsConfig(steps int, bandwidth string) func(c *config.Config) {
+	return func(c *config.Config) {
+		c.Hosts = []config.Host{c.Hosts[0], c.Hosts[2]}
+		for i := range c.Hosts {
+			c.Hosts[i].MaxConcurrentSteps = steps
+		}
+		j := &c.Jobs[0]
+		plainJob(j)
+		j.Order = config.Order{Source: []string{"a1"}, Target: []string{"b1"}}
+		j.Precopy = config.PrecopyNever
+		j.Bandwidth = bandwidth
+		invoices := *j
+		invoices.Name = "invoices"
+		invoices.Source.Dataset, invoices.Target.Dataset = "invoices", "invoices"
+		c.Jobs = append(c.Jobs, invoices)
+	}
+}
 
 // dataStep is one push or pull of a run as its history tells it: the time it held its
 // slot (from the start plus the wait for a slot, to its close).
@@ -65,7 +53,7 @@ type dataStep struct {
 // schedule_to_start); with 2 they run side by side. Each step moves its bytes no faster than
 // the job's bandwidth.
 func TestMaxConcurrentStepsAndBandwidth(t *testing.T) {
-	e := newEnvWith(t, envOptions{config: fmt.Sprintf(limitsConfig, "%[1]s", "%[2]s", "%[3]s", "%[4]s", 1, "2MiB/s")})
+	e := newEnvWith(t, envOptions{edit: limitsConfig(1, "2MiB/s")})
 	const rate, burst = 2 << 20, 256 << 10 // the jobs' bandwidth and its bucket (activities.burst)
 	writeDataset(t, filepath.Join(e.dir, "storage/array-a/orders"), 8, 512<<10, 1)
 	writeDataset(t, filepath.Join(e.dir, "storage/array-a/invoices"), 8, 512<<10, 2)
@@ -91,7 +79,11 @@ func TestMaxConcurrentStepsAndBandwidth(t *testing.T) {
 
 	// The agents read the limit from the config at each step: raise it to 2. New files, so
 	// that the second runs have as much to move as the first.
-	require.NoError(t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(limitsConfig, e.dir, "1s", "2s", "", 2, "2MiB/s")), 0o644))
+	e.writeConfigAs(e.cfgFile, func(c *config.Config) {
+		for i := range c.Hosts {
+			c.Hosts[i].MaxConcurrentSteps = 2
+		}
+	})
 	writeDataset(t, filepath.Join(e.dir, "storage/array-a/orders/new"), 8, 512<<10, 3)
 	writeDataset(t, filepath.Join(e.dir, "storage/array-a/invoices/new"), 8, 512<<10, 4)
 	steps = runBoth(t, e)

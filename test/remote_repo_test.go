@@ -1,42 +1,29 @@
 package test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
+	"github.com/replctl/replctl/config"
 )
 
 // remoteRepoConfig: the source host a1 is attached to array-a only; the repository is on
-// array-b, which b1 and b2 mount and serve over SSH (%[4]s, %[5]s: their connect settings,
-// filled in before the harness formats the rest).
-const remoteRepoConfig = `
-temporal: {address: 127.0.0.1:7233, namespace: default}
-storage:
-  - {name: array-a, path: %[1]s/storage/array-a}
-  - {name: array-b, path: %[1]s/storage/array-b}
-hosts:
-  - {name: a1, attach: {array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/a1}
-  - {name: b1, attach: {array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/b1%[4]s}
-  - {name: b2, attach: {array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/b2%[5]s}
-jobs:
-  - name: orders
-    source: {storage: array-a, dataset: orders}
-    target: {storage: array-b, dataset: orders}
-    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, timeout: 30s}
-    order: {source: [a1], target: [b1, b2]}
-    timeouts: {heartbeat: %[2]s, schedule_to_start: %[3]s, start_to_close: 5m}
-    repository: {storage: array-b}
-`
-
-func sshConnect(s *sshtest.Server) string {
-	return fmt.Sprintf(", connect: {ssh: {address: %q, user: %s, key: %s, known_hosts: %s}}", s.Addr, s.User, s.KeyFile, s.KnownHostsFile)
+// array-b, which b1 and b2 mount and serve over SSH (sshd1, sshd2).
+func remoteRepoConfig(sshd1, sshd2 *sshtest.Server) func(c *config.Config) {
+	return func(c *config.Config) {
+		c.Hosts = []config.Host{c.Hosts[0], c.Hosts[2], c.Hosts[3]}
+		attachOnly(c, &c.Hosts[0], "array-a")
+		attachOnly(c, &c.Hosts[1], "array-b")
+		attachOnly(c, &c.Hosts[2], "array-b")
+		c.Hosts[1].Connect, c.Hosts[2].Connect = sshConnectTo(sshd1), sshConnectTo(sshd2)
+		plainJob(&c.Jobs[0])
+		c.Jobs[0].Order = config.Order{Source: []string{"a1"}, Target: []string{"b1", "b2"}}
+	}
 }
 
 // a1 is not attached to the repository's storage: it pushes over SFTP through b1 (first
@@ -44,9 +31,7 @@ func sshConnect(s *sshtest.Server) string {
 // replicas are byte-identical to the source.
 func TestPushOverSFTPToRepositoryOnOtherStorage(t *testing.T) {
 	b1, b2 := sshtest.Start(t), sshtest.Start(t)
-	cfg := strings.Replace(remoteRepoConfig, "%[4]s", sshConnect(b1), 1)
-	cfg = strings.Replace(cfg, "%[5]s", sshConnect(b2), 1)
-	e := newEnvWith(t, envOptions{config: cfg})
+	e := newEnvWith(t, envOptions{edit: remoteRepoConfig(b1, b2)})
 	writeDataset(t, e.sourceDir(), 200, 256<<10, 11)
 	e.startAgents("a1", "b1", "b2")
 

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/config"
 )
 
 // A source dataset that is a symlink (here to a directory outside the storage) is refused by
@@ -57,14 +58,13 @@ func TestSymlinkedSourceDatasetRefusedBeforeQuiesce(t *testing.T) {
 // same agent starts with the config fixed.
 func TestAgentRefusesBadStorageAtStart(t *testing.T) {
 	e := newEnv(t)
-	b, err := os.ReadFile(e.cfgFile)
-	require.NoError(t, err)
 	a, alias := filepath.Join(e.dir, "storage/array-a"), filepath.Join(e.dir, "storage/array-b-alias")
 	require.NoError(t, os.Symlink(a, alias))
-	a1Line := "  - {name: a1, attach: {array-a: " + a + ", array-b: " + filepath.Join(e.dir, "storage/array-b") + "}"
-	require.Contains(t, string(b), a1Line)
 	bad := filepath.Join(e.dir, "bad.yaml")
-	require.NoError(t, os.WriteFile(bad, []byte(strings.Replace(string(b), a1Line, "  - {name: a1, attach: {array-a: "+a+", array-b: "+alias+"}", 1)), 0o644))
+	e.writeConfigAs(bad, func(c *config.Config) {
+		require.Equal(t, "a1", c.Hosts[0].Name)
+		c.Hosts[0].Attach["array-b"] = alias
+	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -72,7 +72,7 @@ func TestAgentRefusesBadStorageAtStart(t *testing.T) {
 		"--address", e.ts.GetFrontendHostPort(), "--namespace", e.ts.GetDefaultNamespace(), "--log-level", "warn")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
+	err := cmd.Run()
 	require.NoError(t, ctx.Err(), "the agent must exit by itself; output:\n%s", out.String())
 	var exitErr *exec.ExitError
 	require.True(t, errors.As(err, &exitErr), "want an exit code, got %v; output:\n%s", err, out.String())

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -65,9 +66,7 @@ func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 // record and `replctl replicas` say the replica is incomplete and what it lacks. The FIFO
 // and the xattr beside them are kept.
 func TestUnsupportedSkipMakesIncompleteReplica(t *testing.T) {
-	cfg := strings.Replace(envConfig, "    precopy: always", "    on_unsupported: skip\n    precopy: always", 1)
-	require.NotEqual(t, envConfig, cfg)
-	e := newEnvWith(t, envOptions{config: cfg})
+	e := newEnvWith(t, envOptions{edit: func(c *config.Config) { c.Jobs[0].OnUnsupported = config.OnUnsupportedSkip }})
 	writeDataset(t, e.sourceDir(), 20, 4<<10, 8)
 	require.NoError(t, unix.Mkfifo(filepath.Join(e.sourceDir(), "pipe"), 0o644))
 	require.NoError(t, unix.Lsetxattr(filepath.Join(e.sourceDir(), "d00/s0/f00000.bin"), "user.note", []byte("v"), 0))
