@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -21,9 +22,14 @@ func TestCheckCollectsHostsAndComparesFingerprints(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
 	env.RegisterWorkflowWithOptions(Check, workflow.RegisterOptions{Name: CheckWorkflowName})
-	var asked []activities.CheckHostInput
+	var (
+		mu    sync.Mutex // the test environment runs the hosts' activities in parallel
+		asked []activities.CheckHostInput
+	)
 	env.RegisterActivityWithOptions(func(ctx context.Context, in activities.CheckHostInput) (activities.CheckHostResult, error) {
+		mu.Lock()
 		asked = append(asked, in)
+		mu.Unlock()
 		fp := "aaaaaaaaaaaaaaaa"
 		switch in.Agent {
 		case "b2":
