@@ -187,12 +187,12 @@ func makeSpecial(dfd int, base string, s *Special, owners bool) error {
 // verifyExtras checks that the tree under rootFd holds x exactly: every link group is one
 // inode, every special entry has its type, mode, owner (when owners), device number and
 // mtime, and every listed entry has exactly its xattrs. Entries not listed are checked by
-// the tree walk (noXattrs).
-func verifyExtras(rootFd int, x *Extras, owners bool) error {
+// the tree walk (noXattrs). names: x.diskNames(), where entries have their raw names back.
+func verifyExtras(rootFd int, x *Extras, names diskNames, owners bool) error {
 	if x.Empty() {
 		return nil
 	}
-	d := &extrasDirs{root: rootFd, fds: map[string]int{}, names: x.diskNames()}
+	d := &extrasDirs{root: rootFd, fds: map[string]int{}, names: names}
 	defer d.close()
 	for _, g := range x.Links {
 		var ino [2]uint64

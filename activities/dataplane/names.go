@@ -105,10 +105,10 @@ func (e *ExtraEntry) checkName() error {
 	return nil
 }
 
-// renameEntries gives the renamed entries of the tree under rootFd their raw names, deepest
-// first (a directory keeps its image name until everything beneath it is renamed).
-func renameEntries(rootFd int, x *Extras) error {
-	m := x.diskNames()
+// renameEntries gives the renamed entries m (Extras.diskNames) of the tree under rootFd their
+// raw names, deepest first (a directory keeps its image name until everything beneath it is
+// renamed).
+func renameEntries(rootFd int, m diskNames) error {
 	if len(m) == 0 {
 		return nil
 	}

@@ -116,7 +116,7 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 	}
 
 	// Last, entries get back names that are not valid UTF-8 (written under image names).
-	if err := renameEntries(p.stagingFd, p.extras); err != nil {
+	if err := renameEntries(p.stagingFd, p.names); err != nil {
 		return fmt.Errorf("staging %s: %w", p.staging, err)
 	}
 

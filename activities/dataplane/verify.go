@@ -299,7 +299,7 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrVerify, dir, err)
 		}
-		err = verifyExtras(rootFd, o.extras, o.checkOwner)
+		err = verifyExtras(rootFd, o.extras, o.names, o.checkOwner)
 		unix.Close(rootFd) //nolint:errcheck
 		if err := o.diff(err); err != nil {
 			return err

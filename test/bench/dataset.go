@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/replctl/replctl/config"
 )
 
 // specFormat is bumped whenever the layout or content of generated datasets changes, so
@@ -462,16 +464,5 @@ func parallel[T any](items []T, n int, fn func(T) error) error {
 	}
 }
 
-// human formats a byte count with binary units.
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// human formats a byte count with binary units, as the CLI does.
+func human(n int64) string { return config.FormatBytes(n) }
