@@ -42,11 +42,12 @@ dev:
 
 # Everything the tests need that Go does not bring: OpenSSH's sshd (real SSH tests), rsync,
 # jq and curl (smoke test), debootstrap (container images of the compose suite), xfsprogs
-# (a loop-mounted XFS with reflink for the clone tests).
+# (a loop-mounted XFS with reflink for the clone tests), postgresql (Temporal on PostgreSQL:
+# the tests start their own server; Debian's package also starts one on 5432, unused).
 test-deps:
-	@if ! command -v /usr/sbin/sshd >/dev/null || ! command -v rsync >/dev/null || ! command -v jq >/dev/null || ! command -v curl >/dev/null || ! command -v debootstrap >/dev/null || ! command -v mkfs.xfs >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl debootstrap xfsprogs >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl debootstrap xfsprogs >/dev/null; fi; \
+	@if ! command -v /usr/sbin/sshd >/dev/null || ! command -v rsync >/dev/null || ! command -v jq >/dev/null || ! command -v curl >/dev/null || ! command -v debootstrap >/dev/null || ! command -v mkfs.xfs >/dev/null || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl debootstrap xfsprogs postgresql >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync jq curl debootstrap xfsprogs postgresql >/dev/null; fi; \
 	fi
 
 vet:

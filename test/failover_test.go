@@ -409,7 +409,7 @@ func (e *env) cli(args ...string) (string, error) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	args = append(args, "--config", e.cfgFile, "--address", e.ts.GetFrontendHostPort(), "--namespace", e.ts.GetDefaultNamespace())
+	args = append(args, "--config", e.cfgFile, "--address", e.addr, "--namespace", e.namespace)
 	out, err := exec.CommandContext(ctx, replctlBin, args...).CombinedOutput()
 	return string(out), err
 }

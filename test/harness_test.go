@@ -60,6 +60,9 @@ type env struct {
 	// cfg is the config written to cfgFile (env.writeConfigAs keeps it so).
 	cfg    config.Config
 	agents map[string]*exec.Cmd
+	// addr and namespace are the Temporal frontend's (temporaltest's, or
+	// envOptions.frontend).
+	addr, namespace string
 }
 
 // envConfig is the test world's config as the YAML text the tests used before worldConfig;
@@ -105,6 +108,9 @@ type envOptions struct {
 	a1SSH *sshtest.Server
 	// edit, when set, changes the world's config (worldConfig) before it is written.
 	edit func(c *config.Config)
+	// frontend, when set, is a running Temporal frontend (namespace default, replctl's
+	// search attributes) to use instead of a temporaltest server.
+	frontend string
 }
 
 // a1ConnectText is the connect of host a1 in envConfig text (its %[4]s): over s, or none.
@@ -144,12 +150,20 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	}
 	writeConfig(t, e.cfgFile, e.cfg)
 
+	if o.frontend != "" {
+		e.addr, e.namespace = o.frontend, "default"
+		e.c, err = client.Dial(client.Options{HostPort: e.addr, Namespace: e.namespace})
+		require.NoError(t, err)
+		t.Cleanup(e.c.Close)
+		return e
+	}
 	e.ts = temporaltest.NewServer(temporaltest.WithT(t))
 	e.c = e.ts.GetDefaultClient()
+	e.addr, e.namespace = e.ts.GetFrontendHostPort(), e.ts.GetDefaultNamespace()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err = e.c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
-		Namespace: e.ts.GetDefaultNamespace(), SearchAttributes: workflows.SearchAttributes(),
+		Namespace: e.namespace, SearchAttributes: workflows.SearchAttributes(),
 	})
 	require.NoError(t, err)
 	return e
@@ -164,7 +178,7 @@ func (e *env) startAgentConfig(host, cfgFile string, flags ...string) {
 	logf, err := os.OpenFile(filepath.Join(e.dir, "agent-"+host+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(e.t, err)
 	cmd := exec.Command(replctlBin, "agent", "--host", host, "--config", cfgFile,
-		"--address", e.ts.GetFrontendHostPort(), "--namespace", e.ts.GetDefaultNamespace(), "--log-level", "warn")
+		"--address", e.addr, "--namespace", e.namespace, "--log-level", "warn")
 	cmd.Args = append(cmd.Args, flags...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(e.t, cmd.Start())

@@ -69,7 +69,7 @@ func TestAgentRefusesBadStorageAtStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, replctlBin, "agent", "--host", "a1", "--config", bad,
-		"--address", e.ts.GetFrontendHostPort(), "--namespace", e.ts.GetDefaultNamespace(), "--log-level", "warn")
+		"--address", e.addr, "--namespace", e.namespace, "--log-level", "warn")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

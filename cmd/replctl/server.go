@@ -6,7 +6,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -18,7 +21,17 @@ import (
 
 // ServerOptions are the flags of `replctl server` (also used by `dev`).
 type ServerOptions struct {
-	DBFile    string
+	// DBFile is a SQLite file, or a postgres:// URL (dbOptions).
+	DBFile string
+	// DBPasswordFile holds the PostgreSQL password (mode 0600), kept out of the URL.
+	DBPasswordFile string
+	// DBSetup: create and upgrade the PostgreSQL databases' schema on start.
+	DBSetup bool
+	// HistoryShards of a new PostgreSQL database (0: devserver.DefaultPostgresShards).
+	HistoryShards int
+	// Cluster: the services of this process and its place among the others (PostgreSQL;
+	// only `replctl server` has these flags).
+	Cluster   ClusterFlags
 	IP        string
 	Port      int
 	UIPort    int
@@ -62,7 +75,10 @@ func (o OIDCFlags) options() (*devserver.OIDCOptions, error) {
 
 // AddFlags registers the options' flags on fs.
 func (o *ServerOptions) AddFlags(fs *pflag.FlagSet, defaultDB string) {
-	fs.StringVar(&o.DBFile, "db", defaultDB, "SQLite file of the embedded Temporal server (\"\" = in memory)")
+	fs.StringVar(&o.DBFile, "db", defaultDB, "SQLite file of the embedded Temporal server (\"\" = in memory), or a PostgreSQL database: postgres://user@host[:port]/name[?sslmode=...] (its visibility in name_visibility)")
+	fs.StringVar(&o.DBPasswordFile, "db-password-file", "", "file (mode 0600) holding the PostgreSQL password, instead of one in the URL (which every local user sees in the process list)")
+	fs.BoolVar(&o.DBSetup, "db-setup", true, "PostgreSQL: create the databases if missing and set up or upgrade their schema; false: wait for another server process to do it")
+	fs.IntVar(&o.HistoryShards, "history-shards", 0, fmt.Sprintf("PostgreSQL: history shards of a new database (default %d; fixed once the database exists; SQLite has 1)", devserver.DefaultPostgresShards))
 	fs.StringVar(&o.IP, "ip", "127.0.0.1", "IP the server and UI listen on")
 	fs.IntVar(&o.Port, "port", 7233, "Temporal frontend (gRPC) port")
 	fs.IntVar(&o.UIPort, "ui-port", 8233, "Temporal Web UI port (-1 = no UI)")
@@ -103,8 +119,16 @@ func (o *ServerOptions) start(ctx context.Context, f *Factory) (*devserver.Serve
 	if err != nil {
 		return nil, err
 	}
+	pg, err := o.postgres()
+	if err != nil {
+		return nil, err
+	}
+	dbFile := o.DBFile
+	if pg != nil {
+		dbFile = ""
+	}
 	s, err := devserver.Start(ctx, devserver.Options{
-		DBFile: o.DBFile, IP: o.IP, Port: o.Port, UIPort: o.UIPort, Namespace: o.Namespace,
+		DBFile: dbFile, Postgres: pg, HistoryShards: o.HistoryShards, Cluster: o.Cluster.options(), IP: o.IP, Port: o.Port, UIPort: o.UIPort, Namespace: o.Namespace,
 		SearchAttributes: workflows.SearchAttributes(), Logger: f.Logger().Named("temporal"), LogLevel: o.LogLevel,
 		TLS: tlsOpts, Access: replctlAccess(o.TaskQueue), InsecureListen: o.InsecureListen,
 		UI: devserver.UIOptions{IP: o.UIIP, WriteActions: o.UIWriteActions, OIDC: oidc, TLSCertFile: o.UITLSCert, TLSKeyFile: o.UITLSKey},
@@ -116,7 +140,11 @@ func (o *ServerOptions) start(ctx context.Context, f *Factory) (*devserver.Serve
 	if s.RolesEnforced() {
 		roles = "; roles from the client certificate's CN: host:<name>, operator, reader"
 	}
-	fmt.Fprintf(f.ErrOut, "Temporal server on %s (namespace %s, db %s%s%s)\n", s.FrontendAddress(), o.Namespace, dbLabel(o.DBFile), tlsLabel(tlsOpts, s), roles)
+	if svc := o.Cluster.Services; len(svc) > 0 && !slices.Contains(svc, "frontend") {
+		fmt.Fprintf(f.ErrOut, "Temporal %s of the cluster on %s (frontend at %s)\n", strings.Join(svc, ", "), dbLabel(o.DBFile), s.FrontendAddress())
+		return s, nil
+	}
+	fmt.Fprintf(f.ErrOut, "Temporal server on %s (namespace %s, db %s%s%s%s)\n", s.FrontendAddress(), o.Namespace, dbLabel(o.DBFile), shardsLabel(pg, o.HistoryShards), tlsLabel(tlsOpts, s), roles)
 	if ui := s.UIAddress(); ui != "" {
 		mode := "read-only; --ui-write-actions to start and cancel runs from it"
 		if o.UIWriteActions {
@@ -131,7 +159,47 @@ func dbLabel(db string) string {
 	if db == "" {
 		return "in memory"
 	}
+	if isPostgresURL(db) {
+		if u, err := url.Parse(db); err == nil {
+			return u.Redacted()
+		}
+	}
 	return db
+}
+
+// shardsLabel says how many history shards a new PostgreSQL database gets.
+func shardsLabel(pg *devserver.Postgres, shards int) string {
+	if pg == nil {
+		return ""
+	}
+	if shards == 0 {
+		shards = devserver.DefaultPostgresShards
+	}
+	return fmt.Sprintf(", %d history shards if new", shards)
+}
+
+// isPostgresURL tells whether --db names a PostgreSQL database rather than a SQLite file.
+func isPostgresURL(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+}
+
+// postgres is the PostgreSQL database of --db, or nil for SQLite.
+func (o *ServerOptions) postgres() (*devserver.Postgres, error) {
+	if !isPostgresURL(o.DBFile) {
+		if o.DBPasswordFile != "" {
+			return nil, fmt.Errorf("--db-password-file is for a PostgreSQL --db (postgres://...), not the SQLite file %s", o.DBFile)
+		}
+		return nil, nil
+	}
+	pg := &devserver.Postgres{URL: o.DBFile, SetupSchema: o.DBSetup}
+	if o.DBPasswordFile != "" {
+		pw, err := readSecretString(o.DBPasswordFile, "--db-password-file", "")
+		if err != nil {
+			return nil, err
+		}
+		pg.Password = pw
+	}
+	return pg, nil
 }
 
 // NewCmdServer is `replctl server`: an embedded Temporal server with its Web UI.
@@ -139,9 +207,11 @@ func NewCmdServer(f *Factory, runF func(*ServerOptions) error) *cobra.Command {
 	o := &ServerOptions{}
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run an embedded Temporal server (SQLite file) with the Web UI",
+		Short: "Run an embedded Temporal server (SQLite file or PostgreSQL) with the Web UI",
 		Long: "Run a real Temporal server inside replctl, persisting to a SQLite file, with the Temporal Web UI.\n" +
-			"The namespace and replctl's search attributes are ensured on every start.",
+			"With --db postgres://... it persists to PostgreSQL with --history-shards shards, and may run only some\n" +
+			"of the services (--services): processes on one database form one cluster (design.md, \"A Temporal cluster\").\n" +
+			"The namespace and replctl's search attributes are ensured on every start of a frontend.",
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runF != nil {
@@ -158,6 +228,7 @@ func NewCmdServer(f *Factory, runF func(*ServerOptions) error) *cobra.Command {
 	}
 	o.AddFlags(cmd.Flags(), "replctl-temporal.db")
 	o.TLS.AddFlags(cmd.Flags())
+	o.Cluster.AddFlags(cmd.Flags())
 	return cmd
 }
 

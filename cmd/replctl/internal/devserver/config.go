@@ -33,6 +33,9 @@ import (
 const (
 	clusterName = "active"
 	storeName   = "sqlite-default"
+	// pgStoreName and pgVisibilityStoreName are PostgreSQL's two databases.
+	pgStoreName           = "postgres-default"
+	pgVisibilityStoreName = "postgres-visibility"
 	// busyTimeoutMS makes SQLite wait for a lock instead of failing at once
 	// when another connection (e.g. someone inspecting the file) holds it.
 	busyTimeoutMS = "10000"
@@ -120,7 +123,7 @@ func dbName(o Options) string {
 // devDynamicConfig tunes the server for one dev box (values after the CLI's
 // dev server, plus single task queue partitions).
 func devDynamicConfig() dynamicconfig.StaticClient {
-	return dynamicconfig.StaticClient{
+	c := dynamicconfig.StaticClient{
 		// Search attributes are visible right after they are added.
 		dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
 		dynamicconfig.ForceNexusEndpointRefreshOnRead.Key():         true,
@@ -162,6 +165,7 @@ func devDynamicConfig() dynamicconfig.StaticClient {
 		// this the client sees only "Request unauthorized.".
 		dynamicconfig.ExposeAuthorizerErrors.Key(): true,
 	}
+	return c
 }
 
 // FrontendKeepAliveTime and FrontendKeepAliveTimeout are the frontend's gRPC keepalive
@@ -177,16 +181,55 @@ const (
 	TransferMaxPollRPS = 1000
 )
 
+// stores are the server's databases: Temporal's tables and its visibility store.
+type stores struct {
+	main, visibility *config.SQL
+	shards           int32
+}
+
+// DefaultPostgresShards is the history shard count of a new PostgreSQL database when
+// Options.HistoryShards is 0 (docs/scale.md: how to choose it).
+const DefaultPostgresShards = 16
+
+// prepareStores prepares SQLite (prepareDB) or PostgreSQL (preparePostgres).
+func prepareStores(o Options, logger *zap.Logger) (stores, func(), error) {
+	if o.Postgres == nil {
+		if o.HistoryShards > 1 {
+			return stores{}, func() {}, fmt.Errorf("%d history shards: SQLite has one writer and one shard; use PostgreSQL (--db postgres://...) for more", o.HistoryShards)
+		}
+		conf, release, err := prepareDB(o)
+		return stores{main: conf, visibility: conf, shards: 1}, release, err
+	}
+	shards := o.HistoryShards
+	if shards == 0 {
+		shards = DefaultPostgresShards
+	}
+	if shards < 1 || shards > 16384 {
+		return stores{}, func() {}, fmt.Errorf("%d history shards: want 1..16384", shards)
+	}
+	main, vis, err := preparePostgres(*o.Postgres, log.NewZapLogger(logger.Named("schema")))
+	return stores{main: main, visibility: vis, shards: int32(shards)}, func() {}, err
+}
+
 // serverOptions builds the temporal.NewServer options for o.
-func serverOptions(o Options, p portSet, sqlConf *config.SQL, tlsConf *serverTLS, zl *zap.Logger) ([]temporal.ServerOption, error) {
+func serverOptions(o Options, cl *Cluster, p portSet, st stores, tlsConf *serverTLS, zl *zap.Logger) ([]temporal.ServerOption, error) {
 	frontendDial := p.frontendDialAddr(o.IP)
+	internal, broadcast := internalIP, internalIP
+	if cl != nil {
+		frontendDial = cl.frontendAddr(p, o.IP)
+		internal, broadcast = cl.BindIP, cl.BroadcastIP
+	}
 	conf := &config.Config{}
 	conf.Global.Membership.MaxJoinDuration = 30 * time.Second
-	conf.Global.Membership.BroadcastAddress = internalIP
+	conf.Global.Membership.BroadcastAddress = broadcast
 	conf.Persistence.DefaultStore = storeName
 	conf.Persistence.VisibilityStore = storeName
-	conf.Persistence.NumHistoryShards = 1 // one process, one SQLite writer
-	conf.Persistence.DataStores = map[string]config.DataStore{storeName: {SQL: sqlConf}}
+	conf.Persistence.NumHistoryShards = st.shards
+	conf.Persistence.DataStores = map[string]config.DataStore{storeName: {SQL: st.main}}
+	if st.visibility != st.main {
+		conf.Persistence.DefaultStore, conf.Persistence.VisibilityStore = pgStoreName, pgVisibilityStoreName
+		conf.Persistence.DataStores = map[string]config.DataStore{pgStoreName: {SQL: st.main}, pgVisibilityStoreName: {SQL: st.visibility}}
+	}
 	conf.ClusterMetadata = &cluster.Config{
 		EnableGlobalNamespace:    false,
 		FailoverVersionIncrement: 10,
@@ -202,13 +245,16 @@ func serverOptions(o Options, p portSet, sqlConf *config.SQL, tlsConf *serverTLS
 		var s config.Service
 		s.RPC.GRPCPort = port
 		s.RPC.BindOnIP = ip
+		if cl != nil {
+			s.RPC.MembershipPort = port + MembershipOffset
+		}
 		return s
 	}
 	conf.Services = map[string]config.Service{
 		string(primitives.FrontendService): service(o.IP, p.frontend),
-		string(primitives.HistoryService):  service(internalIP, p.history),
-		string(primitives.MatchingService): service(internalIP, p.matching),
-		string(primitives.WorkerService):   service(internalIP, p.worker),
+		string(primitives.HistoryService):  service(internal, p.history),
+		string(primitives.MatchingService): service(internal, p.matching),
+		string(primitives.WorkerService):   service(internal, p.worker),
 	}
 	conf.Archival.History.State = "disabled"
 	conf.Archival.Visibility.State = "disabled"
@@ -226,20 +272,25 @@ func serverOptions(o Options, p portSet, sqlConf *config.SQL, tlsConf *serverTLS
 	local := func(port int) static.Hosts {
 		return static.SingleLocalHost(net.JoinHostPort(internalIP, strconv.Itoa(port)))
 	}
-	return []temporal.ServerOption{
+	opts := []temporal.ServerOption{
 		temporal.WithConfig(conf),
+		temporal.WithLogger(logger),
+		temporal.WithAuthorizer(authorizer),
+		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
+		temporal.WithDynamicConfigClient(devDynamicConfig()),
+	}
+	if cl != nil {
+		// Membership (ringpop) finds the other processes through the database.
+		return append(opts, temporal.ForServices(cl.Services)), nil
+	}
+	return append(opts,
 		temporal.ForServices(temporal.DefaultServices),
 		temporal.WithStaticHosts(map[primitives.ServiceName]static.Hosts{
 			primitives.FrontendService: static.SingleLocalHost(frontendDial),
 			primitives.HistoryService:  local(p.history),
 			primitives.MatchingService: local(p.matching),
 			primitives.WorkerService:   local(p.worker),
-		}),
-		temporal.WithLogger(logger),
-		temporal.WithAuthorizer(authorizer),
-		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
-		temporal.WithDynamicConfigClient(devDynamicConfig()),
-	}, nil
+		})), nil
 }
 
 // accessControl returns the frontend's authorizer and claim mapper: with mutual TLS the

@@ -1,9 +1,10 @@
-// Package devserver runs a real Temporal server (SQLite persistence, one history
-// shard, all four services in this process) and, optionally, the Temporal Web UI.
-// It backs `replctl server` and `replctl dev`.
+// Package devserver runs a real Temporal server and, optionally, the Temporal Web UI. It
+// backs `replctl server` and `replctl dev`: SQLite, one history shard and all four services
+// in this process by default; on PostgreSQL any number of shards, and any of the services
+// per process, joined into one cluster (cluster.go).
 //
 // The shape follows the dev server of the public Temporal CLI: the server
-// config is built by hand instead of loaded from YAML, services find each other
+// config is built by hand instead of loaded from YAML, services on SQLite find each other
 // through static hosts (no ringpop), and the UI server runs in a goroutine.
 package devserver
 
@@ -19,6 +20,7 @@ import (
 
 	uiserver "github.com/temporalio/ui-server/v2/server"
 	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/server/common/primitives"
 	"go.temporal.io/server/temporal"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -45,7 +47,15 @@ const readyTimeout = 60 * time.Second
 // Options configures Start. The zero value is an in-memory server with UI on
 // free loopback ports.
 type Options struct {
-	DBFile           string                            // SQLite file; "" = in-memory (tests)
+	DBFile string // SQLite file; "" = in-memory (tests)
+	// Postgres, when set, is the PostgreSQL database instead of SQLite (DBFile unused).
+	Postgres *Postgres
+	// HistoryShards is the number of history shards of a new PostgreSQL database (default
+	// DefaultPostgresShards); it is fixed when the database is created. SQLite has one.
+	HistoryShards int
+	// Cluster runs some of the services of a cluster on PostgreSQL in this process; nil:
+	// all of them (cluster.go).
+	Cluster          *Cluster
 	IP               string                            // default "127.0.0.1"
 	Port             int                               // frontend gRPC, default 7233; 0 = pick a free port
 	UIPort           int                               // default 8233; -1 = no UI; 0 = pick free
@@ -74,6 +84,7 @@ type Server struct {
 	frontendAddr string
 	uiAddr       string
 	tls          *serverTLS // nil = plain gRPC
+	cluster      *Cluster   // nil = SQLite, all services here on static hosts
 	roles        bool       // client certificates name roles (mutual TLS)
 
 	stopOnce sync.Once
@@ -101,19 +112,25 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	ports, err := allocatePorts(o)
+	cl, err := normalizeCluster(o)
 	if err != nil {
 		return nil, err
 	}
-	sqlConf, unlockDB, err := prepareDB(o)
+	if cl != nil && !cl.runs(primitives.FrontendService) {
+		o.UIPort = -1 // the Web UI runs beside the frontend
+	}
+	ports, err := allocatePorts(o, cl)
 	if err != nil {
 		return nil, err
 	}
-
 	logger := o.Logger.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return levelCore{Core: c, level: level}
 	})).Named("temporal")
-	opts, err := serverOptions(o, ports, sqlConf, tlsConf, logger)
+	stores, unlockDB, err := prepareStores(o, logger)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := serverOptions(o, cl, ports, stores, tlsConf, logger)
 	if err != nil {
 		unlockDB()
 		return nil, err
@@ -136,6 +153,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		unlockDB:     unlockDB,
 		level:        level,
 		frontendAddr: ports.frontendDialAddr(o.IP),
+		cluster:      cl,
 		tls:          tlsConf,
 		roles:        tlsConf != nil && tlsConf.requireClient,
 	}
@@ -148,6 +166,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		go func() { _ = ui.Start() }()
 	}
 
+	if cl != nil && !cl.runs(primitives.FrontendService) {
+		// Namespace and search attributes are the frontend process's to ensure.
+		s.frontendAddr = cl.Frontend
+		return s, nil
+	}
 	readyCtx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	if err := s.ready(readyCtx, o); err != nil {

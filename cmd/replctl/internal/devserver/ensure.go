@@ -118,6 +118,12 @@ func ensureSearchAttributes(ctx context.Context, conn *grpc.ClientConn, ns strin
 	err := retry(ctx, fmt.Sprintf("list search attributes of namespace %q", ns), func(ctx context.Context) error {
 		var err error
 		list, err = op.ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: ns})
+		var notFound *serviceerror.NamespaceNotFound
+		if errors.As(apiError(err), &notFound) {
+			// A namespace registered a moment ago (PostgreSQL: ensureNamespace) reaches the
+			// services' namespace caches within namespaceRefreshInterval.
+			return serviceerror.NewUnavailable(err.Error())
+		}
 		return err
 	})
 	if err != nil {

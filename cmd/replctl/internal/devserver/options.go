@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/server/common/primitives"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -160,8 +161,11 @@ func dialHost(ip string) string {
 
 // allocatePorts checks the requested ports are free and picks the free ones.
 // Listeners are held until every port is chosen so that none is picked twice.
-func allocatePorts(o Options) (portSet, error) {
+func allocatePorts(o Options, cl *Cluster) (portSet, error) {
 	var p portSet
+	if cl != nil {
+		return clusterPorts(o, cl)
+	}
 	if o.Port > 0 {
 		if err := checkPortFree(o.IP, o.Port, "--port"); err != nil {
 			return p, err
@@ -235,4 +239,52 @@ func waitTCP(ctx context.Context, addr string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// clusterPorts checks the ports of the services cl runs here (fixed: the other processes
+// find them through membership, so a port cannot be picked at random).
+func clusterPorts(o Options, cl *Cluster) (portSet, error) {
+	p := portSet{frontend: o.Port, ui: o.UIPort, history: cl.HistoryPort, matching: cl.MatchingPort, worker: cl.WorkerPort}
+	if p.ui == -1 {
+		p.ui = 0
+	}
+	check := []struct {
+		service primitives.ServiceName
+		ip      string
+		port    int
+		flag    string
+	}{
+		{primitives.FrontendService, o.IP, p.frontend, "--port"}, {primitives.HistoryService, cl.BindIP, p.history, "--history-port"},
+		{primitives.MatchingService, cl.BindIP, p.matching, "--matching-port"}, {primitives.WorkerService, cl.BindIP, p.worker, "--worker-port"},
+	}
+	for _, c := range check {
+		if !cl.runs(c.service) {
+			continue
+		}
+		if c.port <= 0 || c.port+MembershipOffset > maxMembershipPort {
+			return p, fmt.Errorf("%s: a cluster's services need fixed ports of 1..%d (%s %d; membership ports are smallint in Temporal's SQL schema)",
+				c.service, maxMembershipPort-MembershipOffset, c.flag, c.port)
+		}
+		for _, port := range []int{c.port, c.port + MembershipOffset} {
+			if err := checkPortFree(c.ip, port, c.flag); err != nil {
+				return p, fmt.Errorf("%s: %w", c.service, err)
+			}
+		}
+	}
+	if cl.runs(primitives.FrontendService) {
+		switch {
+		case o.UIPort > 0:
+			if err := checkPortFree(o.UI.IP, o.UIPort, "--ui-port"); err != nil {
+				return p, err
+			}
+		case o.UIPort == 0:
+			l, err := net.Listen("tcp", net.JoinHostPort(o.UI.IP, "0"))
+			if err != nil {
+				return p, fmt.Errorf("pick a free port on %s: %w", o.UI.IP, err)
+			}
+			p.ui = l.Addr().(*net.TCPAddr).Port
+			l.Close()
+		}
+	}
+	return p, nil
 }
