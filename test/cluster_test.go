@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	mathrand "math/rand/v2"
 	"net"
@@ -85,7 +86,12 @@ func startCluster(t *testing.T, dir, db string) map[string]*serverProc {
 	t.Helper()
 	ports := clusterPorts(t)
 	frontend := fmt.Sprintf("127.0.0.1:%d", ports["frontend"])
+	ca, err := testworld.NewPKI(filepath.Join(dir, "cluster-ca"))
+	require.NoError(t, err)
+	caKey, err := ca.CAKey()
+	require.NoError(t, err)
 	common := []string{"server", "--db", db, "--history-shards", "8", "--bind-ip", "127.0.0.1",
+		"--cluster-ca-cert", ca.CA, "--cluster-ca-key", caKey,
 		"--history-port", fmt.Sprint(ports["history"]), "--matching-port", fmt.Sprint(ports["matching"]),
 		"--worker-port", fmt.Sprint(ports["worker"]), "--frontend-address", frontend, "--ui-port", "-1", "--server-log-level", "error"}
 	procs := map[string]*serverProc{}
@@ -116,6 +122,16 @@ func startCluster(t *testing.T, dir, db string) map[string]*serverProc {
 		require.True(t, time.Now().Before(deadline), "frontend not ready in 90s:\n%s", tail(string(b), 3000))
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Internode mutual TLS: history takes no connection without a certificate of the
+	// cluster CA.
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports["history"]), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err == nil {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	require.Error(t, err, "history accepted a TLS client without a certificate")
+	assert.Contains(t, err.Error(), "certificate required")
 	return procs
 }
 

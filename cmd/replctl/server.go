@@ -128,7 +128,7 @@ func (o *ServerOptions) start(ctx context.Context, f *Factory) (*devserver.Serve
 		dbFile = ""
 	}
 	s, err := devserver.Start(ctx, devserver.Options{
-		DBFile: dbFile, Postgres: pg, HistoryShards: o.HistoryShards, Cluster: o.Cluster.options(), IP: o.IP, Port: o.Port, UIPort: o.UIPort, Namespace: o.Namespace,
+		DBFile: dbFile, Postgres: pg, HistoryShards: o.HistoryShards, Cluster: o.Cluster.options(), ClusterCA: o.Cluster.ca(), IP: o.IP, Port: o.Port, UIPort: o.UIPort, Namespace: o.Namespace,
 		SearchAttributes: workflows.SearchAttributes(), Logger: f.Logger().Named("temporal"), LogLevel: o.LogLevel,
 		TLS: tlsOpts, Access: replctlAccess(o.TaskQueue), InsecureListen: o.InsecureListen,
 		UI: devserver.UIOptions{IP: o.UIIP, WriteActions: o.UIWriteActions, OIDC: oidc, TLSCertFile: o.UITLSCert, TLSKeyFile: o.UITLSKey},

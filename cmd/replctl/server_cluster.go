@@ -16,6 +16,8 @@ type ClusterFlags struct {
 	Services                              []string
 	BroadcastIP, BindIP, FrontendAddress  string
 	HistoryPort, MatchingPort, WorkerPort int
+	// CACert and CAKey are the cluster CA's files (devserver.ClusterCA).
+	CACert, CAKey string
 }
 
 // AddFlags registers the cluster flags on fs.
@@ -27,6 +29,16 @@ func (c *ClusterFlags) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.HistoryPort, "history-port", 7234, "history's gRPC port (membership: +100)")
 	fs.IntVar(&c.MatchingPort, "matching-port", 7235, "matching's gRPC port (membership: +100)")
 	fs.IntVar(&c.WorkerPort, "worker-port", 7239, "worker service's gRPC port (membership: +100)")
+	fs.StringVar(&c.CACert, "cluster-ca-cert", "", "PostgreSQL: the CA certificate (PEM) every server process of the cluster shares: mutual TLS between the services, and the processes' own clients through a frontend with mutual TLS")
+	fs.StringVar(&c.CAKey, "cluster-ca-key", "", "the private key (PEM, ECDSA, mode 0600) of --cluster-ca-cert: each process signs its own certificates with it")
+}
+
+// ca is the cluster CA of the flags, or nil.
+func (c *ClusterFlags) ca() *devserver.ClusterCA {
+	if c.CACert == "" && c.CAKey == "" {
+		return nil
+	}
+	return &devserver.ClusterCA{CertFile: c.CACert, KeyFile: c.CAKey}
 }
 
 // options is the devserver's cluster.

@@ -118,6 +118,17 @@ func (p *PKI) ClientTLS(role string) (*tls.Config, error) {
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: ServerName, Certificates: []tls.Certificate{pair}}, nil
 }
 
+// CAKey writes the CA's private key to Dir/ca.key (mode 0600) for a test that needs the
+// CA itself, e.g. as a Temporal cluster's CA (`replctl server --cluster-ca-key`).
+func (p *PKI) CAKey() (string, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(p.caKey)
+	if err != nil {
+		return "", err
+	}
+	name := filepath.Join(p.Dir, "ca.key")
+	return name, os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
 // ServerArgs are `replctl server`'s flags for mutual TLS with roles.
 func (p *PKI) ServerArgs() []string {
 	return []string{"--tls-cert", p.ServerCert, "--tls-key", p.ServerKey, "--tls-ca", p.CA, "--tls-require-client-cert"}

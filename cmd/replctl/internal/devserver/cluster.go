@@ -54,6 +54,9 @@ func normalizeCluster(o Options) (*Cluster, error) {
 		if o.Cluster != nil && len(o.Cluster.Services) > 0 {
 			return nil, fmt.Errorf("running only %s needs a shared PostgreSQL database (--db postgres://...): SQLite is one process's", strings.Join(o.Cluster.Services, ","))
 		}
+		if o.ClusterCA != nil {
+			return nil, fmt.Errorf("a cluster CA is for a cluster on PostgreSQL (--db postgres://...); SQLite's services stay in one process")
+		}
 		return nil, nil
 	}
 	c := Cluster{}
@@ -91,9 +94,12 @@ func normalizeCluster(o Options) (*Cluster, error) {
 	if ip := net.ParseIP(c.BroadcastIP); ip == nil || ip.IsUnspecified() {
 		return nil, fmt.Errorf("broadcast IP %q: want the one address other server processes reach this one at", c.BroadcastIP)
 	}
-	if !isLoopback(c.BindIP) && !o.InsecureListen {
-		return nil, fmt.Errorf("history, matching and worker would listen on %s: internal services accept every call from whoever reaches them; "+
-			"keep them on a private network and pass --insecure-listen to say so", c.BindIP)
+	if !isLoopback(c.BindIP) && o.ClusterCA == nil && !o.InsecureListen {
+		return nil, fmt.Errorf("history, matching and worker would listen on %s without TLS, accepting every call from whoever reaches them: "+
+			"give a cluster CA (--cluster-ca-cert, --cluster-ca-key: internode mutual TLS), or keep them on a private network and pass --insecure-listen", c.BindIP)
+	}
+	if !all && o.TLS != nil && o.TLS.RequireClientCert && o.ClusterCA == nil {
+		return nil, fmt.Errorf("a frontend with mutual TLS lets in the other processes' own clients only with a shared cluster CA (--cluster-ca-cert, --cluster-ca-key)")
 	}
 	if !c.runs(primitives.FrontendService) && c.Frontend == "" {
 		return nil, fmt.Errorf("this process runs no frontend (%s): give the frontend's address (--frontend-address) for the worker service and history", strings.Join(c.Services, ","))

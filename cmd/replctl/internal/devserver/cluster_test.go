@@ -1,6 +1,10 @@
 package devserver
 
 import (
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -77,4 +81,50 @@ func TestPostgresStores(t *testing.T) {
 	assert.True(t, schemaBefore("1.9", "1.19"))
 	assert.False(t, schemaBefore("1.19", "1.19"))
 	assert.False(t, schemaBefore("1.20", "1.19"))
+}
+
+// A cluster CA that is not one, or whose key is another's or readable by others, is
+// refused with the file named.
+func TestClusterCARefused(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := newInternalCA()
+	require.NoError(t, err)
+	other, err := newInternalCA()
+	require.NoError(t, err)
+	write := func(name string, data []byte, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, data, mode))
+		return p
+	}
+	keyPEM := func(c *internalCA) []byte {
+		der, err := x509.MarshalECPrivateKey(c.key)
+		require.NoError(t, err)
+		return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	}
+	caCert := write("ca.pem", ca.pem(), 0o644)
+	caKey := write("ca.key", keyPEM(ca), 0o600)
+	leafPEM, _, err := ca.client("someone")
+	require.NoError(t, err)
+
+	got, err := loadClusterCA(&ClusterCA{CertFile: caCert, KeyFile: caKey})
+	require.NoError(t, err)
+	assert.Equal(t, ca.cert.Raw, got.cert.Raw)
+
+	for _, tc := range []struct {
+		name string
+		c    ClusterCA
+		want string
+	}{
+		{"no key", ClusterCA{CertFile: caCert}, "needs both"},
+		{"not a CA", ClusterCA{CertFile: write("leaf.pem", leafPEM, 0o644), KeyFile: caKey}, "is not a CA certificate"},
+		{"another CA's key", ClusterCA{CertFile: caCert, KeyFile: write("other.key", keyPEM(other), 0o600)}, "does not belong to the certificate"},
+		{"key readable by others", ClusterCA{CertFile: caCert, KeyFile: write("open.key", keyPEM(ca), 0o644)}, "open.key"},
+		{"no PEM", ClusterCA{CertFile: write("junk.pem", []byte("junk"), 0o644), KeyFile: caKey}, "no PEM certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadClusterCA(&tc.c)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
 }

@@ -212,7 +212,7 @@ func prepareStores(o Options, logger *zap.Logger) (stores, func(), error) {
 }
 
 // serverOptions builds the temporal.NewServer options for o.
-func serverOptions(o Options, cl *Cluster, p portSet, st stores, tlsConf *serverTLS, zl *zap.Logger) ([]temporal.ServerOption, error) {
+func serverOptions(o Options, cl *Cluster, p portSet, st stores, tlsConf *serverTLS, clusterCA *internalCA, zl *zap.Logger) ([]temporal.ServerOption, error) {
 	frontendDial := p.frontendDialAddr(o.IP)
 	internal, broadcast := internalIP, internalIP
 	if cl != nil {
@@ -263,6 +263,11 @@ func serverOptions(o Options, cl *Cluster, p portSet, st stores, tlsConf *server
 	// The server's own system workers dial the frontend through this.
 	conf.PublicClient.HostPort = frontendDial
 	tlsConf.apply(conf) // no-op without TLS
+	if clusterCA != nil && cl != nil {
+		if err := clusterCA.internode(conf, cl.BroadcastIP); err != nil {
+			return nil, err
+		}
+	}
 
 	logger := log.NewZapLogger(zl)
 	authorizer, claimMapper, err := accessControl(o, conf, tlsConf, logger)

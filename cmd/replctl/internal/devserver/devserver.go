@@ -55,7 +55,11 @@ type Options struct {
 	HistoryShards int
 	// Cluster runs some of the services of a cluster on PostgreSQL in this process; nil:
 	// all of them (cluster.go).
-	Cluster          *Cluster
+	Cluster *Cluster
+	// ClusterCA, shared by a cluster's processes, secures the traffic between its
+	// services (internode mutual TLS) and lets their own clients through a frontend with
+	// mutual TLS (internode.go).
+	ClusterCA        *ClusterCA
 	IP               string                            // default "127.0.0.1"
 	Port             int                               // frontend gRPC, default 7233; 0 = pick a free port
 	UIPort           int                               // default 8233; -1 = no UI; 0 = pick free
@@ -102,7 +106,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsConf, err := loadServerTLS(o.TLS, o.UI.role())
+	clusterCA, err := loadClusterCA(o.ClusterCA)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := loadServerTLS(o.TLS, o.UI.role(), clusterCA)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +138,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts, err := serverOptions(o, cl, ports, stores, tlsConf, logger)
+	opts, err := serverOptions(o, cl, ports, stores, tlsConf, clusterCA, logger)
 	if err != nil {
 		unlockDB()
 		return nil, err

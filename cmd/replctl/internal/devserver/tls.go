@@ -65,7 +65,9 @@ type serverTLS struct {
 
 // loadServerTLS checks and loads o. Every error names the file and what is wrong with it.
 // uiRole (reader or operator) is the role of the Web UI's client certificate.
-func loadServerTLS(o *TLSOptions, uiRole string) (*serverTLS, error) {
+// clusterCA, when set, is the CA of the own clients' certificates (shared by a cluster's
+// processes, so that one process's system workers pass another's frontend).
+func loadServerTLS(o *TLSOptions, uiRole string, clusterCA *internalCA) (*serverTLS, error) {
 	if !o.enabled() {
 		return nil, nil
 	}
@@ -119,9 +121,11 @@ func loadServerTLS(o *TLSOptions, uiRole string) (*serverTLS, error) {
 		s.trustPEM = append(s.trustPEM, caPEM)
 		s.clientCAsPEM = append(s.clientCAsPEM, caPEM)
 	}
-	ca, err := newInternalCA()
-	if err != nil {
-		return nil, fmt.Errorf("internal CA: %w", err)
+	ca := clusterCA
+	if ca == nil {
+		if ca, err = newInternalCA(); err != nil {
+			return nil, fmt.Errorf("internal CA: %w", err)
+		}
 	}
 	s.internalCA = ca.cert.Raw
 	s.clientCAsPEM = append(s.clientCAsPEM, ca.pem())
