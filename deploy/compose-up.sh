@@ -2,11 +2,15 @@
 # Starts the compose deployment (docker-compose.yml): SSH keys and TLS certificates first
 # (deploy/keys.sh, kept in .deploy/keys), then the containers; waits until every agent polls.
 # Images must exist (`make compose-up` builds them first with deploy/images.sh).
-# Environment: see docker-compose.yml (COMPOSE_PROJECT_NAME, REPLCTL_TEMPORAL_PORT, …).
+# Environment: see docker-compose.yml (COMPOSE_PROJECT_NAME, REPLCTL_TEMPORAL_PORT, …);
+# REPLCTL_COMPOSE_DB=postgres runs Temporal as a cluster on PostgreSQL
+# (docker-compose.postgres.yml).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-for img in replctl-server replctl-host; do
+images=(replctl-server replctl-host)
+[ "${REPLCTL_COMPOSE_DB:-sqlite}" != postgres ] || images+=(replctl-postgres)
+for img in "${images[@]}"; do
 	docker image inspect "$img:${REPLCTL_IMAGE_TAG:-latest}" >/dev/null 2>&1 ||
 		die "image $img:${REPLCTL_IMAGE_TAG:-latest} is missing: run make images (deploy/images.sh)"
 done
@@ -15,12 +19,12 @@ compose up -d --remove-orphans
 port=${REPLCTL_TEMPORAL_PORT:-7233}
 
 # Ready when the frontend accepts connections and each host's log says its agent polls.
-deadline=$((SECONDS + 120))
+deadline=$((SECONDS + 180))
 for h in a1 a2 b1 b2; do
 	until compose logs --no-color "$h" 2>/dev/null | grep -q "agent $h polling"; do
 		[ $SECONDS -lt $deadline ] || {
 			compose logs --no-color --tail=30 temporal "$h" >&2
-			die "agent $h did not start within 120s (logs above)"
+			die "agent $h did not start within 180s (logs above)"
 		}
 		sleep 1
 	done

@@ -5,6 +5,8 @@
 #                       the package list, the suite or the recipe below changes.
 #   replctl-server      the replctl binary on an empty image (FROM scratch): `replctl server`.
 #   replctl-host        base + replctl + sshd + sample application: sshd and `replctl agent`.
+#   replctl-postgres    Debian's PostgreSQL (its own debootstrap, replctl-pgbase:<key>, cached
+#                       like the base) for the Temporal cluster of docker-compose.postgres.yml.
 # Works offline with the machine's apt mirror, and online with deb.debian.org.
 #
 # Environment: REPLCTL_DEBIAN_MIRROR, REPLCTL_DEBIAN_SUITE (where debootstrap downloads from;
@@ -24,18 +26,24 @@ docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine (is it runn
 init_state
 began=$SECONDS
 
-# --- base root filesystem ---
+# --- base root filesystems ---
 read -r mirror suite < <(debian_source)
 arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
-packages=$(grep -v '^[[:space:]]*\(#\|$\)' "$DEPLOY_DIR/base/packages" | sort -u | paste -sd, -)
-base_key=$(printf 'recipe=%s\nsuite=%s\narch=%s\npackages=%s\n' "$BASE_RECIPE" "$suite" "$arch" "$packages" | sha256_of | cut -c1-12)
-BASE_IMAGE=replctl-base:$base_key
 
-if [ "${REPLCTL_REBUILD_BASE:-}" != 1 ] && docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-	log "base image $BASE_IMAGE is cached (suite $suite, packages $packages)"
-else
+# rootfs_image NAME PACKAGES_FILE makes NAME:<key>, a debootstrap of the suite with the
+# packages of PACKAGES_FILE, unless it is cached; prints the image's name.
+rootfs_image() {
+	local name=$1 packages key image
+	packages=$(grep -v '^[[:space:]]*\(#\|$\)' "$2" | sort -u | paste -sd, -)
+	key=$(printf 'recipe=%s\nsuite=%s\narch=%s\npackages=%s\n' "$BASE_RECIPE" "$suite" "$arch" "$packages" | sha256_of | cut -c1-12)
+	image=$name:$key
+	if [ "${REPLCTL_REBUILD_BASE:-}" != 1 ] && docker image inspect "$image" >/dev/null 2>&1; then
+		log "image $image is cached (suite $suite, packages $packages)"
+		echo "$image"
+		return 0
+	fi
 	command -v debootstrap >/dev/null || die "debootstrap is not installed: apt-get install debootstrap"
-	keyring=()
+	local keyring=()
 	[ -r /usr/share/keyrings/debian-archive-keyring.gpg ] && keyring=(--keyring=/usr/share/keyrings/debian-archive-keyring.gpg)
 	work=$(mktemp -d "${TMPDIR:-/var/tmp}/replctl-rootfs.XXXXXX")
 	# debootstrap mounts /proc and /sys in the target while it installs: make sure nothing
@@ -48,14 +56,14 @@ else
 	}
 	trap cleanup_rootfs EXIT
 	log "debootstrap $suite from $mirror (minbase + $packages) …"
-	t0=$SECONDS
+	local t0=$SECONDS
 	if ! as_root debootstrap --variant=minbase --arch="$arch" --include="$packages" "${keyring[@]}" \
-		"$suite" "$work/rootfs" "$mirror" >"$STATE_DIR/debootstrap.log" 2>&1; then
-		tail -n 30 "$STATE_DIR/debootstrap.log" >&2
-		die "debootstrap of $suite from $mirror failed (full log: $STATE_DIR/debootstrap.log)"
+		"$suite" "$work/rootfs" "$mirror" >"$STATE_DIR/debootstrap-$name.log" 2>&1; then
+		tail -n 30 "$STATE_DIR/debootstrap-$name.log" >&2
+		die "debootstrap of $suite from $mirror failed (full log: $STATE_DIR/debootstrap-$name.log)"
 	fi
 	log "debootstrap took $((SECONDS - t0))s"
-	r=$work/rootfs
+	local r=$work/rootfs
 	# Slim it down: package caches, docs, manuals, locales, logs.
 	as_root rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/cache/apt/*.bin "$r"/var/lib/apt/lists/* \
 		"$r"/usr/share/doc/* "$r"/usr/share/man/* "$r"/usr/share/info/* "$r"/usr/share/locale/* \
@@ -63,17 +71,23 @@ else
 	# No host keys in the image: every host gets its own, generated at set-up (compose-up.sh).
 	as_root rm -f "$r"/etc/ssh/ssh_host_*
 	# /dev, /proc and /sys are provided by the container runtime.
-	log "importing the root filesystem as $BASE_IMAGE"
+	log "importing the root filesystem as $image"
 	as_root tar --numeric-owner --one-file-system -C "$r" --exclude=./dev/* --exclude=./proc/* --exclude=./sys/* -c . |
 		docker import \
 			--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
 			--change 'ENV LANG=C.UTF-8' \
 			--change 'CMD ["/bin/bash"]' \
 			--message "debootstrap --variant=minbase $suite + $packages" \
-			- "$BASE_IMAGE" >/dev/null
+			- "$image" >/dev/null
 	cleanup_rootfs
 	trap - EXIT
-fi
+	echo "$image"
+}
+
+BASE_IMAGE=$(rootfs_image replctl-base "$DEPLOY_DIR/base/packages")
+# PostgreSQL for the compose set-up's Temporal cluster (docker-compose.postgres.yml):
+# Debian's package, on a root filesystem of its own so the hosts' stays small.
+PG_BASE_IMAGE=$(rootfs_image replctl-pgbase "$DEPLOY_DIR/postgres/packages")
 docker tag "$BASE_IMAGE" replctl-base:latest
 
 # --- the replctl binary (static) ---
@@ -147,5 +161,11 @@ chmod 0644 "$build/ctx-host/sshd_config"
 log "building replctl-host:$TAG on $BASE_IMAGE"
 docker_build --build-arg "BASE=$BASE_IMAGE" -t "replctl-host:$TAG" "$build/ctx-host"
 
-docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^replctl-(base:$base_key|server:$TAG|host:$TAG) " >&2 || true
+rm -rf "$build/ctx-postgres"
+cp -r "$DEPLOY_DIR/postgres/." "$build/ctx-postgres/"
+chmod 0755 "$build/ctx-postgres/entrypoint.sh"
+log "building replctl-postgres:$TAG on $PG_BASE_IMAGE"
+docker_build --build-arg "BASE=$PG_BASE_IMAGE" -t "replctl-postgres:$TAG" "$build/ctx-postgres"
+
+docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^replctl-(base:${BASE_IMAGE#*:}|server:$TAG|host:$TAG|postgres:$TAG) " >&2 || true
 log "images ready in $((SECONDS - began))s"

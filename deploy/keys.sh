@@ -69,14 +69,20 @@ log "SSH keys in $keys (hosts: ${hosts[*]})"
 # --- TLS: a CA and one certificate per role ---
 command -v openssl >/dev/null 2>&1 || die "openssl is needed to make the TLS certificates"
 tls=$keys/tls
-mkdir -p "$tls/ca"
-chmod 700 "$tls/ca"
-if [ ! -s "$tls/ca/ca.key" ] || [ ! -s "$tls/ca/ca.pem" ]; then
-	(umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$tls/ca/ca.key")
-	openssl req -x509 -new -key "$tls/ca/ca.key" -sha256 -days 3650 -subj "/CN=replctl compose CA" \
-		-addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-		-out "$tls/ca/ca.pem" 2>/dev/null
-fi
+
+# make_ca DIR CN makes DIR/ca.key (0600) and the self-signed DIR/ca.pem; kept when they exist.
+make_ca() {
+	mkdir -p "$1"
+	chmod 700 "$1"
+	if [ ! -s "$1/ca.key" ] || [ ! -s "$1/ca.pem" ]; then
+		(umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$1/ca.key")
+		openssl req -x509 -new -key "$1/ca.key" -sha256 -days 3650 -subj "/CN=$2" \
+			-addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+			-out "$1/ca.pem" 2>/dev/null
+	fi
+	chmod 600 "$1/ca.key"
+}
+make_ca "$tls/ca" "replctl compose CA"
 
 # leaf DIR NAME CN USAGE [SAN] makes DIR/NAME.pem and DIR/NAME.key (0600) signed by the CA,
 # with the CA's certificate beside them as DIR/ca.pem; kept when they exist.
@@ -108,3 +114,17 @@ leaf "$tls/operator" operator operator clientAuth
 leaf "$tls/reader" reader reader clientAuth
 rm -f "$tls/ca/ca.srl"
 log "TLS certificates in $tls (server temporal; host:${hosts[*]}; operator; reader)"
+
+# --- the Temporal cluster on PostgreSQL (docker-compose.postgres.yml) ---
+#   KEYS/tls/cluster/ca.pem, ca.key  the cluster CA (its own, not the clients' CA): every
+#                                server process signs its internode certificate with it;
+#                                mounted only into the server containers
+#   KEYS/postgres/password       the database user temporal's password (0600): mounted into
+#                                the postgres container and the server containers
+cluster=$tls/cluster
+make_ca "$cluster" "replctl compose cluster CA"
+mkdir -p "$keys/postgres"
+chmod 700 "$keys/postgres"
+pw="$keys/postgres/password"
+[ -s "$pw" ] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$pw.new" && echo >>"$pw.new" && mv "$pw.new" "$pw")
+log "Temporal cluster CA in $cluster, database password in $keys/postgres"

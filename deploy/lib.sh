@@ -31,8 +31,15 @@ compose() {
 			die "neither docker-compose nor the docker compose plugin is installed"
 		fi
 	fi
+	# REPLCTL_COMPOSE_DB=postgres: Temporal as a cluster on PostgreSQL (the overlay).
+	local files=(-f "$REPO_ROOT/docker-compose.yml")
+	case ${REPLCTL_COMPOSE_DB:-sqlite} in
+	sqlite) ;;
+	postgres) files+=(-f "$REPO_ROOT/docker-compose.postgres.yml") ;;
+	*) die "REPLCTL_COMPOSE_DB=$REPLCTL_COMPOSE_DB: want sqlite or postgres" ;;
+	esac
 	# shellcheck disable=SC2086 # COMPOSE_CMD is one or two words on purpose
-	$COMPOSE_CMD -f "$REPO_ROOT/docker-compose.yml" --project-directory "$REPO_ROOT" "$@"
+	$COMPOSE_CMD "${files[@]}" --project-directory "$REPO_ROOT" "$@"
 }
 
 # as_root runs a command as root (sudo when needed): debootstrap must create device nodes

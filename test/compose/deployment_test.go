@@ -79,17 +79,33 @@ func TestMain(m *testing.M) {
 type deployment struct {
 	t       *testing.T
 	project string
-	port    int // Temporal frontend, published on 127.0.0.1
-	env     []string
-	c       client.Client
-	ids     map[string]string // service → container ID
+	// files are the compose files: docker-compose.yml, and the PostgreSQL cluster's overlay
+	// for a deployment of upPostgres.
+	files []string
+	port  int // Temporal frontend, published on 127.0.0.1
+	env   []string
+	c     client.Client
+	ids   map[string]string // service → container ID
 }
 
-// up starts a fresh deployment and registers its teardown.
-func up(t *testing.T) *deployment {
+// up starts a fresh deployment (Temporal on SQLite in one container) and registers its
+// teardown.
+func up(t *testing.T) *deployment { return upWith(t, "docker-compose.yml") }
+
+// clusterServices are the containers of docker-compose.postgres.yml besides temporal (the
+// frontend there).
+var clusterServices = []string{"postgres", "temporal-history", "temporal-matching", "temporal-worker"}
+
+// upPostgres starts a fresh deployment whose Temporal is a cluster on PostgreSQL: the
+// frontend, history, matching and worker services in four containers.
+func upPostgres(t *testing.T) *deployment {
+	return upWith(t, "docker-compose.yml", "docker-compose.postgres.yml")
+}
+
+func upWith(t *testing.T, files ...string) *deployment {
 	t.Helper()
 	name := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), ""))
-	d := &deployment{t: t, project: runPrefix + "-" + name, ids: map[string]string{}}
+	d := &deployment{t: t, project: runPrefix + "-" + name, ids: map[string]string{}, files: files}
 	t.Cleanup(d.down)
 	began := time.Now()
 	// The published ports are picked free here but bound later by Docker: another process
@@ -112,12 +128,16 @@ func up(t *testing.T) *deployment {
 		t.Logf("a published port was taken meanwhile; again with other ports")
 		_, _ = d.composeErr("down", "-v", "--remove-orphans", "-t", "1")
 	}
-	for _, s := range []string{"temporal", "a1", "a2", "b1", "b2"} {
+	services := []string{"temporal", "a1", "a2", "b1", "b2"}
+	if len(files) > 1 {
+		services = append(services, clusterServices...)
+	}
+	for _, s := range services {
 		d.ids[s] = strings.TrimSpace(d.compose("ps", "-q", s))
 		require.NotEmpty(t, d.ids[s], "no container for service %s", s)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	for {
 		c, err := client.DialContext(ctx, client.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", d.port), Namespace: "default", Logger: quietLogger{},
@@ -165,7 +185,11 @@ func (d *deployment) compose(args ...string) string {
 }
 
 func (d *deployment) composeErr(args ...string) (string, error) {
-	full := append(append(append([]string{}, composeCmd[1:]...), "-f", filepath.Join(repoRoot, "docker-compose.yml"), "--project-directory", repoRoot), args...)
+	full := append([]string{}, composeCmd[1:]...)
+	for _, f := range d.files {
+		full = append(full, "-f", filepath.Join(repoRoot, f))
+	}
+	full = append(append(full, "--project-directory", repoRoot), args...)
 	cmd := exec.Command(composeCmd[0], full...)
 	cmd.Env = d.env
 	cmd.Dir = repoRoot

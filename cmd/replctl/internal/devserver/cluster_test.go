@@ -128,3 +128,11 @@ func TestClusterCARefused(t *testing.T) {
 		})
 	}
 }
+
+// A process without the frontend runs no Web UI, so the UI's login rules do not stop it.
+func TestNoUIWithoutFrontend(t *testing.T) {
+	o, _, err := normalize(Options{Postgres: &Postgres{URL: "postgres://u@h/d"}, UIPort: 8233,
+		TLS: &TLSOptions{RequireClientCert: true}, Cluster: &Cluster{Services: []string{"history"}}})
+	require.NoError(t, err)
+	assert.Equal(t, -1, o.UIPort)
+}

@@ -124,9 +124,6 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cl != nil && !cl.runs(primitives.FrontendService) {
-		o.UIPort = -1 // the Web UI runs beside the frontend
-	}
 	ports, err := allocatePorts(o, cl)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,9 @@ func normalize(o Options) (Options, zap.AtomicLevel, error) {
 	}
 	if net.ParseIP(o.UI.IP) == nil {
 		return o, zero, fmt.Errorf("UI IP %q is not an IP address", o.UI.IP)
+	}
+	if !o.runsFrontend() {
+		o.UIPort = -1 // the Web UI runs beside the frontend
 	}
 	if o.UIPort != -1 {
 		if err := o.UI.validate(mutualTLS, o.InsecureListen); err != nil {
@@ -287,4 +291,9 @@ func clusterPorts(o Options, cl *Cluster) (portSet, error) {
 		}
 	}
 	return p, nil
+}
+
+// runsFrontend tells whether this process runs the frontend (Cluster.Services).
+func (o Options) runsFrontend() bool {
+	return o.Cluster == nil || len(o.Cluster.Services) == 0 || slices.Contains(o.Cluster.Services, string(primitives.FrontendService))
 }
