@@ -4,13 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	mathrand "math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,110 +16,25 @@ import (
 	"github.com/replctl/replctl/internal/testworld"
 )
 
-// serverProc is one `replctl server` process of a cluster: its arguments stay, so it can
-// be killed and started again as a service that crashed and was restarted.
-type serverProc struct {
-	t       *testing.T
-	service string
-	args    []string
-	log     string
-	cmd     *exec.Cmd
-}
-
-func (p *serverProc) start() {
-	p.t.Helper()
-	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	require.NoError(p.t, err)
-	cmd := exec.Command(replctlBin, p.args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	require.NoError(p.t, cmd.Start())
-	p.cmd = cmd
-	go func() { _ = cmd.Wait(); logf.Close() }()
-}
-
-// kill kills the process with SIGKILL, as a crash would.
-func (p *serverProc) kill() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		_ = p.cmd.Process.Kill()
-		for p.cmd.ProcessState == nil && syscall.Kill(p.cmd.Process.Pid, 0) == nil {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-}
-
-// clusterPorts picks a free gRPC port for each service whose membership port (+100) is
-// free as well, below 32667: Temporal's SQL schema keeps membership ports as smallint.
-func clusterPorts(t *testing.T) map[string]int {
-	t.Helper()
-	ports := map[string]int{}
-	used := map[int]bool{}
-	for _, s := range []string{"frontend", "history", "matching", "worker"} {
-		for {
-			p := 20000 + mathrand.IntN(12000)
-			if !used[p] && !used[p+100] && portFree(p) && portFree(p+100) {
-				ports[s], used[p], used[p+100] = p, true, true
-				break
-			}
-		}
-	}
-	return ports
-}
-
-func portFree(port int) bool {
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return false
-	}
-	l.Close()
-	return true
-}
-
 // startCluster starts Temporal as four `replctl server` processes, one per service, on
-// the PostgreSQL database db with 8 history shards, and waits until the frontend serves.
-func startCluster(t *testing.T, dir, db string) map[string]*serverProc {
+// the PostgreSQL database db with 8 history shards and a cluster CA, checks that history
+// refuses a client without the CA's certificate, and stops the cluster with the test.
+func startCluster(t *testing.T, dir, db string) *testworld.Cluster {
 	t.Helper()
-	ports := clusterPorts(t)
-	frontend := fmt.Sprintf("127.0.0.1:%d", ports["frontend"])
-	ca, err := testworld.NewPKI(filepath.Join(dir, "cluster-ca"))
+	c, err := testworld.StartCluster(context.Background(), testworld.ClusterOptions{Bin: replctlBin, Dir: dir, Database: db, Shards: 8})
 	require.NoError(t, err)
-	caKey, err := ca.CAKey()
-	require.NoError(t, err)
-	common := []string{"server", "--db", db, "--history-shards", "8", "--bind-ip", "127.0.0.1",
-		"--cluster-ca-cert", ca.CA, "--cluster-ca-key", caKey,
-		"--history-port", fmt.Sprint(ports["history"]), "--matching-port", fmt.Sprint(ports["matching"]),
-		"--worker-port", fmt.Sprint(ports["worker"]), "--frontend-address", frontend, "--ui-port", "-1", "--server-log-level", "error"}
-	procs := map[string]*serverProc{}
-	for _, s := range []string{"frontend", "history", "matching", "worker"} {
-		args := append(append([]string{}, common...), "--services", s, "--port", fmt.Sprint(ports["frontend"]))
-		if s != "frontend" {
-			args = append(args, "--db-setup=false")
-		}
-		p := &serverProc{t: t, service: s, args: args, log: filepath.Join(dir, "server-"+s+".log")}
-		p.start()
-		procs[s] = p
-		t.Cleanup(p.kill)
-	}
 	t.Cleanup(func() {
+		c.Stop()
 		if t.Failed() {
-			for _, s := range []string{"frontend", "history", "matching", "worker"} {
-				b, _ := os.ReadFile(procs[s].log)
+			for _, s := range testworld.ClusterServices {
+				b, _ := os.ReadFile(c.Procs[s].LogPath)
 				t.Logf("%s log:\n%s", s, tail(string(b), 3000))
 			}
 		}
 	})
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		b, _ := os.ReadFile(procs["frontend"].log)
-		if strings.Contains(string(b), "Temporal server on") {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "frontend not ready in 90s:\n%s", tail(string(b), 3000))
-		time.Sleep(200 * time.Millisecond)
-	}
 	// Internode mutual TLS: history takes no connection without a certificate of the
 	// cluster CA.
-	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports["history"]), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", c.Ports["history"]), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 	if err == nil {
 		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, err = conn.Read(make([]byte, 1))
@@ -132,7 +42,7 @@ func startCluster(t *testing.T, dir, db string) map[string]*serverProc {
 	}
 	require.Error(t, err, "history accepted a TLS client without a certificate")
 	assert.Contains(t, err.Error(), "certificate required")
-	return procs
+	return c
 }
 
 // Temporal on a real PostgreSQL (Debian's package), its four services as four processes,
@@ -157,17 +67,17 @@ func TestReplicationOnPostgresCluster(t *testing.T) {
 	})
 	dir := t.TempDir()
 	srv := startCluster(t, dir, pg.URL("temporal"))
-	e := newEnvWith(t, envOptions{frontend: fmt.Sprintf("127.0.0.1:%s", portOf(srv["frontend"].args))})
+	e := newEnvWith(t, envOptions{frontend: srv.Frontend})
 	writeDataset(t, e.sourceDir(), 300, 512<<10, 11)
 	e.startAgents("a1", "a2", "b1", "b2")
 
 	// (1) history and the pushing agent die together; history comes back 1 s later.
 	run := e.start("orders")
 	require.Equal(t, "replctl-agent-a1", e.waitStarted(run, "Push"))
-	srv["history"].kill()
+	srv.Procs["history"].Kill()
 	e.kill("a1")
 	time.Sleep(time.Second)
-	srv["history"].start()
+	require.NoError(t, srv.Procs["history"].Start())
 	st, err := e.wait(run)
 	require.NoError(t, err)
 	t.Logf("(1) history and a1 killed: run done, %d takeover(s), %s after start", len(st.Takeovers), time.Since(startedAt(t, e, run)).Round(time.Millisecond))
@@ -191,24 +101,14 @@ func TestReplicationOnPostgresCluster(t *testing.T) {
 		writeDataset(t, filepath.Join(e.sourceDir(), service), 100, 256<<10, 13)
 		run = e.start("orders")
 		e.waitStarted(run, "Push")
-		srv[service].kill()
+		srv.Procs[service].Kill()
 		time.Sleep(500 * time.Millisecond)
-		srv[service].start()
+		require.NoError(t, srv.Procs[service].Start())
 		_, err = e.wait(run)
 		require.NoError(t, err, "the run goes on once %s is back", service)
 		t.Logf("%s killed and restarted: run done %s after start", service, time.Since(startedAt(t, e, run)).Round(time.Millisecond))
 		assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()), "after %s restarted", service)
 	}
-}
-
-// portOf is the value of --port in args.
-func portOf(args []string) string {
-	for i, a := range args {
-		if a == "--port" && i+1 < len(args) {
-			return args[i+1]
-		}
-	}
-	return ""
 }
 
 // startedAt is when run started, as the server recorded it.

@@ -72,7 +72,7 @@ func TestFrozenPullAgentCannotPublishAfterTakeover(t *testing.T) {
 	require.Equal(t, "b2", st.Replica.Agent)
 	before := treeDigest(t, e.targetLink())
 
-	require.NoError(t, e.agents["b1"].Process.Signal(syscall.SIGCONT))
+	require.NoError(t, e.agents["b1"].Signal(syscall.SIGCONT))
 	time.Sleep(3 * time.Second) // give the zombie time to try
 	link, err := filepath.EvalSymlinks(e.targetLink())
 	require.NoError(t, err)

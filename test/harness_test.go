@@ -4,11 +4,7 @@ package test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -26,6 +22,7 @@ import (
 
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -59,39 +56,11 @@ type env struct {
 	cfgFile string
 	// cfg is the config written to cfgFile (env.writeConfigAs keeps it so).
 	cfg    config.Config
-	agents map[string]*exec.Cmd
+	agents map[string]*testworld.Proc
 	// addr and namespace are the Temporal frontend's (temporaltest's, or
 	// envOptions.frontend).
 	addr, namespace string
 }
-
-// envConfig is the test world's config as the YAML text the tests used before worldConfig;
-// TestWorldConfigEqualsEnvConfig keeps worldConfig equal to it. %[1]s is the test dir,
-// %[2]s and %[3]s the heartbeat and schedule_to_start, %[4]s a1's connect (a1ConnectText).
-const envConfig = `
-temporal: {address: 127.0.0.1:7233, namespace: default}
-storage:
-  - {name: array-a, path: %[1]s/storage/array-a}
-  - {name: array-b, path: %[1]s/storage/array-b}
-hosts:
-  - {name: a1, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a1%[4]s}
-  - {name: a2, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a2}
-  - {name: b1, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b1}
-  - {name: b2, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b2}
-jobs:
-  - name: orders
-    source: {storage: array-a, dataset: orders}
-    target: {storage: array-b, dataset: orders}
-    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, takeover: takeover.sh, timeout: 30s}
-    order:
-      application: [a1, a2]
-      source: [a1, a2, b2]
-      target: [b1, b2, a2]
-    timeouts: {heartbeat: %[2]s, schedule_to_start: %[3]s, start_to_close: 5m}
-    retention: {replicas: 3, images: 10}
-    repository: {storage: array-b}
-    precopy: always   # every run copies ahead of quiesce, so every test exercises the precopy
-`
 
 // testScript logs every call to the marker log of the host it is for, so tests can see
 // which agent ran which script for which host.
@@ -113,14 +82,6 @@ type envOptions struct {
 	frontend string
 }
 
-// a1ConnectText is the connect of host a1 in envConfig text (its %[4]s): over s, or none.
-func a1ConnectText(s *sshtest.Server) string {
-	if s == nil {
-		return ""
-	}
-	return fmt.Sprintf(", connect: {ssh: {address: %q, user: %s, key: %s, known_hosts: %s}}", s.Addr, s.User, s.KeyFile, s.KnownHostsFile)
-}
-
 func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
 
 func newEnvWith(t *testing.T, o envOptions) *env {
@@ -129,19 +90,14 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 		o.heartbeat, o.scheduleToStart = "1s", "2s"
 	}
 	dir := t.TempDir()
-	e := &env{t: t, dir: dir, agents: map[string]*exec.Cmd{}}
-	for _, d := range []string{"storage/array-a", "storage/array-b", "storage/array-c", "scripts"} {
-		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
-	}
-	for _, s := range []string{"freeze.sh", "thaw.sh", "takeover.sh"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(testScript), 0o755))
-	}
+	e := &env{t: t, dir: dir, agents: map[string]*testworld.Proc{}}
+	require.NoError(t, testworld.Layout(dir, testScript, "array-a", "array-b", "array-c"))
 	e.cfgFile = filepath.Join(dir, "replctl.yaml")
 	hb, err := time.ParseDuration(o.heartbeat)
 	require.NoError(t, err)
 	sts, err := time.ParseDuration(o.scheduleToStart)
 	require.NoError(t, err)
-	e.cfg = worldConfig(dir, hb, sts)
+	e.cfg = testworld.Config(dir, hb, sts)
 	if o.a1SSH != nil {
 		e.cfg.Hosts[0].Connect = sshConnectTo(o.a1SSH)
 	}
@@ -175,21 +131,16 @@ func (e *env) startAgent(host string) { e.startAgentConfig(host, e.cfgFile) }
 // startAgentConfig starts host's agent with its own config file and extra flags.
 func (e *env) startAgentConfig(host, cfgFile string, flags ...string) {
 	e.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(e.dir, "agent-"+host+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, err := testworld.StartProc("agent "+host, filepath.Join(e.dir, "agent-"+host+".log"), replctlBin, append([]string{
+		"agent", "--host", host, "--config", cfgFile,
+		"--address", e.addr, "--namespace", e.namespace, "--log-level", "warn",
+	}, flags...)...)
 	require.NoError(e.t, err)
-	cmd := exec.Command(replctlBin, "agent", "--host", host, "--config", cfgFile,
-		"--address", e.addr, "--namespace", e.namespace, "--log-level", "warn")
-	cmd.Args = append(cmd.Args, flags...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	require.NoError(e.t, cmd.Start())
-	e.agents[host] = cmd
+	e.agents[host] = p
 	e.t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		logf.Close()
+		p.Kill()
 		if e.t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
+			b, _ := os.ReadFile(p.LogPath)
 			e.t.Logf("agent %s log:\n%s", host, tail(string(b), 4000))
 		}
 	})
@@ -204,16 +155,16 @@ func (e *env) startAgents(hosts ...string) {
 // kill kills an agent process with SIGKILL, as a crash would.
 func (e *env) kill(host string) {
 	e.t.Helper()
-	cmd := e.agents[host]
-	require.NotNil(e.t, cmd, "agent %s not started", host)
-	require.NoError(e.t, cmd.Process.Kill())
-	_ = cmd.Wait()
+	p := e.agents[host]
+	require.NotNil(e.t, p, "agent %s not started", host)
+	require.True(e.t, p.Alive(), "agent %s is not running", host)
+	p.Kill()
 }
 
 // freeze stops an agent process (SIGSTOP): it neither heartbeats nor writes.
 func (e *env) freeze(host string) {
 	e.t.Helper()
-	require.NoError(e.t, e.agents[host].Process.Signal(syscall.SIGSTOP))
+	require.NoError(e.t, e.agents[host].Signal(syscall.SIGSTOP))
 }
 
 func (e *env) start(job string) client.WorkflowRun {
@@ -303,48 +254,13 @@ func writeDataset(t *testing.T, dir string, files, size int, seed uint64) {
 	require.NoError(t, os.Symlink("d00/s0/f00000.bin", filepath.Join(dir, "link")))
 }
 
-// treeDigest maps each path under root to its type, mode, size, content hash and link
-// target: two trees are identical when their digests are equal.
-func treeDigest(t *testing.T, root string) map[string]string {
+// treeDigest is the digest of the tree at root (its kinds, modes, sizes, contents and link
+// targets): two trees are identical when their digests are equal.
+func treeDigest(t *testing.T, root string) testworld.Tree {
 	t.Helper()
-	real, err := filepath.EvalSymlinks(root)
+	d, err := testworld.Digest(root)
 	require.NoError(t, err)
-	out := map[string]string{}
-	err = filepath.WalkDir(real, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(real, p)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			out[rel] = "link " + target
-		case d.IsDir():
-			out[rel] = fmt.Sprintf("dir %o", info.Mode().Perm())
-		default:
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			out[rel] = fmt.Sprintf("file %o %d %s", info.Mode().Perm(), info.Size(), hex.EncodeToString(h.Sum(nil)))
-		}
-		return nil
-	})
-	require.NoError(t, err)
-	return out
+	return d
 }
 
 func tail(s string, n int) string {

@@ -46,14 +46,12 @@ func (e *env) startPushing() client.WorkflowRun {
 // process had exited.
 func (e *env) signalAndWait(host string, sig syscall.Signal, limit time.Duration) (time.Duration, []string) {
 	e.t.Helper()
-	cmd := e.agents[host]
-	require.NotNil(e.t, cmd, "agent %s not started", host)
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	p := e.agents[host]
+	require.NotNil(e.t, p, "agent %s not started", host)
 	sent := time.Now()
-	require.NoError(e.t, cmd.Process.Signal(sig))
+	require.NoError(e.t, p.Signal(sig))
 	select {
-	case <-exited:
+	case <-p.Exited():
 	case <-time.After(limit):
 		e.t.Fatalf("agent %s still running %s after %s", host, limit, sig)
 	}
@@ -147,8 +145,7 @@ func TestSecondSignalResumesAtOnce(t *testing.T) {
 	e.startAgents("a1", "b1")
 	e.startPushing()
 
-	cmd := e.agents["a1"]
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, e.agents["a1"].Signal(syscall.SIGTERM))
 	require.Eventually(t, func() bool { return strings.Contains(e.agentLog("a1"), "waiting up to") }, 10*time.Second, 50*time.Millisecond)
 	took, markers := e.signalAndWait("a1", syscall.SIGTERM, 10*time.Second)
 	t.Logf("a1 exited %s after the second SIGTERM; its markers then: %q", took.Round(time.Millisecond), markers)

@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -49,13 +48,13 @@ type fakeCLI struct {
 
 func newFakeCLI(t *testing.T) *fakeCLI {
 	t.Helper()
-	// Not t.TempDir: a subtest's name (commas and all) would land in the YAML of cliConfig.
+	// Not t.TempDir: a subtest's name (commas and all) would land in every path of the config.
 	dir, err := os.MkdirTemp("", "replctl-fakes")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	t.Setenv("REPLCTL_STATE", dir)
 	cfgFile := filepath.Join(dir, "replctl.yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(cliConfig, dir, ordersSchedule, "")), 0o644))
+	writeCLIConfig(t, cfgFile, dir, ordersSchedule)
 	fc := &fakeCLI{t: t, c: mocks.NewClient(t)}
 	fc.c.On("Close").Return().Maybe()
 	fc.f = NewFactory(&fc.out, &fc.errOut)

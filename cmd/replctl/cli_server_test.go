@@ -18,51 +18,13 @@ import (
 
 	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workers"
 	"github.com/replctl/replctl/workflows"
 )
 
-// cliConfig is the test world: two storage systems, four hosts, the job orders (with
-// scripts that log each call and sleep while the file <dir>/slow names a duration) and the
-// job ticker (no scripts). %[1]s is the test dir, %[2]s the orders schedule, %[3]s ticker's.
-const cliConfig = `
-temporal: {address: 127.0.0.1:7233, namespace: default}
-storage:
-  - {name: array-a, path: %[1]s/storage/array-a}
-  - {name: array-b, path: %[1]s/storage/array-b}
-hosts:
-  - {name: a1, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a1}
-  - {name: a2, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a2}
-  - {name: b1, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b1}
-  - {name: b2, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b2}
-jobs:
-  - name: orders
-    source: {storage: array-a, dataset: orders}
-    target: {storage: array-b, dataset: orders}
-    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, takeover: takeover.sh, timeout: 30s}
-    order: {application: [a1, a2], source: [a1, a2, b2], target: [b1, b2, a2]}
-    timeouts: {heartbeat: 1s, schedule_to_start: 2s, start_to_close: 5m}
-    retention: {replicas: 3, images: 10}
-    %[2]s
-  - name: ticker
-    source: {storage: array-a, dataset: ticker}
-    target: {storage: array-b, dataset: ticker}
-    application: {host: a1}
-    order: {application: [a1], source: [a1], target: [b1]}
-    timeouts: {heartbeat: 1s, schedule_to_start: 2s, start_to_close: 5m}
-    %[3]s
-`
-
-const ordersSchedule = `schedule: {cron: "30 3 * * *", time_zone: Europe/Berlin, overlap: buffer_one, catchup_window: 1m, jitter: 10s, pause_on_failure: true}`
-
-const cliScript = `#!/bin/sh
-set -eu
-mkdir -p "$REPLCTL_STATE_DIR"
-echo "$REPLCTL_STEP host=$REPLCTL_HOST agent=$REPLCTL_AGENT run=$REPLCTL_RUN_ID" >> "$REPLCTL_STATE_DIR/markers.log"
-if [ "$REPLCTL_STEP" = quiesce ] && [ -f %[1]s/slow ]; then exec sleep "$(cat %[1]s/slow)"; fi
-`
-
-// cliEnv is an embedded Temporal server with the four agents of cliConfig in this process.
+// cliEnv is an embedded Temporal server with the four agents of cliConfig in this process
+// (newCLIEnv), or the world without them (newCLIWorld).
 type cliEnv struct {
 	t       *testing.T
 	dir     string
@@ -89,50 +51,11 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	e.c, err = client.DialContext(ctx, client.Options{HostPort: e.addr, Namespace: "default", Logger: newSDKLogger(zap.NewNop())})
 	require.NoError(t, err)
 	t.Cleanup(e.c.Close)
-	for _, h := range []string{"a1", "a2", "b1", "b2"} {
+	for _, h := range testworld.Hosts {
 		e.startAgent(h)
 	}
 	t.Logf("server and agents up in %s", time.Since(began).Round(time.Millisecond))
 	return e
-}
-
-// newCLIWorld is the test dir with the storage, scripts and config of cliConfig, for
-// commands that read only the config and the disks: no server (e.addr is empty, so
-// the config's address is used, and nothing dials it).
-func newCLIWorld(t *testing.T) *cliEnv {
-	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("REPLCTL_STATE", dir)
-	e := &cliEnv{t: t, dir: dir, cfgFile: filepath.Join(dir, "replctl.yaml"), agents: map[string]*workers.Agent{}}
-	layoutCLIWorld(t, dir)
-	e.writeConfig(ordersSchedule, "")
-	var err error
-	e.cfg, err = config.Load(e.cfgFile)
-	require.NoError(t, err)
-	return e
-}
-
-// layoutCLIWorld creates the storage, the scripts and the source datasets of cliConfig in dir.
-func layoutCLIWorld(t *testing.T, dir string) {
-	t.Helper()
-	for _, d := range []string{"storage/array-a", "storage/array-b", "scripts"} {
-		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
-	}
-	for _, s := range []string{"freeze.sh", "thaw.sh", "takeover.sh"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(fmt.Sprintf(cliScript, dir)), 0o755))
-	}
-	for _, ds := range []string{"orders", "ticker"} {
-		for i := 0; i < 12; i++ {
-			p := filepath.Join(dir, "storage/array-a", ds, fmt.Sprintf("d%d", i%3), fmt.Sprintf("f%02d", i))
-			require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-			require.NoError(t, os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 4096+i*100), 0o644))
-		}
-	}
-}
-
-func (e *cliEnv) writeConfig(orders, ticker string) {
-	e.t.Helper()
-	require.NoError(e.t, os.WriteFile(e.cfgFile, []byte(fmt.Sprintf(cliConfig, e.dir, orders, ticker)), 0o644))
 }
 
 func (e *cliEnv) startAgent(host string) {
@@ -467,8 +390,12 @@ func TestCLIScheduleSyncOwnsMaintenanceSchedule(t *testing.T) {
 	require.Equal(t, enums.SCHEDULE_OVERLAP_POLICY_SKIP, d.Schedule.Policy.Overlap)
 
 	// Both jobs share the repository, so both say when; the schedule fires by itself.
-	every := "repository: {maintenance: {cron: \"@every 2s\", quick: true}}"
-	e.writeConfig(ordersSchedule+"\n    "+every, every)
+	e.writeConfig(func(c *config.Config) {
+		ordersSchedule(c)
+		for i := range c.Jobs {
+			c.Jobs[i].Repository.Maintenance = config.Maintenance{Cron: "@every 2s", Quick: true}
+		}
+	})
 	var changes []scheduleChange
 	e.cliJSON(&changes, "schedule", "sync", "-o", "json")
 	require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: id, Repository: "array-b:.replctl/repository", Change: "updated",
@@ -503,14 +430,18 @@ func TestCLIScheduleSyncOwnsMaintenanceSchedule(t *testing.T) {
 		require.Equal(t, workflows.PhaseCompleted, res.Phase)
 	}
 
-	off := "repository: {maintenance: {cron: \"off\"}}"
-	e.writeConfig(ordersSchedule+"\n    "+off, off)
+	e.writeConfig(func(c *config.Config) {
+		ordersSchedule(c)
+		for i := range c.Jobs {
+			c.Jobs[i].Repository.Maintenance = config.Maintenance{Cron: config.MaintenanceOff}
+		}
+	})
 	e.cliJSON(&changes, "schedule", "sync", "-o", "json")
 	require.Contains(t, changes, scheduleChange{Job: "orders", ScheduleID: id, Repository: "array-b:.replctl/repository", Change: "deleted", Detail: "repository maintenance is off in the config"})
 	_, _, err = e.cli("schedule", "describe", "orders", "--maintenance")
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "has no maintenance schedule on the server")
-	e.writeConfig(ordersSchedule, "")
+	e.writeConfig(ordersSchedule)
 	out, _, err = e.cli("schedule", "sync")
 	require.NoError(t, err)
 	require.Regexp(t, `created\s+orders\s+`+id+`\s+repository maintenance \(full\), cron "@daily" UTC`, out)
@@ -713,7 +644,13 @@ func TestCLIScheduleFiresByItself(t *testing.T) {
 	e := newCLIEnv(t)
 	e.syncSchedules() // the orders schedule as the config had it
 	// keep_within keeps every replica of the last hour although replicas is 1.
-	e.writeConfig(strings.Replace(ordersSchedule, "30 3", "45 3", 1), "schedule: {cron: \"@every 2s\"}\n    retention: {replicas: 1, keep_within: 1h}")
+	e.writeConfig(func(c *config.Config) {
+		ordersSchedule(c)
+		cliJob(c, "orders").Schedule.Cron = "45 3 * * *"
+		ticker := cliJob(c, "ticker")
+		ticker.Schedule = &config.Schedule{Cron: "@every 2s"}
+		ticker.Retention = config.Retention{Replicas: 1, KeepWithin: time.Hour}
+	})
 	var changes []scheduleChange
 	e.cliJSON(&changes, "schedule", "sync", "-o", "json")
 	require.Contains(t, changes, scheduleChange{Job: "ticker", ScheduleID: workflows.ScheduleID("ticker"), Change: "created", Detail: `cron "@every 2s" UTC, overlap skip`})
@@ -763,12 +700,15 @@ func TestCLIScheduleFiresByItself(t *testing.T) {
 // TestCLIReplicasTargetNotReachable: replicas says when the target is not reachable.
 func TestCLIReplicasTargetNotReachable(t *testing.T) {
 	e := newCLIWorld(t)
-	b, err := os.ReadFile(e.cfgFile)
-	require.NoError(t, err)
 	far := filepath.Join(e.dir, "far.yaml")
 	missing := filepath.Join(e.dir, "not-mounted")
-	require.NoError(t, os.WriteFile(far, bytes.Replace(b, []byte("name: array-b, path: "+e.dir+"/storage/array-b"), []byte("name: array-b, path: "+missing), 1), 0o644))
-	_, _, err = e.cli("--config", far, "replicas", "orders")
+	writeCLIConfig(t, far, e.dir, func(c *config.Config) {
+		ordersSchedule(c)
+		s, err := c.StorageByName("array-b")
+		require.NoError(t, err)
+		s.Path = missing // the storage's path only: the hosts still attach it where it was
+	})
+	_, _, err := e.cli("--config", far, "replicas", "orders")
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "target storage array-b is not reachable from this machine at "+missing)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -59,12 +58,7 @@ func runCLI(t *testing.T, args ...string) (string, string, error) {
 func TestCodecKeepsHistoryOpaque(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("REPLCTL_STATE", dir)
-	for _, d := range []string{"storage/array-a", "storage/array-b", "scripts"} {
-		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
-	}
-	for _, s := range []string{"freeze.sh", "thaw.sh", "takeover.sh"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, "scripts", s), []byte(fmt.Sprintf(cliScript, dir)), 0o755))
-	}
+	require.NoError(t, testworld.Layout(dir, fmt.Sprintf(cliScript, dir), "array-a", "array-b"))
 	for _, ds := range []string{"orders", "ticker"} {
 		p := filepath.Join(dir, "storage/array-a", ds, "secret-name.db")
 		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
@@ -72,9 +66,7 @@ func TestCodecKeepsHistoryOpaque(t *testing.T) {
 	}
 	key := writeCodecKey(t, "codec.key")
 	cfgFile := filepath.Join(dir, "replctl.yaml")
-	text := strings.Replace(fmt.Sprintf(cliConfig, dir, "", ""), "temporal: {address: 127.0.0.1:7233, namespace: default}",
-		"temporal: {address: 127.0.0.1:7233, namespace: default, codec_key_file: "+key+"}", 1)
-	require.NoError(t, os.WriteFile(cfgFile, []byte(text), 0o644))
+	writeCLIConfig(t, cfgFile, dir, func(c *config.Config) { c.Temporal.CodecKeyFile = key })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -81,7 +80,7 @@ func TestAgentsAndCLIUnderRoles(t *testing.T) {
 	t.Setenv("REPLCTL_STATE", dir)
 	layoutCLIWorld(t, dir)
 	cfgFile := filepath.Join(dir, "replctl.yaml")
-	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(cliConfig, dir, "", "")), 0o644))
+	writeCLIConfig(t, cfgFile, dir, nil)
 	cfg, err := config.Load(cfgFile)
 	require.NoError(t, err)
 

@@ -1,8 +1,10 @@
 // Package testworld holds what replctl's test worlds share: the integration tests (test/),
-// the fault trials (test/chaos), the benchmark (test/bench), the compose suite and the CLI
-// tests (cmd/replctl) each run a Temporal server, agents and a config, and pick ports and
-// make certificates the same way. It is support code for tests and harnesses only; nothing
-// replctl ships imports it.
+// the fault trials (test/chaos), the benchmark (test/bench) and the CLI tests (cmd/replctl)
+// each run a Temporal server, agents and a config. Here are that config as a config.Config
+// value (Config, WriteConfig) and the directories it names (Layout), the server and agent
+// processes (Proc), the digest that compares a replica with its source (Digest), free
+// ports and the test PKI. It is support code for tests and harnesses only; nothing replctl
+// ships imports it.
 package testworld
 
 import (

@@ -1,22 +1,18 @@
 package main
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
-	"sync"
 
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/testworld"
 )
 
 // specFormat is bumped whenever the layout or content of generated datasets changes, so
@@ -205,7 +201,7 @@ func (d *Dataset) generate() error {
 	for i := range idx {
 		idx[i] = i
 	}
-	if err := parallel(idx, 2, func(i int) error { return d.writeFile(d.Spec.path(i), i, 0) }); err != nil {
+	if err := testworld.Parallel(idx, 2, func(i int) error { return d.writeFile(d.Spec.path(i), i, 0) }); err != nil {
 		return err
 	}
 	// A few entries of the other kinds, so every tool must carry them over.
@@ -326,142 +322,10 @@ func (d *Dataset) revert(rounds int) error {
 		idx = append(idx, i)
 	}
 	sort.Ints(idx)
-	if err := parallel(idx, 2, func(i int) error { return d.writeFile(d.Spec.path(i), i, 0) }); err != nil {
+	if err := testworld.Parallel(idx, 2, func(i int) error { return d.writeFile(d.Spec.path(i), i, 0) }); err != nil {
 		return err
 	}
 	return d.writeState(true, 0)
-}
-
-// Digest maps each path under a tree (relative, root excluded) to its kind, permissions,
-// size, SHA-256 and link target: two trees are equal when their digests are equal.
-type Digest map[string]string
-
-// TreeDigest digests the tree at root (a symlink root is followed).
-func TreeDigest(root string) (Digest, error) {
-	real, err := filepath.EvalSymlinks(root)
-	if err != nil {
-		return nil, fmt.Errorf("digest %s: %w", root, err)
-	}
-	out := Digest{}
-	var files []string
-	err = filepath.WalkDir(real, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == real {
-			return nil
-		}
-		rel, _ := filepath.Rel(real, p)
-		info, err := e.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case e.Type()&fs.ModeSymlink != 0:
-			t, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			out[rel] = "link " + t
-		case e.IsDir():
-			out[rel] = fmt.Sprintf("dir %o", info.Mode().Perm())
-		case e.Type().IsRegular():
-			out[rel] = fmt.Sprintf("file %o %d", info.Mode().Perm(), info.Size())
-			files = append(files, rel)
-		default:
-			out[rel] = "other " + info.Mode().String()
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("digest %s: %w", root, err)
-	}
-	var mu sync.Mutex
-	err = parallel(files, 2, func(rel string) error {
-		f, err := os.Open(filepath.Join(real, rel))
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
-			return fmt.Errorf("digest %s: %w", f.Name(), err)
-		}
-		mu.Lock()
-		out[rel] += " " + hex.EncodeToString(h.Sum(nil))
-		mu.Unlock()
-		return nil
-	})
-	return out, err
-}
-
-// Differences lists every path where got differs from want, sorted by path.
-func (want Digest) Differences(got Digest) []string {
-	keys := make([]string, 0, len(want)+len(got))
-	for k := range want {
-		keys = append(keys, k)
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	var lines []string
-	for _, k := range keys {
-		w, inWant := want[k]
-		g, inGot := got[k]
-		switch {
-		case !inGot:
-			lines = append(lines, "missing "+k)
-		case !inWant:
-			lines = append(lines, "extra "+k)
-		case g != w:
-			lines = append(lines, fmt.Sprintf("differs %s: %q, want %q", k, g, w))
-		}
-	}
-	return lines
-}
-
-// Diff describes how got differs from want (at most a few entries), "" when equal.
-func (want Digest) Diff(got Digest) string {
-	lines := want.Differences(got)
-	if n := len(lines); n > 5 {
-		lines = append(lines[:5], fmt.Sprintf("… %d differences in all", n))
-	}
-	return strings.Join(lines, "; ")
-}
-
-// parallel runs fn on every item with n workers and returns the first error.
-func parallel[T any](items []T, n int, fn func(T) error) error {
-	ch := make(chan T)
-	errc := make(chan error, n)
-	var wg sync.WaitGroup
-	for w := 0; w < n; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for it := range ch {
-				if err := fn(it); err != nil {
-					errc <- err
-					for range ch { // drain so the producer finishes
-					}
-					return
-				}
-			}
-		}()
-	}
-	for _, it := range items {
-		ch <- it
-	}
-	close(ch)
-	wg.Wait()
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
-	}
 }
 
 // human formats a byte count with binary units, as the CLI does.

@@ -115,7 +115,7 @@ type bench struct {
 	h         *replctlHarness
 	report    *Report
 	datasets  map[string]*Dataset
-	srcDigest map[string]Digest // dataset → digest of its current state
+	srcDigest map[string]testworld.Tree // dataset → digest of its current state
 	logMu     sync.Mutex
 	logFile   *os.File
 }
@@ -188,7 +188,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	b := &bench{o: o, datasets: map[string]*Dataset{}, srcDigest: map[string]Digest{}}
+	b := &bench{o: o, datasets: map[string]*Dataset{}, srcDigest: map[string]testworld.Tree{}}
 	if b.logFile, err = os.Create(filepath.Join(o.dir, "bench-"+o.mode+".log")); err != nil {
 		return err
 	}
@@ -237,7 +237,7 @@ func run(ctx context.Context, o options) error {
 	b.h = &replctlHarness{
 		bin: o.bin, work: work, srcRoot: dataDir, heartbeat: o.heartbeat,
 		cfgFile: filepath.Join(work, "replctl.yaml"), markers: filepath.Join(work, "markers.log"),
-		agents: map[string]*proc{}, pprof: map[string]string{}, logf: b.logf,
+		agents: map[string]*testworld.Proc{}, pprof: map[string]string{}, logf: b.logf,
 		jobs: []benchJob{
 			{Name: "bench-a", Dataset: "a", Target: "tgt-a"},
 			{Name: "bench-b", Dataset: "b", Target: "tgt-b"},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/internal/runhistory"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -139,7 +140,7 @@ func (b *bench) record(s *Sample) {
 }
 
 func (b *bench) digestSource(ds *Dataset) error {
-	d, err := TreeDigest(ds.Dir)
+	d, err := testworld.Digest(ds.Dir)
 	if err != nil {
 		return err
 	}
@@ -149,11 +150,11 @@ func (b *bench) digestSource(ds *Dataset) error {
 
 // verify compares a copy with the source's current digest.
 func (b *bench) verify(ds *Dataset, copyDir, who string) error {
-	got, err := TreeDigest(copyDir)
+	got, err := testworld.Digest(copyDir)
 	if err != nil {
 		return err
 	}
-	if diff := b.srcDigest[ds.Spec.Name].Diff(got); diff != "" {
+	if diff := b.srcDigest[ds.Spec.Name].Diff(got, 5); diff != "" {
 		return fmt.Errorf("REPLICA DIFFERS from source %s: %s's copy %s: %s", ds.Dir, who, copyDir, diff)
 	}
 	return nil
@@ -483,7 +484,7 @@ func (b *bench) takeoverSample(ctx context.Context, job benchJob, ds *Dataset, d
 	}
 	time.Sleep(delay)
 	killedAt := time.Now()
-	b.h.agents["a1"].kill()
+	b.h.agents["a1"].KillGroup() // host a1 crashes with whatever its agent runs
 	delete(b.h.agents, "a1")
 	r, err := wait()
 	if err != nil {

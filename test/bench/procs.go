@@ -14,115 +14,57 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/replctl/replctl/internal/testworld"
 )
 
-// proc is a long-running child process (server or agent) in its own process group, so it
-// and whatever it spawned can be stopped together.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	log     *os.File
-	started time.Time
-	done    chan struct{}
-	err     error
-}
-
-// procs tracks every long-running child so that they are all stopped on exit, even on a
-// failure or a signal.
+// procs tracks every long-running child (server or agent) so that they are all stopped on
+// exit, even on a failure or a signal.
 var procs struct {
 	sync.Mutex
-	live map[*proc]bool
+	live map[*testworld.Proc]bool
 }
 
-func startProc(name, logPath string, bin string, args ...string) (*proc, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+// startProc starts a long-running child in its own process group (testworld.Proc), so it
+// and whatever it spawned can be stopped together, and tracks it for stopAll.
+func startProc(name, logPath string, bin string, args ...string) (*testworld.Proc, error) {
+	p, err := testworld.StartProc(name, logPath, bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(logf, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Pdeathsig: if the bench itself dies (even SIGKILL), its children die with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logf, started: time.Now(), done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
 	procs.Lock()
 	if procs.live == nil {
-		procs.live = map[*proc]bool{}
+		procs.live = map[*testworld.Proc]bool{}
 	}
 	procs.live[p] = true
 	procs.Unlock()
 	return p, nil
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL to the process group, like a crash, and waits for the process.
-func (p *proc) kill() {
-	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-	<-p.done
-	p.forget()
-}
-
-// stop asks the process to stop (SIGTERM), and kills its group after grace.
-func (p *proc) stop(grace time.Duration) {
-	if !p.exited() {
-		_ = syscall.Kill(p.pid(), syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(grace):
-		}
-	}
-	// Leftovers of the group (e.g. a script the agent ran) go too.
-	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-	<-p.done
-	p.forget()
-}
-
-func (p *proc) forget() {
-	procs.Lock()
-	delete(procs.live, p)
-	procs.Unlock()
-}
-
-// stopAll stops every tracked child; used on exit and on signals.
+// stopAll stops every tracked child that still runs; used on exit and on signals.
 func stopAll() {
 	procs.Lock()
-	var all []*proc
+	var all []*testworld.Proc
 	for p := range procs.live {
-		all = append(all, p)
+		if p.Alive() {
+			all = append(all, p)
+		}
+		delete(procs.live, p)
 	}
 	procs.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range all {
 		wg.Add(1)
-		go func() { defer wg.Done(); p.stop(5 * time.Second) }()
+		go func() { defer wg.Done(); p.Stop(5 * time.Second) }()
 	}
 	wg.Wait()
 }
 
-// waitLog waits until the process's log contains substr.
-func (p *proc) waitLog(ctx context.Context, substr string, timeout time.Duration) error {
+// waitLog waits until what p's last start wrote to its log contains substr.
+func waitLog(ctx context.Context, p *testworld.Proc, substr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		b, _ := os.ReadFile(p.log.Name())
+		b, _ := os.ReadFile(p.LogPath)
 		// Only what this start wrote: the log is appended across restarts.
 		if i := bytes.LastIndex(b, []byte("=== ")); i >= 0 {
 			b = b[i:]
@@ -130,8 +72,8 @@ func (p *proc) waitLog(ctx context.Context, substr string, timeout time.Duration
 		if bytes.Contains(b, []byte(substr)) {
 			return nil
 		}
-		if p.exited() {
-			return fmt.Errorf("%s exited before it was ready (%v); log %s:\n%s", p.name, p.err, p.log.Name(), tail(string(b), 2000))
+		if !p.Alive() {
+			return fmt.Errorf("%s exited before it was ready (%v); log %s:\n%s", p.Name, p.Err(), p.LogPath, tail(string(b), 2000))
 		}
 		select {
 		case <-ctx.Done():
@@ -139,7 +81,7 @@ func (p *proc) waitLog(ctx context.Context, substr string, timeout time.Duration
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s not ready within %s (no %q in %s)", p.name, timeout, substr, p.log.Name())
+	return fmt.Errorf("%s not ready within %s (no %q in %s)", p.Name, timeout, substr, p.LogPath)
 }
 
 // procStatusKB reads a "Key:   N kB" field of /proc/PID/status.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
@@ -46,10 +47,10 @@ type replctlHarness struct {
 	markers   string // where the bench's scripts log their times
 	heartbeat time.Duration
 	addr      string
-	server    *proc
+	server    *testworld.Proc
 	serverDB  string
 	c         client.Client
-	agents    map[string]*proc
+	agents    map[string]*testworld.Proc
 	pprof     map[string]string // host → pprof address
 	jobs      []benchJob
 	logf      func(string, ...any)
@@ -63,73 +64,50 @@ func (h *replctlHarness) targetRoot(j benchJob) string {
 	return filepath.Join(h.work, "storage", j.Target)
 }
 
-// writeConfig writes the bench config. The source storage is the dataset cache; each job has
-// its own target storage with its own repository on it (target side, same disk).
-func (h *replctlHarness) writeConfig() error {
-	var b strings.Builder
-	storages := []string{"src"}
-	paths := map[string]string{"src": h.srcRoot}
+// config is the bench config. The source storage is the dataset cache; each job has its own
+// target storage with its own repository on it (target side, same disk). The hosts are the
+// test world's four, each attaching every storage.
+func (h *replctlHarness) config() config.Config {
+	storage := []config.Storage{{Name: "src", Path: h.srcRoot}}
 	for _, j := range h.jobs {
-		storages = append(storages, j.Target)
-		paths[j.Target] = h.targetRoot(j)
+		storage = append(storage, config.Storage{Name: j.Target, Path: h.targetRoot(j)})
 	}
-	fmt.Fprintf(&b, "# Written by test/bench: replctl benchmark config.\n")
-	fmt.Fprintf(&b, "temporal: {address: %q, namespace: default}\n", h.addr)
-	b.WriteString("storage:\n")
-	for _, s := range storages {
-		fmt.Fprintf(&b, "  - {name: %s, path: %q}\n", s, paths[s])
+	cfg := config.Config{
+		Temporal: config.Temporal{Address: h.addr, Namespace: "default"},
+		Storage:  storage,
+		Hosts:    testworld.WorldHosts(h.work, storage),
 	}
-	b.WriteString("hosts:\n")
-	for _, host := range []string{"a1", "a2", "b1", "b2"} {
-		fmt.Fprintf(&b, "  - name: %s\n    attach:\n", host)
-		for _, s := range storages {
-			fmt.Fprintf(&b, "      %s: %q\n", s, paths[s])
-		}
-		fmt.Fprintf(&b, "    scripts: %q\n    state: %q\n    connect: local\n",
-			filepath.Join(h.work, "scripts"), filepath.Join(h.work, "hosts", host))
-	}
-	b.WriteString("jobs:\n")
 	for _, j := range h.jobs {
-		fmt.Fprintf(&b, `  - name: %s
-    source: {storage: src, dataset: %s}
-    target: {storage: %s, dataset: %s}
-    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, takeover: takeover.sh, timeout: 60s}
-    order: {application: [a1, a2], source: [a1, a2], target: [b1, a2]}
-    timeouts: {heartbeat: %s, schedule_to_start: 10s, start_to_close: 2h}
-    retention: {replicas: 2, images: 10}
-    repository: {storage: %s, path: .replctl/repository}
-`, j.Name, j.Dataset, j.Target, j.Dataset, h.heartbeat, j.Target)
-		if h.precopy != "" {
-			fmt.Fprintf(&b, "    precopy: %s\n", h.precopy)
-		}
+		cfg.Jobs = append(cfg.Jobs, config.Job{
+			Name:   j.Name,
+			Source: config.Endpoint{Storage: "src", Dataset: j.Dataset},
+			Target: config.Endpoint{Storage: j.Target, Dataset: j.Dataset},
+			Application: config.Application{Host: "a1", Quiesce: "freeze.sh", Resume: "thaw.sh", Takeover: "takeover.sh",
+				Timeout: time.Minute},
+			Order:      config.Order{Application: []string{"a1", "a2"}, Source: []string{"a1", "a2"}, Target: []string{"b1", "a2"}},
+			Timeouts:   config.Timeouts{Heartbeat: h.heartbeat, ScheduleToStart: 10 * time.Second, StartToClose: 2 * time.Hour},
+			Retention:  config.Retention{Replicas: 2, Images: 10},
+			Repository: config.Repository{Storage: j.Target, Path: ".replctl/repository"},
+			Precopy:    h.precopy,
+		})
 	}
-	if err := os.MkdirAll(filepath.Dir(h.cfgFile), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(h.cfgFile, []byte(b.String()), 0o644)
+	return cfg
 }
+
+// writeConfig writes the bench config to h.cfgFile.
+func (h *replctlHarness) writeConfig() error { return testworld.WriteConfig(h.cfgFile, h.config()) }
 
 // writeScripts writes the application scripts. quiesce logs when it ENDS and resume when
 // it STARTS (ns since the epoch): the application's freeze window as the scripts see it.
 func (h *replctlHarness) writeScripts() error {
-	dir := filepath.Join(h.work, "scripts")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	scripts := map[string]string{
+	return testworld.WriteScripts(h.work, map[string]string{
 		"freeze.sh": "#!/bin/sh\n# bench quiesce hook: nothing to freeze; logs when it finished.\n" +
 			"echo \"$REPLCTL_RUN_ID quiesce-end $(date +%s%N)\" >> " + strconv.Quote(h.markers) + "\n",
 		"thaw.sh": "#!/bin/sh\n# bench resume hook: logs when it started.\n" +
 			"echo \"$REPLCTL_RUN_ID resume-start $(date +%s%N)\" >> " + strconv.Quote(h.markers) + "\n",
 		"takeover.sh": "#!/bin/sh\n# bench takeover hook: logs when it ran and for whom.\n" +
 			"echo \"$REPLCTL_RUN_ID takeover-start $(date +%s%N) failed=$REPLCTL_FAILED_HOST agent=$REPLCTL_AGENT\" >> " + strconv.Quote(h.markers) + "\n",
-	}
-	for name, body := range scripts {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
-			return err
-		}
-	}
-	return nil
+	})
 }
 
 // startServer starts `replctl server` on a free port with its SQLite file in a temp dir and
@@ -168,7 +146,7 @@ func (h *replctlHarness) startServer(ctx context.Context) error {
 			c.Close()
 		}
 		cancel()
-		if h.server.exited() || time.Now().After(deadline) {
+		if !h.server.Alive() || time.Now().After(deadline) {
 			b, _ := os.ReadFile(filepath.Join(h.work, "logs", "server.log"))
 			return fmt.Errorf("replctl server on %s not ready (%v); log:\n%s", h.addr, err, tail(string(b), 3000))
 		}
@@ -181,7 +159,7 @@ func (h *replctlHarness) stopServer() {
 		h.c.Close()
 	}
 	if h.server != nil {
-		h.server.stop(15 * time.Second)
+		h.server.Stop(15 * time.Second)
 	}
 	if h.serverDB != "" {
 		os.RemoveAll(filepath.Dir(h.serverDB))
@@ -199,7 +177,7 @@ func (h *replctlHarness) startAgent(ctx context.Context, host string) error {
 		return err
 	}
 	h.agents[host] = p
-	return p.waitLog(ctx, "agent "+host+" polling", 60*time.Second)
+	return waitLog(ctx, p, "agent "+host+" polling", 60*time.Second)
 }
 
 // restartAgents stops all agents, optionally wipes their state dirs (kopia client config
@@ -223,7 +201,7 @@ func (h *replctlHarness) restartAgents(ctx context.Context, wipeState bool) erro
 
 func (h *replctlHarness) stopAgents() {
 	for host, p := range h.agents {
-		p.stop(10 * time.Second)
+		p.Stop(10 * time.Second)
 		delete(h.agents, host)
 	}
 }
@@ -245,8 +223,8 @@ func (h *replctlHarness) resetPeaks(ctx context.Context) error {
 		return h.restartAgents(ctx, false)
 	}
 	for host, p := range h.agents {
-		if err := resetPeakRSS(p.pid()); err != nil {
-			return fmt.Errorf("reset peak RSS of agent %s (pid %d): %w", host, p.pid(), err)
+		if err := resetPeakRSS(p.Pid()); err != nil {
+			return fmt.Errorf("reset peak RSS of agent %s (pid %d): %w", host, p.Pid(), err)
 		}
 	}
 	return nil
@@ -255,7 +233,7 @@ func (h *replctlHarness) resetPeaks(ctx context.Context) error {
 func (h *replctlHarness) peaks() map[string]int64 {
 	out := map[string]int64{}
 	for host, p := range h.agents {
-		if v, err := peakRSS(p.pid()); err == nil {
+		if v, err := peakRSS(p.Pid()); err == nil {
 			out[host] = v
 		}
 	}

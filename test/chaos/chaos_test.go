@@ -37,10 +37,10 @@ func TestGenerationRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	g1, err := writeGeneration(dir, 1, smallShape, rng)
 	require.NoError(t, err)
-	got, err := digestTree(dir)
+	got, err := replicaFiles(dir)
 	require.NoError(t, err)
-	require.Empty(t, diffTree(g1.Files, got, 10))
-	require.Equal(t, g1.digest(), treeDigest(got))
+	require.Empty(t, g1.Files.Diff(got, 10))
+	require.Equal(t, g1.Files.Sum(), got.Sum())
 
 	// The next generation replaces every file; files it does not have are gone.
 	g2, err := writeGeneration(dir, 2, datasetShape{FilesMin: 3, FilesMax: 3, SizeMin: 100, SizeMax: 200}, rng)
@@ -52,10 +52,10 @@ func TestGenerationRoundTrip(t *testing.T) {
 		require.NoError(t, f.Err, rel)
 		require.Equal(t, 2, f.Gen, rel)
 	}
-	got, err = digestTree(dir)
+	got, err = replicaFiles(dir)
 	require.NoError(t, err)
-	require.Empty(t, diffTree(g2.Files, got, 10))
-	require.NotEmpty(t, diffTree(g1.Files, got, 10))
+	require.Empty(t, g2.Files.Diff(got, 10))
+	require.NotEmpty(t, g1.Files.Diff(got, 10))
 	// Emptied directories were removed too.
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)

@@ -16,40 +16,19 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/replctl/replctl/internal/testworld"
 )
 
 // headerSize is the length of the line every file of a generation starts with.
 const headerSize = 64
 
-// fileDigest is what a file of a generation must look like.
-type fileDigest struct {
-	Size int64
-	Sum  [32]byte
-}
-
-// generation is one version of the source dataset: the files it has and their digests.
+// generation is one version of the source dataset: the files it has (their digest as
+// testworld.Digest gives it) and their total size.
 type generation struct {
 	N     int
-	Files map[string]fileDigest
+	Files testworld.Tree
 	Bytes int64
-}
-
-// digest is the tree digest of the generation: one hash over every (path, size, hash).
-func (g *generation) digest() string { return treeDigest(g.Files) }
-
-// treeDigest hashes a tree listing in path order.
-func treeDigest(files map[string]fileDigest) string {
-	paths := make([]string, 0, len(files))
-	for p := range files {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	h := sha256.New()
-	for _, p := range paths {
-		d := files[p]
-		fmt.Fprintf(h, "%s\x00%d\x00%x\n", p, d.Size, d.Sum)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // datasetShape bounds the generations the harness writes.
@@ -99,7 +78,7 @@ func filePath(i int) string {
 // emptied directories) the new generation does not have, and returns the digests.
 func writeGeneration(dir string, gen int, shape datasetShape, rng *rand.Rand) (*generation, error) {
 	n := shape.FilesMin + rng.IntN(shape.FilesMax-shape.FilesMin+1)
-	g := &generation{N: gen, Files: make(map[string]fileDigest, n)}
+	g := &generation{N: gen, Files: make(testworld.Tree, n)}
 	buf := make([]byte, shape.SizeMax)
 	for i := 0; i < n; i++ {
 		rel := filePath(i)
@@ -117,7 +96,13 @@ func writeGeneration(dir string, gen int, shape datasetShape, rng *rand.Rand) (*
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			return nil, fmt.Errorf("writing generation %d file %s: %w", gen, p, err)
 		}
-		g.Files[rel] = fileDigest{Size: size, Sum: sha256.Sum256(b)}
+		// The mode as written (umask applied; a rewrite keeps the file's mode).
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(b)
+		g.Files[rel] = testworld.Entry{Kind: testworld.KindFile, Mode: st.Mode().Perm(), Size: size, Sum: hex.EncodeToString(sum[:])}
 		g.Bytes += size
 	}
 	// Remove what the new generation does not have, deepest first.
@@ -234,66 +219,19 @@ func readGen(p string) (int, error) {
 	return parseHeader(b)
 }
 
-// hashFile returns a file's size and SHA-256.
-func hashFile(p string) (fileDigest, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return fileDigest{}, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return fileDigest{}, fmt.Errorf("reading %s: %w", p, err)
-	}
-	var d fileDigest
-	d.Size = n
-	copy(d.Sum[:], h.Sum(nil))
-	return d, nil
-}
-
-// digestTree hashes every regular file under root.
-func digestTree(root string) (map[string]fileDigest, error) {
-	files, err := scanTree(root)
+// replicaFiles is the digest of the tree at root without its directories: what a
+// generation's Files is compared with (a symlink or device in a replica shows as extra).
+func replicaFiles(root string) (testworld.Tree, error) {
+	t, err := testworld.Digest(root)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]fileDigest, len(files))
-	for rel := range files {
-		d, err := hashFile(filepath.Join(root, filepath.FromSlash(rel)))
-		if err != nil {
-			return nil, err
-		}
-		out[rel] = d
-	}
-	return out, nil
-}
-
-// diffTree lists how got differs from want (at most max lines).
-func diffTree(want, got map[string]fileDigest, max int) []string {
-	var out []string
-	add := func(s string) {
-		if len(out) < max {
-			out = append(out, s)
+	for p, e := range t {
+		if e.Kind == testworld.KindDir {
+			delete(t, p)
 		}
 	}
-	for _, p := range sortedKeys(want) {
-		g, ok := got[p]
-		switch {
-		case !ok:
-			add("missing " + p)
-		case g.Size != want[p].Size:
-			add(fmt.Sprintf("size %s: %d, want %d", p, g.Size, want[p].Size))
-		case g.Sum != want[p].Sum:
-			add("content " + p)
-		}
-	}
-	for _, p := range sortedKeys(got) {
-		if _, ok := want[p]; !ok {
-			add("extra " + p)
-		}
-	}
-	return out
+	return t, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -7,11 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
@@ -23,43 +21,11 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 )
 
-// hosts are the four agents of the test world, in a fixed order (logs, restarts).
-var hosts = []string{"a1", "a2", "b1", "b2"}
-
 // appHost is the application host of the job: its QUIESCED flag and markers are checked.
 const appHost = "a1"
 
 // job is the one job every trial runs.
 const job = "orders"
-
-// configTemplate is the config of the test world (the integration tests' world: two storage
-// systems, four local hosts). %[1]s is the world's dir, %[2]s the heartbeat timeout, %[3]s the
-// schedule-to-start timeout. The temporal address is a placeholder: every agent gets its own
-// proxy address with --address.
-const configTemplate = `
-temporal: {address: 127.0.0.1:7233, namespace: default}
-storage:
-  - {name: array-a, path: %[1]s/storage/array-a}
-  - {name: array-b, path: %[1]s/storage/array-b}
-hosts:
-  - {name: a1, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a1}
-  - {name: a2, attach: {array-a: %[1]s/storage/array-a, array-b: %[1]s/storage/array-b}, scripts: %[1]s/scripts, state: %[1]s/hosts/a2}
-  - {name: b1, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b1}
-  - {name: b2, attach: {array-b: %[1]s/storage/array-b, array-a: %[1]s/storage/array-a}, scripts: %[1]s/scripts, state: %[1]s/hosts/b2}
-jobs:
-  - name: orders
-    source: {storage: array-a, dataset: orders}
-    target: {storage: array-b, dataset: orders}
-    application: {host: a1, quiesce: freeze.sh, resume: thaw.sh, takeover: takeover.sh, timeout: 30s}
-    order:
-      application: [a1, a2]
-      source: [a1, a2, b2]
-      target: [b1, b2, a2]
-    timeouts: {heartbeat: %[2]s, schedule_to_start: %[3]s, start_to_close: 5m}
-    retention: {replicas: 3, images: 10}
-    repository: {storage: array-b}
-    precopy: always   # small datasets: auto would skip it, and faults could not hit it
-`
 
 // scriptTemplate is freeze.sh, thaw.sh and takeover.sh at once (they differ only by the step
 // the agent passes). Like config/examples/scripts, each logs one marker line to the state dir
@@ -80,96 +46,10 @@ quiesce|resume) sleep %[1]s ;;
 esac
 `
 
-// proc is a child process of the harness (the Temporal server or an agent).
-type proc struct {
-	name    string
-	bin     string
-	args    []string
-	logPath string
-
-	cmd     *exec.Cmd
-	done    chan struct{}
-	started time.Time
-}
-
-// start starts the process; its output goes to logPath (appended across restarts).
-func (p *proc) start() error {
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("%s: opening log %s: %w", p.name, p.logPath, err)
-	}
-	fmt.Fprintf(logf, "=== %s start %s %v\n", time.Now().Format(time.RFC3339Nano), p.bin, p.args)
-	cmd := exec.Command(p.bin, p.args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group (a Ctrl-C of the harness does not hit it half-way: the harness tears
-	// it down), and killed with the harness if the harness dies without tearing down.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("%s: starting %s: %w", p.name, p.bin, err)
-	}
-	p.cmd, p.done, p.started = cmd, make(chan struct{}), time.Now()
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}(p.done)
-	return nil
-}
-
-// alive tells whether the process is running (possibly stopped).
-func (p *proc) alive() bool {
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// signal sends sig to the process (not its group: scripts it started run on, like on a
-// real host whose agent crashed).
-func (p *proc) signal(sig syscall.Signal) error {
-	if !p.alive() {
-		return fmt.Errorf("%s is not running", p.name)
-	}
-	return syscall.Kill(p.cmd.Process.Pid, sig)
-}
-
-// kill kills the process with SIGKILL and waits for it to be reaped.
-func (p *proc) kill() {
-	if !p.alive() {
-		return
-	}
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT) // harmless; a stopped process dies either way
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-	}
-}
-
-// stop asks the process to exit (SIGTERM), then kills it after grace.
-func (p *proc) stop(grace time.Duration) {
-	if !p.alive() {
-		return
-	}
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		p.kill()
-	}
-}
-
 // agent is one host's agent process and the proxy it reaches Temporal through.
 type agent struct {
 	host  string
-	proc  *proc
+	proc  *testworld.Proc
 	proxy *toxiproxy.Proxy
 	// cut is set while the proxy refuses this agent's connections.
 	cut bool
@@ -184,7 +64,7 @@ type world struct {
 	cfgFile     string
 	srvPort     int
 	pki         *testworld.PKI
-	srv         *proc
+	srv         *testworld.Proc
 	agents      map[string]*agent
 	toxi        *toxiproxy.ApiServer
 	c           client.Client
@@ -212,20 +92,19 @@ func (w *world) hostDir(h string) string {
 // agents. On error the caller still calls teardown.
 func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Duration) (*world, error) {
 	w := &world{dir: dir, bin: bin, agents: map[string]*agent{}, hbTO: hb, s2sTO: s2s, scriptSleep: scriptSleep}
-	for _, d := range []string{"storage/array-a/" + job, "storage/array-b", "scripts", "logs"} {
+	script := fmt.Sprintf(scriptTemplate, strconv.FormatFloat(scriptSleep.Seconds(), 'f', 3, 64))
+	if err := testworld.Layout(dir, script, "array-a", "array-b"); err != nil {
+		return w, err
+	}
+	for _, d := range []string{"storage/array-a/" + job, "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return w, err
 		}
 	}
-	script := fmt.Sprintf(scriptTemplate, strconv.FormatFloat(scriptSleep.Seconds(), 'f', 3, 64))
-	for _, s := range []string{"freeze.sh", "thaw.sh", "takeover.sh"} {
-		if err := os.WriteFile(filepath.Join(dir, "scripts", s), []byte(script), 0o755); err != nil {
-			return w, err
-		}
-	}
+	// The integration tests' world as it is; the temporal address is a placeholder: every
+	// agent gets its own proxy address with --address.
 	w.cfgFile = filepath.Join(dir, "replctl.yaml")
-	cfg := fmt.Sprintf(configTemplate, dir, hb, s2s)
-	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o644); err != nil {
+	if err := testworld.WriteConfig(w.cfgFile, testworld.Config(dir, hb, s2s)); err != nil {
 		return w, err
 	}
 
@@ -240,7 +119,7 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 	if err != nil {
 		return w, fmt.Errorf("TLS certificates: %w", err)
 	}
-	w.srv = &proc{name: "server", bin: bin, logPath: filepath.Join(dir, "logs/server.log"), args: append([]string{
+	w.srv = &testworld.Proc{Name: "server", Bin: bin, LogPath: filepath.Join(dir, "logs/server.log"), Args: append([]string{
 		"server", "--db", filepath.Join(dir, "t.db"), "--port", strconv.Itoa(port), "--ui-port", "-1",
 		"--server-namespace", "default", "--log-level", "warn",
 	}, w.pki.ServerArgs()...)}
@@ -264,7 +143,7 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 	}
 
 	w.toxi = toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.New(io.Discard))
-	for _, h := range hosts {
+	for _, h := range testworld.Hosts {
 		pp, err := testworld.FreePort()
 		if err != nil {
 			return w, err
@@ -277,16 +156,16 @@ func newWorld(ctx context.Context, dir, bin string, hb, s2s, scriptSleep time.Du
 		if err != nil {
 			return w, err
 		}
-		a := &agent{host: h, proxy: px, proc: &proc{name: "agent " + h, bin: bin, logPath: filepath.Join(dir, "logs/agent-"+h+".log"), args: append([]string{
+		a := &agent{host: h, proxy: px, proc: &testworld.Proc{Name: "agent " + h, Bin: bin, LogPath: filepath.Join(dir, "logs/agent-"+h+".log"), Args: append([]string{
 			"agent", "--host", h, "--config", w.cfgFile, "--address", px.Listen, "--namespace", "default", "--log-level", "warn",
 		}, tlsArgs...)}}
 		w.agents[h] = a
-		if err := a.proc.start(); err != nil {
+		if err := a.proc.Start(); err != nil {
 			return w, err
 		}
 	}
-	for _, h := range hosts {
-		if err := w.waitPolling(ctx, h, w.agents[h].proc.started, 60*time.Second); err != nil {
+	for _, h := range testworld.Hosts {
+		if err := w.waitPolling(ctx, h, w.agents[h].proc.Started(), 60*time.Second); err != nil {
 			return w, err
 		}
 	}
@@ -300,18 +179,18 @@ func (w *world) frontend() string { return "127.0.0.1:" + strconv.Itoa(w.srvPort
 // search attributes exist.
 func (w *world) startServer(ctx context.Context) error {
 	var offset int64
-	if st, err := os.Stat(w.srv.logPath); err == nil {
+	if st, err := os.Stat(w.srv.LogPath); err == nil {
 		offset = st.Size()
 	}
-	if err := w.srv.start(); err != nil {
+	if err := w.srv.Start(); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
-		if !w.srv.alive() {
-			return fmt.Errorf("the Temporal server exited during start; see %s", w.srv.logPath)
+		if !w.srv.Alive() {
+			return fmt.Errorf("the Temporal server exited during start; see %s", w.srv.LogPath)
 		}
-		if b, err := os.ReadFile(w.srv.logPath); err == nil && int64(len(b)) > offset &&
+		if b, err := os.ReadFile(w.srv.LogPath); err == nil && int64(len(b)) > offset &&
 			strings.Contains(string(b[offset:]), "Temporal server on ") {
 			return nil
 		}
@@ -321,12 +200,12 @@ func (w *world) startServer(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("the Temporal server on %s not ready after 90s; see %s", w.frontend(), w.srv.logPath)
+	return fmt.Errorf("the Temporal server on %s not ready after 90s; see %s", w.frontend(), w.srv.LogPath)
 }
 
 // restartServer kills the server with SIGKILL and starts it again on the same DB file.
 func (w *world) restartServer(ctx context.Context) error {
-	w.srv.kill()
+	w.srv.Kill()
 	return w.startServer(ctx)
 }
 
@@ -336,8 +215,8 @@ func (w *world) waitPolling(ctx context.Context, host string, since time.Time, t
 	id := workflows.AgentIdentity(host)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if a := w.agents[host]; a != nil && !a.proc.alive() {
-			return fmt.Errorf("agent %s exited; see %s", host, a.proc.logPath)
+		if a := w.agents[host]; a != nil && !a.proc.Alive() {
+			return fmt.Errorf("agent %s exited; see %s", host, a.proc.LogPath)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		resp, err := w.c.DescribeTaskQueue(cctx, workflows.HostQueue(host), enums.TASK_QUEUE_TYPE_ACTIVITY)
@@ -363,16 +242,16 @@ func (w *world) teardown() {
 	if w.c != nil {
 		w.c.Close()
 	}
-	for _, h := range hosts {
+	for _, h := range testworld.Hosts {
 		if a := w.agents[h]; a != nil {
-			a.proc.kill()
+			a.proc.Kill()
 			if a.proxy != nil {
 				a.proxy.Stop()
 			}
 		}
 	}
 	if w.srv != nil {
-		w.srv.stop(10 * time.Second)
+		w.srv.Stop(10 * time.Second)
 	}
 	if w.sdkLog != nil {
 		w.sdkLog.Close()
@@ -399,7 +278,7 @@ func (w *world) keepLogs(dst string) error {
 	for _, e := range ents {
 		copyFile(filepath.Join(w.dir, "logs", e.Name()), e.Name())
 	}
-	for _, h := range hosts {
+	for _, h := range testworld.Hosts {
 		copyFile(filepath.Join(w.hostDir(h), "markers.log"), "markers-"+h+".log")
 	}
 	copyFile(w.cfgFile, "replctl.yaml")

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/replctl/replctl/internal/testworld"
 )
 
 // fenceSeen is a fence record the reader saw: the epoch and when the target recorded it.
@@ -195,8 +197,8 @@ func (r *reader) sample(full bool) {
 		rels = rels[:min(4, len(rels))]
 	}
 	for _, rel := range rels {
-		d, err := hashFile(filepath.Join(dir, filepath.FromSlash(rel)))
-		if err != nil || d != g.Files[rel] {
+		size, sum, err := testworld.HashFile(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil || size != g.Files[rel].Size || sum != g.Files[rel].Sum {
 			why := "content differs"
 			if err != nil {
 				why = err.Error()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/internal/runhistory"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -137,7 +138,7 @@ func (h *harness) runTrial(ctx context.Context, label, kind string, step activit
 	if kind == kindDeadQueue {
 		r.victim = deadVictim
 		r.faultAt = time.Now()
-		h.w.agents[deadVictim].proc.kill()
+		h.w.agents[deadVictim].proc.Kill()
 	}
 
 	// 2. The run.
@@ -261,15 +262,15 @@ func (h *harness) inject(ctx context.Context, wt *watcher, r *trialResult) {
 	r.delay = r.faultAt.Sub(stepStart)
 	switch r.kind {
 	case kindKill, kindKillApp:
-		a.proc.kill()
+		a.proc.Kill()
 	case kindStop:
-		if err := a.proc.signal(syscall.SIGSTOP); err != nil {
+		if err := a.proc.Signal(syscall.SIGSTOP); err != nil {
 			r.problem("SIGSTOP agent %s: %v", victim, err)
 			return
 		}
 		a.stopped = true
 		h.waitTakeover(ctx, wt, r)
-		_ = a.proc.signal(syscall.SIGCONT)
+		_ = a.proc.Signal(syscall.SIGCONT)
 		a.stopped = false
 		r.healedAt = time.Now()
 	case kindCut:
@@ -451,14 +452,14 @@ func (h *harness) check(ctx context.Context, r *trialResult, run client.Workflow
 			r.problem("corrupt: %s points to %s, the run reports replica %s", h.w.targetLink(), r.replicaName, st.Replica.Name)
 		}
 		if r.completed {
-			got, err := digestTree(dir)
+			got, err := replicaFiles(dir)
 			if err != nil {
 				r.corrupt = true
 				r.problem("corrupt: reading replica %s: %v", dir, err)
-			} else if d := diffTree(quiesced.Files, got, 6); len(d) > 0 {
+			} else if d := quiesced.Files.Diff(got, 6); d != "" {
 				r.corrupt = true
 				r.problem("corrupt: replica %s differs from generation %d (digest %s, replica %s): %s",
-					r.replicaName, quiesced.N, quiesced.digest(), treeDigest(got), strings.Join(d, "; "))
+					r.replicaName, quiesced.N, quiesced.Files.Sum(), got.Sum(), d)
 			}
 		}
 	}
@@ -592,16 +593,16 @@ func readMetas(dir string) (map[string]replicaMeta, error) {
 // heal brings every agent back for the next trial: SIGCONT, proxy restored, killed agents
 // restarted; and waits until each one polls again.
 func (h *harness) heal(ctx context.Context, r *trialResult) error {
-	if !h.w.srv.alive() {
+	if !h.w.srv.Alive() {
 		r.note("the Temporal server was down after the trial; restarting it")
 		if err := h.w.startServer(ctx); err != nil {
 			return err
 		}
 	}
-	for _, host := range hosts {
+	for _, host := range testworld.Hosts {
 		a := h.w.agents[host]
 		if a.stopped {
-			_ = a.proc.signal(syscall.SIGCONT)
+			_ = a.proc.Signal(syscall.SIGCONT)
 			a.stopped = false
 		}
 		if a.cut {
@@ -612,11 +613,11 @@ func (h *harness) heal(ctx context.Context, r *trialResult) error {
 		}
 		since := time.Time{}
 		switch {
-		case !a.proc.alive():
-			if err := a.proc.start(); err != nil {
+		case !a.proc.Alive():
+			if err := a.proc.Start(); err != nil {
 				return err
 			}
-			since = a.proc.started
+			since = a.proc.Started()
 		case r.kind == kindCut && host == r.victim:
 			since = r.healedAt
 		case r.kind == kindRestart:
@@ -629,11 +630,11 @@ func (h *harness) heal(ctx context.Context, r *trialResult) error {
 			// so the next trial starts from a known state, and say so.
 			r.note("agent %s did not poll again within %s; restarted it", host, h.opt.reconnectWait)
 			h.reconnectRestarts++
-			a.proc.kill()
-			if err := a.proc.start(); err != nil {
+			a.proc.Kill()
+			if err := a.proc.Start(); err != nil {
 				return err
 			}
-			if err := h.w.waitPolling(ctx, host, a.proc.started, 60*time.Second); err != nil {
+			if err := h.w.waitPolling(ctx, host, a.proc.Started(), 60*time.Second); err != nil {
 				return err
 			}
 		}
