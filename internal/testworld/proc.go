@@ -1,6 +1,7 @@
 package testworld
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +23,8 @@ type Proc struct {
 	done    chan struct{}
 	started time.Time
 	err     error
+	// logFrom is where the last start's output begins in the log (its header line).
+	logFrom int64
 }
 
 // StartProc starts bin with args as a Proc named name, logging to logPath.
@@ -41,6 +44,10 @@ func (p *Proc) Start() error {
 	if err != nil {
 		return fmt.Errorf("%s: opening log %s: %w", p.Name, p.LogPath, err)
 	}
+	var logFrom int64
+	if st, err := logf.Stat(); err == nil {
+		logFrom = st.Size()
+	}
 	fmt.Fprintf(logf, "=== %s start %s %s\n", time.Now().Format(time.RFC3339Nano), p.Bin, strings.Join(p.Args, " "))
 	cmd := exec.Command(p.Bin, p.Args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -49,13 +56,47 @@ func (p *Proc) Start() error {
 		logf.Close()
 		return fmt.Errorf("%s: starting %s: %w", p.Name, p.Bin, err)
 	}
-	p.cmd, p.done, p.started, p.err = cmd, make(chan struct{}), time.Now(), nil
+	p.cmd, p.done, p.started, p.err, p.logFrom = cmd, make(chan struct{}), time.Now(), nil, logFrom
 	go func(done chan struct{}) {
 		p.err = cmd.Wait()
 		logf.Close()
 		close(done)
 	}(p.done)
 	return nil
+}
+
+// Log is what the process wrote to its log since its last start.
+func (p *Proc) Log() string {
+	b, _ := os.ReadFile(p.LogPath)
+	if p.logFrom > int64(len(b)) {
+		return ""
+	}
+	return string(b[p.logFrom:])
+}
+
+// WaitLog waits until the process, since its last start, wrote substr to its log: how a
+// harness knows a server or an agent is ready (`replctl server` prints "Temporal server on"
+// once the frontend answers and the namespace and search attributes exist).
+func (p *Proc) WaitLog(ctx context.Context, substr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		log := p.Log()
+		if strings.Contains(log, substr) {
+			return nil
+		}
+		if !p.Alive() {
+			if len(log) > 2000 {
+				log = "…" + log[len(log)-2000:]
+			}
+			return fmt.Errorf("%s exited before it was ready (%v); log %s:\n%s", p.Name, p.Err(), p.LogPath, log)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready within %s (no %q in %s)", p.Name, timeout, substr, p.LogPath)
 }
 
 // Pid is the process ID of the last start.

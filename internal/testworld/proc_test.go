@@ -1,6 +1,7 @@
 package testworld
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,8 @@ func TestProcLifecycle(t *testing.T) {
 	require.Error(t, p.Signal(syscall.SIGTERM))
 
 	require.NoError(t, p.Start())
+	require.NoError(t, p.WaitLog(context.Background(), "up", 5*time.Second), "this start's output")
+	require.Equal(t, 1, strings.Count(p.Log(), "=== "), "Log is the last start's output only:\n%s", p.Log())
 	first := p.Started()
 	p.Kill()
 	require.False(t, p.Alive())
@@ -49,4 +52,15 @@ func TestProcLifecycle(t *testing.T) {
 	out, err := os.ReadFile(log)
 	require.NoError(t, err)
 	require.Equal(t, 3, strings.Count(string(out), "=== "), "one header per start:\n%s", out)
+}
+
+// WaitLog sees a process exit instead of waiting out its timeout.
+func TestProcWaitLogSeesExit(t *testing.T) {
+	p, err := StartProc("quitter", filepath.Join(t.TempDir(), "q.log"), "sh", "-c", "echo bye; exit 3")
+	require.NoError(t, err)
+	began := time.Now()
+	err = p.WaitLog(context.Background(), "ready", 30*time.Second)
+	require.ErrorContains(t, err, "quitter exited before it was ready (exit status 3)")
+	require.ErrorContains(t, err, "bye")
+	require.Less(t, time.Since(began), 10*time.Second)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,30 +57,6 @@ func stopAll() {
 		go func() { defer wg.Done(); p.Stop(5 * time.Second) }()
 	}
 	wg.Wait()
-}
-
-// waitLog waits until what p's last start wrote to its log contains substr.
-func waitLog(ctx context.Context, p *testworld.Proc, substr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		b, _ := os.ReadFile(p.LogPath)
-		// Only what this start wrote: the log is appended across restarts.
-		if i := bytes.LastIndex(b, []byte("=== ")); i >= 0 {
-			b = b[i:]
-		}
-		if bytes.Contains(b, []byte(substr)) {
-			return nil
-		}
-		if !p.Alive() {
-			return fmt.Errorf("%s exited before it was ready (%v); log %s:\n%s", p.Name, p.Err(), p.LogPath, tail(string(b), 2000))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s not ready within %s (no %q in %s)", p.Name, timeout, substr, p.LogPath)
 }
 
 // procStatusKB reads a "Key:   N kB" field of /proc/PID/status.

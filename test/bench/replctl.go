@@ -177,7 +177,7 @@ func (h *replctlHarness) startAgent(ctx context.Context, host string) error {
 		return err
 	}
 	h.agents[host] = p
-	return waitLog(ctx, p, "agent "+host+" polling", 60*time.Second)
+	return p.WaitLog(ctx, "agent "+host+" polling", 60*time.Second)
 }
 
 // restartAgents stops all agents, optionally wipes their state dirs (kopia client config

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
@@ -178,29 +177,10 @@ func (w *world) frontend() string { return "127.0.0.1:" + strconv.Itoa(w.srvPort
 // server` prints "Temporal server on ..." once the frontend answers and the namespace and
 // search attributes exist.
 func (w *world) startServer(ctx context.Context) error {
-	var offset int64
-	if st, err := os.Stat(w.srv.LogPath); err == nil {
-		offset = st.Size()
-	}
 	if err := w.srv.Start(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		if !w.srv.Alive() {
-			return fmt.Errorf("the Temporal server exited during start; see %s", w.srv.LogPath)
-		}
-		if b, err := os.ReadFile(w.srv.LogPath); err == nil && int64(len(b)) > offset &&
-			strings.Contains(string(b[offset:]), "Temporal server on ") {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("the Temporal server on %s not ready after 90s; see %s", w.frontend(), w.srv.LogPath)
+	return w.srv.WaitLog(ctx, "Temporal server on ", 90*time.Second)
 }
 
 // restartServer kills the server with SIGKILL and starts it again on the same DB file.
