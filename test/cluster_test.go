@@ -27,8 +27,7 @@ func startCluster(t *testing.T, dir, db string) *testworld.Cluster {
 		c.Stop()
 		if t.Failed() {
 			for _, s := range testworld.ClusterServices {
-				b, _ := os.ReadFile(c.Procs[s].LogPath)
-				t.Logf("%s log:\n%s", s, tail(string(b), 3000))
+				t.Logf("%s log:\n%s", s, tail(c.Procs[s].Log(), 3000))
 			}
 		}
 	})

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -65,18 +63,11 @@ func StartCluster(ctx context.Context, o ClusterOptions) (*Cluster, error) {
 		}
 		c.Procs[s] = p
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		b, _ := os.ReadFile(c.Procs["frontend"].LogPath)
-		if strings.Contains(string(b), "Temporal server on") {
-			return c, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil || !c.Procs["frontend"].Alive() {
-			c.Stop()
-			return nil, fmt.Errorf("the cluster's frontend did not come up (log %s)", c.Procs["frontend"].LogPath)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := c.Procs["frontend"].WaitLog(ctx, "Temporal server on", 2*time.Minute); err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("the cluster's frontend did not come up: %w", err)
 	}
+	return c, nil
 }
 
 // Stop kills every process.
