@@ -144,9 +144,11 @@ docker_build -t "replctl-server:$TAG" "$build/ctx-server"
 # clean container of the base (deploy/package/test.sh).
 # The agent package holds the binary built without the embedded server (-tags noserver).
 log "go build -tags noserver ./cmd/replctl (the agent package's binary) …"
-(cd "$REPO_ROOT" && go build -tags noserver -ldflags='-s -w' -o "$build/replctl-agent" ./cmd/replctl)
+# The version the package gets (deploy/package/build.sh), so `replctl --version` says it too.
+pkg_version=0.1.0+git$(git -C "$REPO_ROOT" rev-parse --short=8 HEAD 2>/dev/null || echo unknown)
+(cd "$REPO_ROOT" && go build -tags noserver -ldflags="-s -w -X main.version=$pkg_version" -o "$build/replctl-agent" ./cmd/replctl)
 log "packaging replctl as a .deb …"
-deb=$(bash "$DEPLOY_DIR/package/build.sh" replctl "$build/replctl-agent" "$build/dist" 2>"$build/package.log") || {
+deb=$(bash "$DEPLOY_DIR/package/build.sh" replctl "$build/replctl-agent" "$build/dist" "$pkg_version" 2>"$build/package.log") || {
 	cat "$build/package.log" >&2
 	die "building the .deb failed"
 }
