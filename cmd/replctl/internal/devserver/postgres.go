@@ -1,7 +1,6 @@
 package devserver
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -47,18 +46,18 @@ func postgresStores(p Postgres) (main, visibility *config.SQL, err error) {
 		return nil, nil, fmt.Errorf("database URL: %w", err)
 	}
 	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
-		return nil, nil, fmt.Errorf("database URL %s: scheme %q, want postgres://", redact(u), u.Scheme)
+		return nil, nil, fmt.Errorf("database URL %s: scheme %q, want postgres://", u.Redacted(), u.Scheme)
 	}
 	db := strings.TrimPrefix(u.Path, "/")
 	if db == "" || strings.Contains(db, "/") {
-		return nil, nil, fmt.Errorf("database URL %s: want one database name as its path (postgres://user@host/temporal)", redact(u))
+		return nil, nil, fmt.Errorf("database URL %s: want one database name as its path (postgres://user@host/temporal)", u.Redacted())
 	}
 	if u.User == nil || u.User.Username() == "" {
-		return nil, nil, fmt.Errorf("database URL %s: no user (postgres://user@host/%s)", redact(u), db)
+		return nil, nil, fmt.Errorf("database URL %s: no user (postgres://user@host/%s)", u.Redacted(), db)
 	}
 	host := u.Host
 	if host == "" {
-		return nil, nil, fmt.Errorf("database URL %s: no host", redact(u))
+		return nil, nil, fmt.Errorf("database URL %s: no host", u.Redacted())
 	}
 	if _, _, err := net.SplitHostPort(host); err != nil {
 		host = net.JoinHostPort(strings.Trim(host, "[]"), "5432")
@@ -93,9 +92,6 @@ func postgresStores(p Postgres) (main, visibility *config.SQL, err error) {
 	}
 	return store(db), store(db + visibilitySuffix), nil
 }
-
-// redact is u without its password, for messages.
-func redact(u *url.URL) string { return u.Redacted() }
 
 // preparePostgres creates the databases and schemas (p.SetupSchema) or waits until
 // another process has (schemaWait).
@@ -197,7 +193,7 @@ func waitSchema(conf *config.SQL, version string) error {
 		time.Sleep(500 * time.Millisecond)
 	}
 	return fmt.Errorf("no schema at version %s after %s (the process that sets it up is the one without --db-setup=false): %w",
-		version, schemaWait, errors.Join(last))
+		version, schemaWait, last)
 }
 
 // schemaBefore tells whether dotted version a is older than b.
