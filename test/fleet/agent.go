@@ -145,12 +145,12 @@ func (f *fakeHost) work(ctx context.Context, step activities.Step, d time.Durati
 	info := activity.GetInfo(ctx)
 	run := info.WorkflowExecution.RunID
 	f.ev.line("S %d %s %s %s %s", time.Now().UnixNano(), f.name, run, step, orDash(failed))
-	err := heartbeatFor(ctx, info, step, d)
+	beats, err := heartbeatFor(ctx, info, step, d)
 	ok := 1
 	if err != nil {
 		ok = 0
 	}
-	f.ev.line("E %d %s %s %s %d %d", time.Now().UnixNano(), f.name, run, step, d.Nanoseconds(), ok)
+	f.ev.line("E %d %s %s %s %d %d %d", time.Now().UnixNano(), f.name, run, step, d.Nanoseconds(), ok, beats)
 	return err
 }
 
@@ -161,15 +161,16 @@ func orDash(s string) string {
 	return s
 }
 
-// heartbeatFor heartbeats every interval until d has passed.
-func heartbeatFor(ctx context.Context, info activity.Info, step activities.Step, d time.Duration) error {
+// heartbeatFor heartbeats every interval until d has passed; beats is how many it sent.
+func heartbeatFor(ctx context.Context, info activity.Info, step activities.Step, d time.Duration) (beats int, err error) {
 	hb := info.HeartbeatTimeout
 	if hb <= 0 {
-		return sleepCtx(ctx, d)
+		return 0, sleepCtx(ctx, d)
 	}
 	c := activity.GetClient(ctx)
 	interval := min(max(hb/5, 50*time.Millisecond), time.Second)
 	beat := func() error {
+		beats++
 		cctx, cancel := context.WithTimeout(ctx, hb/2)
 		defer cancel()
 		err := c.RecordActivityHeartbeat(cctx, info.TaskToken, activities.Progress{Step: step, Phase: "simulated"})
@@ -181,7 +182,7 @@ func heartbeatFor(ctx context.Context, info activity.Info, step activities.Step,
 		return nil // unreachable server: keep going, as the lease does until it runs out
 	}
 	if err := beat(); err != nil {
-		return err
+		return beats, err
 	}
 	end := time.Now().Add(d)
 	t := time.NewTicker(interval)
@@ -189,16 +190,16 @@ func heartbeatFor(ctx context.Context, info activity.Info, step activities.Step,
 	for {
 		left := time.Until(end)
 		if left <= 0 {
-			return nil
+			return beats, nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return beats, ctx.Err()
 		case <-time.After(left):
-			return nil
+			return beats, nil
 		case <-t.C:
 			if err := beat(); err != nil {
-				return err
+				return beats, err
 			}
 		}
 	}
@@ -316,8 +317,10 @@ func agentMain(args []string) error {
 	}
 	for _, h := range o.hosts {
 		name := hostName(h)
+		// Only activities go to a host's queue. (The real agent's host worker does not set
+		// DisableWorkflowWorker, so the SDK also polls it for workflow tasks: docs/scale.md.)
 		w := worker.New(c, workflows.HostQueue(name), worker.Options{
-			Identity: workflows.AgentIdentity(name), MaxConcurrentActivityTaskPollers: o.pollers,
+			Identity: workflows.AgentIdentity(name), MaxConcurrentActivityTaskPollers: o.pollers, DisableWorkflowWorker: true,
 		})
 		(&fakeHost{name: name, ev: ev, stepTime: o.stepTime, scriptTime: o.scriptTime}).register(w)
 		ws = append(ws, w)

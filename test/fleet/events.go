@@ -29,6 +29,8 @@ type collector struct {
 	starts []actStart
 	// open are the host activities started and not ended: host → run+step → start.
 	open map[string]map[string]actStart
+	// beats are the heartbeats of every ended fake step.
+	beats int64
 	// goroutines is the last count each worker process reported.
 	goroutines map[string]int
 	ready      map[string]chan struct{}
@@ -96,12 +98,14 @@ func (c *collector) line(proc, l string) {
 		}
 		c.open[s.host][s.run+" "+string(s.step)] = s
 	case "E":
-		if len(f) != 7 {
+		if len(f) != 8 {
 			return
 		}
 		d, _ := strconv.ParseInt(f[5], 10, 64)
+		n, _ := strconv.ParseInt(f[7], 10, 64)
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		c.beats += n
 		delete(c.open[f[2]], f[3]+" "+f[4])
 		if f[6] == "1" {
 			c.work[f[3]] += time.Duration(d)
@@ -165,4 +169,11 @@ func (c *collector) goroutineCounts() map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+// heartbeats is the number of heartbeats the ended fake steps sent so far.
+func (c *collector) heartbeats() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.beats
 }

@@ -19,9 +19,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,7 +35,6 @@ type options struct {
 	shape       fleetShape
 	address     string
 	bin         string
-	jobs        int // schedules to create (0: every job of the shape)
 	procs       int
 	wfProcs     int
 	pollers     int
@@ -63,7 +64,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o.shape.flags(fs)
 	fs.StringVar(&o.address, "address", "", "frontend of an existing Temporal cluster (default: start `replctl server` on SQLite)")
 	fs.StringVar(&o.bin, "bin", "bin/replctl", "the replctl binary (its `server`, when -address is not given)")
-	fs.IntVar(&o.jobs, "jobs", 0, "schedules to create, the first jobs of the fleet (0: all, hosts x jobs-per-host)")
 	fs.IntVar(&o.procs, "procs", 2, "worker processes for the simulated hosts (besides the victims' own)")
 	fs.IntVar(&o.wfProcs, "wf-procs", 1, "processes running the shared workflow worker (real replctl workflows)")
 	fs.IntVar(&o.pollers, "pollers", 1, "activity task pollers per simulated host")
@@ -118,8 +118,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.rampStep == 0 {
 		o.rampStep = 2 * o.interval
 	}
-	if o.jobs == 0 || o.jobs > o.shape.jobs() {
-		o.jobs = o.shape.jobs()
+	if o.shape.jobCount == 0 && len(o.ramp) > 0 {
+		o.shape.jobCount = int(math.Ceil(slices.Max(o.ramp) * o.interval.Seconds()))
 	}
 	switch {
 	case o.interval < time.Second || o.interval%time.Second != 0:

@@ -22,6 +22,7 @@ type report struct {
 	use        []usage
 	db0, db1   dbSample
 	window     time.Duration
+	beatsPS    float64
 	stats      windowStats
 	killed     int
 	killAt     time.Time
@@ -63,9 +64,9 @@ func (r *report) String() string {
 	fmt.Fprintf(&b, "\n== replctl fleet simulation, %s\n", r.start.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "server:      %s\n", r.server)
 	fmt.Fprintf(&b, "fleet:       %d simulated hosts (%d pollers each) in %d+%d processes, %d workflow process(es) x %d pollers; %d jobs scheduled of %d\n",
-		o.shape.hosts, o.pollers, o.procs, min(1, o.victims), o.wfProcs, o.wfPollers, o.jobs, o.shape.jobs())
+		o.shape.hosts, o.pollers, o.procs, min(1, o.victims), o.wfProcs, o.wfPollers, o.shape.jobs(), o.shape.total())
 	fmt.Fprintf(&b, "schedules:   every %s (%.2f runs/s offered), fake push/pull %s, scripts %s, heartbeat timeout %s, schedule-to-start %s\n",
-		o.interval, float64(o.jobs)/o.interval.Seconds(), o.stepTime, o.scriptTime, o.shape.heartbeat, o.shape.s2s)
+		o.interval, float64(o.shape.jobs())/o.interval.Seconds(), o.stepTime, o.scriptTime, o.shape.heartbeat, o.shape.s2s)
 	fmt.Fprintf(&b, "set-up:      workers ready %s after start; load average at the end %s\n", r.ready.Round(time.Second), r.load)
 	var gs []string
 	for k, v := range r.goroutines {
@@ -87,7 +88,7 @@ func (r *report) String() string {
 	fmt.Fprintf(&b, "lag fire -> Replication run started:    %s\n", s.lagStart)
 	fmt.Fprintf(&b, "lag fire -> first activity (Plan):      %s\n", s.lagPlan)
 	fmt.Fprintf(&b, "overhead per run (duration - fake work, runs without takeover): %s\n", s.overhead)
-	fmt.Fprintf(&b, "history events: %.1f per Replication run, %.1f per ScheduledReplication trigger\n", s.eventsRun, s.eventsTrg)
+	fmt.Fprintf(&b, "history events: %.1f per Replication run, %.1f per ScheduledReplication trigger; heartbeats %.1f/s\n", s.eventsRun, s.eventsTrg, r.beatsPS)
 	b.WriteString("\n" + usageTable(r.use, s.started))
 	if r.dbKind != "" {
 		d := r.db1.size - r.db0.size
@@ -113,7 +114,7 @@ func (r *report) String() string {
 func (r *report) rampString() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nramp (each step %s, the last %s measured; pass: lag p99 <= %s, fires without a run <= 1 %%, no failed run):\n", r.o.rampStep, r.o.interval, r.o.lagLimit)
-	rows := [][]string{{"offered/s", "jobs", "started/s", "lag p50", "lag p99", "lag max", "overhead p50", "overhead p99", "events/run", "server cores", "server cpu-s/run", "server rss", "verdict"}}
+	rows := [][]string{{"offered/s", "jobs", "started/s", "heartbeats/s", "lag p50", "lag p99", "lag max", "overhead p50", "overhead p99", "events/run", "server cores", "server cpu-s/run", "server rss", "verdict"}}
 	best := 0.0
 	for _, s := range r.ramp {
 		cores, rss := 0.0, int64(0)
@@ -128,7 +129,7 @@ func (r *report) rampString() string {
 			perRun = fmt.Sprintf("%.3f", cores/s.runsPS)
 		}
 		st := s.stats
-		rows = append(rows, []string{fmt.Sprintf("%.2f", s.rate), fmt.Sprint(s.jobs), fmt.Sprintf("%.2f", s.runsPS),
+		rows = append(rows, []string{fmt.Sprintf("%.2f", s.rate), fmt.Sprint(s.jobs), fmt.Sprintf("%.2f", s.runsPS), fmt.Sprintf("%.1f", s.beats),
 			secs(st.lagPlan.p50), secs(st.lagPlan.p99), secs(st.lagPlan.max), secs(st.overhead.p50), secs(st.overhead.p99),
 			fmt.Sprintf("%.1f", st.eventsRun), fmt.Sprintf("%.2f", cores), perRun, mib(rss), s.why})
 		if s.pass {

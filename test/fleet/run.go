@@ -32,7 +32,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	}
 	rep := &report{o: o, start: time.Now(), logs: dir}
 	fmt.Fprintf(out, "fleet: %d hosts, %d of %d jobs scheduled every %s (%.2f runs/s), step %s, scripts %s, heartbeat %s; logs in %s\n",
-		o.shape.hosts, o.jobs, o.shape.jobs(), o.interval, float64(o.jobs)/o.interval.Seconds(), o.stepTime, o.scriptTime, o.shape.heartbeat, dir)
+		o.shape.hosts, o.shape.jobs(), o.shape.total(), o.interval, float64(o.shape.jobs())/o.interval.Seconds(), o.stepTime, o.scriptTime, o.shape.heartbeat, dir)
 	w, err := newWorld(ctx, o, dir)
 	defer w.teardown()
 	if err != nil {
@@ -91,11 +91,11 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 // victims, drains and analyses.
 func oneWindow(ctx context.Context, o options, w *world, s *schedules, db *dbProbe, rep *report, out io.Writer) error {
 	t := time.Now()
-	if err := s.create(ctx, 0, o.jobs); err != nil {
+	if err := s.create(ctx, 0, o.shape.jobs()); err != nil {
 		return err
 	}
 	rep.createTime = time.Since(t)
-	fmt.Fprintf(out, "fleet: %d schedules created in %s; warm-up %s, window %s\n", o.jobs, rep.createTime.Round(time.Millisecond), o.warmup, o.window)
+	fmt.Fprintf(out, "fleet: %d schedules created in %s; warm-up %s, window %s\n", o.shape.jobs(), rep.createTime.Round(time.Millisecond), o.warmup, o.window)
 	if err := sleep(ctx, o.warmup); err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func oneWindow(ctx context.Context, o options, w *world, s *schedules, db *dbPro
 		return err
 	}
 	w1 := time.Now()
-	rep.use, rep.db0, rep.db1, rep.window = use, db0, db1, w1.Sub(w0)
+	rep.use, rep.db0, rep.db1, rep.window, rep.beatsPS = use, db0, db1, w1.Sub(w0), w.beatsPS
 
 	if w.victim != nil {
 		// Kill while the victims have steps in flight (up to one interval's wait).
@@ -136,7 +136,7 @@ func oneWindow(ctx context.Context, o options, w *world, s *schedules, db *dbPro
 		return err
 	}
 	var expected []time.Time
-	for i := 0; i < o.jobs; i++ {
+	for i := 0; i < o.shape.jobs(); i++ {
 		expected = append(expected, fires(i, o.interval, w0, w1)...)
 	}
 	rep.stats = analyse(runs, w.col, expected, w0, w1, at, rep.killAt, tookOver(w.col))
@@ -186,6 +186,7 @@ type rampStep struct {
 	rate   float64
 	jobs   int
 	runsPS float64 // Replication runs started per second in the measured interval
+	beats  float64 // heartbeats per second
 	stats  windowStats
 	use    []usage
 	db0    dbSample
@@ -231,7 +232,7 @@ func rampUp(ctx context.Context, o options, w *world, s *schedules, db *dbProbe,
 			expected = append(expected, fires(i, o.interval, w0, w1)...)
 		}
 		st := analyse(runs, w.col, expected, w0, w1, at, time.Time{}, tookOver(w.col))
-		step := rampStep{rate: rate, jobs: n, stats: st, use: use, db0: db0, db1: db1, runsPS: float64(st.started) / w1.Sub(w0).Seconds()}
+		step := rampStep{rate: rate, jobs: n, stats: st, use: use, db0: db0, db1: db1, runsPS: float64(st.started) / w1.Sub(w0).Seconds(), beats: w.beatsPS}
 		step.pass, step.why = rampPasses(st, o.lagLimit)
 		rep.ramp = append(rep.ramp, step)
 		fmt.Fprintf(out, "fleet: ramp %.2f runs/s (%d jobs): started %.2f/s, lag %s: %s\n", rate, n, step.runsPS, st.lagPlan, step.why)

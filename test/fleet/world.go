@@ -32,6 +32,8 @@ type world struct {
 	c       client.Client
 	sdkLog  *os.File
 	watched []watched
+	// beatsPS is the heartbeat rate of the last measured window.
+	beatsPS float64
 }
 
 // newWorld starts everything. On error the caller still calls teardown.
@@ -162,6 +164,8 @@ func (w *world) teardown() {
 // measured runs fn while metering the watched processes and the database.
 func (w *world) measured(ctx context.Context, db *dbProbe, d time.Duration) (use []usage, db0, db1 dbSample, err error) {
 	m := newMeter(w.watched)
+	beats := w.col.heartbeats()
+	defer func() { w.beatsPS = float64(w.col.heartbeats()-beats) / d.Seconds() }()
 	if db0, err = db.sample(ctx); err != nil {
 		return nil, db0, db1, err
 	}
