@@ -21,15 +21,15 @@ const cellSize = 4
 // fleetShape is what the config is built from; every process of the simulator builds the
 // same config from the same shape (the Plan fake resolves jobs from it).
 type fleetShape struct {
-	hosts       int           // multiple of cellSize
-	jobsPerHost int           // jobs whose primary source is each host
+	hosts       int // multiple of cellSize
+	jobsPerHost int // jobs whose primary source is each host
 	// jobCount is how many of the fleet's jobs the config holds and the simulator schedules
 	// (0: all). Validating a config is quadratic in its jobs (10,000 take about 45 s), and a
 	// compressed run needs only rate x interval of them.
-	jobCount int
-	heartbeat   time.Duration // the jobs' heartbeat timeout
-	s2s         time.Duration // the jobs' schedule-to-start timeout
-	address     string        // the Temporal frontend (temporal.address)
+	jobCount  int
+	heartbeat time.Duration // the jobs' heartbeat timeout
+	s2s       time.Duration // the jobs' schedule-to-start timeout
+	address   string        // the Temporal frontend (temporal.address)
 }
 
 // hostName is the name of host i.
