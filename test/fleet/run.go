@@ -25,7 +25,16 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	}
 	dir := o.logs
 	if dir == "" {
+		// A directory of its own, removed after a run that succeeded (logs and the SQLite
+		// database of a failed one are kept).
 		dir = filepath.Join(os.TempDir(), "replctl-fleet-"+time.Now().Format("20060102-150405"))
+		defer func() {
+			if err == nil {
+				_ = os.RemoveAll(dir)
+			} else {
+				fmt.Fprintf(out, "fleet: logs kept in %s\n", dir)
+			}
+		}()
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
