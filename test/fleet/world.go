@@ -161,7 +161,7 @@ func (w *world) teardown() {
 	}
 }
 
-// measured runs fn while metering the watched processes and the database.
+// measured waits d while metering the watched processes, the database and the heartbeats.
 func (w *world) measured(ctx context.Context, db *dbProbe, d time.Duration) (use []usage, db0, db1 dbSample, err error) {
 	m := newMeter(w.watched)
 	beats := w.col.heartbeats()
