@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/replctl/replctl/internal/testworld"
+)
+
+// world is what the coordinator runs: the server (unless -address), the worker processes,
+// a client, the event collector.
+type world struct {
+	o       options
+	dir     string
+	address string
+	server  *proc
+	sqlite  string
+	wf      []*proc
+	hosts   []*proc
+	victim  *proc
+	victims map[string]bool
+	col     *collector
+	c       client.Client
+	sdkLog  *os.File
+	watched []watched
+	// beatsPS is the heartbeat rate of the last measured window.
+	beatsPS float64
+}
+
+// newWorld starts everything. On error the caller still calls teardown.
+func newWorld(ctx context.Context, o options, dir string) (*world, error) {
+	w := &world{o: o, dir: dir, address: o.address, col: newCollector(), victims: map[string]bool{}}
+	if w.address == "" {
+		bin, err := filepath.Abs(o.bin)
+		if err != nil {
+			return w, err
+		}
+		port, err := testworld.FreePort()
+		if err != nil {
+			return w, err
+		}
+		w.address = "127.0.0.1:" + strconv.Itoa(port)
+		w.sqlite = filepath.Join(dir, "temporal.db")
+		w.server = &proc{name: "server", bin: bin, logPath: filepath.Join(dir, "server.log"), args: []string{
+			"server", "--db", w.sqlite, "--port", strconv.Itoa(port), "--ui-port", "-1",
+			"--server-namespace", "default", "--log-level", "warn", "--server-log-level", "error",
+		}}
+		if err := w.server.start(); err != nil {
+			return w, err
+		}
+		if err := waitLog(ctx, w.server, "Temporal server on ", 90*time.Second); err != nil {
+			return w, err
+		}
+		w.watched = append(w.watched, watched{name: "server (SQLite, all services)", pid: w.server.pid(), server: true})
+	} else {
+		w.watched = append(w.watched, o.serverPIDs...)
+		if o.serverMatch != nil {
+			w.watched = append(w.watched, matchProcs(o.serverMatch)...)
+		}
+	}
+	var err error
+	if w.sdkLog, err = os.Create(filepath.Join(dir, "coordinator-sdk.log")); err != nil {
+		return w, err
+	}
+	w.c, err = client.DialContext(ctx, client.Options{HostPort: w.address, Namespace: "default",
+		Logger: sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(w.sdkLog, &slog.HandlerOptions{Level: slog.LevelWarn})))})
+	if err != nil {
+		return w, fmt.Errorf("connecting to %s: %w", w.address, err)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		return w, err
+	}
+	common := append([]string{"agent", "-address", w.address, "-step-time", o.stepTime.String(), "-script-time", o.scriptTime.String(),
+		"-pollers", strconv.Itoa(o.pollers), "-wf-pollers", strconv.Itoa(o.wfPollers)}, o.shape.args()...)
+	newProc := func(name string, extra ...string) *proc {
+		p := &proc{name: name, bin: self, logPath: filepath.Join(dir, name+".log"), args: append(append([]string(nil), common...), extra...)}
+		p.lines = func(l string) { w.col.line(name, l) }
+		return p
+	}
+	var all []*proc
+	for i := 0; i < o.wfProcs; i++ {
+		p := newProc(fmt.Sprintf("workflows-%d", i), "-workflow")
+		w.wf = append(w.wf, p)
+		all = append(all, p)
+	}
+	vict := victimHosts(o.shape.hosts, o.victims)
+	for i, part := range splitHosts(o.shape.hosts, vict, o.procs) {
+		p := newProc(fmt.Sprintf("hosts-%d", i), "-run-hosts", formatHostList(part))
+		w.hosts = append(w.hosts, p)
+		all = append(all, p)
+	}
+	if len(vict) > 0 {
+		w.victim = newProc("victims", "-run-hosts", formatHostList(vict))
+		for _, h := range vict {
+			w.victims[hostName(h)] = true
+		}
+		all = append(all, w.victim)
+	}
+	for _, p := range all {
+		ready := w.col.readyChan(p.name)
+		if err := p.start(); err != nil {
+			return w, err
+		}
+		select {
+		case <-ready:
+		case <-time.After(5 * time.Minute):
+			return w, fmt.Errorf("%s not ready after 5 minutes; see %s", p.name, p.logPath)
+		case <-ctx.Done():
+			return w, ctx.Err()
+		}
+		w.watched = append(w.watched, watched{name: p.name, pid: p.pid()})
+	}
+	return w, nil
+}
+
+// waitLog waits until p's log says s.
+func waitLog(ctx context.Context, p *proc, s string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if !p.alive() {
+			return fmt.Errorf("%s exited during start; see %s", p.name, p.logPath)
+		}
+		if b, err := os.ReadFile(p.logPath); err == nil && strings.Contains(string(b), s) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready after %s; see %s", p.name, timeout, p.logPath)
+}
+
+// teardown stops everything; safe on a half-built world.
+func (w *world) teardown() {
+	for _, p := range append(append(append([]*proc(nil), w.hosts...), w.wf...), w.victim) {
+		if p != nil {
+			p.stop(10 * time.Second)
+		}
+	}
+	if w.c != nil {
+		w.c.Close()
+	}
+	if w.server != nil {
+		w.server.stop(15 * time.Second)
+	}
+	if w.sdkLog != nil {
+		w.sdkLog.Close()
+	}
+}
+
+// measured waits d while metering the watched processes, the database and the heartbeats.
+func (w *world) measured(ctx context.Context, db *dbProbe, d time.Duration) (use []usage, db0, db1 dbSample, err error) {
+	m := newMeter(w.watched)
+	beats := w.col.heartbeats()
+	defer func() { w.beatsPS = float64(w.col.heartbeats()-beats) / d.Seconds() }()
+	if db0, err = db.sample(ctx); err != nil {
+		return nil, db0, db1, err
+	}
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return nil, db0, db1, ctx.Err()
+		case <-time.After(min(5*time.Second, time.Until(end))):
+		}
+		m.sample()
+	}
+	use = m.stop()
+	db1, err = db.sample(ctx)
+	return use, db0, db1, err
+}
