@@ -121,18 +121,22 @@ bench-small:
 	BENCH_DIR=$${BENCH_DIR:-/tmp/replctl-bench-small} bash test/bench/run.sh small
 
 # The fleet simulator (test/fleet, docs/scale.md): simulated hosts as real workers, jobs on
-# Temporal Schedules, the real workflows, against `replctl server` (or FLEET_ARGS=-address
-# ...). `fleet` is the full measurement, long (about 20 minutes): a ramp of 1,000 hosts up to
+# Temporal Schedules, the real workflows. `fleet` runs against a Temporal cluster on PostgreSQL
+# that it starts (FLEET_SERVER, default -postgres -shards 16: Debian's PostgreSQL and the four
+# services as four processes; FLEET_SERVER= for the SQLite `replctl server`, or -address ...
+# for another cluster). It is the full measurement, long (about 20 minutes): a ramp of 1,000 hosts up to
 # the goal's 11 runs/s (1-minute intervals: time compression, see docs/scale.md) that stops
 # at the first rate whose lag p99 exceeds 5 s, then the goal's shape (1,000 hosts, 1,320
 # jobs every 2 minutes = 11 runs/s) for one window and a kill of 10 hosts. Reports in
 # fleet-ramp.txt and fleet-goal.txt. FLEET_ARGS adds or overrides flags of both.
 FLEET_ARGS ?=
+FLEET_SERVER ?= -postgres -shards 16
 fleet:
-	bash test/fleet/run.sh -hosts 1000 -jobs-per-host 10 -procs 4 -interval 60s -ramp 0.5,1,2,4,6,8,11 -ramp-step 80s -step-time 10s -out fleet-ramp.txt $(FLEET_ARGS)
-	bash test/fleet/run.sh -hosts 1000 -jobs-per-host 10 -jobs 1320 -interval 2m -procs 4 -victims 10 -step-time 10s -out fleet-goal.txt $(FLEET_ARGS)
+	bash test/fleet/run.sh $(FLEET_SERVER) -hosts 1000 -jobs-per-host 10 -procs 4 -interval 60s -ramp 0.5,1,2,4,6,8,11 -ramp-step 80s -step-time 10s -out fleet-ramp.txt $(FLEET_ARGS)
+	bash test/fleet/run.sh $(FLEET_SERVER) -hosts 1000 -jobs-per-host 10 -jobs 1320 -interval 2m -procs 4 -victims 10 -step-time 10s -out fleet-goal.txt $(FLEET_ARGS)
 
-# Small and asserted: 20 hosts, 40 jobs every 20 s, a process of 2 hosts killed; fails unless
+# Small and asserted, on the SQLite server (the cluster is tested by test/cluster_test.go and
+# the compose suite): 20 hosts, 40 jobs every 20 s, a process of 2 hosts killed; fails unless
 # the runs completed, lag was measured and every step lost to the kill was taken over.
 fleet-ci:
 	bash test/fleet/run.sh -ci -hosts 20 -jobs-per-host 2 -interval 20s -warmup 20s -window 30s -idle 5s -victims 2 -step-time 3s -heartbeat 2s -schedule-to-start 3s $(FLEET_ARGS)

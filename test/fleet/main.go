@@ -52,9 +52,13 @@ type options struct {
 	serverPIDs  []watched
 	serverMatch *regexp.Regexp
 	pgDSN       string
-	out         string
-	logs        string
-	ci          bool
+	// postgres starts Temporal as a cluster on PostgreSQL here (testworld.StartCluster)
+	// instead of the SQLite server, with shards history shards.
+	postgres bool
+	shards   int
+	out      string
+	logs     string
+	ci       bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -81,6 +85,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	pids := fs.String("server-pids", "", "server processes to measure, NAME=PID,... (with -address)")
 	match := fs.String("server-match", "", "regexp on /proc/*/cmdline of server processes to measure; group 1 names the service")
 	fs.StringVar(&o.pgDSN, "pg-dsn", "", "PostgreSQL DSN of the cluster's database: size and write counters")
+	fs.BoolVar(&o.postgres, "postgres", false, "start Temporal here as a cluster on PostgreSQL (Debian's package): frontend, history, matching and worker as four processes, each measured")
+	fs.IntVar(&o.shards, "shards", 16, "with -postgres: history shards")
 	fs.StringVar(&o.out, "out", "", "write the report here too")
 	fs.StringVar(&o.logs, "logs", "", "logs directory (default: a new dir under /tmp)")
 	fs.BoolVar(&o.ci, "ci", false, "assert: runs completed without failures, lag measured, and (with -victims) every lost step taken over")
@@ -128,6 +134,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-procs, -wf-procs and -pollers must be at least 1, -wf-pollers at least 2")
 	case o.victims < 0 || o.victims > o.shape.hosts/cellSize:
 		return o, fmt.Errorf("-victims: at most one per cell of %d hosts (%d)", cellSize, o.shape.hosts/cellSize)
+	case o.postgres && (o.address != "" || o.shards < 1):
+		return o, errors.New("-postgres starts its own cluster (no -address) and needs -shards of at least 1")
 	case o.address == "" && (len(o.serverPIDs) > 0 || o.serverMatch != nil):
 		return o, errors.New("-server-pids and -server-match go with -address (the server started here is measured anyway)")
 	}

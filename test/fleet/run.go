@@ -51,8 +51,11 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	if o.address != "" {
 		rep.server = "existing cluster at " + o.address
 	}
+	if o.postgres {
+		rep.server = fmt.Sprintf("a Temporal cluster on PostgreSQL (Debian's package, %d history shards; frontend, history, matching, worker in four processes) at %s", o.shards, w.address)
+	}
 	rep.ready = time.Since(rep.start)
-	db, err := openProbe(o.pgDSN, w.sqlite)
+	db, err := openProbe(w.o.pgDSN, w.sqlite)
 	if err != nil {
 		return err
 	}

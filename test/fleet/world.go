@@ -24,6 +24,9 @@ type world struct {
 	address string
 	server  *proc
 	sqlite  string
+	// pg and cluster are the PostgreSQL cluster of -postgres.
+	pg      *testworld.Postgres
+	cluster *testworld.Cluster
 	wf      []*proc
 	hosts   []*proc
 	victim  *proc
@@ -39,7 +42,11 @@ type world struct {
 // newWorld starts everything. On error the caller still calls teardown.
 func newWorld(ctx context.Context, o options, dir string) (*world, error) {
 	w := &world{o: o, dir: dir, address: o.address, col: newCollector(), victims: map[string]bool{}}
-	if w.address == "" {
+	if o.postgres {
+		if err := w.startCluster(ctx); err != nil {
+			return w, err
+		}
+	} else if w.address == "" {
 		bin, err := filepath.Abs(o.bin)
 		if err != nil {
 			return w, err
@@ -156,6 +163,12 @@ func (w *world) teardown() {
 	if w.server != nil {
 		w.server.stop(15 * time.Second)
 	}
+	if w.cluster != nil {
+		w.cluster.Stop()
+	}
+	if w.pg != nil {
+		_ = w.pg.Stop()
+	}
 	if w.sdkLog != nil {
 		w.sdkLog.Close()
 	}
@@ -181,4 +194,28 @@ func (w *world) measured(ctx context.Context, db *dbProbe, d time.Duration) (use
 	use = m.stop()
 	db1, err = db.sample(ctx)
 	return use, db0, db1, err
+}
+
+// startCluster starts PostgreSQL and the four-process Temporal cluster on it, and measures
+// each service's process and the database.
+func (w *world) startCluster(ctx context.Context) error {
+	bin, err := filepath.Abs(w.o.bin)
+	if err != nil {
+		return err
+	}
+	if w.pg, err = testworld.StartPostgres(); err != nil {
+		return err
+	}
+	w.cluster, err = testworld.StartCluster(ctx, testworld.ClusterOptions{Bin: bin, Dir: w.dir, Database: w.pg.URL("temporal"), Shards: w.o.shards})
+	if err != nil {
+		return err
+	}
+	w.address = w.cluster.Frontend
+	if w.o.pgDSN == "" {
+		w.o.pgDSN = w.pg.URL("temporal")
+	}
+	for _, s := range testworld.ClusterServices {
+		w.watched = append(w.watched, watched{name: "server: " + s, pid: w.cluster.Procs[s].Pid(), server: true})
+	}
+	return nil
 }
