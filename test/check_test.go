@@ -23,6 +23,15 @@ func TestCheckReportsBrokenHosts(t *testing.T) {
 	require.NoError(t, os.Chmod(thaw, 0o644))
 	e.startAgents("a1", "a2", "b1") // b2 is not started
 	e.waitWorkflowPoller()
+	// An agent polls its own queue for activities only: no workflow runs there, and idle
+	// workflow polls would cost a fleet's frontend two long polls per agent.
+	require.Eventually(t, func() bool {
+		d, err := e.c.DescribeTaskQueue(context.Background(), workflows.HostQueue("a1"), enums.TASK_QUEUE_TYPE_ACTIVITY)
+		return err == nil && len(d.GetPollers()) > 0
+	}, 30*time.Second, 100*time.Millisecond)
+	d, err := e.c.DescribeTaskQueue(context.Background(), workflows.HostQueue("a1"), enums.TASK_QUEUE_TYPE_WORKFLOW)
+	require.NoError(t, err)
+	assert.Empty(t, d.GetPollers(), "workflow-task pollers on a host queue")
 
 	out, err := e.cli("check", "--wait", "3s")
 	t.Logf("replctl check:\n%s", out)

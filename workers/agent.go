@@ -68,6 +68,10 @@ func NewAgent(o Options) (*Agent, error) {
 	hostW := worker.New(o.Client, workflows.HostQueue(o.Host), worker.Options{
 		Identity:     o.Identity,
 		Interceptors: []interceptor.WorkerInterceptor{&drainInterceptor{d: d}},
+		// No workflow runs on a host queue, but the SDK starts workflow-task pollers on
+		// every worker that does not disable them: two long polls per agent for nothing,
+		// which the fleet simulator saw hit the frontend's per-namespace poll limit.
+		DisableWorkflowWorker: true,
 	})
 	for _, a := range hostActivities(acts) {
 		hostW.RegisterActivityWithOptions(a.fn, activity.RegisterOptions{Name: a.name})
