@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -190,7 +191,7 @@ func allocatePorts(o Options, cl *Cluster) (portSet, error) {
 		}
 	}()
 	pick := func(ip string) (int, error) {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		l, err := listenBelowEphemeral(ip)
 		if err != nil {
 			return 0, fmt.Errorf("pick a free port on %s: %w", ip, err)
 		}
@@ -296,4 +297,19 @@ func clusterPorts(o Options, cl *Cluster) (portSet, error) {
 // runsFrontend tells whether this process runs the frontend (Cluster.Services).
 func (o Options) runsFrontend() bool {
 	return o.Cluster == nil || len(o.Cluster.Services) == 0 || slices.Contains(o.Cluster.Services, string(primitives.FrontendService))
+}
+
+// listenBelowEphemeral listens on a free port of ip below Linux's ephemeral range (32768 and
+// up), falling back to any free port. The ports are released before the server binds them:
+// a port the kernel hands out for ":0" is one it also gives to outgoing connections, and a
+// CI run with many parallel servers lost a service's port to one in between ("bind: address
+// already in use" is fatal to the Temporal server).
+func listenBelowEphemeral(ip string) (net.Listener, error) {
+	for range 50 {
+		port := 20000 + mathrand.IntN(12000)
+		if l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port))); err == nil {
+			return l, nil
+		}
+	}
+	return net.Listen("tcp", net.JoinHostPort(ip, "0"))
 }
