@@ -1,8 +1,10 @@
 package testworld
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -18,6 +20,9 @@ type Proc struct {
 	Bin     string
 	Args    []string
 	LogPath string
+	// Lines, when set, receives the process's standard output line by line instead of the
+	// log (standard error still goes to the log): a harness that reads its workers' reports.
+	Lines func(string)
 
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -50,18 +55,35 @@ func (p *Proc) Start() error {
 	}
 	fmt.Fprintf(logf, "=== %s start %s %s\n", time.Now().Format(time.RFC3339Nano), p.Bin, strings.Join(p.Args, " "))
 	cmd := exec.Command(p.Bin, p.Args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Stderr = logf
+	var stdout io.ReadCloser
+	if p.Lines == nil {
+		cmd.Stdout = logf
+	} else {
+		if stdout, err = cmd.StdoutPipe(); err != nil {
+			logf.Close()
+			return fmt.Errorf("%s: %w", p.Name, err)
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("%s: starting %s: %w", p.Name, p.Bin, err)
 	}
 	p.cmd, p.done, p.started, p.err, p.logFrom = cmd, make(chan struct{}), time.Now(), nil, logFrom
-	go func(done chan struct{}) {
+	go func(done chan struct{}, lines func(string)) {
+		if stdout != nil {
+			// Wait closes the pipe: read it to the end first.
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				lines(sc.Text())
+			}
+		}
 		p.err = cmd.Wait()
 		logf.Close()
 		close(done)
-	}(p.done)
+	}(p.done, p.Lines)
 	return nil
 }
 

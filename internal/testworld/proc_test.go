@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,4 +64,19 @@ func TestProcWaitLogSeesExit(t *testing.T) {
 	require.ErrorContains(t, err, "quitter exited before it was ready (exit status 3)")
 	require.ErrorContains(t, err, "bye")
 	require.Less(t, time.Since(began), 10*time.Second)
+}
+
+// With Lines set, standard output goes to it line by line and standard error to the log.
+func TestProcLines(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	p := &Proc{Name: "lines", Bin: "/bin/sh", Args: []string{"-c", "echo one; echo two; echo oops >&2"},
+		LogPath: filepath.Join(t.TempDir(), "log"), Lines: func(l string) { mu.Lock(); got = append(got, l); mu.Unlock() }}
+	require.NoError(t, p.Start())
+	<-p.Exited()
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"one", "two"}, got)
+	require.Contains(t, p.Log(), "oops")
+	require.NotContains(t, p.Log(), "\none\n", "standard output went to Lines, not the log")
 }

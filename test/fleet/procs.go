@@ -1,121 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
-
-// proc is a child process of the coordinator: the Temporal server or a worker process.
-type proc struct {
-	name    string
-	bin     string
-	args    []string
-	logPath string
-	// lines receives the process's stdout lines (nil: stdout goes to the log).
-	lines func(string)
-
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// start starts the process; stderr (and stdout without lines) goes to logPath.
-func (p *proc) start() error {
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(logf, "=== %s start %s %v\n", time.Now().Format(time.RFC3339Nano), p.bin, p.args)
-	cmd := exec.Command(p.bin, p.args...)
-	cmd.Stderr = logf
-	var out io.ReadCloser
-	if p.lines == nil {
-		cmd.Stdout = logf
-	} else {
-		if out, err = cmd.StdoutPipe(); err != nil {
-			logf.Close()
-			return err
-		}
-	}
-	// Own process group, killed with the coordinator if it dies without tearing down.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("%s: starting %s: %w", p.name, p.bin, err)
-	}
-	p.cmd, p.done = cmd, make(chan struct{})
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		if out == nil {
-			return
-		}
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			p.lines(sc.Text())
-		}
-	}()
-	go func() {
-		<-read
-		_ = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return nil
-}
-
-func (p *proc) pid() int {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return 0
-	}
-	return p.cmd.Process.Pid
-}
-
-func (p *proc) alive() bool {
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill sends SIGKILL and waits for the process to be reaped.
-func (p *proc) kill() {
-	if !p.alive() {
-		return
-	}
-	_ = syscall.Kill(p.pid(), syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-	}
-}
-
-// stop sends SIGTERM, then SIGKILL after grace.
-func (p *proc) stop(grace time.Duration) {
-	if !p.alive() {
-		return
-	}
-	_ = syscall.Kill(p.pid(), syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		p.kill()
-	}
-}
 
 // watched is a process whose CPU and memory the report shows: a server service (started
 // here, named by --server-pids or matched by --server-match) or one of the simulator's.

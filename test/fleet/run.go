@@ -128,7 +128,7 @@ func oneWindow(ctx context.Context, o options, w *world, s *schedules, db *dbPro
 			}
 		}
 		kill := time.Now()
-		w.victim.kill()
+		w.victim.Kill()
 		// Every line the victims wrote has been read once kill returns: take what was open.
 		lost = w.col.inFlight(w.victims)
 		wait := o.shape.heartbeat + o.shape.s2s + 2*o.scriptTime + 10*time.Second

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -22,14 +21,14 @@ type world struct {
 	o       options
 	dir     string
 	address string
-	server  *proc
+	server  *testworld.Proc
 	sqlite  string
 	// pg and cluster are the PostgreSQL cluster of -postgres.
 	pg      *testworld.Postgres
 	cluster *testworld.Cluster
-	wf      []*proc
-	hosts   []*proc
-	victim  *proc
+	wf      []*testworld.Proc
+	hosts   []*testworld.Proc
+	victim  *testworld.Proc
 	victims map[string]bool
 	col     *collector
 	c       client.Client
@@ -57,17 +56,17 @@ func newWorld(ctx context.Context, o options, dir string) (*world, error) {
 		}
 		w.address = "127.0.0.1:" + strconv.Itoa(port)
 		w.sqlite = filepath.Join(dir, "temporal.db")
-		w.server = &proc{name: "server", bin: bin, logPath: filepath.Join(dir, "server.log"), args: []string{
+		w.server = &testworld.Proc{Name: "server", Bin: bin, LogPath: filepath.Join(dir, "server.log"), Args: []string{
 			"server", "--db", w.sqlite, "--port", strconv.Itoa(port), "--ui-port", "-1",
 			"--server-namespace", "default", "--log-level", "warn", "--server-log-level", "error",
 		}}
-		if err := w.server.start(); err != nil {
+		if err := w.server.Start(); err != nil {
 			return w, err
 		}
-		if err := waitLog(ctx, w.server, "Temporal server on ", 90*time.Second); err != nil {
+		if err := w.server.WaitLog(ctx, "Temporal server on ", 90*time.Second); err != nil {
 			return w, err
 		}
-		w.watched = append(w.watched, watched{name: "server (SQLite, all services)", pid: w.server.pid(), server: true})
+		w.watched = append(w.watched, watched{name: "server (SQLite, all services)", pid: w.server.Pid(), server: true})
 	} else {
 		w.watched = append(w.watched, o.serverPIDs...)
 		if o.serverMatch != nil {
@@ -90,12 +89,11 @@ func newWorld(ctx context.Context, o options, dir string) (*world, error) {
 	}
 	common := append([]string{"agent", "-address", w.address, "-step-time", o.stepTime.String(), "-script-time", o.scriptTime.String(),
 		"-pollers", strconv.Itoa(o.pollers), "-wf-pollers", strconv.Itoa(o.wfPollers)}, o.shape.args()...)
-	newProc := func(name string, extra ...string) *proc {
-		p := &proc{name: name, bin: self, logPath: filepath.Join(dir, name+".log"), args: append(append([]string(nil), common...), extra...)}
-		p.lines = func(l string) { w.col.line(name, l) }
-		return p
+	newProc := func(name string, extra ...string) *testworld.Proc {
+		return &testworld.Proc{Name: name, Bin: self, LogPath: filepath.Join(dir, name+".log"),
+			Args: append(append([]string(nil), common...), extra...), Lines: func(l string) { w.col.line(name, l) }}
 	}
-	var all []*proc
+	var all []*testworld.Proc
 	for i := 0; i < o.wfProcs; i++ {
 		p := newProc(fmt.Sprintf("workflows-%d", i), "-workflow")
 		w.wf = append(w.wf, p)
@@ -115,53 +113,34 @@ func newWorld(ctx context.Context, o options, dir string) (*world, error) {
 		all = append(all, w.victim)
 	}
 	for _, p := range all {
-		ready := w.col.readyChan(p.name)
-		if err := p.start(); err != nil {
+		ready := w.col.readyChan(p.Name)
+		if err := p.Start(); err != nil {
 			return w, err
 		}
 		select {
 		case <-ready:
 		case <-time.After(5 * time.Minute):
-			return w, fmt.Errorf("%s not ready after 5 minutes; see %s", p.name, p.logPath)
+			return w, fmt.Errorf("%s not ready after 5 minutes; see %s", p.Name, p.LogPath)
 		case <-ctx.Done():
 			return w, ctx.Err()
 		}
-		w.watched = append(w.watched, watched{name: p.name, pid: p.pid()})
+		w.watched = append(w.watched, watched{name: p.Name, pid: p.Pid()})
 	}
 	return w, nil
 }
 
-// waitLog waits until p's log says s.
-func waitLog(ctx context.Context, p *proc, s string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if !p.alive() {
-			return fmt.Errorf("%s exited during start; see %s", p.name, p.logPath)
-		}
-		if b, err := os.ReadFile(p.logPath); err == nil && strings.Contains(string(b), s) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s not ready after %s; see %s", p.name, timeout, p.logPath)
-}
-
 // teardown stops everything; safe on a half-built world.
 func (w *world) teardown() {
-	for _, p := range append(append(append([]*proc(nil), w.hosts...), w.wf...), w.victim) {
+	for _, p := range append(append(append([]*testworld.Proc(nil), w.hosts...), w.wf...), w.victim) {
 		if p != nil {
-			p.stop(10 * time.Second)
+			p.Stop(10 * time.Second)
 		}
 	}
 	if w.c != nil {
 		w.c.Close()
 	}
 	if w.server != nil {
-		w.server.stop(15 * time.Second)
+		w.server.Stop(15 * time.Second)
 	}
 	if w.cluster != nil {
 		w.cluster.Stop()
