@@ -123,7 +123,7 @@ func dbName(o Options) string {
 // devDynamicConfig tunes the server for one dev box (values after the CLI's
 // dev server, plus single task queue partitions).
 func devDynamicConfig() dynamicconfig.StaticClient {
-	c := dynamicconfig.StaticClient{
+	return dynamicconfig.StaticClient{
 		// Search attributes are visible right after they are added.
 		dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
 		dynamicconfig.ForceNexusEndpointRefreshOnRead.Key():         true,
@@ -165,7 +165,6 @@ func devDynamicConfig() dynamicconfig.StaticClient {
 		// this the client sees only "Request unauthorized.".
 		dynamicconfig.ExposeAuthorizerErrors.Key(): true,
 	}
-	return c
 }
 
 // FrontendKeepAliveTime and FrontendKeepAliveTimeout are the frontend's gRPC keepalive
