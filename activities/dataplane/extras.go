@@ -396,13 +396,8 @@ func pathLess(a, b string) bool {
 	return slices.Compare(strings.Split(a, "/"), strings.Split(b, "/")) < 0
 }
 
-// readXattrs returns the extended attributes of the entry at p (never following a
-// symlink), sorted by name; nil when it has none or the filesystem keeps none.
-func readXattrs(p string) ([]Xattr, error) {
-	names, err := listXattrs(p)
-	if err != nil || len(names) == 0 {
-		return nil, err
-	}
+// xattrValues reads the values of the attributes names of the entry at p, sorted by name.
+func xattrValues(p string, names []string) ([]Xattr, error) {
 	out := make([]Xattr, 0, len(names))
 	for _, n := range names {
 		v, err := getXattr(p, n)
@@ -420,11 +415,17 @@ func readXattrs(p string) ([]Xattr, error) {
 
 // listXattrs lists the attribute names of p (nil when the filesystem keeps none).
 func listXattrs(p string) ([]string, error) {
-	buf := make([]byte, 1024)
+	return xattrNames(func(buf []byte) (int, error) { return unix.Llistxattr(p, buf) })
+}
+
+// xattrNames lists attribute names with list, an llistxattr(2) of one entry (nil when
+// the filesystem keeps none or the entry is gone).
+func xattrNames(list func(buf []byte) (int, error)) ([]string, error) {
+	buf := make([]byte, 256)
 	for {
-		n, err := unix.Llistxattr(p, buf)
+		n, err := list(buf)
 		if errors.Is(err, unix.ERANGE) {
-			if n, err = unix.Llistxattr(p, nil); err != nil {
+			if n, err = list(nil); err != nil {
 				return nil, err
 			}
 			buf = make([]byte, n+64)
@@ -433,7 +434,7 @@ func listXattrs(p string) ([]string, error) {
 		if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.ENOENT) {
 			return nil, nil
 		}
-		if err != nil {
+		if err != nil || n == 0 {
 			return nil, err
 		}
 		var names []string

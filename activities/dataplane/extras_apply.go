@@ -222,7 +222,7 @@ func verifyExtras(rootFd int, x *Extras, names diskNames, owners bool) error {
 				return fmt.Errorf("%w: %s: %v", ErrVerify, e.Path, err)
 			}
 		}
-		got, err := readXattrs(procPath(dfd, base))
+		got, err := readXattrsAt(dfd, base)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrVerify, e.Path, err)
 		}

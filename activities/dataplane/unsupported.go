@@ -181,7 +181,7 @@ func scanTree(ctx context.Context, dir string, opt ScanOptions, collect bool) (*
 	if rootName == "" {
 		rootName = "."
 	}
-	s.found(rootName, s.xattrs(procPath(fd, "."), dir, ".")) // the root's own
+	s.found(rootName, s.xattrs(fd, ".", dir, ".")) // the root's own
 	s.wg.Add(1)
 	s.dir(fd, dir, opt.Name)
 	s.wg.Wait()
@@ -336,16 +336,16 @@ func (s *scan) child(dfd int, p, name, base string) {
 		}
 	}
 	// Through the directory fd: a path could have been swapped for a symlink since.
-	s.found(name, append(what, s.xattrs(procPath(dfd, base), p, rel)...))
+	s.found(name, append(what, s.xattrs(dfd, base, p, rel)...))
 }
 
-// xattrs collects the extended attributes of the entry at fdPath (shown as p; relative path
-// rel) into the extras and returns, as findings, the names that cannot be kept (not valid
-// UTF-8).
-func (s *scan) xattrs(fdPath, p, rel string) []string {
+// xattrs collects the extended attributes of the entry base in directory dfd (shown as p;
+// relative path rel) into the extras and returns, as findings, the names that cannot be
+// kept (not valid UTF-8).
+func (s *scan) xattrs(dfd int, base, p, rel string) []string {
 	var out []string
 	if s.x == nil {
-		names, _ := listXattrs(fdPath) // ENOTSUP: the filesystem has none; a vanished entry has none either
+		names, _ := listXattrsAt(dfd, base) // ENOTSUP: the filesystem has none; a vanished entry has none either
 		for _, n := range names {
 			if !utf8.ValidString(n) {
 				out = append(out, KindXattrName+":xattr name "+strconv.Quote(n))
@@ -353,7 +353,7 @@ func (s *scan) xattrs(fdPath, p, rel string) []string {
 		}
 		return out
 	}
-	xs, err := readXattrs(fdPath)
+	xs, err := readXattrsAt(dfd, base)
 	if err != nil {
 		if !errors.Is(err, unix.ENOENT) {
 			s.fail(fmt.Errorf("scanning %s: %w", ShowPath(p), err))
