@@ -55,10 +55,21 @@ func (a *Agent) Preflight(ctx context.Context, in PreflightInput) (PreflightResu
 		return PreflightResult{}, err
 	}
 	defer l.stop()
+	res, scan, err := a.preflightCheck(ctx, in)
+	if err != nil || scan == nil {
+		return res, err
+	}
+	return res, scan(ctx)
+}
+
+// preflightCheck does the preflight's checks of the storage and the datasets, and returns
+// its scan for entries an image cannot hold (nil when the job skips them), which walks the
+// live source and so may run beside a precopy.
+func (a *Agent) preflightCheck(ctx context.Context, in PreflightInput) (PreflightResult, func(context.Context) error, error) {
 	// From here on the host's mounts, the root and the dataset dirs are this agent's own.
 	own, err := a.authorizePreflight(ctx, in)
 	if err != nil {
-		return PreflightResult{}, err
+		return PreflightResult{}, nil, err
 	}
 	host, root, dirs := own.host, own.root, own.dirs
 	res := PreflightResult{Agent: a.Host}
@@ -68,7 +79,7 @@ func (a *Agent) Preflight(ctx context.Context, in PreflightInput) (PreflightResu
 		res.Roots = append(res.Roots, m.Storage+" at "+m.Path)
 	}
 	if err := storagecheck.Check(roots); err != nil {
-		return res, badInput(fmt.Errorf("job %s: storage check on agent %s before quiesce (nothing was run): %w", in.Job, a.Host, err))
+		return res, nil, badInput(fmt.Errorf("job %s: storage check on agent %s before quiesce (nothing was run): %w", in.Job, a.Host, err))
 	}
 	var errs []error
 	for i, ds := range in.Datasets {
@@ -79,12 +90,53 @@ func (a *Agent) Preflight(ctx context.Context, in PreflightInput) (PreflightResu
 		res.SourceDirs = append(res.SourceDirs, dirs[i])
 	}
 	if err := errors.Join(errs...); err != nil {
-		return res, badInput(fmt.Errorf("job %s: source check on agent %s before quiesce (nothing was run): %w", in.Job, a.Host, err))
+		return res, nil, badInput(fmt.Errorf("job %s: source check on agent %s before quiesce (nothing was run): %w", in.Job, a.Host, err))
 	}
 	if own.onUnsupported == config.OnUnsupportedSkip {
-		return res, nil
+		return res, nil, nil
 	}
-	return res, a.preflightUnsupported(ctx, in.Job, in.Datasets, dirs)
+	return res, func(ctx context.Context) error { return a.preflightUnsupported(ctx, in.Job, in.Datasets, dirs) }, nil
+}
+
+// precopyWithPreflight is a precopy that first does the run's preflight (one step less before
+// quiesce): the checks, then the scan for unsupported entries beside the copy, so the two
+// walks of the live source share one cold read of its metadata. The preflight's failure is
+// the step's (bad input, unsupported entries) and stops the copy.
+func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (PrecopyResult, error) {
+	pf := *in.Preflight
+	if pf.Job != in.Job || pf.RunID != in.RunID || pf.Agent != in.Agent {
+		return PrecopyResult{}, badInput(fmt.Errorf("precopy of job %s (run %s, agent %s) carries the preflight of job %q (run %q, agent %q): refused", in.Job, in.RunID, in.Agent, pf.Job, pf.RunID, pf.Agent))
+	}
+	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: StepPrecopy, Phase: "check"})
+	if err != nil {
+		return PrecopyResult{}, err
+	}
+	defer hb.stop()
+	_, scan, err := a.preflightCheck(ctx, pf)
+	if err != nil {
+		return PrecopyResult{Agent: a.Host}, err
+	}
+	if scan == nil {
+		res, err := a.pushLeased(ctx, hb, precopyPush(in), StepPrecopy, in.First)
+		return precopyResult(res), err
+	}
+	cctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	scanned := make(chan error, 1)
+	go func() {
+		err := scan(cctx)
+		if err != nil {
+			stop(err)
+		}
+		scanned <- err
+	}()
+	res, err := a.pushLeased(cctx, hb, precopyPush(in), StepPrecopy, in.First)
+	// The scan is bounded: its finding, if any, names what is wrong better than the copy's
+	// failure, which may just have been its consequence.
+	if serr := <-scanned; serr != nil {
+		return PrecopyResult{Agent: a.Host}, serr
+	}
+	return precopyResult(res), err
 }
 
 // preflightScanTime bounds the scan of the live source datasets for entries an image cannot

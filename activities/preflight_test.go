@@ -140,3 +140,44 @@ func TestPreflightRefusesUnsupportedEntries(t *testing.T) {
 	_, err = a.Preflight(context.Background(), in)
 	require.NoError(t, err)
 }
+
+// A precopy carrying the preflight does the preflight's checks first and copies nothing
+// when they refuse; a preflight of another job, run or agent is refused outright.
+func TestPrecopyCarriesThePreflight(t *testing.T) {
+	a, in, base := preflightWorld(t, "")
+	in.RunID = "run-1"
+	pc := PrecopyInput{Job: "orders", RunID: "run-1", Agent: "h1", SourceDir: in.SourceDirs[0], Dataset: "app/orders", Preflight: &in}
+	for name, edit := range map[string]func(*PreflightInput){
+		"other job":   func(p *PreflightInput) { p.Job = "payroll" },
+		"other run":   func(p *PreflightInput) { p.RunID = "run-0" },
+		"other agent": func(p *PreflightInput) { p.Agent = "h2" },
+	} {
+		pf := in
+		edit(&pf)
+		bad := pc
+		bad.Preflight = &pf
+		_, err := a.Precopy(context.Background(), bad)
+		requireBadInput(t, err, "carries the preflight of job")
+		assert.Contains(t, err.Error(), "precopy of job orders", name)
+	}
+
+	foreign := in
+	foreign.SourceDirs = []string{filepath.Join(base, "B")}
+	bad := pc
+	bad.Preflight = &foreign
+	_, err := a.Precopy(context.Background(), bad)
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "got %v", err)
+	assert.Equal(t, ErrTypeRefused, appErr.Type(), "a source dir the agent's config does not give it: %v", err)
+
+	require.NoError(t, os.WriteFile(filepath.Join(base, "A/app/orders/bad-\xff"), nil, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(base, "A/app/orders/bad-\uf7ff"), nil, 0o600))
+	_, err = a.Precopy(context.Background(), pc)
+	require.True(t, errors.As(err, &appErr), "got %v", err)
+	assert.Equal(t, ErrTypeUnsupported, appErr.Type(), "%v", err)
+
+	require.NoError(t, os.RemoveAll(filepath.Join(base, "A/app/orders")))
+	require.NoError(t, os.Symlink(filepath.Join(base, "B"), filepath.Join(base, "A/app/orders")))
+	_, err = a.Precopy(context.Background(), pc)
+	requireBadInput(t, err, "is a symlink to", "before quiesce")
+}

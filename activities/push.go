@@ -60,6 +60,9 @@ type PrecopyInput struct {
 	Repo      RepoLocation
 	// First: copy also when the job has no image yet (config precopy: always).
 	First bool `json:",omitempty"`
+	// Preflight, when set, is the run's preflight, done by this step before it copies; it
+	// must name the same job, run and agent.
+	Preflight *PreflightInput `json:",omitempty"`
 }
 
 // PrecopyResult tells what a precopy stored.
@@ -80,8 +83,19 @@ type PrecopyResult struct {
 // files changed since the previous image (from the page cache) and stores nothing the
 // precopy already stored, so the freeze window shrinks to about a walk of the tree.
 func (a *Agent) Precopy(ctx context.Context, in PrecopyInput) (PrecopyResult, error) {
-	res, err := a.push(ctx, PushInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo}, StepPrecopy, in.First)
-	return PrecopyResult{Agent: res.Agent, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: res.Duration, Skipped: res.skipped, SlotWait: res.SlotWait}, err
+	if in.Preflight != nil {
+		return a.precopyWithPreflight(ctx, in)
+	}
+	res, err := a.push(ctx, precopyPush(in), StepPrecopy, in.First)
+	return precopyResult(res), err
+}
+
+func precopyPush(in PrecopyInput) PushInput {
+	return PushInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo}
+}
+
+func precopyResult(res pushResult) PrecopyResult {
+	return PrecopyResult{Agent: res.Agent, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: res.Duration, Skipped: res.skipped, SlotWait: res.SlotWait}
 }
 
 // Push makes a point-in-time image of the (quiesced) source dataset in the job's repository.
@@ -98,13 +112,18 @@ type pushResult struct {
 
 // push runs a push, or (step "precopy") a precopy of the live source.
 func (a *Agent) push(ctx context.Context, in PushInput, step Step, precopyFirst bool) (pushResult, error) {
-	start := time.Now()
 	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: step, Phase: "open"})
 	if err != nil {
 		return pushResult{}, err
 	}
 	defer hb.stop()
-	in, err = a.authorizePush(ctx, step, in)
+	return a.pushLeased(ctx, hb, in, step, precopyFirst)
+}
+
+// pushLeased is push under a lease the caller holds.
+func (a *Agent) pushLeased(ctx context.Context, hb *lease, in PushInput, step Step, precopyFirst bool) (pushResult, error) {
+	start := time.Now()
+	in, err := a.authorizePush(ctx, step, in)
 	if err != nil {
 		return pushResult{}, err
 	}

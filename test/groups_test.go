@@ -112,7 +112,7 @@ func TestFanOutToTwoTargets(t *testing.T) {
 		assert.Equal(t, want.agent, tg.Agent)
 		assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, filepath.Join(e.dir, want.link)), "target %s", want.storage)
 	}
-	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "fan-out")
+	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "fan-out-beside-resume")
 
 	e.kill("c1")
 	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "added.txt"), []byte("added"), 0o644))

@@ -82,7 +82,7 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEqual(t, "new content", string(old))
 	// normal.json is this run as recorded before the precopy; precopy.json with it.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy")
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-preflight-resume-beside-pull")
 }
 
 // The pushing agent is killed in the middle of the push: the next source agent runs the
@@ -139,7 +139,7 @@ func TestKilledPullAgentIsTakenOver(t *testing.T) {
 	assert.True(t, st.Replica.Verified)
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
 	assert.Contains(t, strings.Join(e.markers("b1"), "\n"), "takeover host=b1 agent=b2 failed=b1")
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "pull-takeover")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "pull-takeover-beside-resume")
 }
 
 // The application host's agent is dead from the start: the precopy waits for it for the
@@ -154,9 +154,10 @@ func TestDeadApplicationAgent(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "a2", st.Agents.Application)
 	assert.Equal(t, "a2", st.Agents.Source, "the source order starts at a1 too, which is dead")
-	// The preflight (source order a1, a2, b2) meets the dead a1 first; quiesce then skips it.
+	// The precopy, which carries the preflight (source order a1, a2, b2), meets the dead a1
+	// first; quiesce then skips it.
 	require.GreaterOrEqual(t, len(st.Takeovers), 2)
-	assert.Equal(t, []string{"source", "preflight", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
+	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
 	assert.Contains(t, st.Takeovers[0].Reason, "schedule-to-start")
 	assert.Equal(t, []string{"application", "quiesce", "a1", "a2"}, []string{st.Takeovers[1].Role, string(st.Takeovers[1].Step), st.Takeovers[1].From, st.Takeovers[1].To})
 	assert.Contains(t, st.Takeovers[1].Reason, "lost earlier")
@@ -167,7 +168,7 @@ func TestDeadApplicationAgent(t *testing.T) {
 	assert.True(t, strings.HasPrefix(m[len(m)-1], "resume host=a1 agent=a2"), m[len(m)-1])
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
 	// dead-application-agent-skip-lost.json is this run as recorded before the precopy.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-agent-in-precopy")
+	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-agent-in-precopy-with-preflight")
 }
 
 // When every agent of a role is gone the run fails, naming the role, the agents and why.

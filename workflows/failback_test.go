@@ -50,7 +50,7 @@ func TestFailbackRunsTheJobBackwards(t *testing.T) {
 	}
 	st, err := runWorkflowInput(t, f, failbackInput())
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:check:a1@a1", "script:quiesce:b1@b1", "push@b1", "script:resume:b1@b1", "script:check:a1@a1", "pull@a1"}, f.calls)
+	assert.Equal(t, []string{"script:check:a1@a1", "script:quiesce:b1@b1", "push@b1", "script:resume:b1@b1", "script:check:a1@a1", "pull@a1"}, f.serial())
 	require.Len(t, f.pushes, 1)
 	assert.True(t, f.pushes[0].FollowLink)
 	assert.Equal(t, "/b/orders", f.pushes[0].SourceDir)
@@ -100,7 +100,7 @@ func TestFailbackBadInputIsNonRetryable(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), tc.want)
 		requireErrType(t, err, activities.ErrTypeBadInput)
-		assert.Empty(t, f.calls, "nothing ran")
+		assert.Empty(t, f.serial(), "nothing ran")
 	}
 }
 
@@ -120,7 +120,7 @@ func TestFailbackRefusedUnlessPrimaryStopped(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), tc.want)
 		requireErrType(t, err, tc.typ)
-		assert.Equal(t, []string{"script:check:a1@a1"}, f.calls, "no push, no pull")
+		assert.Equal(t, []string{"script:check:a1@a1"}, f.serial(), "no push, no pull")
 		assert.Equal(t, PhaseFailed, st.Phase)
 		assert.Equal(t, DirectionFailback, st.Direction, "a refused failback says it was one")
 	}
@@ -138,7 +138,7 @@ func TestFailbackRecheckBeforePull(t *testing.T) {
 	}}
 	_, err := runWorkflowInput(t, f, failbackInput())
 	requireErrType(t, err, ErrTypePrimaryRunning)
-	assert.Equal(t, []string{"script:check:a1@a1", "push@b1", "script:check:a1@a1"}, f.calls)
+	assert.Equal(t, []string{"script:check:a1@a1", "push@b1", "script:check:a1@a1"}, f.serial())
 	assert.Empty(t, f.pulls)
 }
 
@@ -151,14 +151,14 @@ func TestFailbackUnreachablePrimary(t *testing.T) {
 	_, err := runWorkflowInput(t, f, failbackInput())
 	requireErrType(t, err, ErrTypePrimaryUnreachable)
 	assert.Contains(t, err.Error(), "the primary application host a1 cannot be reached to check that its application is stopped (dial a1: connection refused); if the primary is down, start the failback with --primary-down")
-	assert.Equal(t, []string{"script:check:a1@a1"}, f.calls)
+	assert.Equal(t, []string{"script:check:a1@a1"}, f.serial())
 
 	in := failbackInput()
 	in.PrimaryDown = true
 	f = &fakeAgents{fail: unreachable, plan: allowFailback}
 	st, err := runWorkflowInput(t, f, in)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:check:a1@a1", "push@b1", "script:check:a1@a1", "pull@a1"}, f.calls)
+	assert.Equal(t, []string{"script:check:a1@a1", "push@b1", "script:check:a1@a1", "pull@a1"}, f.serial())
 	assert.True(t, strings.HasPrefix(st.PrimaryCheck, "unreachable, going on because the input says primary_down"), st.PrimaryCheck)
 	assert.Equal(t, 1, strings.Count(strings.Join(st.Notes, "\n"), "primary_down"), "noted once: %v", st.Notes)
 
@@ -172,7 +172,7 @@ func TestFailbackUnreachablePrimary(t *testing.T) {
 	st, err = runWorkflowInput(t, f, failbackInput())
 	requireErrType(t, err, ErrTypePrimaryUnreachable)
 	assert.Contains(t, err.Error(), "check failed on every application agent in order [a1, a2]")
-	assert.Equal(t, []string{"script:check:a1@a1", "script:takeover:a1@a2", "script:check:a1@a2"}, f.calls)
+	assert.Equal(t, []string{"script:check:a1@a1", "script:takeover:a1@a2", "script:check:a1@a2"}, f.serial())
 	require.Len(t, st.Takeovers, 2)
 	assert.Equal(t, activities.StepCheck, st.Takeovers[0].Step)
 
@@ -194,7 +194,7 @@ func TestFailbackUnreachablePrimary(t *testing.T) {
 	f = &fakeAgents{fail: downAndUnreachable, plan: allowFailback}
 	st, err = runWorkflowInput(t, f, in)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:check:a1@a1", "script:takeover:a1@a2", "push@b1", "script:takeover:a1@a2", "pull@a2"}, f.calls)
+	assert.Equal(t, []string{"script:check:a1@a1", "script:takeover:a1@a2", "push@b1", "script:takeover:a1@a2", "pull@a2"}, f.serial())
 }
 
 // Without a check script the config may say the operator's confirmation stands for it.
@@ -204,7 +204,7 @@ func TestFailbackOperatorSaysPrimaryStopped(t *testing.T) {
 	}}
 	st, err := runWorkflowInput(t, f, failbackInput())
 	require.NoError(t, err)
-	assert.Equal(t, []string{"push@b1", "pull@a1"}, f.calls)
+	assert.Equal(t, []string{"push@b1", "pull@a1"}, f.serial())
 	assert.True(t, strings.HasPrefix(st.PrimaryCheck, "operator: no check script"), st.PrimaryCheck)
 	assert.Contains(t, strings.Join(st.Notes, "\n"), "failback: primary application operator")
 }
@@ -225,7 +225,7 @@ func TestFailbackOfGroupFromSecondTarget(t *testing.T) {
 	in.From = "c"
 	st, err := runWorkflowInput(t, f, in)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:check:a1@a1", "push@c1", "push@c1", "script:check:a1@a1", "pull@a1", "pull@a1"}, f.calls, "no failback application: nothing to quiesce")
+	assert.Equal(t, []string{"script:check:a1@a1", "push@c1", "push@c1", "script:check:a1@a1", "pull@a1", "pull@a1"}, f.serial(), "no failback application: nothing to quiesce")
 	assert.Equal(t, "/c/c/db", f.pushes[0].SourceDir)
 	assert.Equal(t, "c/logs", f.pushes[1].Dataset)
 	for i, ds := range []string{"db", "logs"} {

@@ -22,7 +22,7 @@ func TestGroupIsQuiescedImagedAndPublishedTogether(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }, plan: groupPlan}
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "pull@b1", "publish@b1"}, f.calls)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "pull@b1", "publish@b1"}, f.serial())
 	require.Len(t, f.pushes, 2)
 	assert.Equal(t, []string{"/a/orders/db", "/a/orders/logs"}, []string{f.pushes[0].SourceDir, f.pushes[1].SourceDir})
 	require.Len(t, f.pulls, 2)
@@ -48,7 +48,7 @@ func TestGroupPublishTakeover(t *testing.T) {
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "script:resume:a1@a1",
-		"pull@b1", "pull@b1", "publish@b1", "script:takeover:b1@b2", "pull@b2", "pull@b2", "publish@b2"}, f.calls)
+		"pull@b1", "pull@b1", "publish@b1", "script:takeover:b1@b2", "pull@b2", "pull@b2", "publish@b2"}, f.serial())
 	require.Len(t, st.Takeovers, 1)
 	assert.Equal(t, activities.StepPull, st.Takeovers[0].Step, "the group publish is part of the target's pull step")
 	assert.Equal(t, "b1", st.Takeovers[0].From)
@@ -96,8 +96,8 @@ func TestFanOutPullsEveryTarget(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }, plan: fanOutPlan}
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1"}, f.calls[:3])
-	assert.ElementsMatch(t, []string{"pull@b1", "pull@c1"}, f.calls[3:])
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1"}, f.serial()[:3])
+	assert.ElementsMatch(t, []string{"pull@b1", "pull@c1"}, f.serial()[3:])
 	require.Len(t, st.Targets, 2)
 	for i, want := range []string{"b", "c"} {
 		assert.Equal(t, want, st.Targets[i].Storage)

@@ -45,7 +45,7 @@ func TestStorageFaultIsNotTakenOver(t *testing.T) {
 	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "storage fault on storage b")
-	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
 	assert.Empty(t, st.Takeovers)
 	assert.Equal(t, PhaseFailed, st.Phase)
 }
@@ -57,7 +57,7 @@ func TestPrecopyStorageFaultFailsBeforeQuiesce(t *testing.T) {
 	f.fail = failOn("precopy", "", storageFault("precopy: storage fault on storage b (the job's repository at /b/r): no space left on device"))
 	st, err := runWorkflow(t, f)
 	require.Error(t, err)
-	assert.Equal(t, []string{"precopy@a1"}, f.calls)
+	assert.Equal(t, []string{"precopy@a1"}, f.serial())
 	assert.Empty(t, st.Takeovers)
 	assert.Empty(t, st.QuiescedHost)
 }
@@ -77,7 +77,7 @@ func TestStorageRetryWaitsOnTheSameAgent(t *testing.T) {
 	}
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "pull@b1", "pull@b1", "pull@b1"}, f.calls)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "pull@b1", "pull@b1", "pull@b1"}, f.serial())
 	assert.Empty(t, st.Takeovers)
 	assert.Contains(t, strings.Join(st.Notes, "\n"), "waiting and retrying on the same agent for up to 10m0s")
 
@@ -124,12 +124,17 @@ func TestHostResumedOutsideTheRunMakesTheImageCrashConsistent(t *testing.T) {
 	}
 }
 
-// When every application agent was lost earlier in the run (here: in the precopy), no
-// quiesce script runs (only a1's takeover script, on a2): the run fails without claiming
+// When every application agent was lost earlier in the run (here: in the precopy, which b2
+// then finishes with the preflight), no quiesce script runs: the run fails without claiming
 // the host was left quiesced.
 func TestNoQuiesceRanNothingToResume(t *testing.T) {
-	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always"; p.Order.Source = []string{"a1", "a2"} }}
-	f.fail = failOn("precopy", "", temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil))
+	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always" }}
+	f.fail = func(kind, agent string) error {
+		if kind == "precopy" && agent != "b2" {
+			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil)
+		}
+		return nil
+	}
 	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "LEFT QUIESCED")

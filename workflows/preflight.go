@@ -1,6 +1,9 @@
 package workflows
 
 import (
+	"errors"
+
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/replctl/replctl/activities"
@@ -22,19 +25,52 @@ func (w *replication) preflight(ctx workflow.Context) error {
 	if workflow.GetVersion(ctx, preflightChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return nil
 	}
-	storage, datasets := w.plan.Source.Storage, w.plan.Source.List()
 	return w.onRole(ctx, w.roles.source, activities.StepPreflight, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
-		dirs := make([]string, len(datasets))
-		for i, ds := range datasets {
-			dir, err := w.plan.DatasetDir(agent, storage, ds)
-			if err != nil {
-				return nonRetryable(err)
-			}
-			dirs[i] = dir
+		in, err := w.preflightInput(agent)
+		if err != nil {
+			return err
 		}
 		var res activities.PreflightResult
-		return workflow.ExecuteActivity(ctx, activities.PreflightName, activities.PreflightInput{
-			Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, Storage: storage, Datasets: datasets, SourceDirs: dirs,
-		}).Get(ctx, &res)
+		return workflow.ExecuteActivity(ctx, activities.PreflightName, in).Get(ctx, &res)
 	})
+}
+
+// preflightInput is the preflight of agent: the source datasets as it sees them.
+func (w *replication) preflightInput(agent string) (activities.PreflightInput, error) {
+	storage, datasets := w.plan.Source.Storage, w.plan.Source.List()
+	dirs := make([]string, len(datasets))
+	for i, ds := range datasets {
+		dir, err := w.plan.DatasetDir(agent, storage, ds)
+		if err != nil {
+			return activities.PreflightInput{}, nonRetryable(err)
+		}
+		dirs[i] = dir
+	}
+	return activities.PreflightInput{
+		Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, Storage: storage, Datasets: datasets, SourceDirs: dirs,
+	}, nil
+}
+
+// preflightInPrecopy tells whether the precopy's first activity does the preflight (one
+// step less before quiesce, and the preflight's scan shares the precopy's walk of the live
+// source). Runs recorded before it ran the preflight as its own step.
+func (w *replication) preflightInPrecopy(ctx workflow.Context) bool {
+	if w.failback != nil || !w.precopyRuns() {
+		return false
+	}
+	return workflow.GetVersion(ctx, "preflight-in-precopy", workflow.DefaultVersion, 1) == 1
+}
+
+// preflightRefused tells whether a precopy that carried the preflight failed for what the
+// preflight checks: the run must not go on (another agent would see the same).
+func preflightRefused(err error) bool {
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) {
+		return false
+	}
+	switch appErr.Type() {
+	case activities.ErrTypeBadInput, activities.ErrTypeRefused, activities.ErrTypeUnsupported:
+		return true
+	}
+	return false
 }

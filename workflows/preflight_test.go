@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -71,4 +72,48 @@ func TestPreflightTakesOverLostAgent(t *testing.T) {
 	assert.Equal(t, "a2", f.preflights[3].Agent)
 	assert.Equal(t, "a2", st.Agents.Source)
 	assert.Contains(t, f.calls, "push@a2")
+}
+
+// With a precopy, its first activity does the preflight: one step less before quiesce.
+func TestPrecopyCarriesThePreflight(t *testing.T) {
+	f := &fakeAgents{fail: func(string, string) error { return nil }}
+	f.plan = func(p *activities.Plan) { p.Precopy = "always" }
+	_, err := runWorkflow(t, f)
+	require.NoError(t, err)
+	require.Len(t, f.preflights, 1)
+	assert.Equal(t, 1, f.inPrecopy, "no preflight step of its own")
+	assert.Equal(t, activities.PreflightInput{Job: "orders", RunID: f.preflights[0].RunID, Agent: "a1", Storage: "a",
+		Datasets: []string{"orders"}, SourceDirs: []string{"/a/orders"}}, f.preflights[0])
+	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
+}
+
+// A precopy that failed for another reason than the preflight's may have stopped before the
+// preflight's end: the preflight runs on its own before anything is quiesced.
+func TestFailedPrecopyRunsThePreflightBeforeQuiesce(t *testing.T) {
+	f := &fakeAgents{}
+	f.plan = func(p *activities.Plan) { p.Precopy = "always" }
+	f.fail = failOn("precopy", "", temporal.NewNonRetryableApplicationError("repository busy", "Other", nil))
+	st, err := runWorkflow(t, f)
+	require.NoError(t, err)
+	require.Len(t, f.preflights, 2)
+	assert.Equal(t, 1, f.inPrecopy, "the precopy's, then a step of its own")
+	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
+	assert.Contains(t, strings.Join(st.Notes, "\n"), "precopy failed")
+
+	// And when that preflight refuses, nothing is quiesced.
+	f = &fakeAgents{}
+	f.plan = func(p *activities.Plan) { p.Precopy = "always" }
+	f.fail = func(kind, agent string) error {
+		switch {
+		case kind == "precopy":
+			return temporal.NewNonRetryableApplicationError("repository busy", "Other", nil)
+		case kind == "preflight" && len(f.preflights) > 1:
+			return temporal.NewNonRetryableApplicationError("source dataset orders is gone", activities.ErrTypeBadInput, nil)
+		}
+		return nil
+	}
+	_, err = runWorkflow(t, f)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "source dataset orders is gone")
+	assert.Equal(t, []string{"precopy@a1"}, f.serial())
 }

@@ -38,6 +38,8 @@ type fakeAgents struct {
 	// preflights are the inputs of every preflight, in order (not in calls: most tests
 	// assert the steps that follow it).
 	preflights []activities.PreflightInput
+	// inPrecopy counts the preflights a precopy carried.
+	inPrecopy int
 	// unsupported is what every push reports its image lacks (on_unsupported: skip).
 	unsupported *activities.Unsupported
 }
@@ -51,6 +53,36 @@ func (f *fakeAgents) record(s string) {
 	f.mu.Lock()
 	f.calls = append(f.calls, s)
 	f.mu.Unlock()
+}
+
+// serial is calls in the order a serial run would have made them: the resume (with the
+// takeover scripts just before it) ran beside the pull and its publish, so it is put back
+// before them (their order is the test scheduler's).
+func (f *fakeAgents) serial() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := slices.Clone(f.calls)
+	beside := func(c string) bool {
+		return strings.HasPrefix(c, "pull@") || strings.HasPrefix(c, "publish@") || strings.HasPrefix(c, "script:takeover:b")
+	}
+	for i := range out {
+		if !strings.HasPrefix(out[i], "script:resume:") {
+			continue
+		}
+		start := i
+		for start > 0 && strings.HasPrefix(out[start-1], "script:takeover:a") {
+			start--
+		}
+		to := start
+		for to > 0 && beside(out[to-1]) {
+			to--
+		}
+		block := slices.Clone(out[start : i+1])
+		moved := slices.Clone(out[to:start])
+		copy(out[to:], block)
+		copy(out[to+len(block):], moved)
+	}
+	return out
 }
 
 func (f *fakeAgents) RunScript(ctx context.Context, in activities.ScriptInput) (activities.ScriptResult, error) {
@@ -80,6 +112,16 @@ func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activit
 
 func (f *fakeAgents) Precopy(ctx context.Context, in activities.PrecopyInput) (activities.PrecopyResult, error) {
 	agent := agentOf(ctx)
+	if in.Preflight != nil {
+		// The agent's preflight, before it copies anything.
+		f.mu.Lock()
+		f.preflights = append(f.preflights, *in.Preflight)
+		f.inPrecopy++
+		f.mu.Unlock()
+		if err := f.fail("preflight", agent); err != nil {
+			return activities.PrecopyResult{}, err
+		}
+	}
 	f.record("precopy@" + agent)
 	if err := f.fail("precopy", agent); err != nil {
 		return activities.PrecopyResult{}, err
@@ -195,7 +237,7 @@ func TestStepsRunInOrderOnPrimaries(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }}
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
 	assert.Equal(t, PhaseCompleted, st.Phase)
 	assert.Equal(t, "img-1", st.Image)
 	assert.Empty(t, st.QuiescedHost)
@@ -208,7 +250,7 @@ func TestPrecopyRunsBeforeQuiesce(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) { p.Precopy = "auto" }}
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
+	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
 	require.NotNil(t, st.Precopy)
 	assert.Equal(t, Precopy{Agent: "a1", Bytes: 10, Files: 2, Reused: 1, Seconds: st.Precopy.Seconds}, *st.Precopy)
 
@@ -216,7 +258,7 @@ func TestPrecopyRunsBeforeQuiesce(t *testing.T) {
 		f := &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) { p.Precopy = mode }}
 		st, err := runWorkflow(t, f)
 		require.NoError(t, err)
-		assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls, "precopy %q", mode)
+		assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial(), "precopy %q", mode)
 		assert.Nil(t, st.Precopy)
 	}
 
@@ -261,7 +303,7 @@ func TestFailedPrecopyIsNotedAndRunGoesOn(t *testing.T) {
 	f.fail = failOn("precopy", "", temporal.NewNonRetryableApplicationError("disk read error", "Failed", nil))
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.calls)
+	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
 	assert.Nil(t, st.Precopy)
 	assert.Contains(t, strings.Join(st.Notes, "\n"), "precopy failed, so the push reads everything while quiesced: disk read error")
 }
@@ -274,7 +316,7 @@ func TestPrecopyAgentLostIsTakenOver(t *testing.T) {
 	f.fail = failOn("precopy", "a1", heartbeatTimeout())
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"precopy@a1", "script:takeover:a1@a2", "precopy@a2", "script:quiesce:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.calls)
+	assert.Equal(t, []string{"precopy@a1", "script:takeover:a1@a2", "precopy@a2", "script:quiesce:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.serial())
 	require.Len(t, st.Takeovers, 2)
 	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
 	assert.Equal(t, "a2", st.Precopy.Agent)
@@ -285,7 +327,7 @@ func TestHeartbeatTimeoutMovesStepToNextAgent(t *testing.T) {
 	f.fail = failOn("pull", "b1", heartbeatTimeout())
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "script:takeover:b1@b2", "pull@b2"}, f.calls)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1", "script:takeover:b1@b2", "pull@b2"}, f.serial())
 	require.Len(t, st.Takeovers, 1)
 	assert.Equal(t, Takeover{Role: "target", Step: "pull", From: "b1", To: "b2", Reason: "heartbeat timeout: agent died, stalled or was cut off", Time: st.Takeovers[0].Time}, st.Takeovers[0])
 	assert.Equal(t, ".replctl/staging/x", st.Replica.ResumedFrom, "the taker resumes from the failed attempt's staging dir")
@@ -308,7 +350,7 @@ func TestTakeoverIsStickyAndResumeAlwaysRuns(t *testing.T) {
 	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "source is gone")
-	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a2"}, f.calls,
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a2"}, f.serial(),
 		"non-retryable error stops the step without takeover; resume still runs, on a2 since a1 was lost")
 	assert.Equal(t, PhaseFailed, st.Phase)
 	assert.Empty(t, st.QuiescedHost)
@@ -334,7 +376,7 @@ func TestRetryableErrorsRetrySameAgentThenTakeOver(t *testing.T) {
 	f.fail = failOn("push", "a1", temporal.NewApplicationError("disk hiccup", "StepFailed"))
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
-	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.calls)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "push@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.serial())
 	require.Len(t, st.Takeovers, 2)
 	assert.Contains(t, st.Takeovers[0].Reason, "failed 3 times: disk hiccup")
 	assert.Equal(t, Takeover{Role: "application", Step: "resume", From: "a1", To: "a2", Reason: "skipped: agent lost earlier in this run", Time: st.Takeovers[1].Time}, st.Takeovers[1])
@@ -516,4 +558,69 @@ func TestScheduledMaintenanceBeforeEscapedIDsUsesTheLegacyID(t *testing.T) {
 	env.ExecuteWorkflow(ScheduledMaintenanceWorkflowName, ScheduledMaintenanceInput{Job: "orders", Storage: "array-b", Path: ".replctl/repository"})
 	require.NoError(t, env.GetWorkflowError())
 	assert.Equal(t, "replctl-maintenance-array-b-_replctl_repository", childID)
+}
+
+// The pull starts while the application is resumed: the resume script here waits for the
+// pull to begin, which a run that pulled only after resuming would never do.
+func TestResumeRunsBesidePull(t *testing.T) {
+	pulled := make(chan struct{})
+	var once sync.Once
+	f := &fakeAgents{fail: func(kind, _ string) error {
+		switch kind {
+		case "pull":
+			once.Do(func() { close(pulled) })
+		case "script:resume":
+			select {
+			case <-pulled:
+			case <-time.After(5 * time.Second):
+				return temporal.NewNonRetryableApplicationError("the pull did not start while the resume ran", "Test", nil)
+			}
+		}
+		return nil
+	}}
+	st, err := runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
+	assert.Empty(t, st.QuiescedHost)
+	assert.Equal(t, PhaseCompleted, st.Phase)
+}
+
+// The resume and the pull take over from the same lost agent at the same time: its
+// takeover script runs once.
+func TestResumeAndPullTakeOverOneHostOnce(t *testing.T) {
+	f := &fakeAgents{plan: func(p *activities.Plan) {
+		p.Order.Application = []string{"c1", "a2"}
+		p.Order.Target = []string{"c1", "b1"}
+	}}
+	f.fail = func(kind, agent string) error {
+		if agent == "c1" && (kind == "script:resume" || kind == "pull") {
+			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)
+		}
+		return nil
+	}
+	st, err := runWorkflow(t, f)
+	require.NoError(t, err)
+	var scripts []string
+	for _, c := range f.calls {
+		if strings.HasPrefix(c, "script:takeover:") {
+			scripts = append(scripts, c)
+		}
+	}
+	assert.Len(t, scripts, 1, "calls: %v", f.calls)
+	assert.Contains(t, f.calls, "script:resume:a1@a2")
+	assert.Contains(t, f.calls, "pull@b1")
+	assert.Empty(t, st.QuiescedHost)
+}
+
+// A failed resume still outranks the pull's result, which ran beside it.
+func TestResumeFailureBesidePull(t *testing.T) {
+	f := &fakeAgents{}
+	f.fail = failOn("script:resume", "", temporal.NewNonRetryableApplicationError("thaw.sh exited 1", activities.ErrTypeScriptFailed, nil))
+	st, err := runWorkflow(t, f)
+	require.Error(t, err)
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr))
+	assert.Equal(t, ErrTypeLeftQuiesced, appErr.Type())
+	assert.Equal(t, "a1", st.QuiescedHost)
+	require.NotNil(t, st.Replica, "the pull ran beside the resume and published")
 }

@@ -151,6 +151,8 @@ func (w *replication) runTakeoverScripts(ctx workflow.Context, r *role, agent st
 		if err != nil {
 			return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeBadInput, nil)
 		}
+		// The resume and the pull may take over at the same time: one script per host.
+		_ = workflow.Await(ctx, func() bool { return !w.scriptRunning[failed] })
 		if w.tookOver(ctx, failed) {
 			w.note(fmt.Sprintf("takeover script of host %s already ran in this run: not run again for %s", failed, r.name))
 			r.pending = r.pending[1:]
@@ -162,7 +164,12 @@ func (w *replication) runTakeoverScripts(ctx workflow.Context, r *role, agent st
 			continue
 		}
 		sctx := w.stepContext(ctx, r, activities.StepTakeover, agent)
+		if w.scriptRunning == nil {
+			w.scriptRunning = map[string]bool{}
+		}
+		w.scriptRunning[failed] = true
 		err = w.script(sctx, activities.StepTakeover, agent, host, script, failed)
+		delete(w.scriptRunning, failed)
 		if w.continueUnreachable(err, "takeover script of host "+failed, failed) {
 			err = nil
 		}

@@ -48,7 +48,7 @@ func TestUnsupportedFailIsFinalAndResumes(t *testing.T) {
 	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), msg)
-	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1"}, f.calls)
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1"}, f.serial())
 	assert.Equal(t, PhaseFailed, st.Phase)
 	assert.Empty(t, st.QuiescedHost)
 	assert.Nil(t, st.Replica)

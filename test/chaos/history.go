@@ -182,9 +182,15 @@ func stepPhase(step activities.Step) string {
 	}
 }
 
+// inPhase tells whether step may run during phase: the resume runs beside the pull (the
+// run's phase is then pulling).
+func inPhase(step activities.Step, phase string) bool {
+	return phase == stepPhase(step) || (step == activities.StepResume && phase == workflows.PhasePulling)
+}
+
 // running is the step's started activity in the snapshot: its worker and start time.
 func (s snapshot) running(step activities.Step) (host string, started time.Time, ok bool) {
-	if s.d == nil || s.phase != stepPhase(step) {
+	if s.d == nil || !inPhase(step, s.phase) {
 		return "", time.Time{}, false
 	}
 	for _, pa := range s.d.GetPendingActivities() {

@@ -237,7 +237,7 @@ func (h *harness) inject(ctx context.Context, wt *watcher, r *trialResult) {
 			victim, stepStart = host, started
 			break
 		}
-		if !s.open || phaseRank(s.phase) > phaseRank(stepPhase(r.step)) {
+		if !s.open || (phaseRank(s.phase) > phaseRank(stepPhase(r.step)) && !inPhase(r.step, s.phase)) {
 			r.missed = fmt.Sprintf("step %s was never seen running (phase %q)", r.step, s.phase)
 			return
 		}
