@@ -106,6 +106,19 @@ func TestMutationsDeterministic(t *testing.T) {
 	}
 }
 
+// A Growth dataset's rounds rewrite 0.01 %, 0.1 % and 1 % of its files in turn.
+func TestGrowthRounds(t *testing.T) {
+	s := Spec{Name: "c", Files: 20000, MinSize: 1, MaxSize: 2, PerDir: 500, Seed: 3, Growth: true}
+	var got []int
+	for _, m := range s.mutations(6) {
+		got = append(got, len(m.Rewrite))
+		require.Empty(t, m.Add)
+		require.Empty(t, m.Delete)
+	}
+	require.Equal(t, []int{2, 20, 200, 2, 20, 200}, got)
+	require.Equal(t, "incremental 1%", growthMode(6))
+}
+
 // Goals are judged on medians, with the right numerator and denominator.
 func TestGoals(t *testing.T) {
 	r := &Report{heartbeat: 2 * time.Second}
@@ -119,6 +132,10 @@ func TestGoals(t *testing.T) {
 	add("b", "full", "replctl", 13, 10, 300<<20)
 	add("b", "full", "rsync", 10, 10, 0)
 	add("empty", "empty", "replctl", 0.4, 0.1, 0)
+	for i, m := range growthModes() { // C: replctl 1, 2, 4 s; rsync 10 s each
+		add("c", m, "replctl", float64(int(1)<<i), 0.5, 600<<20)
+		add("c", m, "rsync", 10, 10, 0)
+	}
 	r.Takeovers = []TakeoverSample{{LatencySeconds: 2.5}, {LatencySeconds: 3.2}}
 	r.finish()
 
@@ -135,11 +152,15 @@ func TestGoals(t *testing.T) {
 	require.True(t, g.Met)
 	g = got["end to end, full, B: replctl / rsync"]
 	require.InDelta(t, 1.3, g.Value, 1e-9)
+	require.False(t, g.Met, "issue 16: ≤ 0.7×")
+	g = got["end to end, 0.1% incremental, C: replctl / rsync (no change source)"]
+	require.InDelta(t, 0.2, g.Value, 1e-9)
 	require.True(t, g.Met)
+	require.False(t, got["agent peak RSS on C (any agent, full and incremental)"].Met, "600 MiB > 512 MiB")
 	require.False(t, got["end to end, full, A: replctl / rsync"].Known)
 	g = got["agent peak RSS on B (any agent, full and incremental)"]
 	require.False(t, g.Met)
-	require.True(t, got["empty-dataset replication, end to end (median, warm agents)"].Met)
+	require.False(t, got["empty-dataset replication, end to end (median, warm agents)"].Met, "0.4 s > 0.10 s")
 	g = got["takeover: kill -9 of the pushing agent → next agent's first activity (worst sample)"]
 	require.InDelta(t, 3.2, g.Value, 1e-9)
 	require.False(t, g.Met)
@@ -159,6 +180,8 @@ func TestGoals(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(md), "| A | incremental | replctl | 3 | 2.00 s |")
 	require.Contains(t, string(md), "MISSED")
+	require.Contains(t, string(md), "| 0.1% | 2.00 s | 10.00 s | 0.20 | 0.50 s |")
+	require.Equal(t, []string{"incremental 0.01%", "incremental 0.1%", "incremental 1%"}, growthModes())
 }
 
 // watchTree sees the peak RSS of a grandchild (dd's 64 MiB buffer under sh).

@@ -32,6 +32,20 @@ type Spec struct {
 	AddDel int    `json:"add_del"`
 	Seed   uint64 `json:"seed"`
 	Format int    `json:"format"`
+	// Growth: round k rewrites growthRates[(k-1) % 3] of the files instead of 1 %.
+	Growth bool `json:"growth,omitempty"`
+}
+
+// growthRates are the changes of a Growth dataset's rounds, in files per 10,000: 0.01 %,
+// 0.1 %, 1 %.
+var growthRates = []int{1, 10, 100}
+
+// rewrites is how many files round k rewrites.
+func (s Spec) rewrites(k int) int {
+	if s.Growth {
+		return max(1, s.Files/10000*growthRates[(k-1)%len(growthRates)])
+	}
+	return max(1, s.Files/100)
 }
 
 // Bytes is the dataset's total size of regular files (base state).
@@ -97,7 +111,7 @@ func (s Spec) mutations(n int) []Mutation {
 				}
 			}
 		}
-		for j := 0; j < max(1, s.Files/100); j++ {
+		for j := 0; j < s.rewrites(k); j++ {
 			m.Rewrite = append(m.Rewrite, pick())
 		}
 		for j := 0; j < s.AddDel; j++ {

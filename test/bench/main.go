@@ -54,7 +54,7 @@ func main() {
 	flag.DurationVar(&o.step, "step-timeout", 0, "limit for one copy by any tool (default 10m small, 60m full)")
 	flag.BoolVar(&o.profile, "profile", true, "take CPU profiles of a full push and pull of dataset B")
 	flag.StringVar(&o.rev, "rev", "", "what replctl was built from (run.sh passes the git commit)")
-	flag.StringVar(&o.only, "only", "", "comma list of phases to run (a,b,sparse,empty,takeover,profile); default all")
+	flag.StringVar(&o.only, "only", "", "comma list of phases to run (a,b,c,sparse,empty,takeover,profile); default all")
 	flag.Parse()
 	if o.mode != "small" && o.mode != "full" {
 		fmt.Fprintf(os.Stderr, "bench: -mode %q: want small or full\n", o.mode)
@@ -101,11 +101,13 @@ func specs(mode string) []Spec {
 		return []Spec{
 			{Name: "a", Files: 2048, MinSize: 1 << 20, MaxSize: 1 << 20, PerDir: 256, Seed: 1},
 			{Name: "b", Files: 200000, MinSize: 1024, MaxSize: 8192, PerDir: 1000, AddDel: 20, Seed: 2},
+			{Name: "c", Files: 1000000, MinSize: 256, MaxSize: 1024, PerDir: 1000, Seed: 3, Growth: true},
 		}
 	}
 	return []Spec{
 		{Name: "a", Files: 64, MinSize: 1 << 20, MaxSize: 1 << 20, PerDir: 16, Seed: 1},
 		{Name: "b", Files: 5000, MinSize: 1024, MaxSize: 8192, PerDir: 500, AddDel: 5, Seed: 2},
+		{Name: "c", Files: 20000, MinSize: 256, MaxSize: 1024, PerDir: 500, Seed: 3, Growth: true},
 	}
 }
 
@@ -220,12 +222,17 @@ func run(ctx context.Context, o options) error {
 	}
 
 	for _, s := range specs(o.mode) {
+		if s.Growth && !b.phase(s.Name) { // C takes minutes to make: only when it is measured
+			continue
+		}
+		t := time.Now()
 		ds, err := PrepareDataset(s, filepath.Join(dataDir, s.Name), metaDir, b.logf)
 		if err != nil {
 			return err
 		}
 		b.datasets[s.Name] = ds
 		b.report.Datasets = append(b.report.Datasets, ds.Spec)
+		b.logf("dataset %s: ready after %s", s.Name, time.Since(t).Round(time.Second))
 	}
 	if err := os.MkdirAll(filepath.Join(dataDir, "empty"), 0o755); err != nil {
 		return err
@@ -241,6 +248,7 @@ func run(ctx context.Context, o options) error {
 		jobs: []benchJob{
 			{Name: "bench-a", Dataset: "a", Target: "tgt-a"},
 			{Name: "bench-b", Dataset: "b", Target: "tgt-b"},
+			{Name: "bench-c", Dataset: "c", Target: "tgt-c"},
 			{Name: "bench-empty", Dataset: "empty", Target: "tgt-empty"},
 			{Name: "bench-sparse", Dataset: "sparse", Target: "tgt-sparse"},
 			{Name: "bench-tk-a", Dataset: "a", Target: "tgt-tk-a"},
@@ -296,6 +304,11 @@ func run(ctx context.Context, o options) error {
 		}
 		if err := b.datasetPhase(ctx, b.datasets[name]); err != nil {
 			return fmt.Errorf("dataset %s: %w", name, err)
+		}
+	}
+	if b.phase("c") {
+		if err := b.growthPhase(ctx, b.datasets["c"]); err != nil {
+			return fmt.Errorf("dataset c: %w", err)
 		}
 	}
 	if b.phase("sparse") {

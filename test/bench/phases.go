@@ -55,13 +55,7 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var s *Sample
-			var err error
-			if tool == "replctl" {
-				s, err = b.replctlIncremental(ctx, job, ds)
-			} else {
-				s, err = b.peer(ctx, tool, ds, false)
-			}
+			s, err := b.copyBy(ctx, tool, job, ds, false)
 			if err != nil {
 				return fmt.Errorf("incremental copy %d by %s: %w", r, tool, err)
 			}
@@ -105,13 +99,7 @@ func (b *bench) fullRounds(ctx context.Context, job benchJob, ds *Dataset, note 
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var s *Sample
-			var err error
-			if tool == "replctl" {
-				s, err = b.replctlFull(ctx, job, ds)
-			} else {
-				s, err = b.peer(ctx, tool, ds, true)
-			}
+			s, err := b.copyBy(ctx, tool, job, ds, true)
 			if err == nil && note != nil {
 				err = note(tool, s)
 			}
@@ -123,6 +111,18 @@ func (b *bench) fullRounds(ctx context.Context, job benchJob, ds *Dataset, note 
 		}
 	}
 	return nil
+}
+
+// copyBy makes one timed copy of ds by tool: replctl (full: fresh target and repository)
+// or a peer tool.
+func (b *bench) copyBy(ctx context.Context, tool string, job benchJob, ds *Dataset, full bool) (*Sample, error) {
+	switch {
+	case tool == "replctl" && full:
+		return b.replctlFull(ctx, job, ds)
+	case tool == "replctl":
+		return b.replctlIncremental(ctx, job, ds)
+	}
+	return b.peer(ctx, tool, ds, full)
 }
 
 func (b *bench) record(s *Sample) {
@@ -664,7 +664,7 @@ func orNone(v []string) string {
 
 func fmtSteps(m map[string]float64) string {
 	var parts []string
-	for _, k := range []activities.Step{activities.StepPlan, activities.StepPrecopy, activities.StepQuiesce, activities.StepPush, activities.StepResume, activities.StepPull, activities.StepTakeover} {
+	for _, k := range []activities.Step{activities.StepPlan, activities.StepPreflight, activities.StepPrecopy, activities.StepQuiesce, activities.StepPush, activities.StepResume, activities.StepPull, activities.StepTakeover} {
 		if v, ok := m[string(k)]; ok {
 			parts = append(parts, fmt.Sprintf("%s %.2fs", k, v))
 		}
