@@ -132,9 +132,13 @@ func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, 
 		err = fmt.Errorf("image object %v has %d bytes, entry says %d", de.ObjectID, n, de.FileSize)
 	}
 
-	// Zeros were skipped, not written: the size makes trailing ones holes.
+	// Zeros were skipped, not written: the size makes trailing ones holes. A file that
+	// ends in data already has its size (a truncate to it would still update the inode:
+	// 1.6 s of a full pull of 200,000 small files).
 	if err == nil {
-		err = f.Truncate(n)
+		if end, serr := f.Seek(0, io.SeekEnd); serr != nil || end != n {
+			err = f.Truncate(n)
+		}
 	}
 
 	// Owner and mode through the open fd (no path lookups); chown first, it
