@@ -111,7 +111,7 @@ TRIALS ?= 20
 chaos:
 	bash test/chaos/run.sh $(TRIALS)
 
-# Benchmark against cp -a and rsync -a --delete in the same run (full size: datasets A and B).
+# Benchmark against cp -a and rsync -a --delete in the same run (full size: datasets A, B, C).
 bench:
 	bash test/bench/run.sh full
 
