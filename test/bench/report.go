@@ -417,7 +417,11 @@ func (r *Report) header() string {
 	}
 	for _, s := range r.Datasets {
 		fmt.Fprintf(&b, "dataset %s: %d files of %s–%s (%s)", strings.ToUpper(s.Name), s.Files, human(int64(s.MinSize)), human(int64(s.MaxSize)), human(s.Bytes()))
-		fmt.Fprintf(&b, "; 1%% mutation = %d rewritten", max(1, s.Files/100))
+		if s.Growth {
+			fmt.Fprintf(&b, "; rounds rewrite %d, %d and %d files (0.01 %%, 0.1 %%, 1 %%) in turn", s.rewrites(1), s.rewrites(2), s.rewrites(3))
+		} else {
+			fmt.Fprintf(&b, "; 1%% mutation = %d rewritten", s.rewrites(1))
+		}
 		if s.AddDel > 0 {
 			fmt.Fprintf(&b, ", %d added, %d deleted", s.AddDel, s.AddDel)
 		}
