@@ -112,13 +112,18 @@ func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (Prec
 		return PrecopyResult{}, err
 	}
 	defer hb.stop()
-	_, scan, err := a.preflightCheck(ctx, pf)
+	checked, scan, err := a.preflightCheck(ctx, pf)
 	if err != nil {
 		return PrecopyResult{Agent: a.Host}, err
 	}
+	withPreflight := func(res pushResult) PrecopyResult {
+		r := precopyResult(res)
+		r.Preflight = &checked
+		return r
+	}
 	if scan == nil {
 		res, err := a.pushLeased(ctx, hb, precopyPush(in), StepPrecopy, in.First)
-		return precopyResult(res), err
+		return withPreflight(res), err
 	}
 	cctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -136,7 +141,7 @@ func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (Prec
 	if serr := <-scanned; serr != nil {
 		return PrecopyResult{Agent: a.Host}, serr
 	}
-	return precopyResult(res), err
+	return withPreflight(res), err
 }
 
 // preflightScanTime bounds the scan of the live source datasets for entries an image cannot

@@ -76,6 +76,8 @@ type PrecopyResult struct {
 	Skipped bool `json:",omitempty"`
 	// SlotWait is how long of Duration the precopy waited for a slot (max_concurrent_steps).
 	SlotWait time.Duration `json:",omitempty"`
+	// Preflight is what the preflight the input carried checked.
+	Preflight *PreflightResult `json:",omitempty"`
 }
 
 // Precopy copies the LIVE source dataset into the job's repository before the application

@@ -305,6 +305,9 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 			if p.Skipped {
 				r.Detail = "skipped: " + precopySkipReason
 			}
+			if p.Preflight != nil {
+				r.Detail = preflightDetail(*p.Preflight) + "; precopy " + r.Detail
+			}
 		}
 	case activities.PullName:
 		var p activities.PullResult
@@ -314,7 +317,7 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 	case activities.PreflightName:
 		var p activities.PreflightResult
 		if dc.FromPayloads(res, &p) == nil {
-			r.Detail = "on disk: storage " + strings.Join(p.Roots, ", ") + "; source " + strings.Join(p.SourceDirs, ", ")
+			r.Detail = preflightDetail(p)
 		}
 	case activities.PublishGroupName:
 		var p activities.PublishGroupResult
@@ -396,4 +399,9 @@ func printHistory(w io.Writer, v historyView) {
 	if v.Error != "" {
 		fmt.Fprintf(w, "run error: %s\n", v.Error)
 	}
+}
+
+// preflightDetail is what a preflight checked, in one line.
+func preflightDetail(p activities.PreflightResult) string {
+	return "on disk: storage " + strings.Join(p.Roots, ", ") + "; source " + strings.Join(p.SourceDirs, ", ")
 }
