@@ -99,9 +99,8 @@ func (a *Agent) preflightCheck(ctx context.Context, in PreflightInput) (Prefligh
 }
 
 // precopyWithPreflight is a precopy that first does the run's preflight (one step less before
-// quiesce): the checks, then the scan for unsupported entries beside the copy, so the two
-// walks of the live source share one cold read of its metadata. The preflight's failure is
-// the step's (bad input, unsupported entries) and stops the copy.
+// quiesce): the checks, then the scan for unsupported entries beside the copy. The
+// preflight's failure is the step's (bad input, unsupported entries) and stops the copy.
 func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (PrecopyResult, error) {
 	pf := *in.Preflight
 	if pf.Job != in.Job || pf.RunID != in.RunID || pf.Agent != in.Agent {
@@ -116,32 +115,29 @@ func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (Prec
 	if err != nil {
 		return PrecopyResult{Agent: a.Host}, err
 	}
-	withPreflight := func(res pushResult) PrecopyResult {
-		r := precopyResult(res)
-		r.Preflight = &checked
-		return r
-	}
-	if scan == nil {
-		res, err := a.pushLeased(ctx, hb, precopyPush(in), StepPrecopy, in.First)
-		return withPreflight(res), err
-	}
 	cctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	scanned := make(chan error, 1)
-	go func() {
-		err := scan(cctx)
-		if err != nil {
-			stop(err)
-		}
-		scanned <- err
-	}()
+	if scan == nil { // the job skips unsupported entries
+		scanned <- nil
+	} else {
+		go func() {
+			err := scan(cctx)
+			if err != nil {
+				stop(err)
+			}
+			scanned <- err
+		}()
+	}
 	res, err := a.pushLeased(cctx, hb, precopyPush(in), StepPrecopy, in.First)
 	// The scan is bounded: its finding, if any, names what is wrong better than the copy's
 	// failure, which may just have been its consequence.
 	if serr := <-scanned; serr != nil {
 		return PrecopyResult{Agent: a.Host}, serr
 	}
-	return withPreflight(res), err
+	r := precopyResult(res)
+	r.Preflight = &checked
+	return r, err
 }
 
 // preflightScanTime bounds the scan of the live source datasets for entries an image cannot

@@ -52,10 +52,9 @@ func (w *replication) preflightInput(agent string) (activities.PreflightInput, e
 }
 
 // preflightInPrecopy tells whether the precopy's first activity does the preflight (one
-// step less before quiesce, and the preflight's scan shares the precopy's walk of the live
-// source). Runs recorded before it ran the preflight as its own step.
+// step less before quiesce). Runs recorded before it ran the preflight as its own step.
 func (w *replication) preflightInPrecopy(ctx workflow.Context) bool {
-	if w.failback != nil || !w.precopyRuns() {
+	if !w.precopyRuns() {
 		return false
 	}
 	return workflow.GetVersion(ctx, "preflight-in-precopy", workflow.DefaultVersion, 1) == 1
