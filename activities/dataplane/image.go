@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -23,7 +22,7 @@ func readImageDir(ctx context.Context, rep repo.Repository, oid object.ID) ([]*s
 	defer r.Close()
 
 	var dm snapshot.DirManifest
-	if err := json.NewDecoder(r).Decode(&dm); err != nil {
+	if err := decodeDirManifest(r, &dm); err != nil {
 		return nil, fmt.Errorf("parsing image directory object %v: %w", oid, err)
 	}
 

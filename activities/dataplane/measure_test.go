@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,7 +26,8 @@ import (
 // Knobs: REPLCTL_MEASURE_FILES (default 20000), REPLCTL_MEASURE_MB (total
 // size, default 200), REPLCTL_MEASURE_DIR (where to create data; default a
 // temp dir), REPLCTL_MEASURE_VERIFY (verification of the first two pulls,
-// default full). Times include the final syncfs of each pull (durable replica).
+// default full), REPLCTL_MEASURE_PROFILE (a directory for a CPU profile of each step,
+// step1.pprof to step5.pprof in the order logged). Times include the final syncfs of each pull (durable replica).
 func TestMeasurePushPull(t *testing.T) {
 	if os.Getenv("REPLCTL_MEASURE") == "" {
 		t.Skip("set REPLCTL_MEASURE=1 to run")
@@ -84,7 +86,18 @@ func TestMeasurePushPull(t *testing.T) {
 
 	ctx := context.Background()
 
+	// REPLCTL_MEASURE_PROFILE=DIR: a CPU profile of each step, DIR/<step>.pprof.
+	profDir := os.Getenv("REPLCTL_MEASURE_PROFILE")
+	step := 0
 	timed := func(what string, fn func() string) {
+		step++
+		if profDir != "" {
+			f, err := os.Create(filepath.Join(profDir, fmt.Sprintf("step%d.pprof", step)))
+			require.NoError(t, err)
+			require.NoError(t, pprof.StartCPUProfile(f))
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 		start, cpu0 := time.Now(), cpuTime()
 		detail := fn()
 
