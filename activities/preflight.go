@@ -99,7 +99,9 @@ func (a *Agent) preflightCheck(ctx context.Context, in PreflightInput) (Prefligh
 }
 
 // precopyWithPreflight is a precopy that first does the run's preflight (one step less before
-// quiesce): the checks, then the scan for unsupported entries beside the copy. The
+// quiesce): the checks, then the look for unsupported entries. For a job of one dataset the
+// copy's own listing is looked at (one walk of the live source, not two); otherwise, and
+// when the precopy is skipped, the preflight's bounded scan runs (beside the copy). The
 // preflight's failure is the step's (bad input, unsupported entries) and stops the copy.
 func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (PrecopyResult, error) {
 	pf := *in.Preflight
@@ -115,6 +117,21 @@ func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (Prec
 	if err != nil {
 		return PrecopyResult{Agent: a.Host}, err
 	}
+	if scan != nil && len(pf.Datasets) == 1 && pf.Datasets[0] == in.Dataset {
+		res, err := a.pushLeased(ctx, hb, precopyPush(in), StepPrecopy, pushHow{precopyFirst: in.First, scanUnsupported: true})
+		switch {
+		case err == nil && res.skipped:
+			err = scan(ctx)
+		case err == nil && !res.Unsupported.Empty():
+			err = unsupportedBeforeQuiesce(in.Job, a.Host, *res.Unsupported)
+		}
+		if err != nil {
+			return PrecopyResult{Agent: a.Host}, err
+		}
+		r := precopyResult(res)
+		r.Preflight = &checked
+		return r, nil
+	}
 	cctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	scanned := make(chan error, 1)
@@ -129,7 +146,7 @@ func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (Prec
 			scanned <- err
 		}()
 	}
-	res, err := a.pushLeased(cctx, hb, precopyPush(in), StepPrecopy, in.First)
+	res, err := a.pushLeased(cctx, hb, precopyPush(in), StepPrecopy, pushHow{precopyFirst: in.First})
 	// The scan is bounded: its finding, if any, names what is wrong better than the copy's
 	// failure, which may just have been its consequence.
 	if serr := <-scanned; serr != nil {
@@ -172,8 +189,14 @@ func (a *Agent) preflightUnsupported(ctx context.Context, job string, datasets, 
 		return nil
 	}
 	observeUnsupported(ctx, job, &sum)
+	return unsupportedBeforeQuiesce(job, a.Host, sum)
+}
+
+// unsupportedBeforeQuiesce is the preflight's refusal of a source holding entries the data
+// plane cannot replicate.
+func unsupportedBeforeQuiesce(job, host string, sum dataplane.Unsupported) error {
 	ue := &dataplane.UnsupportedError{Job: job, Summary: sum}
-	msg := fmt.Sprintf("job %s: source check on agent %s before quiesce (nothing was run): %s", job, a.Host, strings.TrimPrefix(ue.Error(), "push: "))
+	msg := fmt.Sprintf("job %s: source check on agent %s before quiesce (nothing was run): %s", job, host, strings.TrimPrefix(ue.Error(), "push: "))
 	if sum.Partial {
 		msg += fmt.Sprintf(" (the check stopped after %v: there may be more)", preflightScanTime)
 	}

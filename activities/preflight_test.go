@@ -147,6 +147,13 @@ func TestPrecopyCarriesThePreflight(t *testing.T) {
 	a, in, base := preflightWorld(t, "")
 	in.RunID = "run-1"
 	pc := PrecopyInput{Job: "orders", RunID: "run-1", Agent: "h1", SourceDir: in.SourceDirs[0], Dataset: "app/orders", Preflight: &in}
+	cfg, err := config.Load(a.ConfigFile)
+	require.NoError(t, err)
+	p, err := NewPlan(cfg, "orders")
+	require.NoError(t, err)
+	pc.Repo, err = p.Repo("h1")
+	require.NoError(t, err)
+	a.StateDir = filepath.Join(base, "state")
 	for name, edit := range map[string]func(*PreflightInput){
 		"other job":   func(p *PreflightInput) { p.Job = "payroll" },
 		"other run":   func(p *PreflightInput) { p.RunID = "run-0" },
@@ -165,7 +172,7 @@ func TestPrecopyCarriesThePreflight(t *testing.T) {
 	foreign.SourceDirs = []string{filepath.Join(base, "B")}
 	bad := pc
 	bad.Preflight = &foreign
-	_, err := a.Precopy(context.Background(), bad)
+	_, err = a.Precopy(context.Background(), bad)
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(err, &appErr), "got %v", err)
 	assert.Equal(t, ErrTypeRefused, appErr.Type(), "a source dir the agent's config does not give it: %v", err)
@@ -175,6 +182,15 @@ func TestPrecopyCarriesThePreflight(t *testing.T) {
 	_, err = a.Precopy(context.Background(), pc)
 	require.True(t, errors.As(err, &appErr), "got %v", err)
 	assert.Equal(t, ErrTypeUnsupported, appErr.Type(), "%v", err)
+	// The job has no image: that precopy was skipped and the preflight scanned on its own.
+	// One that copies (precopy: always) finds it in its own listing, with the same refusal.
+	first := pc
+	first.First = true
+	_, err2 := a.Precopy(context.Background(), first)
+	require.True(t, errors.As(err2, &appErr), "got %v", err2)
+	assert.Equal(t, ErrTypeUnsupported, appErr.Type(), "%v", err2)
+	assert.Equal(t, err.Error(), err2.Error())
+	assert.Contains(t, err2.Error(), "before quiesce (nothing was run)")
 
 	require.NoError(t, os.RemoveAll(filepath.Join(base, "A/app/orders")))
 	require.NoError(t, os.Symlink(filepath.Join(base, "B"), filepath.Join(base, "A/app/orders")))

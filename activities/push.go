@@ -119,11 +119,17 @@ func (a *Agent) push(ctx context.Context, in PushInput, step Step, precopyFirst 
 		return pushResult{}, err
 	}
 	defer hb.stop()
-	return a.pushLeased(ctx, hb, in, step, precopyFirst)
+	return a.pushLeased(ctx, hb, in, step, pushHow{precopyFirst: precopyFirst})
+}
+
+// pushHow is how the agent itself (never the activity input) asks a push to go.
+type pushHow struct {
+	precopyFirst    bool // a precopy even without a previous image (precopy: always)
+	scanUnsupported bool // a precopy that does the preflight's look for unsupported entries
 }
 
 // pushLeased is push under a lease the caller holds.
-func (a *Agent) pushLeased(ctx context.Context, hb *lease, in PushInput, step Step, precopyFirst bool) (pushResult, error) {
+func (a *Agent) pushLeased(ctx context.Context, hb *lease, in PushInput, step Step, how pushHow) (pushResult, error) {
 	start := time.Now()
 	in, err := a.authorizePush(ctx, step, in)
 	if err != nil {
@@ -151,7 +157,8 @@ func (a *Agent) pushLeased(ctx context.Context, hb *lease, in PushInput, step St
 		// as about one interval of work, so keep it short (the goal is <= 5 s of work).
 		CheckpointInterval: pushCheckpointInterval,
 		Precopy:            step == StepPrecopy,
-		PrecopyFirst:       precopyFirst,
+		PrecopyFirst:       how.precopyFirst,
+		ScanUnsupported:    how.scanUnsupported,
 		OnUnsupported:      in.OnUnsupported,
 		Limiter:            slot.limiter,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })

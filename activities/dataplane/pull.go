@@ -105,6 +105,7 @@ type testHooks struct {
 	beforeVerify      func(staging string) // after all writes, before verification
 	beforePublish     func()               // after verification, before publish resolves T again
 	beforeSourceOpen  func(rel string)     // push: before a source file is opened for reading
+	afterSourceList   func(rel string)     // push: after a source directory is opened for listing
 	noClone           bool                 // pull: link even where the target clones
 }
 

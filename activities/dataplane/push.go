@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kopia/kopia/fs/localfs"
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/manifest"
 	"github.com/kopia/kopia/snapshot"
@@ -49,8 +48,13 @@ type PushRequest struct {
 	// OnUnsupported is what a push does with entries an image cannot hold (unsupported.go):
 	// "fail" (also "") refuses the push with ErrUnsupported before any image is kept; "skip"
 	// keeps the image without them and reports them in PushResult.Unsupported and in the
-	// image's tag "unsupported". A precopy never checks.
+	// image's tag "unsupported". A precopy never checks, unless ScanUnsupported.
 	OnUnsupported string
+	// ScanUnsupported makes a precopy look, in its own listing, for what ScanUnsupported
+	// looks for (the run's preflight, without a walk of its own): it stops at the first
+	// such entry and returns the summary in PushResult.Unsupported, with no error. A
+	// skipped precopy (PushResult.Skipped) looked at nothing.
+	ScanUnsupported bool
 	// Limiter bounds the bytes read from the source (nil: unlimited): the job's and the
 	// host's bandwidth.
 	Limiter Limiter
@@ -205,17 +209,16 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	rp.setPhase("upload", estBytes, estFiles)
 
-	src, err := localfs.Directory(req.SourceDir)
-	if err != nil {
-		return PushResult{}, fmt.Errorf("opening source %s: %w", req.SourceDir, err)
-	}
-
 	root, err := openSourceRoot(req.SourceDir, &r.hooks)
 	if err != nil {
 		return PushResult{}, err
 	}
 	defer root.close()
 	root.lim, root.ctx = req.Limiter, ctx
+	src, err := root.dir()
+	if err != nil {
+		return PushResult{}, err
+	}
 
 	u := upload.NewUploader(w)
 	u.ParallelUploads = req.Parallel
@@ -231,35 +234,46 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	start := time.Now()
 
-	// The scan runs beside the upload (the application is quiesced meanwhile); a refusal
-	// stops the upload as soon as it is known.
-	var scanned chan scanResult
+	// The scan is fed by the upload's own listing (the application is quiesced meanwhile);
+	// a refusal stops the upload as soon as it is known.
 	if !req.Precopy {
-		scanned = make(chan scanResult, 1)
-		go func() {
-			sum, x, err := ScanTree(ctx, req.SourceDir, ScanOptions{Name: req.Dataset, Parallel: req.Parallel})
-			if err != nil || (!sum.Empty() && req.OnUnsupported != OnUnsupportedSkip) {
+		root.scan = newScan(ctx, req.SourceDir, ScanOptions{Name: req.Dataset}, true)
+		if req.OnUnsupported != OnUnsupportedSkip {
+			root.scan.onFind = func(error) { u.Cancel() }
+		}
+	} else if req.ScanUnsupported {
+		root.scan = newScan(ctx, req.SourceDir, ScanOptions{Name: req.Dataset}, false)
+		root.scan.onFind = func(err error) {
+			if err == nil {
 				u.Cancel()
 			}
-			scanned <- scanResult{sum, x, err}
-		}()
+		}
 	}
 
-	man, err := u.Upload(wctx, root.wrap(src, ".", src.Name()), policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
+	man, err := u.Upload(wctx, src, policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
 
 	var unsupported *Unsupported
 	var extras *Extras
-	if scanned != nil {
-		sc := <-scanned
-		extras = sc.extras
-		if sc.err != nil && ctx.Err() == nil {
-			return PushResult{}, fmt.Errorf("push of %s: %w", req.SourceDir, sc.err)
+	if root.scan != nil && req.Precopy {
+		sum, _, serr := root.scan.result()
+		switch {
+		case serr != nil:
+			// As the preflight's own scan: the quiesced push reads the tree again.
+			r.log("precopy's look for unsupported entries failed; the push checks again", "job", req.Job, "dataset", req.Dataset, "error", serr)
+		case !sum.Empty():
+			return PushResult{Unsupported: sum}, nil
 		}
-		if !sc.sum.Empty() {
+	} else if root.scan != nil {
+		sum, x, serr := root.scan.result()
+		extras = x
+		if serr != nil && ctx.Err() == nil {
+			return PushResult{}, fmt.Errorf("push of %s: %w", req.SourceDir, serr)
+		}
+		if !sum.Empty() {
 			if req.OnUnsupported != OnUnsupportedSkip {
-				return PushResult{}, &UnsupportedError{Job: req.Job, Summary: *sc.sum}
+				return PushResult{}, &UnsupportedError{Job: req.Job, Summary: *sum}
 			}
-			unsupported = sc.sum
+			unsupported = sum
 		}
 	}
 
@@ -337,13 +351,6 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		"reused", res.Reused, "took", time.Since(start).Round(time.Millisecond))
 
 	return res, nil
-}
-
-// scanResult is what the push's ScanUnsupported found.
-type scanResult struct {
-	sum    *Unsupported
-	extras *Extras
-	err    error
 }
 
 // finishPrecopy makes what a precopy stored durable and drops its checkpoints: it leaves

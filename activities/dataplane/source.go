@@ -1,21 +1,30 @@
 package dataplane
 
-// The push's view of the source tree. kopia's localfs opens every directory and file by its
-// full path, following symlinks: a file swapped for a symlink between kopia's listing and its
-// open would be followed, and the content of a file outside the dataset would enter the image
-// (the class of rsync's CVE-2024-12747). Here every file is opened beneath the source root's
-// fd with no symlink in any component (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a walk
-// by O_NOFOLLOW components), must still be a regular file with the device, size and mtime
-// kopia listed, and every directory is checked the same way before kopia lists it. A name
-// that is not valid UTF-8 is given to kopia as its image name (names.go); one whose image
-// name is a sibling's real name is left out (KindName).
+// The push's view of the source tree: kopia's fs interfaces implemented over directory fds,
+// in place of kopia's localfs. localfs lists a directory by its full path, lstats every
+// entry by full path and opens files by full path, following symlinks: a file swapped for a
+// symlink between the listing and the open would be followed, and the content of a file
+// outside the dataset would enter the image (the class of rsync's CVE-2024-12747); it also
+// takes a name ending in ".kopia-entry" for one of its placeholders (a file so named could
+// not be pushed). Here every directory is opened beneath the source root's fd with no
+// symlink in any component (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a walk by
+// O_NOFOLLOW components) and listed from that fd, every entry is stat'ed relative to it,
+// and every file is opened the same way beneath the root, must still be a regular file and
+// have the device, size and mtime that were listed. A name that is not valid UTF-8 is given
+// to kopia as its image name (names.go); one whose image name is a sibling's real name is
+// left out (KindName). A quiesced push's scan (unsupported.go) is fed from this listing, so
+// the tree is walked once, not twice.
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
+	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/kopia/kopia/fs"
 	"golang.org/x/sys/unix"
@@ -27,11 +36,17 @@ var ErrSourceChanged = errors.New("source changed during the push")
 
 // sourceRoot is the source tree of one push.
 type sourceRoot struct {
-	fd    int // the source dir, O_PATH; closed by the push
+	fd    int    // the source dir, O_PATH; closed by the push
+	path  string // the source dir, for messages
 	hooks *testHooks
 	// lim bounds what the push reads from the source (nil: unlimited); ctx ends its waits.
 	lim Limiter
 	ctx context.Context
+	// scan, when set, is fed every entry listed (the quiesced push's extras and findings);
+	// listed holds the directories already fed to it, so none is counted twice.
+	scan   *scan
+	mu     sync.Mutex
+	listed map[string]bool
 }
 
 // openSourceRoot opens dir (never through a symlink in its last component).
@@ -40,45 +55,108 @@ func openSourceRoot(dir string, hooks *testHooks) (*sourceRoot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening source %s: %w", dir, err)
 	}
-	return &sourceRoot{fd: fd, hooks: hooks}, nil
+	return &sourceRoot{fd: fd, path: dir, hooks: hooks}, nil
 }
 
 func (s *sourceRoot) close() { unix.Close(s.fd) } //nolint:errcheck
 
-// wrap returns e (at rel below the root, by its raw names) with the push's checks, named
-// name in the image (e.Name() unless that is not valid UTF-8).
-func (s *sourceRoot) wrap(e fs.Entry, rel, name string) fs.Entry {
-	switch e := e.(type) {
-	case fs.Directory:
-		return sourceDir{e, s, rel, name}
-	case fs.File:
-		return sourceFile{e, s, rel, name}
-	case fs.Symlink:
-		if name != e.Name() {
-			return renamedSymlink{e, name}
-		}
-	default:
-		if name != e.Name() {
-			return renamedEntry{e, name}
-		}
+// dir is the source root as a kopia directory.
+func (s *sourceRoot) dir() (fs.Directory, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(s.fd, &st); err != nil {
+		return nil, fmt.Errorf("opening source %s: %w", s.path, err)
 	}
-	return e
+	return sourceDir{s.entry(".", filepath.Base(s.path), &st)}, nil
 }
 
-// renamedSymlink and renamedEntry give an entry its image name.
-type renamedSymlink struct {
-	fs.Symlink
-	name string
+// entry is the entry at rel (raw names) with stat st, named name in the image.
+func (s *sourceRoot) entry(rel, name string, st *unix.Stat_t) sourceEntry {
+	return sourceEntry{s: s, rel: rel, name: name, mode: st.Mode, size: st.Size, mtime: st.Mtim.Nano(),
+		uid: st.Uid, gid: st.Gid, dev: st.Dev, rdev: st.Rdev}
 }
 
-func (r renamedSymlink) Name() string { return r.name }
-
-type renamedEntry struct {
-	fs.Entry
-	name string
+// typed is e as the kopia entry its type makes it: FIFOs, sockets and devices are unknown
+// to kopia (its uploader skips them; the extras keep them).
+func (e sourceEntry) typed() fs.Entry {
+	switch e.mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return sourceDir{e}
+	case unix.S_IFREG:
+		return sourceFile{e}
+	case unix.S_IFLNK:
+		return sourceSymlink{e}
+	}
+	return sourceError{e, fs.ErrUnknown}
 }
 
-func (r renamedEntry) Name() string { return r.name }
+// firstListing reports whether directory rel is listed for the first time (kopia lists each
+// once; a second listing must not feed the scan again).
+func (s *sourceRoot) firstListing(rel string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listed == nil {
+		s.listed = map[string]bool{}
+	}
+	if s.listed[rel] {
+		return false
+	}
+	s.listed[rel] = true
+	return true
+}
+
+// sourceEntry is one listed entry: what fstatat said of it when its directory was listed.
+type sourceEntry struct {
+	s         *sourceRoot
+	rel       string // raw names below the root
+	name      string // in the image
+	mode      uint32
+	size      int64
+	mtime     int64
+	uid, gid  uint32
+	dev, rdev uint64
+}
+
+func (e sourceEntry) Name() string       { return e.name }
+func (e sourceEntry) Size() int64        { return e.size }
+func (e sourceEntry) Mode() os.FileMode  { return fileMode(e.mode) }
+func (e sourceEntry) ModTime() time.Time { return time.Unix(0, e.mtime) }
+func (e sourceEntry) IsDir() bool        { return e.mode&unix.S_IFMT == unix.S_IFDIR }
+func (e sourceEntry) Sys() any           { return nil }
+func (e sourceEntry) Close()             {}
+
+func (e sourceEntry) Owner() fs.OwnerInfo   { return fs.OwnerInfo{UserID: e.uid, GroupID: e.gid} }
+func (e sourceEntry) Device() fs.DeviceInfo { return fs.DeviceInfo{Dev: e.dev, Rdev: e.rdev} }
+
+func (e sourceEntry) LocalFilesystemPath() string { return filepath.Join(e.s.path, e.rel) }
+
+// fileMode is st_mode as Go's os package gives it (and kopia's localfs took it).
+func fileMode(m uint32) os.FileMode {
+	fm := os.FileMode(m & 0o777)
+	switch m & unix.S_IFMT {
+	case unix.S_IFBLK:
+		fm |= os.ModeDevice
+	case unix.S_IFCHR:
+		fm |= os.ModeDevice | os.ModeCharDevice
+	case unix.S_IFDIR:
+		fm |= os.ModeDir
+	case unix.S_IFIFO:
+		fm |= os.ModeNamedPipe
+	case unix.S_IFLNK:
+		fm |= os.ModeSymlink
+	case unix.S_IFSOCK:
+		fm |= os.ModeSocket
+	}
+	if m&unix.S_ISGID != 0 {
+		fm |= os.ModeSetgid
+	}
+	if m&unix.S_ISUID != 0 {
+		fm |= os.ModeSetuid
+	}
+	if m&unix.S_ISVTX != 0 {
+		fm |= os.ModeSticky
+	}
+	return fm
+}
 
 // changed names rel and what openBeneath said about it.
 func changed(rel string, err error) error {
@@ -91,78 +169,142 @@ func changed(rel string, err error) error {
 	return fmt.Errorf("opening source %s: %w", ShowPath(rel), err)
 }
 
-type sourceDir struct {
-	fs.Directory
-	s    *sourceRoot
-	rel  string
-	name string // in the image
-}
+type sourceDir struct{ sourceEntry }
 
-func (d sourceDir) Name() string { return d.name }
+// Size is 0 for a directory, as kopia's localfs has it.
+func (d sourceDir) Size() int64                      { return 0 }
+func (d sourceDir) SupportsMultipleIterations() bool { return true }
 
-func (d sourceDir) Child(ctx context.Context, name string) (fs.Entry, error) {
-	e, err := d.Directory.Child(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	return d.s.wrap(e, path.Join(d.rel, name), imageName(name)), nil
-}
-
-func (d sourceDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
-	// Still a directory beneath the root, reached through no symlink, just before kopia
-	// lists it by path. (A swap in the instant between leaks names and metadata at most:
-	// every file's content is opened beneath the root.)
+func (d sourceDir) Child(_ context.Context, name string) (fs.Entry, error) {
 	fd, err := openBeneath(d.s.fd, d.rel, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return nil, changed(d.rel, err)
 	}
-	unix.Close(fd) //nolint:errcheck
-	it, err := d.Directory.Iterate(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return sourceIter{it, d}, nil
-}
-
-type sourceIter struct {
-	fs.DirectoryIterator
-	d sourceDir
-}
-
-func (i sourceIter) Next(ctx context.Context) (fs.Entry, error) {
-	for {
-		e, err := i.DirectoryIterator.Next(ctx)
-		if err != nil || e == nil {
-			return e, err
+	defer unix.Close(fd) //nolint:errcheck
+	var st unix.Stat_t
+	if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fs.ErrEntryNotFound
 		}
-		n := e.Name()
+		return nil, fmt.Errorf("source %s: %w", ShowPath(path.Join(d.rel, name)), err)
+	}
+	return d.s.entry(path.Join(d.rel, name), imageName(name), &st).typed(), nil
+}
+
+// Iterate lists the directory from an fd opened beneath the root (no symlink followed).
+func (d sourceDir) Iterate(context.Context) (fs.DirectoryIterator, error) {
+	fd, err := openBeneath(d.s.fd, d.rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, changed(d.rel, err)
+	}
+	it := &sourceIter{d: d, fd: fd, f: os.NewFile(uintptr(fd), d.LocalFilesystemPath())}
+	if h := d.s.hooks; h != nil && h.afterSourceList != nil {
+		h.afterSourceList(d.rel)
+	}
+	if d.s.scan != nil && d.s.firstListing(d.rel) {
+		it.scan = d.s.scan
+		if d.rel == "." {
+			it.scan.rootXattrs(fd)
+		}
+	}
+	return it, nil
+}
+
+// sourceIter lists one directory: a batch of names at a time, each stat'ed relative to the
+// directory's fd.
+type sourceIter struct {
+	d     sourceDir
+	fd    int
+	f     *os.File // owns fd
+	names []string
+	scan  *scan // nil: not fed to the scan
+}
+
+func (i *sourceIter) Close() { i.f.Close() } //nolint:errcheck
+
+func (i *sourceIter) Next(context.Context) (fs.Entry, error) {
+	for {
+		if len(i.names) == 0 {
+			names, err := i.f.Readdirnames(256)
+			if len(names) == 0 {
+				if err == nil || errors.Is(err, io.EOF) {
+					return nil, nil
+				}
+				return nil, fmt.Errorf("listing source %s: %w", ShowPath(i.d.rel), err)
+			}
+			i.names = names
+		}
+		n := i.names[0]
+		i.names = i.names[1:]
+		rel := path.Join(i.d.rel, n)
+		var st unix.Stat_t
+		if err := unix.Fstatat(i.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			switch {
+			case errors.Is(err, unix.ENOENT):
+				continue // gone since the listing
+			case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+				// An entry kopia records as an error (the push fails on it).
+				return sourceError{sourceEntry{s: i.d.s, rel: rel, name: imageName(n)}, err}, nil
+			}
+			return nil, fmt.Errorf("source %s: %w", ShowPath(rel), err)
+		}
+		if i.scan != nil {
+			i.scan.listed(i.fd, rel, n, &st)
+		}
 		img := imageName(n)
 		if img != n && i.taken(img) {
 			continue // its image name is a sibling's: left out (KindName)
 		}
-		return i.d.s.wrap(e, path.Join(i.d.rel, n), img), nil
+		return i.d.s.entry(rel, img, &st).typed(), nil
 	}
 }
 
-// taken reports whether the directory has an entry named img (looked up beneath the root).
-func (i sourceIter) taken(img string) bool {
-	fd, err := openBeneath(i.d.s.fd, i.d.rel, unix.O_PATH|unix.O_DIRECTORY)
+// taken reports whether the directory has an entry named img.
+func (i *sourceIter) taken(img string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(i.fd, img, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+}
+
+// sourceError is an entry kopia records as an error, or skips (fs.ErrUnknown: FIFOs,
+// sockets and devices, which the extras keep).
+type sourceError struct {
+	sourceEntry
+	err error
+}
+
+func (e sourceError) ErrorInfo() error { return e.err }
+
+type sourceSymlink struct{ sourceEntry }
+
+// Readlink reads the link through its parent opened beneath the root.
+func (l sourceSymlink) Readlink(context.Context) (string, error) {
+	fd, err := openBeneath(l.s.fd, path.Dir(l.rel), unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
-		return true
+		return "", changed(path.Dir(l.rel), err)
 	}
 	defer unix.Close(fd) //nolint:errcheck
-	var st unix.Stat_t
-	return unix.Fstatat(fd, img, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+	for n := 256; ; n *= 2 {
+		buf := make([]byte, n)
+		m, err := unix.Readlinkat(fd, path.Base(l.rel), buf)
+		switch {
+		case errors.Is(err, unix.EINVAL):
+			return "", fmt.Errorf("%w: %s is no longer a symlink", ErrSourceChanged, ShowPath(l.rel))
+		case errors.Is(err, unix.ENOENT):
+			return "", changed(l.rel, err)
+		case err != nil:
+			return "", fmt.Errorf("source %s: %w", ShowPath(l.rel), err)
+		case m < n:
+			return string(buf[:m]), nil
+		}
+	}
 }
 
-type sourceFile struct {
-	fs.File
-	s    *sourceRoot
-	rel  string
-	name string // in the image
+// Resolve is not used by a push (symlinks are kept as links, never followed).
+func (l sourceSymlink) Resolve(context.Context) (fs.Entry, error) {
+	return nil, fmt.Errorf("source %s: symlinks are not followed", ShowPath(l.rel))
 }
 
-func (f sourceFile) Name() string { return f.name }
+type sourceFile struct{ sourceEntry }
 
 // Open opens the file beneath the root, non-blocking (a FIFO swapped in must not hang the
 // push), and refuses anything that is not a regular file.
@@ -183,9 +325,9 @@ func (f sourceFile) Open(context.Context) (fs.Reader, error) {
 		unix.Close(fd) //nolint:errcheck
 		return nil, fmt.Errorf("%w: %s is no longer a regular file", ErrSourceChanged, ShowPath(f.rel))
 	}
-	// The file kopia listed: same device, size and mtime (its image entry takes them from
-	// the listing and its content from this open).
-	if st.Dev != f.Device().Dev || st.Size != f.Size() || st.Mtim.Nano() != f.ModTime().UnixNano() {
+	// The file that was listed: same device, size and mtime (its image entry takes them
+	// from the listing and its content from this open).
+	if st.Dev != f.dev || st.Size != f.size || st.Mtim.Nano() != f.mtime {
 		unix.Close(fd) //nolint:errcheck
 		return nil, fmt.Errorf("%w: %s changed since it was listed", ErrSourceChanged, ShowPath(f.rel))
 	}

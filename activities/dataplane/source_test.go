@@ -76,3 +76,42 @@ func TestPushRefusesSwappedSourceEntries(t *testing.T) {
 		})
 	}
 }
+
+// TestPushListsDirectoriesFromTheirFd: a directory swapped for a symlink to outside the
+// dataset once the push has opened it is still listed as it was (from its fd, not its
+// path): the push meets the original directory's file, and refuses it because its path
+// now leads through the symlink; no name from outside is ever listed. kopia's localfs
+// listed by path after the push's own check, so a swap in between listed the outside's names.
+func TestPushListsDirectoriesFromTheirFd(t *testing.T) {
+	outside := t.TempDir()
+	writeFile(t, filepath.Join(outside, "leaked-name"), []byte("x"), 0o600, baseTime)
+	e := newEnv(t)
+	require.NoError(t, os.MkdirAll(filepath.Join(e.src, "d"), 0o755))
+	writeFile(t, filepath.Join(e.src, "d", "f"), []byte("public f"), 0o644, baseTime)
+	swapped := false
+	e.repos.hooks.afterSourceList = func(rel string) {
+		if rel == "d" && !swapped {
+			swapped = true
+			require.NoError(t, os.Rename(filepath.Join(e.src, "d"), filepath.Join(e.src, "d.old")))
+			require.NoError(t, os.Symlink(outside, filepath.Join(e.src, "d")))
+		}
+	}
+	_, err := e.repos.Push(context.Background(), PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+	require.True(t, swapped, "the hook ran")
+	require.ErrorContains(t, err, "d/f is reached through a symlink now")
+	require.NotContains(t, err.Error(), "leaked")
+	require.Zero(t, e.manifests(sourceInfo(e.job, e.ds)), "no image is kept")
+}
+
+// TestKopiaPlaceholderNamesArePushed: names kopia's localfs took for its shallow
+// placeholders (".kopia-entry") are ordinary names to a push.
+func TestKopiaPlaceholderNamesArePushed(t *testing.T) {
+	e := newEnv(t)
+	writeFile(t, filepath.Join(e.src, "a.kopia-entry"), []byte("not a placeholder"), 0o640, baseTime)
+	writeFile(t, filepath.Join(e.src, "a"), []byte("a itself"), 0o644, baseTime)
+	writeFile(t, filepath.Join(e.src, "d.kopia-entry", ".kopia-entry"), []byte("{}"), 0o600, baseTime)
+	setTimesDeepestFirst(t, e.src, baseTime)
+	res := e.push()
+	e.pull(res.ImageID, "r1")
+	requireSameTree(t, e.src, e.replicaDir())
+}

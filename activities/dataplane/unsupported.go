@@ -172,30 +172,60 @@ func scanTree(ctx context.Context, dir string, opt ScanOptions, collect bool) (*
 	if err != nil {
 		return nil, nil, fmt.Errorf("scanning %s: %w", dir, err)
 	}
-	s := &scan{ctx: ctx, opt: opt, root: dir, start: time.Now(), sem: make(chan struct{}, opt.Parallel-1),
+	s := newScan(ctx, dir, opt, collect)
+	s.rootXattrs(fd)
+	s.wg.Add(1)
+	s.dir(fd, dir, opt.Name)
+	s.wg.Wait()
+	return s.result()
+}
+
+// newScan is a scan of the tree at dir, walked by scanTree or fed by a push's listing
+// (sourceIter: listed and rootXattrs).
+func newScan(ctx context.Context, dir string, opt ScanOptions, collect bool) *scan {
+	s := &scan{ctx: ctx, opt: opt, root: dir, start: time.Now(), sem: make(chan struct{}, max(opt.Parallel-1, 0)),
 		sum: Unsupported{ByKind: map[string]int{}}}
 	if collect {
 		s.x = newExtrasCollector()
 	}
-	rootName := opt.Name
+	return s
+}
+
+// rootXattrs examines the root's own attributes (fd: the root, open for reading).
+func (s *scan) rootXattrs(fd int) {
+	rootName := s.opt.Name
 	if rootName == "" {
 		rootName = "."
 	}
-	s.found(rootName, s.xattrs(fd, ".", dir, ".")) // the root's own
-	s.wg.Add(1)
-	s.dir(fd, dir, opt.Name)
-	s.wg.Wait()
+	s.found(rootName, s.xattrs(fd, ".", s.root, "."))
+}
+
+// result is what the scan found.
+func (s *scan) result() (*Unsupported, *Extras, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.err != nil {
 		return nil, nil, s.err
 	}
-	if s.sum.Count == 0 {
-		s.sum.ByKind = nil
+	sum := s.sum
+	if sum.Count == 0 {
+		sum.ByKind = nil
 	}
 	var x *Extras
 	if s.x != nil {
 		x = s.x.result()
 	}
-	return &s.sum, x, nil
+	return &sum, x, nil
+}
+
+// listed examines the entry base (stat st, path rel below the root) of the directory dfd,
+// which a push has just listed and stat'ed.
+func (s *scan) listed(dfd int, rel, base string, st *unix.Stat_t) {
+	name := rel
+	if s.opt.Name != "" {
+		name = path.Join(s.opt.Name, rel)
+	}
+	s.entry(dfd, path.Join(s.root, rel), name, base, st)
 }
 
 // scan is one ScanUnsupported walk.
@@ -215,6 +245,9 @@ type scan struct {
 	sum     Unsupported
 	// x collects the extras (nil: only the summary is wanted).
 	x *extrasCollector
+	// onFind, when set, is called after each finding (nil) or failure (its error): a push
+	// stops its upload.
+	onFind func(error)
 }
 
 // rel is the path relative to the scanned root of summary name name.
@@ -243,9 +276,12 @@ func (s *scan) stop() bool {
 
 func (s *scan) fail(err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.err == nil {
 		s.err = err
+	}
+	s.mu.Unlock()
+	if s.onFind != nil {
+		s.onFind(err)
 	}
 }
 
@@ -278,13 +314,39 @@ func (s *scan) child(dfd int, p, name, base string) {
 		}
 		return
 	}
+	if !s.entry(dfd, p, name, base, &st) || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return
+	}
+	cfd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if !errors.Is(err, unix.ENOENT) {
+			s.fail(fmt.Errorf("scanning %s: %w", p, err))
+		}
+		return
+	}
+	s.wg.Add(1)
+	select {
+	case s.sem <- struct{}{}:
+		go func() {
+			defer func() { <-s.sem }()
+			s.dir(cfd, p, name)
+		}()
+	default:
+		s.dir(cfd, p, name)
+	}
+}
+
+// entry examines one entry (base in the directory dfd, shown as p, summary name name, stat
+// st): its name, type, links and attributes. It reports false once the scan's bound on
+// entries is passed.
+func (s *scan) entry(dfd int, p, name, base string, st *unix.Stat_t) bool {
 	s.mu.Lock()
 	s.entries++
 	over := s.opt.MaxEntries > 0 && s.entries > s.opt.MaxEntries
 	s.sum.Partial = s.sum.Partial || over
 	s.mu.Unlock()
 	if over {
-		return
+		return false
 	}
 	var what []string
 	rel := imagePath(s.rel(name)) // extras name entries as the image does
@@ -316,27 +378,10 @@ func (s *scan) child(dfd int, p, name, base string) {
 			s.x.links[key] = append(s.x.links[key], rel)
 			s.mu.Unlock()
 		}
-	case unix.S_IFDIR:
-		cfd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			if !errors.Is(err, unix.ENOENT) {
-				s.fail(fmt.Errorf("scanning %s: %w", p, err))
-			}
-			return
-		}
-		s.wg.Add(1)
-		select {
-		case s.sem <- struct{}{}:
-			go func() {
-				defer func() { <-s.sem }()
-				s.dir(cfd, p, name)
-			}()
-		default:
-			s.dir(cfd, p, name)
-		}
 	}
 	// Through the directory fd: a path could have been swapped for a symlink since.
 	s.found(name, append(what, s.xattrs(dfd, base, p, rel)...))
+	return true
 }
 
 // xattrs collects the extended attributes of the entry base in directory dfd (shown as p;
@@ -382,8 +427,11 @@ func (s *scan) found(name string, what []string) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.sum.add(name, what)
+	s.mu.Unlock()
+	if s.onFind != nil {
+		s.onFind(nil)
+	}
 }
 
 // add counts entry name with its findings, each "kind:detail", and keeps the first

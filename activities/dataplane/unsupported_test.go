@@ -120,6 +120,29 @@ func TestScanTreeCollectsExtras(t *testing.T) {
 	require.Equal(t, u, u2)
 }
 
+// TestPushListingFeedsTheScan: the extras a push keeps, collected from its own listing,
+// are what a walk of their own (ScanTree) collects from the same tree, root attribute,
+// deep entries, links, special entries and odd names included.
+func TestPushListingFeedsTheScan(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("devices and capabilities need root")
+	}
+	e := newEnv(t)
+	makeExtrasTree(t, e.src)
+	require.NoError(t, os.MkdirAll(filepath.Join(e.src, "deep", "er", "est"), 0o755))
+	writeFile(t, filepath.Join(e.src, "deep", "er", "est", "bad-\xff-name"), []byte("n"), 0o644, baseTime)
+	require.NoError(t, os.Link(filepath.Join(e.src, "a"), filepath.Join(e.src, "deep", "er", "a2")))
+	require.NoError(t, unix.Lsetxattr(filepath.Join(e.src, "deep", "er"), "user.dir", []byte("d"), 0))
+	require.NoError(t, unix.Lsetxattr(e.src, "user.root", []byte("r"), 0))
+	_, want, err := ScanTree(context.Background(), e.src, ScanOptions{Name: e.ds})
+	require.NoError(t, err)
+	require.NotNil(t, want)
+	res := e.push()
+	got := loadExtrasOf(t, e, res.ImageID)
+	require.Equal(t, want, got)
+	require.Equal(t, [][]string{{"a", "deep/er/a2", "sub/b"}}, got.Links)
+}
+
 func umask() uint32 {
 	m := unix.Umask(0)
 	unix.Umask(m)
@@ -213,6 +236,14 @@ func TestPushRefusesOrSkipsUnsupported(t *testing.T) {
 	pre, err := e.repos.Push(context.Background(), req, nil)
 	require.NoError(t, err)
 	require.Nil(t, pre.Unsupported)
+	// Unless it does the run's preflight: its listing is looked at, its finding returned.
+	req.ScanUnsupported = true
+	pre, err = e.repos.Push(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.NotNil(t, pre.Unsupported)
+	require.Equal(t, 1, pre.Unsupported.Count)
+	require.Equal(t, []string{`"data/set1/bad-\xfe" (name not valid UTF-8, and its image name is a sibling's)`}, pre.Unsupported.First)
+	req.ScanUnsupported = false
 
 	// A complete image leaves no mark on its replica.
 	require.NoError(t, os.Remove(filepath.Join(e.src, "bad-\xfe")))
