@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -108,4 +109,33 @@ func TestPrecopyStoresContentNotImages(t *testing.T) {
 	p := e2.push()
 	require.Less(t, repoBytes(t, e2.cfg.Dir)-before, int64(1<<20))
 	requireSameTree(t, e2.src, e2.pull(p.ImageID, "r1").ReplicaPath)
+}
+
+// TestPrecopyFollowsWhatThePushRead: a precopy (config auto) runs only when the newest
+// image's push read at least PrecopyReadPerEntry bytes per entry: after a push that read
+// the whole tree it runs, after one that read nothing it is skipped (its walk would cost
+// more than it saves); precopy: always still runs.
+func TestPrecopyFollowsWhatThePushRead(t *testing.T) {
+	e := newEnv(t)
+	makeManyFiles(t, e.src, PrecopyMinFiles, 2*PrecopyReadPerEntry)
+	first := e.push()
+	require.Equal(t, int64(PrecopyMinFiles)*2*PrecopyReadPerEntry, readOf(t, e, first.ImageID), "the first push read every byte")
+	require.False(t, e.precopy(false).Skipped)
+
+	again := e.push()
+	require.Zero(t, readOf(t, e, again.ImageID), "nothing changed: nothing read")
+	require.True(t, e.precopy(false).Skipped)
+	require.False(t, e.precopy(true).Skipped, "precopy: always")
+}
+
+// readOf is the image's "read" tag.
+func readOf(t *testing.T, e *env, image string) int64 {
+	t.Helper()
+	rep, err := e.repos.open(context.Background(), e.cfg, false)
+	require.NoError(t, err)
+	man, err := loadImage(context.Background(), rep, image, e.job, e.ds)
+	require.NoError(t, err)
+	n, err := strconv.ParseInt(man.Tags[readTag], 10, 64)
+	require.NoError(t, err, "tag %q", man.Tags[readTag])
+	return n
 }

@@ -8,7 +8,9 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kopia/kopia/repo"
@@ -64,10 +66,24 @@ type PushRequest struct {
 // PrecopyMinFiles files or PrecopyMinBytes bytes: below both, the quiesced push takes
 // about as long as the precopy's own bookkeeping (measured: an empty dataset's run took
 // 0.18 s longer with a precopy than without).
+//
+// It also runs only when the newest image's push read, while quiesced, at least
+// PrecopyReadPerEntry bytes per entry of the tree (its tag "read"; an image without it
+// counts as read in full). What a precopy saves is that reading; what it costs is one more
+// walk of every entry: measured on dataset B (200,000 files, 1 % changed, page cache
+// dropped), a run took 8.90 s with the precopy (precopy 2.97 s, push 1.78 s) and 6.91 s
+// without (push 1.87 s): the push read 9 MB, less than the walk costs. Reading and hashing
+// 4 KiB takes about as long here as listing one entry. A change much larger than the last
+// one makes that run's freeze longer; the next run has its precopy again.
 const (
-	PrecopyMinFiles = 10_000
-	PrecopyMinBytes = 256 << 20
+	PrecopyMinFiles     = 10_000
+	PrecopyMinBytes     = 256 << 20
+	PrecopyReadPerEntry = 4 << 10
 )
+
+// readTag is the image tag holding the bytes its push read from the source (the rest
+// was unchanged since the previous image).
+const readTag = "read"
 
 // PushResult describes the image a push created.
 type PushResult struct {
@@ -172,8 +188,9 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	// Progress totals come from the newest previous image: kopia's estimator
 	// (a second walk of the whole source) cost ~9% of a push's CPU.
-	var estBytes, estFiles int64
+	var estBytes, estFiles, entries int64
 	var newest time.Time
+	lastRead := int64(-1) // what the newest image's push read (-1: not known)
 
 	for _, m := range prev {
 		if m.RootEntry == nil || m.RootEntry.DirSummary == nil || !m.StartTime.ToTime().After(newest) {
@@ -182,6 +199,11 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 		s := m.RootEntry.DirSummary
 		newest, estBytes, estFiles = m.StartTime.ToTime(), s.TotalFileSize, s.TotalFileCount
+		entries = s.TotalFileCount + s.TotalDirCount + s.TotalSymlinkCount
+		lastRead = -1
+		if v, err := strconv.ParseInt(m.Tags[readTag], 10, 64); err == nil && v >= 0 {
+			lastRead = v
+		}
 	}
 
 	if req.Precopy {
@@ -193,6 +215,10 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		case estFiles < PrecopyMinFiles && estBytes < PrecopyMinBytes:
 			// A push of so small a tree is as quick as the precopy's own bookkeeping.
 			r.log("precopy skipped: small dataset", "job", req.Job, "dataset", req.Dataset, "files", estFiles, "bytes", estBytes)
+			return PushResult{Skipped: true}, nil
+		case lastRead >= 0 && lastRead < PrecopyReadPerEntry*entries:
+			// It would save less reading than its own walk costs.
+			r.log("precopy skipped: the last push read little", "job", req.Job, "dataset", req.Dataset, "read", lastRead, "entries", entries)
 			return PushResult{Skipped: true}, nil
 		}
 
@@ -226,7 +252,8 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	u.DisableIgnoreRules = true
 	u.EnableActions = false
 	u.CheckpointLabels = req.Tags
-	u.Progress = &uploadProgress{rp: rp}
+	up := &uploadProgress{rp: rp}
+	u.Progress = up
 
 	// The uploader does not watch ctx; cancel it explicitly.
 	stop := context.AfterFunc(ctx, u.Cancel)
@@ -314,6 +341,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	}
 
 	man.Pins = []string{imagePin}
+	setTag(man, readTag, strconv.FormatInt(up.hashed.Load(), 10))
 
 	if !extras.Empty() {
 		xid, err := saveExtras(wctx, w, req.Job, req.Dataset, extras)
@@ -470,6 +498,8 @@ type uploadProgress struct {
 	upload.NullUploadProgress
 
 	rp *reporter
+	// hashed is what the upload read from the source (the rest was unchanged).
+	hashed atomic.Int64
 }
 
 // Enabled is false: it only switches kopia's size estimator off (a second
@@ -477,7 +507,7 @@ type uploadProgress struct {
 func (p *uploadProgress) Enabled() bool { return false }
 
 func (p *uploadProgress) HashingFile(fname string)         { p.rp.setPath(fname) }
-func (p *uploadProgress) HashedBytes(n int64)              { p.rp.addBytes(n) }
+func (p *uploadProgress) HashedBytes(n int64)              { p.rp.addBytes(n); p.hashed.Add(n) }
 func (p *uploadProgress) CachedFile(_ string, size int64)  { p.rp.addBytes(size) }
 func (p *uploadProgress) FinishedFile(_ string, err error) { p.rp.addFile(0) }
 
