@@ -265,8 +265,11 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	// a refusal stops the upload as soon as it is known.
 	if !req.Precopy {
 		root.scan = newScan(ctx, req.SourceDir, ScanOptions{Name: req.Dataset}, true)
-		if req.OnUnsupported != OnUnsupportedSkip {
-			root.scan.onFind = func(error) { u.Cancel() }
+		root.scan.onFind = func(err error) {
+			// A failed scan fails the push whatever the job does with unsupported entries.
+			if err != nil || req.OnUnsupported != OnUnsupportedSkip {
+				u.Cancel()
+			}
 		}
 	} else if req.ScanUnsupported {
 		root.scan = newScan(ctx, req.SourceDir, ScanOptions{Name: req.Dataset}, false)

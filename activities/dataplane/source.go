@@ -146,16 +146,7 @@ func fileMode(m uint32) os.FileMode {
 	case unix.S_IFSOCK:
 		fm |= os.ModeSocket
 	}
-	if m&unix.S_ISGID != 0 {
-		fm |= os.ModeSetgid
-	}
-	if m&unix.S_ISUID != 0 {
-		fm |= os.ModeSetuid
-	}
-	if m&unix.S_ISVTX != 0 {
-		fm |= os.ModeSticky
-	}
-	return fm
+	return fm | modeExtra(m)
 }
 
 // changed names rel and what openBeneath said about it.
