@@ -35,5 +35,13 @@ REPLCTL_COMPOSE=1 REPLCTL_COMPOSE_PREFIX="$prefix" REPLCTL_BIN="$STATE_DIR/build
 	tee "$STATE_DIR/compose-test.log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:[0-9]+:'
 rc=${PIPESTATUS[0]}
 set -e
+if [ "$rc" != 0 ]; then
+	# The filter above drops a failure's message and the containers' logs (lines without a
+	# file:line prefix); print each failed test's whole output, its last 300 lines at most.
+	awk '/^=== RUN/ { name = $3; n = 0 } name != "" { buf[name, ++n] = $0; len[name] = n }
+		/^--- FAIL/ { f = $3; first = len[f] > 300 ? len[f] - 299 : 1
+			print "----- output of failed " f " -----"
+			for (i = first; i <= len[f]; i++) print buf[f, i] }' "$STATE_DIR/compose-test.log"
+fi
 log "compose tests took $((SECONDS - began))s (full output: $STATE_DIR/compose-test.log)"
 exit "$rc"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -50,20 +49,7 @@ func startCluster(t *testing.T, dir, db string) *testworld.Cluster {
 // takeover), (2) PostgreSQL restarted, (3) the frontend killed and restarted, and
 // (4) matching killed and restarted.
 func TestReplicationOnPostgresCluster(t *testing.T) {
-	if testworld.PostgresBin() == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("PostgreSQL is not installed: make test-deps installs it")
-		}
-		t.Skip("PostgreSQL is not installed (apt-get install postgresql)")
-	}
-	pg, err := testworld.StartPostgres()
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("postgres log:\n%s", tail(pg.Log(), 3000))
-		}
-		_ = pg.Stop()
-	})
+	pg := testworld.StartPostgresFor(t)
 	dir := t.TempDir()
 	srv := startCluster(t, dir, pg.URL("temporal"))
 	e := newEnvWith(t, envOptions{frontend: srv.Frontend})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/http"
@@ -33,6 +34,9 @@ type AgentOptions struct {
 	// ShutdownGrace bounds the wait on SIGINT/SIGTERM for the runs to resume what the agent
 	// quiesced (workers.Shutdown).
 	ShutdownGrace time.Duration
+	// WaitForServer bounds the wait at start for the server to answer and know the
+	// namespace (a cluster coming up opens its port before that).
+	WaitForServer time.Duration
 }
 
 // NewCmdAgent is `replctl agent --host NAME`: the agent of one host.
@@ -48,6 +52,9 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			}
 			if err := checkShutdownGrace(o.ShutdownGrace); err != nil {
 				return err
+			}
+			if o.WaitForServer <= 0 {
+				return usageError("--wait-for-server %s: must be more than 0", o.WaitForServer)
 			}
 			var err error
 			o.MemoryLimitBytes, o.SetMemoryLimit, err = memoryLimit(o.MemoryLimit, cmd.Flags().Changed("memory-limit"), os.Getenv("GOMEMLIMIT"))
@@ -76,11 +83,18 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 					return err
 				}
 			}
-			c, err := f.Client(cmd.Context())
+			c, err := f.ClientWithin(cmd.Context(), o.WaitForServer)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			co, err := f.ClientOptions()
+			if err != nil {
+				return err
+			}
+			if err := waitNamespace(cmd.Context(), c, cmp.Or(co.Namespace, client.DefaultNamespace), o.WaitForServer, f.ErrOut); err != nil {
+				return fmt.Errorf("agent %s does not start: %w", o.Host, err)
+			}
 			a, err := startAgent(c, cfg, o.Host)
 			if err != nil {
 				return err
@@ -96,6 +110,8 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 	cmd.Flags().StringVar(&o.MemoryLimit, "memory-limit", DefaultAgentMemoryLimit,
 		"soft limit of the Go runtime's memory (the collector works harder near it; the binary's own pages come on top), e.g. 256MiB; 0: none. Default: GOMEMLIMIT when set, else "+DefaultAgentMemoryLimit)
 	addShutdownGraceFlag(cmd.Flags(), &o.ShutdownGrace)
+	cmd.Flags().DurationVar(&o.WaitForServer, "wait-for-server", DefaultWaitForServer,
+		"at start, how long to wait for the Temporal server to answer and know the namespace")
 	cmd.Flags().StringVar(&o.PprofAddr, "pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	return cmd
 }

@@ -190,12 +190,17 @@ func (f *Factory) DataConverter() converter.DataConverter {
 // Client dials Temporal, retrying for a few seconds (a server that just started may not
 // answer yet).
 func (f *Factory) Client(ctx context.Context) (client.Client, error) {
+	return f.ClientWithin(ctx, 10*time.Second)
+}
+
+// ClientWithin dials Temporal, retrying for up to wait.
+func (f *Factory) ClientWithin(ctx context.Context, wait time.Duration) (client.Client, error) {
 	o, err := f.ClientOptions()
 	if err != nil {
 		return nil, err
 	}
 	var last error
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		c, err := f.Dial(ctx, o)
 		if err == nil {

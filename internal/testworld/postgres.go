@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 // Postgres is a PostgreSQL server of Debian's packages (postgresql-15 or later) started
@@ -99,10 +100,18 @@ func (p *Postgres) Start() error {
 // Restart stops the server (fast: open connections are cut, as a database crash or
 // failover would) and starts it again.
 func (p *Postgres) Restart() error {
+	if err := p.Halt(); err != nil {
+		return err
+	}
+	return p.Start()
+}
+
+// Halt stops the server (fast) and keeps its directory, for a later Start.
+func (p *Postgres) Halt() error {
 	if out, err := p.run("pg_ctl", "-D", p.data(), "-m", "fast", "-w", "stop"); err != nil {
 		return fmt.Errorf("pg_ctl stop: %w: %s", err, out)
 	}
-	return p.Start()
+	return nil
 }
 
 // Stop stops the server and removes its directory.
@@ -123,4 +132,32 @@ func (p *Postgres) URL(name string) string {
 func (p *Postgres) Log() string {
 	b, _ := os.ReadFile(filepath.Join(p.dir, "server.log"))
 	return string(b)
+}
+
+// StartPostgresFor starts a PostgreSQL for test t and stops it when t ends, logging the
+// server's log when t failed. Without Debian's PostgreSQL it skips t, or fails it under CI
+// (env CI set), where `make test-deps` installs it.
+func StartPostgresFor(t testing.TB) *Postgres {
+	t.Helper()
+	if PostgresBin() == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("PostgreSQL is not installed: make test-deps installs it")
+		}
+		t.Skip("PostgreSQL is not installed (apt-get install postgresql)")
+	}
+	pg, err := StartPostgres()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			log := pg.Log()
+			if len(log) > 3000 {
+				log = log[len(log)-3000:]
+			}
+			t.Logf("postgres log (its end):\n%s", log)
+		}
+		_ = pg.Stop()
+	})
+	return pg
 }

@@ -137,7 +137,12 @@ func upWith(t *testing.T, files ...string) *deployment {
 		require.NotEmpty(t, d.ids[s], "no container for service %s", s)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	// A cluster on a loaded machine (CI) takes minutes to set up its schema and services.
+	upWait := 150 * time.Second
+	if len(files) > 1 {
+		upWait = 240 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), upWait)
 	defer cancel()
 	for {
 		c, err := client.DialContext(ctx, client.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", d.port), Namespace: "default", Logger: quietLogger{},

@@ -1,14 +1,18 @@
 package devserver
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.temporal.io/server/common/config"
 	"go.temporal.io/server/common/log"
+	"go.temporal.io/server/common/log/tag"
 	"go.temporal.io/server/common/persistence/sql/sqlplugin/postgresql"
 	pgschema "go.temporal.io/server/schema/postgresql/v12"
 	"go.temporal.io/server/tools/common/schema"
@@ -100,6 +104,11 @@ func preparePostgres(p Postgres, logger log.Logger) (main, visibility *config.SQ
 	if err != nil {
 		return nil, nil, err
 	}
+	if p.SetupSchema {
+		if err := waitDatabaseServer(p, schemaWait, logger); err != nil {
+			return nil, nil, fmt.Errorf("PostgreSQL: %w", err)
+		}
+	}
 	for _, s := range []struct {
 		conf    *config.SQL
 		name    string // schema name in Temporal's embedded schema files
@@ -143,6 +152,67 @@ func setupSchema(conf *config.SQL, name, version string, logger log.Logger) erro
 		return fmt.Errorf("update schema %s from version %s: %w", name, current, err)
 	}
 	return nil
+}
+
+// waitDatabaseServer waits, for up to wait, until the database server of p accepts a
+// connection to its maintenance database "postgres". A server started beside its database
+// (compose, systemd) comes up first; refused, unresolved and starting-up connections are
+// waited out, any other error (authentication, pg_hba, TLS) ends the wait. pgconn, not
+// Temporal's SQL handle, so that the cause is told: the handle says "no usable database
+// connection" for all of them.
+func waitDatabaseServer(p Postgres, wait time.Duration, logger log.Logger) error {
+	u, err := url.Parse(p.URL)
+	if err != nil {
+		return fmt.Errorf("database URL: %w", err)
+	}
+	u.Path = "/postgres"
+	if p.Password != "" {
+		u.User = url.UserPassword(u.User.Username(), p.Password)
+	}
+	cfg, err := pgconn.ParseConfig(u.String())
+	if err != nil {
+		return fmt.Errorf("database URL %s: %w", u.Redacted(), err)
+	}
+	began := time.Now()
+	var said time.Time
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		conn, err := pgconn.ConnectConfig(ctx, cfg)
+		if err == nil {
+			_ = conn.Close(ctx)
+		}
+		cancel()
+		if err == nil {
+			if !said.IsZero() {
+				logger.Info("PostgreSQL answered", tag.NewStringTag("address", u.Host), tag.NewDurationTag("waited", time.Since(began)))
+			}
+			return nil
+		}
+		if !databaseComingUp(err) {
+			return fmt.Errorf("connect to %s: %w", u.Redacted(), err)
+		}
+		if time.Since(began) >= wait {
+			return fmt.Errorf("no database server answered at %s in %s: %w", u.Host, wait, err)
+		}
+		if said.IsZero() || time.Since(said) >= 10*time.Second {
+			logger.Info("waiting for PostgreSQL", tag.NewStringTag("address", u.Host), tag.Error(err))
+			said = time.Now()
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// databaseComingUp tells the errors of a database server that is not up yet: nothing
+// listening or a name not in DNS yet (a container starting), a connection that timed out,
+// or PostgreSQL still starting (SQLSTATE 57P03, cannot_connect_now).
+func databaseComingUp(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "57P03"
+	}
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	return errors.As(err, &opErr) || errors.As(err, &dnsErr) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // createDatabase creates conf's database through the maintenance database "postgres",
