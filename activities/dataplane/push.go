@@ -7,14 +7,12 @@ import (
 	"maps"
 	"os"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/kopia/kopia/repo"
-	"github.com/kopia/kopia/repo/manifest"
 	"github.com/kopia/kopia/snapshot"
 	"github.com/kopia/kopia/snapshot/policy"
 	"github.com/kopia/kopia/snapshot/upload"
@@ -513,127 +511,6 @@ func (p *uploadProgress) HashingFile(fname string)         { p.rp.setPath(fname)
 func (p *uploadProgress) HashedBytes(n int64)              { p.rp.addBytes(n); p.hashed.Add(n) }
 func (p *uploadProgress) CachedFile(_ string, size int64)  { p.rp.addBytes(size) }
 func (p *uploadProgress) FinishedFile(_ string, err error) { p.rp.addFile(0) }
-
-// PruneImages keeps the complete images of the job's dataset that pol selects
-// (the newest pol.Last, plus those within pol.Within of the newest) and
-// deletes the others, plus incomplete checkpoints older than the newest
-// complete image. It returns how many image manifests were deleted. The
-// space of deleted images is reclaimed by kopia maintenance (not run here).
-func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset string, pol Retention) (int, error) {
-	if err := checkJob(job); err != nil {
-		return 0, err
-	}
-
-	if err := checkDataset("Dataset", dataset); err != nil {
-		return 0, err
-	}
-
-	if pol.Last < 1 {
-		return 0, badInput("keep", "%d must be at least 1", pol.Last)
-	}
-
-	rep, err := r.open(ctx, cfg, false)
-	if err != nil {
-		return 0, err
-	}
-
-	mans, err := snapshot.ListSnapshots(ctx, rep, sourceInfo(job, dataset))
-	if err != nil {
-		return 0, fmt.Errorf("listing images of job %s: %w", job, err)
-	}
-
-	sort.Slice(mans, func(i, j int) bool { return mans[i].StartTime.After(mans[j].StartTime) })
-
-	var (
-		del          []*snapshot.Manifest
-		done         []retentionItem
-		newestDone   *snapshot.Manifest
-		newestDoneAt time.Time
-	)
-
-	for _, m := range mans {
-		if m.IncompleteReason == "" {
-			done = append(done, retentionItem{Name: string(m.ID), Time: m.StartTime.ToTime()})
-			if newestDone == nil {
-				newestDone, newestDoneAt = m, m.StartTime.ToTime()
-			}
-		}
-	}
-
-	kept := selectRetained(done, pol)
-
-	for _, m := range mans {
-		if m.IncompleteReason == "" && !kept[string(m.ID)] {
-			del = append(del, m)
-		}
-	}
-
-	for _, m := range mans {
-		if m.IncompleteReason != "" && newestDone != nil && m.StartTime.ToTime().Before(newestDoneAt) {
-			del = append(del, m)
-		}
-	}
-
-	// The extras of the images kept stay; others go with their image, or (a push that
-	// failed between saving its extras and its image) once they are an hour old.
-	xs, err := snapshot.ListSnapshots(ctx, rep, extrasSourceInfo(job, dataset))
-	if err != nil {
-		return 0, fmt.Errorf("listing image extras of job %s: %w", job, err)
-	}
-
-	deleted := map[manifest.ID]bool{}
-	for _, m := range del {
-		deleted[m.ID] = true
-	}
-
-	inUse := map[string]bool{}
-	for _, m := range mans {
-		if !deleted[m.ID] && m.Tags[extrasTag] != "" {
-			inUse[m.Tags[extrasTag]] = true
-		}
-	}
-
-	var xdel []*snapshot.Manifest
-	for _, x := range xs {
-		if !inUse[string(x.ID)] && time.Since(x.StartTime.ToTime()) > extrasOrphanAge {
-			xdel = append(xdel, x)
-		}
-	}
-
-	if len(del) == 0 && len(xdel) == 0 {
-		return 0, nil
-	}
-
-	wctx, w, err := rep.NewWriter(ctx, repo.WriteSessionOptions{Purpose: "replctl prune " + job})
-	if err != nil {
-		return 0, fmt.Errorf("opening repository writer for %s: %w", cfg.Dir, err)
-	}
-	defer w.Close(context.WithoutCancel(ctx)) //nolint:errcheck
-
-	n := 0
-
-	for _, m := range del {
-		if err := w.DeleteManifest(wctx, m.ID); err != nil {
-			return n, fmt.Errorf("deleting image %s of job %s: %w", m.ID, job, err)
-		}
-
-		n++
-	}
-
-	for _, x := range xdel {
-		if err := w.DeleteManifest(wctx, x.ID); err != nil {
-			return n, fmt.Errorf("deleting image extras %s of job %s: %w", x.ID, job, err)
-		}
-	}
-
-	if err := w.Flush(wctx); err != nil {
-		return 0, fmt.Errorf("flushing repository %s: %w", cfg.Dir, err)
-	}
-
-	r.log("pruned images", "job", job, "dataset", dataset, "deleted", n, "kept", len(kept))
-
-	return n, nil
-}
 
 // setTag sets an image tag on a copy of the tags (the request's map is not changed).
 func setTag(man *snapshot.Manifest, k, v string) {
