@@ -22,6 +22,7 @@ import (
 
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/runwait"
 	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
@@ -183,7 +184,8 @@ func (e *env) wait(run client.WorkflowRun) (workflows.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var st workflows.Status
-	err := run.Get(ctx, &st)
+	// Through a cluster's faults (a database restart) the server may not answer a while.
+	err := runwait.GetRun(ctx, e.c, run, &st, runwait.Options{})
 	return st, err
 }
 

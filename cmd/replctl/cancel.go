@@ -87,7 +87,10 @@ func runCancel(ctx context.Context, f *Factory, o *CancelOptions) error {
 	}
 	// Get returns once the run closed, i.e. after the resume step.
 	var st workflows.Status
-	runErr := c.GetWorkflow(ctx, id, runID).Get(ctx, &st)
+	runErr := f.waitRun(ctx, c, c.GetWorkflow(ctx, id, runID), &st)
+	if lostRun(runErr) {
+		return runEndError("cancelled run of job "+o.Job, runErr)
+	}
 	if runErr != nil {
 		if v, err := c.QueryWorkflow(ctx, id, runID, workflows.StatusQuery); err == nil {
 			_ = v.Get(&st)

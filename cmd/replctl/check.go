@@ -14,6 +14,7 @@ import (
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/runwait"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -120,7 +121,7 @@ func checkWith(ctx context.Context, c client.Client, cfg *config.Config, job str
 	if err != nil {
 		return res, fmt.Errorf("start check: %w", err)
 	}
-	if err := run.Get(ctx, &res); err != nil {
+	if err := runwait.GetRun(ctx, c, run, &res, runwait.Options{}); err != nil {
 		return res, runEndError("check (workflow "+id+")", err)
 	}
 	return res, nil

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -497,6 +498,26 @@ func TestStartWithFakes(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(out), &v), out)
 		assert.Equal(t, KindRunFailed, v.Error.Kind)
 		assert.Equal(t, workflows.PhaseFailed, v.Result.Phase, "the run's status beside the error")
+	})
+
+	t.Run("--wait: a server away for a while is waited out", func(t *testing.T) {
+		fc := newFakeCLI(t)
+		fc.onStart(id, workflows.ReplicationWorkflowName, in, workflowRun(t, id, "run-1", workflows.Status{}, serviceerror.NewNamespaceNotFound("default")), nil)
+		fc.c.On("GetWorkflow", mock.Anything, id, "run-1").Return(workflowRun(t, id, "run-1", workflows.Status{}, serviceerror.NewUnavailable("history restarting"))).Once()
+		fc.c.On("GetWorkflow", mock.Anything, id, "run-1").Return(workflowRun(t, id, "run-1", completedStatus("run-1"), nil)).Once()
+		out, err := fc.run(NewCmdStart(fc.f, nil), "orders", "--wait")
+		require.NoError(t, err)
+		assert.Regexp(t, `phase\s+completed, took 1m0s\n`, out)
+		assert.Contains(t, fc.errOut.String(), "the server does not answer (Namespace default is not found.); still waiting for workflow replctl-orders\n")
+		assert.Equal(t, 1, strings.Count(fc.errOut.String(), "does not answer"), "said once")
+	})
+
+	t.Run("--wait: a wait the server refuses exits 1, not as a failed run", func(t *testing.T) {
+		fc := newFakeCLI(t)
+		fc.onStart(id, workflows.ReplicationWorkflowName, in, workflowRun(t, id, "run-1", workflows.Status{}, serviceerror.NewPermissionDenied("role starter may not read histories", "")), nil)
+		e := fc.runFailure(ExitFailure, NewCmdStart(fc.f, nil), "orders", "--wait", "-o", "json")
+		assert.Equal(t, KindFailure, e.Error.Kind)
+		assert.Contains(t, e.Error.Message, "waiting for the run of job orders: role starter may not read histories")
 	})
 
 	t.Run("--wait: a failed run that left a host quiesced exits 4", func(t *testing.T) {

@@ -68,7 +68,7 @@ func runMaintain(ctx context.Context, f *Factory, o *MaintainOptions) error {
 		return nil
 	}
 	var res workflows.MaintenanceResult
-	if err := run.Get(ctx, &res); err != nil {
+	if err := f.waitRun(ctx, c, run, &res); err != nil {
 		return runEndError(fmt.Sprintf("maintenance of %s:%s", j.Repository.Storage, j.Repository.Path), err)
 	}
 	fmt.Fprintf(f.Out, "maintenance (full=%t) done by %s in %s\n", res.Result.Full, res.Result.Agent, res.Result.Duration.Round(1e6))
@@ -107,7 +107,7 @@ func runJobWorkflow(ctx context.Context, f *Factory, job, id, name string, input
 	if err != nil {
 		return fmt.Errorf("start %s: %w", what, err)
 	}
-	if err := run.Get(ctx, res); err != nil {
+	if err := f.waitRun(ctx, c, run, res); err != nil {
 		return runEndError(what, err)
 	}
 	return nil

@@ -79,7 +79,10 @@ func runScheduleTrigger(ctx context.Context, f *Factory, cfg *config.Config, c c
 	}
 	fmt.Fprintf(f.ErrOut, "scheduled workflow %s started; waiting for the run of job %s\n", started.WorkflowID, o.Job)
 	var res workflows.ScheduledResult
-	runErr := c.GetWorkflow(ctx, started.WorkflowID, started.FirstExecutionRunID).Get(ctx, &res)
+	runErr := f.waitRun(ctx, c, c.GetWorkflow(ctx, started.WorkflowID, started.FirstExecutionRunID), &res)
+	if lostRun(runErr) {
+		return runEndError("scheduled run of job "+o.Job, runErr)
+	}
 	out := struct {
 		Job        string `json:"job"`
 		WorkflowID string `json:"scheduled_workflow_id"`

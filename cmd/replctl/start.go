@@ -98,7 +98,10 @@ func startRun(ctx context.Context, f *Factory, c client.Client, taskQueue string
 	}
 	began := f.now()
 	var st workflows.Status
-	runErr := run.Get(ctx, &st)
+	runErr := f.waitRun(ctx, c, run, &st)
+	if lostRun(runErr) {
+		return runEndError("run of job "+o.Job, runErr)
+	}
 	if runErr != nil {
 		// A failed run returns no result: ask the run itself what happened.
 		if v, err := c.QueryWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.StatusQuery); err == nil {

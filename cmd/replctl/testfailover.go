@@ -86,7 +86,7 @@ func runTestFailover(ctx context.Context, f *Factory, o *TestFailoverOptions) er
 		return fmt.Errorf("start test failover of %s: %w", o.Job, err)
 	}
 	var res workflows.TestFailoverResult
-	if err := run.Get(ctx, &res); err != nil {
+	if err := f.waitRun(ctx, c, run, &res); err != nil {
 		return runEndError("test failover of "+o.Job, err)
 	}
 	if o.Output == "json" {

@@ -29,6 +29,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/internal/runwait"
 	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
@@ -264,7 +265,8 @@ func (d *deployment) wait(run client.WorkflowRun) (workflows.Status, error) {
 	defer cancel()
 	began := time.Now()
 	var st workflows.Status
-	err := run.Get(ctx, &st)
+	// Through the cluster's faults (a database restart) the server may not answer a while.
+	err := runwait.GetRun(ctx, d.c, run, &st, runwait.Options{OnRetry: func(err error) { d.t.Logf("waiting out: %v", err) }})
 	d.t.Logf("run %s ended after %s more (error: %v)", run.GetRunID(), time.Since(began).Round(time.Millisecond), err)
 	if err != nil {
 		if v, qerr := d.c.QueryWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.StatusQuery); qerr == nil {
