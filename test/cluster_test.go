@@ -52,7 +52,10 @@ func TestReplicationOnPostgresCluster(t *testing.T) {
 	pg := testworld.StartPostgresFor(t)
 	dir := t.TempDir()
 	srv := startCluster(t, dir, pg.URL("temporal"))
-	e := newEnvWith(t, envOptions{frontend: srv.Frontend})
+	// Timeouts longer than the harness's 1 s / 2 s: a frontend restarting on a loaded machine
+	// (CI) is away for several seconds, which 1 s heartbeats would take for every agent of
+	// the order dying (seen: push lost on all three, then the resume skipped on both).
+	e := newEnvWith(t, envOptions{frontend: srv.Frontend, heartbeat: "4s", scheduleToStart: "10s"})
 	writeDataset(t, e.sourceDir(), 300, 512<<10, 11)
 	e.startAgents("a1", "a2", "b1", "b2")
 

@@ -87,6 +87,13 @@ func (w *replication) waitForStorage(ctx workflow.Context, step activities.Step,
 	return true
 }
 
+// neverStarted tells whether err is a schedule-to-start timeout: no agent ever received the
+// activity, so nothing of it ran.
+func neverStarted(err error) bool {
+	var te *temporal.TimeoutError
+	return errors.As(err, &te) && te.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START
+}
+
 // lostAgent tells whether err means the agent is lost (a timeout), why, and the last
 // progress the failed attempt reported.
 func lostAgent(err error) (reason string, lost bool, progress *activities.Progress) {

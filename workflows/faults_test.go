@@ -125,23 +125,32 @@ func TestHostResumedOutsideTheRunMakesTheImageCrashConsistent(t *testing.T) {
 }
 
 // When every application agent was lost earlier in the run (here: in the precopy, which b2
-// then finishes with the preflight), no quiesce script runs: the run fails without claiming
-// the host was left quiesced.
+// then finishes with the preflight), the quiesce is still tried on them in order (a control
+// plane that was away loses every agent at once); when none of them starts it (they are
+// dead: schedule-to-start timeouts), no quiesce ran and the run fails without claiming the
+// host was left quiesced.
 func TestNoQuiesceRanNothingToResume(t *testing.T) {
 	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always" }}
 	f.fail = func(kind, agent string) error {
-		if kind == "precopy" && agent != "b2" {
+		switch {
+		case kind == "precopy" && agent != "b2":
 			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_HEARTBEAT, nil)
+		case kind == "script:quiesce":
+			return temporal.NewTimeoutError(enums.TIMEOUT_TYPE_SCHEDULE_TO_START, nil)
 		}
 		return nil
 	}
 	st, err := runWorkflow(t, f)
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "LEFT QUIESCED")
-	assert.Contains(t, err.Error(), "quiesce failed on every application agent")
+	assert.Contains(t, err.Error(), "quiesce failed on every application agent in order [a1, a2]: a1: schedule-to-start timeout")
 	assert.Empty(t, st.QuiescedHost)
+	var quiesces []string
 	for _, c := range f.calls {
-		assert.NotContains(t, c, "script:quiesce", "no quiesce ran: %v", f.calls)
+		if strings.HasPrefix(c, "script:quiesce") {
+			quiesces = append(quiesces, c)
+		}
 		assert.NotContains(t, c, "script:resume", "nothing to resume: %v", f.calls)
 	}
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "script:quiesce:a1@a2"}, quiesces, "tried on both lost agents, in order")
 }

@@ -103,6 +103,9 @@ type replication struct {
 	quiesceStarted bool
 	// quiesceScheduled is set once a quiesce script was sent to an agent.
 	quiesceScheduled bool
+	// quiesceMayHaveRun is set once an attempt at the quiesce script ended other than by a
+	// schedule-to-start timeout (which means no agent ever received it).
+	quiesceMayHaveRun bool
 	// takenOver are the failed hosts whose takeover script ran in this run.
 	takenOver []string
 	// scriptRunning are the failed hosts whose takeover script is running now.
@@ -363,13 +366,19 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	w.upsert(ctx, AttrQuiescedHost.ValueSet(app.Host))
 	err = w.onRole(ctx, w.roles.application, activities.StepQuiesce, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		w.quiesceScheduled = true
-		return w.script(ctx, activities.StepQuiesce, agent, host, app.Quiesce, "")
+		err := w.script(ctx, activities.StepQuiesce, agent, host, app.Quiesce, "")
+		if !neverStarted(err) {
+			w.quiesceMayHaveRun = true
+		}
+		return err
 	})
-	// Every application agent was lost earlier in the run, so no quiesce script ran: there
-	// is nothing to resume, and the host was never frozen. (Runs recorded before this
-	// change went on to a resume step that found no agent and reported the host left
-	// quiesced.)
-	if err != nil && !w.quiesceScheduled && workflow.GetVersion(ctx, "no-resume-without-quiesce", workflow.DefaultVersion, 1) == 1 {
+	// Every application agent was lost earlier in the run, or none received the script
+	// (schedule-to-start timeouts on all), so no quiesce script ran: there is nothing to
+	// resume, and the host was never frozen. (Runs recorded before this change went on to
+	// a resume step that found no agent and reported the host left quiesced.)
+	neverRan := !w.quiesceScheduled || err != nil && !w.quiesceMayHaveRun &&
+		workflow.GetVersion(ctx, "quiesce-never-started", workflow.DefaultVersion, 1) == 1
+	if err != nil && neverRan && workflow.GetVersion(ctx, "no-resume-without-quiesce", workflow.DefaultVersion, 1) == 1 {
 		w.quiesceStarted = false
 		w.clearQuiesced(ctx)
 	}

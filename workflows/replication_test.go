@@ -356,6 +356,26 @@ func TestTakeoverIsStickyAndResumeAlwaysRuns(t *testing.T) {
 	assert.Empty(t, st.QuiescedHost)
 }
 
+// A control plane that was away (every source agent's heartbeat timed out, as when the
+// frontend restarts) loses every agent of the order; the resume is still tried on them, in
+// order, rather than skipped on each and the host left quiesced.
+func TestResumeTriesAgentsLostEarlierWhenAllWere(t *testing.T) {
+	f := &fakeAgents{}
+	f.fail = func(kind, agent string) error {
+		if kind == "push" {
+			return heartbeatTimeout()
+		}
+		return nil
+	}
+	st, err := runWorkflow(t, f)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "push failed on every source agent in order [a1, a2, b2]")
+	assert.NotContains(t, err.Error(), "LEFT QUIESCED")
+	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:takeover:a2@b2", "push@b2", "script:resume:a1@a1"}, f.serial())
+	assert.Empty(t, st.QuiescedHost)
+	assert.Equal(t, "a1", st.Agents.Application)
+}
+
 func TestExhaustedOrderNamesEveryAgent(t *testing.T) {
 	f := &fakeAgents{}
 	f.fail = func(kind, agent string) error {

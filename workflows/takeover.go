@@ -73,7 +73,7 @@ func (w *replication) onRole(ctx workflow.Context, r *role, step activities.Step
 	var storage storageWait
 	for r.current() != "" {
 		agent := r.current()
-		if w.lostEarlier(ctx, agent) {
+		if w.lostEarlier(ctx, agent) && w.skipLost(ctx, r) {
 			// Lost in another role of this run: don't wait a schedule-to-start timeout to
 			// learn it again.
 			w.takeover(ctx, r, step, agent, "skipped: agent lost earlier in this run")
@@ -121,12 +121,33 @@ func (w *replication) onRole(ctx workflow.Context, r *role, step activities.Step
 
 // lostEarlier tells whether agent was taken over from earlier in this run.
 func (w *replication) lostEarlier(ctx workflow.Context, agent string) bool {
-	lost := false
-	for _, t := range w.status.Takeovers {
-		lost = lost || t.From == agent
-	}
 	// Runs recorded before this change tried every agent of each role again.
-	return lost && workflow.GetVersion(ctx, "skip-agents-lost-earlier", workflow.DefaultVersion, 1) == 1
+	return w.wasTakenOver(agent) && workflow.GetVersion(ctx, "skip-agents-lost-earlier", workflow.DefaultVersion, 1) == 1
+}
+
+// skipLost tells whether the role's current agent, lost earlier in this run, is skipped:
+// only while a later agent of the order was not lost. When every agent left was lost (a
+// control plane that was away times out every agent at once: a frontend restart, a
+// database failover), they are tried again in order: skipping them all would leave the
+// step undone, and for the resume a host quiesced, on a fault of no agent.
+func (w *replication) skipLost(ctx workflow.Context, r *role) bool {
+	for _, a := range r.order[r.idx+1:] {
+		if !w.wasTakenOver(a) {
+			return true
+		}
+	}
+	// Runs recorded before this change skipped them all.
+	return workflow.GetVersion(ctx, "retry-lost-agents-when-all-were", workflow.DefaultVersion, 1) == workflow.DefaultVersion
+}
+
+// wasTakenOver tells whether a step was taken over from agent earlier in this run.
+func (w *replication) wasTakenOver(agent string) bool {
+	for _, t := range w.status.Takeovers {
+		if t.From == agent {
+			return true
+		}
+	}
+	return false
 }
 
 // takeover records that agent lost step and moves the role to the next agent.
