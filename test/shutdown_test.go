@@ -154,23 +154,34 @@ func TestSecondSignalResumesAtOnce(t *testing.T) {
 	assert.Contains(t, e.agentLog("a1"), "stopping at once (second signal)")
 }
 
-// With nobody else to push or resume, the run ends with a1 still quiesced (HostLeftQuiesced):
-// the stopping agent sees the run end and resumes a1 itself at once, long before its grace.
+// When the run ends without resuming a1 (here an operator terminates it while a1's agent
+// stops), the stopping agent sees the run end and resumes a1 itself at once, long before its
+// grace. (A run that can still reach a1's agent resumes a1 through it, even after every
+// agent of the order was lost: TestResumeTriesAgentsLostEarlierWhenAllWere.)
 func TestShutdownResumesWhatAnEndedRunLeftQuiesced(t *testing.T) {
 	e := newSlowPushEnv(t, 24)
 	e.startAgents("a1", "b1")
 	run := e.startPushing()
 
-	took, markers := e.signalAndWait("a1", syscall.SIGTERM, 50*time.Second)
+	p := e.agents["a1"]
+	sent := time.Now()
+	require.NoError(t, p.Signal(syscall.SIGTERM))
+	require.Eventually(t, func() bool { return strings.Contains(e.agentLog("a1"), "waiting up to") }, 10*time.Second, 50*time.Millisecond)
+	require.NoError(t, e.c.TerminateWorkflow(context.Background(), run.GetID(), run.GetRunID(), "test: the run ends while a1's agent stops"))
+	select {
+	case <-p.Exited():
+	case <-time.After(50 * time.Second):
+		t.Fatalf("agent a1 still running 50s after SIGTERM")
+	}
+	took, markers := time.Since(sent), e.markers("a1")
 	t.Logf("a1 exited %s after SIGTERM; its markers then: %q", took.Round(time.Millisecond), markers)
 	require.Len(t, markers, 2, "quiesce, then a1's own resume: %q", markers)
 	assert.True(t, strings.HasPrefix(markers[1], "resume host=a1 agent=a1 "), markers[1])
 	assert.Contains(t, e.agentLog("a1"), "without resuming host a1")
 
 	_, err := e.wait(run)
-	var appErr *temporal.ApplicationError
-	require.ErrorAs(t, err, &appErr)
-	assert.Equal(t, workflows.ErrTypeLeftQuiesced, appErr.Type(), "the run itself could not resume a1: %v", err)
+	var terminated *temporal.TerminatedError
+	require.ErrorAs(t, err, &terminated)
 }
 
 // `replctl dev` runs the server and every agent in one process. Ctrl-C (SIGINT) while a1,
