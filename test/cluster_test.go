@@ -26,7 +26,7 @@ func startCluster(t *testing.T, dir, db string) *testworld.Cluster {
 		c.Stop()
 		if t.Failed() {
 			for _, s := range testworld.ClusterServices {
-				t.Logf("%s log:\n%s", s, tail(c.Procs[s].Log(), 3000))
+				t.Logf("%s log:\n%s", s, testworld.Tail(c.Procs[s].Log(), 3000))
 			}
 		}
 	})

@@ -23,6 +23,7 @@ import (
 
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -88,7 +89,7 @@ func TestFrozenPullAgentCannotPublishAfterTakeover(t *testing.T) {
 	assert.Equal(t, st.Replica.Epoch, fence.Epoch, "the fence holds the taker's epoch")
 	log, err := os.ReadFile(filepath.Join(e.dir, "agent-b1.log"))
 	require.NoError(t, err)
-	t.Logf("zombie b1 log tail:\n%s", tail(string(log), 1500))
+	t.Logf("zombie b1 log tail:\n%s", testworld.Tail(string(log), 1500))
 }
 
 // failbackConfig is the test world with failback allowed, the primary's check script

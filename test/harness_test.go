@@ -142,7 +142,7 @@ func (e *env) startAgentConfig(host, cfgFile string, flags ...string) {
 		p.Kill()
 		if e.t.Failed() {
 			b, _ := os.ReadFile(p.LogPath)
-			e.t.Logf("agent %s log:\n%s", host, tail(string(b), 4000))
+			e.t.Logf("agent %s log:\n%s", host, testworld.Tail(string(b), 4000))
 		}
 	})
 }
@@ -263,11 +263,4 @@ func treeDigest(t *testing.T, root string) testworld.Tree {
 	d, err := testworld.Digest(root)
 	require.NoError(t, err)
 	return d
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }

@@ -50,10 +50,17 @@ func (e *env) signalAndWait(host string, sig syscall.Signal, limit time.Duration
 	require.NotNil(e.t, p, "agent %s not started", host)
 	sent := time.Now()
 	require.NoError(e.t, p.Signal(sig))
+	return e.waitExited(host, sent, limit)
+}
+
+// waitExited waits up to limit for host's agent to exit, and returns how long after sent it
+// did and its markers then.
+func (e *env) waitExited(host string, sent time.Time, limit time.Duration) (time.Duration, []string) {
+	e.t.Helper()
 	select {
-	case <-p.Exited():
+	case <-e.agents[host].Exited():
 	case <-time.After(limit):
-		e.t.Fatalf("agent %s still running %s after %s", host, limit, sig)
+		e.t.Fatalf("agent %s still running %s after it was signalled", host, limit)
 	}
 	return time.Since(sent), e.markers(host)
 }
@@ -163,17 +170,11 @@ func TestShutdownResumesWhatAnEndedRunLeftQuiesced(t *testing.T) {
 	e.startAgents("a1", "b1")
 	run := e.startPushing()
 
-	p := e.agents["a1"]
 	sent := time.Now()
-	require.NoError(t, p.Signal(syscall.SIGTERM))
+	require.NoError(t, e.agents["a1"].Signal(syscall.SIGTERM))
 	require.Eventually(t, func() bool { return strings.Contains(e.agentLog("a1"), "waiting up to") }, 10*time.Second, 50*time.Millisecond)
 	require.NoError(t, e.c.TerminateWorkflow(context.Background(), run.GetID(), run.GetRunID(), "test: the run ends while a1's agent stops"))
-	select {
-	case <-p.Exited():
-	case <-time.After(50 * time.Second):
-		t.Fatalf("agent a1 still running 50s after SIGTERM")
-	}
-	took, markers := time.Since(sent), e.markers("a1")
+	took, markers := e.waitExited("a1", sent, 50*time.Second)
 	t.Logf("a1 exited %s after SIGTERM; its markers then: %q", took.Round(time.Millisecond), markers)
 	require.Len(t, markers, 2, "quiesce, then a1's own resume: %q", markers)
 	assert.True(t, strings.HasPrefix(markers[1], "resume host=a1 agent=a1 "), markers[1])
@@ -208,7 +209,7 @@ func TestDevSIGINTDuringPushThawsBeforeExit(t *testing.T) {
 		<-exited
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
-			t.Logf("dev log:\n%s", tail(string(b), 4000))
+			t.Logf("dev log:\n%s", testworld.Tail(string(b), 4000))
 		}
 	})
 	devLog := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }

@@ -10,6 +10,8 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+
+	"github.com/replctl/replctl/internal/runwait"
 )
 
 // DefaultWaitForServer is how long an agent waits at start for its Temporal server and
@@ -56,13 +58,10 @@ func waitNamespace(ctx context.Context, c client.Client, ns string, wait time.Du
 	}
 }
 
-// serverComingUp tells the errors of a server or namespace that is not there yet.
+// serverComingUp tells the errors of a server or namespace that is not there yet: those of
+// a server that is away (runwait.Transient), or a namespace not found in any form (here it
+// is the thing waited for, not an answer).
 func serverComingUp(err error) bool {
-	var nsNotFound *serviceerror.NamespaceNotFound
 	var notFound *serviceerror.NotFound
-	var unavailable *serviceerror.Unavailable
-	var deadline *serviceerror.DeadlineExceeded
-	var exhausted *serviceerror.ResourceExhausted
-	return errors.As(err, &nsNotFound) || errors.As(err, &notFound) || errors.As(err, &unavailable) ||
-		errors.As(err, &deadline) || errors.As(err, &exhausted) || errors.Is(err, context.DeadlineExceeded)
+	return runwait.Transient(err) || errors.As(err, &notFound) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -151,11 +151,7 @@ func StartPostgresFor(t testing.TB) *Postgres {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			log := pg.Log()
-			if len(log) > 3000 {
-				log = log[len(log)-3000:]
-			}
-			t.Logf("postgres log (its end):\n%s", log)
+			t.Logf("postgres log:\n%s", Tail(pg.Log(), 3000))
 		}
 		_ = pg.Stop()
 	})

@@ -199,3 +199,11 @@ func (p *Proc) wait(d time.Duration) {
 	case <-time.After(d):
 	}
 }
+
+// Tail is the last n bytes of s, marked with "…" when cut (a log's end for a failed test).
+func Tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}

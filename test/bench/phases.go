@@ -345,7 +345,7 @@ func (b *bench) peer(ctx context.Context, tool string, ds *Dataset, full bool) (
 		return nil, fmt.Errorf("%s %s: timed out after %s", tool, strings.Join(args, " "), b.o.step)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w: %s", tool, strings.Join(args, " "), err, tail(out.String(), 2000))
+		return nil, fmt.Errorf("%s %s: %w: %s", tool, strings.Join(args, " "), err, testworld.Tail(out.String(), 2000))
 	}
 	syncd, err := finalSync(ctx)
 	if err != nil {

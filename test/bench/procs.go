@@ -171,7 +171,7 @@ func runCmd(ctx context.Context, timeout time.Duration, bin string, args ...stri
 		return string(out), fmt.Errorf("%s %s: timed out after %s", bin, strings.Join(args, " "), timeout)
 	}
 	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, tail(string(out), 2000))
+		return string(out), fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, testworld.Tail(string(out), 2000))
 	}
 	return string(out), nil
 }
@@ -220,11 +220,4 @@ func removeAll(ctx context.Context, dir string) error {
 		return fmt.Errorf("remove %s: %w", dir, err)
 	}
 	return nil
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }

@@ -148,7 +148,7 @@ func (h *replctlHarness) startServer(ctx context.Context) error {
 		cancel()
 		if !h.server.Alive() || time.Now().After(deadline) {
 			b, _ := os.ReadFile(filepath.Join(h.work, "logs", "server.log"))
-			return fmt.Errorf("replctl server on %s not ready (%v); log:\n%s", h.addr, err, tail(string(b), 3000))
+			return fmt.Errorf("replctl server on %s not ready (%v); log:\n%s", h.addr, err, testworld.Tail(string(b), 3000))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -336,10 +336,10 @@ func (h *replctlHarness) startCLI(ctx context.Context, job string, timeout time.
 			return r, fmt.Errorf("replctl start %s: no result within %s", job, timeout)
 		}
 		if jerr := decodeStart(stdout.String(), &r.Status); jerr != nil && err == nil {
-			err = fmt.Errorf("replctl start %s -o json: unreadable output: %w: %s", job, jerr, tail(stdout.String(), 500))
+			err = fmt.Errorf("replctl start %s -o json: unreadable output: %w: %s", job, jerr, testworld.Tail(stdout.String(), 500))
 		}
 		if err != nil {
-			return r, fmt.Errorf("replctl start %s: %w (phase %q, error %q): %s", job, err, r.Status.Phase, r.Status.Error, tail(errText.String(), 2000))
+			return r, fmt.Errorf("replctl start %s: %w (phase %q, error %q): %s", job, err, r.Status.Phase, r.Status.Error, testworld.Tail(errText.String(), 2000))
 		}
 		return r, nil
 	}
