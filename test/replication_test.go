@@ -171,6 +171,37 @@ func TestDeadApplicationAgent(t *testing.T) {
 	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-agent-in-precopy-with-preflight")
 }
 
+// Both application agents are dead from the start. The precopy moves on to b2 (source
+// order a1, a2, b2); the quiesce then finds every application agent lost earlier, tries
+// them again in order, and none receives the script. The run fails naming the quiesce, and
+// with nothing frozen it runs no resume and reports no host left quiesced.
+func TestNoApplicationAgentNothingQuiesced(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 5, 4<<10, 6)
+	e.startAgents("b1", "b2")
+	run := e.start("orders")
+	st, err := e.wait(run)
+	require.Error(t, err)
+	msg := err.Error()
+	assert.Contains(t, msg, "quiesce failed on every application agent in order [a1, a2]")
+	assert.Contains(t, msg, "a1: schedule-to-start timeout")
+	assert.NotContains(t, msg, "LEFT QUIESCED")
+	st = e.status(run)
+	assert.Empty(t, st.QuiescedHost)
+	var quiesce []string
+	for _, tk := range st.Takeovers {
+		if tk.Step == "quiesce" {
+			quiesce = append(quiesce, tk.From)
+		}
+	}
+	assert.Equal(t, []string{"a1", "a2"}, quiesce, "both lost agents tried again, in order: %+v", st.Takeovers)
+	// b2 ran a1's takeover script when it took the precopy over; no quiesce or resume ran.
+	for _, m := range e.markers("a1") {
+		assert.True(t, strings.HasPrefix(m, "takeover host=a1 agent=b2"), m)
+	}
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "quiesce-never-started-all-lost")
+}
+
 // When every agent of a role is gone the run fails, naming the role, the agents and why.
 func TestExhaustedOrderFailsWithReasons(t *testing.T) {
 	e := newEnv(t)
