@@ -30,6 +30,7 @@ type options struct {
 	mode      string
 	dir       string
 	bin       string
+	serverBin string
 	runs      int
 	emptyRuns int
 	takeovers int
@@ -45,7 +46,8 @@ func main() {
 	var o options
 	flag.StringVar(&o.mode, "mode", "small", "dataset sizes: small (CI) or full")
 	flag.StringVar(&o.dir, "dir", envOr("BENCH_DIR", "/tmp/replctl-bench"), "bench directory: cached datasets, targets, results (env BENCH_DIR)")
-	flag.StringVar(&o.bin, "replctl", "bin/replctl", "replctl binary to benchmark")
+	flag.StringVar(&o.bin, "replctl", "bin/replctl", "replctl binary to benchmark: the CLI and the agents")
+	flag.StringVar(&o.serverBin, "replctl-server", "", "replctl binary that runs `replctl server` (default -replctl; run.sh passes the full build and a -tags noserver -replctl, as the packages ship them)")
 	flag.IntVar(&o.runs, "runs", 3, "timed runs per tool, dataset and mode (medians are reported)")
 	flag.IntVar(&o.emptyRuns, "empty-runs", 5, "timed runs of the empty dataset (orchestration overhead)")
 	flag.IntVar(&o.takeovers, "takeovers", 2, "takeover samples (kill -9 of the pushing agent)")
@@ -155,6 +157,15 @@ func run(ctx context.Context, o options) error {
 	if _, err := os.Stat(o.bin); err != nil {
 		return fmt.Errorf("replctl binary %s: %w (run.sh builds it)", o.bin, err)
 	}
+	if o.serverBin == "" {
+		o.serverBin = o.bin
+	}
+	if o.serverBin, err = filepath.Abs(o.serverBin); err != nil {
+		return err
+	}
+	if _, err := os.Stat(o.serverBin); err != nil {
+		return fmt.Errorf("replctl server binary %s: %w (run.sh builds it)", o.serverBin, err)
+	}
 	for _, tool := range []string{"rsync", "cp", "sync"} {
 		if _, err := lookPath(tool); err != nil {
 			return fmt.Errorf("%s not found on PATH: install it (`make test-deps` installs rsync)", tool)
@@ -242,7 +253,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	b.h = &replctlHarness{
-		bin: o.bin, work: work, srcRoot: dataDir, heartbeat: o.heartbeat,
+		bin: o.bin, serverBin: o.serverBin, work: work, srcRoot: dataDir, heartbeat: o.heartbeat,
 		cfgFile: filepath.Join(work, "replctl.yaml"), markers: filepath.Join(work, "markers.log"),
 		agents: map[string]*testworld.Proc{}, pprof: map[string]string{}, logf: b.logf,
 		jobs: []benchJob{

@@ -40,7 +40,8 @@ type benchJob struct {
 
 // replctlHarness runs replctl's server and agents as processes with a generated config.
 type replctlHarness struct {
-	bin       string
+	bin       string // CLI and agents
+	serverBin string // `replctl server`
 	work      string // BENCH_DIR/work/<mode>
 	srcRoot   string // the source storage (BENCH_DIR/data/<mode>)
 	cfgFile   string
@@ -123,7 +124,7 @@ func (h *replctlHarness) startServer(ctx context.Context) error {
 	}
 	h.serverDB = filepath.Join(dbDir, "temporal.db")
 	h.addr = fmt.Sprintf("127.0.0.1:%d", port)
-	h.server, err = startProc("server", filepath.Join(h.work, "logs", "server.log"), h.bin,
+	h.server, err = startProc("server", filepath.Join(h.work, "logs", "server.log"), h.serverBin,
 		"server", "--db", h.serverDB, "--port", strconv.Itoa(port), "--ui-port", "-1", "--ip", "127.0.0.1")
 	if err != nil {
 		return err

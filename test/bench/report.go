@@ -113,6 +113,7 @@ type Report struct {
 	Finished  time.Time        `json:"finished"`
 	Machine   string           `json:"machine"`
 	Rev       string           `json:"replctl_rev,omitempty"`
+	Binaries  string           `json:"binaries"`
 	CacheDrop bool             `json:"page_cache_dropped"`
 	RSSMethod string           `json:"rss_method"`
 	Heartbeat string           `json:"heartbeat_timeout"`
@@ -126,9 +127,25 @@ type Report struct {
 	heartbeat time.Duration
 }
 
+// binaries says which builds ran what: the packages ship the CLI and agent as a slim build
+// and the server as the full one, and the bench measures them the same way.
+func binaries(o options) string {
+	size := func(p string) string {
+		if fi, err := os.Stat(p); err == nil {
+			return human(fi.Size())
+		}
+		return "size unknown"
+	}
+	if o.serverBin == o.bin {
+		return fmt.Sprintf("CLI, agents and server: %s (%s)", filepath.Base(o.bin), size(o.bin))
+	}
+	return fmt.Sprintf("CLI and agents: %s (%s); server: %s (%s)", filepath.Base(o.bin), size(o.bin), filepath.Base(o.serverBin), size(o.serverBin))
+}
+
 func newReport(o options) *Report {
 	return &Report{
 		Mode: o.mode, Started: time.Now(), Machine: machineInfo(), Runs: o.runs, Rev: o.rev,
+		Binaries:  binaries(o),
 		Heartbeat: o.heartbeat.String(), heartbeat: o.heartbeat,
 		RSSMethod: "VmHWM of each agent process from /proc/PID/status, reset with `echo 5 > /proc/PID/clear_refs` before every timed run; " +
 			"agents are also restarted (empty state) before every full run because a full run uses a fresh repository. " +
@@ -415,6 +432,7 @@ func (r *Report) header() string {
 	if r.Rev != "" {
 		fmt.Fprintf(&b, "replctl built from %s\n", r.Rev)
 	}
+	fmt.Fprintf(&b, "%s\n", r.Binaries)
 	for _, s := range r.Datasets {
 		fmt.Fprintf(&b, "dataset %s: %d files of %s–%s (%s)", strings.ToUpper(s.Name), s.Files, human(int64(s.MinSize)), human(int64(s.MaxSize)), human(s.Bytes()))
 		if s.Growth {
