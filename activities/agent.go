@@ -56,6 +56,8 @@ type Agent struct {
 	quiesced Quiesced
 	// limits are the agent's data step slots and host bandwidth (limits.go).
 	limits limits
+	// configCache holds the last parse of ConfigFile (configcache.go).
+	configCache configCache
 }
 
 // NewAgent returns the activities of host. stateDir "" picks a directory under the user's

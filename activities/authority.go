@@ -34,7 +34,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/replctl/replctl/activities/dataplane"
-	"github.com/replctl/replctl/config"
 )
 
 // ErrTypeRefused is the error type of an activity the agent's own config does not allow.
@@ -53,7 +52,7 @@ type grant struct {
 // does not have, or a config that does not load.
 func (a *Agent) authorize(ctx context.Context, activityName, job string) (*grant, error) {
 	g := &grant{ctx: ctx, agent: a.Host, activity: activityName, job: job}
-	cfg, err := config.Load(a.ConfigFile)
+	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil, g.refuse("Job", job, "", fmt.Sprintf("its config %s does not load: %v", a.ConfigFile, err))
 	}

@@ -109,7 +109,7 @@ func (a *Agent) checkHost(ctx context.Context, in CheckHostInput, lim checkLimit
 	now := time.Now()
 	res := CheckHostResult{Agent: a.Host, ConfigFile: a.ConfigFile, Skew: now.Sub(server)}
 	add := func(it CheckItem) { res.Items = append(res.Items, it) }
-	cfg, err := config.Load(a.ConfigFile)
+	cfg, err := a.loadConfig()
 	if err != nil {
 		add(CheckItem{Check: "config", Result: CheckFail, Detail: err.Error(),
 			Fix: "correct the config file (replctl config validate -c " + a.ConfigFile + ")"})

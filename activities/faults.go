@@ -30,7 +30,6 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/replctl/replctl/activities/dataplane"
-	"github.com/replctl/replctl/config"
 )
 
 // fault classifies a step's error for the workflow, naming the storage of a storage fault
@@ -96,7 +95,7 @@ func (s storageAt) String() string {
 // storagesOf lists the storages this agent's own config gives it for job: the repository
 // first (it lies inside a storage, and the longer path must win), then every attached one.
 func (a *Agent) storagesOf(job string) []storageAt {
-	cfg, err := config.Load(a.ConfigFile)
+	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil
 	}

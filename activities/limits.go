@@ -18,7 +18,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/replctl/replctl/activities/dataplane"
-	"github.com/replctl/replctl/config"
 )
 
 // PhaseWaitingForSlot begins the phase a data step heartbeats while it waits for a slot.
@@ -151,7 +150,7 @@ type stepLimits struct {
 // A config that does not load has failed the step's authorization already; here it means
 // no limit.
 func (a *Agent) stepLimits(job string) stepLimits {
-	cfg, err := config.Load(a.ConfigFile)
+	cfg, err := a.loadConfig()
 	if err != nil {
 		return stepLimits{}
 	}

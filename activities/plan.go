@@ -35,7 +35,7 @@ func (a *Agent) Plan(ctx context.Context, in PlanInput) (PlanResult, error) {
 	if in.Job == "" {
 		return PlanResult{}, badInput(errors.New(`workflow input needs a job name: {"job": "NAME"}`))
 	}
-	cfg, err := config.Load(a.ConfigFile)
+	cfg, err := a.loadConfig()
 	if err != nil {
 		return PlanResult{}, badInput(fmt.Errorf("agent %s: %w", a.Host, err))
 	}

@@ -11,7 +11,6 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"github.com/replctl/replctl/activities/hostexec"
-	"github.com/replctl/replctl/config"
 )
 
 // ErrTypeShuttingDown is the retryable error of a data step its agent cut short or refused
@@ -140,7 +139,7 @@ func (a *Agent) trackScript(ctx context.Context, in ScriptInput) func(ok bool) {
 // resumeScript is the resume script this agent's config gives job's application on host
 // (the failback host's own when host is that).
 func (a *Agent) resumeScript(job, host string) (string, error) {
-	cfg, err := config.Load(a.ConfigFile)
+	cfg, err := a.loadConfig()
 	if err != nil {
 		return "", err
 	}
