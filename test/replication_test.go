@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/replctl/replctl/workflows"
@@ -81,8 +82,18 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	old, err := os.ReadFile(filepath.Join(first, "d01/s1/f00001.bin"))
 	require.NoError(t, err)
 	assert.NotEqual(t, "new content", string(old))
-	// normal.json is this run as recorded before the precopy; precopy.json with it.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-preflight-resume-beside-pull")
+	// The run's search attributes (sent as one command per blocking point) end with the
+	// final phase and no quiesced host.
+	d, err := e.c.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID("orders"), st2.RunID)
+	require.NoError(t, err)
+	attrs := d.GetWorkflowExecutionInfo().GetSearchAttributes().GetIndexedFields()
+	var phase string
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayload(attrs[workflows.AttrPhase.GetName()], &phase))
+	assert.Equal(t, workflows.PhaseCompleted, phase)
+	assert.Nil(t, attrs[workflows.AttrQuiescedHost.GetName()], "the quiesced host is unset after resume")
+	// normal.json is this run as recorded before the precopy; precopy.json with it;
+	// precopy-preflight-resume-beside-pull.json before the coalesced search attributes.
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-coalesced-search-attributes")
 }
 
 // The pushing agent is killed in the middle of the push: the next source agent runs the
@@ -114,7 +125,7 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	m := strings.Join(e.markers("a1"), "\n")
 	assert.Contains(t, m, "takeover host=a1 agent=a2 failed=a1")
 	assert.Contains(t, m, "resume host=a1 agent=a2")
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-coalesced-search-attributes")
 }
 
 // The pulling agent is killed in the middle of the pull: the next target agent continues

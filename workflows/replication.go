@@ -44,6 +44,11 @@ func Replication(ctx workflow.Context, raw converter.RawValue) (Status, error) {
 	}
 	w.in = in
 	w.inputErr = inErr
+	// Runs recorded before it sent one command per search attribute update.
+	if workflow.GetVersion(ctx, "coalesce-search-attributes", workflow.DefaultVersion, 1) == 1 {
+		w.coalesceUpserts(ctx)
+		defer w.flushUpserts(workflowDisconnected(ctx))
+	}
 	return w.run(ctx)
 }
 
@@ -110,6 +115,10 @@ type replication struct {
 	takenOver []string
 	// scriptRunning are the failed hosts whose takeover script is running now.
 	scriptRunning map[string]bool
+	// coalescing holds search attribute updates in pendingAttrs until the run's coroutine
+	// blocks, then sends them as one command (coalesceUpserts).
+	coalescing   bool
+	pendingAttrs []temporal.SearchAttributeUpdate
 }
 
 func (w *replication) run(ctx workflow.Context) (Status, error) {
@@ -581,6 +590,41 @@ func (w *replication) addRefused(r *activities.Unsupported) {
 }
 
 func (w *replication) upsert(ctx workflow.Context, updates ...temporal.SearchAttributeUpdate) {
+	if w.coalescing {
+		w.pendingAttrs = append(w.pendingAttrs, updates...)
+		return
+	}
+	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
+		workflow.GetLogger(ctx).Warn("search attributes not updated", "error", err)
+	}
+}
+
+// coalesceUpserts makes the run send its search attribute updates as one command each time
+// its coroutine blocks instead of one per update. Each command is a history event that every
+// later workflow task reads from the database, sends and replays again (agents keep no
+// sticky cache): an empty run sent 20, now 11. A coroutine sends what is pending as soon as
+// the run's own coroutine blocks, so the updates still go out in the workflow task that made
+// them; the workflow's end sends the rest (Replication defers flushUpserts).
+func (w *replication) coalesceUpserts(ctx workflow.Context) {
+	w.coalescing = true
+	workflow.Go(workflowDisconnected(ctx), func(ctx workflow.Context) {
+		for {
+			if err := workflow.Await(ctx, func() bool { return len(w.pendingAttrs) > 0 }); err != nil {
+				return
+			}
+			w.flushUpserts(ctx)
+		}
+	})
+}
+
+// flushUpserts sends the pending search attribute updates in order (a later update of an
+// attribute wins) as one command.
+func (w *replication) flushUpserts(ctx workflow.Context) {
+	if len(w.pendingAttrs) == 0 {
+		return
+	}
+	updates := w.pendingAttrs
+	w.pendingAttrs = nil
 	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
 		workflow.GetLogger(ctx).Warn("search attributes not updated", "error", err)
 	}
