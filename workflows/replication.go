@@ -590,12 +590,9 @@ func (w *replication) addRefused(r *activities.Unsupported) {
 }
 
 func (w *replication) upsert(ctx workflow.Context, updates ...temporal.SearchAttributeUpdate) {
-	if w.coalescing {
-		w.pendingAttrs = append(w.pendingAttrs, updates...)
-		return
-	}
-	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
-		workflow.GetLogger(ctx).Warn("search attributes not updated", "error", err)
+	w.pendingAttrs = append(w.pendingAttrs, updates...)
+	if !w.coalescing {
+		w.flushUpserts(ctx)
 	}
 }
 
