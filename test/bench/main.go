@@ -151,20 +151,19 @@ func run(ctx context.Context, o options) error {
 	if o.dir, err = filepath.Abs(o.dir); err != nil {
 		return err
 	}
-	if o.bin, err = filepath.Abs(o.bin); err != nil {
-		return err
-	}
-	if _, err := os.Stat(o.bin); err != nil {
-		return fmt.Errorf("replctl binary %s: %w (run.sh builds it)", o.bin, err)
-	}
 	if o.serverBin == "" {
 		o.serverBin = o.bin
 	}
-	if o.serverBin, err = filepath.Abs(o.serverBin); err != nil {
-		return err
-	}
-	if _, err := os.Stat(o.serverBin); err != nil {
-		return fmt.Errorf("replctl server binary %s: %w (run.sh builds it)", o.serverBin, err)
+	for _, b := range []struct {
+		path *string
+		what string
+	}{{&o.bin, "replctl binary"}, {&o.serverBin, "replctl server binary"}} {
+		if *b.path, err = filepath.Abs(*b.path); err != nil {
+			return err
+		}
+		if _, err := os.Stat(*b.path); err != nil {
+			return fmt.Errorf("%s %s: %w (run.sh builds it)", b.what, *b.path, err)
+		}
 	}
 	for _, tool := range []string{"rsync", "cp", "sync"} {
 		if _, err := lookPath(tool); err != nil {
