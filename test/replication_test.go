@@ -15,6 +15,8 @@ import (
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/replctl/replctl/activities"
+	"github.com/replctl/replctl/internal/runhistory"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -91,9 +93,52 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	require.NoError(t, converter.GetDefaultDataConverter().FromPayload(attrs[workflows.AttrPhase.GetName()], &phase))
 	assert.Equal(t, workflows.PhaseCompleted, phase)
 	assert.Nil(t, attrs[workflows.AttrQuiescedHost.GetName()], "the quiesced host is unset after resume")
+	// The plan is a local activity of the agent that ran the first workflow task: its
+	// marker is read as the run's first step, and no Plan activity task was scheduled.
+	h, err := runhistory.Load(context.Background(), e.c, workflows.WorkflowID("orders"), st2.RunID)
+	require.NoError(t, err)
+	require.NotEmpty(t, h.Attempts)
+	plan := h.Attempts[0]
+	assert.Equal(t, activities.PlanName, plan.Type)
+	assert.True(t, plan.Local)
+	assert.Empty(t, plan.Queue)
+	assert.Equal(t, runhistory.Completed, plan.Outcome)
+	assert.Contains(t, []string{"replctl-agent-a1", "replctl-agent-a2", "replctl-agent-b1", "replctl-agent-b2"}, plan.Identity)
+	assert.False(t, plan.Closed.Before(plan.Started))
+	var res activities.PlanResult
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(plan.Result, &res))
+	assert.Equal(t, "orders", res.Plan.Job)
+	assert.Equal(t, strings.TrimPrefix(plan.Identity, "replctl-agent-"), res.Agent)
+	for _, a := range h.Attempts[1:] {
+		assert.NotEqual(t, activities.PlanName, a.Type, "the plan ran once, locally")
+	}
 	// normal.json is this run as recorded before the precopy; precopy.json with it;
-	// precopy-preflight-resume-beside-pull.json before the coalesced search attributes.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-coalesced-search-attributes")
+	// precopy-preflight-resume-beside-pull.json before the coalesced search attributes;
+	// precopy-coalesced-search-attributes.json before the local plan.
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-plan-local-activity")
+}
+
+// A job no agent's config defines fails in the plan (a local activity), as bad input: at
+// once, without retries, naming the job, before any step is scheduled.
+func TestUndefinedJobFailsInThePlan(t *testing.T) {
+	e := newEnv(t)
+	e.startAgents("a1")
+	run := e.start("nosuchjob")
+	_, err := e.wait(run)
+	require.Error(t, err)
+	var app *temporal.ApplicationError
+	require.ErrorAs(t, err, &app)
+	assert.Equal(t, activities.ErrTypeBadInput, app.Type())
+	assert.Contains(t, err.Error(), `"nosuchjob"`)
+	h, err := runhistory.Load(context.Background(), e.c, run.GetID(), run.GetRunID())
+	require.NoError(t, err)
+	require.Len(t, h.Attempts, 1, "nothing is scheduled after a failed plan")
+	plan := h.Attempts[0]
+	assert.True(t, plan.Local)
+	assert.Equal(t, runhistory.Failed, plan.Outcome)
+	assert.EqualValues(t, 1, plan.Attempt, "bad input is not retried")
+	require.NotNil(t, plan.Failure)
+	assert.Contains(t, plan.Failure.GetMessage(), "nosuchjob")
 }
 
 // The pushing agent is killed in the middle of the push: the next source agent runs the
@@ -125,7 +170,7 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	m := strings.Join(e.markers("a1"), "\n")
 	assert.Contains(t, m, "takeover host=a1 agent=a2 failed=a1")
 	assert.Contains(t, m, "resume host=a1 agent=a2")
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-coalesced-search-attributes")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-plan-local-activity")
 }
 
 // The pulling agent is killed in the middle of the pull: the next target agent continues

@@ -170,14 +170,8 @@ func (w *replication) setup(ctx workflow.Context) error {
 		return err
 	}
 	w.upsert(ctx, AttrJob.ValueSet(w.in.Job), AttrPhase.ValueSet(PhasePlanning))
-	// Any agent may plan: the activity runs on the shared queue every agent polls.
-	pctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5, NonRetryableErrorTypes: []string{activities.ErrTypeBadInput}},
-		Summary:             "plan " + w.in.Job,
-	})
-	var res activities.PlanResult
-	if err := workflow.ExecuteActivity(pctx, activities.PlanName, activities.PlanInput{Job: w.in.Job}).Get(ctx, &res); err != nil {
+	res, err := w.planJob(ctx)
+	if err != nil {
 		return err
 	}
 	w.plan = res.Plan
@@ -186,6 +180,28 @@ func (w *replication) setup(ctx workflow.Context) error {
 	w.roles.target = newRole(RoleTarget, w.plan.Order.Target)
 	w.upsert(ctx, AttrSourceStorage.ValueSet(w.plan.Source.Storage), AttrTargetStorage.ValueSet(w.plan.Target.Storage))
 	return nil
+}
+
+// planJob has an agent resolve the job into a plan. Any agent may plan, so the plan is a
+// local activity of the workflow worker that runs this task (issue 16: one activity task and
+// one workflow task fewer per run, about 20 ms of an empty run). Runs recorded before that
+// planned with an activity on the shared queue every agent polls.
+func (w *replication) planJob(ctx workflow.Context) (activities.PlanResult, error) {
+	retry := &temporal.RetryPolicy{MaximumAttempts: 5, NonRetryableErrorTypes: []string{activities.ErrTypeBadInput}}
+	in := activities.PlanInput{Job: w.in.Job}
+	var res activities.PlanResult
+	if workflow.GetVersion(ctx, "plan-local-activity", workflow.DefaultVersion, 1) == 1 {
+		lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+			StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry, Summary: "plan " + w.in.Job,
+		})
+		err := workflow.ExecuteLocalActivity(lctx, activities.PlanName, in).Get(ctx, &res)
+		return res, err
+	}
+	pctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry, Summary: "plan " + w.in.Job,
+	})
+	err := workflow.ExecuteActivity(pctx, activities.PlanName, in).Get(ctx, &res)
+	return res, err
 }
 
 // replicate runs the steps. The push runs while the application is quiesced, so the image

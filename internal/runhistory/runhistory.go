@@ -41,8 +41,14 @@ type Attempt struct {
 	// Step is the step the activity runs: the script's step (quiesce, resume, takeover) for
 	// RunScript, publish for PublishGroup, else the type in lower case (plan, push, pull).
 	// "" for a RunScript whose input cannot be decoded.
-	Step  activities.Step
+	Step activities.Step
+	// Queue is the activity's task queue; "" for a local activity (Local).
 	Queue string
+	// Local says the activity ran as a local activity of the workflow worker that ran the
+	// workflow task (the plan, since issue 16). Its history holds one marker, written with
+	// that task's completion: Scheduled and Started are the task's start, Closed the time
+	// the worker recorded for the result, Identity that worker; the input is not recorded.
+	Local bool
 	// Summary is the activity's summary (user metadata), e.g. "... (took over from a1)".
 	Summary string
 	Input   *commonpb.Payloads
@@ -123,9 +129,19 @@ func Parse(events []*historypb.HistoryEvent, dc converter.DataConverter) *Histor
 	h := &History{}
 	byID := map[int64]*Attempt{}
 	wfTasks := map[int64]*WorkflowTask{}
+	var taskStarted time.Time // the latest workflow task's start
+	var taskIdentity string   // and the worker that completed it
 	for _, e := range events {
 		t := e.GetEventTime().AsTime()
 		switch e.GetEventType() {
+		case enums.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+			taskStarted = t
+		case enums.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+			taskIdentity = e.GetWorkflowTaskCompletedEventAttributes().GetIdentity()
+		case enums.EVENT_TYPE_MARKER_RECORDED:
+			if a := localActivity(e, taskStarted, taskIdentity, dc); a != nil {
+				h.Attempts = append(h.Attempts, a)
+			}
 		case enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
 			h.Start = t
 		case enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -200,6 +216,49 @@ func Parse(events []*historypb.HistoryEvent, dc converter.DataConverter) *Histor
 		}
 	}
 	return h
+}
+
+// localActivityMarker is the SDK's name of a local activity's marker, and localActivityData
+// the fields of its "data" detail that are read here (the SDK's own record, JSON).
+const localActivityMarker = "LocalActivity"
+
+type localActivityData struct {
+	ActivityID   string
+	ActivityType string
+	ReplayTime   time.Time
+	Attempt      int32
+}
+
+// localActivity reads a local activity's marker as an Attempt (nil for any other marker, or
+// one whose data cannot be decoded).
+func localActivity(e *historypb.HistoryEvent, taskStarted time.Time, identity string, dc converter.DataConverter) *Attempt {
+	at := e.GetMarkerRecordedEventAttributes()
+	if at.GetMarkerName() != localActivityMarker {
+		return nil
+	}
+	var d localActivityData
+	if dc.FromPayloads(at.GetDetails()["data"], &d) != nil || d.ActivityType == "" {
+		return nil
+	}
+	a := &Attempt{ScheduledID: e.GetEventId(), ActivityID: d.ActivityID, Type: d.ActivityType, Local: true,
+		Scheduled: taskStarted, Started: taskStarted, Identity: identity, Attempt: d.Attempt,
+		Closed: d.ReplayTime, ClosedBy: identity}
+	if a.Closed.IsZero() {
+		a.Closed = e.GetEventTime().AsTime()
+	}
+	if f := at.GetFailure(); f != nil {
+		a.Outcome, a.Failure = Failed, f
+	} else {
+		a.Outcome, a.Result = Completed, at.GetDetails()["result"]
+	}
+	if md := e.GetUserMetadata(); md != nil && md.GetSummary() != nil {
+		var s string
+		if dc.FromPayload(md.GetSummary(), &s) == nil {
+			a.Summary = s
+		}
+	}
+	decodeInput(a, dc)
+	return a
 }
 
 // decodeInput sets the step and the decoded input of an attempt.

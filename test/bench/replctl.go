@@ -467,8 +467,12 @@ func (rh *runHistory) timeline(t0 time.Time) []string {
 	}
 	var out []string
 	for _, a := range rh.Attempts {
+		q := a.Queue
+		if a.Local {
+			q = "(local activity)"
+		}
 		out = append(out, fmt.Sprintf("%-18s on %-19s scheduled %8s started %8s closed %8s %-9s by %s",
-			activityName(a), a.Queue, rel(a.Scheduled), rel(a.Started), rel(a.Closed), a.Outcome, agentOf(a.Identity)))
+			activityName(a), q, rel(a.Scheduled), rel(a.Started), rel(a.Closed), a.Outcome, agentOf(a.Identity)))
 	}
 	for _, w := range rh.WorkflowTaskTimeouts {
 		out = append(out, fmt.Sprintf("workflow task timed out (%s) at %s", runhistory.TimeoutName(w.TimeoutType), rel(w.TimedOut)))
