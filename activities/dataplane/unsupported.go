@@ -11,8 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -288,33 +286,45 @@ func (s *scan) fail(err error) {
 // dir walks the open directory fd (full path p, summary name name) and closes it.
 func (s *scan) dir(fd int, p, name string) {
 	defer s.wg.Done()
-	f := os.NewFile(uintptr(fd), p)
-	defer f.Close()
+	defer unix.Close(fd) //nolint:errcheck // read only
+	r := newDirentReader(fd)
+	var ents []dirent
 	for !s.stop() {
-		names, err := f.Readdirnames(1024)
-		if errors.Is(err, io.EOF) {
-			return
-		}
-		if err != nil {
+		var more bool
+		var err error
+		if ents, more, err = r.next(ents[:0]); err != nil {
 			s.fail(fmt.Errorf("scanning %s: %w", p, err))
 			return
 		}
-		for _, n := range names {
-			s.child(fd, path.Join(p, n), path.Join(name, n), n)
+		for _, e := range ents {
+			s.child(fd, path.Join(p, e.name), path.Join(name, e.name), e.name, e.typ)
+		}
+		if !more {
+			return
 		}
 	}
 }
 
-// child examines one entry of the directory dfd and descends into a subdirectory.
-func (s *scan) child(dfd int, p, name, base string) {
-	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		if !errors.Is(err, unix.ENOENT) {
-			s.fail(fmt.Errorf("scanning %s: %w", p, err))
+// child examines one entry of the directory dfd (its d_type typ) and descends into a
+// subdirectory. A scan that only summarises (no extras) needs an entry's name, attribute
+// names and whether it is a directory, which the listing's d_type tells: it stats only
+// where the filesystem gives no type (issue 16: the stat was about half of the preflight's
+// scan). The descent opens the directory beneath dfd, never through a symlink, so an entry
+// swapped since the listing is not followed.
+func (s *scan) child(dfd int, p, name, base string, typ uint8) {
+	var st *unix.Stat_t
+	isDir := typ == unix.DT_DIR
+	if s.x != nil || typ == unix.DT_UNKNOWN {
+		st = new(unix.Stat_t)
+		if err := unix.Fstatat(dfd, base, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if !errors.Is(err, unix.ENOENT) {
+				s.fail(fmt.Errorf("scanning %s: %w", p, err))
+			}
+			return
 		}
-		return
+		isDir = st.Mode&unix.S_IFMT == unix.S_IFDIR
 	}
-	if !s.entry(dfd, p, name, base, &st) || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+	if !s.entry(dfd, p, name, base, st) || !isDir {
 		return
 	}
 	cfd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -337,8 +347,8 @@ func (s *scan) child(dfd int, p, name, base string) {
 }
 
 // entry examines one entry (base in the directory dfd, shown as p, summary name name, stat
-// st): its name, type, links and attributes. It reports false once the scan's bound on
-// entries is passed.
+// st): its name, type, links and attributes. st is nil in a scan that collects no extras
+// and listed the entry's type. It reports false once the scan's bound on entries is passed.
 func (s *scan) entry(dfd int, p, name, base string, st *unix.Stat_t) bool {
 	s.mu.Lock()
 	s.entries++
@@ -360,9 +370,9 @@ func (s *scan) entry(dfd int, p, name, base string, st *unix.Stat_t) bool {
 			s.mu.Unlock()
 		}
 	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR, unix.S_IFBLK:
-		if s.x != nil {
+	if s.x != nil && st != nil { // a scan that collects extras stats every entry
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFCHR, unix.S_IFBLK:
 			sp := &Special{Type: specialType(st.Mode), Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid, Mtime: st.Mtim.Nano()}
 			if sp.Type == SpecialChar || sp.Type == SpecialBlock {
 				sp.Rdev = st.Rdev
@@ -370,13 +380,13 @@ func (s *scan) entry(dfd int, p, name, base string, st *unix.Stat_t) bool {
 			s.mu.Lock()
 			s.x.entry(rel).Special = sp
 			s.mu.Unlock()
-		}
-	case unix.S_IFREG:
-		if st.Nlink > 1 && s.x != nil {
-			key := [2]uint64{st.Dev, st.Ino}
-			s.mu.Lock()
-			s.x.links[key] = append(s.x.links[key], rel)
-			s.mu.Unlock()
+		case unix.S_IFREG:
+			if st.Nlink > 1 {
+				key := [2]uint64{st.Dev, st.Ino}
+				s.mu.Lock()
+				s.x.links[key] = append(s.x.links[key], rel)
+				s.mu.Unlock()
+			}
 		}
 	}
 	// Through the directory fd: a path could have been swapped for a symlink since.
