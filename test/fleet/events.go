@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,8 +25,9 @@ type collector struct {
 	mu sync.Mutex
 	// planStart is each run's first Plan start: its first activity.
 	planStart map[string]time.Time
-	// work is the fake work (sleeps) of each run's completed activities.
-	work map[string]time.Duration
+	// work is the fake work (sleeps) of each run's completed activities, as intervals: a
+	// run's resume and pull work side by side, so their sum would exceed the run's time.
+	work map[string][]span
 	// starts are every host activity start, in arrival order.
 	starts []actStart
 	// open are the host activities started and not ended: host → run+step → start.
@@ -37,7 +40,7 @@ type collector struct {
 }
 
 func newCollector() *collector {
-	return &collector{planStart: map[string]time.Time{}, work: map[string]time.Duration{},
+	return &collector{planStart: map[string]time.Time{}, work: map[string][]span{},
 		open: map[string]map[string]actStart{}, goroutines: map[string]int{}, ready: map[string]chan struct{}{}}
 }
 
@@ -101,6 +104,7 @@ func (c *collector) line(proc, l string) {
 		if len(f) != 8 {
 			return
 		}
+		end, _ := strconv.ParseInt(f[1], 10, 64)
 		d, _ := strconv.ParseInt(f[5], 10, 64)
 		n, _ := strconv.ParseInt(f[7], 10, 64)
 		c.mu.Lock()
@@ -108,7 +112,7 @@ func (c *collector) line(proc, l string) {
 		c.beats += n
 		delete(c.open[f[2]], f[3]+" "+f[4])
 		if f[6] == "1" {
-			c.work[f[3]] += time.Duration(d)
+			c.work[f[3]] = append(c.work[f[3]], span{from: end - d, to: end})
 		}
 	}
 }
@@ -157,7 +161,27 @@ func (c *collector) takeovers(killed map[string]bool, lost []actStart, kill time
 func (c *collector) runInfo(run string) (plan time.Time, work time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.planStart[run], c.work[run]
+	return c.planStart[run], covered(c.work[run])
+}
+
+// span is an interval of fake work, in Unix nanoseconds.
+type span struct{ from, to int64 }
+
+// covered is how long at least one of spans was under way (their union's length).
+func covered(spans []span) time.Duration {
+	s := slices.Clone(spans)
+	slices.SortFunc(s, func(a, b span) int { return cmp.Compare(a.from, b.from) })
+	var total, end int64
+	for i, x := range s {
+		if i == 0 || x.from > end {
+			total += x.to - x.from
+			end = x.to
+		} else if x.to > end {
+			total += x.to - end
+			end = x.to
+		}
+	}
+	return time.Duration(total)
 }
 
 // goroutineCounts returns the last goroutine count of each worker process.

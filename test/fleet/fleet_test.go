@@ -137,3 +137,27 @@ func TestVictimsAndSplit(t *testing.T) {
 		t.Errorf("host list round trip: %v (%s)", got, formatHostList([]int{1, 2, 3, 7, 9, 10}))
 	}
 }
+
+// A run's fake work is the time some step of it was working: steps side by side (resume and
+// pull) count once, steps one after another add up, a step inside another adds nothing.
+func TestCoveredCountsOverlapOnce(t *testing.T) {
+	for _, c := range []struct {
+		spans []span
+		want  time.Duration
+	}{
+		{nil, 0},
+		{[]span{{0, 10}, {20, 40}}, 30},
+		{[]span{{20, 40}, {0, 10}, {25, 35}, {5, 15}, {35, 45}}, 40},
+	} {
+		if got := covered(c.spans); got != c.want {
+			t.Errorf("covered(%v) = %v, want %v", c.spans, got, c.want)
+		}
+	}
+	col := newCollector()
+	col.line("hosts-0", "E 1000 h1 run1 resume 600 1 0")
+	col.line("hosts-0", "E 1100 h2 run1 pull 900 1 0")
+	col.line("hosts-0", "E 1200 h2 run1 push 50 0 0") // failed: not work
+	if _, work := col.runInfo("run1"); work != 900 {
+		t.Errorf("work of run1 = %v, want 900ns (resume inside pull, the failed push left out)", work)
+	}
+}
