@@ -65,6 +65,7 @@ func (r *Repos) ListImages(ctx context.Context, cfg RepoConfig, job, dataset str
 // deletes the others, plus incomplete checkpoints older than the newest
 // complete image. It returns how many image manifests were deleted. The
 // space of deleted images is reclaimed by kopia maintenance (not run here).
+// It then keeps the repository's index epochs short (tidyIndexes, epochs.go).
 func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset string, pol Retention) (int, error) {
 	if err := checkJob(job); err != nil {
 		return 0, err
@@ -82,6 +83,8 @@ func (r *Repos) PruneImages(ctx context.Context, cfg RepoConfig, job, dataset st
 	if err != nil {
 		return 0, err
 	}
+	// After the prune's own write session (defers run last in, first out).
+	defer r.tidyIndexes(ctx, rep, cfg.Dir)
 
 	mans, err := snapshot.ListSnapshots(ctx, rep, sourceInfo(job, dataset))
 	if err != nil {
