@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // indexBlobFiles are the repository's epoch index blobs (x/n<epoch>_...) as files, oldest
@@ -112,4 +114,71 @@ func TestIndexEpochsStayShort(t *testing.T) {
 	require.Greater(t, len(imgs), 40)
 	res := e.pull(imgs[len(imgs)-1].ID, "oldest")
 	require.True(t, res.Verified)
+}
+
+// What a refresh costs with many uncompacted index blobs, and after the tidy compacted them
+// (blob times set back instead of waiting):
+//
+//	REPLCTL_MEASURE=1 REPLCTL_MEASURE_PUSHES=600 go test ./activities/dataplane -run TestMeasureIndexEpochs -v
+func TestMeasureIndexEpochs(t *testing.T) {
+	if os.Getenv("REPLCTL_MEASURE") == "" {
+		t.Skip("set REPLCTL_MEASURE=1 to run")
+	}
+	pushes := envInt("REPLCTL_MEASURE_PUSHES", 600)
+	e := newEnv(t)
+	e.repos = NewRepos(nil)
+	makeTree(t, e.src)
+	ctx := context.Background()
+	for range pushes {
+		_, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+		require.NoError(t, err)
+	}
+	// A refresh's CPU (user + system, this process), less disturbed by other load than its time.
+	cpu := func() time.Duration {
+		var ru unix.Rusage
+		require.NoError(t, unix.Getrusage(unix.RUSAGE_SELF, &ru))
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	refresh := func() string {
+		t0, c0 := time.Now(), cpu()
+		for range 20 {
+			_, err := e.repos.open(ctx, e.cfg, false)
+			require.NoError(t, err)
+		}
+		return fmt.Sprintf("%v (CPU %v)", (time.Since(t0) / 20).Round(10*time.Microsecond), ((cpu() - c0) / 20).Round(10*time.Microsecond))
+	}
+	refresh() // the first refresh after the pushes reads their index blobs
+	before, files := refresh(), len(indexBlobFiles(t, e.cfg.Dir))
+	keep := Retention{Last: pushes + 10}
+	// Tidies: set the parameters; close epoch 0; close epoch 1; compact epoch 0.
+	for i := range 4 {
+		_, err := e.repos.PruneImages(ctx, e.cfg, e.job, e.ds, keep)
+		require.NoError(t, err)
+		require.NoError(t, e.repos.Close()) // new parameters: read at the next open
+		e.repos = NewRepos(nil)
+		if i < 2 { // fill the next epoch: 21 blobs, the first an epoch older than the last
+			n := len(indexBlobFiles(t, e.cfg.Dir))
+			for len(indexBlobFiles(t, e.cfg.Dir)) < n+21 {
+				_, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+				require.NoError(t, err)
+			}
+			old := time.Now().Add(-indexEpoch - time.Minute)
+			require.NoError(t, os.Chtimes(indexBlobFiles(t, e.cfg.Dir)[n], old, old))
+		}
+	}
+	refresh()
+	after := refresh()
+	dr, err := e.repos.open(ctx, e.cfg, false)
+	require.NoError(t, err)
+	em, _, err := dr.ContentReader().EpochManager(ctx)
+	require.NoError(t, err)
+	cs, err := em.Current(ctx)
+	require.NoError(t, err)
+	listed := 0
+	for _, bs := range cs.UncompactedEpochSets {
+		listed += len(bs)
+	}
+	require.NotEmpty(t, cs.SingleEpochCompactionSets[0])
+	t.Logf("%d pushes, %d index blobs: refresh %s; after the tidy (%d blobs listed, %d on disk): refresh %s",
+		pushes, files, before, listed, len(indexBlobFiles(t, e.cfg.Dir)), after)
 }
