@@ -19,19 +19,77 @@ import (
 // first.
 func indexBlobFiles(t *testing.T, dir string) []string {
 	t.Helper()
-	var out []string
+	type blobFile struct {
+		path string
+		mod  time.Time
+	}
+	var files []blobFile
 	require.NoError(t, filepath.WalkDir(filepath.Join(dir, "x"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.HasPrefix(strings.TrimPrefix(p, filepath.Join(dir, "x")+"/"), "n") {
-			out = append(out, p)
+		if err != nil || d.IsDir() || !strings.HasPrefix(strings.TrimPrefix(p, filepath.Join(dir, "x")+"/"), "n") {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			files = append(files, blobFile{p, fi.ModTime()})
 		}
 		return err
 	}))
-	sort.Slice(out, func(i, j int) bool {
-		a, _ := os.Stat(out[i])
-		b, _ := os.Stat(out[j])
-		return a.ModTime().Before(b.ModTime())
-	})
+	sort.Slice(files, func(i, j int) bool { return files[i].mod.Before(files[j].mod) })
+	out := make([]string, len(files))
+	for i, f := range files {
+		out[i] = f.path
+	}
 	return out
+}
+
+// fillIndexEpoch pushes until the current epoch holds 21 more index blobs (kopia closes an
+// epoch at 20) and sets the first of them back an epoch and a minute, as if the epoch had
+// been written over that long.
+func (e *env) fillIndexEpoch() {
+	e.t.Helper()
+	before := len(indexBlobFiles(e.t, e.cfg.Dir))
+	for len(indexBlobFiles(e.t, e.cfg.Dir)) < before+21 {
+		e.push()
+	}
+	old := time.Now().Add(-indexEpoch - time.Minute)
+	require.NoError(e.t, os.Chtimes(indexBlobFiles(e.t, e.cfg.Dir)[before], old, old))
+}
+
+// indexEpochs is what a refresh of a repository knows of its index epochs.
+type indexEpochs struct {
+	write       int         // the epoch being written
+	uncompacted map[int]int // index blobs a refresh lists, by epoch
+	compacted   map[int]bool
+}
+
+// listed is how many index blobs a refresh lists.
+func (ie indexEpochs) listed() int {
+	n := 0
+	for _, c := range ie.uncompacted {
+		n += c
+	}
+	return n
+}
+
+// indexEpochs refreshes e's repository and reads its epoch state.
+func (e *env) indexEpochs() indexEpochs {
+	e.t.Helper()
+	ctx := context.Background()
+	dr, err := e.repos.open(ctx, e.cfg, false)
+	require.NoError(e.t, err)
+	em, ok, err := dr.ContentReader().EpochManager(ctx)
+	require.NoError(e.t, err)
+	require.True(e.t, ok, "the repository has an epoch manager")
+	cs, err := em.Current(ctx)
+	require.NoError(e.t, err)
+	ie := indexEpochs{write: cs.WriteEpoch, uncompacted: map[int]int{}, compacted: map[int]bool{}}
+	for ep, bs := range cs.UncompactedEpochSets {
+		ie.uncompacted[ep] = len(bs)
+	}
+	for ep, bs := range cs.SingleEpochCompactionSets {
+		ie.compacted[ep] = len(bs) > 0
+	}
+	return ie
 }
 
 // A repository's index epochs are kept short: the first pull's tidy gives it kopia's
@@ -44,9 +102,13 @@ func TestIndexEpochsStayShort(t *testing.T) {
 	makeTree(t, e.src)
 	ctx := context.Background()
 	keep := Retention{Last: 100}
+	tidy := func() { // every pull's image retention ends with tidyIndexes
+		t.Helper()
+		_, err := e.repos.PruneImages(ctx, e.cfg, e.job, e.ds, keep)
+		require.NoError(t, err)
+	}
 	e.push()
-	_, err := e.repos.PruneImages(ctx, e.cfg, e.job, e.ds, keep)
-	require.NoError(t, err)
+	tidy()
 	// An agent with the repository open sees new parameters when kopia next reads the
 	// format blob (within 15 min); another agent, or a restarted one, at once.
 	require.NoError(t, e.repos.Close())
@@ -58,52 +120,20 @@ func TestIndexEpochsStayShort(t *testing.T) {
 	require.Equal(t, indexEpoch, mp.EpochParameters.MinEpochDuration)
 	require.Equal(t, indexEpochRefresh, mp.EpochParameters.EpochRefreshFrequency)
 
-	writeEpoch := func() int {
-		t.Helper()
-		dr, err := e.repos.open(ctx, e.cfg, false)
-		require.NoError(t, err)
-		em, ok, err := dr.ContentReader().EpochManager(ctx)
-		require.NoError(t, err)
-		require.True(t, ok)
-		cs, err := em.Current(ctx)
-		require.NoError(t, err)
-		return cs.WriteEpoch
-	}
-	// Fill the current epoch with 20 index blobs (kopia's count to close one), the first
-	// written an epoch before the last, and tidy.
-	fillAndTidy := func() {
-		t.Helper()
-		before := len(indexBlobFiles(t, e.cfg.Dir))
-		for len(indexBlobFiles(t, e.cfg.Dir)) < before+21 {
-			e.push()
-		}
-		old := time.Now().Add(-indexEpoch - time.Minute) // the epoch's first blob
-		require.NoError(t, os.Chtimes(indexBlobFiles(t, e.cfg.Dir)[before], old, old))
-		_, err := e.repos.PruneImages(ctx, e.cfg, e.job, e.ds, keep)
-		require.NoError(t, err)
-	}
-	require.Equal(t, 0, writeEpoch())
-	fillAndTidy()
-	require.Equal(t, 1, writeEpoch(), "an epoch with 20 blobs across 10 min is closed")
-	fillAndTidy()
-	require.Equal(t, 2, writeEpoch())
+	require.Equal(t, 0, e.indexEpochs().write)
+	e.fillIndexEpoch()
+	tidy()
+	require.Equal(t, 1, e.indexEpochs().write, "an epoch with 20 blobs across 10 min is closed")
+	e.fillIndexEpoch()
+	tidy()
+	require.Equal(t, 2, e.indexEpochs().write)
 	e.push()
-	_, err = e.repos.PruneImages(ctx, e.cfg, e.job, e.ds, keep) // epoch 0 has settled now
-	require.NoError(t, err)
+	tidy() // epoch 0 has settled now
 
-	dr, err = e.repos.open(ctx, e.cfg, false)
-	require.NoError(t, err)
-	em, _, err := dr.ContentReader().EpochManager(ctx)
-	require.NoError(t, err)
-	cs, err := em.Current(ctx)
-	require.NoError(t, err)
-	require.NotEmpty(t, cs.SingleEpochCompactionSets[0], "epoch 0 is compacted")
-	require.NotContains(t, cs.UncompactedEpochSets, 0, "a refresh no longer lists epoch 0's blobs")
-	listed := 0
-	for _, bs := range cs.UncompactedEpochSets {
-		listed += len(bs)
-	}
-	require.Less(t, listed, len(indexBlobFiles(t, e.cfg.Dir))-15)
+	ie := e.indexEpochs()
+	require.True(t, ie.compacted[0], "epoch 0 is compacted")
+	require.NotContains(t, ie.uncompacted, 0, "a refresh no longer lists epoch 0's blobs")
+	require.Less(t, ie.listed(), len(indexBlobFiles(t, e.cfg.Dir))-15)
 
 	// Every image reads back through the compacted index, also for an agent that opens the
 	// repository afresh.
@@ -130,8 +160,7 @@ func TestMeasureIndexEpochs(t *testing.T) {
 	makeTree(t, e.src)
 	ctx := context.Background()
 	for range pushes {
-		_, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
-		require.NoError(t, err)
+		e.push()
 	}
 	// A refresh's CPU (user + system, this process), less disturbed by other load than its time.
 	cpu := func() time.Duration {
@@ -156,29 +185,14 @@ func TestMeasureIndexEpochs(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, e.repos.Close()) // new parameters: read at the next open
 		e.repos = NewRepos(nil)
-		if i < 2 { // fill the next epoch: 21 blobs, the first an epoch older than the last
-			n := len(indexBlobFiles(t, e.cfg.Dir))
-			for len(indexBlobFiles(t, e.cfg.Dir)) < n+21 {
-				_, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
-				require.NoError(t, err)
-			}
-			old := time.Now().Add(-indexEpoch - time.Minute)
-			require.NoError(t, os.Chtimes(indexBlobFiles(t, e.cfg.Dir)[n], old, old))
+		if i < 2 {
+			e.fillIndexEpoch()
 		}
 	}
 	refresh()
 	after := refresh()
-	dr, err := e.repos.open(ctx, e.cfg, false)
-	require.NoError(t, err)
-	em, _, err := dr.ContentReader().EpochManager(ctx)
-	require.NoError(t, err)
-	cs, err := em.Current(ctx)
-	require.NoError(t, err)
-	listed := 0
-	for _, bs := range cs.UncompactedEpochSets {
-		listed += len(bs)
-	}
-	require.NotEmpty(t, cs.SingleEpochCompactionSets[0])
+	ie := e.indexEpochs()
+	require.True(t, ie.compacted[0])
 	t.Logf("%d pushes, %d index blobs: refresh %s; after the tidy (%d blobs listed, %d on disk): refresh %s",
-		pushes, files, before, listed, len(indexBlobFiles(t, e.cfg.Dir)), after)
+		pushes, files, before, ie.listed(), len(indexBlobFiles(t, e.cfg.Dir)), after)
 }
