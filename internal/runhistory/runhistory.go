@@ -149,12 +149,7 @@ func Parse(events []*historypb.HistoryEvent, dc converter.DataConverter) *Histor
 			a := &Attempt{ScheduledID: e.GetEventId(), ActivityID: at.GetActivityId(), Type: at.GetActivityType().GetName(),
 				Queue: at.GetTaskQueue().GetName(), Input: at.GetInput(), Scheduled: t}
 			decodeInput(a, dc)
-			if md := e.GetUserMetadata(); md != nil && md.GetSummary() != nil {
-				var s string
-				if dc.FromPayload(md.GetSummary(), &s) == nil {
-					a.Summary = s
-				}
-			}
+			a.Summary = summary(e, dc)
 			byID[a.ScheduledID] = a
 			h.Attempts = append(h.Attempts, a)
 		case enums.EVENT_TYPE_ACTIVITY_TASK_STARTED:
@@ -251,14 +246,18 @@ func localActivity(e *historypb.HistoryEvent, taskStarted time.Time, identity st
 	} else {
 		a.Outcome, a.Result = Completed, at.GetDetails()["result"]
 	}
-	if md := e.GetUserMetadata(); md != nil && md.GetSummary() != nil {
-		var s string
-		if dc.FromPayload(md.GetSummary(), &s) == nil {
-			a.Summary = s
-		}
-	}
+	a.Summary = summary(e, dc)
 	decodeInput(a, dc)
 	return a
+}
+
+// summary is an event's summary (user metadata), "" if it has none or it cannot be decoded.
+func summary(e *historypb.HistoryEvent, dc converter.DataConverter) string {
+	var s string
+	if md := e.GetUserMetadata(); md != nil && md.GetSummary() != nil && dc.FromPayload(md.GetSummary(), &s) != nil {
+		return ""
+	}
+	return s
 }
 
 // decodeInput sets the step and the decoded input of an attempt.
