@@ -74,7 +74,11 @@ type PullResult struct {
 	// Distrusted files of the current replica had changed on the target since they were
 	// published (inode or ctime not as recorded): written anew, not linked.
 	Distrusted int64 `json:",omitempty"`
-	Verified   bool
+	// Recycled is the replica retention retired that the pull brought up to date as this
+	// one; Kept counts its files that were already right (included in Linked).
+	Recycled string `json:",omitempty"`
+	Kept     int64  `json:",omitempty"`
+	Verified bool
 	// Incomplete: the image lacks entries the data plane cannot replicate (on_unsupported:
 	// skip); Verified says only that the replica matches the image.
 	Incomplete bool `json:",omitempty"`
@@ -190,5 +194,5 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
-	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start), SlotWait: slot.waited}, nil
+	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Recycled: res.Recycled, Kept: res.Kept, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start), SlotWait: slot.waited}, nil
 }

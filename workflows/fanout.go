@@ -124,7 +124,7 @@ func (w *replication) pullTarget(ctx workflow.Context, idx int, t activities.Tar
 			done.BytesDone += res.Bytes
 			done.FilesDone += res.Files
 			w.addRefused(res.Refused)
-			ts.Replicas = append(ts.Replicas, Replica{Dataset: ds, Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Incomplete: res.Incomplete || w.status.Unsupported != nil, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, ResumedFrom: res.ResumedFrom})
+			ts.Replicas = append(ts.Replicas, Replica{Dataset: ds, Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Incomplete: res.Incomplete || w.status.Unsupported != nil, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Recycled: res.Recycled, Kept: res.Kept, ResumedFrom: res.ResumedFrom})
 			if res.SavedPrevious != "" {
 				w.note(fmt.Sprintf("failback: the directory that was at %s is kept at %s", res.LinkPath, res.SavedPrevious))
 			}

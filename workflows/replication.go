@@ -514,7 +514,7 @@ func (w *replication) pull(ctx workflow.Context) error {
 		}
 		w.status.Progress = Progress{Step: activities.StepPull, BytesDone: res.Bytes, BytesTotal: res.Bytes, FilesDone: res.Files, FilesTotal: res.Files}
 		w.addRefused(res.Refused)
-		w.status.Replica = &Replica{Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Incomplete: res.Incomplete || w.status.Unsupported != nil, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, ResumedFrom: res.ResumedFrom}
+		w.status.Replica = &Replica{Name: res.ReplicaName, Path: res.ReplicaPath, Link: res.LinkPath, Agent: res.Agent, Epoch: res.Epoch, Verified: res.Verified, Incomplete: res.Incomplete || w.status.Unsupported != nil, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Recycled: res.Recycled, Kept: res.Kept, ResumedFrom: res.ResumedFrom}
 		return nil
 	})
 }

@@ -177,6 +177,10 @@ type Replica struct {
 	// Distrusted: files of the replica before it that had been changed on the target since
 	// their publish; written anew from the image, never carried over.
 	Distrusted int64 `json:"distrusted_files,omitempty"`
+	// Recycled: the replica retention retired, brought up to date as this one instead of a
+	// new tree; Kept: its files that were already right (counted in Linked too).
+	Recycled string `json:"recycled,omitempty"`
+	Kept     int64  `json:"kept_files,omitempty"`
 	// ResumedFrom is the staging dir of a failed attempt the publishing pull continued.
 	ResumedFrom string `json:"resumed_from,omitempty"`
 }

@@ -127,7 +127,7 @@ func TestMeasurePushPull(t *testing.T) {
 		})
 		require.NoError(t, err)
 
-		return fmt.Sprintf("linked=%d cloned=%d restored=%d verified=%v phases=%v", r.Linked, r.Cloned, r.Restored, r.Verified, phaseOffsets(phaseStart))
+		return fmt.Sprintf("linked=%d kept=%d cloned=%d restored=%d verified=%v phases=%v", r.Linked, r.Kept, r.Cloned, r.Restored, r.Verified, phaseOffsets(phaseStart))
 	}
 
 	// REPLCTL_MEASURE_VERIFY: verification of the first two pulls (default full).
@@ -154,7 +154,20 @@ func TestMeasurePushPull(t *testing.T) {
 	timed("pull (1% changed, verify="+verify+")", func() string { return pull(img2, "p2", verify) })
 	timed("pull (same image, verify=changed)", func() string { return pull(img2, "p3", "changed") })
 
-	require.NoError(t, e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, img2, e.replicaDir(), 0))
+	// Another 1 %: retention (keep 3) now retires p1, which the pull recycles
+	// (REPLCTL_MEASURE_NORECYCLE=1: a new tree, p1 to the trash). The sweep of what went to
+	// the trash is timed apart: it runs in the background, but on the same cores.
+	e.repos.hooks.noRecycle = os.Getenv("REPLCTL_MEASURE_NORECYCLE") != ""
+	for i := 1; i < files; i += 100 {
+		writeFile(t, filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i)), []byte(strconv.Itoa(i)+" changed"), 0o644, baseTime.Add(time.Hour))
+	}
+
+	r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+	require.NoError(t, err)
+	timed(fmt.Sprintf("pull (1%% again, recycle=%v)", !e.repos.hooks.noRecycle), func() string { return pull(r.ImageID, "p4", "changed") })
+	timed("trash sweep after it", func() string { WaitTrash(); return "" })
+
+	require.NoError(t, e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, r.ImageID, e.replicaDir(), 0))
 }
 
 // vmHWM is this process's peak RSS (since the last resetHWM) from /proc.

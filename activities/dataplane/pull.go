@@ -97,6 +97,11 @@ type PullResult struct {
 	PublishedEpoch int64
 	// Replaced is the damaged replica this pull repaired (PullRequest.Replaces).
 	Replaced string
+	// Recycled is the replica retention was to retire that this pull brought up to date
+	// in place of a new tree (recycle.go); Kept counts its files that stayed as they were
+	// (also counted in Linked: each is the current replica's inode).
+	Recycled string
+	Kept     int64
 }
 
 // testHooks lets tests act at precise points of a push or pull.
@@ -107,6 +112,7 @@ type testHooks struct {
 	beforeSourceOpen  func(rel string)     // push: before a source file is opened for reading
 	afterSourceList   func(rel string)     // push: after a source directory is opened for listing
 	noClone           bool                 // pull: link even where the target clones
+	noRecycle         bool                 // pull: build a new tree even where a replica retires
 }
 
 // Pull materialises an image as a new replica: staging, verification,
@@ -318,8 +324,27 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		p.noLinkPrevious(ctx, r.log)
 	}
 
-	if err := unix.Mkdirat(dirs.staging, sname, 0o700); err != nil {
-		return res, fmt.Errorf("creating staging dir %s: %w", staging, err)
+	if replaced == nil && !req.Defer && len(p.resume) == 0 && p.prevRoot != nil && !r.hooks.noRecycle &&
+		(r.hooks.noClone || !probeClone(dirs.staging)) {
+		if old, err := l.retiring(req.Keep, cur); err != nil {
+			r.log("recycling: listing replicas failed; building a new tree", "err", err)
+		} else if old != "" {
+			if err := l.recycle(dirs, old, sname); err != nil {
+				if existsAt(dirs.staging, sname) {
+					return res, err
+				}
+
+				r.log("recycling a retired replica failed; building a new tree", "replica", old, "err", err)
+			} else {
+				p.recycling, res.Recycled = &recycler{}, old
+			}
+		}
+	}
+
+	if p.recycling == nil {
+		if err := unix.Mkdirat(dirs.staging, sname, 0o700); err != nil {
+			return res, fmt.Errorf("creating staging dir %s: %w", staging, err)
+		}
 	}
 
 	if p.stagingFd, err = openBeneath(dirs.staging, sname, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
@@ -344,7 +369,8 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	err = p.build(man.RootEntry)
-	res.Linked, res.Restored, res.Distrusted, res.Cloned = p.linked.Load(), p.restored.Load(), p.distrusted.Load(), p.cloned.Load()
+	res.Linked, res.Restored, res.Distrusted, res.Cloned = p.linked.Load()+p.kept.Load(), p.restored.Load(), p.distrusted.Load(), p.cloned.Load()
+	res.Kept = p.kept.Load()
 	// What was written is not needed for verification: without these lists, the
 	// entries of directories that are not in dirCache can be collected.
 	p.dirs, p.toWrite, p.resumeCk = nil, nil, nil
@@ -395,7 +421,8 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 	}
 
 	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,
-		"files", res.Files, "linked", res.Linked, "cloned", res.Cloned, "restored", res.Restored, "distrusted", res.Distrusted)
+		"files", res.Files, "linked", res.Linked, "cloned", res.Cloned, "restored", res.Restored, "distrusted", res.Distrusted,
+		"recycled", res.Recycled, "kept", res.Kept)
 
 	return res, nil
 }

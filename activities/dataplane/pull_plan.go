@@ -67,7 +67,12 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 		}
 	}
 
-	if err := p.planTree(root.ObjectID, p.prevRoot, srcFd, dstFd); err != nil {
+	err = p.planTree(root.ObjectID, p.prevRoot, srcFd, dstFd)
+	// Recycling's unlinks changed inodes the current replica keeps: its record follows,
+	// whether or not the plan completed.
+	p.carryRecycled()
+
+	if err != nil {
 		return err
 	}
 
@@ -272,6 +277,12 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, pre
 		return prevEnts[de.Name]
 	}
 
+	if p.recycling != nil {
+		if err := p.pruneDir(dstFd, rel, ents); err != nil {
+			return err
+		}
+	}
+
 	dt := &dirTrust{oid: d, flags: make([]trust, len(ents)), stamps: make([]stamp, len(ents))}
 	p.trusted[rel] = dt
 
@@ -311,7 +322,13 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, pre
 // planDir creates a subdirectory in staging and plans it.
 func (p *puller) planDir(ctx context.Context, jobs chan<- fileJob, de, prev *snapshot.DirEntry, rel string, srcFd, dstFd int) error {
 	if err := unix.Mkdirat(dstFd, de.Name, 0o700); err != nil {
-		return fmt.Errorf("creating %s in staging: %w", rel, err)
+		if p.recycling == nil || !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("creating %s in staging: %w", rel, err)
+		}
+
+		if err := reuseDir(dstFd, de.Name); err != nil {
+			return fmt.Errorf("reusing %s in staging: %w", rel, err)
+		}
 	}
 
 	p.dirs = append(p.dirs, dirItem{rel: rel, de: de})
@@ -347,6 +364,12 @@ func (p *puller) planFiles(j fileJob) error {
 		switch de.Type {
 		case snapshot.EntryTypeDirectory:
 		case snapshot.EntryTypeSymlink:
+			if p.recycling != nil {
+				if err := p.recycling.remove(j.dstFd, de.Name, false, p.tdirs.trash); err != nil {
+					return fmt.Errorf("staging %s: %w", path.Join(j.rel, de.Name), err)
+				}
+			}
+
 			writes = append(writes, writeEnt{de: de, idx: i})
 
 		case snapshot.EntryTypeFile:
@@ -385,8 +408,28 @@ const linkedFromCur = "\x00linked"
 // planFile links file de of image directory dir from the current replica if
 // provably unchanged (returns linkedFromCur, the file's trust and its stamp
 // after the link), returns a resume candidate's path to check, or "" (write it).
-func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (string, trust, stamp) {
+func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (from string, t trust, s stamp) {
 	rel := path.Join(dir, de.Name)
+
+	// A reused staging dir (recycle.go) may hold an entry of this name: it stays only if it
+	// is the current replica's inode that would be linked; otherwise it goes before the
+	// link, clone or write.
+	var dst *unix.Stat_t
+	if p.recycling != nil {
+		var st unix.Stat_t
+		if unix.Fstatat(dstFd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			dst = &st
+		}
+
+		defer func() {
+			if dst != nil && from == "" {
+				if err := p.recycling.remove(dstFd, de.Name, false, p.tdirs.trash); err != nil {
+					p.log("removing a file of the recycled replica failed", "path", rel, "err", err)
+				}
+			}
+		}()
+	}
+
 	resume := p.resume
 	if p.noResume[rel] {
 		resume = nil
@@ -412,6 +455,27 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 				}
 
 				return "", 0, stamp{}
+			}
+
+			if dst != nil {
+				if dst.Dev == st.Dev && dst.Ino == st.Ino {
+					// Already the inode a link would give, its ctime as the record has it.
+					p.kept.Add(1)
+
+					t := trustMeta
+					if p.trustCur {
+						t |= trustContent
+					}
+
+					return linkedFromCur, t, stampOf(&st)
+				}
+
+				if err := p.recycling.remove(dstFd, de.Name, false, p.tdirs.trash); err != nil {
+					p.log("removing a file of the recycled replica failed", "path", rel, "err", err)
+					return "", 0, stamp{}
+				}
+
+				dst = nil
 			}
 
 			t := trust(0)

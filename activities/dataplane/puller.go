@@ -61,6 +61,10 @@ type puller struct {
 	log      func(string, ...any)
 
 	linked, restored, distrusted atomic.Int64
+	// kept counts files of a recycled replica that already were the inode a link would
+	// give; recycling is nil unless the staging dir is a recycled replica (recycle.go).
+	kept      atomic.Int64
+	recycling *recycler
 	// cloned counts files cloned from the current replica; clone is cloneUnknown/Yes/No.
 	cloned atomic.Int64
 	clone  atomic.Int32
