@@ -89,8 +89,15 @@ func TestMeasurePushPull(t *testing.T) {
 	// REPLCTL_MEASURE_PROFILE=DIR: a CPU profile of each step, DIR/<step>.pprof.
 	profDir := os.Getenv("REPLCTL_MEASURE_PROFILE")
 	step := 0
+	// REPLCTL_MEASURE_DROP=1: sync and drop the page cache before each step (as root), as
+	// the bench does before each run.
+	drop := os.Getenv("REPLCTL_MEASURE_DROP") != ""
 	timed := func(what string, fn func() string) {
 		step++
+		if drop {
+			unix.Sync()
+			require.NoError(t, os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0))
+		}
 		if profDir != "" {
 			f, err := os.Create(filepath.Join(profDir, fmt.Sprintf("step%d.pprof", step)))
 			require.NoError(t, err)
