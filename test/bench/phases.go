@@ -130,6 +130,9 @@ func (b *bench) record(s *Sample) {
 	extra := ""
 	if isReplctl(s.Tool) {
 		extra = fmt.Sprintf(", workflow %.2fs, steps %s, rss %s, background deletion after the run %.2fs", s.WorkflowSeconds, fmtSteps(s.Steps), fmtRSS(s.PeakRSS), s.TrashSeconds)
+		if s.Recycled != "" {
+			extra += fmt.Sprintf(", recycled %s (%d files kept)", s.Recycled, s.Kept)
+		}
 	} else {
 		extra = fmt.Sprintf(", rss %s", fmtRSS(s.PeakRSS))
 	}
@@ -245,14 +248,15 @@ func (b *bench) replctlTimed(ctx context.Context, job benchJob, ds *Dataset, mod
 	if r.Status.Replica == nil || !r.Status.Replica.Verified {
 		return nil, fmt.Errorf("run %s published no verified replica", r.Status.RunID)
 	}
-	if err := b.verify(ds, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl"); err != nil {
-		return nil, err
-	}
+	// Before the comparison with the source, whose walk would hide the deletion's time.
 	t1 := time.Now()
 	if err := waitEmptyTrash(ctx, b.h.targetRoot(job)); err != nil {
 		return nil, err
 	}
 	s.TrashSeconds = time.Since(t1).Seconds()
+	if err := b.verify(ds, filepath.Join(b.h.targetRoot(job), job.Dataset), "replctl"); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -293,7 +297,7 @@ func fillReplctl(s *Sample, r *replctlRun) error {
 	s.Steps = r.History.steps()
 	s.PushFiles, s.PushReused = r.History.pushStats()
 	if rep := r.Status.Replica; rep != nil {
-		s.Linked, s.Restored = rep.Linked, rep.Restored
+		s.Linked, s.Restored, s.Kept, s.Recycled = rep.Linked, rep.Restored, rep.Kept, rep.Recycled
 	}
 	return nil
 }

@@ -254,6 +254,8 @@ type cliStatus struct {
 		Verified bool   `json:"verified"`
 		Linked   int64  `json:"linked_files"`
 		Restored int64  `json:"restored_files"`
+		Kept     int64  `json:"kept_files"`
+		Recycled string `json:"recycled"`
 	} `json:"replica"`
 	Takeovers []struct {
 		Step, From, To, Reason string

@@ -41,6 +41,9 @@ type Sample struct {
 	PushReused int64            `json:"push_reused,omitempty"`
 	Linked     int64            `json:"linked_files,omitempty"`
 	Restored   int64            `json:"restored_files,omitempty"`
+	// Recycled: the retired replica the pull brought up to date; Kept: its files that stayed.
+	Recycled string `json:"recycled,omitempty"`
+	Kept     int64  `json:"kept_files,omitempty"`
 	// Allocated: bytes the copy allocates on the target (sparse dataset only).
 	Allocated    int64   `json:"allocated_bytes,omitempty"`
 	CacheDropped bool    `json:"cache_dropped"`
