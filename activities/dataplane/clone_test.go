@@ -104,4 +104,10 @@ func TestCloneKeepsReplicasIndependent(t *testing.T) {
 	got, err = os.ReadFile(filepath.Join(e.replicaDir(), "a.txt"))
 	require.NoError(t, err)
 	require.Equal(t, "the image's content\n", string(got))
+
+	// Keep 3: r1 retires now. A clone is its own inode, so recycling would keep nothing: a
+	// target that clones builds a new tree.
+	fourth := e.pull(img, "r4")
+	require.Empty(t, fourth.Recycled)
+	require.Equal(t, int64(3), fourth.Cloned)
 }

@@ -153,3 +153,19 @@ func TestRecycledPullResumes(t *testing.T) {
 	require.GreaterOrEqual(t, r3.Linked, int64(300), "what the cut-off attempt left is used")
 	requireSameTree(t, e.src, e.replicaDir())
 }
+
+// The probe that keeps a cloning target from recycling tells XFS with reflink from the
+// test's own filesystem, and leaves nothing behind.
+func TestProbeClone(t *testing.T) {
+	for _, c := range []struct {
+		dir   string
+		clone bool
+	}{{reflinkFS(t), true}, {t.TempDir(), false}} {
+		require.NoError(t, os.MkdirAll(c.dir, 0o755))
+		fd, err := unix.Open(c.dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+		require.NoError(t, err)
+		require.Equal(t, c.clone, probeClone(fd), c.dir)
+		require.NoError(t, unix.Close(fd))
+		require.Empty(t, must(os.ReadDir(c.dir)))
+	}
+}
