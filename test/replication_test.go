@@ -118,6 +118,19 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	// precopy-preflight-resume-beside-pull.json before the coalesced search attributes;
 	// precopy-coalesced-search-attributes.json before the local plan.
 	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-plan-local-activity")
+
+	// Keep 3 (the default): the fourth run's retention retires the first replica, which its
+	// pull brings up to date as the new one (recycling) instead of linking a new tree.
+	_, err = e.wait(e.start("orders"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(changed, []byte("newer content"), 0o644))
+	st4, err := e.wait(e.start("orders"))
+	require.NoError(t, err)
+	require.NotNil(t, st4.Replica)
+	assert.Equal(t, filepath.Base(first), st4.Replica.Recycled)
+	assert.Greater(t, st4.Replica.Kept, int64(100), "unchanged files of the first replica stay")
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+	assert.NoDirExists(t, first)
 }
 
 // A job no agent's config defines fails in the plan (a local activity), as bad input: at
