@@ -323,15 +323,8 @@ func TestResumeAfterCancel(t *testing.T) {
 	writeFile(t, filepath.Join(e.src, "big.bin"), randBytes(t, 5<<20), 0o600, baseTime)
 	img := e.push().ImageID
 
-	ctx, cancel := context.WithCancel(context.Background())
-	e.repos.hooks.afterFileRestored = func(n int64) {
-		if n == 250 {
-			cancel()
-		}
-	}
-
 	req1 := e.pullReq(img, "r1")
-	res1, err := e.repos.Pull(ctx, req1, nil)
+	res1, err := e.repos.Pull(e.cancelAfterRestored(250), req1, nil)
 	require.ErrorIs(t, err, context.Canceled)
 	require.DirExists(t, res1.StagingPath)
 	require.NoFileExists(t, e.link())

@@ -83,6 +83,20 @@ func (e *env) pull(image, name string) PullResult {
 	return res
 }
 
+// cancelAfterRestored returns a context that is cancelled once a pull has restored n files
+// (the hook stays until the test clears e.repos.hooks).
+func (e *env) cancelAfterRestored(n int64) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.t.Cleanup(cancel)
+	e.repos.hooks.afterFileRestored = func(k int64) {
+		if k == n {
+			cancel()
+		}
+	}
+
+	return ctx
+}
+
 func (e *env) link() string { return filepath.Join(e.target, e.ds) }
 
 // replicaDir resolves T/D to the replica directory it points to.

@@ -324,11 +324,10 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		p.noLinkPrevious(ctx, r.log)
 	}
 
-	if replaced == nil && !req.Defer && len(p.resume) == 0 && p.prevRoot != nil && !r.hooks.noRecycle &&
-		(r.hooks.noClone || !probeClone(dirs.staging)) {
+	if replaced == nil && !req.Defer && len(p.resume) == 0 && p.prevRoot != nil && !r.hooks.noRecycle {
 		if old, err := l.retiring(req.Keep, cur); err != nil {
 			r.log("recycling: listing replicas failed; building a new tree", "err", err)
-		} else if old != "" {
+		} else if old != "" && (r.hooks.noClone || !probeClone(dirs.staging)) {
 			if err := l.recycle(dirs, old, sname); err != nil {
 				if existsAt(dirs.staging, sname) {
 					return res, err
@@ -336,7 +335,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 				r.log("recycling a retired replica failed; building a new tree", "replica", old, "err", err)
 			} else {
-				p.recycling, res.Recycled = &recycler{}, old
+				p.recycling, res.Recycled = &recycler{trash: dirs.trash}, old
 			}
 		}
 	}

@@ -365,7 +365,7 @@ func (p *puller) planFiles(j fileJob) error {
 		case snapshot.EntryTypeDirectory:
 		case snapshot.EntryTypeSymlink:
 			if p.recycling != nil {
-				if err := p.recycling.remove(j.dstFd, de.Name, false, p.tdirs.trash); err != nil {
+				if err := p.recycling.remove(j.dstFd, de.Name); err != nil {
 					return fmt.Errorf("staging %s: %w", path.Join(j.rel, de.Name), err)
 				}
 			}
@@ -415,6 +415,22 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 	// is the current replica's inode that would be linked; otherwise it goes before the
 	// link, clone or write.
 	var dst *unix.Stat_t
+
+	// clearDst removes that entry, once; false if it could not (the write then fails on it).
+	clearDst := func() bool {
+		if dst == nil {
+			return true
+		}
+
+		dst = nil
+		if err := p.recycling.remove(dstFd, de.Name); err != nil {
+			p.log("removing a file of the recycled replica failed", "path", rel, "err", err)
+			return false
+		}
+
+		return true
+	}
+
 	if p.recycling != nil {
 		var st unix.Stat_t
 		if unix.Fstatat(dstFd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
@@ -422,10 +438,8 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 		}
 
 		defer func() {
-			if dst != nil && from == "" {
-				if err := p.recycling.remove(dstFd, de.Name, false, p.tdirs.trash); err != nil {
-					p.log("removing a file of the recycled replica failed", "path", rel, "err", err)
-				}
+			if from == "" {
+				clearDst()
 			}
 		}()
 	}
@@ -470,12 +484,9 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 					return linkedFromCur, t, stampOf(&st)
 				}
 
-				if err := p.recycling.remove(dstFd, de.Name, false, p.tdirs.trash); err != nil {
-					p.log("removing a file of the recycled replica failed", "path", rel, "err", err)
+				if !clearDst() {
 					return "", 0, stamp{}
 				}
-
-				dst = nil
 			}
 
 			t := trust(0)

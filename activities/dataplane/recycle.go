@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -57,7 +56,7 @@ func (l layout) retiring(pol Retention, cur string) (string, error) {
 	sort.SliceStable(reps, func(i, j int) bool { return reps[i].ModTime.Before(reps[j].ModTime) })
 
 	for _, ri := range reps {
-		if !kept[ri.Name] && ri.Name != cur && !strings.HasPrefix(ri.Name, ".") {
+		if !kept[ri.Name] && ri.Name != cur {
 			return ri.Name, nil
 		}
 	}
@@ -111,17 +110,14 @@ func probeClone(dirFd int) bool {
 // recycler notes the ctime changes its unlinks make to inodes other replicas keep (the
 // current replica's record follows them, as after a trash sweep); safe for the workers.
 type recycler struct {
-	mu sync.Mutex
-	j  unlinkJournal
+	trash int // the dataset's trash dir, for the directories it removes
+	mu    sync.Mutex
+	j     unlinkJournal
 }
 
-// remove removes entry name of staging directory dirFd, a directory through the trash
-// (trashFd), anything else at once.
-func (r *recycler) remove(dirFd int, name string, dir bool, trashFd int) error {
-	if dir {
-		return moveToTrash(dirFd, name, trashFd)
-	}
-
+// remove removes entry name of staging directory dirFd: a directory by moving it to the
+// trash, anything else at once (nothing there is not an error).
+func (r *recycler) remove(dirFd int, name string) error {
 	var j unlinkJournal
 
 	done, err := j.unlinkShared(dirFd, name)
@@ -130,7 +126,7 @@ func (r *recycler) remove(dirFd int, name string, dir bool, trashFd int) error {
 		if errors.Is(err, unix.ENOENT) {
 			err = nil
 		} else if errors.Is(err, unix.EISDIR) {
-			return moveToTrash(dirFd, name, trashFd)
+			return moveToTrash(dirFd, name, r.trash)
 		}
 	}
 
@@ -183,7 +179,7 @@ func (p *puller) pruneDir(dstFd int, rel string, ents []*snapshot.DirEntry) erro
 				continue
 			}
 
-			if err := p.recycling.remove(fd, e.name, isDir, p.tdirs.trash); err != nil {
+			if err := p.recycling.remove(fd, e.name); err != nil {
 				return fmt.Errorf("staging %s: %w", path.Join(rel, e.name), err)
 			}
 		}

@@ -128,16 +128,9 @@ func TestRecycledPullResumes(t *testing.T) {
 	makeManyFiles(t, filepath.Join(e.src, "more"), 50, 64)
 	img := e.push().ImageID
 
-	ctx, cancel := context.WithCancel(context.Background())
-	e.repos.hooks.afterFileRestored = func(n int64) {
-		if n == 20 {
-			cancel()
-		}
-	}
-
 	req := e.pullReq(img, "r3")
 	req.Keep.Last = 2
-	res, err := e.repos.Pull(ctx, req, nil)
+	res, err := e.repos.Pull(e.cancelAfterRestored(20), req, nil)
 	require.ErrorIs(t, err, context.Canceled)
 	require.Equal(t, "r1", res.Recycled)
 	require.DirExists(t, res.StagingPath)
