@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/replctl/replctl/activities/dataplane"
+	"github.com/replctl/replctl/config"
 )
 
 // ErrTypeRefused is the error type of an activity the agent's own config does not allow.
@@ -344,23 +345,33 @@ func (a *Agent) authorizePush(ctx context.Context, step Step, in PushInput) (Pus
 // job's on_unsupported. A
 // failback pull (InPlace) writes the job's source storage: the agent must be in the source
 // order.
-func (a *Agent) authorizePull(ctx context.Context, in PullInput) (string, RepoLocation, string, error) {
+// pullGrant is what authorizePull allows a pull, from the agent's own config.
+type pullGrant struct {
+	Root          string
+	Repo          RepoLocation
+	OnUnsupported string
+	// Recycle: the pull may bring a replica that its retention retires up to date as the
+	// new one (retention.retire).
+	Recycle bool
+}
+
+func (a *Agent) authorizePull(ctx context.Context, in PullInput) (pullGrant, error) {
 	g, err := a.authorize(ctx, PullName, in.Job)
 	if err != nil {
-		return "", RepoLocation{}, "", err
+		return pullGrant{}, err
 	}
 	p := g.plan
 	var storage, source string
 	if in.InPlace {
 		if err := g.failbackAllowed(); err != nil {
-			return "", RepoLocation{}, "", err
+			return pullGrant{}, err
 		}
 		if err := g.inOrder(RoleSource, p.Order.Source); err != nil {
-			return "", RepoLocation{}, "", err
+			return pullGrant{}, err
 		}
 		i, err := g.dataset("Dataset", in.Dataset, p.Source)
 		if err != nil {
-			return "", RepoLocation{}, "", err
+			return pullGrant{}, err
 		}
 		storage = p.Source.Storage
 		// The image comes from one of the targets: its dataset at the same index.
@@ -370,42 +381,43 @@ func (a *Agent) authorizePull(ctx context.Context, in PullInput) (string, RepoLo
 			ok = ok || (i < len(t.List()) && t.List()[i] == source)
 		}
 		if !ok {
-			return "", RepoLocation{}, "", g.refuse("SourceDataset", source, nil, fmt.Sprintf("%q is not a target dataset matching source dataset %q in its own config", source, in.Dataset))
+			return pullGrant{}, g.refuse("SourceDataset", source, nil, fmt.Sprintf("%q is not a target dataset matching source dataset %q in its own config", source, in.Dataset))
 		}
 		if err := g.same("KeepImages", in.KeepImages, 0); err != nil {
-			return "", RepoLocation{}, "", err
+			return pullGrant{}, err
 		}
 	} else {
 		t, i, err := g.target(in.Dataset)
 		if err != nil {
-			return "", RepoLocation{}, "", err
+			return pullGrant{}, err
 		}
 		storage, source = t.Storage, p.Source.List()[i]
 		if err := g.same("SourceDataset", in.SourceDataset, source); err != nil {
-			return "", RepoLocation{}, "", err
+			return pullGrant{}, err
 		}
 		if err := g.same("Defer", in.Defer, t.Group()); err != nil {
-			return "", RepoLocation{}, "", err
+			return pullGrant{}, err
 		}
 		if err := g.same("KeepImages", in.KeepImages, p.Retention.Images); err != nil {
-			return "", RepoLocation{}, "", err
+			return pullGrant{}, err
 		}
 		if err := g.same("KeepImagesWithin", in.KeepImagesWithin, p.Retention.ImagesWithin); err != nil {
-			return "", RepoLocation{}, "", err
+			return pullGrant{}, err
 		}
 	}
 	if err := g.root("TargetRoot", in.TargetRoot, storage); err != nil {
-		return "", RepoLocation{}, "", err
+		return pullGrant{}, err
 	}
 	if err := g.retention(in.Keep, in.KeepWithin); err != nil {
-		return "", RepoLocation{}, "", err
+		return pullGrant{}, err
 	}
 	if err := g.same("Verify", string(in.Verify), string(p.Verify)); err != nil {
-		return "", RepoLocation{}, "", err
+		return pullGrant{}, err
 	}
 	repo, err := g.repo(in.Repo)
-	// What the target refuses is handled by the job's on_unsupported in the agent's config.
-	return in.TargetRoot, repo, p.OnUnsupported, err
+	// What the target refuses, and whether a retired replica is recycled, are the job's
+	// settings in the agent's own config, not the input's.
+	return pullGrant{Root: in.TargetRoot, Repo: repo, OnUnsupported: p.OnUnsupported, Recycle: p.Retention.Retire != config.RetireAfterPublish}, err
 }
 
 // authorizePublishGroup checks the publish of a consistency group on a target.

@@ -89,6 +89,27 @@ func TestAuthorityPush(t *testing.T) {
 	requireRefused(t, err, "Precopy", `"b1" is not in the job's source order [a1]`)
 }
 
+// TestAuthorityPullRetire: whether a pull may recycle the replica its retention retires is
+// the agent's own config's retention.retire, which no input can change.
+func TestAuthorityPullRetire(t *testing.T) {
+	const file = "../config/samples/full.yaml"
+	t.Setenv("REPLCTL_STATE", t.TempDir()) // full.yaml's api_key_file
+	cfg, err := config.Load(file)
+	require.NoError(t, err)
+	p, err := NewPlan(cfg, "billing")
+	require.NoError(t, err)
+	require.Equal(t, config.RetireAfterPublish, p.Retention.Retire)
+	repo, err := p.Repo("west-db1")
+	require.NoError(t, err)
+	a := &Agent{Host: "west-db1", ConfigFile: file}
+	grant, err := a.authorizePull(context.Background(), PullInput{Job: "billing", Agent: "west-db1", ImageID: "k1",
+		TargetRoot: "/mnt/san-west", Dataset: "replicas/billing", Repo: repo, ReplicaName: "r", Epoch: 1,
+		Keep: p.Retention.Replicas, KeepWithin: p.Retention.ReplicasWithin, SourceDataset: "db/billing",
+		KeepImages: p.Retention.Images, KeepImagesWithin: p.Retention.ImagesWithin, Verify: p.Verify})
+	require.NoError(t, err)
+	assert.False(t, grant.Recycle, "retire: after_publish in the agent's config")
+}
+
 func TestAuthorityPull(t *testing.T) {
 	ctx := context.Background()
 	a, p := sampleAgent(t, "c1")
@@ -97,9 +118,10 @@ func TestAuthorityPull(t *testing.T) {
 	good := PullInput{Job: "orders", Agent: "c1", ImageID: "k1", TargetRoot: "/mnt/c", Dataset: "dr/orders-logs",
 		Repo: repo, ReplicaName: "r", Epoch: 1, Keep: p.Retention.Replicas, SourceDataset: "orders/logs",
 		KeepImages: p.Retention.Images, Verify: p.Verify, Defer: true}
-	root, _, _, err := a.authorizePull(ctx, good)
+	grant, err := a.authorizePull(ctx, good)
 	require.NoError(t, err)
-	assert.Equal(t, "/mnt/c", root)
+	assert.Equal(t, "/mnt/c", grant.Root)
+	assert.True(t, grant.Recycle, "retention.retire defaults to recycle")
 
 	for name, c := range map[string]struct {
 		mutate func(*PullInput)
@@ -117,7 +139,7 @@ func TestAuthorityPull(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := good
 			c.mutate(&in)
-			_, _, _, err := a.authorizePull(ctx, in)
+			_, err := a.authorizePull(ctx, in)
 			requireRefused(t, err, c.want...)
 		})
 	}
@@ -221,7 +243,7 @@ func TestAuthorityFailback(t *testing.T) {
 	require.NoError(t, err)
 	_, err = h1.authorizePush(ctx, "push", PushInput{Job: "docs", Agent: "h1", SourceDir: "/srv/backup/docs", Dataset: "docs", Repo: repo, FollowLink: true})
 	requireRefused(t, err, "Failback", "failback.allow is not true in agent h1's own config")
-	_, _, _, err = h1.authorizePull(ctx, PullInput{Job: "docs", Agent: "h1", TargetRoot: "/srv/primary", Dataset: "docs", SourceDataset: "docs", Repo: repo, InPlace: true, Keep: p.Retention.Replicas, Verify: p.Verify})
+	_, err = h1.authorizePull(ctx, PullInput{Job: "docs", Agent: "h1", TargetRoot: "/srv/primary", Dataset: "docs", SourceDataset: "docs", Repo: repo, InPlace: true, Keep: p.Retention.Replicas, Verify: p.Verify})
 	requireRefused(t, err, "Failback")
 	host, err := p.Host("h1")
 	require.NoError(t, err)

@@ -169,12 +169,15 @@ type Retention struct {
 	Images         int
 	ReplicasWithin time.Duration
 	ImagesWithin   time.Duration
+	// Retire is config.Retention.Retire (absent from plans recorded before it existed:
+	// those recycled, as "" does).
+	Retire string `json:",omitempty"`
 }
 
 // retention converts the config's retention (KeepWithin is already spread over the two kinds
 // by config.Validate).
 func retention(r config.Retention) Retention {
-	return Retention{Replicas: r.Replicas, Images: r.Images, ReplicasWithin: r.ReplicasWithin, ImagesWithin: r.ImagesWithin}
+	return Retention{Replicas: r.Replicas, Images: r.Images, ReplicasWithin: r.ReplicasWithin, ImagesWithin: r.ImagesWithin, Retire: r.Retire}
 }
 
 // Repository is where a job's images live: a directory inside a storage system.

@@ -100,11 +100,11 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 	if err := a.checkRoute(in.Agent); err != nil {
 		return PullResult{}, err
 	}
-	var err error
-	var onUnsupported string
-	if in.TargetRoot, in.Repo, onUnsupported, err = a.authorizePull(ctx, in); err != nil {
+	grant, err := a.authorizePull(ctx, in)
+	if err != nil {
 		return PullResult{}, err
 	}
+	in.TargetRoot, in.Repo = grant.Root, grant.Repo
 	// A failback builds the new tree under a root of its own beside the dataset and switches
 	// it in at the end (failback.go).
 	root := in.TargetRoot
@@ -163,8 +163,9 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		Agent:         a.Host,
 		ResumeFrom:    resumeFrom,
 		Verify:        in.Verify,
-		OnUnsupported: onUnsupported,
+		OnUnsupported: grant.OnUnsupported,
 		Keep:          in.replicaRetention(),
+		NoRecycle:     !grant.Recycle,
 		Defer:         in.Defer || in.InPlace,
 		Limiter:       slot.limiter,
 	}, func(p dataplane.Progress) {

@@ -431,7 +431,21 @@ type Retention struct {
 	// fills them from KeepWithin when not given.
 	ReplicasWithin time.Duration `yaml:"replicas_within"`
 	ImagesWithin   time.Duration `yaml:"images_within"`
+	// Retire is when a replica that retention no longer keeps leaves the target:
+	// RetireRecycle (default) or RetireAfterPublish.
+	Retire string `yaml:"retire"`
 }
+
+// Values of Retention.Retire.
+const (
+	// RetireRecycle: a pull that will retire a replica brings that replica's tree up to
+	// date as the new one (unchanged files stay in place), so the target holds one replica
+	// fewer while the pull runs.
+	RetireRecycle = "recycle"
+	// RetireAfterPublish: a pull builds the new replica beside every kept one and removes a
+	// retired replica only after the new one is published.
+	RetireAfterPublish = "after_publish"
+)
 
 // Repository is where a job keeps its images (a kopia repository).
 type Repository struct {

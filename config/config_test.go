@@ -154,7 +154,7 @@ func TestDevExample(t *testing.T) {
 	require.Equal(t, &Failback{Allow: true, PrimaryStopped: PrimaryStoppedCheck}, orders.Failback)
 	require.Equal(t, Order{Application: []string{"a1", "a2"}, Source: []string{"a1", "a2", "b2"}, Target: []string{"b1", "b2", "a2"}}, orders.Order)
 	require.Equal(t, Timeouts{Heartbeat: 2 * time.Second, ScheduleToStart: 5 * time.Second, StartToClose: 30 * time.Minute}, orders.Timeouts)
-	require.Equal(t, Retention{Replicas: 3, Images: 10}, orders.Retention)
+	require.Equal(t, Retention{Replicas: 3, Images: 10, Retire: RetireRecycle}, orders.Retention)
 	require.Equal(t, filepath.Join(state, "secrets"), c.SecretsDir)
 	require.Equal(t, Repository{Storage: "array-b", Path: DefaultRepositoryPath, PasswordFile: filepath.Join(state, "secrets", "array-b-replctl-repository.password"),
 		Maintenance: Maintenance{Cron: DefaultMaintenanceCron, TimeZone: DefaultTimeZone}}, orders.Repository)
@@ -243,7 +243,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 5*time.Minute, j.Application.Timeout)
 	require.Equal(t, Timeouts{Heartbeat: 5 * time.Second, ScheduleToStart: 10 * time.Second, StartToClose: time.Hour}, j.Timeouts)
 	require.Equal(t, "fail", j.OnUnreachableHost)
-	require.Equal(t, Retention{Replicas: 3, Images: 10}, j.Retention)
+	require.Equal(t, Retention{Replicas: 3, Images: 10, Retire: RetireRecycle}, j.Retention)
 	require.Equal(t, Repository{Storage: "dst", Path: ".replctl/repository", PasswordFile: filepath.Join(filepath.Dir(c.File), "secrets", "dst-replctl-repository.password"),
 		Maintenance: Maintenance{Cron: "@daily", TimeZone: "UTC"}}, j.Repository, "repository.storage defaults to the target storage; the password file to secrets/ beside the config")
 	require.Nil(t, j.Schedule)
@@ -273,8 +273,13 @@ func TestRetentionKeepWithin(t *testing.T) {
 			Retention{Replicas: 3, Images: 10, KeepWithin: time.Hour, ImagesWithin: time.Hour}},
 		{"per-kind key alone", "    retention: {replicas_within: 30m}\n",
 			Retention{Replicas: 3, Images: 10, ReplicasWithin: 30 * time.Minute}},
+		{"retire after the publish", "    retention: {retire: after_publish}\n",
+			Retention{Replicas: 3, Images: 10, Retire: RetireAfterPublish}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.want.Retire == "" {
+				tc.want.Retire = RetireRecycle // the default
+			}
 			require.Equal(t, tc.want, mustParse(t, minimal+tc.yaml).Jobs[0].Retention)
 		})
 	}

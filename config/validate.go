@@ -449,6 +449,11 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 		k.errorf(rp+".images", "must be at least 1 (default %d), got %d", DefaultImages, j.Retention.Images)
 	}
 	k.keepWithin(rp, &j.Retention)
+	if j.Retention.Retire == "" && !k.given(rp+".retire", true) {
+		j.Retention.Retire = RetireRecycle
+	} else if j.Retention.Retire != RetireRecycle && j.Retention.Retire != RetireAfterPublish {
+		k.errorf(rp+".retire", "%q is not valid: want %q (default) or %q", j.Retention.Retire, RetireRecycle, RetireAfterPublish)
+	}
 }
 
 // keepWithin checks the keep-within durations and fills the per-kind ones

@@ -122,9 +122,11 @@ func TestMeasurePushPull(t *testing.T) {
 		return fmt.Sprintf("files=%d bytes=%d reused=%d", r.Files, r.Bytes, r.Reused)
 	})
 
+	noRecycle := false
 	pull := func(img, name, verify string) string {
 		req := e.pullReq(img, name)
 		req.Verify = VerifyMode(verify)
+		req.NoRecycle = noRecycle
 		req.Parallel = envInt("REPLCTL_MEASURE_PARALLEL", 0)
 		phaseStart := map[string]time.Time{}
 		r, err := e.repos.Pull(ctx, req, func(p Progress) {
@@ -164,14 +166,14 @@ func TestMeasurePushPull(t *testing.T) {
 	// Another 1 %: retention (keep 3) now retires p1, which the pull recycles
 	// (REPLCTL_MEASURE_NORECYCLE=1: a new tree, p1 to the trash). The sweep of what went to
 	// the trash is timed apart: it runs in the background, but on the same cores.
-	e.repos.hooks.noRecycle = os.Getenv("REPLCTL_MEASURE_NORECYCLE") != ""
+	noRecycle = os.Getenv("REPLCTL_MEASURE_NORECYCLE") != ""
 	for i := 1; i < files; i += 100 {
 		writeFile(t, filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i)), []byte(strconv.Itoa(i)+" changed"), 0o644, baseTime.Add(time.Hour))
 	}
 
 	r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
 	require.NoError(t, err)
-	timed(fmt.Sprintf("pull (1%% again, recycle=%v)", !e.repos.hooks.noRecycle), func() string { return pull(r.ImageID, "p4", "changed") })
+	timed(fmt.Sprintf("pull (1%% again, recycle=%v)", !noRecycle), func() string { return pull(r.ImageID, "p4", "changed") })
 	timed("trash sweep after it", func() string { WaitTrash(); return "" })
 
 	require.NoError(t, e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, r.ImageID, e.replicaDir(), 0))

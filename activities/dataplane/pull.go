@@ -68,6 +68,10 @@ type PullRequest struct {
 	// the damaged one's place: T/D if that was current, its publish time (so retention
 	// ranks it the same), and the damaged one is removed. Retention does not run.
 	Replaces string
+	// NoRecycle (retention.retire: after_publish) builds the new replica beside every kept
+	// one even where retention will retire one (Recycling in design.md), which is then
+	// removed after the publish as before.
+	NoRecycle bool
 }
 
 // PullResult describes a pull. On error the fields known so far are set
@@ -112,7 +116,6 @@ type testHooks struct {
 	beforeSourceOpen  func(rel string)     // push: before a source file is opened for reading
 	afterSourceList   func(rel string)     // push: after a source directory is opened for listing
 	noClone           bool                 // pull: link even where the target clones
-	noRecycle         bool                 // pull: build a new tree even where a replica retires
 }
 
 // Pull materialises an image as a new replica: staging, verification,
@@ -324,7 +327,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		p.noLinkPrevious(ctx, r.log)
 	}
 
-	if replaced == nil && !req.Defer && len(p.resume) == 0 && p.prevRoot != nil && !r.hooks.noRecycle {
+	if replaced == nil && !req.Defer && len(p.resume) == 0 && p.prevRoot != nil && !req.NoRecycle {
 		if old, err := l.retiring(req.Keep, cur); err != nil {
 			r.log("recycling: listing replicas failed; building a new tree", "err", err)
 		} else if old != "" && (r.hooks.noClone || !probeClone(dirs.staging)) {

@@ -162,3 +162,33 @@ func TestProbeClone(t *testing.T) {
 		require.Empty(t, must(os.ReadDir(c.dir)))
 	}
 }
+
+// NoRecycle (retention.retire: after_publish): the retired replica stays whole until the new
+// one is published, and the new one is built beside it.
+func TestPullNoRecycleRetiresAfterPublish(t *testing.T) {
+	e := newEnv(t)
+	e.repos.hooks.noClone = true
+	makeManyFiles(t, e.src, 50, 64)
+
+	r1 := e.pullKeep(e.push().ImageID, "r1")
+	e.pullKeep(e.push().ImageID, "r2")
+	before1 := walkTree(t, r1.ReplicaPath)
+
+	makeManyFiles(t, filepath.Join(e.src, "more"), 5, 64)
+	req := e.pullReq(e.push().ImageID, "r3")
+	req.Keep.Last = 2
+	req.NoRecycle = true
+	seen := false
+	e.repos.hooks.beforePublish = func() {
+		seen = true
+		require.Equal(t, before1, walkTree(t, r1.ReplicaPath), "r1 is whole until the publish")
+	}
+	r3, err := e.repos.Pull(context.Background(), req, nil)
+	require.NoError(t, err)
+	require.True(t, seen)
+	require.Empty(t, r3.Recycled)
+	require.Zero(t, r3.Kept)
+	require.NotZero(t, r3.Linked)
+	require.NoDirExists(t, r1.ReplicaPath, "retired after the publish")
+	requireSameTree(t, e.src, e.replicaDir())
+}
