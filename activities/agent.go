@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/replctl/replctl/activities/dataplane"
@@ -49,6 +50,9 @@ type Agent struct {
 	ConfigFile string
 	// StateDir is the agent's private directory (repository client state and caches).
 	StateDir string
+	// Logger receives the data plane's own lines (what it skipped, retired, tidied or could
+	// not do), which happen outside any one activity's logger; nil drops them.
+	Logger log.Logger
 
 	reposOnce sync.Once
 	repos     *dataplane.Repos
@@ -82,8 +86,26 @@ func (a *Agent) Close() error {
 }
 
 func (a *Agent) dataplane() *dataplane.Repos {
-	a.reposOnce.Do(func() { a.repos = dataplane.NewRepos(func(string, ...any) {}) })
+	a.reposOnce.Do(func() { a.repos = dataplane.NewRepos(dataplaneLog(a.Logger, a.Host)) })
 	return a.repos
+}
+
+// dataplaneLog hands the data plane's lines to l, tagged with the agent: a line that
+// carries an error ("err") at WARN, the rest at INFO.
+func dataplaneLog(l log.Logger, host string) func(string, ...any) {
+	if l == nil {
+		return func(string, ...any) {}
+	}
+	l = log.With(l, "agent", host)
+	return func(msg string, kv ...any) {
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i] == "err" && kv[i+1] != nil {
+				l.Warn(msg, kv...)
+				return
+			}
+		}
+		l.Info(msg, kv...)
+	}
 }
 
 // RepoLocation is a repository as the executing host sees it.

@@ -10,6 +10,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/interceptor"
+	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
@@ -31,6 +32,8 @@ type Options struct {
 	SharedQueue string
 	// Identity shown in the Temporal UI (default workflows.AgentIdentity(Host)).
 	Identity string
+	// Logger receives the data plane's lines (activities.Agent.Logger); nil drops them.
+	Logger log.Logger
 }
 
 // Agent is one host's workers.
@@ -64,6 +67,7 @@ func NewAgent(o Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	acts.Logger = o.Logger
 	d := &drain{host: o.Host}
 	hostW := worker.New(o.Client, workflows.HostQueue(o.Host), worker.Options{
 		Identity:     o.Identity,

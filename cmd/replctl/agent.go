@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/log"
 
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/storagecheck"
@@ -95,7 +96,7 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			if err := waitNamespace(cmd.Context(), c, cmp.Or(co.Namespace, client.DefaultNamespace), o.WaitForServer, f.ErrOut); err != nil {
 				return fmt.Errorf("agent %s does not start: %w", o.Host, err)
 			}
-			a, err := startAgent(c, cfg, o.Host)
+			a, err := startAgent(c, cfg, o.Host, newSDKLogger(f.Logger()))
 			if err != nil {
 				return err
 			}
@@ -137,12 +138,12 @@ func checkAgentStorage(cfg *config.Config, host string) error {
 }
 
 // startAgent starts the agent of host.
-func startAgent(c client.Client, cfg *config.Config, host string) (*workers.Agent, error) {
+func startAgent(c client.Client, cfg *config.Config, host string, logger log.Logger) (*workers.Agent, error) {
 	h, err := cfg.Host(host)
 	if err != nil {
 		return nil, &ExitError{Code: ExitUsage, Err: err}
 	}
-	a, err := workers.NewAgent(workers.Options{Client: c, Host: h.Name, ConfigFile: cfg.File, StateDir: h.State, SharedQueue: cfg.Temporal.TaskQueue})
+	a, err := workers.NewAgent(workers.Options{Client: c, Host: h.Name, ConfigFile: cfg.File, StateDir: h.State, SharedQueue: cfg.Temporal.TaskQueue, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
