@@ -60,6 +60,8 @@ func TestMeasurePushPull(t *testing.T) {
 	require.NoError(t, os.MkdirAll(e.target, 0o755))
 	// REPLCTL_MEASURE_NOCLONE=1: hard links even where the target clones (to compare both).
 	e.repos.hooks.noClone = os.Getenv("REPLCTL_MEASURE_NOCLONE") != ""
+	// REPLCTL_MEASURE_NOREADAHEAD=1: the pull reads each image directory when its walk gets there.
+	e.repos.hooks.noReadAhead = os.Getenv("REPLCTL_MEASURE_NOREADAHEAD") != ""
 
 	size := totalMB << 20 / files
 	rng := mrand.New(mrand.NewPCG(1, 2))

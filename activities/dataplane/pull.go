@@ -116,6 +116,8 @@ type testHooks struct {
 	beforeSourceOpen  func(rel string)     // push: before a source file is opened for reading
 	afterSourceList   func(rel string)     // push: after a source directory is opened for listing
 	noClone           bool                 // pull: link even where the target clones
+	noReadAhead       bool                 // pull: read each image directory when the walk reaches it
+	dirRead           func(object.ID)      // pull: as a read ahead of the walk begins
 }
 
 // Pull materialises an image as a new replica: staging, verification,

@@ -202,10 +202,14 @@ func (p *puller) planTree(root object.ID, prev *object.ID, srcFd, dstFd int) err
 		}()
 	}
 
-	err := p.plan(ctx, jobs, root, prev, ".", srcFd, dstFd)
+	p.ahead = newReadAhead()
+	err := p.plan(ctx, jobs, p.ahead.start(ctx, p, root, prev), root, prev, ".", srcFd, dstFd)
 
 	close(jobs)
 	wg.Wait()
+	// Reads started for directories the walk did not reach (it failed) end with ctx.
+	cancel()
+	p.ahead.wait()
 
 	if firstErr != nil {
 		return firstErr
@@ -238,12 +242,14 @@ func closeFd(fd int) {
 // directory cache and hands the whole directory to the workers before
 // descending. A walker serving both would need per-directory and per-subtree
 // state, a cleanup and a post-order hook: more hooks than lines shared.
-func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, prev *object.ID, rel string, srcFd, dstFd int) error {
+func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, rd *dirRead, d object.ID, prev *object.ID, rel string, srcFd, dstFd int) error {
 	if err := p.g.check(false); err != nil {
 		return err
 	}
 
-	ents, err := readImageDir(ctx, p.dr, d)
+	<-rd.done
+
+	ents, err := rd.ents, rd.err
 	if err != nil {
 		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
@@ -258,15 +264,8 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, pre
 	same := prev != nil && *prev == d
 
 	var prevEnts map[string]*snapshot.DirEntry
-
-	if prev != nil && !same {
-		// Unreadable (e.g. pruned and garbage-collected): just link nothing.
-		if pe, err := readImageDir(ctx, p.dr, *prev); err == nil {
-			prevEnts = make(map[string]*snapshot.DirEntry, len(pe))
-			for _, e := range pe {
-				prevEnts[e.Name] = e
-			}
-		}
+	if prev != nil {
+		prevEnts = rd.prev
 	}
 
 	prevOf := func(de *snapshot.DirEntry) *snapshot.DirEntry {
@@ -308,19 +307,52 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, d object.ID, pre
 		return ctx.Err()
 	}
 
+	var subs []*snapshot.DirEntry
+
 	for _, de := range ents {
 		if de.Type == snapshot.EntryTypeDirectory {
-			if err := p.planDir(ctx, jobs, de, prevOf(de), path.Join(rel, de.Name), srcFd, dstFd); err != nil {
-				return err
-			}
+			subs = append(subs, de)
 		}
+	}
+
+	// Subdirectories are read ahead (pull_readahead.go); the previous image's one only where
+	// planDir will look at it.
+	reads := make([]*dirRead, len(subs))
+	readSub := func(i int) {
+		var pid *object.ID
+		if pd := prevOf(subs[i]); pd != nil && pd.Type == snapshot.EntryTypeDirectory && srcFd >= 0 {
+			pid = &pd.ObjectID
+		}
+
+		reads[i] = p.ahead.start(ctx, p, subs[i].ObjectID, pid)
+	}
+
+	window := readAheadDirs
+	if p.hooks.noReadAhead {
+		window = 0
+	}
+
+	for i := range min(window, len(subs)) {
+		readSub(i)
+	}
+
+	for i, de := range subs {
+		if next := i + window; next < len(subs) {
+			readSub(next)
+		}
+
+		if err := p.planDir(ctx, jobs, de, prevOf(de), reads[i], path.Join(rel, de.Name), srcFd, dstFd); err != nil {
+			return err
+		}
+
+		reads[i] = nil
 	}
 
 	return nil
 }
 
 // planDir creates a subdirectory in staging and plans it.
-func (p *puller) planDir(ctx context.Context, jobs chan<- fileJob, de, prev *snapshot.DirEntry, rel string, srcFd, dstFd int) error {
+func (p *puller) planDir(ctx context.Context, jobs chan<- fileJob, de, prev *snapshot.DirEntry, rd *dirRead, rel string, srcFd, dstFd int) error {
 	if err := unix.Mkdirat(dstFd, de.Name, 0o700); err != nil {
 		if p.recycling == nil || !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("creating %s in staging: %w", rel, err)
@@ -350,7 +382,7 @@ func (p *puller) planDir(ctx context.Context, jobs chan<- fileJob, de, prev *sna
 		}
 	}
 
-	return p.plan(ctx, jobs, de.ObjectID, psub, rel, subSrc, subDst)
+	return p.plan(ctx, jobs, rd, de.ObjectID, psub, rel, subSrc, subDst)
 }
 
 // planFiles links or queues the files and symlinks of one directory.

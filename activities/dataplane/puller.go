@@ -48,7 +48,9 @@ type puller struct {
 	// (bounded memory; verification decodes the others again).
 	dirCache  map[string]cachedDir
 	cacheLeft int
-	h         *contentHasher
+	// ahead reads image directories ahead of the plan's walk (pull_readahead.go).
+	ahead *readAhead
+	h     *contentHasher
 	// hashWrites: hash written contents against their IDs (verify
 	// "changed"; "full" reads every file back instead).
 	hashWrites bool

@@ -1,0 +1,82 @@
+package dataplane
+
+import (
+	"context"
+	"sync"
+
+	"github.com/kopia/kopia/repo/object"
+	"github.com/kopia/kopia/snapshot"
+)
+
+// The plan walks the image one directory at a time, and each directory needs its object
+// and the previous image's at the same path decoded before its files can be handed to the
+// workers. On a cold cache every object is a read of a pack file: one at a time, the walk
+// waits for each. So the walk reads the next readAheadDirs subdirectories of the directory
+// it is in ahead of descending into them, at most readAheadSlots objects at once.
+const (
+	readAheadDirs  = 8
+	readAheadSlots = 8
+)
+
+// dirRead is one image directory, and the previous image's directory at the same path,
+// being read ahead of the walk.
+type dirRead struct {
+	done chan struct{}
+	ents []*snapshot.DirEntry
+	// prev: the previous image's entries by name; nil when there is none, it is the same
+	// object (nothing to compare) or it could not be read (nothing is linked from it).
+	prev map[string]*snapshot.DirEntry
+	err  error
+}
+
+// readAhead is the plan's pool of directory reads.
+type readAhead struct {
+	slots chan struct{}
+	wg    sync.WaitGroup
+}
+
+func newReadAhead() *readAhead {
+	return &readAhead{slots: make(chan struct{}, readAheadSlots)}
+}
+
+// start begins reading directory d of the image and, unless it is the same object, prev of
+// the previous image. The read gives up when ctx ends.
+func (ra *readAhead) start(ctx context.Context, p *puller, d object.ID, prev *object.ID) *dirRead {
+	r := &dirRead{done: make(chan struct{})}
+
+	ra.wg.Add(1)
+
+	go func() {
+		defer ra.wg.Done()
+		defer close(r.done)
+
+		select {
+		case ra.slots <- struct{}{}:
+		case <-ctx.Done():
+			r.err = ctx.Err()
+			return
+		}
+		defer func() { <-ra.slots }()
+
+		if p.hooks.dirRead != nil {
+			p.hooks.dirRead(d)
+		}
+
+		if r.ents, r.err = readImageDir(ctx, p.dr, d); r.err != nil || prev == nil || *prev == d {
+			return
+		}
+
+		// Unreadable (e.g. pruned and garbage-collected): just link nothing.
+		if pe, err := readImageDir(ctx, p.dr, *prev); err == nil {
+			r.prev = make(map[string]*snapshot.DirEntry, len(pe))
+			for _, e := range pe {
+				r.prev[e.Name] = e
+			}
+		}
+	}()
+
+	return r
+}
+
+// wait returns when every read started has ended.
+func (ra *readAhead) wait() { ra.wg.Wait() }
