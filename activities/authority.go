@@ -341,10 +341,6 @@ func (a *Agent) authorizePush(ctx context.Context, step Step, in PushInput) (Pus
 	return in, err
 }
 
-// authorizePull checks a pull and returns the agent's own target root, repository and the
-// job's on_unsupported. A
-// failback pull (InPlace) writes the job's source storage: the agent must be in the source
-// order.
 // pullGrant is what authorizePull allows a pull, from the agent's own config.
 type pullGrant struct {
 	Root          string
@@ -355,6 +351,9 @@ type pullGrant struct {
 	Recycle bool
 }
 
+// authorizePull checks a pull and returns the agent's own target root and repository, and
+// the job's on_unsupported and retention.retire. A failback pull (InPlace) writes the job's
+// source storage: the agent must be in the source order.
 func (a *Agent) authorizePull(ctx context.Context, in PullInput) (pullGrant, error) {
 	g, err := a.authorize(ctx, PullName, in.Job)
 	if err != nil {
