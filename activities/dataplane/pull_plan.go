@@ -307,48 +307,7 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, rd *dirRead, d o
 		return ctx.Err()
 	}
 
-	var subs []*snapshot.DirEntry
-
-	for _, de := range ents {
-		if de.Type == snapshot.EntryTypeDirectory {
-			subs = append(subs, de)
-		}
-	}
-
-	// Subdirectories are read ahead (pull_readahead.go); the previous image's one only where
-	// planDir will look at it.
-	reads := make([]*dirRead, len(subs))
-	readSub := func(i int) {
-		var pid *object.ID
-		if pd := prevOf(subs[i]); pd != nil && pd.Type == snapshot.EntryTypeDirectory && srcFd >= 0 {
-			pid = &pd.ObjectID
-		}
-
-		reads[i] = p.ahead.start(ctx, p, subs[i].ObjectID, pid)
-	}
-
-	window := readAheadDirs
-	if p.hooks.noReadAhead {
-		window = 0
-	}
-
-	for i := range min(window, len(subs)) {
-		readSub(i)
-	}
-
-	for i, de := range subs {
-		if next := i + window; next < len(subs) {
-			readSub(next)
-		}
-
-		if err := p.planDir(ctx, jobs, de, prevOf(de), reads[i], path.Join(rel, de.Name), srcFd, dstFd); err != nil {
-			return err
-		}
-
-		reads[i] = nil
-	}
-
-	return nil
+	return p.planSubdirs(ctx, jobs, ents, prevOf, rel, srcFd, dstFd)
 }
 
 // planDir creates a subdirectory in staging and plans it.
@@ -375,9 +334,9 @@ func (p *puller) planDir(ctx context.Context, jobs chan<- fileJob, de, prev *sna
 
 	subSrc := -1
 
-	if prev != nil && prev.Type == snapshot.EntryTypeDirectory && srcFd >= 0 {
+	if pid := prevDirID(prev, srcFd); pid != nil {
 		if fd, err := openDirFd(srcFd, de.Name); err == nil {
-			psub, subSrc = &prev.ObjectID, fd
+			psub, subSrc = pid, fd
 			defer unix.Close(subSrc) //nolint:errcheck
 		}
 	}

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"path"
 	"sync"
 
 	"github.com/kopia/kopia/repo/object"
@@ -80,3 +81,53 @@ func (ra *readAhead) start(ctx context.Context, p *puller, d object.ID, prev *ob
 
 // wait returns when every read started has ended.
 func (ra *readAhead) wait() { ra.wg.Wait() }
+
+// planSubdirs plans the subdirectories among ents in order, each read ahead of the walk.
+func (p *puller) planSubdirs(ctx context.Context, jobs chan<- fileJob, ents []*snapshot.DirEntry, prevOf func(*snapshot.DirEntry) *snapshot.DirEntry, rel string, srcFd, dstFd int) error {
+	var subs []*snapshot.DirEntry
+
+	for _, de := range ents {
+		if de.Type == snapshot.EntryTypeDirectory {
+			subs = append(subs, de)
+		}
+	}
+
+	reads := make([]*dirRead, len(subs))
+	readSub := func(i int) {
+		reads[i] = p.ahead.start(ctx, p, subs[i].ObjectID, prevDirID(prevOf(subs[i]), srcFd))
+	}
+
+	window := readAheadDirs
+	if p.hooks.noReadAhead {
+		window = 0
+	}
+
+	for i := range min(window, len(subs)) {
+		readSub(i)
+	}
+
+	for i, de := range subs {
+		if next := i + window; next < len(subs) {
+			readSub(next)
+		}
+
+		if err := p.planDir(ctx, jobs, de, prevOf(de), reads[i], path.Join(rel, de.Name), srcFd, dstFd); err != nil {
+			return err
+		}
+
+		reads[i] = nil
+	}
+
+	return nil
+}
+
+// prevDirID is the previous image's object of a subdirectory the plan compares with (and
+// so reads ahead): prev must be a directory and the current replica's parent open (srcFd);
+// nil otherwise.
+func prevDirID(prev *snapshot.DirEntry, srcFd int) *object.ID {
+	if prev == nil || prev.Type != snapshot.EntryTypeDirectory || srcFd < 0 {
+		return nil
+	}
+
+	return &prev.ObjectID
+}
