@@ -12,6 +12,7 @@ import (
 type dirent struct {
 	name string
 	typ  uint8
+	ino  uint64 // d_ino: st_ino on the filesystems staged.go names, not across a mount
 }
 
 // direntReader lists an open directory with getdents64, keeping each entry's d_type, so a
@@ -64,7 +65,7 @@ func parseDirents(b []byte, out []dirent) ([]dirent, bool, error) {
 			}
 		}
 		if s := string(name); s != "." && s != ".." && s != "" {
-			out = append(out, dirent{name: s, typ: b[18]})
+			out = append(out, dirent{name: s, typ: b[18], ino: binary.NativeEndian.Uint64(b[0:8])})
 		}
 		b = b[reclen:]
 	}

@@ -22,7 +22,7 @@ func direntRecord(name string, typ uint8) []byte {
 	return b
 }
 
-// Records decode to names and types, "." and ".." are left out, and a record that does not
+// Records decode to names, types and inode numbers, "." and ".." are left out, and a record that does not
 // fit what is left is an error rather than a guess.
 func TestParseDirents(t *testing.T) {
 	var b []byte
@@ -35,7 +35,7 @@ func TestParseDirents(t *testing.T) {
 	got, more, err := parseDirents(b, nil)
 	require.NoError(t, err)
 	require.True(t, more)
-	require.Equal(t, []dirent{{"file", unix.DT_REG}, {"sub", unix.DT_DIR}, {"\xffodd", unix.DT_UNKNOWN}, {"l", unix.DT_LNK}}, got)
+	require.Equal(t, []dirent{{"file", unix.DT_REG, 42}, {"sub", unix.DT_DIR, 42}, {"\xffodd", unix.DT_UNKNOWN, 42}, {"l", unix.DT_LNK, 42}}, got)
 
 	_, _, err = parseDirents(b[:10], nil)
 	require.ErrorContains(t, err, "shorter than a record")
@@ -45,7 +45,8 @@ func TestParseDirents(t *testing.T) {
 	require.ErrorContains(t, err, "record length 200")
 }
 
-// The reader lists a real directory in full, in several calls when its buffer is small.
+// The reader lists a real directory in full, in several calls when its buffer is small,
+// each entry with its inode number.
 func TestDirentReaderListsADirectory(t *testing.T) {
 	dir := t.TempDir()
 	want := map[string]uint8{}
@@ -70,9 +71,10 @@ func TestDirentReaderListsADirectory(t *testing.T) {
 		require.NoError(t, err)
 		calls++
 		for _, e := range ents {
+			var st unix.Stat_t
+			require.NoError(t, unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW))
+			require.Equal(t, st.Ino, e.ino, "d_ino of %s", e.name)
 			if e.typ == unix.DT_UNKNOWN { // a filesystem without d_type: the scan stats
-				var st unix.Stat_t
-				require.NoError(t, unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW))
 				e.typ = map[uint32]uint8{unix.S_IFREG: unix.DT_REG, unix.S_IFDIR: unix.DT_DIR, unix.S_IFLNK: unix.DT_LNK}[st.Mode&unix.S_IFMT]
 			}
 			got[e.name] = e.typ

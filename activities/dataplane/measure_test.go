@@ -62,6 +62,8 @@ func TestMeasurePushPull(t *testing.T) {
 	e.repos.hooks.noClone = os.Getenv("REPLCTL_MEASURE_NOCLONE") != ""
 	// REPLCTL_MEASURE_NOREADAHEAD=1: the pull reads each image directory when its walk gets there.
 	e.repos.hooks.noReadAhead = os.Getenv("REPLCTL_MEASURE_NOREADAHEAD") != ""
+	// REPLCTL_MEASURE_NOLISTEDINO=1: a recycling pull stats each staged file, not its listing.
+	e.repos.hooks.noListedInos = os.Getenv("REPLCTL_MEASURE_NOLISTEDINO") != ""
 
 	size := totalMB << 20 / files
 	rng := mrand.New(mrand.NewPCG(1, 2))

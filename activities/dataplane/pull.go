@@ -117,6 +117,7 @@ type testHooks struct {
 	afterSourceList   func(rel string)     // push: after a source directory is opened for listing
 	noClone           bool                 // pull: link even where the target clones
 	noReadAhead       bool                 // pull: read each image directory when the walk reaches it
+	noListedInos      bool                 // pull: stat each entry of a recycled replica
 	dirRead           func(object.ID)      // pull: as a read ahead of the walk begins
 }
 
@@ -355,6 +356,12 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		return res, fmt.Errorf("opening staging dir %s: %w", staging, err)
 	}
 	defer unix.Close(p.stagingFd) //nolint:errcheck
+
+	if p.recycling != nil && !r.hooks.noListedInos {
+		if p.listedInos, err = listedInos(p.stagingFd); err != nil {
+			r.log("recycling: stat each file instead of its listing", "err", err)
+		}
+	}
 
 	// A storage fault (full, read-only, failing) ends the pull on every agent alike: its
 	// staging is removed at once, so the target is back to its usage before the attempt.

@@ -161,6 +161,7 @@ type fileJob struct {
 	ents         []*snapshot.DirEntry
 	prevOf       func(de *snapshot.DirEntry) *snapshot.DirEntry
 	srcFd, dstFd int
+	staged       *stagedInos // a reused staging dir's listed inode numbers, or nil (stat them)
 }
 
 // planTree walks the image from root: directories are created by this
@@ -276,8 +277,10 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, rd *dirRead, d o
 		return prevEnts[de.Name]
 	}
 
+	var staged *stagedInos
+
 	if p.recycling != nil {
-		if err := p.pruneDir(dstFd, rel, ents); err != nil {
+		if staged, err = p.pruneDir(dstFd, rel, ents); err != nil {
 			return err
 		}
 	}
@@ -285,7 +288,7 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, rd *dirRead, d o
 	dt := &dirTrust{oid: d, flags: make([]trust, len(ents)), stamps: make([]stamp, len(ents))}
 	p.trusted[rel] = dt
 
-	job := fileJob{rel: rel, dt: dt, ents: ents, prevOf: prevOf, srcFd: -1, dstFd: -1}
+	job := fileJob{rel: rel, dt: dt, ents: ents, prevOf: prevOf, srcFd: -1, dstFd: -1, staged: staged}
 
 	if job.dstFd, err = unix.Dup(dstFd); err != nil {
 		return fmt.Errorf("dup: %w", err)
@@ -368,7 +371,7 @@ func (p *puller) planFiles(j fileJob) error {
 				return err
 			}
 
-			switch from, t, st := p.planFile(j.rel, de, j.prevOf(de), j.srcFd, j.dstFd); {
+			switch from, t, st := p.planFile(j.rel, de, j.prevOf(de), j.srcFd, j.dstFd, j.staged); {
 			case from == linkedFromCur:
 				j.dt.flags[i], j.dt.stamps[i] = t, st
 				p.rp.addFile(de.FileSize)
@@ -399,7 +402,7 @@ const linkedFromCur = "\x00linked"
 // planFile links file de of image directory dir from the current replica if
 // provably unchanged (returns linkedFromCur, the file's trust and its stamp
 // after the link), returns a resume candidate's path to check, or "" (write it).
-func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int) (from string, t trust, s stamp) {
+func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd int, staged *stagedInos) (from string, t trust, s stamp) {
 	rel := path.Join(dir, de.Name)
 
 	// A reused staging dir (recycle.go) may hold an entry of this name: it stays only if it
@@ -423,9 +426,14 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 	}
 
 	if p.recycling != nil {
-		var st unix.Stat_t
-		if unix.Fstatat(dstFd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			dst = &st
+		// The listing's inode number where it is the stat's (recycle_ino.go): one cold
+		// lookup a kept file fewer.
+		if staged != nil {
+			if ino, ok := staged.has(de.Name); ok {
+				dst = &unix.Stat_t{Dev: staged.dev, Ino: ino}
+			}
+		} else if st := new(unix.Stat_t); unix.Fstatat(dstFd, de.Name, st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			dst = st
 		}
 
 		defer func() {

@@ -67,6 +67,8 @@ type puller struct {
 	// give; recycling is nil unless the staging dir is a recycled replica (recycle.go).
 	kept      atomic.Int64
 	recycling *recycler
+	// listedInos: the recycled staging dir's inode numbers come from its listing (recycle_ino.go).
+	listedInos bool
 	// cloned counts files cloned from the current replica; clone is cloneUnknown/Yes/No.
 	cloned atomic.Int64
 	clone  atomic.Int32

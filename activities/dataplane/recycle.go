@@ -145,13 +145,25 @@ func (r *recycler) remove(dirFd int, name string) error {
 
 // pruneDir readies reused staging directory rel (dstFd, O_PATH) for image entries ents:
 // removes what the image does not hold there (or holds as the other of directory and
-// non-directory) and clears the directory's own xattrs but an SELinux label.
-func (p *puller) pruneDir(dstFd int, rel string, ents []*snapshot.DirEntry) error {
+// non-directory) and clears the directory's own xattrs but an SELinux label. Where
+// p.listedInos, it returns the inode numbers of the non-directories it kept (else nil).
+func (p *puller) pruneDir(dstFd int, rel string, ents []*snapshot.DirEntry) (*stagedInos, error) {
 	fd, err := openatRetry(dstFd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
-		return fmt.Errorf("staging %s: %w", rel, err)
+		return nil, fmt.Errorf("staging %s: %w", rel, err)
 	}
 	defer unix.Close(fd) //nolint:errcheck
+
+	var staged *stagedInos
+
+	if p.listedInos {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, fmt.Errorf("staging %s: %w", rel, err)
+		}
+
+		staged = &stagedInos{dev: st.Dev, inos: make(map[string]uint64, len(ents))}
+	}
 
 	want := make(map[string]bool, len(ents)) // name → is a directory
 	for _, de := range ents {
@@ -166,7 +178,7 @@ func (p *puller) pruneDir(dstFd int, rel string, ents []*snapshot.DirEntry) erro
 
 	for more {
 		if list, more, err = rd.next(list[:0]); err != nil {
-			return fmt.Errorf("listing staging %s: %w", rel, err)
+			return nil, fmt.Errorf("listing staging %s: %w", rel, err)
 		}
 
 		for _, e := range list {
@@ -176,18 +188,22 @@ func (p *puller) pruneDir(dstFd int, rel string, ents []*snapshot.DirEntry) erro
 			}
 
 			if wantDir, ok := want[e.name]; ok && wantDir == isDir {
+				if staged != nil && !isDir {
+					staged.inos[e.name] = e.ino
+				}
+
 				continue
 			}
 
 			if err := p.recycling.remove(fd, e.name); err != nil {
-				return fmt.Errorf("staging %s: %w", path.Join(rel, e.name), err)
+				return nil, fmt.Errorf("staging %s: %w", path.Join(rel, e.name), err)
 			}
 		}
 	}
 
 	names, err := xattrNames(func(buf []byte) (int, error) { return unix.Flistxattr(fd, buf) })
 	if err != nil {
-		return fmt.Errorf("staging %s: listing xattrs: %w", rel, err)
+		return nil, fmt.Errorf("staging %s: listing xattrs: %w", rel, err)
 	}
 
 	for _, n := range names {
@@ -196,11 +212,11 @@ func (p *puller) pruneDir(dstFd int, rel string, ents []*snapshot.DirEntry) erro
 		}
 
 		if err := unix.Fremovexattr(fd, n); err != nil && !errors.Is(err, unix.ENODATA) {
-			return fmt.Errorf("staging %s: removing xattr %s: %w", rel, n, err)
+			return nil, fmt.Errorf("staging %s: removing xattr %s: %w", rel, n, err)
 		}
 	}
 
-	return nil
+	return staged, nil
 }
 
 // reuseDir makes existing staging subdirectory name of dstFd writable for this agent (a

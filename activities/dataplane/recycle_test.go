@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,10 +30,18 @@ func (e *env) pullKeep(image, name string) PullResult {
 // and mode), what was done to the retired tree after its publish (a rewritten file, an
 // added entry and xattr, a symlink out of the target in place of a directory) is undone,
 // nothing is trusted but the current replica's inodes, and the current replica's trust
-// record still holds after the unlinks, so the next pull links everything.
+// record still holds after the unlinks, so the next pull links everything. Both ways of
+// telling a kept file: the staged dir's listing (recycle_ino.go) and a stat of each.
 func TestPullRecyclesRetiredReplica(t *testing.T) {
+	for _, stat := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stat=%v", stat), func(t *testing.T) { pullRecyclesRetired(t, stat) })
+	}
+}
+
+func pullRecyclesRetired(t *testing.T, stat bool) {
 	e := newEnv(t)
 	e.repos.hooks.noClone = true // recycle on any filesystem (a cloning one would not)
+	e.repos.hooks.noListedInos = stat
 	makeTree(t, e.src)
 
 	r1 := e.pullKeep(e.push().ImageID, "r1")
