@@ -91,20 +91,30 @@ func (a *Agent) dataplane() *dataplane.Repos {
 }
 
 // dataplaneLog hands the data plane's lines to l, tagged with the agent: a line that
-// carries an error ("err") at WARN, the rest at INFO.
+// carries an error ("err") or dataplane.LogWarn at WARN, the rest at INFO.
 func dataplaneLog(l log.Logger, host string) func(string, ...any) {
 	if l == nil {
 		return func(string, ...any) {}
 	}
 	l = log.With(l, "agent", host)
 	return func(msg string, kv ...any) {
+		warn := false
+		out := kv[:0:0]
 		for i := 0; i+1 < len(kv); i += 2 {
-			if kv[i] == "err" && kv[i+1] != nil {
-				l.Warn(msg, kv...)
-				return
+			switch {
+			case kv[i] == dataplane.LogWarn:
+				warn = warn || kv[i+1] == true
+				continue // a level, not a field
+			case kv[i] == "err" && kv[i+1] != nil:
+				warn = true
 			}
+			out = append(out, kv[i], kv[i+1])
 		}
-		l.Info(msg, kv...)
+		if warn {
+			l.Warn(msg, out...)
+			return
+		}
+		l.Info(msg, out...)
 	}
 }
 

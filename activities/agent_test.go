@@ -6,12 +6,13 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/stretchr/testify/assert"
 	"go.temporal.io/sdk/log"
 )
 
 // The data plane's lines reach the agent's logger, tagged with the agent; one that carries
-// an error is a warning.
+// an error, or the data plane's warning marker, is a warning.
 func TestDataplaneLog(t *testing.T) {
 	var buf bytes.Buffer
 	l := log.NewStructuredLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
@@ -26,6 +27,14 @@ func TestDataplaneLog(t *testing.T) {
 	buf.Reset()
 	dataplaneLog(l, "b1")("resumed", "err", nil)
 	assert.Contains(t, buf.String(), "level=INFO")
+
+	// A replica changed on the target: a warning, its marker not a field.
+	buf.Reset()
+	dataplaneLog(l, "b1")("pulled replica", "distrusted", 3, dataplane.LogWarn, true)
+	assert.Contains(t, buf.String(), `level=WARN msg="pulled replica" agent=b1 distrusted=3`+"\n")
+	buf.Reset()
+	dataplaneLog(l, "b1")("pulled replica", "distrusted", 0, dataplane.LogWarn, false)
+	assert.Contains(t, buf.String(), `level=INFO msg="pulled replica" agent=b1 distrusted=0`+"\n")
 
 	dataplaneLog(nil, "b1")("dropped", "err", errors.New("x")) // no logger: no panic, nothing
 }

@@ -433,7 +433,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	r.log("pulled replica", "dataset", req.Dataset, "replica", req.ReplicaName, "image", req.ImageID,
 		"files", res.Files, "linked", res.Linked, "cloned", res.Cloned, "restored", res.Restored, "distrusted", res.Distrusted,
-		"recycled", res.Recycled, "kept", res.Kept)
+		"recycled", res.Recycled, "kept", res.Kept, LogWarn, res.Distrusted > 0)
 
 	return res, nil
 }

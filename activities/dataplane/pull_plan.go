@@ -464,7 +464,7 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 			if !p.curTrust.trusts(&st) {
 				// The first few by name; the pull's final log line has the count.
 				if p.distrusted.Add(1) <= maxDistrustLogs {
-					p.log("file of the current replica changed since it was published; writing it anew", "replica", p.cur, "path", path.Join(dir, de.Name))
+					p.log("file of the current replica changed since it was published; writing it anew", "replica", p.cur, "path", path.Join(dir, de.Name), LogWarn, true)
 				}
 
 				return "", 0, stamp{}

@@ -89,6 +89,11 @@ type openRepo struct {
 	rep repo.Repository
 }
 
+// LogWarn is the key of a log line's pair ("warn", true) that marks it as something an
+// operator should look at although the step did not fail (a replica changed on the target);
+// a line with a non-nil "err" is one too.
+const LogWarn = "warn"
+
 // NewRepos returns an empty cache. log receives occasional diagnostics (may be nil).
 func NewRepos(log func(msg string, kv ...any)) *Repos {
 	if log == nil {
