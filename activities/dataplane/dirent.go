@@ -12,7 +12,7 @@ import (
 type dirent struct {
 	name string
 	typ  uint8
-	ino  uint64 // d_ino: st_ino on the filesystems staged.go names, not across a mount
+	ino  uint64 // d_ino: st_ino on the filesystems of listedInoFS (recycle_ino.go), not across a mount
 }
 
 // direntReader lists an open directory with getdents64, keeping each entry's d_type, so a

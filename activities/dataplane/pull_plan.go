@@ -429,7 +429,7 @@ func (p *puller) planFile(dir string, de, prev *snapshot.DirEntry, srcFd, dstFd 
 		// The listing's inode number where it is the stat's (recycle_ino.go): one cold
 		// lookup a kept file fewer.
 		if staged != nil {
-			if ino, ok := staged.has(de.Name); ok {
+			if ino, ok := staged.inos[de.Name]; ok {
 				dst = &unix.Stat_t{Dev: staged.dev, Ino: ino}
 			}
 		} else if st := new(unix.Stat_t); unix.Fstatat(dstFd, de.Name, st, unix.AT_SYMLINK_NOFOLLOW) == nil {

@@ -10,11 +10,11 @@ import (
 
 // listedInoFS are the filesystems whose getdents64 d_ino is the st_ino a stat of the entry
 // gives (overlayfs, FUSE and network filesystems may differ, so they are left out).
-var listedInoFS = map[int64]string{
-	unix.EXT4_SUPER_MAGIC:  "ext4",
-	unix.XFS_SUPER_MAGIC:   "xfs",
-	unix.BTRFS_SUPER_MAGIC: "btrfs",
-	unix.TMPFS_MAGIC:       "tmpfs",
+var listedInoFS = map[int64]bool{
+	unix.EXT4_SUPER_MAGIC:  true,
+	unix.XFS_SUPER_MAGIC:   true,
+	unix.BTRFS_SUPER_MAGIC: true,
+	unix.TMPFS_MAGIC:       true,
 }
 
 // listedInos reports whether a recycling pull may take the inode numbers of staging dir
@@ -28,7 +28,7 @@ func listedInos(fd int) (bool, error) {
 		return false, fmt.Errorf("statfs of the staging dir: %w", err)
 	}
 
-	if _, ok := listedInoFS[int64(fs.Type)]; !ok {
+	if !listedInoFS[int64(fs.Type)] {
 		return false, nil
 	}
 
@@ -57,10 +57,4 @@ func listedInos(fd int) (bool, error) {
 type stagedInos struct {
 	dev  uint64
 	inos map[string]uint64
-}
-
-// has reports whether name is listed, and its inode number.
-func (s *stagedInos) has(name string) (uint64, bool) {
-	ino, ok := s.inos[name]
-	return ino, ok
 }
