@@ -64,6 +64,8 @@ func TestMeasurePushPull(t *testing.T) {
 	e.repos.hooks.noReadAhead = os.Getenv("REPLCTL_MEASURE_NOREADAHEAD") != ""
 	// REPLCTL_MEASURE_NOLISTEDINO=1: a recycling pull stats each staged file, not its listing.
 	e.repos.hooks.noListedInos = os.Getenv("REPLCTL_MEASURE_NOLISTEDINO") != ""
+	// REPLCTL_MEASURE_PLANWORKERS=N: the pull's plan runs N workers.
+	e.repos.hooks.planWorkers = envInt("REPLCTL_MEASURE_PLANWORKERS", 0)
 
 	size := totalMB << 20 / files
 	rng := mrand.New(mrand.NewPCG(1, 2))

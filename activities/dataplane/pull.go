@@ -118,6 +118,7 @@ type testHooks struct {
 	noClone           bool                 // pull: link even where the target clones
 	noReadAhead       bool                 // pull: read each image directory when the walk reaches it
 	noListedInos      bool                 // pull: stat each entry of a recycled replica
+	planWorkers       int                  // pull: the plan's workers (0: planQueueDepth or the CPUs)
 	dirRead           func(object.ID)      // pull: as a read ahead of the walk begins
 }
 

@@ -164,12 +164,23 @@ type fileJob struct {
 	staged       *stagedInos // a reused staging dir's listed inode numbers, or nil (stat them)
 }
 
+// planQueueDepth is the least number of plan workers. They spend a cold pull
+// waiting for inode reads (the current replica's fstatat, linkat), not on a
+// CPU, so more of them than CPUs keep more reads in the disk's queue (issue 16,
+// design.md).
+const planQueueDepth = 8
+
 // planTree walks the image from root: directories are created by this
 // goroutine (pre-order, as build needs them), while parallel workers stat and
 // link each directory's files, so a mostly unchanged tree is linked on every
 // core.
 func (p *puller) planTree(root object.ID, prev *object.ID, srcFd, dstFd int) error {
-	jobs := make(chan fileJob, 2*p.parallel)
+	workers := max(p.parallel, planQueueDepth)
+	if p.hooks.planWorkers > 0 {
+		workers = p.hooks.planWorkers
+	}
+
+	jobs := make(chan fileJob, 2*workers)
 
 	var (
 		wg       sync.WaitGroup
@@ -184,7 +195,7 @@ func (p *puller) planTree(root object.ID, prev *object.ID, srcFd, dstFd int) err
 		errOnce.Do(func() { firstErr = err; cancel() })
 	}
 
-	for range p.parallel {
+	for range workers {
 		wg.Add(1)
 
 		go func() {

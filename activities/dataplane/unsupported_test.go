@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -274,9 +273,16 @@ func TestMeasureScan(t *testing.T) {
 		}
 	}
 	e.push()
+	// REPLCTL_MEASURE_PARALLEL: directory readers (default: the preflight's); REPLCTL_MEASURE_DROP=1:
+	// each scan starts from a dropped page cache.
+	par := envInt("REPLCTL_MEASURE_PARALLEL", 0)
 	for i := range 3 {
+		if os.Getenv("REPLCTL_MEASURE_DROP") != "" {
+			unix.Sync()
+			require.NoError(t, os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0))
+		}
 		t0 := time.Now()
-		u, err := ScanUnsupported(context.Background(), e.src, ScanOptions{Parallel: runtime.NumCPU()})
+		u, err := ScanUnsupported(context.Background(), e.src, ScanOptions{Parallel: par})
 		require.NoError(t, err)
 		require.True(t, u.Empty())
 		scan := time.Since(t0)
