@@ -62,6 +62,8 @@ func TestMeasurePushPull(t *testing.T) {
 	e.repos.hooks.noClone = os.Getenv("REPLCTL_MEASURE_NOCLONE") != ""
 	// REPLCTL_MEASURE_NOREADAHEAD=1: the pull reads each image directory when its walk gets there.
 	e.repos.hooks.noReadAhead = os.Getenv("REPLCTL_MEASURE_NOREADAHEAD") != ""
+	// REPLCTL_MEASURE_NOVERIFYAHEAD=1: only verification reads each image directory when its walk gets there.
+	e.repos.hooks.noVerifyAhead = os.Getenv("REPLCTL_MEASURE_NOVERIFYAHEAD") != ""
 	// REPLCTL_MEASURE_NOLISTEDINO=1: a recycling pull stats each staged file, not its listing.
 	e.repos.hooks.noListedInos = os.Getenv("REPLCTL_MEASURE_NOLISTEDINO") != ""
 	// REPLCTL_MEASURE_PLANWORKERS=N: the pull's plan runs N workers.

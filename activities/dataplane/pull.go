@@ -116,10 +116,21 @@ type testHooks struct {
 	beforeSourceOpen  func(rel string)     // push: before a source file is opened for reading
 	afterSourceList   func(rel string)     // push: after a source directory is opened for listing
 	noClone           bool                 // pull: link even where the target clones
-	noReadAhead       bool                 // pull: read each image directory when the walk reaches it
+	noReadAhead       bool                 // pull and verification: read each image directory when the walk reaches it
 	noListedInos      bool                 // pull: stat each entry of a recycled replica
 	planWorkers       int                  // pull: the plan's workers (0: planQueueDepth or the CPUs)
 	dirRead           func(object.ID)      // pull: as a read ahead of the walk begins
+	verifyDirRead     func(object.ID)      // verification: as a read ahead of its walk begins
+	noVerifyAhead     bool                 // verification: read each image directory when its walk reaches it
+}
+
+// aheadDirs is how many subdirectories a verification reads ahead of its walk.
+func (h testHooks) aheadDirs() int {
+	if h.noReadAhead || h.noVerifyAhead {
+		return 0
+	}
+
+	return readAheadDirs
 }
 
 // Pull materialises an image as a new replica: staging, verification,
@@ -397,7 +408,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	// What the target refused under on_unsupported: skip is left out of the replica and of
 	// its verification, and makes the replica incomplete.
-	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir, extras: extras.without(p.dropped)}
+	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: p.rp, readDir: p.cachedDir, extras: extras.without(p.dropped), aheadDirs: p.hooks.aheadDirs(), dirRead: p.hooks.verifyDirRead}
 	if !p.refused.Empty() {
 		res.Incomplete, res.Refused = true, &p.refused
 		r.log("target refused entries; replica incomplete", "dataset", req.Dataset, "summary", p.refused.String())

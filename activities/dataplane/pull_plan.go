@@ -29,13 +29,16 @@ type cachedDir struct {
 // cachedDir returns image directory oid at rel as plan decoded it (once), or
 // decodes it.
 func (p *puller) cachedDir(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error) {
-	if c, ok := p.dirCache[rel]; ok {
+	p.cacheMu.Lock()
+	c, ok := p.dirCache[rel]
+	if ok {
 		delete(p.dirCache, rel)
 		p.cacheLeft += len(c.ents)
+	}
+	p.cacheMu.Unlock()
 
-		if c.oid == oid {
-			return c.ents, nil
-		}
+	if ok && c.oid == oid {
+		return c.ents, nil
 	}
 
 	return readImageDir(ctx, dr, oid)
@@ -266,10 +269,12 @@ func (p *puller) plan(ctx context.Context, jobs chan<- fileJob, rd *dirRead, d o
 		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
 
+	p.cacheMu.Lock()
 	if len(ents) <= p.cacheLeft {
 		p.dirCache[rel] = cachedDir{oid: d, ents: ents}
 		p.cacheLeft -= len(ents)
 	}
+	p.cacheMu.Unlock()
 
 	// The same directory object in both images: identical entries, no need
 	// to decode the previous one.

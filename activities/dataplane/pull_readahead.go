@@ -51,10 +51,7 @@ func (ra *readAhead) start(ctx context.Context, p *puller, d object.ID, prev *ob
 		defer ra.wg.Done()
 		defer close(r.done)
 
-		select {
-		case ra.slots <- struct{}{}:
-		case <-ctx.Done():
-			r.err = ctx.Err()
+		if r.err = takeSlot(ctx, ra.slots); r.err != nil {
 			return
 		}
 		defer func() { <-ra.slots }()
@@ -77,6 +74,16 @@ func (ra *readAhead) start(ctx context.Context, p *puller, d object.ID, prev *ob
 	}()
 
 	return r
+}
+
+// takeSlot waits for a free slot in slots, or for ctx to end.
+func takeSlot(ctx context.Context, slots chan struct{}) error {
+	select {
+	case slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // wait returns when every read started has ended.

@@ -45,7 +45,9 @@ type puller struct {
 
 	// dirCache holds image directories decoded by plan, by path, for
 	// verification to reuse (each once), up to cacheLeft entries in all
-	// (bounded memory; verification decodes the others again).
+	// (bounded memory; verification decodes the others again). cacheMu guards
+	// both: verification reads ahead on several goroutines.
+	cacheMu   sync.Mutex
 	dirCache  map[string]cachedDir
 	cacheLeft int
 	// ahead reads image directories ahead of the plan's walk (pull_readahead.go).

@@ -121,7 +121,7 @@ func (r *Repos) Restore(ctx context.Context, req RestoreRequest, progress func(P
 	if err := p.build(man.RootEntry); err != nil {
 		return fail(err)
 	}
-	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: rp, readDir: p.cachedDir, extras: extras}
+	vo := verifyOptions{checkOwner: p.isRoot, parallel: p.parallel, rp: rp, readDir: p.cachedDir, extras: extras, aheadDirs: p.hooks.aheadDirs(), dirRead: p.hooks.verifyDirRead}
 	if err := verifyTree(ctx, dr, man.RootEntry, res.Path, vo); err != nil {
 		return fail(err)
 	}

@@ -32,8 +32,13 @@ type verifyOptions struct {
 	// (may be nil).
 	skipMeta func(dir string, d object.ID, i int) bool
 	rp       *reporter // may be nil
-	// readDir decodes image directory oid at rel (nil: readImageDir).
+	// readDir decodes image directory oid at rel (nil: readImageDir); it must be safe for
+	// concurrent use (the walk reads ahead).
 	readDir func(ctx context.Context, dr repo.DirectRepository, oid object.ID, rel string) ([]*snapshot.DirEntry, error)
+	// aheadDirs: subdirectories read ahead of the walk (verify_ahead.go; 0: none).
+	aheadDirs int
+	dirRead   func(object.ID) // test hook: as a read ahead of the walk begins (may be nil)
+	ahead     *verifyAhead    // set by verifyTree
 	// extras: what the image keeps beside its entries (nil: none).
 	extras *Extras
 	// collect, if set, gets every difference (ErrVerify) and the walk goes on; it must be
@@ -83,6 +88,11 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 
 	if o.rp != nil {
 		o.rp.setPhase("verify", 0, 0)
+	}
+
+	if o.aheadDirs > 0 {
+		o.ahead = newVerifyAhead(ctx, dr, &o)
+		defer o.ahead.stop()
 	}
 
 	o.specials, o.withXattrs, o.names = o.extras.specialsIn(), map[string]bool{}, o.extras.diskNames()
@@ -176,7 +186,17 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		return err
 	}
 
-	ents, err := o.readDir(ctx, dr, d, rel)
+	var (
+		ents []*snapshot.DirEntry
+		err  error
+	)
+
+	if o.ahead != nil {
+		ents, err = o.ahead.get(ctx, d, rel)
+	} else {
+		ents, err = o.readDir(ctx, dr, d, rel)
+	}
+
 	if err != nil {
 		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
@@ -216,8 +236,11 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		}
 	}
 
+	reached := o.ahead.subdirs(ents, rel, o.aheadDirs)
+
 	for i, de := range ents {
 		crel := path.Join(rel, de.Name)
+		reached(i)
 
 		// ok: the entry's type and metadata checks found no difference (a collected
 		// difference moves on to the next entry).
@@ -227,6 +250,10 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		}
 
 		if !ok {
+			if o.ahead != nil && de.Type == snapshot.EntryTypeDirectory {
+				o.ahead.take(crel) // not descended into: its read is not kept
+			}
+
 			continue
 		}
 
@@ -496,5 +523,5 @@ func (r *Repos) checkReplica(ctx context.Context, cfg RepoConfig, job, dataset, 
 		return nil, err
 	}
 
-	return man, verifyTree(ctx, dr, man.RootEntry, dir, verifyOptions{checkOwner: os.Geteuid() == 0, parallel: parallel, extras: x, collect: collect})
+	return man, verifyTree(ctx, dr, man.RootEntry, dir, verifyOptions{checkOwner: os.Geteuid() == 0, parallel: parallel, extras: x, collect: collect, aheadDirs: r.hooks.aheadDirs(), dirRead: r.hooks.verifyDirRead})
 }
