@@ -23,7 +23,7 @@ func TestAgentMemoryLimitFlag(t *testing.T) {
 	o, err := parse("")
 	require.NoError(t, err)
 	assert.True(t, o.SetMemoryLimit, "the default applies without GOMEMLIMIT")
-	assert.EqualValues(t, 128<<20, o.MemoryLimitBytes)
+	assert.EqualValues(t, 256<<20, o.MemoryLimitBytes)
 
 	o, err = parse("", "--memory-limit", "1.5GiB")
 	require.NoError(t, err)
