@@ -38,7 +38,7 @@ type verifyOptions struct {
 	// aheadDirs: subdirectories read ahead of the walk (verify_ahead.go; 0: none).
 	aheadDirs int
 	dirRead   func(object.ID) // test hook: as a read ahead of the walk begins (may be nil)
-	ahead     *verifyAhead    // set by verifyTree
+	ahead     *verifyAhead    // the walk's directory reads, set by verifyTree
 	// extras: what the image keeps beside its entries (nil: none).
 	extras *Extras
 	// collect, if set, gets every difference (ErrVerify) and the walk goes on; it must be
@@ -90,10 +90,8 @@ func verifyTree(ctx context.Context, dr repo.DirectRepository, root *snapshot.Di
 		o.rp.setPhase("verify", 0, 0)
 	}
 
-	if o.aheadDirs > 0 {
-		o.ahead = newVerifyAhead(ctx, dr, &o)
-		defer o.ahead.stop()
-	}
+	o.ahead = newVerifyAhead(ctx, dr, &o)
+	defer o.ahead.stop()
 
 	o.specials, o.withXattrs, o.names = o.extras.specialsIn(), map[string]bool{}, o.extras.diskNames()
 	if o.extras != nil {
@@ -186,17 +184,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		return err
 	}
 
-	var (
-		ents []*snapshot.DirEntry
-		err  error
-	)
-
-	if o.ahead != nil {
-		ents, err = o.ahead.get(ctx, d, rel)
-	} else {
-		ents, err = o.readDir(ctx, dr, d, rel)
-	}
-
+	ents, err := o.ahead.get(ctx, d, rel)
 	if err != nil {
 		return fmt.Errorf("image directory %s: %w", rel, err)
 	}
@@ -236,11 +224,11 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		}
 	}
 
-	reached := o.ahead.subdirs(ents, rel, o.aheadDirs)
+	reached := o.ahead.subdirs(ents, rel)
 
 	for i, de := range ents {
 		crel := path.Join(rel, de.Name)
-		reached(i)
+		reached(de)
 
 		// ok: the entry's type and metadata checks found no difference (a collected
 		// difference moves on to the next entry).
@@ -250,7 +238,7 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 		}
 
 		if !ok {
-			if o.ahead != nil && de.Type == snapshot.EntryTypeDirectory {
+			if de.Type == snapshot.EntryTypeDirectory {
 				o.ahead.take(crel) // not descended into: its read is not kept
 			}
 

@@ -17,8 +17,10 @@ import (
 // As the plan does (pull_readahead.go), the walk reads the next subdirectories of the
 // directory it is in ahead of descending into them, at most readAheadSlots at once.
 
-// verifyAhead is a verification's pool of directory reads, by image path.
+// verifyAhead is a verification's pool of directory reads, by image path. With a window of
+// 0 it reads nothing ahead: get reads each directory when the walk asks for it.
 type verifyAhead struct {
+	window int // subdirectories read ahead of the walk
 	ctx    context.Context
 	cancel context.CancelFunc
 	dr     repo.DirectRepository
@@ -40,7 +42,7 @@ type aheadRead struct {
 }
 
 func newVerifyAhead(ctx context.Context, dr repo.DirectRepository, o *verifyOptions) *verifyAhead {
-	a := &verifyAhead{dr: dr, read: o.readDir, hook: o.dirRead, slots: make(chan struct{}, readAheadSlots), pending: map[string]*aheadRead{}}
+	a := &verifyAhead{window: o.aheadDirs, dr: dr, read: o.readDir, hook: o.dirRead, slots: make(chan struct{}, readAheadSlots), pending: map[string]*aheadRead{}}
 	a.ctx, a.cancel = context.WithCancel(ctx)
 
 	return a
@@ -105,36 +107,35 @@ func (a *verifyAhead) stop() {
 }
 
 // subdirs starts reading ahead the first window subdirectories among ents (at image path
-// rel) and returns a function to call as the walk reaches the i-th entry of ents: it starts
-// the next subdirectory's read, keeping window of them ahead.
-func (a *verifyAhead) subdirs(ents []*snapshot.DirEntry, rel string, window int) func(i int) {
-	if a == nil || window <= 0 {
-		return func(int) {}
-	}
+// rel) and returns a function to call as the walk reaches each entry of ents in order: at
+// each subdirectory it starts the read of the one window places further on.
+func (a *verifyAhead) subdirs(ents []*snapshot.DirEntry, rel string) func(de *snapshot.DirEntry) {
+	var subs []*snapshot.DirEntry
 
-	var subs []int
-
-	at := make(map[int]int) // entry index → its place among subs
-
-	for i, de := range ents {
-		if de.Type == snapshot.EntryTypeDirectory {
-			at[i] = len(subs)
-			subs = append(subs, i)
+	if a.window > 0 {
+		for _, de := range ents {
+			if de.Type == snapshot.EntryTypeDirectory {
+				subs = append(subs, de)
+			}
 		}
 	}
 
 	startSub := func(k int) {
-		de := ents[subs[k]]
-		a.start(de.ObjectID, path.Join(rel, de.Name))
+		if k < len(subs) {
+			a.start(subs[k].ObjectID, path.Join(rel, subs[k].Name))
+		}
 	}
 
-	for k := range min(window, len(subs)) {
+	for k := range a.window {
 		startSub(k)
 	}
 
-	return func(i int) {
-		if k, ok := at[i]; ok && k+window < len(subs) {
-			startSub(k + window)
+	reached := 0
+
+	return func(de *snapshot.DirEntry) {
+		if len(subs) > 0 && de.Type == snapshot.EntryTypeDirectory {
+			startSub(reached + a.window)
+			reached++
 		}
 	}
 }
