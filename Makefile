@@ -75,7 +75,7 @@ unit:
 # the Temporal server, whose -race build costs a fresh machine minutes of CI time (race-all
 # adds it). Unlike every other target it builds with CGO_ENABLED=1,
 # since -race needs cgo (and gcc): that is a second build cache entry beside the static one.
-RACE_DATAPLANE := TestPushPullRoundTrip|TestConcurrentInit|TestRemoteRepository|TestRemoteReconnectsAfterLostConnection|TestResumeAfterCancel|TestFencing|TestFencedMidRestore|TestPublishGroup$$|TestIncrementalPullHardLinks|TestVerifyCatchesCorruption|TestPullRecyclesRetiredReplica|TestPullReadsDirectoriesAhead
+RACE_DATAPLANE := TestPushPullRoundTrip|TestConcurrentInit|TestRemoteRepository|TestRemoteReconnectsAfterLostConnection|TestResumeAfterCancel|TestFencing|TestFencedMidRestore|TestPublishGroup$$|TestIncrementalPullHardLinks|TestVerifyCatchesCorruption|TestPullRecyclesRetiredReplica|TestPullReadsDirectoriesAhead|TestVerifyReadsDirectoriesAhead|TestPackFiles
 race:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -run '^($(RACE_DATAPLANE))' ./activities/dataplane
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./activities ./activities/hostexec ./workers ./workflows ./internal/...

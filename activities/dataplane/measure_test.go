@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -27,7 +29,8 @@ import (
 // size, default 200), REPLCTL_MEASURE_DIR (where to create data; default a
 // temp dir), REPLCTL_MEASURE_VERIFY (verification of the first two pulls,
 // default full), REPLCTL_MEASURE_PROFILE (a directory for a CPU profile of each step,
-// step1.pprof to step5.pprof in the order logged). Times include the final syncfs of each pull (durable replica).
+// step1.pprof to step5.pprof in the order logged), REPLCTL_MEASURE_MEMLIMIT_MB (as an
+// agent's --memory-limit). Times include the final syncfs of each pull (durable replica).
 func TestMeasurePushPull(t *testing.T) {
 	if os.Getenv("REPLCTL_MEASURE") == "" {
 		t.Skip("set REPLCTL_MEASURE=1 to run")
@@ -68,6 +71,12 @@ func TestMeasurePushPull(t *testing.T) {
 	e.repos.hooks.noListedInos = os.Getenv("REPLCTL_MEASURE_NOLISTEDINO") != ""
 	// REPLCTL_MEASURE_PLANWORKERS=N: the pull's plan runs N workers.
 	e.repos.hooks.planWorkers = envInt("REPLCTL_MEASURE_PLANWORKERS", 0)
+	// REPLCTL_MEASURE_MEMLIMIT_MB=N: the soft memory limit an agent runs with (its default
+	// is 256MiB); unset, the test process has none.
+	if mb := envInt("REPLCTL_MEASURE_MEMLIMIT_MB", 0); mb > 0 {
+		prev := debug.SetMemoryLimit(int64(mb) << 20)
+		t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	}
 
 	size := totalMB << 20 / files
 	rng := mrand.New(mrand.NewPCG(1, 2))
@@ -112,6 +121,19 @@ func TestMeasurePushPull(t *testing.T) {
 			require.NoError(t, pprof.StartCPUProfile(f))
 			defer f.Close()
 			defer pprof.StopCPUProfile()
+		}
+		// REPLCTL_MEASURE_HEAP=SECONDS (with REPLCTL_MEASURE_PROFILE): a heap profile of
+		// what is live that long into each step, DIR/<step>.heap.
+		if secs := envInt("REPLCTL_MEASURE_HEAP", 0); secs > 0 && profDir != "" {
+			name := filepath.Join(profDir, fmt.Sprintf("step%d.heap", step))
+			tm := time.AfterFunc(time.Duration(secs)*time.Second, func() {
+				runtime.GC()
+				if f, err := os.Create(name); err == nil {
+					_ = pprof.Lookup("heap").WriteTo(f, 0)
+					_ = f.Close()
+				}
+			})
+			defer tm.Stop()
 		}
 		start, cpu0 := time.Now(), cpuTime()
 		detail := fn()

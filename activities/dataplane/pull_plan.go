@@ -109,8 +109,18 @@ func (p *puller) build(root *snapshot.DirEntry) error {
 	if err := parallelDo(p.ctx, p.parallel, len(batches), func(b int) error {
 		bt := batches[b]
 		g := &p.toWrite[bt.g]
+		ents := g.ents[bt.start:bt.end]
 
-		return p.writeDir(g, g.ents[bt.start:bt.end])
+		if err := p.writeDir(g, ents); err != nil {
+			return err
+		}
+
+		// Nothing reads a written entry again (verification decodes the image anew), and a
+		// full pull lists every file of the image: let the collector have them now rather
+		// than after the last write (design.md, Issue 16).
+		clear(ents)
+
+		return nil
 	}); err != nil {
 		if gerr := p.g.tripped(); gerr != nil {
 			return gerr

@@ -199,6 +199,11 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 
 	opts := r.openOptions(cfg)
 
+	if stale, err := staleStorageType(cfgFile); err == nil && stale {
+		// Client state from before pack files were kept open (packfiles.go): connect again.
+		_ = repo.Disconnect(ctx, cfgFile)
+	}
+
 	if _, err := os.Stat(cfgFile); err == nil {
 		// CacheMB may have changed since the client state was created.
 		if err := repo.SetCachingOptions(ctx, cfgFile, cfg.cachingOptions(cfgFile)); err != nil {
@@ -228,6 +233,17 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 	return rep, nil
 }
 
+// staleStorageType tells whether the client config cfgFile opens its repository as a storage
+// type other than localStorageType.
+func staleStorageType(cfgFile string) (bool, error) {
+	lc, err := repo.LoadConfigFromFile(cfgFile)
+	if err != nil {
+		return false, err
+	}
+
+	return lc.Storage != nil && lc.Storage.Type != localStorageType, nil
+}
+
 // cachingOptions returns kopia's client cache settings. Without CacheMB
 // there is no cache directory at all (kopia's supported "no cache" mode; a
 // cache directory with zero sizes makes kopia dereference a nil cache).
@@ -253,7 +269,7 @@ func (r *Repos) openOptions(cfg RepoConfig) *repo.Options {
 }
 
 func connectRepo(ctx context.Context, cfg RepoConfig, cfgFile, pw string) error {
-	st, err := filesystem.New(ctx, &filesystem.Options{Path: cfg.Dir}, false)
+	st, err := newLocalStorage(ctx, &filesystem.Options{Path: cfg.Dir}, false)
 	if err != nil {
 		return fmt.Errorf("opening repository storage %s: %w", cfg.Dir, err)
 	}

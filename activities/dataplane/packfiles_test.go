@@ -1,0 +1,210 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/blob"
+	"github.com/kopia/kopia/repo/blob/filesystem"
+	"github.com/stretchr/testify/require"
+)
+
+// outBuf is a blob.OutputBuffer over a bytes.Buffer.
+type outBuf struct{ bytes.Buffer }
+
+func (b *outBuf) Length() int { return b.Len() }
+
+// TestPackFilesReadLikeKopia reads ranges of a real repository's packs through the open pack
+// files and through kopia's own filesystem storage: the same bytes, the same errors, at most
+// packFilesOpen files open, and a deleted or closed storage's files closed.
+func TestPackFilesReadLikeKopia(t *testing.T) {
+	e := newEnv(t)
+	makeManyFiles(t, e.src, 300, 3000)
+	img := e.push().ImageID
+	e.pull(img, "r1")
+	requireSameTree(t, e.src, e.replicaDir())
+
+	// The agent's client config names the storage type that reads through open files.
+	lc, err := repo.LoadConfigFromFile(filepath.Join(e.cfg.clientDir(), "repository.config"))
+	require.NoError(t, err)
+	require.Equal(t, localStorageType, lc.Storage.Type)
+
+	ctx := context.Background()
+	plain, err := filesystem.New(ctx, &filesystem.Options{Path: e.cfg.Dir}, false)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = plain.Close(ctx) })
+	st, err := newLocalStorage(ctx, &filesystem.Options{Path: e.cfg.Dir}, false)
+	require.NoError(t, err)
+	pf, ok := st.(*packFiles)
+	require.True(t, ok, "kopia's filesystem storage no longer says where its blobs are: %T", st)
+
+	var packs []blob.Metadata
+	require.NoError(t, plain.ListBlobs(ctx, "", func(m blob.Metadata) error {
+		if packBlob(m.BlobID) && m.Length > 0 {
+			packs = append(packs, m)
+		}
+		return nil
+	}))
+	require.NotEmpty(t, packs)
+
+	read := func(s blob.Storage, id blob.ID, off, n int64) ([]byte, error) {
+		var b outBuf
+		err := s.GetBlob(ctx, id, off, n, &b)
+		return b.Bytes(), err
+	}
+
+	// Ranges at random, from several readers at once (run under -race in `make race`).
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for range 200 {
+				m := packs[rng.IntN(len(packs))]
+				off := rng.Int64N(m.Length)
+				n := 1 + rng.Int64N(min(m.Length-off, 3*packReadChunk))
+				want, werr := read(plain, m.BlobID, off, n)
+				got, gerr := read(pf, m.BlobID, off, n)
+				if werr != nil || gerr != nil || !bytes.Equal(want, got) {
+					t.Errorf("%s at %d+%d: kopia %d bytes (%v), open file %d bytes (%v)", m.BlobID, off, n, len(want), werr, len(got), gerr)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	pf.mu.Lock()
+	open := len(pf.files)
+	pf.mu.Unlock()
+	require.Positive(t, open, "no pack file was kept open")
+	require.LessOrEqual(t, open, packFilesOpen)
+
+	// What kopia refuses is refused the same way: a missing pack, a range past the end.
+	last := packs[len(packs)-1]
+	_, err = read(pf, "p0000000000000000000000000000000", 0, 10)
+	require.ErrorIs(t, err, blob.ErrBlobNotFound)
+	_, werr := read(plain, last.BlobID, last.Length-5, 10)
+	_, gerr := read(pf, last.BlobID, last.Length-5, 10)
+	require.Error(t, werr)
+	require.Error(t, gerr)
+	require.Equal(t, werr.Error(), gerr.Error())
+	// A whole blob (length -1) is kopia's read.
+	want, err := read(plain, last.BlobID, 0, -1)
+	require.NoError(t, err)
+	got, err := read(pf, last.BlobID, 0, -1)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	// A deleted pack's file is closed (its space freed), and Close closes the rest.
+	var kept blob.ID
+	pf.mu.Lock()
+	for id, f := range pf.files {
+		if f.refs == 0 {
+			kept = id
+			break
+		}
+	}
+	pf.mu.Unlock()
+	require.NotEmpty(t, kept)
+	pf.mu.Lock()
+	fd := pf.files[kept].f
+	pf.mu.Unlock()
+	require.NoError(t, pf.DeleteBlob(ctx, kept))
+	require.ErrorIs(t, fd.Close(), os.ErrClosed, "a deleted pack's file stayed open")
+	pf.mu.Lock()
+	var fds []*os.File
+	for _, f := range pf.files {
+		fds = append(fds, f.f)
+	}
+	pf.mu.Unlock()
+	require.NotEmpty(t, fds)
+	require.NoError(t, pf.Close(ctx))
+	for _, f := range fds {
+		require.ErrorIs(t, f.Close(), os.ErrClosed, "Close left a pack file open")
+	}
+}
+
+// TestPackFilesCloseWhenIdle: files unused for packIdle are closed.
+func TestPackFilesCloseWhenIdle(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	st, err := newLocalStorage(ctx, &filesystem.Options{Path: dir}, true)
+	require.NoError(t, err)
+	pf := st.(*packFiles) //nolint:forcetypeassert // TestPackFilesReadLikeKopia checks it
+	t.Cleanup(func() { _ = pf.Close(ctx) })
+	for i := range 3 {
+		require.NoError(t, pf.PutBlob(ctx, blob.ID(fmt.Sprintf("p%031d", i)), bytesOf(fmt.Sprintf("pack %d", i)), blob.PutOptions{}))
+	}
+	var b outBuf
+	for i := range 3 {
+		b.Reset()
+		require.NoError(t, pf.GetBlob(ctx, blob.ID(fmt.Sprintf("p%031d", i)), 0, 6, &b))
+		require.Equal(t, fmt.Sprintf("pack %d", i), b.String())
+	}
+	pf.mu.Lock()
+	require.Len(t, pf.files, 3)
+	for _, f := range pf.files {
+		f.at = f.at.Add(-packIdle) // as if unused since then
+	}
+	pf.mu.Unlock()
+	pf.closeIdle()
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	require.Empty(t, pf.files)
+}
+
+// sliceBytes is a blob.Bytes of one slice.
+type sliceBytes []byte
+
+func (b sliceBytes) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(b)
+	return int64(n), err
+}
+func (b sliceBytes) Length() int { return len(b) }
+func (b sliceBytes) Reader() io.ReadSeekCloser {
+	return struct {
+		*bytes.Reader
+		io.Closer
+	}{bytes.NewReader(b), io.NopCloser(nil)}
+}
+
+func bytesOf(s string) blob.Bytes { return sliceBytes(s) }
+
+// TestPackFilesClientConfigMigrates: an agent's client config written before pack files were
+// kept open (kopia's "filesystem" storage type) is connected again as localStorageType at the
+// next open, and the repository reads as before.
+func TestPackFilesClientConfigMigrates(t *testing.T) {
+	e := newEnv(t)
+	makeManyFiles(t, e.src, 50, 1000)
+	img := e.push().ImageID
+	require.NoError(t, e.repos.Close())
+
+	ctx := context.Background()
+	cfgFile := filepath.Join(e.cfg.clientDir(), "repository.config")
+	require.NoError(t, repo.Disconnect(ctx, cfgFile))
+	plain, err := filesystem.New(ctx, &filesystem.Options{Path: e.cfg.Dir}, false)
+	require.NoError(t, err)
+	pw, err := readPassword(e.cfg)
+	require.NoError(t, err)
+	require.NoError(t, connectStorage(ctx, plain, e.cfg, cfgFile, pw, ""))
+	require.NoError(t, plain.Close(ctx))
+	lc, err := repo.LoadConfigFromFile(cfgFile)
+	require.NoError(t, err)
+	require.Equal(t, "filesystem", lc.Storage.Type)
+
+	e.pull(img, "r1")
+	requireSameTree(t, e.src, e.replicaDir())
+	lc, err = repo.LoadConfigFromFile(cfgFile)
+	require.NoError(t, err)
+	require.Equal(t, localStorageType, lc.Storage.Type)
+}
