@@ -13,6 +13,9 @@ package dataplane
 // closed: files are closed once unused for packIdle, and when the blob is deleted here.
 // Anything unusual (a missing blob, a range past the end, an error) is read again through
 // kopia's storage, which says what is wrong and retries what may pass.
+//
+// A repository reached over SFTP (remote.go) reads through the same cache of open remote
+// files: there each open and close is a round trip to the host.
 
 import (
 	"context"
@@ -41,10 +44,21 @@ func init() {
 	blob.AddSupportedStorage(localStorageType, filesystem.Options{}, newLocalStorage)
 }
 
-// shardedPaths is what kopia's filesystem storage tells of where a blob is.
+// shardedPaths is what kopia's sharded storages (filesystem, ours over SFTP) tell of where
+// a blob is.
 type shardedPaths interface {
 	GetShardedPathAndFilePath(ctx context.Context, id blob.ID) (shardPath, filePath string, err error)
 }
+
+// packHandle is an open pack blob: local file or SFTP handle.
+type packHandle interface {
+	// readRange writes length bytes at offset to out; a short read is an error.
+	readRange(offset, length int64, out blob.OutputBuffer) error
+	Close() error
+}
+
+// packOpener opens pack blob id for reading; an error sends the read through kopia.
+type packOpener func(ctx context.Context, id blob.ID) (packHandle, error)
 
 // newLocalStorage opens kopia's filesystem storage at opts.Path with pack reads through
 // open files.
@@ -54,25 +68,40 @@ func newLocalStorage(ctx context.Context, opts *filesystem.Options, isCreate boo
 		return nil, err
 	}
 
-	return withPackFiles(st), nil
-}
-
-// withPackFiles wraps kopia's filesystem storage st. A storage that does not say where its
-// blobs are (another kopia version) is returned as it is.
-func withPackFiles(st blob.Storage) blob.Storage {
 	paths, ok := st.(shardedPaths)
-	if !ok {
-		return st
+	if !ok { // another kopia version: no pack files kept open
+		return st, nil
 	}
 
-	return &packFiles{Storage: st, paths: paths, files: map[blob.ID]*packFile{}}
+	open := func(ctx context.Context, id blob.ID) (packHandle, error) {
+		_, p, err := paths.GetShardedPathAndFilePath(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+
+		f, err := os.Open(p) //nolint:gosec // a blob's path in the repository, from kopia
+		if err != nil {
+			return nil, err
+		}
+
+		return osPack{f}, nil
+	}
+
+	return withPackFiles(st, open, localStorageType), nil
 }
 
-// packFiles is kopia's filesystem storage with pack reads through open files.
+// withPackFiles wraps st so that range reads of pack blobs go through handles from open;
+// typ, if set, is the storage type its client configs name.
+func withPackFiles(st blob.Storage, open packOpener, typ string) *packFiles {
+	return &packFiles{Storage: st, open: open, typ: typ, files: map[blob.ID]*packFile{}}
+}
+
+// packFiles is a storage with pack reads through open handles.
 type packFiles struct {
 	blob.Storage
 
-	paths shardedPaths
+	open packOpener
+	typ  string
 
 	mu     sync.Mutex
 	files  map[blob.ID]*packFile
@@ -82,7 +111,7 @@ type packFiles struct {
 }
 
 type packFile struct {
-	f    *os.File
+	h    packHandle
 	refs int
 	used uint64    // tick of the last use, for eviction
 	at   time.Time // time of the last release
@@ -93,16 +122,19 @@ func packBlob(id blob.ID) bool {
 	return len(id) > 1 && (id[0] == 'p' || id[0] == 'q')
 }
 
-// ConnectionInfo is kopia's, under this storage type, so that the client config opens the
-// repository through packFiles again.
+// ConnectionInfo is the wrapped storage's, under this storage's type if it has its own, so
+// that the client config opens the repository through packFiles again.
 func (s *packFiles) ConnectionInfo() blob.ConnectionInfo {
 	ci := s.Storage.ConnectionInfo()
-	ci.Type = localStorageType
+	if s.typ != "" {
+		ci.Type = s.typ
+	}
 
 	return ci
 }
 
-// GetBlob reads a range of a pack through its open file, anything else through kopia.
+// GetBlob reads a range of a pack through its open handle, anything else through kopia. A
+// failed read drops the handle and is read again through kopia, which names the fault.
 func (s *packFiles) GetBlob(ctx context.Context, id blob.ID, offset, length int64, output blob.OutputBuffer) error {
 	if length <= 0 || offset < 0 || !packBlob(id) {
 		return s.Storage.GetBlob(ctx, id, offset, length, output)
@@ -113,8 +145,8 @@ func (s *packFiles) GetBlob(ctx context.Context, id blob.ID, offset, length int6
 		return s.Storage.GetBlob(ctx, id, offset, length, output)
 	}
 
-	err := readRange(pf.f, offset, length, output)
-	s.release(id, pf)
+	err := pf.h.readRange(offset, length, output)
+	s.release(id, pf, err != nil)
 
 	if err != nil {
 		return s.Storage.GetBlob(ctx, id, offset, length, output)
@@ -123,7 +155,7 @@ func (s *packFiles) GetBlob(ctx context.Context, id blob.ID, offset, length int6
 	return nil
 }
 
-// DeleteBlob deletes through kopia and closes the blob's file, so its space is freed.
+// DeleteBlob deletes through kopia and closes the blob's handle, so its space is freed.
 func (s *packFiles) DeleteBlob(ctx context.Context, id blob.ID) error {
 	s.forget(id)
 
@@ -138,40 +170,60 @@ func (s *packFiles) PutBlob(ctx context.Context, id blob.ID, data blob.Bytes, op
 	return s.Storage.PutBlob(ctx, id, data, opts)
 }
 
-// forget drops id's file from the cache; the last reader closes a file in use.
+// forget drops id's handle from the cache; the last reader closes a handle in use.
 func (s *packFiles) forget(id blob.ID) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	h := s.dropLocked(id)
+	s.mu.Unlock()
 
-	if pf := s.files[id]; pf != nil {
-		delete(s.files, id)
+	closeHandles(h)
+}
 
-		if pf.refs == 0 {
-			_ = pf.f.Close()
+// dropLocked removes id from the cache and returns its handle to close, or nil when there is
+// none or a reader still holds it (release closes it then). s.mu is held.
+func (s *packFiles) dropLocked(id blob.ID) packHandle {
+	pf := s.files[id]
+	if pf == nil {
+		return nil
+	}
+
+	delete(s.files, id)
+
+	if pf.refs > 0 {
+		return nil
+	}
+
+	return pf.h
+}
+
+// closeHandles closes hs outside the cache's lock: an SFTP close is a round trip.
+func closeHandles(hs ...packHandle) {
+	for _, h := range hs {
+		if h != nil {
+			_ = h.Close()
 		}
 	}
 }
 
-// Close closes every pack file, then kopia's storage.
+// Close closes every handle, then the wrapped storage.
 func (s *packFiles) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
-	for id, pf := range s.files {
-		delete(s.files, id)
-
-		if pf.refs == 0 {
-			_ = pf.f.Close()
-		}
+	var hs []packHandle
+	for id := range s.files {
+		hs = append(hs, s.dropLocked(id))
 	}
 	if s.sweep != nil {
 		s.sweep.Stop()
 	}
 	s.mu.Unlock()
 
+	closeHandles(hs...)
+
 	return s.Storage.Close(ctx)
 }
 
-// acquire returns id's open file (opening it), or nil: read it through kopia.
+// acquire returns id's open handle (opening it), or nil: read it through kopia.
 func (s *packFiles) acquire(ctx context.Context, id blob.ID) *packFile {
 	s.mu.Lock()
 	s.tick++
@@ -184,42 +236,39 @@ func (s *packFiles) acquire(ctx context.Context, id blob.ID) *packFile {
 	}
 	s.mu.Unlock()
 
-	_, p, err := s.paths.GetShardedPathAndFilePath(ctx, id)
-	if err != nil {
-		return nil
-	}
-
-	f, err := os.Open(p) //nolint:gosec // a blob's path in the repository, from kopia
+	h, err := s.open(ctx, id)
 	if err != nil {
 		return nil
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
-
 	if other := s.files[id]; other != nil { // opened meanwhile by another reader
-		_ = f.Close()
 		other.refs++
 		other.used = s.tick
+		s.mu.Unlock()
+		closeHandles(h)
 
 		return other
 	}
 
-	pf := &packFile{f: f, refs: 1, used: s.tick}
-	if !s.closed && s.makeRoom() {
+	pf := &packFile{h: h, refs: 1, used: s.tick}
+	var evicted packHandle
+	keep := !s.closed
+	if keep && len(s.files) >= packFilesOpen {
+		evicted, keep = s.evictLocked()
+	}
+	if keep {
 		s.files[id] = pf
 	}
+	s.mu.Unlock()
+	closeHandles(evicted)
 
 	return pf
 }
 
-// makeRoom closes the least recently used idle file when the cache is full; false: every
-// file is in use, so the caller's is not kept. s.mu is held.
-func (s *packFiles) makeRoom() bool {
-	if len(s.files) < packFilesOpen {
-		return true
-	}
-
+// evictLocked drops the least recently used idle handle and returns it to close; false:
+// every handle is in use, so the caller's is not kept. s.mu is held.
+func (s *packFiles) evictLocked() (packHandle, bool) {
 	var (
 		oldest blob.ID
 		found  bool
@@ -232,24 +281,24 @@ func (s *packFiles) makeRoom() bool {
 	}
 
 	if !found {
-		return false
+		return nil, false
 	}
 
-	_ = s.files[oldest].f.Close()
-	delete(s.files, oldest)
-
-	return true
+	return s.dropLocked(oldest), true
 }
 
-// release ends a read of id through pf; a file not (or no longer) kept is closed.
-func (s *packFiles) release(id blob.ID, pf *packFile) {
+// release ends a read of id through pf; a handle not (or no longer) kept, or one that
+// failed, is closed.
+func (s *packFiles) release(id blob.ID, pf *packFile, failed bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-
 	pf.refs--
+	if failed && s.files[id] == pf {
+		delete(s.files, id)
+	}
 	if s.files[id] != pf {
+		s.mu.Unlock()
 		if pf.refs == 0 {
-			_ = pf.f.Close()
+			closeHandles(pf.h)
 		}
 
 		return
@@ -259,33 +308,37 @@ func (s *packFiles) release(id blob.ID, pf *packFile) {
 	if s.sweep == nil {
 		s.sweep = time.AfterFunc(packIdle, s.closeIdle)
 	}
+	s.mu.Unlock()
 }
 
-// closeIdle closes the files unused for packIdle, and comes back while any are open.
+// closeIdle closes the handles unused for packIdle, and comes back while any are open.
 func (s *packFiles) closeIdle() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-
 	now := time.Now()
+	var hs []packHandle
 	for id, pf := range s.files {
 		if pf.refs == 0 && now.Sub(pf.at) >= packIdle {
-			_ = pf.f.Close()
-			delete(s.files, id)
+			hs = append(hs, s.dropLocked(id))
 		}
 	}
 
 	if len(s.files) > 0 && !s.closed {
 		s.sweep.Reset(packIdle)
-		return
+	} else {
+		s.sweep = nil
 	}
+	s.mu.Unlock()
 
-	s.sweep = nil
+	closeHandles(hs...)
 }
 
 var packBufs = sync.Pool{New: func() any { b := make([]byte, packReadChunk); return &b }}
 
-// readRange writes length bytes of f at offset to out; a short read is an error.
-func readRange(f *os.File, offset, length int64, out blob.OutputBuffer) error {
+// osPack is a pack blob's local file.
+type osPack struct{ *os.File }
+
+// readRange reads through a pooled buffer, packReadChunk at a time.
+func (f osPack) readRange(offset, length int64, out blob.OutputBuffer) error {
 	out.Reset()
 
 	bp := packBufs.Get().(*[]byte) //nolint:forcetypeassert // the pool holds only these

@@ -46,42 +46,8 @@ func TestPackFilesReadLikeKopia(t *testing.T) {
 	pf, ok := st.(*packFiles)
 	require.True(t, ok, "kopia's filesystem storage no longer says where its blobs are: %T", st)
 
-	var packs []blob.Metadata
-	require.NoError(t, plain.ListBlobs(ctx, "", func(m blob.Metadata) error {
-		if packBlob(m.BlobID) && m.Length > 0 {
-			packs = append(packs, m)
-		}
-		return nil
-	}))
-	require.NotEmpty(t, packs)
-
-	read := func(s blob.Storage, id blob.ID, off, n int64) ([]byte, error) {
-		var b outBuf
-		err := s.GetBlob(ctx, id, off, n, &b)
-		return b.Bytes(), err
-	}
-
-	// Ranges at random, from several readers at once (run under -race in `make race`).
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			for range 200 {
-				m := packs[rng.IntN(len(packs))]
-				off := rng.Int64N(m.Length)
-				n := 1 + rng.Int64N(min(m.Length-off, 3*packReadChunk))
-				want, werr := read(plain, m.BlobID, off, n)
-				got, gerr := read(pf, m.BlobID, off, n)
-				if werr != nil || gerr != nil || !bytes.Equal(want, got) {
-					t.Errorf("%s at %d+%d: kopia %d bytes (%v), open file %d bytes (%v)", m.BlobID, off, n, len(want), werr, len(got), gerr)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	packs := packsOf(t, plain)
+	readRangesAlike(t, plain, pf, packs)
 
 	pf.mu.Lock()
 	open := len(pf.files)
@@ -91,21 +57,35 @@ func TestPackFilesReadLikeKopia(t *testing.T) {
 
 	// What kopia refuses is refused the same way: a missing pack, a range past the end.
 	last := packs[len(packs)-1]
-	_, err = read(pf, "p0000000000000000000000000000000", 0, 10)
+	_, err = readBlob(pf, "p0000000000000000000000000000000", 0, 10)
 	require.ErrorIs(t, err, blob.ErrBlobNotFound)
-	_, werr := read(plain, last.BlobID, last.Length-5, 10)
-	_, gerr := read(pf, last.BlobID, last.Length-5, 10)
+	_, werr := readBlob(plain, last.BlobID, last.Length-5, 10)
+	_, gerr := readBlob(pf, last.BlobID, last.Length-5, 10)
 	require.Error(t, werr)
 	require.Error(t, gerr)
 	require.Equal(t, werr.Error(), gerr.Error())
 	// A whole blob (length -1) is kopia's read.
-	want, err := read(plain, last.BlobID, 0, -1)
+	want, err := readBlob(plain, last.BlobID, 0, -1)
 	require.NoError(t, err)
-	got, err := read(pf, last.BlobID, 0, -1)
+	got, err := readBlob(pf, last.BlobID, 0, -1)
 	require.NoError(t, err)
 	require.Equal(t, want, got)
 
+	// A failed read dropped its file; the next read opens the pack again.
+	pf.mu.Lock()
+	require.Nil(t, pf.files[last.BlobID], "the file of a failed read was kept")
+	pf.mu.Unlock()
+	for _, m := range packs {
+		b, err := readBlob(pf, m.BlobID, 0, 1)
+		require.NoError(t, err)
+		require.Len(t, b, 1)
+	}
+	pf.mu.Lock()
+	require.NotNil(t, pf.files[last.BlobID])
+	pf.mu.Unlock()
+
 	// A deleted pack's file is closed (its space freed), and Close closes the rest.
+	require.GreaterOrEqual(t, len(packs), 2)
 	var kept blob.ID
 	pf.mu.Lock()
 	for id, f := range pf.files {
@@ -117,14 +97,14 @@ func TestPackFilesReadLikeKopia(t *testing.T) {
 	pf.mu.Unlock()
 	require.NotEmpty(t, kept)
 	pf.mu.Lock()
-	fd := pf.files[kept].f
+	fd := pf.files[kept].h.(osPack).File
 	pf.mu.Unlock()
 	require.NoError(t, pf.DeleteBlob(ctx, kept))
 	require.ErrorIs(t, fd.Close(), os.ErrClosed, "a deleted pack's file stayed open")
 	pf.mu.Lock()
 	var fds []*os.File
 	for _, f := range pf.files {
-		fds = append(fds, f.f)
+		fds = append(fds, f.h.(osPack).File)
 	}
 	pf.mu.Unlock()
 	require.NotEmpty(t, fds)
@@ -161,6 +141,53 @@ func TestPackFilesCloseWhenIdle(t *testing.T) {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	require.Empty(t, pf.files)
+}
+
+// packsOf lists st's pack blobs that hold something.
+func packsOf(t *testing.T, st blob.Storage) []blob.Metadata {
+	t.Helper()
+	var packs []blob.Metadata
+	require.NoError(t, st.ListBlobs(context.Background(), "", func(m blob.Metadata) error {
+		if packBlob(m.BlobID) && m.Length > 0 {
+			packs = append(packs, m)
+		}
+		return nil
+	}))
+	require.NotEmpty(t, packs)
+	return packs
+}
+
+// readRangesAlike reads ranges of packs at random from four readers at once (run under
+// -race in `make race`), through want and through got: the same bytes each time.
+func readRangesAlike(t *testing.T, want, got blob.Storage, packs []blob.Metadata) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for range 200 {
+				m := packs[rng.IntN(len(packs))]
+				off := rng.Int64N(m.Length)
+				n := 1 + rng.Int64N(min(m.Length-off, 3*packReadChunk))
+				wb, werr := readBlob(want, m.BlobID, off, n)
+				gb, gerr := readBlob(got, m.BlobID, off, n)
+				if werr != nil || gerr != nil || !bytes.Equal(wb, gb) {
+					t.Errorf("%s at %d+%d: kopia %d bytes (%v), open file %d bytes (%v)", m.BlobID, off, n, len(wb), werr, len(gb), gerr)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// readBlob reads n bytes of id at off from s (n < 0: the whole blob).
+func readBlob(s blob.Storage, id blob.ID, off, n int64) ([]byte, error) {
+	var b outBuf
+	err := s.GetBlob(context.Background(), id, off, n, &b)
+	return b.Bytes(), err
 }
 
 // sliceBytes is a blob.Bytes of one slice.

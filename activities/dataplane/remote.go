@@ -218,13 +218,22 @@ type remoteStorage struct {
 }
 
 func newRemoteStorage(ctx context.Context, opts *remoteOptions, isCreate bool) (blob.Storage, error) {
+	st, err := dialRemoteStorage(ctx, opts, isCreate)
+	if err != nil {
+		return nil, err
+	}
+	return retrying.NewWrapper(withPackFiles(st, st.openPack, "")), nil
+}
+
+// dialRemoteStorage connects the storage: a repository nobody can reach fails here, with
+// every host's reason.
+func dialRemoteStorage(ctx context.Context, opts *remoteOptions, isCreate bool) (*remoteStorage, error) {
 	link, err := newSFTPLink(opts.Hosts)
 	if err != nil {
 		return nil, err
 	}
 	st := &remoteStorage{opts: *opts, link: link}
 	st.Storage = sharded.New(st, "/", opts.Options, isCreate)
-	// Connect now: a repository nobody can reach fails here, with every host's reason.
 	if err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
 		if _, err := c.Stat(h.Dir); err != nil {
 			if notExist(err) && isCreate {
@@ -237,8 +246,59 @@ func newRemoteStorage(ctx context.Context, opts *remoteOptions, isCreate bool) (
 		link.Close()
 		return nil, err
 	}
-	return retrying.NewWrapper(st), nil
+	return st, nil
 }
+
+// openPack opens pack blob id on the connected host, for packFiles: kopia reads one content
+// at a time, and an open, read and close each is three round trips where one will do.
+func (s *remoteStorage) openPack(ctx context.Context, id blob.ID) (packHandle, error) {
+	_, p, err := s.GetShardedPathAndFilePath(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	c, h, err := s.link.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.Open(hostPath(h, p))
+	if err != nil {
+		if connectionLost(err) {
+			s.link.drop(c)
+		}
+		return nil, err
+	}
+	return sftpPack{f: f, client: c, link: s.link}, nil
+}
+
+// sftpPack is a pack blob open on a remote host. pkg/sftp lets reads share the file (ReadAt
+// holds a read lock) and makes Close wait for them.
+type sftpPack struct {
+	f      *sftp.File
+	client *sftp.Client
+	link   *sftpLink
+}
+
+// readRange reads the range in one ReadAt, which pkg/sftp splits into concurrent requests;
+// a lost connection is dropped, so the read through kopia that follows dials again.
+func (p sftpPack) readRange(offset, length int64, out blob.OutputBuffer) error {
+	out.Reset()
+	buf := make([]byte, length)
+	n, err := p.f.ReadAt(buf, offset)
+	if int64(n) < length {
+		if err == nil || errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: %d bytes at offset %d", blob.ErrInvalidRange, length, offset)
+		}
+		if connectionLost(err) {
+			p.link.drop(p.client)
+		}
+		return err
+	}
+	_, err = out.Write(buf)
+	return err
+}
+
+// Close closes the remote file.
+func (p sftpPack) Close() error { return p.f.Close() }
 
 func hostPath(h RemoteHost, p string) string { return path.Join(h.Dir, p) }
 

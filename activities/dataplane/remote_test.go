@@ -8,10 +8,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/kopia/kopia/repo/blob"
+	"github.com/kopia/kopia/repo/blob/retrying"
 	"github.com/stretchr/testify/require"
 
 	"github.com/replctl/replctl/activities/hostexec"
@@ -173,4 +176,56 @@ func TestRemoteHostStoredShape(t *testing.T) {
 	b, err = json.Marshal(h)
 	require.NoError(t, err)
 	require.NotContains(t, string(b), "connectTimeout")
+}
+
+// TestPackFilesOverSFTP: a repository reached over SFTP reads pack ranges through remote
+// files kept open: the same bytes as reads that open the file each time, far fewer opens
+// than reads, at most packFilesOpen open; after the host's sessions are killed, reads still
+// return the right bytes (dead handles dropped, the link dialled again).
+func TestPackFilesOverSFTP(t *testing.T) {
+	b1 := sshtest.Start(t)
+	e := newEnv(t)
+	e.cfg.Remote = []RemoteHost{remoteHost("b1", b1, e.cfg.Dir)}
+	makeManyFiles(t, e.src, 300, 3000)
+	img := e.push().ImageID
+	require.True(t, e.pull(img, "r1").Verified, "pulled over SFTP through open pack files")
+	requireSameTree(t, e.src, e.replicaDir())
+
+	ctx := context.Background()
+	opts := &remoteOptions{Hosts: e.cfg.Remote}
+	plain, err := dialRemoteStorage(ctx, opts, false)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = plain.Close(ctx) })
+	st, err := dialRemoteStorage(ctx, opts, false)
+	require.NoError(t, err)
+	var opens atomic.Int64
+	pf := withPackFiles(st, func(ctx context.Context, id blob.ID) (packHandle, error) {
+		opens.Add(1)
+		return st.openPack(ctx, id)
+	}, "")
+	t.Cleanup(func() { _ = pf.Close(ctx) })
+
+	packs := packsOf(t, plain)
+	readRangesAlike(t, plain, pf, packs) // 800 reads
+	require.Positive(t, opens.Load())
+	require.LessOrEqual(t, opens.Load(), int64(4*len(packs)), "a remote file opened for each read")
+	pf.mu.Lock()
+	open := len(pf.files)
+	pf.mu.Unlock()
+	require.Positive(t, open, "no remote pack file was kept open")
+	require.LessOrEqual(t, open, packFilesOpen)
+	_, err = readBlob(pf, "p0000000000000000000000000000000", 0, 10)
+	require.ErrorIs(t, err, blob.ErrBlobNotFound)
+	last := packs[len(packs)-1]
+	_, err = readBlob(pf, last.BlobID, last.Length-5, 10)
+	require.ErrorIs(t, err, blob.ErrInvalidRange)
+
+	// The host's sessions die with the handles open: as in the agent, kopia's retrying
+	// storage is above, and the reads come back right over a new session.
+	before := accepted(b1)
+	for _, pid := range sessionPIDs(t, b1) {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	}
+	readRangesAlike(t, retrying.NewWrapper(plain), retrying.NewWrapper(pf), packs)
+	require.Greater(t, accepted(b1), before, "the link was dialled again")
 }
