@@ -8,9 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
@@ -23,7 +26,9 @@ import (
 //	REPLCTL_MEASURE=1 go test ./activities/dataplane -run TestMeasureSSHPath -v
 //
 // Knobs: REPLCTL_MEASURE_SSH_MB (total, default 512), REPLCTL_MEASURE_SSH_FILES
-// (default 128), REPLCTL_MEASURE_DIR (where to create data; default a temp dir).
+// (default 128), REPLCTL_MEASURE_DIR (where to create data; default a temp dir),
+// REPLCTL_MEASURE_SSH_DELAY_MS (default 0: both tools reach sshd through a proxy that
+// delays each direction by this much, a link with twice that round trip).
 // Push = source → repository over SFTP (chunking, compression check,
 // encryption, upload); pull = repository over SFTP → verified replica. rsync
 // copies the plain files in each direction (--whole-file, no delta).
@@ -44,6 +49,10 @@ func TestMeasureSSHPath(t *testing.T) {
 		t.Cleanup(func() { _ = removeTree(base) })
 	}
 	s := sshtest.Start(t)
+	addr, knownHosts := s.Addr, s.KnownHostsFile
+	if ms := envInt("REPLCTL_MEASURE_SSH_DELAY_MS", 0); ms > 0 {
+		addr, knownHosts = delayedSSH(t, s, ms)
+	}
 
 	src := filepath.Join(base, "src")
 	size := totalMB << 20 / files
@@ -62,6 +71,7 @@ func TestMeasureSSHPath(t *testing.T) {
 
 	cfg := RepoConfig{Dir: filepath.Join(base, "repo"), PasswordFile: filepath.Join(base, "secrets", "repo.password"), ClientDir: filepath.Join(base, "client"),
 		Remote: []RemoteHost{remoteHost("b1", s, filepath.Join(base, "repo"))}}
+	cfg.Remote[0].Address, cfg.Remote[0].KnownHostsFile = addr, knownHosts
 	repos := NewRepos(nil)
 	t.Cleanup(func() { _ = repos.Close() })
 	target := filepath.Join(base, "target")
@@ -103,8 +113,8 @@ func TestMeasureSSHPath(t *testing.T) {
 		require.NoError(t, err)
 	})
 
-	_, port, _ := net.SplitHostPort(s.Addr)
-	sshCmd := fmt.Sprintf("ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes -p %s", s.KeyFile, s.KnownHostsFile, port)
+	_, port, _ := net.SplitHostPort(addr)
+	sshCmd := fmt.Sprintf("ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes -p %s", s.KeyFile, knownHosts, port)
 	runRsync := func(from, to string) {
 		out, err := exec.Command(rsync, "-a", "--whole-file", "-e", sshCmd, from, to).CombinedOutput()
 		require.NoError(t, err, "rsync: %s", out)
@@ -122,4 +132,32 @@ func TestMeasureSSHPath(t *testing.T) {
 	t.Logf("  to the far side:   replctl push over SFTP %7.1f MiB/s   rsync %7.1f MiB/s   ratio %.2f", pushRate, rsyncUp, pushRate/rsyncUp)
 	t.Logf("  from the far side: replctl pull over SFTP %7.1f MiB/s   rsync %7.1f MiB/s   ratio %.2f", pullRate, rsyncDown, pullRate/rsyncDown)
 	t.Logf("  reference, local repository (no SSH): push %7.1f MiB/s   pull %7.1f MiB/s", localPush, localPull)
+}
+
+// delayedSSH puts a proxy in front of s that delays each direction by ms milliseconds, and
+// returns its address and a known_hosts file naming s's key at that address.
+func delayedSSH(t *testing.T, s *sshtest.Server, ms int) (addr, knownHosts string) {
+	t.Helper()
+	line, err := os.ReadFile(s.KnownHostsFile)
+	require.NoError(t, err)
+	_, sshdPort, err := net.SplitHostPort(s.Addr)
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr = l.Addr().String()
+	require.NoError(t, l.Close())
+	_, port, _ := net.SplitHostPort(addr)
+
+	px := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop()), "sshd", addr, s.Addr)
+	require.NoError(t, px.Start())
+	t.Cleanup(px.Stop)
+	for _, stream := range []string{"upstream", "downstream"} {
+		_, err := px.Toxics.AddToxicJson(strings.NewReader(fmt.Sprintf(
+			`{"name":"delay-%s","type":"latency","stream":%q,"attributes":{"latency":%d}}`, stream, stream, ms)))
+		require.NoError(t, err)
+	}
+	knownHosts = filepath.Join(t.TempDir(), "known_hosts")
+	require.NoError(t, os.WriteFile(knownHosts, []byte(strings.Replace(string(line), "]:"+sshdPort+" ", "]:"+port+" ", 1)), 0o600))
+	t.Logf("sshd through a proxy at %s: %d ms each way", addr, ms)
+	return addr, knownHosts
 }
