@@ -111,9 +111,9 @@ func validatePull(req *PullRequest) error {
 
 // remotePullWriters is the least number of writers of a pull from a repository reached over
 // SFTP. TestMeasureSSHPath with 4,000 4-KiB files behind a 2-ms round trip: 1.6 MiB/s with
-// one writer per CPU (2), 4.9 with 8, 6-7 with 16. 16 is not taken: a writer holds its content's
-// bytes more than once while it reads them (as read, decrypted, decompressed), which for
-// large chunks weighs against the agent's 256-MiB memory limit.
+// one writer per CPU (2), 4.9 with 8, 6-7 with 16. 16 is not taken: a writer holds its
+// content's bytes more than once while it reads them (as read, decrypted, decompressed),
+// which for large chunks weighs against the agent's 256-MiB memory limit.
 const remotePullWriters = 8
 
 // loadImage loads a complete image of the job's dataset.
