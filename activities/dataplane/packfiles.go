@@ -296,8 +296,9 @@ func (s *packFiles) release(id blob.ID, pf *packFile, failed bool) {
 		delete(s.files, id)
 	}
 	if s.files[id] != pf {
+		last := pf.refs == 0 // read under the lock: another reader may release it too
 		s.mu.Unlock()
-		if pf.refs == 0 {
+		if last {
 			closeHandles(pf.h)
 		}
 
