@@ -281,20 +281,27 @@ type sftpPack struct {
 // readRange reads the range in one ReadAt, which pkg/sftp splits into concurrent requests;
 // a lost connection is dropped, so the read through kopia that follows dials again.
 func (p sftpPack) readRange(offset, length int64, out blob.OutputBuffer) error {
+	short, err := readSFTPRange(p.f, offset, length, out)
+	if short {
+		return fmt.Errorf("%w: %d bytes at offset %d", blob.ErrInvalidRange, length, offset)
+	}
+	if err != nil && connectionLost(err) {
+		p.link.drop(p.client)
+	}
+	return err
+}
+
+// readSFTPRange writes length bytes of f at offset to out in one ReadAt. short: the file
+// ends before the range does; err: the read failed.
+func readSFTPRange(f *sftp.File, offset, length int64, out blob.OutputBuffer) (short bool, err error) {
 	out.Reset()
 	buf := make([]byte, length)
-	n, err := p.f.ReadAt(buf, offset)
+	n, err := f.ReadAt(buf, offset)
 	if int64(n) < length {
-		if err == nil || errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: %d bytes at offset %d", blob.ErrInvalidRange, length, offset)
-		}
-		if connectionLost(err) {
-			p.link.drop(p.client)
-		}
-		return err
+		return err == nil || errors.Is(err, io.EOF), err
 	}
 	_, err = out.Write(buf)
-	return err
+	return false, err
 }
 
 // Close closes the remote file.
@@ -313,23 +320,21 @@ func (s *remoteStorage) GetBlobFromPath(ctx context.Context, _, p string, offset
 			return fmt.Errorf("opening %s on host %s: %w", hostPath(h, p), h.Name, err)
 		}
 		defer f.Close() //nolint:errcheck
-		output.Reset()
 		if length < 0 {
+			output.Reset()
 			if _, err := f.WriteTo(output); err != nil {
 				return fmt.Errorf("reading %s on host %s: %w", hostPath(h, p), h.Name, err)
 			}
 			return nil
 		}
-		buf := make([]byte, length)
-		n, err := f.ReadAt(buf, offset)
-		if int64(n) < length {
-			if err == nil || errors.Is(err, io.EOF) {
-				return fmt.Errorf("%w: %s has no %d bytes at offset %d", blob.ErrInvalidRange, p, length, offset)
-			}
+		short, err := readSFTPRange(f, offset, length, output)
+		if short {
+			return fmt.Errorf("%w: %s has no %d bytes at offset %d", blob.ErrInvalidRange, p, length, offset)
+		}
+		if err != nil {
 			return fmt.Errorf("reading %s on host %s: %w", hostPath(h, p), h.Name, err)
 		}
-		_, err = output.Write(buf)
-		return err
+		return nil
 	})
 }
 
