@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
+	"github.com/replctl/replctl/internal/testworld"
 )
 
 // TestMeasureSSHPath compares the repository-over-SFTP path with `rsync -e ssh`
@@ -142,11 +144,10 @@ func delayedSSH(t *testing.T, s *sshtest.Server, ms int) (addr, knownHosts strin
 	require.NoError(t, err)
 	_, sshdPort, err := net.SplitHostPort(s.Addr)
 	require.NoError(t, err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := testworld.FreePort()
 	require.NoError(t, err)
-	addr = l.Addr().String()
-	require.NoError(t, l.Close())
-	_, port, _ := net.SplitHostPort(addr)
+	port := strconv.Itoa(p)
+	addr = net.JoinHostPort("127.0.0.1", port)
 
 	px := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop()), "sshd", addr, s.Addr)
 	require.NoError(t, px.Start())
