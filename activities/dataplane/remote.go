@@ -78,6 +78,9 @@ const remoteStorageType = "replctl-sftp"
 // client config.
 type remoteOptions struct {
 	Hosts []RemoteHost `json:"hosts"`
+	// Spool is an agent-local directory where packs that are read often are copied whole
+	// (pack_spool.go); "" copies none.
+	Spool string `json:"spool,omitempty"`
 	sharded.Options
 }
 
@@ -267,20 +270,25 @@ func (s *remoteStorage) openPack(ctx context.Context, id blob.ID) (packHandle, e
 		}
 		return nil, err
 	}
-	return sftpPack{f: f, client: c, link: s.link}, nil
+	return &sftpPack{f: f, spool: newPackSpool(f, s.opts.Spool), client: c, link: s.link}, nil
 }
 
 // sftpPack is a pack blob open on a remote host. pkg/sftp lets reads share the file (ReadAt
 // holds a read lock) and makes Close wait for them.
 type sftpPack struct {
 	f      *sftp.File
+	spool  *packSpool // the pack's local copy, once it is read often (pack_spool.go)
 	client *sftp.Client
 	link   *sftpLink
 }
 
-// readRange reads the range in one ReadAt, which pkg/sftp splits into concurrent requests;
-// a lost connection is dropped, so the read through kopia that follows dials again.
-func (p sftpPack) readRange(offset, length int64, out blob.OutputBuffer) error {
+// readRange reads the range from the pack's local copy if there is one, else in one ReadAt,
+// which pkg/sftp splits into concurrent requests; a lost connection is dropped, so the read
+// through kopia that follows dials again.
+func (p *sftpPack) readRange(offset, length int64, out blob.OutputBuffer) error {
+	if ok, err := p.spool.spooledRange(offset, length, out); ok {
+		return err
+	}
 	short, err := readSFTPRange(p.f, offset, length, out)
 	if short {
 		return fmt.Errorf("%w: %d bytes at offset %d", blob.ErrInvalidRange, length, offset)
@@ -304,8 +312,11 @@ func readSFTPRange(f *sftp.File, offset, length int64, out blob.OutputBuffer) (s
 	return false, err
 }
 
-// Close closes the remote file.
-func (p sftpPack) Close() error { return p.f.Close() }
+// Close closes the local copy, then the remote file.
+func (p *sftpPack) Close() error {
+	p.spool.Close()
+	return p.f.Close()
+}
 
 func hostPath(h RemoteHost, p string) string { return path.Join(h.Dir, p) }
 

@@ -55,7 +55,7 @@ func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (re
 	// The stored connection names the hosts; reconnect every time so that a
 	// changed host list (config edit) is always what is used.
 	_ = repo.Disconnect(ctx, cfgFile)
-	st, err := newRemoteStorage(ctx, &remoteOptions{Hosts: cfg.Remote}, false)
+	st, err := newRemoteStorage(ctx, &remoteOptions{Hosts: cfg.Remote, Spool: cdir}, false)
 	if err != nil {
 		return nil, err
 	}

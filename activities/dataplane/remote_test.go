@@ -196,7 +196,8 @@ func TestPackFilesOverSFTP(t *testing.T) {
 	plain, err := dialRemoteStorage(ctx, opts, false)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = plain.Close(ctx) })
-	st, err := dialRemoteStorage(ctx, opts, false)
+	spool := t.TempDir()
+	st, err := dialRemoteStorage(ctx, &remoteOptions{Hosts: e.cfg.Remote, Spool: spool}, false)
 	require.NoError(t, err)
 	var opens atomic.Int64
 	pf := withPackFiles(st, func(ctx context.Context, id blob.ID) (packHandle, error) {
@@ -214,6 +215,8 @@ func TestPackFilesOverSFTP(t *testing.T) {
 	pf.mu.Unlock()
 	require.Positive(t, open, "no remote pack file was kept open")
 	require.LessOrEqual(t, open, packFilesOpen)
+	require.Positive(t, spooled(pf), "no pack read often was copied (pack_spool.go)")
+	readRangesAlike(t, plain, pf, packs) // from the copies
 	_, err = readBlob(pf, "p0000000000000000000000000000000", 0, 10)
 	require.ErrorIs(t, err, blob.ErrBlobNotFound)
 	last := packs[len(packs)-1]
@@ -228,4 +231,31 @@ func TestPackFilesOverSFTP(t *testing.T) {
 	}
 	readRangesAlike(t, retrying.NewWrapper(plain), retrying.NewWrapper(pf), packs)
 	require.Greater(t, accepted(b1), before, "the link was dialled again")
+	require.NoError(t, pf.Close(ctx))
+	left, err := os.ReadDir(spool)
+	require.NoError(t, err)
+	require.Empty(t, left, "a pack's copy was left behind")
+}
+
+// spooled waits for the copies under way of pf's open remote packs and counts those made.
+func spooled(pf *packFiles) int {
+	pf.mu.Lock()
+	var spools []*packSpool
+	for _, f := range pf.files {
+		spools = append(spools, f.h.(*sftpPack).spool) //nolint:forcetypeassert // remote packs only
+	}
+	pf.mu.Unlock()
+	n := 0
+	for _, s := range spools {
+		s.mu.Lock()
+		done := s.done
+		s.mu.Unlock()
+		if done != nil {
+			<-done
+		}
+		if stateOf(s) == spoolReady {
+			n++
+		}
+	}
+	return n
 }
