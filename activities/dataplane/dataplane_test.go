@@ -19,6 +19,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/replctl/replctl/activities/hostexec/sshtest"
 )
 
 func TestPushPullRoundTrip(t *testing.T) {
@@ -739,27 +741,32 @@ func TestPullToDatasetWithAnotherName(t *testing.T) {
 }
 
 // New repositories use PBKDF2 (not scrypt's 64 MiB per open) and kopia's
-// smallest pack size; both bound an agent's memory.
+// smallest pack size; both bound an agent's memory. A repository created over SFTP
+// is made the same way.
 func TestRepositoryFormat(t *testing.T) {
-	e := newEnv(t)
-	makeTree(t, e.src)
-	e.push()
-
 	require.Contains(t, format.SupportedFormatBlobKeyDerivationAlgorithms(), pbkdf2Algorithm)
+	for _, remote := range []bool{false, true} {
+		t.Run(map[bool]string{false: "local", true: "over SFTP"}[remote], func(t *testing.T) {
+			e := newEnv(t)
+			if remote {
+				e.cfg.Remote = []RemoteHost{remoteHost("b1", sshtest.Start(t), e.cfg.Dir)}
+			}
+			makeTree(t, e.src)
+			e.push()
 
-	var fb struct {
-		KeyAlgo string `json:"keyAlgo"`
+			var fb struct {
+				KeyAlgo string `json:"keyAlgo"`
+			}
+			require.NoError(t, json.Unmarshal(must(os.ReadFile(filepath.Join(e.cfg.Dir, format.KopiaRepositoryBlobID+".f"))), &fb))
+			require.Equal(t, pbkdf2Algorithm, fb.KeyAlgo)
+
+			dr, err := e.repos.open(context.Background(), e.cfg, false)
+			require.NoError(t, err)
+			mp, err := dr.ContentReader().ContentFormat().GetMutableParameters(context.Background())
+			require.NoError(t, err)
+			require.Equal(t, 10<<20, mp.MaxPackSize)
+		})
 	}
-
-	require.NoError(t, json.Unmarshal(must(os.ReadFile(filepath.Join(e.cfg.Dir, format.KopiaRepositoryBlobID+".f"))), &fb))
-	require.Equal(t, pbkdf2Algorithm, fb.KeyAlgo)
-
-	dr, err := e.repos.open(context.Background(), e.cfg, false)
-	require.NoError(t, err)
-
-	mp, err := dr.ContentReader().ContentFormat().GetMutableParameters(context.Background())
-	require.NoError(t, err)
-	require.Equal(t, 10<<20, mp.MaxPackSize)
 }
 
 // Identical directories share one image object; a pull with "changed"

@@ -143,9 +143,7 @@ func initRemoteRepo(ctx context.Context, link *sftpLink, cfg RepoConfig, log fun
 	if err != nil {
 		return fmt.Errorf("creating repository storage next to %s: %w", cfg.Dir, err)
 	}
-	err = repo.Initialize(ctx, st, &repo.NewRepositoryOptions{
-		BlockFormat: format.ContentFormat{Hash: "BLAKE3-256", Encryption: "AES256-GCM-HMAC-SHA256"},
-	}, pw)
+	err = repo.Initialize(ctx, st, newRepositoryOptions(), pw)
 	st.Close(ctx) //nolint:errcheck
 	if err != nil {
 		return fmt.Errorf("initializing repository next to %s over SFTP: %w", cfg.Dir, err)

@@ -360,20 +360,7 @@ func initRepo(ctx context.Context, cfg RepoConfig, log func(string, ...any)) err
 		return fmt.Errorf("creating repository storage in %s: %w", tmp, err)
 	}
 
-	err = repo.Initialize(ctx, st, &repo.NewRepositoryOptions{
-		// kopia's default (scrypt-65536-8-1) allocates 64 MiB at every open,
-		// the largest part of an agent's peak RSS. The password is 256 random
-		// bits, so a memory-hard key derivation adds no strength.
-		FormatBlockKeyDerivationAlgorithm: pbkdf2Algorithm,
-		BlockFormat: format.ContentFormat{
-			Hash:       "BLAKE3-256",
-			Encryption: "AES256-GCM-HMAC-SHA256",
-			// kopia's smallest pack size (default 20 MiB): a push holds a
-			// pack being filled and packs being written per content kind, so
-			// this bounds an agent's memory.
-			MutableParameters: format.MutableParameters{MaxPackSize: 10 << 20},
-		},
-	}, pw)
+	err = repo.Initialize(ctx, st, newRepositoryOptions(), pw)
 	st.Close(ctx) //nolint:errcheck
 
 	if err != nil {
@@ -493,4 +480,24 @@ func legacyPasswordHint(cfg RepoConfig) string {
 
 	return fmt.Sprintf("; the old default %s beside the repository is there: move it (install -m 600 %s %s && rm %s), and the same file to every host using the repository",
 		old, old, cfg.PasswordFile, old)
+}
+
+// newRepositoryOptions is the format of every repository replctl creates, on a mounted
+// filesystem or over SFTP.
+func newRepositoryOptions() *repo.NewRepositoryOptions {
+	return &repo.NewRepositoryOptions{
+		// kopia's default (scrypt-65536-8-1) allocates 64 MiB at every open,
+		// the largest part of an agent's peak RSS. The password is 256 random
+		// bits, so a memory-hard key derivation adds no strength.
+		FormatBlockKeyDerivationAlgorithm: pbkdf2Algorithm,
+		BlockFormat: format.ContentFormat{
+			Hash:       "BLAKE3-256",
+			Encryption: "AES256-GCM-HMAC-SHA256",
+			// kopia's smallest pack size (default 20 MiB): a push holds a
+			// pack being filled and packs being written per content kind, so
+			// this bounds an agent's memory (and a pull over SFTP's copies of
+			// packs, pack_spool.go).
+			MutableParameters: format.MutableParameters{MaxPackSize: 10 << 20},
+		},
+	}
 }
