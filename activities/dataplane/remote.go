@@ -380,7 +380,7 @@ func (s *remoteStorage) PutBlobInPath(ctx context.Context, _, p string, data blo
 		tmp := full + ".tmp." + randomHex(8)
 		f, err := c.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 		if notExist(err) {
-			if err := c.MkdirAll(path.Dir(full)); err != nil {
+			if err := mkdirShard(c, path.Dir(full)); err != nil {
 				return fmt.Errorf("creating %s on host %s: %w", path.Dir(full), h.Name, err)
 			}
 			f, err = c.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
@@ -415,6 +415,16 @@ func (s *remoteStorage) PutBlobInPath(ctx context.Context, _, p string, data blo
 		}
 		return nil
 	})
+}
+
+// mkdirShard makes a blob's missing shard directory. Its parent (the blob kind's directory)
+// is there but for the first blob of a kind, so one mkdir does; MkdirAll, which stats each
+// level first, costs two round trips more and handles the rest.
+func mkdirShard(c *sftp.Client, dir string) error {
+	if c.Mkdir(dir) == nil {
+		return nil
+	}
+	return c.MkdirAll(dir)
 }
 
 // DeleteBlobInPath implements sharded.Impl; a missing blob is not an error.
