@@ -21,10 +21,12 @@ import (
 	"context"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kopia/kopia/repo/blob"
 	"github.com/kopia/kopia/repo/blob/filesystem"
+	"golang.org/x/sys/unix"
 )
 
 // localStorageType is the kopia storage type of a repository on a mounted filesystem.
@@ -84,7 +86,7 @@ func newLocalStorage(ctx context.Context, opts *filesystem.Options, isCreate boo
 			return nil, err
 		}
 
-		return osPack{f}, nil
+		return &localPack{osPack: osPack{f}}, nil
 	}
 
 	return withPackFiles(st, open, localStorageType), nil
@@ -337,6 +339,26 @@ var packBufs = sync.Pool{New: func() any { b := make([]byte, packReadChunk); ret
 
 // osPack is a pack blob's local file.
 type osPack struct{ *os.File }
+
+// localPack is a pack blob's file in the repository. Once it has served spoolAfter small
+// reads (as a remote pack's copy starts, pack_spool.go), the kernel is asked to read the
+// whole pack ahead (FADV_WILLNEED): a pull's reads land all over a pack, which on a cold
+// cache is a random read a file, and on NFS a round trip each.
+type localPack struct {
+	osPack
+	small atomic.Int32
+}
+
+func (f *localPack) readRange(offset, length int64, out blob.OutputBuffer) error {
+	if length < spoolSmall && f.small.Add(1) == spoolAfter {
+		if rc, err := f.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				_ = unix.Fadvise(int(fd), 0, 0, unix.FADV_WILLNEED) // a hint: its failure changes nothing
+			})
+		}
+	}
+	return f.osPack.readRange(offset, length, out)
+}
 
 // readRange reads through a pooled buffer, packReadChunk at a time.
 func (f osPack) readRange(offset, length int64, out blob.OutputBuffer) error {

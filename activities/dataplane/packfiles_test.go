@@ -3,18 +3,23 @@ package dataplane
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/repo/blob"
 	"github.com/kopia/kopia/repo/blob/filesystem"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // outBuf is a blob.OutputBuffer over a bytes.Buffer.
@@ -97,14 +102,14 @@ func TestPackFilesReadLikeKopia(t *testing.T) {
 	pf.mu.Unlock()
 	require.NotEmpty(t, kept)
 	pf.mu.Lock()
-	fd := pf.files[kept].h.(osPack).File
+	fd := pf.files[kept].h.(*localPack).File
 	pf.mu.Unlock()
 	require.NoError(t, pf.DeleteBlob(ctx, kept))
 	require.ErrorIs(t, fd.Close(), os.ErrClosed, "a deleted pack's file stayed open")
 	pf.mu.Lock()
 	var fds []*os.File
 	for _, f := range pf.files {
-		fds = append(fds, f.h.(osPack).File)
+		fds = append(fds, f.h.(*localPack).File)
 	}
 	pf.mu.Unlock()
 	require.NotEmpty(t, fds)
@@ -234,4 +239,67 @@ func TestPackFilesClientConfigMigrates(t *testing.T) {
 	lc, err = repo.LoadConfigFromFile(cfgFile)
 	require.NoError(t, err)
 	require.Equal(t, localStorageType, lc.Storage.Type)
+}
+
+// TestPackFilesAskReadAhead: a local pack that has served spoolAfter small reads is read
+// ahead whole by the kernel (FADV_WILLNEED), so a pull's scattered reads of a cold pack
+// stop being a disk read each.
+func TestPackFilesAskReadAhead(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	st, err := newLocalStorage(ctx, &filesystem.Options{Path: dir}, true)
+	require.NoError(t, err)
+	pf := st.(*packFiles) //nolint:forcetypeassert // TestPackFilesReadLikeKopia checks it
+	t.Cleanup(func() { _ = pf.Close(ctx) })
+	data := make([]byte, 8<<20)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i+8 <= len(data); i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
+	}
+	id := blob.ID("p" + strings.Repeat("0", 31))
+	require.NoError(t, pf.PutBlob(ctx, id, sliceBytes(data), blob.PutOptions{}))
+	_, p, err := paths(pf).GetShardedPathAndFilePath(ctx, id)
+	require.NoError(t, err)
+
+	f, err := os.Open(p)
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, f.Sync())
+	require.NoError(t, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED))
+	if r := resident(t, f, len(data)); r > 0.1 {
+		t.Skipf("the pack's pages cannot be dropped on this filesystem (%.0f%% resident)", 100*r)
+	}
+	for i := range spoolAfter - 1 {
+		off := rng.Int64N(int64(len(data)) - 4096)
+		b, err := readBlob(pf, id, off, 4096)
+		require.NoError(t, err)
+		require.Equal(t, data[off:off+4096], b, "read %d", i)
+	}
+	require.Less(t, resident(t, f, len(data)), 0.5, "read ahead before %d small reads", spoolAfter)
+	_, err = readBlob(pf, id, 0, 4096)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return resident(t, f, len(data)) > 0.9 }, 10*time.Second, 10*time.Millisecond,
+		"the pack was not read ahead after %d small reads", spoolAfter)
+}
+
+// paths is the sharded layout of a local packFiles storage.
+func paths(pf *packFiles) shardedPaths {
+	return pf.Storage.(shardedPaths) //nolint:forcetypeassert // kopia's filesystem storage
+}
+
+// resident is the share of f's first n bytes in the page cache.
+func resident(t *testing.T, f *os.File, n int) float64 {
+	t.Helper()
+	m, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	require.NoError(t, err)
+	defer unix.Munmap(m) //nolint:errcheck
+	vec := make([]byte, (n+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(n), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		require.NoError(t, errno, "mincore")
+	}
+	in := 0
+	for _, v := range vec {
+		in += int(v & 1)
+	}
+	return float64(in) / float64(len(vec))
 }
