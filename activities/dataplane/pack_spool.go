@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"sync/atomic"
 
 	"github.com/kopia/kopia/repo/blob"
 	"golang.org/x/sys/unix"
@@ -30,7 +29,13 @@ const (
 	spoolSmall = 64 << 10
 	// spoolChunk is the copy's read size (pkg/sftp sends it as concurrent requests).
 	spoolChunk = 2 << 20
+	// spoolCopies is how many copies run at once in an agent: each holds a chunk, and
+	// more would only share the link.
+	spoolCopies = 4
 )
+
+// spoolSlots holds a place for each copy under way.
+var spoolSlots = make(chan struct{}, spoolCopies)
 
 // packSpool is the local copy of one remote pack, made once the pack is read often.
 type packSpool struct {
@@ -42,7 +47,9 @@ type packSpool struct {
 	state spoolState
 	local *os.File      // the copy, once state is spoolReady
 	done  chan struct{} // closed when the copy ends (made or given up)
-	stop  atomic.Bool   // Close asks the copy to give up
+
+	stop     chan struct{} // closed by Close: the copy gives up
+	stopOnce sync.Once
 }
 
 type spoolState int
@@ -55,7 +62,7 @@ const (
 )
 
 func newPackSpool(remote io.ReaderAt, dir string) *packSpool {
-	s := &packSpool{remote: remote, dir: dir}
+	s := &packSpool{remote: remote, dir: dir, stop: make(chan struct{})}
 	if dir == "" {
 		s.state = spoolFailed
 	}
@@ -83,16 +90,23 @@ func (s *packSpool) readLocal(length int64) *os.File {
 	return nil
 }
 
-// copy copies the whole pack into an unnamed local file.
+// copy copies the whole pack into an unnamed local file, once a slot is free.
 func (s *packSpool) copy() {
 	defer close(s.done)
+	select {
+	case spoolSlots <- struct{}{}:
+		defer func() { <-spoolSlots }()
+	case <-s.stop:
+		s.setFailed()
+		return
+	}
 	f, err := unnamedFile(s.dir)
 	if err == nil {
 		err = s.copyInto(f)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err != nil || s.stop.Load() {
+	if err != nil || s.stopped() {
 		s.state = spoolFailed
 		if f != nil {
 			_ = f.Close()
@@ -105,7 +119,7 @@ func (s *packSpool) copy() {
 func (s *packSpool) copyInto(f *os.File) error {
 	buf := make([]byte, spoolChunk)
 	for off := int64(0); ; off += int64(len(buf)) {
-		if s.stop.Load() {
+		if s.stopped() {
 			return errors.New("closed")
 		}
 		n, err := s.remote.ReadAt(buf, off)
@@ -126,7 +140,7 @@ func (s *packSpool) copyInto(f *os.File) error {
 // Close ends a copy under way and closes the local copy; call it before closing the remote
 // file.
 func (s *packSpool) Close() {
-	s.stop.Store(true)
+	s.stopOnce.Do(func() { close(s.stop) })
 	s.mu.Lock()
 	done := s.done
 	s.mu.Unlock()
@@ -140,6 +154,21 @@ func (s *packSpool) Close() {
 		s.local = nil
 	}
 	s.state = spoolFailed
+}
+
+func (s *packSpool) stopped() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *packSpool) setFailed() {
+	s.mu.Lock()
+	s.state = spoolFailed
+	s.mu.Unlock()
 }
 
 // unnamedFile is a file in dir that has no name, so nothing is left behind whatever happens

@@ -18,13 +18,21 @@ import (
 // countingReaderAt counts the reads of a pack held in memory; gate, if set, holds each read
 // until it is closed.
 type countingReaderAt struct {
-	data  []byte
-	reads atomic.Int64
-	gate  chan struct{}
+	data           []byte
+	reads          atomic.Int64
+	gate           chan struct{}
+	inflight, peak atomic.Int64
 }
 
 func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	c.reads.Add(1)
+	in := c.inflight.Add(1)
+	defer c.inflight.Add(-1)
+	for {
+		if old := c.peak.Load(); in <= old || c.peak.CompareAndSwap(old, in) {
+			break
+		}
+	}
 	if c.gate != nil {
 		<-c.gate
 	}
@@ -77,9 +85,9 @@ func TestPackFilesSpool(t *testing.T) {
 	<-s.done
 	require.Equal(t, spoolReady, s.state, "copied after %d small reads", spoolAfter)
 	before := remote.reads.Load()
-	for range 500 {
+	for range 200 {
 		off := rng.Int64N(int64(len(data)))
-		n := 1 + rng.Int64N(min(int64(len(data))-off, 3*spoolChunk))
+		n := 1 + rng.Int64N(min(int64(len(data))-off, spoolChunk/2))
 		require.True(t, bytes.Equal(data[off:off+n], spoolRead(t, s, remote, off, n)), "%d+%d from the copy", off, n)
 	}
 	require.Equal(t, before, remote.reads.Load(), "reads after the copy went remote")
@@ -107,7 +115,7 @@ func TestPackFilesSpool(t *testing.T) {
 	require.Equal(t, spoolCopying, stateOf(s))
 	var wg sync.WaitGroup
 	wg.Go(s.Close)
-	require.Eventually(t, s.stop.Load, 5*time.Second, time.Millisecond)
+	require.Eventually(t, s.stopped, 5*time.Second, time.Millisecond)
 	close(gated.gate)
 	wg.Wait()
 	require.Equal(t, spoolFailed, stateOf(s))
@@ -135,4 +143,32 @@ func stateOf(s *packSpool) spoolState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.state
+}
+
+// TestPackFilesSpoolCopiesBounded: at most spoolCopies copies read at once; the others wait
+// for a slot and are made after them.
+func TestPackFilesSpoolCopiesBounded(t *testing.T) {
+	gated := &countingReaderAt{data: make([]byte, spoolChunk+100), gate: make(chan struct{})}
+	dir := t.TempDir()
+	var spools []*packSpool
+	var out outBuf
+	for range spoolCopies + 2 {
+		s := newPackSpool(gated, dir)
+		t.Cleanup(s.Close)
+		for range spoolAfter {
+			ok, err := s.spooledRange(0, 10, &out)
+			require.False(t, ok)
+			require.NoError(t, err)
+		}
+		spools = append(spools, s)
+	}
+	require.Eventually(t, func() bool { return gated.inflight.Load() == spoolCopies }, 5*time.Second, time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	require.EqualValues(t, spoolCopies, gated.inflight.Load(), "more copies than slots")
+	close(gated.gate)
+	for _, s := range spools {
+		<-s.done
+		require.Equal(t, spoolReady, stateOf(s))
+	}
+	require.EqualValues(t, spoolCopies, gated.peak.Load())
 }
