@@ -218,11 +218,24 @@ type remoteStorage struct {
 	blob.DefaultProviderImplementation
 	opts remoteOptions
 	link *sftpLink
+	// borrowed: the link is its caller's, who closes it (newRemoteStorageOn).
+	borrowed bool
 }
 
 func newRemoteStorage(ctx context.Context, opts *remoteOptions, isCreate bool) (blob.Storage, error) {
 	st, err := dialRemoteStorage(ctx, opts, isCreate)
 	if err != nil {
+		return nil, err
+	}
+	return retrying.NewWrapper(withPackFiles(st, st.openPack, "")), nil
+}
+
+// newRemoteStorageOn is newRemoteStorage over a link the caller already has (and closes),
+// for the short-lived storages of opening a repository: an SSH login is about ten round
+// trips. link must be of opts.Hosts.
+func newRemoteStorageOn(ctx context.Context, link *sftpLink, opts *remoteOptions) (blob.Storage, error) {
+	st := &remoteStorage{opts: *opts, link: link, borrowed: true}
+	if err := st.connect(ctx, false); err != nil {
 		return nil, err
 	}
 	return retrying.NewWrapper(withPackFiles(st, st.openPack, "")), nil
@@ -236,8 +249,18 @@ func dialRemoteStorage(ctx context.Context, opts *remoteOptions, isCreate bool) 
 		return nil, err
 	}
 	st := &remoteStorage{opts: *opts, link: link}
-	st.Storage = sharded.New(st, "/", opts.Options, isCreate)
-	if err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+	if err := st.connect(ctx, isCreate); err != nil {
+		link.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// connect sets up the sharded layout and checks (or, creating, makes) the repository
+// directory on the connected host.
+func (st *remoteStorage) connect(ctx context.Context, isCreate bool) error {
+	st.Storage = sharded.New(st, "/", st.opts.Options, isCreate)
+	return st.link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
 		if _, err := c.Stat(h.Dir); err != nil {
 			if notExist(err) && isCreate {
 				return c.MkdirAll(h.Dir)
@@ -245,11 +268,7 @@ func dialRemoteStorage(ctx context.Context, opts *remoteOptions, isCreate bool) 
 			return fmt.Errorf("repository directory %s on host %s: %w", h.Dir, h.Name, err)
 		}
 		return nil
-	}); err != nil {
-		link.Close()
-		return nil, err
-	}
-	return st, nil
+	})
 }
 
 // openPack opens pack blob id on the connected host, for packFiles: kopia reads one content
@@ -465,7 +484,9 @@ func (s *remoteStorage) DisplayName() string {
 
 // Close implements blob.Storage.
 func (s *remoteStorage) Close(context.Context) error {
-	s.link.Close()
+	if !s.borrowed {
+		s.link.Close()
+	}
 	return nil
 }
 

@@ -55,7 +55,7 @@ func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (re
 	// The stored connection names the hosts; reconnect every time so that a
 	// changed host list (config edit) is always what is used.
 	_ = repo.Disconnect(ctx, cfgFile)
-	st, err := newRemoteStorage(ctx, &remoteOptions{Hosts: cfg.Remote, Spool: cdir}, false)
+	st, err := newRemoteStorageOn(ctx, link, &remoteOptions{Hosts: cfg.Remote, Spool: cdir})
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func remoteInitialized(ctx context.Context, link *sftpLink, hosts []RemoteHost) 
 	if err != nil || !exists {
 		return false, err
 	}
-	st, err := newRemoteStorage(ctx, &remoteOptions{Hosts: hosts}, false)
+	st, err := newRemoteStorageOn(ctx, link, &remoteOptions{Hosts: hosts})
 	if err != nil {
 		return false, err
 	}

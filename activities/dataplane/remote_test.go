@@ -259,3 +259,23 @@ func spooled(pf *packFiles) int {
 	}
 	return n
 }
+
+// TestRemoteOpenLogsInThrice: opening an existing repository over SFTP on an agent that has
+// not opened it yet logs in three times: once for the checks and kopia's connect, once for
+// the open with which kopia's connect verifies its config, once for the repository kopia
+// keeps open. It was five: the checks and the connect each dialled their own (an SSH login
+// is about ten round trips).
+func TestRemoteOpenLogsInThrice(t *testing.T) {
+	b1 := sshtest.Start(t)
+	e := newEnv(t)
+	e.cfg.Remote = []RemoteHost{remoteHost("b1", b1, e.cfg.Dir)}
+	makeTree(t, e.src)
+	e.push()
+
+	repos := NewRepos(nil)
+	t.Cleanup(func() { _ = repos.Close() })
+	before := accepted(b1)
+	_, err := repos.open(context.Background(), e.cfg, false)
+	require.NoError(t, err)
+	require.Equal(t, 3, accepted(b1)-before, "SSH logins to open the repository")
+}
