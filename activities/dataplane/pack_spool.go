@@ -22,8 +22,8 @@ import (
 )
 
 const (
-	// spoolAfter is how many small reads of one pack handle start its copy: about 1 % of
-	// a 20-MiB pack of 4-KiB contents.
+	// spoolAfter is how many small reads of one pack handle start its copy: 1–3 % of the
+	// contents of a 10- or 20-MiB pack of 4-KiB files.
 	spoolAfter = 64
 	// spoolSmall is a read whose round trip costs more than its bytes.
 	spoolSmall = 64 << 10
