@@ -1,9 +1,11 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -52,10 +54,12 @@ func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (re
 	}
 	cfgFile := filepath.Join(cdir, "repository.config")
 
-	// The stored connection names the hosts; reconnect every time so that a
-	// changed host list (config edit) is always what is used.
+	opts := &remoteOptions{Hosts: cfg.Remote, Spool: cdir}
+	if rep := r.reopenRemote(ctx, cfg, cfgFile, pw, opts); rep != nil {
+		return rep, nil
+	}
 	_ = repo.Disconnect(ctx, cfgFile)
-	st, err := newRemoteStorageOn(ctx, link, &remoteOptions{Hosts: cfg.Remote, Spool: cdir})
+	st, err := newRemoteStorageOn(ctx, link, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +73,37 @@ func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (re
 		return nil, fmt.Errorf("opening repository %s over SFTP: %w", cfg.Dir, err)
 	}
 	return rep, nil
+}
+
+// reopenRemote opens the repository through the client config an earlier open wrote, when
+// that config names this very connection (every host field, the spool dir), or returns nil:
+// then the caller connects again (a config edit changed the hosts, an older replctl wrote
+// it, or the open failed: a repository made anew in place, another password). Connecting
+// costs kopia's check of what it writes, a second open of the repository: over SFTP a login
+// and an index refresh.
+func (r *Repos) reopenRemote(ctx context.Context, cfg RepoConfig, cfgFile, pw string, opts *remoteOptions) repo.Repository {
+	lc, err := repo.LoadConfigFromFile(cfgFile)
+	if err != nil || lc.Storage == nil || lc.Storage.Type != remoteStorageType {
+		return nil
+	}
+	stored, err := json.Marshal(lc.Storage.Config)
+	if err != nil {
+		return nil
+	}
+	want, err := json.Marshal(opts)
+	if err != nil || !bytes.Equal(stored, want) {
+		return nil
+	}
+	// CacheMB may have changed since the client state was created.
+	if err := repo.SetCachingOptions(ctx, cfgFile, cfg.cachingOptions(cfgFile)); err != nil {
+		return nil
+	}
+	rep, err := repo.Open(ctx, cfgFile, pw, r.openOptions(cfg))
+	if err != nil {
+		r.log("reconnecting repository", "repo", cfg.Dir, "err", err)
+		return nil
+	}
+	return rep
 }
 
 func hostNames(hosts []RemoteHost) string {

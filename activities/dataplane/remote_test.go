@@ -260,22 +260,47 @@ func spooled(pf *packFiles) int {
 	return n
 }
 
-// TestRemoteOpenLogsInThrice: opening an existing repository over SFTP on an agent that has
-// not opened it yet logs in three times: once for the checks and kopia's connect, once for
-// the open with which kopia's connect verifies its config, once for the repository kopia
-// keeps open. It was five: the checks and the connect each dialled their own (an SSH login
-// is about ten round trips).
-func TestRemoteOpenLogsInThrice(t *testing.T) {
+// TestRemoteOpenLogins: the SSH logins (about ten round trips each) of opening a
+// repository over SFTP on an agent that has not opened it since it started. With no client
+// config yet: three, one for the checks and kopia's connect, one for the open with which
+// kopia's connect checks the config it wrote, one for the repository kept open (five before
+// the checks and the connect shared a link). With the config an earlier open wrote for
+// this same connection: two, the connect is skipped. With a config of another connection
+// (here the host's known_hosts moved), or one kopia cannot open with: connected again.
+func TestRemoteOpenLogins(t *testing.T) {
 	b1 := sshtest.Start(t)
 	e := newEnv(t)
+	e.cfg.ClientDir = filepath.Join(t.TempDir(), "pushing-agent")
 	e.cfg.Remote = []RemoteHost{remoteHost("b1", b1, e.cfg.Dir)}
 	makeTree(t, e.src)
 	e.push()
+	cfg := e.cfg // this agent's client dir holds no config yet
+	cfg.ClientDir = filepath.Join(t.TempDir(), "this-agent")
 
-	repos := NewRepos(nil)
-	t.Cleanup(func() { _ = repos.Close() })
-	before := accepted(b1)
-	_, err := repos.open(context.Background(), e.cfg, false)
-	require.NoError(t, err)
-	require.Equal(t, 3, accepted(b1)-before, "SSH logins to open the repository")
+	logins := func(cfg RepoConfig) int {
+		t.Helper()
+		repos := NewRepos(nil)
+		defer func() { _ = repos.Close() }()
+		before := accepted(b1)
+		_, err := repos.open(context.Background(), cfg, false)
+		require.NoError(t, err)
+		return accepted(b1) - before
+	}
+	require.Equal(t, 3, logins(cfg), "first open on this agent")
+	require.Equal(t, 2, logins(cfg), "open again through the stored config")
+
+	moved := filepath.Join(t.TempDir(), "known_hosts")
+	require.NoError(t, os.WriteFile(moved, must(os.ReadFile(b1.KnownHostsFile)), 0o600))
+	cfg.Remote[0].KnownHostsFile = moved
+	require.Equal(t, 3, logins(cfg), "a stored config of another connection is not used")
+	require.Equal(t, 2, logins(cfg))
+
+	// A repository kopia cannot open through the stored config (a password from
+	// another repository): connected again, and the error is the connect's.
+	pwFile := filepath.Join(t.TempDir(), "other.password")
+	require.NoError(t, os.WriteFile(pwFile, []byte("another password of forty-four characters..."), 0o600))
+	cfg.PasswordFile = pwFile
+	_, err := NewRepos(nil).open(context.Background(), cfg, false)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.ErrorContains(t, err, "wrong password")
 }
