@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -65,11 +64,8 @@ func spoolRead(t *testing.T, s *packSpool, remote *countingReaderAt, off, n int6
 // reads are served from it, byte for byte; large reads do not count, no directory copies
 // nothing, and a copy that is closed half way leaves nothing behind.
 func TestPackFilesSpool(t *testing.T) {
-	data := make([]byte, 5*spoolChunk+12345) // ends within a chunk
 	rng := rand.New(rand.NewPCG(1, 2))
-	for i := 0; i+8 <= len(data); i += 8 {
-		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
-	}
+	data := randomData(rng, 5*spoolChunk+12344) // ends within a chunk
 	dir := t.TempDir()
 
 	remote := &countingReaderAt{data: data}

@@ -121,12 +121,8 @@ func TestPackFilesReadLikeKopia(t *testing.T) {
 
 // TestPackFilesCloseWhenIdle: files unused for packIdle are closed.
 func TestPackFilesCloseWhenIdle(t *testing.T) {
-	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := newLocalStorage(ctx, &filesystem.Options{Path: dir}, true)
-	require.NoError(t, err)
-	pf := st.(*packFiles) //nolint:forcetypeassert // TestPackFilesReadLikeKopia checks it
-	t.Cleanup(func() { _ = pf.Close(ctx) })
+	pf := newEmptyPackFiles(t)
 	for i := range 3 {
 		require.NoError(t, pf.PutBlob(ctx, blob.ID(fmt.Sprintf("p%031d", i)), bytesOf(fmt.Sprintf("pack %d", i)), blob.PutOptions{}))
 	}
@@ -245,17 +241,10 @@ func TestPackFilesClientConfigMigrates(t *testing.T) {
 // ahead whole by the kernel (FADV_WILLNEED), so a pull's scattered reads of a cold pack
 // stop being a disk read each.
 func TestPackFilesAskReadAhead(t *testing.T) {
-	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := newLocalStorage(ctx, &filesystem.Options{Path: dir}, true)
-	require.NoError(t, err)
-	pf := st.(*packFiles) //nolint:forcetypeassert // TestPackFilesReadLikeKopia checks it
-	t.Cleanup(func() { _ = pf.Close(ctx) })
-	data := make([]byte, 8<<20)
+	pf := newEmptyPackFiles(t)
 	rng := rand.New(rand.NewPCG(5, 6))
-	for i := 0; i+8 <= len(data); i += 8 {
-		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
-	}
+	data := randomData(rng, 8<<20)
 	id := blob.ID("p" + strings.Repeat("0", 31))
 	require.NoError(t, pf.PutBlob(ctx, id, sliceBytes(data), blob.PutOptions{}))
 	_, p, err := paths(pf).GetShardedPathAndFilePath(ctx, id)
@@ -280,6 +269,26 @@ func TestPackFilesAskReadAhead(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return resident(t, f, len(data)) > 0.9 }, 10*time.Second, 10*time.Millisecond,
 		"the pack was not read ahead after %d small reads", spoolAfter)
+}
+
+// newEmptyPackFiles is a local storage in a new directory, read through open pack files.
+func newEmptyPackFiles(t *testing.T) *packFiles {
+	t.Helper()
+	ctx := context.Background()
+	st, err := newLocalStorage(ctx, &filesystem.Options{Path: t.TempDir()}, true)
+	require.NoError(t, err)
+	pf := st.(*packFiles) //nolint:forcetypeassert // TestPackFilesReadLikeKopia checks it
+	t.Cleanup(func() { _ = pf.Close(ctx) })
+	return pf
+}
+
+// randomData is n bytes from rng (n a multiple of 8).
+func randomData(rng *rand.Rand, n int) []byte {
+	data := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
+	}
+	return data
 }
 
 // paths is the sharded layout of a local packFiles storage.
