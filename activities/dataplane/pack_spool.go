@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kopia/kopia/repo/blob"
 	"golang.org/x/sys/unix"
@@ -37,13 +38,25 @@ const (
 // spoolSlots holds a place for each copy under way.
 var spoolSlots = make(chan struct{}, spoolCopies)
 
+// smallReads counts a pack handle's small reads: the rule by which a pack is read often
+// enough to fetch whole, copied (remote, here) or read ahead by the kernel (local,
+// packfiles.go).
+type smallReads struct{ n atomic.Int32 }
+
+// often counts a read of length and tells whether it is the one that makes the pack read
+// often (true once).
+func (c *smallReads) often(length int64) bool {
+	return length < spoolSmall && c.n.Add(1) == spoolAfter
+}
+
 // packSpool is the local copy of one remote pack, made once the pack is read often.
 type packSpool struct {
 	remote io.ReaderAt
 	dir    string // where the copy is made; "" never copies
 
+	reads smallReads
+
 	mu    sync.Mutex
-	small int
 	state spoolState
 	local *os.File      // the copy, once state is spoolReady
 	done  chan struct{} // closed when the copy ends (made or given up)
@@ -78,10 +91,7 @@ func (s *packSpool) readLocal(length int64) *os.File {
 	case spoolReady:
 		return s.local
 	case spoolNone:
-		if length < spoolSmall {
-			s.small++
-		}
-		if s.small >= spoolAfter {
+		if s.reads.often(length) {
 			s.state = spoolCopying
 			s.done = make(chan struct{})
 			go s.copy()

@@ -21,7 +21,6 @@ import (
 	"context"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kopia/kopia/repo/blob"
@@ -346,11 +345,11 @@ type osPack struct{ *os.File }
 // cache is a random read a file, and on NFS a round trip each.
 type localPack struct {
 	osPack
-	small atomic.Int32
+	reads smallReads
 }
 
 func (f *localPack) readRange(offset, length int64, out blob.OutputBuffer) error {
-	if length < spoolSmall && f.small.Add(1) == spoolAfter {
+	if f.reads.often(length) {
 		if rc, err := f.SyscallConn(); err == nil {
 			_ = rc.Control(func(fd uintptr) {
 				_ = unix.Fadvise(int(fd), 0, 0, unix.FADV_WILLNEED) // a hint: its failure changes nothing
