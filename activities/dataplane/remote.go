@@ -227,18 +227,23 @@ func newRemoteStorage(ctx context.Context, opts *remoteOptions, isCreate bool) (
 	if err != nil {
 		return nil, err
 	}
-	return retrying.NewWrapper(withPackFiles(st, st.openPack, "")), nil
+	return st.withPackReads(), nil
 }
 
 // newRemoteStorageOn is newRemoteStorage over a link the caller already has (and closes),
 // for the short-lived storages of opening a repository: an SSH login is about ten round
-// trips. link must be of opts.Hosts.
-func newRemoteStorageOn(ctx context.Context, link *sftpLink, opts *remoteOptions) (blob.Storage, error) {
+// trips. link must be of opts.Hosts, and the caller has found the repository directory
+// through it (remoteInitialized), so it is not looked at again.
+func newRemoteStorageOn(link *sftpLink, opts *remoteOptions) blob.Storage {
 	st := &remoteStorage{opts: *opts, link: link, borrowed: true}
-	if err := st.connect(ctx, false); err != nil {
-		return nil, err
-	}
-	return retrying.NewWrapper(withPackFiles(st, st.openPack, "")), nil
+	st.Storage = sharded.New(st, "/", opts.Options, false)
+	return st.withPackReads()
+}
+
+// withPackReads is the storage kopia uses: pack reads through open remote files (and their
+// local copies), every operation retried as kopia's own storages are.
+func (s *remoteStorage) withPackReads() blob.Storage {
+	return retrying.NewWrapper(withPackFiles(s, s.openPack, ""))
 }
 
 // dialRemoteStorage connects the storage: a repository nobody can reach fails here, with
@@ -249,18 +254,8 @@ func dialRemoteStorage(ctx context.Context, opts *remoteOptions, isCreate bool) 
 		return nil, err
 	}
 	st := &remoteStorage{opts: *opts, link: link}
-	if err := st.connect(ctx, isCreate); err != nil {
-		link.Close()
-		return nil, err
-	}
-	return st, nil
-}
-
-// connect sets up the sharded layout and checks (or, creating, makes) the repository
-// directory on the connected host.
-func (st *remoteStorage) connect(ctx context.Context, isCreate bool) error {
-	st.Storage = sharded.New(st, "/", st.opts.Options, isCreate)
-	return st.link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
+	st.Storage = sharded.New(st, "/", opts.Options, isCreate)
+	if err := link.do(ctx, func(c *sftp.Client, h RemoteHost) error {
 		if _, err := c.Stat(h.Dir); err != nil {
 			if notExist(err) && isCreate {
 				return c.MkdirAll(h.Dir)
@@ -268,7 +263,11 @@ func (st *remoteStorage) connect(ctx context.Context, isCreate bool) error {
 			return fmt.Errorf("repository directory %s on host %s: %w", h.Dir, h.Name, err)
 		}
 		return nil
-	})
+	}); err != nil {
+		link.Close()
+		return nil, err
+	}
+	return st, nil
 }
 
 // openPack opens pack blob id on the connected host, for packFiles: kopia reads one content

@@ -59,10 +59,7 @@ func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (re
 		return rep, nil
 	}
 	_ = repo.Disconnect(ctx, cfgFile)
-	st, err := newRemoteStorageOn(ctx, link, opts)
-	if err != nil {
-		return nil, err
-	}
+	st := newRemoteStorageOn(link, opts)
 	err = connectStorage(ctx, st, cfg, cfgFile, pw, " over SFTP")
 	st.Close(ctx) //nolint:errcheck
 	if err != nil {
@@ -98,12 +95,7 @@ func (r *Repos) reopenRemote(ctx context.Context, cfg RepoConfig, cfgFile, pw st
 	if err := repo.SetCachingOptions(ctx, cfgFile, cfg.cachingOptions(cfgFile)); err != nil {
 		return nil
 	}
-	rep, err := repo.Open(ctx, cfgFile, pw, r.openOptions(cfg))
-	if err != nil {
-		r.log("reconnecting repository", "repo", cfg.Dir, "err", err)
-		return nil
-	}
-	return rep
+	return r.openStored(ctx, cfg, cfgFile, pw)
 }
 
 func hostNames(hosts []RemoteHost) string {
@@ -133,10 +125,7 @@ func remoteInitialized(ctx context.Context, link *sftpLink, hosts []RemoteHost) 
 	if err != nil || !exists {
 		return false, err
 	}
-	st, err := newRemoteStorageOn(ctx, link, &remoteOptions{Hosts: hosts})
-	if err != nil {
-		return false, err
-	}
+	st := newRemoteStorageOn(link, &remoteOptions{Hosts: hosts})
 	defer st.Close(ctx) //nolint:errcheck
 	_, err = st.GetMetadata(ctx, format.KopiaRepositoryBlobID)
 	if errors.Is(err, blob.ErrBlobNotFound) {

@@ -197,8 +197,6 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 
 	cfgFile := filepath.Join(cdir, "repository.config")
 
-	opts := r.openOptions(cfg)
-
 	if stale, err := staleStorageType(cfgFile); err == nil && stale {
 		// Client state from before pack files were kept open (packfiles.go): connect again.
 		_ = repo.Disconnect(ctx, cfgFile)
@@ -210,13 +208,9 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 			r.log("updating cache settings failed", "repo", cfg.Dir, "err", err)
 		}
 
-		rep, err := repo.Open(ctx, cfgFile, pw, opts)
-		if err == nil {
+		if rep := r.openStored(ctx, cfg, cfgFile, pw); rep != nil {
 			return rep, nil
 		}
-
-		// A stale config (e.g. repository re-created): reconnect once.
-		r.log("reconnecting repository", "repo", cfg.Dir, "err", err)
 
 		_ = repo.Disconnect(ctx, cfgFile)
 	}
@@ -225,12 +219,25 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 		return nil, err
 	}
 
-	rep, err := repo.Open(ctx, cfgFile, pw, opts)
+	rep, err := repo.Open(ctx, cfgFile, pw, r.openOptions(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("opening repository %s: %w", cfg.Dir, err)
 	}
 
 	return rep, nil
+}
+
+// openStored opens the repository through the client config cfgFile an earlier open
+// wrote, or returns nil when that fails (a stale config: the repository made anew in place,
+// another password): the caller then connects again, once.
+func (r *Repos) openStored(ctx context.Context, cfg RepoConfig, cfgFile, pw string) repo.Repository {
+	rep, err := repo.Open(ctx, cfgFile, pw, r.openOptions(cfg))
+	if err != nil {
+		r.log("reconnecting repository", "repo", cfg.Dir, "err", err)
+		return nil
+	}
+
+	return rep
 }
 
 // staleStorageType tells whether the client config cfgFile opens its repository as a storage
