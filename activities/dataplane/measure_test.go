@@ -145,7 +145,7 @@ func TestMeasurePushPull(t *testing.T) {
 	var img1, img2 string
 
 	timed("push (full)", func() string {
-		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: envInt("REPLCTL_MEASURE_PUSH_PARALLEL", 0)}, nil)
 		require.NoError(t, err)
 		img1 = r.ImageID
 
@@ -183,7 +183,7 @@ func TestMeasurePushPull(t *testing.T) {
 	}
 
 	timed("push (1% changed)", func() string {
-		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: envInt("REPLCTL_MEASURE_PUSH_PARALLEL", 0)}, nil)
 		require.NoError(t, err)
 		img2 = r.ImageID
 
@@ -201,7 +201,7 @@ func TestMeasurePushPull(t *testing.T) {
 		writeFile(t, filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i)), []byte(strconv.Itoa(i)+" changed"), 0o644, baseTime.Add(time.Hour))
 	}
 
-	r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+	r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: envInt("REPLCTL_MEASURE_PUSH_PARALLEL", 0)}, nil)
 	require.NoError(t, err)
 	timed(fmt.Sprintf("pull (1%% again, recycle=%v)", !noRecycle), func() string { return pull(r.ImageID, "p4", "changed") })
 	timed("trash sweep after it", func() string { WaitTrash(); return "" })

@@ -40,9 +40,17 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// writeSparse writes data at off in f except its all-zero blocks, which are
-// left as holes. f must read as zeros there (a new file, written once).
-func writeSparse(f *os.File, data []byte, off int64) error {
+// sparseFile is a new file being written once, with holes where its data is zeros.
+type sparseFile struct {
+	f *os.File
+	// end is where the last byte written ends: the file's size, which is short of the
+	// entry's size when the file ends in a hole.
+	end int64
+}
+
+// write writes data at off except its all-zero blocks, which are left as holes. The file
+// must read as zeros there (a new file, written once).
+func (sf *sparseFile) write(data []byte, off int64) error {
 	for len(data) > 0 {
 		// Up to the next block boundary of the file.
 		n := int(holeBlock - off%holeBlock)
@@ -66,9 +74,11 @@ func writeSparse(f *os.File, data []byte, off int64) error {
 			end += m
 		}
 
-		if _, err := f.WriteAt(data[:end], off); err != nil {
+		if _, err := sf.f.WriteAt(data[:end], off); err != nil {
 			return err
 		}
+
+		sf.end = max(sf.end, off+int64(end))
 
 		data, off = data[end:], off+int64(end)
 	}

@@ -84,6 +84,12 @@ func TestPullKeepsHoles(t *testing.T) {
 	require.NoError(t, os.Truncate(hole, 64<<20))
 	require.NoError(t, os.Chtimes(hole, mt, mt))
 
+	// Data, then zeros to its end within the same content: the size comes from the
+	// truncate after the writes, not from the last write.
+	tail := filepath.Join(e.src, "tail.img")
+	require.NoError(t, os.WriteFile(tail, append([]byte("abc"), make([]byte, 1<<20)...), 0o644))
+	require.NoError(t, os.Chtimes(tail, mt, mt))
+
 	srcData := dataRanges(t, sp)
 	if len(srcData) == 0 || allocated(t, sp) > 1<<20 {
 		t.Skipf("the file system of %s keeps no holes", e.src)
@@ -106,6 +112,10 @@ func TestPullKeepsHoles(t *testing.T) {
 		}
 
 		require.LessOrEqual(t, allocated(t, got), int64(64<<10), "replica of %s allocates too much", got)
+
+		gt := filepath.Join(rep, "tail.img")
+		require.Equal(t, sha(t, tail), sha(t, gt))
+		require.Equal(t, int64(3+1<<20), fileSize(t, gt))
 
 		gh := filepath.Join(rep, "hole.img")
 		require.Empty(t, dataRanges(t, gh))
