@@ -2,8 +2,10 @@ package dataplane
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -230,4 +232,38 @@ func TestCheckReplicaListsEveryDifference(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 4, d.Count)
 	require.Len(t, d.First, 2, "names at most the limit, counts all")
+}
+
+// The entries of a directory are checked on several goroutines (entryDiffs), and the
+// differences are still named in image order: in a directory of 300 files (five chunks),
+// four changed modes come back in name order, and a verification names the first.
+func TestCheckReplicaNamesDifferencesInOrder(t *testing.T) {
+	e := newEnv(t)
+	big := filepath.Join(e.src, "big")
+	require.NoError(t, os.Mkdir(big, 0o755))
+	for i := range 300 {
+		writeFile(t, filepath.Join(big, fmt.Sprintf("f%03d", i)), []byte(strconv.Itoa(i)), 0o644, baseTime)
+	}
+	require.NoError(t, os.Chtimes(big, baseTime, baseTime))
+	res := e.push()
+	pres := e.pull(res.ImageID, "r1")
+	ctx := context.Background()
+
+	damaged := []string{"f010", "f100", "f150", "f290"}
+	for _, n := range damaged {
+		require.NoError(t, os.Chmod(filepath.Join(pres.ReplicaPath, "big", n), 0o600))
+	}
+
+	for range 5 {
+		d, err := e.repos.CheckReplica(ctx, e.cfg, e.job, e.ds, res.ImageID, pres.ReplicaPath, 4, 10)
+		require.NoError(t, err)
+		require.Equal(t, len(damaged), d.Count, "differences: %q", d.First)
+		for i, n := range damaged {
+			require.Contains(t, d.First[i], "big/"+n+": mode", "difference %d of %q", i, d.First)
+		}
+
+		err = e.repos.VerifyReplica(ctx, e.cfg, e.job, e.ds, res.ImageID, pres.ReplicaPath, 4)
+		require.ErrorIs(t, err, ErrVerify)
+		require.Contains(t, err.Error(), "big/f010: mode")
+	}
 }

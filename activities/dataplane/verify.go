@@ -226,18 +226,22 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 
 	reached := o.ahead.subdirs(ents, rel)
 
+	diffs, err := o.entryDiffs(ctx, dir, rel, d, ents, haveType)
+	if err != nil {
+		return err
+	}
+
 	for i, de := range ents {
 		crel := path.Join(rel, de.Name)
 		reached(de)
 
-		// ok: the entry's type and metadata checks found no difference (a collected
-		// difference moves on to the next entry).
-		ok, err := o.checkEntry(dir, rel, crel, d, i, de, haveType)
-		if err != nil {
-			return err
-		}
+		// The entry's type and metadata differ from the image: a collected difference
+		// moves on to the next entry.
+		if diffs[i] != nil {
+			if err := o.diff(diffs[i]); err != nil {
+				return err
+			}
 
-		if !ok {
 			if de.Type == snapshot.EntryTypeDirectory {
 				o.ahead.take(crel) // not descended into: its read is not kept
 			}
@@ -289,10 +293,42 @@ func walkVerify(ctx context.Context, dr repo.DirectRepository, d object.ID, dir,
 	return nil
 }
 
-// checkEntry checks entry i (de, at crel) of image directory d at rel before its contents:
+// checkChunk is how many entries of a directory one verifier checks at a time.
+const checkChunk = 64
+
+// entryDiffs checks the entries of image directory d at rel before their contents
+// (entryDiff), on up to o.parallel goroutines: an lstat and a listxattr each, 1.7 s on one
+// core in a full pull of 200,000 files. The differences come back by entry, and the walk
+// reports them in image order, so the first difference named is the one a sequential walk
+// names.
+func (o *verifyOptions) entryDiffs(ctx context.Context, dir, rel string, d object.ID, ents []*snapshot.DirEntry, haveType map[string]fs.FileMode) ([]error, error) {
+	diffs := make([]error, len(ents))
+	check := func(c int) error {
+		for i := c * checkChunk; i < min((c+1)*checkChunk, len(ents)); i++ {
+			de := ents[i]
+			diffs[i] = o.entryDiff(dir, rel, path.Join(rel, de.Name), d, i, de, haveType)
+		}
+
+		return nil
+	}
+
+	chunks := (len(ents) + checkChunk - 1) / checkChunk
+	if chunks <= 1 || o.parallel <= 1 {
+		for c := range chunks {
+			_ = check(c)
+		}
+
+		return diffs, ctx.Err()
+	}
+
+	return diffs, parallelDo(ctx, min(o.parallel, chunks), chunks, check)
+}
+
+// entryDiff checks entry i (de, at crel) of image directory d at rel before its contents:
 // its type and, unless skipMeta, its metadata and xattrs (a directory's own metadata after
-// its contents). It reports whether the entry is as the image says.
-func (o *verifyOptions) checkEntry(dir, rel, crel string, d object.ID, i int, de *snapshot.DirEntry, haveType map[string]fs.FileMode) (bool, error) {
+// its contents). It returns the difference found (ErrVerify), nil when the entry is as the
+// image says. It is safe for concurrent use.
+func (o *verifyOptions) entryDiff(dir, rel, crel string, d object.ID, i int, de *snapshot.DirEntry, haveType map[string]fs.FileMode) error {
 	var err error
 
 	switch {
@@ -311,11 +347,7 @@ func (o *verifyOptions) checkEntry(dir, rel, crel string, d object.ID, i int, de
 		}
 	}
 
-	if err == nil {
-		return true, nil
-	}
-
-	return false, o.diff(err)
+	return err
 }
 
 // diff passes a verification difference to collect and carries on (nil), or ends the walk
