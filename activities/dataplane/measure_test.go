@@ -85,12 +85,7 @@ func TestMeasurePushPull(t *testing.T) {
 	t0 := time.Now()
 
 	for i := range files {
-		for j := 0; j+8 <= len(buf); j += 8 {
-			v := rng.Uint64()
-			for k := range 8 {
-				buf[j+k] = byte(v >> (8 * k))
-			}
-		}
+		fillRandom(rng, buf)
 
 		fp := filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i))
 		writeFile(t, fp, buf, 0o644, baseTime)
@@ -144,8 +139,11 @@ func TestMeasurePushPull(t *testing.T) {
 
 	var img1, img2 string
 
+	// REPLCTL_MEASURE_PUSH_PARALLEL: the pushes' file readers (default one per CPU).
+	pushParallel := envInt("REPLCTL_MEASURE_PUSH_PARALLEL", 0)
+
 	timed("push (full)", func() string {
-		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: envInt("REPLCTL_MEASURE_PUSH_PARALLEL", 0)}, nil)
+		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: pushParallel}, nil)
 		require.NoError(t, err)
 		img1 = r.ImageID
 
@@ -183,7 +181,7 @@ func TestMeasurePushPull(t *testing.T) {
 	}
 
 	timed("push (1% changed)", func() string {
-		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: envInt("REPLCTL_MEASURE_PUSH_PARALLEL", 0)}, nil)
+		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: pushParallel}, nil)
 		require.NoError(t, err)
 		img2 = r.ImageID
 
@@ -201,7 +199,7 @@ func TestMeasurePushPull(t *testing.T) {
 		writeFile(t, filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i)), []byte(strconv.Itoa(i)+" changed"), 0o644, baseTime.Add(time.Hour))
 	}
 
-	r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: envInt("REPLCTL_MEASURE_PUSH_PARALLEL", 0)}, nil)
+	r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: pushParallel}, nil)
 	require.NoError(t, err)
 	timed(fmt.Sprintf("pull (1%% again, recycle=%v)", !noRecycle), func() string { return pull(r.ImageID, "p4", "changed") })
 	timed("trash sweep after it", func() string { WaitTrash(); return "" })

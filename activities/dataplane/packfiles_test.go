@@ -285,10 +285,15 @@ func newEmptyPackFiles(t *testing.T) *packFiles {
 // randomData is n bytes from rng (n a multiple of 8).
 func randomData(rng *rand.Rand, n int) []byte {
 	data := make([]byte, n)
-	for i := 0; i+8 <= n; i += 8 {
-		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
-	}
+	fillRandom(rng, data)
 	return data
+}
+
+// fillRandom fills buf with bytes from rng, 8 at a time (a tail shorter than 8 is left).
+func fillRandom(rng *rand.Rand, buf []byte) {
+	for i := 0; i+8 <= len(buf); i += 8 {
+		binary.LittleEndian.PutUint64(buf[i:], rng.Uint64())
+	}
 }
 
 // paths is the sharded layout of a local packFiles storage.

@@ -61,12 +61,7 @@ func TestMeasureSSHPath(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(3, 4))
 	buf := make([]byte, size)
 	for i := range files {
-		for j := 0; j+8 <= len(buf); j += 8 {
-			v := rng.Uint64()
-			for k := range 8 {
-				buf[j+k] = byte(v >> (8 * k))
-			}
-		}
+		fillRandom(rng, buf)
 		writeFile(t, filepath.Join(src, fmt.Sprintf("d%02d", i%16), fmt.Sprintf("f%04d.bin", i)), buf, 0o644, baseTime)
 	}
 	mib := float64(files*size) / (1 << 20)
