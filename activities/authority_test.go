@@ -27,6 +27,17 @@ func sampleAgent(t *testing.T, host string) (*Agent, Plan) {
 	return &Agent{Host: host, ConfigFile: file}, p
 }
 
+// samplePush is sampleAgent's a1 with the push of dataset orders/db the workflow would send.
+func samplePush(t *testing.T) (*Agent, Plan, PushInput) {
+	t.Helper()
+	a, p := sampleAgent(t, "a1")
+	src, err := p.DatasetDir("a1", "array-a", "orders/db")
+	require.NoError(t, err)
+	repo, err := p.Repo("a1")
+	require.NoError(t, err)
+	return a, p, PushInput{Job: "orders", Agent: "a1", SourceDir: src, Dataset: "orders/db", Repo: repo}
+}
+
 // requireRefused asserts err is a Refused application error whose message holds each want.
 func requireRefused(t *testing.T, err error, want ...string) {
 	t.Helper()
@@ -43,12 +54,8 @@ func requireRefused(t *testing.T, err error, want ...string) {
 // field and both values.
 func TestAuthorityPush(t *testing.T) {
 	ctx := context.Background()
-	a, p := sampleAgent(t, "a1")
-	src, err := p.DatasetDir("a1", "array-a", "orders/db")
-	require.NoError(t, err)
-	repo, err := p.Repo("a1")
-	require.NoError(t, err)
-	good := PushInput{Job: "orders", Agent: "a1", SourceDir: src, Dataset: "orders/db", Repo: repo}
+	a, _, good := samplePush(t)
+	src, repo := good.SourceDir, good.Repo
 	got, err := a.authorizePush(ctx, "push", good)
 	require.NoError(t, err)
 	assert.Equal(t, src, got.SourceDir)

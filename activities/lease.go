@@ -35,9 +35,12 @@ type lease struct {
 	expiry  time.Time
 	timer   *time.Timer
 	cancel  context.CancelCauseFunc
-	done    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
+	// beat sends the details now and waits for the server's answer (nil outside an
+	// activity with a heartbeat timeout).
+	beat func() error
+	done chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
 }
 
 // heartbeatClient is the part of the Temporal client a lease needs.
@@ -81,6 +84,7 @@ func (l *lease) start(ctx context.Context, c heartbeatClient, token []byte, hbTi
 		l.mu.Unlock()
 		return nil
 	}
+	l.beat = beat
 	if err := beat(); err != nil {
 		cancel(err)
 		return wctx, l, fmt.Errorf("first heartbeat: %w", refused(err))
@@ -142,6 +146,16 @@ func (l *lease) update(p Progress) {
 	l.mu.Lock()
 	l.details = p
 	l.mu.Unlock()
+}
+
+// updateNow sets the details and sends them at once: for a change of part that a lost
+// agent's last heartbeat must tell (a fused push's quiesce → push). A heartbeat the server
+// did not take is left to the ticker and the lease's expiry, as any other.
+func (l *lease) updateNow(p Progress) {
+	l.update(p)
+	if l.beat != nil {
+		_ = l.beat()
+	}
 }
 
 func (l *lease) progress() Progress {

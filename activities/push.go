@@ -34,6 +34,10 @@ type PushInput struct {
 	// OnUnsupported is the job's on_unsupported ("fail" or "skip"); the agent refuses any
 	// other value than its own config's.
 	OnUnsupported string `json:",omitempty"`
+	// Quiesce, when set, is the application's quiesce script, run by this same activity
+	// before it pushes (quiescepush.go): same job, run and agent, checked against the
+	// agent's own config like a RunScript's.
+	Quiesce *ScriptInput `json:",omitempty"`
 }
 
 // PushResult names the image a push made.
@@ -48,6 +52,8 @@ type PushResult struct {
 	Unsupported *Unsupported `json:",omitempty"`
 	// SlotWait is how long of Duration the push waited for a slot (max_concurrent_steps).
 	SlotWait time.Duration `json:",omitempty"`
+	// Quiesce is what the input's quiesce script did, when it had one.
+	Quiesce *ScriptResult `json:",omitempty"`
 }
 
 // PrecopyInput is the input of Precopy.
@@ -102,6 +108,9 @@ func precopyResult(res pushResult) PrecopyResult {
 
 // Push makes a point-in-time image of the (quiesced) source dataset in the job's repository.
 func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
+	if in.Quiesce != nil {
+		return a.quiesceAndPush(ctx, in)
+	}
 	res, err := a.push(ctx, in, StepPush, false)
 	return res.PushResult, err
 }

@@ -50,7 +50,7 @@ type ScriptResult struct {
 // RunScript runs a host's script on that host: as a local process when the host is this
 // machine (or is configured `connect: local`), over SSH otherwise. A non-zero exit fails the
 // activity with ErrTypeScriptFailed and the result as details.
-func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, rerr error) {
+func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (ScriptResult, error) {
 	ctx, l, err := a.begin(ctx, in.Agent, Progress{Step: in.Step, Phase: "script " + in.Script})
 	if err != nil {
 		return ScriptResult{}, err
@@ -62,11 +62,18 @@ func (a *Agent) RunScript(ctx context.Context, in ScriptInput) (_ ScriptResult, 
 		l.stop()
 		return ScriptResult{}, err
 	}
+	return a.runScript(ctx, in, l.stop)
+}
+
+// runScript runs in's script, already checked against this agent's config, and maps its
+// outcome to the activity's result and error; leaseDone is called as soon as the script
+// ended (RunScript's lease ends there, a fused quiesce's goes on into its push).
+func (a *Agent) runScript(ctx context.Context, in ScriptInput, leaseDone func()) (_ ScriptResult, rerr error) {
 	req := a.scriptRequest(in)
 	settled := a.trackScript(ctx, in)
 	began := time.Now()
 	res, err := hostexec.Run(ctx, req)
-	l.stop()
+	leaseDone()
 	settled(err == nil && res.ExitCode == 0 && !res.TimedOut)
 	defer func() { observe(ctx, in.Job, "script_"+string(in.Step), began, rerr, 0, 0) }()
 	out := ScriptResult{Step: in.Step, Host: in.Host.Name, Agent: a.Host, Script: in.Script, Remote: res.Remote, ExitCode: res.ExitCode, TimedOut: res.TimedOut, OutputTail: res.OutputTail, Duration: res.Duration}

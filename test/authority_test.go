@@ -109,6 +109,13 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 			[]string{"SourceDir", filepath.Join(evil, "secret"), e.sourceDir()}},
 		{"push into a foreign repository", hostileInput{Push: &activities.PushInput{Job: "orders", RunID: "x", Agent: "a1", SourceDir: e.sourceDir(), Dataset: "orders", Repo: activities.RepoLocation{Dir: filepath.Join(evil, "repo")}}},
 			[]string{"Repo.Dir", filepath.Join(evil, "repo")}},
+		{"push carrying a script the job does not name", hostileInput{Push: &activities.PushInput{Job: "orders", RunID: "x", Agent: "a1", SourceDir: e.sourceDir(), Dataset: "orders", Repo: repo,
+			Quiesce: &activities.ScriptInput{Job: "orders", RunID: "x", Step: "quiesce", Agent: "a1", Host: host, Script: "evil.sh", Timeout: 10 * time.Second}}},
+			[]string{"Script", `"evil.sh"`, `"freeze.sh"`}},
+		// The job's own quiesce must not run when the push it travels with is refused.
+		{"push carrying the job's quiesce into a foreign repository", hostileInput{Push: &activities.PushInput{Job: "orders", RunID: "x", Agent: "a1", SourceDir: e.sourceDir(), Dataset: "orders", Repo: activities.RepoLocation{Dir: filepath.Join(evil, "repo")},
+			Quiesce: &activities.ScriptInput{Job: "orders", RunID: "x", Step: "quiesce", Agent: "a1", Host: host, Script: "freeze.sh", SourcePath: e.sourceDir(), Timeout: 10 * time.Second}}},
+			[]string{"Repo.Dir", filepath.Join(evil, "repo")}},
 		{"pull by an agent of no target order", hostileInput{Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a1", ImageID: "k0", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1}},
 			[]string{"Dataset", "not a dataset of a target whose order holds agent a1", "[b1 b2 a2]"}},
 		{"pull into a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a2", ImageID: "k0", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1, Keep: 3, KeepImages: 10, SourceDataset: "orders", Verify: dataplane.VerifyChanged}},

@@ -61,7 +61,7 @@ func TestReplicationOnPostgresCluster(t *testing.T) {
 
 	// (1) history and the pushing agent die together; history comes back 1 s later.
 	run := e.start("orders")
-	require.Equal(t, "replctl-agent-a1", e.waitStarted(run, "Push"))
+	require.Equal(t, "replctl-agent-a1", e.waitPushing(run))
 	srv.Procs["history"].Kill()
 	e.kill("a1")
 	time.Sleep(time.Second)
@@ -88,7 +88,7 @@ func TestReplicationOnPostgresCluster(t *testing.T) {
 	for _, service := range []string{"frontend", "matching"} {
 		writeDataset(t, filepath.Join(e.sourceDir(), service), 100, 256<<10, 13)
 		run = e.start("orders")
-		e.waitStarted(run, "Push")
+		e.waitPushing(run)
 		srv.Procs[service].Kill()
 		time.Sleep(500 * time.Millisecond)
 		require.NoError(t, srv.Procs[service].Start())

@@ -35,7 +35,7 @@ func TestTakeoverRunsFailedHostScriptsOverSSH(t *testing.T) {
 	writeDataset(t, e.sourceDir(), 300, 512<<10, 6)
 	e.startAgents("a1", "a2", "b1", "b2")
 	run := e.start("orders")
-	require.Equal(t, "replctl-agent-a1", e.waitStarted(run, "Push"))
+	require.Equal(t, "replctl-agent-a1", e.waitPushing(run))
 	e.freeze("a1")
 	e.kill("a1")
 

@@ -18,8 +18,10 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/server/temporaltest"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/runwait"
@@ -203,12 +205,32 @@ func (e *env) status(run client.WorkflowRun) workflows.Status {
 // identity of the worker running it.
 func (e *env) waitStarted(run client.WorkflowRun, activity string) string {
 	e.t.Helper()
+	return e.waitRunning(run, activity, "")
+}
+
+// waitPushing waits until a Push runs its push part (a push that carries the quiesce runs
+// the script first: its heartbeats say quiesce until then), the application quiesced, and
+// returns the identity of the worker that runs it.
+func (e *env) waitPushing(run client.WorkflowRun) string {
+	e.t.Helper()
+	return e.waitRunning(run, activities.PushName, activities.StepPush)
+}
+
+// waitRunning waits until an activity of type activity is started (and, unless step is "",
+// its last heartbeat names step) and returns the identity of the worker that runs it.
+func (e *env) waitRunning(run client.WorkflowRun, activity string, step activities.Step) string {
+	e.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
+	dc := converter.GetDefaultDataConverter()
 	for time.Now().Before(deadline) {
 		d, err := e.c.DescribeWorkflowExecution(context.Background(), run.GetID(), run.GetRunID())
 		require.NoError(e.t, err)
 		for _, pa := range d.GetPendingActivities() {
-			if pa.GetActivityType().GetName() == activity && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
+			if pa.GetActivityType().GetName() != activity || pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED {
+				continue
+			}
+			var p activities.Progress
+			if step == "" || pa.GetHeartbeatDetails() != nil && dc.FromPayloads(pa.GetHeartbeatDetails(), &p) == nil && p.Step == step {
 				return pa.GetLastWorkerIdentity()
 			}
 		}

@@ -23,7 +23,7 @@ func TestMeasurePushResumeWindow(t *testing.T) {
 	writeDataset(t, e.sourceDir(), files, size, 10)
 	e.startAgents("a1", "a2", "b1")
 	run := e.start("orders")
-	e.waitStarted(run, "Push")
+	e.waitPushing(run)
 	// Kill a1 once its heartbeats say it has read 60 % of the data (several checkpoints in).
 	dc := converter.GetDefaultDataConverter()
 	deadline := time.Now().Add(5 * time.Minute)

@@ -116,8 +116,9 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	}
 	// normal.json is this run as recorded before the precopy; precopy.json with it;
 	// precopy-preflight-resume-beside-pull.json before the coalesced search attributes;
-	// precopy-coalesced-search-attributes.json before the local plan.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-plan-local-activity")
+	// precopy-coalesced-search-attributes.json before the local plan;
+	// precopy-plan-local-activity.json before the quiesce travelled in the push.
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-quiesce-in-push")
 
 	// Keep 3 (the default): the fourth run's retention retires the first replica, which its
 	// pull brings up to date as the new one (recycling) instead of linking a new tree.
@@ -164,7 +165,7 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	writeDataset(t, e.sourceDir(), 300, 512<<10, 2)
 	e.startAgents("a1", "a2", "b1", "b2")
 	run := e.start("orders")
-	who := e.waitStarted(run, "Push")
+	who := e.waitPushing(run)
 	require.Equal(t, "replctl-agent-a1", who)
 	e.freeze("a1") // stop it at once, so the push cannot finish; then crash it
 	killedAt := time.Now()
@@ -185,7 +186,8 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	m := strings.Join(e.markers("a1"), "\n")
 	assert.Contains(t, m, "takeover host=a1 agent=a2 failed=a1")
 	assert.Contains(t, m, "resume host=a1 agent=a2")
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-plan-local-activity")
+	// (push-takeover-plan-local-activity.json: before the quiesce travelled in the push.)
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-quiesce-in-push")
 }
 
 // The pulling agent is killed in the middle of the pull: the next target agent continues

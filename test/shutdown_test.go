@@ -37,7 +37,7 @@ func newSlowPushEnv(t *testing.T, seed uint64) *env {
 func (e *env) startPushing() client.WorkflowRun {
 	e.t.Helper()
 	run := e.start("orders")
-	require.Equal(e.t, "replctl-agent-a1", e.waitStarted(run, "Push"))
+	require.Equal(e.t, "replctl-agent-a1", e.waitPushing(run))
 	return run
 }
 

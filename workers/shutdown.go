@@ -203,6 +203,22 @@ func isQuiesce(args []any) bool {
 	return false
 }
 
+// pushQuiesce is the quiesce script a Push's arguments carry (nil: none).
+func pushQuiesce(args []any) *activities.ScriptInput {
+	if len(args) == 0 {
+		return nil
+	}
+	switch in := args[0].(type) {
+	case activities.PushInput:
+		return in.Quiesce
+	case *activities.PushInput:
+		if in != nil {
+			return in.Quiesce
+		}
+	}
+	return nil
+}
+
 // track gives a data step a context that start cancels; ok is false once draining.
 func (d *drain) track(ctx context.Context) (_ context.Context, done func(), ok bool) {
 	d.mu.Lock()
@@ -260,6 +276,11 @@ func (a *drainActivity) ExecuteActivity(ctx context.Context, in *interceptor.Exe
 		// A stopping agent takes on nothing new to thaw.
 		return nil, a.d.refusal(string(activities.StepQuiesce), nil)
 	}
+	if step == activities.PushName && a.d.draining() {
+		if q := pushQuiesce(in.Args); q != nil {
+			return nil, activities.QuiescePartError(a.d.refusal(string(activities.StepQuiesce), nil), activities.ScriptResult{Host: q.Host.Name, Agent: q.Agent, Script: q.Script})
+		}
+	}
 	if !dataSteps[step] {
 		return a.Next.ExecuteActivity(ctx, in)
 	}
@@ -270,6 +291,10 @@ func (a *drainActivity) ExecuteActivity(ctx context.Context, in *interceptor.Exe
 	defer done()
 	res, err := a.Next.ExecuteActivity(ctx, in)
 	if err != nil && errors.Is(context.Cause(ctx), errShuttingDown) {
+		if q, ok := activities.QuiescePart(err); ok {
+			// Cut short in a fused push's quiesce part: the workflow must see it as that.
+			return nil, activities.QuiescePartError(a.d.refusal(string(activities.StepQuiesce), err), q)
+		}
 		return nil, a.d.refusal(step, err)
 	}
 	return res, err

@@ -108,6 +108,9 @@ type replication struct {
 	quiesceStarted bool
 	// quiesceScheduled is set once a quiesce script was sent to an agent.
 	quiesceScheduled bool
+	// fused is the push part's outcome of a quiesce step that pushed too (quiescepush.go),
+	// until the push step takes it as its first attempt.
+	fused *fusedPush
 	// quiesceMayHaveRun is set once an attempt at the quiesce script ended other than by a
 	// schedule-to-start timeout (which means no agent ever received it).
 	quiesceMayHaveRun bool
@@ -389,9 +392,16 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	w.quiesceStarted = true
 	w.status.QuiescedHost = app.Host
 	w.upsert(ctx, AttrQuiescedHost.ValueSet(app.Host))
+	fuse := w.fusedAgent(ctx)
 	err = w.onRole(ctx, w.roles.application, activities.StepQuiesce, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		w.quiesceScheduled = true
-		err := w.script(ctx, activities.StepQuiesce, agent, host, app.Quiesce, "")
+		var err error
+		if agent == fuse {
+			fuse = "" // the first attempt only
+			err = w.quiesceAndPush(ctx, agent, host)
+		} else {
+			err = w.script(ctx, activities.StepQuiesce, agent, host, app.Quiesce, "")
+		}
 		if !neverStarted(err) {
 			w.quiesceMayHaveRun = true
 		}
@@ -444,13 +454,20 @@ func (w *replication) push(ctx workflow.Context) error {
 		storage, datasets = w.failback.Storage, w.failback.List()
 	}
 	return w.onRole(ctx, w.roles.source, activities.StepPush, func(ctx workflow.Context, agent string, resume *activities.Progress) error {
+		if f := w.takeFused(agent); f != nil {
+			// The quiesce step's activity pushed too: its push part is this first attempt.
+			if f.err != nil {
+				return f.err
+			}
+			w.status.SourcePath = f.source
+			w.pushed([]activities.PushResult{f.res})
+			return nil
+		}
 		repo, err := w.plan.Repo(agent)
 		if err != nil {
 			return nonRetryable(err)
 		}
-		images := make([]string, len(datasets))
-		var unsupported []*activities.Unsupported
-		var total Progress
+		results := make([]activities.PushResult, len(datasets))
 		for i, ds := range datasets {
 			src, err := w.plan.DatasetDir(agent, storage, ds)
 			if err != nil {
@@ -459,31 +476,40 @@ func (w *replication) push(ctx workflow.Context) error {
 			if i == 0 {
 				w.status.SourcePath = src
 			}
-			var res activities.PushResult
 			err = workflow.ExecuteActivity(ctx, activities.PushName, activities.PushInput{
 				Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: ds,
 				Repo: repo, Resume: resume,
 				FollowLink: w.failback != nil, OnUnsupported: w.plan.OnUnsupported,
-			}).Get(ctx, &res)
+			}).Get(ctx, &results[i])
 			if err != nil {
 				return err
 			}
-			if res.Unsupported != nil {
-				unsupported = append(unsupported, res.Unsupported)
-			}
-			images[i] = res.ImageID
-			total.BytesDone += res.Bytes
-			total.FilesDone += res.Files
 		}
-		w.image, w.images = images[0], images
-		w.setUnsupported(unsupported)
-		w.status.Image = images[0]
-		if len(images) > 1 {
-			w.status.Images = images
-		}
-		w.status.Progress = Progress{Step: activities.StepPush, BytesDone: total.BytesDone, BytesTotal: total.BytesDone, FilesDone: total.FilesDone, FilesTotal: total.FilesDone}
+		w.pushed(results)
 		return nil
 	})
+}
+
+// pushed records the images of a push step, one per dataset.
+func (w *replication) pushed(results []activities.PushResult) {
+	images := make([]string, len(results))
+	var unsupported []*activities.Unsupported
+	var total Progress
+	for i, res := range results {
+		if res.Unsupported != nil {
+			unsupported = append(unsupported, res.Unsupported)
+		}
+		images[i] = res.ImageID
+		total.BytesDone += res.Bytes
+		total.FilesDone += res.Files
+	}
+	w.image, w.images = images[0], images
+	w.setUnsupported(unsupported)
+	w.status.Image = images[0]
+	if len(images) > 1 {
+		w.status.Images = images
+	}
+	w.status.Progress = Progress{Step: activities.StepPush, BytesDone: total.BytesDone, BytesTotal: total.BytesDone, FilesDone: total.FilesDone, FilesTotal: total.FilesDone}
 }
 
 func (w *replication) pull(ctx workflow.Context) error {
@@ -537,11 +563,7 @@ func (w *replication) setUnsupported(per []*activities.Unsupported) {
 
 // script runs one of host's scripts on agent and records the result.
 func (w *replication) script(ctx workflow.Context, step activities.Step, agent string, host activities.HostPlan, script, failedHost string) error {
-	src, _ := w.plan.SourceDir(host.Name) // "" when the host does not see the source
-	in := activities.ScriptInput{
-		Job: w.plan.Job, RunID: w.status.RunID, Step: step, Agent: agent, Host: host, Script: script,
-		FailedHost: failedHost, SourcePath: src, Timeout: w.plan.Application.Timeout,
-	}
+	in := w.scriptInput(step, agent, host, script, failedHost)
 	var res activities.ScriptResult
 	err := workflow.ExecuteActivity(ctx, activities.RunScriptName, in).Get(ctx, &res)
 	if err != nil {
@@ -554,6 +576,15 @@ func (w *replication) script(ctx workflow.Context, step activities.Step, agent s
 		w.status.Scripts = append(w.status.Scripts, res)
 	}
 	return err
+}
+
+// scriptInput is the input of one of host's scripts run by agent.
+func (w *replication) scriptInput(step activities.Step, agent string, host activities.HostPlan, script, failedHost string) activities.ScriptInput {
+	src, _ := w.plan.SourceDir(host.Name) // "" when the host does not see the source
+	return activities.ScriptInput{
+		Job: w.plan.Job, RunID: w.status.RunID, Step: step, Agent: agent, Host: host, Script: script,
+		FailedHost: failedHost, SourcePath: src, Timeout: w.plan.Application.Timeout,
+	}
 }
 
 // nextEpoch issues the fencing epoch of a pull attempt: it only increases, within a run

@@ -94,20 +94,55 @@ func (f *fakeAgents) RunScript(ctx context.Context, in activities.ScriptInput) (
 	return activities.ScriptResult{Step: in.Step, Host: in.Host.Name, Agent: agent, Script: in.Script}, nil
 }
 
+// Push stands in for a push; one that carries the quiesce script runs it first and reports
+// its errors as the real agent does (activities/quiescepush.go): the quiesce part's marked,
+// a lost agent's last heartbeat naming the part it was in.
 func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activities.PushResult, error) {
 	agent := agentOf(ctx)
+	var quiesced *activities.ScriptResult
+	if in.Quiesce != nil {
+		res, err := f.RunScript(ctx, *in.Quiesce)
+		if err != nil {
+			return activities.PushResult{}, fusedError(err, activities.StepQuiesce, res)
+		}
+		quiesced = &res
+	}
 	f.record("push@" + agent)
 	f.mu.Lock()
 	f.pushes = append(f.pushes, in)
 	f.mu.Unlock()
 	if err := f.fail("push", agent); err != nil {
+		if in.Quiesce != nil {
+			err = fusedError(err, activities.StepPush, activities.ScriptResult{})
+		}
 		return activities.PushResult{}, err
 	}
 	img := "img-1"
 	if in.Dataset != "orders" {
 		img = "img-" + in.Dataset
 	}
-	return activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2, Unsupported: f.unsupported}, nil
+	return activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2, Unsupported: f.unsupported, Quiesce: quiesced}, nil
+}
+
+// fusedError is err as a fused push's part (step) reports it: a timeout's heartbeat details
+// name the part, a quiesce part's error carries the script's result.
+func fusedError(err error, part activities.Step, res activities.ScriptResult) error {
+	var te *temporal.TimeoutError
+	if errors.As(err, &te) {
+		if te.TimeoutType() == enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
+			return err
+		}
+		p := activities.Progress{Step: part}
+		if part == activities.StepPush && te.HasLastHeartbeatDetails() {
+			_ = te.LastHeartbeatDetails(&p)
+			p.Step = part
+		}
+		return temporal.NewTimeoutError(te.TimeoutType(), nil, p)
+	}
+	if part == activities.StepQuiesce {
+		return activities.QuiescePartError(err, res)
+	}
+	return err
 }
 
 func (f *fakeAgents) Precopy(ctx context.Context, in activities.PrecopyInput) (activities.PrecopyResult, error) {
@@ -347,7 +382,8 @@ func TestTakeoverIsStickyAndResumeAlwaysRuns(t *testing.T) {
 		}
 		return nil
 	}
-	st, err := runWorkflow(t, f)
+	// (With the quiesce in the push, a1's lost push would be a lost quiesce: quiescepush_test.go.)
+	st, err := runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, quiesceApart)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "source is gone")
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:takeover:a1@a2", "push@a2", "script:resume:a1@a2"}, f.serial(),

@@ -72,6 +72,8 @@ func searchAttributeLog(t *testing.T, version workflow.Version) ([]string, int) 
 	add := func(s string) { mu.Lock(); log = append(log, s); mu.Unlock() }
 	st, err := runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, func(env *testsuite.TestWorkflowEnvironment) {
 		env.OnGetVersion("coalesce-search-attributes", workflow.DefaultVersion, 1).Return(version)
+		// The phase of a push of its own (a fused one runs in the quiesce's phase).
+		quiesceApart(env)
 		env.OnUpsertTypedSearchAttributes(mock.Anything).Return(nil).Run(func(args mock.Arguments) {
 			sa := args.Get(0).(temporal.SearchAttributes)
 			var parts []string

@@ -269,6 +269,13 @@ func describeInput(r *historyRow, a *runhistory.Attempt) {
 		}
 	case activities.PlanName:
 		r.Step, r.Agent, r.Host = string(a.Step), "", ""
+	case activities.PushName:
+		r.Step = string(a.Step)
+		if si := a.Script; si != nil {
+			// The quiesce step's attempt, pushing too (one agent for both).
+			r.Step = string(si.Step) + "+" + string(a.Step)
+			r.Detail = si.Script
+		}
 	default:
 		r.Step = string(a.Step)
 	}
@@ -294,6 +301,9 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 		var p activities.PushResult
 		if dc.FromPayloads(res, &p) == nil {
 			r.Detail = fmt.Sprintf("image %s: %d files, %s", p.ImageID, p.Files, humanBytes(p.Bytes))
+			if q := p.Quiesce; q != nil {
+				r.Detail = fmt.Sprintf("%s: exit %d; %s", q.Script, q.ExitCode, r.Detail)
+			}
 			if p.Unsupported != nil {
 				r.Detail += "; INCOMPLETE: " + p.Unsupported.String()
 			}

@@ -53,7 +53,8 @@ type Attempt struct {
 	Summary string
 	Input   *commonpb.Payloads
 	// Script and Pull are the decoded inputs of RunScript and Pull (nil for other types, or
-	// when the input cannot be decoded).
+	// when the input cannot be decoded); Script is also the quiesce a Push carried
+	// (PushInput.Quiesce: the quiesce step's attempt, pushing too).
 	Script *activities.ScriptInput
 	Pull   *activities.PullInput
 
@@ -276,6 +277,12 @@ func decodeInput(a *Attempt, dc converter.DataConverter) {
 		}
 	case activities.PublishGroupName:
 		a.Step = activities.StepPublish
+	case activities.PushName:
+		a.Step = activities.StepPush
+		var in activities.PushInput
+		if dc.FromPayloads(a.Input, &in) == nil {
+			a.Script = in.Quiesce
+		}
 	default:
 		a.Step = activities.Step(strings.ToLower(a.Type))
 	}

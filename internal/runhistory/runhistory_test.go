@@ -40,6 +40,8 @@ func TestParse(t *testing.T) {
 	pull := schedule(activities.PullName, activities.PullInput{Epoch: 4})
 	schedule(activities.PublishGroupName, struct{}{})
 	schedule(activities.PrecopyName, struct{}{})
+	schedule(activities.PushName, activities.PushInput{Quiesce: &activities.ScriptInput{Step: "quiesce", Script: "freeze.sh"}})
+	schedule(activities.PushName, activities.PushInput{})
 	add(enums.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT, func(ev *historypb.HistoryEvent) {
 		ev.Attributes = &historypb.HistoryEvent_ActivityTaskTimedOutEventAttributes{ActivityTaskTimedOutEventAttributes: &historypb.ActivityTaskTimedOutEventAttributes{
 			ScheduledEventId: pull, Failure: &failurepb.Failure{Cause: &failurepb.Failure{FailureInfo: &failurepb.Failure_TimeoutFailureInfo{
@@ -62,7 +64,9 @@ func TestParse(t *testing.T) {
 	for _, a := range h.Attempts {
 		steps = append(steps, a.Step)
 	}
-	require.Equal(t, []activities.Step{activities.StepTakeover, activities.StepPull, activities.StepPublish, activities.StepPrecopy}, steps)
+	require.Equal(t, []activities.Step{activities.StepTakeover, activities.StepPull, activities.StepPublish, activities.StepPrecopy, activities.StepPush, activities.StepPush}, steps)
+	require.Equal(t, "freeze.sh", h.Attempts[4].Script.Script, "the quiesce a push carried")
+	require.Nil(t, h.Attempts[5].Script)
 	require.Equal(t, "a1", h.Attempts[0].Script.FailedHost)
 	require.Equal(t, int64(4), h.Attempts[1].Pull.Epoch)
 	require.Equal(t, TimedOut, h.Attempts[1].Outcome)
@@ -73,5 +77,5 @@ func TestParse(t *testing.T) {
 	require.Equal(t, "schedule_to_start", TimeoutName(h.WorkflowTaskTimeouts[0].TimeoutType))
 	require.Equal(t, enums.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED, h.EndType)
 	require.Equal(t, "by hand", h.TerminateReason)
-	require.Equal(t, t0.Add(7*time.Second), h.End)
+	require.Equal(t, t0.Add(9*time.Second), h.End)
 }

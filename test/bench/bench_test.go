@@ -235,14 +235,19 @@ func TestParseHistory(t *testing.T) {
 		return ev.EventId
 	}
 	activity := func(typ, queue, step, who string, sched, start, end int, outcome enums.EventType) {
-		in, err := dc.ToPayloads(activities.ScriptInput{Step: activities.Step(step)})
+		var input, result any = activities.ScriptInput{Step: activities.Step(step)}, activities.PushResult{Files: 10, Reused: 7}
+		if typ == "Push" && step == "quiesce" { // the quiesce travelled in the push
+			input = activities.PushInput{Quiesce: &activities.ScriptInput{Step: activities.StepQuiesce}}
+			result = activities.PushResult{Files: 10, Reused: 7, Duration: 30 * time.Millisecond, Quiesce: &activities.ScriptResult{Step: activities.StepQuiesce, Duration: 5 * time.Millisecond}}
+		}
+		in, err := dc.ToPayloads(input)
 		require.NoError(t, err)
 		id := add(sched, enums.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, &historypb.ActivityTaskScheduledEventAttributes{
 			ActivityType: &commonpb.ActivityType{Name: typ}, TaskQueue: &taskqueuepb.TaskQueue{Name: queue}, Input: in})
 		// As with a retry policy: the started event is written when the attempt closes.
 		add(start, enums.EVENT_TYPE_ACTIVITY_TASK_STARTED, &historypb.ActivityTaskStartedEventAttributes{ScheduledEventId: id, Identity: who})
 		if outcome == enums.EVENT_TYPE_ACTIVITY_TASK_COMPLETED {
-			res, err := dc.ToPayloads(activities.PushResult{Files: 10, Reused: 7})
+			res, err := dc.ToPayloads(result)
 			require.NoError(t, err)
 			add(end, outcome, &historypb.ActivityTaskCompletedEventAttributes{ScheduledEventId: id, Result: res})
 		} else {
@@ -276,4 +281,19 @@ func TestParseHistory(t *testing.T) {
 	files, reused := rh.pushStats()
 	require.Equal(t, [2]int64{10, 7}, [2]int64{files, reused})
 	require.Len(t, rh.timeline(t0), 6) // 5 activities + 1 workflow task timeout
+
+	// One activity quiesced and pushed: the freeze is the push part's time (30 ms, the
+	// agent's measure) plus its completion (at 100 ms) to the resume's start (150 ms).
+	evs = nil
+	add(0, enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, nil)
+	activity("Push", "replctl-host-a1", "quiesce", "replctl-agent-a1", 10, 12, 100, done)
+	activity("RunScript", "replctl-host-a1", "resume", "replctl-agent-a1", 140, 150, 160, done)
+	add(200, enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, nil)
+	rh = runHistory{runhistory.Parse(evs, dc)}
+	fr, err = rh.freeze()
+	require.NoError(t, err)
+	require.Equal(t, 80*time.Millisecond, fr)
+	steps = rh.steps()
+	require.InDelta(t, 0.005, steps["quiesce"], 1e-9)
+	require.InDelta(t, 0.083, steps["push"], 1e-9) // 88 ms, less the script's 5
 }

@@ -420,14 +420,33 @@ func (rh *runHistory) find(typ string, step activities.Step, outcome runhistory.
 }
 
 // freeze is the application's freeze window from the history: the completion of the
-// quiesce script's activity to the start of the resume script's activity.
+// quiesce script's activity to the start of the resume script's activity. When the quiesce
+// travelled in the push (one activity for both), it is the push part's time as the agent
+// measured it (PushResult.Duration) plus the push's completion to the resume's start.
 func (rh *runHistory) freeze() (time.Duration, error) {
-	q := rh.find(activities.RunScriptName, activities.StepQuiesce, runhistory.Completed)
 	r := rh.find(activities.RunScriptName, activities.StepResume, "")
-	if q == nil || r == nil || r.Started.IsZero() {
-		return 0, errors.New("history has no completed quiesce and started resume script")
+	if r == nil || r.Started.IsZero() {
+		return 0, errors.New("history has no started resume script")
 	}
-	return r.Started.Sub(q.Closed), nil
+	if q := rh.find(activities.RunScriptName, activities.StepQuiesce, runhistory.Completed); q != nil {
+		return r.Started.Sub(q.Closed), nil
+	}
+	if p, res := rh.fusedPush(); p != nil {
+		return res.Duration + r.Started.Sub(p.Closed), nil
+	}
+	return 0, errors.New("history has no completed quiesce script, alone or in a push")
+}
+
+// fusedPush is the completed push that carried the quiesce, and its result (nil if none).
+func (rh *runHistory) fusedPush() (*runhistory.Attempt, activities.PushResult) {
+	for _, a := range rh.Attempts {
+		var res activities.PushResult
+		if a.Type == activities.PushName && a.Script != nil && a.Outcome == runhistory.Completed &&
+			converter.GetDefaultDataConverter().FromPayloads(a.Result, &res) == nil && res.Quiesce != nil {
+			return a, res
+		}
+	}
+	return nil, activities.PushResult{}
 }
 
 // stepName names an attempt's step in the report: the script's step for RunScript, else
@@ -447,6 +466,12 @@ func (rh *runHistory) steps() map[string]float64 {
 			continue
 		}
 		out[stepName(a)] += a.Closed.Sub(a.Started).Seconds()
+	}
+	// A push that carried the quiesce: the script's time is the quiesce step's.
+	if _, res := rh.fusedPush(); res.Quiesce != nil {
+		q := res.Quiesce.Duration.Seconds()
+		out[string(activities.StepQuiesce)] += q
+		out[string(activities.StepPush)] -= q
 	}
 	return out
 }

@@ -188,13 +188,25 @@ func inPhase(step activities.Step, phase string) bool {
 	return phase == stepPhase(step) || (step == activities.StepResume && phase == workflows.PhasePulling)
 }
 
-// running is the step's started activity in the snapshot: its worker and start time.
+// running is the step's started activity in the snapshot: its worker and start time. A
+// push that carries the quiesce (one agent is the application's and the source's) runs in
+// the quiescing phase; its heartbeat names the part it is in.
 func (s snapshot) running(step activities.Step) (host string, started time.Time, ok bool) {
-	if s.d == nil || !inPhase(step, s.phase) {
+	if s.d == nil {
 		return "", time.Time{}, false
 	}
 	for _, pa := range s.d.GetPendingActivities() {
-		if pa.GetActivityType().GetName() == step.Info().Activity && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
+		if pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED {
+			continue
+		}
+		name := pa.GetActivityType().GetName()
+		fused := name == activities.PushName && s.phase == workflows.PhaseQuiescing
+		var p activities.Progress
+		if fused && (step == activities.StepQuiesce || step == activities.StepPush) &&
+			converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &p) == nil && p.Step == step {
+			return hostOf(pa.GetLastWorkerIdentity()), pa.GetLastStartedTime().AsTime(), true
+		}
+		if !fused && name == step.Info().Activity && inPhase(step, s.phase) {
 			return hostOf(pa.GetLastWorkerIdentity()), pa.GetLastStartedTime().AsTime(), true
 		}
 	}

@@ -227,9 +227,19 @@ func (f *fakeHost) Preflight(ctx context.Context, in activities.PreflightInput) 
 }
 
 // Push stands in for a push: an image named after the run.
+// A push that carries the quiesce script (one agent is the job's application and source
+// agent) stands in for the script first, as the real agent does (activities/quiescepush.go).
 func (f *fakeHost) Push(ctx context.Context, in activities.PushInput) (activities.PushResult, error) {
+	var quiesced *activities.ScriptResult
+	if q := in.Quiesce; q != nil {
+		res, err := f.RunScript(ctx, *q)
+		if err != nil {
+			return activities.PushResult{}, activities.QuiescePartError(err, res)
+		}
+		quiesced = &res
+	}
 	err := f.work(ctx, activities.StepPush, f.stepTime, "")
-	return activities.PushResult{Agent: f.name, ImageID: "fleet-" + in.RunID, Bytes: 1 << 30, Files: 10000, Duration: f.stepTime}, err
+	return activities.PushResult{Agent: f.name, ImageID: "fleet-" + in.RunID, Bytes: 1 << 30, Files: 10000, Duration: f.stepTime, Quiesce: quiesced}, err
 }
 
 // Precopy stands in for a precopy (the fleet's jobs say precopy: never).

@@ -1,0 +1,99 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.temporal.io/sdk/temporal"
+)
+
+// quiesceAndPush is a Push whose input carries the application's quiesce script: the
+// workflow sends one when a single agent is both the application's and the source's current
+// agent, the usual layout (issue 16: one activity and one server round trip fewer, both
+// inside the freeze window).
+//
+// The workflow must tell which part an error belongs to, because the takeover rules differ:
+// every error of the quiesce part, and of the checks made before anything ran, carries the
+// quiesce's ScriptResult as its details (QuiescePart); errors of the push part are the
+// push's own. Heartbeats say step quiesce until the script has succeeded, then push (sent
+// at once), so a lost agent's last heartbeat tells the same.
+func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, error) {
+	q := *in.Quiesce
+	res := ScriptResult{Step: StepQuiesce, Host: q.Host.Name, Agent: a.Host, Script: q.Script}
+	if q.Step != StepQuiesce || q.Job != in.Job || q.RunID != in.RunID || q.Agent != in.Agent || in.Resume != nil || in.FollowLink {
+		return PushResult{}, quiescePart(badInput(fmt.Errorf(
+			"push of job %s (run %s, agent %s) carries a %q script step of job %q (run %q, agent %q)%s: refused; only a first push (no resume, no failback) carries the quiesce of the same job, run and agent",
+			in.Job, in.RunID, in.Agent, q.Step, q.Job, q.RunID, q.Agent, resumeNote(in))), res)
+	}
+	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: StepQuiesce, Phase: "script " + q.Script})
+	if err != nil {
+		return PushResult{}, quiescePart(err, res)
+	}
+	defer hb.stop()
+	// Both parts are checked against this agent's own config before the script runs: a
+	// push that would be refused must not leave the application frozen first.
+	if q.Host, q.SourcePath, err = a.authorizeScript(ctx, q); err != nil {
+		return PushResult{}, quiescePart(err, res)
+	}
+	if _, err := a.authorizePush(ctx, StepPush, in); err != nil {
+		return PushResult{}, quiescePart(err, res)
+	}
+	res, err = a.runScript(ctx, q, func() {})
+	if err != nil {
+		return PushResult{}, quiescePart(err, res)
+	}
+	// Said at once, not at the next tick: if this agent is lost from here on, the workflow
+	// knows the application is quiesced and takes over only the push, from its cursor.
+	hb.updateNow(Progress{Step: StepPush, Phase: "open", Agent: a.Host})
+	pushed, err := a.pushLeased(ctx, hb, in, StepPush, pushHow{})
+	if err != nil {
+		return PushResult{}, err
+	}
+	out := pushed.PushResult
+	out.Quiesce = &res
+	return out, nil
+}
+
+func resumeNote(in PushInput) string {
+	switch {
+	case in.Resume != nil:
+		return " with a resume cursor"
+	case in.FollowLink:
+		return " in a failback"
+	}
+	return ""
+}
+
+// quiescePart marks err as the quiesce part's: its details become res (a ScriptFailed
+// already has them), its type and retryability stay.
+func quiescePart(err error, res ScriptResult) error {
+	if _, ok := QuiescePart(err); ok {
+		return err
+	}
+	res.Step = StepQuiesce
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return temporal.NewApplicationErrorWithOptions(appErr.Message(), appErr.Type(), temporal.ApplicationErrorOptions{
+			NonRetryable: appErr.NonRetryable(), Cause: appErr.Unwrap(), Details: []any{res},
+		})
+	}
+	// A lost lease or a cancelled context: retryable, as RunScript's are.
+	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v", StepQuiesce, err), "StepFailed", err, res)
+}
+
+// QuiescePartError marks err as an error of the quiesce part of a push that carries a
+// quiesce script, with res as what the script did (for an agent that refuses or cuts short
+// such a push itself).
+func QuiescePartError(err error, res ScriptResult) error { return quiescePart(err, res) }
+
+// QuiescePart tells whether err is an error of a fused push's quiesce part (or of a
+// RunScript quiesce), and returns the script's result it carries.
+func QuiescePart(err error) (ScriptResult, bool) {
+	var appErr *temporal.ApplicationError
+	var res ScriptResult
+	if errors.As(err, &appErr) && appErr.HasDetails() && appErr.Details(&res) == nil && res.Step == StepQuiesce {
+		return res, true
+	}
+	return ScriptResult{}, false
+}
