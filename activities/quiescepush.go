@@ -90,10 +90,26 @@ func QuiescePartError(err error, res ScriptResult) error { return quiescePart(er
 // QuiescePart tells whether err is an error of a fused push's quiesce part (or of a
 // RunScript quiesce), and returns the script's result it carries.
 func QuiescePart(err error) (ScriptResult, bool) {
-	var appErr *temporal.ApplicationError
 	var res ScriptResult
-	if errors.As(err, &appErr) && appErr.HasDetails() && appErr.Details(&res) == nil && res.Step == StepQuiesce {
+	if ErrorDetails(err, &res) && res.Step == StepQuiesce {
 		return res, true
 	}
 	return ScriptResult{}, false
+}
+
+// ErrorDetails decodes the first details value of err's application error into v and tells
+// whether it could. In a workflow the details are payloads and decode leniently (JSON); in
+// the activity that made the error they are Go values, which the SDK assigns by reflection
+// and panics on when v's type differs: that is a "no" here.
+func ErrorDetails(err error, v any) (ok bool) {
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || !appErr.HasDetails() {
+		return false
+	}
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return appErr.Details(v) == nil
 }

@@ -57,3 +57,18 @@ func TestQuiesceInPushRefusedFirst(t *testing.T) {
 		})
 	}
 }
+
+// In the activity that made an error its details are Go values: a details type that is not
+// the one asked for is a "no", not the SDK's reflection panic.
+func TestErrorDetailsOfAnotherType(t *testing.T) {
+	withProgress := temporal.NewApplicationError("push: x", "StepFailed", Progress{Step: StepPush})
+	var res ScriptResult
+	assert.False(t, ErrorDetails(withProgress, &res))
+	var p Progress
+	assert.True(t, ErrorDetails(withProgress, &p))
+	assert.Equal(t, StepPush, p.Step)
+	_, ok := QuiescePart(withProgress)
+	assert.False(t, ok)
+	assert.False(t, ErrorDetails(temporal.NewApplicationError("no details", "StepFailed"), &p))
+	assert.False(t, ErrorDetails(nil, &p))
+}

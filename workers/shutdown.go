@@ -245,12 +245,26 @@ func (d *drain) track(ctx context.Context) (_ context.Context, done func(), ok b
 // carries the step's last progress, when the step's own error had it, for the next agent.
 func (d *drain) refusal(step string, cause error) error {
 	msg := fmt.Sprintf("%s on agent %s: agent shutting down (SIGINT/SIGTERM); the step goes to the next agent", step, d.host)
-	var appErr *temporal.ApplicationError
 	var p activities.Progress
-	if errors.As(cause, &appErr) && appErr.HasDetails() && appErr.Details(&p) == nil && p.Step != "" {
+	if activities.ErrorDetails(cause, &p) && p.Step != "" {
 		return temporal.NewApplicationErrorWithCause(msg, activities.ErrTypeShuttingDown, cause, p)
 	}
 	return temporal.NewApplicationErrorWithCause(msg, activities.ErrTypeShuttingDown, cause)
+}
+
+// refusalOf is the refusal of data step step (its arguments args) that the shutdown refused
+// (cause nil) or cut short with cause. A push that carries the quiesce and had not finished
+// its script is refused as that quiesce: the workflow must see the quiesce part's mark, or
+// it would take the script for done.
+func (d *drain) refusalOf(step string, args []any, cause error) error {
+	if q, ok := activities.QuiescePart(cause); ok {
+		return activities.QuiescePartError(d.refusal(string(activities.StepQuiesce), cause), q)
+	}
+	if q := pushQuiesce(args); cause == nil && step == activities.PushName && q != nil {
+		return activities.QuiescePartError(d.refusal(string(activities.StepQuiesce), nil),
+			activities.ScriptResult{Step: activities.StepQuiesce, Host: q.Host.Name, Agent: q.Agent, Script: q.Script})
+	}
+	return d.refusal(step, cause)
 }
 
 // drainInterceptor puts an agent's data steps under its drain.
@@ -276,26 +290,17 @@ func (a *drainActivity) ExecuteActivity(ctx context.Context, in *interceptor.Exe
 		// A stopping agent takes on nothing new to thaw.
 		return nil, a.d.refusal(string(activities.StepQuiesce), nil)
 	}
-	if step == activities.PushName && a.d.draining() {
-		if q := pushQuiesce(in.Args); q != nil {
-			return nil, activities.QuiescePartError(a.d.refusal(string(activities.StepQuiesce), nil), activities.ScriptResult{Host: q.Host.Name, Agent: q.Agent, Script: q.Script})
-		}
-	}
 	if !dataSteps[step] {
 		return a.Next.ExecuteActivity(ctx, in)
 	}
 	ctx, done, ok := a.d.track(ctx)
 	if !ok {
-		return nil, a.d.refusal(step, nil)
+		return nil, a.d.refusalOf(step, in.Args, nil)
 	}
 	defer done()
 	res, err := a.Next.ExecuteActivity(ctx, in)
 	if err != nil && errors.Is(context.Cause(ctx), errShuttingDown) {
-		if q, ok := activities.QuiescePart(err); ok {
-			// Cut short in a fused push's quiesce part: the workflow must see it as that.
-			return nil, activities.QuiescePartError(a.d.refusal(string(activities.StepQuiesce), err), q)
-		}
-		return nil, a.d.refusal(step, err)
+		return nil, a.d.refusalOf(step, in.Args, err)
 	}
 	return res, err
 }

@@ -57,3 +57,39 @@ func TestIsQuiesce(t *testing.T) {
 	assert.False(t, isQuiesce([]any{(*activities.ScriptInput)(nil)}))
 	assert.False(t, isQuiesce(nil))
 }
+
+// A push that carries the quiesce is refused as that quiesce when its script had not
+// finished (refused before it ran, or cut short in the script); cut short in its push part,
+// it is refused as the push, with the push's progress for the next agent.
+func TestDrainRefusalOfAPushCarryingTheQuiesce(t *testing.T) {
+	d := &drain{host: "a1"}
+	q := &activities.ScriptInput{Step: activities.StepQuiesce, Agent: "a1", Host: activities.HostPlan{Name: "a1"}, Script: "freeze.sh"}
+	args := []any{activities.PushInput{Job: "orders", Agent: "a1", Quiesce: q}}
+	quiescePart := func(err error) bool {
+		_, ok := activities.QuiescePart(err)
+		return ok
+	}
+
+	refused := d.refusalOf(activities.PushName, args, nil)
+	assert.True(t, quiescePart(refused), "refused before the script ran: %v", refused)
+	assert.Contains(t, refused.Error(), "quiesce on agent a1: agent shutting down")
+
+	inScript := activities.QuiescePartError(temporal.NewApplicationError("quiesce: signal: killed", "StepFailed"), activities.ScriptResult{Script: "freeze.sh"})
+	cut := d.refusalOf(activities.PushName, args, inScript)
+	assert.True(t, quiescePart(cut), "cut short in the script: %v", cut)
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, cut, &appErr)
+	assert.Equal(t, activities.ErrTypeShuttingDown, appErr.Type())
+	assert.False(t, appErr.NonRetryable())
+
+	p := activities.Progress{Step: activities.StepPush, FilesDone: 9}
+	inPush := d.refusalOf(activities.PushName, args, temporal.NewApplicationError("push: context canceled", "StepFailed", p))
+	assert.False(t, quiescePart(inPush), "cut short in the push part: %v", inPush)
+	require.ErrorAs(t, inPush, &appErr)
+	var got activities.Progress
+	require.NoError(t, appErr.Details(&got))
+	assert.Equal(t, p, got)
+
+	plain := d.refusalOf(activities.PushName, []any{activities.PushInput{Job: "orders"}}, nil)
+	assert.False(t, quiescePart(plain), "a push without the quiesce is refused as a push")
+}
