@@ -288,95 +288,6 @@ func (w *replication) resumeAndPull(ctx workflow.Context) error {
 	return pullErr
 }
 
-// precopy copies the live source into the repository before quiesce, so the push made while
-// quiesced only re-reads what changed since the previous image and stores nothing new: the
-// freeze window shrinks to about a walk of the tree. It only saves work: a failure is noted
-// and the push does everything while quiesced. It returns an error only when cancelled, or
-// when the storage or the preflight refuses the run.
-//
-// With folded set, its first activity also does the run's preflight; when that activity
-// fails otherwise, the preflight runs as its own step before anything is quiesced.
-func (w *replication) precopy(ctx workflow.Context, folded bool) error {
-	mode := w.plan.Precopy
-	if !w.precopyRuns() {
-		return nil
-	}
-	// Runs recorded before the precopy went straight to quiesce.
-	if workflow.GetVersion(ctx, "precopy", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
-		return nil
-	}
-	w.setPhase(ctx, PhasePrecopying)
-	storage, datasets := w.plan.Source.Storage, w.plan.Source.List()
-	started := workflow.Now(ctx)
-	err := w.onRole(ctx, w.roles.source, activities.StepPrecopy, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
-		repo, err := w.plan.Repo(agent)
-		if err != nil {
-			return nonRetryable(err)
-		}
-		sum := Precopy{Agent: agent}
-		for i, ds := range datasets {
-			src, err := w.plan.DatasetDir(agent, storage, ds)
-			if err != nil {
-				return nonRetryable(err)
-			}
-			in := activities.PrecopyInput{
-				Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: ds,
-				Repo: repo, First: mode == config.PrecopyAlways,
-			}
-			if folded && i == 0 {
-				pf, err := w.preflightInput(agent)
-				if err != nil {
-					return err
-				}
-				in.Preflight = &pf
-			}
-			var res activities.PrecopyResult
-			err = workflow.ExecuteActivity(ctx, activities.PrecopyName, in).Get(ctx, &res)
-			if err != nil {
-				return err
-			}
-			sum.Bytes += res.Bytes
-			sum.Files += res.Files
-			sum.Reused += res.Reused
-			if res.Skipped {
-				sum.SkippedDatasets++
-			}
-		}
-		sum.Skipped = len(datasets) > 0 && sum.SkippedDatasets == len(datasets)
-		sum.Seconds = workflow.Now(ctx).Sub(started).Seconds()
-		w.status.Precopy = &sum
-		return nil
-	})
-	if err != nil {
-		if temporal.IsCanceledError(err) || ctx.Err() != nil {
-			return err
-		}
-		// A storage that refuses the precopy refuses the push: fail before quiescing.
-		// (Runs recorded before storage faults were told apart went on to quiesce.)
-		if classifyFault(err) == faultStorage && workflow.GetVersion(ctx, "precopy-storage-fault", workflow.DefaultVersion, 1) == 1 {
-			return err
-		}
-		if folded {
-			if preflightRefused(err) {
-				return err
-			}
-			// The preflight may not have run to its end: it runs on its own before quiesce.
-			if perr := w.preflight(ctx); perr != nil {
-				return perr
-			}
-		}
-		w.note("precopy failed, so the push reads everything while quiesced: " + rootMessage(err))
-	}
-	return nil
-}
-
-// precopyRuns tells whether the run has a precopy step (the agent may still find it
-// has nothing to gain: PrecopyResult.Skipped).
-func (w *replication) precopyRuns() bool {
-	mode := w.plan.Precopy
-	return w.plan.Application.Quiesce != "" && w.failback == nil && (mode == config.PrecopyAuto || mode == config.PrecopyAlways)
-}
-
 func (w *replication) quiesce(ctx workflow.Context) error {
 	app := w.plan.Application
 	if app.Quiesce == "" {
@@ -598,28 +509,6 @@ func (w *replication) nextEpoch(ctx workflow.Context) int64 {
 	return e
 }
 
-func (w *replication) setAgent(ctx workflow.Context, roleName, agent string) {
-	switch roleName {
-	case RoleApplication:
-		w.status.Agents.Application = agent
-	case RoleSource:
-		w.status.Agents.Source = agent
-	case RoleTarget:
-		w.status.Agents.Target = agent
-	}
-	w.upsert(ctx, AttrAgent.ValueSet(agent))
-}
-
-func (w *replication) setPhase(ctx workflow.Context, phase string) {
-	w.status.Phase = phase
-	w.upsert(ctx, AttrPhase.ValueSet(phase))
-}
-
-func (w *replication) clearQuiesced(ctx workflow.Context) {
-	w.status.QuiescedHost = ""
-	w.upsert(ctx, AttrQuiescedHost.ValueUnset())
-}
-
 func (w *replication) note(s string) { w.status.Notes = append(w.status.Notes, s) }
 
 // addRefused adds what a target refused (on_unsupported: skip) to what the run's replicas
@@ -634,63 +523,6 @@ func (w *replication) addRefused(r *activities.Unsupported) {
 	// Merge ranges over a map only to add counts (the order cannot change the result).
 	//workflowcheck:ignore
 	w.status.Unsupported.Merge(r)
-}
-
-func (w *replication) upsert(ctx workflow.Context, updates ...temporal.SearchAttributeUpdate) {
-	w.pendingAttrs = append(w.pendingAttrs, updates...)
-	if !w.coalescing {
-		w.flushUpserts(ctx)
-	}
-}
-
-// coalesceUpserts makes the run send its search attribute updates as one command each time
-// its coroutine blocks instead of one per update. Each command is a history event that every
-// later workflow task reads from the database, sends and replays again (agents keep no
-// sticky cache): an empty run recorded 20 upsert events, now 14, of which 6 are the SDK's own
-// (GetVersion upserts TemporalChangeVersion). A coroutine sends what is pending as soon as
-// the run's own coroutine blocks, so the updates still go out in the workflow task that made
-// them; the workflow's end sends the rest (Replication defers flushUpserts).
-func (w *replication) coalesceUpserts(ctx workflow.Context) {
-	w.coalescing = true
-	workflow.Go(workflowDisconnected(ctx), func(ctx workflow.Context) {
-		for {
-			if err := workflow.Await(ctx, func() bool { return len(w.pendingAttrs) > 0 }); err != nil {
-				return
-			}
-			w.flushUpserts(ctx)
-		}
-	})
-}
-
-// flushUpserts sends the pending search attribute updates in order (a later update of an
-// attribute wins) as one command.
-func (w *replication) flushUpserts(ctx workflow.Context) {
-	if len(w.pendingAttrs) == 0 {
-		return
-	}
-	updates := w.pendingAttrs
-	w.pendingAttrs = nil
-	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
-		workflow.GetLogger(ctx).Warn("search attributes not updated", "error", err)
-	}
-}
-
-// upsertMemo leaves a one-line summary on the run for the Temporal UI.
-func (w *replication) upsertMemo(ctx workflow.Context) {
-	s := w.status
-	summary := fmt.Sprintf("%s %s", s.Job, s.Phase)
-	if s.Replica != nil {
-		summary += fmt.Sprintf(": replica %s by %s", s.Replica.Name, s.Replica.Agent)
-	}
-	if n := len(s.Takeovers); n > 0 {
-		summary += fmt.Sprintf(", %d takeover(s)", n)
-	}
-	if s.QuiescedHost != "" {
-		summary += ", HOST LEFT QUIESCED: " + s.QuiescedHost
-	}
-	if err := workflow.UpsertMemo(ctx, map[string]any{"summary": summary}); err != nil {
-		workflow.GetLogger(ctx).Warn("memo not updated", "error", err)
-	}
 }
 
 func workflowDisconnected(ctx workflow.Context) workflow.Context {
