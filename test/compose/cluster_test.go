@@ -20,7 +20,7 @@ func TestPostgresClusterSurvivesServiceAndDatabaseFaults(t *testing.T) {
 	d.seed("ledger")
 
 	run := d.start("orders")
-	require.Equal(t, "a1", d.waitStarted(run, "Push"))
+	require.Equal(t, "a1", d.waitPushing(run))
 	d.killAgent("a1")
 	d.docker("kill", d.ids["temporal"])
 	killed := time.Now()
@@ -37,7 +37,7 @@ func TestPostgresClusterSurvivesServiceAndDatabaseFaults(t *testing.T) {
 	d.docker("restart", "-t", "1", d.ids["a1"]) // a1's agent back for the next run
 	d.waitPolling(t.Context(), "a1")
 	run = d.start("ledger")
-	d.waitStarted(run, "Push")
+	d.waitPushing(run)
 	d.docker("restart", "-t", "0", d.ids["temporal-history"])
 	t.Logf("run 2: history restarted during the push")
 	d.waitStarted(run, "Pull")

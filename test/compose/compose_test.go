@@ -102,7 +102,7 @@ func TestKilledAgentHostScriptsRunOverSSH(t *testing.T) {
 	d := up(t)
 	d.seed("orders")
 	run := d.start("orders")
-	require.Equal(t, "a1", d.waitStarted(run, "Push"))
+	require.Equal(t, "a1", d.waitPushing(run))
 	d.killAgent("a1")
 
 	st, err := d.wait(run)
@@ -131,7 +131,7 @@ func TestKilledAppHostFailPolicy(t *testing.T) {
 	d := up(t)
 	d.seed("orders")
 	run := d.start("orders")
-	require.Equal(t, "a1", d.waitStarted(run, "Push"))
+	require.Equal(t, "a1", d.waitPushing(run))
 	d.docker("kill", d.ids["a1"])
 
 	st, err := d.wait(run)

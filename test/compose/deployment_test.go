@@ -279,48 +279,55 @@ func (d *deployment) wait(run client.WorkflowRun) (workflows.Status, error) {
 // waitStarted waits until the run's activity is running and returns the host running it.
 func (d *deployment) waitStarted(run client.WorkflowRun, activity string) string {
 	d.t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		desc, err := d.c.DescribeWorkflowExecution(context.Background(), run.GetID(), run.GetRunID())
-		require.NoError(d.t, err)
-		for _, pa := range desc.GetPendingActivities() {
-			if pa.GetActivityType().GetName() == activity && pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
-				return strings.TrimPrefix(pa.GetLastWorkerIdentity(), "replctl-agent-")
-			}
-		}
-		if s := desc.GetWorkflowExecutionInfo().GetStatus(); s != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
-			d.t.Fatalf("run ended (%s) before %s started", s, activity)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	d.t.Fatalf("%s did not start within 2 minutes", activity)
-	return ""
+	return d.waitPending(run, activity, "started", func(activities.Progress, bool) bool { return true })
+}
+
+// waitPushing waits until a Push runs its push part (a push that carries the quiesce runs
+// the script first: its heartbeats say quiesce until then), the application quiesced, and
+// returns the host running it.
+func (d *deployment) waitPushing(run client.WorkflowRun) string {
+	d.t.Helper()
+	return d.waitPending(run, activities.PushName, "started its push part", func(p activities.Progress, ok bool) bool {
+		return ok && p.Step == activities.StepPush
+	})
 }
 
 // waitProgress waits until the run's activity is running and has reported progress (files
 // written or uploaded) and returns the host running it.
 func (d *deployment) waitProgress(run client.WorkflowRun, activity string) string {
 	d.t.Helper()
+	host := d.waitPending(run, activity, "reported progress", func(p activities.Progress, ok bool) bool {
+		return ok && p.FilesDone > 0
+	})
+	d.t.Logf("%s on %s: progress reported", activity, host)
+	return host
+}
+
+// waitPending waits up to 2 minutes until a started activity of the run of type activity
+// has a last heartbeat that match accepts (ok: the details decoded), and returns the host
+// running it; what says what the wait is for, in its failure.
+func (d *deployment) waitPending(run client.WorkflowRun, activity, what string, match func(p activities.Progress, ok bool) bool) string {
+	d.t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		desc, err := d.c.DescribeWorkflowExecution(context.Background(), run.GetID(), run.GetRunID())
 		require.NoError(d.t, err)
 		for _, pa := range desc.GetPendingActivities() {
-			if pa.GetActivityType().GetName() != activity || pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED || pa.GetHeartbeatDetails() == nil {
+			if pa.GetActivityType().GetName() != activity || pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED {
 				continue
 			}
 			var p activities.Progress
-			if err := converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &p); err == nil && p.FilesDone > 0 {
-				d.t.Logf("%s on %s: %d of %d files done", activity, p.Agent, p.FilesDone, p.FilesTotal)
+			ok := pa.GetHeartbeatDetails() != nil && converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &p) == nil
+			if match(p, ok) {
 				return strings.TrimPrefix(pa.GetLastWorkerIdentity(), "replctl-agent-")
 			}
 		}
 		if s := desc.GetWorkflowExecutionInfo().GetStatus(); s != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
-			d.t.Fatalf("run ended (%s) before %s reported progress", s, activity)
+			d.t.Fatalf("run ended (%s) before %s %s", s, activity, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	d.t.Fatalf("%s reported no progress within 2 minutes", activity)
+	d.t.Fatalf("%s not %s within 2 minutes", activity, what)
 	return ""
 }
 
