@@ -62,6 +62,8 @@ type Agent struct {
 	limits limits
 	// configCache holds the last parse of ConfigFile (configcache.go).
 	configCache configCache
+	// changes is the change journal the preflight's scans follow (journal.go).
+	changes changeJournal
 }
 
 // NewAgent returns the activities of host. stateDir "" picks a directory under the user's
@@ -77,8 +79,10 @@ func NewAgent(host, configFile, stateDir string) (*Agent, error) {
 	return &Agent{Host: host, ConfigFile: configFile, StateDir: stateDir}, nil
 }
 
-// Close releases the repositories the agent keeps open.
+// Close releases the repositories the agent keeps open and its change journal.
 func (a *Agent) Close() error {
+	a.changes.once.Do(func() {}) // a journal opened later would never be closed
+	a.changes.close()
 	if a.repos != nil {
 		return a.repos.Close()
 	}

@@ -175,7 +175,7 @@ func (a *Agent) preflightUnsupported(ctx context.Context, job string, datasets, 
 			sum.Partial = true
 			break
 		}
-		u, err := dataplane.ScanUnsupported(ctx, dir, dataplane.ScanOptions{Name: datasets[i], MaxTime: left})
+		u, err := a.scanUnsupported(ctx, dir, dataplane.ScanOptions{Name: datasets[i], MaxTime: left})
 		if err != nil {
 			// The push reads the same tree and reports what it cannot read.
 			if activity.IsActivity(ctx) {

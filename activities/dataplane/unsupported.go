@@ -286,6 +286,15 @@ func (s *scan) fail(err error) {
 // dir walks the open directory fd (full path p, summary name name) and closes it.
 func (s *scan) dir(fd int, p, name string) {
 	defer s.wg.Done()
+	s.list(fd, p, func(e dirent) bool {
+		s.child(fd, path.Join(p, e.name), path.Join(name, e.name), e.name, e.typ)
+		return true
+	})
+}
+
+// list hands each entry of the open directory fd (full path p) to each until it returns
+// false, the walk must end or the listing fails, and closes fd.
+func (s *scan) list(fd int, p string, each func(dirent) bool) {
 	defer unix.Close(fd) //nolint:errcheck // read only
 	r := newDirentReader(fd)
 	var ents []dirent
@@ -297,7 +306,9 @@ func (s *scan) dir(fd int, p, name string) {
 			return
 		}
 		for _, e := range ents {
-			s.child(fd, path.Join(p, e.name), path.Join(name, e.name), e.name, e.typ)
+			if !each(e) {
+				return
+			}
 		}
 		if !more {
 			return

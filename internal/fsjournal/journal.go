@@ -1,0 +1,542 @@
+// Package fsjournal keeps a journal of the directories that changed on the filesystems an
+// agent reads, through fanotify (a filesystem mark reporting the parent directory's handle
+// and the entry's name, FAN_REPORT_DFID_NAME), so that a look at a tree that found it clean
+// need not be repeated where nothing changed since (issue 16: the preflight's scan of a
+// source for entries an image cannot hold walked the whole tree before every quiesce).
+//
+// The journal records names and attributes, not contents: creations, deletions, renames and
+// attribute changes (owner, mode, times, extended attributes, link counts) of any entry,
+// reported as a change of the directory holding it. A write of a file's data is not
+// recorded (a write through mmap would not be reported anyway). A Point is a position in the
+// journal, taken before a complete look at one tree; Since tells which of that tree's
+// directories changed after it, or ErrGap when the journal cannot tell: another journal
+// (the agent restarted), events lost, the tree's root replaced, or a filesystem mounted
+// inside the tree (its changes are not on the marked filesystem).
+//
+// Marking a filesystem needs CAP_SYS_ADMIN; resolving a directory's handle to its path,
+// CAP_DAC_READ_SEARCH. Without them Open fails and the caller looks at whole trees.
+package fsjournal
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrGap means the journal cannot tell what changed after a Point: the tree must be looked
+// at whole.
+var ErrGap = errors.New("change journal has a gap")
+
+// events are the changes recorded: every change of a directory's entries and of any entry's
+// attributes, on directories too (FAN_ONDIR). Data writes (FAN_MODIFY) are left out: what
+// the journal answers does not depend on them, and they are most of a busy filesystem's
+// events.
+const events = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO |
+	unix.FAN_ATTRIB | unix.FAN_DELETE_SELF | unix.FAN_MOVE_SELF | unix.FAN_ONDIR
+
+// maxDirs bounds the directories the journal remembers; past it the journal forgets them
+// all and every Point taken before is answered with ErrGap (about 100 bytes a directory).
+const maxDirs = 1 << 20
+
+// pollInterval is how often the reader checks that the journal was not closed.
+const pollInterval = 500 * time.Millisecond
+
+// Journal is one fanotify group and what it has read.
+type Journal struct {
+	fd int
+	id uint64 // random per journal: a Point of another journal is a gap
+
+	// rd serialises reading and applying events, so that Since sees every event queued
+	// before it was called.
+	rd  sync.Mutex
+	buf []byte
+
+	mu     sync.Mutex
+	seq    uint64 // events applied
+	lost   uint64 // a Point at or before this seq has a gap (events lost, memory bound)
+	marked map[fsid]*fsMark
+	dirs   map[string]*dirChange // by fsid and handle
+	closed bool
+	done   chan struct{}
+}
+
+type fsid [2]int32
+
+// fsMark is a marked filesystem: since when, and a directory on it to open handles from.
+type fsMark struct {
+	seq   uint64
+	mount int // open for reading: open_by_handle_at takes no O_PATH descriptor
+}
+
+// dirChange is a directory with changes: its handle and the last change's seq, and the
+// directories created in it or moved into it (their subtrees are new to a tree's look).
+type dirChange struct {
+	fs      fsid
+	htype   int32
+	handle  []byte
+	seq     uint64
+	subdirs map[string]uint64
+}
+
+// Point is a position in the journal and the identity of the tree it was taken for.
+type Point struct {
+	Root     string // the tree's path as given to Begin
+	id, seq  uint64
+	dev, ino uint64
+}
+
+// Changes are the directories of a tree changed after a Point, relative to its root
+// ("." is the root), sorted.
+type Changes struct {
+	// Dirs changed: an entry was created, deleted or renamed in each, or an attribute of an
+	// entry (or of the directory itself) changed.
+	Dirs []string
+	// Trees were created or moved into the tree after the Point: every entry below each is
+	// new. No tree is inside another, and no directory of Dirs is inside a tree.
+	Trees []string
+}
+
+// Open starts a journal. Its reader runs until Close.
+func Open() (*Journal, error) {
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_DFID_NAME|unix.FAN_UNLIMITED_QUEUE|
+		unix.FAN_NONBLOCK|unix.FAN_CLOEXEC, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("change journal: fanotify_init: %w", err)
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		unix.Close(fd) //nolint:errcheck
+		return nil, err
+	}
+	j := &Journal{fd: fd, id: binary.LittleEndian.Uint64(b[:]), buf: make([]byte, 64<<10),
+		marked: map[fsid]*fsMark{}, dirs: map[string]*dirChange{}, done: make(chan struct{})}
+	go j.reader()
+	return j, nil
+}
+
+// Close stops the journal.
+func (j *Journal) Close() {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return
+	}
+	j.closed = true
+	j.mu.Unlock()
+	<-j.done
+	j.rd.Lock()
+	defer j.rd.Unlock()
+	unix.Close(j.fd) //nolint:errcheck
+	for _, m := range j.marked {
+		unix.Close(m.mount) //nolint:errcheck
+	}
+}
+
+// Begin marks root's filesystem (once per filesystem) and returns the journal's position,
+// to be taken before a complete look at root.
+func (j *Journal) Begin(root string) (Point, error) {
+	// Not O_PATH: fanotify_mark takes no O_PATH descriptor.
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return Point{}, fmt.Errorf("change journal: %w", err)
+	}
+	defer unix.Close(fd) //nolint:errcheck
+	var st unix.Stat_t
+	var sfs unix.Statfs_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return Point{}, fmt.Errorf("change journal: %s: %w", root, err)
+	}
+	if err := unix.Fstatfs(fd, &sfs); err != nil {
+		return Point{}, fmt.Errorf("change journal: %s: %w", root, err)
+	}
+	if err := j.mark(fd, fsid(sfs.Fsid.Val), root); err != nil {
+		return Point{}, err
+	}
+	if err := mountsBelow(fd, root); err != nil {
+		return Point{}, err
+	}
+	j.drain()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return Point{Root: root, id: j.id, seq: j.seq, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// mark adds a filesystem mark for the filesystem of fd (root) unless it has one.
+func (j *Journal) mark(fd int, id fsid, root string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return fmt.Errorf("change journal: closed")
+	}
+	if _, ok := j.marked[id]; ok {
+		return nil
+	}
+	if err := unix.FanotifyMark(j.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, events, fd, ""); err != nil {
+		return fmt.Errorf("change journal: marking the filesystem of %s: %w", root, err)
+	}
+	mount, err := unix.Dup(fd)
+	if err != nil {
+		return fmt.Errorf("change journal: %s: %w", root, err)
+	}
+	j.marked[id] = &fsMark{seq: j.seq, mount: mount}
+	return nil
+}
+
+// Since returns the directories of p's tree that changed after p, or ErrGap.
+func (j *Journal) Since(p Point) (*Changes, error) {
+	if p.id != j.id {
+		return nil, fmt.Errorf("%w: %s was looked at by another journal (the agent restarted)", ErrGap, p.Root)
+	}
+	fd, err := unix.Open(p.Root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrGap, p.Root, err)
+	}
+	defer unix.Close(fd) //nolint:errcheck
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Dev != p.dev || st.Ino != p.ino {
+		return nil, fmt.Errorf("%w: %s is not the directory it was", ErrGap, p.Root)
+	}
+	if err := mountsBelow(fd, p.Root); err != nil {
+		return nil, err
+	}
+	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrGap, p.Root, err)
+	}
+	j.drain()
+	j.mu.Lock()
+	if p.seq < j.lost || p.seq > j.seq {
+		j.mu.Unlock()
+		return nil, fmt.Errorf("%w: events were lost after %s was looked at", ErrGap, p.Root)
+	}
+	var changed []*dirChange
+	for _, d := range j.dirs {
+		if d.seq > p.seq {
+			changed = append(changed, d)
+		}
+	}
+	var mounts = make(map[fsid]int, len(j.marked))
+	for id, m := range j.marked {
+		mounts[id] = m.mount
+	}
+	// Copy what resolving needs: the reader may change the entries meanwhile.
+	type todo struct {
+		fs     fsid
+		htype  int32
+		handle []byte
+		trees  []string
+	}
+	work := make([]todo, 0, len(changed))
+	for _, d := range changed {
+		t := todo{fs: d.fs, htype: d.htype, handle: d.handle}
+		for name, seq := range d.subdirs {
+			if seq > p.seq {
+				t.trees = append(t.trees, name)
+			}
+		}
+		work = append(work, t)
+	}
+	j.mu.Unlock()
+
+	ch := &Changes{}
+	for _, t := range work {
+		mount, ok := mounts[t.fs]
+		if !ok {
+			continue
+		}
+		dir, ok := resolve(mount, t.htype, t.handle)
+		if !ok {
+			continue // gone: its removal changed its parent
+		}
+		rel, ok := below(real, dir)
+		if !ok {
+			continue
+		}
+		ch.Dirs = append(ch.Dirs, rel)
+		for _, name := range t.trees {
+			ch.Trees = append(ch.Trees, filepath.Join(rel, name))
+		}
+	}
+	ch.Trees = outermost(ch.Trees)
+	ch.Dirs = slices.DeleteFunc(ch.Dirs, func(d string) bool { return inAny(ch.Trees, d) })
+	sort.Strings(ch.Dirs)
+	return ch, nil
+}
+
+// outermost sorts trees and drops those inside another.
+func outermost(trees []string) []string {
+	sort.Strings(trees)
+	var out []string
+	for _, t := range trees {
+		if !inAny(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// inAny reports whether p is one of trees or below one.
+func inAny(trees []string, p string) bool {
+	for _, t := range trees {
+		if _, ok := below(t, p); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Forget drops what changed at or before the oldest of keep (of this journal), or at or
+// before now when keep holds none: only the points kept will be asked about, and an older
+// one is answered with ErrGap. It bounds what the journal remembers to the changes since
+// the oldest point its user still holds.
+func (j *Journal) Forget(keep []Point) {
+	j.drain()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	floor := j.seq
+	for _, p := range keep {
+		if p.id == j.id && p.seq < floor {
+			floor = p.seq
+		}
+	}
+	j.lost = max(j.lost, floor)
+	for k, d := range j.dirs {
+		if d.seq <= floor {
+			delete(j.dirs, k)
+			continue
+		}
+		for n, seq := range d.subdirs {
+			if seq <= floor {
+				delete(d.subdirs, n)
+			}
+		}
+	}
+}
+
+// resolve opens a directory by its handle and returns its path, false when it is gone.
+func resolve(mount int, htype int32, handle []byte) (string, bool) {
+	fd, err := unix.OpenByHandleAt(mount, unix.NewFileHandle(htype, handle), unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return "", false
+	}
+	defer unix.Close(fd) //nolint:errcheck
+	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil || !strings.HasPrefix(p, "/") || strings.HasSuffix(p, " (deleted)") {
+		return "", false
+	}
+	return p, true
+}
+
+// below is p relative to root, if it is root or below it.
+func below(root, p string) (string, bool) {
+	if p == root {
+		return ".", true
+	}
+	if root == "/" {
+		return p[1:], true
+	}
+	if rel, ok := strings.CutPrefix(p, root+"/"); ok {
+		return rel, true
+	}
+	return "", false
+}
+
+// mountsBelow fails with ErrGap when a filesystem is mounted at or below the directory fd
+// (root) other than root's own: its changes are not on root's filesystem.
+func mountsBelow(fd int, root string) error {
+	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrGap, root, err)
+	}
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrGap, err)
+	}
+	for line := range strings.SplitSeq(string(info), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		if rel, ok := below(real, unescapeMount(f[4])); ok && rel != "." {
+			return fmt.Errorf("%w: a filesystem is mounted at %s inside %s", ErrGap, rel, root)
+		}
+	}
+	return nil
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// reader applies events as they come, until Close.
+func (j *Journal) reader() {
+	defer close(j.done)
+	fds := []unix.PollFd{{Fd: int32(j.fd), Events: unix.POLLIN}}
+	for {
+		j.mu.Lock()
+		closed := j.closed
+		j.mu.Unlock()
+		if closed {
+			return
+		}
+		n, err := unix.Poll(fds, int(pollInterval/time.Millisecond))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			j.gap()
+			time.Sleep(pollInterval)
+			continue
+		}
+		if n > 0 {
+			j.drain()
+		}
+	}
+}
+
+// drain reads and applies every queued event.
+func (j *Journal) drain() {
+	j.rd.Lock()
+	defer j.rd.Unlock()
+	for {
+		n, err := unix.Read(j.fd, j.buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n <= 0 {
+			if err != nil && !errors.Is(err, unix.EAGAIN) {
+				j.gap()
+			}
+			return
+		}
+		j.apply(j.buf[:n])
+	}
+}
+
+// gap forgets everything: no Point taken so far can be answered.
+func (j *Journal) gap() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.seq++
+	j.lost = j.seq
+	clear(j.dirs)
+}
+
+// Layout of the kernel's records (linux/fanotify.h).
+const (
+	metadataLen   = 24 // struct fanotify_event_metadata
+	infoHeaderLen = 4  // struct fanotify_event_info_header
+	fsidLen       = 8
+	handleHeadLen = 8 // struct file_handle: handle_bytes, handle_type
+)
+
+// apply records a buffer of events.
+func (j *Journal) apply(b []byte) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for len(b) >= metadataLen {
+		evLen := int(binary.NativeEndian.Uint32(b[0:4]))
+		metaLen := int(binary.NativeEndian.Uint16(b[6:8]))
+		mask := binary.NativeEndian.Uint64(b[8:16])
+		evFd := int32(binary.NativeEndian.Uint32(b[16:20]))
+		if evLen < metadataLen || evLen > len(b) || metaLen > evLen {
+			j.lostLocked()
+			return
+		}
+		if evFd >= 0 {
+			unix.Close(int(evFd)) //nolint:errcheck // FID groups report none; be safe
+		}
+		j.seq++
+		if mask&unix.FAN_Q_OVERFLOW != 0 {
+			j.lostLocked()
+		} else {
+			j.record(b[metaLen:evLen], mask)
+		}
+		b = b[evLen:]
+	}
+}
+
+func (j *Journal) lostLocked() {
+	j.lost = j.seq
+	clear(j.dirs)
+}
+
+// record notes the directory an event's info records name.
+func (j *Journal) record(info []byte, mask uint64) {
+	for len(info) >= infoHeaderLen {
+		typ := info[0]
+		l := int(binary.NativeEndian.Uint16(info[2:4]))
+		if l < infoHeaderLen || l > len(info) {
+			j.lostLocked()
+			return
+		}
+		rec := info[infoHeaderLen:l]
+		info = info[l:]
+		if typ != unix.FAN_EVENT_INFO_TYPE_DFID_NAME && typ != unix.FAN_EVENT_INFO_TYPE_DFID && typ != unix.FAN_EVENT_INFO_TYPE_FID {
+			continue
+		}
+		if len(rec) < fsidLen+handleHeadLen {
+			j.lostLocked()
+			return
+		}
+		var id fsid
+		id[0] = int32(binary.NativeEndian.Uint32(rec[0:4]))
+		id[1] = int32(binary.NativeEndian.Uint32(rec[4:8]))
+		hlen := int(binary.NativeEndian.Uint32(rec[8:12]))
+		htype := int32(binary.NativeEndian.Uint32(rec[12:16]))
+		if fsidLen+handleHeadLen+hlen > len(rec) {
+			j.lostLocked()
+			return
+		}
+		handle := rec[16 : 16+hlen]
+		var name string
+		if typ == unix.FAN_EVENT_INFO_TYPE_DFID_NAME {
+			rest := rec[16+hlen:]
+			if i := bytes.IndexByte(rest, 0); i >= 0 {
+				name = string(rest[:i])
+			}
+		}
+		key := string(rec[:8]) + string(rec[12:16]) + string(handle)
+		d := j.dirs[key]
+		if d == nil {
+			if len(j.dirs) >= maxDirs {
+				j.lostLocked()
+				return
+			}
+			d = &dirChange{fs: id, htype: htype, handle: bytes.Clone(handle)}
+			j.dirs[key] = d
+		}
+		d.seq = j.seq
+		if mask&unix.FAN_ONDIR != 0 && mask&(unix.FAN_CREATE|unix.FAN_MOVED_TO) != 0 && name != "" && name != "." {
+			if d.subdirs == nil {
+				d.subdirs = map[string]uint64{}
+			}
+			d.subdirs[name] = j.seq
+		}
+		return // the first record names the directory
+	}
+}

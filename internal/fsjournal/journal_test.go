@@ -1,0 +1,165 @@
+package fsjournal
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// open starts a journal, or skips where this process may not mark a filesystem.
+func open(t *testing.T) *Journal {
+	t.Helper()
+	j, err := Open()
+	if errors.Is(err, unix.EPERM) {
+		t.Skip("fanotify needs CAP_SYS_ADMIN")
+	}
+	require.NoError(t, err)
+	t.Cleanup(j.Close)
+	return j
+}
+
+// tree makes root with the given files (and their directories).
+func tree(t *testing.T, root string, files ...string) {
+	t.Helper()
+	for _, f := range files {
+		p := filepath.Join(root, f)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(f), 0o644))
+	}
+}
+
+func TestJournalNamesChangedDirectories(t *testing.T) {
+	j := open(t)
+	base := t.TempDir()
+	root := filepath.Join(base, "ds")
+	tree(t, root, "a/b/f", "x/y/f", "z/f", "keep/deep/f")
+	tree(t, base, "elsewhere/f")
+
+	p, err := j.Begin(root)
+	require.NoError(t, err)
+	ch, err := j.Since(p)
+	require.NoError(t, err)
+	require.Empty(t, ch.Dirs, "what happened before Begin is not a change")
+
+	tree(t, root, "a/b/new")                                                                  // created in a/b
+	require.NoError(t, unix.Setxattr(filepath.Join(root, "x/y/f"), "user.k", []byte("v"), 0)) // attribute of a file in x/y
+	tree(t, root, "a/t/u/v")                                                                  // a new tree in a
+	require.NoError(t, os.Rename(filepath.Join(root, "x/y"), filepath.Join(root, "a/b/y2")))
+	require.NoError(t, os.Chmod(filepath.Join(root, "z"), 0o700)) // the directory's own attribute
+	require.NoError(t, os.WriteFile(filepath.Join(root, "keep/deep/f"), []byte("data only"), 0o644))
+	tree(t, base, "elsewhere/g") // outside the tree
+
+	ch, err = j.Since(p)
+	require.NoError(t, err)
+	require.Equal(t, []string{"a", "a/b", "x", "z"}, ch.Dirs,
+		"a (new subdir), a/b (new file, moved in), x (moved out), z (chmod); keep/deep had a data write only; a/t and a/b/y2 are new trees")
+	require.Equal(t, []string{"a/b/y2", "a/t"}, ch.Trees, "trees created or moved in")
+
+	q, err := j.Begin(root)
+	require.NoError(t, err)
+	ch, err = j.Since(q)
+	require.NoError(t, err)
+	require.Empty(t, ch.Dirs, "nothing after the second point")
+	require.NoError(t, os.Remove(filepath.Join(root, "a/b/new")))
+	require.NoError(t, unix.Setxattr(filepath.Join(root, "z/f"), "user.k", []byte("v"), 0))
+	require.NoError(t, unix.Setxattr(filepath.Join(root, "keep/deep"), "user.k", []byte("v"), 0))
+	ch, err = j.Since(q)
+	require.NoError(t, err)
+	require.Equal(t, []string{"a/b", "keep/deep", "z"}, ch.Dirs, "a removal; a file's attribute (its directory); a directory's own attribute (itself)")
+	require.Empty(t, ch.Trees)
+}
+
+func TestJournalGaps(t *testing.T) {
+	j := open(t)
+	base := t.TempDir()
+	root := filepath.Join(base, "ds")
+	tree(t, root, "a/f")
+
+	t.Run("another journal", func(t *testing.T) {
+		other := open(t)
+		p, err := other.Begin(root)
+		require.NoError(t, err)
+		_, err = j.Since(p)
+		require.ErrorIs(t, err, ErrGap)
+		require.ErrorContains(t, err, "another journal")
+	})
+	t.Run("root replaced", func(t *testing.T) {
+		p, err := j.Begin(root)
+		require.NoError(t, err)
+		require.NoError(t, os.Rename(root, filepath.Join(base, "old")))
+		tree(t, root, "a/f")
+		_, err = j.Since(p)
+		require.ErrorIs(t, err, ErrGap)
+		require.ErrorContains(t, err, "not the directory it was")
+	})
+	t.Run("root gone", func(t *testing.T) {
+		p, err := j.Begin(root)
+		require.NoError(t, err)
+		require.NoError(t, os.RemoveAll(root))
+		_, err = j.Since(p)
+		require.ErrorIs(t, err, ErrGap)
+		tree(t, root, "a/f")
+	})
+	t.Run("filesystem mounted inside", func(t *testing.T) {
+		p, err := j.Begin(root)
+		require.NoError(t, err)
+		mnt := filepath.Join(root, "a", "mnt")
+		require.NoError(t, os.Mkdir(mnt, 0o755))
+		if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+			t.Skipf("mount: %v", err)
+		}
+		defer unix.Unmount(mnt, 0) //nolint:errcheck
+		_, err = j.Since(p)
+		require.ErrorIs(t, err, ErrGap)
+		require.ErrorContains(t, err, "mounted at a/mnt")
+		_, err = j.Begin(root)
+		require.ErrorIs(t, err, ErrGap, "a tree with a mount inside cannot be journalled")
+	})
+	t.Run("events lost", func(t *testing.T) {
+		p, err := j.Begin(root)
+		require.NoError(t, err)
+		j.gap() // what an overflow or a failed read does
+		_, err = j.Since(p)
+		require.ErrorIs(t, err, ErrGap)
+		q, err := j.Begin(root)
+		require.NoError(t, err)
+		_, err = j.Since(q)
+		require.NoError(t, err, "a point taken after the gap is answered")
+	})
+}
+
+// Forget drops what is older than the points kept, and a point older than those is a gap.
+func TestJournalForgets(t *testing.T) {
+	j := open(t)
+	root := filepath.Join(t.TempDir(), "ds")
+	tree(t, root, "a/f", "b/f")
+	p, err := j.Begin(root)
+	require.NoError(t, err)
+	tree(t, root, "a/g")
+	q, err := j.Begin(root)
+	require.NoError(t, err)
+	tree(t, root, "b/g")
+	j.Forget([]Point{q})
+	j.mu.Lock()
+	remembered := len(j.dirs)
+	j.mu.Unlock()
+	require.Equal(t, 1, remembered, "only b changed after q")
+	_, err = j.Since(p)
+	require.ErrorIs(t, err, ErrGap, "p was not kept")
+	ch, err := j.Since(q)
+	require.NoError(t, err)
+	require.Equal(t, []string{"b"}, ch.Dirs)
+	j.Forget(nil)
+	_, err = j.Since(q)
+	require.ErrorIs(t, err, ErrGap)
+}
+
+func TestUnescapeMount(t *testing.T) {
+	require.Equal(t, "/mnt/a b", unescapeMount(`/mnt/a\040b`))
+	require.Equal(t, "/plain", unescapeMount("/plain"))
+	require.Equal(t, `/odd\0`, unescapeMount(`/odd\0`))
+}
