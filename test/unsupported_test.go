@@ -60,6 +60,23 @@ func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 	assert.True(t, strings.HasPrefix(m[1], "resume host=a1"), m[1])
 	_, err = os.Lstat(e.targetLink())
 	assert.ErrorIs(t, err, os.ErrNotExist, "nothing was published")
+
+	// Later preflights look only where the source changed when the agent's change journal
+	// is on (a run without a precopy): a clash made deep in a directory that was clean is
+	// still refused before quiesce, and once it is gone the run completes.
+	require.NoError(t, os.Remove(filepath.Join(e.sourceDir(), "late-\xfe")))
+	require.NoError(t, os.WriteFile(filepath.Join(e.dir, "scripts", "freeze.sh"), []byte(testScript), 0o755))
+	_, err = e.wait(e.start("orders"))
+	require.NoError(t, err)
+	deep := filepath.Join(e.sourceDir(), "d00", "s0")
+	require.NoError(t, os.WriteFile(filepath.Join(deep, "x-\xff"), []byte("n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(deep, "x-\uf7ff"), []byte("its image name"), 0o644))
+	_, err = e.wait(e.start("orders"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `before quiesce (nothing was run): 1 entry cannot be replicated (name 1): "orders/d00/s0/x-\xff"`)
+	require.NoError(t, os.Remove(filepath.Join(deep, "x-\xff")))
+	_, err = e.wait(e.start("orders"))
+	require.NoError(t, err)
 }
 
 // With on_unsupported: skip the run completes without them; the status, the replica's meta
