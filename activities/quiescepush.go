@@ -22,26 +22,26 @@ func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, e
 	q := *in.Quiesce
 	res := ScriptResult{Step: StepQuiesce, Host: q.Host.Name, Agent: a.Host, Script: q.Script}
 	if q.Step != StepQuiesce || q.Job != in.Job || q.RunID != in.RunID || q.Agent != in.Agent || in.Resume != nil || in.FollowLink {
-		return PushResult{}, quiescePart(badInput(fmt.Errorf(
+		return PushResult{}, QuiescePartError(badInput(fmt.Errorf(
 			"push of job %s (run %s, agent %s) carries a %q script step of job %q (run %q, agent %q)%s: refused; only a first push (no resume, no failback) carries the quiesce of the same job, run and agent",
 			in.Job, in.RunID, in.Agent, q.Step, q.Job, q.RunID, q.Agent, resumeNote(in))), res)
 	}
 	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: StepQuiesce, Phase: "script " + q.Script})
 	if err != nil {
-		return PushResult{}, quiescePart(err, res)
+		return PushResult{}, QuiescePartError(err, res)
 	}
 	defer hb.stop()
 	// Both parts are checked against this agent's own config before the script runs: a
 	// push that would be refused must not leave the application frozen first.
 	if q.Host, q.SourcePath, err = a.authorizeScript(ctx, q); err != nil {
-		return PushResult{}, quiescePart(err, res)
+		return PushResult{}, QuiescePartError(err, res)
 	}
 	if _, err := a.authorizePush(ctx, StepPush, in); err != nil {
-		return PushResult{}, quiescePart(err, res)
+		return PushResult{}, QuiescePartError(err, res)
 	}
 	res, err = a.runScript(ctx, q, func() {})
 	if err != nil {
-		return PushResult{}, quiescePart(err, res)
+		return PushResult{}, QuiescePartError(err, res)
 	}
 	// Said at once, not at the next tick: if this agent is lost from here on, the workflow
 	// knows the application is quiesced and takes over only the push, from its cursor.
@@ -65,9 +65,11 @@ func resumeNote(in PushInput) string {
 	return ""
 }
 
-// quiescePart marks err as the quiesce part's: its details become res (a ScriptFailed
-// already has them), its type and retryability stay.
-func quiescePart(err error, res ScriptResult) error {
+// QuiescePartError marks err as an error of the quiesce part of a push that carries a
+// quiesce script, with res as what the script did: its details become res (a ScriptFailed
+// already has them), its type and retryability stay. The agent marks its own errors so;
+// an agent that refuses or cuts short such a push (a stopping one) marks its refusal too.
+func QuiescePartError(err error, res ScriptResult) error {
 	if _, ok := QuiescePart(err); ok {
 		return err
 	}
@@ -81,11 +83,6 @@ func quiescePart(err error, res ScriptResult) error {
 	// A lost lease or a cancelled context: retryable, as RunScript's are.
 	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v", StepQuiesce, err), "StepFailed", err, res)
 }
-
-// QuiescePartError marks err as an error of the quiesce part of a push that carries a
-// quiesce script, with res as what the script did (for an agent that refuses or cuts short
-// such a push itself).
-func QuiescePartError(err error, res ScriptResult) error { return quiescePart(err, res) }
 
 // QuiescePart tells whether err is an error of a fused push's quiesce part (or of a
 // RunScript quiesce), and returns the script's result it carries.

@@ -26,24 +26,26 @@ type fusedPush struct {
 	err    error
 }
 
-// fusedAgent is the agent whose quiesce step's first attempt also pushes, "" when the run
-// quiesces and pushes in two activities: a failback, a consistency group (its datasets are
-// pushed one activity each), different agents, a takeover already made, an agent that does
-// not see the source. Runs recorded before this change always used two.
-func (w *replication) fusedAgent(ctx workflow.Context) string {
+// fusedAgent is the push the quiesce step's first attempt also makes (its Agent is the
+// application's and the source's), nil when the run quiesces and pushes in two activities:
+// a failback, a consistency group (its datasets are pushed one activity each), different
+// agents, a takeover already made, an agent that does not see the source. Runs recorded
+// before this change always used two.
+func (w *replication) fusedAgent(ctx workflow.Context) *activities.PushInput {
 	app, src := w.roles.application, w.roles.source
 	agent := app.current()
 	if w.failback != nil || agent == "" || agent != src.current() || len(app.pending)+len(src.pending) > 0 ||
 		w.wasTakenOver(agent) || len(w.plan.Source.List()) != 1 {
-		return ""
+		return nil
 	}
-	if _, err := w.fusedPushInput(agent); err != nil {
-		return ""
+	in, err := w.fusedPushInput(agent)
+	if err != nil {
+		return nil
 	}
 	if workflow.GetVersion(ctx, "quiesce-in-push", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
-		return ""
+		return nil
 	}
-	return agent
+	return &in
 }
 
 // fusedPushInput is the push a fused quiesce attempt on agent makes, without its script.
@@ -63,21 +65,19 @@ func (w *replication) fusedPushInput(agent string) (activities.PushInput, error)
 	}, nil
 }
 
-// quiesceAndPush is the quiesce step's fused attempt on agent. It returns the quiesce part's
-// outcome; the push part's waits in w.fused for the push step.
-func (w *replication) quiesceAndPush(ctx workflow.Context, agent string, host activities.HostPlan) error {
+// quiesceAndPush is the quiesce step's fused attempt: the push in (fusedAgent's) carrying
+// the quiesce script. It returns the quiesce part's outcome; the push part's waits in
+// w.fused for the push step.
+func (w *replication) quiesceAndPush(ctx workflow.Context, in activities.PushInput, host activities.HostPlan) error {
 	app := w.plan.Application
-	in, err := w.fusedPushInput(agent)
-	if err != nil {
-		return nonRetryable(err)
-	}
+	agent := in.Agent
 	script := w.scriptInput(activities.StepQuiesce, agent, host, app.Quiesce, "")
 	in.Quiesce = &script
 	opts := workflow.GetActivityOptions(ctx)
 	opts.StartToCloseTimeout = app.Timeout + w.plan.Timeouts.StartToClose
 	opts.Summary = "quiesce and push on " + agent
 	var res activities.PushResult
-	err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), activities.PushName, in).Get(ctx, &res)
+	err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), activities.PushName, in).Get(ctx, &res)
 	if err != nil && quiescePartFailed(err) {
 		if sr, ok := activities.QuiescePart(err); ok {
 			w.status.Scripts = append(w.status.Scripts, sr)

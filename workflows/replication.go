@@ -307,9 +307,10 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	err = w.onRole(ctx, w.roles.application, activities.StepQuiesce, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		w.quiesceScheduled = true
 		var err error
-		if agent == fuse {
-			fuse = "" // the first attempt only
-			err = w.quiesceAndPush(ctx, agent, host)
+		if fuse != nil && agent == fuse.Agent {
+			in := *fuse
+			fuse = nil // the first attempt only
+			err = w.quiesceAndPush(ctx, in, host)
 		} else {
 			err = w.script(ctx, activities.StepQuiesce, agent, host, app.Quiesce, "")
 		}
