@@ -50,6 +50,9 @@ type Agent struct {
 	ConfigFile string
 	// StateDir is the agent's private directory (repository client state and caches).
 	StateDir string
+	// ChangeJournal lets the preflight follow a change journal of the source (journal.go:
+	// `replctl agent --change-journal`); off, every preflight scan walks the whole tree.
+	ChangeJournal bool
 	// Logger receives the data plane's own lines (what it skipped, retired, tidied or could
 	// not do), which happen outside any one activity's logger; nil drops them.
 	Logger log.Logger

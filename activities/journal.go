@@ -2,7 +2,6 @@ package activities
 
 import (
 	"context"
-	"os"
 	"sync"
 
 	"go.temporal.io/sdk/activity"
@@ -10,10 +9,6 @@ import (
 	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/replctl/replctl/internal/fsjournal"
 )
-
-// noJournalEnv turns the change journal off (REPLCTL_NO_JOURNAL=1): every preflight scan
-// then walks the whole tree, as on a host where fanotify is not allowed. For measuring.
-const noJournalEnv = "REPLCTL_NO_JOURNAL"
 
 // changeJournal is the agent's journal of changed directories (internal/fsjournal) and, per
 // source dataset dir, the journal's point before the last complete scan of it that found
@@ -32,11 +27,12 @@ type changeJournal struct {
 	whole, changed int
 }
 
-// journal opens the agent's change journal once; nil when the host does not allow it.
+// journal opens the agent's change journal once; nil when it is off (Agent.ChangeJournal)
+// or the host does not allow it.
 func (a *Agent) journal(ctx context.Context) *fsjournal.Journal {
 	c := &a.changes
 	c.once.Do(func() {
-		if os.Getenv(noJournalEnv) != "" {
+		if !a.ChangeJournal {
 			return
 		}
 		j, err := fsjournal.Open()

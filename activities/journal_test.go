@@ -39,6 +39,7 @@ func scans(a *Agent) [2]int {
 // so what changed while no agent watched is found too.
 func TestPreflightScanFollowsTheJournal(t *testing.T) {
 	a, in, base := preflightWorld(t, "")
+	a.ChangeJournal = true
 	t.Cleanup(func() { a.Close() }) //nolint:errcheck
 	src := filepath.Join(base, "A/app/orders")
 	for d := range 10 {
@@ -85,15 +86,14 @@ func TestPreflightScanFollowsTheJournal(t *testing.T) {
 	require.NoError(t, a.Close())
 	require.NoError(t, os.WriteFile(filepath.Join(src, "d5/e/x-\xff"), nil, 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "d5/e/x-\uf7ff"), nil, 0o644))
-	b := &Agent{Host: a.Host, ConfigFile: a.ConfigFile}
+	b := &Agent{Host: a.Host, ConfigFile: a.ConfigFile, ChangeJournal: true}
 	t.Cleanup(func() { b.Close() }) //nolint:errcheck
 	require.Contains(t, preflightNames(t, b, in), `"app/orders/d5/e/x-\xff"`)
 	require.Equal(t, [2]int{1, 0}, scans(b), "a new agent scans whole")
 }
 
-// With the journal turned off every scan is whole.
+// Without --change-journal (the default) every scan is whole.
 func TestPreflightWithoutJournal(t *testing.T) {
-	t.Setenv(noJournalEnv, "1")
 	a, in, _ := preflightWorld(t, "")
 	require.Empty(t, preflightNames(t, a, in))
 	require.Empty(t, preflightNames(t, a, in))

@@ -27,7 +27,8 @@ func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\xff"), []byte("n"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "bad-\uf7ff"), []byte("its image name"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "late-\uf7fe"), []byte("the image name of late-\\xfe"), 0o644))
-	e.startAgents("a1", "b1")
+	e.startAgentConfig("a1", e.cfgFile, "--change-journal") // its later preflights follow the journal
+	e.startAgent("b1")
 
 	run := e.start("orders")
 	_, err := e.wait(run)
@@ -61,9 +62,9 @@ func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 	_, err = os.Lstat(e.targetLink())
 	assert.ErrorIs(t, err, os.ErrNotExist, "nothing was published")
 
-	// Later preflights look only where the source changed when the agent's change journal
-	// is on (a run without a precopy): a clash made deep in a directory that was clean is
-	// still refused before quiesce, and once it is gone the run completes.
+	// a1's later preflights look only where the source changed (--change-journal; a run
+	// without a precopy): a clash made deep in a directory that was clean is still refused
+	// before quiesce, and once it is gone the run completes.
 	require.NoError(t, os.Remove(filepath.Join(e.sourceDir(), "late-\xfe")))
 	require.NoError(t, os.WriteFile(filepath.Join(e.dir, "scripts", "freeze.sh"), []byte(testScript), 0o755))
 	_, err = e.wait(e.start("orders"))
@@ -77,6 +78,9 @@ func TestUnsupportedEntriesFailTheRun(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(deep, "x-\xff")))
 	_, err = e.wait(e.start("orders"))
 	require.NoError(t, err)
+	if os.Geteuid() == 0 {
+		assert.NotContains(t, e.agentLog("a1"), "no change journal on this agent", "a1 runs as root: its journal opens")
+	}
 }
 
 // With on_unsupported: skip the run completes without them; the status, the replica's meta

@@ -34,6 +34,8 @@ type Options struct {
 	Identity string
 	// Logger receives the data plane's lines (activities.Agent.Logger); nil drops them.
 	Logger log.Logger
+	// ChangeJournal: the preflight follows a change journal (activities.Agent.ChangeJournal).
+	ChangeJournal bool
 }
 
 // Agent is one host's workers.
@@ -68,6 +70,7 @@ func NewAgent(o Options) (*Agent, error) {
 		return nil, err
 	}
 	acts.Logger = o.Logger
+	acts.ChangeJournal = o.ChangeJournal
 	d := &drain{host: o.Host}
 	hostW := worker.New(o.Client, workflows.HostQueue(o.Host), worker.Options{
 		Identity:     o.Identity,

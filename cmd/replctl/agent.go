@@ -38,6 +38,8 @@ type AgentOptions struct {
 	// WaitForServer bounds the wait at start for the server to answer and know the
 	// namespace (a cluster coming up opens its port before that).
 	WaitForServer time.Duration
+	// ChangeJournal lets the preflight follow a change journal of the source (fanotify).
+	ChangeJournal bool
 }
 
 // NewCmdAgent is `replctl agent --host NAME`: the agent of one host.
@@ -96,7 +98,7 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			if err := waitNamespace(cmd.Context(), c, cmp.Or(co.Namespace, client.DefaultNamespace), o.WaitForServer, f.ErrOut); err != nil {
 				return fmt.Errorf("agent %s does not start: %w", o.Host, err)
 			}
-			a, err := startAgent(c, cfg, o.Host, newSDKLogger(f.Logger()))
+			a, err := startAgent(c, cfg, o.Host, newSDKLogger(f.Logger()), o.ChangeJournal)
 			if err != nil {
 				return err
 			}
@@ -113,6 +115,8 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 	addShutdownGraceFlag(cmd.Flags(), &o.ShutdownGrace)
 	cmd.Flags().DurationVar(&o.WaitForServer, "wait-for-server", DefaultWaitForServer,
 		"at start, how long to wait for the Temporal server to answer and know the namespace")
+	cmd.Flags().BoolVar(&o.ChangeJournal, "change-journal", false,
+		"keep a journal of the source's changed directories (fanotify; needs CAP_SYS_ADMIN) so that each preflight scans only what changed since the last; off by default, see design.md for what it costs")
 	cmd.Flags().StringVar(&o.PprofAddr, "pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	return cmd
 }
@@ -138,12 +142,12 @@ func checkAgentStorage(cfg *config.Config, host string) error {
 }
 
 // startAgent starts the agent of host.
-func startAgent(c client.Client, cfg *config.Config, host string, logger log.Logger) (*workers.Agent, error) {
+func startAgent(c client.Client, cfg *config.Config, host string, logger log.Logger, changeJournal bool) (*workers.Agent, error) {
 	h, err := cfg.Host(host)
 	if err != nil {
 		return nil, &ExitError{Code: ExitUsage, Err: err}
 	}
-	a, err := workers.NewAgent(workers.Options{Client: c, Host: h.Name, ConfigFile: cfg.File, StateDir: h.State, SharedQueue: cfg.Temporal.TaskQueue, Logger: logger})
+	a, err := workers.NewAgent(workers.Options{Client: c, Host: h.Name, ConfigFile: cfg.File, StateDir: h.State, SharedQueue: cfg.Temporal.TaskQueue, Logger: logger, ChangeJournal: changeJournal})
 	if err != nil {
 		return nil, err
 	}

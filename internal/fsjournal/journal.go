@@ -50,8 +50,12 @@ const events = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FA
 // all and every Point taken before is answered with ErrGap (about 100 bytes a directory).
 const maxDirs = 1 << 20
 
-// pollInterval is how often the reader checks that the journal was not closed.
-const pollInterval = 500 * time.Millisecond
+// pollInterval is how often the reader checks that the journal was not closed;
+// gatherDelay how long it lets events queue before it reads them.
+const (
+	pollInterval = 500 * time.Millisecond
+	gatherDelay  = 100 * time.Millisecond
+)
 
 // Journal is one fanotify group and what it has read.
 type Journal struct {
@@ -120,7 +124,7 @@ func Open() (*Journal, error) {
 		unix.Close(fd) //nolint:errcheck
 		return nil, err
 	}
-	j := &Journal{fd: fd, id: binary.LittleEndian.Uint64(b[:]), buf: make([]byte, 64<<10),
+	j := &Journal{fd: fd, id: binary.LittleEndian.Uint64(b[:]), buf: make([]byte, 256<<10),
 		marked: map[fsid]*fsMark{}, dirs: map[string]*dirChange{}, done: make(chan struct{})}
 	go j.reader()
 	return j, nil
@@ -413,6 +417,10 @@ func (j *Journal) reader() {
 			continue
 		}
 		if n > 0 {
+			// Let events gather: the kernel merges those of one entry while they are
+			// queued (a creation and the attribute changes after it), and one read takes
+			// many. Begin and Since drain at once, so they never wait for this.
+			time.Sleep(gatherDelay)
 			j.drain()
 		}
 	}
