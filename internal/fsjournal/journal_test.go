@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -166,44 +167,47 @@ func TestUnescapeMount(t *testing.T) {
 	require.Equal(t, `/odd\0`, unescapeMount(`/odd\0`))
 }
 
-// TestMeasureJournalCost times what the journal adds to a filesystem's creations: files
-// created (and chmod'ed, as a copy tool does) with no journal, then with one marking the
-// filesystem, alternated. Skipped unless REPLCTL_MEASURE is set:
+// TestMeasureJournalCost times what the journal adds to a filesystem's writers: a copy of
+// a tree with `cp -a` (creations, then owner, mode, times) with no journal, then with one
+// marking the filesystem, alternated twice. Skipped unless REPLCTL_MEASURE is set; the tree
+// is REPLCTL_MEASURE_TREE (e.g. the bench's dataset B), else 100,000 files made here:
 //
-//	REPLCTL_MEASURE=1 go test ./internal/fsjournal -run TestMeasureJournalCost -v
+//	REPLCTL_MEASURE=1 REPLCTL_MEASURE_TREE=/tmp/replctl-bench/data/b go test ./internal/fsjournal -run TestMeasureJournalCost -v
 func TestMeasureJournalCost(t *testing.T) {
 	if os.Getenv("REPLCTL_MEASURE") == "" {
 		t.Skip("set REPLCTL_MEASURE=1 to run")
 	}
 	base := t.TempDir()
-	create := func(name string) time.Duration {
-		dir := filepath.Join(base, name)
-		t0 := time.Now()
+	src := os.Getenv("REPLCTL_MEASURE_TREE")
+	if src == "" {
+		src = filepath.Join(base, "src")
 		for d := range 100 {
-			sub := filepath.Join(dir, fmt.Sprintf("d%03d", d))
-			require.NoError(t, os.MkdirAll(sub, 0o755))
 			for f := range 1000 {
-				p := filepath.Join(sub, fmt.Sprintf("f%04d", f))
-				require.NoError(t, os.WriteFile(p, []byte("x"), 0o644))
-				require.NoError(t, os.Chmod(p, 0o600))
+				tree(t, src, fmt.Sprintf("d%03d/f%04d", d, f))
 			}
 		}
+	}
+	cp := func(name string) time.Duration {
+		t0 := time.Now()
+		out, err := exec.Command("cp", "-a", src, filepath.Join(base, name)).CombinedOutput()
+		require.NoError(t, err, string(out))
+		unix.Sync()
 		return time.Since(t0)
 	}
 	for i := range 2 {
-		off := create(fmt.Sprintf("off%d", i))
+		off := cp(fmt.Sprintf("off%d", i))
 		j := open(t)
 		_, err := j.Begin(base)
 		require.NoError(t, err)
 		var before, after unix.Rusage
 		require.NoError(t, unix.Getrusage(unix.RUSAGE_SELF, &before))
-		on := create(fmt.Sprintf("on%d", i))
+		on := cp(fmt.Sprintf("on%d", i))
 		p, err := j.Begin(base)
 		require.NoError(t, err)
 		require.NoError(t, unix.Getrusage(unix.RUSAGE_SELF, &after))
 		j.Close()
-		t.Logf("100,000 files created and chmod'ed: %v without a journal, %v with one (seq %d; this process's CPU meanwhile %v)",
-			off.Round(time.Millisecond), on.Round(time.Millisecond), p.seq,
+		t.Logf("cp -a of %s: %v without a journal, %v with one (%d events read; the journal's CPU %v)",
+			src, off.Round(time.Millisecond), on.Round(time.Millisecond), p.seq,
 			time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()).Round(time.Millisecond))
 	}
 }
