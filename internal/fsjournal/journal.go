@@ -260,7 +260,10 @@ func (j *Journal) Since(p Point) (*Changes, error) {
 		if !ok {
 			continue
 		}
-		dir, ok := resolve(mount, t.htype, t.handle)
+		dir, ok, err := resolve(mount, t.htype, t.handle)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrGap, err)
+		}
 		if !ok {
 			continue // gone: its removal changed its parent
 		}
@@ -329,18 +332,28 @@ func (j *Journal) Forget(keep []Point) {
 	}
 }
 
-// resolve opens a directory by its handle and returns its path, false when it is gone.
-func resolve(mount int, htype int32, handle []byte) (string, bool) {
+// resolve opens a directory by its handle and returns its path; false when it is gone
+// (deleted: its removal changed its parent). Any other failure is an error: a change that
+// cannot be placed must not be dropped.
+func resolve(mount int, htype int32, handle []byte) (string, bool, error) {
 	fd, err := unix.OpenByHandleAt(mount, unix.NewFileHandle(htype, handle), unix.O_PATH|unix.O_CLOEXEC)
+	if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+		return "", false, nil
+	}
 	if err != nil {
-		return "", false
+		return "", false, fmt.Errorf("opening a changed directory by its handle: %w", err)
 	}
 	defer unix.Close(fd) //nolint:errcheck
 	p, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	if err != nil || !strings.HasPrefix(p, "/") || strings.HasSuffix(p, " (deleted)") {
-		return "", false
+	switch {
+	case err != nil:
+		return "", false, fmt.Errorf("the path of a changed directory: %w", err)
+	case strings.HasSuffix(p, " (deleted)"):
+		return "", false, nil
+	case !strings.HasPrefix(p, "/"):
+		return "", false, fmt.Errorf("a changed directory has no path (%q)", p)
 	}
-	return p, true
+	return p, true, nil
 }
 
 // below is p relative to root, if it is root or below it.

@@ -161,6 +161,27 @@ func TestJournalForgets(t *testing.T) {
 	require.ErrorIs(t, err, ErrGap)
 }
 
+// A changed directory whose handle cannot be opened (other than because it is gone) is a
+// gap, never a change dropped.
+func TestJournalUnresolvableChangeIsAGap(t *testing.T) {
+	j := open(t)
+	root := filepath.Join(t.TempDir(), "ds")
+	tree(t, root, "a/f")
+	p, err := j.Begin(root)
+	require.NoError(t, err)
+	tree(t, root, "a/g")
+	j.drain()
+	j.mu.Lock()
+	require.NotEmpty(t, j.dirs)
+	for _, d := range j.dirs {
+		d.handle = make([]byte, 200) // longer than any handle (MAX_HANDLE_SZ): EINVAL, not ESTALE
+	}
+	j.mu.Unlock()
+	_, err = j.Since(p)
+	require.ErrorIs(t, err, ErrGap)
+	require.ErrorContains(t, err, "opening a changed directory by its handle")
+}
+
 func TestUnescapeMount(t *testing.T) {
 	require.Equal(t, "/mnt/a b", unescapeMount(`/mnt/a\040b`))
 	require.Equal(t, "/plain", unescapeMount("/plain"))
