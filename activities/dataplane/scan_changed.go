@@ -19,15 +19,9 @@ import (
 // over: its removal changed its parent, which is listed. Every directory is opened beneath
 // dir with no symlink on the way.
 func ScanChangedUnsupported(ctx context.Context, dir string, dirs, trees []string, opt ScanOptions) (*Unsupported, error) {
-	if err := checkAbs("dir", dir); err != nil {
-		return nil, err
-	}
-	if opt.Parallel <= 0 {
-		opt.Parallel = 4
-	}
-	rfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	rfd, err := openScanRoot(dir, &opt)
 	if err != nil {
-		return nil, fmt.Errorf("scanning %s: %w", dir, err)
+		return nil, err
 	}
 	defer unix.Close(rfd) //nolint:errcheck // read only
 	s := newScan(ctx, dir, opt, false)
@@ -46,10 +40,7 @@ func ScanChangedUnsupported(ctx context.Context, dir string, dirs, trees []strin
 			}
 			return -1, "", "", false
 		}
-		p, name := path.Join(dir, rel), rel
-		if opt.Name != "" {
-			name = path.Join(opt.Name, rel)
-		}
+		p, name := path.Join(dir, rel), s.name(rel)
 		switch {
 		case rel == ".":
 			s.rootXattrs(fd)

@@ -160,15 +160,9 @@ func ScanTree(ctx context.Context, dir string, opt ScanOptions) (*Unsupported, *
 }
 
 func scanTree(ctx context.Context, dir string, opt ScanOptions, collect bool) (*Unsupported, *Extras, error) {
-	if err := checkAbs("dir", dir); err != nil {
-		return nil, nil, err
-	}
-	if opt.Parallel <= 0 {
-		opt.Parallel = 4
-	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openScanRoot(dir, &opt)
 	if err != nil {
-		return nil, nil, fmt.Errorf("scanning %s: %w", dir, err)
+		return nil, nil, err
 	}
 	s := newScan(ctx, dir, opt, collect)
 	s.rootXattrs(fd)
@@ -176,6 +170,22 @@ func scanTree(ctx context.Context, dir string, opt ScanOptions, collect bool) (*
 	s.dir(fd, dir, opt.Name)
 	s.wg.Wait()
 	return s.result()
+}
+
+// openScanRoot checks and opens the root of a scan (never through a symlink in its last
+// component) and fills in opt's defaults.
+func openScanRoot(dir string, opt *ScanOptions) (int, error) {
+	if err := checkAbs("dir", dir); err != nil {
+		return -1, err
+	}
+	if opt.Parallel <= 0 {
+		opt.Parallel = 4
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("scanning %s: %w", dir, err)
+	}
+	return fd, nil
 }
 
 // newScan is a scan of the tree at dir, walked by scanTree or fed by a push's listing
@@ -219,11 +229,15 @@ func (s *scan) result() (*Unsupported, *Extras, error) {
 // listed examines the entry base (stat st, path rel below the root) of the directory dfd,
 // which a push has just listed and stat'ed.
 func (s *scan) listed(dfd int, rel, base string, st *unix.Stat_t) {
-	name := rel
-	if s.opt.Name != "" {
-		name = path.Join(s.opt.Name, rel)
+	s.entry(dfd, path.Join(s.root, rel), s.name(rel), base, st)
+}
+
+// name is the summary name of the path rel below the root (rel's inverse).
+func (s *scan) name(rel string) string {
+	if s.opt.Name == "" {
+		return rel
 	}
-	s.entry(dfd, path.Join(s.root, rel), name, base, st)
+	return path.Join(s.opt.Name, rel)
 }
 
 // scan is one ScanUnsupported walk.
