@@ -151,30 +151,53 @@ func (j *Journal) Close() {
 // Begin marks root's filesystem (once per filesystem) and returns the journal's position,
 // to be taken before a complete look at root.
 func (j *Journal) Begin(root string) (Point, error) {
-	// Not O_PATH: fanotify_mark takes no O_PATH descriptor.
-	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	r, err := openTreeRoot(root)
 	if err != nil {
-		return Point{}, fmt.Errorf("change journal: %w", err)
-	}
-	defer unix.Close(fd) //nolint:errcheck
-	var st unix.Stat_t
-	var sfs unix.Statfs_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return Point{}, fmt.Errorf("change journal: %s: %w", root, err)
-	}
-	if err := unix.Fstatfs(fd, &sfs); err != nil {
-		return Point{}, fmt.Errorf("change journal: %s: %w", root, err)
-	}
-	if err := j.mark(fd, fsid(sfs.Fsid.Val), root); err != nil {
 		return Point{}, err
 	}
-	if err := mountsBelow(fd, root); err != nil {
+	defer unix.Close(r.fd) //nolint:errcheck
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(r.fd, &sfs); err != nil {
+		return Point{}, fmt.Errorf("change journal: %s: %w", root, err)
+	}
+	if err := j.mark(r.fd, fsid(sfs.Fsid.Val), root); err != nil {
 		return Point{}, err
 	}
 	j.drain()
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return Point{Root: root, id: j.id, seq: j.seq, dev: st.Dev, ino: st.Ino}, nil
+	return Point{Root: root, id: j.id, seq: j.seq, dev: r.st.Dev, ino: r.st.Ino}, nil
+}
+
+// treeRoot is the open root of a tree (open for reading: fanotify_mark takes no O_PATH
+// descriptor), its stat and its path as the kernel names it.
+type treeRoot struct {
+	fd   int
+	st   unix.Stat_t
+	real string
+}
+
+// openTreeRoot opens root (never through a symlink in its last component); it fails with
+// ErrGap when a filesystem is mounted below it.
+func openTreeRoot(root string) (treeRoot, error) {
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return treeRoot{}, fmt.Errorf("%w: %w", ErrGap, err)
+	}
+	r := treeRoot{fd: fd}
+	if err := unix.Fstat(fd, &r.st); err != nil {
+		unix.Close(fd) //nolint:errcheck
+		return treeRoot{}, fmt.Errorf("%w: %s: %w", ErrGap, root, err)
+	}
+	if r.real, err = os.Readlink("/proc/self/fd/" + strconv.Itoa(fd)); err != nil {
+		unix.Close(fd) //nolint:errcheck
+		return treeRoot{}, fmt.Errorf("%w: %s: %w", ErrGap, root, err)
+	}
+	if err := mountsBelow(r.real, root); err != nil {
+		unix.Close(fd) //nolint:errcheck
+		return treeRoot{}, err
+	}
+	return r, nil
 }
 
 // mark adds a filesystem mark for the filesystem of fd (root) unless it has one.
@@ -203,22 +226,15 @@ func (j *Journal) Since(p Point) (*Changes, error) {
 	if p.id != j.id {
 		return nil, fmt.Errorf("%w: %s was looked at by another journal (the agent restarted)", ErrGap, p.Root)
 	}
-	fd, err := unix.Open(p.Root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	r, err := openTreeRoot(p.Root)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrGap, p.Root, err)
-	}
-	defer unix.Close(fd) //nolint:errcheck
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Dev != p.dev || st.Ino != p.ino {
-		return nil, fmt.Errorf("%w: %s is not the directory it was", ErrGap, p.Root)
-	}
-	if err := mountsBelow(fd, p.Root); err != nil {
 		return nil, err
 	}
-	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrGap, p.Root, err)
+	unix.Close(r.fd) //nolint:errcheck // only its identity and path are needed
+	if r.st.Dev != p.dev || r.st.Ino != p.ino {
+		return nil, fmt.Errorf("%w: %s is not the directory it was", ErrGap, p.Root)
 	}
+	real := r.real
 	j.drain()
 	j.mu.Lock()
 	if p.seq < j.lost || p.seq > j.seq {
@@ -370,13 +386,9 @@ func below(root, p string) (string, bool) {
 	return "", false
 }
 
-// mountsBelow fails with ErrGap when a filesystem is mounted at or below the directory fd
-// (root) other than root's own: its changes are not on root's filesystem.
-func mountsBelow(fd int, root string) error {
-	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrGap, root, err)
-	}
+// mountsBelow fails with ErrGap when a filesystem is mounted below root (its path as the
+// kernel names it, real): its changes are not on root's filesystem.
+func mountsBelow(real, root string) error {
 	info, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrGap, err)
