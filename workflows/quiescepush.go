@@ -26,12 +26,12 @@ type fusedPush struct {
 	err    error
 }
 
-// fusedAgent is the push the quiesce step's first attempt also makes (its Agent is the
+// fusedInput is the push the quiesce step's first attempt also makes (its Agent is the
 // application's and the source's), nil when the run quiesces and pushes in two activities:
 // a failback, a consistency group (its datasets are pushed one activity each), different
 // agents, a takeover already made, an agent that does not see the source. Runs recorded
 // before this change always used two.
-func (w *replication) fusedAgent(ctx workflow.Context) *activities.PushInput {
+func (w *replication) fusedInput(ctx workflow.Context) *activities.PushInput {
 	app, src := w.roles.application, w.roles.source
 	agent := app.current()
 	if w.failback != nil || agent == "" || agent != src.current() || len(app.pending)+len(src.pending) > 0 ||
@@ -65,7 +65,7 @@ func (w *replication) fusedPushInput(agent string) (activities.PushInput, error)
 	}, nil
 }
 
-// quiesceAndPush is the quiesce step's fused attempt: the push in (fusedAgent's) carrying
+// quiesceAndPush is the quiesce step's fused attempt: the push in (fusedInput's) carrying
 // the quiesce script. It returns the quiesce part's outcome; the push part's waits in
 // w.fused for the push step.
 func (w *replication) quiesceAndPush(ctx workflow.Context, in activities.PushInput, host activities.HostPlan) error {

@@ -303,7 +303,7 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	w.quiesceStarted = true
 	w.status.QuiescedHost = app.Host
 	w.upsert(ctx, AttrQuiescedHost.ValueSet(app.Host))
-	fuse := w.fusedAgent(ctx)
+	fuse := w.fusedInput(ctx)
 	err = w.onRole(ctx, w.roles.application, activities.StepQuiesce, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		w.quiesceScheduled = true
 		var err error
