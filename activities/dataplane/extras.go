@@ -346,12 +346,25 @@ func loadExtras(ctx context.Context, rep repo.Repository, man *snapshot.Manifest
 // extrasCollector gathers Extras during a scan (safe for the scan's walkers).
 type extrasCollector struct {
 	entries map[string]*ExtraEntry
-	// links maps (dev, ino) of a regular file with several links to its paths in the tree.
+	// links maps (dev, ino) of a regular file with several links to its paths in the tree;
+	// nlink to its link count.
 	links map[[2]uint64][]string
+	nlink map[[2]uint64]uint64
 }
 
 func newExtrasCollector() *extrasCollector {
-	return &extrasCollector{entries: map[string]*ExtraEntry{}, links: map[[2]uint64][]string{}}
+	return &extrasCollector{entries: map[string]*ExtraEntry{}, links: map[[2]uint64][]string{}, nlink: map[[2]uint64]uint64{}}
+}
+
+// partial reports whether a file has more links than paths collected: another name is
+// outside what was listed.
+func (c *extrasCollector) partial() bool {
+	for k, ps := range c.links {
+		if uint64(len(ps)) < c.nlink[k] {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *extrasCollector) entry(rel string) *ExtraEntry {

@@ -153,10 +153,7 @@ func TestApplyExtrasRefusesSymlinkedParent(t *testing.T) {
 
 func loadExtrasOf(t *testing.T, e *env, image string) *Extras {
 	t.Helper()
-	rep, err := e.repos.open(context.Background(), e.cfg, false)
-	require.NoError(t, err)
-	man, err := loadImage(context.Background(), rep, image, e.job, e.ds)
-	require.NoError(t, err)
+	rep, man := e.image(image)
 	x, err := loadExtras(context.Background(), rep, man)
 	require.NoError(t, err)
 	require.NotNil(t, x)
@@ -210,10 +207,7 @@ func TestPullTargetRefusal(t *testing.T) {
 func imageWithExtras(t *testing.T, e *env, image string, x *Extras) string {
 	t.Helper()
 	ctx := context.Background()
-	rep, err := e.repos.open(ctx, e.cfg, false)
-	require.NoError(t, err)
-	man, err := loadImage(ctx, rep, image, e.job, e.ds)
-	require.NoError(t, err)
+	rep, man := e.image(image)
 	wctx, w, err := rep.NewWriter(ctx, repo.WriteSessionOptions{Purpose: "test"})
 	require.NoError(t, err)
 	defer w.Close(ctx) //nolint:errcheck

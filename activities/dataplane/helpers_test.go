@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/snapshot"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -63,6 +65,17 @@ func (e *env) push() PushResult {
 	require.NoError(e.t, err)
 
 	return res
+}
+
+// image opens the repository and loads the job's image id.
+func (e *env) image(id string) (repo.DirectRepository, *snapshot.Manifest) {
+	e.t.Helper()
+	ctx := context.Background()
+	rep, err := e.repos.open(ctx, e.cfg, false)
+	require.NoError(e.t, err)
+	man, err := loadImage(ctx, rep, id, e.job, e.ds)
+	require.NoError(e.t, err)
+	return rep, man
 }
 
 func (e *env) pullReq(image, name string) PullRequest {

@@ -58,6 +58,10 @@ type PushRequest struct {
 	// Limiter bounds the bytes read from the source (nil: unlimited): the job's and the
 	// host's bandwidth.
 	Limiter Limiter
+	// Changed, when set, is what the agent's change journal says changed since the push
+	// of the job's image Changed.Image: a push (not a precopy) then lists only what
+	// changed and takes the rest from that image (reuse.go).
+	Changed *ChangedSince
 }
 
 // A precopy (config precopy: auto) runs only when the job's previous image holds at least
@@ -85,12 +89,15 @@ const readTag = "read"
 
 // PushResult describes the image a push created.
 type PushResult struct {
-	ImageID   string // snapshot manifest ID
-	RootID    string // root directory object ID
-	Bytes     int64  // total file bytes in the image
-	Files     int64  // total files in the image
-	Reused    int64  // files not re-read (unchanged since the previous image)
-	StartTime time.Time
+	ImageID string // snapshot manifest ID
+	RootID  string // root directory object ID
+	Bytes   int64  // total file bytes in the image
+	Files   int64  // total files in the image
+	Reused  int64  // files not re-read (unchanged since the previous image)
+	// ReusedDirs is how many directories a push the change journal guides took from the
+	// previous image without listing them (reuse.go).
+	ReusedDirs int
+	StartTime  time.Time
 	// Skipped: a precopy that had nothing to gain (no previous image, not PrecopyFirst).
 	Skipped bool
 	// Unsupported is what the image lacks (nil: nothing, or a precopy).
@@ -233,84 +240,28 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 
 	rp.setPhase("upload", estBytes, estFiles)
 
-	root, err := openSourceRoot(req.SourceDir, &r.hooks)
-	if err != nil {
-		return PushResult{}, err
-	}
-	defer root.close()
-	root.lim, root.ctx = req.Limiter, ctx
-	src, err := root.dir()
-	if err != nil {
-		return PushResult{}, err
-	}
-
-	u := upload.NewUploader(w)
-	u.ParallelUploads = req.Parallel
-	u.CheckpointInterval = req.CheckpointInterval
-	u.DisableIgnoreRules = true
-	u.EnableActions = false
-	u.CheckpointLabels = req.Tags
-	up := &uploadProgress{rp: rp}
-	u.Progress = up
-
-	// The uploader does not watch ctx; cancel it explicitly.
-	stop := context.AfterFunc(ctx, u.Cancel)
-	defer stop()
-
+	plan := r.planReuse(wctx, w, req, prev)
 	start := time.Now()
-
-	// The scan is fed by the upload's own listing (the application is quiesced meanwhile);
-	// a refusal stops the upload as soon as it is known.
-	if !req.Precopy {
-		root.scan = newScan(ctx, req.SourceDir, ScanOptions{Name: req.Dataset}, true)
-		root.scan.onFind = func(err error) {
-			// A failed scan fails the push whatever the job does with unsupported entries.
-			if err != nil || req.OnUnsupported != OnUnsupportedSkip {
-				u.Cancel()
-			}
+	var up *uploaded
+	for {
+		up, err = r.upload(ctx, wctx, w, req, si, prev, rp, plan)
+		if err == nil && up.precopyFound != nil {
+			return PushResult{Unsupported: up.precopyFound}, nil
 		}
-	} else if req.ScanUnsupported {
-		root.scan = newScan(ctx, req.SourceDir, ScanOptions{Name: req.Dataset}, false)
-		root.scan.onFind = func(err error) {
-			if err == nil {
-				u.Cancel()
-			}
+		if err != nil || plan.used() == 0 || !up.partialLinks {
+			break
 		}
+		// A file it listed has a link it did not list: in a reused directory or outside
+		// the tree, it cannot tell which.
+		r.log("push lists the whole tree: a file has more links than it listed", "job", req.Job, "dataset", req.Dataset)
+		plan = nil
 	}
-
-	man, err := u.Upload(wctx, src, policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
-
-	var unsupported *Unsupported
-	var extras *Extras
-	if root.scan != nil && req.Precopy {
-		sum, _, serr := root.scan.result()
-		switch {
-		case serr != nil:
-			// As the preflight's own scan: the quiesced push reads the tree again.
-			r.log("precopy's look for unsupported entries failed; the push checks again", "job", req.Job, "dataset", req.Dataset, "error", serr)
-		case !sum.Empty():
-			return PushResult{Unsupported: sum}, nil
-		}
-	} else if root.scan != nil {
-		sum, x, serr := root.scan.result()
-		extras = x
-		if serr != nil && ctx.Err() == nil {
-			return PushResult{}, fmt.Errorf("push of %s: %w", req.SourceDir, serr)
-		}
-		if !sum.Empty() {
-			if req.OnUnsupported != OnUnsupportedSkip {
-				return PushResult{}, &UnsupportedError{Job: req.Job, Summary: *sum}
-			}
-			unsupported = sum
-		}
-	}
-
 	if err != nil {
-		if ctx.Err() != nil {
-			return PushResult{}, fmt.Errorf("push of %s stopped: %w", req.SourceDir, context.Cause(ctx))
-		}
-
-		return PushResult{}, fmt.Errorf("uploading %s: %w", req.SourceDir, err)
+		return PushResult{}, err
+	}
+	man, unsupported, extras := up.man, up.unsupported, up.extras
+	if n := plan.used(); n > 0 {
+		r.log("push took unchanged directories from the previous image", "job", req.Job, "dataset", req.Dataset, "image", req.Changed.Image, "changed", len(req.Changed.Dirs), "new_trees", len(req.Changed.Trees), "reused", n)
 	}
 
 	man.Tags = req.Tags
@@ -342,7 +293,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	}
 
 	man.Pins = []string{imagePin}
-	setTag(man, readTag, strconv.FormatInt(up.hashed.Load(), 10))
+	setTag(man, readTag, strconv.FormatInt(up.hashed, 10))
 
 	if !extras.Empty() {
 		xid, err := saveExtras(wctx, w, req.Job, req.Dataset, extras)
@@ -375,10 +326,132 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	res := manifestResult(man)
 	res.ImageID, res.RootID = string(id), man.RootObjectID().String()
 	res.Unsupported = unsupported
+	res.ReusedDirs = plan.used()
+	res.Reused += plan.files()
 
 	r.log("pushed image", "job", req.Job, "image", res.ImageID, "files", res.Files, "bytes", res.Bytes,
 		"reused", res.Reused, "took", time.Since(start).Round(time.Millisecond))
 
+	return res, nil
+}
+
+// uploaded is what one upload of a push made.
+type uploaded struct {
+	man         *snapshot.Manifest
+	hashed      int64 // bytes read from the source
+	unsupported *Unsupported
+	extras      *Extras
+	// precopyFound is what a precopy's look for unsupported entries found (it stops there).
+	precopyFound *Unsupported
+	// partialLinks: a file listed has more links than names listed.
+	partialLinks bool
+}
+
+// planReuse is the reuse plan of a push the change journal guides (nil: list everything).
+func (r *Repos) planReuse(ctx context.Context, rep repo.Repository, req PushRequest, prev []*snapshot.Manifest) *reusePlan {
+	if req.Changed == nil || req.Precopy {
+		return nil
+	}
+	var img *snapshot.Manifest
+	for _, m := range prev {
+		if string(m.ID) == req.Changed.Image {
+			img = m
+		}
+	}
+	plan, why := newReusePlan(ctx, rep, img, req.Changed)
+	if plan == nil {
+		r.log("push lists the whole tree", "job", req.Job, "dataset", req.Dataset, "reason", why)
+		return nil
+	}
+	plan.root = img.RootEntry
+	return plan
+}
+
+// upload runs kopia's uploader over the source once, with the scan fed by its listing.
+func (r *Repos) upload(ctx, wctx context.Context, w repo.RepositoryWriter, req PushRequest, si snapshot.SourceInfo,
+	prev []*snapshot.Manifest, rp *reporter, plan *reusePlan) (*uploaded, error) {
+	root, err := openSourceRoot(req.SourceDir, &r.hooks)
+	if err != nil {
+		return nil, err
+	}
+	defer root.close()
+	root.lim, root.ctx = req.Limiter, ctx
+	if plan != nil {
+		root.reuse, root.prev = plan, plan.root
+	}
+	src, err := root.dir()
+	if err != nil {
+		return nil, err
+	}
+
+	u := upload.NewUploader(w)
+	u.ParallelUploads = req.Parallel
+	u.CheckpointInterval = req.CheckpointInterval
+	u.DisableIgnoreRules = true
+	u.EnableActions = false
+	u.CheckpointLabels = req.Tags
+	up := &uploadProgress{rp: rp}
+	u.Progress = up
+
+	// The uploader does not watch ctx; cancel it explicitly.
+	stop := context.AfterFunc(ctx, u.Cancel)
+	defer stop()
+
+	// The scan is fed by the upload's own listing (the application is quiesced meanwhile);
+	// a refusal stops the upload as soon as it is known.
+	if !req.Precopy {
+		root.scan = newScan(ctx, req.SourceDir, ScanOptions{Name: req.Dataset}, true)
+		root.scan.onFind = func(err error) {
+			// A failed scan fails the push whatever the job does with unsupported entries.
+			if err != nil || req.OnUnsupported != OnUnsupportedSkip {
+				u.Cancel()
+			}
+		}
+	} else if req.ScanUnsupported {
+		root.scan = newScan(ctx, req.SourceDir, ScanOptions{Name: req.Dataset}, false)
+		root.scan.onFind = func(err error) {
+			if err == nil {
+				u.Cancel()
+			}
+		}
+	}
+
+	man, err := u.Upload(wctx, src, policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
+
+	res := &uploaded{man: man, hashed: up.hashed.Load()}
+	if root.scan != nil && req.Precopy {
+		sum, _, serr := root.scan.result()
+		switch {
+		case serr != nil:
+			// As the preflight's own scan: the quiesced push reads the tree again.
+			r.log("precopy's look for unsupported entries failed; the push checks again", "job", req.Job, "dataset", req.Dataset, "error", serr)
+		case !sum.Empty():
+			res.precopyFound = sum
+			return res, nil
+		}
+	} else if root.scan != nil {
+		res.partialLinks = root.scan.x.partial()
+		plan.addExtras(root.scan.x)
+		sum, x, serr := root.scan.result()
+		res.extras = x
+		if serr != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("push of %s: %w", req.SourceDir, serr)
+		}
+		if !sum.Empty() {
+			if req.OnUnsupported != OnUnsupportedSkip {
+				return nil, &UnsupportedError{Job: req.Job, Summary: *sum}
+			}
+			res.unsupported = sum
+		}
+	}
+
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("push of %s stopped: %w", req.SourceDir, context.Cause(ctx))
+		}
+
+		return nil, fmt.Errorf("uploading %s: %w", req.SourceDir, err)
+	}
 	return res, nil
 }
 
@@ -481,6 +554,12 @@ func validatePush(req *PushRequest) error {
 
 	if req.Parallel <= 0 {
 		req.Parallel = runtime.NumCPU()
+	}
+
+	if req.Changed != nil {
+		if err := req.Changed.validate(); err != nil {
+			return err
+		}
 	}
 
 	switch req.OnUnsupported {

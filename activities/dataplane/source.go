@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/kopia/kopia/fs"
+	"github.com/kopia/kopia/snapshot"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,6 +48,10 @@ type sourceRoot struct {
 	scan   *scan
 	mu     sync.Mutex
 	listed map[string]bool
+	// reuse, when set, takes unchanged directories from the previous image (reuse.go);
+	// prev is the previous image's root.
+	reuse *reusePlan
+	prev  *snapshot.DirEntry
 }
 
 // openSourceRoot opens dir (never through a symlink in its last component).
@@ -66,7 +71,7 @@ func (s *sourceRoot) dir() (fs.Directory, error) {
 	if err := unix.Fstat(s.fd, &st); err != nil {
 		return nil, fmt.Errorf("opening source %s: %w", s.path, err)
 	}
-	return sourceDir{s.entry(".", filepath.Base(s.path), &st)}, nil
+	return sourceDir{sourceEntry: s.entry(".", filepath.Base(s.path), &st), prev: s.prev}, nil
 }
 
 // entry is the entry at rel (raw names) with stat st, named name in the image.
@@ -80,7 +85,7 @@ func (s *sourceRoot) entry(rel, name string, st *unix.Stat_t) sourceEntry {
 func (e sourceEntry) typed() fs.Entry {
 	switch e.mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		return sourceDir{e}
+		return sourceDir{sourceEntry: e}
 	case unix.S_IFREG:
 		return sourceFile{e}
 	case unix.S_IFLNK:
@@ -160,7 +165,13 @@ func changed(rel string, err error) error {
 	return fmt.Errorf("opening source %s: %w", ShowPath(rel), err)
 }
 
-type sourceDir struct{ sourceEntry }
+type sourceDir struct {
+	sourceEntry
+	// prev is the directory's entry in the previous image of a push with a reuse plan (nil:
+	// none, or no plan); reuse says the push takes it as it is.
+	prev  *snapshot.DirEntry
+	reuse bool
+}
 
 // Size is 0 for a directory, as kopia's localfs has it.
 func (d sourceDir) Size() int64                      { return 0 }
@@ -183,12 +194,16 @@ func (d sourceDir) Child(_ context.Context, name string) (fs.Entry, error) {
 }
 
 // Iterate lists the directory from an fd opened beneath the root (no symlink followed).
-func (d sourceDir) Iterate(context.Context) (fs.DirectoryIterator, error) {
+func (d sourceDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
 	fd, err := openBeneath(d.s.fd, d.rel, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return nil, changed(d.rel, err)
 	}
 	it := &sourceIter{d: d, fd: fd, f: os.NewFile(uintptr(fd), d.LocalFilesystemPath())}
+	if it.prev, err = d.s.previousOf(ctx, d); err != nil {
+		it.Close()
+		return nil, err
+	}
 	if h := d.s.hooks; h != nil && h.afterSourceList != nil {
 		h.afterSourceList(d.rel)
 	}
@@ -209,6 +224,8 @@ type sourceIter struct {
 	f     *os.File // owns fd
 	names []string
 	scan  *scan // nil: not fed to the scan
+	// prev is the directory's entries in the previous image, by image name (nil: no reuse).
+	prev map[string]*snapshot.DirEntry
 }
 
 func (i *sourceIter) Close() { i.f.Close() } //nolint:errcheck
@@ -246,7 +263,7 @@ func (i *sourceIter) Next(context.Context) (fs.Entry, error) {
 		if img != n && i.taken(img) {
 			continue // its image name is a sibling's: left out (KindName)
 		}
-		return i.d.s.entry(rel, img, &st).typed(), nil
+		return i.d.s.withPrevious(i.d.s.entry(rel, img, &st).typed(), i.prev), nil
 	}
 }
 

@@ -410,6 +410,7 @@ func (s *scan) entry(dfd int, p, name, base string, st *unix.Stat_t) bool {
 				key := [2]uint64{st.Dev, st.Ino}
 				s.mu.Lock()
 				s.x.links[key] = append(s.x.links[key], rel)
+				s.x.nlink[key] = st.Nlink
 				s.mu.Unlock()
 			}
 		}

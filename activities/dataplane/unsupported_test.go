@@ -294,7 +294,7 @@ func TestMeasureScan(t *testing.T) {
 	}
 	// What the preflight does with the agent's change journal (internal/fsjournal): 1 % of
 	// the files rewritten, 0.01 % deleted and as many added, then a scan of what changed.
-	j, err := fsjournal.Open()
+	j, err := fsjournal.Open(fsjournal.Options{})
 	require.NoError(t, err)
 	defer j.Close()
 	for i := range 3 {
