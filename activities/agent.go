@@ -50,9 +50,13 @@ type Agent struct {
 	ConfigFile string
 	// StateDir is the agent's private directory (repository client state and caches).
 	StateDir string
-	// ChangeJournal lets the preflight follow a change journal of the source (journal.go:
-	// `replctl agent --change-journal`); off, every preflight scan walks the whole tree.
-	ChangeJournal bool
+	// ChangeJournal is what a change journal of the source is followed by (journal.go:
+	// `replctl agent --change-journal`); off, every preflight scan and push walks the whole
+	// tree.
+	ChangeJournal JournalUse
+	// JournalRescan is how often a push that follows the journal lists the whole tree all
+	// the same (0: DefaultJournalRescan).
+	JournalRescan time.Duration
 	// Logger receives the data plane's own lines (what it skipped, retired, tidied or could
 	// not do), which happen outside any one activity's logger; nil drops them.
 	Logger log.Logger

@@ -44,11 +44,12 @@ func writeTree(t *testing.T, dir, version string, files int) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "ALSO"), []byte(version), 0o644))
 }
 
-func newFailbackWorld(t *testing.T) *failbackWorld {
+// writeOrdersConfig writes, in base, the config of one host a1 and one job orders from
+// S/orders to T/orders with its repository on T, plus extra (lines of the job), and
+// returns its path: the agent's own config gives every path the tests' inputs use
+// (authority.go).
+func writeOrdersConfig(t *testing.T, base, extra string) string {
 	t.Helper()
-	base := t.TempDir()
-	t.Cleanup(dataplane.WaitTrash)
-	// The agent's own config gives every path the test's inputs use (authority.go).
 	cfgFile := filepath.Join(base, "replctl.yaml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte(fmt.Sprintf(`
 storage:
@@ -65,8 +66,15 @@ jobs:
     verify: full
     retention: {replicas: 3}
     repository: {storage: backup, path: repo, password_file: %[1]s/repo.password}
-    failback: {allow: true, primary_stopped: operator}
-`, base)), 0o600))
+`, base)+extra), 0o600))
+	return cfgFile
+}
+
+func newFailbackWorld(t *testing.T) *failbackWorld {
+	t.Helper()
+	base := t.TempDir()
+	t.Cleanup(dataplane.WaitTrash)
+	cfgFile := writeOrdersConfig(t, base, "    failback: {allow: true, primary_stopped: operator}\n")
 	a, err := NewAgent("a1", cfgFile, filepath.Join(base, "state"))
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, a.Close()) })

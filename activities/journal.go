@@ -1,14 +1,45 @@
 package activities
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"sync"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 
 	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/replctl/replctl/internal/fsjournal"
 )
+
+// JournalUse is what an agent follows its change journal for.
+type JournalUse string
+
+const (
+	// JournalOff keeps no journal: every preflight scan and every push walks the whole tree.
+	JournalOff JournalUse = ""
+	// JournalPreflight: the preflight's scan looks only where names or attributes changed.
+	// Nothing it gives up: the scan looks for names and attributes, which the journal sees.
+	JournalPreflight JournalUse = "preflight"
+	// JournalPush: the push too lists only the directories changed since the job's previous
+	// image and takes the rest from that image (dataplane/reuse.go). It gives up a write
+	// through mmap and a write through a hard link made outside the dataset since that
+	// image: neither is reported, so a directory holding such a file may keep its previous
+	// content until its next change or the agent's next start.
+	JournalPush JournalUse = "push"
+)
+
+// ParseJournalUse reads the --change-journal flag's value.
+func ParseJournalUse(s string) (JournalUse, error) {
+	switch u := JournalUse(s); u {
+	case JournalOff, JournalPreflight, JournalPush:
+		return u, nil
+	case "off":
+		return JournalOff, nil
+	}
+	return "", fmt.Errorf("change journal %q: want off, %s or %s", s, JournalPreflight, JournalPush)
+}
 
 // changeJournal is the agent's journal of changed directories (internal/fsjournal) and, per
 // source dataset dir, the journal's point before the last complete scan of it that found
@@ -21,6 +52,9 @@ type changeJournal struct {
 
 	mu    sync.Mutex
 	clean map[string]fsjournal.Point
+	// pushed holds, per job, dataset and source dir, the point taken before the push that
+	// made the job's newest image began to list the source, and that image (JournalPush).
+	pushed map[string]pushedImage
 	// looking holds the points of the scans under way, kept from Forget like clean's.
 	looking map[*fsjournal.Point]bool
 	// scans counts the scans by how they looked (tests and logs).
@@ -32,10 +66,10 @@ type changeJournal struct {
 func (a *Agent) journal(ctx context.Context) *fsjournal.Journal {
 	c := &a.changes
 	c.once.Do(func() {
-		if !a.ChangeJournal {
+		if a.ChangeJournal == JournalOff {
 			return
 		}
-		j, err := fsjournal.Open()
+		j, err := fsjournal.Open(fsjournal.Options{Writes: a.ChangeJournal == JournalPush})
 		if err != nil {
 			if activity.IsActivity(ctx) {
 				activity.GetLogger(ctx).Warn("no change journal on this agent: every preflight scans whole trees", "error", err)
@@ -107,9 +141,12 @@ func (c *changeJournal) forget(j *fsjournal.Journal, done ...*fsjournal.Point) {
 	for _, p := range done {
 		delete(c.looking, p)
 	}
-	keep := make([]fsjournal.Point, 0, len(c.clean)+len(c.looking))
+	keep := make([]fsjournal.Point, 0, len(c.clean)+len(c.pushed)+len(c.looking))
 	for _, p := range c.clean {
 		keep = append(keep, p)
+	}
+	for _, p := range c.pushed {
+		keep = append(keep, p.point)
 	}
 	for p := range c.looking {
 		keep = append(keep, *p)
@@ -132,4 +169,77 @@ func (c *changeJournal) close() {
 	if c.j != nil {
 		c.j.Close()
 	}
+}
+
+// pushedImage is the journal's point before a push and the image that push made, and
+// when the last push that listed the whole tree began.
+type pushedImage struct {
+	point fsjournal.Point
+	image string
+	whole time.Time
+}
+
+// DefaultJournalRescan is how often a push that follows the journal lists the whole tree
+// all the same: what the journal cannot see (a write through a mapping held open) reaches
+// an image within it.
+const DefaultJournalRescan = 24 * time.Hour
+
+// pushChanges is what a push of dir (job, dataset) may take from the journal (nil: the
+// push lists the whole tree) and the function to call when the push is over, with the
+// image it made ("" when it failed). Only with JournalPush. The next point is taken now,
+// before the push lists: what changes while it does is in the next push's changes. A push
+// that fails leaves no point, so the next is whole; so is a new agent's first, and one
+// JournalRescan after the last whole one.
+func (a *Agent) pushChanges(ctx context.Context, job, dataset, dir string) (*dataplane.ChangedSince, func(image string)) {
+	if a.ChangeJournal != JournalPush {
+		return nil, func(string) {}
+	}
+	j := a.journal(ctx)
+	if j == nil {
+		return nil, func(string) {}
+	}
+	c := &a.changes
+	key := job + "\x00" + dataset + "\x00" + dir
+	next, nerr := j.Begin(dir)
+	c.mu.Lock()
+	base, ok := c.pushed[key]
+	delete(c.pushed, key)
+	if c.looking == nil {
+		c.looking = map[*fsjournal.Point]bool{}
+	}
+	c.looking[&next] = true
+	if ok {
+		c.looking[&base.point] = true
+	}
+	c.mu.Unlock()
+	whole := time.Now() // when this push began, if it lists the whole tree
+	done := func(image string) {
+		if image != "" && nerr == nil {
+			c.mu.Lock()
+			if c.pushed == nil {
+				c.pushed = map[string]pushedImage{}
+			}
+			c.pushed[key] = pushedImage{point: next, image: image, whole: whole}
+			c.mu.Unlock()
+		}
+		c.forget(j, &next, &base.point)
+	}
+	if !ok || nerr != nil {
+		return nil, done
+	}
+	if time.Since(base.whole) >= cmp.Or(a.JournalRescan, DefaultJournalRescan) {
+		if activity.IsActivity(ctx) {
+			activity.GetLogger(ctx).Info("push lists the whole tree", "dir", dir, "reason", "the last whole listing is older than the rescan interval")
+		}
+		return nil, done
+	}
+	ch, gap := j.Since(base.point)
+	if gap != nil {
+		if activity.IsActivity(ctx) {
+			activity.GetLogger(ctx).Info("push lists the whole tree", "dir", dir, "reason", gap)
+		}
+		return nil, done
+	}
+	whole = base.whole
+	return &dataplane.ChangedSince{Image: base.image, Dirs: ch.Dirs, Trees: ch.Trees}, done
 }

@@ -52,6 +52,9 @@ type PushResult struct {
 	Unsupported *Unsupported `json:",omitempty"`
 	// SlotWait is how long of Duration the push waited for a slot (max_concurrent_steps).
 	SlotWait time.Duration `json:",omitempty"`
+	// ReusedDirs is how many directories the push took from the previous image without
+	// listing them (`--change-journal=push`).
+	ReusedDirs int `json:",omitempty"`
 	// Quiesce is what the input's quiesce script did, when it had one.
 	Quiesce *ScriptResult `json:",omitempty"`
 }
@@ -156,6 +159,11 @@ func (a *Agent) pushLeased(ctx context.Context, hb *lease, in PushInput, step St
 		}
 		in.SourceDir = real
 	}
+	var changed *dataplane.ChangedSince
+	pushed := func(string) {}
+	if step == StepPush && !in.FollowLink {
+		changed, pushed = a.pushChanges(ctx, in.Job, in.Dataset, in.SourceDir)
+	}
 	res, err := a.dataplane().Push(ctx, dataplane.PushRequest{
 		Repo:      a.repoConfig(in.Repo),
 		Job:       in.Job,
@@ -170,7 +178,9 @@ func (a *Agent) pushLeased(ctx context.Context, hb *lease, in PushInput, step St
 		ScanUnsupported:    how.scanUnsupported,
 		OnUnsupported:      in.OnUnsupported,
 		Limiter:            slot.limiter,
+		Changed:            changed,
 	}, func(p dataplane.Progress) { hb.update(fromDataplane(step, a.Host, p, "", 0)) })
+	pushed(res.ImageID)
 	observe(ctx, in.Job, string(step), start, err, res.Bytes, res.Files)
 	if err != nil {
 		var ue *dataplane.UnsupportedError
@@ -180,5 +190,5 @@ func (a *Agent) pushLeased(ctx context.Context, hb *lease, in PushInput, step St
 		return pushResult{}, a.fault(ctx, in.Job, step, err, hb.progress())
 	}
 	observeUnsupported(ctx, in.Job, res.Unsupported)
-	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported, SlotWait: slot.waited}, res.Skipped}, nil
+	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported, SlotWait: slot.waited, ReusedDirs: res.ReusedDirs}, res.Skipped}, nil
 }

@@ -6,6 +6,7 @@ package workers
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
@@ -34,8 +35,10 @@ type Options struct {
 	Identity string
 	// Logger receives the data plane's lines (activities.Agent.Logger); nil drops them.
 	Logger log.Logger
-	// ChangeJournal: the preflight follows a change journal (activities.Agent.ChangeJournal).
-	ChangeJournal bool
+	// ChangeJournal: what follows a change journal (activities.Agent.ChangeJournal).
+	ChangeJournal activities.JournalUse
+	// JournalRescan: activities.Agent.JournalRescan.
+	JournalRescan time.Duration
 }
 
 // Agent is one host's workers.
@@ -71,6 +74,7 @@ func NewAgent(o Options) (*Agent, error) {
 	}
 	acts.Logger = o.Logger
 	acts.ChangeJournal = o.ChangeJournal
+	acts.JournalRescan = o.JournalRescan
 	d := &drain{host: o.Host}
 	hostW := worker.New(o.Client, workflows.HostQueue(o.Host), worker.Options{
 		Identity:     o.Identity,

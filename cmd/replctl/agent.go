@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/log"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/storagecheck"
 	"github.com/replctl/replctl/workers"
@@ -38,8 +39,12 @@ type AgentOptions struct {
 	// WaitForServer bounds the wait at start for the server to answer and know the
 	// namespace (a cluster coming up opens its port before that).
 	WaitForServer time.Duration
-	// ChangeJournal lets the preflight follow a change journal of the source (fanotify).
-	ChangeJournal bool
+	// ChangeJournal is what follows a change journal of the source (fanotify): off,
+	// preflight or push.
+	ChangeJournal string
+	// JournalRescan: with a push that follows the journal, list the whole tree this often.
+	JournalRescan time.Duration
+	journal       agentJournal // ChangeJournal and JournalRescan, checked
 }
 
 // NewCmdAgent is `replctl agent --host NAME`: the agent of one host.
@@ -59,7 +64,14 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			if o.WaitForServer <= 0 {
 				return usageError("--wait-for-server %s: must be more than 0", o.WaitForServer)
 			}
-			var err error
+			use, err := activities.ParseJournalUse(o.ChangeJournal)
+			if err != nil {
+				return usageError("--change-journal: %v", err)
+			}
+			if o.JournalRescan <= 0 {
+				return usageError("--change-journal-rescan %s: must be more than 0", o.JournalRescan)
+			}
+			o.journal = agentJournal{use: use, rescan: o.JournalRescan}
 			o.MemoryLimitBytes, o.SetMemoryLimit, err = memoryLimit(o.MemoryLimit, cmd.Flags().Changed("memory-limit"), os.Getenv("GOMEMLIMIT"))
 			if err != nil {
 				return err
@@ -98,7 +110,7 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 			if err := waitNamespace(cmd.Context(), c, cmp.Or(co.Namespace, client.DefaultNamespace), o.WaitForServer, f.ErrOut); err != nil {
 				return fmt.Errorf("agent %s does not start: %w", o.Host, err)
 			}
-			a, err := startAgent(c, cfg, o.Host, newSDKLogger(f.Logger()), o.ChangeJournal)
+			a, err := startAgent(c, cfg, o.Host, newSDKLogger(f.Logger()), o.journal)
 			if err != nil {
 				return err
 			}
@@ -115,8 +127,11 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 	addShutdownGraceFlag(cmd.Flags(), &o.ShutdownGrace)
 	cmd.Flags().DurationVar(&o.WaitForServer, "wait-for-server", DefaultWaitForServer,
 		"at start, how long to wait for the Temporal server to answer and know the namespace")
-	cmd.Flags().BoolVar(&o.ChangeJournal, "change-journal", false,
-		"keep a journal of the source's changed directories (fanotify; needs CAP_SYS_ADMIN) so that each preflight scans only what changed since the last; off by default, see design.md for what it costs")
+	cmd.Flags().StringVar(&o.ChangeJournal, "change-journal", "off",
+		"keep a journal of the source's changed directories (fanotify; needs CAP_SYS_ADMIN): `preflight` (the flag alone) scans only what changed since the last preflight; push also lists only what changed since the job's previous image and takes the rest from it, giving up writes through mmap and through hard links made outside the dataset; off by default, see design.md")
+	cmd.Flags().Lookup("change-journal").NoOptDefVal = string(activities.JournalPreflight)
+	cmd.Flags().DurationVar(&o.JournalRescan, "change-journal-rescan", activities.DefaultJournalRescan,
+		"with --change-journal=push, list the whole tree at least this often all the same (a write through a mapping held open shows then)")
 	cmd.Flags().StringVar(&o.PprofAddr, "pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	return cmd
 }
@@ -142,12 +157,18 @@ func checkAgentStorage(cfg *config.Config, host string) error {
 }
 
 // startAgent starts the agent of host.
-func startAgent(c client.Client, cfg *config.Config, host string, logger log.Logger, changeJournal bool) (*workers.Agent, error) {
+// agentJournal is how an agent follows its change journal (zero: it keeps none).
+type agentJournal struct {
+	use    activities.JournalUse
+	rescan time.Duration
+}
+
+func startAgent(c client.Client, cfg *config.Config, host string, logger log.Logger, journal agentJournal) (*workers.Agent, error) {
 	h, err := cfg.Host(host)
 	if err != nil {
 		return nil, &ExitError{Code: ExitUsage, Err: err}
 	}
-	a, err := workers.NewAgent(workers.Options{Client: c, Host: h.Name, ConfigFile: cfg.File, StateDir: h.State, SharedQueue: cfg.Temporal.TaskQueue, Logger: logger, ChangeJournal: changeJournal})
+	a, err := workers.NewAgent(workers.Options{Client: c, Host: h.Name, ConfigFile: cfg.File, StateDir: h.State, SharedQueue: cfg.Temporal.TaskQueue, Logger: logger, ChangeJournal: journal.use, JournalRescan: journal.rescan})
 	if err != nil {
 		return nil, err
 	}

@@ -60,7 +60,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 
 func (e *cliEnv) startAgent(host string) {
 	e.t.Helper()
-	a, err := startAgent(e.c, e.cfg, host, nil, false)
+	a, err := startAgent(e.c, e.cfg, host, nil, agentJournal{})
 	require.NoError(e.t, err)
 	e.agents[host] = a
 	e.t.Cleanup(func() {

@@ -85,7 +85,7 @@ func TestCodecKeepsHistoryOpaque(t *testing.T) {
 	cfg, err := config.Load(cfgFile)
 	require.NoError(t, err)
 	for _, h := range []string{"a1", "a2", "b1", "b2"} {
-		a, err := startAgent(cc, cfg, h, nil, false)
+		a, err := startAgent(cc, cfg, h, nil, agentJournal{})
 		require.NoError(t, err)
 		t.Cleanup(a.Stop)
 	}

@@ -117,7 +117,7 @@ func runDev(cmd *cobra.Command, f *Factory, o *DevOptions) error {
 	var agents []*workers.Agent
 	defer func() { stopAgents(f, agents, o.ShutdownGrace) }()
 	for _, h := range cfg.Hosts {
-		a, err := startAgent(c, cfg, h.Name, newSDKLogger(f.Logger()), false)
+		a, err := startAgent(c, cfg, h.Name, newSDKLogger(f.Logger()), agentJournal{})
 		if err != nil {
 			return err
 		}

@@ -102,7 +102,7 @@ func TestAgentsAndCLIUnderRoles(t *testing.T) {
 		c, err := f.Client(ctx)
 		require.NoError(t, err, "agent %s connects with its host certificate", h)
 		t.Cleanup(c.Close)
-		a, err := startAgent(c, cfg, h, nil, false)
+		a, err := startAgent(c, cfg, h, nil, agentJournal{})
 		require.NoError(t, err)
 		t.Cleanup(a.Stop)
 	}

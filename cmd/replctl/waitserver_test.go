@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/cmd/replctl/internal/devserver"
 )
 
@@ -67,4 +69,29 @@ func TestAgentWaitForServerFlag(t *testing.T) {
 	_, err = run(t, NewCmdAgent(NewFactory(&bytes.Buffer{}, &bytes.Buffer{}), func(*AgentOptions) error { t.Fatal("must not run"); return nil }), "--host", "a1", "--wait-for-server", "0s")
 	assert.ErrorContains(t, err, "--wait-for-server 0s: must be more than 0")
 	assert.Equal(t, ExitUsage, exitCode(err))
+}
+
+func TestAgentChangeJournalFlag(t *testing.T) {
+	parse := func(args ...string) (agentJournal, error) {
+		var got agentJournal
+		_, err := run(t, NewCmdAgent(NewFactory(&bytes.Buffer{}, &bytes.Buffer{}), func(o *AgentOptions) error { got = o.journal; return nil }), append([]string{"--host", "a1"}, args...)...)
+		return got, err
+	}
+	for args, want := range map[string]activities.JournalUse{"": activities.JournalOff, "--change-journal": activities.JournalPreflight,
+		"--change-journal=off": activities.JournalOff, "--change-journal=preflight": activities.JournalPreflight, "--change-journal=push": activities.JournalPush} {
+		got, err := parse(strings.Fields(args)...)
+		require.NoError(t, err, args)
+		assert.Equal(t, agentJournal{use: want, rescan: activities.DefaultJournalRescan}, got, args)
+	}
+	got, err := parse("--change-journal=push", "--change-journal-rescan", "1h")
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, got.rescan)
+	for args, want := range map[string]string{
+		"--change-journal=all":       `--change-journal: change journal "all": want off, preflight or push`,
+		"--change-journal-rescan=0s": "--change-journal-rescan 0s: must be more than 0",
+	} {
+		_, err := parse(args)
+		assert.ErrorContains(t, err, want, args)
+		assert.Equal(t, ExitUsage, exitCode(err), args)
+	}
 }

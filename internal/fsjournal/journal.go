@@ -4,10 +4,13 @@
 // need not be repeated where nothing changed since (issue 16: the preflight's scan of a
 // source for entries an image cannot hold walked the whole tree before every quiesce).
 //
-// The journal records names and attributes, not contents: creations, deletions, renames and
-// attribute changes (owner, mode, times, extended attributes, link counts) of any entry,
-// reported as a change of the directory holding it. A write of a file's data is not
-// recorded (a write through mmap would not be reported anyway). A Point is a position in the
+// The journal records names and attributes: creations, deletions, renames and attribute
+// changes (owner, mode, times, extended attributes, link counts) of any entry, reported as a
+// change of the directory holding it; with Options.Writes, writes of a file's data too
+// (write, truncate, fallocate, and the close of a file open for writing, which is when a
+// write through a shared mapping shows: fanotify never reports the write itself, and the
+// close comes only once the mapping is gone too), reported on the directory the writer
+// opened the file through. A Point is a position in the
 // journal, taken before a complete look at one tree; Since tells which of that tree's
 // directories changed after it, or ErrGap when the journal cannot tell: another journal
 // (the agent restarted), events lost, the tree's root replaced, or a filesystem mounted
@@ -40,9 +43,9 @@ import (
 var ErrGap = errors.New("change journal has a gap")
 
 // events are the changes recorded: every change of a directory's entries and of any entry's
-// attributes, on directories too (FAN_ONDIR). Data writes (FAN_MODIFY) are left out: what
-// the journal answers does not depend on them, and they are most of a busy filesystem's
-// events.
+// attributes, on directories too (FAN_ONDIR). Data writes (FAN_MODIFY) only with
+// Options.Writes: they are most of a busy filesystem's events, and a look at names and
+// attributes does not need them.
 const events = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FAN_MOVED_TO |
 	unix.FAN_ATTRIB | unix.FAN_DELETE_SELF | unix.FAN_MOVE_SELF | unix.FAN_ONDIR
 
@@ -59,8 +62,9 @@ const (
 
 // Journal is one fanotify group and what it has read.
 type Journal struct {
-	fd int
-	id uint64 // random per journal: a Point of another journal is a gap
+	fd     int
+	id     uint64 // random per journal: a Point of another journal is a gap
+	events uint64 // the mark's mask
 
 	// rd serialises reading and applying events, so that Since sees every event queued
 	// before it was called.
@@ -112,8 +116,15 @@ type Changes struct {
 	Trees []string
 }
 
+// Options are what a journal records beyond names and attributes.
+type Options struct {
+	// Writes records writes of file data (FAN_MODIFY) and closes of files open for
+	// writing (FAN_CLOSE_WRITE) as changes of the directory the file was opened through.
+	Writes bool
+}
+
 // Open starts a journal. Its reader runs until Close.
-func Open() (*Journal, error) {
+func Open(opt Options) (*Journal, error) {
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_REPORT_DFID_NAME|unix.FAN_UNLIMITED_QUEUE|
 		unix.FAN_NONBLOCK|unix.FAN_CLOEXEC, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
@@ -124,8 +135,11 @@ func Open() (*Journal, error) {
 		unix.Close(fd) //nolint:errcheck
 		return nil, err
 	}
-	j := &Journal{fd: fd, id: binary.LittleEndian.Uint64(b[:]), buf: make([]byte, 256<<10),
+	j := &Journal{fd: fd, id: binary.LittleEndian.Uint64(b[:]), events: events, buf: make([]byte, 256<<10),
 		marked: map[fsid]*fsMark{}, dirs: map[string]*dirChange{}, done: make(chan struct{})}
+	if opt.Writes {
+		j.events |= unix.FAN_MODIFY | unix.FAN_CLOSE_WRITE
+	}
 	go j.reader()
 	return j, nil
 }
@@ -210,7 +224,7 @@ func (j *Journal) mark(fd int, id fsid, root string) error {
 	if _, ok := j.marked[id]; ok {
 		return nil
 	}
-	if err := unix.FanotifyMark(j.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, events, fd, ""); err != nil {
+	if err := unix.FanotifyMark(j.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, j.events, fd, ""); err != nil {
 		return fmt.Errorf("change journal: marking the filesystem of %s: %w", root, err)
 	}
 	mount, err := unix.Dup(fd)

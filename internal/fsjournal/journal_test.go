@@ -16,7 +16,7 @@ import (
 // open starts a journal, or skips where this process may not mark a filesystem.
 func open(t *testing.T) *Journal {
 	t.Helper()
-	j, err := Open()
+	j, err := Open(Options{})
 	if errors.Is(err, unix.EPERM) {
 		t.Skip("fanotify needs CAP_SYS_ADMIN")
 	}
@@ -231,4 +231,60 @@ func TestMeasureJournalCost(t *testing.T) {
 			src, off.Round(time.Millisecond), on.Round(time.Millisecond), p.seq,
 			time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()).Round(time.Millisecond))
 	}
+}
+
+// With Options.Writes a data write names its directory: write(2), truncate(2) and a write
+// of a file opened through a hard link in another directory (which names that other
+// directory only). A write through a shared mapping is reported only once the mapping is
+// gone and the file closed: the price of following the journal for contents, which the
+// agent's `--change-journal=push` says.
+func TestJournalWrites(t *testing.T) {
+	j, err := Open(Options{Writes: true})
+	if errors.Is(err, unix.EPERM) {
+		t.Skip("fanotify needs CAP_SYS_ADMIN")
+	}
+	require.NoError(t, err)
+	t.Cleanup(j.Close)
+	base := t.TempDir()
+	root := filepath.Join(base, "ds")
+	tree(t, root, "w/f", "t/f", "m/f", "l/f", "quiet/f")
+	tree(t, base, "outside/x")
+	require.NoError(t, os.Link(filepath.Join(root, "l/f"), filepath.Join(base, "outside/l")))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "m/f"), make([]byte, 4096), 0o644))
+
+	p, err := j.Begin(root)
+	require.NoError(t, err)
+	f, err := os.OpenFile(filepath.Join(root, "w/f"), os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte("data"), 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, os.Truncate(filepath.Join(root, "t/f"), 1))
+	require.NoError(t, os.WriteFile(filepath.Join(base, "outside/l"), []byte("through the outside link"), 0o644))
+
+	mf, err := os.OpenFile(filepath.Join(root, "m/f"), os.O_RDWR, 0)
+	require.NoError(t, err)
+	mem, err := unix.Mmap(int(mf.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	require.NoError(t, err)
+	copy(mem, "written through mmap")
+	require.NoError(t, unix.Msync(mem, unix.MS_SYNC))
+
+	ch, err := j.Since(p)
+	require.NoError(t, err)
+	require.Equal(t, []string{"t", "w"}, ch.Dirs, "write and truncate; not the write through a mapping still held, nor the one through a link outside")
+	require.NoError(t, unix.Munmap(mem))
+	require.NoError(t, mf.Close())
+	ch, err = j.Since(p)
+	require.NoError(t, err)
+	require.Equal(t, []string{"m", "t", "w"}, ch.Dirs, "the mapped file is closed")
+
+	q, err := Open(Options{})
+	require.NoError(t, err)
+	t.Cleanup(q.Close)
+	p2, err := q.Begin(root)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(root, "quiet/f"), []byte("unrecorded"), 0o644))
+	ch, err = q.Since(p2)
+	require.NoError(t, err)
+	require.Empty(t, ch.Dirs, "without Writes a data write is not a change")
 }

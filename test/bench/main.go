@@ -40,6 +40,7 @@ type options struct {
 	profile   bool
 	only      string
 	rev       string
+	journal   string
 }
 
 func main() {
@@ -56,6 +57,7 @@ func main() {
 	flag.DurationVar(&o.step, "step-timeout", 0, "limit for one copy by any tool (default 10m small, 60m full)")
 	flag.BoolVar(&o.profile, "profile", true, "take CPU profiles of a full push and pull of dataset B")
 	flag.StringVar(&o.rev, "rev", "", "what replctl was built from (run.sh passes the git commit)")
+	flag.StringVar(&o.journal, "change-journal", "off", "the agents' --change-journal (off, preflight or push)")
 	flag.StringVar(&o.only, "only", "", "comma list of phases to run (a,b,c,sparse,empty,takeover,profile); default all")
 	flag.Parse()
 	if o.mode != "small" && o.mode != "full" {
@@ -208,6 +210,9 @@ func run(ctx context.Context, o options) error {
 	b.report = newReport(o)
 	b.logf("replctl bench, mode %s, %d run(s) per tool, dir %s", o.mode, o.runs, o.dir)
 	b.logf("machine: %s", b.report.Machine)
+	if o.journal != "off" {
+		b.logf("agents run with --change-journal=%s", o.journal)
+	}
 	if o.rev != "" {
 		b.logf("replctl built from %s", o.rev)
 	}
@@ -254,7 +259,7 @@ func run(ctx context.Context, o options) error {
 	b.h = &replctlHarness{
 		bin: o.bin, serverBin: o.serverBin, work: work, srcRoot: dataDir, heartbeat: o.heartbeat,
 		cfgFile: filepath.Join(work, "replctl.yaml"), markers: filepath.Join(work, "markers.log"),
-		agents: map[string]*testworld.Proc{}, pprof: map[string]string{}, logf: b.logf,
+		agents: map[string]*testworld.Proc{}, pprof: map[string]string{}, logf: b.logf, journal: o.journal,
 		jobs: []benchJob{
 			{Name: "bench-a", Dataset: "a", Target: "tgt-a"},
 			{Name: "bench-b", Dataset: "b", Target: "tgt-b"},

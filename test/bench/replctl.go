@@ -51,6 +51,7 @@ type replctlHarness struct {
 	server    *testworld.Proc
 	serverDB  string
 	c         client.Client
+	journal   string // the agents' --change-journal
 	agents    map[string]*testworld.Proc
 	pprof     map[string]string // host → pprof address
 	jobs      []benchJob
@@ -169,7 +170,7 @@ func (h *replctlHarness) stopServer() {
 
 // startAgent starts `replctl agent --host host` and waits until it polls.
 func (h *replctlHarness) startAgent(ctx context.Context, host string) error {
-	args := []string{"agent", "--host", host, "--config", h.cfgFile, "--address", h.addr, "--log-level", "warn"}
+	args := []string{"agent", "--host", host, "--config", h.cfgFile, "--address", h.addr, "--log-level", "warn", "--change-journal=" + h.journal}
 	if a := h.pprof[host]; a != "" {
 		args = append(args, "--pprof", a)
 	}

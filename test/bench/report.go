@@ -116,6 +116,7 @@ type Report struct {
 	Finished  time.Time        `json:"finished"`
 	Machine   string           `json:"machine"`
 	Rev       string           `json:"replctl_rev,omitempty"`
+	Journal   string           `json:"change_journal,omitempty"`
 	Binaries  string           `json:"binaries"`
 	CacheDrop bool             `json:"page_cache_dropped"`
 	RSSMethod string           `json:"rss_method"`
@@ -147,7 +148,7 @@ func binaries(o options) string {
 
 func newReport(o options) *Report {
 	return &Report{
-		Mode: o.mode, Started: time.Now(), Machine: machineInfo(), Runs: o.runs, Rev: o.rev,
+		Mode: o.mode, Started: time.Now(), Machine: machineInfo(), Runs: o.runs, Rev: o.rev, Journal: o.journal,
 		Binaries:  binaries(o),
 		Heartbeat: o.heartbeat.String(), heartbeat: o.heartbeat,
 		RSSMethod: "VmHWM of each agent process from /proc/PID/status, reset with `echo 5 > /proc/PID/clear_refs` before every timed run; " +
@@ -434,6 +435,9 @@ func (r *Report) header() string {
 	fmt.Fprintf(&b, "mode %s, %d timed run(s) per tool and mode (medians), alternating order; %s\n", r.Mode, r.Runs, r.Machine)
 	if r.Rev != "" {
 		fmt.Fprintf(&b, "replctl built from %s\n", r.Rev)
+	}
+	if r.Journal != "" && r.Journal != "off" {
+		fmt.Fprintf(&b, "agents ran with --change-journal=%s\n", r.Journal)
 	}
 	fmt.Fprintf(&b, "%s\n", r.Binaries)
 	for _, s := range r.Datasets {
