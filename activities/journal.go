@@ -111,7 +111,7 @@ func (a *Agent) scanUnsupported(ctx context.Context, dir string, opt dataplane.S
 		ch, gap := j.Since(base)
 		if gap == nil {
 			c.count(true)
-			u, err = dataplane.ScanChangedUnsupported(ctx, dir, ch.Dirs, ch.Trees, opt)
+			u, err = dataplane.ScanChangedUnsupported(ctx, dir, ch.Dirs, ch.Trees, ch.Names, opt)
 			if activity.IsActivity(ctx) {
 				activity.GetLogger(ctx).Info("preflight scanned the directories changed since its last scan", "dir", dir, "dirs", len(ch.Dirs), "new_trees", len(ch.Trees))
 			}
@@ -241,5 +241,5 @@ func (a *Agent) pushChanges(ctx context.Context, job, dataset, dir string) (*dat
 		return nil, done
 	}
 	whole = base.whole
-	return &dataplane.ChangedSince{Image: base.image, Dirs: ch.Dirs, Trees: ch.Trees}, done
+	return &dataplane.ChangedSince{Image: base.image, Dirs: ch.Dirs, Trees: ch.Trees, Names: ch.Names}, done
 }

@@ -176,6 +176,7 @@ func TestPushFollowsTheJournal(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(w.src, "d2/new"), []byte("v2, new"), 0o644))
 	res, replica := w.run(a)
 	require.Equal(t, 2, res.ReusedDirs, "d0 and d3 are taken from the previous image")
+	require.Equal(t, 2, res.PartialDirs, "d1 and d2: only the entries named are looked at")
 	require.Equal(t, "v2, written", readString(t, filepath.Join(replica, "d1/f001")))
 	require.Equal(t, "v2, new", readString(t, filepath.Join(replica, "d2/new")))
 
@@ -193,6 +194,7 @@ func TestPushFollowsTheJournal(t *testing.T) {
 	require.NoError(t, mf.Close())
 	res, replica = w.run(a)
 	require.Equal(t, 3, res.ReusedDirs, "the close names d3")
+	require.Equal(t, 1, res.PartialDirs)
 	require.Equal(t, "V3", readString(t, filepath.Join(replica, "d3/f003")))
 
 	// Written through a mapping again, still held when the agent stops.

@@ -53,8 +53,10 @@ type PushResult struct {
 	// SlotWait is how long of Duration the push waited for a slot (max_concurrent_steps).
 	SlotWait time.Duration `json:",omitempty"`
 	// ReusedDirs is how many directories the push took from the previous image without
-	// listing them (`--change-journal=push`).
-	ReusedDirs int `json:",omitempty"`
+	// listing them (`--change-journal=push`); PartialDirs how many it listed only in the
+	// entries the journal named.
+	ReusedDirs  int `json:",omitempty"`
+	PartialDirs int `json:",omitempty"`
 	// Quiesce is what the input's quiesce script did, when it had one.
 	Quiesce *ScriptResult `json:",omitempty"`
 }
@@ -190,5 +192,5 @@ func (a *Agent) pushLeased(ctx context.Context, hb *lease, in PushInput, step St
 		return pushResult{}, a.fault(ctx, in.Job, step, err, hb.progress())
 	}
 	observeUnsupported(ctx, in.Job, res.Unsupported)
-	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported, SlotWait: slot.waited, ReusedDirs: res.ReusedDirs}, res.Skipped}, nil
+	return pushResult{PushResult{Agent: a.Host, ImageID: res.ImageID, Bytes: res.Bytes, Files: res.Files, Reused: res.Reused, Duration: time.Since(start), Unsupported: res.Unsupported, SlotWait: slot.waited, ReusedDirs: res.ReusedDirs, PartialDirs: res.PartialDirs}, res.Skipped}, nil
 }

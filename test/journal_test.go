@@ -33,7 +33,7 @@ func TestPushFollowsTheJournalOnAnAgent(t *testing.T) {
 	e.startAgentConfig("a1", e.cfgFile, "--change-journal=push")
 	e.startAgent("b1")
 
-	runAndCheck := func(what string) int {
+	runAndCheck := func(what string) activities.PushResult {
 		t.Helper()
 		run := e.start("orders")
 		st, err := e.wait(run)
@@ -41,22 +41,24 @@ func TestPushFollowsTheJournalOnAnAgent(t *testing.T) {
 		require.NotNil(t, st.Replica, what)
 		assertGaps(t, check(t, src, e.targetLink()), knownGaps, expectedGapPaths(m))
 		assert.Equal(t, treeDigest(t, src), treeDigest(t, e.targetLink()), what)
-		return reusedDirs(t, e, run)
+		return pushResult(t, e, run)
 	}
-	require.Zero(t, runAndCheck("first run"), "an agent's first push lists the whole tree")
+	first := runAndCheck("first run")
+	require.Zero(t, first.ReusedDirs+first.PartialDirs, "an agent's first push lists the whole tree")
 
 	bulk := filepath.Join(src, "bulk")
 	require.NoError(t, os.WriteFile(filepath.Join(bulk, "d03/s1/f00010.bin"), []byte("rewritten"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(bulk, "d05/s2/new.bin"), []byte("new"), 0o600))
 	require.NoError(t, os.Chmod(filepath.Join(bulk, "d01/s0"), 0o700))
 	require.NoError(t, unix.Lsetxattr(filepath.Join(bulk, "d06/s1/f00013.bin"), "user.tag", []byte("later"), 0))
-	n := runAndCheck("after changes")
-	assert.Positive(t, n, "the second push took unchanged directories from the first image")
-	assert.Positive(t, runAndCheck("unchanged"))
+	changed := runAndCheck("after changes")
+	assert.Positive(t, changed.ReusedDirs, "the second push took unchanged directories from the first image")
+	assert.Positive(t, changed.PartialDirs, "and looked only at the entries changed in the others")
+	assert.Positive(t, runAndCheck("unchanged").ReusedDirs)
 }
 
-// reusedDirs is the ReusedDirs of the run's completed push.
-func reusedDirs(t *testing.T, e *env, run client.WorkflowRun) int {
+// pushResult is the result of the run's completed push.
+func pushResult(t *testing.T, e *env, run client.WorkflowRun) activities.PushResult {
 	t.Helper()
 	h, err := runhistory.Load(context.Background(), e.c, run.GetID(), run.GetRunID())
 	require.NoError(t, err)
@@ -64,9 +66,9 @@ func reusedDirs(t *testing.T, e *env, run client.WorkflowRun) int {
 		if a.Type == activities.PushName && a.Outcome == runhistory.Completed {
 			var res activities.PushResult
 			require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(a.Result, &res))
-			return res.ReusedDirs
+			return res
 		}
 	}
 	t.Fatalf("run %s has no completed push", run.GetRunID())
-	return 0
+	return activities.PushResult{}
 }

@@ -95,9 +95,10 @@ type PushResult struct {
 	Files   int64  // total files in the image
 	Reused  int64  // files not re-read (unchanged since the previous image)
 	// ReusedDirs is how many directories a push the change journal guides took from the
-	// previous image without listing them (reuse.go).
-	ReusedDirs int
-	StartTime  time.Time
+	// previous image without listing them (reuse.go); PartialDirs how many it listed only
+	// in the entries the journal named.
+	ReusedDirs, PartialDirs int
+	StartTime               time.Time
 	// Skipped: a precopy that had nothing to gain (no previous image, not PrecopyFirst).
 	Skipped bool
 	// Unsupported is what the image lacks (nil: nothing, or a precopy).
@@ -248,7 +249,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		if err == nil && up.precopyFound != nil {
 			return PushResult{Unsupported: up.precopyFound}, nil
 		}
-		if err != nil || plan.used() == 0 || !up.partialLinks {
+		if err != nil || plan.used()+plan.listedInPart() == 0 || !up.partialLinks {
 			break
 		}
 		// A file it listed has a link it did not list: in a reused directory or outside
@@ -260,8 +261,9 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		return PushResult{}, err
 	}
 	man, unsupported, extras := up.man, up.unsupported, up.extras
-	if n := plan.used(); n > 0 {
-		r.log("push took unchanged directories from the previous image", "job", req.Job, "dataset", req.Dataset, "image", req.Changed.Image, "changed", len(req.Changed.Dirs), "new_trees", len(req.Changed.Trees), "reused", n)
+	if n, part := plan.used(), plan.listedInPart(); n > 0 || part > 0 {
+		r.log("push took unchanged directories from the previous image", "job", req.Job, "dataset", req.Dataset, "image", req.Changed.Image,
+			"changed", len(req.Changed.Dirs), "new_trees", len(req.Changed.Trees), "reused", n, "listed_in_part", part)
 	}
 
 	man.Tags = req.Tags
@@ -326,7 +328,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	res := manifestResult(man)
 	res.ImageID, res.RootID = string(id), man.RootObjectID().String()
 	res.Unsupported = unsupported
-	res.ReusedDirs = plan.used()
+	res.ReusedDirs, res.PartialDirs = plan.used(), plan.listedInPart()
 	res.Reused += plan.files()
 
 	r.log("pushed image", "job", req.Job, "image", res.ImageID, "files", res.Files, "bytes", res.Bytes,

@@ -21,13 +21,18 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"maps"
+	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/kopia/kopia/fs"
 	"github.com/kopia/kopia/repo"
 	"github.com/kopia/kopia/snapshot"
+	"golang.org/x/sys/unix"
 )
 
 // ChangedSince is what the agent's change journal says changed in a push's source since
@@ -40,16 +45,28 @@ type ChangedSince struct {
 	Dirs []string
 	// Trees were created or moved into the source: nothing at or below one is reused.
 	Trees []string
+	// Names holds, for a directory of Dirs whose changed entries the journal knows, their
+	// raw names: the push stats only those and takes the directory's other entries from
+	// the previous image. A directory of Dirs not in Names is listed whole.
+	Names map[string][]string
 }
 
 func (c *ChangedSince) validate() error {
 	if c.Image == "" {
 		return badInput("Changed.Image", "must not be empty")
 	}
-	for _, ps := range [][]string{c.Dirs, c.Trees} {
+	names := slices.Collect(maps.Keys(c.Names))
+	for _, ps := range [][]string{c.Dirs, c.Trees, names} {
 		for _, p := range ps {
 			if p == "" || path.IsAbs(p) || path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") {
 				return badInput("Changed", "%q is not a clean path inside the source", p)
+			}
+		}
+	}
+	for d, ns := range c.Names {
+		for _, n := range ns {
+			if n == "" || n == "." || n == ".." || strings.ContainsAny(n, "/\x00") {
+				return badInput("Changed.Names", "%q in %q is not an entry name", n, d)
 			}
 		}
 	}
@@ -64,12 +81,16 @@ type reusePlan struct {
 	dirty    map[string]bool
 	dirtyImg map[string]bool
 	trees    map[string]bool
-	extras   *Extras // the previous image's
+	names    map[string][]string // the journal's, by raw dir path
+	extras   *Extras             // the previous image's
 	root     *snapshot.DirEntry
 
 	mu    sync.Mutex
 	taken map[string]bool // image paths of the directories reused
 	nfile int64           // the files below them
+	// partial holds the directories listed only in their named entries (image paths), with
+	// those names.
+	partial map[string]map[string]bool
 }
 
 // newReusePlan plans the reuse of image prev's directories, or returns a reason not to.
@@ -87,7 +108,7 @@ func newReusePlan(ctx context.Context, rep repo.Repository, prev *snapshot.Manif
 		return nil, err.Error()
 	}
 	p := &reusePlan{rep: rep, dirty: map[string]bool{}, dirtyImg: map[string]bool{}, trees: map[string]bool{},
-		extras: x, taken: map[string]bool{}}
+		names: ch.Names, extras: x, taken: map[string]bool{}, partial: map[string]map[string]bool{}}
 	// The root is always listed: its own attributes are read when it is.
 	markUp(p.dirty, ".")
 	for _, d := range ch.Dirs {
@@ -180,7 +201,8 @@ func (p *reusePlan) used() int {
 }
 
 // addExtras gives c the previous image's extras of every entry below a reused directory
-// (the reused directory's own were read when its parent was listed).
+// (the reused directory's own were read when its parent was listed) and of every entry of a
+// directory listed in part that the push did not stat.
 func (p *reusePlan) addExtras(c *extrasCollector) {
 	if p == nil || p.extras == nil || c == nil {
 		return
@@ -188,13 +210,87 @@ func (p *reusePlan) addExtras(c *extrasCollector) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range p.extras.Entries {
-		for q := path.Dir(e.Path); q != "."; q = path.Dir(q) {
-			if p.taken[q] {
-				c.entries[e.Path] = &ExtraEntry{Path: e.Path, Name: e.Name, Special: e.Special, Xattrs: e.Xattrs}
-				break
-			}
+		if e.Path == "." {
+			continue
+		}
+		keep := false
+		if named, ok := p.partial[path.Dir(e.Path)]; ok && !named[path.Base(e.Path)] {
+			keep = true
+		}
+		for q := path.Dir(e.Path); !keep && q != "."; q = path.Dir(q) {
+			keep = p.taken[q]
+		}
+		if keep {
+			c.entries[e.Path] = &ExtraEntry{Path: e.Path, Name: e.Name, Special: e.Special, Xattrs: e.Xattrs}
 		}
 	}
+}
+
+// partialNames returns the names to stat in directory rel, whose previous entries are prev,
+// when the plan lists it only in those (false: list it whole). It may not where the journal
+// does not know the names, where files had several links, or where a name is or could be an
+// image name of a name that is not UTF-8 (the push could not tell the two apart).
+func (p *reusePlan) partialNames(rel string, prev map[string]*snapshot.DirEntry) ([]string, map[string]bool, bool) {
+	if p == nil || prev == nil || p.inTree(rel) || p.dirtyImg[imagePath(rel)] {
+		return nil, nil, false
+	}
+	names, ok := p.names[rel]
+	if !ok {
+		return nil, nil, false
+	}
+	for _, n := range names {
+		if escaped(n) {
+			return nil, nil, false
+		}
+	}
+	for n := range prev {
+		if escaped(n) {
+			return nil, nil, false
+		}
+	}
+	named := make(map[string]bool, len(names))
+	for _, n := range names {
+		named[n] = true
+	}
+	p.mu.Lock()
+	p.partial[imagePath(rel)] = named
+	p.mu.Unlock()
+	return names, named, true
+}
+
+// listedInPart is how many directories were listed only in their named entries.
+func (p *reusePlan) listedInPart() int {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.partial)
+}
+
+// escaped reports whether n is not valid UTF-8 or holds a code point of imageName's escapes.
+func escaped(n string) bool {
+	return !utf8.ValidString(n) || strings.ContainsFunc(n, func(r rune) bool { return r >= escapeBase && r < escapeBase+0x100 })
+}
+
+// previousEntry is the entry of directory d that the previous image holds as de, as if
+// listed: a directory listed in part takes its entries not named from there.
+func (s *sourceRoot) previousEntry(d sourceDir, de *snapshot.DirEntry) (fs.Entry, error) {
+	var typ uint32
+	switch de.Type {
+	case snapshot.EntryTypeDirectory:
+		typ = unix.S_IFDIR
+	case snapshot.EntryTypeFile:
+		typ = unix.S_IFREG
+	case snapshot.EntryTypeSymlink:
+		typ = unix.S_IFLNK
+	default:
+		return nil, fmt.Errorf("the previous image's %s is of type %q", ShowPath(path.Join(d.rel, de.Name)), de.Type)
+	}
+	perm := os.FileMode(de.Permissions)
+	e := sourceEntry{s: s, rel: path.Join(d.rel, de.Name), name: de.Name, mode: typ | uint32(perm.Perm()) | unixModeExtra(perm),
+		size: de.FileSize, mtime: int64(de.ModTime), uid: de.UserID, gid: de.GroupID, dev: s.dev}
+	return e.typed(), nil
 }
 
 // DirEntryOrNil is the previous image's entry of a directory the plan reuses, with the

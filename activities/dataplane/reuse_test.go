@@ -20,7 +20,7 @@ import (
 // file, and d.
 func reuseTree(t *testing.T, src string) {
 	t.Helper()
-	for _, f := range []string{"a/x", "b/y", "b/sub/z", "c/w", "c/deep/v", "h/1", "d/e"} {
+	for _, f := range []string{"a/x", "a/k", "b/y", "b/sub/z", "c/w", "c/deep/v", "h/1", "d/e"} {
 		writeFile(t, filepath.Join(src, f), []byte("content of "+f), 0o644, baseTime)
 	}
 	require.NoError(t, os.Link(filepath.Join(src, "h/1"), filepath.Join(src, "h/2")))
@@ -160,6 +160,44 @@ func TestPushReuseFallsBackWhereItCannotTell(t *testing.T) {
 	})
 }
 
+// A directory whose changed entries the journal names is not listed: only those are
+// stat'ed, and its other entries, their extras and its FIFO come from the previous image.
+// The image is the whole push's; an entry written without a report keeps its previous
+// content (which shows that it was not looked at); a name that could be an image name
+// makes the push list the directory whole.
+func TestPushStatsOnlyTheNamedEntries(t *testing.T) {
+	e := newEnv(t)
+	reuseTree(t, e.src)
+	listedBy(e)
+	before := e.push()
+
+	writeFile(t, filepath.Join(e.src, "a/x"), []byte("a/x again, longer"), 0o644, baseTime.Add(3e9))
+	writeFile(t, filepath.Join(e.src, "c/deep/new"), []byte("new"), 0o600, baseTime)
+	require.NoError(t, os.Remove(filepath.Join(e.src, "c/deep/v")))
+	require.NoError(t, unix.Lsetxattr(filepath.Join(e.src, "b/y"), "user.y", []byte("set"), 0))
+	setTimesDeepestFirst(t, e.src, baseTime)
+	got := e.pushChanged(&ChangedSince{Image: before.ImageID, Dirs: []string{"a", "b", "c/deep"},
+		Names: map[string][]string{"a": {"x"}, "b": {"y"}, "c/deep": {"new", "v"}}})
+	require.Equal(t, 3, got.PartialDirs, "a, b and c/deep")
+	whole := e.push()
+	require.Equal(t, whole.RootID, got.RootID, "the same image as a whole push")
+	require.Equal(t, loadExtrasOf(t, e, whole.ImageID), loadExtrasOf(t, e, got.ImageID), "c/deep's FIFO and xattr kept, b/y's new one read")
+
+	before = whole
+	writeFile(t, filepath.Join(e.src, "a/k"), []byte("a/k written, unreported"), 0o644, baseTime.Add(4e9))
+	writeFile(t, filepath.Join(e.src, "a/x"), []byte("a/x once more"), 0o644, baseTime.Add(5e9))
+	setTimesDeepestFirst(t, e.src, baseTime)
+	got = e.pushChanged(&ChangedSince{Image: before.ImageID, Dirs: []string{"a"}, Names: map[string][]string{"a": {"x"}}})
+	require.Equal(t, 1, got.PartialDirs)
+	whole = e.push()
+	require.NotEqual(t, whole.RootID, got.RootID, "a/k was not looked at")
+
+	before = whole
+	got = e.pushChanged(&ChangedSince{Image: before.ImageID, Dirs: []string{"a"}, Names: map[string][]string{"a": {"x"}}})
+	require.Zero(t, got.PartialDirs, "a name that could be an image name: listed whole")
+	require.Equal(t, before.RootID, got.RootID)
+}
+
 // Bad paths from the journal are refused before anything is read.
 func TestPushChangedRefusesBadPaths(t *testing.T) {
 	e := newEnv(t)
@@ -170,6 +208,9 @@ func TestPushChangedRefusesBadPaths(t *testing.T) {
 		{Image: "x", Dirs: []string{"/etc"}},
 		{Image: "x", Trees: []string{"a/../b"}},
 		{Image: "x", Trees: []string{""}},
+		{Image: "x", Names: map[string][]string{"../a": {"x"}}},
+		{Image: "x", Names: map[string][]string{"a": {"x/y"}}},
+		{Image: "x", Names: map[string][]string{"a": {".."}}},
 	} {
 		_, err := e.repos.Push(context.Background(), PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Changed: ch}, nil)
 		require.ErrorIs(t, err, ErrBadInput, "%+v", ch)

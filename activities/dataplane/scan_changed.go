@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,8 +18,10 @@ import (
 // of one entry's attributes: both change only with an event the journal records in that
 // directory. A directory of dirs or trees that is gone or no longer a directory is passed
 // over: its removal changed its parent, which is listed. Every directory is opened beneath
-// dir with no symlink on the way.
-func ScanChangedUnsupported(ctx context.Context, dir string, dirs, trees []string, opt ScanOptions) (*Unsupported, error) {
+// dir with no symlink on the way. Of a directory that names holds, only the entries named
+// are examined, unless a name is or could be the image name of a name that is not UTF-8
+// (a clash is a matter of two names, one of which may not be named).
+func ScanChangedUnsupported(ctx context.Context, dir string, dirs, trees []string, names map[string][]string, opt ScanOptions) (*Unsupported, error) {
 	rfd, err := openScanRoot(dir, &opt)
 	if err != nil {
 		return nil, err
@@ -49,12 +52,33 @@ func ScanChangedUnsupported(ctx context.Context, dir string, dirs, trees []strin
 		}
 		return fd, p, name, true
 	}
+	look := func(d string) {
+		fd, p, name, ok := open(d)
+		switch ns, known := names[d]; {
+		case !ok:
+		case known && !slices.ContainsFunc(ns, escaped):
+			for _, n := range ns {
+				s.entry(fd, path.Join(p, n), path.Join(name, n), n, nil)
+			}
+			unix.Close(fd) //nolint:errcheck // read only
+		default:
+			s.shallow(fd, p, name)
+		}
+	}
 	for _, d := range dirs {
 		if s.stop() {
 			break
 		}
-		if fd, p, name, ok := open(d); ok {
-			s.shallow(fd, p, name)
+		// On a free walker, else here: on a cold cache each directory waits for its reads.
+		select {
+		case s.sem <- struct{}{}:
+			s.wg.Add(1)
+			go func() {
+				defer func() { <-s.sem; s.wg.Done() }()
+				look(d)
+			}()
+		default:
+			look(d)
 		}
 	}
 	for _, t := range trees {

@@ -32,7 +32,7 @@ func TestScanChangedLooksOnlyWhereTold(t *testing.T) {
 		"the test filesystem must take an attribute name that is not UTF-8")
 
 	u, err := ScanChangedUnsupported(context.Background(), root,
-		[]string{"a", "gone", "link/in", "p/attr"}, []string{"t", "link", "gone-tree"}, ScanOptions{Name: "orders"})
+		[]string{"a", "gone", "link/in", "p/attr"}, []string{"t", "link", "gone-tree"}, nil, ScanOptions{Name: "orders"})
 	require.NoError(t, err)
 	require.Equal(t, map[string]int{KindName: 2, KindXattrName: 1}, u.ByKind, u.String())
 	require.Equal(t, []string{
@@ -41,10 +41,23 @@ func TestScanChangedLooksOnlyWhereTold(t *testing.T) {
 		`orders/p/attr (xattr name "user.\xff")`,
 	}, u.First)
 
-	u, err = ScanChangedUnsupported(context.Background(), root, nil, nil, ScanOptions{})
+	u, err = ScanChangedUnsupported(context.Background(), root, nil, nil, nil, ScanOptions{})
 	require.NoError(t, err)
 	require.True(t, u.Empty(), "nothing changed: nothing looked at")
+
 	full, err := ScanUnsupported(context.Background(), root, ScanOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 6, full.Count, "the whole tree holds them all (the symlink not followed)")
+
+	// With the names the journal gives: only those entries, unless a name could be an
+	// image name (then the directory's every entry).
+	require.NoError(t, unix.Setxattr(filepath.Join(root, "a", "below"), "user.\xfe", []byte("v"), 0))
+	u, err = ScanChangedUnsupported(context.Background(), root, []string{"a"}, nil,
+		map[string][]string{"a": {"below", "gone"}}, ScanOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []string{`a/below (xattr name "user.\xfe")`}, u.First, "the named entries only, not a's clash")
+	u, err = ScanChangedUnsupported(context.Background(), root, []string{"a"}, nil,
+		map[string][]string{"a": {"clash-\uf7ff"}}, ScanOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 2, u.Count, "the clash of a named image name with an entry not named is found")
 }

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,6 +53,7 @@ type sourceRoot struct {
 	// prev is the previous image's root.
 	reuse *reusePlan
 	prev  *snapshot.DirEntry
+	dev   uint64 // the root's device: the entries a push takes from the previous image
 }
 
 // openSourceRoot opens dir (never through a symlink in its last component).
@@ -71,6 +73,7 @@ func (s *sourceRoot) dir() (fs.Directory, error) {
 	if err := unix.Fstat(s.fd, &st); err != nil {
 		return nil, fmt.Errorf("opening source %s: %w", s.path, err)
 	}
+	s.dev = st.Dev
 	return sourceDir{sourceEntry: s.entry(".", filepath.Base(s.path), &st), prev: s.prev}, nil
 }
 
@@ -204,6 +207,15 @@ func (d sourceDir) Iterate(ctx context.Context) (fs.DirectoryIterator, error) {
 		it.Close()
 		return nil, err
 	}
+	if names, named, ok := d.s.reuse.partialNames(d.rel, it.prev); ok {
+		// Only the named entries are stat'ed; the others are the previous image's.
+		it.names, it.partial = slices.Clone(names), true
+		for name, de := range it.prev {
+			if !named[name] {
+				it.kept = append(it.kept, de)
+			}
+		}
+	}
 	if h := d.s.hooks; h != nil && h.afterSourceList != nil {
 		h.afterSourceList(d.rel)
 	}
@@ -226,13 +238,29 @@ type sourceIter struct {
 	scan  *scan // nil: not fed to the scan
 	// prev is the directory's entries in the previous image, by image name (nil: no reuse).
 	prev map[string]*snapshot.DirEntry
+	// partial: the directory is not listed; names holds the entries to stat and kept the
+	// previous image's entries of the others.
+	partial bool
+	kept    []*snapshot.DirEntry
 }
 
 func (i *sourceIter) Close() { i.f.Close() } //nolint:errcheck
 
 func (i *sourceIter) Next(context.Context) (fs.Entry, error) {
 	for {
+		if len(i.kept) > 0 {
+			de := i.kept[0]
+			i.kept = i.kept[1:]
+			e, err := i.d.s.previousEntry(i.d, de)
+			if err != nil {
+				return nil, err
+			}
+			return i.d.s.withPrevious(e, i.prev), nil
+		}
 		if len(i.names) == 0 {
+			if i.partial {
+				return nil, nil
+			}
 			names, err := i.f.Readdirnames(256)
 			if len(names) == 0 {
 				if err == nil || errors.Is(err, io.EOF) {

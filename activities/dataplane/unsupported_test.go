@@ -317,7 +317,7 @@ func TestMeasureScan(t *testing.T) {
 		ch, err := j.Since(p)
 		require.NoError(t, err)
 		since := time.Since(t0)
-		u, err := ScanChangedUnsupported(context.Background(), e.src, ch.Dirs, ch.Trees, ScanOptions{Parallel: par})
+		u, err := ScanChangedUnsupported(context.Background(), e.src, ch.Dirs, ch.Trees, ch.Names, ScanOptions{Parallel: par})
 		require.NoError(t, err)
 		require.True(t, u.Empty())
 		t.Logf("journal %d: %d directories changed: since %v, scan of them %v", i, len(ch.Dirs), since.Round(time.Microsecond), (time.Since(t0) - since).Round(time.Microsecond))

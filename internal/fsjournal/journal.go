@@ -51,7 +51,12 @@ const events = unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_MOVED_FROM | unix.FA
 
 // maxDirs bounds the directories the journal remembers; past it the journal forgets them
 // all and every Point taken before is answered with ErrGap (about 100 bytes a directory).
-const maxDirs = 1 << 20
+// maxNames bounds the entry names it remembers; past it a directory with a new name is
+// remembered as changed in every entry.
+const (
+	maxDirs  = 1 << 20
+	maxNames = 1 << 20
+)
 
 // pollInterval is how often the reader checks that the journal was not closed;
 // gatherDelay how long it lets events queue before it reads them.
@@ -76,6 +81,7 @@ type Journal struct {
 	lost   uint64 // a Point at or before this seq has a gap (events lost, memory bound)
 	marked map[fsid]*fsMark
 	dirs   map[string]*dirChange // by fsid and handle
+	nnames int                   // names held by dirs
 	closed bool
 	done   chan struct{}
 }
@@ -88,14 +94,19 @@ type fsMark struct {
 	mount int // open for reading: open_by_handle_at takes no O_PATH descriptor
 }
 
-// dirChange is a directory with changes: its handle and the last change's seq, and the
-// directories created in it or moved into it (their subtrees are new to a tree's look).
+// dirChange is a directory with changes: its handle and the last change's seq, the
+// directories created in it or moved into it (their subtrees are new to a tree's look), and
+// the seq of the last change of each entry named, of the directory itself (name "."), and
+// of a change that named no entry or past maxNames (every entry may have changed).
 type dirChange struct {
 	fs      fsid
 	htype   int32
 	handle  []byte
 	seq     uint64
 	subdirs map[string]uint64
+	names   map[string]uint64
+	self    uint64
+	all     uint64
 }
 
 // Point is a position in the journal and the identity of the tree it was taken for.
@@ -114,6 +125,11 @@ type Changes struct {
 	// Trees were created or moved into the tree after the Point: every entry below each is
 	// new. No tree is inside another, and no directory of Dirs is inside a tree.
 	Trees []string
+	// Names holds, for a directory of Dirs whose changed entries are known, their names
+	// (raw, sorted; none when only the directory's own attributes changed). A directory of
+	// Dirs that it does not hold may have changed in any entry. A directory whose own
+	// attributes changed is named in its parent's names when the parent is in Dirs.
+	Names map[string][]string
 }
 
 // Options are what a journal records beyond names and attributes.
@@ -267,24 +283,34 @@ func (j *Journal) Since(p Point) (*Changes, error) {
 	}
 	// Copy what resolving needs: the reader may change the entries meanwhile.
 	type todo struct {
-		fs     fsid
-		htype  int32
-		handle []byte
-		trees  []string
+		fs        fsid
+		htype     int32
+		handle    []byte
+		trees     []string
+		names     []string
+		self, all bool
 	}
 	work := make([]todo, 0, len(changed))
 	for _, d := range changed {
-		t := todo{fs: d.fs, htype: d.htype, handle: d.handle}
+		t := todo{fs: d.fs, htype: d.htype, handle: d.handle, self: d.self > p.seq, all: d.all > p.seq}
 		for name, seq := range d.subdirs {
 			if seq > p.seq {
 				t.trees = append(t.trees, name)
+			}
+		}
+		if !t.all {
+			for name, seq := range d.names {
+				if seq > p.seq {
+					t.names = append(t.names, name)
+				}
 			}
 		}
 		work = append(work, t)
 	}
 	j.mu.Unlock()
 
-	ch := &Changes{}
+	ch := &Changes{Names: map[string][]string{}}
+	whole := map[string]bool{} // directories any entry of which may have changed
 	for _, t := range work {
 		mount, ok := mounts[t.fs]
 		if !ok {
@@ -305,10 +331,29 @@ func (j *Journal) Since(p Point) (*Changes, error) {
 		for _, name := range t.trees {
 			ch.Trees = append(ch.Trees, filepath.Join(rel, name))
 		}
+		if t.all {
+			whole[rel] = true
+		}
+		ch.Names[rel] = append(ch.Names[rel], t.names...)
+		if t.self && rel != "." {
+			// Its own attributes are an entry of its parent's (kept below only if the
+			// parent changed too: else the parent has no names and is looked at whole).
+			parent := filepath.Dir(rel)
+			ch.Names[parent] = append(ch.Names[parent], filepath.Base(rel))
+		}
 	}
 	ch.Trees = outermost(ch.Trees)
 	ch.Dirs = slices.DeleteFunc(ch.Dirs, func(d string) bool { return inAny(ch.Trees, d) })
 	sort.Strings(ch.Dirs)
+	ch.Dirs = slices.Compact(ch.Dirs)
+	for d, names := range ch.Names {
+		if whole[d] || !slices.Contains(ch.Dirs, d) {
+			delete(ch.Names, d)
+			continue
+		}
+		sort.Strings(names)
+		ch.Names[d] = slices.Compact(names)
+	}
 	return ch, nil
 }
 
@@ -351,12 +396,19 @@ func (j *Journal) Forget(keep []Point) {
 	j.lost = max(j.lost, floor)
 	for k, d := range j.dirs {
 		if d.seq <= floor {
+			j.nnames -= len(d.names)
 			delete(j.dirs, k)
 			continue
 		}
 		for n, seq := range d.subdirs {
 			if seq <= floor {
 				delete(d.subdirs, n)
+			}
+		}
+		for n, seq := range d.names {
+			if seq <= floor {
+				delete(d.names, n)
+				j.nnames--
 			}
 		}
 	}
@@ -491,6 +543,7 @@ func (j *Journal) gap() {
 	j.seq++
 	j.lost = j.seq
 	clear(j.dirs)
+	j.nnames = 0
 }
 
 // Layout of the kernel's records (linux/fanotify.h).
@@ -530,6 +583,7 @@ func (j *Journal) apply(b []byte) {
 func (j *Journal) lostLocked() {
 	j.lost = j.seq
 	clear(j.dirs)
+	j.nnames = 0
 }
 
 // record notes the directory an event's info records name.
@@ -583,6 +637,20 @@ func (j *Journal) record(info []byte, mask uint64) {
 				d.subdirs = map[string]uint64{}
 			}
 			d.subdirs[name] = j.seq
+		}
+		switch _, known := d.names[name]; {
+		case name == ".":
+			d.self = j.seq
+		case name == "" || !known && j.nnames >= maxNames:
+			d.all = j.seq
+		default:
+			if d.names == nil {
+				d.names = map[string]uint64{}
+			}
+			if !known {
+				j.nnames++
+			}
+			d.names[name] = j.seq
 		}
 		return // the first record names the directory
 	}

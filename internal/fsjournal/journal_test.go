@@ -61,6 +61,8 @@ func TestJournalNamesChangedDirectories(t *testing.T) {
 	require.Equal(t, []string{"a", "a/b", "x", "z"}, ch.Dirs,
 		"a (new subdir), a/b (new file, moved in), x (moved out), z (chmod); keep/deep had a data write only; a/t and a/b/y2 are new trees")
 	require.Equal(t, []string{"a/b/y2", "a/t"}, ch.Trees, "trees created or moved in")
+	require.Equal(t, map[string][]string{"a": {"t"}, "a/b": {"new", "y2"}, "x": {"y"}, "z": nil}, ch.Names,
+		"the entries changed in each; z's own mode is not a change of its entries")
 
 	q, err := j.Begin(root)
 	require.NoError(t, err)
@@ -74,6 +76,15 @@ func TestJournalNamesChangedDirectories(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"a/b", "keep/deep", "z"}, ch.Dirs, "a removal; a file's attribute (its directory); a directory's own attribute (itself)")
 	require.Empty(t, ch.Trees)
+	require.Equal(t, map[string][]string{"a/b": {"new"}, "keep/deep": nil, "z": {"f"}}, ch.Names)
+	require.NoError(t, os.Chmod(filepath.Join(root, "z"), 0o755))
+	ch, err = j.Since(q)
+	require.NoError(t, err)
+	require.Equal(t, []string{"f"}, ch.Names["z"], "z's own mode, and f")
+	require.NoError(t, os.WriteFile(filepath.Join(root, "new-top"), nil, 0o644))
+	ch, err = j.Since(q)
+	require.NoError(t, err)
+	require.Equal(t, []string{"new-top", "z"}, ch.Names["."], "once the root changed, z's own change is one of its names")
 }
 
 func TestJournalGaps(t *testing.T) {
