@@ -82,6 +82,13 @@ type Journal struct {
 	marked map[fsid]*fsMark
 	dirs   map[string]*dirChange // by fsid and handle
 	nnames int                   // names held by dirs
+	// roots are the trees given to Begin (as the kernel names them); outside holds the
+	// directories found outside all of them, whose events are not kept (a filesystem mark
+	// sees every writer of the filesystem: a target on the same filesystem writes
+	// millions of names). A directory moved in arrives as a new tree, and any directory
+	// move empties outside.
+	roots   map[string]bool
+	outside map[string]bool
 	closed bool
 	done   chan struct{}
 }
@@ -152,7 +159,8 @@ func Open(opt Options) (*Journal, error) {
 		return nil, err
 	}
 	j := &Journal{fd: fd, id: binary.LittleEndian.Uint64(b[:]), events: events, buf: make([]byte, 256<<10),
-		marked: map[fsid]*fsMark{}, dirs: map[string]*dirChange{}, done: make(chan struct{})}
+		marked: map[fsid]*fsMark{}, dirs: map[string]*dirChange{}, roots: map[string]bool{}, outside: map[string]bool{},
+		done: make(chan struct{})}
 	if opt.Writes {
 		j.events |= unix.FAN_MODIFY | unix.FAN_CLOSE_WRITE
 	}
@@ -190,7 +198,7 @@ func (j *Journal) Begin(root string) (Point, error) {
 	if err := unix.Fstatfs(r.fd, &sfs); err != nil {
 		return Point{}, fmt.Errorf("change journal: %s: %w", root, err)
 	}
-	if err := j.mark(r.fd, fsid(sfs.Fsid.Val), root); err != nil {
+	if err := j.mark(r.fd, fsid(sfs.Fsid.Val), root, r.real); err != nil {
 		return Point{}, err
 	}
 	j.drain()
@@ -230,12 +238,17 @@ func openTreeRoot(root string) (treeRoot, error) {
 	return r, nil
 }
 
-// mark adds a filesystem mark for the filesystem of fd (root) unless it has one.
-func (j *Journal) mark(fd int, id fsid, root string) error {
+// mark adds a filesystem mark for the filesystem of fd (root, real as the kernel names it)
+// unless it has one, and keeps the events of root's directories from now on.
+func (j *Journal) mark(fd int, id fsid, root, real string) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.closed {
 		return fmt.Errorf("change journal: closed")
+	}
+	if !j.roots[real] {
+		j.roots[real] = true
+		clear(j.outside)
 	}
 	if _, ok := j.marked[id]; ok {
 		return nil
@@ -580,6 +593,38 @@ func (j *Journal) apply(b []byte) {
 	}
 }
 
+// outsideLocked reports whether the directory of handle is outside every root, or gone
+// (its removal is an event of its parent): its events need not be kept. A directory that
+// cannot be placed is kept.
+func (j *Journal) outsideLocked(id fsid, htype int32, handle []byte, key string) bool {
+	if out, ok := j.outside[key]; ok {
+		return out
+	}
+	m, ok := j.marked[id]
+	if !ok {
+		return false
+	}
+	p, ok, err := resolve(m.mount, htype, handle)
+	if err != nil {
+		return false
+	}
+	out := !ok
+	if ok {
+		out = true
+		for r := range j.roots {
+			if _, in := below(r, p); in {
+				out = false
+				break
+			}
+		}
+	}
+	if len(j.outside) >= maxDirs {
+		clear(j.outside)
+	}
+	j.outside[key] = out
+	return out
+}
+
 func (j *Journal) lostLocked() {
 	j.lost = j.seq
 	clear(j.dirs)
@@ -622,8 +667,14 @@ func (j *Journal) record(info []byte, mask uint64) {
 			}
 		}
 		key := string(rec[:8]) + string(rec[12:16]) + string(handle)
+		if mask&unix.FAN_ONDIR != 0 && mask&(unix.FAN_MOVED_FROM|unix.FAN_MOVED_TO) != 0 {
+			clear(j.outside) // a directory moved: what was outside may be inside now
+		}
 		d := j.dirs[key]
 		if d == nil {
+			if j.outsideLocked(id, htype, handle, key) {
+				return
+			}
 			if len(j.dirs) >= maxDirs {
 				j.lostLocked()
 				return

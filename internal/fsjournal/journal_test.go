@@ -299,3 +299,40 @@ func TestJournalWrites(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, ch.Dirs, "without Writes a data write is not a change")
 }
+
+// The journal keeps the events of the trees it was asked about, not those of the rest of
+// the filesystem (another writer's thousands of names), and a directory moved in from
+// outside is followed from then on.
+func TestJournalKeepsOnlyItsTrees(t *testing.T) {
+	j := open(t)
+	base := t.TempDir()
+	root := filepath.Join(base, "ds")
+	tree(t, root, "a/f")
+	tree(t, base, "other/sub/f")
+	p, err := j.Begin(root)
+	require.NoError(t, err)
+	for i := range 500 {
+		tree(t, base, fmt.Sprintf("other/sub/g%03d", i))
+	}
+	tree(t, root, "a/g")
+	ch, err := j.Since(p)
+	require.NoError(t, err)
+	require.Equal(t, []string{"a"}, ch.Dirs)
+	j.mu.Lock()
+	dirs, names := len(j.dirs), j.nnames
+	j.mu.Unlock()
+	require.Equal(t, 1, dirs, "only a is kept")
+	require.Equal(t, 1, names)
+
+	require.NoError(t, os.Rename(filepath.Join(base, "other/sub"), filepath.Join(root, "sub")))
+	ch, err = j.Since(p)
+	require.NoError(t, err)
+	require.Equal(t, []string{"sub"}, ch.Trees, "moved in: a new tree")
+	q, err := j.Begin(root)
+	require.NoError(t, err)
+	tree(t, root, "sub/made-in")
+	ch, err = j.Since(q)
+	require.NoError(t, err)
+	require.Equal(t, []string{"sub"}, ch.Dirs, "a directory that was outside is followed once inside")
+	require.Equal(t, []string{"made-in"}, ch.Names["sub"])
+}
