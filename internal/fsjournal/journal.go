@@ -89,8 +89,8 @@ type Journal struct {
 	// move empties outside.
 	roots   map[string]bool
 	outside map[string]bool
-	closed bool
-	done   chan struct{}
+	closed  bool
+	done    chan struct{}
 }
 
 type fsid [2]int32
