@@ -196,7 +196,7 @@ func TestKilledTargetHostContinuePolicy(t *testing.T) {
 // reconnected nothing changes.
 func TestDisconnectedPullAgentIsFenced(t *testing.T) {
 	d := up(t)
-	d.seed("orders")
+	d.seedBig("orders", 400)
 	run := d.start("orders")
 	require.Equal(t, "b1", d.waitProgress(run, "Pull"))
 	d.docker("network", "disconnect", d.network("temporal"), d.ids["b1"])
@@ -230,7 +230,7 @@ func TestDisconnectedPullAgentIsFenced(t *testing.T) {
 // expired lease: it must not publish or change anything.
 func TestPausedPullAgentIsAZombie(t *testing.T) {
 	d := up(t)
-	d.seed("ledger")
+	d.seedBig("ledger", 400)
 	run := d.start("ledger")
 	require.Equal(t, "b1", d.waitProgress(run, "Pull"))
 	d.docker("pause", d.ids["b1"])

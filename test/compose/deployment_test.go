@@ -237,15 +237,20 @@ func (d *deployment) waitPolling(ctx context.Context, host string) {
 
 // seed writes into a source dataset on array-a data that takes a few seconds to push and
 // pull (many small files, some large ones), so faults can hit a running step.
-func (d *deployment) seed(dataset string) {
+func (d *deployment) seed(dataset string) { d.seedBig(dataset, 48) }
+
+// seedBig is seed with big MiB of 1-MiB files: a test that cuts a pull off after its first
+// progress needs a pull that lasts well beyond the heartbeat that reports it (a pull of
+// seed's 128 MiB took about 3 s here, and ended before the cut).
+func (d *deployment) seedBig(dataset string, big int) {
 	d.t.Helper()
 	began := time.Now()
 	d.sh("a1", `set -e
 		mkdir -p /srv/array-a/`+dataset+` && cd /srv/array-a/`+dataset+` && mkdir -p small big
 		for i in 0 1; do mkdir small/$i; (cd small/$i && head -c $((10000 * 4096)) /dev/urandom | split -b 4096 -a 5 -d - s); done
-		(cd big && head -c $((48 << 20)) /dev/urandom | split -b $((1 << 20)) -a 3 -d - b)
+		(cd big && head -c $((`+strconv.Itoa(big)+` << 20)) /dev/urandom | split -b $((1 << 20)) -a 3 -d - b)
 		ln -s big/b000 link-to-big; mkdir -p empty-dir; chmod 0750 empty-dir; touch empty; chmod 0600 empty`)
-	d.t.Logf("seeded %s: 20,048 files, 128 MiB in %s", dataset, time.Since(began).Round(time.Millisecond))
+	d.t.Logf("seeded %s: %d files, %d MiB in %s", dataset, 20_000+big, 80+big, time.Since(began).Round(time.Millisecond))
 }
 
 // start starts a run of job.
