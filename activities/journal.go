@@ -72,7 +72,7 @@ func (a *Agent) journal(ctx context.Context) *fsjournal.Journal {
 		j, err := fsjournal.Open(fsjournal.Options{Writes: a.ChangeJournal == JournalPush})
 		if err != nil {
 			if activity.IsActivity(ctx) {
-				activity.GetLogger(ctx).Warn("no change journal on this agent: every preflight scans whole trees", "error", err)
+				activity.GetLogger(ctx).Warn("no change journal on this agent: every preflight and push looks at whole trees", "error", err)
 			}
 			return
 		}
@@ -96,12 +96,9 @@ func (a *Agent) scanUnsupported(ctx context.Context, dir string, opt dataplane.S
 	c.mu.Lock()
 	base, ok := c.clean[dir]
 	delete(c.clean, dir) // a scan that fails or finds something leaves no point
-	if c.looking == nil {
-		c.looking = map[*fsjournal.Point]bool{}
-	}
-	c.looking[&next] = true
+	c.holdLocked(&next)
 	if ok {
-		c.looking[&base] = true
+		c.holdLocked(&base)
 	}
 	c.mu.Unlock()
 	defer c.forget(j, &next, &base)
@@ -132,6 +129,14 @@ func (a *Agent) scanUnsupported(ctx context.Context, dir string, opt dataplane.S
 		c.mu.Unlock()
 	}
 	return u, err
+}
+
+// holdLocked keeps p from Forget while a scan or push that uses it runs (c.mu held).
+func (c *changeJournal) holdLocked(p *fsjournal.Point) {
+	if c.looking == nil {
+		c.looking = map[*fsjournal.Point]bool{}
+	}
+	c.looking[p] = true
 }
 
 // forget ends the scan whose points are done and lets the journal drop what no point kept
@@ -204,12 +209,9 @@ func (a *Agent) pushChanges(ctx context.Context, job, dataset, dir string) (*dat
 	c.mu.Lock()
 	base, ok := c.pushed[key]
 	delete(c.pushed, key)
-	if c.looking == nil {
-		c.looking = map[*fsjournal.Point]bool{}
-	}
-	c.looking[&next] = true
+	c.holdLocked(&next)
 	if ok {
-		c.looking[&base.point] = true
+		c.holdLocked(&base.point)
 	}
 	c.mu.Unlock()
 	whole := time.Now() // when this push began, if it lists the whole tree

@@ -249,7 +249,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		if err == nil && up.precopyFound != nil {
 			return PushResult{Unsupported: up.precopyFound}, nil
 		}
-		if err != nil || plan.used()+plan.listedInPart() == 0 || !up.partialLinks {
+		if n, part, _ := plan.used(); err != nil || n+part == 0 || !up.partialLinks {
 			break
 		}
 		// A file it listed has a link it did not list: in a reused directory or outside
@@ -261,7 +261,8 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		return PushResult{}, err
 	}
 	man, unsupported, extras := up.man, up.unsupported, up.extras
-	if n, part := plan.used(), plan.listedInPart(); n > 0 || part > 0 {
+	n, part, files := plan.used()
+	if n > 0 || part > 0 {
 		r.log("push took unchanged directories from the previous image", "job", req.Job, "dataset", req.Dataset, "image", req.Changed.Image,
 			"changed", len(req.Changed.Dirs), "new_trees", len(req.Changed.Trees), "reused", n, "listed_in_part", part)
 	}
@@ -328,8 +329,8 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	res := manifestResult(man)
 	res.ImageID, res.RootID = string(id), man.RootObjectID().String()
 	res.Unsupported = unsupported
-	res.ReusedDirs, res.PartialDirs = plan.used(), plan.listedInPart()
-	res.Reused += plan.files()
+	res.ReusedDirs, res.PartialDirs = n, part
+	res.Reused += files
 
 	r.log("pushed image", "job", req.Job, "image", res.ImageID, "files", res.Files, "bytes", res.Bytes,
 		"reused", res.Reused, "took", time.Since(start).Round(time.Millisecond))

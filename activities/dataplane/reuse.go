@@ -180,24 +180,15 @@ func (p *reusePlan) take(rel string, de *snapshot.DirEntry) {
 	p.nfile += de.DirSummary.TotalFileCount
 }
 
-// files is how many files are below the directories reused.
-func (p *reusePlan) files() int64 {
+// used is how many directories were reused and how many files are below them, and how
+// many directories were listed only in their named entries (all 0 without a plan).
+func (p *reusePlan) used() (reused, partial int, files int64) {
 	if p == nil {
-		return 0
+		return 0, 0, 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.nfile
-}
-
-// used is how many directories were reused.
-func (p *reusePlan) used() int {
-	if p == nil {
-		return 0
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.taken)
+	return len(p.taken), len(p.partial), p.nfile
 }
 
 // addExtras gives c the previous image's extras of every entry below a reused directory
@@ -256,16 +247,6 @@ func (p *reusePlan) partialNames(rel string, prev map[string]*snapshot.DirEntry)
 	p.partial[imagePath(rel)] = named
 	p.mu.Unlock()
 	return names, named, true
-}
-
-// listedInPart is how many directories were listed only in their named entries.
-func (p *reusePlan) listedInPart() int {
-	if p == nil {
-		return 0
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.partial)
 }
 
 // escaped reports whether n is not valid UTF-8 or holds a code point of imageName's escapes.
