@@ -4,10 +4,13 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"golang.org/x/sys/unix"
 
 	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/replctl/replctl/internal/fsjournal"
@@ -23,10 +26,13 @@ const (
 	// Nothing it gives up: the scan looks for names and attributes, which the journal sees.
 	JournalPreflight JournalUse = "preflight"
 	// JournalPush: the push too lists only the directories changed since the job's previous
-	// image and takes the rest from that image (dataplane/reuse.go). It gives up a write
-	// through mmap and a write through a hard link made outside the dataset since that
-	// image: neither is reported, so a directory holding such a file may keep its previous
-	// content until its next change or the agent's next start.
+	// image and takes the rest from that image (dataplane/reuse.go). A write through a
+	// shared mapping is not in the journal until the file is closed: the push looks at every
+	// file some process maps shared and writable or holds open for writing, and lists the
+	// whole tree when it cannot examine every process (heldIn). It gives up a write through
+	// a hard link made outside the dataset since that image: it is not reported, so the
+	// file may keep its previous content until its directory's next change, the agent's
+	// next start or JournalRescan.
 	JournalPush JournalUse = "push"
 )
 
@@ -185,7 +191,8 @@ type pushedImage struct {
 }
 
 // DefaultJournalRescan is how often a push that follows the journal lists the whole tree
-// all the same: what the journal cannot see (a write through a mapping held open) reaches
+// all the same: what the journal cannot see (a write through a mapping of a process the
+// agent cannot examine, or through a hard link outside the dataset) reaches
 // an image within it.
 const DefaultJournalRescan = 24 * time.Hour
 
@@ -235,6 +242,18 @@ func (a *Agent) pushChanges(ctx context.Context, job, dataset, dir string) (*dat
 		}
 		return nil, done
 	}
+	// The files held for writing now, before Since: a mapping dropped after this look was
+	// closed after it, so its close is among the changes Since returns.
+	held, unseen, why := heldIn(dir)
+	if unseen != "" && activity.IsActivity(ctx) {
+		activity.GetLogger(ctx).Info("push cannot see the writes through mappings of processes it may not examine", "dir", dir, "unseen", unseen)
+	}
+	if why != "" {
+		if activity.IsActivity(ctx) {
+			activity.GetLogger(ctx).Info("push lists the whole tree", "dir", dir, "reason", why)
+		}
+		return nil, done
+	}
 	ch, gap := j.Since(base.point)
 	if gap != nil {
 		if activity.IsActivity(ctx) {
@@ -242,6 +261,44 @@ func (a *Agent) pushChanges(ctx context.Context, job, dataset, dir string) (*dat
 		}
 		return nil, done
 	}
+	ch.AddEntries(held...)
 	whole = base.whole
 	return &dataplane.ChangedSince{Image: base.image, Dirs: ch.Dirs, Trees: ch.Trees, Names: ch.Names}, done
+}
+
+// heldIn returns the entries of tree dir (relative paths) that a process maps shared and
+// writable or holds open for writing: writes through a mapping are not in the journal
+// until the file is closed, so the push looks at these as changed. It also says which
+// processes it could not examine (for the log: the opt-in gives up their mappings), and
+// returns a reason to list the whole tree instead when it cannot place a held file, or one
+// has several links and one outside the tree (another may be inside).
+func heldIn(dir string) (rels []string, unseen, whole string) {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, "", err.Error()
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil {
+		return nil, "", err.Error()
+	}
+	h := fsjournal.HeldForWrite(st.Dev)
+	if h.Unknown != "" {
+		return nil, "", "cannot tell which files are written through a mapping: " + h.Unknown
+	}
+	if h.OwnNamespace {
+		unseen = "every process outside the agent's PID namespace; "
+	}
+	if len(h.Unseen) > 0 {
+		unseen += fmt.Sprintf("%d processes: %s", len(h.Unseen), strings.Join(h.Unseen[:min(len(h.Unseen), 5)], ", "))
+	}
+	for _, f := range h.Files {
+		rel, err := filepath.Rel(real, f.Path)
+		switch {
+		case err == nil && rel != ".." && !strings.HasPrefix(rel, "../"):
+			rels = append(rels, rel)
+		case f.Links > 1:
+			return nil, unseen, fmt.Sprintf("%s is held for writing and has a link that may be in the tree", f.Path)
+		}
+	}
+	return rels, unseen, ""
 }

@@ -158,10 +158,9 @@ func readString(t *testing.T, p string) string {
 }
 
 // With --change-journal=push a push lists only the directories changed since the job's
-// previous image and its replica holds every reported change. A write through a mapping
-// still held is not reported (the opt-in's price): it reaches the replica at the first
-// push after the file is closed and unmapped, or after the agent starts again, as does a
-// write made while no agent ran.
+// previous image and its replica holds every reported change, and every write through a
+// shared mapping of a file still held for writing. A write made while no agent ran reaches
+// the replica through the new agent's first push, which is whole.
 func TestPushFollowsTheJournal(t *testing.T) {
 	w := newPushWorld(t)
 	writeTree(t, w.src, "v1", 200) // d0..d3
@@ -180,41 +179,62 @@ func TestPushFollowsTheJournal(t *testing.T) {
 	require.Equal(t, "v2, written", readString(t, filepath.Join(replica, "d1/f001")))
 	require.Equal(t, "v2, new", readString(t, filepath.Join(replica, "d2/new")))
 
-	// Written through a shared mapping, still held: same size, no event.
+	// Written through a shared mapping, still held, its file closed: no event, but the push
+	// looks at the files held for writing.
 	mf, err := os.OpenFile(filepath.Join(w.src, "d3/f003"), os.O_RDWR, 0)
 	require.NoError(t, err)
 	mem, err := unix.Mmap(int(mf.Fd()), 0, 2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	require.NoError(t, err)
+	require.NoError(t, mf.Close())
 	copy(mem, "V3")
 	require.NoError(t, unix.Msync(mem, unix.MS_SYNC))
 	res, replica = w.run(a)
-	require.Equal(t, 4, res.ReusedDirs, "nothing reported")
-	require.Equal(t, "v1", readString(t, filepath.Join(replica, "d3/f003")), "the price of the opt-in")
-	require.NoError(t, unix.Munmap(mem))
-	require.NoError(t, mf.Close())
-	res, replica = w.run(a)
-	require.Equal(t, 3, res.ReusedDirs, "the close names d3")
+	require.Equal(t, 3, res.ReusedDirs, "d3 holds a mapped file")
 	require.Equal(t, 1, res.PartialDirs)
 	require.Equal(t, "V3", readString(t, filepath.Join(replica, "d3/f003")))
+	require.NoError(t, unix.Munmap(mem))
+	res, _ = w.run(a)
+	require.Equal(t, 3, res.ReusedDirs, "the close names d3")
+	res, _ = w.run(a)
+	require.Equal(t, 4, res.ReusedDirs, "nothing held, nothing reported")
 
-	// Written through a mapping again, still held when the agent stops.
+	// Written through a mapping since dropped, the file still open: the push looks at it.
 	mf, err = os.OpenFile(filepath.Join(w.src, "d3/f007"), os.O_RDWR, 0)
 	require.NoError(t, err)
 	mem, err = unix.Mmap(int(mf.Fd()), 0, 2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	require.NoError(t, err)
 	copy(mem, "V5")
-	require.NoError(t, unix.Msync(mem, unix.MS_SYNC))
+	require.NoError(t, unix.Munmap(mem))
 	res, replica = w.run(a)
-	require.Equal(t, "v1", readString(t, filepath.Join(replica, "d3/f007")))
-	t.Cleanup(func() { unix.Munmap(mem); mf.Close() }) //nolint:errcheck
+	require.Equal(t, 3, res.ReusedDirs)
+	require.Equal(t, "V5", readString(t, filepath.Join(replica, "d3/f007")))
+	require.NoError(t, mf.Close())
+
+	// Held for writing through a link outside the source: another of its names may be in
+	// the source (this one is), so the push lists the whole tree.
+	outside := filepath.Join(w.base, "outside-link")
+	require.NoError(t, os.Link(filepath.Join(w.src, "d2/f002"), outside))
+	of, err := os.OpenFile(outside, os.O_RDWR, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { of.Close() }) //nolint:errcheck
+	mem, err = unix.Mmap(int(of.Fd()), 0, 2, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	require.NoError(t, err)
+	copy(mem, "V6")
+	require.NoError(t, unix.Munmap(mem))
+	res, replica = w.run(a)
+	require.Zero(t, res.ReusedDirs)
+	require.Equal(t, "V6", readString(t, filepath.Join(replica, "d2/f002")))
+	require.NoError(t, of.Close())
+	require.NoError(t, os.Remove(outside))
+	res, _ = w.run(a)
+	require.Equal(t, 4, res.ReusedDirs, "the close and the link's removal are outside the source")
 
 	// The agent stops; a file is written while none watches; a new agent pushes whole.
 	require.NoError(t, a.Close())
 	require.NoError(t, os.WriteFile(filepath.Join(w.src, "d0/f000"), []byte("v4, while no agent ran"), 0o644))
 	b := w.agent()
 	res, replica = w.run(b)
-	require.Zero(t, res.ReusedDirs)
-	require.Equal(t, "V5", readString(t, filepath.Join(replica, "d3/f007")), "a new agent's first push is whole")
+	require.Zero(t, res.ReusedDirs, "a new agent's first push is whole")
 	require.Equal(t, "v4, while no agent ran", readString(t, filepath.Join(replica, "d0/f000")))
 	res, _ = w.run(b)
 	require.Equal(t, 4, res.ReusedDirs, "then it follows its own journal")

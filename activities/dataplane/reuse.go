@@ -7,7 +7,8 @@ package dataplane
 // own metadata from the parent's fresh listing, so it is neither listed nor stat'ed: the
 // push walks what changed, not what exists. The image is the one a whole push would make,
 // as long as the journal saw every change (what it cannot see is the opt-in's price: a
-// write through mmap, and a write through a hard link made outside the dataset). Kept out
+// write through a mapping of a process the agent cannot examine, and a write through a hard
+// link made outside the dataset; activities.JournalPush). Kept out
 // of reuse, so listed as before:
 //   - every changed directory, its ancestors, and everything at or below a new tree;
 //   - every directory holding a file that had several links in the previous image, and its

@@ -128,10 +128,10 @@ func NewCmdAgent(f *Factory, runF func(*AgentOptions) error) *cobra.Command {
 	cmd.Flags().DurationVar(&o.WaitForServer, "wait-for-server", DefaultWaitForServer,
 		"at start, how long to wait for the Temporal server to answer and know the namespace")
 	cmd.Flags().StringVar(&o.ChangeJournal, "change-journal", "off",
-		"keep a journal of the source's changed directories (fanotify; needs CAP_SYS_ADMIN): `preflight` (the flag alone) scans only what changed since the last preflight; push also lists only what changed since the job's previous image and takes the rest from it, giving up writes through mmap and through hard links made outside the dataset; off by default, see design.md")
+		"keep a journal of the source's changed directories (fanotify; needs CAP_SYS_ADMIN): `preflight` (the flag alone) scans only what changed since the last preflight; push also lists only what changed since the job's previous image and takes the rest from it, giving up writes through mappings of processes the agent cannot examine and through hard links made outside the dataset; off by default, see design.md")
 	cmd.Flags().Lookup("change-journal").NoOptDefVal = string(activities.JournalPreflight)
 	cmd.Flags().DurationVar(&o.JournalRescan, "change-journal-rescan", activities.DefaultJournalRescan,
-		"with --change-journal=push, list the whole tree at least this often all the same (a write through a mapping held open shows then)")
+		"with --change-journal=push, list the whole tree at least this often all the same (what the journal cannot see shows then)")
 	cmd.Flags().StringVar(&o.PprofAddr, "pprof", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060")
 	return cmd
 }

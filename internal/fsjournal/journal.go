@@ -139,6 +139,34 @@ type Changes struct {
 	Names map[string][]string
 }
 
+// AddEntries records entries (paths relative to the tree's root) as changed: each one's
+// directory joins Dirs with the entry among its Names, unless the directory is in Dirs
+// already with every entry changed or is at or below a Tree.
+func (c *Changes) AddEntries(rels ...string) {
+	for _, rel := range rels {
+		if rel == "." || inAny(c.Trees, rel) {
+			continue
+		}
+		d, n := filepath.Dir(rel), filepath.Base(rel)
+		i, found := slices.BinarySearch(c.Dirs, d)
+		if !found {
+			c.Dirs = slices.Insert(c.Dirs, i, d)
+			if c.Names == nil {
+				c.Names = map[string][]string{}
+			}
+			c.Names[d] = []string{n}
+			continue
+		}
+		names, ok := c.Names[d]
+		if !ok {
+			continue // every entry of d may have changed
+		}
+		if j, has := slices.BinarySearch(names, n); !has {
+			c.Names[d] = slices.Insert(names, j, n)
+		}
+	}
+}
+
 // Options are what a journal records beyond names and attributes.
 type Options struct {
 	// Writes records writes of file data (FAN_MODIFY) and closes of files open for
