@@ -29,7 +29,8 @@ import (
 // size, default 200), REPLCTL_MEASURE_DIR (where to create data; default a
 // temp dir), REPLCTL_MEASURE_VERIFY (verification of the first two pulls,
 // default full), REPLCTL_MEASURE_PROFILE (a directory for a CPU profile of each step,
-// step1.pprof to step5.pprof in the order logged), REPLCTL_MEASURE_MEMLIMIT_MB (as an
+// step1.pprof to step8.pprof in the order logged), REPLCTL_MEASURE_CHANGED (the 1 % pushes
+// are told what changed, as by --change-journal=push), REPLCTL_MEASURE_MEMLIMIT_MB (as an
 // agent's --memory-limit). Times include the final syncfs of each pull (durable replica).
 func TestMeasurePushPull(t *testing.T) {
 	if os.Getenv("REPLCTL_MEASURE") == "" {
@@ -180,12 +181,29 @@ func TestMeasurePushPull(t *testing.T) {
 		writeFile(t, filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i)), []byte(strconv.Itoa(i)+" changed"), 0o644, baseTime.Add(time.Hour))
 	}
 
+	// REPLCTL_MEASURE_CHANGED=1: the 1 % pushes are told what changed, as an agent's journal
+	// would (--change-journal=push).
+	changed := func(image string, first int) *ChangedSince {
+		if os.Getenv("REPLCTL_MEASURE_CHANGED") == "" {
+			return nil
+		}
+		c := &ChangedSince{Image: image, Names: map[string][]string{}}
+		for i := first; i < files; i += 100 {
+			d := fmt.Sprintf("d%03d", i/200)
+			if len(c.Names[d]) == 0 {
+				c.Dirs = append(c.Dirs, d)
+			}
+			c.Names[d] = append(c.Names[d], fmt.Sprintf("f%06d", i))
+		}
+		return c
+	}
+
 	timed("push (1% changed)", func() string {
-		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: pushParallel}, nil)
+		r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: pushParallel, Changed: changed(img1, 0)}, nil)
 		require.NoError(t, err)
 		img2 = r.ImageID
 
-		return fmt.Sprintf("files=%d reused=%d", r.Files, r.Reused)
+		return fmt.Sprintf("files=%d reused=%d dirs reused=%d partial=%d", r.Files, r.Reused, r.ReusedDirs, r.PartialDirs)
 	})
 
 	timed("pull (1% changed, verify="+verify+")", func() string { return pull(img2, "p2", verify) })
@@ -199,8 +217,13 @@ func TestMeasurePushPull(t *testing.T) {
 		writeFile(t, filepath.Join(e.src, fmt.Sprintf("d%03d", i/200), fmt.Sprintf("f%06d", i)), []byte(strconv.Itoa(i)+" changed"), 0o644, baseTime.Add(time.Hour))
 	}
 
-	r, err := e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: pushParallel}, nil)
-	require.NoError(t, err)
+	var r PushResult
+	var err error
+	timed("push (another 1 %)", func() string {
+		r, err = e.repos.Push(ctx, PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds, Parallel: pushParallel, Changed: changed(img2, 1)}, nil)
+		require.NoError(t, err)
+		return fmt.Sprintf("files=%d reused=%d dirs reused=%d partial=%d", r.Files, r.Reused, r.ReusedDirs, r.PartialDirs)
+	})
 	timed(fmt.Sprintf("pull (1%% again, recycle=%v)", !noRecycle), func() string { return pull(r.ImageID, "p4", "changed") })
 	timed("trash sweep after it", func() string { WaitTrash(); return "" })
 
