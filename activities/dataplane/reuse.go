@@ -219,9 +219,12 @@ func (p *reusePlan) addExtras(c *extrasCollector) {
 }
 
 // partialNames returns the names to stat in directory rel, whose previous entries are prev,
-// when the plan lists it only in those (false: list it whole). It may not where the journal
-// does not know the names, where files had several links, or where a name is or could be an
-// image name of a name that is not UTF-8 (the push could not tell the two apart).
+// when the plan lists it only in those (false: list it whole): the names the journal gave,
+// and every subdirectory the previous image holds there (so that a subdirectory whose
+// mtime moved, a change of its names the journal did not report, is listed, as under a
+// directory listed whole). It may not where the journal does not know the names, where
+// files had several links, or where a name is or could be an image name of a name that is
+// not UTF-8 (the push could not tell the two apart).
 func (p *reusePlan) partialNames(rel string, prev map[string]*snapshot.DirEntry) ([]string, map[string]bool, bool) {
 	if p == nil || prev == nil || p.inTree(rel) || p.dirtyImg[imagePath(rel)] {
 		return nil, nil, false
@@ -243,6 +246,13 @@ func (p *reusePlan) partialNames(rel string, prev map[string]*snapshot.DirEntry)
 	named := make(map[string]bool, len(names))
 	for _, n := range names {
 		named[n] = true
+	}
+	names = slices.Clone(names)
+	for n, de := range prev {
+		if de.Type == snapshot.EntryTypeDirectory && !named[n] {
+			named[n] = true
+			names = append(names, n)
+		}
 	}
 	p.mu.Lock()
 	p.partial[imagePath(rel)] = named

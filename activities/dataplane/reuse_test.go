@@ -196,6 +196,16 @@ func TestPushStatsOnlyTheNamedEntries(t *testing.T) {
 	got = e.pushChanged(&ChangedSince{Image: before.ImageID, Dirs: []string{"a"}, Names: map[string][]string{"a": {"x"}}})
 	require.Zero(t, got.PartialDirs, "a name that could be an image name: listed whole")
 	require.Equal(t, before.RootID, got.RootID)
+
+	// A subdirectory of a directory listed in part is stat'ed all the same: its mtime moved
+	// (a name the journal did not report), so it is listed.
+	before = e.push()
+	writeFile(t, filepath.Join(e.src, "b/sub/unreported"), []byte("new"), 0o644, baseTime)
+	writeFile(t, filepath.Join(e.src, "b/y"), []byte("b/y again"), 0o644, baseTime.Add(6e9))
+	got = e.pushChanged(&ChangedSince{Image: before.ImageID, Dirs: []string{"b"}, Names: map[string][]string{"b": {"y"}}})
+	require.Equal(t, 1, got.PartialDirs, "b")
+	requireInImage(t, e, got.ImageID, "b/sub/unreported")
+	require.Equal(t, e.push().RootID, got.RootID)
 }
 
 // Bad paths from the journal are refused before anything is read.
