@@ -304,6 +304,10 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 			if q := p.Quiesce; q != nil {
 				r.Detail = fmt.Sprintf("%s: exit %d; %s", q.Script, q.ExitCode, r.Detail)
 			}
+			if p.ReusedDirs > 0 || p.PartialDirs > 0 {
+				// --change-journal=push: what the push did not list.
+				r.Detail += fmt.Sprintf("; journal: %d directories taken from the previous image, %d listed in part", p.ReusedDirs, p.PartialDirs)
+			}
 			if p.Unsupported != nil {
 				r.Detail += "; INCOMPLETE: " + p.Unsupported.String()
 			}

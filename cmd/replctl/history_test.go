@@ -94,7 +94,7 @@ func TestHistoryGolden(t *testing.T) {
 	completed(2200, id, activities.ScriptResult{Script: "takeover.sh", Remote: true})
 	id = schedule(2210, activities.PushName, "a2", "push (took over from a1)", activities.PushInput{})
 	started(2211, id, "a2")
-	completed(3000, id, activities.PushResult{ImageID: "k1", Files: 10, Bytes: 12345})
+	completed(3000, id, activities.PushResult{ImageID: "k1", Files: 10, Bytes: 12345, ReusedDirs: 3, PartialDirs: 2})
 	id = schedule(3010, activities.PullName, "b1", "", activities.PullInput{Epoch: 7})
 	started(3011, id, "b1")
 	add(3500, enums.EVENT_TYPE_ACTIVITY_TASK_FAILED, func(ev *historypb.HistoryEvent) {
