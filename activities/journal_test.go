@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/replctl/replctl/activities/dataplane"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/sys/unix"
@@ -163,6 +164,13 @@ func readString(t *testing.T, p string) string {
 // the replica through the new agent's first push, which is whole.
 func TestPushFollowsTheJournal(t *testing.T) {
 	w := newPushWorld(t)
+	// The source on a filesystem of its own: a file another test holds open for writing
+	// elsewhere, with several links, would make a push whole (heldIn).
+	if os.Geteuid() == 0 {
+		unmount, err := testworld.MountTmpfs(filepath.Join(w.base, "S"), 64<<20)
+		require.NoError(t, err)
+		t.Cleanup(unmount)
+	}
 	writeTree(t, w.src, "v1", 200) // d0..d3
 	a := w.agent()
 	res, _ := w.run(a)
@@ -212,7 +220,7 @@ func TestPushFollowsTheJournal(t *testing.T) {
 
 	// Held for writing through a link outside the source: another of its names may be in
 	// the source (this one is), so the push lists the whole tree.
-	outside := filepath.Join(w.base, "outside-link")
+	outside := filepath.Join(w.base, "S", "outside-link")
 	require.NoError(t, os.Link(filepath.Join(w.src, "d2/f002"), outside))
 	of, err := os.OpenFile(outside, os.O_RDWR, 0)
 	require.NoError(t, err)

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/testworld"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -32,10 +32,9 @@ func smallFS(t *testing.T, dir string, size int64) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
 	}
-	require.NoError(t, os.MkdirAll(dir, 0o755))
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(size, 10), "replctl-test", dir).CombinedOutput()
-	require.NoError(t, err, "mount tmpfs at %s: %s", dir, out)
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	unmount, err := testworld.MountTmpfs(dir, size)
+	require.NoError(t, err)
+	t.Cleanup(unmount)
 }
 
 // newSmallStorageEnv is the test world with the job's repository at repository and a tmpfs

@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/replctl/replctl/internal/testworld"
 )
 
 // HeldForWrite finds the files mapped shared and writable or open for writing, in this
@@ -19,7 +21,12 @@ func TestHeldForWrite(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("reading every process's mappings needs root")
 	}
-	dir := t.TempDir()
+	// A filesystem of its own: its held files are no other test's (another package's journal
+	// test looks at the files held for writing on its own source's filesystem).
+	dir := filepath.Join(t.TempDir(), "fs")
+	unmount, err := testworld.MountTmpfs(dir, 16<<20)
+	require.NoError(t, err)
+	t.Cleanup(unmount)
 	tree(t, dir, "rw", "mapped", "ro", "private", "child", "deleted", "old/moved", "line\nbreak", "linked", "unheld")
 	require.NoError(t, os.Link(filepath.Join(dir, "linked"), filepath.Join(dir, "link2")))
 	var st unix.Stat_t
