@@ -28,11 +28,11 @@ const (
 	// JournalPush: the push too lists only the directories changed since the job's previous
 	// image and takes the rest from that image (dataplane/reuse.go). A write through a
 	// shared mapping is not in the journal until the file is closed: the push looks at every
-	// file some process maps shared and writable or holds open for writing, and lists the
-	// whole tree when it cannot examine every process (heldIn). It gives up a write through
-	// a hard link made outside the dataset since that image: it is not reported, so the
-	// file may keep its previous content until its directory's next change, the agent's
-	// next start or JournalRescan.
+	// file some process maps shared and writable or holds open for writing (heldIn). It
+	// gives up a write through a mapping of a process it may not examine (each push logs
+	// them) and a write through a hard link made outside the dataset since that image (not
+	// reported) by a process that no longer holds the file: the file may keep its previous
+	// content until its directory's next change, the agent's next start or JournalRescan.
 	JournalPush JournalUse = "push"
 )
 

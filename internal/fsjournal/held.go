@@ -29,8 +29,8 @@ type HeldFile struct {
 // Held is what HeldForWrite found.
 type Held struct {
 	Files []HeldFile
-	// Unseen are the processes that could not be examined (their /proc directories: a
-	// process that forbids it, or of another user namespace), with their names.
+	// Unseen are the processes that could not be examined (their /proc directories, with
+	// their names): reading their maps or open files was refused.
 	Unseen []string
 	// OwnNamespace is set when this process is not in the host's PID namespace: it sees
 	// only the processes of its own.
