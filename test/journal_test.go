@@ -15,6 +15,7 @@ import (
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/internal/fidelity"
 	"github.com/replctl/replctl/internal/runhistory"
+	"github.com/replctl/replctl/internal/testworld"
 )
 
 // A real agent started with --change-journal=push lists, in each push after its first,
@@ -27,6 +28,13 @@ func TestPushFollowsTheJournalOnAnAgent(t *testing.T) {
 	}
 	e := newEnv(t)
 	src := e.sourceDir()
+	// The source on a filesystem of its own: a file another test holds open for writing
+	// elsewhere, with several links (an integrity test writing into a linked replica),
+	// would make a push whole (the agent's look at files held for writing).
+	require.NoError(t, os.RemoveAll(src))
+	unmount, err := testworld.MountTmpfs(src, 256<<20)
+	require.NoError(t, err)
+	t.Cleanup(unmount)
 	m, err := fidelity.Generate(src, fidelity.Options{Seed: 16, Without: fidelity.SpecialFeatures})
 	require.NoError(t, err)
 	writeDataset(t, filepath.Join(src, "bulk"), 120, 2<<10, 16)
