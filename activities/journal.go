@@ -242,8 +242,9 @@ func (a *Agent) pushChanges(ctx context.Context, job, dataset, dir string) (*dat
 		}
 		return nil, done
 	}
-	// The files held for writing now, before Since: a mapping dropped after this look was
-	// closed after it, so its close is among the changes Since returns.
+	// The files held for writing now, before Since: a mapping still held at this look is
+	// found by it, and one dropped before it was closed before Since, so its close is among
+	// the changes Since returns (the other order would miss one dropped in between).
 	held, unseen, why := heldIn(dir)
 	if unseen != "" && activity.IsActivity(ctx) {
 		activity.GetLogger(ctx).Info("push cannot see the writes through mappings of processes it may not examine", "dir", dir, "unseen", unseen)
