@@ -4,13 +4,11 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
-	"golang.org/x/sys/unix"
 
 	"github.com/replctl/replctl/activities/dataplane"
 	"github.com/replctl/replctl/internal/fsjournal"
@@ -274,16 +272,11 @@ func (a *Agent) pushChanges(ctx context.Context, job, dataset, dir string) (*dat
 // returns a reason to list the whole tree instead when it cannot place a held file, or one
 // has several links and one outside the tree (another may be inside).
 func heldIn(dir string) (rels []string, unseen, whole string) {
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
+	h, rels, outside, err := fsjournal.HeldIn(dir)
+	switch {
+	case err != nil:
 		return nil, "", err.Error()
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(real, &st); err != nil {
-		return nil, "", err.Error()
-	}
-	h := fsjournal.HeldForWrite(st.Dev)
-	if h.Unknown != "" {
+	case h.Unknown != "":
 		return nil, "", "cannot tell which files are written through a mapping: " + h.Unknown
 	}
 	if h.OwnNamespace {
@@ -292,14 +285,8 @@ func heldIn(dir string) (rels []string, unseen, whole string) {
 	if len(h.Unseen) > 0 {
 		unseen += fmt.Sprintf("%d processes: %s", len(h.Unseen), strings.Join(h.Unseen[:min(len(h.Unseen), 5)], ", "))
 	}
-	for _, f := range h.Files {
-		rel, err := filepath.Rel(real, f.Path)
-		switch {
-		case err == nil && rel != ".." && !strings.HasPrefix(rel, "../"):
-			rels = append(rels, rel)
-		case f.Links > 1:
-			return nil, unseen, fmt.Sprintf("%s is held for writing and has a link that may be in the tree", f.Path)
-		}
+	if outside != "" {
+		return nil, unseen, fmt.Sprintf("%s is held for writing and has a link that may be in the tree", outside)
 	}
 	return rels, unseen, ""
 }

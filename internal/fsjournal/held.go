@@ -71,6 +71,29 @@ func HeldForWrite(dev uint64) Held {
 	return Held{Files: h.files, Unseen: h.unseen, OwnNamespace: st.Ino != initPIDNamespace}
 }
 
+// HeldIn is HeldForWrite for the filesystem of tree root, the root named as Begin and Since
+// name it: rels are the held files inside the tree, relative to its root, and outside is a
+// held file outside it with several links ("" when none), one of whose other names may be
+// inside.
+func HeldIn(root string) (h Held, rels []string, outside string, err error) {
+	r, err := openTreeRoot(root)
+	if err != nil {
+		return Held{}, nil, "", err
+	}
+	unix.Close(r.fd) //nolint:errcheck // only its identity and path are needed
+	h = HeldForWrite(r.st.Dev)
+	for _, f := range h.Files {
+		if rel, ok := below(r.real, f.Path); ok {
+			if rel != "." {
+				rels = append(rels, rel)
+			}
+		} else if f.Links > 1 && outside == "" {
+			outside = f.Path
+		}
+	}
+	return h, rels, outside, nil
+}
+
 // heldScan gathers the held files of one filesystem, each inode once.
 type heldScan struct {
 	dev     uint64

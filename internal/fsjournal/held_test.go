@@ -80,6 +80,12 @@ func TestHeldForWrite(t *testing.T) {
 	}
 	require.Equal(t, map[string]uint32{"rw": 1, "mapped": 1, "line\nbreak": 1, "new/moved": 1, "child": 1, "linked": 2}, got)
 
+	// The same, relative to the tree, as the journal names it.
+	_, rels, outside, err := HeldIn(dir)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"rw", "mapped", "line\nbreak", "new/moved", "child", "linked"}, rels)
+	require.Empty(t, outside, "the other name of linked is inside the tree")
+
 	// Nothing of another filesystem.
 	require.NoError(t, unix.Stat("/proc/self", &st))
 	for _, f := range HeldForWrite(st.Dev).Files {
