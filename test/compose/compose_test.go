@@ -197,7 +197,9 @@ func TestKilledTargetHostContinuePolicy(t *testing.T) {
 // reconnected nothing changes.
 func TestDisconnectedPullAgentIsFenced(t *testing.T) {
 	d := up(t)
-	d.seedBig("orders", 400)
+	// 999 MiB (seedBig's most): with 400 MiB, b1's pull once ended 1.7 s after the push,
+	// before the test saw its first heartbeat acknowledged.
+	d.seedBig("orders", 999)
 	run := d.start("orders")
 	// Cut once the pull's first heartbeat is acknowledged (from then on b1 writes), not at
 	// its first progress: heartbeats are throttled, and on a fast VM the first progress the

@@ -241,7 +241,8 @@ func (d *deployment) seed(dataset string) { d.seedBig(dataset, 48) }
 
 // seedBig is seed with big MiB of 1-MiB files: a test that cuts a pull off after its first
 // progress needs a pull that lasts well beyond the heartbeat that reports it (a pull of
-// seed's 128 MiB took about 3 s here, and ended before the cut).
+// seed's 128 MiB took about 3 s here, and ended before the cut). At most 999: split names
+// the big files with three digits.
 func (d *deployment) seedBig(dataset string, big int) {
 	d.t.Helper()
 	began := time.Now()
