@@ -38,6 +38,20 @@ type PushInput struct {
 	// before it pushes (quiescepush.go): same job, run and agent, checked against the
 	// agent's own config like a RunScript's.
 	Quiesce *ScriptInput `json:",omitempty"`
+	// Before, with Quiesce, is what the same activity does before the script: the run's
+	// preflight and the precopy (precopyinpush.go). Nothing is quiesced when it fails.
+	Before *BeforeQuiesce `json:",omitempty"`
+}
+
+// BeforeQuiesce is the part of a push carrying the quiesce that runs before the script:
+// the run's preflight of the pushed dataset, then, when the job has one, its precopy.
+type BeforeQuiesce struct {
+	// Preflight must name the push's job, run and agent, and its dataset alone.
+	Preflight PreflightInput
+	// Precopy: copy the live source into the repository first, when the agent finds it
+	// saves time (precopy: auto); PrecopyFirst: also without a previous image (always).
+	Precopy      bool `json:",omitempty"`
+	PrecopyFirst bool `json:",omitempty"`
 }
 
 // PushResult names the image a push made.
@@ -59,6 +73,9 @@ type PushResult struct {
 	PartialDirs int `json:",omitempty"`
 	// Quiesce is what the input's quiesce script did, when it had one.
 	Quiesce *ScriptResult `json:",omitempty"`
+	// Preflight and Precopy are what the input's Before did (Precopy nil when it had none).
+	Preflight *PreflightResult `json:",omitempty"`
+	Precopy   *PrecopyResult   `json:",omitempty"`
 }
 
 // PrecopyInput is the input of Precopy.
@@ -89,6 +106,9 @@ type PrecopyResult struct {
 	SlotWait time.Duration `json:",omitempty"`
 	// Preflight is what the preflight the input carried checked.
 	Preflight *PreflightResult `json:",omitempty"`
+	// Failed (only in a push that carried the precopy) is why the copy failed: the run
+	// went on, and the push read everything while quiesced.
+	Failed string `json:",omitempty"`
 }
 
 // Precopy copies the LIVE source dataset into the job's repository before the application

@@ -21,23 +21,58 @@ import (
 func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, error) {
 	q := *in.Quiesce
 	res := ScriptResult{Step: StepQuiesce, Host: q.Host.Name, Agent: a.Host, Script: q.Script}
-	if q.Step != StepQuiesce || q.Job != in.Job || q.RunID != in.RunID || q.Agent != in.Agent || in.Resume != nil || in.FollowLink {
-		return PushResult{}, QuiescePartError(badInput(fmt.Errorf(
-			"push of job %s (run %s, agent %s) carries a %q script step of job %q (run %q, agent %q)%s: refused; only a first push (no resume, no failback) carries the quiesce of the same job, run and agent",
-			in.Job, in.RunID, in.Agent, q.Step, q.Job, q.RunID, q.Agent, resumeNote(in))), res)
+	// Before the script starts, nothing is quiesced: with a Before part the workflow is told
+	// so (NotQuiesced); without one, errors are the quiesce part's, as they always were.
+	early := func(err error, part Step) error {
+		if in.Before != nil {
+			return NotQuiescedError(err, part)
+		}
+		return QuiescePartError(err, res)
 	}
-	ctx, hb, err := a.begin(ctx, in.Agent, Progress{Step: StepQuiesce, Phase: "script " + q.Script})
+	if q.Step != StepQuiesce || q.Job != in.Job || q.RunID != in.RunID || q.Agent != in.Agent || in.Resume != nil || in.FollowLink {
+		return PushResult{}, early(badInput(fmt.Errorf(
+			"push of job %s (run %s, agent %s) carries a %q script step of job %q (run %q, agent %q)%s: refused; only a first push (no resume, no failback) carries the quiesce of the same job, run and agent",
+			in.Job, in.RunID, in.Agent, q.Step, q.Job, q.RunID, q.Agent, resumeNote(in))), StepQuiesce)
+	}
+	first := Progress{Step: StepQuiesce, Phase: "script " + q.Script}
+	if in.Before != nil {
+		if err := checkBefore(in); err != nil {
+			return PushResult{}, early(err, StepPreflight)
+		}
+		first = Progress{Step: StepPreflight, Phase: "check"}
+	}
+	ctx, hb, err := a.begin(ctx, in.Agent, first)
 	if err != nil {
-		return PushResult{}, QuiescePartError(err, res)
+		return PushResult{}, early(err, first.Step)
 	}
 	defer hb.stop()
+	// The preflight's checks of the storage and the dataset come first: they name what is
+	// wrong on disk better than the authority checks, which they include.
+	var checked *PreflightResult
+	var look func(context.Context) error
+	if in.Before != nil {
+		pf, scan, err := a.preflightCheck(ctx, in.Before.Preflight)
+		if err != nil {
+			return PushResult{}, early(err, StepPreflight)
+		}
+		checked, look = &pf, scan
+	}
 	// Both parts are checked against this agent's own config before the script runs: a
 	// push that would be refused must not leave the application frozen first.
 	if q.Host, q.SourcePath, err = a.authorizeScript(ctx, q); err != nil {
-		return PushResult{}, QuiescePartError(err, res)
+		return PushResult{}, early(err, StepQuiesce)
 	}
 	if _, err := a.authorizePush(ctx, StepPush, in); err != nil {
-		return PushResult{}, QuiescePartError(err, res)
+		return PushResult{}, early(err, StepQuiesce)
+	}
+	var pre *PrecopyResult
+	if in.Before != nil {
+		pre, err = a.precopyAndLook(ctx, hb, in, look)
+		if err != nil {
+			return PushResult{}, NotQuiescedError(err, hb.progress().Step)
+		}
+		// Said at once: from here on a lost agent may have quiesced, and its preflight is done.
+		hb.updateNow(Progress{Step: StepQuiesce, Phase: "script " + q.Script, Agent: a.Host})
 	}
 	res, err = a.runScript(ctx, q, func() {})
 	if err != nil {
@@ -52,6 +87,7 @@ func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, e
 	}
 	out := pushed.PushResult
 	out.Quiesce = &res
+	out.Preflight, out.Precopy = checked, pre
 	return out, nil
 }
 
@@ -74,14 +110,20 @@ func QuiescePartError(err error, res ScriptResult) error {
 		return err
 	}
 	res.Step = StepQuiesce
+	return markedWith(err, StepQuiesce, res)
+}
+
+// markedWith is err with d as its details: an application error keeps its message, type
+// and retryability; any other (a lost lease, a cancelled context) becomes a retryable
+// StepFailed naming step, as RunScript's are.
+func markedWith(err error, step Step, d any) error {
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) {
 		return temporal.NewApplicationErrorWithOptions(appErr.Message(), appErr.Type(), temporal.ApplicationErrorOptions{
-			NonRetryable: appErr.NonRetryable(), Cause: appErr.Unwrap(), Details: []any{res},
+			NonRetryable: appErr.NonRetryable(), Cause: appErr.Unwrap(), Details: []any{d},
 		})
 	}
-	// A lost lease or a cancelled context: retryable, as RunScript's are.
-	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v", StepQuiesce, err), "StepFailed", err, res)
+	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v", step, err), "StepFailed", err, d)
 }
 
 // QuiescePart tells whether err is an error of a fused push's quiesce part (or of a

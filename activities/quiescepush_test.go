@@ -8,6 +8,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/replctl/replctl/config"
 )
 
 // A push that carries a quiesce is refused before the script runs unless the script step is
@@ -71,4 +73,68 @@ func TestErrorDetailsOfAnotherType(t *testing.T) {
 	assert.False(t, ok)
 	assert.False(t, ErrorDetails(temporal.NewApplicationError("no details", "StepFailed"), &p))
 	assert.False(t, ErrorDetails(nil, &p))
+}
+
+// A push that also carries the preflight and the precopy is refused before anything runs
+// unless its preflight is of the push's own job, run, agent and dataset, and passes the
+// preflight's own checks; every error before the script is marked NotQuiesced (the workflow
+// then resumes nothing), not as the quiesce part's.
+func TestBeforeQuiesceRefusedFirst(t *testing.T) {
+	ctx := context.Background()
+	const file = "../config/samples/full.yaml" // job billing: one dataset, east-db1 both roles
+	t.Setenv("REPLCTL_STATE", t.TempDir())
+	cfg, err := config.Load(file)
+	require.NoError(t, err)
+	p, err := NewPlan(cfg, "billing")
+	require.NoError(t, err)
+	a := &Agent{Host: "east-db1", ConfigFile: file}
+	src, err := p.DatasetDir("east-db1", p.Source.Storage, p.Source.Dataset)
+	require.NoError(t, err)
+	repo, err := p.Repo("east-db1")
+	require.NoError(t, err)
+	host, err := p.Host(p.Application.Host)
+	require.NoError(t, err)
+	foreign := t.TempDir()
+	good := func() PushInput {
+		return PushInput{Job: "billing", RunID: "r1", Agent: "east-db1", SourceDir: src, Dataset: p.Source.Dataset, Repo: repo,
+			Quiesce: &ScriptInput{Job: "billing", RunID: "r1", Step: StepQuiesce, Agent: "east-db1", Host: host, Script: p.Application.Quiesce, SourcePath: src, Timeout: 5 * time.Second},
+			Before: &BeforeQuiesce{Preflight: PreflightInput{Job: "billing", RunID: "r1", Agent: "east-db1", Storage: p.Source.Storage,
+				Datasets: []string{p.Source.Dataset}, SourceDirs: []string{src}}, Precopy: true}}
+	}
+	for name, c := range map[string]struct {
+		mutate func(*PushInput)
+		want   string
+		typ    string
+		part   Step
+	}{
+		"another job's preflight": {func(in *PushInput) { in.Before.Preflight.Job = "payroll" }, `preflight of job "payroll"`, ErrTypeBadInput, StepPreflight},
+		"another run's preflight": {func(in *PushInput) { in.Before.Preflight.RunID = "r2" }, `run "r2"`, ErrTypeBadInput, StepPreflight},
+		"another agent's":         {func(in *PushInput) { in.Before.Preflight.Agent = "east-db2" }, `agent "east-db2"`, ErrTypeBadInput, StepPreflight},
+		"a second dataset": {func(in *PushInput) {
+			in.Before.Preflight.Datasets = append(in.Before.Preflight.Datasets, "db/other")
+		}, "db/other", ErrTypeBadInput, StepPreflight},
+		"a foreign preflight dir":  {func(in *PushInput) { in.Before.Preflight.SourceDirs = []string{foreign} }, foreign, ErrTypeBadInput, StepPreflight},
+		"a foreign dir for both":   {func(in *PushInput) { in.SourceDir, in.Before.Preflight.SourceDirs = foreign, []string{foreign} }, "SourceDirs", ErrTypeRefused, StepPreflight},
+		"another run's quiesce":    {func(in *PushInput) { in.Quiesce.RunID = "r2" }, `run "r2"`, ErrTypeBadInput, StepQuiesce},
+		"with a resume cursor too": {func(in *PushInput) { in.Resume = &Progress{Step: StepPush} }, "with a resume cursor", ErrTypeBadInput, StepQuiesce},
+		// The storage is not on this machine: the preflight's check on disk refuses.
+		"as the workflow sends it": {func(*PushInput) {}, "storage check on agent east-db1 before quiesce (nothing was run)", ErrTypeBadInput, StepPreflight},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := good()
+			c.mutate(&in)
+			_, err := a.Push(ctx, in)
+			require.Error(t, err)
+			var appErr *temporal.ApplicationError
+			require.ErrorAs(t, err, &appErr)
+			assert.Equal(t, c.typ, appErr.Type())
+			assert.True(t, appErr.NonRetryable())
+			assert.Contains(t, appErr.Error(), c.want)
+			part, ok := NotQuiescedPart(err)
+			assert.True(t, ok, "marked as met before the script: %v", err)
+			assert.Equal(t, c.part, part)
+			_, ok = QuiescePart(err)
+			assert.False(t, ok, "not the quiesce part's")
+		})
+	}
 }

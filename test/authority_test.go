@@ -116,6 +116,11 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 		{"push carrying the job's quiesce into a foreign repository", hostileInput{Push: &activities.PushInput{Job: "orders", RunID: "x", Agent: "a1", SourceDir: e.sourceDir(), Dataset: "orders", Repo: activities.RepoLocation{Dir: filepath.Join(evil, "repo")},
 			Quiesce: &activities.ScriptInput{Job: "orders", RunID: "x", Step: "quiesce", Agent: "a1", Host: host, Script: "freeze.sh", SourcePath: e.sourceDir(), Timeout: 10 * time.Second}}},
 			[]string{"Repo.Dir", filepath.Join(evil, "repo")}},
+		// Nor when it also carries a preflight and precopy of a tree outside the dataset.
+		{"push carrying the job's quiesce and a preflight of a tree outside the dataset", hostileInput{Push: &activities.PushInput{Job: "orders", RunID: "x", Agent: "a1", SourceDir: filepath.Join(evil, "secret"), Dataset: "orders", Repo: repo,
+			Quiesce: &activities.ScriptInput{Job: "orders", RunID: "x", Step: "quiesce", Agent: "a1", Host: host, Script: "freeze.sh", SourcePath: e.sourceDir(), Timeout: 10 * time.Second},
+			Before:  &activities.BeforeQuiesce{Precopy: true, Preflight: activities.PreflightInput{Job: "orders", RunID: "x", Agent: "a1", Storage: "array-a", Datasets: []string{"orders"}, SourceDirs: []string{filepath.Join(evil, "secret")}}}}},
+			[]string{"refused Preflight", "SourceDirs", filepath.Join(evil, "secret"), e.sourceDir()}},
 		{"pull by an agent of no target order", hostileInput{Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a1", ImageID: "k0", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1}},
 			[]string{"Dataset", "not a dataset of a target whose order holds agent a1", "[b1 b2 a2]"}},
 		{"pull into a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a2", ImageID: "k0", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1, Keep: 3, KeepImages: 10, SourceDataset: "orders", Verify: dataplane.VerifyChanged}},
@@ -182,6 +187,8 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 	resp.Body.Close()
 	require.NoError(t, err)
 	assert.Regexp(t, `replctl_refused_total\{[^}]*activity="Push"[^}]*field="SourceDir"[^}]*\} 1`, string(body))
+	// The push carrying a preflight of a tree outside the dataset: its preflight refused it.
+	assert.Regexp(t, `replctl_refused_total\{[^}]*activity="Preflight"[^}]*activity_type="Push"[^}]*field="SourceDirs"[^}]*\} 1`, string(body))
 	assert.Regexp(t, `replctl_refused_total\{[^}]*activity="RunScript"[^}]*field="Host.Scripts"[^}]*\} 1`, string(body))
 }
 
@@ -204,7 +211,7 @@ func TestAgentRefusesPlanFromAnotherConfig(t *testing.T) {
 	// b1 starts once the run is planned (by an agent with the shared config).
 	e.startAgents("a1", "a2", "b2")
 	run := e.start("orders")
-	e.waitStarted(run, activities.PrecopyName)
+	e.waitStarted(run, activities.PushName) // it carries the preflight and the precopy
 	e.startAgentConfig("b1", b1Cfg)
 	_, err := e.wait(run)
 	require.Error(t, err)

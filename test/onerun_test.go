@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
+	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/workflows"
 )
 
@@ -21,7 +22,7 @@ func TestOneRunPerJobWhateverTheID(t *testing.T) {
 	writeDataset(t, e.sourceDir(), 20, 2000, 3)
 	e.startAgents("a1", "a2", "b1", "b2")
 	run := e.start("orders")
-	e.waitStarted(run, "Precopy")
+	e.waitStarted(run, activities.PushName) // it carries the preflight and the precopy
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -117,8 +117,9 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	// normal.json is this run as recorded before the precopy; precopy.json with it;
 	// precopy-preflight-resume-beside-pull.json before the coalesced search attributes;
 	// precopy-coalesced-search-attributes.json before the local plan;
-	// precopy-plan-local-activity.json before the quiesce travelled in the push.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-quiesce-in-push")
+	// precopy-plan-local-activity.json before the quiesce travelled in the push;
+	// precopy-quiesce-in-push.json before the preflight and the precopy travelled there too.
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-in-push")
 
 	// Keep 3 (the default): the fourth run's retention retires the first replica, which its
 	// pull brings up to date as the new one (recycling) instead of linking a new tree.
@@ -186,8 +187,9 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	m := strings.Join(e.markers("a1"), "\n")
 	assert.Contains(t, m, "takeover host=a1 agent=a2 failed=a1")
 	assert.Contains(t, m, "resume host=a1 agent=a2")
-	// (push-takeover-plan-local-activity.json: before the quiesce travelled in the push.)
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-quiesce-in-push")
+	// (push-takeover-plan-local-activity.json: before the quiesce travelled in the push;
+	// push-takeover-quiesce-in-push.json: before the preflight and the precopy did too.)
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-precopy-in-push")
 }
 
 // The pulling agent is killed in the middle of the pull: the next target agent continues
@@ -227,12 +229,13 @@ func TestDeadApplicationAgent(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "a2", st.Agents.Application)
 	assert.Equal(t, "a2", st.Agents.Source, "the source order starts at a1 too, which is dead")
-	// The precopy, which carries the preflight (source order a1, a2, b2), meets the dead a1
-	// first; quiesce then skips it.
+	// The push that carries the quiesce, the preflight and the precopy meets the dead a1
+	// first; a2 then runs the preflight (in its precopy) before it quiesces, and the source
+	// role skips a1.
 	require.GreaterOrEqual(t, len(st.Takeovers), 2)
-	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
+	assert.Equal(t, []string{"application", "quiesce", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
 	assert.Contains(t, st.Takeovers[0].Reason, "schedule-to-start")
-	assert.Equal(t, []string{"application", "quiesce", "a1", "a2"}, []string{st.Takeovers[1].Role, string(st.Takeovers[1].Step), st.Takeovers[1].From, st.Takeovers[1].To})
+	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[1].Role, string(st.Takeovers[1].Step), st.Takeovers[1].From, st.Takeovers[1].To})
 	assert.Contains(t, st.Takeovers[1].Reason, "lost earlier")
 	m := e.markers("a1")
 	require.GreaterOrEqual(t, len(m), 3, "markers: %v", m)
@@ -240,8 +243,9 @@ func TestDeadApplicationAgent(t *testing.T) {
 	assert.True(t, strings.HasPrefix(m[1], "quiesce host=a1 agent=a2"), m[1])
 	assert.True(t, strings.HasPrefix(m[len(m)-1], "resume host=a1 agent=a2"), m[len(m)-1])
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
-	// dead-application-agent-skip-lost.json is this run as recorded before the precopy.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-agent-in-precopy-with-preflight")
+	// dead-application-agent-skip-lost.json is this run as recorded before the precopy;
+	// dead-agent-in-precopy-with-preflight.json before the precopy travelled in the push.
+	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-application-agent-precopy-in-push")
 }
 
 // Both application agents are dead from the start. The precopy moves on to b2 (source

@@ -205,16 +205,22 @@ func isQuiesce(args []any) bool {
 
 // pushQuiesce is the quiesce script a Push's arguments carry (nil: none).
 func pushQuiesce(args []any) *activities.ScriptInput {
+	if in := pushInput(args); in != nil {
+		return in.Quiesce
+	}
+	return nil
+}
+
+// pushInput is a Push's input among its arguments, nil when there is none.
+func pushInput(args []any) *activities.PushInput {
 	if len(args) == 0 {
 		return nil
 	}
 	switch in := args[0].(type) {
 	case activities.PushInput:
-		return in.Quiesce
+		return &in
 	case *activities.PushInput:
-		if in != nil {
-			return in.Quiesce
-		}
+		return in
 	}
 	return nil
 }
@@ -259,6 +265,14 @@ func (d *drain) refusal(step string, cause error) error {
 func (d *drain) refusalOf(step string, args []any, cause error) error {
 	if q, ok := activities.QuiescePart(cause); ok {
 		return activities.QuiescePartError(d.refusal(string(activities.StepQuiesce), cause), q)
+	}
+	// Cut short before its script started, or refused, a push carrying the preflight and
+	// the precopy too quiesced nothing: the workflow must not resume for it.
+	if part, ok := activities.NotQuiescedPart(cause); ok {
+		return activities.NotQuiescedError(d.refusal(string(part), cause), part)
+	}
+	if in := pushInput(args); cause == nil && step == activities.PushName && in != nil && in.Quiesce != nil && in.Before != nil {
+		return activities.NotQuiescedError(d.refusal(string(activities.StepPreflight), nil), activities.StepPreflight)
 	}
 	if q := pushQuiesce(args); cause == nil && step == activities.PushName && q != nil {
 		return activities.QuiescePartError(d.refusal(string(activities.StepQuiesce), nil),

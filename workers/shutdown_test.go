@@ -93,3 +93,33 @@ func TestDrainRefusalOfAPushCarryingTheQuiesce(t *testing.T) {
 	plain := d.refusalOf(activities.PushName, []any{activities.PushInput{Job: "orders"}}, nil)
 	assert.False(t, quiescePart(plain), "a push without the quiesce is refused as a push")
 }
+
+// A push that also carries the preflight and the precopy quiesced nothing when it is refused
+// or cut short before its script: the refusal says so (NotQuiesced), so the run resumes
+// nothing; cut short in its script, it is the quiesce's as before.
+func TestDrainRefusalOfAPushCarryingThePrecopy(t *testing.T) {
+	d := &drain{host: "a1"}
+	q := &activities.ScriptInput{Step: activities.StepQuiesce, Agent: "a1", Host: activities.HostPlan{Name: "a1"}, Script: "freeze.sh"}
+	args := []any{activities.PushInput{Job: "orders", Agent: "a1", Quiesce: q, Before: &activities.BeforeQuiesce{Precopy: true}}}
+
+	refused := d.refusalOf(activities.PushName, args, nil)
+	part, ok := activities.NotQuiescedPart(refused)
+	assert.True(t, ok, "refused before anything ran: %v", refused)
+	assert.Equal(t, activities.StepPreflight, part)
+	_, ok = activities.QuiescePart(refused)
+	assert.False(t, ok)
+
+	inPrecopy := activities.NotQuiescedError(temporal.NewApplicationError("precopy: context canceled", "StepFailed"), activities.StepPrecopy)
+	cut := d.refusalOf(activities.PushName, args, inPrecopy)
+	part, ok = activities.NotQuiescedPart(cut)
+	assert.True(t, ok, "cut short in the precopy: %v", cut)
+	assert.Equal(t, activities.StepPrecopy, part)
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, cut, &appErr)
+	assert.Equal(t, activities.ErrTypeShuttingDown, appErr.Type())
+	assert.Contains(t, cut.Error(), "precopy on agent a1: agent shutting down")
+
+	inScript := activities.QuiescePartError(temporal.NewApplicationError("quiesce: signal: killed", "StepFailed"), activities.ScriptResult{Script: "freeze.sh"})
+	_, ok = activities.QuiescePart(d.refusalOf(activities.PushName, args, inScript))
+	assert.True(t, ok, "cut short in the script: the quiesce's")
+}

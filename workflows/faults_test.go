@@ -129,8 +129,12 @@ func TestHostResumedOutsideTheRunMakesTheImageCrashConsistent(t *testing.T) {
 // plane that was away loses every agent at once); when none of them starts it (they are
 // dead: schedule-to-start timeouts), no quiesce ran and the run fails without claiming the
 // host was left quiesced.
+//
+// The source's agents come in another order than the application's, so the precopy is a
+// step of its own (a push that carries it is the quiesce step's attempt: its lost agent
+// may have quiesced).
 func TestNoQuiesceRanNothingToResume(t *testing.T) {
-	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always" }}
+	f := &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "always"; p.Order.Source = []string{"a2", "a1", "b2"} }}
 	f.fail = func(kind, agent string) error {
 		switch {
 		case kind == "precopy" && agent != "b2":

@@ -74,14 +74,29 @@ func TestPreflightTakesOverLostAgent(t *testing.T) {
 	assert.Contains(t, f.calls, "push@a2")
 }
 
-// With a precopy, its first activity does the preflight: one step less before quiesce.
+// apart gives the application another agent than the source (a2, on host a1 over SSH):
+// the preflight and the precopy are then steps of their own, not parts of the push.
+func apart(p *activities.Plan) { p.Order.Application = []string{"a2", "a1"} }
+
+// With a precopy, its first activity does the preflight: one step less before quiesce. Where
+// one agent is the application's and the source's, the push carrying the quiesce does both.
 func TestPrecopyCarriesThePreflight(t *testing.T) {
 	f := &fakeAgents{fail: func(string, string) error { return nil }}
-	f.plan = func(p *activities.Plan) { p.Precopy = "always" }
+	f.plan = func(p *activities.Plan) { p.Precopy = "always"; apart(p) }
 	_, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	require.Len(t, f.preflights, 1)
 	assert.Equal(t, 1, f.inPrecopy, "no preflight step of its own")
+	assert.Equal(t, activities.PreflightInput{Job: "orders", RunID: f.preflights[0].RunID, Agent: "a1", Storage: "a",
+		Datasets: []string{"orders"}, SourceDirs: []string{"/a/orders"}}, f.preflights[0])
+	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a2", "push@a1", "script:resume:a1@a2", "pull@b1"}, f.serial())
+
+	f = &fakeAgents{fail: func(string, string) error { return nil }}
+	f.plan = func(p *activities.Plan) { p.Precopy = "always" }
+	_, err = runWorkflow(t, f)
+	require.NoError(t, err)
+	require.Len(t, f.preflights, 1)
+	assert.Equal(t, [2]int{0, 1}, [2]int{f.inPrecopy, f.inPush}, "in the push, no step of its own")
 	assert.Equal(t, activities.PreflightInput{Job: "orders", RunID: f.preflights[0].RunID, Agent: "a1", Storage: "a",
 		Datasets: []string{"orders"}, SourceDirs: []string{"/a/orders"}}, f.preflights[0])
 	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
@@ -91,18 +106,18 @@ func TestPrecopyCarriesThePreflight(t *testing.T) {
 // preflight's end: the preflight runs on its own before anything is quiesced.
 func TestFailedPrecopyRunsThePreflightBeforeQuiesce(t *testing.T) {
 	f := &fakeAgents{}
-	f.plan = func(p *activities.Plan) { p.Precopy = "always" }
+	f.plan = func(p *activities.Plan) { p.Precopy = "always"; apart(p) }
 	f.fail = failOn("precopy", "", temporal.NewNonRetryableApplicationError("repository busy", "Other", nil))
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	require.Len(t, f.preflights, 2)
 	assert.Equal(t, 1, f.inPrecopy, "the precopy's, then a step of its own")
-	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
+	assert.Equal(t, []string{"precopy@a1", "script:quiesce:a1@a2", "push@a1", "script:resume:a1@a2", "pull@b1"}, f.serial())
 	assert.Contains(t, strings.Join(st.Notes, "\n"), "precopy failed")
 
 	// And when that preflight refuses, nothing is quiesced.
 	f = &fakeAgents{}
-	f.plan = func(p *activities.Plan) { p.Precopy = "always" }
+	f.plan = func(p *activities.Plan) { p.Precopy = "always"; apart(p) }
 	f.fail = func(kind, agent string) error {
 		switch {
 		case kind == "precopy":

@@ -32,10 +32,8 @@ type fusedPush struct {
 // agents, a takeover already made, an agent that does not see the source. Runs recorded
 // before this change always used two.
 func (w *replication) fusedInput(ctx workflow.Context) *activities.PushInput {
-	app, src := w.roles.application, w.roles.source
-	agent := app.current()
-	if w.failback != nil || agent == "" || agent != src.current() || len(app.pending)+len(src.pending) > 0 ||
-		w.wasTakenOver(agent) || len(w.plan.Source.List()) != 1 {
+	agent := w.fusedAgent()
+	if agent == "" {
 		return nil
 	}
 	in, err := w.fusedPushInput(agent)
@@ -46,6 +44,17 @@ func (w *replication) fusedInput(ctx workflow.Context) *activities.PushInput {
 		return nil
 	}
 	return &in
+}
+
+// fusedAgent is the agent that may quiesce and push in one activity, "" when none may.
+func (w *replication) fusedAgent() string {
+	app, src := w.roles.application, w.roles.source
+	agent := app.current()
+	if w.failback != nil || agent == "" || agent != src.current() || len(app.pending)+len(src.pending) > 0 ||
+		w.wasTakenOver(agent) || len(w.plan.Source.List()) != 1 {
+		return ""
+	}
+	return agent
 }
 
 // fusedPushInput is the push a fused quiesce attempt on agent makes, without its script.
@@ -78,6 +87,9 @@ func (w *replication) quiesceAndPush(ctx workflow.Context, in activities.PushInp
 	opts.Summary = "quiesce and push on " + agent
 	var res activities.PushResult
 	err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), activities.PushName, in).Get(ctx, &res)
+	if err == nil && res.Precopy != nil {
+		w.precopied(*res.Precopy)
+	}
 	if err != nil && quiescePartFailed(err) {
 		if sr, ok := activities.QuiescePart(err); ok {
 			w.status.Scripts = append(w.status.Scripts, sr)
@@ -102,16 +114,30 @@ func quiescePartFailed(err error) bool {
 		// The run was cancelled: whatever ran, the resume runs.
 		return true
 	}
-	var te *temporal.TimeoutError
-	if errors.As(err, &te) {
-		if te.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
-			return true
-		}
-		_, _, p := lostAgent(err)
-		return p == nil || p.Step != activities.StepPush
+	if timedOut, last := lostIn(err); timedOut {
+		return last != activities.StepPush
+	}
+	if _, ok := activities.NotQuiescedPart(err); ok {
+		return true
 	}
 	_, ok := activities.QuiescePart(err)
 	return ok
+}
+
+// lostIn tells whether err is a timeout of a fused attempt and, when the agent had received
+// it (not a schedule-to-start timeout), the step its last heartbeat named ("" otherwise).
+func lostIn(err error) (timedOut bool, last activities.Step) {
+	var te *temporal.TimeoutError
+	if !errors.As(err, &te) {
+		return false, ""
+	}
+	if te.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START {
+		return true, ""
+	}
+	if _, _, p := lostAgent(err); p != nil {
+		return true, p.Step
+	}
+	return true, ""
 }
 
 // takeFused returns, once, the fused push part's outcome if agent made it.

@@ -108,6 +108,9 @@ type replication struct {
 	quiesceStarted bool
 	// quiesceScheduled is set once a quiesce script was sent to an agent.
 	quiesceScheduled bool
+	// fuse is the quiesce step's first attempt when it also does the preflight and the
+	// precopy (beforeInPush), nil otherwise.
+	fuse *activities.PushInput
 	// fused is the push part's outcome of a quiesce step that pushed too (quiescepush.go),
 	// until the push step takes it as its first attempt.
 	fused *fusedPush
@@ -213,14 +216,12 @@ func (w *replication) planJob(ctx workflow.Context) (activities.PlanResult, erro
 func (w *replication) replicate(ctx workflow.Context) error {
 	// Runs recorded before consistency groups and fan-out pulled one dataset to one target.
 	w.groups = w.failback != nil || workflow.GetVersion(ctx, "groups-fanout", workflow.DefaultVersion, 1) == 1
-	folded := w.preflightInPrecopy(ctx)
-	if !folded {
-		if err := w.preflight(ctx); err != nil {
+	// The preflight and the precopy travel in the quiesce step's push where they can
+	// (precopyinpush.go); else they are steps of their own.
+	if !w.beforeInPush(ctx) {
+		if err := w.beforeQuiesce(ctx); err != nil {
 			return err
 		}
-	}
-	if err := w.precopy(ctx, folded); err != nil {
-		return err
 	}
 	err := w.quiesce(ctx)
 	if err == nil {
@@ -239,6 +240,17 @@ func (w *replication) replicate(ctx workflow.Context) error {
 		return err
 	}
 	return w.pullAll(ctx)
+}
+
+// beforeQuiesce runs the preflight and the precopy as steps of their own.
+func (w *replication) beforeQuiesce(ctx workflow.Context) error {
+	folded := w.preflightInPrecopy(ctx)
+	if !folded {
+		if err := w.preflight(ctx); err != nil {
+			return err
+		}
+	}
+	return w.precopy(ctx, folded)
 }
 
 // pullAll pulls the run's images to its targets.
@@ -303,18 +315,37 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	w.quiesceStarted = true
 	w.status.QuiescedHost = app.Host
 	w.upsert(ctx, AttrQuiescedHost.ValueSet(app.Host))
-	fuse := w.fusedInput(ctx)
+	fuse := w.fuse
+	if fuse == nil {
+		fuse = w.fusedInput(ctx)
+	}
+	// Set when an attempt that carried the preflight ended without proving it done: the
+	// next attempt elsewhere runs it first (precopyinpush.go).
+	needPreflight := false
 	err = w.onRole(ctx, w.roles.application, activities.StepQuiesce, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		w.quiesceScheduled = true
 		var err error
 		if fuse != nil && agent == fuse.Agent {
 			in := *fuse
-			fuse = nil // the first attempt only
 			err = w.quiesceAndPush(ctx, in, host)
+			// The first attempt only, unless it quiesced nothing: then it is sent again
+			// whole (preflight and precopy included).
+			if in.Before == nil || !notQuiesced(err) {
+				fuse = nil
+			}
+			needPreflight = in.Before != nil && !preflightDone(err)
 		} else {
+			if needPreflight {
+				// On the agent taking over, as a run without the fused push would have.
+				if err := w.beforeQuiesce(ctx); err != nil {
+					return err
+				}
+				needPreflight = false
+				w.setPhase(ctx, PhaseQuiescing)
+			}
 			err = w.script(ctx, activities.StepQuiesce, agent, host, app.Quiesce, "")
 		}
-		if !neverStarted(err) {
+		if !neverStarted(err) && !notQuiesced(err) {
 			w.quiesceMayHaveRun = true
 		}
 		return err

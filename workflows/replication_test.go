@@ -38,8 +38,8 @@ type fakeAgents struct {
 	// preflights are the inputs of every preflight, in order (not in calls: most tests
 	// assert the steps that follow it).
 	preflights []activities.PreflightInput
-	// inPrecopy counts the preflights a precopy carried.
-	inPrecopy int
+	// inPrecopy and inPush count the preflights a precopy or a push carried.
+	inPrecopy, inPush int
 	// unsupported is what every push reports its image lacks (on_unsupported: skip).
 	unsupported *activities.Unsupported
 }
@@ -100,6 +100,13 @@ func (f *fakeAgents) RunScript(ctx context.Context, in activities.ScriptInput) (
 func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activities.PushResult, error) {
 	agent := agentOf(ctx)
 	var quiesced *activities.ScriptResult
+	var pre *activities.PrecopyResult
+	if in.Before != nil {
+		var err error
+		if pre, err = f.before(ctx, in); err != nil {
+			return activities.PushResult{}, err
+		}
+	}
 	if in.Quiesce != nil {
 		res, err := f.RunScript(ctx, *in.Quiesce)
 		if err != nil {
@@ -121,7 +128,48 @@ func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activit
 	if in.Dataset != "orders" {
 		img = "img-" + in.Dataset
 	}
-	return activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2, Unsupported: f.unsupported, Quiesce: quiesced}, nil
+	return activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2, Unsupported: f.unsupported, Quiesce: quiesced, Precopy: pre}, nil
+}
+
+// before stands in for a push's preflight and precopy before its script, failing as the
+// real agent does (activities/precopyinpush.go): marked NotQuiesced, a lost agent's last
+// heartbeat naming the part, a copy's other failures noted in the result.
+func (f *fakeAgents) before(ctx context.Context, in activities.PushInput) (*activities.PrecopyResult, error) {
+	agent := agentOf(ctx)
+	f.mu.Lock()
+	f.preflights = append(f.preflights, in.Before.Preflight)
+	f.inPush++
+	f.mu.Unlock()
+	if err := f.fail("preflight", agent); err != nil {
+		return nil, beforeError(err, activities.StepPreflight)
+	}
+	if !in.Before.Precopy {
+		return nil, nil
+	}
+	f.record("precopy@" + agent)
+	if err := f.fail("precopy", agent); err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && !slices.Contains([]string{activities.ErrTypeStorageFault, activities.ErrTypeBadInput, activities.ErrTypeRefused, activities.ErrTypeUnsupported}, appErr.Type()) {
+			return &activities.PrecopyResult{Agent: agent, Failed: appErr.Message()}, nil
+		}
+		return nil, beforeError(err, activities.StepPrecopy)
+	}
+	if slices.Contains(f.precopySkips, in.Dataset) {
+		return &activities.PrecopyResult{Agent: agent, Skipped: true}, nil
+	}
+	return &activities.PrecopyResult{Agent: agent, Bytes: 10, Files: 2, Reused: 1}, nil
+}
+
+// beforeError is err as a push reports it from its part before the script.
+func beforeError(err error, part activities.Step) error {
+	var te *temporal.TimeoutError
+	if errors.As(err, &te) {
+		if te.TimeoutType() == enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
+			return err
+		}
+		return temporal.NewTimeoutError(te.TimeoutType(), nil, activities.Progress{Step: part})
+	}
+	return activities.NotQuiescedError(err, part)
 }
 
 // fusedError is err as a fused push's part (step) reports it: a timeout's heartbeat details
@@ -352,7 +400,22 @@ func TestPrecopyAgentLostIsTakenOver(t *testing.T) {
 	st, err := runWorkflow(t, f)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"precopy@a1", "script:takeover:a1@a2", "precopy@a2", "script:quiesce:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.serial())
+	// The precopy travelled in the push that carried the quiesce: its lost agent may have
+	// quiesced, so the application role is taken over first; the taker's preflight and
+	// precopy then skip the lost agent in the source role.
 	require.Len(t, st.Takeovers, 2)
+	assert.Equal(t, []string{"application", "quiesce", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
+	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[1].Role, string(st.Takeovers[1].Step), st.Takeovers[1].From, st.Takeovers[1].To})
+	assert.Equal(t, "a2", st.Precopy.Agent)
+	assert.Equal(t, [2]int{1, 1}, [2]int{f.inPush, f.inPrecopy}, "the preflight in the push on a1, then in the precopy on a2")
+
+	// A precopy step of its own (the application on another agent) is taken over as such.
+	f = &fakeAgents{plan: func(p *activities.Plan) { p.Precopy = "auto"; p.Order.Application = []string{"a2", "a1"} }}
+	f.fail = failOn("precopy", "a1", heartbeatTimeout())
+	st, err = runWorkflow(t, f)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"precopy@a1", "script:takeover:a1@a2", "precopy@a2", "script:quiesce:a1@a2", "push@a2", "script:resume:a1@a2", "pull@b1"}, f.serial())
+	require.Len(t, st.Takeovers, 1)
 	assert.Equal(t, []string{"source", "precopy", "a1", "a2"}, []string{st.Takeovers[0].Role, string(st.Takeovers[0].Step), st.Takeovers[0].From, st.Takeovers[0].To})
 	assert.Equal(t, "a2", st.Precopy.Agent)
 }

@@ -274,6 +274,14 @@ func describeInput(r *historyRow, a *runhistory.Attempt) {
 		if si := a.Script; si != nil {
 			// The quiesce step's attempt, pushing too (one agent for both).
 			r.Step = string(si.Step) + "+" + string(a.Step)
+			if b := a.Before; b != nil {
+				// It did the preflight and the precopy first.
+				first := activities.StepPreflight
+				if b.Precopy {
+					first = activities.StepPrecopy
+				}
+				r.Step = string(first) + "+" + r.Step
+			}
 			r.Detail = si.Script
 		}
 	default:
@@ -304,6 +312,12 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 			if q := p.Quiesce; q != nil {
 				r.Detail = fmt.Sprintf("%s: exit %d; %s", q.Script, q.ExitCode, r.Detail)
 			}
+			if pc := p.Precopy; pc != nil {
+				r.Detail = "precopy " + precopyDetail(*pc) + "; " + r.Detail
+			}
+			if pf := p.Preflight; pf != nil {
+				r.Detail = preflightDetail(*pf) + "; " + r.Detail
+			}
 			if p.ReusedDirs > 0 || p.PartialDirs > 0 {
 				// --change-journal=push: what the push did not list.
 				r.Detail += fmt.Sprintf("; journal: %d directories taken from the previous image, %d listed in part", p.ReusedDirs, p.PartialDirs)
@@ -315,10 +329,7 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 	case activities.PrecopyName:
 		var p activities.PrecopyResult
 		if dc.FromPayloads(res, &p) == nil {
-			r.Detail = fmt.Sprintf("live source: %d files, %s, %d unchanged", p.Files, humanBytes(p.Bytes), p.Reused)
-			if p.Skipped {
-				r.Detail = "skipped: " + precopySkipReason
-			}
+			r.Detail = precopyDetail(p)
 			if p.Preflight != nil {
 				r.Detail = preflightDetail(*p.Preflight) + "; precopy " + r.Detail
 			}
@@ -416,6 +427,18 @@ func printHistory(w io.Writer, v historyView) {
 }
 
 // preflightDetail is what a preflight checked, in one line.
+// precopyDetail says what a precopy did, and the preflight it carried.
+func precopyDetail(p activities.PrecopyResult) string {
+	d := fmt.Sprintf("live source: %d files, %s, %d unchanged", p.Files, humanBytes(p.Bytes), p.Reused)
+	switch {
+	case p.Failed != "":
+		d = "failed: " + p.Failed
+	case p.Skipped:
+		d = "skipped: " + precopySkipReason
+	}
+	return d
+}
+
 func preflightDetail(p activities.PreflightResult) string {
 	return "on disk: storage " + strings.Join(p.Roots, ", ") + "; source " + strings.Join(p.SourceDirs, ", ")
 }

@@ -57,6 +57,8 @@ type Attempt struct {
 	// (PushInput.Quiesce: the quiesce step's attempt, pushing too).
 	Script *activities.ScriptInput
 	Pull   *activities.PullInput
+	// Before is the preflight and precopy such a Push did first (PushInput.Before).
+	Before *activities.BeforeQuiesce
 
 	Scheduled time.Time
 	Started   time.Time // zero if it never started (or, still running, not yet written)
@@ -281,7 +283,7 @@ func decodeInput(a *Attempt, dc converter.DataConverter) {
 		a.Step = activities.StepPush
 		var in activities.PushInput
 		if dc.FromPayloads(a.Input, &in) == nil {
-			a.Script = in.Quiesce
+			a.Script, a.Before = in.Quiesce, in.Before
 		}
 	default:
 		a.Step = activities.Step(strings.ToLower(a.Type))

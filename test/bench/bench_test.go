@@ -238,7 +238,8 @@ func TestParseHistory(t *testing.T) {
 		var input, result any = activities.ScriptInput{Step: activities.Step(step)}, activities.PushResult{Files: 10, Reused: 7}
 		if typ == "Push" && step == "quiesce" { // the quiesce travelled in the push
 			input = activities.PushInput{Quiesce: &activities.ScriptInput{Step: activities.StepQuiesce}}
-			result = activities.PushResult{Files: 10, Reused: 7, Duration: 30 * time.Millisecond, Quiesce: &activities.ScriptResult{Step: activities.StepQuiesce, Duration: 5 * time.Millisecond}}
+			result = activities.PushResult{Files: 10, Reused: 7, Duration: 30 * time.Millisecond, Quiesce: &activities.ScriptResult{Step: activities.StepQuiesce, Duration: 5 * time.Millisecond},
+				Precopy: &activities.PrecopyResult{Duration: 20 * time.Millisecond}}
 		}
 		in, err := dc.ToPayloads(input)
 		require.NoError(t, err)
@@ -282,8 +283,9 @@ func TestParseHistory(t *testing.T) {
 	require.Equal(t, [2]int64{10, 7}, [2]int64{files, reused})
 	require.Len(t, rh.timeline(t0), 6) // 5 activities + 1 workflow task timeout
 
-	// One activity quiesced and pushed: the freeze is the push part's time (30 ms, the
-	// agent's measure) plus its completion (at 100 ms) to the resume's start (150 ms).
+	// One activity precopied, quiesced and pushed: the freeze is the push part's time (30 ms,
+	// the agent's measure) plus its completion (at 100 ms) to the resume's start (150 ms),
+	// not counting the precopy part (20 ms) or the script.
 	evs = nil
 	add(0, enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, nil)
 	activity("Push", "replctl-host-a1", "quiesce", "replctl-agent-a1", 10, 12, 100, done)
@@ -295,5 +297,6 @@ func TestParseHistory(t *testing.T) {
 	require.Equal(t, 80*time.Millisecond, fr)
 	steps = rh.steps()
 	require.InDelta(t, 0.005, steps["quiesce"], 1e-9)
-	require.InDelta(t, 0.083, steps["push"], 1e-9) // 88 ms, less the script's 5
+	require.InDelta(t, 0.020, steps["precopy"], 1e-9)
+	require.InDelta(t, 0.063, steps["push"], 1e-9) // 88 ms, less the script's 5 and the precopy's 20
 }

@@ -468,11 +468,16 @@ func (rh *runHistory) steps() map[string]float64 {
 		}
 		out[stepName(a)] += a.Closed.Sub(a.Started).Seconds()
 	}
-	// A push that carried the quiesce: the script's time is the quiesce step's.
+	// A push that carried the quiesce: the script's time is the quiesce step's, and the
+	// precopy's it did first (with the preflight) the precopy step's.
 	if _, res := rh.fusedPush(); res.Quiesce != nil {
 		q := res.Quiesce.Duration.Seconds()
 		out[string(activities.StepQuiesce)] += q
 		out[string(activities.StepPush)] -= q
+		if pc := res.Precopy; pc != nil {
+			out[string(activities.StepPrecopy)] += pc.Duration.Seconds()
+			out[string(activities.StepPush)] -= pc.Duration.Seconds()
+		}
 	}
 	return out
 }
