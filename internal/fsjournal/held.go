@@ -15,8 +15,9 @@ import (
 // What the journal cannot see is a write through a shared mapping: fanotify reports it only
 // at the close of the file, once every mapping of it is gone too. HeldForWrite finds the
 // files whose writes may still be unreported: those some process maps shared and writable
-// (/proc/PID/maps) or holds open for writing (/proc/PID/fd; a mapping may be gone while
-// the file stays open, its close not yet reported). Together with the events before it,
+// (/proc/PID/maps) or holds open for writing (/proc/PID/fd, and the file table of any
+// thread that has one of its own; a mapping may be gone while the file stays open, its
+// close not yet reported). Together with the events before it,
 // that covers every write to a file of the filesystem by the processes it can examine.
 
 // HeldFile is a file of the filesystem asked about that a process maps shared and writable
@@ -110,19 +111,68 @@ func (h *heldScan) process(dir string) {
 	if h.unknown != "" {
 		return
 	}
-	var fds []os.DirEntry
 	if err == nil {
-		fds, err = os.ReadDir(dir + "/fd")
+		err = h.fds(dir + "/fd")
+	}
+	if err == nil && h.unknown == "" {
+		// /proc/PID/fd is the thread group leader's file table: a thread with one of its
+		// own (cloned without CLONE_FILES, or unshared since) is read on its own.
+		for _, fdDir := range ownFileTables(dir) {
+			if err = h.fds(fdDir); gone(err) {
+				err = nil // the thread ended meanwhile
+			}
+			if err != nil || h.unknown != "" {
+				break
+			}
+		}
 	}
 	if err != nil {
 		if !gone(err) && h.unknown == "" {
 			comm, _ := os.ReadFile(dir + "/comm")
 			h.unseen = append(h.unseen, fmt.Sprintf("%s (%s)", strings.TrimPrefix(dir, procRoot+"/"), strings.TrimSpace(string(comm))))
 		}
-		return
+	}
+}
+
+// kcmpFiles is kcmp(2)'s KCMP_FILES (linux/kcmp.h): do two tasks share one file table?
+const kcmpFiles = 2
+
+// ownFileTables are the fd directories of dir's threads whose file table is not the
+// leader's. kcmp tells; where it cannot (not permitted, or a kernel without it), the
+// thread's table is read anyway.
+func ownFileTables(dir string) []string {
+	pid, err := strconv.Atoi(strings.TrimPrefix(dir, procRoot+"/"))
+	if err != nil {
+		return nil
+	}
+	tasks, err := os.ReadDir(dir + "/task")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil || tid == pid {
+			continue
+		}
+		same, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(pid), uintptr(tid), kcmpFiles, 0, 0, 0)
+		if errno == 0 && same == 0 {
+			continue
+		}
+		out = append(out, dir+"/task/"+t.Name()+"/fd")
+	}
+	return out
+}
+
+// fds adds the files of one file table (an fd directory) open for writing on the
+// filesystem.
+func (h *heldScan) fds(fdDir string) error {
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		return err
 	}
 	for _, e := range fds {
-		link := dir + "/fd/" + e.Name()
+		link := fdDir + "/" + e.Name()
 		// The magic link's own mode has the owner's write bit where the file is open for
 		// writing (fs/proc/fd.c).
 		var lst unix.Stat_t
@@ -135,9 +185,10 @@ func (h *heldScan) process(dir string) {
 		}
 		h.place(link, "", st.Ino)
 		if h.unknown != "" {
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
 // maps adds the files dir's process maps shared and writable on the filesystem.
