@@ -74,23 +74,21 @@ func (a *Agent) precopyAndLook(ctx context.Context, hb *lease, in PushInput, sca
 	if !b.Precopy {
 		return nil, look()
 	}
-	pin := PrecopyInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo}
-	res, err := a.pushLeased(ctx, hb, precopyPush(pin), StepPrecopy, pushHow{precopyFirst: b.PrecopyFirst, scanUnsupported: scan != nil})
-	out := precopyResult(res)
-	out.Agent = a.Host
+	pin := PrecopyInput{Job: in.Job, RunID: in.RunID, Agent: in.Agent, SourceDir: in.SourceDir, Dataset: in.Dataset, Repo: in.Repo, First: b.PrecopyFirst}
+	res, copyErr, err := a.precopyLooking(ctx, hb, pin, scan)
 	switch {
-	case err == nil && res.skipped:
-		return &out, look()
-	case err == nil && !res.Unsupported.Empty():
-		return nil, unsupportedBeforeQuiesce(in.Job, a.Host, *res.Unsupported)
-	case err == nil:
-		return &out, nil
-	case ctx.Err() != nil || endsTheRun(err):
+	case err != nil:
 		return nil, err
+	case copyErr == nil:
+		out := precopyResult(res)
+		out.Agent = a.Host
+		return &out, nil
+	case ctx.Err() != nil || endsTheRun(copyErr):
+		return nil, copyErr
 	}
-	out.Failed = err.Error()
+	out := PrecopyResult{Agent: a.Host, Failed: copyErr.Error()}
 	if activity.IsActivity(ctx) {
-		activity.GetLogger(ctx).Warn("precopy failed; the push reads everything while quiesced", "job", in.Job, "error", err)
+		activity.GetLogger(ctx).Warn("precopy failed; the push reads everything while quiesced", "job", in.Job, "error", copyErr)
 	}
 	return &out, look()
 }

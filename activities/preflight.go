@@ -118,12 +118,9 @@ func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (Prec
 		return PrecopyResult{Agent: a.Host}, err
 	}
 	if scan != nil && len(pf.Datasets) == 1 && pf.Datasets[0] == in.Dataset {
-		res, err := a.pushLeased(ctx, hb, precopyPush(in), StepPrecopy, pushHow{precopyFirst: in.First, scanUnsupported: true})
-		switch {
-		case err == nil && res.skipped:
-			err = scan(ctx)
-		case err == nil && !res.Unsupported.Empty():
-			err = unsupportedBeforeQuiesce(in.Job, a.Host, *res.Unsupported)
+		res, copyErr, err := a.precopyLooking(ctx, hb, in, scan)
+		if err == nil {
+			err = copyErr
 		}
 		if err != nil {
 			return PrecopyResult{Agent: a.Host}, err
@@ -155,6 +152,22 @@ func (a *Agent) precopyWithPreflight(ctx context.Context, in PrecopyInput) (Prec
 	r := precopyResult(res)
 	r.Preflight = &checked
 	return r, err
+}
+
+// precopyLooking is a precopy under the caller's lease whose listing is also the preflight's
+// look for unsupported entries; scan is that look on its own, run when the copy is skipped
+// (nil when the job skips such entries). copyErr is the copy's own failure, err what the
+// look found.
+func (a *Agent) precopyLooking(ctx context.Context, hb *lease, in PrecopyInput, scan func(context.Context) error) (res pushResult, copyErr, err error) {
+	res, copyErr = a.pushLeased(ctx, hb, precopyPush(in), StepPrecopy, pushHow{precopyFirst: in.First, scanUnsupported: scan != nil})
+	switch {
+	case copyErr != nil:
+	case res.skipped && scan != nil:
+		err = scan(ctx)
+	case !res.Unsupported.Empty():
+		err = unsupportedBeforeQuiesce(in.Job, a.Host, *res.Unsupported)
+	}
+	return res, copyErr, err
 }
 
 // preflightScanTime bounds the scan of the live source datasets for entries an image cannot

@@ -17,7 +17,6 @@ import (
 // itself passes; every such refusal is marked as the quiesce part's, so the workflow knows
 // the script did not run to an end.
 func TestQuiesceInPushRefusedFirst(t *testing.T) {
-	ctx := context.Background()
 	a, p, push := samplePush(t)
 	push.RunID = "r1"
 	host, err := p.Host(p.Application.Host)
@@ -46,18 +45,26 @@ func TestQuiesceInPushRefusedFirst(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := good()
 			c.mutate(&in)
-			_, err := a.Push(ctx, in)
-			require.Error(t, err)
-			var appErr *temporal.ApplicationError
-			require.ErrorAs(t, err, &appErr)
-			assert.Equal(t, c.typ, appErr.Type())
-			assert.True(t, appErr.NonRetryable())
-			assert.Contains(t, appErr.Error(), c.want)
+			err := requirePushRefused(t, a, in, c.typ, c.want)
 			res, ok := QuiescePart(err)
 			assert.True(t, ok, "marked as the quiesce part's: %v", err)
 			assert.Equal(t, StepQuiesce, res.Step)
 		})
 	}
+}
+
+// requirePushRefused has a push in and asserts that it fails, final, as an application
+// error of type typ whose message holds want; it returns the error.
+func requirePushRefused(t *testing.T, a *Agent, in PushInput, typ, want string) error {
+	t.Helper()
+	_, err := a.Push(context.Background(), in)
+	require.Error(t, err)
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, err, &appErr)
+	assert.Equal(t, typ, appErr.Type())
+	assert.True(t, appErr.NonRetryable())
+	assert.Contains(t, appErr.Error(), want)
+	return err
 }
 
 // In the activity that made an error its details are Go values: a details type that is not
@@ -80,7 +87,6 @@ func TestErrorDetailsOfAnotherType(t *testing.T) {
 // preflight's own checks; every error before the script is marked NotQuiesced (the workflow
 // then resumes nothing), not as the quiesce part's.
 func TestBeforeQuiesceRefusedFirst(t *testing.T) {
-	ctx := context.Background()
 	const file = "../config/samples/full.yaml" // job billing: one dataset, east-db1 both roles
 	t.Setenv("REPLCTL_STATE", t.TempDir())
 	cfg, err := config.Load(file)
@@ -123,13 +129,7 @@ func TestBeforeQuiesceRefusedFirst(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := good()
 			c.mutate(&in)
-			_, err := a.Push(ctx, in)
-			require.Error(t, err)
-			var appErr *temporal.ApplicationError
-			require.ErrorAs(t, err, &appErr)
-			assert.Equal(t, c.typ, appErr.Type())
-			assert.True(t, appErr.NonRetryable())
-			assert.Contains(t, appErr.Error(), c.want)
+			err := requirePushRefused(t, a, in, c.typ, c.want)
 			part, ok := NotQuiescedPart(err)
 			assert.True(t, ok, "marked as met before the script: %v", err)
 			assert.Equal(t, c.part, part)

@@ -426,8 +426,7 @@ func printHistory(w io.Writer, v historyView) {
 	}
 }
 
-// preflightDetail is what a preflight checked, in one line.
-// precopyDetail says what a precopy did, and the preflight it carried.
+// precopyDetail says what a precopy did, in a few words.
 func precopyDetail(p activities.PrecopyResult) string {
 	d := fmt.Sprintf("live source: %d files, %s, %d unchanged", p.Files, humanBytes(p.Bytes), p.Reused)
 	switch {
@@ -439,6 +438,7 @@ func precopyDetail(p activities.PrecopyResult) string {
 	return d
 }
 
+// preflightDetail is what a preflight checked, in one line.
 func preflightDetail(p activities.PreflightResult) string {
 	return "on disk: storage " + strings.Join(p.Roots, ", ") + "; source " + strings.Join(p.SourceDirs, ", ")
 }
