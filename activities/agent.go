@@ -154,6 +154,9 @@ type Progress struct {
 	Epoch   int64
 	// Dataset is the dataset a pull of a consistency group was working on.
 	Dataset string `json:",omitempty"`
+	// Pushed is the push's result once a push carrying the resume script is running it
+	// (thawinpush.go): an agent lost there had made the image.
+	Pushed *PushResult `json:",omitempty"`
 }
 
 // Unsupported summarises the source entries an image cannot hold (dataplane.Unsupported).

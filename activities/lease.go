@@ -66,7 +66,12 @@ func (l *lease) start(ctx context.Context, c heartbeatClient, token []byte, hbTi
 	margin := min(hbTimeout/10, 200*time.Millisecond)
 	valid := hbTimeout - margin
 	interval := min(max(hbTimeout/5, 50*time.Millisecond), time.Second)
+	// One heartbeat at a time: a ticker's beat that read older details must not reach the
+	// server after updateNow's, or the server's last details would go back a part.
+	var sending sync.Mutex
 	beat := func() error {
+		sending.Lock()
+		defer sending.Unlock()
 		sent := time.Now()
 		cctx, ccancel := context.WithTimeout(ctx, hbTimeout/2)
 		err := c.RecordActivityHeartbeat(cctx, token, l.progress())
@@ -149,13 +154,16 @@ func (l *lease) update(p Progress) {
 }
 
 // updateNow sets the details and sends them at once: for a change of part that a lost
-// agent's last heartbeat must tell (a fused push's quiesce → push). A heartbeat the server
-// did not take is left to the ticker and the lease's expiry, as any other.
-func (l *lease) updateNow(p Progress) {
+// agent's last heartbeat must tell (a fused push's quiesce → push → resume). It returns
+// the server's answer (nil outside an activity with a heartbeat timeout): once it is nil,
+// the server holds these details or later ones. A caller that may go on without that
+// leaves the heartbeat to the ticker and the lease's expiry, as any other.
+func (l *lease) updateNow(p Progress) error {
 	l.update(p)
-	if l.beat != nil {
-		_ = l.beat()
+	if l.beat == nil {
+		return nil
 	}
+	return l.beat()
 }
 
 func (l *lease) progress() Progress {

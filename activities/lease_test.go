@@ -123,3 +123,39 @@ func TestClassifyReportsLeaseDueOnWake(t *testing.T) {
 	require.ErrorIs(t, got, ErrLeaseExpired)
 	assert.Contains(t, got.Error(), "pull stopped")
 }
+
+// overlapServer counts heartbeats in flight at once; each takes a while.
+type overlapServer struct {
+	inFlight, most atomic.Int64
+}
+
+func (o *overlapServer) RecordActivityHeartbeat(context.Context, []byte, ...any) error {
+	n := o.inFlight.Add(1)
+	for m := o.most.Load(); n > m && !o.most.CompareAndSwap(m, n); m = o.most.Load() {
+	}
+	time.Sleep(5 * time.Millisecond)
+	o.inFlight.Add(-1)
+	return nil
+}
+
+// Heartbeats go one at a time, so a beat that read older details never reaches the server
+// after updateNow's: once updateNow returned nil, the server's last details are its own or
+// newer (what a fused push's thaw relies on).
+func TestLeaseHeartbeatsOneAtATime(t *testing.T) {
+	srv := &overlapServer{}
+	l := &lease{details: Progress{Step: StepPush}, done: make(chan struct{})}
+	_, l, err := l.start(context.Background(), srv, nil, 300*time.Millisecond)
+	require.NoError(t, err)
+	defer l.stop()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, l.updateNow(Progress{Step: StepResume, FilesDone: int64(i)}))
+		}()
+	}
+	wg.Wait()
+	time.Sleep(100 * time.Millisecond) // and the ticker's beats beside them
+	assert.EqualValues(t, 1, srv.most.Load(), "heartbeats in flight at once")
+}

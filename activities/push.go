@@ -41,6 +41,9 @@ type PushInput struct {
 	// Before, with Quiesce, is what the same activity does before the script: the run's
 	// preflight and the precopy (precopyinpush.go). Nothing is quiesced when it fails.
 	Before *BeforeQuiesce `json:",omitempty"`
+	// Thaw, with Quiesce, is the application's resume script, run by this same activity
+	// once its push succeeded (thawinpush.go): same job, run, agent and host as Quiesce.
+	Thaw *ScriptInput `json:",omitempty"`
 }
 
 // BeforeQuiesce is the part of a push carrying the quiesce that runs before the script:
@@ -76,6 +79,10 @@ type PushResult struct {
 	// Preflight and Precopy are what the input's Before did (Precopy nil when it had none).
 	Preflight *PreflightResult `json:",omitempty"`
 	Precopy   *PrecopyResult   `json:",omitempty"`
+	// Thawed is what the input's Thaw did when it succeeded; ThawFailed says why it did
+	// not (the workflow then resumes the application in a step of its own).
+	Thawed     *ScriptResult `json:",omitempty"`
+	ThawFailed string        `json:",omitempty"`
 }
 
 // PrecopyInput is the input of Precopy.

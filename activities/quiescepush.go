@@ -17,7 +17,8 @@ import (
 // every error of the quiesce part, and of the checks made before anything ran, carries the
 // quiesce's ScriptResult as its details (QuiescePart); errors of the push part are the
 // push's own. Heartbeats say step quiesce until the script has succeeded, then push (sent
-// at once), so a lost agent's last heartbeat tells the same.
+// at once), then, with a Thaw, resume once the push succeeded (thawinpush.go), so a lost
+// agent's last heartbeat tells the same.
 func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, error) {
 	q := *in.Quiesce
 	res := ScriptResult{Step: StepQuiesce, Host: q.Host.Name, Agent: a.Host, Script: q.Script}
@@ -33,6 +34,11 @@ func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, e
 		return PushResult{}, early(badInput(fmt.Errorf(
 			"push of job %s (run %s, agent %s) carries a %q script step of job %q (run %q, agent %q)%s: refused; only a first push (no resume, no failback) carries the quiesce of the same job, run and agent",
 			in.Job, in.RunID, in.Agent, q.Step, q.Job, q.RunID, q.Agent, resumeNote(in))), StepQuiesce)
+	}
+	if in.Thaw != nil {
+		if err := checkThaw(in); err != nil {
+			return PushResult{}, early(err, StepQuiesce)
+		}
 	}
 	first := Progress{Step: StepQuiesce, Phase: "script " + q.Script}
 	if in.Before != nil {
@@ -57,10 +63,18 @@ func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, e
 		}
 		checked, look = &pf, scan
 	}
-	// Both parts are checked against this agent's own config before the script runs: a
-	// push that would be refused must not leave the application frozen first.
+	// Every part, the thaw too, is checked against this agent's own config before the
+	// script runs: a push that would be refused must not leave the application frozen.
 	if q.Host, q.SourcePath, err = a.authorizeScript(ctx, q); err != nil {
 		return PushResult{}, early(err, StepQuiesce)
+	}
+	var thaw *ScriptInput
+	if in.Thaw != nil {
+		t := *in.Thaw
+		if t.Host, t.SourcePath, err = a.authorizeScript(ctx, t); err != nil {
+			return PushResult{}, early(err, StepQuiesce)
+		}
+		thaw = &t
 	}
 	if _, err := a.authorizePush(ctx, StepPush, in); err != nil {
 		return PushResult{}, early(err, StepQuiesce)
@@ -72,7 +86,7 @@ func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, e
 			return PushResult{}, NotQuiescedError(err, hb.progress().Step)
 		}
 		// Said at once: from here on a lost agent may have quiesced, and its preflight is done.
-		hb.updateNow(Progress{Step: StepQuiesce, Phase: "script " + q.Script, Agent: a.Host})
+		_ = hb.updateNow(Progress{Step: StepQuiesce, Phase: "script " + q.Script, Agent: a.Host})
 	}
 	res, err = a.runScript(ctx, q, func() {})
 	if err != nil {
@@ -80,7 +94,7 @@ func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, e
 	}
 	// Said at once, not at the next tick: if this agent is lost from here on, the workflow
 	// knows the application is quiesced and takes over only the push, from its cursor.
-	hb.updateNow(Progress{Step: StepPush, Phase: "open", Agent: a.Host})
+	_ = hb.updateNow(Progress{Step: StepPush, Phase: "open", Agent: a.Host})
 	pushed, err := a.pushLeased(ctx, hb, in, StepPush, pushHow{})
 	if err != nil {
 		return PushResult{}, err
@@ -88,6 +102,9 @@ func (a *Agent) quiesceAndPush(ctx context.Context, in PushInput) (PushResult, e
 	out := pushed.PushResult
 	out.Quiesce = &res
 	out.Preflight, out.Precopy = checked, pre
+	if thaw != nil {
+		a.thaw(ctx, hb, *thaw, &out)
+	}
 	return out, nil
 }
 

@@ -41,6 +41,12 @@ func TestQuiesceInPushRefusedFirst(t *testing.T) {
 		"a foreign source dir":    {func(in *PushInput) { in.SourceDir = foreign }, "SourceDir", ErrTypeRefused},
 		"a foreign repository":    {func(in *PushInput) { in.Repo.Dir = foreign }, "Repo.Dir", ErrTypeRefused},
 		"sent to another agent":   {func(in *PushInput) { in.Agent, in.Quiesce.Agent = "a2", "a2" }, `reached agent "a1"`, ErrTypeMisrouted},
+		// The resume it would run once it pushed (thawinpush.go) is checked before the quiesce.
+		"a thaw of another run":       {withThaw(func(t *ScriptInput) { t.RunID = "r2" }), `run "r2"`, ErrTypeBadInput},
+		"a quiesce as its thaw":       {withThaw(func(t *ScriptInput) { t.Step = StepQuiesce }), `"quiesce" script step`, ErrTypeBadInput},
+		"a thaw of another host":      {withThaw(func(t *ScriptInput) { t.Host.Name = "b1" }), `for host "b1"`, ErrTypeBadInput},
+		"a thaw for another agent":    {withThaw(func(t *ScriptInput) { t.Agent = "a2" }), `agent "a2"`, ErrTypeBadInput},
+		"a thaw script the job lacks": {withThaw(func(t *ScriptInput) { t.Script = "evil.sh" }), `"evil.sh"`, ErrTypeRefused},
 	} {
 		t.Run(name, func(t *testing.T) {
 			in := good()
@@ -50,6 +56,17 @@ func TestQuiesceInPushRefusedFirst(t *testing.T) {
 			assert.True(t, ok, "marked as the quiesce part's: %v", err)
 			assert.Equal(t, StepQuiesce, res.Step)
 		})
+	}
+}
+
+// withThaw gives a push carrying the quiesce the job's resume of the same run, changed by
+// mut.
+func withThaw(mut func(*ScriptInput)) func(*PushInput) {
+	return func(in *PushInput) {
+		t := *in.Quiesce
+		t.Step, t.Script = StepResume, "thaw.sh"
+		mut(&t)
+		in.Thaw = &t
 	}
 }
 

@@ -121,6 +121,11 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 			Quiesce: &activities.ScriptInput{Job: "orders", RunID: "x", Step: "quiesce", Agent: "a1", Host: host, Script: "freeze.sh", SourcePath: e.sourceDir(), Timeout: 10 * time.Second},
 			Before:  &activities.BeforeQuiesce{Precopy: true, Preflight: activities.PreflightInput{Job: "orders", RunID: "x", Agent: "a1", Storage: "array-a", Datasets: []string{"orders"}, SourceDirs: []string{filepath.Join(evil, "secret")}}}}},
 			[]string{"refused Preflight", "SourceDirs", filepath.Join(evil, "secret"), e.sourceDir()}},
+		// Nor when the resume it would run after the push is a script the job does not name.
+		{"push carrying the job's quiesce and a thaw the job does not name", hostileInput{Push: &activities.PushInput{Job: "orders", RunID: "x", Agent: "a1", SourceDir: e.sourceDir(), Dataset: "orders", Repo: repo,
+			Quiesce: &activities.ScriptInput{Job: "orders", RunID: "x", Step: "quiesce", Agent: "a1", Host: host, Script: "freeze.sh", SourcePath: e.sourceDir(), Timeout: 10 * time.Second},
+			Thaw:    &activities.ScriptInput{Job: "orders", RunID: "x", Step: "resume", Agent: "a1", Host: host, Script: "evil.sh", SourcePath: e.sourceDir(), Timeout: 10 * time.Second}}},
+			[]string{"Script", `"evil.sh"`, `"thaw.sh"`}},
 		{"pull by an agent of no target order", hostileInput{Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a1", ImageID: "k0", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1}},
 			[]string{"Dataset", "not a dataset of a target whose order holds agent a1", "[b1 b2 a2]"}},
 		{"pull into a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a2", ImageID: "k0", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1, Keep: 3, KeepImages: 10, SourceDataset: "orders", Verify: dataplane.VerifyChanged}},

@@ -118,8 +118,9 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	// precopy-preflight-resume-beside-pull.json before the coalesced search attributes;
 	// precopy-coalesced-search-attributes.json before the local plan;
 	// precopy-plan-local-activity.json before the quiesce travelled in the push;
-	// precopy-quiesce-in-push.json before the preflight and the precopy travelled there too.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "precopy-in-push")
+	// precopy-quiesce-in-push.json before the preflight and the precopy travelled there too;
+	// precopy-in-push.json before the resume did.
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "resume-in-push")
 
 	// Keep 3 (the default): the fourth run's retention retires the first replica, which its
 	// pull brings up to date as the new one (recycling) instead of linking a new tree.
@@ -188,8 +189,57 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	assert.Contains(t, m, "takeover host=a1 agent=a2 failed=a1")
 	assert.Contains(t, m, "resume host=a1 agent=a2")
 	// (push-takeover-plan-local-activity.json: before the quiesce travelled in the push;
-	// push-takeover-quiesce-in-push.json: before the preflight and the precopy did too.)
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-precopy-in-push")
+	// push-takeover-quiesce-in-push.json: before the preflight and the precopy did too;
+	// push-takeover-precopy-in-push.json: before the resume did.)
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-resume-in-push")
+}
+
+// The agent that quiesced and pushed is killed while it runs the resume script in the same
+// activity: the image it made stands (its last heartbeat carried the push's result), so the
+// push is not made again; a2 runs a1's takeover script, then the resume, and the replica is
+// the source's.
+func TestAgentKilledWhileThawingInThePush(t *testing.T) {
+	e := newEnv(t)
+	writeDataset(t, e.sourceDir(), 30, 8<<10, 5)
+	// a1's thaw logs its marker, then waits (at most 60 s) to be killed in the middle.
+	release := filepath.Join(e.dir, "release-thaw")
+	t.Cleanup(func() { _ = os.WriteFile(release, nil, 0o644) })
+	thaw := testScript + `if [ "$REPLCTL_AGENT" = a1 ]; then
+  i=0; while [ ! -e ` + release + ` ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
+fi
+`
+	require.NoError(t, os.WriteFile(filepath.Join(e.dir, "scripts", "thaw.sh"), []byte(thaw), 0o755))
+	e.startAgents("a1", "a2", "b1", "b2")
+	run := e.start("orders")
+	who := e.waitRunning(run, activities.PushName, activities.StepResume)
+	require.Equal(t, "replctl-agent-a1", who)
+	e.freeze("a1")
+	e.kill("a1")
+
+	st, err := e.wait(run)
+	require.NoError(t, err)
+	require.Len(t, st.Takeovers, 1, "%+v", st.Takeovers)
+	tk := st.Takeovers[0]
+	assert.Equal(t, []string{"application", "resume", "a1", "a2"}, []string{tk.Role, string(tk.Step), tk.From, tk.To})
+	assert.Contains(t, tk.Reason, "heartbeat timeout")
+	assert.Empty(t, st.QuiescedHost)
+	assert.Equal(t, workflows.PhaseCompleted, st.Phase)
+	m := e.markers("a1")
+	require.Len(t, m, 4, "markers: %v", m)
+	for i, want := range []string{"quiesce host=a1 agent=a1", "resume host=a1 agent=a1", "takeover host=a1 agent=a2 failed=a1", "resume host=a1 agent=a2"} {
+		assert.True(t, strings.HasPrefix(m[i], want), "marker %d: %s, want %s", i, m[i], want)
+	}
+	h, err := runhistory.Load(context.Background(), e.c, run.GetID(), run.GetRunID())
+	require.NoError(t, err)
+	pushes := 0
+	for _, a := range h.Attempts {
+		if a.Type == activities.PushName {
+			pushes++
+		}
+	}
+	assert.Equal(t, 1, pushes, "the image a1 made stands: no second push")
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "agent-killed-while-thawing-in-push")
 }
 
 // The pulling agent is killed in the middle of the pull: the next target agent continues
@@ -244,8 +294,9 @@ func TestDeadApplicationAgent(t *testing.T) {
 	assert.True(t, strings.HasPrefix(m[len(m)-1], "resume host=a1 agent=a2"), m[len(m)-1])
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
 	// dead-application-agent-skip-lost.json is this run as recorded before the precopy;
-	// dead-agent-in-precopy-with-preflight.json before the precopy travelled in the push.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-application-agent-precopy-in-push")
+	// dead-agent-in-precopy-with-preflight.json before the precopy travelled in the push;
+	// dead-application-agent-precopy-in-push.json before the resume did.
+	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-application-agent-resume-in-push")
 }
 
 // Both application agents are dead from the start. The precopy moves on to b2 (source

@@ -82,11 +82,23 @@ func (w *replication) quiesceAndPush(ctx workflow.Context, in activities.PushInp
 	agent := in.Agent
 	script := w.scriptInput(activities.StepQuiesce, agent, host, app.Quiesce, "")
 	in.Quiesce = &script
+	if w.thawInPush(ctx) {
+		thaw := w.scriptInput(activities.StepResume, agent, host, app.Resume, "")
+		in.Thaw = &thaw
+	}
 	opts := workflow.GetActivityOptions(ctx)
 	opts.StartToCloseTimeout = app.Timeout + w.plan.Timeouts.StartToClose
+	if in.Thaw != nil {
+		opts.StartToCloseTimeout += app.Timeout
+	}
 	opts.Summary = "quiesce and push on " + agent
 	var res activities.PushResult
 	err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), activities.PushName, in).Get(ctx, &res)
+	if pushed, reason := lostThawing(err); pushed != nil {
+		// Lost while it thawed: the image is made; only the resume is taken over.
+		res, err = *pushed, nil
+		w.thawLost = &lostThaw{agent: agent, reason: reason}
+	}
 	if err == nil && res.Precopy != nil {
 		w.precopied(*res.Precopy)
 	}
@@ -103,6 +115,9 @@ func (w *replication) quiesceAndPush(ctx workflow.Context, in activities.PushInp
 	}
 	w.status.Scripts = append(w.status.Scripts, sr)
 	w.fused = &fusedPush{agent: agent, source: in.SourceDir, res: res, err: err}
+	if err == nil {
+		w.thawedInPush(res)
+	}
 	return nil
 }
 

@@ -145,3 +145,9 @@ func TestFusedPushFailures(t *testing.T) {
 	assert.NotNil(t, f.pushes[0].Quiesce)
 	assert.Nil(t, f.pushes[1].Quiesce, "the quiesce ran once")
 }
+
+// thawApart makes a run resume in a step of its own, as runs recorded before resume-in-push
+// did (and runs whose application and source agents differ do).
+func thawApart(env *testsuite.TestWorkflowEnvironment) {
+	env.OnGetVersion("resume-in-push", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
+}

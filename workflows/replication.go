@@ -114,6 +114,10 @@ type replication struct {
 	// fused is the push part's outcome of a quiesce step that pushed too (quiescepush.go),
 	// until the push step takes it as its first attempt.
 	fused *fusedPush
+	// thawed is set when the fused push also resumed the application (thawinpush.go);
+	// thawLost names its agent when it was lost while it did.
+	thawed   bool
+	thawLost *lostThaw
 	// quiesceMayHaveRun is set once an attempt at the quiesce script ended other than by a
 	// schedule-to-start timeout (which means no agent ever received it).
 	quiesceMayHaveRun bool
@@ -368,6 +372,11 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 
 func (w *replication) resume(ctx workflow.Context) error {
 	app := w.plan.Application
+	if w.thawed {
+		// The push resumed it (thawinpush.go).
+		w.clearQuiesced(ctx)
+		return nil
+	}
 	if app.Resume == "" {
 		w.note("job has no resume script")
 		w.clearQuiesced(ctx)
@@ -378,6 +387,7 @@ func (w *replication) resume(ctx workflow.Context) error {
 		return err
 	}
 	w.setPhase(ctx, PhaseResuming)
+	w.resumeTakenOver(ctx)
 	err = w.onRole(ctx, w.roles.application, activities.StepResume, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
 		return w.script(ctx, activities.StepResume, agent, host, app.Resume, "")
 	})

@@ -38,8 +38,9 @@ type fakeAgents struct {
 	// preflights are the inputs of every preflight, in order (not in calls: most tests
 	// assert the steps that follow it).
 	preflights []activities.PreflightInput
-	// inPrecopy and inPush count the preflights a precopy or a push carried.
-	inPrecopy, inPush int
+	// inPrecopy and inPush count the preflights a precopy or a push carried; thaws the
+	// resume scripts a push ran.
+	inPrecopy, inPush, thaws int
 	// unsupported is what every push reports its image lacks (on_unsupported: skip).
 	unsupported *activities.Unsupported
 }
@@ -128,7 +129,31 @@ func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activit
 	if in.Dataset != "orders" {
 		img = "img-" + in.Dataset
 	}
-	return activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2, Unsupported: f.unsupported, Quiesce: quiesced, Precopy: pre}, nil
+	out := activities.PushResult{Agent: agent, ImageID: img, Bytes: 10, Files: 2, Unsupported: f.unsupported, Quiesce: quiesced, Precopy: pre}
+	if in.Thaw != nil {
+		return f.thaw(ctx, *in.Thaw, out)
+	}
+	return out, nil
+}
+
+// thaw stands in for a push's resume script once it pushed (activities/thawinpush.go): a
+// failed thaw is said in the result; a lost agent's last heartbeat carries the push's.
+func (f *fakeAgents) thaw(ctx context.Context, in activities.ScriptInput, out activities.PushResult) (activities.PushResult, error) {
+	f.mu.Lock()
+	f.thaws++
+	f.mu.Unlock()
+	res, err := f.RunScript(ctx, in)
+	var te *temporal.TimeoutError
+	switch {
+	case err == nil:
+		out.Thawed = &res
+	case errors.As(err, &te):
+		pushed := out
+		return activities.PushResult{}, temporal.NewTimeoutError(te.TimeoutType(), nil, activities.Progress{Step: activities.StepResume, Pushed: &pushed})
+	default:
+		out.ThawFailed = rootMessage(err)
+	}
+	return out, nil
 }
 
 // before stands in for a push's preflight and precopy before its script, failing as the
@@ -697,7 +722,8 @@ func TestResumeRunsBesidePull(t *testing.T) {
 		}
 		return nil
 	}}
-	st, err := runWorkflow(t, f)
+	// A resume step of its own: runs recorded before the resume travelled in the push.
+	st, err := runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, thawApart)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"script:quiesce:a1@a1", "push@a1", "script:resume:a1@a1", "pull@b1"}, f.serial())
 	assert.Empty(t, st.QuiescedHost)

@@ -282,6 +282,10 @@ func describeInput(r *historyRow, a *runhistory.Attempt) {
 				}
 				r.Step = string(first) + "+" + r.Step
 			}
+			if a.Thaw != nil {
+				// It resumed the application once it pushed.
+				r.Step += "+" + string(a.Thaw.Step)
+			}
 			r.Detail = si.Script
 		}
 	default:
@@ -311,6 +315,12 @@ func describeResult(r *historyRow, res *commonpb.Payloads, dc converter.DataConv
 			r.Detail = fmt.Sprintf("image %s: %d files, %s", p.ImageID, p.Files, humanBytes(p.Bytes))
 			if q := p.Quiesce; q != nil {
 				r.Detail = fmt.Sprintf("%s: exit %d; %s", q.Script, q.ExitCode, r.Detail)
+			}
+			if th := p.Thawed; th != nil {
+				r.Detail += fmt.Sprintf("; %s: exit %d", th.Script, th.ExitCode)
+			}
+			if p.ThawFailed != "" {
+				r.Detail += "; resume failed, run as a step: " + p.ThawFailed
 			}
 			if pc := p.Precopy; pc != nil {
 				r.Detail = "precopy " + precopyDetail(*pc) + "; " + r.Detail

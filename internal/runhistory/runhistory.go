@@ -59,6 +59,8 @@ type Attempt struct {
 	Pull   *activities.PullInput
 	// Before is the preflight and precopy such a Push did first (PushInput.Before).
 	Before *activities.BeforeQuiesce
+	// Thaw is the resume script such a Push ran once it pushed (PushInput.Thaw).
+	Thaw *activities.ScriptInput
 
 	Scheduled time.Time
 	Started   time.Time // zero if it never started (or, still running, not yet written)
@@ -283,7 +285,7 @@ func decodeInput(a *Attempt, dc converter.DataConverter) {
 		a.Step = activities.StepPush
 		var in activities.PushInput
 		if dc.FromPayloads(a.Input, &in) == nil {
-			a.Script, a.Before = in.Quiesce, in.Before
+			a.Script, a.Before, a.Thaw = in.Quiesce, in.Before, in.Thaw
 		}
 	default:
 		a.Step = activities.Step(strings.ToLower(a.Type))

@@ -234,12 +234,17 @@ func TestParseHistory(t *testing.T) {
 		evs = append(evs, ev)
 		return ev.EventId
 	}
+	thawed := false
 	activity := func(typ, queue, step, who string, sched, start, end int, outcome enums.EventType) {
 		var input, result any = activities.ScriptInput{Step: activities.Step(step)}, activities.PushResult{Files: 10, Reused: 7}
 		if typ == "Push" && step == "quiesce" { // the quiesce travelled in the push
 			input = activities.PushInput{Quiesce: &activities.ScriptInput{Step: activities.StepQuiesce}}
-			result = activities.PushResult{Files: 10, Reused: 7, Duration: 30 * time.Millisecond, Quiesce: &activities.ScriptResult{Step: activities.StepQuiesce, Duration: 5 * time.Millisecond},
+			res := activities.PushResult{Files: 10, Reused: 7, Duration: 30 * time.Millisecond, Quiesce: &activities.ScriptResult{Step: activities.StepQuiesce, Duration: 5 * time.Millisecond},
 				Precopy: &activities.PrecopyResult{Duration: 20 * time.Millisecond}}
+			if thawed { // and the resume
+				res.Thawed = &activities.ScriptResult{Step: activities.StepResume, Duration: 4 * time.Millisecond}
+			}
+			result = res
 		}
 		in, err := dc.ToPayloads(input)
 		require.NoError(t, err)
@@ -299,4 +304,19 @@ func TestParseHistory(t *testing.T) {
 	require.InDelta(t, 0.005, steps["quiesce"], 1e-9)
 	require.InDelta(t, 0.020, steps["precopy"], 1e-9)
 	require.InDelta(t, 0.063, steps["push"], 1e-9) // 88 ms, less the script's 5 and the precopy's 20
+
+	// The resume travelled in the push too: the freeze is the push part's time alone, and
+	// the thaw's time is the resume step's.
+	evs = nil
+	add(0, enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, nil)
+	thawed = true
+	activity("Push", "replctl-host-a1", "quiesce", "replctl-agent-a1", 10, 12, 100, done)
+	add(200, enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, nil)
+	rh = runHistory{runhistory.Parse(evs, dc)}
+	fr, err = rh.freeze()
+	require.NoError(t, err)
+	require.Equal(t, 30*time.Millisecond, fr)
+	steps = rh.steps()
+	require.InDelta(t, 0.004, steps["resume"], 1e-9)
+	require.InDelta(t, 0.059, steps["push"], 1e-9) // 88 ms, less the script's 5, the precopy's 20 and the thaw's 4
 }

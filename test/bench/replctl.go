@@ -423,8 +423,12 @@ func (rh *runHistory) find(typ string, step activities.Step, outcome runhistory.
 // freeze is the application's freeze window from the history: the completion of the
 // quiesce script's activity to the start of the resume script's activity. When the quiesce
 // travelled in the push (one activity for both), it is the push part's time as the agent
-// measured it (PushResult.Duration) plus the push's completion to the resume's start.
+// measured it (PushResult.Duration) plus the push's completion to the resume's start; when
+// the resume travelled there too, the push part's time alone (the thaw starts after it).
 func (rh *runHistory) freeze() (time.Duration, error) {
+	if p, res := rh.fusedPush(); p != nil && res.Thawed != nil {
+		return res.Duration, nil
+	}
 	r := rh.find(activities.RunScriptName, activities.StepResume, "")
 	if r == nil || r.Started.IsZero() {
 		return 0, errors.New("history has no started resume script")
@@ -477,6 +481,10 @@ func (rh *runHistory) steps() map[string]float64 {
 		if pc := res.Precopy; pc != nil {
 			out[string(activities.StepPrecopy)] += pc.Duration.Seconds()
 			out[string(activities.StepPush)] -= pc.Duration.Seconds()
+		}
+		if th := res.Thawed; th != nil {
+			out[string(activities.StepResume)] += th.Duration.Seconds()
+			out[string(activities.StepPush)] -= th.Duration.Seconds()
 		}
 	}
 	return out

@@ -228,7 +228,9 @@ func (f *fakeHost) Preflight(ctx context.Context, in activities.PreflightInput) 
 
 // Push stands in for a push: an image named after the run.
 // A push that carries the quiesce script (one agent is the job's application and source
-// agent) stands in for the script first, as the real agent does (activities/quiescepush.go).
+// agent) stands in for the script first, and for the resume script it carries after, as
+// the real agent does (activities/quiescepush.go); a lost agent's heartbeat does not carry
+// the push's result here, so the workflow pushes again.
 func (f *fakeHost) Push(ctx context.Context, in activities.PushInput) (activities.PushResult, error) {
 	var quiesced *activities.ScriptResult
 	if q := in.Quiesce; q != nil {
@@ -239,7 +241,17 @@ func (f *fakeHost) Push(ctx context.Context, in activities.PushInput) (activitie
 		quiesced = &res
 	}
 	err := f.work(ctx, activities.StepPush, f.stepTime, "")
-	return activities.PushResult{Agent: f.name, ImageID: "fleet-" + in.RunID, Bytes: 1 << 30, Files: 10000, Duration: f.stepTime, Quiesce: quiesced}, err
+	out := activities.PushResult{Agent: f.name, ImageID: "fleet-" + in.RunID, Bytes: 1 << 30, Files: 10000, Duration: f.stepTime, Quiesce: quiesced}
+	if t := in.Thaw; t != nil && err == nil {
+		// And the resume script it carries, once pushed (activities/thawinpush.go).
+		res, terr := f.RunScript(ctx, *t)
+		if terr != nil {
+			out.ThawFailed = terr.Error()
+		} else {
+			out.Thawed = &res
+		}
+	}
+	return out, err
 }
 
 // Precopy stands in for a precopy (the fleet's jobs say precopy: never).
