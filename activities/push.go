@@ -40,6 +40,7 @@ type PushInput struct {
 	Quiesce *ScriptInput `json:",omitempty"`
 	// Before, with Quiesce, is what the same activity does before the script: the run's
 	// preflight and the precopy (precopyinpush.go). Nothing is quiesced when it fails.
+	// Without Quiesce it is the preflight alone, done before the push (preflightinpush.go).
 	Before *BeforeQuiesce `json:",omitempty"`
 	// Thaw, with Quiesce, is the application's resume script, run by this same activity
 	// once its push succeeded (thawinpush.go): same job, run, agent and host as Quiesce.
@@ -142,6 +143,9 @@ func precopyResult(res pushResult) PrecopyResult {
 func (a *Agent) Push(ctx context.Context, in PushInput) (PushResult, error) {
 	if in.Quiesce != nil {
 		return a.quiesceAndPush(ctx, in)
+	}
+	if in.Before != nil {
+		return a.preflightAndPush(ctx, in)
 	}
 	res, err := a.push(ctx, in, StepPush, false)
 	return res.PushResult, err

@@ -70,6 +70,25 @@ func withThaw(mut func(*ScriptInput)) func(*PushInput) {
 	}
 }
 
+// billingPush is the push of job billing (config/samples/full.yaml: one dataset, agent
+// east-db1 both the application's and the source's) the workflow would send in run r1.
+// Its storage is not on this machine.
+func billingPush(t *testing.T) (*Agent, Plan, PushInput) {
+	t.Helper()
+	const file = "../config/samples/full.yaml"
+	t.Setenv("REPLCTL_STATE", t.TempDir())
+	cfg, err := config.Load(file)
+	require.NoError(t, err)
+	p, err := NewPlan(cfg, "billing")
+	require.NoError(t, err)
+	src, err := p.DatasetDir("east-db1", p.Source.Storage, p.Source.Dataset)
+	require.NoError(t, err)
+	repo, err := p.Repo("east-db1")
+	require.NoError(t, err)
+	return &Agent{Host: "east-db1", ConfigFile: file}, p,
+		PushInput{Job: "billing", RunID: "r1", Agent: "east-db1", SourceDir: src, Dataset: p.Source.Dataset, Repo: repo}
+}
+
 // requirePushRefused has a push in and asserts that it fails, final, as an application
 // error of type typ whose message holds want; it returns the error.
 func requirePushRefused(t *testing.T, a *Agent, in PushInput, typ, want string) error {
@@ -104,25 +123,17 @@ func TestErrorDetailsOfAnotherType(t *testing.T) {
 // preflight's own checks; every error before the script is marked NotQuiesced (the workflow
 // then resumes nothing), not as the quiesce part's.
 func TestBeforeQuiesceRefusedFirst(t *testing.T) {
-	const file = "../config/samples/full.yaml" // job billing: one dataset, east-db1 both roles
-	t.Setenv("REPLCTL_STATE", t.TempDir())
-	cfg, err := config.Load(file)
-	require.NoError(t, err)
-	p, err := NewPlan(cfg, "billing")
-	require.NoError(t, err)
-	a := &Agent{Host: "east-db1", ConfigFile: file}
-	src, err := p.DatasetDir("east-db1", p.Source.Storage, p.Source.Dataset)
-	require.NoError(t, err)
-	repo, err := p.Repo("east-db1")
-	require.NoError(t, err)
+	a, p, push := billingPush(t)
+	src := push.SourceDir
 	host, err := p.Host(p.Application.Host)
 	require.NoError(t, err)
 	foreign := t.TempDir()
 	good := func() PushInput {
-		return PushInput{Job: "billing", RunID: "r1", Agent: "east-db1", SourceDir: src, Dataset: p.Source.Dataset, Repo: repo,
-			Quiesce: &ScriptInput{Job: "billing", RunID: "r1", Step: StepQuiesce, Agent: "east-db1", Host: host, Script: p.Application.Quiesce, SourcePath: src, Timeout: 5 * time.Second},
-			Before: &BeforeQuiesce{Preflight: PreflightInput{Job: "billing", RunID: "r1", Agent: "east-db1", Storage: p.Source.Storage,
-				Datasets: []string{p.Source.Dataset}, SourceDirs: []string{src}}, Precopy: true}}
+		in := push
+		in.Quiesce = &ScriptInput{Job: "billing", RunID: "r1", Step: StepQuiesce, Agent: "east-db1", Host: host, Script: p.Application.Quiesce, SourcePath: src, Timeout: 5 * time.Second}
+		in.Before = &BeforeQuiesce{Preflight: PreflightInput{Job: "billing", RunID: "r1", Agent: "east-db1", Storage: p.Source.Storage,
+			Datasets: []string{p.Source.Dataset}, SourceDirs: []string{src}}, Precopy: true}
+		return in
 	}
 	for name, c := range map[string]struct {
 		mutate func(*PushInput)

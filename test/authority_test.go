@@ -121,6 +121,10 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 			Quiesce: &activities.ScriptInput{Job: "orders", RunID: "x", Step: "quiesce", Agent: "a1", Host: host, Script: "freeze.sh", SourcePath: e.sourceDir(), Timeout: 10 * time.Second},
 			Before:  &activities.BeforeQuiesce{Precopy: true, Preflight: activities.PreflightInput{Job: "orders", RunID: "x", Agent: "a1", Storage: "array-a", Datasets: []string{"orders"}, SourceDirs: []string{filepath.Join(evil, "secret")}}}}},
 			[]string{"refused Preflight", "SourceDirs", filepath.Join(evil, "secret"), e.sourceDir()}},
+		// A push that quiesces nothing carrying a preflight of a tree outside the dataset.
+		{"push carrying a preflight of a tree outside the dataset", hostileInput{Push: &activities.PushInput{Job: "orders", RunID: "x", Agent: "a1", SourceDir: filepath.Join(evil, "secret"), Dataset: "orders", Repo: repo,
+			Before: &activities.BeforeQuiesce{Preflight: activities.PreflightInput{Job: "orders", RunID: "x", Agent: "a1", Storage: "array-a", Datasets: []string{"orders"}, SourceDirs: []string{filepath.Join(evil, "secret")}}}}},
+			[]string{"refused Preflight", "SourceDirs", filepath.Join(evil, "secret"), e.sourceDir()}},
 		// Nor when the resume it would run after the push is a script the job does not name.
 		{"push carrying the job's quiesce and a thaw the job does not name", hostileInput{Push: &activities.PushInput{Job: "orders", RunID: "x", Agent: "a1", SourceDir: e.sourceDir(), Dataset: "orders", Repo: repo,
 			Quiesce: &activities.ScriptInput{Job: "orders", RunID: "x", Step: "quiesce", Agent: "a1", Host: host, Script: "freeze.sh", SourcePath: e.sourceDir(), Timeout: 10 * time.Second},
@@ -192,8 +196,9 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 	resp.Body.Close()
 	require.NoError(t, err)
 	assert.Regexp(t, `replctl_refused_total\{[^}]*activity="Push"[^}]*field="SourceDir"[^}]*\} 1`, string(body))
-	// The push carrying a preflight of a tree outside the dataset: its preflight refused it.
-	assert.Regexp(t, `replctl_refused_total\{[^}]*activity="Preflight"[^}]*activity_type="Push"[^}]*field="SourceDirs"[^}]*\} 1`, string(body))
+	// The two pushes carrying a preflight of a tree outside the dataset: their preflight
+	// refused them.
+	assert.Regexp(t, `replctl_refused_total\{[^}]*activity="Preflight"[^}]*activity_type="Push"[^}]*field="SourceDirs"[^}]*\} 2`, string(body))
 	assert.Regexp(t, `replctl_refused_total\{[^}]*activity="RunScript"[^}]*field="Host.Scripts"[^}]*\} 1`, string(body))
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/config"
+	"github.com/replctl/replctl/internal/runhistory"
 )
 
 // A source dataset that is a symlink (here to a directory outside the storage) is refused by
@@ -90,4 +91,41 @@ func TestAgentRefusesBadStorageAtStart(t *testing.T) {
 		b, _ := os.ReadFile(log)
 		return strings.Contains(string(b), "agent a1 polling")
 	}, 20*time.Second, 50*time.Millisecond, "the agent with the good config starts")
+}
+
+// A job without scripts has no quiesce to carry its preflight: its push does (one activity,
+// no Preflight step), and the check still comes first: a source turned into a symlink is
+// refused as bad input, with no takeover, and the replica already published stays.
+func TestJobWithoutScriptsChecksInItsPush(t *testing.T) {
+	e := newEnvWith(t, envOptions{heartbeat: "2s", scheduleToStart: "5s", edit: func(c *config.Config) {
+		c.Jobs[0].Application.Quiesce, c.Jobs[0].Application.Resume, c.Jobs[0].Application.Takeover = "", "", ""
+	}})
+	writeDataset(t, e.sourceDir(), 20, 4096, 15)
+	e.startAgents("a1", "a2", "b1", "b2")
+	run := e.start("orders")
+	st, err := e.wait(run)
+	require.NoError(t, err)
+	assert.True(t, st.CrashConsistent)
+	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
+	h, err := runhistory.Load(context.Background(), e.c, run.GetID(), run.GetRunID())
+	require.NoError(t, err)
+	var types []string
+	for _, a := range h.Attempts {
+		types = append(types, a.Type)
+	}
+	assert.Equal(t, []string{activities.PlanName, activities.PushName, activities.PullName}, types, "no Preflight step")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "preflight-in-push")
+
+	elsewhere := filepath.Join(e.dir, "elsewhere", "orders")
+	require.NoError(t, os.MkdirAll(filepath.Dir(elsewhere), 0o755))
+	require.NoError(t, os.Rename(e.sourceDir(), elsewhere))
+	require.NoError(t, os.Symlink(elsewhere, e.sourceDir()))
+	st, err = e.wait(e.start("orders"))
+	require.Error(t, err)
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "want an application error, got %v", err)
+	assert.Equal(t, activities.ErrTypeBadInput, appErr.Type(), "not retried by another agent: %v", err)
+	assert.Contains(t, err.Error(), "symlink")
+	assert.Empty(t, st.Takeovers)
+	assert.Equal(t, treeDigest(t, elsewhere), treeDigest(t, e.targetLink()), "the published replica stays")
 }

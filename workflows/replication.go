@@ -118,6 +118,9 @@ type replication struct {
 	// thawLost names its agent when it was lost while it did.
 	thawed   bool
 	thawLost *lostThaw
+	// pushPreflight is set when each push attempt carries its agent's preflight
+	// (preflightinpush.go).
+	pushPreflight bool
 	// quiesceMayHaveRun is set once an attempt at the quiesce script ended other than by a
 	// schedule-to-start timeout (which means no agent ever received it).
 	quiesceMayHaveRun bool
@@ -221,8 +224,9 @@ func (w *replication) replicate(ctx workflow.Context) error {
 	// Runs recorded before consistency groups and fan-out pulled one dataset to one target.
 	w.groups = w.failback != nil || workflow.GetVersion(ctx, "groups-fanout", workflow.DefaultVersion, 1) == 1
 	// The preflight and the precopy travel in the quiesce step's push where they can
-	// (precopyinpush.go); else they are steps of their own.
-	if !w.beforeInPush(ctx) {
+	// (precopyinpush.go), the preflight alone in the push of a job that quiesces nothing
+	// (preflightinpush.go); else they are steps of their own.
+	if !w.beforeInPush(ctx) && !w.preflightInPush(ctx) {
 		if err := w.beforeQuiesce(ctx); err != nil {
 			return err
 		}
@@ -263,45 +267,6 @@ func (w *replication) pullAll(ctx workflow.Context) error {
 		return w.pullTargets(ctx)
 	}
 	return w.pull(ctx)
-}
-
-// leftQuiesced is the error of a run whose resume failed: leaving the application frozen
-// outranks whatever else failed (other, said after what), so it names the type.
-func leftQuiesced(rerr error, what string, other error) error {
-	msg := rootMessage(rerr)
-	if other != nil {
-		msg += "; " + what + ": " + rootMessage(other)
-	}
-	return temporal.NewNonRetryableApplicationError(msg, ErrTypeLeftQuiesced, rerr)
-}
-
-// resumeBesidePull tells whether the pull may start while the application is resumed: the
-// image is complete once the push ends, so the thaw need not wait for the pull nor the pull
-// for the thaw (one server round trip less per run). Runs recorded before it resumed, then
-// pulled.
-func (w *replication) resumeBesidePull(ctx workflow.Context) bool {
-	if w.failback != nil || w.plan.Application.Resume == "" {
-		return false
-	}
-	return workflow.GetVersion(ctx, "resume-beside-pull", workflow.DefaultVersion, 1) == 1
-}
-
-// resumeAndPull resumes the application and pulls at the same time. The resume runs even
-// when the run is cancelled, and the run waits for both.
-func (w *replication) resumeAndPull(ctx workflow.Context) error {
-	var pullErr error
-	pulled := false
-	workflow.Go(ctx, func(ctx workflow.Context) {
-		pullErr = w.pullAll(ctx)
-		pulled = true
-	})
-	rerr := w.resume(workflowDisconnected(ctx))
-	// A cancelled pull ends on its own (its activity is cancelled): wait for its result.
-	_ = workflow.Await(workflowDisconnected(ctx), func() bool { return pulled })
-	if rerr != nil {
-		return leftQuiesced(rerr, "the pull meanwhile", pullErr)
-	}
-	return pullErr
 }
 
 func (w *replication) quiesce(ctx workflow.Context) error {
@@ -370,34 +335,6 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	return err
 }
 
-func (w *replication) resume(ctx workflow.Context) error {
-	app := w.plan.Application
-	if w.thawed {
-		// The push resumed it (thawinpush.go).
-		w.clearQuiesced(ctx)
-		return nil
-	}
-	if app.Resume == "" {
-		w.note("job has no resume script")
-		w.clearQuiesced(ctx)
-		return nil
-	}
-	host, err := w.plan.Host(app.Host)
-	if err != nil {
-		return err
-	}
-	w.setPhase(ctx, PhaseResuming)
-	w.resumeTakenOver(ctx)
-	err = w.onRole(ctx, w.roles.application, activities.StepResume, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
-		return w.script(ctx, activities.StepResume, agent, host, app.Resume, "")
-	})
-	if err != nil {
-		return fmt.Errorf("host %s LEFT QUIESCED: resume failed: %s", app.Host, rootMessage(err))
-	}
-	w.clearQuiesced(ctx)
-	return nil
-}
-
 func (w *replication) push(ctx workflow.Context) error {
 	w.setPhase(ctx, PhasePushing)
 	// A consistency group's datasets are all pushed in this one step, while quiesced: the
@@ -429,11 +366,15 @@ func (w *replication) push(ctx workflow.Context) error {
 			if i == 0 {
 				w.status.SourcePath = src
 			}
-			err = workflow.ExecuteActivity(ctx, activities.PushName, activities.PushInput{
+			in := activities.PushInput{
 				Job: w.plan.Job, RunID: w.status.RunID, Agent: agent, SourceDir: src, Dataset: ds,
 				Repo: repo, Resume: resume,
 				FollowLink: w.failback != nil, OnUnsupported: w.plan.OnUnsupported,
-			}).Get(ctx, &results[i])
+			}
+			if err := w.withPreflight(&in); err != nil {
+				return err
+			}
+			err = workflow.ExecuteActivity(ctx, activities.PushName, in).Get(ctx, &results[i])
 			if err != nil {
 				return err
 			}

@@ -166,6 +166,10 @@ func (f *fakeAgents) before(ctx context.Context, in activities.PushInput) (*acti
 	f.inPush++
 	f.mu.Unlock()
 	if err := f.fail("preflight", agent); err != nil {
+		if in.Quiesce == nil {
+			// A push that quiesces nothing: the push step's own error (preflightinpush.go).
+			return nil, err
+		}
 		return nil, beforeError(err, activities.StepPreflight)
 	}
 	if !in.Before.Precopy {

@@ -287,6 +287,9 @@ func describeInput(r *historyRow, a *runhistory.Attempt) {
 				r.Step += "+" + string(a.Thaw.Step)
 			}
 			r.Detail = si.Script
+		} else if a.Before != nil {
+			// A job that quiesces nothing: the push carried the preflight.
+			r.Step = string(activities.StepPreflight) + "+" + r.Step
 		}
 	default:
 		r.Step = string(a.Step)
