@@ -288,15 +288,21 @@ func TestParseHistory(t *testing.T) {
 	require.Equal(t, [2]int64{10, 7}, [2]int64{files, reused})
 	require.Len(t, rh.timeline(t0), 6) // 5 activities + 1 workflow task timeout
 
-	// One activity precopied, quiesced and pushed: the freeze is the push part's time (30 ms,
-	// the agent's measure) plus its completion (at 100 ms) to the resume's start (150 ms),
-	// not counting the precopy part (20 ms) or the script.
-	evs = nil
-	add(0, enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, nil)
-	activity("Push", "replctl-host-a1", "quiesce", "replctl-agent-a1", 10, 12, 100, done)
-	activity("RunScript", "replctl-host-a1", "resume", "replctl-agent-a1", 140, 150, 160, done)
-	add(200, enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, nil)
-	rh = runHistory{runhistory.Parse(evs, dc)}
+	// One activity precopied, quiesced and pushed (and, with thaw, resumed too).
+	fusedRun := func(thaw bool) runHistory {
+		evs, thawed = nil, thaw
+		add(0, enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, nil)
+		activity("Push", "replctl-host-a1", "quiesce", "replctl-agent-a1", 10, 12, 100, done)
+		if !thaw {
+			activity("RunScript", "replctl-host-a1", "resume", "replctl-agent-a1", 140, 150, 160, done)
+		}
+		add(200, enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, nil)
+		return runHistory{runhistory.Parse(evs, dc)}
+	}
+	// The freeze is the push part's time (30 ms, the agent's measure) plus its completion
+	// (at 100 ms) to the resume's start (150 ms), not counting the precopy part (20 ms) or
+	// the script.
+	rh = fusedRun(false)
 	fr, err = rh.freeze()
 	require.NoError(t, err)
 	require.Equal(t, 80*time.Millisecond, fr)
@@ -307,12 +313,7 @@ func TestParseHistory(t *testing.T) {
 
 	// The resume travelled in the push too: the freeze is the push part's time alone, and
 	// the thaw's time is the resume step's.
-	evs = nil
-	add(0, enums.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, nil)
-	thawed = true
-	activity("Push", "replctl-host-a1", "quiesce", "replctl-agent-a1", 10, 12, 100, done)
-	add(200, enums.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, nil)
-	rh = runHistory{runhistory.Parse(evs, dc)}
+	rh = fusedRun(true)
 	fr, err = rh.freeze()
 	require.NoError(t, err)
 	require.Equal(t, 30*time.Millisecond, fr)
