@@ -26,14 +26,17 @@ import (
 // dirJSON decodes the types whose UnmarshalJSON methods dominated a directory's decoding;
 // each is a JSON string, as those methods read it.
 var dirJSON = json.WithUnmarshalers(json.JoinUnmarshalers(
-	fromString("object ID", object.ParseID),
+	fromString("object ID", parseObjectID),
 	fromString("mode", parseMode),
 	fromString("time", parseTime),
 ))
 
+// parseObjectID parses a kopia object ID.
+func parseObjectID(b []byte) (object.ID, error) { return object.ParseID(string(b)) }
+
 // parseMode parses kopia's permissions, an octal string.
-func parseMode(s string) (snapshot.Permissions, error) {
-	v, err := strconv.ParseInt(s, 0, 32)
+func parseMode(b []byte) (snapshot.Permissions, error) {
+	v, err := strconv.ParseInt(string(b), 0, 32)
 	return snapshot.Permissions(v), err
 }
 
@@ -48,30 +51,17 @@ func parseEntryType(b []byte) (snapshot.EntryType, error) {
 }
 
 // parseTime parses kopia's timestamps: RFC 3339, as time.Time's JSON.
-func parseTime(s string) (kfs.UTCTimestamp, error) { return parseTimeBytes([]byte(s)) }
-
-func parseTimeBytes(b []byte) (kfs.UTCTimestamp, error) {
+func parseTime(b []byte) (kfs.UTCTimestamp, error) {
 	var t time.Time
 	err := t.UnmarshalText(b)
 	return kfs.UTCTimestamp(t.UnixNano()), err
 }
 
-// fromString is an unmarshaler of T from a JSON string through parse; what names T in errors.
-func fromString[T any](what string, parse func(string) (T, error)) *json.Unmarshalers {
+// fromString is an unmarshaler of T from a JSON string (not null) through parse; what
+// names T in errors.
+func fromString[T any](what string, parse func([]byte) (T, error)) *json.Unmarshalers {
 	return json.UnmarshalFromFunc(func(d *jsontext.Decoder, v *T) error {
-		tok, err := d.ReadToken()
-		if err != nil {
-			return err
-		}
-		if tok.Kind() != '"' {
-			return fmt.Errorf("%s is a JSON %v, not a string", what, tok.Kind())
-		}
-		p, err := parse(tok.String())
-		if err != nil {
-			return fmt.Errorf("invalid %s %q: %w", what, tok.String(), err)
-		}
-		*v = p
-		return nil
+		return readScalar(d, what, '"', v, parse, false)
 	})
 }
 
@@ -224,17 +214,17 @@ func readEntry(d *jsontext.Decoder, e *snapshot.DirEntry) error {
 		case fieldType:
 			return readScalar(d, "type", '"', &e.Type, parseEntryType, true)
 		case fieldMode:
-			return readScalar(d, "mode", '"', &e.Permissions, func(b []byte) (snapshot.Permissions, error) { return parseMode(string(b)) }, false)
+			return readScalar(d, "mode", '"', &e.Permissions, parseMode, false)
 		case fieldSize:
 			return readScalar(d, "size", '0', &e.FileSize, parseInt64, true)
 		case fieldMtime:
-			return readScalar(d, "mtime", '"', &e.ModTime, parseTimeBytes, false)
+			return readScalar(d, "mtime", '"', &e.ModTime, parseTime, false)
 		case fieldUID:
 			return readScalar(d, "uid", '0', &e.UserID, parseUint32, true)
 		case fieldGID:
 			return readScalar(d, "gid", '0', &e.GroupID, parseUint32, true)
 		case fieldObj:
-			return readScalar(d, "object ID", '"', &e.ObjectID, func(b []byte) (object.ID, error) { return object.ParseID(string(b)) }, false)
+			return readScalar(d, "object ID", '"', &e.ObjectID, parseObjectID, false)
 		case fieldSumm:
 			return json.UnmarshalDecode(d, &e.DirSummary, dirJSON)
 		default:
