@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -131,10 +132,17 @@ func TestGoals(t *testing.T) {
 	add("a", "incremental", "rsync", 4, 3, 0)
 	add("b", "full", "replctl", 13, 10, 300<<20)
 	add("b", "full", "rsync", 10, 10, 0)
+	// B's 1 %: walking the source alone takes longer than 0.5× rsync.
+	add("b", "incremental", "replctl", 3, 1, 100<<20)
+	add("b", "incremental", "rsync", 4, 4, 0)
+	r.Samples = append(r.Samples, Sample{Dataset: "b", Mode: "incremental", Tool: toolWalk, Seconds: 2.5})
+	// Reading B alone takes longer than 0.7× rsync; the reader's RSS is not measured.
+	r.Samples = append(r.Samples, Sample{Dataset: "b", Mode: "full", Tool: toolRead, Seconds: 12})
 	add("empty", "empty", "replctl", 0.4, 0.1, 0)
-	for i, m := range growthModes() { // C: replctl 1, 2, 4 s; rsync 10 s each
+	for i, m := range growthModes() { // C: replctl 1, 2, 4 s; rsync 10 s each; walk 4 s
 		add("c", m, "replctl", float64(int(1)<<i), 0.5, 600<<20)
 		add("c", m, "rsync", 10, 10, 0)
+		r.Samples = append(r.Samples, Sample{Dataset: "c", Mode: m, Tool: toolWalk, Seconds: 4})
 	}
 	r.Takeovers = []TakeoverSample{{LatencySeconds: 2.5}, {LatencySeconds: 3.2}}
 	r.finish()
@@ -153,9 +161,18 @@ func TestGoals(t *testing.T) {
 	g = got["end to end, full, B: replctl / rsync"]
 	require.InDelta(t, 1.3, g.Value, 1e-9)
 	require.False(t, g.Met, "issue 16: ≤ 0.7×")
+	require.Equal(t, "reading", g.BelowFloor, "the read alone is 1.2× rsync")
+	require.Contains(t, g.Measured, "reading the source alone 12.00s, 1.20×")
+	g = got["end to end, 1% incremental, B: replctl / rsync"]
+	require.False(t, g.Met)
+	require.Equal(t, "walking", g.BelowFloor, "the walk alone is 0.625× rsync")
 	g = got["end to end, 0.1% incremental, C: replctl / rsync (no change source)"]
 	require.InDelta(t, 0.2, g.Value, 1e-9)
 	require.True(t, g.Met)
+	require.Contains(t, g.Measured, "walking the source alone 4.00s, 0.40×")
+	require.Empty(t, g.BelowFloor, "the walk is below the limit")
+	g = got["end to end, 1% incremental, A: replctl / rsync"]
+	require.NotContains(t, g.Measured, "walking", "A's walk was not measured")
 	require.False(t, got["agent peak RSS on C (any agent, full and incremental)"].Met, "600 MiB > 512 MiB")
 	require.False(t, got["end to end, full, A: replctl / rsync"].Known)
 	g = got["agent peak RSS on B (any agent, full and incremental)"]
@@ -180,7 +197,11 @@ func TestGoals(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(md), "| A | incremental | replctl | 3 | 2.00 s |")
 	require.Contains(t, string(md), "MISSED")
-	require.Contains(t, string(md), "| 0.1% | 2.00 s | 10.00 s | 0.20 | 0.50 s |")
+	require.Contains(t, string(md), "| B | full | read | 1 | 12.00 s | – | – | 1.20 | – | – |")
+	require.Contains(t, string(md), "MISSED: the limit is below reading the source alone")
+	require.Contains(t, string(md), "MISSED: the limit is below walking the source alone")
+	require.Contains(t, string(md), "| 0.1% | 2.00 s | 10.00 s | 0.20 | 4.00 s (0.40) | 0.50 s |")
+	require.Contains(t, string(md), "| C | incremental 0.1% | walk | 1 | 4.00 s | – | – | 0.40 | – | – |")
 	require.Equal(t, []string{"incremental 0.01%", "incremental 0.1%", "incremental 1%"}, growthModes())
 }
 
@@ -320,4 +341,62 @@ func TestParseHistory(t *testing.T) {
 	steps = rh.steps()
 	require.InDelta(t, 0.004, steps["resume"], 1e-9)
 	require.InDelta(t, 0.059, steps["push"], 1e-9) // 88 ms, less the script's 5, the precopy's 20 and the thaw's 4
+}
+
+// The read floor reads every regular file once, through no symlink, and counts what the
+// digest counts.
+func TestReadTree(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "d", "e"), 0o755))
+	sizes := map[string]int{"a": 0, "d/b": 5000, "d/e/c": 3 << 20}
+	var want int64
+	for name, n := range sizes {
+		require.NoError(t, os.WriteFile(filepath.Join(root, name), make([]byte, n), 0o644))
+		want += int64(n)
+	}
+	outside := filepath.Join(t.TempDir(), "big")
+	require.NoError(t, os.WriteFile(outside, make([]byte, 1<<20), 0o644))
+	require.NoError(t, os.Symlink(outside, filepath.Join(root, "d", "link")))
+
+	for _, readers := range []int{1, 3} {
+		files, bytes, err := readTree(t.Context(), root, readers)
+		require.NoError(t, err)
+		require.Equal(t, int64(3), files, "readers %d", readers)
+		require.Equal(t, want, bytes, "readers %d", readers)
+	}
+	tree, err := testworld.Digest(root)
+	require.NoError(t, err)
+	files, bytes := digestFiles(tree)
+	require.Equal(t, int64(3), files)
+	require.Equal(t, want, bytes)
+
+	_, _, err = readTree(t.Context(), filepath.Join(root, "missing"), 2)
+	require.Error(t, err)
+}
+
+// The walk floor sees every entry below the root once (the root itself, a symlink's target
+// and a file's contents are not its business) and stops with an error it meets.
+func TestWalkTree(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"a/b/c", "a/d", "e"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(root, d), 0o755))
+	}
+	for _, f := range []string{"a/b/c/f1", "a/f2", "e/f3", "f4"} {
+		require.NoError(t, os.WriteFile(filepath.Join(root, f), []byte("x"), 0o644))
+	}
+	require.NoError(t, os.Symlink(t.TempDir(), filepath.Join(root, "a", "link")))
+	tree, err := testworld.Digest(root)
+	require.NoError(t, err)
+	for _, walkers := range []int{1, 4} {
+		n, err := walkTree(t.Context(), root, walkers)
+		require.NoError(t, err)
+		require.Equal(t, int64(len(tree)-1), n, "walkers %d", walkers)
+		require.Equal(t, int64(10), n) // 5 directories, 4 files and a symlink below the root
+	}
+	_, err = walkTree(t.Context(), filepath.Join(root, "missing"), 2)
+	require.Error(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err = walkTree(ctx, root, 2)
+	require.ErrorIs(t, err, context.Canceled)
 }

@@ -31,8 +31,8 @@ func growthModes() []string {
 
 // growthPhase measures how each tool's incremental time grows with the change on a large
 // dataset (C): one full copy by replctl and rsync as the starting point, then rounds that
-// rewrite 0.01 %, 0.1 % and 1 % of the files in turn, b.o.runs times each, both tools in
-// rotating order, every copy compared with the source.
+// rewrite 0.01 %, 0.1 % and 1 % of the files in turn, b.o.runs times each, both tools and
+// the walk floor in rotating order, every copy compared with the source.
 func (b *bench) growthPhase(ctx context.Context, ds *Dataset) error {
 	job := b.job("bench-" + ds.Spec.Name)
 	if err := b.digestSource(ds); err != nil {
@@ -52,7 +52,7 @@ func (b *bench) growthPhase(ctx context.Context, ds *Dataset) error {
 			return err
 		}
 		mode := growthMode(ds.Rounds)
-		for _, tool := range rotate([]string{"replctl", "rsync"}, r-1) {
+		for _, tool := range rotate([]string{"replctl", "rsync", toolWalk}, r-1) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}

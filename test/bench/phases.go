@@ -35,8 +35,8 @@ func rotate(tools []string, r int) []string {
 	return append(append([]string(nil), tools[r:]...), tools[:r]...)
 }
 
-// datasetPhase measures full copies (replctl, rsync, cp) and then 1 % incremental ones
-// (replctl, rsync) of one dataset.
+// datasetPhase measures full copies (replctl, rsync, cp; the read floor) and then 1 %
+// incremental ones (replctl, rsync; the walk floor) of one dataset.
 func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 	name := ds.Spec.Name
 	job := b.job("bench-" + name)
@@ -51,7 +51,7 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 		if err := b.mutate(ds, ""); err != nil {
 			return err
 		}
-		for _, tool := range rotate([]string{"replctl", "rsync"}, r-1) {
+		for _, tool := range rotate([]string{"replctl", "rsync", toolWalk}, r-1) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -87,15 +87,15 @@ func (b *bench) datasetPhase(ctx context.Context, ds *Dataset) error {
 	return removeAll(ctx, b.peerDir("rsync", name))
 }
 
-// fullRounds takes the source's digest and runs full copies of ds by replctl, rsync and cp
-// in rotating order, b.o.runs rounds; note (may be nil) adds to each sample before it is
-// recorded.
+// fullRounds takes the source's digest and runs full copies of ds by replctl, rsync and cp,
+// and the read floor (toolRead), in rotating order, b.o.runs rounds; note (may be nil) adds
+// to each sample before it is recorded.
 func (b *bench) fullRounds(ctx context.Context, job benchJob, ds *Dataset, note func(tool string, s *Sample) error) error {
 	if err := b.digestSource(ds); err != nil {
 		return err
 	}
 	for r := 1; r <= b.o.runs; r++ {
-		for _, tool := range rotate([]string{"replctl", "rsync", "cp"}, r-1) {
+		for _, tool := range rotate([]string{"replctl", "rsync", "cp", toolRead}, r-1) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -121,6 +121,10 @@ func (b *bench) copyBy(ctx context.Context, tool string, job benchJob, ds *Datas
 		return b.replctlFull(ctx, job, ds)
 	case tool == "replctl":
 		return b.replctlIncremental(ctx, job, ds)
+	case tool == toolRead:
+		return b.readFloor(ctx, ds)
+	case tool == toolWalk:
+		return b.walkFloor(ctx, ds, "incremental")
 	}
 	return b.peer(ctx, tool, ds, full)
 }

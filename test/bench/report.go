@@ -94,7 +94,8 @@ type Row struct {
 	PeakRSS map[string]int64 `json:"peak_rss"`
 	// Allocated is the largest allocation of a copy over the runs (sparse dataset only).
 	Allocated int64 `json:"allocated_bytes,omitempty"`
-	// Ratios of replctl's median to the peer's (replctl rows only; 0 = not measured).
+	// Ratios of the row's median to the peer's (replctl rows and the read floor's; 0 = not
+	// measured).
 	VsRsync float64 `json:"replctl_over_rsync,omitempty"`
 	VsCp    float64 `json:"replctl_over_cp,omitempty"`
 }
@@ -107,6 +108,11 @@ type Goal struct {
 	Met      bool    `json:"met"`
 	Value    float64 `json:"value"`
 	Known    bool    `json:"known"` // false when the inputs were not measured
+	// BelowFloor says what of the source alone took longer than the limit allows:
+	// "reading" (toolRead: no copy that reads the files can meet it on this machine) or
+	// "walking" (toolWalk: only a change source can). Empty: the floor is below the limit
+	// or was not measured.
+	BelowFloor string `json:"below_floor,omitempty"`
 }
 
 // Report is everything the bench measured; results.md and results.json are written from it.
@@ -207,7 +213,7 @@ func (r *Report) finish() {
 	}
 	for i := range r.Rows {
 		row := &r.Rows[i]
-		if !isReplctl(row.Tool) {
+		if !isReplctl(row.Tool) && row.Tool != toolRead && row.Tool != toolWalk {
 			continue
 		}
 		if v := r.row(row.Dataset, row.Mode, "rsync"); v != nil && v.Median > 0 {
@@ -255,12 +261,25 @@ func (r *Report) goals() []Goal {
 		ratio("freeze window, 1% incremental, "+D+": replctl freeze / rsync incremental copy",
 			r.row(d, "incremental", "replctl"), r.row(d, "incremental", "rsync"), true, true, 0.5)
 	}
-	// Issue 16's goals (end to end, full and incremental).
+	// Issue 16's goals (end to end, full and incremental), each beside its floor: the same
+	// ratio for reading (full) or walking (incremental) the source alone.
+	floor := func(d, mode, tool, peer string, limit float64) {
+		g, f, den := &gs[len(gs)-1], r.row(d, mode, tool), r.row(d, mode, peer)
+		if g.Known && f != nil && den != nil && den.Median > 0 {
+			v := f.Median / den.Median
+			what := map[string]string{toolRead: "reading", toolWalk: "walking"}[tool]
+			g.Measured += fmt.Sprintf("; %s the source alone %.2fs, %.2f×", what, f.Median, v)
+			if v > limit {
+				g.BelowFloor = what
+			}
+		}
+	}
 	incrLimit := map[string]float64{"a": 1.0, "b": 0.5}
 	for _, d := range []string{"a", "b"} {
 		D := strings.ToUpper(d)
 		ratio("end to end, 1% incremental, "+D+": replctl / rsync",
 			r.row(d, "incremental", "replctl"), r.row(d, "incremental", "rsync"), false, false, incrLimit[d])
+		floor(d, "incremental", toolWalk, "rsync", incrLimit[d])
 	}
 	// The same two with `precopy: never` (not the default): shorter end to end, longer freeze.
 	for _, d := range []string{"a", "b"} {
@@ -272,16 +291,19 @@ func (r *Report) goals() []Goal {
 				row, r.row(d, "incremental", "rsync"), true, true, 0.5)
 		}
 	}
+	full := func(d, peer string, limit float64) {
+		ratio("end to end, full, "+strings.ToUpper(d)+": replctl / "+peer, r.row(d, "full", "replctl"), r.row(d, "full", peer), false, false, limit)
+		floor(d, "full", toolRead, peer, limit)
+	}
 	fullLimit := map[string]float64{"a": 1.0, "b": 0.7}
 	for _, d := range []string{"a", "b"} {
-		D := strings.ToUpper(d)
-		ratio("end to end, full, "+D+": replctl / rsync",
-			r.row(d, "full", "replctl"), r.row(d, "full", "rsync"), false, false, fullLimit[d])
+		full(d, "rsync", fullLimit[d])
 	}
-	ratio("end to end, full, A: replctl / cp", r.row("a", "full", "replctl"), r.row("a", "full", "cp"), false, false, 1.5)
+	full("a", "cp", 1.5)
 	if r.row("c", growthMode(2), "replctl") != nil {
 		ratio("end to end, 0.1% incremental, C: replctl / rsync (no change source)",
 			r.row("c", growthMode(2), "replctl"), r.row("c", growthMode(2), "rsync"), false, false, 0.5)
+		floor("c", growthMode(2), toolWalk, "rsync", 0.5)
 	}
 	gs = append(gs, r.peakGoal("b", 256), r.peakGoal("c", 512))
 
@@ -339,7 +361,7 @@ func (r *Report) peakGoal(d string, limitMiB int64) Goal {
 // growthTable shows how each tool's incremental time grows with the change on C.
 func (r *Report) growthTable() string {
 	var b strings.Builder
-	b.WriteString("| change | replctl | rsync | replctl/rsync | replctl freeze | replctl steps (median run) |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| change | replctl | rsync | replctl/rsync | walk of the source (/rsync) | replctl freeze | replctl steps (median run) |\n|---|---|---|---|---|---|---|\n")
 	n := 0
 	for _, mode := range growthModes() {
 		rp, rs := r.row("c", mode, "replctl"), r.row("c", mode, "rsync")
@@ -347,7 +369,11 @@ func (r *Report) growthTable() string {
 			continue
 		}
 		n++
-		fmt.Fprintf(&b, "| %s | %.2f s | %.2f s | %s | %.2f s | %s |\n", strings.TrimPrefix(mode, "incremental "), rp.Median, rs.Median, fmtRatio(rp.VsRsync), rp.Freeze, fmtSteps(r.medianSteps("c", mode)))
+		walk := "–"
+		if w := r.row("c", mode, toolWalk); w != nil {
+			walk = fmt.Sprintf("%.2f s (%s)", w.Median, fmtRatio(w.VsRsync))
+		}
+		fmt.Fprintf(&b, "| %s | %.2f s | %.2f s | %s | %s | %.2f s | %s |\n", strings.TrimPrefix(mode, "incremental "), rp.Median, rs.Median, fmtRatio(rp.VsRsync), walk, rp.Freeze, fmtSteps(r.medianSteps("c", mode)))
 	}
 	if n == 0 {
 		return ""
@@ -378,6 +404,9 @@ func fmtRatio(v float64) string {
 }
 
 func fmtRowRSS(row Row) string {
+	if len(row.PeakRSS) == 0 {
+		return "–"
+	}
 	if !isReplctl(row.Tool) {
 		return fmtRSS(row.PeakRSS)
 	}
@@ -393,12 +422,15 @@ func fmtRowRSS(row Row) string {
 // table is the results table in markdown (also readable as plain text).
 func (r *Report) table() string {
 	var b strings.Builder
-	b.WriteString("| dataset | mode | tool | runs | median time | freeze window | peak RSS | replctl/rsync | replctl/cp | allocated |\n")
+	b.WriteString("| dataset | mode | tool | runs | median time | freeze window | peak RSS | / rsync | / cp | allocated |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range r.Rows {
 		freeze := fmt.Sprintf("%.2f s", row.Freeze)
 		if strings.HasPrefix(row.Mode, "empty") {
 			freeze = fmt.Sprintf("%.3f s", row.Freeze)
+		}
+		if row.Tool == toolRead || row.Tool == toolWalk { // copies nothing
+			freeze = "–"
 		}
 		med := fmt.Sprintf("%.2f s", row.Median)
 		if strings.HasPrefix(row.Mode, "empty") {
@@ -421,6 +453,8 @@ func (r *Report) goalTable() string {
 		res, meas := "MISSED", g.Measured
 		if g.Met {
 			res = "met"
+		} else if g.BelowFloor != "" {
+			res = "MISSED: the limit is below " + g.BelowFloor + " the source alone"
 		}
 		if !g.Known {
 			res, meas = "not measured", "–"

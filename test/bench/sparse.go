@@ -95,6 +95,9 @@ func (b *bench) sparsePhase(ctx context.Context) error {
 	ds := b.datasets["sparse"]
 	job := b.job("bench-sparse")
 	err := b.fullRounds(ctx, job, ds, func(tool string, s *Sample) error {
+		if tool == toolRead { // writes nothing
+			return nil
+		}
 		dst := b.peerDir(tool, ds.Spec.Name)
 		if tool == "replctl" {
 			dst = filepath.Join(b.h.targetRoot(job), job.Dataset)
