@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/replctl/replctl/internal/testworld"
@@ -52,7 +51,8 @@ func digestFiles(t testworld.Tree) (files, bytes int64) {
 }
 
 // readTree reads every regular file under root once, on readers goroutines fed by one
-// walker in directory order, and returns how many files and bytes it read. Symlinks are
+// walker in directory order (streamed, so reading overlaps the walk as in a copy, where
+// testworld.Parallel would list the whole tree first), and returns how many files and bytes it read. Symlinks are
 // not followed.
 func readTree(ctx context.Context, root string, readers int) (files, bytes int64, err error) {
 	paths := make(chan string, 4*readers)
@@ -114,7 +114,7 @@ func readTree(ctx context.Context, root string, readers int) (files, bytes int64
 
 // readFile reads the file at p to its end through buf and returns its length.
 func readFile(p string, buf []byte) (int64, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -137,6 +137,9 @@ func readFile(p string, buf []byte) (int64, error) {
 // finds the change by looking at the source does at least this; only a change source (the
 // change journal, a filesystem's snapshot diff) goes below it.
 const toolWalk = "walk"
+
+// isFloor tells the floors' samples and rows (toolRead, toolWalk), which copy nothing.
+func isFloor(tool string) bool { return tool == toolRead || tool == toolWalk }
 
 // walkFloor times a walk of ds (walkTree, one walker per CPU) after the page cache is
 // dropped and checks it saw every entry the source's digest holds. mode is the copies' mode

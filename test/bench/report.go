@@ -94,7 +94,7 @@ type Row struct {
 	PeakRSS map[string]int64 `json:"peak_rss"`
 	// Allocated is the largest allocation of a copy over the runs (sparse dataset only).
 	Allocated int64 `json:"allocated_bytes,omitempty"`
-	// Ratios of the row's median to the peer's (replctl rows and the read floor's; 0 = not
+	// Ratios of the row's median to the peer's (replctl rows and the floors'; 0 = not
 	// measured).
 	VsRsync float64 `json:"replctl_over_rsync,omitempty"`
 	VsCp    float64 `json:"replctl_over_cp,omitempty"`
@@ -213,7 +213,7 @@ func (r *Report) finish() {
 	}
 	for i := range r.Rows {
 		row := &r.Rows[i]
-		if !isReplctl(row.Tool) && row.Tool != toolRead && row.Tool != toolWalk {
+		if !isReplctl(row.Tool) && !isFloor(row.Tool) {
 			continue
 		}
 		if v := r.row(row.Dataset, row.Mode, "rsync"); v != nil && v.Median > 0 {
@@ -429,7 +429,7 @@ func (r *Report) table() string {
 		if strings.HasPrefix(row.Mode, "empty") {
 			freeze = fmt.Sprintf("%.3f s", row.Freeze)
 		}
-		if row.Tool == toolRead || row.Tool == toolWalk { // copies nothing
+		if isFloor(row.Tool) {
 			freeze = "–"
 		}
 		med := fmt.Sprintf("%.2f s", row.Median)
