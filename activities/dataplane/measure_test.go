@@ -280,6 +280,8 @@ func envInt(k string, def int) int {
 //
 //	REPLCTL_MEASURE_SRC=/tmp/replctl-bench/data/full/b REPLCTL_MEASURE_PARALLEL=2,8 \
 //	  go test ./activities/dataplane -run TestMeasureParallel -v -timeout 1h
+//
+// REPLCTL_MEASURE_NOPULL=1 times the pushes alone.
 func TestMeasureParallel(t *testing.T) {
 	src := os.Getenv("REPLCTL_MEASURE_SRC")
 	if src == "" {
@@ -297,10 +299,18 @@ func TestMeasureParallel(t *testing.T) {
 		require.NoError(t, os.MkdirAll(target, 0o755))
 
 		dropped := dropPageCache()
+		runtime.GC()
+		resetHWM()
 		t0 := time.Now()
 		p, err := repos.Push(context.Background(), PushRequest{Repo: cfg, Job: "measure", SourceDir: src, Dataset: "m", Parallel: par}, nil)
 		require.NoError(t, err)
 		push := time.Since(t0)
+		if os.Getenv("REPLCTL_MEASURE_NOPULL") != "" {
+			t.Logf("parallel %2d: push %.2fs VmHWM=%s (%d files, %.0f MiB; page cache dropped: %t)", par, push.Seconds(), vmHWM(), p.Files, float64(p.Bytes)/(1<<20), dropped)
+			require.NoError(t, repos.Close())
+			require.NoError(t, removeTree(base))
+			continue
+		}
 
 		dropPageCache()
 		t0 = time.Now()
