@@ -288,8 +288,13 @@ func TestMeasureParallel(t *testing.T) {
 		t.Skip("set REPLCTL_MEASURE_SRC to run")
 	}
 
-	for _, ps := range strings.Split(envString("REPLCTL_MEASURE_PARALLEL", "2,8"), ",") {
+	// REPLCTL_MEASURE_CHECKPOINTS=5s,1m: the pushes' checkpoint intervals, in turn with the
+	// parallel counts (default the push's own).
+	checkpoints := strings.Split(envString("REPLCTL_MEASURE_CHECKPOINTS", "0s"), ",")
+	for i, ps := range strings.Split(envString("REPLCTL_MEASURE_PARALLEL", "2,8"), ",") {
 		par, err := strconv.Atoi(ps)
+		require.NoError(t, err)
+		checkpoint, err := time.ParseDuration(checkpoints[i%len(checkpoints)])
 		require.NoError(t, err)
 
 		base := filepath.Join(filepath.Dir(src), fmt.Sprintf("measure-par-%d", time.Now().UnixNano()))
@@ -302,11 +307,11 @@ func TestMeasureParallel(t *testing.T) {
 		runtime.GC()
 		resetHWM()
 		t0 := time.Now()
-		p, err := repos.Push(context.Background(), PushRequest{Repo: cfg, Job: "measure", SourceDir: src, Dataset: "m", Parallel: par}, nil)
+		p, err := repos.Push(context.Background(), PushRequest{Repo: cfg, Job: "measure", SourceDir: src, Dataset: "m", Parallel: par, CheckpointInterval: checkpoint}, nil)
 		require.NoError(t, err)
 		push := time.Since(t0)
 		if os.Getenv("REPLCTL_MEASURE_NOPULL") != "" {
-			t.Logf("parallel %2d: push %.2fs VmHWM=%s (%d files, %.0f MiB; page cache dropped: %t)", par, push.Seconds(), vmHWM(), p.Files, float64(p.Bytes)/(1<<20), dropped)
+			t.Logf("parallel %2d, checkpoint %v: push %.2fs VmHWM=%s (%d files, %.0f MiB; page cache dropped: %t)", par, checkpoint, push.Seconds(), vmHWM(), p.Files, float64(p.Bytes)/(1<<20), dropped)
 			require.NoError(t, repos.Close())
 			require.NoError(t, removeTree(base))
 			continue
