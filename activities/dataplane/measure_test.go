@@ -140,7 +140,7 @@ func TestMeasurePushPull(t *testing.T) {
 
 	var img1, img2 string
 
-	// REPLCTL_MEASURE_PUSH_PARALLEL: the pushes' file readers (default one per CPU).
+	// REPLCTL_MEASURE_PUSH_PARALLEL: the pushes' file readers (default pushReaders: four per CPU).
 	pushParallel := envInt("REPLCTL_MEASURE_PUSH_PARALLEL", 0)
 
 	timed("push (full)", func() string {
