@@ -52,8 +52,8 @@ func digestFiles(t testworld.Tree) (files, bytes int64) {
 
 // readTree reads every regular file under root once, on readers goroutines fed by one
 // walker in directory order (streamed, so reading overlaps the walk as in a copy, where
-// testworld.Parallel would list the whole tree first), and returns how many files and bytes it read. Symlinks are
-// not followed.
+// testworld.Parallel would list the whole tree first), and returns how many files and
+// bytes it read. Symlinks are not followed.
 func readTree(ctx context.Context, root string, readers int) (files, bytes int64, err error) {
 	paths := make(chan string, 4*readers)
 	var (
