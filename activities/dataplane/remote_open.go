@@ -1,11 +1,9 @@
 package dataplane
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -54,48 +52,9 @@ func (r *Repos) openRemote(ctx context.Context, cfg RepoConfig, create bool) (re
 	}
 	cfgFile := filepath.Join(cdir, "repository.config")
 
-	opts := &remoteOptions{Hosts: cfg.Remote, Spool: cdir}
-	if rep := r.reopenRemote(ctx, cfg, cfgFile, pw, opts); rep != nil {
-		return rep, nil
-	}
-	_ = repo.Disconnect(ctx, cfgFile)
-	st := newRemoteStorageOn(link, opts)
-	err = connectStorage(ctx, st, cfg, cfgFile, pw, " over SFTP")
-	st.Close(ctx) //nolint:errcheck
-	if err != nil {
-		return nil, err
-	}
-	rep, err := repo.Open(ctx, cfgFile, pw, r.openOptions(cfg))
-	if err != nil {
-		return nil, fmt.Errorf("opening repository %s over SFTP: %w", cfg.Dir, err)
-	}
-	return rep, nil
-}
-
-// reopenRemote opens the repository through the client config an earlier open wrote, when
-// that config names this very connection (every host field, the spool dir), or returns nil:
-// then the caller connects again (a config edit changed the hosts, an older replctl wrote
-// it, or the open failed: a repository made anew in place, another password). Connecting
-// costs kopia's check of what it writes, a second open of the repository: over SFTP a login
-// and an index refresh.
-func (r *Repos) reopenRemote(ctx context.Context, cfg RepoConfig, cfgFile, pw string, opts *remoteOptions) repo.Repository {
-	lc, err := repo.LoadConfigFromFile(cfgFile)
-	if err != nil || lc.Storage == nil || lc.Storage.Type != remoteStorageType {
-		return nil
-	}
-	stored, err := json.Marshal(lc.Storage.Config)
-	if err != nil {
-		return nil
-	}
-	want, err := json.Marshal(opts)
-	if err != nil || !bytes.Equal(stored, want) {
-		return nil
-	}
-	// CacheMB may have changed since the client state was created.
-	if err := repo.SetCachingOptions(ctx, cfgFile, cfg.cachingOptions(cfgFile)); err != nil {
-		return nil
-	}
-	return r.openStored(ctx, cfg, cfgFile, pw)
+	st := newRemoteStorageOn(link, &remoteOptions{Hosts: cfg.Remote, Spool: cdir})
+	defer st.Close(ctx) //nolint:errcheck // only its connection info is used
+	return r.connectOpen(ctx, st, cfg, cfgFile, pw, " over SFTP")
 }
 
 func hostNames(hosts []RemoteHost) string {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -196,59 +197,13 @@ func (r *Repos) openUncached(ctx context.Context, cfg RepoConfig, create bool) (
 	}
 
 	cfgFile := filepath.Join(cdir, "repository.config")
-
-	if stale, err := staleStorageType(cfgFile); err == nil && stale {
-		// Client state from before pack files were kept open (packfiles.go): connect again.
-		_ = repo.Disconnect(ctx, cfgFile)
-	}
-
-	if _, err := os.Stat(cfgFile); err == nil {
-		// CacheMB may have changed since the client state was created.
-		if err := repo.SetCachingOptions(ctx, cfgFile, cfg.cachingOptions(cfgFile)); err != nil {
-			r.log("updating cache settings failed", "repo", cfg.Dir, "err", err)
-		}
-
-		if rep := r.openStored(ctx, cfg, cfgFile, pw); rep != nil {
-			return rep, nil
-		}
-
-		_ = repo.Disconnect(ctx, cfgFile)
-	}
-
-	if err := connectRepo(ctx, cfg, cfgFile, pw); err != nil {
-		return nil, err
-	}
-
-	rep, err := repo.Open(ctx, cfgFile, pw, r.openOptions(cfg))
+	st, err := newLocalStorage(ctx, &filesystem.Options{Path: cfg.Dir}, false)
 	if err != nil {
-		return nil, fmt.Errorf("opening repository %s: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("opening repository storage %s: %w", cfg.Dir, err)
 	}
+	defer st.Close(ctx) //nolint:errcheck // only its connection info is used
 
-	return rep, nil
-}
-
-// openStored opens the repository through the client config cfgFile an earlier open
-// wrote, or returns nil when that fails (a stale config: the repository made anew in place,
-// another password): the caller then connects again, once.
-func (r *Repos) openStored(ctx context.Context, cfg RepoConfig, cfgFile, pw string) repo.Repository {
-	rep, err := repo.Open(ctx, cfgFile, pw, r.openOptions(cfg))
-	if err != nil {
-		r.log("reconnecting repository", "repo", cfg.Dir, "err", err)
-		return nil
-	}
-
-	return rep
-}
-
-// staleStorageType tells whether the client config cfgFile opens its repository as a storage
-// type other than localStorageType.
-func staleStorageType(cfgFile string) (bool, error) {
-	lc, err := repo.LoadConfigFromFile(cfgFile)
-	if err != nil {
-		return false, err
-	}
-
-	return lc.Storage != nil && lc.Storage.Type != localStorageType, nil
+	return r.connectOpen(ctx, st, cfg, cfgFile, pw, "")
 }
 
 // cachingOptions returns kopia's client cache settings. Without CacheMB
@@ -275,35 +230,74 @@ func (r *Repos) openOptions(cfg RepoConfig) *repo.Options {
 	}
 }
 
-func connectRepo(ctx context.Context, cfg RepoConfig, cfgFile, pw string) error {
-	st, err := newLocalStorage(ctx, &filesystem.Options{Path: cfg.Dir}, false)
-	if err != nil {
-		return fmt.Errorf("opening repository storage %s: %w", cfg.Dir, err)
+// connectOpen writes kopia's client config cfgFile for the repository in st (mounted or
+// reached over SFTP) and opens the repository through it; a failed open removes the config
+// and kopia's caches and is tried once more. via (how the storage is reached: "" or " over SFTP") goes into its error messages.
+//
+// The config is written anew at every open, so it always names this storage type and
+// connection and this CacheMB, and the repository is opened once. kopia's Connect opens the
+// repository to check the password, closes it, and the caller then opens it again; each
+// open derives the format key from the password (PBKDF2, 0.12–0.18 s of CPU on a 2-core
+// VM; over SFTP also a login), and a first open is on a run's path: the agent that creates
+// a job's repository, the one that pulls its first image, an agent taking over (issue 16).
+func (r *Repos) connectOpen(ctx context.Context, st blob.Storage, cfg RepoConfig, cfgFile, pw, via string) (repo.Repository, error) {
+	var err error
+	for try := 0; try < 2; try++ {
+		if err = writeClientConfig(ctx, st, cfg, cfgFile); err != nil {
+			return nil, fmt.Errorf("connecting to repository %s%s: %w", cfg.Dir, via, err)
+		}
+		var rep repo.Repository
+		if rep, err = repo.Open(ctx, cfgFile, pw, r.openOptions(cfg)); err == nil {
+			return rep, nil
+		}
+		// Removes the config and its caches: a format blob cached before the repository
+		// was made anew in place is not read again.
+		_ = repo.Disconnect(ctx, cfgFile)
 	}
-	defer st.Close(ctx) //nolint:errcheck
-	return connectStorage(ctx, st, cfg, cfgFile, pw, "")
+	if errors.Is(err, repo.ErrInvalidPassword) {
+		return nil, fmt.Errorf("%w: wrong password in %s for repository %s%s: the repository was made with another password; copy the password file from a host where the repository opens (the one that created it), mode 0600",
+			ErrBadInput, cfg.PasswordFile, cfg.Dir, via)
+	}
+	return nil, fmt.Errorf("opening repository %s%s: %w", cfg.Dir, via, err)
 }
 
-// connectStorage writes kopia's client config cfgFile for the repository in st (mounted or
-// reached over SFTP). via (how the storage is reached: "" or " over SFTP") goes into its
-// error messages.
-func connectStorage(ctx context.Context, st blob.Storage, cfg RepoConfig, cfgFile, pw, via string) error {
+// writeClientConfig writes kopia's client config cfgFile for the repository in st without
+// opening it: the storage's connection info and this host's client options (as kopia's
+// Connect writes them), then the cache settings through kopia's SetCachingOptions.
+func writeClientConfig(ctx context.Context, st blob.Storage, cfg RepoConfig, cfgFile string) error {
 	host, _ := os.Hostname()
 	if host == "" {
 		host = "replctl"
 	}
-	err := repo.Connect(ctx, cfgFile, st, pw, &repo.ConnectOptions{
-		ClientOptions:  repo.ClientOptions{Hostname: host, Username: "replctl"},
-		CachingOptions: *cfg.cachingOptions(cfgFile),
-	})
-	if errors.Is(err, repo.ErrInvalidPassword) {
-		return fmt.Errorf("%w: wrong password in %s for repository %s%s: the repository was made with another password; copy the password file from a host where the repository opens (the one that created it), mode 0600",
-			ErrBadInput, cfg.PasswordFile, cfg.Dir, via)
+	ci := st.ConnectionInfo()
+	lc := repo.LocalConfig{
+		Storage:       &ci,
+		ClientOptions: repo.ClientOptions{Hostname: host, Username: "replctl"}.ApplyDefaults(ctx, "Repository in "+st.DisplayName()),
+	}
+	b, err := json.MarshalIndent(lc, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(cfgFile)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(cfgFile)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) //nolint:errcheck // gone after the rename
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), cfgFile)
 	}
 	if err != nil {
-		return fmt.Errorf("connecting to repository %s%s: %w", cfg.Dir, via, err)
+		return err
 	}
-	return nil
+	return repo.SetCachingOptions(ctx, cfgFile, cfg.cachingOptions(cfgFile))
 }
 
 // repoInitialized reports whether dir holds a kopia repository.
