@@ -292,6 +292,10 @@ func TestMeasureParallel(t *testing.T) {
 	// parallel counts (default the push's own).
 	checkpoints := strings.Split(envString("REPLCTL_MEASURE_CHECKPOINTS", "0s"), ",")
 	noPull := os.Getenv("REPLCTL_MEASURE_NOPULL") != ""
+	// REPLCTL_MEASURE_WARMMETA=0,1: in turn with the parallel counts, 1 stats every entry of
+	// the tree after the page cache is dropped, so that the push finds its metadata cached
+	// and only the files' data cold.
+	warmMeta := strings.Split(envString("REPLCTL_MEASURE_WARMMETA", "0"), ",")
 	for i, ps := range strings.Split(envString("REPLCTL_MEASURE_PARALLEL", "2,8"), ",") {
 		par, err := strconv.Atoi(ps)
 		require.NoError(t, err)
@@ -305,12 +309,20 @@ func TestMeasureParallel(t *testing.T) {
 		require.NoError(t, os.MkdirAll(target, 0o755))
 
 		dropped := dropPageCache()
+		warm := warmMeta[i%len(warmMeta)] == "1"
+		if warm {
+			// The entries' metadata read back in (find stats every entry); the files'
+			// data stays cold.
+			out, err := exec.Command("find", src, "-printf", "%s\n").Output()
+			require.NoError(t, err)
+			require.NotEmpty(t, out)
+		}
 		runtime.GC()
 		resetHWM()
-		t0 := time.Now()
+		t0, cpu0 := time.Now(), cpuTime()
 		p, err := repos.Push(context.Background(), PushRequest{Repo: cfg, Job: "measure", SourceDir: src, Dataset: "m", Parallel: par, CheckpointInterval: checkpoint}, nil)
 		require.NoError(t, err)
-		push, pushHWM := time.Since(t0), vmHWM()
+		push, pushCPU, pushHWM := time.Since(t0), cpuTime()-cpu0, vmHWM()
 
 		pull := "skipped"
 		if !noPull {
@@ -321,7 +333,7 @@ func TestMeasureParallel(t *testing.T) {
 			pull = fmt.Sprintf("%.2fs", time.Since(t0).Seconds())
 		}
 
-		t.Logf("parallel %2d, checkpoint %v: push %.2fs (VmHWM %s) pull %s (%d files, %.0f MiB; page cache dropped: %t)", par, checkpoint, push.Seconds(), pushHWM, pull, p.Files, float64(p.Bytes)/(1<<20), dropped)
+		t.Logf("parallel %2d, checkpoint %v, metadata warm %t: push %.2fs (CPU %.2fs, VmHWM %s) pull %s (%d files, %.0f MiB; page cache dropped: %t)", par, checkpoint, warm, push.Seconds(), pushCPU.Seconds(), pushHWM, pull, p.Files, float64(p.Bytes)/(1<<20), dropped)
 		require.NoError(t, repos.Close())
 		require.NoError(t, removeTree(base))
 	}

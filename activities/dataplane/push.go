@@ -176,6 +176,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	if err := validatePush(&req); err != nil {
 		return PushResult{}, err
 	}
+	defer raiseProcs()()
 
 	rep, err := r.open(ctx, req.Repo, true)
 	if err != nil {
