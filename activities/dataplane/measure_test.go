@@ -327,10 +327,11 @@ func TestMeasureParallel(t *testing.T) {
 		pull := "skipped"
 		if !noPull {
 			dropPageCache()
+			resetHWM()
 			t0 = time.Now()
 			_, err = repos.Pull(context.Background(), PullRequest{Repo: cfg, Job: "measure", ImageID: p.ImageID, TargetRoot: target, Dataset: "m", ReplicaName: "r1", Epoch: 1, Agent: "a", Parallel: par, Verify: VerifyChanged}, nil)
 			require.NoError(t, err)
-			pull = fmt.Sprintf("%.2fs", time.Since(t0).Seconds())
+			pull = fmt.Sprintf("%.2fs (VmHWM %s)", time.Since(t0).Seconds(), vmHWM())
 		}
 
 		t.Logf("parallel %2d, checkpoint %v, metadata warm %t: push %.2fs (CPU %.2fs, VmHWM %s) pull %s (%d files, %.0f MiB; page cache dropped: %t)", par, checkpoint, warm, push.Seconds(), pushCPU.Seconds(), pushHWM, pull, p.Files, float64(p.Bytes)/(1<<20), dropped)
