@@ -99,23 +99,22 @@ func validatePull(req *PullRequest) error {
 	}
 
 	if req.Parallel <= 0 {
-		req.Parallel = max(runtime.NumCPU(), minPullWriters)
+		req.Parallel = runtime.NumCPU()
+		if len(req.Repo.Remote) > 0 {
+			// Over SFTP a writer mostly waits for its content's round trip.
+			req.Parallel = max(req.Parallel, remotePullWriters)
+		}
 	}
 
 	return nil
 }
 
-// minPullWriters is the least number of a pull's file writers (and verifiers), one per
-// CPU above it. A writer decrypts and writes its file in one goroutine and waits for the
-// disk, or for its content's round trip over SFTP, meanwhile. Measured on 2 CPUs
-// (TestMeasureParallel, cold, alternated twice; design.md "Issue 16"): a full pull of A
-// (2,048 files of 1 MiB) took 4.83 / 5.29 s with 2 writers and 4.28 / 4.29 s with 8; of B
-// (200,000 small files) 7.66 / 9.98 s with 2 and 10.00 / 9.58 s with 8, no order.
-// TestMeasureSSHPath with 4,000 4-KiB files behind a 2-ms round trip: 1.6 MiB/s with one
-// writer per CPU (2), 4.9 with 8, 6-7 with 16. 16 is not taken: a writer holds its
+// remotePullWriters is the least number of writers of a pull from a repository reached over
+// SFTP. TestMeasureSSHPath with 4,000 4-KiB files behind a 2-ms round trip: 1.6 MiB/s with
+// one writer per CPU (2), 4.9 with 8, 6-7 with 16. 16 is not taken: a writer holds its
 // content's bytes more than once while it reads them (as read, decrypted, decompressed),
 // which for large chunks weighs against the agent's 256-MiB memory limit.
-const minPullWriters = 8
+const remotePullWriters = 8
 
 // loadImage loads a complete image of the job's dataset.
 func loadImage(ctx context.Context, rep repo.Repository, id, job, dataset string) (*snapshot.Manifest, error) {
