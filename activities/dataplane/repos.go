@@ -19,6 +19,7 @@ import (
 	"github.com/kopia/kopia/repo/blob/filesystem"
 	"github.com/kopia/kopia/repo/content"
 	"github.com/kopia/kopia/repo/format"
+	"golang.org/x/sys/unix"
 
 	"github.com/replctl/replctl/internal/secret"
 )
@@ -282,19 +283,12 @@ func writeClientConfig(ctx context.Context, st blob.Storage, cfg RepoConfig, cfg
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(cfgFile)+".tmp-")
+	dfd, err := openatRetry(unix.AT_FDCWD, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
-		return err
+		return fmt.Errorf("opening %s: %w", dir, err)
 	}
-	defer os.Remove(f.Name()) //nolint:errcheck // gone after the rename
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), cfgFile)
-	}
-	if err != nil {
+	defer closeFd(dfd)
+	if err := writeFileAt(dfd, dir, filepath.Base(cfgFile), b, 0o600); err != nil {
 		return err
 	}
 	return repo.SetCachingOptions(ctx, cfgFile, cfg.cachingOptions(cfgFile))
