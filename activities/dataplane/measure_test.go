@@ -70,6 +70,8 @@ func TestMeasurePushPull(t *testing.T) {
 	e.repos.hooks.noVerifyAhead = os.Getenv("REPLCTL_MEASURE_NOVERIFYAHEAD") != ""
 	// REPLCTL_MEASURE_NOLISTEDINO=1: a recycling pull stats each staged file, not its listing.
 	e.repos.hooks.noListedInos = os.Getenv("REPLCTL_MEASURE_NOLISTEDINO") != ""
+	// REPLCTL_MEASURE_NOWRITEBACK=1: a written file's writeback waits for the syncfs before publish.
+	e.repos.hooks.noEarlyWriteback = os.Getenv("REPLCTL_MEASURE_NOWRITEBACK") != ""
 	// REPLCTL_MEASURE_PLANWORKERS=N: the pull's plan runs N workers.
 	e.repos.hooks.planWorkers = envInt("REPLCTL_MEASURE_PLANWORKERS", 0)
 	// REPLCTL_MEASURE_MEMLIMIT_MB=N: the soft memory limit an agent runs with (its default

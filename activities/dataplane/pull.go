@@ -122,6 +122,7 @@ type testHooks struct {
 	dirRead           func(object.ID)      // pull: as a read ahead of the walk begins
 	verifyDirRead     func(object.ID)      // verification: as a read ahead of its walk begins
 	noVerifyAhead     bool                 // verification: read each image directory when its walk reaches it
+	noEarlyWriteback  bool                 // pull: leave every written file's writeback to the syncfs before publish
 }
 
 // aheadDirs is how many subdirectories a verification reads ahead of its walk.

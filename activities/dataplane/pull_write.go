@@ -142,6 +142,10 @@ func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, 
 		err = f.Truncate(n)
 	}
 
+	if err == nil && sf.end >= writebackMin && !p.hooks.noEarlyWriteback {
+		startWriteback(fd)
+	}
+
 	// Owner and mode through the open fd (no path lookups); chown first, it
 	// clears setuid/setgid.
 	if err == nil && p.isRoot {
