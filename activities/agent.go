@@ -71,6 +71,10 @@ type Agent struct {
 	configCache configCache
 	// changes is the change journal the preflight's scans follow (journal.go).
 	changes changeJournal
+	// housekeep runs what a pull leaves behind after its result (housekeeping.go).
+	housekeep housekeeping
+	// beforeRetention, in tests, runs as a pull's image retention begins.
+	beforeRetention func()
 }
 
 // NewAgent returns the activities of host. stateDir "" picks a directory under the user's
@@ -86,8 +90,10 @@ func NewAgent(host, configFile, stateDir string) (*Agent, error) {
 	return &Agent{Host: host, ConfigFile: configFile, StateDir: stateDir}, nil
 }
 
-// Close releases the repositories the agent keeps open and its change journal.
+// Close lets housekeeping under way finish (housekeepGrace at most), then releases the
+// repositories the agent keeps open and its change journal.
 func (a *Agent) Close() error {
+	a.housekeep.close(housekeepGrace)
 	a.changes.once.Do(func() {}) // a journal opened later would never be closed
 	a.changes.close()
 	if a.repos != nil {

@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -112,6 +113,7 @@ type pushWorld struct {
 	cfgFile     string
 	repo        RepoLocation
 	epoch, runs int64
+	keepImages  int // the pulls' image retention (0: 10)
 }
 
 func newPushWorld(t *testing.T) *pushWorld {
@@ -143,8 +145,9 @@ func (w *pushWorld) run(a *Agent) (PushResult, string) {
 	res, err := a.Push(ctx, PushInput{Job: "orders", RunID: run, Agent: "a1", SourceDir: w.src, Dataset: "orders", Repo: w.repo})
 	require.NoError(w.t, err)
 	w.epoch++
+	keepImages := cmp.Or(w.keepImages, 10)
 	_, err = a.Pull(ctx, PullInput{Job: "orders", RunID: run, Agent: "a1", ImageID: res.ImageID, TargetRoot: filepath.Join(w.base, "T"),
-		Dataset: "orders", Repo: w.repo, ReplicaName: fmt.Sprintf("20261206T0300%02dZ-%s", w.runs, run), Epoch: w.epoch, Keep: 3, Verify: dataplane.VerifyFull, SourceDataset: "orders", KeepImages: 10})
+		Dataset: "orders", Repo: w.repo, ReplicaName: fmt.Sprintf("20261206T0300%02dZ-%s", w.runs, run), Epoch: w.epoch, Keep: 3, Verify: dataplane.VerifyFull, SourceDataset: "orders", KeepImages: keepImages})
 	require.NoError(w.t, err)
 	replica, err := filepath.EvalSymlinks(filepath.Join(w.base, "T", "orders"))
 	require.NoError(w.t, err)

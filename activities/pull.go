@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/log"
 
 	"github.com/replctl/replctl/activities/dataplane"
 )
@@ -185,18 +186,33 @@ func (a *Agent) Pull(ctx context.Context, in PullInput) (PullResult, error) {
 		res.ReplicaPath, res.LinkPath = fb.link, fb.link
 	}
 	if in.KeepImages > 0 && !in.InPlace {
-		// Image retention is housekeeping: the replica is published, a failure here only
-		// leaves older images for the next run (or maintenance) to prune.
-		n, perr := a.dataplane().PruneImages(ctx, a.repoConfig(in.Repo), in.Job, in.SourceDataset, in.imageRetention())
-		switch {
-		case !activity.IsActivity(ctx): // tests call Pull directly: no activity logger
-		case perr != nil:
-			activity.GetLogger(ctx).Warn("image retention failed", "job", in.Job, "error", perr)
-		case n > 0:
-			activity.GetLogger(ctx).Info("pruned images", "job", in.Job, "deleted", n)
-		}
+		a.pruneImagesAfter(ctx, in)
 	}
 	// The replica may have been published by an earlier attempt whose result was lost:
 	// report who really published it.
 	return PullResult{Agent: res.PublishedBy, ReplicaName: res.ReplicaName, ReplicaPath: res.ReplicaPath, LinkPath: res.LinkPath, Bytes: res.Bytes, Files: res.Files, Linked: res.Linked, Restored: res.Restored, Cloned: res.Cloned, Distrusted: res.Distrusted, Recycled: res.Recycled, Kept: res.Kept, Verified: res.Verified, Incomplete: res.Incomplete, Refused: res.Refused, Epoch: res.PublishedEpoch, ResumedFrom: in.ResumeFrom, SavedPrevious: saved, Duration: time.Since(start), SlotWait: slot.waited}, nil
+}
+
+// pruneImagesAfter starts the image retention of in's job as housekeeping, after the pull's
+// result: the replica is published, and a failure only leaves older images for the next
+// pull (or maintenance) to prune.
+func (a *Agent) pruneImagesAfter(ctx context.Context, in PullInput) {
+	var logger log.Logger // tests call Pull directly: no activity logger
+	if activity.IsActivity(ctx) {
+		logger = activity.GetLogger(ctx)
+	}
+	cfg, job, dataset, pol := a.repoConfig(in.Repo), in.Job, in.SourceDataset, in.imageRetention()
+	a.housekeep.start(job, func(hctx context.Context) {
+		if a.beforeRetention != nil {
+			a.beforeRetention()
+		}
+		n, err := a.dataplane().PruneImages(hctx, cfg, job, dataset, pol)
+		switch {
+		case logger == nil:
+		case err != nil:
+			logger.Warn("image retention failed", "job", job, "error", err)
+		case n > 0:
+			logger.Info("pruned images", "job", job, "deleted", n)
+		}
+	})
 }
