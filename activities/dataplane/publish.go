@@ -13,21 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writebackMin is the size from which a written file's writeback starts as soon as it is
-// written (startWriteback); smaller files are left to the syncfs before publish, where a
-// syscall each would cost more than the overlap gives.
-const writebackMin = 256 << 10
-
-// startWriteback asks the kernel to start writing fd's dirty pages now
-// (sync_file_range(SYNC_FILE_RANGE_WRITE), which does not wait for them), so the disk
-// writes while the pull goes on instead of all at the syncfs before publish: with the
-// default dirty ratios a host with GiBs of memory otherwise starts no writeback during a
-// pull of a few GiB. It is a hint: an error is left to that syncfs, which reports every
-// writeback error of the filesystem since the staging dir was opened.
-func startWriteback(fd int) {
-	_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-}
-
 // publish moves the verified staging dir to its replica name and swaps the
 // T/D symlink to it, under the fence lock and only if no newer epoch exists.
 // The directories are resolved and checked again here, and the renames and

@@ -392,7 +392,14 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		return err
 	}
 
+	if !r.hooks.noEarlyWriteback {
+		p.flush = startFlusher(p.stagingFd)
+		defer p.flush.stop()
+	}
+
 	err = p.build(man.RootEntry)
+	// The rest of the writes reach the disk while verification reads the tree.
+	p.flush.kick()
 	res.Linked, res.Restored, res.Distrusted, res.Cloned = p.linked.Load()+p.kept.Load(), p.restored.Load(), p.distrusted.Load(), p.cloned.Load()
 	res.Kept = p.kept.Load()
 	// What was written is not needed for verification: without these lists, the
@@ -433,6 +440,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 		p.hooks.beforePublish()
 	}
 
+	p.flush.stop() // publish's syncfs waits for the disk anyway
 	if err := p.publish(l, req, man); err != nil {
 		return res, discard(err)
 	}

@@ -142,8 +142,12 @@ func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, 
 		err = f.Truncate(n)
 	}
 
-	if err == nil && sf.end >= writebackMin && !p.hooks.noEarlyWriteback {
-		startWriteback(fd)
+	if err == nil && !p.hooks.noEarlyWriteback {
+		if sf.end >= writebackMin {
+			startWriteback(fd)
+		} else {
+			p.flush.add(sf.end)
+		}
 	}
 
 	// Owner and mode through the open fd (no path lookups); chown first, it

@@ -24,14 +24,17 @@ type puller struct {
 	tdirs   *targetDirs // the dataset's directories as resolved at the start
 	// stagingFd is the staging dir: everything in it is created relative to it.
 	stagingFd int
-	resume    []string   // earlier attempts' staging dirs (read + link only)
-	cur       string     // current replica's name ("" if none)
-	prevRoot  *object.ID // root dir object of the current replica's image
-	trustCur  bool       // current replica was verified against prevRoot
-	isRoot    bool
-	parallel  int
-	lim       Limiter // bounds the bytes written (nil: unlimited)
-	hooks     testHooks
+	// flush starts the writeback of small written files in the background (writeback.go;
+	// nil: none).
+	flush    *flusher
+	resume   []string   // earlier attempts' staging dirs (read + link only)
+	cur      string     // current replica's name ("" if none)
+	prevRoot *object.ID // root dir object of the current replica's image
+	trustCur bool       // current replica was verified against prevRoot
+	isRoot   bool
+	parallel int
+	lim      Limiter // bounds the bytes written (nil: unlimited)
+	hooks    testHooks
 
 	dirs     []dirItem    // every image dir, pre-order
 	listMu   sync.Mutex   // guards toWrite and resumeCk while planning
