@@ -399,7 +399,7 @@ func (r *Repos) Pull(ctx context.Context, req PullRequest, progress func(Progres
 
 	err = p.build(man.RootEntry)
 	// The rest of the writes reach the disk while verification reads the tree.
-	p.flush.kick()
+	p.flush.finish()
 	res.Linked, res.Restored, res.Distrusted, res.Cloned = p.linked.Load()+p.kept.Load(), p.restored.Load(), p.distrusted.Load(), p.cloned.Load()
 	res.Kept = p.kept.Load()
 	// What was written is not needed for verification: without these lists, the

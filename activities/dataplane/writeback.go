@@ -12,8 +12,8 @@ import (
 // syncfs before publish (1.1-1.2 s of an in-process pull of A, 1.7 s of B). A pull starts
 // it as it goes instead: a file of writebackMin or more as soon as it is written
 // (startWriteback); smaller files through a syncfs in the background once flushEvery of
-// them are written and once every file is (flusher), where a syscall per file would cost
-// more than the overlap gives.
+// them are written and once every file is, if flushRest or more are left (flusher), where
+// a syscall per file would cost more than the overlap gives.
 
 // writebackMin is the size from which a written file's writeback starts at once.
 const writebackMin = 256 << 10
@@ -69,6 +69,20 @@ func (f *flusher) add(n int64) {
 		f.pending.Store(0)
 		f.kick()
 	}
+}
+
+// flushRest is how many bytes of small files, written since the last syncfs, make the end
+// of the writes start one: below it a pull's syncfs before publish is short anyway, and a
+// syncfs more is a journal commit and a disk cache flush more (an empty run's pull).
+const flushRest = 4 << 20
+
+// finish starts a syncfs of what the writes left, unless that is less than flushRest.
+func (f *flusher) finish() {
+	if f == nil || f.pending.Load() < flushRest {
+		return
+	}
+	f.pending.Store(0)
+	f.kick()
 }
 
 // kick starts a syncfs unless one is already waiting to start.

@@ -20,9 +20,19 @@ func TestFlusherKicksEveryFlushEvery(t *testing.T) {
 	require.Len(t, f.kicks, 1, "one syncfs waiting to start is enough")
 	require.Zero(t, f.pending.Load())
 
+	<-f.kicks
+	f.add(flushRest - 1)
+	f.finish()
+	require.Empty(t, f.kicks, "the end of the writes leaves less than flushRest to the publish's syncfs")
+	f.add(1)
+	f.finish()
+	require.Len(t, f.kicks, 1, "and starts a syncfs for flushRest or more")
+	require.Zero(t, f.pending.Load())
+
 	var none *flusher // no flusher (hook, or the dir could not be opened again): no-ops
 	none.add(flushEvery)
 	none.kick()
+	none.finish()
 	none.stop()
 }
 
