@@ -243,7 +243,7 @@ func (b *bench) replctlTimed(ctx context.Context, job benchJob, ds *Dataset, mod
 	if err != nil {
 		return nil, err
 	}
-	s.Seconds = time.Since(t0).Seconds()
+	s.Seconds = (r.Exited.Sub(t0) + syncd).Seconds()
 	s.SyncSeconds = syncd.Seconds()
 	s.PeakRSS = b.h.peaks()
 	if err := fillReplctl(s, r); err != nil {
@@ -405,7 +405,7 @@ func (b *bench) emptyPhase(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.Seconds = time.Since(t0).Seconds()
+		s.Seconds = (rr.Exited.Sub(t0) + syncd).Seconds()
 		s.SyncSeconds = syncd.Seconds()
 		s.PeakRSS = b.h.peaks()
 		if err := fillReplctl(s, rr); err != nil {

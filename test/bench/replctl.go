@@ -289,6 +289,9 @@ func decodeStart(out string, st *cliStatus) error {
 type replctlRun struct {
 	Status  cliStatus
 	Elapsed time.Duration // the CLI's wall time
+	// Exited is when the CLI ended. A timed run ends there (then the sync): reading the
+	// history and the markers afterwards is the bench's own work.
+	Exited  time.Time
 	History *runHistory
 	// Markers are the script times of this run (quiesce-end, resume-start, takeover-start).
 	Markers map[string]time.Time
@@ -335,7 +338,8 @@ func (h *replctlHarness) startCLI(ctx context.Context, job string, timeout time.
 		defer cancel()
 		<-scanned
 		err := cmd.Wait()
-		r := &replctlRun{Elapsed: time.Since(began)}
+		r := &replctlRun{Exited: time.Now()}
+		r.Elapsed = r.Exited.Sub(began)
 		if cctx.Err() == context.DeadlineExceeded {
 			return r, fmt.Errorf("replctl start %s: no result within %s", job, timeout)
 		}
