@@ -55,7 +55,7 @@ func TestTakeoverRunsFailedHostScriptsOverSSH(t *testing.T) {
 	}
 	assert.Equal(t, []string{"takeover@a2", "resume@a2"}, remote, "script results record the SSH runs; a1's takeover script runs once though a1 was lost for two roles")
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "ssh-takeover-once-per-host")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "ssh-takeover-baseline")
 }
 
 // A pulling agent frozen mid-pull (SIGSTOP) is taken over; when it wakes up after the
@@ -185,7 +185,7 @@ func TestFailbackAfterRun(t *testing.T) {
 			// The job's latest run is the failback.
 			d, err := e.c.DescribeWorkflowExecution(context.Background(), workflows.WorkflowID("orders"), "")
 			require.NoError(t, err)
-			recordHistory(t, e, workflows.WorkflowID("orders"), d.GetWorkflowExecutionInfo().GetExecution().GetRunId(), "failback-guarded")
+			recordHistory(t, e, workflows.WorkflowID("orders"), d.GetWorkflowExecutionInfo().GetExecution().GetRunId(), "failback-guarded-baseline")
 		}
 
 		// Forward again: the next replication starts from the failed-back source.

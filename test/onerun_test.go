@@ -43,13 +43,13 @@ func TestOneRunPerJobWhateverTheID(t *testing.T) {
 		assert.Contains(t, err.Error(), c.want)
 		t.Logf("%s refused: %v", c.id, err)
 		if c.id == "orders-case" {
-			recordHistory(t, e, other.GetID(), other.GetRunID(), "strict-input-refused")
+			recordHistory(t, e, other.GetID(), other.GetRunID(), "strict-input-refused-baseline")
 		}
 	}
 	st, err := e.wait(run)
 	require.NoError(t, err)
 	assert.Equal(t, workflows.PhaseCompleted, st.Phase)
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "one-run-per-job")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "one-run-per-job-baseline")
 	var freezes, thaws int
 	for _, m := range e.markers("a1") {
 		freezes += boolInt(strings.HasPrefix(m, "quiesce "))

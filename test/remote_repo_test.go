@@ -49,7 +49,7 @@ func TestPushOverSFTPToRepositoryOnOtherStorage(t *testing.T) {
 	assert.Equal(t, os.FileMode(0o600), pw.Mode().Perm())
 	_, err = os.Lstat(filepath.Join(e.dir, "storage/array-b/.replctl/repository.password"))
 	assert.True(t, os.IsNotExist(err), "no password file beside the repository: %v", err)
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-over-sftp")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-over-sftp-baseline")
 
 	// b1's sshd stops listening (its agent stays up and pulls). Open sessions would
 	// survive that, so a1's agent restarts: its new session must go through b2.

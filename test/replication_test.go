@@ -120,7 +120,7 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	// precopy-plan-local-activity.json before the quiesce travelled in the push;
 	// precopy-quiesce-in-push.json before the preflight and the precopy travelled there too;
 	// precopy-in-push.json before the resume did.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "resume-in-push")
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "baseline")
 
 	// Keep 3 (the default): the fourth run's retention retires the first replica, which its
 	// pull brings up to date as the new one (recycling) instead of linking a new tree.
@@ -191,7 +191,7 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	// (push-takeover-plan-local-activity.json: before the quiesce travelled in the push;
 	// push-takeover-quiesce-in-push.json: before the preflight and the precopy did too;
 	// push-takeover-precopy-in-push.json: before the resume did.)
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-resume-in-push")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-baseline")
 }
 
 // The agent that quiesced and pushed is killed while it runs the resume script in the same
@@ -239,7 +239,7 @@ fi
 	}
 	assert.Equal(t, 1, pushes, "the image a1 made stands: no second push")
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "agent-killed-while-thawing-in-push")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "agent-killed-while-thawing-baseline")
 }
 
 // The pulling agent is killed in the middle of the pull: the next target agent continues
@@ -264,7 +264,7 @@ func TestKilledPullAgentIsTakenOver(t *testing.T) {
 	assert.True(t, st.Replica.Verified)
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
 	assert.Contains(t, strings.Join(e.markers("b1"), "\n"), "takeover host=b1 agent=b2 failed=b1")
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "pull-takeover-beside-resume")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "pull-takeover-baseline")
 }
 
 // The application host's agent is dead from the start: the precopy waits for it for the
@@ -296,7 +296,7 @@ func TestDeadApplicationAgent(t *testing.T) {
 	// dead-application-agent-skip-lost.json is this run as recorded before the precopy;
 	// dead-agent-in-precopy-with-preflight.json before the precopy travelled in the push;
 	// dead-application-agent-precopy-in-push.json before the resume did.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-application-agent-resume-in-push")
+	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "dead-application-agent-baseline")
 }
 
 // Both application agents are dead from the start. The precopy moves on to b2 (source
@@ -327,7 +327,7 @@ func TestNoApplicationAgentNothingQuiesced(t *testing.T) {
 	for _, m := range e.markers("a1") {
 		assert.True(t, strings.HasPrefix(m, "takeover host=a1 agent=b2"), m)
 	}
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "quiesce-never-started-all-lost")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "quiesce-never-started-all-lost-baseline")
 }
 
 // When every agent of a role is gone the run fails, naming the role, the agents and why.

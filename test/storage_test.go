@@ -114,7 +114,7 @@ func TestJobWithoutScriptsChecksInItsPush(t *testing.T) {
 		types = append(types, a.Type)
 	}
 	assert.Equal(t, []string{activities.PlanName, activities.PushName, activities.PullName}, types, "no Preflight step")
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "preflight-in-push")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "preflight-in-push-baseline")
 
 	elsewhere := filepath.Join(e.dir, "elsewhere", "orders")
 	require.NoError(t, os.MkdirAll(filepath.Dir(elsewhere), 0o755))

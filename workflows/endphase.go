@@ -8,7 +8,7 @@ import (
 // endPhase is the phase a maintenance or test-failover run that returns err ends in: a
 // cancel is "cancelled", not "failed" (versioned: runs recorded before said "failed").
 func endPhase(ctx workflow.Context, err error) string {
-	if temporal.IsCanceledError(err) && workflow.GetVersion(ctx, "cancel-phase-is-cancelled", workflow.DefaultVersion, 1) == 1 {
+	if temporal.IsCanceledError(err) && changed(ctx, "cancel-phase-is-cancelled") {
 		return PhaseCancelled
 	}
 	return PhaseFailed

@@ -54,7 +54,7 @@ func (w *replication) checkFailbackInput(ctx workflow.Context) error {
 		}
 		return nil
 	}
-	if workflow.GetVersion(ctx, failbackGuardChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, failbackGuardChange) {
 		return nil
 	}
 	w.guard.on = true

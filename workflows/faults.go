@@ -66,7 +66,7 @@ func (w *replication) waitForStorage(ctx workflow.Context, step activities.Step,
 		return false
 	}
 	// Runs recorded before storage faults were told apart had no storage_retry.
-	if workflow.GetVersion(ctx, "storage-retry", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, "storage-retry") {
 		return false
 	}
 	now := workflow.Now(ctx)

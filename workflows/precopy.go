@@ -22,7 +22,7 @@ func (w *replication) precopy(ctx workflow.Context, folded bool) error {
 		return nil
 	}
 	// Runs recorded before the precopy went straight to quiesce.
-	if workflow.GetVersion(ctx, "precopy", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, "precopy") {
 		return nil
 	}
 	w.setPhase(ctx, PhasePrecopying)
@@ -73,7 +73,7 @@ func (w *replication) precopy(ctx workflow.Context, folded bool) error {
 		}
 		// A storage that refuses the precopy refuses the push: fail before quiescing.
 		// (Runs recorded before storage faults were told apart went on to quiesce.)
-		if classifyFault(err) == faultStorage && workflow.GetVersion(ctx, "precopy-storage-fault", workflow.DefaultVersion, 1) == 1 {
+		if classifyFault(err) == faultStorage && changed(ctx, "precopy-storage-fault") {
 			return err
 		}
 		if folded {

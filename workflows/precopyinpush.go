@@ -29,7 +29,7 @@ func (w *replication) beforeInPush(ctx workflow.Context) bool {
 	if w.plan.Application.Quiesce == "" || w.fusedAgent() == "" {
 		return false
 	}
-	if workflow.GetVersion(ctx, "precopy-in-push", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, "precopy-in-push") {
 		return false
 	}
 	fuse := w.fusedInput(ctx)

@@ -42,6 +42,7 @@ func TestPreflightAndPrecopyTravelInThePush(t *testing.T) {
 	// Runs recorded before it ran the preflight and the precopy as steps of their own.
 	f := &fakeAgents{fail: func(string, string) error { return nil }, plan: func(p *activities.Plan) { p.Precopy = "auto" }}
 	_, err := runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, func(env *testsuite.TestWorkflowEnvironment) {
+		recordedBefore(env)
 		env.OnGetVersion("precopy-in-push", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
 	})
 	require.NoError(t, err)

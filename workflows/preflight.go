@@ -22,7 +22,7 @@ func (w *replication) preflight(ctx workflow.Context) error {
 	if w.failback != nil {
 		return nil
 	}
-	if workflow.GetVersion(ctx, preflightChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, preflightChange) {
 		return nil
 	}
 	return w.onRole(ctx, w.roles.source, activities.StepPreflight, func(ctx workflow.Context, agent string, _ *activities.Progress) error {
@@ -57,7 +57,7 @@ func (w *replication) preflightInPrecopy(ctx workflow.Context) bool {
 	if !w.precopyRuns() {
 		return false
 	}
-	return workflow.GetVersion(ctx, "preflight-in-precopy", workflow.DefaultVersion, 1) == 1
+	return changed(ctx, "preflight-in-precopy")
 }
 
 // preflightRefused tells whether a precopy that carried the preflight failed for what the

@@ -21,11 +21,11 @@ func (w *replication) preflightInPush(ctx workflow.Context) bool {
 	if w.failback != nil || w.plan.Application.Quiesce != "" || w.precopyRuns() || len(w.plan.Source.List()) != 1 {
 		return false
 	}
-	if workflow.GetVersion(ctx, preflightChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, preflightChange) {
 		// Runs recorded before the preflight had none.
 		return false
 	}
-	if workflow.GetVersion(ctx, "preflight-in-push", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, "preflight-in-push") {
 		return false
 	}
 	w.pushPreflight = true

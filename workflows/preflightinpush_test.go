@@ -37,6 +37,7 @@ func TestPreflightTravelsInAPlainPush(t *testing.T) {
 	// Runs recorded before it ran the preflight as a step of its own.
 	f = &fakeAgents{fail: func(string, string) error { return nil }, plan: noScripts}
 	_, err = runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, func(env *testsuite.TestWorkflowEnvironment) {
+		recordedBefore(env)
 		env.OnGetVersion("preflight-in-push", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
 	})
 	require.NoError(t, err)

@@ -40,7 +40,7 @@ func (w *replication) fusedInput(ctx workflow.Context) *activities.PushInput {
 	if err != nil {
 		return nil
 	}
-	if workflow.GetVersion(ctx, "quiesce-in-push", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, "quiesce-in-push") {
 		return nil
 	}
 	return &in

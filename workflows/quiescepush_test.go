@@ -16,6 +16,7 @@ import (
 // quiesceApart makes a run quiesce and push in two activities, as runs recorded before
 // quiesce-in-push did (and runs whose application and source agents differ do).
 func quiesceApart(env *testsuite.TestWorkflowEnvironment) {
+	recordedBefore(env)
 	env.OnGetVersion("quiesce-in-push", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
 }
 
@@ -149,5 +150,6 @@ func TestFusedPushFailures(t *testing.T) {
 // thawApart makes a run resume in a step of its own, as runs recorded before resume-in-push
 // did (and runs whose application and source agents differ do).
 func thawApart(env *testsuite.TestWorkflowEnvironment) {
+	recordedBefore(env)
 	env.OnGetVersion("resume-in-push", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
 }

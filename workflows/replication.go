@@ -28,11 +28,13 @@ var jobName = regexp.MustCompile(config.NamePattern)
 // Its input is decoded strictly here (input.go), and a run refuses to start unless its
 // workflow ID is its job's, before any script runs.
 func Replication(ctx workflow.Context, raw converter.RawValue) (Status, error) {
+	// First: every GetVersion of a change in the baseline comes after it (versions.go).
+	ctx = withBaseline(ctx)
 	// A pure function of the payload bytes (it sorts the keys it reads from a map):
 	//workflowcheck:ignore
 	in, lenient, inErr := decodeReplicationInput(raw)
 	// Runs recorded before strict input took the SDK's lenient decoding and any workflow ID.
-	if workflow.GetVersion(ctx, "strict-input-one-run-per-job", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, "strict-input-one-run-per-job") {
 		in, inErr = lenient, nil
 	} else if inErr == nil && jobName.MatchString(in.Job) {
 		// (A bad job name is refused by setup with the name rule.)
@@ -45,7 +47,7 @@ func Replication(ctx workflow.Context, raw converter.RawValue) (Status, error) {
 	w.in = in
 	w.inputErr = inErr
 	// Runs recorded before it sent one command per search attribute update.
-	if workflow.GetVersion(ctx, "coalesce-search-attributes", workflow.DefaultVersion, 1) == 1 {
+	if changed(ctx, "coalesce-search-attributes") {
 		w.coalesceUpserts(ctx)
 		defer w.flushUpserts(workflowDisconnected(ctx))
 	}
@@ -203,7 +205,7 @@ func (w *replication) planJob(ctx workflow.Context) (activities.PlanResult, erro
 	retry := &temporal.RetryPolicy{MaximumAttempts: 5, NonRetryableErrorTypes: []string{activities.ErrTypeBadInput}}
 	in := activities.PlanInput{Job: w.in.Job}
 	var res activities.PlanResult
-	if workflow.GetVersion(ctx, "plan-local-activity", workflow.DefaultVersion, 1) == 1 {
+	if changed(ctx, "plan-local-activity") {
 		lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 			StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry, Summary: "plan " + w.in.Job,
 		})
@@ -222,7 +224,7 @@ func (w *replication) planJob(ctx workflow.Context) (activities.PlanResult, erro
 // for the push.
 func (w *replication) replicate(ctx workflow.Context) error {
 	// Runs recorded before consistency groups and fan-out pulled one dataset to one target.
-	w.groups = w.failback != nil || workflow.GetVersion(ctx, "groups-fanout", workflow.DefaultVersion, 1) == 1
+	w.groups = w.failback != nil || changed(ctx, "groups-fanout")
 	// The preflight and the precopy travel in the quiesce step's push where they can
 	// (precopyinpush.go), the preflight alone in the push of a job that quiesces nothing
 	// (preflightinpush.go); else they are steps of their own.
@@ -324,8 +326,8 @@ func (w *replication) quiesce(ctx workflow.Context) error {
 	// resume, and the host was never frozen. (Runs recorded before this change went on to
 	// a resume step that found no agent and reported the host left quiesced.)
 	neverRan := !w.quiesceScheduled || err != nil && !w.quiesceMayHaveRun &&
-		workflow.GetVersion(ctx, "quiesce-never-started", workflow.DefaultVersion, 1) == 1
-	if err != nil && neverRan && workflow.GetVersion(ctx, "no-resume-without-quiesce", workflow.DefaultVersion, 1) == 1 {
+		changed(ctx, "quiesce-never-started")
+	if err != nil && neverRan && changed(ctx, "no-resume-without-quiesce") {
 		w.quiesceStarted = false
 		w.clearQuiesced(ctx)
 	}

@@ -29,7 +29,7 @@ func (w *replication) resumeBesidePull(ctx workflow.Context) bool {
 	if w.failback != nil || w.plan.Application.Resume == "" {
 		return false
 	}
-	return workflow.GetVersion(ctx, "resume-beside-pull", workflow.DefaultVersion, 1) == 1
+	return changed(ctx, "resume-beside-pull")
 }
 
 // resumeAndPull resumes the application and pulls at the same time. The resume runs even

@@ -77,7 +77,7 @@ func ScheduledMaintenance(ctx workflow.Context, in ScheduledMaintenanceInput) (S
 	}
 	id := MaintenanceID(in.Storage, in.Path)
 	// Runs recorded before the escaped IDs started their child under the old one.
-	if workflow.GetVersion(ctx, "maintenance-id-escaped", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !changed(ctx, "maintenance-id-escaped") {
 		id = LegacyMaintenanceID(in.Storage, in.Path)
 	}
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{

@@ -41,8 +41,9 @@ func (w *replication) upsert(ctx workflow.Context, updates ...temporal.SearchAtt
 // coalesceUpserts makes the run send its search attribute updates as one command each time
 // its coroutine blocks instead of one per update. Each command is a history event that every
 // later workflow task reads from the database, sends and replays again (agents keep no
-// sticky cache): an empty run recorded 20 upsert events, now 14, of which 6 are the SDK's own
-// (GetVersion upserts TemporalChangeVersion). A coroutine sends what is pending as soon as
+// sticky cache): an empty run recorded 20 upsert events, then 14, of which 6 were the SDK's
+// own (GetVersion upserts TemporalChangeVersion); with one version marker a run
+// (versions.go), 6 in all (baseline.json). A coroutine sends what is pending as soon as
 // the run's own coroutine blocks, so the updates still go out in the workflow task that made
 // them; the workflow's end sends the rest (Replication defers flushUpserts).
 func (w *replication) coalesceUpserts(ctx workflow.Context) {

@@ -71,6 +71,7 @@ func searchAttributeLog(t *testing.T, version workflow.Version) ([]string, int) 
 	upserts := 0
 	add := func(s string) { mu.Lock(); log = append(log, s); mu.Unlock() }
 	st, err := runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, func(env *testsuite.TestWorkflowEnvironment) {
+		recordedBefore(env)
 		env.OnGetVersion("coalesce-search-attributes", workflow.DefaultVersion, 1).Return(version)
 		// The phase of a push of its own (a fused one runs in the quiesce's phase).
 		quiesceApart(env)

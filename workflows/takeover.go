@@ -122,7 +122,7 @@ func (w *replication) onRole(ctx workflow.Context, r *role, step activities.Step
 // lostEarlier tells whether agent was taken over from earlier in this run.
 func (w *replication) lostEarlier(ctx workflow.Context, agent string) bool {
 	// Runs recorded before this change tried every agent of each role again.
-	return w.wasTakenOver(agent) && workflow.GetVersion(ctx, "skip-agents-lost-earlier", workflow.DefaultVersion, 1) == 1
+	return w.wasTakenOver(agent) && changed(ctx, "skip-agents-lost-earlier")
 }
 
 // skipLost tells whether the role's current agent, lost earlier in this run, is skipped:
@@ -137,7 +137,7 @@ func (w *replication) skipLost(ctx workflow.Context, r *role) bool {
 		}
 	}
 	// Runs recorded before this change skipped them all.
-	return workflow.GetVersion(ctx, "retry-lost-agents-when-all-were", workflow.DefaultVersion, 1) == workflow.DefaultVersion
+	return !changed(ctx, "retry-lost-agents-when-all-were")
 }
 
 // wasTakenOver tells whether a step was taken over from agent earlier in this run.
@@ -211,7 +211,7 @@ func (w *replication) tookOver(ctx workflow.Context, failed string) bool {
 		done = done || h == failed
 	}
 	// Runs recorded before this change ran the script once per role.
-	return done && workflow.GetVersion(ctx, "takeover-script-once-per-host", workflow.DefaultVersion, 1) == 1
+	return done && changed(ctx, "takeover-script-once-per-host")
 }
 
 // continueUnreachable applies on_unreachable_host: true when err says a host could not be

@@ -27,7 +27,7 @@ func (w *replication) thawInPush(ctx workflow.Context) bool {
 	if w.failback != nil || w.plan.Application.Resume == "" {
 		return false
 	}
-	return workflow.GetVersion(ctx, "resume-in-push", workflow.DefaultVersion, 1) == 1
+	return changed(ctx, "resume-in-push")
 }
 
 // lostThawing returns, for a fused push whose agent was lost once its heartbeat said
