@@ -360,3 +360,42 @@ func TestAuthorityPreflight(t *testing.T) {
 	_, err = b1.authorizePreflight(ctx, in)
 	requireRefused(t, err, "Preflight", `"b1" is not in the job's source order [a1]`)
 }
+
+// A warm reads only the replicas of a target whose order holds the agent, on the root it
+// mounts, with the job's own retention.
+func TestAuthorityWarm(t *testing.T) {
+	ctx := context.Background()
+	a, p := sampleAgent(t, "c1")
+	good := WarmInput{Job: "orders", Agent: "c1", TargetRoot: "/mnt/c", Datasets: []string{"dr/orders-logs"}}
+	reqs, err := a.authorizeWarm(ctx, good)
+	require.NoError(t, err)
+	require.Len(t, reqs, 1)
+	assert.Equal(t, "/mnt/c", reqs[0].TargetRoot)
+	assert.Equal(t, p.Retention.Replicas, reqs[0].Keep.Last)
+	assert.True(t, reqs[0].Recycle, "retention.retire defaults to recycle")
+
+	for name, c := range map[string]struct {
+		mutate func(*WarmInput)
+		want   []string
+	}{
+		"target root /etc":       {func(in *WarmInput) { in.TargetRoot = "/etc" }, []string{"TargetRoot", `"/etc"`, `"/mnt/c"`}},
+		"other target's dataset": {func(in *WarmInput) { in.Datasets = []string{"dr/orders-logs", "orders/db"} }, []string{"Dataset", "orders/db"}},
+		"no dataset":             {func(in *WarmInput) { in.Datasets = nil }, []string{"Datasets", "names no dataset"}},
+		"job c1 does not have":   {func(in *WarmInput) { in.Job = "payroll" }, []string{"Job", "no such job"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := good
+			c.mutate(&in)
+			_, err := a.authorizeWarm(ctx, in)
+			requireRefused(t, err, c.want...)
+		})
+	}
+}
+
+// A job without read_ahead in the agent's own config is refused a warm, whatever the input.
+func TestAuthorityWarmNeedsReadAhead(t *testing.T) {
+	const file = "../config/samples/minimal.yaml"
+	a := &Agent{Host: "h1", ConfigFile: file}
+	_, err := a.authorizeWarm(context.Background(), WarmInput{Job: "docs", Agent: "h1", TargetRoot: "/srv/backup", Datasets: []string{"docs"}})
+	requireRefused(t, err, "Job", "does not read ahead (read_ahead) in its own config")
+}

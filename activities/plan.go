@@ -63,6 +63,8 @@ type Plan struct {
 	Verify dataplane.VerifyMode
 	// Precopy is "auto", "always" or "never": see config.Job.Precopy.
 	Precopy string `json:",omitempty"`
+	// ReadAhead is config.Job.ReadAhead (absent from plans recorded before it: false).
+	ReadAhead bool `json:",omitempty"`
 	// OnUnsupported is "fail" or "skip": see config.Job.OnUnsupported ("" in plans recorded
 	// before it existed: fail).
 	OnUnsupported string `json:",omitempty"`
@@ -243,6 +245,7 @@ func NewPlan(cfg *config.Config, job string) (Plan, error) {
 		OnUnreachableHost: j.OnUnreachableHost,
 		Verify:            dataplane.VerifyMode(j.Verify),
 		Precopy:           j.Precopy,
+		ReadAhead:         j.ReadAhead,
 		OnUnsupported:     j.OnUnsupported,
 		Retention:         retention(j.Retention),
 		Repository:        Repository{Storage: j.Repository.Storage, Path: j.Repository.Path, PasswordFile: j.Repository.PasswordFile},

@@ -252,6 +252,11 @@ type Job struct {
 	// "auto" (default: when the job has a quiesce script and a previous image of at least
 	// 10,000 files or 256 MiB), "always" (every run, also the first) or "never".
 	Precopy string `yaml:"precopy"`
+	// ReadAhead makes the first agent of each target's order read the metadata of its
+	// replicas while the source pushes, so the pull finds it cached (default false). It
+	// pays where the target's disks are not the source's: on shared disks its reads
+	// compete with the push's (design.md, Issue 16, "Targets read ahead of the pull").
+	ReadAhead bool `yaml:"read_ahead"`
 	// OnUnsupported is what a push does with source entries the data plane cannot replicate
 	// (names that are not valid UTF-8): "fail" (default: the run fails naming them) or
 	// "skip" (the replica is made without them and marked incomplete).

@@ -34,6 +34,7 @@ type hostileInput struct {
 	Pull    *activities.PullInput    `json:",omitempty"`
 	Verify  *activities.VerifyInput  `json:",omitempty"`
 	Restore *activities.RestoreInput `json:",omitempty"`
+	Warm    *activities.WarmInput    `json:",omitempty"`
 }
 
 // hostile is a workflow that is not replctl's: it schedules one replctl activity on a host's
@@ -56,6 +57,8 @@ func hostile(ctx workflow.Context, in hostileInput) error {
 		name, arg = activities.VerifyName, *in.Verify
 	case in.Restore != nil:
 		name, arg = activities.RestoreName, *in.Restore
+	case in.Warm != nil:
+		name, arg = activities.WarmName, *in.Warm
 	}
 	return workflow.ExecuteActivity(ctx, name, arg).Get(ctx, nil)
 }
@@ -134,6 +137,10 @@ func TestHostileWorkflowIsRefused(t *testing.T) {
 			[]string{"Dataset", "not a dataset of a target whose order holds agent a1", "[b1 b2 a2]"}},
 		{"pull into a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Pull: &activities.PullInput{Job: "orders", RunID: "x", Agent: "a2", ImageID: "k0", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo, ReplicaName: "r1", Epoch: 1, Keep: 3, KeepImages: 10, SourceDataset: "orders", Verify: dataplane.VerifyChanged}},
 			[]string{"agent a2 refused Pull", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
+		{"warm of a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Warm: &activities.WarmInput{Job: "orders", RunID: "x", Agent: "a2", TargetRoot: filepath.Join(evil, "target"), Datasets: []string{"orders"}}},
+			[]string{"agent a2 refused WarmReplica", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
+		{"warm by an agent of no target order", hostileInput{Warm: &activities.WarmInput{Job: "orders", RunID: "x", Agent: "a1", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Datasets: []string{"orders"}}},
+			[]string{"agent a1 refused WarmReplica", "Dataset", "not a dataset of a target whose order holds agent a1"}},
 		{"verify of a foreign target root", hostileInput{Queue: workflows.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(evil, "target"), Dataset: "orders", Repo: repo}},
 			[]string{"agent a2 refused VerifyReplicas", "TargetRoot", filepath.Join(evil, "target"), filepath.Join(e.dir, "storage/array-b")}},
 		{"verify against a foreign repository", hostileInput{Queue: workflows.HostQueue("a2"), Verify: &activities.VerifyInput{Job: "orders", Agent: "a2", TargetRoot: filepath.Join(e.dir, "storage/array-b"), Dataset: "orders", Repo: activities.RepoLocation{Dir: filepath.Join(evil, "repo")}}},

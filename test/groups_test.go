@@ -81,7 +81,7 @@ func TestGroupPublishesEveryDatasetTogether(t *testing.T) {
 			require.NoError(t, os.WriteFile(filepath.Join(src("db"), "d00/s0/f00000.bin"), []byte("changed db"), 0o644))
 			require.NoError(t, os.WriteFile(filepath.Join(src("logs"), "new.log"), []byte("new log"), 0o644))
 		} else {
-			recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "group-baseline")
+			recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "group-warm")
 		}
 	}
 	assert.NotEqual(t, replicas[0], replicas[1])
@@ -112,7 +112,7 @@ func TestFanOutToTwoTargets(t *testing.T) {
 		assert.Equal(t, want.agent, tg.Agent)
 		assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, filepath.Join(e.dir, want.link)), "target %s", want.storage)
 	}
-	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "fan-out-baseline")
+	recordHistory(t, e, workflows.WorkflowID("orders"), st.RunID, "fan-out-warm")
 
 	e.kill("c1")
 	require.NoError(t, os.WriteFile(filepath.Join(e.sourceDir(), "added.txt"), []byte("added"), 0o644))

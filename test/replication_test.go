@@ -26,7 +26,9 @@ import (
 func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	e := newEnv(t)
 	writeDataset(t, e.sourceDir(), 120, 32<<10, 1)
-	e.startAgents("a1", "a2", "b1", "b2")
+	e.startAgents("a1", "a2", "b2")
+	// b1 logs at INFO: its read-ahead's line is checked below.
+	e.startAgentConfig("b1", e.cfgFile, "--log-level", "info")
 
 	st, err := e.wait(e.start("orders"))
 	require.NoError(t, err)
@@ -119,8 +121,19 @@ func TestReplicationGivesIdenticalReplica(t *testing.T) {
 	// precopy-coalesced-search-attributes.json before the local plan;
 	// precopy-plan-local-activity.json before the quiesce travelled in the push;
 	// precopy-quiesce-in-push.json before the preflight and the precopy travelled there too;
-	// precopy-in-push.json before the resume did.
-	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "baseline")
+	// precopy-in-push.json before the resume did; baseline.json with one version marker a
+	// run; warm.json with the target's read-ahead beside the push.
+	recordHistory(t, e, workflows.WorkflowID("orders"), st2.RunID, "warm")
+	// The target's first agent read the current replica ahead of the pull: one WarmReplica
+	// on b1's queue, kept apart from the steps, and its log line.
+	require.Len(t, h.ReadAheads, 1)
+	assert.Equal(t, workflows.HostQueue("b1"), h.ReadAheads[0].Queue)
+	logb1 := func() string {
+		b, err := os.ReadFile(filepath.Join(e.dir, "agent-b1.log"))
+		require.NoError(t, err)
+		return string(b)
+	}
+	assert.Regexp(t, `replicas read ahead of the pull.*"entries": [1-9]`, logb1(), "the second run read the first run's replica")
 
 	// Keep 3 (the default): the fourth run's retention retires the first replica, which its
 	// pull brings up to date as the new one (recycling) instead of linking a new tree.
@@ -191,7 +204,7 @@ func TestKilledPushAgentIsTakenOver(t *testing.T) {
 	// (push-takeover-plan-local-activity.json: before the quiesce travelled in the push;
 	// push-takeover-quiesce-in-push.json: before the preflight and the precopy did too;
 	// push-takeover-precopy-in-push.json: before the resume did.)
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-baseline")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "push-takeover-warm")
 }
 
 // The agent that quiesced and pushed is killed while it runs the resume script in the same
@@ -264,7 +277,7 @@ func TestKilledPullAgentIsTakenOver(t *testing.T) {
 	assert.True(t, st.Replica.Verified)
 	assert.Equal(t, treeDigest(t, e.sourceDir()), treeDigest(t, e.targetLink()))
 	assert.Contains(t, strings.Join(e.markers("b1"), "\n"), "takeover host=b1 agent=b2 failed=b1")
-	recordHistory(t, e, run.GetID(), run.GetRunID(), "pull-takeover-baseline")
+	recordHistory(t, e, run.GetID(), run.GetRunID(), "pull-takeover-warm")
 }
 
 // The application host's agent is dead from the start: the precopy waits for it for the

@@ -110,6 +110,7 @@ func hostActivities(a *activities.Agent) []named {
 		{activities.PullName, a.Pull}, {activities.MaintainName, a.Maintain}, {activities.TestCopyName, a.TestCopy},
 		{activities.VerifyName, a.VerifyReplicas}, {activities.ImagesName, a.ListImages}, {activities.RestoreName, a.RestoreImage},
 		{activities.PublishGroupName, a.PublishGroup}, {activities.PreflightName, a.Preflight}, {activities.CheckHostName, a.CheckHost},
+		{activities.WarmName, a.WarmReplica},
 	}
 }
 

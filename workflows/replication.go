@@ -225,6 +225,7 @@ func (w *replication) planJob(ctx workflow.Context) (activities.PlanResult, erro
 func (w *replication) replicate(ctx workflow.Context) error {
 	// Runs recorded before consistency groups and fan-out pulled one dataset to one target.
 	w.groups = w.failback != nil || changed(ctx, "groups-fanout")
+	w.warmTargets(ctx)
 	// The preflight and the precopy travel in the quiesce step's push where they can
 	// (precopyinpush.go), the preflight alone in the push of a job that quiesces nothing
 	// (preflightinpush.go); else they are steps of their own.

@@ -43,6 +43,26 @@ type fakeAgents struct {
 	inPrecopy, inPush, thaws int
 	// unsupported is what every push reports its image lacks (on_unsupported: skip).
 	unsupported *activities.Unsupported
+	// warms are the inputs of every WarmReplica (not in calls: they run beside the steps);
+	// with awaitWarm a push first waits up to a second for one to have started.
+	warms     []activities.WarmInput
+	awaitWarm bool
+}
+
+// warmed returns the inputs of the warms so far.
+func (f *fakeAgents) warmed() []activities.WarmInput {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.warms)
+}
+
+// WarmReplica stands in for a target's read ahead of its pull (warm.go): it records its
+// input and fails where fail says.
+func (f *fakeAgents) WarmReplica(ctx context.Context, in activities.WarmInput) (activities.WarmResult, error) {
+	f.mu.Lock()
+	f.warms = append(f.warms, in)
+	f.mu.Unlock()
+	return activities.WarmResult{}, f.fail("warm", agentOf(ctx))
 }
 
 func agentOf(ctx context.Context) string {
@@ -100,6 +120,9 @@ func (f *fakeAgents) RunScript(ctx context.Context, in activities.ScriptInput) (
 // a lost agent's last heartbeat naming the part it was in.
 func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activities.PushResult, error) {
 	agent := agentOf(ctx)
+	for deadline := time.Now().Add(time.Second); f.awaitWarm && len(f.warmed()) == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	var quiesced *activities.ScriptResult
 	var pre *activities.PrecopyResult
 	if in.Before != nil {
@@ -313,6 +336,7 @@ func runWorkflowWith(t *testing.T, f *fakeAgents, in ReplicationInput, before fu
 	env.RegisterActivityWithOptions(f.Pull, activityOptions(activities.PullName))
 	env.RegisterActivityWithOptions(f.PublishGroup, activityOptions(activities.PublishGroupName))
 	env.RegisterActivityWithOptions(f.Preflight, activityOptions(activities.PreflightName))
+	env.RegisterActivityWithOptions(f.WarmReplica, activityOptions(activities.WarmName))
 	env.SetStartWorkflowOptions(client.StartWorkflowOptions{ID: WorkflowID(in.Job)})
 	if before != nil {
 		before(env)

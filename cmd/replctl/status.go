@@ -252,6 +252,9 @@ func (s *statusSource) fetch(ctx context.Context, now time.Time) (statusView, en
 		}
 	}
 	for _, pa := range desc.GetPendingActivities() {
+		if pa.GetActivityType().GetName() == activities.WarmName {
+			continue // a target's read-ahead beside the steps, not the run's step
+		}
 		if pa.GetState() != enums.PENDING_ACTIVITY_STATE_STARTED {
 			if pa.GetState() == enums.PENDING_ACTIVITY_STATE_SCHEDULED && v.Live == nil {
 				// Sent to a host's queue and taken by no agent yet.

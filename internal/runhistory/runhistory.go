@@ -99,8 +99,13 @@ type History struct {
 	Failure *failurepb.Failure
 	// TerminateReason is the reason given when the run was terminated.
 	TerminateReason string
-	// Attempts are the run's activities in the order they were scheduled.
+	// Attempts are the run's activities in the order they were scheduled, but for its
+	// read-aheads.
 	Attempts []*Attempt
+	// ReadAheads are the run's WarmReplica activities (workflows/warm.go): no step's, run
+	// beside the steps and usually still open when the run closes, so they are kept apart
+	// from the steps' attempts that the history view, the fault trials and the bench read.
+	ReadAheads []*Attempt
 	// WorkflowTaskTimeouts are the workflow tasks that timed out, in order.
 	WorkflowTaskTimeouts []*WorkflowTask
 }
@@ -156,6 +161,10 @@ func Parse(events []*historypb.HistoryEvent, dc converter.DataConverter) *Histor
 			decodeInput(a, dc)
 			a.Summary = summary(e, dc)
 			byID[a.ScheduledID] = a
+			if a.Type == activities.WarmName {
+				h.ReadAheads = append(h.ReadAheads, a)
+				continue
+			}
 			h.Attempts = append(h.Attempts, a)
 		case enums.EVENT_TYPE_ACTIVITY_TASK_STARTED:
 			at := e.GetActivityTaskStartedEventAttributes()

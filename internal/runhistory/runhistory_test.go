@@ -37,6 +37,7 @@ func TestParse(t *testing.T) {
 		})
 	}
 	schedule(activities.RunScriptName, activities.ScriptInput{Step: "takeover", FailedHost: "a1"})
+	warm := schedule(activities.WarmName, activities.WarmInput{Agent: "b1"})
 	pull := schedule(activities.PullName, activities.PullInput{Epoch: 4})
 	schedule(activities.PublishGroupName, struct{}{})
 	schedule(activities.PrecopyName, struct{}{})
@@ -77,5 +78,9 @@ func TestParse(t *testing.T) {
 	require.Equal(t, "schedule_to_start", TimeoutName(h.WorkflowTaskTimeouts[0].TimeoutType))
 	require.Equal(t, enums.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED, h.EndType)
 	require.Equal(t, "by hand", h.TerminateReason)
-	require.Equal(t, t0.Add(9*time.Second), h.End)
+	require.Equal(t, t0.Add(10*time.Second), h.End)
+	// The read-ahead is no step's attempt: it is kept apart, still open.
+	require.Len(t, h.ReadAheads, 1)
+	require.Equal(t, warm, h.ReadAheads[0].ScheduledID)
+	require.Equal(t, Open, h.ReadAheads[0].Outcome)
 }

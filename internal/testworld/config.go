@@ -37,7 +37,7 @@ func WorldHosts(dir string, storage []config.Storage) []config.Host {
 
 // Config is the config of the test world in dir as a value: storage array-a and array-b,
 // the four Hosts attaching both, and the job orders from array-a to array-b with all three
-// scripts, takeover orders on both sides, retention and precopy always. Worlds that differ
+// scripts, takeover orders on both sides, retention, precopy always and read_ahead. Worlds that differ
 // edit the value rather than a YAML text, so every world is checked by the compiler.
 func Config(dir string, heartbeat, scheduleToStart time.Duration) config.Config {
 	storage := []config.Storage{{Name: "array-a", Path: StoragePath(dir, "array-a")}, {Name: "array-b", Path: StoragePath(dir, "array-b")}}
@@ -62,6 +62,9 @@ func Config(dir string, heartbeat, scheduleToStart time.Duration) config.Config 
 			// Every run copies ahead of quiesce (small datasets: auto would skip it), so
 			// every run exercises the precopy and faults can hit it.
 			Precopy: config.PrecopyAlways,
+			// Every run reads the target ahead of the pull (Issue 16), so that every test
+			// and fault trial runs beside it.
+			ReadAhead: true,
 		}},
 	}
 }

@@ -219,6 +219,9 @@ func (s snapshot) startedByOther(host string, t time.Time) (string, bool) {
 		return "", false
 	}
 	for _, pa := range s.d.GetPendingActivities() {
+		if pa.GetActivityType().GetName() == activities.WarmName {
+			continue // a read-ahead of the run's start, not a step
+		}
 		who := hostOf(pa.GetLastWorkerIdentity())
 		if pa.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED && who != "" && who != host && pa.GetLastStartedTime().AsTime().After(t) {
 			return who, true

@@ -270,11 +270,27 @@ func (f *fakeHost) Pull(ctx context.Context, in activities.PullInput) (activitie
 	}, err
 }
 
+// WarmReplica stands in for a target's read-ahead as the real agent runs it
+// (activities/warm.go): it heartbeats until the run closes (the SDK then cancels ctx) and
+// reads nothing.
+func (f *fakeHost) WarmReplica(ctx context.Context, _ activities.WarmInput) (activities.WarmResult, error) {
+	t := time.NewTicker(max(activity.GetInfo(ctx).HeartbeatTimeout/4, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return activities.WarmResult{}, nil
+		case <-t.C:
+			activity.RecordHeartbeat(ctx)
+		}
+	}
+}
+
 // register registers f's activities on w under the real names.
 func (f *fakeHost) register(w worker.ActivityRegistry) {
 	for name, fn := range map[string]any{
 		activities.RunScriptName: f.RunScript, activities.PreflightName: f.Preflight, activities.PushName: f.Push,
-		activities.PrecopyName: f.Precopy, activities.PullName: f.Pull,
+		activities.PrecopyName: f.Precopy, activities.PullName: f.Pull, activities.WarmName: f.WarmReplica,
 	} {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
