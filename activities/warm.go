@@ -15,8 +15,8 @@ import (
 const WarmName = "WarmReplica"
 
 // WarmInput asks a target agent to read, ahead of its pull, the metadata of the replicas the
-// pull will read (dataplane.WarmReplica). The run starts it beside the push and cancels it
-// when the pull starts; its outcome changes nothing in the run.
+// pull will read (dataplane.WarmReplica). The run starts it beside the push and never waits
+// for it; its outcome changes nothing in the run.
 type WarmInput struct {
 	Job        string
 	RunID      string

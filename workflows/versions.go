@@ -54,7 +54,7 @@ var baselineChanges = map[string]int{
 	warmChange:                        2,
 }
 
-// baselineKey holds, in a run's context, whether the run recorded baselineChange.
+// baselineKey holds, in a run's context, the baseline version the run recorded (0: none).
 type baselineKey struct{}
 
 // withBaseline asks for baselineChange and returns ctx carrying the baseline the run

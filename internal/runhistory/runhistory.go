@@ -103,8 +103,8 @@ type History struct {
 	// read-aheads.
 	Attempts []*Attempt
 	// ReadAheads are the run's WarmReplica activities (workflows/warm.go): no step's, run
-	// beside the steps and usually still open when the run closes, so they are kept apart
-	// from the steps' attempts that the history view, the fault trials and the bench read.
+	// beside the steps and never awaited, so they are kept apart from the steps' attempts
+	// that the history view, the fault trials and the bench read.
 	ReadAheads []*Attempt
 	// WorkflowTaskTimeouts are the workflow tasks that timed out, in order.
 	WorkflowTaskTimeouts []*WorkflowTask

@@ -37,8 +37,9 @@ func WorldHosts(dir string, storage []config.Storage) []config.Host {
 
 // Config is the config of the test world in dir as a value: storage array-a and array-b,
 // the four Hosts attaching both, and the job orders from array-a to array-b with all three
-// scripts, takeover orders on both sides, retention, precopy always and read_ahead. Worlds that differ
-// edit the value rather than a YAML text, so every world is checked by the compiler.
+// scripts, takeover orders on both sides, retention, precopy always and read_ahead. Worlds
+// that differ edit the value rather than a YAML text, so every world is checked by the
+// compiler.
 func Config(dir string, heartbeat, scheduleToStart time.Duration) config.Config {
 	storage := []config.Storage{{Name: "array-a", Path: StoragePath(dir, "array-a")}, {Name: "array-b", Path: StoragePath(dir, "array-b")}}
 	return config.Config{
