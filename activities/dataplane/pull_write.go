@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -110,13 +112,23 @@ var errNotPlain = errors.New("object has compressed contents")
 // reports whether every byte written was hashed against the image's content
 // IDs (with hashWrites, unless the object has compressed contents).
 func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, error) {
-	fd, err := unix.Openat(dirFd, de.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// Created with its permissions where the umask keeps them and chown leaves them: then
+	// no chmod is needed. The staging dir is private, so they show nothing while it is
+	// written. Verification checks the mode as for any entry.
+	mode := os.FileMode(de.Permissions) & kfs.ModBits
+	perm := uint32(mode & os.ModePerm)
+	createMode, chmod := uint32(0o600), true
+	if um, ok := processUmask(); ok && mode&^os.ModePerm == 0 && perm&um == 0 {
+		createMode, chmod = perm, false
+	}
+
+	fd, err := unix.Openat(dirFd, de.Name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode)
 	if err != nil {
 		return false, &fs.PathError{Op: "create", Path: dst, Err: err}
 	}
 
-	f := os.NewFile(uintptr(fd), dst)
-	sf := &sparseFile{f: f}
+	// The descriptor itself, not an *os.File: one fcntl and a finalizer fewer a file.
+	sf := &sparseFile{fd: fd}
 
 	hashed := p.hashWrites
 
@@ -124,7 +136,7 @@ func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, 
 	if errors.Is(err, errNotPlain) {
 		hashed = false
 
-		if err = f.Truncate(0); err == nil {
+		if err = unix.Ftruncate(fd, 0); err == nil {
 			sf.end = 0
 			n, err = p.copyObject(sf, de.ObjectID)
 		}
@@ -139,7 +151,9 @@ func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, 
 	// 1.6 s of a full pull of 200,000 small files; asking the file for its size was
 	// another syscall a file).
 	if err == nil && sf.end != n {
-		err = f.Truncate(n)
+		if err = unix.Ftruncate(fd, n); err != nil {
+			err = fmt.Errorf("truncate %s: %w", dst, err)
+		}
 	}
 
 	if err == nil && !p.hooks.noEarlyWriteback {
@@ -153,19 +167,19 @@ func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, 
 	// Owner and mode through the open fd (no path lookups); chown first, it
 	// clears setuid/setgid.
 	if err == nil && p.isRoot {
-		if err = f.Chown(int(de.UserID), int(de.GroupID)); err != nil {
+		if err = unix.Fchown(fd, int(de.UserID), int(de.GroupID)); err != nil {
 			err = fmt.Errorf("chown %s: %w", dst, err)
 		}
 	}
 
-	if err == nil {
-		if err = f.Chmod(os.FileMode(de.Permissions) & kfs.ModBits); err != nil {
+	if err == nil && chmod {
+		if err = unix.Fchmod(fd, perm|unixModeExtra(mode)); err != nil {
 			err = fmt.Errorf("chmod %s: %w", dst, err)
 		}
 	}
 
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = fmt.Errorf("close %s: %w", dst, cerr)
 	}
 
 	if err != nil {
@@ -173,6 +187,26 @@ func (p *puller) writeFile(dirFd int, dst string, de *snapshot.DirEntry) (bool, 
 	}
 
 	return hashed, setMtimeAt(dirFd, de.Name, de, false)
+}
+
+// processUmask is the agent's umask, read once (the agent never changes it).
+var processUmask = sync.OnceValues(readUmask)
+
+// readUmask reads the process's umask from /proc/self/status (umask(2) would set it, for
+// every thread, for a moment); ok is false where the kernel does not say it (before Linux
+// 4.7).
+func readUmask() (uint32, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Umask:"); ok {
+			m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return uint32(m), err == nil
+		}
+	}
+	return 0, false
 }
 
 // writeObject writes object oid to f at offset off, content by content; with

@@ -367,25 +367,5 @@ func (f sourceFile) Open(context.Context) (fs.Reader, error) {
 		unix.Close(fd) //nolint:errcheck
 		return nil, fmt.Errorf("%w: %s changed since it was listed", ErrSourceChanged, ShowPath(f.rel))
 	}
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err == nil {
-		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
-	}
-	if err != nil {
-		unix.Close(fd) //nolint:errcheck
-		return nil, fmt.Errorf("source %s: %w", ShowPath(f.rel), err)
-	}
-	file := os.NewFile(uintptr(fd), f.LocalFilesystemPath())
-	if f.s.lim != nil {
-		return &limitedSource{file: file, f: f, ctx: f.s.ctx, lim: f.s.lim}, nil
-	}
-	return sourceReader{file, f}, nil
+	return &sourceReader{fd: fd, size: st.Size, f: f, ctx: f.s.ctx, lim: f.s.lim}, nil
 }
-
-type sourceReader struct {
-	*os.File
-	f sourceFile
-}
-
-// Entry is the file as listed (kopia's uploader takes metadata from the listing).
-func (r sourceReader) Entry() (fs.Entry, error) { return r.f, nil }

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"os"
 	"sync"
 
@@ -42,7 +43,7 @@ func allZero(b []byte) bool {
 
 // sparseFile is a new file being written once, with holes where its data is zeros.
 type sparseFile struct {
-	f *os.File
+	fd int
 	// end is where the last byte written ends: the file's size, which is short of the
 	// entry's size when the file ends in a hole.
 	end int64
@@ -74,7 +75,7 @@ func (sf *sparseFile) write(data []byte, off int64) error {
 			end += m
 		}
 
-		if _, err := sf.f.WriteAt(data[:end], off); err != nil {
+		if err := pwriteAll(sf.fd, data[:end], off); err != nil {
 			return err
 		}
 
@@ -83,6 +84,23 @@ func (sf *sparseFile) write(data []byte, off int64) error {
 		data, off = data[end:], off+int64(end)
 	}
 
+	return nil
+}
+
+// pwriteAll writes all of data at off.
+func pwriteAll(fd int, data []byte, off int64) error {
+	for len(data) > 0 {
+		n, err := unix.Pwrite(fd, data, off)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return io.ErrShortWrite
+		}
+		data, off = data[n:], off+int64(n)
+	}
 	return nil
 }
 
