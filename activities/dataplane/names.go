@@ -87,6 +87,14 @@ func (m diskNames) disk(rel string) string {
 	return strings.Join(parts, "/")
 }
 
+// base is the name on disk of the entry at image path rel, whose image name is name.
+func (m diskNames) base(rel, name string) string {
+	if raw, ok := m[rel]; ok {
+		return raw
+	}
+	return name
+}
+
 // checkName checks a renamed entry's raw name against its image path.
 func (e *ExtraEntry) checkName() error {
 	if e.Name == nil {

@@ -302,11 +302,24 @@ const checkChunk = 64
 // reports them in image order, so the first difference named is the one a sequential walk
 // names.
 func (o *verifyOptions) entryDiffs(ctx context.Context, dir, rel string, d object.ID, ents []*snapshot.DirEntry, haveType map[string]fs.FileMode) ([]error, error) {
+	// The directory, for the files' checks relative to it (fileAsImage); -1: by path only.
+	dfd, err := unix.Open(o.path(dir, rel), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		dfd = -1
+	} else {
+		defer unix.Close(dfd) //nolint:errcheck
+	}
+
 	diffs := make([]error, len(ents))
 	check := func(c int) error {
 		for i := c * checkChunk; i < min((c+1)*checkChunk, len(ents)); i++ {
 			de := ents[i]
-			diffs[i] = o.entryDiff(dir, rel, path.Join(rel, de.Name), d, i, de, haveType)
+			crel := path.Join(rel, de.Name)
+			if dfd >= 0 && de.Type == snapshot.EntryTypeFile && (o.skipMeta == nil || !o.skipMeta(rel, d, i)) &&
+				o.fileAsImage(dfd, o.names.base(crel, de.Name), crel, de) {
+				continue
+			}
+			diffs[i] = o.entryDiff(dir, rel, crel, d, i, de, haveType)
 		}
 
 		return nil
@@ -348,6 +361,44 @@ func (o *verifyOptions) entryDiff(dir, rel, crel string, d object.ID, i int, de 
 	}
 
 	return err
+}
+
+// fileAsImage reports whether regular file base of directory dfd (image path crel) is as
+// de says on every point entryDiff checks: type, size, mode, mtime, owner (with checkOwner)
+// and no xattrs beyond the extras' and the target's labels. It checks relative to the
+// directory, an fstatat and a listxattrat, where entryDiff's paths cost a lookup of every
+// component; an entry it does not find as the image says goes to entryDiff, which names
+// the difference.
+func (o *verifyOptions) fileAsImage(dfd int, base, crel string, de *snapshot.DirEntry) bool {
+	var st unix.Stat_t
+	if unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return false
+	}
+
+	want := os.FileMode(de.Permissions) & kfs.ModBits
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != de.FileSize ||
+		os.FileMode(st.Mode)&os.ModePerm != want&os.ModePerm || modeExtra(st.Mode) != want&^os.ModePerm ||
+		st.Mtim.Nano() != de.ModTime.ToTime().UnixNano() ||
+		(o.checkOwner && (st.Uid != de.UserID || st.Gid != de.GroupID)) {
+		return false
+	}
+
+	if o.withXattrs[crel] {
+		return true // compared by verifyExtras
+	}
+
+	names, err := listXattrsAt(dfd, base)
+	if err != nil {
+		return false
+	}
+
+	for _, n := range names {
+		if !targetLabel(n) {
+			return false
+		}
+	}
+
+	return true
 }
 
 // diff passes a verification difference to collect and carries on (nil), or ends the walk

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -154,4 +155,41 @@ func requireUmaskRead(t *testing.T) {
 	old := syscall.Umask(0o022)
 	syscall.Umask(old)
 	require.EqualValues(t, old, um)
+}
+
+// Verification checks files relative to their directory (fileAsImage) and by path only
+// where that finds a difference: each kind of difference is still named.
+func TestVerifyNamesEachFileDifference(t *testing.T) {
+	e := newEnv(t)
+	makeTree(t, e.src)
+	pres, err := e.repos.Push(context.Background(), PushRequest{Repo: e.cfg, Job: e.job, SourceDir: e.src, Dataset: e.ds}, nil)
+	require.NoError(t, err)
+	res, err := e.repos.Pull(context.Background(), e.pullReq(pres.ImageID, "r1"), nil)
+	require.NoError(t, err)
+
+	p := filepath.Join(res.ReplicaPath, "many", "f03.txt")
+	var st unix.Stat_t
+	require.NoError(t, unix.Lstat(p, &st))
+	mtime := time.Unix(st.Mtim.Unix())
+	for _, c := range []struct {
+		what      string
+		do, undo  func() error
+		mustName  string
+		ownerOnly bool
+	}{
+		{"xattr", func() error { return unix.Lsetxattr(p, "user.added", []byte("x"), 0) }, func() error { return unix.Lremovexattr(p, "user.added") }, "many/f03.txt: xattr user.added not in the image", false},
+		{"mode", func() error { return unix.Chmod(p, 0o600) }, func() error { return unix.Chmod(p, st.Mode&0o7777) }, "many/f03.txt: mode", false},
+		{"mtime", func() error { return os.Chtimes(p, mtime, mtime.Add(time.Second)) }, func() error { return os.Chtimes(p, mtime, mtime) }, "many/f03.txt: mtime", false},
+		{"owner", func() error { return unix.Lchown(p, 4321, 4321) }, func() error { return unix.Lchown(p, int(st.Uid), int(st.Gid)) }, "many/f03.txt: owner", true},
+	} {
+		if c.ownerOnly && os.Geteuid() != 0 {
+			continue
+		}
+		require.NoError(t, c.do(), c.what)
+		err := e.repos.VerifyReplica(context.Background(), e.cfg, e.job, e.ds, pres.ImageID, res.ReplicaPath, 0)
+		require.ErrorIs(t, err, ErrVerify, c.what)
+		require.ErrorContains(t, err, c.mustName, c.what)
+		require.NoError(t, c.undo(), c.what)
+	}
+	require.NoError(t, e.repos.VerifyReplica(context.Background(), e.cfg, e.job, e.ds, pres.ImageID, res.ReplicaPath, 0))
 }
