@@ -35,7 +35,10 @@ func TestSourceReaderReadsAsListed(t *testing.T) {
 
 	r := openReader(t, p, 10)
 	buf := make([]byte, 64)
-	n, err := r.Read(buf)
+	n, err := r.Read(buf[:0])
+	require.Zero(t, n)
+	require.NoError(t, err, "an empty read is no EOF")
+	n, err = r.Read(buf)
 	require.Equal(t, 10, n)
 	require.ErrorIs(t, err, io.EOF, "the last bytes come with EOF")
 	require.Equal(t, "0123456789", string(buf[:n]))

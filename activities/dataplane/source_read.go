@@ -39,6 +39,9 @@ func (r *sourceReader) Read(p []byte) (int, error) {
 	if r.off >= r.size {
 		return 0, io.EOF
 	}
+	if len(p) == 0 {
+		return 0, nil
+	}
 	if rest := r.size - r.off; int64(len(p)) > rest {
 		p = p[:rest]
 	}
