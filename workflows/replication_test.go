@@ -44,9 +44,10 @@ type fakeAgents struct {
 	// unsupported is what every push reports its image lacks (on_unsupported: skip).
 	unsupported *activities.Unsupported
 	// warms are the inputs of every WarmReplica (not in calls: they run beside the steps);
-	// with awaitWarm a push first waits up to a second for one to have started.
-	warms     []activities.WarmInput
-	awaitWarm bool
+	// with awaitWarms a push first waits up to a second for that many to have started (the
+	// run never waits for them, so one still to start when it ends is never run).
+	warms      []activities.WarmInput
+	awaitWarms int
 }
 
 // warmed returns the inputs of the warms so far.
@@ -120,7 +121,7 @@ func (f *fakeAgents) RunScript(ctx context.Context, in activities.ScriptInput) (
 // a lost agent's last heartbeat naming the part it was in.
 func (f *fakeAgents) Push(ctx context.Context, in activities.PushInput) (activities.PushResult, error) {
 	agent := agentOf(ctx)
-	for deadline := time.Now().Add(time.Second); f.awaitWarm && len(f.warmed()) == 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(time.Second); len(f.warmed()) < f.awaitWarms && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
 	var quiesced *activities.ScriptResult

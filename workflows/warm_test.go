@@ -40,7 +40,7 @@ func TestRunWarmsEachTargetBesideThePush(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := &fakeAgents{fail: func(string, string) error { return nil }, plan: tc.plan, awaitWarm: true}
+			f := &fakeAgents{fail: func(string, string) error { return nil }, plan: tc.plan, awaitWarms: len(tc.want)}
 			st, err := runWorkflow(t, f)
 			require.NoError(t, err)
 			assert.Equal(t, PhaseCompleted, st.Phase)
@@ -64,7 +64,7 @@ func TestFailedWarmChangesNothing(t *testing.T) {
 	_, err := runWorkflow(t, ok)
 	require.NoError(t, err)
 
-	f := &fakeAgents{awaitWarm: true, plan: readAhead(nil), fail: func(kind, _ string) error {
+	f := &fakeAgents{awaitWarms: 1, plan: readAhead(nil), fail: func(kind, _ string) error {
 		if kind == "warm" {
 			return errors.New("disk on fire")
 		}
@@ -80,7 +80,7 @@ func TestFailedWarmChangesNothing(t *testing.T) {
 // A run recorded with the first baseline, before warms existed, reads no target ahead (its
 // history has no such activity).
 func TestNoWarmBeforeItsBaseline(t *testing.T) {
-	f := &fakeAgents{fail: func(string, string) error { return nil }, awaitWarm: true, plan: readAhead(nil)}
+	f := &fakeAgents{fail: func(string, string) error { return nil }, awaitWarms: 1, plan: readAhead(nil)}
 	_, err := runWorkflowWith(t, f, ReplicationInput{Job: "orders"}, func(env *testsuite.TestWorkflowEnvironment) {
 		env.OnGetVersion(baselineChange, workflow.DefaultVersion, baselineVersion).Return(workflow.Version(1))
 	})
