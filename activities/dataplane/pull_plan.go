@@ -582,6 +582,13 @@ func (p *puller) exactMeta(st os.FileInfo, de *snapshot.DirEntry) bool {
 
 // exactStat is exactMeta for a raw stat result.
 func (p *puller) exactStat(st *unix.Stat_t, de *snapshot.DirEntry) bool {
+	return statIsEntry(st, de, p.isRoot)
+}
+
+// statIsEntry reports whether raw stat result st is the regular file de describes: size,
+// mtime to the nanosecond, mode with its setuid/setgid/sticky bits, and with owner its
+// owner too.
+func statIsEntry(st *unix.Stat_t, de *snapshot.DirEntry, owner bool) bool {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != de.FileSize ||
 		st.Mtim.Nano() != de.ModTime.ToTime().UnixNano() ||
 		os.FileMode(st.Mode)&os.ModePerm != os.FileMode(de.Permissions)&os.ModePerm ||
@@ -589,7 +596,7 @@ func (p *puller) exactStat(st *unix.Stat_t, de *snapshot.DirEntry) bool {
 		return false
 	}
 
-	return !p.isRoot || (st.Uid == de.UserID && st.Gid == de.GroupID)
+	return !owner || (st.Uid == de.UserID && st.Gid == de.GroupID)
 }
 
 // extraBits pairs the setuid/setgid/sticky bits of a raw mode with Go's FileMode bits.

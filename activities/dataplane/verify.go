@@ -314,12 +314,7 @@ func (o *verifyOptions) entryDiffs(ctx context.Context, dir, rel string, d objec
 	check := func(c int) error {
 		for i := c * checkChunk; i < min((c+1)*checkChunk, len(ents)); i++ {
 			de := ents[i]
-			crel := path.Join(rel, de.Name)
-			if dfd >= 0 && de.Type == snapshot.EntryTypeFile && (o.skipMeta == nil || !o.skipMeta(rel, d, i)) &&
-				o.fileAsImage(dfd, o.names.base(crel, de.Name), crel, de) {
-				continue
-			}
-			diffs[i] = o.entryDiff(dir, rel, crel, d, i, de, haveType)
+			diffs[i] = o.entryDiff(dir, rel, path.Join(rel, de.Name), dfd, d, i, de, haveType)
 		}
 
 		return nil
@@ -339,9 +334,10 @@ func (o *verifyOptions) entryDiffs(ctx context.Context, dir, rel string, d objec
 
 // entryDiff checks entry i (de, at crel) of image directory d at rel before its contents:
 // its type and, unless skipMeta, its metadata and xattrs (a directory's own metadata after
-// its contents). It returns the difference found (ErrVerify), nil when the entry is as the
-// image says. It is safe for concurrent use.
-func (o *verifyOptions) entryDiff(dir, rel, crel string, d object.ID, i int, de *snapshot.DirEntry, haveType map[string]fs.FileMode) error {
+// its contents). A regular file is looked at relative to dfd, the directory (fileAsImage),
+// and by path only when that finds a difference or dfd is -1. It returns the difference
+// found (ErrVerify), nil when the entry is as the image says. It is safe for concurrent use.
+func (o *verifyOptions) entryDiff(dir, rel, crel string, dfd int, d object.ID, i int, de *snapshot.DirEntry, haveType map[string]fs.FileMode) error {
 	var err error
 
 	switch {
@@ -355,6 +351,9 @@ func (o *verifyOptions) entryDiff(dir, rel, crel string, d object.ID, i int, de 
 			err = verifyMeta(o.path(dir, crel), crel, de, o.checkOwner) // names the difference
 		}
 	default:
+		if dfd >= 0 && de.Type == snapshot.EntryTypeFile && o.fileAsImage(dfd, o.names.base(crel, de.Name), crel, de) {
+			return nil
+		}
 		if err = verifyMeta(o.path(dir, crel), crel, de, o.checkOwner); err == nil {
 			err = o.checkXattrs(dir, crel)
 		}
@@ -371,15 +370,7 @@ func (o *verifyOptions) entryDiff(dir, rel, crel string, d object.ID, i int, de 
 // the difference.
 func (o *verifyOptions) fileAsImage(dfd int, base, crel string, de *snapshot.DirEntry) bool {
 	var st unix.Stat_t
-	if unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
-		return false
-	}
-
-	want := os.FileMode(de.Permissions) & kfs.ModBits
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != de.FileSize ||
-		os.FileMode(st.Mode)&os.ModePerm != want&os.ModePerm || modeExtra(st.Mode) != want&^os.ModePerm ||
-		st.Mtim.Nano() != de.ModTime.ToTime().UnixNano() ||
-		(o.checkOwner && (st.Uid != de.UserID || st.Gid != de.GroupID)) {
+	if unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || !statIsEntry(&st, de, o.checkOwner) {
 		return false
 	}
 
