@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -298,6 +299,11 @@ func TestMeasureParallel(t *testing.T) {
 	// the tree after the page cache is dropped, so that the push finds its metadata cached
 	// and only the files' data cold.
 	warmMeta := strings.Split(envString("REPLCTL_MEASURE_WARMMETA", "0"), ",")
+	// REPLCTL_MEASURE_ENCSLOTS=1,0: in turn with the parallel counts, 0 lets every reader
+	// into kopia's object writers at once (no encryption slots, encslots.go).
+	encSlotsOn := strings.Split(envString("REPLCTL_MEASURE_ENCSLOTS", "1"), ",")
+	defer func(s encSlots) { pushSlots = s }(pushSlots)
+	withSlots := pushSlots
 	for i, ps := range strings.Split(envString("REPLCTL_MEASURE_PARALLEL", "2,8"), ",") {
 		par, err := strconv.Atoi(ps)
 		require.NoError(t, err)
@@ -319,12 +325,18 @@ func TestMeasureParallel(t *testing.T) {
 			require.NoError(t, err)
 			require.NotEmpty(t, out)
 		}
+		pushSlots = withSlots
+		if encSlotsOn[i%len(encSlotsOn)] == "0" {
+			pushSlots = nil
+		}
 		runtime.GC()
 		resetHWM()
+		gc0, alloc0 := gcCounts()
 		t0, cpu0 := time.Now(), cpuTime()
 		p, err := repos.Push(context.Background(), PushRequest{Repo: cfg, Job: "measure", SourceDir: src, Dataset: "m", Parallel: par, CheckpointInterval: checkpoint}, nil)
 		require.NoError(t, err)
 		push, pushCPU, pushHWM := time.Since(t0), cpuTime()-cpu0, vmHWM()
+		gc1, alloc1 := gcCounts()
 
 		pull := "skipped"
 		if !noPull {
@@ -336,7 +348,7 @@ func TestMeasureParallel(t *testing.T) {
 			pull = fmt.Sprintf("%.2fs (VmHWM %s)", time.Since(t0).Seconds(), vmHWM())
 		}
 
-		t.Logf("parallel %2d, checkpoint %v, metadata warm %t: push %.2fs (CPU %.2fs, VmHWM %s) pull %s (%d files, %.0f MiB; page cache dropped: %t)", par, checkpoint, warm, push.Seconds(), pushCPU.Seconds(), pushHWM, pull, p.Files, float64(p.Bytes)/(1<<20), dropped)
+		t.Logf("parallel %2d, checkpoint %v, metadata warm %t, encryption slots %t: push %.2fs (CPU %.2fs, VmHWM %s, %d GCs, %.0f MiB allocated) pull %s (%d files, %.0f MiB; page cache dropped: %t)", par, checkpoint, warm, pushSlots != nil, push.Seconds(), pushCPU.Seconds(), pushHWM, gc1-gc0, float64(alloc1-alloc0)/(1<<20), pull, p.Files, float64(p.Bytes)/(1<<20), dropped)
 		require.NoError(t, repos.Close())
 		require.NoError(t, removeTree(base))
 	}
@@ -354,6 +366,13 @@ func dropPageCache() bool {
 	_, _ = exec.Command("sync").CombinedOutput()
 
 	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0) == nil
+}
+
+// gcCounts is the process's finished GC cycles and heap bytes allocated so far.
+func gcCounts() (cycles, allocated uint64) {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
 }
 
 // cpuTime is the process's user+system CPU time so far (a measure less

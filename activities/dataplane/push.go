@@ -396,7 +396,7 @@ func (r *Repos) upload(ctx, wctx context.Context, w repo.RepositoryWriter, req P
 		return nil, err
 	}
 
-	u := upload.NewUploader(w)
+	u := upload.NewUploader(pushSlots.bound(w))
 	u.ParallelUploads = req.Parallel
 	u.CheckpointInterval = req.CheckpointInterval
 	u.DisableIgnoreRules = true
