@@ -99,7 +99,7 @@ type Precopy struct {
 	Files   int64   `json:"files"`
 	Reused  int64   `json:"reused"`
 	Seconds float64 `json:"seconds"`
-	// Skipped: precopy auto skipped every dataset (no image yet, or a small one); the push
+	// Skipped: precopy auto skipped every dataset (precopySkipReason in cmd/replctl); the push
 	// copies everything while quiesced.
 	Skipped bool `json:"skipped,omitempty"`
 	// SkippedDatasets counts the datasets of a consistency group the precopy skipped; when

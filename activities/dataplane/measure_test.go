@@ -342,10 +342,12 @@ func TestMeasureParallel(t *testing.T) {
 		if !noPull {
 			dropPageCache()
 			resetHWM()
-			t0 = time.Now()
+			pgc0, palloc0 := gcCounts()
+			t0, cpu0 = time.Now(), cpuTime()
 			_, err = repos.Pull(context.Background(), PullRequest{Repo: cfg, Job: "measure", ImageID: p.ImageID, TargetRoot: target, Dataset: "m", ReplicaName: "r1", Epoch: 1, Agent: "a", Parallel: par, Verify: VerifyChanged}, nil)
 			require.NoError(t, err)
-			pull = fmt.Sprintf("%.2fs (VmHWM %s)", time.Since(t0).Seconds(), vmHWM())
+			gc2, alloc2 := gcCounts()
+			pull = fmt.Sprintf("%.2fs (CPU %.2fs, VmHWM %s, %d GCs, %.0f MiB allocated)", time.Since(t0).Seconds(), (cpuTime() - cpu0).Seconds(), vmHWM(), gc2-pgc0, float64(alloc2-palloc0)/(1<<20))
 		}
 
 		t.Logf("parallel %2d, checkpoint %v, metadata warm %t, encryption slots %t: push %.2fs (CPU %.2fs, VmHWM %s, %d GCs, %.0f MiB allocated) pull %s (%d files, %.0f MiB; page cache dropped: %t)", par, checkpoint, warm, pushSlots != nil, push.Seconds(), pushCPU.Seconds(), pushHWM, gc1-gc0, float64(alloc1-alloc0)/(1<<20), pull, p.Files, float64(p.Bytes)/(1<<20), dropped)

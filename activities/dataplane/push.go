@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -224,9 +225,13 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	if req.Precopy {
 		switch {
 		case req.PrecopyFirst:
-		case len(prev) == 0:
-			r.log("precopy skipped: no previous image", "job", req.Job, "dataset", req.Dataset)
+		case len(prev) == 0 && !localTimes(-1, req.SourceDir):
+			// The quiesced push could not trust its view (precopy_view.go), so it would read
+			// everything again.
+			r.log("precopy skipped: no previous image, and the source's times are not this host's", "job", req.Job, "dataset", req.Dataset)
 			return PushResult{Skipped: true}, nil
+		case len(prev) == 0:
+			// The first copy: the quiesced push takes what this one stores from its view.
 		case estFiles < PrecopyMinFiles && estBytes < PrecopyMinBytes:
 			// A push of so small a tree is as quick as the precopy's own bookkeeping.
 			r.log("precopy skipped: small dataset", "job", req.Job, "dataset", req.Dataset, "files", estFiles, "bytes", estBytes)
@@ -251,10 +256,16 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	rp.setPhase("upload", estBytes, estFiles)
 
 	plan := r.planReuse(wctx, w, req, prev)
+	var views []*snapshot.Manifest
+	if !req.Precopy {
+		if views, err = precopyViews(wctx, w, req); err != nil {
+			return PushResult{}, err
+		}
+	}
 	start := time.Now()
 	var up *uploaded
 	for {
-		up, err = r.upload(ctx, wctx, w, req, si, prev, rp, plan)
+		up, err = r.upload(ctx, wctx, w, req, si, append(slices.Clip(prev), views...), rp, plan)
 		if err == nil && up.precopyFound != nil {
 			return PushResult{Unsupported: up.precopyFound}, nil
 		}
@@ -279,7 +290,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	man.Tags = req.Tags
 
 	if req.Precopy && ctx.Err() == nil {
-		return r.finishPrecopy(wctx, w, req, man, start)
+		return r.finishPrecopy(wctx, w, req, up, start)
 	}
 
 	if man.IncompleteReason != "" || ctx.Err() != nil {
@@ -305,7 +316,9 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	}
 
 	man.Pins = []string{imagePin}
-	setTag(man, readTag, strconv.FormatInt(up.hashed, 10))
+	// What the run read: the precopy's reads count, or the next run would take this one's
+	// change for a small one and skip its precopy.
+	setTag(man, readTag, strconv.FormatInt(up.hashed+viewRead(views), 10))
 
 	if !extras.Empty() {
 		xid, err := saveExtras(wctx, w, req.Job, req.Dataset, extras)
@@ -329,6 +342,10 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	id, err := snapshot.SaveSnapshot(wctx, w, man)
 	if err != nil {
 		return PushResult{}, fmt.Errorf("saving image of %s: %w", req.SourceDir, err)
+	}
+	// The image holds what the views held that it needs; a view left would keep the rest.
+	if err := dropViews(wctx, w, views); err != nil {
+		return PushResult{}, err
 	}
 
 	if err := w.Flush(wctx); err != nil {
@@ -357,6 +374,8 @@ type uploaded struct {
 	precopyFound *Unsupported
 	// partialLinks: a file listed has more links than names listed.
 	partialLinks bool
+	// view: a precopy that listed racy files as such, whose tree may be kept as a view.
+	view bool
 }
 
 // planReuse is the reuse plan of a push the change journal guides (nil: list everything).
@@ -402,6 +421,16 @@ func (r *Repos) upload(ctx, wctx context.Context, w repo.RepositoryWriter, req P
 	u.DisableIgnoreRules = true
 	u.EnableActions = false
 	u.CheckpointLabels = req.Tags
+	view := req.Precopy && localTimes(root.fd, "")
+	if view {
+		// A view's checkpoints are views too (a taker's quiesced push may use them).
+		root.racyFrom = time.Now().Add(-racyMargin).UnixNano()
+		u.CheckpointLabels = maps.Clone(req.Tags)
+		if u.CheckpointLabels == nil {
+			u.CheckpointLabels = map[string]string{}
+		}
+		u.CheckpointLabels[viewTag] = ""
+	}
 	up := &uploadProgress{rp: rp}
 	u.Progress = up
 
@@ -430,7 +459,7 @@ func (r *Repos) upload(ctx, wctx context.Context, w repo.RepositoryWriter, req P
 
 	man, err := u.Upload(wctx, src, policy.BuildTree(nil, pushPolicy(req.Parallel, req.Precopy)), si, prev...)
 
-	res := &uploaded{man: man, hashed: up.hashed.Load()}
+	res := &uploaded{man: man, hashed: up.hashed.Load(), view: view}
 	if root.scan != nil && req.Precopy {
 		sum, _, serr := root.scan.result()
 		switch {
@@ -467,9 +496,11 @@ func (r *Repos) upload(ctx, wctx context.Context, w repo.RepositoryWriter, req P
 	return res, nil
 }
 
-// finishPrecopy makes what a precopy stored durable and drops its checkpoints: it leaves
-// content in the repository, never an image.
-func (r *Repos) finishPrecopy(ctx context.Context, w repo.RepositoryWriter, req PushRequest, man *snapshot.Manifest, start time.Time) (PushResult, error) {
+// finishPrecopy makes what a precopy stored durable and drops its checkpoints and older
+// views: it leaves content in the repository and, where it listed racy files as such, its
+// tree as a view (precopy_view.go), never an image.
+func (r *Repos) finishPrecopy(ctx context.Context, w repo.RepositoryWriter, req PushRequest, up *uploaded, start time.Time) (PushResult, error) {
+	man := up.man
 	if err := w.Flush(ctx); err != nil {
 		return PushResult{}, fmt.Errorf("flushing repository %s after precopy: %w", req.Repo.Dir, err)
 	}
@@ -487,7 +518,14 @@ func (r *Repos) finishPrecopy(ctx context.Context, w repo.RepositoryWriter, req 
 		}
 	}
 
-	if len(cps) > 0 {
+	if up.view {
+		setTag(man, viewTag, strconv.FormatInt(up.hashed, 10))
+		if _, err := snapshot.SaveSnapshot(ctx, w, man); err != nil {
+			return PushResult{}, fmt.Errorf("saving the precopy's view of job %s: %w", req.Job, err)
+		}
+	}
+
+	if len(cps) > 0 || up.view {
 		if err := w.Flush(ctx); err != nil {
 			return PushResult{}, fmt.Errorf("flushing repository %s after precopy: %w", req.Repo.Dir, err)
 		}

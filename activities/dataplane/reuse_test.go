@@ -31,10 +31,17 @@ func reuseTree(t *testing.T, src string) {
 }
 
 // listedBy records the source directories a push lists.
-func listedBy(e *env) func() []string {
+func listedBy(e *env) func() []string { return recorder(&e.repos.hooks.afterSourceList) }
+
+// openedBy records the source files a push opens.
+func openedBy(e *env) func() []string { return recorder(&e.repos.hooks.beforeSourceOpen) }
+
+// recorder sets hook to record the paths it is called with; the function it returns gives
+// them sorted and forgets them.
+func recorder(hook *func(rel string)) func() []string {
 	var mu sync.Mutex
 	var got []string
-	e.repos.hooks.afterSourceList = func(rel string) {
+	*hook = func(rel string) {
 		mu.Lock()
 		defer mu.Unlock()
 		got = append(got, rel)

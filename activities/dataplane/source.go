@@ -54,6 +54,9 @@ type sourceRoot struct {
 	reuse *reusePlan
 	prev  *snapshot.DirEntry
 	dev   uint64 // the root's device: the entries a push takes from the previous image
+	// racyFrom, when not 0, makes this a precopy that keeps a view: a regular file changed
+	// at or after it (ns) is listed with racyMtime (precopy_view.go).
+	racyFrom int64
 }
 
 // openSourceRoot opens dir (never through a symlink in its last component).
@@ -79,8 +82,10 @@ func (s *sourceRoot) dir() (fs.Directory, error) {
 
 // entry is the entry at rel (raw names) with stat st, named name in the image.
 func (s *sourceRoot) entry(rel, name string, st *unix.Stat_t) sourceEntry {
-	return sourceEntry{s: s, rel: rel, name: name, mode: st.Mode, size: st.Size, mtime: st.Mtim.Nano(),
+	e := sourceEntry{s: s, rel: rel, name: name, mode: st.Mode, size: st.Size, mtime: st.Mtim.Nano(),
 		uid: st.Uid, gid: st.Gid, dev: st.Dev, rdev: st.Rdev}
+	e.racy = s.racyFrom != 0 && s.racy(st)
+	return e
 }
 
 // typed is e as the kopia entry its type makes it: FIFOs, sockets and devices are unknown
@@ -122,15 +127,21 @@ type sourceEntry struct {
 	mtime     int64
 	uid, gid  uint32
 	dev, rdev uint64
+	racy      bool // a precopy's view records racyMtime for it (precopy_view.go)
 }
 
-func (e sourceEntry) Name() string       { return e.name }
-func (e sourceEntry) Size() int64        { return e.size }
-func (e sourceEntry) Mode() os.FileMode  { return fileMode(e.mode) }
-func (e sourceEntry) ModTime() time.Time { return time.Unix(0, e.mtime) }
-func (e sourceEntry) IsDir() bool        { return e.mode&unix.S_IFMT == unix.S_IFDIR }
-func (e sourceEntry) Sys() any           { return nil }
-func (e sourceEntry) Close()             {}
+func (e sourceEntry) Name() string      { return e.name }
+func (e sourceEntry) Size() int64       { return e.size }
+func (e sourceEntry) Mode() os.FileMode { return fileMode(e.mode) }
+func (e sourceEntry) ModTime() time.Time {
+	if e.racy {
+		return time.Unix(0, racyMtime)
+	}
+	return time.Unix(0, e.mtime)
+}
+func (e sourceEntry) IsDir() bool { return e.mode&unix.S_IFMT == unix.S_IFDIR }
+func (e sourceEntry) Sys() any    { return nil }
+func (e sourceEntry) Close()      {}
 
 func (e sourceEntry) Owner() fs.OwnerInfo   { return fs.OwnerInfo{UserID: e.uid, GroupID: e.gid} }
 func (e sourceEntry) Device() fs.DeviceInfo { return fs.DeviceInfo{Dev: e.dev, Rdev: e.rdev} }

@@ -346,12 +346,12 @@ func TestCLIHistoryListsSteps(t *testing.T) {
 	require.Len(t, got, 3)
 	require.Regexp(t, `^step plan (a1|a2|b1|b2)/`, got[0], "plan runs on any agent")
 	// a1 is the application's and the source's agent: one activity does the preflight (the
-	// source checked on disk), the precopy (auto: no image yet, and a small dataset, so it
-	// copies nothing), the quiesce, the push and the resume. The pull follows.
+	// source checked on disk), the precopy (auto: no image yet, so the first copy is made
+	// while the application runs), the quiesce, the push and the resume. The pull follows.
 	require.Equal(t, "step precopy+quiesce+push+resume a1/a1", got[1])
 	require.Equal(t, "step pull b1/b1", got[2])
 	d := h.Steps[1].Detail
-	require.Regexp(t, `^on disk: storage array-a at `+regexp.QuoteMeta(e.dir)+`/storage/array-a.*; source `+regexp.QuoteMeta(e.dir)+`/storage/array-a/orders; precopy skipped: no image yet, or a small one; freeze\.sh: exit 0; image [0-9a-f]+: .*; thaw\.sh: exit 0$`, d)
+	require.Regexp(t, `^on disk: storage array-a at `+regexp.QuoteMeta(e.dir)+`/storage/array-a.*; source `+regexp.QuoteMeta(e.dir)+`/storage/array-a/orders; precopy live source: 12 files, [0-9.]+ KiB, 0 unchanged; freeze\.sh: exit 0; image [0-9a-f]+: .*; thaw\.sh: exit 0$`, d)
 }
 
 // TestCLIStatusShowsReplicaAndRPO: status shows the replica and the RPO.

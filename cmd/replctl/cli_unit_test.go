@@ -344,10 +344,10 @@ func TestPrintStatusPrecopy(t *testing.T) {
 	out.Reset()
 	v.Precopy = &workflows.Precopy{Agent: "a1", Files: 10, Bytes: 1 << 20, Reused: 9, Seconds: 0.5, SkippedDatasets: 1}
 	printStatus(&out, v)
-	require.Contains(t, out.String(), "precopy  by a1 before quiesce: 10 files, 1.0 MiB (9 unchanged) in 0.5s; 1 dataset(s) skipped: no image yet, or a small one")
+	require.Contains(t, out.String(), "precopy  by a1 before quiesce: 10 files, 1.0 MiB (9 unchanged) in 0.5s; 1 dataset(s) skipped: a small image, a push that read little, or a first copy where the source's times are another host's")
 
 	out.Reset()
 	v.Precopy = &workflows.Precopy{Agent: "a2", Skipped: true, SkippedDatasets: 1}
 	printStatus(&out, v)
-	require.Contains(t, out.String(), "precopy  skipped by a2: no image yet, or a small one")
+	require.Contains(t, out.String(), "precopy  skipped by a2: a small image, a push that read little, or a first copy where the source's times are another host's")
 }

@@ -425,7 +425,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // precopySkipReason says why precopy auto skips a dataset (status and history).
-const precopySkipReason = "no image yet, or a small one"
+const precopySkipReason = "a small image, a push that read little, or a first copy where the source's times are another host's"
 
 // printStatus writes the human form of a status.
 func printStatus(w io.Writer, v statusView) {
