@@ -97,6 +97,7 @@ func TestPrecopyStoresContentNotImages(t *testing.T) {
 	p2 := e.push()
 	grown := repoBytes(t, e.cfg.Dir) - before
 	require.Less(t, grown, int64(1<<20), "the push stored %d bytes: the 8 MiB file's content was stored by the precopy", grown)
+	require.Equal(t, 0, e.manifests(precopySourceInfo(e.job, e.ds)), "a view beside an image is not used, and dropped")
 
 	r2 := e.pull(p2.ImageID, "r2")
 	requireSameTree(t, e.src, r2.ReplicaPath)
