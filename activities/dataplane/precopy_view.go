@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kopia/kopia/repo"
+	"github.com/kopia/kopia/repo/manifest"
 	"github.com/kopia/kopia/snapshot"
 	"golang.org/x/sys/unix"
 )
@@ -15,10 +16,11 @@ import (
 // The precopy's view (issue 16). A precopy reads the live source; the quiesced push that
 // follows used to trust only the job's previous image, so every file changed since then was
 // read again while the application was frozen, and a job's first copy (no image) skipped
-// the precopy and was read, encrypted and stored in full while frozen. Now a precopy keeps
-// the tree it listed as a view (a manifest under precopySourceInfo, never an image), and the
-// quiesced push takes a file's content from it when kopia finds the file's size, mtime, mode
-// and owner unchanged, as it does against an image.
+// the precopy and was read, encrypted and stored in full while frozen. Now a first copy's
+// precopy keeps the tree it listed as a view (a manifest under precopySourceInfo, never an
+// image), and the quiesced push takes a file's content from it when kopia finds the file's
+// size, mtime, mode and owner unchanged, as it does against an image. Beside an image a view
+// is neither kept nor used (push.go says why).
 //
 // That is safe only for a file that no write could have changed without changing its mtime
 // after the precopy read it. A write stamps the file with the kernel's clock at that moment,
@@ -101,11 +103,21 @@ func viewRead(views []*snapshot.Manifest) int64 {
 	return n
 }
 
-// dropViews deletes views; the caller flushes.
-func dropViews(ctx context.Context, w repo.RepositoryWriter, views []*snapshot.Manifest) error {
-	for _, m := range views {
-		if err := w.DeleteManifest(ctx, m.ID); err != nil {
-			return fmt.Errorf("deleting precopy view %s: %w", m.ID, err)
+// manifestIDs are the IDs of manifests.
+func manifestIDs(ms []*snapshot.Manifest) []manifest.ID {
+	ids := make([]manifest.ID, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+// deleteManifests deletes the precopy manifests ids (what names them in an error); the
+// caller flushes.
+func deleteManifests(ctx context.Context, w repo.RepositoryWriter, ids []manifest.ID, what string) error {
+	for _, id := range ids {
+		if err := w.DeleteManifest(ctx, id); err != nil {
+			return fmt.Errorf("deleting %s %s: %w", what, id, err)
 		}
 	}
 	return nil

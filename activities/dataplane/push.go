@@ -222,6 +222,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 		}
 	}
 
+	keepView := false
 	if req.Precopy {
 		switch {
 		case req.PrecopyFirst:
@@ -249,6 +250,8 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 			return PushResult{}, fmt.Errorf("finding precopy checkpoints of job %s: %w", req.Job, err)
 		}
 
+		// Only a first copy keeps a view: an image serves the quiesced push otherwise.
+		keepView = len(prev) == 0
 		prev = append(prev, pre...)
 		si = precopySourceInfo(req.Job, req.Dataset)
 	}
@@ -256,23 +259,21 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	rp.setPhase("upload", estBytes, estFiles)
 
 	plan := r.planReuse(wctx, w, req, prev)
-	// The precopy's views serve a first copy only. Beside an image, kopia would read every
-	// directory object of both to spare the reading of files changed since the image, which
-	// the precopy left in the page cache (B's first 1 % freeze after a full copy: 2.96 s
-	// against 1.75 s; bench at f08adb2, design.md).
-	var views, use []*snapshot.Manifest
-	if !req.Precopy {
+	// The precopy's views serve a first copy only, and only a first copy's precopy keeps
+	// one. Beside an image, kopia would read every directory object of both to spare the
+	// reading of files changed since the image, which the precopy left in the page cache
+	// (B's first 1 % freeze after a full copy: 2.96 s against 1.75 s; bench at f08adb2,
+	// design.md).
+	var views []*snapshot.Manifest
+	if !req.Precopy && len(prev) == 0 {
 		if views, err = precopyViews(wctx, w, req); err != nil {
 			return PushResult{}, err
-		}
-		if len(prev) == 0 {
-			use = views
 		}
 	}
 	start := time.Now()
 	var up *uploaded
 	for {
-		up, err = r.upload(ctx, wctx, w, req, si, append(slices.Clip(prev), use...), rp, plan)
+		up, err = r.upload(ctx, wctx, w, req, si, append(slices.Clip(prev), views...), rp, plan, keepView)
 		if err == nil && up.precopyFound != nil {
 			return PushResult{Unsupported: up.precopyFound}, nil
 		}
@@ -325,7 +326,7 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	man.Pins = []string{imagePin}
 	// What the run read: the precopy's reads count, or the next run would take this one's
 	// change for a small one and skip its precopy.
-	setTag(man, readTag, strconv.FormatInt(up.hashed+viewRead(use), 10))
+	setTag(man, readTag, strconv.FormatInt(up.hashed+viewRead(views), 10))
 
 	if !extras.Empty() {
 		xid, err := saveExtras(wctx, w, req.Job, req.Dataset, extras)
@@ -350,9 +351,8 @@ func (r *Repos) Push(ctx context.Context, req PushRequest, progress func(Progres
 	if err != nil {
 		return PushResult{}, fmt.Errorf("saving image of %s: %w", req.SourceDir, err)
 	}
-	// The image holds what the views held that it needs; a view left would keep the rest
-	// (used or not: the next precopy makes its own).
-	if err := dropViews(wctx, w, views); err != nil {
+	// The image holds what the views held that it needs; a view left would keep the rest.
+	if err := deleteManifests(wctx, w, manifestIDs(views), "precopy view"); err != nil {
 		return PushResult{}, err
 	}
 
@@ -406,9 +406,10 @@ func (r *Repos) planReuse(ctx context.Context, rep repo.Repository, req PushRequ
 	return plan
 }
 
-// upload runs kopia's uploader over the source once, with the scan fed by its listing.
+// upload runs kopia's uploader over the source once, with the scan fed by its listing. A
+// precopy with keepView lists racy files as such where the source's times are this host's.
 func (r *Repos) upload(ctx, wctx context.Context, w repo.RepositoryWriter, req PushRequest, si snapshot.SourceInfo,
-	prev []*snapshot.Manifest, rp *reporter, plan *reusePlan) (*uploaded, error) {
+	prev []*snapshot.Manifest, rp *reporter, plan *reusePlan, keepView bool) (*uploaded, error) {
 	root, err := openSourceRoot(req.SourceDir, &r.hooks)
 	if err != nil {
 		return nil, err
@@ -429,7 +430,7 @@ func (r *Repos) upload(ctx, wctx context.Context, w repo.RepositoryWriter, req P
 	u.DisableIgnoreRules = true
 	u.EnableActions = false
 	u.CheckpointLabels = req.Tags
-	view := req.Precopy && localTimes(root.fd, "")
+	view := req.Precopy && keepView && localTimes(root.fd, "")
 	if view {
 		// A view's checkpoints are views too (a taker's quiesced push may use them).
 		root.racyFrom = time.Now().Add(-racyMargin).UnixNano()
@@ -519,11 +520,8 @@ func (r *Repos) finishPrecopy(ctx context.Context, w repo.RepositoryWriter, req 
 	if err != nil {
 		return PushResult{}, fmt.Errorf("listing precopy checkpoints of job %s: %w", req.Job, err)
 	}
-
-	for _, id := range cps {
-		if err := w.DeleteManifest(ctx, id); err != nil {
-			return PushResult{}, fmt.Errorf("deleting precopy checkpoint %s: %w", id, err)
-		}
+	if err := deleteManifests(ctx, w, cps, "precopy checkpoint"); err != nil {
+		return PushResult{}, err
 	}
 
 	if up.view {
