@@ -406,8 +406,9 @@ func (r *Repos) planReuse(ctx context.Context, rep repo.Repository, req PushRequ
 	return plan
 }
 
-// upload runs kopia's uploader over the source once, with the scan fed by its listing. A
-// precopy with keepView lists racy files as such where the source's times are this host's.
+// upload runs kopia's uploader over the source once, with the scan fed by its listing.
+// keepView (set only for a precopy) lists racy files as such where the source's times are
+// this host's.
 func (r *Repos) upload(ctx, wctx context.Context, w repo.RepositoryWriter, req PushRequest, si snapshot.SourceInfo,
 	prev []*snapshot.Manifest, rp *reporter, plan *reusePlan, keepView bool) (*uploaded, error) {
 	root, err := openSourceRoot(req.SourceDir, &r.hooks)
@@ -430,7 +431,7 @@ func (r *Repos) upload(ctx, wctx context.Context, w repo.RepositoryWriter, req P
 	u.DisableIgnoreRules = true
 	u.EnableActions = false
 	u.CheckpointLabels = req.Tags
-	view := req.Precopy && keepView && localTimes(root.fd, "")
+	view := keepView && localTimes(root.fd, "")
 	if view {
 		// A view's checkpoints are views too (a taker's quiesced push may use them).
 		root.racyFrom = time.Now().Add(-racyMargin).UnixNano()
