@@ -34,10 +34,15 @@ func TestMeasureWriteOnce(t *testing.T) {
 	}
 	dst := envString("REPLCTL_MEASURE_WRITEONCE_DST", filepath.Join(t.TempDir(), "replica"))
 	workers := envInt("REPLCTL_MEASURE_PARALLEL", 8)
-	t.Logf("page cache dropped: %v", dropPageCache())
+	byDir := os.Getenv("REPLCTL_MEASURE_WRITEONCE_BYDIR") != ""
+	t.Logf("page cache dropped: %v; workers take whole directories: %v", dropPageCache(), byDir)
 
 	cpu0, start := cpuTime(), time.Now()
-	sums, n := writeOnceCopy(t, src, dst, workers)
+	copyTree := writeOnceCopy
+	if byDir {
+		copyTree = writeOnceCopyByDir
+	}
+	sums, n := copyTree(t, src, dst, workers)
 	fd, err := unix.Open(dst, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	require.NoError(t, err)
 	synced := time.Now()
@@ -80,18 +85,7 @@ func writeOnceCopy(t *testing.T, src, dst string, workers int) (map[string][32]b
 			}
 		})
 	}
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
+	err := walkLstat(src, false, func(p, rel string, d fs.DirEntry, st unix.Stat_t) error {
 		switch {
 		case d.IsDir():
 			return os.Mkdir(filepath.Join(dst, rel), fs.FileMode(st.Mode&0o777))
@@ -107,6 +101,88 @@ func writeOnceCopy(t *testing.T, src, dst string, workers int) (map[string][32]b
 	close(files)
 	wg.Wait()
 	require.NoError(t, err)
+	return sums, total
+}
+
+// walkLstat walks the tree src in one goroutine and hands fn each entry's path (each
+// directory's only, with dirsOnly), its path relative to src and its lstat.
+func walkLstat(src string, dirsOnly bool, fn func(p, rel string, d fs.DirEntry, st unix.Stat_t) error) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || (dirsOnly && !d.IsDir()) {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		return fn(p, rel, d, st)
+	})
+}
+
+// writeOnceCopyByDir copies the tree src to dst as writeOnceCopy does, but each worker
+// takes a whole directory: it lists it, stats its entries and copies its files, so the
+// source's metadata is read on every worker rather than by the one walk, and no two workers
+// create files in one directory at once. The directories are made first, in one walk.
+func writeOnceCopyByDir(t *testing.T, src, dst string, workers int) (map[string][32]byte, int64) {
+	var dirs []string
+	err := walkLstat(src, true, func(_, rel string, _ fs.DirEntry, st unix.Stat_t) error {
+		dirs = append(dirs, rel)
+		return os.Mkdir(filepath.Join(dst, rel), fs.FileMode(st.Mode&0o777))
+	})
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	sums := map[string][32]byte{}
+	var total int64
+	next := make(chan string)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			buf := make([]byte, 1<<20)
+			for rel := range next {
+				ents, err := os.ReadDir(filepath.Join(src, rel))
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				for _, e := range ents {
+					from, to := filepath.Join(src, rel, e.Name()), filepath.Join(dst, rel, e.Name())
+					var st unix.Stat_t
+					if err := unix.Lstat(from, &st); err != nil {
+						t.Error(err)
+						continue
+					}
+					switch st.Mode & unix.S_IFMT {
+					case unix.S_IFREG:
+						sum, n, err := writeOnceFile(from, to, &st, buf)
+						if err != nil {
+							t.Error(err)
+							continue
+						}
+						mu.Lock()
+						sums[filepath.Join(rel, e.Name())], total = sum, total+n
+						mu.Unlock()
+					case unix.S_IFLNK:
+						if err := writeOnceSymlink(from, to, &st); err != nil {
+							t.Error(err)
+						}
+					case unix.S_IFDIR:
+					default:
+						t.Errorf("%s: only regular files, directories and symlinks are measured", from)
+					}
+				}
+			}
+		})
+	}
+	for _, rel := range dirs {
+		next <- rel
+	}
+	close(next)
+	wg.Wait()
 	return sums, total
 }
 
