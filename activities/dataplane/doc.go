@@ -36,6 +36,7 @@
 // Files, by stage:
 //
 //	source.go, push.go            walking the source beneath its fd; the push
+//	push_upload.go                one upload: kopia's uploader over the source
 //	extras.go, extras_apply.go    what kopia's entry model has no field for
 //	pull.go                       Pull: the stages in order
 //	pull_request.go               checking a request, loading its image
