@@ -42,7 +42,8 @@
 //	pull_request.go               checking a request, loading its image
 //	puller.go                     the puller's state and trust levels
 //	pull_resume.go                reusing earlier attempts and the previous replica
-//	pull_plan.go                  deciding per file: link, or write
+//	pull_plan.go                  planning: the image's walk, directory by directory
+//	pull_plan_file.go             deciding per file: link, or write
 //	pull_write.go                 writing files, symlinks and directory attributes
 //	verify.go                     checking a tree against its image
 //	publish.go                    fencing, the atomic rename and symlink swap
