@@ -66,22 +66,13 @@ func writeOnceCopy(t *testing.T, src, dst string, workers int) (map[string][32]b
 		st  unix.Stat_t
 	}
 	files := make(chan file, 4096)
-	var mu sync.Mutex
-	sums := map[string][32]byte{}
-	var total int64
+	c := &writeOnceCopied{sums: map[string][32]byte{}}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			buf := make([]byte, 1<<20)
 			for f := range files {
-				sum, n, err := writeOnceFile(filepath.Join(src, f.rel), filepath.Join(dst, f.rel), &f.st, buf)
-				if err != nil {
-					t.Error(err)
-					continue
-				}
-				mu.Lock()
-				sums[f.rel], total = sum, total+n
-				mu.Unlock()
+				c.file(t, src, dst, f.rel, &f.st, buf)
 			}
 		})
 	}
@@ -95,13 +86,36 @@ func writeOnceCopy(t *testing.T, src, dst string, workers int) (map[string][32]b
 		case d.Type()&fs.ModeSymlink != 0:
 			return writeOnceSymlink(p, filepath.Join(dst, rel), &st)
 		}
-		t.Errorf("%s: only regular files, directories and symlinks are measured", p)
+		t.Errorf(notMeasured, p)
 		return nil
 	})
 	close(files)
 	wg.Wait()
 	require.NoError(t, err)
-	return sums, total
+	return c.sums, c.total
+}
+
+// notMeasured is the test's error for an entry that is not a regular file, a directory or a
+// symlink.
+const notMeasured = "%s: only regular files, directories and symlinks are measured"
+
+// writeOnceCopied is what the copy's workers wrote: each file's hash and the bytes in all.
+type writeOnceCopied struct {
+	mu    sync.Mutex
+	sums  map[string][32]byte
+	total int64
+}
+
+// file copies regular file rel of src to dst (writeOnceFile) and records its hash.
+func (c *writeOnceCopied) file(t *testing.T, src, dst, rel string, st *unix.Stat_t, buf []byte) {
+	sum, n, err := writeOnceFile(filepath.Join(src, rel), filepath.Join(dst, rel), st, buf)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	c.mu.Lock()
+	c.sums[rel], c.total = sum, c.total+n
+	c.mu.Unlock()
 }
 
 // walkLstat walks the tree src in one goroutine and hands fn each entry's path (each
@@ -135,22 +149,21 @@ func writeOnceCopyByDir(t *testing.T, src, dst string, workers int) (map[string]
 	})
 	require.NoError(t, err)
 
-	var mu sync.Mutex
-	sums := map[string][32]byte{}
-	var total int64
+	c := &writeOnceCopied{sums: map[string][32]byte{}}
 	next := make(chan string)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			buf := make([]byte, 1<<20)
-			for rel := range next {
-				ents, err := os.ReadDir(filepath.Join(src, rel))
+			for dir := range next {
+				ents, err := os.ReadDir(filepath.Join(src, dir))
 				if err != nil {
 					t.Error(err)
 					continue
 				}
 				for _, e := range ents {
-					from, to := filepath.Join(src, rel, e.Name()), filepath.Join(dst, rel, e.Name())
+					rel := filepath.Join(dir, e.Name())
+					from := filepath.Join(src, rel)
 					var st unix.Stat_t
 					if err := unix.Lstat(from, &st); err != nil {
 						t.Error(err)
@@ -158,32 +171,25 @@ func writeOnceCopyByDir(t *testing.T, src, dst string, workers int) (map[string]
 					}
 					switch st.Mode & unix.S_IFMT {
 					case unix.S_IFREG:
-						sum, n, err := writeOnceFile(from, to, &st, buf)
-						if err != nil {
-							t.Error(err)
-							continue
-						}
-						mu.Lock()
-						sums[filepath.Join(rel, e.Name())], total = sum, total+n
-						mu.Unlock()
+						c.file(t, src, dst, rel, &st, buf)
 					case unix.S_IFLNK:
-						if err := writeOnceSymlink(from, to, &st); err != nil {
+						if err := writeOnceSymlink(from, filepath.Join(dst, rel), &st); err != nil {
 							t.Error(err)
 						}
-					case unix.S_IFDIR:
+					case unix.S_IFDIR: // made by the walk
 					default:
-						t.Errorf("%s: only regular files, directories and symlinks are measured", from)
+						t.Errorf(notMeasured, from)
 					}
 				}
 			}
 		})
 	}
-	for _, rel := range dirs {
-		next <- rel
+	for _, dir := range dirs {
+		next <- dir
 	}
 	close(next)
 	wg.Wait()
-	return sums, total
+	return c.sums, c.total
 }
 
 // writeOnceFile copies one regular file: reads it once, hashes and writes what it read,
