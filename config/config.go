@@ -257,6 +257,11 @@ type Job struct {
 	// pays where the target's disks are not the source's: on shared disks its reads
 	// compete with the push's (design.md, Issue 16, "Targets read ahead of the pull").
 	ReadAhead bool `yaml:"read_ahead"`
+	// WriteOnce grants the job's source agents the right to write each of its targets'
+	// incoming staging on the target hosts (`replctl serve-staging`, reached over SSH with a
+	// forced command, or the source host's own mount of the target storage). Default false:
+	// a target host's serve-staging refuses every job that does not set it in its own config.
+	WriteOnce bool `yaml:"write_once"`
 	// OnUnsupported is what a push does with source entries the data plane cannot replicate
 	// (names that are not valid UTF-8): "fail" (default: the run fails naming them) or
 	// "skip" (the replica is made without them and marked incomplete).

@@ -83,6 +83,9 @@ func (k *checker) job(i int, jobIdx map[string]int) {
 	k.bandwidth(p+".bandwidth", j.Bandwidth)
 	k.repository(p+".repository", j)
 	k.orders(p, j)
+	if j.WriteOnce {
+		k.writeOnce(p, j)
+	}
 	k.timeouts(p+".timeouts", &j.Timeouts)
 	if j.Schedule != nil {
 		k.schedule(p+".schedule", j.Schedule)
@@ -557,6 +560,29 @@ func (k *checker) crossJob() {
 					whose = fmt.Sprintf("job %q's", other.Name)
 				}
 				k.errorf(fmt.Sprintf("jobs[%d].repository.path", i), "repository %s:%s overlaps %s %s dataset %s; keep the repository apart from datasets", r.Storage, rp, whose, e.role, e.ep)
+			}
+		}
+	}
+}
+
+// writeOnce checks that every source host can reach the incoming staging of every target
+// host of the job: over SSH (the target host has connect.ssh) or through its own mount of
+// the target's storage.
+func (k *checker) writeOnce(p string, j *Job) {
+	for _, t := range j.AllTargets() {
+		for _, th := range t.Order {
+			h, err := k.c.Host(th)
+			if err != nil || !h.Connect.Local() {
+				continue
+			}
+			for _, sh := range j.Order.Source {
+				s, err := k.c.Host(sh)
+				if err != nil {
+					continue
+				}
+				if _, ok := s.Mount(t.Storage); !ok {
+					k.errorf(p+".write_once", "source host %q cannot write the staging of target host %q: %q has no connect.ssh and %q does not attach storage %q", sh, th, th, sh, t.Storage)
+				}
 			}
 		}
 	}

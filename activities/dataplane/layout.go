@@ -77,6 +77,7 @@ type layout struct {
 	replicas string // T/.replctl/replicas/<esc>
 	meta     string // T/.replctl/meta/<esc>
 	staging  string // T/.replctl/staging/<esc>
+	incoming string // T/.replctl/incoming/<esc>: written by source agents (write once)
 	fence    string // T/.replctl/fence/<esc>.json
 }
 
@@ -92,6 +93,7 @@ func newLayout(targetRoot, dataset string) layout {
 		replicas: filepath.Join(base, "replicas", esc),
 		meta:     filepath.Join(base, "meta", esc),
 		staging:  filepath.Join(base, "staging", esc),
+		incoming: filepath.Join(base, incomingKind, esc),
 		fence:    filepath.Join(base, "fence", esc+".json"),
 	}
 }

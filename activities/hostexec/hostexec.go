@@ -148,7 +148,7 @@ func Run(ctx context.Context, r Request) (Result, error) {
 	if err := validate(&r); err != nil {
 		return res, err
 	}
-	tail := newTailBuffer(r.OutputTail)
+	tail := NewTailBuffer(r.OutputTail)
 
 	runCtx := ctx
 	if r.Timeout > 0 {

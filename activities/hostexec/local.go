@@ -24,7 +24,7 @@ const localWaitDelay = time.Second
 
 // runLocal runs the script on this machine. ctx is the caller's context;
 // runCtx is ctx plus Request.Timeout.
-func runLocal(ctx, runCtx context.Context, r *Request, tail *tailBuffer, res *Result) error {
+func runLocal(ctx, runCtx context.Context, r *Request, tail *TailBuffer, res *Result) error {
 	script, err := checkLocalScript(r)
 	if err != nil {
 		return err

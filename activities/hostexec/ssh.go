@@ -40,7 +40,7 @@ const (
 
 // runSSH runs the script on r.SSH. ctx is the caller's context; runCtx is ctx
 // plus Request.Timeout.
-func runSSH(ctx, runCtx context.Context, r *Request, tail *tailBuffer, res *Result) error {
+func runSSH(ctx, runCtx context.Context, r *Request, tail *TailBuffer, res *Result) error {
 	t := r.SSH
 	addr := withDefaultPort(t.Address)
 	where := fmt.Sprintf("hostexec: host %s: ssh %s@%s", r.label(), t.User, addr)
@@ -64,7 +64,7 @@ func runSSH(ctx, runCtx context.Context, r *Request, tail *tailBuffer, res *Resu
 
 	// Pre-check in its own session, so a missing script is a clear
 	// ErrNoScript instead of an ambiguous exit code 126/127 of the real run.
-	checkOut := newTailBuffer(512)
+	checkOut := NewTailBuffer(512)
 	check, killed := runSession(runCtx, client, checkCommand(r), checkOut)
 	if killed {
 		return interruptedBeforeStart(ctx, where, res)

@@ -9,10 +9,10 @@ import (
 // truncationMark prefixes OutputTail when earlier output was dropped.
 const truncationMark = "…"
 
-// tailBuffer is an io.Writer that keeps only the last size bytes written, in
+// TailBuffer is an io.Writer that keeps only the last size bytes written, in
 // a fixed ring, so a chatty script cannot grow the agent's memory. It is safe
 // for concurrent use (stdout and stderr are copied by separate goroutines).
-type tailBuffer struct {
+type TailBuffer struct {
 	mu    sync.Mutex
 	ring  []byte // len == size
 	pos   int    // next write index
@@ -20,12 +20,13 @@ type tailBuffer struct {
 	total int64  // bytes ever written
 }
 
-func newTailBuffer(size int) *tailBuffer {
-	return &tailBuffer{ring: make([]byte, size)}
+// NewTailBuffer keeps the last size bytes written.
+func NewTailBuffer(size int) *TailBuffer {
+	return &TailBuffer{ring: make([]byte, size)}
 }
 
 // Write never fails; it only remembers the tail.
-func (b *tailBuffer) Write(p []byte) (int, error) {
+func (b *TailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := len(p)
@@ -53,7 +54,7 @@ func (b *tailBuffer) Write(p []byte) (int, error) {
 
 // String returns the kept tail as valid UTF-8, prefixed with "…" if output
 // was dropped. A multi-byte character cut by the truncation is dropped whole.
-func (b *tailBuffer) String() string {
+func (b *TailBuffer) String() string {
 	b.mu.Lock()
 	var data []byte
 	if b.full {

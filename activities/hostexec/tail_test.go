@@ -13,7 +13,7 @@ import (
 func TestTailBufferMatchesLastBytes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, size := range []int{1, 7, 64, 4096} {
-		b := newTailBuffer(size)
+		b := NewTailBuffer(size)
 		var all bytes.Buffer
 		for i := 0; i < 500; i++ {
 			chunk := make([]byte, rng.IntN(3*size+1))
@@ -36,7 +36,7 @@ func TestTailBufferMatchesLastBytes(t *testing.T) {
 }
 
 func TestTailBufferInvalidUTF8(t *testing.T) {
-	b := newTailBuffer(16)
+	b := NewTailBuffer(16)
 	_, _ = b.Write([]byte("ok\xffok"))
 	require.Equal(t, "ok\uFFFDok", b.String())
 }

@@ -119,3 +119,20 @@ func TestFailbackParsesArgsAndFlags(t *testing.T) {
 		assert.Equal(t, ExitUsage, exitCode(err), "args %v: %v", args, err)
 	}
 }
+
+func TestServeStagingParsesFlags(t *testing.T) {
+	t.Setenv("SSH_ORIGINAL_COMMAND", `replctl-staging {"job":"orders","storage":"b","dataset":"orders"}`)
+	f := NewFactory(&bytes.Buffer{}, &bytes.Buffer{})
+	var got *ServeStagingOptions
+	cmd := NewCmdServeStaging(f, func(o *ServeStagingOptions) error { got = o; return nil })
+	_, err := run(t, cmd, "--host", "b1", "--from", "a1")
+	require.NoError(t, err)
+	assert.Equal(t, "b1", got.Host)
+	assert.Equal(t, "a1", got.From)
+	assert.Equal(t, `replctl-staging {"job":"orders","storage":"b","dataset":"orders"}`, got.Command)
+	for _, args := range [][]string{{}, {"--host", "b1"}, {"--from", "a1"}, {"--host", "b1", "--from", "a1", "extra"}} {
+		cmd := NewCmdServeStaging(f, func(*ServeStagingOptions) error { t.Fatal("must not run"); return nil })
+		_, err := run(t, cmd, args...)
+		assert.Equal(t, ExitUsage, exitCode(err), "args %v: %v", args, err)
+	}
+}

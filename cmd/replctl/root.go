@@ -248,7 +248,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 
 	cmd.AddCommand(NewCmdServer(f, nil), NewCmdAgent(f, nil), NewCmdDev(f, nil), withJobCompletion(f, NewCmdStart(f, nil)), NewCmdStatus(f, nil), NewCmdConfig(f),
 		NewCmdSchedule(f, nil), NewCmdList(f, nil), NewCmdCancel(f, nil), NewCmdHistory(f, nil), NewCmdReplicas(f, nil), NewCmdMaintain(f, nil), NewCmdTestFailover(f, nil), NewCmdVerify(f, nil), NewCmdCheck(f, nil), NewCmdImages(f, nil), NewCmdRestore(f, nil),
-		withJobCompletion(f, NewCmdFailback(f, nil)), NewCmdCodecServer(f, nil))
+		withJobCompletion(f, NewCmdFailback(f, nil)), NewCmdCodecServer(f, nil), NewCmdServeStaging(f, nil))
 	cmd.AddCommand(newCmdMan(cmd))
 	return cmd
 }
