@@ -1,0 +1,280 @@
+package worecord
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
+)
+
+// ErrIncomplete means the staging does not hold every entry as its record says; the entries
+// that failed were removed, so the next copy writes them again.
+var ErrIncomplete = errors.New("the write-once staging does not match its record")
+
+// Result counts what Check found and did.
+type Result struct {
+	Dirs, Files, Symlinks int
+	Bytes                 int64 // content re-hashed
+	Removed               int   // entries the record lacks (or that failed), removed
+}
+
+// maxListed bounds the failures an error names.
+const maxListed = 20
+
+// Check brings the tree in root to exactly what entries (a verified record, Read) say, or
+// fails: it removes every entry the record lacks, re-hashes every file against its recorded
+// size and BLAKE3 hash, removes those that differ and fails naming them and every recorded
+// file or directory the tree lacks; then it creates the recorded symlinks and sets every
+// entry's owner, mode and mtime from the record. Nothing in the tree is followed through a
+// symlink, and root confines every operation.
+func Check(root *os.Root, entries []Entry, workers int) (Result, error) {
+	var res Result
+	byPath := make(map[string]*Entry, len(entries))
+	for i := range entries {
+		e := &entries[i]
+		if _, dup := byPath[e.Path]; dup {
+			return res, fmt.Errorf("%w: %q is recorded twice", ErrRecord, e.Path)
+		}
+		byPath[e.Path] = e
+	}
+	if e := byPath["."]; e == nil || e.Type != Dir {
+		return res, fmt.Errorf("%w: it does not record the tree's root directory", ErrRecord)
+	}
+	for _, e := range entries {
+		if e.Path == "." {
+			continue
+		}
+		if p := byPath[path.Dir(e.Path)]; p == nil || p.Type != Dir {
+			return res, fmt.Errorf("%w: %q is recorded without its parent directory", ErrRecord, e.Path)
+		}
+	}
+
+	var failed []string
+	seen := make(map[string]bool, len(entries))
+	var files []*Entry
+	var extra []string
+	err := fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == "." {
+			return nil
+		}
+		e := byPath[p]
+		if e == nil || !sameType(e.Type, d.Type()) {
+			extra = append(extra, p)
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		seen[p] = true
+		if e.Type == File {
+			files = append(files, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("listing the staging: %w", err)
+	}
+	for _, p := range extra {
+		if err := root.RemoveAll(p); err != nil {
+			return res, fmt.Errorf("removing %q, which its record lacks: %w", p, err)
+		}
+		res.Removed++
+	}
+
+	bad, bytes := hashAll(root, files, workers)
+	res.Bytes = bytes
+	for _, f := range bad {
+		failed = append(failed, fmt.Sprintf("%q: %s", f.path, f.why))
+		if err := root.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, fmt.Errorf("removing %q, which differs from its record: %w", f.path, err)
+		}
+		res.Removed++
+	}
+	for _, e := range entries {
+		if e.Type != Symlink && e.Path != "." && !seen[e.Path] {
+			failed = append(failed, fmt.Sprintf("%q: missing", e.Path))
+		}
+	}
+	if len(failed) > 0 {
+		slices.Sort(failed)
+		n := len(failed)
+		if n > maxListed {
+			failed = append(failed[:maxListed], fmt.Sprintf("and %d more", n-maxListed))
+		}
+		return res, fmt.Errorf("%w: %d entries: %s", ErrIncomplete, n, strings.Join(failed, "; "))
+	}
+
+	for _, e := range entries {
+		if e.Type == Symlink {
+			if err := root.Symlink(e.Target, e.Path); err != nil {
+				return res, fmt.Errorf("creating symlink %q: %w", e.Path, err)
+			}
+		}
+	}
+	return res, setMeta(root, entries, &res)
+}
+
+// sameType reports whether a listed entry of type t can be the recorded one. A symlink is
+// never in a staging the writer made (the server refuses them), so one found is extra.
+func sameType(want Type, t fs.FileMode) bool {
+	switch want {
+	case Dir:
+		return t == fs.ModeDir
+	case File:
+		return t.IsRegular()
+	}
+	return false
+}
+
+// failure is a file that differs from its record.
+type failure struct{ path, why string }
+
+// hashAll re-hashes files on workers goroutines and returns those that differ and the
+// bytes read.
+func hashAll(root *os.Root, files []*Entry, workers int) (bad []failure, total int64) {
+	var mu sync.Mutex
+	next := make(chan *Entry)
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Go(func() {
+			buf := make([]byte, 256<<10)
+			for e := range next {
+				n, why := hashOne(root, e, buf)
+				mu.Lock()
+				total += n
+				if why != "" {
+					bad = append(bad, failure{e.Path, why})
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, e := range files {
+		next <- e
+	}
+	close(next)
+	wg.Wait()
+	return bad, total
+}
+
+// hashOne checks one file's size and hash; it returns the bytes read and why it differs.
+func hashOne(root *os.Root, e *Entry, buf []byte) (int64, string) {
+	f, err := root.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err.Error()
+	}
+	if !st.Mode().IsRegular() {
+		return 0, "not a regular file"
+	}
+	if st.Size() != e.Size {
+		return 0, fmt.Sprintf("size %d, recorded %d", st.Size(), e.Size)
+	}
+	h := blake3.New()
+	n, err := io.CopyBuffer(h, f, buf)
+	if err != nil {
+		return n, err.Error()
+	}
+	if n != e.Size || [32]byte(h.Sum(nil)) != e.Hash {
+		return n, "content differs from its record"
+	}
+	return n, ""
+}
+
+// setMeta sets owner, mode and mtime of every entry: files and symlinks first, then the
+// directories deepest first, so that nothing changes a directory after its mtime is set.
+func setMeta(root *os.Root, entries []Entry, res *Result) error {
+	order := make([]*Entry, 0, len(entries))
+	for i := range entries {
+		order = append(order, &entries[i])
+	}
+	depth := func(e *Entry) int {
+		if e.Path == "." {
+			return 0
+		}
+		return strings.Count(e.Path, "/") + 1
+	}
+	slices.SortStableFunc(order, func(a, b *Entry) int {
+		if (a.Type == Dir) != (b.Type == Dir) {
+			if a.Type == Dir {
+				return 1
+			}
+			return -1
+		}
+		if a.Type == Dir {
+			return cmp.Compare(depth(b), depth(a))
+		}
+		return cmp.Compare(a.Path, b.Path)
+	})
+	dirs := map[string]*os.File{}
+	defer func() {
+		for _, f := range dirs {
+			f.Close()
+		}
+	}()
+	for _, e := range order {
+		dirPath, name := path.Dir(e.Path), path.Base(e.Path)
+		flags := unix.AT_SYMLINK_NOFOLLOW
+		if e.Path == "." {
+			dirPath, name, flags = ".", "", unix.AT_EMPTY_PATH
+		}
+		d := dirs[dirPath]
+		if d == nil {
+			var err error
+			if d, err = root.OpenFile(dirPath, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0); err != nil {
+				return fmt.Errorf("opening %q: %w", dirPath, err)
+			}
+			dirs[dirPath] = d
+		}
+		if err := setOne(int(d.Fd()), name, flags, e); err != nil {
+			return fmt.Errorf("setting the metadata of %q: %w", e.Path, err)
+		}
+		switch e.Type {
+		case Dir:
+			res.Dirs++
+		case File:
+			res.Files++
+		case Symlink:
+			res.Symlinks++
+		}
+	}
+	return nil
+}
+
+// setOne sets one entry's owner, then its mode (chown clears setuid), then its mtime,
+// relative to the directory fd dfd; atime is left as it is.
+func setOne(dfd int, name string, flags int, e *Entry) error {
+	if err := unix.Fchownat(dfd, name, int(e.UID), int(e.GID), flags); err != nil {
+		return err
+	}
+	if e.Type != Symlink {
+		fd, err := unix.Openat(dfd, cmp.Or(name, "."), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		err = unix.Fchmod(fd, e.Mode&0o7777)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(e.MtimeNs)}
+	return unix.UtimesNanoAt(dfd, name, ts, flags)
+}
