@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
@@ -19,6 +20,7 @@ import (
 	"github.com/replctl/replctl/activities/hostexec/sshtest"
 	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/testworld"
+	"github.com/replctl/replctl/internal/worecord"
 )
 
 // stagingWorld is a target host b1 behind a real sshd whose authorized_keys binds the test
@@ -159,4 +161,65 @@ func TestStagingWorldConfigLoads(t *testing.T) {
 	j, err := cfg.Job("orders")
 	require.NoError(t, err)
 	assert.True(t, j.WriteOnce)
+}
+
+// Steps 1 to 3 of write once, end to end without a run: a source agent copies a tree into
+// the target's incoming staging through serve-staging, with its record; the target side
+// reads the record with the key from its own password, checks the staging against it and
+// gets the source tree. A file the writer changes afterwards fails the next check.
+func TestWriteOnceCopyOverServeStagingIsCheckedOnTheTarget(t *testing.T) {
+	w := newStagingWorld(t, "a1")
+	src := filepath.Join(t.TempDir(), "orders")
+	writeDataset(t, src, 60, 96<<10, 21)
+	hdr := worecord.Header{Job: "orders", Dataset: "orders", Run: "run-1", Epoch: 1}
+	sourceKey, err := worecord.Key([]byte("the repository password"), "orders", "orders")
+	require.NoError(t, err)
+
+	l, err := w.dial(t, activities.StagingRequest{Job: "orders", Storage: "array-b", Dataset: "orders"}.Command())
+	require.NoError(t, err)
+	require.NoError(t, l.Mkdir("/copy"))
+	require.NoError(t, l.Mkdir("/copy/tree"))
+	recf, err := l.Staging("/copy").Create("record")
+	require.NoError(t, err)
+	rec, err := worecord.NewWriter(recf, sourceKey, hdr)
+	require.NoError(t, err)
+	cres, err := worecord.Copy(src, l.Staging("/copy/tree"), rec, 4)
+	require.NoError(t, err)
+	require.NoError(t, rec.Close())
+	require.NoError(t, recf.Close())
+	assert.Equal(t, 61, cres.Files)
+
+	// The target host, with its own copy of the password.
+	check := func() (worecord.Result, error) {
+		targetKey, err := worecord.Key([]byte("the repository password"), "orders", "orders")
+		require.NoError(t, err)
+		r, _, err := dataplane.OpenIncoming(testworld.StoragePath(w.dir, "array-b"), "orders")
+		require.NoError(t, err)
+		defer r.Close()
+		b, err := r.ReadFile("copy/record")
+		require.NoError(t, err)
+		entries, err := worecord.Read(b, targetKey, hdr)
+		require.NoError(t, err)
+		tree, err := r.OpenRoot("copy/tree")
+		require.NoError(t, err)
+		defer tree.Close()
+		return worecord.Check(tree, entries, 2)
+	}
+	res, err := check()
+	require.NoError(t, err)
+	assert.Equal(t, cres.Bytes, res.Bytes)
+	assert.Equal(t, treeDigest(t, src), treeDigest(t, filepath.Join(w.incoming("orders"), "copy", "tree")))
+
+	// The writer overwrites a file with other bytes of the same size: the check fails on it.
+	f, err := l.Staging("/copy/tree").Create("d00/s0/f00000.bin")
+	require.NoError(t, err)
+	orig, err := os.ReadFile(filepath.Join(src, "d00/s0/f00000.bin"))
+	require.NoError(t, err)
+	_, err = f.Write(bytes.Repeat([]byte{0x5a}, len(orig)))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, l.Close())
+	_, err = check()
+	require.ErrorIs(t, err, worecord.ErrIncomplete)
+	assert.Contains(t, err.Error(), `"d00/s0/f00000.bin": content differs from its record`)
 }

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path"
 	"strings"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/replctl/replctl/activities/hostexec"
+	"github.com/replctl/replctl/internal/worecord"
 )
 
 // IncomingLink is a source agent's SFTP session to a target host's `replctl serve-staging`:
@@ -50,7 +54,7 @@ func DialIncoming(ctx context.Context, host string, t hostexec.Target, command s
 	if err := l.session.Start(command); err != nil {
 		return fail(fmt.Errorf("incoming staging on host %s: %w", host, err))
 	}
-	if l.Client, err = sftp.NewClientPipe(r, w); err != nil {
+	if l.Client, err = sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64)); err != nil {
 		// The far end ended before SFTP started: the refusal is on its stderr.
 		werr := l.session.Wait()
 		if msg := strings.TrimSpace(l.stderr.String()); msg != "" {
@@ -63,6 +67,24 @@ func DialIncoming(ctx context.Context, host string, t hostexec.Target, command s
 
 // Stderr is what the far end wrote on its stderr so far.
 func (l *IncomingLink) Stderr() string { return l.stderr.String() }
+
+// Staging is the link as the destination of a write-once copy, beneath dir of the
+// incoming staging.
+func (l *IncomingLink) Staging(dir string) worecord.Staging {
+	return sftpStaging{c: l.Client, dir: path.Join("/", dir)}
+}
+
+// sftpStaging writes through serve-staging, which opens files for writing only.
+type sftpStaging struct {
+	c   *sftp.Client
+	dir string
+}
+
+func (s sftpStaging) Mkdir(p string) error { return s.c.Mkdir(path.Join(s.dir, p)) }
+
+func (s sftpStaging) Create(p string) (io.WriteCloser, error) {
+	return s.c.OpenFile(path.Join(s.dir, p), os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+}
 
 // Close ends the session and the connection.
 func (l *IncomingLink) Close() error {

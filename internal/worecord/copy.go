@@ -1,0 +1,218 @@
+package worecord
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
+)
+
+// Staging is where a write-once copy writes: paths are relative to the staging's tree and
+// slash-separated. A target's incoming staging is one, reached through serve-staging's SFTP
+// (dataplane.IncomingLink) or through the source host's own mount (RootStaging).
+type Staging interface {
+	Mkdir(p string) error
+	// Create opens p for writing only, created or truncated.
+	Create(p string) (io.WriteCloser, error)
+}
+
+// RootStaging is a staging reached through a mount of the writing host, confined by an
+// os.Root as serve-staging confines a remote writer.
+type RootStaging struct{ Root *os.Root }
+
+// Mkdir makes directory p (0700: the record sets its mode later).
+func (s RootStaging) Mkdir(p string) error { return s.Root.Mkdir(p, 0o700) }
+
+// Create opens p for writing, never through a symlink.
+func (s RootStaging) Create(p string) (io.WriteCloser, error) {
+	return s.Root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+}
+
+// CopyResult counts what Copy wrote.
+type CopyResult struct {
+	Dirs, Files, Symlinks int
+	Bytes                 int64
+	// Changed lists the files whose size, mtime or ctime moved while they were read: the
+	// staging and the record hold what was read, and a later pass (quiesced) sends them again.
+	Changed []string
+}
+
+// ErrCannotKeep means the source holds what a write-once copy cannot keep yet; the copy
+// stops rather than drop it (the repository path keeps it).
+var ErrCannotKeep = errors.New("write once cannot keep this yet")
+
+// Copy writes the tree src into dst, each file's content once, on workers goroutines fed by
+// one walk, and adds every entry to rec (not closed). It refuses, before writing that entry,
+// a hard-linked file, a special file, an entry with extended attributes and a sparse file.
+func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error) {
+	c := &copier{src: src, dst: dst, rec: rec}
+	files := make(chan fileJob, 1024)
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Go(func() {
+			buf := make([]byte, 1<<20)
+			for f := range files {
+				if c.failed() {
+					continue
+				}
+				c.fail(c.file(f, buf))
+			}
+		})
+	}
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if c.failed() {
+			return filepath.SkipAll
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return &os.PathError{Op: "lstat", Path: p, Err: err}
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			if err := noXattrs(p); err != nil {
+				return err
+			}
+			if rel != "." {
+				if err := dst.Mkdir(rel); err != nil {
+					return fmt.Errorf("staging %q: %w", rel, err)
+				}
+			}
+			return c.add(Entry{Type: Dir, Path: rel, Mode: st.Mode, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano()}, &c.res.Dirs, 0)
+		case unix.S_IFREG:
+			files <- fileJob{rel: rel, st: st}
+			return nil
+		case unix.S_IFLNK:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return c.add(Entry{Type: Symlink, Path: rel, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano(), Target: target}, &c.res.Symlinks, 0)
+		}
+		return fmt.Errorf("%w: %s is a special file (mode %o)", ErrCannotKeep, p, st.Mode&unix.S_IFMT)
+	})
+	close(files)
+	wg.Wait()
+	c.fail(err)
+	return c.res, c.err
+}
+
+// fileJob is one regular file the walk found.
+type fileJob struct {
+	rel string
+	st  unix.Stat_t
+}
+
+// copier is one Copy's shared state.
+type copier struct {
+	src string
+	dst Staging
+	rec *Writer
+
+	mu  sync.Mutex
+	res CopyResult
+	err error
+}
+
+func (c *copier) fail(err error) {
+	if err == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+}
+
+func (c *copier) failed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err != nil
+}
+
+// add records e and counts it (and its bytes).
+func (c *copier) add(e Entry, count *int, bytes int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	*count++
+	c.res.Bytes += bytes
+	return c.rec.Add(e)
+}
+
+// file copies one regular file, hashing what it reads, and records it.
+func (c *copier) file(f fileJob, buf []byte) error {
+	p := filepath.Join(c.src, filepath.FromSlash(f.rel))
+	switch {
+	case f.st.Nlink > 1:
+		return fmt.Errorf("%w: %s has %d hard links", ErrCannotKeep, p, f.st.Nlink)
+	case f.st.Size > 0 && f.st.Blocks*512 < f.st.Size:
+		return fmt.Errorf("%w: %s is sparse (%d bytes in %d blocks)", ErrCannotKeep, p, f.st.Size, f.st.Blocks)
+	}
+	if err := noXattrs(p); err != nil {
+		return err
+	}
+	in, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	var before, after unix.Stat_t
+	if err := unix.Fstat(int(in.Fd()), &before); err != nil {
+		return err
+	}
+	if before.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("%s changed into mode %o while it was copied", p, before.Mode&unix.S_IFMT)
+	}
+	out, err := c.dst.Create(f.rel)
+	if err != nil {
+		return fmt.Errorf("staging %q: %w", f.rel, err)
+	}
+	h := blake3.New()
+	n, err := io.CopyBuffer(out, io.TeeReader(in, h), buf)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copying %s into the staging: %w", p, err)
+	}
+	if err := unix.Fstat(int(in.Fd()), &after); err != nil {
+		return err
+	}
+	if after.Size != before.Size || after.Mtim != before.Mtim || after.Ctim != before.Ctim || n != before.Size {
+		c.mu.Lock()
+		c.res.Changed = append(c.res.Changed, f.rel)
+		c.mu.Unlock()
+	}
+	e := Entry{Type: File, Path: f.rel, Mode: before.Mode, UID: before.Uid, GID: before.Gid, MtimeNs: before.Mtim.Nano(), Size: n}
+	copy(e.Hash[:], h.Sum(nil))
+	return c.add(e, &c.res.Files, n)
+}
+
+// noXattrs refuses an entry with extended attributes (ACLs and capabilities are ones).
+func noXattrs(p string) error {
+	n, err := unix.Llistxattr(p, nil)
+	switch {
+	case errors.Is(err, unix.ENOTSUP):
+		return nil
+	case err != nil:
+		return &os.PathError{Op: "llistxattr", Path: p, Err: err}
+	case n > 0:
+		return fmt.Errorf("%w: %s has extended attributes", ErrCannotKeep, p)
+	}
+	return nil
+}

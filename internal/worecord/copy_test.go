@@ -1,0 +1,112 @@
+package worecord
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// source makes a tree with what write once keeps: nested directories with odd modes, a
+// setuid file, an empty file, a name that is not UTF-8, symlinks, owners and times.
+func source(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "src")
+	files := map[string]string{"top": "top file", "a/b/deep": string(bytes.Repeat([]byte("x"), 3<<20)),
+		"a/empty": "", "a/n\xffme": "not utf-8", "a/suid": "#!/bin/sh\n"}
+	for p, c := range files {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(src, p), []byte(c), 0o644))
+	}
+	require.NoError(t, os.Chmod(filepath.Join(src, "a/suid"), 0o4755))
+	require.NoError(t, os.Chmod(filepath.Join(src, "a/b"), 0o1770))
+	require.NoError(t, os.Symlink("../top", filepath.Join(src, "a/up")))
+	require.NoError(t, os.Symlink("/nonexistent/abs", filepath.Join(src, "dangling")))
+	if os.Geteuid() == 0 {
+		require.NoError(t, os.Lchown(filepath.Join(src, "a/up"), 42, 43))
+		require.NoError(t, os.Chown(filepath.Join(src, "top"), 44, 45))
+	}
+	old := time.Unix(1_400_000_000, 987_654_321)
+	for _, p := range []string{"top", "a/b/deep", "a/b", "a", "."} {
+		require.NoError(t, os.Chtimes(filepath.Join(src, p), old, old))
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), unix.NsecToTimespec(old.UnixNano())}
+	require.NoError(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(src, "a/up"), ts, unix.AT_SYMLINK_NOFOLLOW))
+	return src
+}
+
+// copyAndCheck copies src into a fresh staging through RootStaging, reads the record back
+// and checks the staging against it, as the target would.
+func copyAndCheck(t *testing.T, src string) (string, CopyResult, Result) {
+	t.Helper()
+	staging := filepath.Join(t.TempDir(), "staging")
+	require.NoError(t, os.Mkdir(staging, 0o700))
+	root, err := os.OpenRoot(staging)
+	require.NoError(t, err)
+	defer root.Close()
+	k := key(t, "pw", "orders", "orders")
+	var rec bytes.Buffer
+	w, err := NewWriter(&rec, k, header)
+	require.NoError(t, err)
+	cres, err := Copy(src, RootStaging{root}, w, 4)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	entries, err := Read(rec.Bytes(), k, header)
+	require.NoError(t, err)
+	res, err := Check(root, entries, 2)
+	require.NoError(t, err)
+	return staging, cres, res
+}
+
+func TestCopyThenCheckGivesTheSourceTree(t *testing.T) {
+	requireRoot(t)
+	src := source(t)
+	staging, cres, res := copyAndCheck(t, src)
+	assert.Equal(t, 3, cres.Dirs)
+	assert.Equal(t, 5, cres.Files)
+	assert.Equal(t, 2, cres.Symlinks)
+	assert.Empty(t, cres.Changed)
+	assert.Equal(t, Result{Dirs: 3, Files: 5, Symlinks: 2, Bytes: cres.Bytes}, res)
+	assert.Equal(t, sorted(got(t, src)), sorted(got(t, staging)))
+}
+
+// Nothing is dropped silently: what the record cannot hold yet stops the copy, naming it.
+func TestCopyRefusesWhatItCannotKeep(t *testing.T) {
+	cases := map[string]func(t *testing.T, src string){
+		"hard links": func(t *testing.T, src string) {
+			require.NoError(t, os.Link(filepath.Join(src, "top"), filepath.Join(src, "a/again")))
+		},
+		"special file": func(t *testing.T, src string) {
+			require.NoError(t, unix.Mkfifo(filepath.Join(src, "a/fifo"), 0o600))
+		},
+		"extended attributes": func(t *testing.T, src string) {
+			err := unix.Lsetxattr(filepath.Join(src, "top"), "user.replctl", []byte("v"), 0)
+			if err != nil {
+				t.Skipf("user xattrs: %v", err)
+			}
+		},
+		"sparse": func(t *testing.T, src string) {
+			require.NoError(t, os.Truncate(filepath.Join(src, "a/empty"), 8<<20))
+		},
+	}
+	for name, mk := range cases {
+		t.Run(name, func(t *testing.T) {
+			src := source(t)
+			mk(t, src)
+			staging := t.TempDir()
+			root, err := os.OpenRoot(staging)
+			require.NoError(t, err)
+			defer root.Close()
+			w, err := NewWriter(&bytes.Buffer{}, key(t, "pw", "j", "d"), header)
+			require.NoError(t, err)
+			_, err = Copy(src, RootStaging{root}, w, 2)
+			require.ErrorIs(t, err, ErrCannotKeep)
+			assert.Contains(t, err.Error(), src)
+		})
+	}
+}
