@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/activities/dataplane"
@@ -222,4 +223,56 @@ func TestWriteOnceCopyOverServeStagingIsCheckedOnTheTarget(t *testing.T) {
 	_, err = check()
 	require.ErrorIs(t, err, worecord.ErrIncomplete)
 	assert.Contains(t, err.Error(), `"d00/s0/f00000.bin": content differs from its record`)
+}
+
+// TestMeasureWriteOnceOverSSH times the copy of TestWriteOnceCopyOverServeStagingIsCheckedOnTheTarget
+// on a tree of one's own, through serve-staging behind the loopback sshd (encryption, the
+// SFTP protocol and a second process), then the target's check: beside
+// activities/dataplane's TestMeasureWriteOnceRecord (the same copy through a mount), what the
+// SSH path costs. Skipped unless REPLCTL_MEASURE_WORECORD_SRC names the tree.
+func TestMeasureWriteOnceOverSSH(t *testing.T) {
+	src := os.Getenv("REPLCTL_MEASURE_WORECORD_SRC")
+	if src == "" {
+		t.Skip("set REPLCTL_MEASURE_WORECORD_SRC to a tree to run")
+	}
+	w := newStagingWorld(t, "a1")
+	hdr := worecord.Header{Job: "orders", Dataset: "orders", Run: "r", Epoch: 1}
+	key, err := worecord.Key([]byte("measure"), "orders", "orders")
+	require.NoError(t, err)
+	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
+
+	start := time.Now()
+	l, err := w.dial(t, activities.StagingRequest{Job: "orders", Storage: "array-b", Dataset: "orders"}.Command())
+	require.NoError(t, err)
+	require.NoError(t, l.Mkdir("/copy"))
+	require.NoError(t, l.Mkdir("/copy/tree"))
+	recf, err := l.Staging("/copy").Create("record")
+	require.NoError(t, err)
+	rec, err := worecord.NewWriter(recf, key, hdr)
+	require.NoError(t, err)
+	cres, err := worecord.Copy(src, l.Staging("/copy/tree"), rec, 8)
+	require.NoError(t, err)
+	require.NoError(t, rec.Close())
+	require.NoError(t, recf.Close())
+	require.NoError(t, l.Close())
+	r, _, err := dataplane.OpenIncoming(testworld.StoragePath(w.dir, "array-b"), "orders")
+	require.NoError(t, err)
+	defer r.Close()
+	f, err := r.Open(".")
+	require.NoError(t, err)
+	require.NoError(t, unix.Syncfs(int(f.Fd())))
+	f.Close()
+	t.Logf("copy over ssh: %d files, %d bytes in %v (with syncfs)", cres.Files, cres.Bytes, time.Since(start).Round(time.Millisecond))
+
+	cstart := time.Now()
+	b, err := r.ReadFile("copy/record")
+	require.NoError(t, err)
+	entries, err := worecord.Read(b, key, hdr)
+	require.NoError(t, err)
+	tree, err := r.OpenRoot("copy/tree")
+	require.NoError(t, err)
+	defer tree.Close()
+	res, err := worecord.Check(tree, entries, 8)
+	require.NoError(t, err)
+	t.Logf("check: %d bytes in %v; total %v", res.Bytes, time.Since(cstart).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }

@@ -35,7 +35,8 @@ const maxListed = 20
 // fails: it removes every entry the record lacks, re-hashes every file against its recorded
 // size and BLAKE3 hash, removes those that differ and fails naming them and every recorded
 // file or directory the tree lacks; then it creates the recorded symlinks and sets every
-// entry's owner, mode and mtime from the record. Nothing in the tree is followed through a
+// entry's owner, mode and mtime from the record (a file's as soon as its content matched,
+// through the descriptor it was read by; nothing is published from a staging that failed). Nothing in the tree is followed through a
 // symlink, and root confines every operation.
 func Check(root *os.Root, entries []Entry, workers int) (Result, error) {
 	var res Result
@@ -94,7 +95,9 @@ func Check(root *os.Root, entries []Entry, workers int) (Result, error) {
 		res.Removed++
 	}
 
-	bad, bytes := hashAll(root, files, workers)
+	dirs := newDirCache(root)
+	defer dirs.close()
+	bad, bytes := hashAll(dirs, files, workers)
 	res.Bytes = bytes
 	for _, f := range bad {
 		failed = append(failed, fmt.Sprintf("%q: %s", f.path, f.why))
@@ -144,7 +147,7 @@ type failure struct{ path, why string }
 
 // hashAll re-hashes files on workers goroutines and returns those that differ and the
 // bytes read.
-func hashAll(root *os.Root, files []*Entry, workers int) (bad []failure, total int64) {
+func hashAll(dirs *dirCache, files []*Entry, workers int) (bad []failure, total int64) {
 	var mu sync.Mutex
 	next := make(chan *Entry)
 	var wg sync.WaitGroup
@@ -152,7 +155,7 @@ func hashAll(root *os.Root, files []*Entry, workers int) (bad []failure, total i
 		wg.Go(func() {
 			buf := make([]byte, 256<<10)
 			for e := range next {
-				n, why := hashOne(root, e, buf)
+				n, why := hashOne(dirs, e, buf)
 				mu.Lock()
 				total += n
 				if why != "" {
@@ -170,9 +173,15 @@ func hashAll(root *os.Root, files []*Entry, workers int) (bad []failure, total i
 	return bad, total
 }
 
-// hashOne checks one file's size and hash; it returns the bytes read and why it differs.
-func hashOne(root *os.Root, e *Entry, buf []byte) (int64, string) {
-	f, err := root.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+// hashOne checks one file's size and hash and, when they match, sets its owner, mode and
+// mtime through the same descriptor; it returns the bytes read and why it differs.
+func hashOne(dirs *dirCache, e *Entry, buf []byte) (int64, string) {
+	r, name, release, err := dirs.split(e.Path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	f, err := r.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	release()
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -195,11 +204,14 @@ func hashOne(root *os.Root, e *Entry, buf []byte) (int64, string) {
 	if n != e.Size || [32]byte(h.Sum(nil)) != e.Hash {
 		return n, "content differs from its record"
 	}
+	if err := setOne(int(f.Fd()), "", unix.AT_EMPTY_PATH, e); err != nil {
+		return n, "setting its metadata: " + err.Error()
+	}
 	return n, ""
 }
 
-// setMeta sets owner, mode and mtime of every entry: files and symlinks first, then the
-// directories deepest first, so that nothing changes a directory after its mtime is set.
+// setMeta sets owner, mode and mtime of the symlinks, then of the directories deepest first,
+// so that nothing changes a directory after its mtime is set (hashOne set the files').
 func setMeta(root *os.Root, entries []Entry, res *Result) error {
 	order := make([]*Entry, 0, len(entries))
 	for i := range entries {
@@ -230,6 +242,10 @@ func setMeta(root *os.Root, entries []Entry, res *Result) error {
 		}
 	}()
 	for _, e := range order {
+		if e.Type == File { // set by hashOne once its content matched
+			res.Files++
+			continue
+		}
 		dirPath, name := path.Dir(e.Path), path.Base(e.Path)
 		flags := unix.AT_SYMLINK_NOFOLLOW
 		if e.Path == "." {
@@ -246,12 +262,9 @@ func setMeta(root *os.Root, entries []Entry, res *Result) error {
 		if err := setOne(int(d.Fd()), name, flags, e); err != nil {
 			return fmt.Errorf("setting the metadata of %q: %w", e.Path, err)
 		}
-		switch e.Type {
-		case Dir:
+		if e.Type == Dir {
 			res.Dirs++
-		case File:
-			res.Files++
-		case Symlink:
+		} else {
 			res.Symlinks++
 		}
 	}
@@ -264,8 +277,14 @@ func setOne(dfd int, name string, flags int, e *Entry) error {
 	if err := unix.Fchownat(dfd, name, int(e.UID), int(e.GID), flags); err != nil {
 		return err
 	}
-	if e.Type != Symlink {
-		fd, err := unix.Openat(dfd, cmp.Or(name, "."), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	switch {
+	case e.Type == Symlink:
+	case name == "": // dfd is the entry itself
+		if err := unix.Fchmod(dfd, e.Mode&0o7777); err != nil {
+			return err
+		}
+	default:
+		fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}

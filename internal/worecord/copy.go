@@ -25,15 +25,33 @@ type Staging interface {
 
 // RootStaging is a staging reached through a mount of the writing host, confined by an
 // os.Root as serve-staging confines a remote writer.
-type RootStaging struct{ Root *os.Root }
+type RootStaging struct{ dirs *dirCache }
+
+// NewRootStaging writes beneath root; Close it when the copy is done.
+func NewRootStaging(root *os.Root) *RootStaging { return &RootStaging{dirs: newDirCache(root)} }
 
 // Mkdir makes directory p (0700: the record sets its mode later).
-func (s RootStaging) Mkdir(p string) error { return s.Root.Mkdir(p, 0o700) }
+func (s *RootStaging) Mkdir(p string) error {
+	r, name, release, err := s.dirs.split(p)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return r.Mkdir(name, 0o700)
+}
 
 // Create opens p for writing, never through a symlink.
-func (s RootStaging) Create(p string) (io.WriteCloser, error) {
-	return s.Root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+func (s *RootStaging) Create(p string) (io.WriteCloser, error) {
+	r, name, release, err := s.dirs.split(p)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return r.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
 }
+
+// Close closes the directories it kept open.
+func (s *RootStaging) Close() { s.dirs.close() }
 
 // CopyResult counts what Copy wrote.
 type CopyResult struct {
@@ -43,6 +61,9 @@ type CopyResult struct {
 	// staging and the record hold what was read, and a later pass (quiesced) sends them again.
 	Changed []string
 }
+
+// writebackFrom is the size from which a written file's writeback is started at once.
+const writebackFrom = 256 << 10
 
 // ErrCannotKeep means the source holds what a write-once copy cannot keep yet; the copy
 // stops rather than drop it (the repository path keeps it).
@@ -184,6 +205,11 @@ func (c *copier) file(f fileJob, buf []byte) error {
 	}
 	h := blake3.New()
 	n, err := io.CopyBuffer(out, io.TeeReader(in, h), buf)
+	if fd, ok := out.(interface{ Fd() uintptr }); ok && err == nil && n >= writebackFrom {
+		// Start writing it to disk now, beside the next files, rather than all at the end
+		// (the pull does the same: design.md, "A pull starts the writeback").
+		_ = unix.SyncFileRange(int(fd.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
