@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ var ErrIncomplete = errors.New("the write-once staging does not match its record
 // Result counts what Check found and did.
 type Result struct {
 	Dirs, Files, Symlinks int
+	Hardlinks, Specials   int   // other names of files; FIFOs, sockets, devices
 	Bytes                 int64 // content re-hashed
 	Removed               int   // entries the record lacks (or that failed), removed
 }
@@ -57,6 +59,9 @@ func Check(root *os.Root, entries []Entry, workers int) (Result, error) {
 		}
 		if p := byPath[path.Dir(e.Path)]; p == nil || p.Type != Dir {
 			return res, fmt.Errorf("%w: %q is recorded without its parent directory", ErrRecord, e.Path)
+		}
+		if t := byPath[e.Target]; e.Type == Hardlink && (t == nil || t.Type != File) {
+			return res, fmt.Errorf("%w: hard link %q names %q, which is not a recorded file", ErrRecord, e.Path, e.Target)
 		}
 	}
 
@@ -107,7 +112,7 @@ func Check(root *os.Root, entries []Entry, workers int) (Result, error) {
 		res.Removed++
 	}
 	for _, e := range entries {
-		if e.Type != Symlink && e.Path != "." && !seen[e.Path] {
+		if !e.Type.made() && e.Path != "." && !seen[e.Path] {
 			failed = append(failed, fmt.Sprintf("%q: missing", e.Path))
 		}
 	}
@@ -120,14 +125,51 @@ func Check(root *os.Root, entries []Entry, workers int) (Result, error) {
 		return res, fmt.Errorf("%w: %d entries: %s", ErrIncomplete, n, strings.Join(failed, "; "))
 	}
 
-	for _, e := range entries {
-		if e.Type == Symlink {
-			if err := root.Symlink(e.Target, e.Path); err != nil {
-				return res, fmt.Errorf("creating symlink %q: %w", e.Path, err)
+	if err := makeEntries(root, dirs, entries); err != nil {
+		return res, err
+	}
+	return res, setMeta(root, entries, &res)
+}
+
+// makeEntries creates what the writer cannot: symlinks, FIFOs, sockets and devices, then
+// the hard links to the files that were checked.
+func makeEntries(root *os.Root, dirs *dirCache, entries []Entry) error {
+	for _, links := range []bool{false, true} {
+		for _, e := range entries {
+			if !e.Type.made() || (e.Type == Hardlink) != links {
+				continue
+			}
+			var err error
+			switch e.Type {
+			case Symlink:
+				err = root.Symlink(e.Target, e.Path)
+			case Hardlink:
+				err = root.Link(e.Target, e.Path)
+			default:
+				err = mknod(dirs, &e)
+			}
+			if err != nil {
+				return fmt.Errorf("creating %q: %w", e.Path, err)
 			}
 		}
 	}
-	return res, setMeta(root, entries, &res)
+	return nil
+}
+
+// mknod makes a FIFO, socket or device node (mode 0600 until setMeta).
+func mknod(dirs *dirCache, e *Entry) error {
+	r, name, release, err := dirs.split(e.Path)
+	if err != nil {
+		return err
+	}
+	defer release()
+	d, err := r.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	kind := map[Type]uint32{Fifo: unix.S_IFIFO, Socket: unix.S_IFSOCK, Char: unix.S_IFCHR, Block: unix.S_IFBLK}[e.Type]
+	return unix.Mknodat(int(d.Fd()), name, kind|0o600, int(e.Rdev))
 }
 
 // sameType reports whether a listed entry of type t can be the recorded one. A symlink is
@@ -242,8 +284,12 @@ func setMeta(root *os.Root, entries []Entry, res *Result) error {
 		}
 	}()
 	for _, e := range order {
-		if e.Type == File { // set by hashOne once its content matched
+		switch e.Type {
+		case File: // set by hashOne once its content matched
 			res.Files++
+			continue
+		case Hardlink: // its file's
+			res.Hardlinks++
 			continue
 		}
 		dirPath, name := path.Dir(e.Path), path.Base(e.Path)
@@ -262,10 +308,13 @@ func setMeta(root *os.Root, entries []Entry, res *Result) error {
 		if err := setOne(int(d.Fd()), name, flags, e); err != nil {
 			return fmt.Errorf("setting the metadata of %q: %w", e.Path, err)
 		}
-		if e.Type == Dir {
+		switch {
+		case e.Type == Dir:
 			res.Dirs++
-		} else {
+		case e.Type == Symlink:
 			res.Symlinks++
+		default:
+			res.Specials++
 		}
 	}
 	return nil
@@ -284,13 +333,21 @@ func setOne(dfd int, name string, flags int, e *Entry) error {
 			return err
 		}
 	default:
-		fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		// An O_PATH descriptor opens no device and follows no symlink; chmod goes to its
+		// inode through /proc (fchmod refuses O_PATH descriptors).
+		fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
-		err = unix.Fchmod(fd, e.Mode&0o7777)
-		unix.Close(fd)
-		if err != nil {
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return errors.New("it became a symlink")
+		}
+		if err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), e.Mode&0o7777, 0); err != nil {
 			return err
 		}
 	}

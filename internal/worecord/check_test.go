@@ -67,6 +67,9 @@ func got(t *testing.T, dir string) []Entry {
 			e.Type, e.Mode = Symlink, 0
 			e.Target, err = os.Readlink(p)
 			require.NoError(t, err)
+		default:
+			e.Type, e.Rdev = specials[st.Mode&unix.S_IFMT], st.Rdev
+			require.NotZero(t, e.Type, "%s: file type %o", p, st.Mode&unix.S_IFMT)
 		}
 		out = append(out, e)
 		return nil
@@ -166,10 +169,13 @@ func TestCheckNeverFollowsASymlinkInTheStaging(t *testing.T) {
 func TestCheckRefusesARecordWithoutItsTree(t *testing.T) {
 	r, _ := stage(t)
 	for name, es := range map[string][]Entry{
-		"no root":        tree[1:],
-		"no parent":      {tree[0], fileEntry("nowhere/f", "x", 0o644)},
-		"twice":          {tree[0], tree[4], tree[4]},
-		"root not a dir": {{Type: File, Path: "."}},
+		"no root":         tree[1:],
+		"no parent":       {tree[0], fileEntry("nowhere/f", "x", 0o644)},
+		"twice":           {tree[0], tree[4], tree[4]},
+		"root not a dir":  {{Type: File, Path: "."}},
+		"link to a dir":   {tree[0], tree[1], {Type: Hardlink, Path: "h", Target: "a"}},
+		"link to nothing": {tree[0], {Type: Hardlink, Path: "h", Target: "nothing"}},
+		"link to a link":  {tree[0], tree[5], {Type: Hardlink, Path: "h", Target: "empty"}, {Type: Hardlink, Path: "h2", Target: "h"}},
 	} {
 		_, err := Check(r, es, 1)
 		assert.ErrorIs(t, err, ErrRecord, name)

@@ -56,6 +56,7 @@ func (s *RootStaging) Close() { s.dirs.close() }
 // CopyResult counts what Copy wrote.
 type CopyResult struct {
 	Dirs, Files, Symlinks int
+	Hardlinks, Specials   int
 	Bytes                 int64
 	// Changed lists the files whose size, mtime or ctime moved while they were read: the
 	// staging and the record hold what was read, and a later pass (quiesced) sends them again.
@@ -70,8 +71,9 @@ const writebackFrom = 256 << 10
 var ErrCannotKeep = errors.New("write once cannot keep this yet")
 
 // Copy writes the tree src into dst, each file's content once, on workers goroutines fed by
-// one walk, and adds every entry to rec (not closed). It refuses, before writing that entry,
-// a hard-linked file, a special file, an entry with extended attributes and a sparse file.
+// one walk, and adds every entry to rec (not closed): a file's other names as hard links,
+// FIFOs, sockets and devices without content. It refuses, before writing that entry, an
+// entry with extended attributes and a sparse file.
 func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error) {
 	c := &copier{src: src, dst: dst, rec: rec}
 	files := make(chan fileJob, 1024)
@@ -87,6 +89,7 @@ func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error)
 			}
 		})
 	}
+	links := map[[2]uint64]string{} // (dev, inode) of a file with several names: its first path
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -115,6 +118,13 @@ func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error)
 			}
 			return c.add(Entry{Type: Dir, Path: rel, Mode: st.Mode, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano()}, &c.res.Dirs, 0)
 		case unix.S_IFREG:
+			if st.Nlink > 1 {
+				id := [2]uint64{st.Dev, st.Ino}
+				if first, ok := links[id]; ok {
+					return c.add(Entry{Type: Hardlink, Path: rel, Target: first}, &c.res.Hardlinks, 0)
+				}
+				links[id] = rel
+			}
 			files <- fileJob{rel: rel, st: st}
 			return nil
 		case unix.S_IFLNK:
@@ -124,13 +134,23 @@ func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error)
 			}
 			return c.add(Entry{Type: Symlink, Path: rel, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano(), Target: target}, &c.res.Symlinks, 0)
 		}
-		return fmt.Errorf("%w: %s is a special file (mode %o)", ErrCannotKeep, p, st.Mode&unix.S_IFMT)
+		t, ok := specials[st.Mode&unix.S_IFMT]
+		if !ok {
+			return fmt.Errorf("%w: %s has file type %o", ErrCannotKeep, p, st.Mode&unix.S_IFMT)
+		}
+		if err := noXattrs(p); err != nil {
+			return err
+		}
+		return c.add(Entry{Type: t, Path: rel, Mode: st.Mode, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano(), Rdev: st.Rdev}, &c.res.Specials, 0)
 	})
 	close(files)
 	wg.Wait()
 	c.fail(err)
 	return c.res, c.err
 }
+
+// specials are the file types recorded without content.
+var specials = map[uint32]Type{unix.S_IFIFO: Fifo, unix.S_IFSOCK: Socket, unix.S_IFCHR: Char, unix.S_IFBLK: Block}
 
 // fileJob is one regular file the walk found.
 type fileJob struct {
@@ -178,10 +198,7 @@ func (c *copier) add(e Entry, count *int, bytes int64) error {
 // file copies one regular file, hashing what it reads, and records it.
 func (c *copier) file(f fileJob, buf []byte) error {
 	p := filepath.Join(c.src, filepath.FromSlash(f.rel))
-	switch {
-	case f.st.Nlink > 1:
-		return fmt.Errorf("%w: %s has %d hard links", ErrCannotKeep, p, f.st.Nlink)
-	case f.st.Size > 0 && f.st.Blocks*512 < f.st.Size:
+	if f.st.Size > 0 && f.st.Blocks*512 < f.st.Size {
 		return fmt.Errorf("%w: %s is sparse (%d bytes in %d blocks)", ErrCannotKeep, p, f.st.Size, f.st.Blocks)
 	}
 	if err := noXattrs(p); err != nil {

@@ -27,7 +27,14 @@ func source(t *testing.T) string {
 	require.NoError(t, os.Chmod(filepath.Join(src, "a/b"), 0o1770))
 	require.NoError(t, os.Symlink("../top", filepath.Join(src, "a/up")))
 	require.NoError(t, os.Symlink("/nonexistent/abs", filepath.Join(src, "dangling")))
+	// Other names of one file (one of them in another directory), a FIFO, a socket and a
+	// device node.
+	require.NoError(t, os.Link(filepath.Join(src, "a/b/deep"), filepath.Join(src, "deep-again")))
+	require.NoError(t, os.Link(filepath.Join(src, "a/b/deep"), filepath.Join(src, "a/b/deep3")))
+	require.NoError(t, unix.Mkfifo(filepath.Join(src, "a/fifo"), 0o640))
+	require.NoError(t, unix.Mknod(filepath.Join(src, "a/sock"), unix.S_IFSOCK|0o600, 0))
 	if os.Geteuid() == 0 {
+		require.NoError(t, unix.Mknod(filepath.Join(src, "a/null"), unix.S_IFCHR|0o620, int(unix.Mkdev(1, 3))))
 		require.NoError(t, os.Lchown(filepath.Join(src, "a/up"), 42, 43))
 		require.NoError(t, os.Chown(filepath.Join(src, "top"), 44, 45))
 	}
@@ -72,20 +79,24 @@ func TestCopyThenCheckGivesTheSourceTree(t *testing.T) {
 	assert.Equal(t, 3, cres.Dirs)
 	assert.Equal(t, 5, cres.Files)
 	assert.Equal(t, 2, cres.Symlinks)
+	assert.Equal(t, 2, cres.Hardlinks)
+	assert.Equal(t, 3, cres.Specials)
+	assert.Equal(t, int64(3<<20+len("top file")+len("not utf-8")+len("#!/bin/sh\n")), cres.Bytes, "the linked file's content once")
 	assert.Empty(t, cres.Changed)
-	assert.Equal(t, Result{Dirs: 3, Files: 5, Symlinks: 2, Bytes: cres.Bytes}, res)
+	assert.Equal(t, Result{Dirs: 3, Files: 5, Symlinks: 2, Hardlinks: 2, Specials: 3, Bytes: cres.Bytes}, res)
 	assert.Equal(t, sorted(got(t, src)), sorted(got(t, staging)))
+	var a, b, c unix.Stat_t
+	require.NoError(t, unix.Lstat(filepath.Join(staging, "a/b/deep"), &a))
+	require.NoError(t, unix.Lstat(filepath.Join(staging, "deep-again"), &b))
+	require.NoError(t, unix.Lstat(filepath.Join(staging, "a/b/deep3"), &c))
+	assert.Equal(t, []uint64{a.Ino, a.Ino, 3}, []uint64{b.Ino, c.Ino, a.Nlink}, "one inode with three names")
+	require.NoError(t, unix.Lstat(filepath.Join(staging, "a/null"), &a))
+	assert.Equal(t, []uint64{unix.S_IFCHR, unix.Mkdev(1, 3)}, []uint64{uint64(a.Mode & unix.S_IFMT), a.Rdev})
 }
 
 // Nothing is dropped silently: what the record cannot hold yet stops the copy, naming it.
 func TestCopyRefusesWhatItCannotKeep(t *testing.T) {
 	cases := map[string]func(t *testing.T, src string){
-		"hard links": func(t *testing.T, src string) {
-			require.NoError(t, os.Link(filepath.Join(src, "top"), filepath.Join(src, "a/again")))
-		},
-		"special file": func(t *testing.T, src string) {
-			require.NoError(t, unix.Mkfifo(filepath.Join(src, "a/fifo"), 0o600))
-		},
 		"extended attributes": func(t *testing.T, src string) {
 			err := unix.Lsetxattr(filepath.Join(src, "top"), "user.replctl", []byte("v"), 0)
 			if err != nil {

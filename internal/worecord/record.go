@@ -13,8 +13,9 @@
 //
 //	magic "RPLWOR1\n"
 //	uvarint length, header JSON {"job","dataset","run","epoch"}
-//	entries: type byte ('d', 'f', 'l'), uvarint length + path, uint32 mode, uid, gid,
-//	         int64 mtime (ns); 'f': uvarint size + 32-byte BLAKE3; 'l': uvarint length + target
+//	entries: type byte ('d', 'f', 'l', 'h', 'p', 's', 'c', 'b'), uvarint length + path,
+//	         uint32 mode, uid, gid, int64 mtime (ns); 'f': uvarint size + 32-byte BLAKE3;
+//	         'l', 'h': uvarint length + target; 'c', 'b': uint64 rdev
 //	type byte 0
 //	32-byte HMAC-SHA256 of everything before it
 package worecord
@@ -56,7 +57,20 @@ const (
 	Dir     Type = 'd'
 	File    Type = 'f'
 	Symlink Type = 'l'
+	// Hardlink is another name of a recorded File (Target is that file's path).
+	Hardlink Type = 'h'
+	Fifo     Type = 'p'
+	Socket   Type = 's'
+	Char     Type = 'c' // a character device (Rdev)
+	Block    Type = 'b' // a block device (Rdev)
 )
+
+// special reports whether t is a FIFO, a socket or a device: entries the target creates.
+func (t Type) special() bool { return t == Fifo || t == Socket || t == Char || t == Block }
+
+// made reports whether the target creates entries of type t itself rather than finding them
+// in the staging (the writer can only write directories and regular files).
+func (t Type) made() bool { return t == Symlink || t == Hardlink || t.special() }
 
 // Entry is one entry of the copied tree. Path is relative to the tree, slash-separated,
 // "." for the tree's root.
@@ -68,7 +82,8 @@ type Entry struct {
 	MtimeNs  int64
 	Size     int64    // File
 	Hash     [32]byte // File: BLAKE3 of the content
-	Target   string   // Symlink
+	Target   string   // Symlink: its target; Hardlink: the path of the recorded File
+	Rdev     uint64   // Char, Block
 }
 
 // Key derives the record key of one job's dataset from the repository password: a record
@@ -130,12 +145,20 @@ func (w *Writer) Add(e Entry) error {
 		}
 		b = binary.AppendUvarint(b, uint64(e.Size))
 		b = append(b, e.Hash[:]...)
-	case Symlink:
+	case Symlink, Hardlink:
 		if e.Target == "" || len(e.Target) > maxPath || strings.IndexByte(e.Target, 0) >= 0 {
-			return fmt.Errorf("record: symlink %q: target of %d bytes cannot be recorded", e.Path, len(e.Target))
+			return fmt.Errorf("record: link %q: target of %d bytes cannot be recorded", e.Path, len(e.Target))
+		}
+		if e.Type == Hardlink {
+			if err := checkPath(e.Target); err != nil || e.Target == "." {
+				return fmt.Errorf("record: hard link %q: %q is not a path in the tree", e.Path, e.Target)
+			}
 		}
 		b = binary.AppendUvarint(b, uint64(len(e.Target)))
 		b = append(b, e.Target...)
+	case Fifo, Socket:
+	case Char, Block:
+		b = binary.LittleEndian.AppendUint64(b, e.Rdev)
 	default:
 		return fmt.Errorf("record: %q: unknown type %q", e.Path, e.Type)
 	}
@@ -208,8 +231,11 @@ func Read(b []byte, key []byte, want Header) ([]Entry, error) {
 		case File:
 			e.Size = int64(r.uvarint())
 			copy(e.Hash[:], r.n(32))
-		case Symlink:
+		case Symlink, Hardlink:
 			e.Target = string(r.bytes())
+		case Fifo, Socket:
+		case Char, Block:
+			e.Rdev = r.u64()
 		default:
 			return nil, fmt.Errorf("%w: entry %d has unknown type %q", ErrRecord, len(out), t)
 		}
@@ -218,6 +244,11 @@ func Read(b []byte, key []byte, want Header) ([]Entry, error) {
 		}
 		if err := checkPath(e.Path); err != nil || e.Size < 0 {
 			return nil, fmt.Errorf("%w: entry %d: %v", ErrRecord, len(out), cmpErr(err, "negative size"))
+		}
+		if e.Type == Hardlink {
+			if err := checkPath(e.Target); err != nil || e.Target == "." {
+				return nil, fmt.Errorf("%w: entry %d: hard link to %q", ErrRecord, len(out), e.Target)
+			}
 		}
 		out = append(out, e)
 	}

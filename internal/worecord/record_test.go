@@ -42,6 +42,11 @@ func TestRecordRoundTrips(t *testing.T) {
 		{Type: Dir, Path: "d\xff not utf-8", Mode: 0o1777, UID: 7, GID: 8, MtimeNs: -5},
 		fileEntry("d\xff not utf-8/f", "content", 0o4755),
 		{Type: Symlink, Path: "l", Target: "../../anywhere", MtimeNs: 9},
+		{Type: Hardlink, Path: "h", Target: "d\xff not utf-8/f"},
+		{Type: Fifo, Path: "p", Mode: 0o640},
+		{Type: Socket, Path: "s", Mode: 0o600},
+		{Type: Char, Path: "c", Mode: 0o620, Rdev: 0x103},
+		{Type: Block, Path: "b", Mode: 0o660, Rdev: 0x800},
 	}
 	got, err := Read(record(t, k, header, entries), k, header)
 	require.NoError(t, err)
@@ -57,6 +62,9 @@ func TestRecordRefusesWhatItCannotHold(t *testing.T) {
 	}
 	assert.Error(t, w.Add(Entry{Type: Symlink, Path: "l"}), "a symlink without a target")
 	assert.Error(t, w.Add(Entry{Type: 'x', Path: "x"}))
+	for _, target := range []string{"", ".", "../out", "/abs"} {
+		assert.Error(t, w.Add(Entry{Type: Hardlink, Path: "h", Target: target}), "a hard link to %q", target)
+	}
 	_, err = Key(nil, "j", "d")
 	assert.Error(t, err, "an empty password")
 }
