@@ -320,34 +320,45 @@ func setMeta(root *os.Root, entries []Entry, res *Result) error {
 	return nil
 }
 
-// setOne sets one entry's owner, then its mode (chown clears setuid), then its mtime,
-// relative to the directory fd dfd; atime is left as it is.
+// setOne sets one entry's owner, then its mode (chown clears setuid), its extended
+// attributes (chown clears capabilities), then its mtime; atime is left as it is. The entry
+// is name in the directory fd dfd, or dfd itself when name is "". A named entry is reached
+// through an O_PATH descriptor opened without following a symlink (no device is opened),
+// and one that is not of its recorded type is refused.
 func setOne(dfd int, name string, flags int, e *Entry) error {
-	if err := unix.Fchownat(dfd, name, int(e.UID), int(e.GID), flags); err != nil {
-		return err
-	}
-	switch {
-	case e.Type == Symlink:
-	case name == "": // dfd is the entry itself
-		if err := unix.Fchmod(dfd, e.Mode&0o7777); err != nil {
-			return err
-		}
-	default:
-		// An O_PATH descriptor opens no device and follows no symlink; chmod goes to its
-		// inode through /proc (fchmod refuses O_PATH descriptors).
-		fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd := dfd
+	if name != "" {
+		o, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
-		defer unix.Close(fd)
+		defer unix.Close(o)
 		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
+		if err := unix.Fstat(o, &st); err != nil {
 			return err
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			return errors.New("it became a symlink")
+		if (st.Mode&unix.S_IFMT == unix.S_IFLNK) != (e.Type == Symlink) {
+			return fmt.Errorf("it is of file type %o, not what its record says", st.Mode&unix.S_IFMT)
 		}
+		fd = o
+	}
+	if err := unix.Fchownat(fd, "", int(e.UID), int(e.GID), unix.AT_EMPTY_PATH); err != nil {
+		return err
+	}
+	if e.Type == Symlink {
+		// Only trusted. and security. attributes exist on symlinks; name is not followed.
+		for _, x := range e.Xattrs {
+			p := "/proc/self/fd/" + strconv.Itoa(dfd) + "/" + name
+			if err := unix.Lsetxattr(p, x.Name, x.Value, 0); err != nil {
+				return fmt.Errorf("setting extended attribute %q: %w", x.Name, err)
+			}
+		}
+	} else {
+		// fchmod refuses O_PATH descriptors; /proc/self/fd leads to the inode itself.
 		if err := unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), e.Mode&0o7777, 0); err != nil {
+			return err
+		}
+		if err := setXattrs(fd, e.Xattrs); err != nil {
 			return err
 		}
 	}

@@ -71,6 +71,8 @@ func got(t *testing.T, dir string) []Entry {
 			e.Type, e.Rdev = specials[st.Mode&unix.S_IFMT], st.Rdev
 			require.NotZero(t, e.Type, "%s: file type %o", p, st.Mode&unix.S_IFMT)
 		}
+		e.Xattrs, err = readXattrs(p, -1)
+		require.NoError(t, err)
 		out = append(out, e)
 		return nil
 	}))
@@ -83,6 +85,10 @@ func sorted(es []Entry) []Entry {
 		if out[i].Type == Symlink {
 			out[i].Mode = 0
 		}
+	}
+	for i := range out {
+		out[i].Xattrs = append([]Xattr(nil), out[i].Xattrs...)
+		sort.Slice(out[i].Xattrs, func(a, b int) bool { return out[i].Xattrs[a].Name < out[i].Xattrs[b].Name })
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
@@ -100,6 +106,8 @@ func TestCheckMakesTheTreeItsRecordSays(t *testing.T) {
 	// Left by the writer or anyone else: not in the record.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "a", "extra"), []byte("x"), 0o644))
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "junk", "deep"), 0o755))
+	// An attribute the record lacks, on a staged file: removed.
+	require.NoError(t, unix.Setxattr(filepath.Join(dir, "a/two"), "user.stray", []byte("x"), 0))
 	res, err := Check(r, append([]Entry(nil), tree...), 2)
 	require.NoError(t, err)
 	assert.Equal(t, Result{Dirs: 3, Files: 3, Symlinks: 1, Bytes: int64(len("first file") + len("second")), Removed: 2}, res)

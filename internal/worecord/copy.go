@@ -72,8 +72,8 @@ var ErrCannotKeep = errors.New("write once cannot keep this yet")
 
 // Copy writes the tree src into dst, each file's content once, on workers goroutines fed by
 // one walk, and adds every entry to rec (not closed): a file's other names as hard links,
-// FIFOs, sockets and devices without content. It refuses, before writing that entry, an
-// entry with extended attributes and a sparse file.
+// FIFOs, sockets and devices without content, every entry with its extended attributes. It
+// refuses, before writing it, a sparse file.
 func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error) {
 	c := &copier{src: src, dst: dst, rec: rec}
 	files := make(chan fileJob, 1024)
@@ -108,7 +108,8 @@ func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error)
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
-			if err := noXattrs(p); err != nil {
+			xs, err := readXattrs(p, -1)
+			if err != nil {
 				return err
 			}
 			if rel != "." {
@@ -116,7 +117,7 @@ func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error)
 					return fmt.Errorf("staging %q: %w", rel, err)
 				}
 			}
-			return c.add(Entry{Type: Dir, Path: rel, Mode: st.Mode, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano()}, &c.res.Dirs, 0)
+			return c.add(Entry{Type: Dir, Path: rel, Mode: st.Mode, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano(), Xattrs: xs}, &c.res.Dirs, 0)
 		case unix.S_IFREG:
 			if st.Nlink > 1 {
 				id := [2]uint64{st.Dev, st.Ino}
@@ -132,16 +133,21 @@ func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error)
 			if err != nil {
 				return err
 			}
-			return c.add(Entry{Type: Symlink, Path: rel, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano(), Target: target}, &c.res.Symlinks, 0)
+			xs, err := readXattrs(p, -1)
+			if err != nil {
+				return err
+			}
+			return c.add(Entry{Type: Symlink, Path: rel, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano(), Target: target, Xattrs: xs}, &c.res.Symlinks, 0)
 		}
 		t, ok := specials[st.Mode&unix.S_IFMT]
 		if !ok {
 			return fmt.Errorf("%w: %s has file type %o", ErrCannotKeep, p, st.Mode&unix.S_IFMT)
 		}
-		if err := noXattrs(p); err != nil {
+		xs, err := readXattrs(p, -1)
+		if err != nil {
 			return err
 		}
-		return c.add(Entry{Type: t, Path: rel, Mode: st.Mode, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano(), Rdev: st.Rdev}, &c.res.Specials, 0)
+		return c.add(Entry{Type: t, Path: rel, Mode: st.Mode, UID: st.Uid, GID: st.Gid, MtimeNs: st.Mtim.Nano(), Rdev: st.Rdev, Xattrs: xs}, &c.res.Specials, 0)
 	})
 	close(files)
 	wg.Wait()
@@ -201,14 +207,15 @@ func (c *copier) file(f fileJob, buf []byte) error {
 	if f.st.Size > 0 && f.st.Blocks*512 < f.st.Size {
 		return fmt.Errorf("%w: %s is sparse (%d bytes in %d blocks)", ErrCannotKeep, p, f.st.Size, f.st.Blocks)
 	}
-	if err := noXattrs(p); err != nil {
-		return err
-	}
 	in, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
+	xs, err := readXattrs(p, int(in.Fd()))
+	if err != nil {
+		return err
+	}
 	var before, after unix.Stat_t
 	if err := unix.Fstat(int(in.Fd()), &before); err != nil {
 		return err
@@ -241,21 +248,7 @@ func (c *copier) file(f fileJob, buf []byte) error {
 		c.res.Changed = append(c.res.Changed, f.rel)
 		c.mu.Unlock()
 	}
-	e := Entry{Type: File, Path: f.rel, Mode: before.Mode, UID: before.Uid, GID: before.Gid, MtimeNs: before.Mtim.Nano(), Size: n}
+	e := Entry{Type: File, Path: f.rel, Mode: before.Mode, UID: before.Uid, GID: before.Gid, MtimeNs: before.Mtim.Nano(), Size: n, Xattrs: xs}
 	copy(e.Hash[:], h.Sum(nil))
 	return c.add(e, &c.res.Files, n)
-}
-
-// noXattrs refuses an entry with extended attributes (ACLs and capabilities are ones).
-func noXattrs(p string) error {
-	n, err := unix.Llistxattr(p, nil)
-	switch {
-	case errors.Is(err, unix.ENOTSUP):
-		return nil
-	case err != nil:
-		return &os.PathError{Op: "llistxattr", Path: p, Err: err}
-	case n > 0:
-		return fmt.Errorf("%w: %s has extended attributes", ErrCannotKeep, p)
-	}
-	return nil
 }

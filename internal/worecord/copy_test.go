@@ -2,6 +2,7 @@ package worecord
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
@@ -33,7 +34,13 @@ func source(t *testing.T) string {
 	require.NoError(t, os.Link(filepath.Join(src, "a/b/deep"), filepath.Join(src, "a/b/deep3")))
 	require.NoError(t, unix.Mkfifo(filepath.Join(src, "a/fifo"), 0o640))
 	require.NoError(t, unix.Mknod(filepath.Join(src, "a/sock"), unix.S_IFSOCK|0o600, 0))
+	// Extended attributes: user ones on a file and a directory, a POSIX ACL, and (root) a
+	// file capability, which a chown would clear.
+	require.NoError(t, unix.Setxattr(filepath.Join(src, "top"), "user.replctl", []byte("value"), 0))
+	require.NoError(t, unix.Setxattr(filepath.Join(src, "a"), "user.dir", []byte{0, 1, 2}, 0))
+	require.NoError(t, unix.Setxattr(filepath.Join(src, "a/b/deep"), "system.posix_acl_access", aclUserRead(1001), 0))
 	if os.Geteuid() == 0 {
+		require.NoError(t, unix.Setxattr(filepath.Join(src, "a/suid"), "security.capability", capNetBindService(), 0))
 		require.NoError(t, unix.Mknod(filepath.Join(src, "a/null"), unix.S_IFCHR|0o620, int(unix.Mkdev(1, 3))))
 		require.NoError(t, os.Lchown(filepath.Join(src, "a/up"), 42, 43))
 		require.NoError(t, os.Chown(filepath.Join(src, "top"), 44, 45))
@@ -97,12 +104,6 @@ func TestCopyThenCheckGivesTheSourceTree(t *testing.T) {
 // Nothing is dropped silently: what the record cannot hold yet stops the copy, naming it.
 func TestCopyRefusesWhatItCannotKeep(t *testing.T) {
 	cases := map[string]func(t *testing.T, src string){
-		"extended attributes": func(t *testing.T, src string) {
-			err := unix.Lsetxattr(filepath.Join(src, "top"), "user.replctl", []byte("v"), 0)
-			if err != nil {
-				t.Skipf("user xattrs: %v", err)
-			}
-		},
 		"sparse": func(t *testing.T, src string) {
 			require.NoError(t, os.Truncate(filepath.Join(src, "a/empty"), 8<<20))
 		},
@@ -124,4 +125,26 @@ func TestCopyRefusesWhatItCannotKeep(t *testing.T) {
 			assert.Contains(t, err.Error(), src)
 		})
 	}
+}
+
+// aclUserRead is a POSIX access ACL (the kernel's xattr form) of mode 0644 that also lets
+// uid read: user::rw-, user:uid:r--, group::r--, mask::r--, other::r--.
+func aclUserRead(uid uint32) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 2) // POSIX_ACL_XATTR_VERSION
+	for _, e := range [][3]uint32{{0x01, 6, 0xffffffff}, {0x02, 4, uid}, {0x04, 4, 0xffffffff}, {0x10, 4, 0xffffffff}, {0x20, 4, 0xffffffff}} {
+		b = binary.LittleEndian.AppendUint16(b, uint16(e[0]))
+		b = binary.LittleEndian.AppendUint16(b, uint16(e[1]))
+		b = binary.LittleEndian.AppendUint32(b, e[2])
+	}
+	return b
+}
+
+// capNetBindService is a file capability (vfs_cap_data revision 2) of cap_net_bind_service,
+// permitted and effective.
+func capNetBindService() []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 0x02000001)
+	for _, v := range []uint32{1 << 10, 0, 0, 0} {
+		b = binary.LittleEndian.AppendUint32(b, v)
+	}
+	return b
 }

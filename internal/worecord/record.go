@@ -15,7 +15,8 @@
 //	uvarint length, header JSON {"job","dataset","run","epoch"}
 //	entries: type byte ('d', 'f', 'l', 'h', 'p', 's', 'c', 'b'), uvarint length + path,
 //	         uint32 mode, uid, gid, int64 mtime (ns); 'f': uvarint size + 32-byte BLAKE3;
-//	         'l', 'h': uvarint length + target; 'c', 'b': uint64 rdev
+//	         'l', 'h': uvarint length + target; 'c', 'b': uint64 rdev;
+//	         then uvarint count of xattrs, each uvarint length + name, uvarint length + value
 //	type byte 0
 //	32-byte HMAC-SHA256 of everything before it
 package worecord
@@ -84,7 +85,22 @@ type Entry struct {
 	Hash     [32]byte // File: BLAKE3 of the content
 	Target   string   // Symlink: its target; Hardlink: the path of the recorded File
 	Rdev     uint64   // Char, Block
+	Xattrs   []Xattr  // every extended attribute (ACLs and capabilities are ones), in order
 }
+
+// Xattr is one extended attribute of an entry.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Limits of extended attributes a record holds (the kernel's XATTR_NAME_MAX and
+// XATTR_SIZE_MAX; at most maxXattrs per entry).
+const (
+	maxXattrName  = 255
+	maxXattrValue = 64 << 10
+	maxXattrs     = 4096
+)
 
 // Key derives the record key of one job's dataset from the repository password: a record
 // cannot be moved to another job or dataset, and the password itself is never used as a key.
@@ -162,6 +178,19 @@ func (w *Writer) Add(e Entry) error {
 	default:
 		return fmt.Errorf("record: %q: unknown type %q", e.Path, e.Type)
 	}
+	if len(e.Xattrs) > maxXattrs {
+		return fmt.Errorf("record: %q has %d extended attributes, more than %d", e.Path, len(e.Xattrs), maxXattrs)
+	}
+	b = binary.AppendUvarint(b, uint64(len(e.Xattrs)))
+	for _, x := range e.Xattrs {
+		if x.Name == "" || len(x.Name) > maxXattrName || strings.IndexByte(x.Name, 0) >= 0 || len(x.Value) > maxXattrValue {
+			return fmt.Errorf("record: %q: extended attribute %q (%d bytes) cannot be recorded", e.Path, x.Name, len(x.Value))
+		}
+		b = binary.AppendUvarint(b, uint64(len(x.Name)))
+		b = append(b, x.Name...)
+		b = binary.AppendUvarint(b, uint64(len(x.Value)))
+		b = append(b, x.Value...)
+	}
 	w.buf = b
 	w.put(b)
 	return w.err
@@ -238,6 +267,17 @@ func Read(b []byte, key []byte, want Header) ([]Entry, error) {
 			e.Rdev = r.u64()
 		default:
 			return nil, fmt.Errorf("%w: entry %d has unknown type %q", ErrRecord, len(out), t)
+		}
+		if n := r.uvarint(); n > maxXattrs {
+			return nil, fmt.Errorf("%w: entry %d has %d extended attributes", ErrRecord, len(out), n)
+		} else {
+			for range n {
+				x := Xattr{Name: string(r.bytes()), Value: r.bytes()}
+				if x.Name == "" || len(x.Name) > maxXattrName || len(x.Value) > maxXattrValue {
+					return nil, fmt.Errorf("%w: entry %d: extended attribute %q of %d bytes", ErrRecord, len(out), x.Name, len(x.Value))
+				}
+				e.Xattrs = append(e.Xattrs, x)
+			}
 		}
 		if r.err != nil {
 			return nil, fmt.Errorf("%w: entry %d: %v", ErrRecord, len(out), r.err)

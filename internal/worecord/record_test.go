@@ -43,7 +43,7 @@ func TestRecordRoundTrips(t *testing.T) {
 		fileEntry("d\xff not utf-8/f", "content", 0o4755),
 		{Type: Symlink, Path: "l", Target: "../../anywhere", MtimeNs: 9},
 		{Type: Hardlink, Path: "h", Target: "d\xff not utf-8/f"},
-		{Type: Fifo, Path: "p", Mode: 0o640},
+		{Type: Fifo, Path: "p", Mode: 0o640, Xattrs: []Xattr{{"user.a", []byte{0, 1}}, {"security.x\xff", bytes.Repeat([]byte("v"), maxXattrValue)}}},
 		{Type: Socket, Path: "s", Mode: 0o600},
 		{Type: Char, Path: "c", Mode: 0o620, Rdev: 0x103},
 		{Type: Block, Path: "b", Mode: 0o660, Rdev: 0x800},
@@ -62,6 +62,9 @@ func TestRecordRefusesWhatItCannotHold(t *testing.T) {
 	}
 	assert.Error(t, w.Add(Entry{Type: Symlink, Path: "l"}), "a symlink without a target")
 	assert.Error(t, w.Add(Entry{Type: 'x', Path: "x"}))
+	for _, x := range []Xattr{{"", []byte("v")}, {"user.nul\x00", nil}, {"user." + string(bytes.Repeat([]byte("n"), maxXattrName)), nil}, {"user.big", make([]byte, maxXattrValue+1)}} {
+		assert.Error(t, w.Add(Entry{Type: Dir, Path: "x", Xattrs: []Xattr{x}}), "xattr %.20q of %d bytes", x.Name, len(x.Value))
+	}
 	for _, target := range []string{"", ".", "../out", "/abs"} {
 		assert.Error(t, w.Add(Entry{Type: Hardlink, Path: "h", Target: target}), "a hard link to %q", target)
 	}
