@@ -172,6 +172,11 @@ func TestWriteOnceCopyOverServeStagingIsCheckedOnTheTarget(t *testing.T) {
 	w := newStagingWorld(t, "a1")
 	src := filepath.Join(t.TempDir(), "orders")
 	writeDataset(t, src, 60, 96<<10, 21)
+	sparse, err := os.Create(filepath.Join(src, "sparse"))
+	require.NoError(t, err)
+	_, err = sparse.WriteAt([]byte("data after a hole"), 16<<20)
+	require.NoError(t, err)
+	require.NoError(t, sparse.Close())
 	hdr := worecord.Header{Job: "orders", Dataset: "orders", Run: "run-1", Epoch: 1}
 	sourceKey, err := worecord.Key([]byte("the repository password"), "orders", "orders")
 	require.NoError(t, err)
@@ -188,7 +193,7 @@ func TestWriteOnceCopyOverServeStagingIsCheckedOnTheTarget(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, rec.Close())
 	require.NoError(t, recf.Close())
-	assert.Equal(t, 61, cres.Files)
+	assert.Equal(t, 62, cres.Files)
 
 	// The target host, with its own copy of the password.
 	check := func() (worecord.Result, error) {
@@ -210,6 +215,9 @@ func TestWriteOnceCopyOverServeStagingIsCheckedOnTheTarget(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, cres.Bytes, res.Bytes)
 	assert.Equal(t, treeDigest(t, src), treeDigest(t, filepath.Join(w.incoming("orders"), "copy", "tree")))
+	var st unix.Stat_t
+	require.NoError(t, unix.Lstat(filepath.Join(w.incoming("orders"), "copy", "tree", "sparse"), &st))
+	assert.Less(t, st.Blocks*512, int64(1<<20), "the hole travelled as a hole: %d blocks", st.Blocks)
 
 	// The writer overwrites a file with other bytes of the same size: the check fails on it.
 	f, err := l.Staging("/copy/tree").Create("d00/s0/f00000.bin")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"strings"
@@ -82,7 +81,7 @@ type sftpStaging struct {
 
 func (s sftpStaging) Mkdir(p string) error { return s.c.Mkdir(path.Join(s.dir, p)) }
 
-func (s sftpStaging) Create(p string) (io.WriteCloser, error) {
+func (s sftpStaging) Create(p string) (worecord.StagedFile, error) {
 	return s.c.OpenFile(path.Join(s.dir, p), os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 }
 

@@ -20,7 +20,16 @@ import (
 type Staging interface {
 	Mkdir(p string) error
 	// Create opens p for writing only, created or truncated.
-	Create(p string) (io.WriteCloser, error)
+	Create(p string) (StagedFile, error)
+}
+
+// StagedFile is a file being written into a staging: written in order, or at offsets with
+// holes left between them and extended to its size (a sparse file).
+type StagedFile interface {
+	io.Writer
+	io.WriterAt
+	io.Closer
+	Truncate(size int64) error
 }
 
 // RootStaging is a staging reached through a mount of the writing host, confined by an
@@ -41,7 +50,7 @@ func (s *RootStaging) Mkdir(p string) error {
 }
 
 // Create opens p for writing, never through a symlink.
-func (s *RootStaging) Create(p string) (io.WriteCloser, error) {
+func (s *RootStaging) Create(p string) (StagedFile, error) {
 	r, name, release, err := s.dirs.split(p)
 	if err != nil {
 		return nil, err
@@ -70,10 +79,10 @@ const writebackFrom = 256 << 10
 // stops rather than drop it (the repository path keeps it).
 var ErrCannotKeep = errors.New("write once cannot keep this yet")
 
-// Copy writes the tree src into dst, each file's content once, on workers goroutines fed by
+// Copy writes the tree src into dst, each file's content once (a sparse file's data only,
+// its holes left as holes), on workers goroutines fed by
 // one walk, and adds every entry to rec (not closed): a file's other names as hard links,
-// FIFOs, sockets and devices without content, every entry with its extended attributes. It
-// refuses, before writing it, a sparse file.
+// FIFOs, sockets and devices without content, every entry with its extended attributes.
 func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error) {
 	c := &copier{src: src, dst: dst, rec: rec}
 	files := make(chan fileJob, 1024)
@@ -155,6 +164,52 @@ func Copy(src string, dst Staging, rec *Writer, workers int) (CopyResult, error)
 	return c.res, c.err
 }
 
+// copySparse copies the data ranges of in (SEEK_DATA/SEEK_HOLE) to the same offsets of
+// out, hashes the whole content (the holes as zeros, as they read) and extends out to size.
+// It returns the bytes of content, size unless in changed meanwhile.
+func copySparse(out StagedFile, in *os.File, h io.Writer, size int64, buf []byte) (int64, error) {
+	fd := int(in.Fd())
+	zeros := make([]byte, 64<<10)
+	var pos int64 // content hashed so far
+	for pos < size {
+		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			data = size // only a hole is left
+		} else if err != nil {
+			return pos, err
+		}
+		data = min(data, size)
+		for ; pos < data; pos += int64(min(len(zeros), int(data-pos))) {
+			h.Write(zeros[:min(len(zeros), int(data-pos))])
+		}
+		if pos >= size {
+			break
+		}
+		hole, err := unix.Seek(fd, pos, unix.SEEK_HOLE)
+		if err != nil {
+			return pos, err
+		}
+		hole = min(hole, size)
+		for pos < hole {
+			k, err := in.ReadAt(buf[:min(len(buf), int(hole-pos))], pos)
+			if k > 0 {
+				h.Write(buf[:k])
+				if _, werr := out.WriteAt(buf[:k], pos); werr != nil {
+					return pos, werr
+				}
+				pos += int64(k)
+			}
+			if err == io.EOF {
+				return pos, out.Truncate(pos) // it shrank meanwhile: Changed
+			}
+			if err != nil {
+				return pos, err
+			}
+		}
+	}
+	return pos, out.Truncate(size)
+}
+
 // specials are the file types recorded without content.
 var specials = map[uint32]Type{unix.S_IFIFO: Fifo, unix.S_IFSOCK: Socket, unix.S_IFCHR: Char, unix.S_IFBLK: Block}
 
@@ -204,9 +259,6 @@ func (c *copier) add(e Entry, count *int, bytes int64) error {
 // file copies one regular file, hashing what it reads, and records it.
 func (c *copier) file(f fileJob, buf []byte) error {
 	p := filepath.Join(c.src, filepath.FromSlash(f.rel))
-	if f.st.Size > 0 && f.st.Blocks*512 < f.st.Size {
-		return fmt.Errorf("%w: %s is sparse (%d bytes in %d blocks)", ErrCannotKeep, p, f.st.Size, f.st.Blocks)
-	}
 	in, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
@@ -228,7 +280,12 @@ func (c *copier) file(f fileJob, buf []byte) error {
 		return fmt.Errorf("staging %q: %w", f.rel, err)
 	}
 	h := blake3.New()
-	n, err := io.CopyBuffer(out, io.TeeReader(in, h), buf)
+	var n int64
+	if before.Size > 0 && before.Blocks*512 < before.Size {
+		n, err = copySparse(out, in, h, before.Size, buf)
+	} else {
+		n, err = io.CopyBuffer(out, io.TeeReader(in, h), buf)
+	}
 	if fd, ok := out.(interface{ Fd() uintptr }); ok && err == nil && n >= writebackFrom {
 		// Start writing it to disk now, beside the next files, rather than all at the end
 		// (the pull does the same: design.md, "A pull starts the writeback").
