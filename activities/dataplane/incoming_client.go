@@ -53,7 +53,8 @@ func DialIncoming(ctx context.Context, host string, t hostexec.Target, command s
 	if err := l.session.Start(command); err != nil {
 		return fail(fmt.Errorf("incoming staging on host %s: %w", host, err))
 	}
-	if l.Client, err = sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64)); err != nil {
+	if l.Client, err = sftp.NewClientPipe(r, w, sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64),
+		sftp.MaxPacketUnchecked(1<<18-1024)); err != nil {
 		// The far end ended before SFTP started: the refusal is on its stderr.
 		werr := l.session.Wait()
 		if msg := strings.TrimSpace(l.stderr.String()); msg != "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -284,7 +285,9 @@ func (c *copier) file(f fileJob, buf []byte) error {
 	if before.Size > 0 && before.Blocks*512 < before.Size {
 		n, err = copySparse(out, in, h, before.Size, buf)
 	} else {
-		n, err = io.CopyBuffer(out, io.TeeReader(in, h), buf)
+		// A reader of unknown length would make an SFTP file write one packet at a time;
+		// a LimitedReader lets it keep many in flight.
+		n, err = io.CopyBuffer(out, &io.LimitedReader{R: io.TeeReader(in, h), N: math.MaxInt64}, buf)
 	}
 	if fd, ok := out.(interface{ Fd() uintptr }); ok && err == nil && n >= writebackFrom {
 		// Start writing it to disk now, beside the next files, rather than all at the end
