@@ -107,6 +107,10 @@ func TestServeStagingWritesTheIncomingStaging(t *testing.T) {
 	st, err := os.Stat(w.incoming("orders"))
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o700), st.Mode().Perm(), "the staging is closed to others")
+	require.Eventually(t, func() bool {
+		logged, _ := os.ReadFile(filepath.Join(w.dir, "hosts", "b1", "serve-staging.log"))
+		return strings.Contains(string(logged), `event="granted `+w.incoming("orders")+`"`) && strings.Contains(string(logged), `event="ended"`)
+	}, 5*time.Second, 50*time.Millisecond, "the target logs the session's grant and end")
 }
 
 // Hostile input: every request the target host's own config does not grant is refused with
@@ -138,6 +142,13 @@ func TestServeStagingRefusesWhatTheTargetConfigDoesNotGrant(t *testing.T) {
 	}
 	_, err := os.Lstat(filepath.Join(w.dir, "pwned"))
 	assert.True(t, os.IsNotExist(err), "the shell command did not run: %v", err)
+	// The target host keeps its own log of every refusal.
+	logged, err := os.ReadFile(filepath.Join(w.dir, "hosts", "b1", "serve-staging.log"))
+	require.NoError(t, err)
+	assert.Equal(t, len(cases), strings.Count(string(logged), `event="refused"`), "%s", logged)
+	for _, want := range []string{"does not set write_once", "is not a staging request", `\"dataset\":\"../array-a/orders\"`} {
+		assert.Contains(t, string(logged), want)
+	}
 	_, err = os.Lstat(filepath.Join(testworld.StoragePath(w.dir, "array-b"), ".replctl", "incoming"))
 	assert.True(t, os.IsNotExist(err), "no refused request created anything: %v", err)
 }

@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/replctl/replctl/activities"
 	"github.com/replctl/replctl/activities/dataplane"
+	"github.com/replctl/replctl/config"
 	"github.com/replctl/replctl/internal/stagingsftp"
 )
 
@@ -58,29 +62,65 @@ func NewCmdServeStaging(f *Factory, runF func(*ServeStagingOptions) error) *cobr
 	return cmd
 }
 
-// runServeStaging grants the request from this host's own config, then serves it.
+// runServeStaging grants the request from this host's own config, then serves it. Every
+// grant, refusal and end is appended to serve-staging.log in the host's state dir.
 func runServeStaging(f *Factory, o *ServeStagingOptions) error {
-	req, err := activities.ParseStagingCommand(o.Command)
-	if err != nil {
-		return fmt.Errorf("host %s refuses source host %s: %w", o.Host, o.From, err)
-	}
 	cfg, err := f.Config()
 	if err != nil {
 		return fmt.Errorf("host %s refuses source host %s: its own config: %w", o.Host, o.From, err)
 	}
+	audit := stagingAudit(cfg, o.Host, o.From, o.Command)
+	req, err := activities.ParseStagingCommand(o.Command)
+	if err != nil {
+		err = fmt.Errorf("host %s refuses source host %s: %w", o.Host, o.From, err)
+		audit("refused", err)
+		return err
+	}
 	root, err := activities.StagingGrant(cfg, o.Host, o.From, req)
 	if err != nil {
+		audit("refused", err)
 		return err
 	}
 	r, dir, err := dataplane.OpenIncoming(root, req.Dataset)
 	if err != nil {
-		return fmt.Errorf("host %s: the incoming staging of job %q: %w", o.Host, req.Job, err)
+		err = fmt.Errorf("host %s: the incoming staging of job %q: %w", o.Host, req.Job, err)
+		audit("failed", err)
+		return err
 	}
 	defer r.Close()
+	audit("granted "+dir, nil)
 	if err := stagingsftp.Serve(o.Conn, r); err != nil {
-		return fmt.Errorf("host %s: serving %s to source host %s: %w", o.Host, dir, o.From, err)
+		err = fmt.Errorf("host %s: serving %s to source host %s: %w", o.Host, dir, o.From, err)
+		audit("ended", err)
+		return err
 	}
+	audit("ended", nil)
 	return nil
+}
+
+// stagingAudit returns what appends one line to serve-staging.log in host's state dir
+// (none when the config gives it no state dir): the time, both hosts, what happened, the
+// request as sent and the error. A log that cannot be written does not stop the session.
+func stagingAudit(cfg *config.Config, host, from, command string) func(event string, err error) {
+	h, herr := cfg.Host(host)
+	return func(event string, err error) {
+		if herr != nil || h.State == "" {
+			return
+		}
+		if os.MkdirAll(h.State, 0o700) != nil {
+			return
+		}
+		lf, oerr := os.OpenFile(filepath.Join(h.State, "serve-staging.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+		if oerr != nil {
+			return
+		}
+		defer lf.Close()
+		line := fmt.Sprintf("%s host=%s from=%s event=%q request=%q", time.Now().UTC().Format(time.RFC3339Nano), host, from, event, command)
+		if err != nil {
+			line += fmt.Sprintf(" error=%q", err.Error())
+		}
+		fmt.Fprintln(lf, line)
+	}
 }
 
 // stdio is stdin and stdout as one connection.
