@@ -67,6 +67,41 @@ func (w *stagingWorld) dial(t *testing.T, command string) (*dataplane.IncomingLi
 	return dataplane.DialIncoming(ctx, "b1", w.target, command)
 }
 
+// copyOver copies src into the staging's copy/tree through serve-staging, with its record
+// in copy/record, and returns the still open link.
+func (w *stagingWorld) copyOver(t *testing.T, src string, key []byte, hdr worecord.Header, workers int) (*dataplane.IncomingLink, worecord.CopyResult) {
+	t.Helper()
+	l, err := w.dial(t, activities.StagingRequest{Job: "orders", Storage: "array-b", Dataset: "orders"}.Command())
+	require.NoError(t, err)
+	require.NoError(t, l.Mkdir("/copy"))
+	require.NoError(t, l.Mkdir("/copy/tree"))
+	recf, err := l.Staging("/copy").Create("record")
+	require.NoError(t, err)
+	rec, err := worecord.NewWriter(recf, key, hdr)
+	require.NoError(t, err)
+	cres, err := worecord.Copy(src, l.Staging("/copy/tree"), rec, workers)
+	require.NoError(t, err)
+	require.NoError(t, rec.Close())
+	require.NoError(t, recf.Close())
+	return l, cres
+}
+
+// checkCopy does the target's side: it reads copy/record with key and checks copy/tree.
+func (w *stagingWorld) checkCopy(t *testing.T, key []byte, hdr worecord.Header, workers int) (worecord.Result, error) {
+	t.Helper()
+	r, _, err := dataplane.OpenIncoming(testworld.StoragePath(w.dir, "array-b"), "orders")
+	require.NoError(t, err)
+	defer r.Close()
+	b, err := r.ReadFile("copy/record")
+	require.NoError(t, err)
+	entries, err := worecord.Read(b, key, hdr)
+	require.NoError(t, err)
+	tree, err := r.OpenRoot("copy/tree")
+	require.NoError(t, err)
+	defer tree.Close()
+	return worecord.Check(tree, entries, workers)
+}
+
 // A source agent of a write_once job writes files into the target's incoming staging over
 // SFTP through the forced command; what it writes lands there and only there.
 func TestServeStagingWritesTheIncomingStaging(t *testing.T) {
@@ -191,36 +226,14 @@ func TestWriteOnceCopyOverServeStagingIsCheckedOnTheTarget(t *testing.T) {
 	hdr := worecord.Header{Job: "orders", Dataset: "orders", Run: "run-1", Epoch: 1}
 	sourceKey, err := worecord.Key([]byte("the repository password"), "orders", "orders")
 	require.NoError(t, err)
-
-	l, err := w.dial(t, activities.StagingRequest{Job: "orders", Storage: "array-b", Dataset: "orders"}.Command())
-	require.NoError(t, err)
-	require.NoError(t, l.Mkdir("/copy"))
-	require.NoError(t, l.Mkdir("/copy/tree"))
-	recf, err := l.Staging("/copy").Create("record")
-	require.NoError(t, err)
-	rec, err := worecord.NewWriter(recf, sourceKey, hdr)
-	require.NoError(t, err)
-	cres, err := worecord.Copy(src, l.Staging("/copy/tree"), rec, 4)
-	require.NoError(t, err)
-	require.NoError(t, rec.Close())
-	require.NoError(t, recf.Close())
+	l, cres := w.copyOver(t, src, sourceKey, hdr, 4)
 	assert.Equal(t, 62, cres.Files)
 
 	// The target host, with its own copy of the password.
 	check := func() (worecord.Result, error) {
 		targetKey, err := worecord.Key([]byte("the repository password"), "orders", "orders")
 		require.NoError(t, err)
-		r, _, err := dataplane.OpenIncoming(testworld.StoragePath(w.dir, "array-b"), "orders")
-		require.NoError(t, err)
-		defer r.Close()
-		b, err := r.ReadFile("copy/record")
-		require.NoError(t, err)
-		entries, err := worecord.Read(b, targetKey, hdr)
-		require.NoError(t, err)
-		tree, err := r.OpenRoot("copy/tree")
-		require.NoError(t, err)
-		defer tree.Close()
-		return worecord.Check(tree, entries, 2)
+		return w.checkCopy(t, targetKey, hdr, 2)
 	}
 	res, err := check()
 	require.NoError(t, err)
@@ -261,37 +274,19 @@ func TestMeasureWriteOnceOverSSH(t *testing.T) {
 	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
 
 	start := time.Now()
-	l, err := w.dial(t, activities.StagingRequest{Job: "orders", Storage: "array-b", Dataset: "orders"}.Command())
-	require.NoError(t, err)
-	require.NoError(t, l.Mkdir("/copy"))
-	require.NoError(t, l.Mkdir("/copy/tree"))
-	recf, err := l.Staging("/copy").Create("record")
-	require.NoError(t, err)
-	rec, err := worecord.NewWriter(recf, key, hdr)
-	require.NoError(t, err)
-	cres, err := worecord.Copy(src, l.Staging("/copy/tree"), rec, 8)
-	require.NoError(t, err)
-	require.NoError(t, rec.Close())
-	require.NoError(t, recf.Close())
+	l, cres := w.copyOver(t, src, key, hdr, 8)
 	require.NoError(t, l.Close())
 	r, _, err := dataplane.OpenIncoming(testworld.StoragePath(w.dir, "array-b"), "orders")
 	require.NoError(t, err)
-	defer r.Close()
 	f, err := r.Open(".")
 	require.NoError(t, err)
 	require.NoError(t, unix.Syncfs(int(f.Fd())))
 	f.Close()
+	r.Close()
 	t.Logf("copy over ssh: %d files, %d bytes in %v (with syncfs)", cres.Files, cres.Bytes, time.Since(start).Round(time.Millisecond))
 
 	cstart := time.Now()
-	b, err := r.ReadFile("copy/record")
-	require.NoError(t, err)
-	entries, err := worecord.Read(b, key, hdr)
-	require.NoError(t, err)
-	tree, err := r.OpenRoot("copy/tree")
-	require.NoError(t, err)
-	defer tree.Close()
-	res, err := worecord.Check(tree, entries, 8)
+	res, err := w.checkCopy(t, key, hdr, 8)
 	require.NoError(t, err)
 	t.Logf("check: %d bytes in %v; total %v", res.Bytes, time.Since(cstart).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }

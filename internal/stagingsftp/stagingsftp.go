@@ -127,7 +127,7 @@ func (h *handler) Filecmd(r *sftp.Request) error {
 	case "Mkdir":
 		return h.root.Mkdir(p, 0o700)
 	case "Rmdir":
-		if err := h.isType(p, r.Filepath, fs.ModeDir); err != nil {
+		if err := h.isDir(p, r.Filepath); err != nil {
 			return err
 		}
 		return h.root.Remove(p)
@@ -159,13 +159,13 @@ func (h *handler) Filecmd(r *sftp.Request) error {
 // os.Root.Rename already has.
 func (h *handler) PosixRename(r *sftp.Request) error { return h.Filecmd(r) }
 
-// isType refuses p unless it is (without following a symlink) of the given type.
-func (h *handler) isType(p, shown string, want fs.FileMode) error {
+// isDir refuses p unless it is (without following a symlink) a directory.
+func (h *handler) isDir(p, shown string) error {
 	st, err := h.root.Lstat(p)
 	if err != nil {
 		return err
 	}
-	if st.Mode().Type() != want {
+	if !st.IsDir() {
 		return fmt.Errorf("%q is not a directory: %w", shown, sftp.ErrSSHFxFailure)
 	}
 	return nil
@@ -207,7 +207,7 @@ func (h *handler) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 	}
 	switch r.Method {
 	case "List":
-		if err := h.isType(p, r.Filepath, fs.ModeDir); err != nil {
+		if err := h.isDir(p, r.Filepath); err != nil {
 			return nil, err
 		}
 		d, err := h.root.Open(p)

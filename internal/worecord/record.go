@@ -282,8 +282,11 @@ func Read(b []byte, key []byte, want Header) ([]Entry, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("%w: entry %d: %v", ErrRecord, len(out), r.err)
 		}
-		if err := checkPath(e.Path); err != nil || e.Size < 0 {
-			return nil, fmt.Errorf("%w: entry %d: %v", ErrRecord, len(out), cmpErr(err, "negative size"))
+		if err := checkPath(e.Path); err != nil {
+			return nil, fmt.Errorf("%w: entry %d: %v", ErrRecord, len(out), err)
+		}
+		if e.Size < 0 {
+			return nil, fmt.Errorf("%w: entry %d: negative size", ErrRecord, len(out))
 		}
 		if e.Type == Hardlink {
 			if err := checkPath(e.Target); err != nil || e.Target == "." {
@@ -296,13 +299,6 @@ func Read(b []byte, key []byte, want Header) ([]Entry, error) {
 		return nil, fmt.Errorf("%w: %d bytes after the end marker", ErrRecord, len(r.b))
 	}
 	return out, nil
-}
-
-func cmpErr(err error, s string) any {
-	if err != nil {
-		return err
-	}
-	return s
 }
 
 // reader decodes a record's body; the first error sticks.
